@@ -1,0 +1,67 @@
+"""The device switch: names, fallbacks, errors, and transfers."""
+
+import numpy as np
+import pytest
+import scipy.fft
+
+from mbook import backend
+
+
+@pytest.fixture(autouse=True)
+def restore_device():
+    yield
+    backend.set_device("cpu")
+
+
+@pytest.mark.parametrize("name", ["tpu", "", "GPU0", None, 1])
+def test_unknown_device_is_refused(name):
+    with pytest.raises(ValueError, match=r"device must be one of \('auto', 'cpu', 'gpu'\)"):
+        backend.set_device(name)
+
+
+def test_names_are_case_insensitive():
+    assert backend.set_device(" CPU ") == "cpu"
+
+
+def test_cpu_uses_numpy_and_scipy_fft():
+    backend.set_device("cpu")
+    assert backend.get_device() == "cpu"
+    assert backend.xp is np
+    assert backend.fft is scipy.fft
+    assert isinstance(backend.asarray([1, 2]), np.ndarray)
+
+
+def test_auto_resolves_to_what_is_available():
+    assert backend.set_device("auto") == ("gpu" if backend.gpu_available() else "cpu")
+
+
+@pytest.mark.skipif(backend.gpu_available(), reason="a GPU is usable here, so 'gpu' must not raise")
+def test_gpu_without_cupy_says_how_to_install():
+    with pytest.raises(RuntimeError, match="pip install cupy-cuda12x"):
+        backend.set_device("gpu")
+    assert backend.get_device() == "cpu"  # a refused switch leaves the device as it was
+
+
+def test_environment_variable_is_read_on_first_use(monkeypatch):
+    monkeypatch.setattr(backend, "_resolved", None)
+    monkeypatch.setenv("MBOOK_DEVICE", "cpu")
+    assert backend.get_device() == "cpu"
+    monkeypatch.setattr(backend, "_resolved", None)
+    monkeypatch.setenv("MBOOK_DEVICE", "quantum")
+    with pytest.raises(ValueError, match="MBOOK_DEVICE"):
+        backend.get_device()
+
+
+def test_fft_conventions_unnormalised_forward(device, rng):
+    a = backend.asarray(rng.standard_normal((3, 8, 6)) + 1j * rng.standard_normal((3, 8, 6)))
+    spectrum = backend.fft2(a)
+    assert backend.asnumpy(spectrum[:, 0, 0]) == pytest.approx(backend.asnumpy(a.sum(axis=(-2, -1))))
+    np.testing.assert_allclose(backend.asnumpy(backend.ifft2(spectrum)), backend.asnumpy(a), atol=1e-12)
+    parseval = float((abs(spectrum) ** 2).sum()) / 48
+    assert parseval == pytest.approx(float((abs(a) ** 2).sum()), rel=1e-12)
+
+
+def test_asnumpy_returns_host_arrays(device):
+    x = backend.asarray(np.arange(5.0))
+    assert type(backend.asnumpy(x)) is np.ndarray
+    assert backend.get_array_module(x) is backend.xp

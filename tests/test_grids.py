@@ -1,0 +1,74 @@
+"""Grid construction, validation and the stated conventions."""
+
+import numpy as np
+import pytest
+
+from mbook import grids
+
+
+def test_any_two_define_the_grid():
+    a = grids.make_grid(gpts=(100, 50), sampling=(0.1, 0.2))
+    b = grids.make_grid(gpts=(100, 50), extent=(10.0, 10.0))
+    c = grids.make_grid(sampling=(0.1, 0.2), extent=(10.0, 10.0))
+    assert a.gpts == b.gpts == c.gpts == (100, 50)
+    np.testing.assert_allclose(a.sampling, c.sampling)
+    np.testing.assert_allclose(a.extent, (10.0, 10.0))
+    assert a.reciprocal_sampling == pytest.approx((0.1, 0.1))
+
+
+def test_scalars_broadcast_to_ndim():
+    assert grids.make_grid(gpts=16, sampling=0.5, ndim=3).gpts == (16, 16, 16)
+    assert grids.make_grid(gpts=16, sampling=0.5).ndim == 2
+
+
+@pytest.mark.parametrize("gpts", [0, -4, 2.5, (8, 0), True, "64", (8, 8, 8)])
+def test_bad_gpts_named_in_error(gpts):
+    with pytest.raises(ValueError, match="gpts"):
+        grids.make_grid(gpts=gpts, sampling=(0.1, 0.1))
+
+
+@pytest.mark.parametrize("sampling", [0.0, -0.1, float("nan"), float("inf"), (0.1, -1.0)])
+def test_bad_sampling_named_in_error(sampling):
+    with pytest.raises(ValueError, match=r"sampling must be finite and > 0"):
+        grids.make_grid(gpts=(8, 8), sampling=sampling)
+
+
+def test_fewer_than_two_is_an_error():
+    with pytest.raises(ValueError, match="give two of gpts, sampling and extent"):
+        grids.make_grid(gpts=(8, 8))
+
+
+def test_inconsistent_triple_is_an_error():
+    with pytest.raises(ValueError, match="disagrees with extent"):
+        grids.make_grid(gpts=(8, 8), sampling=0.1, extent=1.0)
+
+
+def test_never_resized_silently():
+    with pytest.raises(ValueError, match=r"pass gpts=\(34, 34\)"):
+        grids.make_grid(extent=10.0, sampling=0.3)
+
+
+def test_coordinates_corner_and_centred():
+    grid = grids.make_grid(gpts=(4, 5), sampling=0.5)
+    x, y = grids.coordinates(grid, xp=np)
+    np.testing.assert_allclose(x, [0, 0.5, 1.0, 1.5])
+    xc, yc = grids.coordinates(grid, centered=True, xp=np)
+    assert xc[2] == 0 and yc[2] == 0  # origin at n // 2, where fftshift puts frequency zero
+    assert np.fft.fftshift(np.fft.fftfreq(5))[2] == 0
+
+
+def test_frequencies_in_fft_order_without_two_pi():
+    grid = grids.make_grid(gpts=(8,), sampling=0.25)
+    (k,) = grids.spatial_frequencies(grid, xp=np)
+    np.testing.assert_allclose(k, [0, 0.5, 1.0, 1.5, -2.0, -1.5, -1.0, -0.5])
+    # A plane wave of frequency k0 lands in the FFT bin where spatial_frequencies equals k0.
+    (x,) = grids.coordinates(grid, xp=np)
+    spectrum = np.fft.fft(np.exp(2j * np.pi * 1.5 * x))
+    assert k[np.argmax(abs(spectrum))] == 1.5
+
+
+def test_frequency_squared_matches_outer_sum():
+    grid = grids.make_grid(gpts=(6, 4, 5), sampling=(0.1, 0.2, 0.3))
+    kx, ky, kz = grids.spatial_frequencies(grid, xp=np)
+    expected = kx[:, None, None] ** 2 + ky[None, :, None] ** 2 + kz[None, None, :] ** 2
+    np.testing.assert_allclose(grids.frequency_squared(grid, xp=np), expected)
