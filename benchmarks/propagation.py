@@ -1,0 +1,62 @@
+"""Free-space propagation: mbook against its floor, the two FFTs it must do.
+
+Prints one table row per grid size: the time of ``optics.propagate`` on a
+batch of fields, the time of the forward and inverse FFTs alone (the floor,
+with the same FFT library and threads), and their ratio. Run:
+
+    .venv/bin/python benchmarks/propagation.py            # current device
+    MBOOK_DEVICE=gpu .venv/bin/python benchmarks/propagation.py
+
+Timings are medians of repeated runs in this one process; they are not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from mbook import backend, optics
+
+
+def _synchronize():
+    if backend.get_device() == "gpu":
+        backend.xp.cuda.Device().synchronize()
+
+
+def median_time(function, repeat: int) -> float:
+    """Median wall time of ``function()`` over ``repeat`` runs after one warm-up [s]."""
+    function()
+    _synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        _synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--batch", type=int, default=8, help="fields propagated at once")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    print(backend.describe())
+    print(f"{'gpts':>6} {'batch':>6} {'propagate [ms]':>15} {'FFTs only [ms]':>15} {'ratio':>7}")
+    rng = np.random.default_rng(0)
+    for n in args.sizes:
+        host = (rng.standard_normal((args.batch, n, n)) + 1j * rng.standard_normal((args.batch, n, n)))
+        field = backend.asarray(host.astype(np.complex64))
+        t_mbook = median_time(
+            lambda: optics.propagate(field, 10.0, wavelength=0.5, sampling=0.25), args.repeat
+        )
+        t_floor = median_time(lambda: backend.ifft2(backend.fft2(field)), args.repeat)
+        print(f"{n:>6} {args.batch:>6} {1e3 * t_mbook:>15.2f} {1e3 * t_floor:>15.2f} {t_mbook / t_floor:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
