@@ -1,0 +1,30 @@
+"""Electron wavelength and interaction parameter against Kirkland (2010), table 2.2 and eq. 5.6."""
+
+import pytest
+
+from mbook import physics
+
+# (energy [eV], wavelength [Å], sigma [rad/(V·Å)]) as tabulated by Kirkland (2010).
+KIRKLAND = [(80e3, 0.04176, None), (100e3, 0.03701, 0.0009244), (200e3, 0.02508, 0.0007288),
+            (300e3, 0.01969, 0.0006526)]
+
+
+@pytest.mark.parametrize("energy, expected, _", KIRKLAND)
+def test_wavelength_matches_kirkland(energy, expected, _):
+    assert physics.wavelength(energy) == pytest.approx(expected, abs=0.5e-5)
+
+
+@pytest.mark.parametrize("energy, _, expected", [k for k in KIRKLAND if k[2]])
+def test_interaction_parameter_matches_kirkland(energy, _, expected):
+    assert physics.interaction_parameter(energy) == pytest.approx(expected, abs=0.5e-7)
+
+
+def test_non_relativistic_limit():
+    # At 10 eV, λ = h / sqrt(2 m e E) = 3.878 Å to 5e-6 relative.
+    assert physics.wavelength(10.0) == pytest.approx(3.8783, rel=1e-4)
+
+
+@pytest.mark.parametrize("energy", [0, -300e3, float("nan"), float("inf"), "300kV", True])
+def test_bad_energy(energy):
+    with pytest.raises(ValueError, match="energy must be a finite number of eV > 0"):
+        physics.wavelength(energy)
