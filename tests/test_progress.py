@@ -1,0 +1,32 @@
+"""Batch planning under a memory budget."""
+
+import pytest
+
+from mbook.progress import memory_budget, plan_batches, progress
+
+
+def test_batch_fits_budget():
+    n = plan_batches(n_items=10_000, bytes_per_item=3_000, fixed_bytes=100_000, budget=1_000_000)
+    assert n == 300 and 100_000 + n * 3_000 <= 1_000_000 < 100_000 + (n + 1) * 3_000
+
+
+def test_batch_never_exceeds_items():
+    assert plan_batches(n_items=7, bytes_per_item=1, budget=10**9) == 7
+
+
+def test_refuses_with_numbers_when_nothing_fits():
+    with pytest.raises(MemoryError, match=r"needs at least 2\.0 MiB .* budget is 1\.0 MiB"):
+        plan_batches(n_items=5, bytes_per_item=2**20, fixed_bytes=2**20, budget=2**20)
+
+
+def test_budget_from_environment(monkeypatch):
+    monkeypatch.setenv("MBOOK_MEMORY_GB", "0.5")
+    assert memory_budget() == 2**29
+    monkeypatch.setenv("MBOOK_MEMORY_GB", "lots")
+    with pytest.raises(ValueError, match="MBOOK_MEMORY_GB"):
+        memory_budget()
+
+
+def test_progress_iterates_everything(monkeypatch):
+    monkeypatch.setenv("MBOOK_PROGRESS", "0")
+    assert list(progress(range(5), desc="test")) == [0, 1, 2, 3, 4]
