@@ -1,0 +1,83 @@
+"""Aberrations, transfer functions and probes against closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mbook import backend, grids, physics, waves
+
+ENERGY = 300e3
+GRID = grids.make_grid(gpts=(128, 128), sampling=0.1)
+
+
+def test_round_aberrations_match_kirkland_formula():
+    """χ(k) = π λ k² (Cs λ² k² / 2 - Δf) (Kirkland 2010, eq. 10.9)."""
+    k = np.linspace(0, 1.0, 50)
+    lam = physics.wavelength(ENERGY)
+    chi = waves.aberration_phase(k, 0 * k, energy=ENERGY, defocus=700.0, Cs=1.3e7)
+    np.testing.assert_allclose(chi, np.pi * lam * k**2 * (0.5 * 1.3e7 * lam**2 * k**2 - 700.0), atol=1e-12)
+
+
+def test_twofold_astigmatism_has_twofold_symmetry():
+    phi = np.linspace(0, 2 * np.pi, 37)
+    kx, ky = 0.5 * np.cos(phi), 0.5 * np.sin(phi)
+    chi = waves.aberration_phase(kx, ky, energy=ENERGY, aberrations={"C12": 50.0, "phi12": 0.4})
+    rotated = waves.aberration_phase(-kx, -ky, energy=ENERGY, aberrations={"C12": 50.0, "phi12": 0.4})
+    np.testing.assert_allclose(chi, rotated, atol=1e-12)
+    assert np.argmax(chi[:18]) == pytest.approx(round(0.4 / (2 * np.pi) * 36), abs=1)
+
+
+def test_ctf_zeros_match_analytic_defocus_zeros():
+    """With Cs = 0, sin χ = 0 at k_n = sqrt(n / (λ Δf))."""
+    lam = physics.wavelength(ENERGY)
+    grid = grids.make_grid(gpts=(1024, 4), sampling=0.1)
+    ctf = waves.contrast_transfer_function(grid, energy=ENERGY, defocus=500.0, xp=np)
+    kx = grids.spatial_frequencies(grid, xp=np)[0][1:512]
+    profile = ctf[1:512, 0]
+    crossings = kx[np.nonzero(np.diff(np.sign(profile)))[0]]
+    expected = np.sqrt(np.arange(1, 4) / (lam * 500.0))
+    np.testing.assert_allclose(crossings[:3], expected, atol=kx[0])
+
+
+def test_envelopes_damp_and_limit():
+    lam = physics.wavelength(ENERGY)
+    k = np.array([0.0, 0.5])
+    et = waves.temporal_envelope(k, 0 * k, energy=ENERGY, focal_spread=30.0)
+    assert et[0] == 1 and et[1] == pytest.approx(math.exp(-0.5 * (math.pi * lam * 30 * 0.25) ** 2))
+    es = waves.spatial_envelope(k, 0 * k, energy=ENERGY, angular_spread=0.5, defocus=400.0, Cs=1e7)
+    expected = math.exp(-((math.pi * 0.5e-3 / lam) ** 2) * (1e7 * lam**3 * 0.125 - 400 * lam * 0.5) ** 2)
+    assert es[1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_probe_is_normalised_centred_and_band_limited():
+    psi = waves.probe(GRID, energy=ENERGY, semiangle_cutoff=25.0, positions=[[3.0, 4.5], [6.4, 6.4]], xp=np)
+    assert psi.shape == (2, 128, 128) and psi.dtype == np.complex64
+    np.testing.assert_allclose(np.sum(abs(psi) ** 2, axis=(1, 2)), 1.0, rtol=1e-5)
+    peak = np.unravel_index(np.argmax(abs(psi[0])), psi[0].shape)
+    assert peak == (30, 45)
+    spectrum = np.fft.fft2(psi[1])
+    outside = waves.aperture(*waves._frequencies(GRID, np), energy=ENERGY, semiangle_cutoff=25.0) == 0
+    assert np.sum(abs(spectrum[outside]) ** 2) < 1e-10 * np.sum(abs(spectrum) ** 2)
+
+
+def test_probe_refuses_aperture_beyond_sampling():
+    coarse = grids.make_grid(gpts=(32, 32), sampling=0.5)
+    with pytest.raises(ValueError, match="semiangle_cutoff=30 mrad exceeds the largest angle"):
+        waves.probe(coarse, energy=ENERGY, semiangle_cutoff=30)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"aberrations": {"C99": 1.0}}, "unknown aberration"), ({"defocus": 10.0, "aberrations": {"C10": 1.0}}, "not both"),
+     ({"Cs": float("nan")}, "Cs must be a finite number")],
+)
+def test_bad_aberrations(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        waves.aberration_phase(np.zeros(3), np.zeros(3), energy=ENERGY, **kwargs)
+
+
+def test_probe_cpu_gpu_agree(device):
+    reference = waves.probe(GRID, energy=ENERGY, semiangle_cutoff=20.0, defocus=30.0, xp=np)
+    result = waves.probe(GRID, energy=ENERGY, semiangle_cutoff=20.0, defocus=30.0)
+    np.testing.assert_allclose(backend.asnumpy(result), reference, atol=2e-6)
