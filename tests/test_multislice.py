@@ -1,0 +1,92 @@
+"""The multislice recursion: vacuum, weak-phase limit, unitarity, convergence, devices."""
+
+import numpy as np
+import pytest
+
+from mbook import backend, grids, multislice, physics
+
+ENERGY = 200e3
+GRID = grids.make_grid(gpts=(64, 64), sampling=0.1)
+
+
+def gaussian_slices(n_slices, peak, width=0.4):
+    """Smooth test potential [V·Å]: one Gaussian column per slice at the cell centre."""
+    x, y = grids.coordinates(GRID, xp=np)
+    r2 = (x[:, None] - 3.2) ** 2 + (y[None, :] - 3.2) ** 2
+    return np.repeat((peak * np.exp(-r2 / (2 * width**2)))[None], n_slices, axis=0).astype(np.float32)
+
+
+def run(potential, slice_thickness=1.0, **kwargs):
+    return multislice.propagate_slices(np.ones(GRID.gpts, np.complex64), potential, grid=GRID, energy=ENERGY,
+                                       slice_thickness=slice_thickness, **kwargs)
+
+
+def test_vacuum_leaves_a_plane_wave_unchanged():
+    np.testing.assert_allclose(run(np.zeros((5, 64, 64), np.float32)), 1.0, atol=1e-6)
+
+
+def test_weak_phase_limit():
+    """A thin, weak slab: ψ ≈ 1 + iσv to first order; the error is second order in σv."""
+    potential = gaussian_slices(1, peak=2.0)
+    psi = run(potential, slice_thickness=0.01, antialias=False)
+    weak = multislice.weak_phase_exit_wave(potential, energy=ENERGY)
+    sigma_v = physics.interaction_parameter(ENERGY) * potential.max()
+    error = np.max(abs(psi - weak))
+    assert error < sigma_v**2  # second order ...
+    assert error > 0.1 * sigma_v**2  # ... and not smaller: the phase grating is not linear
+
+
+def test_unitary_without_aperture(rng):
+    potential = (50 * rng.random((8, 64, 64))).astype(np.float32)
+    wave = (rng.standard_normal((3, 64, 64)) + 1j * rng.standard_normal((3, 64, 64))).astype(np.complex64)
+    psi = multislice.propagate_slices(wave, potential, grid=GRID, energy=ENERGY, slice_thickness=2.0,
+                                      antialias=False)
+    power = [np.sum(abs(w.astype(np.complex128)) ** 2, axis=(1, 2)) for w in (psi, wave)]
+    np.testing.assert_allclose(power[0], power[1], rtol=2e-6)  # float32: ~1e-7 per FFT pair, 8 slices
+
+
+def test_intensity_conserved_when_nothing_is_cut():
+    """A smooth, weak potential scatters well inside the 2/3 aperture: |ψ|² kept to 1e-6."""
+    psi = run(gaussian_slices(10, peak=1.0, width=0.6), slice_thickness=2.0)
+    assert np.sum(abs(psi) ** 2) / psi.size == pytest.approx(1.0, abs=1e-6)
+
+
+def test_slice_thickness_convergence():
+    """Halving Δz at fixed total thickness: the error to a fine reference falls ~ Δz (or faster)."""
+    total = 8.0
+    potential_per_length = gaussian_slices(1, peak=20.0)[0] / 1.0  # V·Å per Å of thickness
+
+    def exit_for(n):
+        dz = total / n
+        return run(np.repeat(potential_per_length[None] * dz, n, axis=0), slice_thickness=dz)
+
+    reference = exit_for(256)
+    errors = [np.max(abs(exit_for(n) - reference)) for n in (4, 8, 16)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[1] / errors[2] > 1.8
+
+
+def test_max_angle_and_aperture():
+    lam = physics.wavelength(ENERGY)
+    assert multislice.max_angle(GRID, ENERGY) == pytest.approx(1e3 * lam * (2 / 3) / 0.2)
+    aperture = multislice.antialias_aperture(GRID, xp=np)
+    k2 = grids.frequency_squared(GRID, xp=np)
+    assert aperture[k2 <= (2 / 3 * 5.0) ** 2].all() and not aperture[k2 > (2 / 3 * 5.0) ** 2].any()
+
+
+@pytest.mark.parametrize(
+    "potential, match",
+    [(np.zeros((2, 32, 32), np.float32), "must share"), (np.full((2, 64, 64), np.nan, np.float32), "NaN"),
+     (np.zeros((64, 64), np.float32), r"\(n_slices, nx, ny\)")],
+)
+def test_bad_input(potential, match):
+    with pytest.raises(ValueError, match=match):
+        run(potential)
+
+
+def test_cpu_gpu_agree(device):
+    potential = gaussian_slices(6, peak=30.0)
+    reference = run(potential)
+    result = multislice.propagate_slices(backend.asarray(np.ones(GRID.gpts, np.complex64)),
+                                         backend.asarray(potential), grid=GRID, energy=ENERGY, slice_thickness=1.0)
+    np.testing.assert_allclose(backend.asnumpy(result), reference, atol=2e-5)
