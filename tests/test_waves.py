@@ -81,3 +81,21 @@ def test_probe_cpu_gpu_agree(device):
     reference = waves.probe(GRID, energy=ENERGY, semiangle_cutoff=20.0, defocus=30.0, xp=np)
     result = waves.probe(GRID, energy=ENERGY, semiangle_cutoff=20.0, defocus=30.0)
     np.testing.assert_allclose(backend.asnumpy(result), reference, atol=2e-6)
+
+
+def test_weak_phase_image_follows_the_ctf():
+    """Image of a weak phase object = 1 + 2σv ⊛ F^-1[CTF] to first order (no envelopes)."""
+    grid = grids.make_grid(gpts=(64, 64), sampling=0.2)
+    rng = np.random.default_rng(5)
+    phase = 1e-3 * rng.standard_normal(grid.gpts)
+    image = waves.image_intensity(np.exp(1j * phase), grid, energy=ENERGY, defocus=300.0, Cs=1e6)
+    ctf = waves.contrast_transfer_function(grid, energy=ENERGY, defocus=300.0, Cs=1e6, xp=np)
+    linear = 1 + 2 * np.real(np.fft.ifft2(np.fft.fft2(phase) * ctf))
+    assert np.max(abs(image - linear)) < 1e-5  # second order in a phase of ~1e-3, float32
+    assert np.std(image - 1) > 1e-4  # and the contrast itself is first order
+
+
+def test_vacuum_image_is_one():
+    image = waves.image_intensity(np.ones((32, 32), complex), grids.make_grid(gpts=(32, 32), sampling=0.2),
+                                  energy=ENERGY, defocus=100.0, focal_spread=20.0)
+    np.testing.assert_allclose(image, 1.0, rtol=1e-6)

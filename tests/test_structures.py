@@ -1,0 +1,34 @@
+"""Specimen builders: geometry and density."""
+
+import numpy as np
+import pytest
+from ase.geometry import get_distances
+
+from mbook import structures
+
+
+def test_silicon_110_dumbbells_are_1_36_angstrom_apart():
+    columns = [xy for xy, _ in structures.column_positions(structures.silicon_110())]
+    xy = np.array(columns)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy)) * 99
+    assert d.min() == pytest.approx(5.431 / 4, abs=0.01)  # a/4: the dumbbell spacing along [001]
+
+
+def test_srtio3_columns():
+    columns = dict((xy, el) for xy, el in structures.column_positions(structures.srtio3()))
+    assert columns[(0.0, 0.0)] == "Sr" and columns[(1.95, 1.95)] == "O,Ti" and columns[(1.95, 0.0)] == "O"
+
+
+def test_amorphous_density_and_spacing():
+    atoms = structures.amorphous("C", extent=(15, 15, 8), density=2.0, min_distance=1.4, seed=3)
+    mass_density = atoms.get_masses().sum() / 6.02214076e23 / (15 * 15 * 8 * 1e-24)
+    assert mass_density == pytest.approx(2.0, rel=0.01)
+    _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=True)
+    assert d[np.triu_indices(len(atoms), 1)].min() >= 1.4
+    again = structures.amorphous("C", extent=(15, 15, 8), density=2.0, min_distance=1.4, seed=3)
+    np.testing.assert_array_equal(atoms.positions, again.positions)
+
+
+def test_impossible_packing_is_refused():
+    with pytest.raises(ValueError, match="placed only"):
+        structures.amorphous("C", extent=(6, 6, 6), density=5.0, min_distance=2.0, seed=0)
