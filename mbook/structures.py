@@ -13,6 +13,8 @@ Examples
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from ase import Atoms
 from ase.build import bulk, surface
@@ -22,6 +24,7 @@ from mbook import grids
 
 SRTIO3_LATTICE = 3.905  # Å, cubic perovskite at room temperature
 SILICON_LATTICE = 5.431  # Å, diamond cubic
+GRAPHENE_LATTICE = 2.46  # Å
 
 
 def _repeat(atoms: Atoms, repeat) -> Atoms:
@@ -56,6 +59,25 @@ def silicon_110(repeat=(1, 1, 1)) -> Atoms:
     """
     atoms = surface(bulk("Si", "diamond", a=SILICON_LATTICE, cubic=True), (1, 1, 0), 1, periodic=True)
     return _repeat(atoms, repeat)
+
+
+def graphene(repeat=(1, 1), *, thickness=2.0) -> Atoms:
+    """A graphene sheet in the rectangular cell a × a√3 (4 atoms, C-C 1.42 Å), normal to z.
+
+    Parameters
+    ----------
+    repeat : (int, int)
+        Cells along x and y.
+    thickness : float
+        Cell length along z [Å]; the sheet sits at its middle.
+    """
+    a = GRAPHENE_LATTICE
+    b = a * math.sqrt(3)
+    z = grids.check_positive(thickness, "thickness", 1)[0] / 2
+    xy = [(0, 0), (0, b / 3), (a / 2, b / 2), (a / 2, 5 * b / 6)]
+    cell = Atoms("C4", positions=[(x, y, z) for x, y in xy], cell=[a, b, 2 * z], pbc=True)
+    nx, ny = grids.check_gpts(repeat, 2)
+    return _repeat(cell, (nx, ny, 1))
 
 
 def isolated_atom(symbol: str, *, extent=8.0, thickness=2.0) -> Atoms:

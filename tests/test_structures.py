@@ -32,3 +32,10 @@ def test_amorphous_density_and_spacing():
 def test_impossible_packing_is_refused():
     with pytest.raises(ValueError, match="placed only"):
         structures.amorphous("C", extent=(6, 6, 6), density=5.0, min_distance=2.0, seed=0)
+
+
+def test_graphene_bonds_are_1_42_angstrom():
+    atoms = structures.graphene((2, 2))
+    _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=True)
+    nearest = np.sort(d + np.eye(len(atoms)) * 99, axis=1)[:, :3]
+    np.testing.assert_allclose(nearest, 2.46 / np.sqrt(3), atol=1e-9)  # three neighbours each
