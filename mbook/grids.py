@@ -226,3 +226,38 @@ def frequency_squared(grid: Grid, *, xp=None):
         term = k.reshape(shape) ** 2
         k2 = term if k2 is None else k2 + term
     return k2
+
+
+def radial_average(values, grid: Grid, *, num_bins=None):
+    """Average of a 2D reciprocal-space array over rings of constant ``|k|``.
+
+    Parameters
+    ----------
+    values : (nx, ny) array_like
+        In FFT order (e.g. a power spectrum ``|fft2(image)|^2``).
+    grid : Grid
+        The real-space grid of the image.
+    num_bins : int, optional
+        Number of rings; default ``min(nx, ny) // 2``, each one reciprocal
+        pixel wide, up to the Nyquist frequency of the finer axis.
+
+    Returns
+    -------
+    k : (num_bins,) ndarray
+        Ring centres [1/length].
+    average : (num_bins,) ndarray
+        Mean of ``values`` in each ring (NaN where a ring is empty).
+    """
+    values = np.asarray(backend.asnumpy(values), dtype=float)
+    if values.shape != tuple(grid.gpts) or grid.ndim != 2:
+        raise ValueError(f"values shape {values.shape} must equal the 2D grid's gpts {grid.gpts}")
+    num_bins = num_bins or min(grid.gpts) // 2
+    k = np.sqrt(frequency_squared(grid, xp=np)).ravel()
+    k_max = min(1 / (2 * d) for d in grid.sampling)
+    edges = np.linspace(0, k_max, num_bins + 1)
+    index = np.digitize(k, edges) - 1
+    inside = (index >= 0) & (index < num_bins)
+    total = np.bincount(index[inside], weights=values.ravel()[inside], minlength=num_bins)
+    count = np.bincount(index[inside], minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 0.5 * (edges[1:] + edges[:-1]), total / count

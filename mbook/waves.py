@@ -362,3 +362,36 @@ def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations
                              aberrations=aberrations, focal_spread=focal_spread, angular_spread=angular_spread,
                              xp=xp).astype(xp.complex64)
     return (xp.abs(backend.ifft2(backend.fft2(exit_wave.astype(xp.complex64)) * transfer)) ** 2).astype(xp.float32)
+
+
+def ctf_zeros(*, energy, defocus=0.0, Cs=0.0, k_max, num_samples=20000):
+    """Spatial frequencies where the round-lens CTF ``sin χ(k)`` vanishes, up to ``k_max``.
+
+    Sign changes of ``sin χ`` on a fine grid of ``|k|``, refined by Brent's
+    method (only round aberrations: defocus and Cs).
+
+    Parameters
+    ----------
+    energy : float
+        [eV].
+    defocus, Cs : float
+        [Å].
+    k_max : float
+        Largest frequency searched [1/Å].
+
+    Returns
+    -------
+    ndarray
+        Zeros ``k_n`` [1/Å], increasing, excluding ``k = 0``.
+    """
+    from scipy.optimize import brentq
+
+    k_max = grids.check_positive(k_max, "k_max", 1)[0]
+
+    def sin_chi(k):
+        return float(np.sin(aberration_phase(np.array(k), np.array(0.0), energy=energy, defocus=defocus, Cs=Cs)))
+
+    k = np.linspace(k_max / num_samples, k_max, num_samples)
+    values = np.sin(aberration_phase(k, 0 * k, energy=energy, defocus=defocus, Cs=Cs))
+    brackets = np.nonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)[0]
+    return np.array([brentq(sin_chi, k[i], k[i + 1], xtol=1e-12) for i in brackets])

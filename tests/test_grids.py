@@ -72,3 +72,17 @@ def test_frequency_squared_matches_outer_sum():
     kx, ky, kz = grids.spatial_frequencies(grid, xp=np)
     expected = kx[:, None, None] ** 2 + ky[None, :, None] ** 2 + kz[None, None, :] ** 2
     np.testing.assert_allclose(grids.frequency_squared(grid, xp=np), expected)
+
+
+def test_radial_average_of_a_radial_function():
+    grid = grids.make_grid(gpts=(64, 48), sampling=0.5)
+    k2 = grids.frequency_squared(grid, xp=np)
+    k, average = grids.radial_average(np.sqrt(k2), grid)
+    assert len(k) == 24 and k[-1] < 1.0  # up to the Nyquist frequency of 1/(2*0.5)
+    filled = np.isfinite(average)
+    np.testing.assert_allclose(average[filled][1:], k[filled][1:], atol=0.5 * (k[1] - k[0]))
+
+
+def test_radial_average_checks_shape():
+    with pytest.raises(ValueError, match="must equal the 2D grid's gpts"):
+        grids.radial_average(np.ones((4, 4)), grids.make_grid(gpts=(8, 8), sampling=1.0))

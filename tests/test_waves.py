@@ -99,3 +99,11 @@ def test_vacuum_image_is_one():
     image = waves.image_intensity(np.ones((32, 32), complex), grids.make_grid(gpts=(32, 32), sampling=0.2),
                                   energy=ENERGY, defocus=100.0, focal_spread=20.0)
     np.testing.assert_allclose(image, 1.0, rtol=1e-6)
+
+
+def test_ctf_zeros_with_spherical_aberration():
+    zeros = waves.ctf_zeros(energy=ENERGY, defocus=600.0, Cs=1.2e7, k_max=1.0)
+    chi = waves.aberration_phase(zeros, 0 * zeros, energy=ENERGY, defocus=600.0, Cs=1.2e7)
+    np.testing.assert_allclose(np.sin(chi), 0, atol=1e-9)
+    np.testing.assert_allclose(chi / np.pi, np.round(chi / np.pi), atol=1e-9)  # χ = nπ
+    assert np.all(np.diff(zeros) > 0) and len(zeros) >= 3
