@@ -105,3 +105,36 @@ def match_positions(found, expected, *, extent=None):
         period = np.asarray(extent, float)
         delta -= period * np.round(delta / period)
     return np.sqrt((delta**2).sum(-1)).min(axis=1)
+
+
+def profile_minima(x, y, *, order=3, smooth=1.0):
+    """Local minima of a sampled 1D profile, refined by parabolic interpolation.
+
+    Parameters
+    ----------
+    x : (n,) array_like
+        Evenly spaced abscissae (e.g. spatial frequency [1/Å]).
+    y : (n,) array_like
+        Profile (e.g. the logarithm of a radially averaged power spectrum).
+    order : int
+        A minimum must be the lowest within ``order`` samples on each side.
+    smooth : float
+        Width of the Gaussian smoothing applied first [samples]; 0 for none.
+
+    Returns
+    -------
+    ndarray
+        Positions of the minima, in the units of ``x``.
+    """
+    from scipy.signal import argrelmin
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError(f"x and y must be finite 1D arrays of one length, got shapes {x.shape}, {y.shape}")
+    if smooth:
+        y = ndimage.gaussian_filter1d(y, smooth)
+    found = argrelmin(y, order=order)[0]
+    found = found[(found > 0) & (found < len(y) - 1)]
+    f_minus, f0, f_plus = y[found - 1], y[found], y[found + 1]
+    offset = 0.5 * (f_minus - f_plus) / (f_minus - 2 * f0 + f_plus)
+    return x[found] + offset * (x[1] - x[0])

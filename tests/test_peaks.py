@@ -38,3 +38,9 @@ def test_bad_input(kwargs, match):
     args = {"sampling": 0.2, "min_distance": 1.0} | kwargs
     with pytest.raises(ValueError, match=match):
         peaks.find_peaks(np.ones((8, 8)), **args)
+
+
+def test_profile_minima_subsample():
+    x = np.linspace(0, 10, 201)
+    minima = peaks.profile_minima(x, np.cos(2 * np.pi * x / 3.3), smooth=0)
+    np.testing.assert_allclose(minima, [1.65, 4.95, 8.25], atol=1e-3)
