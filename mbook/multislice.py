@@ -92,6 +92,7 @@ def slice_propagator(grid: grids.Grid, *, energy, slice_thickness, antialias=Tru
 
 
 def _check_inputs(waves, potential, grid, slice_thickness):
+    """Validate a multislice call; return the arrays and one thickness per slice [Å]."""
     xp = backend.get_array_module(waves, potential)
     waves = xp.asarray(waves)
     potential = xp.asarray(potential)
@@ -103,8 +104,34 @@ def _check_inputs(waves, potential, grid, slice_thickness):
         )
     if not bool(xp.isfinite(potential).all()):
         raise ValueError("potential contains NaN or infinite values")
-    grids.check_positive(slice_thickness, "slice_thickness", 1)
-    return waves, potential
+    thicknesses = grids.check_positive(slice_thickness, "slice_thickness", len(potential))
+    return waves, potential, thicknesses
+
+
+def slice_propagators(grid, *, energy, thicknesses, antialias=True, xp=None):
+    """One propagator per slice, shared between slices of equal thickness (list of arrays)."""
+    cache = {}
+    for dz in thicknesses:
+        if dz not in cache:
+            cache[dz] = slice_propagator(grid, energy=energy, slice_thickness=dz, antialias=antialias, xp=xp)
+    return [cache[dz] for dz in thicknesses]
+
+
+def prepare(waves, potential, grid, energy, slice_thickness, antialias, transmissions=None):
+    """Check a multislice call and build its operators.
+
+    Returns
+    -------
+    (waves, transmissions, propagators)
+        The incident waves as complex64, the transmission functions, and one
+        propagator per slice, ready for :func:`iterate_slices`.
+    """
+    waves, potential, thicknesses = _check_inputs(waves, potential, grid, slice_thickness)
+    xp = backend.get_array_module(waves)
+    if transmissions is None:
+        transmissions = transmission_function(potential, energy=energy, grid=grid, antialias=antialias)
+    propagators = slice_propagators(grid, energy=energy, thicknesses=thicknesses, antialias=antialias, xp=xp)
+    return waves.astype(xp.complex64), transmissions, propagators
 
 
 def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antialias=True,
@@ -121,8 +148,9 @@ def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antiali
         The 2D grid of ``waves`` [Å].
     energy : float
         [eV].
-    slice_thickness : float
-        Δz [Å].
+    slice_thickness : float or (n_slices,) array_like
+        Δz of every slice, or of each [Å] (e.g. a thinner last slice, from
+        :func:`mbook.potentials.slice_thicknesses`).
     antialias : bool
         Apply the 2/3 aperture to transmission and propagator. Without it the
         recursion is unitary (|ψ|² conserved) but may alias.
@@ -135,21 +163,17 @@ def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antiali
     (..., nx, ny) ndarray, complex64
         Exit wave(s) on the device of the input.
     """
-    waves, potential = _check_inputs(waves, potential, grid, slice_thickness)
-    xp = backend.get_array_module(waves)
-    if transmissions is None:
-        transmissions = transmission_function(potential, energy=energy, grid=grid, antialias=antialias)
-    propagator = slice_propagator(grid, energy=energy, slice_thickness=slice_thickness, antialias=antialias,
-                                  xp=xp)
-    for psi in iterate_slices(waves.astype(xp.complex64), transmissions, propagator):
+    psi, transmissions, propagators = prepare(waves, potential, grid, energy, slice_thickness, antialias,
+                                               transmissions)
+    for psi in iterate_slices(psi, transmissions, propagators):
         pass
     return psi
 
 
-def iterate_slices(psi, transmissions, propagator):
-    """Yield the wave after each slice: ``ψ ← F^-1[p · F[t ψ]]`` (no checks: a kernel)."""
-    for t in transmissions:
-        psi = backend.ifft2(backend.fft2(psi * t) * propagator)
+def iterate_slices(psi, transmissions, propagators):
+    """Yield the wave after each slice: ``ψ ← F^-1[p_n · F[t_n ψ]]`` (no checks: a kernel)."""
+    for t, p in zip(transmissions, propagators):
+        psi = backend.ifft2(backend.fft2(psi * t) * p)
         yield psi
 
 
@@ -181,7 +205,7 @@ def exit_wave(atoms, energy, sampling, slice_thickness, parametrization="kirklan
     )
     xp = backend.get_array_module(potential)
     psi = propagate_slices(xp.ones(grid.gpts, xp.complex64), potential, grid=grid, energy=energy,
-                           slice_thickness=slice_thickness)
+                           slice_thickness=potentials.slice_thicknesses(atoms, slice_thickness))
     return backend.asnumpy(psi)
 
 
@@ -193,11 +217,5 @@ def weak_phase_exit_wave(potential, *, energy):
 
 def thickness_series(waves, potential, *, grid, energy, slice_thickness, every=1, antialias=True):
     """Exit waves after every ``every`` slices: ``(n_out, ..., nx, ny)`` NumPy array."""
-    waves, potential = _check_inputs(waves, potential, grid, slice_thickness)
-    xp = backend.get_array_module(waves)
-    transmissions = transmission_function(potential, energy=energy, grid=grid, antialias=antialias)
-    propagator = slice_propagator(grid, energy=energy, slice_thickness=slice_thickness, antialias=antialias,
-                                  xp=xp)
-    steps = iterate_slices(waves.astype(xp.complex64), transmissions, propagator)
+    steps = iterate_slices(*prepare(waves, potential, grid, energy, slice_thickness, antialias))
     return np.stack([backend.asnumpy(psi) for index, psi in enumerate(steps, start=1) if index % every == 0])
-

@@ -324,10 +324,12 @@ def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=No
     kx, ky = _frequencies(grid, xp)
     transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
                              aberrations=aberrations, xp=xp)
+    # The shift exp(-2πi k·r0) is separable: two small exponentials per probe, not nx·ny.
     x0 = xp.asarray(positions[:, 0])[:, None, None]
     y0 = xp.asarray(positions[:, 1])[:, None, None]
-    shift = xp.exp(-2j * math.pi * (kx[None] * x0 + ky[None] * y0))
-    psi = backend.ifft2((transfer[None] * shift).astype(xp.complex64))
+    shift_x = xp.exp(-2j * math.pi * kx[None] * x0).astype(xp.complex64)
+    shift_y = xp.exp(-2j * math.pi * ky[None] * y0).astype(xp.complex64)
+    psi = backend.ifft2(transfer.astype(xp.complex64)[None] * shift_x * shift_y)
     psi /= xp.sqrt(xp.sum(xp.abs(psi) ** 2, axis=(-2, -1), keepdims=True))
     return psi[0] if single else psi
 

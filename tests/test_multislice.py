@@ -90,3 +90,19 @@ def test_cpu_gpu_agree(device):
     result = multislice.propagate_slices(backend.asarray(np.ones(GRID.gpts, np.complex64)),
                                          backend.asarray(potential), grid=GRID, energy=ENERGY, slice_thickness=1.0)
     np.testing.assert_allclose(backend.asnumpy(result), reference, atol=2e-5)
+
+
+def test_slices_of_different_thickness_add_up(rng):
+    """Vacuum slices of 1, 2 and 3 Å propagate like one Fresnel step of 6 Å."""
+    from mbook import optics
+
+    wave = (rng.standard_normal((64, 64)) + 1j * rng.standard_normal((64, 64))).astype(np.complex64)
+    psi = multislice.propagate_slices(wave, np.zeros((3, 64, 64), np.float32), grid=GRID, energy=ENERGY,
+                                      slice_thickness=[1.0, 2.0, 3.0], antialias=False)
+    direct = optics.propagate(wave, 6.0, wavelength=physics.wavelength(ENERGY), sampling=0.1, paraxial=True)
+    np.testing.assert_allclose(psi, direct, atol=1e-4)
+
+
+def test_slice_thickness_count_must_match():
+    with pytest.raises(ValueError, match="slice_thickness must have 3 entries"):
+        run(np.zeros((3, 64, 64), np.float32), slice_thickness=[1.0, 2.0])

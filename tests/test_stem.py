@@ -94,3 +94,9 @@ def test_cpu_gpu_agree(device):
     result = stem.scan(backend.asarray(potential), grid=GRID, energy=ENERGY, slice_thickness=1.0,
                        semiangle_cutoff=ALPHA, positions=POSITIONS[:2, :2], detectors=DETECTORS)
     np.testing.assert_allclose(result["DF"], reference["DF"], rtol=1e-4, atol=1e-7)
+
+
+def test_virtual_detector_equals_the_physical_one():
+    result = run(column_potential(), POSITIONS, detectors=DETECTORS, diffraction=True)
+    virtual = stem.virtual_image(result["diffraction"], GRID, energy=ENERGY, inner=ALPHA, outer=80.0)
+    np.testing.assert_allclose(virtual, result["DF"], rtol=1e-5, atol=1e-8)

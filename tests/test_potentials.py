@@ -1,0 +1,346 @@
+"""Projected atomic potentials and frozen phonons against published and analytic values."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, graphene, make_supercell
+from scipy import constants
+from scipy.special import k0
+
+from mbook import backend, potentials
+
+A0 = constants.physical_constants["Bohr radius"][0] * 1e10  # Å
+
+# Peng, Ren, Dudarev & Whelan (1996), Acta Cryst. A52, 257, table for 0 <= s <= 2 1/Å
+# (= International Tables Vol. C, table 4.3.2.2): f_e(s) = Σ a_i exp(-b_i s²), so f_e(0) = Σ a_i [Å].
+# The a_i as distributed, identically, in Lobato's MULTEM (atomic_data.hpp, v2.2.3) and in abTEM
+# (peng_low.json). An independent fit of an independent calculation: the tables must agree at k = 0.
+PENG_1996_A = {
+    "C": (0.0893, 0.2563, 0.7570, 1.0487, 0.3575),
+    "Si": (0.2519, 0.6372, 1.3795, 2.5082, 1.0500),
+    "Ti": (0.3825, 1.2598, 2.0008, 3.0617, 2.0694),
+    "Sr": (0.6703, 1.4926, 3.3368, 4.4600, 3.1501),
+    "Au": (0.9674, 1.8916, 3.3993, 3.0524, 1.2607),
+}
+
+
+def single_atom(symbol, position, cell):
+    return Atoms(symbol, positions=[position], cell=cell)
+
+
+def kirkland_projected_potential(symbol, r):
+    """Kirkland (2010), appendix C: the closed-form projected potential of his f_e fit [V·Å].
+
+    v_z(r) = 4π² a0 e Σ a_i K0(2π r √b_i) + 2π² a0 e Σ (c_i / d_i) exp(-π² r² / d_i):
+    an independent route (Bessel functions in real space, no FFT) to the same potential.
+    """
+    table = potentials._load_table("kirkland")[symbol]
+    a0e = potentials.POTENTIAL_PREFACTOR / (2 * np.pi)
+    v = 0.0
+    for a, b, c, d in zip(table["a"], table["b"], table["c"], table["d"]):
+        v = v + 4 * np.pi**2 * a0e * a * k0(2 * np.pi * r * np.sqrt(b))
+        v = v + 2 * np.pi**2 * a0e * c / d * np.exp(-np.pi**2 * r**2 / d)
+    return v
+
+
+# --------------------------------------------------------------------------- the tables
+
+
+@pytest.mark.parametrize("name, key", [("kirkland", "kirkland2010"), ("lobato", "lobato2014")])
+def test_tables_cover_hydrogen_to_lawrencium_and_cite_a_bib_entry(name, key):
+    raw = json.loads((potentials.DATA_DIR / f"{name}.json").read_text())
+    assert [entry["Z"] for entry in raw["elements"].values()] == list(range(1, 104))
+    assert list(raw["elements"])[0] == "H" and list(raw["elements"])[-1] == "Lr"
+    bib = (Path(__file__).parents[1] / "references.bib").read_text()
+    assert raw["bibtex_key"] == key and re.search(rf"@\w+\{{{key},", bib)
+
+
+def test_table_spot_values():
+    """A few parameters against the published tables (catches a shuffled column or element)."""
+    # Kirkland (2010), table C.4, hydrogen: a1, b1, ..., d3.
+    h = potentials._load_table("kirkland")["H"]
+    np.testing.assert_allclose(h["a"], [4.20298324e-3, 6.27762505e-2, 3.00907347e-2], rtol=1e-9)
+    np.testing.assert_allclose(h["d"], [4.38854001, 4.03884823e-1, 1.44490166], rtol=1e-9)
+    # Lobato & Van Dyck (2014), carbon: a1 and b5.
+    c = potentials._load_table("lobato")["C"]
+    assert c["a"][0] == pytest.approx(124.466088621343, rel=1e-12)
+    assert c["b"][4] == pytest.approx(0.0768976818478339, rel=1e-12)
+
+
+def test_prefactor_is_kirklands_value():
+    # Kirkland (2010): a0 = 0.5292 Å and e = 14.4 V·Å give 2π a0 e = 47.88 V·Å².
+    assert potentials.POTENTIAL_PREFACTOR == pytest.approx(2 * np.pi * 0.5292 * 14.40, rel=2e-4)
+
+
+# --------------------------------------------------------------------------- scattering factors
+
+
+@pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
+def test_hydrogen_forward_scattering_factor_is_the_bohr_radius(parametrization):
+    """f_e(0) = Z <r²> / (3 a0) (Ibers 1958; International Tables C, sec. 4.3.1); <r²> = 3 a0² for 1s."""
+    assert potentials.scattering_factor("H", 0.0, parametrization) == pytest.approx(A0, rel=2e-3)
+
+
+@pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
+@pytest.mark.parametrize("symbol", sorted(PENG_1996_A))
+def test_forward_scattering_factor_matches_peng_1996(symbol, parametrization):
+    expected = sum(PENG_1996_A[symbol])
+    assert potentials.scattering_factor(symbol, 0.0, parametrization) == pytest.approx(expected, rel=0.01)
+
+
+@pytest.mark.parametrize("symbol", ["H", "C", "Si", "Ti", "Cu", "Sr", "Au", "Pb"])
+def test_kirkland_and_lobato_agree_up_to_two_inverse_angstrom(symbol):
+    k = np.linspace(0.0, 2.0, 101)
+    kirkland = potentials.scattering_factor(symbol, k, "kirkland")
+    lobato = potentials.scattering_factor(symbol, k, "lobato")
+    assert np.max(np.abs(kirkland / lobato - 1)) < 0.02
+    assert np.all(np.diff(kirkland) < 0)  # and both fall monotonically with k
+
+
+def test_scattering_factor_accepts_atomic_numbers_and_keeps_shape():
+    k = np.linspace(0, 1, 6).reshape(2, 3)
+    np.testing.assert_array_equal(potentials.scattering_factor(14, k), potentials.scattering_factor("Si", k))
+    assert potentials.scattering_factor("Si", k).shape == (2, 3)
+
+
+# --------------------------------------------------------------------------- one atom
+
+
+@pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
+@pytest.mark.parametrize("symbol", ["C", "Si", "Sr", "Au"])
+def test_single_atom_integrates_to_the_published_forward_scattering_factor(symbol, parametrization):
+    """Σ v dx dy = 2π a0 e f_e(0): within 1 % of Peng's published f_e(0), to 1e-5 of the table's own."""
+    atoms = single_atom(symbol, (3.1, 2.7, 1.0), cell=[6.0, 5.5, 2.0])
+    v, grid = potentials.projected_potential(atoms, 0.1, 2.0, parametrization, return_grid=True)
+    integral = float(np.sum(v, dtype=np.float64)) * grid.sampling[0] * grid.sampling[1]
+    own = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor(symbol, 0.0, parametrization)
+    assert integral == pytest.approx(own, rel=1e-5)
+    if symbol in PENG_1996_A:
+        assert integral == pytest.approx(potentials.POTENTIAL_PREFACTOR * sum(PENG_1996_A[symbol]), rel=0.01)
+
+
+@pytest.mark.parametrize("symbol", ["C", "Si", "Au"])
+def test_matches_kirklands_closed_form_projected_potential_with_second_order_convergence(symbol):
+    """An atom on a grid point against v_z(r) (with its periodic images) for 0.3 <= r <= 1 Å."""
+    cell, errors = 8.0, []
+    for sampling in (0.05, 0.025):
+        atoms = single_atom(symbol, (4.0, 4.0, 1.0), cell=[cell, cell, 2.0])
+        v = potentials.projected_potential(atoms, sampling, 2.0)[0].astype(np.float64)
+        x = np.arange(v.shape[0]) * sampling
+        dx, dy = np.meshgrid(x - 4.0, x - 4.0, indexing="ij")
+        reference = sum(
+            kirkland_projected_potential(symbol, np.hypot(dx - i * cell, dy - j * cell))
+            for i in range(-2, 3) for j in range(-2, 3)
+        )
+        ring = (np.hypot(dx, dy) >= 0.3) & (np.hypot(dx, dy) <= 1.0)
+        errors.append(np.max(np.abs(v[ring] / reference[ring] - 1)))
+    assert errors[0] < 0.03
+    assert errors[0] / errors[1] > 3.0  # halving the spacing cuts the error ~4x
+
+
+def test_off_centre_atom_peaks_at_the_atom_and_is_radially_symmetric():
+    sampling = 0.05
+    i0, j0 = 53, 47  # a grid point near, not at, the centre (80, 80)
+    atoms = single_atom("Sr", (i0 * sampling, j0 * sampling, 1.0), cell=[8.0, 8.0, 2.0])
+    v = potentials.projected_potential(atoms, sampling, 2.0)[0]
+    assert np.unravel_index(np.argmax(v), v.shape) == (i0, j0)
+    # The 8 symmetric images of one offset (the square grid's symmetries) agree to float32...
+    offsets = [(3, 7), (-3, 7), (3, -7), (-3, -7), (7, 3), (-7, 3), (7, -3), (-7, -3)]
+    images = [v[i0 + a, j0 + b] for a, b in offsets]
+    np.testing.assert_allclose(images, images[0], rtol=1e-5)
+    # ...and offsets of one length in different directions ((5, 0), (3, 4), (0, -5)) to 1 %.
+    same_radius = [v[i0 + 5, j0], v[i0 + 3, j0 + 4], v[i0, j0 - 5], v[i0 - 4, j0 - 3]]
+    np.testing.assert_allclose(same_radius, same_radius[0], rtol=0.01)
+    # It falls monotonically away from the atom.
+    assert np.all(np.diff(v[i0, j0:j0 + 30]) < 0)
+
+
+def test_potential_moves_with_the_atom():
+    """Moving the atom by whole pixels rolls the array; by a fraction, shifts the spectrum's phase."""
+    cell, sampling = [6.4, 6.4, 2.0], 0.1
+    v0 = potentials.projected_potential(single_atom("Ti", (2.0, 3.0, 1.0), cell), sampling, 2.0)[0]
+    v1 = potentials.projected_potential(single_atom("Ti", (2.5, 2.7, 1.0), cell), sampling, 2.0)[0]
+    np.testing.assert_allclose(v1, np.roll(v0, (5, -3), axis=(0, 1)), atol=1e-4 * v0.max())
+    shift = (0.0123, 0.0371)
+    moved = single_atom("Ti", (2.0 + shift[0], 3.0 + shift[1], 1.0), cell)
+    v2 = potentials.projected_potential(moved, sampling, 2.0)[0]
+    kx = np.fft.fftfreq(64, sampling)
+    phase = np.exp(-2j * np.pi * (kx[:, None] * shift[0] + kx[None, :] * shift[1]))
+    inner = (np.abs(kx[:, None]) < 4.9) & (np.abs(kx[None, :]) < 4.9)  # all but the Nyquist row/column
+    f0, f2 = np.fft.fft2(v0.astype(np.float64)), np.fft.fft2(v2.astype(np.float64))
+    np.testing.assert_allclose(f2[inner], (f0 * phase)[inner], atol=1e-5 * np.abs(f0).max())
+
+
+# --------------------------------------------------------------------------- many atoms, slices
+
+
+def test_potential_is_linear_in_the_atoms():
+    cell = [7.0, 6.0, 3.0]
+    one = potentials.projected_potential(single_atom("O", (1.3, 2.2, 0.5), cell), 0.1, 1.5)
+    other = potentials.projected_potential(single_atom("Sr", (4.7, 3.9, 1.2), cell), 0.1, 1.5)
+    both = potentials.projected_potential(
+        Atoms("OSr", positions=[(1.3, 2.2, 0.5), (4.7, 3.9, 1.2)], cell=cell), 0.1, 1.5
+    )
+    np.testing.assert_allclose(both, one + other, atol=1e-5 * float(both.max()))
+
+
+def test_each_atom_goes_to_the_slice_that_contains_its_z():
+    z = [0.0, 0.3, 1.99, 2.0, 4.5, 6.9]
+    atoms = Atoms("C6", positions=[(1.0 + i, 2.0, zi) for i, zi in enumerate(z)], cell=[8.0, 4.0, 7.0])
+    v, grid = potentials.projected_potential(atoms, 0.1, 2.0, return_grid=True)
+    assert v.shape == (4, 80, 40)  # ceil(7 / 2) slices; axis 1 along x
+    np.testing.assert_allclose(potentials.slice_thicknesses(atoms, 2.0), [2.0, 2.0, 2.0, 1.0])
+    per_atom = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor("C", 0.0)
+    counts = np.sum(v, axis=(1, 2), dtype=np.float64) * grid.sampling[0] * grid.sampling[1] / per_atom
+    np.testing.assert_allclose(counts, [3, 1, 1, 1], rtol=1e-5)
+
+
+def test_sampling_is_the_largest_spacing_and_the_grid_is_reported():
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True)
+    v, grid = potentials.projected_potential(atoms, (0.1, 0.2), 5.431, return_grid=True)
+    assert grid.gpts == (55, 28) == v.shape[1:]
+    assert grid.sampling[0] <= 0.1 and grid.sampling[1] <= 0.2
+    assert grid.extent == pytest.approx((5.431, 5.431))
+    assert potentials.potential_grid(atoms, (0.1, 0.2)) == grid
+
+
+def test_perovskite_slices_hold_their_atoms():
+    """SrTiO3 [001] cut at a/2: the SrO planes and the TiO2 planes alternate."""
+    a = 3.905
+    fractional = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
+    sto = Atoms("SrTiO3", scaled_positions=fractional, cell=[a, a, a]) * (2, 2, 2)
+    v, grid = potentials.projected_potential(sto, 0.15, a / 2, return_grid=True)
+    f0 = {s: potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor(s, 0.0) for s in ("Sr", "Ti", "O")}
+    per_slice = np.sum(v, axis=(1, 2), dtype=np.float64) * grid.sampling[0] * grid.sampling[1]
+    sro, tio2 = 4 * (f0["Sr"] + f0["O"]), 4 * (f0["Ti"] + 2 * f0["O"])
+    np.testing.assert_allclose(per_slice, [sro, tio2] * 2, rtol=1e-5)
+
+
+def test_orthogonalized_hexagonal_cell_is_accepted():
+    """The recipe the error message gives for a hexagonal cell works."""
+    sheet = graphene(vacuum=2.0)
+    with pytest.raises(ValueError, match="orthorhombic"):
+        potentials.projected_potential(sheet, 0.1, 1.0)
+    rectangular = make_supercell(sheet, [[1, 0, 0], [1, 2, 0], [0, 0, 1]])
+    rectangular.wrap()
+    v = potentials.projected_potential(rectangular, 0.1, 4.0)
+    assert v.shape[0] == 1 and np.isfinite(v).all()
+
+
+def test_cpu_and_gpu_agree(device):
+    atoms = bulk("Si", "diamond", a=5.431, cubic=True) * (2, 2, 1)
+    v = backend.asnumpy(potentials.projected_potential(atoms, 0.1, 5.431 / 4))
+    backend.set_device("cpu")
+    reference = potentials.projected_potential(atoms, 0.1, 5.431 / 4)
+    np.testing.assert_allclose(v, reference, atol=1e-5 * float(reference.max()))
+
+
+# --------------------------------------------------------------------------- frozen phonons
+
+
+def _minimum_image(displacement, lengths):
+    return displacement - lengths * np.round(displacement / lengths)
+
+
+def test_phonon_displacements_have_the_requested_rms_per_element_and_axis():
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True) * (6, 6, 6)  # 864 atoms of each element
+    sigmas = {"Na": 0.12, "Cl": 0.07}
+    moved = potentials.displace_atoms(atoms, sigmas, seed=7)
+    u = _minimum_image(moved.positions - atoms.positions, atoms.cell.lengths())
+    symbols = np.array(atoms.get_chemical_symbols())
+    for symbol, sigma in sigmas.items():
+        rms = np.sqrt(np.mean(u[symbols == symbol] ** 2, axis=0))  # 864 draws per axis: ±2.4 % (1σ)
+        np.testing.assert_allclose(rms, sigma, rtol=0.08)
+        assert np.sqrt(np.mean(u[symbols == symbol] ** 2)) == pytest.approx(sigma, rel=0.05)
+    assert np.all(moved.positions >= 0) and np.all(moved.positions < atoms.cell.lengths())
+
+
+def test_phonons_are_seeded_and_configurations_independent():
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)
+    original = atoms.positions.copy()
+    first = potentials.displace_atoms(atoms, 0.1, seed=3)
+    np.testing.assert_array_equal(first.positions, potentials.displace_atoms(atoms, 0.1, seed=3).positions)
+    assert not np.allclose(first.positions, potentials.displace_atoms(atoms, 0.1, seed=4).positions)
+    np.testing.assert_array_equal(atoms.positions, original)  # the input is not touched
+
+    configs = potentials.frozen_phonon_configurations(atoms, {"Cu": 0.1}, 4, seed=11)
+    again = potentials.frozen_phonon_configurations(atoms, {"Cu": 0.1}, 4, seed=11)
+    assert len(configs) == 4
+    for c, d in zip(configs, again):
+        np.testing.assert_array_equal(c.positions, d.positions)
+    u = [_minimum_image(c.positions - original, atoms.cell.lengths()).ravel() for c in configs]
+    correlation = np.corrcoef(u)[np.triu_indices(4, 1)]
+    assert np.all(np.abs(correlation) < 0.15)  # 324 draws each: |r| < 0.15 is a 2.7σ bound
+
+
+def test_zero_sigma_leaves_the_atoms_in_place():
+    atoms = bulk("Au", "fcc", a=4.08, cubic=True)
+    moved = potentials.displace_atoms(atoms, 0.0, seed=0)
+    np.testing.assert_allclose(moved.positions, atoms.positions, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- bad input
+
+CELL = [4.0, 4.0, 4.0]
+GOOD = single_atom("Si", (1.0, 1.0, 1.0), CELL)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(atoms=Atoms("Si", positions=[(1, 1, 1)], cell=[[4, 0, 0], [2, 3.4, 0], [0, 0, 4]])),
+         "orthorhombic.*make_supercell.*orthogonalize_cell"),
+        (dict(atoms=single_atom("Si", (4.5, 1.0, 1.0), CELL)), r"atom 0 .*x = 4\.5.*atoms\.wrap\(\)"),
+        (dict(atoms=single_atom("Si", (1.0, -0.2, 1.0), CELL)), r"atom 0 .*y = -0\.2"),
+        (dict(atoms=Atoms("Si2", positions=[(1, 1, 1), (1, 1, 4.0)], cell=CELL)), r"atom 1 .*z = 4"),
+        (dict(slice_thickness=0.0), r"slice_thickness must be in \(0, 4\]"),
+        (dict(slice_thickness=-1.0), "slice_thickness"),
+        (dict(slice_thickness=4.5), r"slice_thickness .*at most the cell's z length"),
+        (dict(slice_thickness=float("nan")), "slice_thickness"),
+        (dict(sampling=0.0), "sampling must be finite and > 0"),
+        (dict(sampling=-0.1), "sampling"),
+        (dict(parametrization="peng"), r"parametrization must be one of \('kirkland', 'lobato'\)"),
+        (dict(atoms=single_atom("Rf", (1, 1, 1), CELL)), r"'Rf' \(Z = 104\).*Z = 1\.\.103"),
+        (dict(atoms=Atoms(cell=CELL)), "atoms is empty"),
+        (dict(atoms=single_atom("Si", (1, 1, 1), [4.0, 0.0, 4.0])), "zero length along y"),
+        (dict(atoms=single_atom("Si", (1, 1, 1), [4.0, 4.0, 0.0])), "zero length along z"),
+    ],
+)
+def test_bad_input_raises_a_helpful_value_error(kwargs, match):
+    arguments = dict(atoms=GOOD, sampling=0.1, slice_thickness=2.0, parametrization="kirkland") | kwargs
+    with pytest.raises(ValueError, match=match):
+        potentials.projected_potential(**arguments)
+
+
+def test_bad_scattering_factor_input():
+    with pytest.raises(ValueError, match="parametrization must be one of"):
+        potentials.scattering_factor("C", 0.5, parametrization="doyle")
+    with pytest.raises(ValueError, match="element must be a chemical symbol"):
+        potentials.scattering_factor("Xx", 0.5)
+    with pytest.raises(ValueError, match=r"Z = 1\.\.103"):
+        potentials.scattering_factor(110, 0.5)
+    with pytest.raises(ValueError, match="k must be finite and >= 0"):
+        potentials.scattering_factor("C", -0.5)
+    with pytest.raises(TypeError, match="ase.Atoms"):
+        potentials.projected_potential(np.zeros((3, 3)), 0.1, 1.0)
+
+
+@pytest.mark.parametrize(
+    "sigmas, match",
+    [(-0.1, "sigmas must be a finite rms displacement >= 0"), ({"Na": 0.1}, r"no rms displacement for \['Cl'\]"),
+     ({"Na": 0.1, "Cl": math.inf}, r"sigmas\['Cl'\]")],
+)
+def test_bad_phonon_input(sigmas, match):
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    with pytest.raises(ValueError, match=match):
+        potentials.displace_atoms(atoms, sigmas, seed=0)
+
+
+def test_bad_number_of_configurations():
+    with pytest.raises(ValueError, match="num_configs must be an integer >= 1"):
+        potentials.frozen_phonon_configurations(GOOD, 0.1, 0, seed=0)
