@@ -103,7 +103,9 @@ def show_image(image, sampling, *, ax=None, units="Å", cmap="gray", title=None,
     ax = _axes(ax)
     im = ax.imshow(image.T, origin="lower", extent=_extent(image.shape, sampling, centered), cmap=cmap,
                    **imshow_kwargs)
-    _decorate(ax, units, title, scalebar)
+    # A white bar on a bright corner vanishes: pick black there.
+    corner = im.cmap(im.norm(image[-image.shape[0] // 3 :, : image.shape[1] // 4]))[..., :3].mean()
+    _decorate(ax, units, title, scalebar, color="black" if corner > 0.6 else "white")
     if colorbar is not None:
         ax.figure.colorbar(im, ax=ax, label=colorbar, shrink=0.85)
     return ax
@@ -165,13 +167,13 @@ def show_complex(field, sampling, *, ax=None, units="Å", title=None, scalebar=T
     return ax
 
 
-def _decorate(ax, units, title, scalebar):
+def _decorate(ax, units, title, scalebar, color="white"):
     if title:
         ax.set_title(title)
     if scalebar:
         ax.set_xticks([])
         ax.set_yticks([])
-        add_scalebar(ax, units=units)
+        add_scalebar(ax, units=units, color=color)
     else:
         ax.set_xlabel(f"x [{units}]")
         ax.set_ylabel(f"y [{units}]")

@@ -51,3 +51,10 @@ def test_scrubber_embeds_one_frame_per_value():
     html = plotting.scrubber(fig, lambda v: line.set_ydata([0, v]), [0.0, 0.5, 1.0]).data
     assert html.count("data:image/png;base64") == 3
     assert not plt.fignum_exists(fig.number)
+
+
+def test_scalebar_is_dark_on_a_bright_image():
+    ax = plotting.show_image(np.ones((16, 16)), sampling=1.0, cmap="gray", vmin=0, vmax=1)
+    bar = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)][0]
+    assert bar.size_bar.get_children()[0].get_facecolor()[:3] == (0.0, 0.0, 0.0)
+    plt.close("all")
