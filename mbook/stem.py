@@ -215,6 +215,8 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     flat = positions.reshape(-1, 2)
     fixed = transmissions.nbytes + sum({id(p): p.nbytes for p in propagators}.values())
     fixed += masks.nbytes if masks is not None else 0
+    if diffraction:  # the 4D output accumulates: count all of it
+        fixed += len(flat) * grid.gpts[0] * grid.gpts[1] * 4
     batch = progress.plan_batches(n_items=len(flat), bytes_per_item=_bytes_per_probe(grid, diffraction),
                                   fixed_bytes=fixed, budget=budget)
     if max_batch is None and xp is np:

@@ -100,3 +100,10 @@ def test_virtual_detector_equals_the_physical_one():
     result = run(column_potential(), POSITIONS, detectors=DETECTORS, diffraction=True)
     virtual = stem.virtual_image(result["diffraction"], GRID, energy=ENERGY, inner=ALPHA, outer=80.0)
     np.testing.assert_allclose(virtual, result["DF"], rtol=1e-5, atol=1e-8)
+
+
+def test_4d_output_counts_against_the_budget():
+    positions = stem.scan_positions(start=(0.5, 0.5), end=(6.0, 6.0), sampling=0.5)  # 121 positions
+    output = positions.shape[0] * positions.shape[1] * 64 * 64 * 4
+    with pytest.raises(MemoryError, match="budget"):
+        run(column_potential(), positions, detectors=DETECTORS, diffraction=True, budget=output)
