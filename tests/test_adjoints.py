@@ -29,6 +29,24 @@ OPERATORS = [
 ]
 
 
+# Inverse problems: gradient/divergence, Fourier, masks, lifting, warps (mbook.optimize, .lifting, .registration).
+from mbook import lifting, optimize, registration  # noqa: E402
+
+_MASK = np.random.default_rng(3).random((10, 12)) > 0.5
+_WARP = 2.0 * np.random.default_rng(4).standard_normal((3, 2, 14, 11))
+OPERATORS += [
+    ("gradient / -divergence (Neumann)", optimize.gradient, lambda p: -optimize.divergence(p), (3, 9, 7),
+     (2, 3, 9, 7)),
+    ("gradient / -divergence (periodic)", lambda u: optimize.gradient(u, boundary="periodic"),
+     lambda p: -optimize.divergence(p, boundary="periodic"), (9, 7), (2, 9, 7)),
+    ("unitary Fourier transform", optimize.fourier, optimize.inverse_fourier, (2, 10, 12), (2, 10, 12)),
+    ("mask", lambda x: optimize.apply_mask(x, _MASK), lambda y: optimize.apply_mask(y, _MASK), (10, 12), (10, 12)),
+    ("TV-S1 lifting operator", lambda x: lifting.lift_apply(x, 6), lambda y: lifting.lift_adjoint(y, 6),
+     (7, 8, 9), (6, 3, 8, 9)),
+    ("bilinear warp by displacement fields", lambda x: registration.warp(x, _WARP),
+     lambda y: registration.warp_adjoint(y, _WARP, (14, 11)), (14, 11), (3, 14, 11)),
+]
+
 def _random_complex(rng, shape):
     return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
 

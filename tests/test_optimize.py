@@ -1,0 +1,157 @@
+"""mbook.optimize: operators, proximal maps and solvers against closed-form solutions."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mbook import backend, optimize
+
+
+def _step_image(n=16, height=1.0):
+    image = np.zeros((n, n))
+    image[n // 2:] = height
+    return image
+
+
+@pytest.mark.parametrize("boundary", ["neumann", "periodic"])
+def test_divergence_is_minus_the_adjoint_of_the_gradient(boundary, rng):
+    u, p = rng.standard_normal((3, 9, 7)), rng.standard_normal((2, 3, 9, 7))
+    lhs = np.vdot(optimize.gradient(u, boundary=boundary), p)
+    rhs = -np.vdot(u, optimize.divergence(p, boundary=boundary))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_gradient_of_a_linear_ramp_is_its_slope():
+    u = np.add.outer(2.0 * np.arange(6), -0.5 * np.arange(5))
+    g = optimize.gradient(u)
+    assert np.all(g[0, :-1] == 2.0) and np.all(g[0, -1] == 0)  # Neumann: nothing across the edge
+    assert np.all(g[1, :, :-1] == -0.5)
+
+
+def test_operator_norm_of_the_periodic_gradient_is_sqrt8():
+    # The periodic Laplacian of an even grid has the eigenvalue -8 (checkerboard) exactly.
+    norm = optimize.operator_norm(lambda u: optimize.gradient(u, boundary="periodic"),
+                                  lambda p: -optimize.divergence(p, boundary="periodic"), (16, 16),
+                                  max_num_iter=2000, tol=1e-10, xp=np)
+    assert norm == pytest.approx(math.sqrt(8), rel=1e-3)
+
+
+def test_fourier_is_unitary(rng):
+    x = rng.standard_normal((12, 10)) + 1j * rng.standard_normal((12, 10))
+    assert np.linalg.norm(optimize.fourier(x)) == pytest.approx(np.linalg.norm(x), rel=1e-12)
+    np.testing.assert_allclose(optimize.inverse_fourier(optimize.fourier(x)), x, atol=1e-12)
+
+
+def test_simplex_projection_satisfies_the_variational_inequality(rng):
+    x = 2 * rng.standard_normal((6, 50))
+    p = optimize.project_simplex(x, axis=0)
+    assert np.all(p >= 0) and np.allclose(p.sum(axis=0), 1)
+    # p is the projection iff <x - p, q - p> <= 0 for every q in the simplex.
+    for q in rng.dirichlet(np.ones(6), size=20):
+        assert np.all(np.sum((x - p) * (q[:, None] - p), axis=0) <= 1e-12)
+
+
+def test_soft_threshold_is_the_prox_of_the_absolute_value():
+    t = np.linspace(-4, 4, 80001)
+    for x in (-2.3, -0.2, 0.4, 3.1):
+        brute = t[np.argmin(0.5 * (t - x) ** 2 + 0.7 * abs(t))]
+        assert optimize.soft_threshold(np.array(x), 0.7) == pytest.approx(brute, abs=2e-4)
+
+
+def test_ball_projection_and_shrinkage_split_the_vector(rng):
+    p = rng.standard_normal((2, 40))
+    projected = optimize.project_ball(p, 0.5)
+    assert np.all(np.hypot(*projected) <= 0.5 + 1e-12)
+    small = 0.1 * p / np.hypot(*p)
+    np.testing.assert_array_equal(optimize.project_ball(small, 0.5), small)
+    np.testing.assert_allclose(projected + optimize.shrink(p, 0.5), p)
+
+
+def test_rof_on_a_step_has_the_closed_form_solution():
+    """Each half of a step moves by λ · (interface length) / (its area) = λ / (n/2)."""
+    n, weight = 16, 0.8
+    result = optimize.tv_denoise(_step_image(n), weight, tol=1e-7, max_num_iter=20000)
+    assert result.converged and result.gaps[-1] <= 1e-7
+    exact = np.where(_step_image(n) > 0, 1 - weight / (n / 2), weight / (n / 2))
+    # Strong convexity: ½‖u - u*‖² <= P(u) - P(u*) <= gap (absolute); the bound is tight
+    # here (P is exactly quadratic along the error), so allow for rounding only.
+    u = result.x
+    primal = 0.5 * np.sum((u - _step_image(n)) ** 2) + weight * np.sum(np.hypot(*optimize.gradient(u)))
+    assert 0.5 * np.sum((u - exact) ** 2) <= result.gaps[-1] * primal * (1 + 1e-6)
+    assert np.max(abs(u - exact)) < 2e-3
+
+
+def test_rof_matches_a_long_run_reference_within_the_gap_bound(rng):
+    f = rng.standard_normal((24, 24))
+    reference = optimize.tv_denoise(f, 0.4, tol=1e-10, max_num_iter=20000).x
+    result = optimize.tv_denoise(f, 0.4, tol=1e-4)
+    assert result.converged and result.num_iter < 20000
+    primal = 0.5 * np.sum((result.x - f) ** 2) + 0.4 * np.sum(np.hypot(*optimize.gradient(result.x)))
+    assert 0.5 * np.sum((result.x - reference) ** 2) <= result.gaps[-1] * primal * 1.001
+
+
+def test_pdhg_without_objectives_runs_all_iterations():
+    f = _step_image(8)
+    result = optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
+                           prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                           prox_fstar=lambda q, s: optimize.project_ball(q, 0.1), max_num_iter=37)
+    assert result.num_iter == 37 and result.gaps.size == 0 and not result.converged
+
+
+def test_pdhg_step_rule_from_the_operator_norm_converges():
+    f = _step_image(8)
+    result = optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
+                           K_adjoint=lambda p: -optimize.divergence(p),
+                           prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                           prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=3000)
+    np.testing.assert_allclose(result.x, np.where(f > 0, 0.9, 0.1), atol=1e-3)
+
+
+@pytest.mark.parametrize("accelerate", [True, False])
+def test_forward_backward_solves_an_orthogonal_lasso(accelerate, rng):
+    """With A orthogonal, argmin ½‖Ax - b‖² + λ‖x‖₁ = soft(Aᵀb, λ)."""
+    a, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    b = rng.standard_normal(30)
+    result = optimize.forward_backward(np.zeros(30), grad_f=lambda x: a.T @ (a @ x - b),
+                                       prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s), step=0.9,
+                                       accelerate=accelerate, tol=1e-12)
+    assert result.converged
+    np.testing.assert_allclose(result.x, optimize.soft_threshold(a.T @ b, 0.5), atol=1e-9)
+
+
+def test_projected_gradient_solves_nonnegative_least_squares(rng):
+    a, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    b = rng.standard_normal(20)
+    result = optimize.projected_gradient(np.zeros(20), grad_f=lambda x: a.T @ (a @ x - b),
+                                         project=lambda x: optimize.project_box(x, 0.0), step=1.0, tol=1e-12)
+    np.testing.assert_allclose(result.x, np.maximum(a.T @ b, 0), atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "image, weight, match",
+    [
+        (np.full((8, 8), np.nan), 0.1, "non-finite"),
+        (np.ones((8, 8)), 0.0, "weight must be a finite number > 0"),
+        (np.ones((8, 8)), float("inf"), "weight must be a finite number > 0"),
+        (np.ones(8), 0.1, "must be a 2D array"),
+        (np.ones((8, 8), complex), 0.1, "must be real"),
+    ],
+)
+def test_tv_denoise_refuses_bad_input(image, weight, match):
+    with pytest.raises(ValueError, match=match):
+        optimize.tv_denoise(image, weight)
+
+
+def test_bad_boundary_and_iterations_are_refused():
+    with pytest.raises(ValueError, match="boundary must be one of"):
+        optimize.gradient(np.ones((4, 4)), boundary="mirror")
+    with pytest.raises(ValueError, match="max_num_iter must be a positive integer"):
+        optimize.tv_denoise(np.ones((4, 4)), 0.1, max_num_iter=0)
+
+
+def test_tv_denoise_on_device_matches_cpu(device, rng):
+    f = rng.standard_normal((32, 32))
+    reference = optimize.tv_denoise(f, 0.3, tol=1e-6).x
+    result = optimize.tv_denoise(backend.asarray(f), 0.3, tol=1e-6).x
+    np.testing.assert_allclose(backend.asnumpy(result), reference, atol=1e-5)

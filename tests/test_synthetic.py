@@ -1,0 +1,102 @@
+"""mbook.synthetic: test objects whose properties are known exactly."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mbook import phase, synthetic
+
+
+@pytest.mark.parametrize("max_phase", [0.1, 0.5])
+def test_weak_phase_object_spans_exactly_its_phase_range(max_phase):
+    obj, support = synthetic.weak_phase_object((64, 64), max_phase=max_phase, seed=3)
+    values = np.angle(obj[support])
+    assert values.min() == pytest.approx(0, abs=1e-12) and values.max() == pytest.approx(max_phase)
+    np.testing.assert_allclose(abs(obj[support]), 1.0)
+    assert np.all(obj[~support] == 0)
+
+
+def test_support_is_oversampled_and_not_centrosymmetric():
+    support = synthetic.support_mask((64, 64), seed=0)
+    flipped = np.roll(support[::-1, ::-1], 1, axis=(0, 1))
+    assert support.size / support.sum() > 2
+    assert np.sum(support != flipped) > 0.1 * support.sum()  # the twin does not fit the support
+
+
+def test_objects_are_reproducible_from_their_seed():
+    a, _ = synthetic.weak_phase_object((32, 32), seed=7)
+    b, _ = synthetic.weak_phase_object((32, 32), seed=7)
+    c, _ = synthetic.weak_phase_object((32, 32), seed=8)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_wrapped_phase_wraps_while_every_true_step_is_a_short_arc():
+    w = synthetic.wrapped_phase_object((64, 64), total_phase=2.5 * math.pi, num_terraces=5, diameter=None, seed=0)
+    wrapped = np.angle(w.obj)
+    assert np.ptp(w.phase) > 2 * math.pi
+    for axis in (0, 1):
+        true_steps = np.diff(w.phase, axis=axis)
+        assert np.max(abs(true_steps)) < math.pi  # each true step is shorter than π...
+        np.testing.assert_allclose(phase.wrap(np.diff(wrapped, axis=axis)), true_steps, atol=1e-9)
+    # ...while the wrapped picture jumps by 2π minus a step.
+    assert max(np.max(abs(np.diff(wrapped, axis=axis))) for axis in (0, 1)) > 2 * math.pi - 2.0
+
+
+def test_lattice_image_mean_is_the_integrated_column_intensity():
+    """Over whole unit cells, mean = background + Σ_b I_b 2π w_b² / (cell area in Å²)."""
+    image = synthetic.lattice_image((64, 64), 0.25, lattice_vectors=((4.0, 0), (0, 4.0)),
+                                    basis=((0, 0), (2.0, 2.0)), intensities=(1.0, 0.5), widths=(0.4, 0.3),
+                                    background=0.1)
+    expected = 0.1 + (1.0 * 2 * math.pi * 0.4**2 + 0.5 * 2 * math.pi * 0.3**2) / (4.0 * 4.0)
+    assert image.mean() == pytest.approx(expected, rel=1e-6)
+    assert image[0, 0] == pytest.approx(1.1, rel=1e-3) and image[8, 8] == pytest.approx(0.6, rel=1e-3)
+
+
+def test_constant_displacement_equals_moving_the_origin():
+    kwargs = dict(lattice_vectors=((3.0, 0.5), (0.2, 3.5)), widths=0.5)
+    shift = np.array([0.37, -0.81])
+    moved = synthetic.lattice_image((40, 48), 0.2, displacement=np.ones((2, 40, 48)) * shift[:, None, None], **kwargs)
+    np.testing.assert_allclose(moved, synthetic.lattice_image((40, 48), 0.2, origin=-shift, **kwargs), atol=1e-12)
+
+
+def test_distortion_fields_have_their_statistics():
+    v = synthetic.smooth_displacement((64, 64), rms=0.7, correlation_length=5.0, num_fields=3, seed=1)
+    np.testing.assert_allclose(v.std(axis=(-2, -1)), 0.7)
+    np.testing.assert_allclose(v.mean(axis=(-2, -1)), 0, atol=1e-12)
+    assert np.mean(abs(np.diff(v, axis=-1))) < 0.2 * np.mean(abs(v))  # smooth from pixel to pixel
+    jitter = synthetic.scan_line_jitter((16, 12), rms=0.5, num_frames=2, seed=0)
+    assert np.all(jitter[:, 1] == 0) and np.all(jitter[:, 0] == jitter[:, 0, :1, :])  # one shift per line
+
+
+def test_haadf_series_is_in_its_mean_frame_and_counts_are_poisson():
+    series = synthetic.haadf_series((48, 48), 0.25, num_frames=5, dose=30.0, seed=2)
+    assert series.frames.shape == (5, 48, 48) and series.displacements.shape == (5, 2, 48, 48)
+    np.testing.assert_allclose(series.displacements.mean(axis=0), 0, atol=1e-12)
+    assert np.all(series.frames == np.round(series.frames)) and series.frames.min() >= 0
+    assert series.frames.mean() == pytest.approx(series.image.mean(), rel=0.1)
+    again = synthetic.haadf_series((48, 48), 0.25, num_frames=5, dose=30.0, seed=2)
+    assert np.array_equal(series.frames, again.frames)
+
+
+def test_poisson_noise_has_mean_and_variance_dose_times_image():
+    counts = synthetic.poisson_noise(np.full(200000, 2.0), dose=5.0, seed=0)
+    assert counts.mean() == pytest.approx(10.0, rel=0.01) and counts.var() == pytest.approx(10.0, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: synthetic.weak_phase_object((32, 32), max_phase=0.0), "max_phase must be a finite number > 0"),
+        (lambda: synthetic.support_mask((32, 32), diameter=1.5), "diameter must be a finite number > 0 and < 1"),
+        (lambda: synthetic.wrapped_phase_object((32, 32), num_terraces=1), "num_terraces must be >= 2"),
+        (lambda: synthetic.poisson_noise(-np.ones(3), dose=1.0), "image must be >= 0"),
+        (lambda: synthetic.poisson_noise(np.ones(3), dose=np.nan), "dose must be a finite number > 0"),
+        (lambda: synthetic.lattice_image((8, 8), 0.1, lattice_vectors=((1, 0), (2, 0))), "two independent"),
+        (lambda: synthetic.lattice_image((8, 8), 0.1, displacement=np.zeros((2, 4, 4))), "displacement must have"),
+        (lambda: synthetic.smooth_displacement((8, 8), rms=1.0, correlation_length=0.0), "correlation_length"),
+    ],
+)
+def test_bad_input_is_refused(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
