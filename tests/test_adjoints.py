@@ -47,6 +47,25 @@ OPERATORS += [
      lambda y: registration.warp_adjoint(y, _WARP, (14, 11)), (14, 11), (3, 14, 11)),
 ]
 
+# Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem, .micrographs,
+# .wasserstein).
+from mbook import cryoem, grids as _grids, micrographs, so3, wasserstein  # noqa: E402
+
+_ROTATIONS = so3.random_rotations(2, seed=5)
+_IMAGE_GRID = _grids.make_grid(gpts=(16, 16), sampling=2.0)
+_FORMATION = dict(defocus=[1.2e4, 2.0e4], shifts=[[1.5, -3.0], [0.0, 2.2]], contrast=[0.8, 1.3], B_factor=50.0)
+OPERATORS += [
+    ("volume projection (trilinear) / back-projection",
+     lambda x: cryoem.project_volume(x, _ROTATIONS, sampling=1.5),
+     lambda y: cryoem.backproject(y, _ROTATIONS, sampling=1.5), (12, 12, 12), (2, 12, 12)),
+    ("CTF, shifts and contrast of particle images",
+     lambda x: micrographs.form_images(x, _IMAGE_GRID, **_FORMATION),
+     lambda y: micrographs.form_images_adjoint(y, _IMAGE_GRID, **_FORMATION), (2, 16, 16), (2, 16, 16)),
+    ("weighted wavelet embedding (wavelet EMD)",
+     lambda x: wasserstein.wavelet_embedding(x, sampling=2.0, allow_negative=True),
+     lambda y: wasserstein.wavelet_embedding_adjoint(y, (6, 5, 7), sampling=2.0), (6, 5, 7), (16**3 - 1,)),
+]
+
 def _random_complex(rng, shape):
     return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
 

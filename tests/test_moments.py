@@ -1,0 +1,129 @@
+"""Kam's method (mbook.moments): spherical harmonics, analytic moments, estimators, invariants."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import special
+
+from mbook import cryoem, grids, kam, micrographs, moments, so3, volumes
+
+ATOMS = cryoem.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=4)
+GRID = grids.make_grid(gpts=(24, 24), sampling=3.0)
+K_MAX = 1 / 12
+
+
+def test_real_spherical_harmonics_are_orthonormal():
+    """Exact quadrature: Gauss-Legendre in cos θ times a uniform φ grid."""
+    x, w = np.polynomial.legendre.leggauss(12)
+    phi = np.arange(24) * 2 * np.pi / 24
+    ct, ph = np.meshgrid(x, phi, indexing="ij")
+    st = np.sqrt(1 - ct**2)
+    directions = np.stack([st * np.cos(ph), st * np.sin(ph), ct], -1).reshape(-1, 3)
+    weights = (w[:, None] * np.full(24, 2 * np.pi / 24)).ravel()
+    y = np.concatenate(moments.spherical_harmonics(8, directions), axis=1)
+    np.testing.assert_allclose(y.T @ (weights[:, None] * y), np.eye(81), atol=1e-12)
+
+
+def test_addition_theorem():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 5, 3))
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    ya, yb = moments.spherical_harmonics(10, a), moments.spherical_harmonics(10, b)
+    for l in range(11):
+        np.testing.assert_allclose(np.sum(ya[l] * yb[l], 1), (2 * l + 1) / (4 * np.pi) * special.eval_legendre(l, cos),
+                                   atol=1e-13)
+
+
+def test_analytic_moments_are_rotation_and_mirror_invariant():
+    """Kam's moments see neither the pose nor the hand of the particle."""
+    exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
+    turned = cryoem.transform_atoms(ATOMS, so3.random_rotations(1, seed=2)[0])
+    mirrored = ATOMS._replace(positions=ATOMS.positions * [1, 1, -1])
+    for other in (turned, mirrored):
+        assert moments.relative_difference(exact, moments.analytic_moments(other, GRID, k_max=K_MAX)) < 1e-10
+
+
+def test_analytic_mean_is_the_spherical_average():
+    exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
+    r = np.linalg.norm(ATOMS.positions, axis=1)
+    k = exact.frequencies.radius
+    expected = np.sum(np.exp(-2 * np.pi**2 * ATOMS.sigma**2 * k[:, None] ** 2) * np.sinc(2 * k[:, None] * r), 1)
+    np.testing.assert_allclose(exact.mean.real, expected, rtol=1e-10, atol=1e-12)  # j0(x) = sinc(x/π)
+
+
+def test_empirical_moments_converge_to_the_analytic_ones():
+    """CTF-corrected, noise-corrected estimates: the error falls like 1/sqrt(n)."""
+    exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
+    params = micrographs.draw_parameters(4000, seed=1)
+    estimates = moments.empirical_moments(micrographs.stream_images(ATOMS, params, GRID, snr=0.5, seed=2),
+                                          params, GRID, k_max=K_MAX, checkpoints=[250, 1000, 4000])
+    errors = [moments.relative_difference(e, exact) for e in estimates]
+    # the mean is estimated far better than the second moment: the covariance inherits its error
+    covariance_error = np.linalg.norm(moments.covariance(estimates[-1]) - moments.covariance(exact))
+    assert covariance_error < 1.5 * np.linalg.norm(estimates[-1].second - exact.second)
+    slope = np.polyfit(np.log([250, 1000, 4000]), np.log(errors), 1)[0]
+    assert -0.65 < slope < -0.35
+    assert errors[-1] < 0.05
+
+
+def test_noise_correction_removes_the_bias():
+    """Without subtracting σ_F² the diagonal would be biased by the noise power."""
+    params = micrographs.draw_parameters(2000, seed=3)
+    batches = list(micrographs.stream_images(ATOMS, params, GRID, snr=0.05, seed=4))
+    estimate = moments.empirical_moments(batches, params, GRID, k_max=K_MAX)
+    exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
+    ratio = np.diag(estimate.second).real / np.diag(exact.second).real
+    assert abs(np.median(ratio) - 1) < 0.1
+
+
+def test_invariants_are_recovered_from_exact_moments():
+    exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
+    radius = np.linalg.norm(ATOMS.positions, axis=1).max() + 6
+    fitted = kam.estimate_invariants(exact, radius=radius, l_max=8, regularization=1e-12)
+    shells = np.linspace(0.01, K_MAX, 6)
+    truth = moments.invariants(moments.sh_coefficients(ATOMS, shells, l_max=8))
+    estimate = kam.invariants_on_shells(fitted, shells)
+    for l in (0, 2, 3, 4):
+        assert np.linalg.norm(estimate[l] - truth[l]) < 2e-2 * np.linalg.norm(truth[l])
+
+
+def test_reconstruction_with_the_true_prior_reproduces_the_particle():
+    exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
+    radius = np.linalg.norm(ATOMS.positions, axis=1).max() + 6
+    fitted = kam.estimate_invariants(exact, radius=radius, l_max=8, regularization=1e-12)
+    grid3 = grids.make_grid(gpts=(24, 24, 24), sampling=3.0)
+    volume = kam.volume_from_coefficients(kam.reconstruct(fitted, ATOMS, k_max=K_MAX), fitted.nodes, grid3,
+                                              k_max=K_MAX)
+    k, fsc = volumes.fourier_shell_correlation(volume, cryoem.gaussian_volume(ATOMS, grid3, xp=np), sampling=3.0)
+    assert np.all(fsc[k <= K_MAX / 2] > 0.95)
+
+
+def test_identification_picks_the_true_structure():
+    candidates = [ATOMS] + [cryoem.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=s)
+                            for s in (10, 11, 12)]
+    analytic = [moments.analytic_moments(c, GRID, k_max=K_MAX) for c in candidates]
+    params = micrographs.draw_parameters(2000, seed=5, contrast_spread=0.2)
+    estimate = moments.empirical_moments(micrographs.stream_images(ATOMS, params, GRID, snr=0.2, seed=6), params,
+                                         GRID, k_max=K_MAX)
+    assert np.argmin(moments.identify(estimate, analytic)) == 0
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: moments.disk_frequencies(GRID, k_max=0.2), "Nyquist"),
+        (lambda: moments.disk_frequencies(grids.make_grid(gpts=(8, 6), sampling=1.0), k_max=0.1), "square"),
+        (lambda: moments.empirical_moments(micrographs.stream_images(ATOMS, micrographs.draw_parameters(4), GRID),
+                                           micrographs.draw_parameters(4), GRID, k_max=K_MAX, checkpoints=[9]),
+         "exceed"),
+    ],
+)
+def test_bad_input_is_refused(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_default_degree_covers_the_band():
+    l_max = moments.default_l_max(K_MAX, 20.0)
+    assert abs(special.spherical_jn(l_max, 2 * math.pi * K_MAX * 20.0)) < 1e-6

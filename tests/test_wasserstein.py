@@ -1,0 +1,95 @@
+"""Wavelet EMD (mbook.wasserstein), its fast linear-family version (mbook.wemd_family), diffusion maps."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mbook import wasserstein, wemd_family
+
+
+def _blob(shape, centre, width=1.5):
+    grid = np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij")
+    return np.exp(-sum((g - c) ** 2 for g, c in zip(grid, centre)) / (2 * width**2))
+
+
+def test_exact_emd_of_a_translation_is_the_distance():
+    p = _blob((20, 20), (6.0, 7.0))
+    q = np.roll(p, (3, 4), axis=(0, 1))
+    assert wasserstein.exact_emd(p, q, sampling=0.5) == pytest.approx(0.5 * 5.0 * p.sum(), rel=1e-6)  # 3-4-5
+
+
+def test_wavelet_emd_is_equivalent_to_the_emd_on_translations():
+    """Shirdhonkar & Jacobs: WEMD / EMD stays between two constants (here within a factor 3)."""
+    p = _blob((32, 32), (10.0, 10.0))
+    ratios = [wasserstein.wemd(p, np.roll(p, (d, d // 2), axis=(0, 1))) / wasserstein.exact_emd(
+        p, np.roll(p, (d, d // 2), axis=(0, 1))) for d in (1, 2, 4, 8, 12)]
+    assert max(ratios) / min(ratios) < 3
+
+
+def test_wavelet_emd_is_a_metric():
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.random((12, 12, 12)) for _ in range(3))
+    a, b, c = (x / x.sum() for x in (a, b, c))
+    assert wasserstein.wemd(a, a) == 0
+    assert wasserstein.wemd(a, b) == pytest.approx(wasserstein.wemd(b, a))
+    assert wasserstein.wemd(a, c) <= wasserstein.wemd(a, b) + wasserstein.wemd(b, c)
+
+
+def test_embedding_is_linear_and_pairwise_matches_pairs():
+    rng = np.random.default_rng(1)
+    x, y = rng.random((2, 10, 9))
+    np.testing.assert_allclose(wasserstein.wavelet_embedding(2 * x - y, allow_negative=True),
+                               2 * wasserstein.wavelet_embedding(x) - wasserstein.wavelet_embedding(y), atol=1e-12)
+    stack = rng.random((4, 10, 9))
+    stack /= stack.sum(axis=(1, 2), keepdims=True)
+    d = wasserstein.pairwise_wemd(stack, sampling=2.0)
+    assert d[1, 3] == pytest.approx(wasserstein.wemd(stack[1], stack[3], sampling=2.0), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: wasserstein.wemd(-np.ones((4, 4)), np.ones((4, 4))), "negative values"),
+        (lambda: wasserstein.wemd(np.ones((4, 4)), 2 * np.ones((4, 4))), "equal mass"),
+        (lambda: wasserstein.wemd(np.ones((4, 4)), np.ones((4, 5))), "same shape"),
+        (lambda: wasserstein.exact_emd(np.ones((4, 4)), np.full((4, 4), np.nan)), "NaN"),
+        (lambda: wasserstein.pairwise_wemd([np.ones((4, 4)), 2 * np.ones((4, 4))]), "equal masses"),
+        (lambda: wemd_family.linear_family(np.ones((3, 4, 4)), 3), "k must be an integer in"),
+        (lambda: wemd_family.pairwise(np.ones((3, 3)), wemd_family.precompute(np.ones((2, 4, 4)))), "(n, 2)"),
+        (lambda: wasserstein.diffusion_map(np.array([[0.0, 1.0], [2.0, 0.0]]), n_components=1), "symmetric"),
+    ],
+)
+def test_bad_input_is_refused(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (10, 10, 10)])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_fast_family_distances_equal_the_direct_ones(shape, k):
+    rng = np.random.default_rng(k)
+    basis = np.stack([_blob(shape, rng.uniform(3, 7, len(shape))) - _blob(shape, rng.uniform(3, 7, len(shape)))
+                      for _ in range(k)])
+    mean = 3 * _blob(shape, (5.0,) * len(shape), width=3.0)
+    z = rng.uniform(-1, 1, (25, k))
+    fast = wemd_family.pairwise(z, wemd_family.precompute(basis, sampling=1.5))
+    family = mean + np.einsum("nk,k...->n...", z, basis)
+    direct = wasserstein.pairwise_wemd(family, sampling=1.5, allow_negative=True)
+    off = ~np.eye(25, dtype=bool)
+    assert np.max(np.abs(fast - direct)[off] / direct[off]) < 1e-9
+
+
+def test_linear_family_reconstructs_a_low_rank_set():
+    rng = np.random.default_rng(2)
+    mean, basis = rng.random((6, 6)), rng.standard_normal((2, 6, 6))
+    volumes = mean + np.einsum("nk,kxy->nxy", rng.standard_normal((9, 2)), basis)
+    m, b, z = wemd_family.linear_family(volumes, 2)
+    np.testing.assert_allclose(m + np.einsum("nk,kxy->nxy", z, b), volumes, atol=1e-12)
+
+
+def test_diffusion_map_orders_points_along_a_curve():
+    t = np.sort(np.random.default_rng(3).uniform(0, 3 * np.pi / 2, 120))
+    points = np.column_stack([np.cos(t), np.sin(t)]) * (1 + t[:, None] / 5)
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    _, coordinates = wasserstein.diffusion_map(distances, n_components=1, epsilon=0.05)
+    assert abs(stats.spearmanr(coordinates[:, 0], t)[0]) > 0.99
