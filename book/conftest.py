@@ -104,6 +104,14 @@ def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def pytest_configure(config):
+    # With pytest -n 2, two notebook kernels share the two cores: one BLAS/OpenMP thread each,
+    # or their thread pools fight (linear solves were measured ~100x slower that way).
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+
+
 def pytest_sessionstart(session):
     if not _is_worker(session.config):
         shutil.rmtree(STAGING, ignore_errors=True)
