@@ -31,8 +31,10 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 import types
 
 import numpy as np
@@ -182,9 +184,35 @@ def asnumpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
+_local = threading.local()
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (respects CPU affinity, e.g. in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def fft_workers(workers: int):
+    """Threads that scipy.fft may use for FFTs made in this thread (CPU only).
+
+    Use ``fft_workers(1)`` inside a pool that already keeps every core busy;
+    the default, ``-1``, lets one FFT use all cores.
+    """
+    previous = getattr(_local, "workers", -1)
+    _local.workers = workers
+    try:
+        yield
+    finally:
+        _local.workers = previous
+
+
 def _fft_kwargs(array) -> dict:
     # scipy.fft parallelises over the batch axes with workers; cuFFT takes no such option.
-    return {"workers": -1} if get_array_module(array) is np else {}
+    return {"workers": getattr(_local, "workers", -1)} if get_array_module(array) is np else {}
 
 
 def fft2(array, axes=(-2, -1)):

@@ -73,8 +73,11 @@ def transmission_function(potential, *, energy, grid=None, antialias=True):
     (..., nx, ny) ndarray, complex64
     """
     xp = backend.get_array_module(potential)
-    sigma = physics.interaction_parameter(energy)
-    t = xp.exp(1j * sigma * xp.asarray(potential, dtype=xp.float32)).astype(xp.complex64)
+    phase = xp.float32(physics.interaction_parameter(energy)) * xp.asarray(potential, dtype=xp.float32)
+    # Real cos and sin into the two halves: ~10x faster than a complex exp in NumPy.
+    t = xp.empty(phase.shape, xp.complex64)
+    t.real = xp.cos(phase)
+    t.imag = xp.sin(phase)
     if antialias:
         if grid is None:
             raise ValueError("grid is needed to band-limit the transmission function (antialias=True)")

@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -191,8 +192,8 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
         Memory budget [bytes]; default :func:`mbook.progress.memory_budget`.
     max_batch : int, optional
         Most probes propagated at once; default :data:`CPU_BATCH` on the CPU
-        (larger batches fall out of cache and run slower per probe) and no
-        limit but the budget on a GPU.
+        (larger batches fall out of cache and run slower per probe), where one
+        batch runs on each core at a time, and no limit but the budget on a GPU.
     client : dask.distributed.Client, optional
         Share the batches out over a Dask cluster (same results as serial).
 
@@ -217,7 +218,9 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     fixed += masks.nbytes if masks is not None else 0
     if diffraction:  # the 4D output accumulates: count all of it
         fixed += len(flat) * grid.gpts[0] * grid.gpts[1] * 4
-    batch = progress.plan_batches(n_items=len(flat), bytes_per_item=_bytes_per_probe(grid, diffraction),
+    # On the CPU one batch per core runs at once (threads, each with single-threaded FFTs).
+    threads = backend.cpu_threads() if xp is np and client is None else 1
+    batch = progress.plan_batches(n_items=len(flat), bytes_per_item=threads * _bytes_per_probe(grid, diffraction),
                                   fixed_bytes=fixed, budget=budget)
     if max_batch is None and xp is np:
         max_batch = CPU_BATCH
@@ -227,7 +230,15 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
                   probe_kwargs=dict(semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
                                     aberrations=aberrations),
                   diffraction=diffraction)
-    if client is None:
+    if client is None and threads > 1:
+        # Threads, not processes: NumPy and pocketfft release the GIL, and the specimen is shared.
+        def run(chunk):
+            with backend.fft_workers(1):
+                return _scan_batch(chunk, **kwargs)
+
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(progress.progress(pool.map(run, chunks), desc="STEM scan", total=len(chunks)))
+    elif client is None:
         results = [_scan_batch(chunk, **kwargs) for chunk in progress.progress(chunks, desc="STEM scan")]
     else:
         shared = {k: client.scatter(v, broadcast=True) if k in ("transmissions", "propagators", "masks") else v
