@@ -28,6 +28,37 @@ OPERATORS = [
     ),
 ]
 
+# Thick samples and Fourier ptychography (mbook.scattering, mbook.ptychography).
+from mbook import ptychography, scattering  # noqa: E402
+
+_WATER = dict(wavelength=0.5, n_background=1.33)
+_INDEX_2D = 1.33 + 0.05 * np.random.default_rng(1).random((12, 20)) + 0.01j
+_INDEX_3D = 1.33 + 0.05 * np.random.default_rng(2).random((6, 16, 12))
+_FP = ptychography.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
+                              illumination=ptychography.led_array((3, 3), pitch=4.0, height=40.0),
+                              na_vignetting=0.11, vignetting_slope=2e-3)
+_FP_PUPIL = ptychography.pupil(_FP, defocus=3.0, zernike_waves={(2, 2): 0.3}, xp=np)
+OPERATORS += [
+    ("first Born scattered field (2D)",
+     lambda x: scattering.born_scattered_field(x, sampling=0.1, **_WATER),
+     lambda y: scattering.born_scattered_field_adjoint(y, sampling=0.1, **_WATER), (12, 20), (12, 20)),
+    ("first Born scattered field (3D, tilted)",
+     lambda x: scattering.born_scattered_field(x, sampling=0.1, tilt=(0.5, -0.3), **_WATER),
+     lambda y: scattering.born_scattered_field_adjoint(y, sampling=0.1, tilt=(0.5, -0.3), **_WATER),
+     (6, 8, 10), (6, 8, 10)),
+    ("paraxial BPM (2D)",
+     lambda x: scattering.bpm(_INDEX_2D, sampling=0.1, incident=x, all_planes=False, **_WATER),
+     lambda y: scattering.bpm_adjoint(y, _INDEX_2D, sampling=0.1, **_WATER), (20,), (20,)),
+    ("wide-angle BPM (3D)",
+     lambda x: scattering.bpm(_INDEX_3D, sampling=0.1, incident=x, all_planes=False, wide_angle=True, **_WATER),
+     lambda y: scattering.bpm_adjoint(y, _INDEX_3D, sampling=0.1, wide_angle=True, **_WATER), (16, 12), (16, 12)),
+    ("Fourier ptychography camera fields",
+     lambda x: ptychography.camera_fields(x, _FP_PUPIL, _FP, vignetting=False),
+     lambda y: ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP, vignetting=False), (64, 64), (9, 32, 32)),
+    ("Fourier ptychography camera fields with vignetting",
+     lambda x: ptychography.camera_fields(x, _FP_PUPIL, _FP),
+     lambda y: ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP), (64, 64), (9, 32, 32)),
+]
 
 # Inverse problems: gradient/divergence, Fourier, masks, lifting, warps (mbook.optimize, .lifting, .registration).
 from mbook import lifting, optimize, registration  # noqa: E402
@@ -65,6 +96,7 @@ OPERATORS += [
      lambda x: wasserstein.wavelet_embedding(x, sampling=2.0, allow_negative=True),
      lambda y: wasserstein.wavelet_embedding_adjoint(y, (6, 5, 7), sampling=2.0), (6, 5, 7), (16**3 - 1,)),
 ]
+
 
 def _random_complex(rng, shape):
     return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)

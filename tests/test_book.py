@@ -1,0 +1,49 @@
+"""The book's structure: the table of contents and the notebooks agree, and every notebook checks a claim."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files(node):
+    """Every `file:` entry of a jupyter-book _toc.yml, depth first."""
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node["file"]
+        if "root" in node:
+            yield node["root"]
+        for value in node.values():
+            yield from toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from toc_files(item)
+
+
+TOC = list(toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text())))
+PAGES = sorted(p for p in (ROOT / "book").rglob("*.md") if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = [p for p in PAGES if "format_name: myst" in p.read_text(encoding="utf-8")[:400]]
+
+
+def test_toc_lists_only_pages_that_exist():
+    missing = [entry for entry in TOC if not (ROOT / f"{entry}.md").exists()]
+    assert not missing, f"_toc.yml lists pages that do not exist: {missing}"
+
+
+def test_every_page_is_in_the_toc():
+    listed = {ROOT / f"{entry}.md" for entry in TOC}
+    orphans = [str(p.relative_to(ROOT)) for p in PAGES if p not in listed]
+    assert not orphans, f"pages missing from _toc.yml: {orphans}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(ROOT)) for p in NOTEBOOKS])
+def test_notebook_checks_its_claim(path):
+    notebook = jupytext.read(path)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert "assert " in code or "assert_allclose" in code, f"{path.name} asserts nothing"
+    assert "import mbook" in code or "from mbook" in code, f"{path.name} does not use mbook"
+    kernel = notebook.metadata.get("kernelspec", {}).get("name")
+    assert kernel == "python3", f"{path.name}: kernelspec {kernel!r}, expected python3"
