@@ -36,6 +36,8 @@ import tracemalloc
 
 import numpy as np
 
+from timing import synchronize  # benchmarks/timing.py
+
 from mbook import backend, multislice, potentials, stem, structures
 
 # ----------------------------------------------------------------------------- the experiment
@@ -104,17 +106,13 @@ def specimen(size):
 # ----------------------------------------------------------------------------- the runs
 
 
-def _synchronize():
-    if backend.get_device() == "gpu":
-        backend.xp.cuda.Device().synchronize()
-
 
 def mbook_exit_wave(atoms, parametrization, timings):
     """:func:`mbook.multislice.exit_wave`, step by step so that the potential is timed apart."""
     start = time.perf_counter()
     potential, grid = potentials.projected_potential(atoms, LATTICE / GPTS_PER_CELL, SLICE_THICKNESS,
                                                      parametrization=parametrization, return_grid=True)
-    _synchronize()
+    synchronize()
     timings["potential"] = time.perf_counter() - start
     xp = backend.get_array_module(potential)
     psi = multislice.propagate_slices(xp.ones(grid.gpts, xp.complex64), potential, grid=grid, energy=ENERGY,
@@ -128,7 +126,7 @@ def mbook_haadf(atoms, positions, parametrization, batch, timings, potential=Non
     if potential is None:
         potential = potentials.projected_potential(atoms, LATTICE / GPTS_PER_CELL, SLICE_THICKNESS,
                                                    parametrization=parametrization)
-    _synchronize()
+    synchronize()
     timings["potential"] = time.perf_counter() - start
     grid = potentials.potential_grid(atoms, LATTICE / GPTS_PER_CELL)
     out = stem.scan(potential, grid=grid, energy=ENERGY,
@@ -194,11 +192,11 @@ def fft_floor(shape, n_slices):
 
 
 def timed(function):
-    _synchronize()
+    synchronize()
     timings = {}
     start, cpu = time.perf_counter(), time.process_time()
     result = function(timings)
-    _synchronize()
+    synchronize()
     timings["total"] = time.perf_counter() - start
     timings["cpu"] = time.process_time() - cpu  # all threads of this process, user + system
     return result, timings
@@ -212,7 +210,7 @@ def peak_memory(function, on_gpu):
         pool = cupy.get_default_memory_pool()
         pool.free_all_blocks()
         result = function({})
-        _synchronize()
+        synchronize()
         return pool.total_bytes(), result  # the pool keeps freed blocks: what it holds at the end is its peak
     tracemalloc.start()
     try:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
 os.environ.setdefault("MBOOK_PROGRESS", "0")
+
+from timing import median_time  # benchmarks/timing.py
 
 from mbook import backend, cbs, mie, phantoms, scattering  # noqa: E402
 from mbook import ptychography as fp  # noqa: E402
@@ -30,22 +31,6 @@ from mbook import ptychography as fp  # noqa: E402
 WAVELENGTH, N_WATER, N_CYLINDER, DIAMETER = 0.5, 1.33, 1.40, 4.0
 
 
-def _synchronize():
-    if backend.get_device() == "gpu":
-        backend.xp.cuda.Device().synchronize()
-
-
-def median_time(function, repeat: int):
-    """Median wall time of ``function()`` over ``repeat`` runs after one warm-up [s], and its result."""
-    result = function()
-    _synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        _synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
 
 
 def propagators(points_per_wavelength, repeat):

@@ -13,29 +13,14 @@ Timings are medians of repeated runs in this one process; they are not tests.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+
+from timing import median_time  # benchmarks/timing.py
 
 from mbook import backend, optics
 
 
-def _synchronize():
-    if backend.get_device() == "gpu":
-        backend.xp.cuda.Device().synchronize()
-
-
-def median_time(function, repeat: int) -> float:
-    """Median wall time of ``function()`` over ``repeat`` runs after one warm-up [s]."""
-    function()
-    _synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        _synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main():
@@ -51,10 +36,10 @@ def main():
     for n in args.sizes:
         host = (rng.standard_normal((args.batch, n, n)) + 1j * rng.standard_normal((args.batch, n, n)))
         field = backend.asarray(host.astype(np.complex64))
-        t_mbook = median_time(
+        t_mbook, _ = median_time(
             lambda: optics.propagate(field, 10.0, wavelength=0.5, sampling=0.25), args.repeat
         )
-        t_floor = median_time(lambda: backend.ifft2(backend.fft2(field)), args.repeat)
+        t_floor, _ = median_time(lambda: backend.ifft2(backend.fft2(field)), args.repeat)
         print(f"{n:>6} {args.batch:>6} {1e3 * t_mbook:>15.2f} {1e3 * t_floor:>15.2f} {t_mbook / t_floor:>7.2f}")
 
 
