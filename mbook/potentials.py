@@ -385,19 +385,19 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
     slices = sorted(groups)
     if n_slices >= _MANY_SLICES:
         slices = progress.progress(slices, desc="potential slices", total=len(slices))
-    for s in slices:
-        spectrum = xp.zeros((nx, ky.size), dtype=xp.complex64)
-        for sp, start, stop in groups[s]:
-            structure = xp.zeros((nx, ky.size), dtype=xp.complex64)
-            for lo in range(start, stop, chunk):
-                idx = order_device[lo:min(lo + chunk, stop)]
-                a = _separable_phases(positions[idx, 0], kx, dx, nx, xp)  # (n, nx)
-                b = _separable_phases(positions[idx, 1], ky, dy, ny, xp)  # (n, ny//2+1)
-                with _one_blas_thread(xp):
+    with _one_blas_thread(xp):  # entered once: threadpoolctl reads the process map on entry
+        for s in slices:
+            spectrum = xp.zeros((nx, ky.size), dtype=xp.complex64)
+            for sp, start, stop in groups[s]:
+                structure = xp.zeros((nx, ky.size), dtype=xp.complex64)
+                for lo in range(start, stop, chunk):
+                    idx = order_device[lo:min(lo + chunk, stop)]
+                    a = _separable_phases(positions[idx, 0], kx, dx, nx, xp)  # (n, nx)
+                    b = _separable_phases(positions[idx, 1], ky, dy, ny, xp)  # (n, ny//2+1)
                     structure += a.T @ b  # S(kx, ky) = Σ_j exp(-2πi (kx x_j + ky y_j))
-            spectrum += tables[sp] * structure
-        # v = F^-1[v̂] / (dx dy): the mbook inverse FFT carries 1/N, and N dx dy is the cell area.
-        out[s] = fft.irfft2(spectrum, s=(nx, ny), **fft_kwargs)
+                spectrum += tables[sp] * structure
+            # v = F^-1[v̂] / (dx dy): the mbook inverse FFT carries 1/N, and N dx dy is the cell area.
+            out[s] = fft.irfft2(spectrum, s=(nx, ny), **fft_kwargs)
     return out
 
 
