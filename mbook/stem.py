@@ -261,7 +261,7 @@ def frozen_phonon_scan(configurations, *, sampling, slice_thickness, parametriza
     Parameters
     ----------
     configurations : iterable of ase.Atoms
-        Displaced copies of one specimen (:func:`mbook.potentials.frozen_phonon_configurations`).
+        Displaced copies of one specimen (:func:`mbook.phonons.frozen_phonon_configurations`).
     sampling, slice_thickness, parametrization
         Passed to :func:`mbook.potentials.projected_potential`.
     **scan_kwargs

@@ -12,7 +12,7 @@ from ase.build import bulk, graphene, make_supercell
 from scipy import constants
 from scipy.special import k0
 
-from mbook import backend, potentials
+from mbook import backend, phonons, potentials
 
 A0 = constants.physical_constants["Bohr radius"][0] * 1e10  # Å
 
@@ -250,7 +250,7 @@ def _minimum_image(displacement, lengths):
 def test_phonon_displacements_have_the_requested_rms_per_element_and_axis():
     atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True) * (6, 6, 6)  # 864 atoms of each element
     sigmas = {"Na": 0.12, "Cl": 0.07}
-    moved = potentials.displace_atoms(atoms, sigmas, seed=7)
+    moved = phonons.displace_atoms(atoms, sigmas, seed=7)
     u = _minimum_image(moved.positions - atoms.positions, atoms.cell.lengths())
     symbols = np.array(atoms.get_chemical_symbols())
     for symbol, sigma in sigmas.items():
@@ -263,13 +263,13 @@ def test_phonon_displacements_have_the_requested_rms_per_element_and_axis():
 def test_phonons_are_seeded_and_configurations_independent():
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)
     original = atoms.positions.copy()
-    first = potentials.displace_atoms(atoms, 0.1, seed=3)
-    np.testing.assert_array_equal(first.positions, potentials.displace_atoms(atoms, 0.1, seed=3).positions)
-    assert not np.allclose(first.positions, potentials.displace_atoms(atoms, 0.1, seed=4).positions)
+    first = phonons.displace_atoms(atoms, 0.1, seed=3)
+    np.testing.assert_array_equal(first.positions, phonons.displace_atoms(atoms, 0.1, seed=3).positions)
+    assert not np.allclose(first.positions, phonons.displace_atoms(atoms, 0.1, seed=4).positions)
     np.testing.assert_array_equal(atoms.positions, original)  # the input is not touched
 
-    configs = potentials.frozen_phonon_configurations(atoms, {"Cu": 0.1}, 4, seed=11)
-    again = potentials.frozen_phonon_configurations(atoms, {"Cu": 0.1}, 4, seed=11)
+    configs = phonons.frozen_phonon_configurations(atoms, {"Cu": 0.1}, 4, seed=11)
+    again = phonons.frozen_phonon_configurations(atoms, {"Cu": 0.1}, 4, seed=11)
     assert len(configs) == 4
     for c, d in zip(configs, again):
         np.testing.assert_array_equal(c.positions, d.positions)
@@ -280,7 +280,7 @@ def test_phonons_are_seeded_and_configurations_independent():
 
 def test_zero_sigma_leaves_the_atoms_in_place():
     atoms = bulk("Au", "fcc", a=4.08, cubic=True)
-    moved = potentials.displace_atoms(atoms, 0.0, seed=0)
+    moved = phonons.displace_atoms(atoms, 0.0, seed=0)
     np.testing.assert_allclose(moved.positions, atoms.positions, atol=1e-12)
 
 
@@ -338,9 +338,9 @@ def test_bad_scattering_factor_input():
 def test_bad_phonon_input(sigmas, match):
     atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
     with pytest.raises(ValueError, match=match):
-        potentials.displace_atoms(atoms, sigmas, seed=0)
+        phonons.displace_atoms(atoms, sigmas, seed=0)
 
 
 def test_bad_number_of_configurations():
     with pytest.raises(ValueError, match="num_configs must be an integer >= 1"):
-        potentials.frozen_phonon_configurations(GOOD, 0.1, 0, seed=0)
+        phonons.frozen_phonon_configurations(GOOD, 0.1, 0, seed=0)
