@@ -210,7 +210,8 @@ def fft_workers(workers: int):
         _local.workers = previous
 
 
-def _fft_kwargs(array) -> dict:
+def fft_kwargs(array) -> dict:
+    """Keyword arguments for an FFT of ``array`` from :func:`fft_module` (threads on the CPU)."""
     # scipy.fft parallelises over the batch axes with workers; cuFFT takes no such option.
     return {"workers": getattr(_local, "workers", -1)} if get_array_module(array) is np else {}
 
@@ -221,22 +222,22 @@ def fft2(array, axes=(-2, -1)):
     Conventions are those of :mod:`mbook.grids`: no shift, no scaling, so
     ``ifft2(fft2(a)) == a`` and ``sum |a|^2 = sum |fft2(a)|^2 / N``.
     """
-    return fft_module(array).fft2(array, axes=axes, **_fft_kwargs(array))
+    return fft_module(array).fft2(array, axes=axes, **fft_kwargs(array))
 
 
 def ifft2(array, axes=(-2, -1)):
     """Inverse of :func:`fft2` (scaled by 1/N)."""
-    return fft_module(array).ifft2(array, axes=axes, **_fft_kwargs(array))
+    return fft_module(array).ifft2(array, axes=axes, **fft_kwargs(array))
 
 
 def fftn(array, axes=None):
     """Unnormalised forward N-dimensional FFT on the array's own device."""
-    return fft_module(array).fftn(array, axes=axes, **_fft_kwargs(array))
+    return fft_module(array).fftn(array, axes=axes, **fft_kwargs(array))
 
 
 def ifftn(array, axes=None):
     """Inverse of :func:`fftn` (scaled by 1/N)."""
-    return fft_module(array).ifftn(array, axes=axes, **_fft_kwargs(array))
+    return fft_module(array).ifftn(array, axes=axes, **fft_kwargs(array))
 
 
 def __getattr__(name):

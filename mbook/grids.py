@@ -113,6 +113,17 @@ def check_positive(value, name: str, ndim: int | None = None) -> tuple[float, ..
     return tuple(float(v) for v in values)
 
 
+def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=None) -> float:
+    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        bound += f" and < {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
 def make_grid(*, gpts=None, sampling=None, extent=None, ndim: int | None = None) -> Grid:
     """Build a :class:`Grid` from any two of ``gpts``, ``sampling`` and ``extent``.
 

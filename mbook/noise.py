@@ -49,13 +49,6 @@ def _finite_nonnegative(array, name):
     return array
 
 
-def _positive(value, name, *, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or (
-            value < 0 if allow_zero else value <= 0):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return float(value)
-
-
 def poisson_counts(expected, *, seed):
     """Poisson counts with the given expectation per pixel.
 
@@ -100,8 +93,8 @@ def apply_dose(intensity, *, dose, pixel_area, seed):
     >>> round(float(c.mean()), 1)
     5.0
     """
-    dose = _positive(dose, "dose", allow_zero=True)
-    pixel_area = _positive(pixel_area, "pixel_area")
+    dose = grids.check_positive_number(dose, "dose", allow_zero=True)
+    pixel_area = grids.check_positive_number(pixel_area, "pixel_area")
     return poisson_counts(_finite_nonnegative(intensity, "intensity") * dose * pixel_area, seed=seed)
 
 
@@ -110,7 +103,7 @@ def read_noise(counts, *, sigma, seed):
     counts = np.asarray(backend.asnumpy(counts), dtype=np.float64)
     if not np.isfinite(counts).all():
         raise ValueError("counts contains NaN or infinite values")
-    sigma = _positive(sigma, "sigma", allow_zero=True)
+    sigma = grids.check_positive_number(sigma, "sigma", allow_zero=True)
     return counts + sigma * np.random.default_rng(seed).standard_normal(counts.shape)
 
 
@@ -151,9 +144,9 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
     >>> int(adu.max())                      # 1e5 ADU saturates a 12-bit ADC
     4095
     """
-    photons = _positive(photons, "photons", allow_zero=True)
-    gain = _positive(gain, "gain")
-    sigma = _positive(read_noise, "read_noise", allow_zero=True)
+    photons = grids.check_positive_number(photons, "photons", allow_zero=True)
+    gain = grids.check_positive_number(gain, "gain")
+    sigma = grids.check_positive_number(read_noise, "read_noise", allow_zero=True)
     if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not math.isfinite(offset):
         raise ValueError(f"offset must be a finite number [ADU], got {offset!r}")
     if bit_depth is not None and (isinstance(bit_depth, bool) or not isinstance(bit_depth, numbers.Integral)
@@ -189,7 +182,7 @@ def vignetting_falloff(shape, *, strength):
     ndarray, float64
     """
     shape = grids.check_gpts(shape, 2)
-    strength = _positive(strength, "strength", allow_zero=True)
+    strength = grids.check_positive_number(strength, "strength", allow_zero=True)
     x, y = (np.arange(n) - n // 2 for n in shape)
     corner = math.hypot(max(shape[0] // 2, 1), max(shape[1] // 2, 1))
     r2 = (x[:, None] ** 2 + y[None, :] ** 2) / corner**2
@@ -219,10 +212,10 @@ def mtf(gpts, *, pixel_fill=1.0, blur=0.0):
     (nx, ny) ndarray, float64, FFT order, 1 at k = 0
     """
     gpts = grids.check_gpts(gpts, 2)
-    fill = _positive(pixel_fill, "pixel_fill")
+    fill = grids.check_positive_number(pixel_fill, "pixel_fill")
     if fill > 1:
         raise ValueError(f"pixel_fill must be in (0, 1], got {pixel_fill!r}")
-    sigma = _positive(blur, "blur", allow_zero=True)
+    sigma = grids.check_positive_number(blur, "blur", allow_zero=True)
     kx, ky = (np.fft.fftfreq(n) for n in gpts)
     aperture = np.abs(np.sinc(fill * kx)[:, None] * np.sinc(fill * ky)[None, :])
     return aperture * np.exp(-2 * math.pi**2 * sigma**2 * (kx[:, None] ** 2 + ky[None, :] ** 2))

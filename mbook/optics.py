@@ -304,13 +304,6 @@ def zernike(n: int, m: int, rho, phi):
     return xp.where(rho <= 1, radial * angular, 0.0)
 
 
-def _check_na(value, name, *, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not (
-            0 <= value if allow_zero else 0 < value):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
-    return float(value)
-
-
 def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, n_medium=1.0, xp=None):
     """Coherent transfer function of an objective: aperture, defocus and aberrations.
 
@@ -340,7 +333,7 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
     """
     xp = xp or backend.xp
     wavelength = check_wavelength(wavelength)
-    na = _check_na(na, "na")
+    na = grids.check_positive_number(na, "na")
     if na > n_medium:
         raise ValueError(f"na = {na} cannot exceed the index of the medium n_medium = {n_medium}")
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
@@ -385,7 +378,7 @@ def source_points(grid: grids.Grid, *, wavelength, na_illumination, max_points=N
         Lattice offsets ``(i, j)``: ``q = (i / extent_x, j / extent_y)``.
     """
     wavelength = check_wavelength(wavelength)
-    na_illumination = _check_na(na_illumination, "na_illumination", allow_zero=True)
+    na_illumination = grids.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
     radius = [na_illumination / wavelength * e for e in grid.extent]  # in lattice steps
     nyquist = [n // 2 for n in grid.gpts]
     if any(r > q for r, q in zip(radius, nyquist)):

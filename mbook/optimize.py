@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook import backend
+from mbook import backend, grids
 
 BOUNDARIES = ("neumann", "periodic")
 
@@ -65,17 +65,6 @@ def check_finite_array(array, name: str, *, ndim: int | None = None, real: bool 
     if not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
     return array
-
-
-def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=None) -> float:
-    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        bound += f" and < {upper}" if upper is not None else ""
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 def check_iterations(value, name: str = "max_num_iter") -> int:
@@ -403,7 +392,7 @@ def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True
     -------
     FBResult
     """
-    step = check_positive_number(step, "step")
+    step = grids.check_positive_number(step, "step")
     max_num_iter = check_iterations(max_num_iter)
     xp = backend.get_array_module(x0)
     x, z, t = x0, x0, 1.0
@@ -456,7 +445,7 @@ def tv_denoise(image, weight: float, *, boundary: str = "neumann", tol: float = 
         ``x`` is the denoised image, ``y`` the dual field ``p``.
     """
     f = check_finite_array(image, "image", ndim=2, real=True)
-    weight = check_positive_number(weight, "weight")
+    weight = grids.check_positive_number(weight, "weight")
     xp = backend.get_array_module(f)
     f = f.astype(xp.float64) if f.dtype.kind != "f" else f
 

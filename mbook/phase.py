@@ -43,10 +43,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook import backend
-from mbook.optimize import (
-    check_finite_array, check_iterations, check_positive_number, divergence, gradient,
-    project_ball,
-)
+from mbook.grids import check_positive_number
+from mbook.optimize import check_finite_array, check_iterations, divergence, gradient, project_ball
 
 METHODS = ("er", "hio", "raar")
 PRIORS = ("tv-s1", "lifting", "tv")

@@ -369,7 +369,7 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
     fft = backend.fft_module(kx)
-    fft_kwargs = {"workers": -1} if xp is np else {}
+    fft_kwargs = backend.fft_kwargs(kx)  # honours backend.fft_workers
     out = xp.zeros((n_slices, nx, ny), dtype=xp.float32)
 
     order = np.lexsort((species, slice_index))

@@ -198,7 +198,7 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
         raise ValueError(f"gpts must be square, got {gpts}")
     sampling = grids.check_positive(sampling, "sampling", 1)[0]
     wavelength = optics.check_wavelength(wavelength)
-    na = optics._check_na(na, "na")
+    na = grids.check_positive_number(na, "na")
     if isinstance(upsampling, bool) or not isinstance(upsampling, numbers.Integral) or upsampling < 1 or (
             gpts[0] % upsampling):
         raise ValueError(f"upsampling must be a positive integer dividing gpts {gpts}, got {upsampling!r}")
@@ -215,7 +215,7 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
         )
     slope = float(vignetting_slope)
     if na_vignetting is not None:
-        na_vignetting = optics._check_na(na_vignetting, "na_vignetting")
+        na_vignetting = grids.check_positive_number(na_vignetting, "na_vignetting")
         reach = na_vignetting + abs(slope) * extent / math.sqrt(2)  # farthest frequency the chirp visits
         window = scipy.fft.next_fast_len(int(math.ceil(2 * max(reach, na) * extent / wavelength)) + 2)
         window += window % 2

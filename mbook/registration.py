@@ -45,8 +45,9 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook import backend, progress
+from mbook.grids import check_positive_number
 from mbook.optimize import (
-    check_finite_array, check_iterations, check_positive_number, gradient, laplacian,
+    check_finite_array, check_iterations, gradient, laplacian,
 )
 
 

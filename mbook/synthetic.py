@@ -32,7 +32,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook import grids, progress
-from mbook.optimize import check_finite_array, check_iterations, check_positive_number
+from mbook.grids import check_positive_number
+from mbook.optimize import check_finite_array, check_iterations
 
 
 def _rng(seed):

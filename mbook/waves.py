@@ -230,9 +230,8 @@ def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations
     """
     if not 0 <= amplitude_contrast < 1:
         raise ValueError(f"amplitude_contrast must be in [0, 1), got {amplitude_contrast!r}")
-    for name, value in (("focal_spread", focal_spread), ("angular_spread", angular_spread)):
-        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    grids.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
+    grids.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
     xp = xp or backend.xp
     kx, ky = _frequencies(grid, xp)
     chi = aberration_phase(kx, ky, energy=energy, defocus=defocus, Cs=Cs, aberrations=aberrations)
