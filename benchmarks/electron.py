@@ -12,8 +12,9 @@ memory (tracemalloc, in a separate untimed run; on a GPU the CuPy memory
 pool), the time ratio abTEM/mbook, the relative L2 difference of the two
 results, and mbook's time over its FFT-only floor: the forward and inverse
 FFTs the multislice cannot avoid (two per slice per wave, on mbook's own
-batch shapes, with mbook's FFT library: scipy.fft with workers=-1 on the
-CPU, cuFFT through CuPy on a GPU). Below the table, diagnostics split the
+batch shapes, in place, planned with the fastest library installed, as
+mbook plans them: FFTW through pyFFTW when it is there, else scipy.fft on
+the CPU; cuFFT through CuPy on a GPU). Below the table, diagnostics split the
 difference between the codes into its causes. Run:
 
     .venv/bin/python benchmarks/electron.py                  # small, ~1-2 min on 2 cores
@@ -33,6 +34,7 @@ import math
 import os
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -84,8 +86,8 @@ What differs between the two codes, and what it does to the results:
 - Probe: the same hard aperture (abTEM's soft edge turned off with soft=False), no aberrations,
   sum |psi|² = 1, the same scan positions (GridScan with endpoint=False = mbook's raster; checked).
 - Detector: both integrate |F[psi]|² / N over inner <= α < outer [mrad]: fraction of the beam.
-- Precision: both float32 / complex64; different FFT libraries (scipy.fft's pocketfft vs FFTW)
-  round differently, ~1e-6 relative.
+- Precision: both float32 / complex64; both use FFTW when pyFFTW is installed, but their plans (chosen
+  by FFTW_MEASURE timings) may differ and round differently, ~1e-6 relative.
 So the printed relative differences are the potential's 1/sinc factor, propagated ("mbook on
 abTEM's potential" leaves only float32 rounding): abTEM's potential is slightly stronger at high k,
 so its exit wave scatters a little more to high angles and its HAADF signal is ~1 % higher."""
@@ -161,7 +163,7 @@ def abtem_exit_wave(atoms, grid, parametrization, device, timings):
 def abtem_haadf(atoms, grid, scan, parametrization, device, timings, batch=None):
     """abTEM's documented STEM call. ``batch=None``: all defaults (lazy potential rebuilt for every
     chunk of probes, max_batch="auto"); otherwise the potential is built once first and the probes
-    run in chunks of ``batch`` (mbook's batch size), the faster way on a few cores."""
+    run in chunks of ``batch`` (--abtem-batch), the faster way on a few cores."""
     import abtem
 
     start = time.perf_counter()
@@ -177,13 +179,27 @@ def abtem_haadf(atoms, grid, scan, parametrization, device, timings, batch=None)
     return backend.asnumpy(_abtem_compute(image).array)
 
 
-def fft_floor(shape, n_slices):
-    """The FFTs of ``n_slices`` multislice steps on a ``shape`` batch: fft2 then ifft2 per slice."""
-    waves = backend.xp.ones(shape, backend.xp.complex64)
+def fft_floor(shape, n_slices, n_batches=1):
+    """The FFTs of ``n_slices`` multislice steps on ``n_batches`` waves of ``shape``: forward then inverse
+    per slice, in place, planned with the fastest FFT library installed (mbook's own plans). Batches are
+    shared over one thread per core, each with single-threaded FFTs, as mbook's scan does; one batch
+    uses every core in its FFTs."""
+    def steps():
+        plan = backend.fft2_plan(shape)
+        for _ in range(n_slices):
+            plan.forward()
+            plan.backward()
+
+    if n_batches == 1:
+        return steps
 
     def run():
-        for _ in range(n_slices):
-            backend.ifft2(backend.fft2(waves))
+        def batch(_):
+            with backend.fft_workers(1):
+                steps()
+
+        with ThreadPoolExecutor(backend.cpu_threads()) as pool:
+            list(pool.map(batch, range(n_batches)))
 
     return run
 
@@ -237,8 +253,11 @@ def main():
                         help="grid points per 3.905 Å (even: atoms on grid points; mbook rounds the grid "
                              "up to an FFT-friendly size)")
     parser.add_argument("--batch", type=int, default=None,
-                        help=f"probes per multislice batch (default {stem.CPU_BATCH} on the CPU, up to "
+                        help="probes per multislice batch (default stem.cpu_batch(grid) on the CPU, up to "
                              "128 on a GPU)")
+    parser.add_argument("--abtem-batch", type=int, default=16,
+                        help="probes per batch for abTEM with its potential built first (16 ran fastest for "
+                             "abTEM among 4, 8, 16, 32 and 64 on the small and medium sizes on 2 cores)")
     parser.add_argument("--abtem-device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--no-abtem", action="store_true", help="mbook and the floor only")
     args = parser.parse_args()
@@ -249,7 +268,7 @@ def main():
     atoms, grid, positions, (lo, hi) = specimen(args.size)
     n_slices = len(potentials.slice_thicknesses(atoms, SLICE_THICKNESS))
     n_probes = positions.shape[0] * positions.shape[1]
-    batch = min(n_probes, args.batch or (128 if on_gpu else stem.CPU_BATCH))
+    batch = min(n_probes, args.batch or (128 if on_gpu else stem.cpu_batch(grid)))
     param = args.parametrization
     scan = (lo, hi, positions.shape[:2])
 
@@ -277,7 +296,8 @@ def main():
         device = args.abtem_device
         runs["exit/abTEM"] = lambda t: abtem_exit_wave(atoms, grid, param, device, t)
         runs["haadf/abTEM"] = lambda t: abtem_haadf(atoms, grid, scan, param, device, t)
-        runs["haadf/abTEM built"] = lambda t: abtem_haadf(atoms, grid, scan, param, device, t, batch=batch)
+        runs["haadf/abTEM built"] = lambda t: abtem_haadf(atoms, grid, scan, param, device, t,
+                                                          batch=args.abtem_batch)
         grid_scan = abtem.GridScan(start=lo, end=hi, gpts=positions.shape[:2], endpoint=False)
         offset = np.abs(np.asarray(grid_scan.get_positions()) - positions).max()
         print(f"abTEM {abtem.__version__} on {device.upper()}: fft {abtem.config.get('fft')} with "
@@ -290,7 +310,8 @@ def main():
 
     floors = {"exit/floor": fft_floor(grid.gpts, n_slices)}
     n_full, rest = divmod(n_probes, batch)
-    floors["haadf/floor batch"] = fft_floor((batch,) + grid.gpts, n_slices)
+    on_threads = not on_gpu and backend.cpu_threads() > 1
+    floors["haadf/floor batch"] = fft_floor((batch,) + grid.gpts, n_slices, n_full if on_threads else 1)
     if rest:
         floors["haadf/floor rest"] = fft_floor((rest,) + grid.gpts, n_slices)
 
@@ -313,14 +334,15 @@ def main():
                 parts[name].append(timing.get("potential", np.nan))
     cpu = {name: float(np.median(values)) for name, values in cpus.items()}
     median = {name: float(np.median(values)) for name, values in times.items()}
+    full_batches = 1 if on_threads else n_full  # a threaded floor already ran all full batches
     floor = {"exit": median["exit/floor"],
-             "haadf": n_full * median["haadf/floor batch"] + (median["haadf/floor rest"] if rest else 0.0)}
+             "haadf": full_batches * median["haadf/floor batch"] + (median["haadf/floor rest"] if rest else 0.0)}
 
     print()
     print(f"{'case':<11} {'code':<34} {'time [s]':>9} {'CPU [s]':>8} {'potential':>10} {'peak [MiB]':>11} "
           f"{'abTEM/mbook':>12} {'rel. diff':>10} {'/ floor':>8}")
     labels = {"mbook": "mbook", "abTEM": "abTEM, defaults (lazy potential)",
-              "abTEM built": f"abTEM, potential built, batch {batch}"}
+              "abTEM built": f"abTEM, potential built, batch {args.abtem_batch}"}
     for case, title in (("exit", "exit wave"), ("haadf", "HAADF scan")):
         reference = results[f"{case}/mbook"]
         for code in ("mbook", "abTEM", "abTEM built"):
@@ -338,7 +360,7 @@ def main():
             print(row)
         shape = "1" if case == "exit" else f"{batch}"
         floor_cpu = (cpu["exit/floor"] if case == "exit" else
-                     n_full * cpu["haadf/floor batch"] + (cpu["haadf/floor rest"] if rest else 0.0))
+                     full_batches * cpu["haadf/floor batch"] + (cpu["haadf/floor rest"] if rest else 0.0))
         print(f"{title:<11} {'FFT floor: 2 FFTs/slice, ' + shape + ' wave(s)':<34} {floor[case]:>9.3f} "
               f"{floor_cpu:>8.2f}")
     print("time: median wall time of the whole computation from atoms; CPU: median CPU time of all its "

@@ -309,6 +309,22 @@ def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=No
         largest angle the sampling reaches, ``λ / (2 max(sampling))``).
     """
     xp = xp or backend.xp
+    spectrum = probe_spectrum(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
+                              aberrations=aberrations, xp=xp)
+    single = positions is None
+    positions = [[e / 2 for e in grid.extent]] if single else positions
+    psi = place_probes(spectrum, grid, positions)
+    return psi[0] if single else psi
+
+
+def probe_spectrum(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=None, xp=None):
+    """A probe at the origin in Fourier space, ``A(k) exp(-i χ(k)) / sqrt(N Σ A²)`` (FFT order, complex64).
+
+    Scaled so that ``ifft2`` of it has ``sum |ψ|^2 = 1``; make it once per
+    scan and place copies with :func:`place_probes`. Parameters as for
+    :func:`probe`.
+    """
+    xp = xp or backend.xp
     wavelength = physics.wavelength(energy)
     max_angle = 1e3 * wavelength / (2 * max(grid.sampling))
     if semiangle_cutoff > max_angle:
@@ -316,21 +332,51 @@ def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=No
             f"semiangle_cutoff={semiangle_cutoff} mrad exceeds the largest angle the sampling reaches, "
             f"{max_angle:.1f} mrad at {energy:g} eV; use sampling <= {1e3 * wavelength / (2 * semiangle_cutoff):.4f} Å"
         )
-    single = positions is None
-    positions = np.asarray([[e / 2 for e in grid.extent]] if single else positions, dtype=float)
-    if positions.ndim != 2 or positions.shape[1] != 2 or not np.isfinite(positions).all():
-        raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
-    kx, ky = _frequencies(grid, xp)
     transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
                              aberrations=aberrations, xp=xp)
+    # Parseval: sum |ifft2(T)|^2 = sum |T|^2 / N, the same for every shift of the probe.
+    n = grid.gpts[0] * grid.gpts[1]
+    return (transfer / math.sqrt(float(xp.sum(xp.abs(transfer) ** 2)) / n)).astype(xp.complex64)
+
+
+def place_probes(spectrum, grid, positions, *, plan=None):
+    """Probes centred at ``positions``: ``ψ_j = F^-1[S(k) exp(-2πi k·r_j)]``.
+
+    Parameters
+    ----------
+    spectrum : (nx, ny) ndarray, complex
+        :func:`probe_spectrum` (or any wave at the origin, in Fourier space).
+    grid : Grid
+        Its grid [Å].
+    positions : (n, 2) array_like
+        Centres [Å], x then y.
+    plan : mbook.backend.FFT2Plan, optional
+        In-place plan of shape ``(n, nx, ny)``: the probes are made in its
+        buffer (saving a copy in a scan's inner loop).
+
+    Returns
+    -------
+    (n, nx, ny) ndarray, complex64
+        A new array, or the plan's buffer.
+    """
+    xp = backend.get_array_module(spectrum)
+    positions = np.asarray(positions, dtype=float)
+    if positions.ndim != 2 or positions.shape[1] != 2 or not np.isfinite(positions).all():
+        raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
+    shape = (len(positions),) + tuple(grid.gpts)
+    if plan is not None and plan.shape != shape:
+        raise ValueError(f"plan of shape {plan.shape} cannot hold {len(positions)} probes on gpts {grid.gpts}")
+    kx, ky = _frequencies(grid, xp)
     # The shift exp(-2πi k·r0) is separable: two small exponentials per probe, not nx·ny.
     x0 = xp.asarray(positions[:, 0])[:, None, None]
     y0 = xp.asarray(positions[:, 1])[:, None, None]
     shift_x = xp.exp(-2j * math.pi * kx[None] * x0).astype(xp.complex64)
     shift_y = xp.exp(-2j * math.pi * ky[None] * y0).astype(xp.complex64)
-    psi = backend.ifft2(transfer.astype(xp.complex64)[None] * shift_x * shift_y)
-    psi /= xp.sqrt(xp.sum(xp.abs(psi) ** 2, axis=(-2, -1), keepdims=True))
-    return psi[0] if single else psi
+    if plan is None:
+        return backend.ifft2(spectrum.astype(xp.complex64) * shift_x * shift_y)
+    xp.multiply(shift_x, shift_y * xp.complex64(plan.scale), out=plan.array)  # backward() leaves out 1/N
+    plan.array *= spectrum
+    return plan.backward()
 
 
 def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations=None, semiangle_cutoff=None,

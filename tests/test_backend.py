@@ -65,3 +65,51 @@ def test_asnumpy_returns_host_arrays(device):
     x = backend.asarray(np.arange(5.0))
     assert type(backend.asnumpy(x)) is np.ndarray
     assert backend.get_array_module(x) is backend.xp
+
+
+# ----------------------------------------------------------------------------- in-place FFT plans
+
+CPU_LIBRARIES = ["scipy"] + (["pyfftw"] if backend._pyfftw() is not None else [])
+
+
+@pytest.fixture
+def fft_library(request):
+    yield backend.set_fft_library(request.param)
+    backend.set_fft_library("auto")
+
+
+@pytest.mark.parametrize("fft_library", CPU_LIBRARIES, indirect=True)
+@pytest.mark.parametrize("dtype, tolerance", [(np.complex64, 2e-6), (np.complex128, 1e-13)])
+def test_fft2_plan_matches_scipy_fft_in_place(fft_library, dtype, tolerance, rng):
+    backend.set_device("cpu")
+    a = (rng.standard_normal((3, 24, 20)) + 1j * rng.standard_normal((3, 24, 20))).astype(dtype)
+    plan = backend.fft2_plan(a.shape, dtype)
+    assert plan.library == fft_library and plan.array.dtype == dtype
+    plan.array[...] = a
+    buffer = plan.array
+    spectrum = plan.forward()
+    assert spectrum is buffer  # in place: no new array per transform
+    expected = scipy.fft.fft2(a.astype(np.complex128))
+    assert np.abs(spectrum - expected).max() < tolerance * np.abs(expected).max()
+    restored = plan.backward() * plan.scale  # backward leaves out 1/N
+    assert np.abs(restored - a).max() < tolerance * 10 * np.abs(a).max()
+
+
+def test_fft2_plan_is_kept_per_thread_and_shape():
+    import threading
+
+    first = backend.fft2_plan((2, 16, 16))
+    assert backend.fft2_plan((2, 16, 16)) is first
+    assert backend.fft2_plan((1, 16, 16)) is not first
+    other = []
+    thread = threading.Thread(target=lambda: other.append(backend.fft2_plan((2, 16, 16))))
+    thread.start()
+    thread.join()
+    assert other[0] is not first and other[0].array is not first.array  # threads never share a buffer
+
+
+def test_fft2_plan_refuses_real_dtype_and_unknown_library():
+    with pytest.raises(ValueError, match="complex dtype"):
+        backend.fft2_plan((8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"library must be one of \('auto', 'pyfftw', 'scipy'\), got 'mkl'"):
+        backend.set_fft_library("mkl")

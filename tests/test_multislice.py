@@ -106,3 +106,28 @@ def test_slices_of_different_thickness_add_up(rng):
 def test_slice_thickness_count_must_match():
     with pytest.raises(ValueError, match="slice_thickness must have 3 entries"):
         run(np.zeros((3, 64, 64), np.float32), slice_thickness=[1.0, 2.0])
+
+
+@pytest.mark.skipif(backend._pyfftw() is None, reason="pyFFTW is not installed: only scipy.fft to compare")
+def test_fft_libraries_agree_to_float32_rounding(rng):
+    """FFTW plans and pocketfft give the same exit wave: only their rounding differs."""
+    potential = (30 * rng.random((12, 64, 64))).astype(np.float32)
+    try:
+        waves = {library: (backend.set_fft_library(library), run(potential))[1] for library in ("scipy", "pyfftw")}
+    finally:
+        backend.set_fft_library("auto")
+    difference = np.linalg.norm(waves["pyfftw"] - waves["scipy"]) / np.linalg.norm(waves["scipy"])
+    assert difference < 1e-5
+
+
+def test_results_do_not_share_the_work_buffer(rng):
+    """The loop runs in a reused buffer; what a call returns must survive the next call."""
+    first = run(gaussian_slices(3, peak=5.0))
+    kept = first.copy()
+    run(gaussian_slices(3, peak=50.0))
+    np.testing.assert_array_equal(first, kept)
+    incident = np.ones(GRID.gpts, np.complex64)
+    steps = list(multislice.thickness_series(incident, gaussian_slices(3, peak=5.0), grid=GRID, energy=ENERGY,
+                                             slice_thickness=1.0))
+    assert not np.allclose(steps[0], steps[-1])  # one copy per slice, not three views of one buffer
+    np.testing.assert_array_equal(incident, 1.0)  # the incident wave is not modified
