@@ -260,6 +260,8 @@ def main():
                              "abTEM among 4, 8, 16, 32 and 64 on the small and medium sizes on 2 cores)")
     parser.add_argument("--abtem-device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--no-abtem", action="store_true", help="mbook and the floor only")
+    parser.add_argument("--cases", nargs="+", choices=("exit", "haadf"), default=["exit", "haadf"],
+                        help="which simulations to run (the diagnostics need both)")
     args = parser.parse_args()
     GPTS_PER_CELL = args.gpts_per_cell
     os.environ.setdefault("MBOOK_PROGRESS", "0")
@@ -315,6 +317,8 @@ def main():
     if rest:
         floors["haadf/floor rest"] = fft_floor((rest,) + grid.gpts, n_slices)
 
+    runs = {name: f for name, f in runs.items() if name.split("/")[0] in args.cases}
+    floors = {name: f for name, f in floors.items() if name.split("/")[0] in args.cases}
     # The first round warms up (FFT plans, numba, caches), gives the results that are compared, and
     # measures the peak memory (tracemalloc slows Python-level allocations, so it is never timed).
     results, memory = {}, {}
@@ -335,8 +339,9 @@ def main():
     cpu = {name: float(np.median(values)) for name, values in cpus.items()}
     median = {name: float(np.median(values)) for name, values in times.items()}
     full_batches = 1 if on_threads else n_full  # a threaded floor already ran all full batches
-    floor = {"exit": median["exit/floor"],
-             "haadf": full_batches * median["haadf/floor batch"] + (median["haadf/floor rest"] if rest else 0.0)}
+    floor = {"exit": median.get("exit/floor", np.nan),
+             "haadf": full_batches * median.get("haadf/floor batch", np.nan)
+             + (median.get("haadf/floor rest", np.nan) if rest else 0.0)}
 
     print()
     print(f"{'case':<11} {'code':<34} {'time [s]':>9} {'CPU [s]':>8} {'potential':>10} {'peak [MiB]':>11} "
@@ -344,6 +349,8 @@ def main():
     labels = {"mbook": "mbook", "abTEM": "abTEM, defaults (lazy potential)",
               "abTEM built": f"abTEM, potential built, batch {args.abtem_batch}"}
     for case, title in (("exit", "exit wave"), ("haadf", "HAADF scan")):
+        if case not in args.cases:
+            continue
         reference = results[f"{case}/mbook"]
         for code in ("mbook", "abTEM", "abTEM built"):
             name = f"{case}/{code}"
@@ -373,7 +380,7 @@ def main():
           "floor is small next to\nbuilding the potential and transmission functions, so that ratio "
           "mostly measures the setup).")
 
-    if not args.no_abtem:
+    if not args.no_abtem and len(args.cases) == 2:
         diagnostics(atoms, grid, positions, results, param, batch, args.abtem_device)
         print()
         print(DIFFERENCES)

@@ -61,6 +61,7 @@ import functools
 import json
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -381,22 +382,37 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
         groups.setdefault(int(slice_index[order[start]]), []).append((int(species[order[start]]), start, stop))
     order_device = xp.asarray(order)
 
+    def one_slice(s):
+        spectrum = xp.zeros((nx, ky.size), dtype=xp.complex64)
+        for sp, start, stop in groups[s]:
+            structure = xp.zeros((nx, ky.size), dtype=xp.complex64)
+            for lo in range(start, stop, chunk):
+                idx = order_device[lo:min(lo + chunk, stop)]
+                a = _separable_phases(positions[idx, 0], kx, dx, nx, xp)  # (n, nx)
+                b = _separable_phases(positions[idx, 1], ky, dy, ny, xp)  # (n, ny//2+1)
+                structure += a.T @ b  # S(kx, ky) = Σ_j exp(-2πi (kx x_j + ky y_j))
+            spectrum += tables[sp] * structure
+        # v = F^-1[v̂] / (dx dy): the mbook inverse FFT carries 1/N, and N dx dy is the cell area.
+        out[s] = fft.irfft2(spectrum, s=(nx, ny), **fft_kwargs)
+
     slices = sorted(groups)
-    if n_slices >= _MANY_SLICES:
-        slices = progress.progress(slices, desc="potential slices", total=len(slices))
+    threads = min(backend.cpu_threads(), len(slices)) if xp is np else 1
     with _one_blas_thread(xp):  # entered once: threadpoolctl reads the process map on entry
-        for s in slices:
-            spectrum = xp.zeros((nx, ky.size), dtype=xp.complex64)
-            for sp, start, stop in groups[s]:
-                structure = xp.zeros((nx, ky.size), dtype=xp.complex64)
-                for lo in range(start, stop, chunk):
-                    idx = order_device[lo:min(lo + chunk, stop)]
-                    a = _separable_phases(positions[idx, 0], kx, dx, nx, xp)  # (n, nx)
-                    b = _separable_phases(positions[idx, 1], ky, dy, ny, xp)  # (n, ny//2+1)
-                    structure += a.T @ b  # S(kx, ky) = Σ_j exp(-2πi (kx x_j + ky y_j))
-                spectrum += tables[sp] * structure
-            # v = F^-1[v̂] / (dx dy): the mbook inverse FFT carries 1/N, and N dx dy is the cell area.
-            out[s] = fft.irfft2(spectrum, s=(nx, ny), **fft_kwargs)
+        if threads > 1:
+            # One slice per core at a time (single-threaded BLAS and FFT each): the products are
+            # too small for BLAS to split well, the slices are independent.
+            fft_kwargs = {"workers": 1}
+            with ThreadPoolExecutor(threads) as pool:
+                work = pool.map(one_slice, slices)
+                if n_slices >= _MANY_SLICES:
+                    work = progress.progress(work, desc="potential slices", total=len(slices))
+                for _ in work:
+                    pass
+        else:
+            if n_slices >= _MANY_SLICES:
+                slices = progress.progress(slices, desc="potential slices", total=len(slices))
+            for s in slices:
+                one_slice(s)
     return out
 
 

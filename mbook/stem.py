@@ -30,7 +30,7 @@ import numpy as np
 from mbook import backend, grids, multislice, physics, progress, waves
 
 #: Bytes of waves per batch on the CPU: a batch that stays near the core's cache runs faster per probe
-#: (measured on a 2-core Xeon with 2 MiB L2: 4 probes of 324² beat 8 by 10-15 %, 128 of 216² were 2x slower).
+#: (measured on a 2-core Xeon with 2 MiB L2: 4 probes of 324² beat 8 by 8-18 %, 128 of 216² were 2x slower).
 CPU_BATCH_BYTES = 4 * 2**20
 #: Most probes per batch on the CPU, whatever their size.
 CPU_BATCH = 8

@@ -51,6 +51,20 @@ def test_batches_under_a_small_budget_give_the_same_result():
         run(potential, POSITIONS, detectors=DETECTORS, budget=fixed)
 
 
+def test_cpu_batch_keeps_a_few_megabytes_of_waves():
+    assert stem.cpu_batch(grids.make_grid(gpts=(64, 64), sampling=0.1)) == stem.CPU_BATCH  # small: the cap
+    assert stem.cpu_batch(grids.make_grid(gpts=(324, 324), sampling=0.1)) == 4  # 4 x 0.84 MB <= 4 MiB
+    assert stem.cpu_batch(grids.make_grid(gpts=(1024, 1024), sampling=0.1)) == 1  # 8 MB: one at a time
+
+
+def test_scan_batch_size_does_not_change_the_result():
+    """Batches of 1, 3 and all probes share plans and buffers differently; the signals must not move."""
+    potential = column_potential()
+    signals = [run(potential, POSITIONS, detectors=DETECTORS, max_batch=b)["DF"] for b in (1, 3, 64)]
+    for other in signals[1:]:
+        np.testing.assert_allclose(other, signals[0], rtol=1e-5, atol=1e-9)
+
+
 def test_dask_gives_identical_results():
     distributed = pytest.importorskip("distributed")
     potential = column_potential()

@@ -61,6 +61,19 @@ def test_probe_is_normalised_centred_and_band_limited():
     assert np.sum(abs(spectrum[outside]) ** 2) < 1e-10 * np.sum(abs(spectrum) ** 2)
 
 
+def test_probes_made_in_a_plan_buffer_equal_the_plain_ones():
+    """A scan builds its probes in the FFT plan's buffer; they must be the probes of waves.probe."""
+    positions = [[3.0, 4.5], [6.4, 6.4], [0.05, 12.7]]
+    kwargs = dict(energy=ENERGY, semiangle_cutoff=25.0, defocus=50.0, Cs=1e5)
+    spectrum = waves.probe_spectrum(GRID, xp=np, **kwargs)
+    plan = backend.fft2_plan((3,) + GRID.gpts)
+    placed = waves.place_probes(spectrum, GRID, positions, plan=plan)
+    assert placed is plan.array
+    np.testing.assert_allclose(placed, waves.probe(GRID, positions=positions, xp=np, **kwargs), atol=2e-7)
+    with pytest.raises(ValueError, match=r"plan of shape \(3, 128, 128\) cannot hold 2 probes"):
+        waves.place_probes(spectrum, GRID, positions[:2], plan=plan)
+
+
 def test_probe_refuses_aperture_beyond_sampling():
     coarse = grids.make_grid(gpts=(32, 32), sampling=0.5)
     with pytest.raises(ValueError, match="semiangle_cutoff=30 mrad exceeds the largest angle"):
