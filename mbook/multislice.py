@@ -87,16 +87,8 @@ def transmission_slices(potential, *, energy, grid=None, antialias=True):
     A plane-wave multislice needs each slice's grating once: making it just
     before use keeps one slice in memory instead of the whole stack.
 
-    Parameters
-    ----------
-    potential : (n_slices, nx, ny) array_like
-        Projected potential of each slice [V·Å].
-    energy : float
-        [eV].
-    grid : Grid, optional
-        Needed for the antialiasing aperture.
-    antialias : bool
-        Band-limit ``t`` to 2/3 of Nyquist.
+    Parameters are those of :func:`transmission_function`, with ``potential``
+    a stack ``(n_slices, nx, ny)`` [V·Å].
 
     Yields
     ------
