@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import threading
 import types
@@ -251,6 +252,9 @@ FFT_LIBRARIES = ("auto", "pyfftw", "scipy")
 _fft_library = "auto"
 _plan_lock = threading.Lock()  # FFTW's planner is not thread-safe; executing distinct plans is
 _PLANS_PER_THREAD = 4  # buffers kept per thread: a scan uses one or two batch shapes
+#: Larger work buffers are made per call and freed after it, so that no big array (a GPU batch of
+#: probes) stays allocated behind the user's back; making one costs little next to its FFTs.
+CACHED_PLAN_BYTES = 64 * 2**20
 
 
 @functools.lru_cache(maxsize=1)
@@ -364,6 +368,8 @@ def fft2_plan(shape, dtype=np.complex64, *, xp=None, slot="waves") -> FFT2Plan:
 
     The plan's buffer is shared by every call from this thread with this
     shape: copy a result out of it before the next transform you want to keep.
+    Plans whose buffer exceeds :data:`CACHED_PLAN_BYTES` are not kept: each
+    call gets a new one.
     FFTW threads follow :func:`fft_workers` at the time the plan is made.
 
     Parameters
@@ -383,6 +389,8 @@ def fft2_plan(shape, dtype=np.complex64, *, xp=None, slot="waves") -> FFT2Plan:
     dtype = np.dtype(dtype)
     if dtype.kind != "c" or len(shape) < 2:
         raise ValueError(f"fft2_plan needs a complex dtype and at least 2 axes, got {dtype} and shape {shape}")
+    if math.prod(shape) * dtype.itemsize > CACHED_PLAN_BYTES:
+        return FFT2Plan(tuple(int(n) for n in shape), dtype, xp)
     plans = _local.__dict__.setdefault("plans", {})
     key = (tuple(int(n) for n in shape), dtype.str, xp.__name__, getattr(_local, "workers", -1), fft_library(),
            slot)

@@ -108,6 +108,13 @@ def test_fft2_plan_is_kept_per_thread_and_shape():
     assert other[0] is not first and other[0].array is not first.array  # threads never share a buffer
 
 
+def test_large_fft2_plans_are_not_kept(monkeypatch):
+    """A big buffer (a GPU batch of probes) must not stay allocated after the call that used it."""
+    monkeypatch.setattr(backend, "CACHED_PLAN_BYTES", 16 * 16 * 8)
+    assert backend.fft2_plan((16, 16)) is backend.fft2_plan((16, 16))  # 2 kB: kept
+    assert backend.fft2_plan((2, 16, 16)) is not backend.fft2_plan((2, 16, 16))  # 4 kB: made per call
+
+
 def test_fft2_plan_refuses_real_dtype_and_unknown_library():
     with pytest.raises(ValueError, match="complex dtype"):
         backend.fft2_plan((8, 8), np.float32)
