@@ -370,7 +370,10 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
     fft = backend.fft_module(kx)
-    fft_kwargs = backend.fft_kwargs(kx)  # honours backend.fft_workers
+    # On the CPU one slice per core at a time, each with single-threaded BLAS and FFT: the products
+    # are too small for BLAS to split well, and the slices are independent.
+    threads = min(backend.cpu_threads(), n_slices) if xp is np else 1
+    fft_kwargs = {"workers": 1} if threads > 1 else backend.fft_kwargs(kx)  # honours backend.fft_workers
     out = xp.zeros((n_slices, nx, ny), dtype=xp.float32)
 
     order = np.lexsort((species, slice_index))
@@ -396,12 +399,8 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
         out[s] = fft.irfft2(spectrum, s=(nx, ny), **fft_kwargs)
 
     slices = sorted(groups)
-    threads = min(backend.cpu_threads(), len(slices)) if xp is np else 1
     with _one_blas_thread(xp):  # entered once: threadpoolctl reads the process map on entry
         if threads > 1:
-            # One slice per core at a time (single-threaded BLAS and FFT each): the products are
-            # too small for BLAS to split well, the slices are independent.
-            fft_kwargs = {"workers": 1}
             with ThreadPoolExecutor(threads) as pool:
                 work = pool.map(one_slice, slices)
                 if n_slices >= _MANY_SLICES:

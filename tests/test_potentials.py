@@ -221,6 +221,19 @@ def test_perovskite_slices_hold_their_atoms():
     np.testing.assert_allclose(per_slice, [sro, tio2] * 2, rtol=1e-5)
 
 
+def test_slices_built_on_threads_equal_the_serial_ones(monkeypatch):
+    """The CPU builds one slice per core; the slices must not depend on how many cores there are."""
+    a = 3.905
+    fractional = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
+    sto = Atoms("SrTiO3", scaled_positions=fractional, cell=[a, a, a]) * (2, 2, 3)
+    monkeypatch.setattr(backend, "cpu_threads", lambda: 3)
+    threaded = potentials.projected_potential(sto, 0.15, a / 2)
+    monkeypatch.setattr(backend, "cpu_threads", lambda: 1)
+    serial = potentials.projected_potential(sto, 0.15, a / 2)
+    assert threaded.shape == (6,) + serial.shape[1:]
+    np.testing.assert_allclose(threaded, serial, rtol=0, atol=1e-6 * np.abs(serial).max())
+
+
 def test_orthogonalized_hexagonal_cell_is_accepted():
     """The recipe the error message gives for a hexagonal cell works."""
     sheet = graphene(vacuum=2.0)
