@@ -263,12 +263,44 @@ def radial_average(values, grid: Grid, *, num_bins=None):
     if values.shape != tuple(grid.gpts) or grid.ndim != 2:
         raise ValueError(f"values shape {values.shape} must equal the 2D grid's gpts {grid.gpts}")
     num_bins = num_bins or min(grid.gpts) // 2
-    k = np.sqrt(frequency_squared(grid, xp=np)).ravel()
     k_max = min(1 / (2 * d) for d in grid.sampling)
     edges = np.linspace(0, k_max, num_bins + 1)
-    index = np.digitize(k, edges) - 1
-    inside = (index >= 0) & (index < num_bins)
-    total = np.bincount(index[inside], weights=values.ravel()[inside], minlength=num_bins)
-    count = np.bincount(index[inside], minlength=num_bins)
+    total, count = _ring_sums(np.sqrt(frequency_squared(grid, xp=np)), values, edges)
     with np.errstate(invalid="ignore", divide="ignore"):
         return 0.5 * (edges[1:] + edges[:-1]), total / count
+
+
+def radial_profile(image, *, sampling, bin_width, max_radius=None):
+    """Mean of a real-space image over rings about the field centre (pixel n // 2).
+
+    Parameters
+    ----------
+    image : (N, N) array_like, real
+    sampling : float
+        Pixel size [length, e.g. µm or Å].
+    bin_width : float
+        Width of each ring [same unit].
+    max_radius : float, optional
+        Largest radius; default half the field (the inscribed circle).
+
+    Returns
+    -------
+    radii, profile : (n_bins,) ndarray
+        Ring centres and the mean of ``image`` in each (0 where a ring is empty).
+    """
+    image = np.asarray(backend.asnumpy(image), dtype=float)
+    grid = make_grid(gpts=image.shape, sampling=sampling)
+    x, y = coordinates(grid, centered=True, xp=np)
+    max_radius = max_radius or min(grid.extent) / 2
+    edges = np.arange(0, max_radius + 1e-9, bin_width)
+    sums, counts = _ring_sums(np.hypot(x[:, None], y[None, :]), image, edges)
+    return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)
+
+
+def _ring_sums(radius, values, edges):
+    """Sum of ``values`` and number of pixels in each ring ``edges[i] <= radius < edges[i + 1]``."""
+    index = np.digitize(radius.ravel(), edges) - 1
+    n_rings = len(edges) - 1
+    inside = (index >= 0) & (index < n_rings)
+    sums = np.bincount(index[inside], weights=values.ravel()[inside], minlength=n_rings)
+    return sums, np.bincount(index[inside], minlength=n_rings)

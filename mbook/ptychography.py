@@ -570,34 +570,3 @@ def complex_error(estimate, reference, *, band=None, sampling=None):
         estimate, reference = (np.fft.ifft2(np.fft.fft2(a) * keep) for a in (estimate, reference))
     c = np.vdot(estimate, reference) / np.vdot(estimate, estimate)
     return float(np.linalg.norm(c * estimate - reference) / np.linalg.norm(reference))
-
-
-def radial_profile(image, *, sampling, bin_width, max_radius=None):
-    """Mean of an image over rings about the field centre (pixel n // 2).
-
-    Parameters
-    ----------
-    image : (N, N) array_like, real
-    sampling : float
-        Pixel size [µm].
-    bin_width : float
-        Width of each ring [µm].
-    max_radius : float, optional
-        Largest radius [µm]; default half the field (the inscribed circle).
-
-    Returns
-    -------
-    radii, profile : (n_bins,) ndarray
-        Ring centres [µm] and the mean of ``image`` in each.
-    """
-    image = np.asarray(backend.asnumpy(image), dtype=float)
-    grid = grids.make_grid(gpts=image.shape, sampling=sampling)
-    x, y = grids.coordinates(grid, centered=True, xp=np)
-    r = np.hypot(x[:, None], y[None, :])
-    max_radius = max_radius or min(grid.extent) / 2
-    edges = np.arange(0, max_radius + 1e-9, bin_width)
-    index = np.digitize(r, edges) - 1
-    keep = (index >= 0) & (index < len(edges) - 1)
-    sums = np.bincount(index[keep], weights=image[keep], minlength=len(edges) - 1)
-    counts = np.bincount(index[keep], minlength=len(edges) - 1)
-    return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)

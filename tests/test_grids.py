@@ -83,6 +83,17 @@ def test_radial_average_of_a_radial_function():
     np.testing.assert_allclose(average[filled][1:], k[filled][1:], atol=0.5 * (k[1] - k[0]))
 
 
+def test_radial_profile_of_the_distance_from_the_centre():
+    """Mean of r over the ring [a, b) is its area-weighted centre, 2(b³ - a³) / 3(b² - a²)."""
+    grid = grids.make_grid(gpts=(200, 200), sampling=0.1)
+    x, y = grids.coordinates(grid, centered=True, xp=np)
+    radii, profile = grids.radial_profile(np.hypot(x[:, None], y[None, :]), sampling=0.1, bin_width=1.0)
+    assert len(radii) == 10 and radii[0] == 0.5 and radii[-1] == 9.5  # up to the inscribed circle
+    a, b = radii - 0.5, radii + 0.5
+    # to a fifth of a pixel: the rings are cut from a 0.1 grid
+    np.testing.assert_allclose(profile[1:], (2 * (b**3 - a**3) / (3 * (b**2 - a**2)))[1:], atol=0.02)
+
+
 def test_radial_average_checks_shape():
     with pytest.raises(ValueError, match="must equal the 2D grid's gpts"):
         grids.radial_average(np.ones((4, 4)), grids.make_grid(gpts=(8, 8), sampling=1.0))
