@@ -40,7 +40,8 @@ import numpy as np
 
 from timing import synchronize  # benchmarks/timing.py
 
-from mbook import backend, multislice, potentials, stem, structures
+from mbook.core import backend
+from mbook.electron import multislice, potentials, stem, structures
 
 # ----------------------------------------------------------------------------- the experiment
 
@@ -110,7 +111,7 @@ def specimen(size):
 
 
 def mbook_exit_wave(atoms, parametrization, timings):
-    """:func:`mbook.multislice.exit_wave`, step by step so that the potential is timed apart."""
+    """:func:`mbook.electron.multislice.exit_wave`, step by step so that the potential is timed apart."""
     start = time.perf_counter()
     potential, grid = potentials.projected_potential(atoms, LATTICE / GPTS_PER_CELL, SLICE_THICKNESS,
                                                      parametrization=parametrization, return_grid=True)
@@ -123,7 +124,7 @@ def mbook_exit_wave(atoms, parametrization, timings):
 
 
 def mbook_haadf(atoms, positions, parametrization, batch, timings, potential=None):
-    """Potential, then :func:`mbook.stem.scan` with the HAADF annulus; ``potential`` skips the first."""
+    """Potential, then :func:`mbook.electron.stem.scan` with the HAADF annulus; ``potential`` skips the first."""
     start = time.perf_counter()
     if potential is None:
         potential = potentials.projected_potential(atoms, LATTICE / GPTS_PER_CELL, SLICE_THICKNESS,

@@ -1,11 +1,11 @@
 """Optics: time and error of each propagator on a cylinder; FP reconstruction time per iteration.
 
 Part 1 solves one 2D problem, a 4 µm cylinder of index 1.40 in water lit at
-λ0 = 0.5 µm, with every method of :mod:`mbook.scattering` and :mod:`mbook.cbs`
+λ0 = 0.5 µm, with every method of :mod:`mbook.light.scattering` and :mod:`mbook.light.cbs`
 on finer and finer grids (points per wavelength in the cylinder), and prints the
 grid size, the wall time and the relative error against the Mie series in a disc
 of radius 1.5 a + 0.5 µm. Part 2 times one pass of EPRY over all LEDs
-(:func:`mbook.ptychography.reconstruct`), with and without the vignetting model,
+(:func:`mbook.light.fourier_ptychography.reconstruct`), with and without the vignetting model,
 on growing object grids. Run:
 
     .venv/bin/python benchmarks/optics.py                 # current device
@@ -25,8 +25,9 @@ os.environ.setdefault("MBOOK_PROGRESS", "0")
 
 from timing import median_time  # benchmarks/timing.py
 
-from mbook import backend, cbs, mie, phantoms, scattering  # noqa: E402
-from mbook import ptychography as fp  # noqa: E402
+from mbook.core import backend
+from mbook.light import cbs, mie, phantoms, scattering
+from mbook.light import fourier_ptychography as fp
 
 WAVELENGTH, N_WATER, N_CYLINDER, DIAMETER = 0.5, 1.33, 1.40, 4.0
 

@@ -1,6 +1,6 @@
 """Free-space propagation: mbook against its floor, the two FFTs it must do.
 
-Prints one table row per grid size: the time of ``optics.propagate`` on a
+Prints one table row per grid size: the time of ``propagation.propagate`` on a
 batch of fields, the time of the forward and inverse FFTs alone (the floor,
 with the same FFT library and threads), and their ratio. Run:
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from timing import median_time  # benchmarks/timing.py
 
-from mbook import backend, optics
+from mbook.core import backend, propagation
 
 
 
@@ -37,7 +37,7 @@ def main():
         host = (rng.standard_normal((args.batch, n, n)) + 1j * rng.standard_normal((args.batch, n, n)))
         field = backend.asarray(host.astype(np.complex64))
         t_mbook, _ = median_time(
-            lambda: optics.propagate(field, 10.0, wavelength=0.5, sampling=0.25), args.repeat
+            lambda: propagation.propagate(field, 10.0, wavelength=0.5, sampling=0.25), args.repeat
         )
         t_floor, _ = median_time(lambda: backend.ifft2(backend.fft2(field)), args.repeat)
         print(f"{n:>6} {args.batch:>6} {1e3 * t_mbook:>15.2f} {1e3 * t_floor:>15.2f} {t_mbook / t_floor:>7.2f}")

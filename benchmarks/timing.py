@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from mbook import backend
+from mbook.core import backend
 
 
 def synchronize():

@@ -2,10 +2,10 @@
 
 For volumes ``V(z) = μ + Σ_i z_i B_i`` of m voxels, the direct way embeds each
 of the n volumes (a wavelet transform) and takes all n(n-1)/2 l1 distances,
-O(m n²); :mod:`mbook.wemd_family` precomputes the basis transforms and a
+O(m n²); :mod:`mbook.cryoem.wemd_family` precomputes the basis transforms and a
 sorted/tree structure once (O(m log m)) and answers each pair in O(log m)
 for k <= 2. The family here is the PCA family of volumes of the hinged
-molecule of :mod:`mbook.heterogeneity`, at grid sizes m = N³.
+molecule of :mod:`mbook.cryoem.heterogeneity`, at grid sizes m = N³.
 
 The direct time is measured when it is short, and otherwise extrapolated
 from timed samples (a few embeddings and a few hundred pairs), marked with
@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 import mbook
-from mbook import backend, grids, heterogeneity, wasserstein, wemd_family
+from mbook.core import backend, grids
+from mbook.cryoem import heterogeneity, wasserstein, wemd_family
 
 BOX = 96.0  # Å, the physical box whatever the grid size
 

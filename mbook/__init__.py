@@ -1,12 +1,12 @@
 """mbook: the library behind the Computational Microscopy book.
 
 Small modules, one per kind of physical or mathematical object, with pure
-functions over NumPy or CuPy arrays (see :mod:`mbook.backend`). Grid and FFT
-conventions are stated once in :mod:`mbook.grids`.
+functions over NumPy or CuPy arrays (see :mod:`mbook.core.backend`). Grid and FFT
+conventions are stated once in :mod:`mbook.core.grids`.
 
 Two environment variables steer every notebook:
 
-- ``MBOOK_DEVICE=auto|cpu|gpu``: the array backend (:mod:`mbook.backend`);
+- ``MBOOK_DEVICE=auto|cpu|gpu``: the array backend (:mod:`mbook.core.backend`);
 - ``MBOOK_SIZE=small|full``: problem size; ``small`` (default) runs on a laptop
   CPU in seconds, ``full`` is the research-size run meant for a GPU.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from mbook import backend, grids
+from mbook.core import backend, grids
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mbook import backend
+from mbook.core import backend
 
 DEVICES = [
     "cpu",

@@ -7,37 +7,37 @@ output shape); the test is parametrised over the list.
 import numpy as np
 import pytest
 
-from mbook import backend, optics
+from mbook.core import backend, propagation
 
 OPERATORS = [
     ("fft2", backend.fft2, lambda y: y.size / np.prod(y.shape[:-2]) * backend.ifft2(y), (3, 16, 12), (3, 16, 12)),
     (
         "fresnel propagation",
-        lambda x: optics.propagate(x, 25.0, wavelength=0.5, sampling=0.2, paraxial=True),
-        lambda y: optics.propagate(y, -25.0, wavelength=0.5, sampling=0.2, paraxial=True),
+        lambda x: propagation.propagate(x, 25.0, wavelength=0.5, sampling=0.2, paraxial=True),
+        lambda y: propagation.propagate(y, -25.0, wavelength=0.5, sampling=0.2, paraxial=True),
         (16, 20),
         (16, 20),
     ),
     (
         # sampling 0.1 µm < λ/2: evanescent components included, so the operator is not unitary.
         "angular-spectrum propagation",
-        lambda x: optics.propagate(x, 3.0, wavelength=0.5, sampling=0.1),
-        lambda y: optics.propagate(y, -3.0, wavelength=0.5, sampling=0.1),
+        lambda x: propagation.propagate(x, 3.0, wavelength=0.5, sampling=0.1),
+        lambda y: propagation.propagate(y, -3.0, wavelength=0.5, sampling=0.1),
         (24, 16),
         (24, 16),
     ),
 ]
 
-# Thick samples and Fourier ptychography (mbook.scattering, mbook.ptychography).
-from mbook import ptychography, scattering  # noqa: E402
+# Thick samples and Fourier ptychography (mbook.light.scattering, mbook.light.fourier_ptychography).
+from mbook.light import fourier_ptychography, scattering
 
 _WATER = dict(wavelength=0.5, n_background=1.33)
 _INDEX_2D = 1.33 + 0.05 * np.random.default_rng(1).random((12, 20)) + 0.01j
 _INDEX_3D = 1.33 + 0.05 * np.random.default_rng(2).random((6, 16, 12))
-_FP = ptychography.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
-                              illumination=ptychography.led_array((3, 3), pitch=4.0, height=40.0),
+_FP = fourier_ptychography.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
+                              illumination=fourier_ptychography.led_array((3, 3), pitch=4.0, height=40.0),
                               na_vignetting=0.11, vignetting_slope=2e-3)
-_FP_PUPIL = ptychography.pupil(_FP, defocus=3.0, zernike_waves={(2, 2): 0.3}, xp=np)
+_FP_PUPIL = fourier_ptychography.pupil(_FP, defocus=3.0, zernike_waves={(2, 2): 0.3}, xp=np)
 OPERATORS += [
     ("first Born scattered field (2D)",
      lambda x: scattering.born_scattered_field(x, sampling=0.1, **_WATER),
@@ -53,15 +53,15 @@ OPERATORS += [
      lambda x: scattering.bpm(_INDEX_3D, sampling=0.1, incident=x, all_planes=False, wide_angle=True, **_WATER),
      lambda y: scattering.bpm_adjoint(y, _INDEX_3D, sampling=0.1, wide_angle=True, **_WATER), (16, 12), (16, 12)),
     ("Fourier ptychography camera fields",
-     lambda x: ptychography.camera_fields(x, _FP_PUPIL, _FP, vignetting=False),
-     lambda y: ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP, vignetting=False), (64, 64), (9, 32, 32)),
+     lambda x: fourier_ptychography.camera_fields(x, _FP_PUPIL, _FP, vignetting=False),
+     lambda y: fourier_ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP, vignetting=False), (64, 64), (9, 32, 32)),
     ("Fourier ptychography camera fields with vignetting",
-     lambda x: ptychography.camera_fields(x, _FP_PUPIL, _FP),
-     lambda y: ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP), (64, 64), (9, 32, 32)),
+     lambda x: fourier_ptychography.camera_fields(x, _FP_PUPIL, _FP),
+     lambda y: fourier_ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP), (64, 64), (9, 32, 32)),
 ]
 
-# Inverse problems: gradient/divergence, Fourier, masks, lifting, warps (mbook.optimize, .lifting, .registration).
-from mbook import lifting, optimize, registration  # noqa: E402
+# Inverse problems: gradient/divergence, Fourier, masks, lifting, warps (mbook.inverse.optimize, .lifting, .registration).
+from mbook.inverse import lifting, optimize, registration
 
 _MASK = np.random.default_rng(3).random((10, 12)) > 0.5
 _WARP = 2.0 * np.random.default_rng(4).standard_normal((3, 2, 14, 11))
@@ -78,17 +78,18 @@ OPERATORS += [
      lambda y: registration.warp_adjoint(y, _WARP, (14, 11)), (14, 11), (3, 14, 11)),
 ]
 
-# Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem, .micrographs,
+# Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem.particles, .micrographs,
 # .wasserstein).
-from mbook import cryoem, grids as _grids, micrographs, so3, wasserstein  # noqa: E402
+from mbook.core import grids as _grids
+from mbook.cryoem import micrographs, particles, so3, wasserstein
 
 _ROTATIONS = so3.random_rotations(2, seed=5)
 _IMAGE_GRID = _grids.make_grid(gpts=(16, 16), sampling=2.0)
 _FORMATION = dict(defocus=[1.2e4, 2.0e4], shifts=[[1.5, -3.0], [0.0, 2.2]], contrast=[0.8, 1.3], B_factor=50.0)
 OPERATORS += [
     ("volume projection (trilinear) / back-projection",
-     lambda x: cryoem.project_volume(x, _ROTATIONS, sampling=1.5),
-     lambda y: cryoem.backproject(y, _ROTATIONS, sampling=1.5), (12, 12, 12), (2, 12, 12)),
+     lambda x: particles.project_volume(x, _ROTATIONS, sampling=1.5),
+     lambda y: particles.backproject(y, _ROTATIONS, sampling=1.5), (12, 12, 12), (2, 12, 12)),
     ("CTF, shifts and contrast of particle images",
      lambda x: micrographs.form_images(x, _IMAGE_GRID, **_FORMATION),
      lambda y: micrographs.form_images_adjoint(y, _IMAGE_GRID, **_FORMATION), (2, 16, 16), (2, 16, 16)),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from mbook import backend
+from mbook.core import backend
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Cryo-EM image formation (mbook.cryoem, mbook.micrographs, mbook.volumes) against exact facts."""
+"""Cryo-EM image formation (mbook.cryoem.particles, mbook.cryoem.micrographs, mbook.cryoem.volumes) against exact facts."""
 
 import math
 
@@ -8,9 +8,11 @@ import pytest
 from scipy import stats
 from scipy.spatial.transform import Rotation
 
-from mbook import backend, cryoem, grids, micrographs, so3, volumes, waves
+from mbook.core import backend, grids
+from mbook.cryoem import micrographs, particles, so3, volumes
+from mbook.electron import waves
 
-ATOMS = cryoem.random_structure(60, radii=(12.0, 10.0, 8.0), sigma=2.0, seed=3)
+ATOMS = particles.random_structure(60, radii=(12.0, 10.0, 8.0), sigma=2.0, seed=3)
 GRID2 = grids.make_grid(gpts=(32, 32), sampling=2.0)
 GRID3 = grids.make_grid(gpts=(32, 32, 32), sampling=2.0)
 
@@ -46,7 +48,7 @@ def test_quaternion_and_axis_rotation_agree():
 
 # --------------------------------------------------------------------------- volumes and projections
 def test_gaussian_volume_keeps_mass_and_centre():
-    volume = cryoem.gaussian_volume(ATOMS, GRID3, xp=np)
+    volume = particles.gaussian_volume(ATOMS, GRID3, xp=np)
     assert volume.sum() * 2.0**3 == pytest.approx(ATOMS.weights.sum(), rel=1e-8)
     x = (np.arange(32) - 16) * 2.0
     centre = [np.sum(volume.sum(axis=tuple(a for a in range(3) if a != i)) * x) / volume.sum() for i in range(3)]
@@ -57,7 +59,7 @@ def test_fourier_slice_theorem_holds_for_atom_projections():
     """The DFT of a projection equals the analytic 3D transform on the rotated central plane."""
     atoms = ATOMS._replace(sigma=np.full(60, 3.0))  # 1.5 pixels: aliasing below 1e-12
     rotation = so3.random_rotations(1, seed=4)
-    image = cryoem.project_atoms(atoms, rotation, GRID2, xp=np)[0]
+    image = particles.project_atoms(atoms, rotation, GRID2, xp=np)[0]
     k = np.fft.fftfreq(32, 2.0)
     kx, ky = np.meshgrid(k, k, indexing="ij")
     dft = 4.0 * np.fft.fft2(np.fft.ifftshift(image))
@@ -70,32 +72,32 @@ def test_fourier_slice_theorem_holds_for_atom_projections():
 
 
 def test_volume_projection_matches_exact_atom_projection():
-    volume = cryoem.gaussian_volume(ATOMS, GRID3, xp=np)
+    volume = particles.gaussian_volume(ATOMS, GRID3, xp=np)
     rotations = so3.random_rotations(3, seed=5)
-    exact = cryoem.project_atoms(ATOMS, rotations, GRID2, xp=np)
-    interpolated = cryoem.project_volume(volume, rotations, sampling=2.0)
+    exact = particles.project_atoms(ATOMS, rotations, GRID2, xp=np)
+    interpolated = particles.project_volume(volume, rotations, sampling=2.0)
     assert volumes.relative_error(interpolated, exact) < 0.03  # trilinear interpolation of σ = 1 voxel atoms
-    np.testing.assert_allclose(cryoem.project_volume(volume, np.eye(3), sampling=2.0)[0], 2.0 * volume.sum(2),
+    np.testing.assert_allclose(particles.project_volume(volume, np.eye(3), sampling=2.0)[0], 2.0 * volume.sum(2),
                                rtol=1e-12)
 
 
 def test_projection_runs_on_every_device(device):
-    volume = backend.asarray(cryoem.gaussian_volume(ATOMS, grids.make_grid(gpts=(16,) * 3, sampling=2.0), xp=np))
+    volume = backend.asarray(particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(16,) * 3, sampling=2.0), xp=np))
     rotations = so3.random_rotations(2, seed=6)
-    result = backend.asnumpy(cryoem.project_volume(volume, rotations, sampling=2.0))
-    reference = cryoem.project_volume(backend.asnumpy(volume), rotations, sampling=2.0)
+    result = backend.asnumpy(particles.project_volume(volume, rotations, sampling=2.0))
+    reference = particles.project_volume(backend.asnumpy(volume), rotations, sampling=2.0)
     np.testing.assert_allclose(result, reference, rtol=1e-5, atol=1e-7 * abs(reference).max())
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: cryoem.project_volume(np.zeros((8, 8, 6)), np.eye(3), sampling=1.0), "cubic"),
-        (lambda: cryoem.project_volume(np.zeros((8, 8, 8)), 2 * np.eye(3), sampling=1.0), "orthogonal"),
-        (lambda: cryoem.gaussian_volume(ATOMS, grids.make_grid(gpts=(8, 8, 6), sampling=1.0)), "cubic"),
-        (lambda: cryoem.make_atoms(np.zeros((2, 3)), sigma=-1.0), "sigma"),
-        (lambda: cryoem.make_atoms(np.zeros((2, 3)), weights=-1.0), "weights"),
-        (lambda: cryoem.random_structure(500, radii=(5.0, 5.0, 5.0)), "could not place"),
+        (lambda: particles.project_volume(np.zeros((8, 8, 6)), np.eye(3), sampling=1.0), "cubic"),
+        (lambda: particles.project_volume(np.zeros((8, 8, 8)), 2 * np.eye(3), sampling=1.0), "orthogonal"),
+        (lambda: particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(8, 8, 6), sampling=1.0)), "cubic"),
+        (lambda: particles.make_atoms(np.zeros((2, 3)), sigma=-1.0), "sigma"),
+        (lambda: particles.make_atoms(np.zeros((2, 3)), weights=-1.0), "weights"),
+        (lambda: particles.random_structure(500, radii=(5.0, 5.0, 5.0)), "could not place"),
         (lambda: so3.random_rotations(0), "n must be"),
     ],
 )
@@ -115,7 +117,7 @@ def test_ctf_is_the_lens_model_times_the_b_factor_envelope():
 
 
 def test_integer_shifts_are_rolls():
-    image = cryoem.project_atoms(ATOMS, np.eye(3), GRID2, xp=np)
+    image = particles.project_atoms(ATOMS, np.eye(3), GRID2, xp=np)
     base = micrographs.form_images(image, GRID2, defocus=[1e4])
     shifted = micrographs.form_images(image, GRID2, defocus=[1e4], shifts=[[6.0, -4.0]])
     np.testing.assert_allclose(shifted[0], np.roll(base[0], (3, -2), axis=(0, 1)), atol=1e-12)
@@ -172,7 +174,7 @@ def test_mrc_round_trip_keeps_values_voxel_size_and_axes(tmp_path):
 
 def test_fsc_of_a_map_with_itself_and_with_noise():
     rng = np.random.default_rng(1)
-    a = cryoem.gaussian_volume(ATOMS, GRID3, xp=np)
+    a = particles.gaussian_volume(ATOMS, GRID3, xp=np)
     k, same = volumes.fourier_shell_correlation(a, a, sampling=2.0)
     np.testing.assert_allclose(same, 1.0, rtol=1e-12)
     k, independent = volumes.fourier_shell_correlation(rng.standard_normal(a.shape), rng.standard_normal(a.shape),

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mbook import grids
+from mbook.core import grids
 
 
 def test_any_two_define_the_grid():

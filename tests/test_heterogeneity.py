@@ -1,10 +1,11 @@
-"""Heterogeneity (mbook.heterogeneity): the hinged family, PPCA on per-image operators, metrics."""
+"""Heterogeneity (mbook.cryoem.heterogeneity): the hinged family, PPCA on per-image operators, metrics."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from mbook import grids, heterogeneity as het
+from mbook.core import grids
+from mbook.cryoem import heterogeneity as het
 
 PARTICLE = het.hinged_particle(seed=1)
 

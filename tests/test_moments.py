@@ -1,4 +1,4 @@
-"""Kam's method (mbook.moments): spherical harmonics, analytic moments, estimators, invariants."""
+"""Kam's method (mbook.cryoem.moments): spherical harmonics, analytic moments, estimators, invariants."""
 
 import math
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from scipy import special
 
-from mbook import cryoem, grids, kam, micrographs, moments, so3, volumes
+from mbook.core import grids
+from mbook.cryoem import kam, micrographs, moments, particles, so3, volumes
 
-ATOMS = cryoem.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=4)
+ATOMS = particles.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=4)
 GRID = grids.make_grid(gpts=(24, 24), sampling=3.0)
 K_MAX = 1 / 12
 
@@ -38,7 +39,7 @@ def test_addition_theorem():
 def test_analytic_moments_are_rotation_and_mirror_invariant():
     """Kam's moments see neither the pose nor the hand of the particle."""
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
-    turned = cryoem.transform_atoms(ATOMS, so3.random_rotations(1, seed=2)[0])
+    turned = particles.transform_atoms(ATOMS, so3.random_rotations(1, seed=2)[0])
     mirrored = ATOMS._replace(positions=ATOMS.positions * [1, 1, -1])
     for other in (turned, mirrored):
         assert moments.relative_difference(exact, moments.analytic_moments(other, GRID, k_max=K_MAX)) < 1e-10
@@ -95,12 +96,12 @@ def test_reconstruction_with_the_true_prior_reproduces_the_particle():
     grid3 = grids.make_grid(gpts=(24, 24, 24), sampling=3.0)
     volume = kam.volume_from_coefficients(kam.reconstruct(fitted, ATOMS, k_max=K_MAX), fitted.nodes, grid3,
                                               k_max=K_MAX)
-    k, fsc = volumes.fourier_shell_correlation(volume, cryoem.gaussian_volume(ATOMS, grid3, xp=np), sampling=3.0)
+    k, fsc = volumes.fourier_shell_correlation(volume, particles.gaussian_volume(ATOMS, grid3, xp=np), sampling=3.0)
     assert np.all(fsc[k <= K_MAX / 2] > 0.95)
 
 
 def test_identification_picks_the_true_structure():
-    candidates = [ATOMS] + [cryoem.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=s)
+    candidates = [ATOMS] + [particles.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=s)
                             for s in (10, 11, 12)]
     analytic = [moments.analytic_moments(c, GRID, k_max=K_MAX) for c in candidates]
     params = micrographs.draw_parameters(2000, seed=5, contrast_spread=0.2)

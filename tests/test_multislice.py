@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mbook import backend, grids, multislice, physics
+from mbook.core import backend, grids
+from mbook.electron import multislice, physics
 
 ENERGY = 200e3
 GRID = grids.make_grid(gpts=(64, 64), sampling=0.1)
@@ -94,12 +95,12 @@ def test_cpu_gpu_agree(device):
 
 def test_slices_of_different_thickness_add_up(rng):
     """Vacuum slices of 1, 2 and 3 Å propagate like one Fresnel step of 6 Å."""
-    from mbook import optics
+    from mbook.core import propagation
 
     wave = (rng.standard_normal((64, 64)) + 1j * rng.standard_normal((64, 64))).astype(np.complex64)
     psi = multislice.propagate_slices(wave, np.zeros((3, 64, 64), np.float32), grid=GRID, energy=ENERGY,
                                       slice_thickness=[1.0, 2.0, 3.0], antialias=False)
-    direct = optics.propagate(wave, 6.0, wavelength=physics.wavelength(ENERGY), sampling=0.1, paraxial=True)
+    direct = propagation.propagate(wave, 6.0, wavelength=physics.wavelength(ENERGY), sampling=0.1, paraxial=True)
     np.testing.assert_allclose(psi, direct, atol=1e-4)
 
 

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from mbook import noise
+from mbook.core import detection
 
 
 def test_poisson_counts_have_equal_mean_and_variance():
-    counts = noise.poisson_counts(np.full((400, 400), 7.5), seed=1)
+    counts = detection.poisson_counts(np.full((400, 400), 7.5), seed=1)
     assert counts.mean() == pytest.approx(7.5, abs=4 * math.sqrt(7.5 / counts.size))
     assert counts.var() == pytest.approx(7.5, rel=0.02)
 
@@ -17,41 +17,41 @@ def test_poisson_counts_have_equal_mean_and_variance():
 def test_snr_grows_as_the_square_root_of_dose():
     snr = []
     for dose in (10.0, 40.0, 160.0):
-        counts = noise.apply_dose(np.ones((256, 256)), dose=dose, pixel_area=0.5, seed=2)
+        counts = detection.apply_dose(np.ones((256, 256)), dose=dose, pixel_area=0.5, seed=2)
         snr.append(counts.mean() / counts.std())
         assert counts.mean() == pytest.approx(dose * 0.5, rel=0.01)
     np.testing.assert_allclose(np.array(snr) ** 2, [5.0, 20.0, 80.0], rtol=0.03)
 
 
 def test_read_noise_adds_its_variance():
-    counts = noise.read_noise(np.zeros((300, 300)), sigma=2.5, seed=3)
+    counts = detection.read_noise(np.zeros((300, 300)), sigma=2.5, seed=3)
     assert counts.std() == pytest.approx(2.5, rel=0.01)
 
 
 def test_camera_quantises_to_integer_levels_and_clips():
     intensity = np.linspace(0, 2, 4096).reshape(64, 64)
-    adu = noise.camera(intensity, photons=2000.0, gain=2.0, offset=10.0, bit_depth=12, seed=4)
+    adu = detection.camera(intensity, photons=2000.0, gain=2.0, offset=10.0, bit_depth=12, seed=4)
     assert adu.dtype == np.uint16
     assert adu.max() == 4095 and adu.min() >= 10 - 1
     # gain 2 and no read noise: levels are offset + 2 × electrons, all even once the offset is removed
     unclipped = adu[adu < 4095].astype(int) - 10
     assert np.all(unclipped % 2 == 0)
-    ideal = noise.camera(intensity, photons=2000.0, gain=2.0, offset=10.0, seed=4)
+    ideal = detection.camera(intensity, photons=2000.0, gain=2.0, offset=10.0, seed=4)
     assert ideal.dtype == np.float64 and ideal.max() > 4095
 
 
 def test_camera_read_noise_and_offset():
-    adu = noise.camera(np.zeros((200, 200)), photons=100.0, gain=1.0, offset=100.0, read_noise=3.0, seed=5)
+    adu = detection.camera(np.zeros((200, 200)), photons=100.0, gain=1.0, offset=100.0, read_noise=3.0, seed=5)
     assert adu.mean() == pytest.approx(100.0, abs=0.1)
     assert adu.std() == pytest.approx(3.0, rel=0.02)
 
 
 def test_mtf_of_a_square_pixel_and_mean_preservation():
-    transfer = noise.mtf((64, 64))
+    transfer = detection.mtf((64, 64))
     assert transfer[0, 0] == 1.0
     assert transfer[32, 0] == pytest.approx(2 / math.pi)  # sinc(1/2) at Nyquist
-    image = noise.poisson_counts(np.full((64, 64), 20.0), seed=6).astype(float)
-    blurred = noise.apply_mtf(image, noise.mtf((64, 64), blur=1.5))
+    image = detection.poisson_counts(np.full((64, 64), 20.0), seed=6).astype(float)
+    blurred = detection.apply_mtf(image, detection.mtf((64, 64), blur=1.5))
     assert blurred.mean() == pytest.approx(image.mean(), rel=1e-12)
     assert blurred.std() < 0.5 * image.std()
 
@@ -59,13 +59,13 @@ def test_mtf_of_a_square_pixel_and_mean_preservation():
 def test_detected_noise_power_matches_mtf_squared_over_dqe():
     """NPS(k) = N̄ MTF(k)² / DQE(k): the DQE recovered from simulated flat fields is the one put in."""
     shape, mean = (64, 64), 50.0
-    transfer = noise.mtf(shape, blur=0.7)
+    transfer = detection.mtf(shape, blur=0.7)
     k = np.hypot(*np.meshgrid(np.fft.fftfreq(64), np.fft.fftfreq(64), indexing="ij"))
     dqe = 0.8 - 0.6 * k  # 0.8 at k = 0, 0.38 at the corner
     power = np.zeros(shape)
     repeats = 200
     for seed in range(repeats):
-        image = noise.detect(np.full(shape, mean), transfer=transfer, dqe=dqe, seed=seed)
+        image = detection.detect(np.full(shape, mean), transfer=transfer, dqe=dqe, seed=seed)
         power += abs(np.fft.fft2(image - image.mean())) ** 2 / image.size
     nps = power / repeats
     measured = mean * transfer**2 / nps
@@ -74,19 +74,19 @@ def test_detected_noise_power_matches_mtf_squared_over_dqe():
 
 
 def test_vignetting_falloff_follows_cos4():
-    falloff = noise.vignetting_falloff((65, 65), strength=0.5)
+    falloff = detection.vignetting_falloff((65, 65), strength=0.5)
     assert falloff[32, 32] == 1.0
     assert falloff[0, 0] == pytest.approx(1 / (1 + 0.25) ** 2)
 
 
 @pytest.mark.parametrize(
     "call, match",
-    [(lambda: noise.poisson_counts(np.array([1.0, -1.0]), seed=0), "must be >= 0"),
-     (lambda: noise.poisson_counts(np.array([np.nan]), seed=0), "NaN"),
-     (lambda: noise.apply_dose(np.ones(3), dose=-1.0, pixel_area=1.0, seed=0), "dose must be"),
-     (lambda: noise.camera(np.ones(3), photons=10.0, bit_depth=40, seed=0), "bit_depth must be"),
-     (lambda: noise.mtf((8, 8), pixel_fill=1.5), "pixel_fill must be in"),
-     (lambda: noise.detect(np.ones((4, 4)), transfer=np.ones((4, 4)), dqe=1.5, seed=0), "dqe must lie")],
+    [(lambda: detection.poisson_counts(np.array([1.0, -1.0]), seed=0), "must be >= 0"),
+     (lambda: detection.poisson_counts(np.array([np.nan]), seed=0), "NaN"),
+     (lambda: detection.apply_dose(np.ones(3), dose=-1.0, pixel_area=1.0, seed=0), "dose must be"),
+     (lambda: detection.camera(np.ones(3), photons=10.0, bit_depth=40, seed=0), "bit_depth must be"),
+     (lambda: detection.mtf((8, 8), pixel_fill=1.5), "pixel_fill must be in"),
+     (lambda: detection.detect(np.ones((4, 4)), transfer=np.ones((4, 4)), dqe=1.5, seed=0), "dqe must lie")],
 )
 def test_bad_input_is_refused(call, match):
     with pytest.raises(ValueError, match=match):

@@ -3,37 +3,38 @@
 import numpy as np
 import pytest
 
-from mbook import backend, grids, optics
+from mbook.core import backend, grids, propagation
+from mbook.light import microscope
 
 WAVELENGTH, WAIST, SAMPLING = 0.5, 4.0, 0.5  # µm
 GRID = grids.make_grid(gpts=(256, 256), sampling=SAMPLING)
 
 
 def test_rayleigh_range_value():
-    assert optics.rayleigh_range(WAIST, WAVELENGTH) == pytest.approx(np.pi * 16 / 0.5)
+    assert microscope.rayleigh_range(WAIST, WAVELENGTH) == pytest.approx(np.pi * 16 / 0.5)
 
 
 def test_fresnel_propagation_reproduces_the_analytic_beam():
     """Amplitude, curvature and Gouy phase of Siegman's formula, to rounding error."""
-    beam = optics.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np)
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np)
     for z in (-150.0, 50.0, 300.0):
-        simulated = optics.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=True)
-        analytic = optics.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=z, xp=np)
+        simulated = propagation.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=True)
+        analytic = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=z, xp=np)
         assert np.max(abs(simulated - analytic)) < 1e-9
 
 
 def test_beam_radius_is_exact_for_a_sampled_gaussian():
-    beam = optics.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=120.0, xp=np)
-    expected = optics.gaussian_beam_radius(120.0, waist=WAIST, wavelength=WAVELENGTH)
-    np.testing.assert_allclose(optics.beam_radius(abs(beam) ** 2, SAMPLING), expected, rtol=1e-12)
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=120.0, xp=np)
+    expected = microscope.gaussian_beam_radius(120.0, waist=WAIST, wavelength=WAVELENGTH)
+    np.testing.assert_allclose(microscope.beam_radius(abs(beam) ** 2, SAMPLING), expected, rtol=1e-12)
 
 
 def test_angular_spectrum_widening_matches_first_order_theory():
-    beam = optics.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np)
-    z = 3 * optics.rayleigh_range(WAIST, WAVELENGTH)
-    w = optics.beam_radius(abs(optics.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING)) ** 2, SAMPLING)
-    paraxial = optics.gaussian_beam_radius(z, waist=WAIST, wavelength=WAVELENGTH)
-    corrected = optics.gaussian_beam_radius(z, waist=WAIST, wavelength=WAVELENGTH, paraxial=False)
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np)
+    z = 3 * microscope.rayleigh_range(WAIST, WAVELENGTH)
+    w = microscope.beam_radius(abs(propagation.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING)) ** 2, SAMPLING)
+    paraxial = microscope.gaussian_beam_radius(z, waist=WAIST, wavelength=WAVELENGTH)
+    corrected = microscope.gaussian_beam_radius(z, waist=WAIST, wavelength=WAVELENGTH, paraxial=False)
     theta0 = WAVELENGTH / (np.pi * WAIST)
     assert w[0] / paraxial - 1 > 0.4 * theta0**2  # the exact propagator really is wider...
     assert abs(w[0] / corrected - 1) < 0.01 * theta0**2  # ...by the predicted amount
@@ -43,24 +44,24 @@ def test_angular_spectrum_widening_matches_first_order_theory():
 def test_propagation_conserves_power_and_inverts(paraxial, rng):
     field = rng.standard_normal((2, 64, 48)) + 1j * rng.standard_normal((2, 64, 48))
     # sampling 0.5 µm > λ/2: every component propagates, none is evanescent.
-    out = optics.propagate(field, 37.0, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=paraxial)
+    out = propagation.propagate(field, 37.0, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=paraxial)
     assert out.shape == field.shape
     assert np.sum(abs(out) ** 2) == pytest.approx(np.sum(abs(field) ** 2), rel=1e-12)
-    back = optics.propagate(out, -37.0, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=paraxial)
+    back = propagation.propagate(out, -37.0, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=paraxial)
     np.testing.assert_allclose(back, field, atol=1e-12)
 
 
 def test_evanescent_components_decay():
     field = np.zeros((32, 32), complex)
     field[12, 0] = 1.0  # frequency 12 / (32 * 0.1 µm) = 3.75 / µm > 1/λ = 2 / µm
-    out = optics.propagate(np.fft.ifft2(field), 1.0, wavelength=WAVELENGTH, sampling=0.1)
+    out = propagation.propagate(np.fft.ifft2(field), 1.0, wavelength=WAVELENGTH, sampling=0.1)
     decay = np.exp(-2 * np.pi * np.sqrt(3.75**2 - 2.0**2))
     assert np.sum(abs(out) ** 2) == pytest.approx(decay**2 * np.sum(abs(np.fft.ifft2(field)) ** 2), rel=1e-9)
 
 
 def test_precision_is_kept():
     field = np.ones((16, 16), np.complex64)
-    assert optics.propagate(field, 1.0, wavelength=WAVELENGTH, sampling=SAMPLING).dtype == np.complex64
+    assert propagation.propagate(field, 1.0, wavelength=WAVELENGTH, sampling=SAMPLING).dtype == np.complex64
 
 
 @pytest.mark.parametrize(
@@ -77,26 +78,26 @@ def test_bad_input_is_refused(kwargs, match):
     args = {"distance": 1.0, "wavelength": WAVELENGTH, "sampling": SAMPLING} | kwargs
     distance = args.pop("distance")
     with pytest.raises(ValueError, match=match):
-        optics.propagate(np.ones((8, 8), complex), distance, **args)
+        propagation.propagate(np.ones((8, 8), complex), distance, **args)
 
 
 def test_nan_field_is_refused():
     field = np.ones((8, 8), complex)
     field[3, 3] = np.nan
     with pytest.raises(ValueError, match="field contains NaN"):
-        optics.propagate(field, 1.0, wavelength=WAVELENGTH, sampling=SAMPLING)
+        propagation.propagate(field, 1.0, wavelength=WAVELENGTH, sampling=SAMPLING)
 
 
 def test_beam_radius_refuses_a_wrapped_beam():
-    beam = optics.gaussian_beam(GRID, waist=40.0, wavelength=WAVELENGTH, xp=np)
+    beam = microscope.gaussian_beam(GRID, waist=40.0, wavelength=WAVELENGTH, xp=np)
     with pytest.raises(ValueError, match="enlarge the extent"):
-        optics.beam_radius(abs(beam) ** 2, SAMPLING)
+        microscope.beam_radius(abs(beam) ** 2, SAMPLING)
 
 
 def test_cpu_and_gpu_agree_to_float32_precision(device):
     """The same call on each device; on a GPU it is compared with the CPU result."""
-    beam = optics.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np).astype(np.complex64)
-    reference = optics.propagate(beam, 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
-    result = optics.propagate(backend.asarray(beam), 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np).astype(np.complex64)
+    reference = propagation.propagate(beam, 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
+    result = propagation.propagate(backend.asarray(beam), 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
     assert backend.get_array_module(result) is backend.xp
     np.testing.assert_allclose(backend.asnumpy(result), reference, rtol=0, atol=2e-6)

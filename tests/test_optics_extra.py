@@ -1,4 +1,4 @@
-"""Microscope imaging in mbook.optics: Zernike pupils, source sampling, partial coherence."""
+"""Microscope imaging in mbook.light.microscope: Zernike pupils, source sampling, partial coherence."""
 
 import math
 
@@ -6,62 +6,63 @@ import numpy as np
 import pytest
 from scipy import special
 
-from mbook import grids, optics
+from mbook.core import grids, propagation
+from mbook.light import microscope
 
 LAMBDA = 0.5  # µm
 
 
 def test_zernike_values_and_orthogonality():
-    assert float(optics.zernike(4, 0, 1.0, 0.3)) == pytest.approx(1.0)
-    assert float(optics.zernike(3, -1, 1.0, math.pi / 2)) == pytest.approx(1.0)  # coma along y
+    assert float(microscope.zernike(4, 0, 1.0, 0.3)) == pytest.approx(1.0)
+    assert float(microscope.zernike(3, -1, 1.0, math.pi / 2)) == pytest.approx(1.0)  # coma along y
     t = np.linspace(-1, 1, 801)
     rho = np.hypot(t[:, None], t[None, :])
     phi = np.arctan2(t[None, :], t[:, None])
-    inner = np.sum(optics.zernike(2, 0, rho, phi) * optics.zernike(4, 0, rho, phi))
-    norm = np.sum(optics.zernike(4, 0, rho, phi) ** 2)
+    inner = np.sum(microscope.zernike(2, 0, rho, phi) * microscope.zernike(4, 0, rho, phi))
+    norm = np.sum(microscope.zernike(4, 0, rho, phi) ** 2)
     assert abs(inner / norm) < 2e-3
 
 
 def test_zernike_refuses_bad_indices():
     with pytest.raises(ValueError, match="n - m even"):
-        optics.zernike(3, 0, 0.5, 0.0)
+        microscope.zernike(3, 0, 0.5, 0.0)
 
 
 def test_pupil_cutoff_and_defocus():
     grid = grids.make_grid(gpts=(128, 128), sampling=0.25)
-    p = optics.pupil(grid, wavelength=LAMBDA, na=0.3, defocus=2.0, xp=np)
+    p = microscope.pupil(grid, wavelength=LAMBDA, na=0.3, defocus=2.0, xp=np)
     radius = 0.3 / LAMBDA * grid.extent[0]  # pupil radius in frequency pixels
     assert np.count_nonzero(p) == pytest.approx(math.pi * radius**2, rel=0.03)
     inside = p != 0
     np.testing.assert_allclose(abs(p[inside]), 1.0)
-    transfer = optics.angular_spectrum_propagator(grid, 2.0, LAMBDA, xp=np)
+    transfer = propagation.angular_spectrum_propagator(grid, 2.0, LAMBDA, xp=np)
     np.testing.assert_allclose(p[inside], transfer[inside], atol=1e-12)
 
 
 def test_pupil_refuses_na_above_the_medium_index():
     grid = grids.make_grid(gpts=(8, 8), sampling=0.25)
     with pytest.raises(ValueError, match="cannot exceed the index of the medium"):
-        optics.pupil(grid, wavelength=LAMBDA, na=1.2)
+        microscope.pupil(grid, wavelength=LAMBDA, na=1.2)
 
 
 def test_source_points_fill_the_condenser_disc():
     grid = grids.make_grid(gpts=(128, 128), sampling=0.5)
-    points = optics.source_points(grid, wavelength=LAMBDA, na_illumination=0.1)
+    points = microscope.source_points(grid, wavelength=LAMBDA, na_illumination=0.1)
     radius = 0.1 / LAMBDA * grid.extent[0]  # 12.8 lattice steps
     assert len(points) == pytest.approx(math.pi * radius**2, rel=0.03)
     assert np.all(points.sum(axis=0) == 0)  # symmetric source
-    assert len(optics.source_points(grid, wavelength=LAMBDA, na_illumination=0.0)) == 1
-    assert len(optics.source_points(grid, wavelength=LAMBDA, na_illumination=0.1, max_points=100)) <= 100
+    assert len(microscope.source_points(grid, wavelength=LAMBDA, na_illumination=0.0)) == 1
+    assert len(microscope.source_points(grid, wavelength=LAMBDA, na_illumination=0.1, max_points=100)) <= 100
 
 
 def test_source_beyond_the_grid_is_refused():
     grid = grids.make_grid(gpts=(32, 32), sampling=0.5)
     with pytest.raises(ValueError, match="beyond the grid's bandwidth"):
-        optics.source_points(grid, wavelength=LAMBDA, na_illumination=0.6)
+        microscope.source_points(grid, wavelength=LAMBDA, na_illumination=0.6)
 
 
 def test_empty_sample_gives_unit_intensity_at_any_source_size():
-    image = optics.partially_coherent_image(np.ones((32, 32), complex), wavelength=LAMBDA, sampling=0.5,
+    image = microscope.partially_coherent_image(np.ones((32, 32), complex), wavelength=LAMBDA, sampling=0.5,
                                             na=0.3, na_illumination=0.2, defocus=3.0)
     np.testing.assert_allclose(image, 1.0, atol=1e-12)
 
@@ -75,7 +76,7 @@ def test_partial_coherence_damps_a_defocused_phase_grating_by_the_jinc_envelope(
     x = np.arange(n) * dx
     t = np.exp(1j * phi0 * np.cos(2 * np.pi * k * x))[:, None] * np.ones((1, n))
     for na_ill in (0.0, 0.06):
-        image = optics.partially_coherent_image(t, wavelength=LAMBDA, sampling=dx, na=0.5, na_illumination=na_ill,
+        image = microscope.partially_coherent_image(t, wavelength=LAMBDA, sampling=dx, na=0.5, na_illumination=na_ill,
                                                 defocus=z)
         contrast = 2 * abs(np.mean(image[:, 0] * np.cos(2 * np.pi * k * x)))
         u = 2 * np.pi * LAMBDA * z * (na_ill / LAMBDA) * k
@@ -84,11 +85,11 @@ def test_partial_coherence_damps_a_defocused_phase_grating_by_the_jinc_envelope(
 
 
 def test_cpu_and_gpu_agree_for_partial_coherence(device):
-    from mbook import backend
+    from mbook.core import backend
 
     rng = np.random.default_rng(5)
     t = np.exp(0.3j * rng.random((32, 32)))
     kwargs = dict(wavelength=LAMBDA, sampling=0.5, na=0.3, na_illumination=0.15, defocus=2.0)
-    reference = optics.partially_coherent_image(t, **kwargs)
-    result = optics.partially_coherent_image(backend.asarray(t), **kwargs)
+    reference = microscope.partially_coherent_image(t, **kwargs)
+    result = microscope.partially_coherent_image(backend.asarray(t), **kwargs)
     np.testing.assert_allclose(result, reference, atol=1e-10)

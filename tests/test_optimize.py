@@ -1,11 +1,12 @@
-"""mbook.optimize: operators, proximal maps and solvers against closed-form solutions."""
+"""mbook.inverse.optimize: operators, proximal maps and solvers against closed-form solutions."""
 
 import math
 
 import numpy as np
 import pytest
 
-from mbook import backend, optimize
+from mbook.core import backend
+from mbook.inverse import optimize
 
 
 def _step_image(n=16, height=1.0):

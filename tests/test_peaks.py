@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mbook import peaks
+from mbook.electron import peaks
 
 
 def gaussian_image(centres, sampling=0.2, n=48, width=0.35):

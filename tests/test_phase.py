@@ -1,11 +1,12 @@
-"""mbook.phase and mbook.lifting: CDI algorithms and total variation on the circle S¹."""
+"""mbook.inverse.cdi and mbook.inverse.lifting: CDI algorithms and total variation on the circle S¹."""
 
 import math
 
 import numpy as np
 import pytest
 
-from mbook import backend, lifting, optimize, phase, synthetic
+from mbook.core import backend
+from mbook.inverse import cdi, circle, lifting, optimize, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -16,34 +17,34 @@ def weak_object():
 # --------------------------------------------------------------------------- CDI
 def test_intensity_obeys_parseval(weak_object):
     obj, _ = weak_object
-    assert phase.diffraction_intensity(obj).sum() == pytest.approx(obj.size * np.sum(abs(obj) ** 2), rel=1e-12)
+    assert cdi.diffraction_intensity(obj).sum() == pytest.approx(obj.size * np.sum(abs(obj) ** 2), rel=1e-12)
 
 
 @pytest.mark.parametrize("method", ["hio", "raar"])
 def test_hio_and_raar_recover_a_weak_phase_object_from_exact_data(method, weak_object):
     obj, support = weak_object
-    result = phase.retrieve_phase(phase.diffraction_intensity(obj), support, method=method,
+    result = cdi.retrieve_phase(cdi.diffraction_intensity(obj), support, method=method,
                                   max_num_iter=400, seed=1)
-    assert phase.phase_error(result.obj, obj, support) < 1e-3  # rad, for a 0.3 rad object
+    assert cdi.phase_error(result.obj, obj, support) < 1e-3  # rad, for a 0.3 rad object
     assert result.errors[-1] < 1e-3
 
 
 def test_error_reduction_stagnates_where_raar_converges(weak_object):
     obj, support = weak_object
-    intensity = phase.diffraction_intensity(obj)
-    er = phase.retrieve_phase(intensity, support, method="er", max_num_iter=400, seed=1)
-    raar = phase.retrieve_phase(intensity, support, method="raar", max_num_iter=400, seed=1)
-    assert phase.phase_error(er.obj, obj, support) > 10 * phase.phase_error(raar.obj, obj, support)
+    intensity = cdi.diffraction_intensity(obj)
+    er = cdi.retrieve_phase(intensity, support, method="er", max_num_iter=400, seed=1)
+    raar = cdi.retrieve_phase(intensity, support, method="raar", max_num_iter=400, seed=1)
+    assert cdi.phase_error(er.obj, obj, support) > 10 * cdi.phase_error(raar.obj, obj, support)
 
 
 def test_phase_error_grows_as_the_dose_falls(weak_object):
     obj, support = weak_object
-    intensity = phase.diffraction_intensity(obj)
+    intensity = cdi.diffraction_intensity(obj)
     errors = []
     for dose in (1e8, 1e6, 1e4):
         counts = synthetic.poisson_noise(intensity, dose=dose / intensity.sum(), seed=4)
-        result = phase.retrieve_phase(counts, support, method="raar", max_num_iter=300, seed=1)
-        errors.append(phase.phase_error(result.obj, obj, support))
+        result = cdi.retrieve_phase(counts, support, method="raar", max_num_iter=300, seed=1)
+        errors.append(cdi.phase_error(result.obj, obj, support))
     assert errors[0] < errors[1] < errors[2]
     # Poisson noise: the error scales like dose^(-1/2), a factor ~10 per 100x in dose.
     assert 3 < errors[1] / errors[0] < 30
@@ -51,18 +52,18 @@ def test_phase_error_grows_as_the_dose_falls(weak_object):
 
 def test_alignment_removes_shift_global_phase_and_twin(weak_object):
     obj, support = weak_object
-    ambiguous = np.roll(phase.twin(obj), (3, -2), axis=(0, 1)) * np.exp(1.1j)
-    np.testing.assert_allclose(phase.align_to_reference(ambiguous, obj), obj, atol=1e-12)
+    ambiguous = np.roll(cdi.twin(obj), (3, -2), axis=(0, 1)) * np.exp(1.1j)
+    np.testing.assert_allclose(cdi.align_to_reference(ambiguous, obj), obj, atol=1e-12)
     assert np.allclose(abs(np.fft.fft2(ambiguous)), abs(np.fft.fft2(obj)))
 
 
 def test_a_prior_is_applied_inside_the_support(weak_object):
     obj, support = weak_object
-    counts = synthetic.poisson_noise(phase.diffraction_intensity(obj), dose=1e-3, seed=0)
-    plain = phase.retrieve_phase(counts, support, max_num_iter=50, seed=1)
-    smooth = phase.retrieve_phase(counts, support, max_num_iter=50, seed=1,
-                                  prior=phase.phase_prior(0.5, kind="tv-s1"))
-    tv = [phase.total_variation_s1(np.angle(r.obj) * support) for r in (plain, smooth)]
+    counts = synthetic.poisson_noise(cdi.diffraction_intensity(obj), dose=1e-3, seed=0)
+    plain = cdi.retrieve_phase(counts, support, max_num_iter=50, seed=1)
+    smooth = cdi.retrieve_phase(counts, support, max_num_iter=50, seed=1,
+                                  prior=cdi.phase_prior(0.5, kind="tv-s1"))
+    tv = [circle.total_variation_s1(np.angle(r.obj) * support) for r in (plain, smooth)]
     assert tv[1] < 0.7 * tv[0]
     assert np.all(smooth.obj[~support] == 0)
 
@@ -80,15 +81,15 @@ def test_a_prior_is_applied_inside_the_support(weak_object):
 )
 def test_bad_cdi_data_is_refused(intensity, support, match):
     with pytest.raises(ValueError, match=match):
-        phase.retrieve_phase(intensity, support)
+        cdi.retrieve_phase(intensity, support)
 
 
 def test_bad_cdi_options_are_refused():
     support = np.eye(16, dtype=bool)
     with pytest.raises(ValueError, match="method must be one of"):
-        phase.retrieve_phase(np.ones((16, 16)), support, method="gs")
+        cdi.retrieve_phase(np.ones((16, 16)), support, method="gs")
     with pytest.raises(ValueError, match="beta must be a finite number > 0 and < 1"):
-        phase.retrieve_phase(np.ones((16, 16)), support, beta=1.5)
+        cdi.retrieve_phase(np.ones((16, 16)), support, beta=1.5)
 
 
 # --------------------------------------------------------------------------- TV on S¹
@@ -96,26 +97,26 @@ def test_two_way_shrinkage_is_the_prox_of_the_wrapped_absolute_value(rng):
     """S(d) = argmin_t ½(t - d)² + τ|W(t)| for 0 < τ < π, by brute force."""
     t = np.linspace(-12, 12, 240001)
     for d, tau in zip(rng.uniform(-9, 9, 25), rng.uniform(0.05, 3.0, 25)):
-        objective = 0.5 * (t - d) ** 2 + tau * abs(phase.wrap(t))
+        objective = 0.5 * (t - d) ** 2 + tau * abs(circle.wrap(t))
         brute = t[np.argmin(objective)]
-        assert phase.two_way_shrinkage(np.array(d), tau) == pytest.approx(brute, abs=2e-4)
+        assert circle.two_way_shrinkage(np.array(d), tau) == pytest.approx(brute, abs=2e-4)
 
 
 def test_two_way_shrinkage_moves_either_way_round_the_circle():
     d = np.array([0.5, 2 * math.pi - 0.5, -2 * math.pi + 0.3, 3.0, 3.3])
-    out = phase.two_way_shrinkage(d, 0.2)
+    out = circle.two_way_shrinkage(d, 0.2)
     # 3.0 is nearer 0 than 2π and shrinks down; 3.3 is nearer 2π and grows towards it.
     np.testing.assert_allclose(out, [0.3, 2 * math.pi - 0.3, -2 * math.pi + 0.1, 2.8, 3.5])
-    np.testing.assert_allclose(phase.two_way_shrinkage(d + 2 * math.pi, 0.2), out + 2 * math.pi)
+    np.testing.assert_allclose(circle.two_way_shrinkage(d + 2 * math.pi, 0.2), out + 2 * math.pi)
 
 
 def test_isotropic_two_way_shrinkage_is_the_prox_in_2d():
     grid = np.linspace(-math.pi, math.pi, 1257)
     for d, tau in (((0.9, 6.0), 0.4), ((-2.9, 3.0), 0.25), ((7.0, -0.2), 1.0)):
         tx, ty = np.meshgrid(d[0] + grid, d[1] + grid, indexing="ij")
-        objective = 0.5 * ((tx - d[0]) ** 2 + (ty - d[1]) ** 2) + tau * np.hypot(phase.wrap(tx), phase.wrap(ty))
+        objective = 0.5 * ((tx - d[0]) ** 2 + (ty - d[1]) ** 2) + tau * np.hypot(circle.wrap(tx), circle.wrap(ty))
         k = np.unravel_index(np.argmin(objective), objective.shape)
-        out = phase.two_way_shrinkage(np.array(d, float), tau, axis=0)
+        out = circle.two_way_shrinkage(np.array(d, float), tau, axis=0)
         np.testing.assert_allclose(out, (tx[k], ty[k]), atol=6e-3)
 
 
@@ -127,24 +128,24 @@ def test_backward_euler_then_projection_is_the_prox_on_the_circle(rng):
         z = np.exp(1j * theta)
         brute = theta[np.argmin(0.5 * abs(z - z_tilde) ** 2 + 0.5 * step * abs(z - f) ** 2)]
         planar = (z_tilde + step * f) / (1 + step)
-        assert phase.wrap(np.angle(planar) - brute) == pytest.approx(0, abs=1e-4)
+        assert circle.wrap(np.angle(planar) - brute) == pytest.approx(0, abs=1e-4)
 
 
 def test_ordinary_tv_mode_matches_rof(rng):
     f = rng.standard_normal((24, 24))
-    ours = phase.tv_s1_denoise(f, 0.3, cyclic=False, tol=1e-9, max_num_iter=5000)
+    ours = circle.tv_s1_denoise(f, 0.3, cyclic=False, tol=1e-9, max_num_iter=5000)
     rof = optimize.tv_denoise(f, 0.3, tol=1e-8, max_num_iter=20000)
     np.testing.assert_allclose(ours.phase, rof.x, atol=2e-3)
 
 
 def test_tv_s1_is_invariant_under_rotation_of_the_circle_and_tv_is_not():
     w = synthetic.wrapped_phase_object((32, 32), diameter=None, seed=1)
-    noisy = phase.wrap(w.phase + 0.3 * np.random.default_rng(0).standard_normal(w.phase.shape))
-    shifted = phase.wrap(noisy + 1.3)
+    noisy = circle.wrap(w.phase + 0.3 * np.random.default_rng(0).standard_normal(w.phase.shape))
+    shifted = circle.wrap(noisy + 1.3)
     for cyclic, bound in ((True, 1e-6), (False, None)):
-        a = phase.tv_s1_denoise(noisy, 0.5, cyclic=cyclic, max_num_iter=200).phase
-        b = phase.tv_s1_denoise(shifted, 0.5, cyclic=cyclic, max_num_iter=200).phase
-        deviation = np.max(abs(phase.wrap(b - a - 1.3)))
+        a = circle.tv_s1_denoise(noisy, 0.5, cyclic=cyclic, max_num_iter=200).phase
+        b = circle.tv_s1_denoise(shifted, 0.5, cyclic=cyclic, max_num_iter=200).phase
+        deviation = np.max(abs(circle.wrap(b - a - 1.3)))
         assert deviation < bound if cyclic else deviation > 0.5
 
 
@@ -156,28 +157,28 @@ def test_a_jump_across_the_wrap_is_a_short_arc_on_s1(solver):
     if solver == "lifting":
         out = lifting.tv_s1_lifting(phi, 2.0, num_labels=16, tol=1e-4).phase
     else:
-        out = phase.tv_s1_denoise(phi, 2.0).phase
-    assert np.max(abs(phase.wrap(out - math.pi))) < 0.05
-    ordinary = phase.tv_s1_denoise(phi, 2.0, cyclic=False).phase
+        out = circle.tv_s1_denoise(phi, 2.0).phase
+    assert np.max(abs(circle.wrap(out - math.pi))) < 0.05
+    ordinary = circle.tv_s1_denoise(phi, 2.0, cyclic=False).phase
     np.testing.assert_allclose(ordinary, np.where(phi > 0, 2.75, -2.75), atol=1e-2)
 
 
 def test_tv_s1_beats_ordinary_tv_on_a_wrapped_object():
     w = synthetic.wrapped_phase_object((48, 48), diameter=None, seed=0)
-    noisy = phase.wrap(w.phase + 0.5 * np.random.default_rng(1).standard_normal(w.phase.shape))
+    noisy = circle.wrap(w.phase + 0.5 * np.random.default_rng(1).standard_normal(w.phase.shape))
 
     def error(estimate):
-        return np.sqrt(np.mean(phase.wrap(estimate - w.phase) ** 2))
+        return np.sqrt(np.mean(circle.wrap(estimate - w.phase) ** 2))
 
-    s1 = error(phase.tv_s1_denoise(noisy, 0.6).phase)
-    tv = error(phase.tv_s1_denoise(noisy, 0.6, cyclic=False).phase)
+    s1 = error(circle.tv_s1_denoise(noisy, 0.6).phase)
+    tv = error(circle.tv_s1_denoise(noisy, 0.6, cyclic=False).phase)
     assert s1 < 0.5 * error(noisy) and tv > 3 * s1
 
 
 def test_lifting_converges_by_gap_to_the_energy_of_approach_1_with_more_memory():
     w = synthetic.wrapped_phase_object((32, 32), diameter=None, seed=0)
-    noisy = phase.wrap(w.phase + 0.5 * np.random.default_rng(1).standard_normal(w.phase.shape))
-    one = phase.tv_s1_denoise(noisy, 0.6)
+    noisy = circle.wrap(w.phase + 0.5 * np.random.default_rng(1).standard_normal(w.phase.shape))
+    one = circle.tv_s1_denoise(noisy, 0.6)
     two = lifting.tv_s1_lifting(noisy, 0.6, num_labels=16, tol=1e-3)
     assert two.converged and one.converged
     assert abs(two.energy / one.energy - 1) < 0.05  # labels cost a few per cent of energy
@@ -206,17 +207,17 @@ def test_lifted_operator_norm_fits_the_diagonal_steps():
 def test_tv_s1_refuses_bad_input(kwargs, match):
     args = {"weight": 0.5} | kwargs
     with pytest.raises(ValueError, match=match):
-        phase.tv_s1_denoise(np.zeros((8, 8)), args.pop("weight"), **args)
+        circle.tv_s1_denoise(np.zeros((8, 8)), args.pop("weight"), **args)
     with pytest.raises(ValueError, match="non-finite"):
-        phase.tv_s1_denoise(np.full((8, 8), np.inf), 0.5)
+        circle.tv_s1_denoise(np.full((8, 8), np.inf), 0.5)
     with pytest.raises(ValueError, match="num_labels must be >= 4"):
         lifting.tv_s1_lifting(np.zeros((8, 8)), 0.5, num_labels=3)
 
 
 def test_tv_s1_on_device_matches_cpu(device):
     w = synthetic.wrapped_phase_object((32, 32), diameter=None, seed=3)
-    reference = phase.tv_s1_denoise(w.phase, 0.4, max_num_iter=50)
-    result = phase.tv_s1_denoise(backend.asarray(w.phase), 0.4, max_num_iter=50)
+    reference = circle.tv_s1_denoise(w.phase, 0.4, max_num_iter=50)
+    result = circle.tv_s1_denoise(backend.asarray(w.phase), 0.4, max_num_iter=50)
     np.testing.assert_allclose(result.phase, reference.phase, atol=1e-5)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mbook import physics
+from mbook.electron import physics
 
 # (energy [eV], wavelength [Å], sigma [rad/(V·Å)]) as tabulated by Kirkland (2010).
 KIRKLAND = [(80e3, 0.04176, None), (100e3, 0.03701, 0.0009244), (200e3, 0.02508, 0.0007288),

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
 
-from mbook import plotting  # noqa: E402
+from mbook.core import plotting
 
 
 @pytest.mark.parametrize("target, expected", [(3.7, 2.0), (5.0, 5.0), (0.093, 0.05), (12.0, 10.0), (1.0, 1.0)])

@@ -12,7 +12,8 @@ from ase.build import bulk, graphene, make_supercell
 from scipy import constants
 from scipy.special import k0
 
-from mbook import backend, phonons, potentials
+from mbook.core import backend
+from mbook.electron import phonons, potentials
 
 A0 = constants.physical_constants["Bohr radius"][0] * 1e10  # Å
 

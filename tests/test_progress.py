@@ -2,7 +2,7 @@
 
 import pytest
 
-from mbook.progress import memory_budget, plan_batches, progress
+from mbook.core.progress import memory_budget, plan_batches, progress
 
 
 def test_batch_fits_budget():

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mbook import phantoms
-from mbook import ptychography as fp
+from mbook.light import phantoms
+from mbook.light import fourier_ptychography as fp
 
 LAMBDA, NA = 0.5, 0.1
 
@@ -129,7 +129,7 @@ def test_reconstruct_refuses_wrong_image_shapes():
 
 
 def test_cpu_and_gpu_agree_for_the_forward_model(device):
-    from mbook import backend
+    from mbook.core import backend
 
     setup = _setup(na_vignetting=0.11, vignetting_slope=2e-3)
     obj = phantoms.cells((128, 128), sampling=0.5, seed=4)

@@ -1,9 +1,10 @@
-"""mbook.registration: the warp, hand-derived first variations, and joint reconstruction."""
+"""mbook.inverse.registration: the warp, hand-derived first variations, and joint reconstruction."""
 
 import numpy as np
 import pytest
 
-from mbook import backend, registration, synthetic
+from mbook.core import backend
+from mbook.inverse import registration, synthetic
 
 WEIGHTS = dict(alpha=0.3, beta=0.7, gamma=0.2)
 

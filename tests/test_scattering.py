@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mbook import backend, cbs, mie, scattering
+from mbook.core import backend
+from mbook.light import cbs, mie, scattering
 
 LAMBDA, N_B = 0.5, 1.33  # µm, water
 

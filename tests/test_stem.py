@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mbook import backend, grids, physics, stem
+from mbook.core import backend, grids
+from mbook.electron import physics, stem
 
 ENERGY, ALPHA = 200e3, 20.0
 GRID = grids.make_grid(gpts=(64, 64), sampling=0.1)

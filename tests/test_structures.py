@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.geometry import get_distances
 
-from mbook import structures
+from mbook.electron import structures
 
 
 def test_silicon_110_dumbbells_are_1_36_angstrom_apart():

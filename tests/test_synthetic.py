@@ -1,11 +1,11 @@
-"""mbook.synthetic: test objects whose properties are known exactly."""
+"""mbook.inverse.synthetic: test objects whose properties are known exactly."""
 
 import math
 
 import numpy as np
 import pytest
 
-from mbook import phase, synthetic
+from mbook.inverse import circle, synthetic
 
 
 @pytest.mark.parametrize("max_phase", [0.1, 0.5])
@@ -38,7 +38,7 @@ def test_wrapped_phase_wraps_while_every_true_step_is_a_short_arc():
     for axis in (0, 1):
         true_steps = np.diff(w.phase, axis=axis)
         assert np.max(abs(true_steps)) < math.pi  # each true step is shorter than π...
-        np.testing.assert_allclose(phase.wrap(np.diff(wrapped, axis=axis)), true_steps, atol=1e-9)
+        np.testing.assert_allclose(circle.wrap(np.diff(wrapped, axis=axis)), true_steps, atol=1e-9)
     # ...while the wrapped picture jumps by 2π minus a step.
     assert max(np.max(abs(np.diff(wrapped, axis=axis))) for axis in (0, 1)) > 2 * math.pi - 2.0
 

@@ -1,10 +1,10 @@
-"""Wavelet EMD (mbook.wasserstein), its fast linear-family version (mbook.wemd_family), diffusion maps."""
+"""Wavelet EMD (mbook.cryoem.wasserstein), its fast linear-family version (mbook.cryoem.wemd_family), diffusion maps."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from mbook import wasserstein, wemd_family
+from mbook.cryoem import wasserstein, wemd_family
 
 
 def _blob(shape, centre, width=1.5):

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mbook import backend, grids, physics, waves
+from mbook.core import backend, grids
+from mbook.electron import physics, waves
 
 ENERGY = 300e3
 GRID = grids.make_grid(gpts=(128, 128), sampling=0.1)

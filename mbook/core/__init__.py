@@ -1,0 +1,11 @@
+"""The machinery every domain shares: devices, grids, checks, progress, figures, propagation, detection.
+
+- :mod:`~mbook.core.backend`: the device rule (NumPy, CuPy or the strict stand-in), FFTs and plans;
+- :mod:`~mbook.core.grids`: grid and FFT conventions, coordinates, radial averages;
+- :mod:`~mbook.core.progress`: progress bars and memory budgets;
+- :mod:`~mbook.core.plotting`: images with units, scale bars, explorers;
+- :mod:`~mbook.core.propagation`: Fresnel and angular-spectrum propagators;
+- :mod:`~mbook.core.detection`: counting statistics, cameras, MTF and DQE.
+
+Nothing here knows a microscope, a specimen or a solver.
+"""

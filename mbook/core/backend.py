@@ -1,0 +1,410 @@
+"""One switch between NumPy on the CPU and CuPy on a GPU.
+
+The device is chosen once, from the environment variable ``MBOOK_DEVICE``
+(``auto``, ``cpu`` or ``gpu``; default ``auto``) or from code with
+:func:`set_device`. Every other module of :mod:`mbook` gets its array module
+from here, so a notebook runs unchanged on a laptop and on a GPU workstation:
+
+- ``auto``: CuPy when it imports and sees a working GPU, NumPy otherwise
+  (the only mode that falls back silently);
+- ``cpu``: NumPy and :mod:`scipy.fft`, always;
+- ``gpu``: CuPy and :mod:`cupyx.scipy.fft`, or a :class:`RuntimeError` that says
+  how to install CuPy.
+
+Kernels infer the module from their input with :func:`get_array_module`;
+code that creates arrays uses ``backend.xp`` (the current module, looked up
+at each access so it follows :func:`set_device`); FFTs come from
+``backend.fft`` or :func:`fft2`; results meant for plotting or saving go
+through :func:`asnumpy`.
+
+Examples
+--------
+>>> from mbook.core import backend
+>>> backend.set_device("cpu")
+'cpu'
+>>> backend.xp.__name__
+'numpy'
+>>> x = backend.asarray([1.0, 2.0])
+>>> backend.asnumpy(backend.fft2(x[None, :])).real.tolist()
+[[3.0, -1.0]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import threading
+import types
+
+import numpy as np
+import scipy.fft
+
+DEVICES = ("auto", "cpu", "gpu")
+ENV_VARIABLE = "MBOOK_DEVICE"
+CUPY_INSTALL_HINT = (
+    "install CuPy for your CUDA version, e.g. `pip install cupy-cuda12x`, "
+    "or run on the CPU with MBOOK_DEVICE=cpu"
+)
+
+_requested: str | None = None  # what the user asked for; None until first use
+_resolved: str | None = None  # "cpu" or "gpu"
+
+
+def _check_device_name(device) -> str:
+    if not isinstance(device, str) or device.strip().lower() not in DEVICES:
+        raise ValueError(
+            f"device must be one of {DEVICES} (from {ENV_VARIABLE} or set_device), got {device!r}"
+        )
+    return device.strip().lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_gpu() -> tuple[bool, str]:
+    """Return (usable, reason). Cached: probing CUDA is slow and does not change."""
+    try:
+        import cupy
+    except ImportError as err:
+        return False, f"CuPy is not installed ({err}); {CUPY_INSTALL_HINT}"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return False, f"CuPy found no CUDA device; {CUPY_INSTALL_HINT}"
+        # A real allocation and kernel: a driver/toolkit mismatch only shows up here.
+        float(cupy.arange(4, dtype=cupy.float32).sum())
+    except Exception as err:  # CUDA errors come in many classes
+        return False, f"CuPy cannot use the GPU ({type(err).__name__}: {err}); {CUPY_INSTALL_HINT}"
+    return True, "CuPy sees a working GPU"
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and can run a kernel on a GPU."""
+    return _probe_gpu()[0]
+
+
+def gpu_status() -> str:
+    """One sentence on why the GPU can or cannot be used (for skip reasons and notebooks)."""
+    return _probe_gpu()[1]
+
+
+def set_device(device: str = "auto") -> str:
+    """Choose the array backend for everything in :mod:`mbook`.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "gpu"}
+        ``auto`` uses a GPU when CuPy can, else NumPy; ``gpu`` insists on one.
+
+    Returns
+    -------
+    str
+        The device in use afterwards, ``"cpu"`` or ``"gpu"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device name.
+    RuntimeError
+        For ``"gpu"`` when CuPy or a GPU is missing; the message says how to
+        install CuPy.
+    """
+    global _requested, _resolved
+    device = _check_device_name(device)
+    if device == "gpu" and not gpu_available():
+        raise RuntimeError(f"{ENV_VARIABLE}/set_device asked for 'gpu', but {gpu_status()}")
+    if device == "auto":
+        resolved = "gpu" if gpu_available() else "cpu"
+    else:
+        resolved = device
+    _requested, _resolved = device, resolved
+    return resolved
+
+
+def get_device() -> str:
+    """The device in use, ``"cpu"`` or ``"gpu"`` (read from ``MBOOK_DEVICE`` on first call)."""
+    if _resolved is None:
+        set_device(os.environ.get(ENV_VARIABLE, "auto"))
+    return _resolved
+
+
+def describe() -> str:
+    """A line for a notebook's first output: which device, and which libraries."""
+    device = get_device()
+    if device == "gpu":
+        import cupy
+
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+        name = name.decode() if isinstance(name, bytes) else name
+        return f"mbook on GPU ({name}) with CuPy {cupy.__version__}"
+    library = fft_library()
+    fft = f"pyFFTW {_pyfftw().__version__}" if library == "pyfftw" else "scipy.fft (pyFFTW not installed)"
+    if library == "scipy" and _pyfftw() is not None:
+        fft = "scipy.fft (chosen with set_fft_library)"
+    return (
+        f"mbook on CPU with NumPy {np.__version__}, SciPy {scipy.__version__}, multislice FFTs by {fft} "
+        f"({gpu_status() if _requested == 'auto' else 'device forced to cpu'})"
+    )
+
+
+def array_module() -> types.ModuleType:
+    """The array module of the current device: :mod:`numpy` or :mod:`cupy`.
+
+    ``backend.xp`` is the same thing as an attribute.
+    """
+    if get_device() == "gpu":
+        import cupy
+
+        return cupy
+    return np
+
+
+def get_array_module(*arrays) -> types.ModuleType:
+    """The array module that owns ``arrays`` (CuPy if any is a CuPy array)."""
+    for array in arrays:
+        if type(array).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+def fft_module(*arrays) -> types.ModuleType:
+    """:mod:`scipy.fft` for NumPy arrays, :mod:`cupyx.scipy.fft` for CuPy arrays."""
+    if get_array_module(*arrays) is np:
+        return scipy.fft
+    import cupyx.scipy.fft
+
+    return cupyx.scipy.fft
+
+
+def asarray(array, dtype=None):
+    """Put ``array`` on the current device (a no-op when it is already there)."""
+    return array_module().asarray(array, dtype=dtype)
+
+
+def asnumpy(array) -> np.ndarray:
+    """Return ``array`` as a NumPy array, copying it off the GPU when needed."""
+    if type(array).__module__.startswith("cupy"):
+        return array.get()
+    return np.asarray(array)
+
+
+_local = threading.local()
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (respects CPU affinity, e.g. in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def fft_workers(workers: int):
+    """Threads that scipy.fft may use for FFTs made in this thread (CPU only).
+
+    Use ``fft_workers(1)`` inside a pool that already keeps every core busy;
+    the default, ``-1``, lets one FFT use all cores.
+    """
+    previous = getattr(_local, "workers", -1)
+    _local.workers = workers
+    try:
+        yield
+    finally:
+        _local.workers = previous
+
+
+def fft_kwargs(array) -> dict:
+    """Keyword arguments for an FFT of ``array`` from :func:`fft_module` (threads on the CPU)."""
+    # scipy.fft parallelises over the batch axes with workers; cuFFT takes no such option.
+    return {"workers": getattr(_local, "workers", -1)} if get_array_module(array) is np else {}
+
+
+def fft2(array, axes=(-2, -1)):
+    """Unnormalised forward 2D FFT over ``axes`` on the array's own device.
+
+    Conventions are those of :mod:`mbook.core.grids`: no shift, no scaling, so
+    ``ifft2(fft2(a)) == a`` and ``sum |a|^2 = sum |fft2(a)|^2 / N``.
+    """
+    return fft_module(array).fft2(array, axes=axes, **fft_kwargs(array))
+
+
+def ifft2(array, axes=(-2, -1)):
+    """Inverse of :func:`fft2` (scaled by 1/N)."""
+    return fft_module(array).ifft2(array, axes=axes, **fft_kwargs(array))
+
+
+def fftn(array, axes=None):
+    """Unnormalised forward N-dimensional FFT on the array's own device."""
+    return fft_module(array).fftn(array, axes=axes, **fft_kwargs(array))
+
+
+def ifftn(array, axes=None):
+    """Inverse of :func:`fftn` (scaled by 1/N)."""
+    return fft_module(array).ifftn(array, axes=axes, **fft_kwargs(array))
+
+
+# ----------------------------------------------------------------------------- in-place FFT plans
+
+#: CPU libraries for :func:`fft2_plan`: FFTW through pyFFTW (planned, in place) or scipy.fft (pocketfft).
+FFT_LIBRARIES = ("auto", "pyfftw", "scipy")
+_fft_library = "auto"
+_plan_lock = threading.Lock()  # FFTW's planner is not thread-safe; executing distinct plans is
+_PLANS_PER_THREAD = 4  # buffers kept per thread: a scan uses one or two batch shapes
+#: Larger work buffers are made per call and freed after it, so that no big array (a GPU batch of
+#: probes) stays allocated behind the user's back; making one costs little next to its FFTs.
+CACHED_PLAN_BYTES = 64 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _pyfftw():
+    try:
+        import pyfftw
+    except ImportError:
+        return None
+    return pyfftw
+
+
+def set_fft_library(library: str = "auto") -> str:
+    """Choose the CPU library behind :func:`fft2_plan` (benchmarks and tests compare them).
+
+    Parameters
+    ----------
+    library : {"auto", "pyfftw", "scipy"}
+        ``auto`` takes pyFFTW when it is installed (its measured FFTW plans
+        run the multislice's batched 2D FFTs 1.6-2.3x faster than
+        pocketfft), else :mod:`scipy.fft`.
+
+    Returns
+    -------
+    str
+        The library now in use on the CPU, ``"pyfftw"`` or ``"scipy"``.
+    """
+    global _fft_library
+    if not isinstance(library, str) or library not in FFT_LIBRARIES:
+        raise ValueError(f"library must be one of {FFT_LIBRARIES}, got {library!r}")
+    if library == "pyfftw" and _pyfftw() is None:
+        raise RuntimeError("set_fft_library('pyfftw'): pyFFTW is not installed; `pip install pyfftw`")
+    _fft_library = library
+    _local.__dict__.pop("plans", None)
+    return fft_library()
+
+
+def fft_library() -> str:
+    """The library :func:`fft2_plan` uses now: ``"pyfftw"``, ``"scipy"`` or, on a GPU, ``"cupy"``."""
+    if get_device() == "gpu":
+        return "cupy"
+    if _fft_library == "auto":
+        return "pyfftw" if _pyfftw() is not None else "scipy"
+    return _fft_library
+
+
+class FFT2Plan:
+    """Forward and unnormalised inverse 2D FFTs of one work buffer, in place.
+
+    The multislice does two FFTs per slice per wave; planning them once and
+    transforming in place (no new array per FFT) is where its time goes. Get
+    plans from :func:`fft2_plan`, which keeps one per thread and shape.
+
+    With pyFFTW the plans are chosen by FFTW_MEASURE, i.e. by timing
+    candidate algorithms, so two processes may pick different ones whose
+    float32 rounding differs (~1e-7 relative). ``set_fft_library("scipy")``
+    gives bit-for-bit repeatable runs, at pocketfft's speed.
+
+    Attributes
+    ----------
+    array : (..., nx, ny) ndarray, complex64 or complex128
+        The buffer both transforms act on (NumPy, 64-byte aligned for FFTW;
+        or CuPy). Fill it, then call :meth:`forward` / :meth:`backward`.
+    scale : float
+        ``1 / (nx ny)``: :meth:`backward` leaves it out, so ``scale *
+        backward(forward(a)) == a``. Fold it into a kernel (e.g. the Fresnel
+        propagator) to save a pass over the data.
+    """
+
+    def __init__(self, shape, dtype, xp):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.scale = 1.0 / (self.shape[-1] * self.shape[-2])
+        self.library = "cupy" if xp is not np else fft_library()
+        if self.library == "pyfftw":
+            pyfftw = _pyfftw()
+            self.array = pyfftw.empty_aligned(self.shape, self.dtype, n=64)
+            workers = getattr(_local, "workers", -1)
+            threads = cpu_threads() if workers == -1 else max(1, workers)
+            with _plan_lock:  # MEASURE: FFTW times candidate algorithms once per shape (wisdom is kept)
+                self._forward, self._backward = (
+                    pyfftw.FFTW(self.array, self.array, axes=(-2, -1), direction=direction,
+                                flags=("FFTW_MEASURE",), threads=threads, planning_timelimit=10.0)
+                    for direction in ("FFTW_FORWARD", "FFTW_BACKWARD"))
+            self.array[...] = 0  # planning with MEASURE scribbles on the buffer
+        else:
+            self.array = xp.zeros(self.shape, self.dtype)
+
+    def forward(self):
+        """``array ← F[array]`` (unnormalised, FFT order); returns ``array``."""
+        if self.library == "pyfftw":
+            self._forward.execute()
+        else:
+            self._store(fft_module(self.array).fft2(self.array, overwrite_x=True, **fft_kwargs(self.array)))
+        return self.array
+
+    def backward(self):
+        """``array ← N F^-1[array]``: the inverse FFT without its ``1/N``; returns ``array``."""
+        if self.library == "pyfftw":
+            self._backward.execute()
+        else:
+            self._store(fft_module(self.array).ifft2(self.array, overwrite_x=True, norm="forward",
+                                                     **fft_kwargs(self.array)))
+        return self.array
+
+    def _store(self, result):
+        if result is not self.array:  # overwrite_x is a hint; keep the one buffer either way
+            self.array[...] = result
+
+
+def fft2_plan(shape, dtype=np.complex64, *, xp=None, slot="waves") -> FFT2Plan:
+    """This thread's :class:`FFT2Plan` for waves of ``shape`` (made on first use, then reused).
+
+    The plan's buffer is shared by every call from this thread with this
+    shape: copy a result out of it before the next transform you want to keep.
+    Plans whose buffer exceeds :data:`CACHED_PLAN_BYTES` are not kept: each
+    call gets a new one.
+    FFTW threads follow :func:`fft_workers` at the time the plan is made.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(..., nx, ny)``; the FFTs run over the last two axes.
+    dtype : complex dtype
+        ``complex64`` (the multislice's) or ``complex128``.
+    xp : module, optional
+        NumPy or CuPy; default the current device's.
+    slot : str
+        Name of the buffer's use: two loops that interleave transforms of
+        one shape (the waves, and the transmission functions built slice by
+        slice) take different slots so that neither overwrites the other.
+    """
+    xp = xp or array_module()
+    dtype = np.dtype(dtype)
+    if dtype.kind != "c" or len(shape) < 2:
+        raise ValueError(f"fft2_plan needs a complex dtype and at least 2 axes, got {dtype} and shape {shape}")
+    if math.prod(shape) * dtype.itemsize > CACHED_PLAN_BYTES:
+        return FFT2Plan(tuple(int(n) for n in shape), dtype, xp)
+    plans = _local.__dict__.setdefault("plans", {})
+    key = (tuple(int(n) for n in shape), dtype.str, xp.__name__, getattr(_local, "workers", -1), fft_library(),
+           slot)
+    if key not in plans:
+        while len(plans) >= _PLANS_PER_THREAD:  # drop the oldest buffer
+            plans.pop(next(iter(plans)))
+        plans[key] = FFT2Plan(key[0], dtype, xp)
+    return plans[key]
+
+
+def __getattr__(name):
+    # `backend.xp` and `backend.fft` follow the current device, even after set_device().
+    if name == "xp":
+        return array_module()
+    if name == "fft":
+        return fft_module(array_module().zeros(1))
+    raise AttributeError(f"module 'mbook.core.backend' has no attribute {name!r}")

@@ -1,0 +1,306 @@
+"""Real- and reciprocal-space grids, with the book's conventions stated once.
+
+Conventions (every module of :mod:`mbook` follows them)
+--------------------------------------------------------
+- A grid is ``gpts`` points (``(nx, ny)`` in 2D) spaced by ``sampling``
+  [Å for electrons, any one length unit such as µm for light]; its
+  ``extent`` is ``gpts * sampling``. Give any two of the three.
+- Arrays are indexed ``[x, y]``: axis 0 runs along x. Plot with
+  ``imshow(a.T, origin="lower")`` (:mod:`mbook.core.plotting` does this).
+- Real-space coordinates start at the cell's corner: ``x_j = j * dx`` for
+  ``j = 0 .. n-1``, as for atoms in a periodic cell. Centred coordinates
+  (``centered=True``) put 0 at index ``n // 2``, the pixel that ``fftshift``
+  moves the origin to.
+- Everything is periodic with period ``extent`` (the FFT assumes it).
+- Spatial frequencies ``k`` are in cycles per length [1/Å], without a 2π:
+  a scattering angle is ``theta = wavelength * k``. Reciprocal arrays are kept
+  in FFT order (zero frequency at index 0, as :func:`numpy.fft.fftfreq`);
+  ``fftshift`` is for display only.
+- The forward FFT is unnormalised and the inverse carries ``1/N``, so
+  Parseval reads ``sum |psi|^2 = sum |fft(psi)|^2 / N``.
+
+Examples
+--------
+>>> from mbook.core.grids import make_grid, spatial_frequencies
+>>> grid = make_grid(gpts=(4, 8), extent=(2.0, 2.0))
+>>> grid.sampling
+(0.5, 0.25)
+>>> [round(float(k), 3) for k in spatial_frequencies(grid)[0]]
+[0.0, 0.5, -1.0, -0.5]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from mbook.core import backend
+
+
+class Grid(NamedTuple):
+    """A regular grid: number of points and spacing along each axis.
+
+    Attributes
+    ----------
+    gpts : tuple of int
+        Number of grid points along each axis.
+    sampling : tuple of float
+        Spacing of the points along each axis [length, e.g. Å].
+    """
+
+    gpts: tuple[int, ...]
+    sampling: tuple[float, ...]
+
+    @property
+    def extent(self) -> tuple[float, ...]:
+        """Size of the periodic cell along each axis, ``gpts * sampling`` [length]."""
+        return tuple(n * d for n, d in zip(self.gpts, self.sampling))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.gpts)
+
+    @property
+    def reciprocal_sampling(self) -> tuple[float, ...]:
+        """Spacing of the spatial frequencies, ``1 / extent`` [1/length]."""
+        return tuple(1.0 / e for e in self.extent)
+
+
+def _as_tuple(value, name: str, ndim: int | None) -> tuple:
+    if np.ndim(value) == 0:
+        values = (value,) * (ndim or 1)
+    elif np.ndim(value) == 1:
+        values = tuple(np.asarray(value).tolist())
+    else:
+        raise ValueError(f"{name} must be a scalar or a 1D sequence, got shape {np.shape(value)}")
+    if ndim is not None and len(values) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries (one per axis), got {len(values)}: {value!r}")
+    if not values:
+        raise ValueError(f"{name} must have at least one entry, got {value!r}")
+    return values
+
+
+def check_gpts(gpts, ndim: int | None = None) -> tuple[int, ...]:
+    """Validate a number of grid points: positive integers, one per axis.
+
+    Raises
+    ------
+    ValueError
+        Naming ``gpts``, the value and the valid range.
+    """
+    values = _as_tuple(gpts, "gpts", ndim)
+    for n in values:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"gpts must be positive integers (>= 1), got {gpts!r}")
+    return tuple(int(n) for n in values)
+
+
+def check_positive(value, name: str, ndim: int | None = None) -> tuple[float, ...]:
+    """Validate a length such as ``sampling`` or ``extent``: finite and > 0.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the value and the valid range (0, inf).
+    """
+    values = _as_tuple(value, name, ndim)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be finite and > 0 along every axis, got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=None) -> float:
+    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        bound += f" and < {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def make_grid(*, gpts=None, sampling=None, extent=None, ndim: int | None = None) -> Grid:
+    """Build a :class:`Grid` from any two of ``gpts``, ``sampling`` and ``extent``.
+
+    Parameters
+    ----------
+    gpts : int or sequence of int, optional
+        Number of grid points per axis.
+    sampling : float or sequence of float, optional
+        Grid spacing per axis [length, e.g. Å].
+    extent : float or sequence of float, optional
+        Cell size per axis [length, e.g. Å].
+    ndim : int, optional
+        Number of axes when every given value is a scalar (default: the
+        length of the first sequence given, else 2).
+
+    Returns
+    -------
+    Grid
+
+    Raises
+    ------
+    ValueError
+        If fewer than two are given, a value is out of range, the three
+        disagree, or ``extent / sampling`` is not a whole number of points
+        (the grid is never resized silently: the message gives the nearest
+        ``gpts`` to pass instead).
+    """
+    given = {k: v for k, v in (("gpts", gpts), ("sampling", sampling), ("extent", extent)) if v is not None}
+    if len(given) < 2:
+        raise ValueError(f"give two of gpts, sampling and extent; got only {sorted(given) or 'none'}")
+    lengths = {name: len(v) for name, v in given.items() if np.ndim(v) == 1}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"gpts, sampling and extent must have the same number of axes, got {lengths}")
+    if ndim is None:
+        ndim = next(iter(lengths.values()), 2)
+    if gpts is not None:
+        gpts = check_gpts(gpts, ndim)
+    if sampling is not None:
+        sampling = check_positive(sampling, "sampling", ndim)
+    if extent is not None:
+        extent = check_positive(extent, "extent", ndim)
+
+    if gpts is None:
+        ratio = [e / d for e, d in zip(extent, sampling)]
+        if any(abs(r - round(r)) > 1e-6 * max(r, 1.0) or round(r) < 1 for r in ratio):
+            suggestion = tuple(max(1, math.ceil(r - 1e-9)) for r in ratio)
+            raise ValueError(
+                f"extent/sampling = {tuple(round(r, 4) for r in ratio)} is not a whole number of grid points; "
+                f"pass gpts={suggestion} with extent={extent} "
+                f"(sampling {tuple(round(e / n, 6) for e, n in zip(extent, suggestion))}) instead"
+            )
+        gpts = tuple(int(round(r)) for r in ratio)
+    elif sampling is None:
+        sampling = tuple(e / n for e, n in zip(extent, gpts))
+    elif extent is not None:
+        implied = tuple(n * d for n, d in zip(gpts, sampling))
+        if not np.allclose(implied, extent, rtol=1e-9, atol=0):
+            raise ValueError(f"gpts * sampling = {implied} disagrees with extent = {extent}; give two of the three")
+    return Grid(gpts, sampling)
+
+
+def coordinates(grid: Grid, *, centered: bool = False, xp=None) -> tuple:
+    """Real-space coordinates of the grid points, one 1D array per axis [length].
+
+    Parameters
+    ----------
+    grid : Grid
+    centered : bool
+        False: ``x_j = j * dx`` (origin at the corner). True: ``x_j = (j - n//2) * dx``
+        (origin at index ``n // 2``).
+    xp : module, optional
+        Array module (default: the current backend's).
+
+    Returns
+    -------
+    tuple of (n_i,) ndarray, float64
+    """
+    xp = xp or backend.xp
+    return tuple(
+        (xp.arange(n, dtype=xp.float64) - (n // 2 if centered else 0)) * d
+        for n, d in zip(grid.gpts, grid.sampling)
+    )
+
+
+def spatial_frequencies(grid: Grid, *, xp=None) -> tuple:
+    """Spatial frequencies of the grid in FFT order, one 1D array per axis [1/length].
+
+    ``k_j = fftfreq(n, dx)[j]``: cycles per unit length, no 2π. The largest
+    frequency reached is ``1 / (2 dx)`` (Nyquist).
+
+    Returns
+    -------
+    tuple of (n_i,) ndarray, float64
+    """
+    xp = xp or backend.xp
+    return tuple(xp.fft.fftfreq(n, d) for n, d in zip(grid.gpts, grid.sampling))
+
+
+def frequency_squared(grid: Grid, *, xp=None):
+    """``|k|^2`` on the full reciprocal grid, in FFT order [1/length^2].
+
+    Returns
+    -------
+    (n_0, n_1, ...) ndarray, float64
+    """
+    xp = xp or backend.xp
+    k2 = None
+    for axis, k in enumerate(spatial_frequencies(grid, xp=xp)):
+        shape = [1] * grid.ndim
+        shape[axis] = k.size
+        term = k.reshape(shape) ** 2
+        k2 = term if k2 is None else k2 + term
+    return k2
+
+
+def radial_average(values, grid: Grid, *, num_bins=None):
+    """Average of a 2D reciprocal-space array over rings of constant ``|k|``.
+
+    Parameters
+    ----------
+    values : (nx, ny) array_like
+        In FFT order (e.g. a power spectrum ``|fft2(image)|^2``).
+    grid : Grid
+        The real-space grid of the image.
+    num_bins : int, optional
+        Number of rings; default ``min(nx, ny) // 2``, each one reciprocal
+        pixel wide, up to the Nyquist frequency of the finer axis.
+
+    Returns
+    -------
+    k : (num_bins,) ndarray
+        Ring centres [1/length].
+    average : (num_bins,) ndarray
+        Mean of ``values`` in each ring (NaN where a ring is empty).
+    """
+    values = np.asarray(backend.asnumpy(values), dtype=float)
+    if values.shape != tuple(grid.gpts) or grid.ndim != 2:
+        raise ValueError(f"values shape {values.shape} must equal the 2D grid's gpts {grid.gpts}")
+    num_bins = num_bins or min(grid.gpts) // 2
+    k_max = min(1 / (2 * d) for d in grid.sampling)
+    edges = np.linspace(0, k_max, num_bins + 1)
+    total, count = _ring_sums(np.sqrt(frequency_squared(grid, xp=np)), values, edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 0.5 * (edges[1:] + edges[:-1]), total / count
+
+
+def radial_profile(image, *, sampling, bin_width, max_radius=None):
+    """Mean of a real-space image over rings about the field centre (pixel n // 2).
+
+    Parameters
+    ----------
+    image : (N, N) array_like, real
+    sampling : float
+        Pixel size [length, e.g. µm or Å].
+    bin_width : float
+        Width of each ring [same unit].
+    max_radius : float, optional
+        Largest radius; default half the field (the inscribed circle).
+
+    Returns
+    -------
+    radii, profile : (n_bins,) ndarray
+        Ring centres and the mean of ``image`` in each (0 where a ring is empty).
+    """
+    image = np.asarray(backend.asnumpy(image), dtype=float)
+    grid = make_grid(gpts=image.shape, sampling=sampling)
+    x, y = coordinates(grid, centered=True, xp=np)
+    max_radius = max_radius or min(grid.extent) / 2
+    edges = np.arange(0, max_radius + 1e-9, bin_width)
+    sums, counts = _ring_sums(np.hypot(x[:, None], y[None, :]), image, edges)
+    return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)
+
+
+def _ring_sums(radius, values, edges):
+    """Sum of ``values`` and number of pixels in each ring ``edges[i] <= radius < edges[i + 1]``."""
+    index = np.digitize(radius.ravel(), edges) - 1
+    n_rings = len(edges) - 1
+    inside = (index >= 0) & (index < n_rings)
+    sums = np.bincount(index[inside], weights=values.ravel()[inside], minlength=n_rings)
+    return sums, np.bincount(index[inside], minlength=n_rings)

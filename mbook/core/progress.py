@@ -1,0 +1,86 @@
+"""Progress bars for long loops, and memory budgets for large work.
+
+``progress`` wraps :mod:`tqdm` (plain text on stderr: it works in a terminal,
+a notebook and CI alike; the book hides stderr). ``MBOOK_PROGRESS=0`` turns
+the bars off.
+
+``plan_batches`` is the one place that turns a peak-memory estimate into a
+batch size: large work (scan positions, S-matrix beams, image stacks)
+estimates its bytes per item, asks for a batch size under a budget, and is
+refused with the numbers when even one item does not fit.
+
+Examples
+--------
+>>> from mbook.core.progress import plan_batches
+>>> plan_batches(n_items=1000, bytes_per_item=2**20, fixed_bytes=0, budget=64 * 2**20)
+64
+"""
+
+from __future__ import annotations
+
+import os
+
+from tqdm import tqdm
+
+DEFAULT_BUDGET = 2 * 2**30  # bytes: what a laptop can spare for one computation
+
+
+def progress(iterable=None, *, desc=None, total=None, **kwargs):
+    """A text progress bar over ``iterable`` (see :class:`tqdm.tqdm`)."""
+    disable = os.environ.get("MBOOK_PROGRESS", "1") == "0"
+    return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=0.5, **kwargs)
+
+
+def memory_budget() -> int:
+    """The memory budget [bytes]: ``MBOOK_MEMORY_GB`` if set, else 2 GiB."""
+    value = os.environ.get("MBOOK_MEMORY_GB")
+    if value is None:
+        return DEFAULT_BUDGET
+    try:
+        budget = float(value)
+    except ValueError:
+        budget = -1.0
+    if not budget > 0:
+        raise ValueError(f"MBOOK_MEMORY_GB must be a number of GB > 0, got {value!r}")
+    return int(budget * 2**30)
+
+
+def plan_batches(*, n_items: int, bytes_per_item: int, fixed_bytes: int = 0, budget: int | None = None) -> int:
+    """Largest batch of items whose estimated peak memory fits the budget.
+
+    Parameters
+    ----------
+    n_items : int
+        Number of items to process (e.g. probe positions).
+    bytes_per_item : int
+        Peak memory one item adds [bytes].
+    fixed_bytes : int
+        Memory needed whatever the batch size (e.g. the potential slices) [bytes].
+    budget : int, optional
+        Bytes allowed; default :func:`memory_budget`.
+
+    Returns
+    -------
+    int
+        Batch size, between 1 and ``n_items``.
+
+    Raises
+    ------
+    MemoryError
+        When the fixed memory plus one item exceeds the budget; the message
+        gives both numbers.
+    """
+    budget = memory_budget() if budget is None else int(budget)
+    if n_items < 1 or bytes_per_item <= 0 or fixed_bytes < 0:
+        raise ValueError(
+            f"n_items must be >= 1 and bytes_per_item > 0, fixed_bytes >= 0; got {n_items}, "
+            f"{bytes_per_item}, {fixed_bytes}"
+        )
+    room = budget - fixed_bytes
+    if room < bytes_per_item:
+        raise MemoryError(
+            f"needs at least {(fixed_bytes + bytes_per_item) / 2**20:.1f} MiB "
+            f"({fixed_bytes / 2**20:.1f} MiB fixed + {bytes_per_item / 2**20:.1f} MiB per item) "
+            f"but the budget is {budget / 2**20:.1f} MiB; raise MBOOK_MEMORY_GB or shrink the problem"
+        )
+    return int(min(n_items, room // bytes_per_item))

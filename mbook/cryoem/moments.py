@@ -1,0 +1,381 @@
+"""Kam's method of moments: image moments, spherical-harmonic invariants, a structure prior.
+
+Write the particle's Fourier transform in real spherical harmonics,
+``F(k) = Σ_{l,m} (-i)^l A_lm(|k|) Y_lm(k̂)``; for Gaussian atoms (plane-wave
+expansion, ``e^{-2πi k·r} = 4π Σ_l (-i)^l j_l(2πkr) Σ_m Y_lm(k̂) Y_lm(r̂)``)
+
+``A_lm(k) = 4π Σ_a w_a exp(-2π² σ_a² k²) j_l(2π k |r_a|) Y_lm(r̂_a)``  (real).
+
+Images at Haar-uniform rotations have, by the Fourier slice theorem and the
+orthogonality of Wigner matrices, the first and second moments (Kam 1980)
+
+``E[Î(k)] = A_00(|k|) / sqrt(4π)``,
+``E[Î(k1) Î(k2)*] = Σ_l C_l(|k1|, |k2|) P_l(cos ∠(k1, k2))``,
+``C_l(k1, k2) = (1/4π) Σ_m A_lm(k1) A_lm(k2)``.
+
+So the image moments determine the invariants ``C_l = A_l A_lᵀ / 4π`` (A_l the
+matrix of coefficients over shells × m) and thus ``A_l`` up to an orthogonal
+matrix ``O_l`` of size 2l+1 for every l. Here that ambiguity is resolved with
+a *structure prior*: the ``O_l`` that brings the factor of ``C_l`` closest to
+the coefficients of a known related structure (orthogonal Procrustes; the
+"orthogonal replacement" of Bhamre, Zhang & Singer 2015).
+
+Images are compared on the Cartesian grid of their discrete Fourier transform
+``Î(k) = Δ² FFT[I]`` (origin at pixel n//2), restricted to the disk
+``|k| <= k_max``. With CTFs ``H_i``, white noise of variance σ² and contrast
+``c_i``, the CTF-aware least-squares estimates (Bhamre, Zhang & Singer 2016)
+
+``μ̂(k) = Σ_i H_i(k) Î_i(k) / Σ_i H_i(k)²``,
+``M̂(k1, k2) = Σ_i H_i(k1) H_i(k2) [Î_i(k1) Î_i(k2)* - δ σ_F²] / Σ_i H_i(k1)² H_i(k2)²``,
+
+with ``σ_F² = σ² Δ⁴ n²`` the noise variance of one Fourier coefficient, are
+unbiased for ``E[c] E[Î]`` and ``E[c²] E[Î Î*]``; they are accumulated in one
+streaming pass over the image batches (:func:`empirical_moments`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import grids
+>>> from mbook.cryoem import moments, particles
+>>> atoms = particles.random_structure(30, radii=(8.0, 8.0, 6.0), seed=0)
+>>> grid = grids.make_grid(gpts=(24, 24), sampling=2.0)
+>>> exact = moments.analytic_moments(atoms, grid, k_max=0.1)
+>>> exact.second.shape == (exact.frequencies.radius.size,) * 2
+True
+>>> bool(np.isclose(exact.mean[0].real, atoms.weights.sum()))   # E[Î(0)] = total weight
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from scipy import special
+
+from mbook.core import backend, grids
+from mbook.cryoem import micrographs, particles
+
+
+# --------------------------------------------------------------------------- frequencies
+class DiskFrequencies(NamedTuple):
+    """Grid frequencies of an image inside the disk ``|k| <= k_max``.
+
+    Attributes
+    ----------
+    index : (q,) ndarray of int
+        Flat indices into the ``(n, n)`` FFT array (FFT order).
+    kx, ky : (q,) ndarray
+        [1/Å].
+    radius : (q,) ndarray
+        ``|k|`` [1/Å].
+    angle : (q,) ndarray
+        ``atan2(ky, kx)`` [rad].
+    grid : Grid
+        The image grid.
+    """
+
+    index: np.ndarray
+    kx: np.ndarray
+    ky: np.ndarray
+    radius: np.ndarray
+    angle: np.ndarray
+    grid: grids.Grid
+
+
+def disk_frequencies(grid, *, k_max) -> DiskFrequencies:
+    """Frequencies of a square image grid with ``|k| <= k_max`` (below Nyquist).
+
+    Parameters
+    ----------
+    grid : Grid
+        Square 2D grid [Å].
+    k_max : float
+        [1/Å], at most the Nyquist frequency ``1 / (2 sampling)``.
+
+    Returns
+    -------
+    DiskFrequencies
+    """
+    grid = particles._check_grid(grid, 2)
+    k_max = grids.check_positive(k_max, "k_max", 1)[0]
+    nyquist = 1 / (2 * grid.sampling[0])
+    if k_max >= nyquist:
+        raise ValueError(f"k_max must be below the Nyquist frequency {nyquist:.4g} 1/Å, got {k_max!r}")
+    kx, ky = (np.asarray(k) for k in grids.spatial_frequencies(grid, xp=np))
+    KX, KY = np.meshgrid(kx, ky, indexing="ij")
+    inside = np.nonzero((KX**2 + KY**2).ravel() <= k_max**2 * (1 + 1e-12))[0]
+    fx, fy = KX.ravel()[inside], KY.ravel()[inside]
+    return DiskFrequencies(inside, fx, fy, np.hypot(fx, fy), np.arctan2(fy, fx), grid)
+
+
+def image_transform(images, frequencies: DiskFrequencies):
+    """``Î(k) = Δ² Σ_p I_p exp(-2πi k·x_p)`` at the disk frequencies (origin at pixel n//2).
+
+    Parameters
+    ----------
+    images : (b, n, n) array_like
+    frequencies : DiskFrequencies
+
+    Returns
+    -------
+    (b, q) complex ndarray
+        On the images' device [image units·Å²].
+    """
+    xp = backend.get_array_module(images)
+    images = xp.asarray(images)
+    h = frequencies.grid.sampling[0]
+    spectra = backend.fft2(xp.fft.ifftshift(images, axes=(-2, -1)))
+    return h**2 * spectra.reshape(images.shape[0], -1)[:, xp.asarray(frequencies.index)]
+
+
+# --------------------------------------------------------------------------- spherical harmonics
+def spherical_harmonics(l_max, directions):
+    """Real orthonormal spherical harmonics up to degree ``l_max``.
+
+    ``Y_l0 = P̄_l^0(cos θ)``, ``Y_lm = sqrt(2) P̄_l^m(cos θ) cos(mφ)`` and
+    ``Y_l,-m = sqrt(2) P̄_l^m(cos θ) sin(mφ)`` for m > 0, with the normalised
+    associated Legendre functions computed by the standard stable recurrences.
+
+    Parameters
+    ----------
+    l_max : int
+    directions : (n, 3) array_like
+        Vectors (normalised internally; the zero vector maps to the z axis).
+
+    Returns
+    -------
+    list of (n, 2l+1) ndarray
+        One array per degree l = 0..l_max, columns m = -l..l.
+    """
+    d = np.asarray(directions, dtype=float)
+    norm = np.linalg.norm(d, axis=1)
+    safe = np.where(norm > 0, norm, 1.0)
+    x = np.where(norm > 0, d[:, 2] / safe, 1.0)
+    phi = np.arctan2(d[:, 1], d[:, 0])
+    s = np.sqrt(np.clip(1 - x * x, 0, None))
+    p = {(0, 0): np.full_like(x, 1 / math.sqrt(4 * math.pi))}
+    for m in range(1, l_max + 1):
+        p[m, m] = -math.sqrt((2 * m + 1) / (2 * m)) * s * p[m - 1, m - 1]
+    for m in range(0, l_max):
+        p[m + 1, m] = math.sqrt(2 * m + 3) * x * p[m, m]
+    for m in range(0, l_max + 1):
+        for l in range(m + 2, l_max + 1):
+            a = math.sqrt((4 * l * l - 1) / (l * l - m * m))
+            b = math.sqrt(((l - 1) ** 2 - m * m) / (4 * (l - 1) ** 2 - 1))
+            p[l, m] = a * (x * p[l - 1, m] - b * p[l - 2, m])
+    out = []
+    for l in range(l_max + 1):
+        cols = [math.sqrt(2) * p[l, -m] * np.sin(-m * phi) for m in range(-l, 0)]
+        cols += [p[l, 0]] + [math.sqrt(2) * p[l, m] * np.cos(m * phi) for m in range(1, l + 1)]
+        out.append(np.stack(cols, axis=1))
+    return out
+
+
+def default_l_max(k_max, radius) -> int:
+    """Degree beyond which ``j_l(2π k r)`` is negligible for k <= k_max, r <= radius."""
+    x = 2 * math.pi * k_max * radius
+    return int(math.ceil(x + 4 * x ** (1 / 3) + 6))
+
+
+def sh_coefficients(atoms: particles.Atoms, radii, *, l_max):
+    """Real coefficients ``A_lm(k)`` of Gaussian atoms on the shells ``radii``.
+
+    Parameters
+    ----------
+    atoms : Atoms
+    radii : (s,) array_like
+        Shell radii [1/Å].
+    l_max : int
+
+    Returns
+    -------
+    list of (s, 2l+1) ndarray
+        ``A_l`` for l = 0..l_max [weight].
+    """
+    radii = np.asarray(radii, dtype=float)
+    r = np.linalg.norm(atoms.positions, axis=1)
+    envelope = atoms.weights[None, :] * np.exp(-2 * math.pi**2 * atoms.sigma[None, :] ** 2 * radii[:, None] ** 2)
+    harmonics = spherical_harmonics(l_max, atoms.positions)
+    x = 2 * math.pi * radii[:, None] * r[None, :]
+    return [4 * math.pi * (envelope * special.spherical_jn(l, x)) @ harmonics[l] for l in range(l_max + 1)]
+
+
+def invariants(coefficients):
+    """Kam's invariants ``C_l = A_l A_lᵀ / 4π`` (rotation invariant), one (s, s) matrix per l."""
+    return [a @ a.T / (4 * math.pi) for a in coefficients]
+
+
+# --------------------------------------------------------------------------- moments
+class Moments(NamedTuple):
+    """First and second image moments on the disk frequencies.
+
+    Attributes
+    ----------
+    frequencies : DiskFrequencies
+    mean : (q,) complex ndarray
+        ``E[Î(k)]`` [image units·Å²].
+    second : (q, q) complex ndarray
+        ``E[Î(k1) Î(k2)*]``.
+    n_images : int or float
+        Images averaged (``inf`` for analytic moments).
+    weight : (q, q) ndarray or None
+        Inverse-variance weight of each entry of ``second`` (approximate,
+        Gaussian statistics), for fits; None for analytic moments.
+    """
+
+    frequencies: DiskFrequencies
+    mean: np.ndarray
+    second: np.ndarray
+    n_images: float
+    weight: np.ndarray | None = None
+
+
+def _second_from_invariants(coefficients, radius_index, angle):
+    """Σ_l P_l(cos Δθ) (A_l A_lᵀ)[u1, u2] / 4π on the disk pairs."""
+    cos = np.cos(angle[:, None] - angle[None, :])
+    second = 0.0
+    for l, a in enumerate(coefficients):
+        gram = (a @ a.T)[np.ix_(radius_index, radius_index)]
+        second = second + special.eval_legendre(l, cos) * gram / (4 * math.pi)
+    return second
+
+
+def analytic_moments(atoms: particles.Atoms, grid, *, k_max, l_max=None) -> Moments:
+    """Exact moments of projections of ``atoms`` at Haar-uniform rotations (no CTF, no noise).
+
+    Parameters
+    ----------
+    atoms : Atoms
+    grid : Grid
+        Image grid [Å].
+    k_max : float
+        [1/Å].
+    l_max : int, optional
+        Spherical-harmonic degree (default :func:`default_l_max`, where the
+        series has converged to machine precision).
+
+    Returns
+    -------
+    Moments
+    """
+    frequencies = disk_frequencies(grid, k_max=k_max)
+    radius_max = float(np.max(np.linalg.norm(atoms.positions, axis=1)))
+    l_max = default_l_max(k_max, radius_max) if l_max is None else int(l_max)
+    radii, radius_index = np.unique(np.round(frequencies.radius, 12), return_inverse=True)
+    coefficients = sh_coefficients(atoms, radii, l_max=l_max)
+    mean = coefficients[0][radius_index, 0] / math.sqrt(4 * math.pi)
+    second = _second_from_invariants(coefficients, radius_index, frequencies.angle)
+    return Moments(frequencies, mean.astype(complex), np.asarray(second, dtype=complex), math.inf)
+
+
+def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_max, B_factor=0.0,
+                      checkpoints=None, **microscope):
+    """CTF-aware mean and second moment of an image stack, in one streaming pass.
+
+    Parameters
+    ----------
+    batches : iterable of ImageBatch
+        From :func:`mbook.cryoem.micrographs.stream_images` (its ``noise_sigma`` is
+        used for the noise correction).
+    params : ImageParameters
+        The defocus of every image (the CTFs are known, as after CTF fitting).
+    grid : Grid
+        Image grid [Å].
+    k_max : float
+        [1/Å].
+    B_factor : float
+        [Å²], as simulated.
+    checkpoints : sequence of int, optional
+        Also return the estimates after these numbers of images (snapshots
+        of the same stream, for convergence studies).
+    **microscope
+        ``energy``, ``Cs``, ``amplitude_contrast`` of the CTF.
+
+    Returns
+    -------
+    Moments, or list of Moments (one per checkpoint) when ``checkpoints`` is given.
+    """
+    frequencies = disk_frequencies(grid, k_max=k_max)
+    q = frequencies.index.size
+    h, n = grid.sampling[0], grid.gpts[0]
+    xp = backend.xp
+    sums = {"mean": xp.zeros(q, complex), "h2": xp.zeros(q), "second": xp.zeros((q, q), complex),
+            "h22": xp.zeros((q, q))}  # h22[k1, k2] = Σ_i H_i(k1)² H_i(k2)²
+    wanted = sorted(int(c) for c in (checkpoints or []))
+    if wanted and wanted[0] < 1:
+        raise ValueError(f"checkpoints must be >= 1 images, got {checkpoints!r}")
+    results, count, sigma = [], 0, 0.0
+    index = xp.asarray(frequencies.index)
+    for batch in batches:
+        sigma = batch.noise_sigma
+        b, done = batch.images.shape[0], 0
+        while done < b:  # split the batch at the checkpoints
+            take = min(b - done, wanted[0] - count) if wanted else b - done
+            images = batch.images[done:done + take]
+            defocus = params.defocus[batch.start + done:batch.start + done + take]
+            transfer = micrographs.ctf(grid, defocus=defocus, B_factor=B_factor, xp=xp,
+                                       **{**micrographs.MICROSCOPE, **microscope}).reshape(take, -1)[:, index]
+            weighted = transfer * image_transform(images, frequencies)
+            sums["mean"] += weighted.sum(axis=0)
+            sums["h2"] += (transfer**2).sum(axis=0)
+            sums["second"] += weighted.T @ xp.conj(weighted)
+            sums["h22"] += (transfer**2).T @ transfer**2
+            count, done = count + take, done + take
+            if wanted and count == wanted[0]:
+                results.append(_finish(sums, frequencies, sigma**2 * h**4 * n**2, count))
+                wanted.pop(0)
+    if wanted:
+        raise ValueError(f"checkpoints {wanted} exceed the {count} images of the stack")
+    return results if checkpoints is not None else _finish(sums, frequencies, sigma**2 * h**4 * n**2, count)
+
+
+def _finish(sums, frequencies, noise_variance, count) -> Moments:
+    xp = backend.get_array_module(sums["second"])
+    second = (sums["second"] - xp.diag(noise_variance * sums["h2"])) / sums["h22"]
+    # Variance of an entry ~ P(k1) P(k2) / Σ H²H², with P the CTF-corrected power of signal plus noise.
+    h4 = xp.diag(sums["h22"])
+    power = xp.maximum(xp.diag(second).real, 0) + noise_variance * sums["h2"] / h4
+    weight = sums["h22"] / (power[:, None] * power[None, :])
+    return Moments(frequencies, backend.asnumpy(sums["mean"] / sums["h2"]), backend.asnumpy(second), count,
+                   backend.asnumpy(weight))
+
+
+def covariance(moments_: Moments):
+    """Image covariance ``E[Î Î*] - E[Î] E[Î]*`` from first and second moments; (q, q) ndarray.
+
+    Only the l = 0 invariant differs from the second moment (the mean is
+    radial), so Kam's invariants for l > 0 are the same from either.
+    """
+    return moments_.second - np.outer(moments_.mean, np.conj(moments_.mean))
+
+
+def relative_difference(a: Moments, b: Moments, *, fit_scale=False) -> float:
+    """``min_α ||M_a - α M_b||_F / ||M_a||_F`` of the second moments (α = 1 unless ``fit_scale``)."""
+    if a.second.shape != b.second.shape:
+        raise ValueError(f"moments on different frequencies: {a.second.shape} vs {b.second.shape}")
+    alpha = 1.0
+    if fit_scale:
+        alpha = float(np.vdot(b.second, a.second).real / np.vdot(b.second, b.second).real)
+    return float(np.linalg.norm(a.second - alpha * b.second) / np.linalg.norm(a.second))
+
+
+def identify(empirical: Moments, candidates) -> np.ndarray:
+    """Scores of candidate structures against measured moments (lower is better).
+
+    The score is the relative distance of the second moments after fitting a
+    scale (the unknown ``E[c²]`` of the contrast): rotations are never
+    estimated; each candidate needs only its analytic moments.
+
+    Parameters
+    ----------
+    empirical : Moments
+    candidates : sequence of Moments
+        Analytic moments of each library structure, on the same frequencies.
+
+    Returns
+    -------
+    (n_candidates,) ndarray
+    """
+    return np.array([relative_difference(empirical, c, fit_scale=True) for c in candidates])

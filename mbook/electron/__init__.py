@@ -1,0 +1,11 @@
+"""Electron scattering and imaging: the relativistic electron, potentials, waves, multislice, STEM.
+
+- :mod:`~mbook.electron.physics`: wavelength, interaction parameter, scattering angles;
+- :mod:`~mbook.electron.structures`: crystals and amorphous specimens (ase);
+- :mod:`~mbook.electron.potentials`: projected potentials from Kirkland and Lobato tables;
+- :mod:`~mbook.electron.phonons`: frozen-phonon configurations;
+- :mod:`~mbook.electron.waves`: plane waves, probes, aberrations, the CTF;
+- :mod:`~mbook.electron.multislice`: the multislice recursion;
+- :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans, detectors;
+- :mod:`~mbook.electron.peaks`: atomic-column peaks and profile minima.
+"""

@@ -1,0 +1,292 @@
+"""The multislice method: transmission functions, propagation, exit waves.
+
+A specimen is cut into slices of thickness Δz; each slice is a phase grating
+``t(r) = exp(i σ v(r))`` (σ the interaction parameter, v the slice's projected
+potential in V·Å), and the wave travels between slices in free space with the
+Fresnel propagator ``p(k) = exp(-iπ λ Δz |k|^2)`` (Cowley & Moodie 1957;
+Kirkland 2010, eq. 6.92):
+
+``ψ_{n+1} = F^-1[ p · F[t_n ψ_n] ]``.
+
+Both ``t`` and ``p`` are band-limited to 2/3 of the grid's Nyquist frequency,
+so the products of the multislice never alias (Kirkland 2010, sec. 6.8). The
+largest scattering angle a simulation can represent is therefore
+``λ · (2/3) / (2 Δx)``; :func:`max_angle` gives it.
+
+Waves may carry leading batch axes ``(..., nx, ny)`` (e.g. one probe per scan
+position); they are propagated together.
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import grids
+>>> from mbook.electron import multislice
+>>> grid = grids.make_grid(gpts=(32, 32), sampling=0.2)
+>>> v = np.zeros((4, 32, 32), np.float32)          # vacuum: nothing scatters
+>>> psi = multislice.propagate_slices(np.ones((32, 32), np.complex64), v, grid=grid,
+...                                   energy=200e3, slice_thickness=2.0)
+>>> bool(np.allclose(psi, 1.0, atol=1e-5))
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mbook.core import backend, grids, propagation
+from mbook.electron import physics
+
+ANTIALIAS_FRACTION = 2.0 / 3.0
+
+
+def max_angle(grid: grids.Grid, energy: float, *, antialias: bool = True) -> float:
+    """Largest scattering angle a multislice on ``grid`` represents [mrad].
+
+    ``λ f / (2 max(sampling))`` with ``f = 2/3`` for the antialiasing aperture
+    (the limit along the coarser axis; the aperture is round).
+    """
+    fraction = ANTIALIAS_FRACTION if antialias else 1.0
+    return 1e3 * physics.wavelength(energy) * fraction / (2 * max(grid.sampling))
+
+
+def antialias_aperture(grid: grids.Grid, *, xp=None):
+    """Round mask keeping ``|k| <= (2/3) k_Nyquist`` (coarser axis), FFT order, float32."""
+    xp = xp or backend.xp
+    cutoff = ANTIALIAS_FRACTION / (2 * max(grid.sampling))
+    return (grids.frequency_squared(grid, xp=xp) <= cutoff**2).astype(xp.float32)
+
+
+def transmission_function(potential, *, energy, grid=None, antialias=True):
+    """Phase gratings ``t = exp(i σ v)`` of potential slices, band-limited if ``antialias``.
+
+    Parameters
+    ----------
+    potential : (..., nx, ny) array_like
+        Projected potential of each slice [V·Å].
+    energy : float
+        [eV].
+    grid : Grid, optional
+        Needed for the antialiasing aperture.
+    antialias : bool
+        Band-limit ``t`` to 2/3 of Nyquist.
+
+    Returns
+    -------
+    (..., nx, ny) ndarray, complex64
+    """
+    xp = backend.get_array_module(potential)
+    potential = xp.asarray(potential, dtype=xp.float32)
+    stack = potential.reshape((-1,) + potential.shape[-2:])
+    t = xp.empty(stack.shape, xp.complex64)
+    for index, slice_t in enumerate(transmission_slices(stack, energy=energy, grid=grid, antialias=antialias)):
+        t[index] = slice_t
+    return t.reshape(potential.shape)
+
+
+def transmission_slices(potential, *, energy, grid=None, antialias=True):
+    """Yield :func:`transmission_function` of one slice after another, made when needed.
+
+    A plane-wave multislice needs each slice's grating once: making it just
+    before use keeps one slice in memory instead of the whole stack.
+
+    Parameters are those of :func:`transmission_function`, with ``potential``
+    a stack ``(n_slices, nx, ny)`` [V·Å].
+
+    Yields
+    ------
+    (nx, ny) ndarray, complex64
+        ``t`` of the next slice, in a buffer that the next slice overwrites.
+    """
+    xp = backend.get_array_module(potential)
+    sigma = xp.float32(physics.interaction_parameter(energy))
+    shape = potential.shape[-2:]
+    if antialias:
+        if grid is None:
+            raise ValueError("grid is needed to band-limit the transmission function (antialias=True)")
+        plan = backend.fft2_plan(shape, xp.complex64, xp=xp, slot="transmission")
+        buffer = plan.array
+        kernel = antialias_aperture(grid, xp=xp) * xp.float32(plan.scale)
+    else:
+        buffer = xp.empty(shape, xp.complex64)
+    for v in potential:
+        phase = sigma * xp.asarray(v, dtype=xp.float32)
+        # Real cos and sin into the two halves: ~10x faster than a complex exp in NumPy.
+        buffer.real = xp.cos(phase)
+        buffer.imag = xp.sin(phase)
+        if antialias:
+            plan.forward()
+            buffer *= kernel
+            plan.backward()
+        yield buffer
+
+
+def slice_propagator(grid: grids.Grid, *, energy, slice_thickness, antialias=True, xp=None):
+    """Fresnel propagator over one slice, ``exp(-iπ λ Δz |k|^2)`` × aperture, FFT order, complex64."""
+    xp = xp or backend.xp
+    p = propagation.fresnel_propagator(grid, slice_thickness, physics.wavelength(energy), xp=xp)
+    if antialias:
+        p = p * antialias_aperture(grid, xp=xp)
+    return p.astype(xp.complex64)
+
+
+def _check_inputs(waves, potential, grid, slice_thickness):
+    """Validate a multislice call; return the arrays and one thickness per slice [Å]."""
+    xp = backend.get_array_module(waves, potential)
+    waves = xp.asarray(waves)
+    potential = xp.asarray(potential)
+    if potential.ndim != 3:
+        raise ValueError(f"potential must be (n_slices, nx, ny), got shape {potential.shape}")
+    if waves.shape[-2:] != potential.shape[-2:] or tuple(grid.gpts) != potential.shape[-2:]:
+        raise ValueError(
+            f"waves {waves.shape[-2:]}, potential {potential.shape[-2:]} and grid {grid.gpts} must share (nx, ny)"
+        )
+    if not bool(xp.isfinite(potential).all()):
+        raise ValueError("potential contains NaN or infinite values")
+    thicknesses = grids.check_positive(slice_thickness, "slice_thickness", len(potential))
+    return waves, potential, thicknesses
+
+
+def slice_propagators(grid, *, energy, thicknesses, antialias=True, xp=None):
+    """One propagator per slice, shared between slices of equal thickness (list of arrays)."""
+    cache = {}
+    for dz in thicknesses:
+        if dz not in cache:
+            cache[dz] = slice_propagator(grid, energy=energy, slice_thickness=dz, antialias=antialias, xp=xp)
+    return [cache[dz] for dz in thicknesses]
+
+
+def prepare(waves, potential, grid, energy, slice_thickness, antialias, transmissions=None, lazy=False):
+    """Check a multislice call and build its operators.
+
+    Returns
+    -------
+    (waves, transmissions, propagators)
+        The incident waves as complex64, the transmission functions (the
+        whole stack, or with ``lazy`` a generator that makes each when the
+        loop reaches it: for one pass over the slices), and one propagator
+        per slice, ready for :func:`iterate_slices`.
+    """
+    waves, potential, thicknesses = _check_inputs(waves, potential, grid, slice_thickness)
+    xp = backend.get_array_module(waves)
+    if transmissions is None:
+        make = transmission_slices if lazy else transmission_function
+        transmissions = make(potential, energy=energy, grid=grid, antialias=antialias)
+    propagators = slice_propagators(grid, energy=energy, thicknesses=thicknesses, antialias=antialias, xp=xp)
+    return waves.astype(xp.complex64), transmissions, propagators
+
+
+def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antialias=True,
+                     transmissions=None):
+    """Run the multislice recursion through every slice.
+
+    Parameters
+    ----------
+    waves : (..., nx, ny) array_like, complex
+        Incident wave(s) at the entrance surface; NumPy or CuPy.
+    potential : (n_slices, nx, ny) array_like
+        Projected potential per slice [V·Å].
+    grid : Grid
+        The 2D grid of ``waves`` [Å].
+    energy : float
+        [eV].
+    slice_thickness : float or (n_slices,) array_like
+        Δz of every slice, or of each [Å] (e.g. a thinner last slice, from
+        :func:`mbook.electron.potentials.slice_thicknesses`).
+    antialias : bool
+        Apply the 2/3 aperture to transmission and propagator. Without it the
+        recursion is unitary (|ψ|² conserved) but may alias.
+    transmissions : (n_slices, nx, ny) ndarray, optional
+        Precomputed :func:`transmission_function` of ``potential`` (saves
+        the exponentials when many batches share a specimen).
+
+    Returns
+    -------
+    (..., nx, ny) ndarray, complex64
+        Exit wave(s) on the device of the input.
+    """
+    psi, transmissions, propagators = prepare(waves, potential, grid, energy, slice_thickness, antialias,
+                                               transmissions, lazy=True)
+    for psi in iterate_slices(psi, transmissions, propagators):
+        pass
+    return psi.copy()  # the loop's work buffer is reused by the next call
+
+
+def iterate_slices(psi, transmissions, propagators, plan=None):
+    """Yield the wave after each slice: ``ψ ← F^-1[p_n · F[t_n ψ]]`` (no checks: a kernel).
+
+    Parameters
+    ----------
+    psi : (..., nx, ny) ndarray, complex64
+        Incident wave(s); copied into the plan's buffer (not modified), unless it is that buffer.
+    transmissions, propagators : sequences of (nx, ny) ndarray, complex64
+        From :func:`prepare`.
+    plan : mbook.core.backend.FFT2Plan, optional
+        In-place FFT plan for ``psi.shape``; default this thread's
+        (:func:`mbook.core.backend.fft2_plan`).
+
+    Yields
+    ------
+    (..., nx, ny) ndarray, complex64
+        The wave after each slice, in the plan's work buffer: the next step
+        overwrites it, so copy what you keep.
+    """
+    xp = backend.get_array_module(psi)
+    plan = plan or backend.fft2_plan(psi.shape, xp.complex64, xp=xp)
+    buffer = plan.array
+    if psi is not buffer:  # a scan makes its probes in the buffer already
+        buffer[...] = psi
+    scaled = {}  # the inverse FFT's 1/N folded into each distinct propagator: one pass fewer per slice
+    for t, p in zip(transmissions, propagators):
+        if id(p) not in scaled:
+            scaled[id(p)] = p * xp.complex64(plan.scale)
+        buffer *= t
+        plan.forward()
+        buffer *= scaled[id(p)]
+        plan.backward()
+        yield buffer
+
+
+def exit_wave(atoms, energy, sampling, slice_thickness, parametrization="kirkland"):
+    """Exit wave of a specimen under unit-intensity plane-wave illumination.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Specimen in an orthorhombic cell; the beam travels along +z.
+    energy : float
+        [eV].
+    sampling : float
+        Largest grid spacing allowed [Å] (see :func:`mbook.electron.potentials.potential_grid`).
+    slice_thickness : float
+        [Å].
+    parametrization : {"kirkland", "lobato"}
+        Atomic potential parametrisation.
+
+    Returns
+    -------
+    (nx, ny) numpy.ndarray, complex64
+    """
+    from mbook.electron import potentials
+
+    physics.check_energy(energy)
+    potential, grid = potentials.projected_potential(
+        atoms, sampling, slice_thickness, parametrization=parametrization, return_grid=True
+    )
+    xp = backend.get_array_module(potential)
+    psi = propagate_slices(xp.ones(grid.gpts, xp.complex64), potential, grid=grid, energy=energy,
+                           slice_thickness=potentials.slice_thicknesses(atoms, slice_thickness))
+    return backend.asnumpy(psi)
+
+
+def weak_phase_exit_wave(potential, *, energy):
+    """First-order (weak-phase-object) exit wave ``1 + i σ Σ v`` [dimensionless]."""
+    xp = backend.get_array_module(potential)
+    return 1 + 1j * physics.interaction_parameter(energy) * xp.asarray(potential).sum(axis=0)
+
+
+def thickness_series(waves, potential, *, grid, energy, slice_thickness, every=1, antialias=True):
+    """Exit waves after every ``every`` slices: ``(n_out, ..., nx, ny)`` NumPy array."""
+    steps = iterate_slices(*prepare(waves, potential, grid, energy, slice_thickness, antialias, lazy=True))
+    # np.array copies: each yielded wave lives in a buffer that the next slice overwrites.
+    return np.stack([np.array(backend.asnumpy(psi)) for index, psi in enumerate(steps, start=1)
+                     if index % every == 0])

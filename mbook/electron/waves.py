@@ -1,0 +1,446 @@
+"""Electron waves and the objective lens: aberrations, CTF, envelopes, probes.
+
+Aberrations use Krivanek's notation (lengths in Å, angles in rad):
+
+``χ(α, φ) = (2π/λ) Σ C_nm α^(n+1)/(n+1) cos(m (φ - φ_nm))``, with the
+scattering angle ``α = λ|k|`` and azimuth ``φ = atan2(k_y, k_x)``
+(Krivanek et al. 1999; Kirkland 2010, eq. 10.9 for the round terms).
+``defocus = -C10`` (positive defocus is underfocus, Kirkland's convention)
+and ``Cs = C30``. Reciprocal arrays are in FFT order (:mod:`mbook.core.grids`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import grids
+>>> from mbook.electron import waves
+>>> grid = grids.make_grid(gpts=(64, 64), sampling=0.1)
+>>> psi = waves.probe(grid, energy=200e3, semiangle_cutoff=20.0, defocus=50.0)
+>>> round(float(np.sum(abs(psi) ** 2)), 6)
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from mbook.core import backend, grids
+from mbook.electron import physics
+
+#: Aberration coefficients accepted, with the azimuth that goes with each non-round one.
+ABERRATIONS = {
+    "C10": None, "C12": "phi12",
+    "C21": "phi21", "C23": "phi23",
+    "C30": None, "C32": "phi32", "C34": "phi34",
+    "C41": "phi41", "C43": "phi43", "C45": "phi45",
+    "C50": None,
+}
+_ANGLES = {angle for angle in ABERRATIONS.values() if angle}
+
+
+def check_aberrations(aberrations=None, *, defocus=0.0, Cs=0.0) -> dict:
+    """Merge ``defocus``/``Cs`` into a validated dict of Krivanek coefficients.
+
+    Parameters
+    ----------
+    aberrations : dict, optional
+        ``{"C12": 20.0, "phi12": 0.3, ...}`` [Å and rad].
+    defocus : float
+        Defocus [Å], positive is underfocus; same as ``C10 = -defocus``.
+    Cs : float
+        Spherical aberration [Å]; same as ``C30``.
+
+    Returns
+    -------
+    dict
+        Coefficients by name, zeros left out.
+
+    Raises
+    ------
+    ValueError
+        Unknown names, non-finite values, or ``defocus``/``Cs`` given together
+        with ``C10``/``C30``.
+    """
+    merged = dict(aberrations or {})
+    for name, value in merged.items():
+        if name not in ABERRATIONS and name not in _ANGLES:
+            raise ValueError(f"unknown aberration {name!r}; valid names are {sorted(ABERRATIONS) + sorted(_ANGLES)}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"aberration {name} must be a finite number [Å or rad], got {value!r}")
+    for alias, name, value in (("defocus", "C10", -defocus), ("Cs", "C30", Cs)):
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{alias} must be a finite number [Å], got {value!r}")
+        if value != 0:
+            if name in merged:
+                raise ValueError(f"give either {alias} or {name} in aberrations, not both")
+            merged[name] = float(value)
+    return {k: float(v) for k, v in merged.items() if v != 0}
+
+
+def _polar(kx, ky, wavelength, xp):
+    alpha = wavelength * xp.sqrt(kx**2 + ky**2)
+    phi = xp.arctan2(ky, kx)
+    return alpha, phi
+
+
+def _chi(alpha, phi, wavelength, coefficients, xp):
+    chi = xp.zeros_like(alpha * phi)  # broadcast shape
+    for name, value in coefficients.items():
+        if name in _ANGLES:
+            continue
+        n, m = int(name[1]), int(name[2])
+        term = value * alpha ** (n + 1) / (n + 1)
+        if m:
+            term = term * xp.cos(m * (phi - coefficients.get(ABERRATIONS[name], 0.0)))
+        chi = chi + term
+    return 2 * math.pi / wavelength * chi
+
+
+def aberration_phase(kx, ky, *, energy, defocus=0.0, Cs=0.0, aberrations=None):
+    """Phase error χ(k) of the objective lens [rad].
+
+    Parameters
+    ----------
+    kx, ky : array_like
+        Spatial frequencies [1/Å], broadcastable (e.g. ``kx[:, None], ky[None, :]``).
+    energy : float
+        Electron energy [eV].
+    defocus : float
+        Defocus [Å], positive is underfocus.
+    Cs : float
+        Spherical aberration C30 [Å] (1 mm = 1e7 Å).
+    aberrations : dict, optional
+        Further Krivanek coefficients [Å] and azimuths [rad], see :data:`ABERRATIONS`.
+
+    Returns
+    -------
+    ndarray
+        χ, broadcast shape of ``kx`` and ``ky`` [rad].
+    """
+    xp = backend.get_array_module(kx, ky)
+    wavelength = physics.wavelength(energy)
+    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
+    alpha, phi = _polar(xp.asarray(kx), xp.asarray(ky), wavelength, xp)
+    return _chi(alpha, phi, wavelength, coefficients, xp)
+
+
+def aperture(kx, ky, *, energy, semiangle_cutoff):
+    """Hard objective or condenser aperture: 1 inside ``semiangle_cutoff``, 0 outside.
+
+    Parameters
+    ----------
+    kx, ky : array_like
+        Spatial frequencies [1/Å], broadcastable.
+    energy : float
+        [eV].
+    semiangle_cutoff : float
+        Aperture semi-angle [mrad].
+
+    Returns
+    -------
+    ndarray, float64
+    """
+    semiangle = grids.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
+    xp = backend.get_array_module(kx, ky)
+    alpha = physics.wavelength(energy) * xp.sqrt(xp.asarray(kx) ** 2 + xp.asarray(ky) ** 2)
+    return (alpha <= semiangle * 1e-3).astype(xp.float64)
+
+
+def temporal_envelope(kx, ky, *, energy, focal_spread):
+    """Partial temporal coherence: ``E_t = exp(-(π λ Δ)^2 |k|^4 / 2)``.
+
+    ``focal_spread`` Δ is the rms spread of defocus from the energy spread
+    and lens current instabilities [Å] (Kirkland 2010, eq. 3.41).
+    """
+    xp = backend.get_array_module(kx, ky)
+    wavelength = physics.wavelength(energy)
+    k2 = xp.asarray(kx) ** 2 + xp.asarray(ky) ** 2
+    return xp.exp(-0.5 * (math.pi * wavelength * focal_spread) ** 2 * k2**2)
+
+
+def _chi_gradient_squared(alpha, phi, wavelength, coefficients, xp):
+    """|∇_k χ|^2 from the analytic derivatives of each Krivanek term."""
+    d_alpha = xp.zeros_like(alpha * phi)
+    d_phi = xp.zeros_like(alpha * phi)  # (1/α) ∂χ/∂φ
+    for name, value in coefficients.items():
+        if name in _ANGLES:
+            continue
+        n, m = int(name[1]), int(name[2])
+        angle = m * (phi - coefficients.get(ABERRATIONS[name], 0.0)) if m else 0.0 * phi
+        d_alpha = d_alpha + value * alpha**n * xp.cos(angle)
+        d_phi = d_phi - value * alpha**n * m / (n + 1) * xp.sin(angle)
+    return (2 * math.pi) ** 2 * (d_alpha**2 + d_phi**2)  # dα/dk = λ cancels the 1/λ of χ
+
+
+def spatial_envelope(kx, ky, *, energy, angular_spread, defocus=0.0, Cs=0.0, aberrations=None):
+    """Partial spatial coherence from a finite illumination angle.
+
+    ``E_s = exp(-(α_s / (2λ))^2 |∇_k χ|^2)`` with ``α_s`` the angular spread
+    of the illumination [mrad]; for round aberrations this is Kirkland (2010),
+    eq. 3.44, ``exp(-(π α_s/λ)^2 (Cs λ^3 k^3 - Δf λ k)^2)``.
+    """
+    xp = backend.get_array_module(kx, ky)
+    wavelength = physics.wavelength(energy)
+    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
+    alpha, phi = _polar(xp.asarray(kx, dtype=float), xp.asarray(ky, dtype=float), wavelength, xp)
+    gradient2 = _chi_gradient_squared(alpha, phi, wavelength, coefficients, xp)
+    spread = angular_spread * 1e-3
+    return xp.exp(-((spread / (2 * wavelength)) ** 2) * gradient2)
+
+
+def _frequencies(grid, xp):
+    kx, ky = grids.spatial_frequencies(grid, xp=xp)
+    return kx[:, None], ky[None, :]
+
+
+def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations=None,
+                               amplitude_contrast=0.0, focal_spread=0.0, angular_spread=0.0,
+                               semiangle_cutoff=None, xp=None):
+    """Linear (weak-object) contrast transfer function on a grid, in FFT order.
+
+    For an object ``exp(i σ v - a)`` with small σv and absorption ``a`` in the
+    fixed ratio ``a = A σ v / sqrt(1 - A^2)``, the image intensity is
+    ``1 + 2 σ v ⊛ F^-1[CTF]`` with
+
+    ``CTF(k) = E_t E_s [sqrt(1 - A^2) sin χ(k) - A cos χ(k)]``
+
+    (A = ``amplitude_contrast``; Kirkland 2010, eq. 3.37; for cryo-EM the
+    usual 0.07-0.1). With positive (under-)focus, sin χ < 0 at low k.
+
+    Parameters
+    ----------
+    grid : Grid
+        2D grid [Å].
+    energy : float
+        [eV].
+    defocus, Cs, aberrations
+        See :func:`aberration_phase` [Å].
+    amplitude_contrast : float
+        Fraction A in [0, 1).
+    focal_spread : float
+        rms focal spread [Å] (0: none).
+    angular_spread : float
+        Illumination angular spread [mrad] (0: none).
+    semiangle_cutoff : float, optional
+        Objective aperture [mrad].
+
+    Returns
+    -------
+    (nx, ny) ndarray, float64
+    """
+    if not 0 <= amplitude_contrast < 1:
+        raise ValueError(f"amplitude_contrast must be in [0, 1), got {amplitude_contrast!r}")
+    grids.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
+    grids.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
+    xp = xp or backend.xp
+    kx, ky = _frequencies(grid, xp)
+    chi = aberration_phase(kx, ky, energy=energy, defocus=defocus, Cs=Cs, aberrations=aberrations)
+    ctf = math.sqrt(1 - amplitude_contrast**2) * xp.sin(chi) - amplitude_contrast * xp.cos(chi)
+    if focal_spread:
+        ctf = ctf * temporal_envelope(kx, ky, energy=energy, focal_spread=focal_spread)
+    if angular_spread:
+        ctf = ctf * spatial_envelope(kx, ky, energy=energy, angular_spread=angular_spread, defocus=defocus,
+                                     Cs=Cs, aberrations=aberrations)
+    if semiangle_cutoff is not None:
+        ctf = ctf * aperture(kx, ky, energy=energy, semiangle_cutoff=semiangle_cutoff)
+    return ctf
+
+
+def lens_transfer(grid, *, energy, semiangle_cutoff=None, defocus=0.0, Cs=0.0, aberrations=None,
+                  focal_spread=0.0, angular_spread=0.0, xp=None):
+    """Coherent wave transfer function of a lens, ``A(k) E(k) exp(-i χ(k))``, in FFT order.
+
+    Multiply the Fourier transform of an exit wave by it to form the image
+    wave. The envelopes are the quasi-coherent approximation (Kirkland 2010,
+    sec. 3.3.2); omit them for a fully coherent lens.
+
+    Returns
+    -------
+    (nx, ny) ndarray, complex128
+    """
+    xp = xp or backend.xp
+    kx, ky = _frequencies(grid, xp)
+    transfer = xp.exp(-1j * aberration_phase(kx, ky, energy=energy, defocus=defocus, Cs=Cs,
+                                             aberrations=aberrations))
+    if semiangle_cutoff is not None:
+        transfer = transfer * aperture(kx, ky, energy=energy, semiangle_cutoff=semiangle_cutoff)
+    if focal_spread:
+        transfer = transfer * temporal_envelope(kx, ky, energy=energy, focal_spread=focal_spread)
+    if angular_spread:
+        transfer = transfer * spatial_envelope(kx, ky, energy=energy, angular_spread=angular_spread,
+                                               defocus=defocus, Cs=Cs, aberrations=aberrations)
+    return transfer
+
+
+def plane_wave(gpts, *, xp=None):
+    """A unit-amplitude plane wave at normal incidence, ``(nx, ny)`` complex64."""
+    xp = xp or backend.xp
+    return xp.ones(grids.check_gpts(gpts, 2), dtype=xp.complex64)
+
+
+def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=None, positions=None,
+          xp=None):
+    """Convergent-beam (STEM) probe(s), normalised to ``sum |ψ|^2 = 1``.
+
+    ``ψ(r) = F^-1[A(k) exp(-i χ(k)) exp(-2πi k·r0)]``: the probe-forming
+    aperture with aberrations, centred at ``r0``.
+
+    Parameters
+    ----------
+    grid : Grid
+        2D grid [Å]; its Nyquist angle must exceed the aperture.
+    energy : float
+        [eV].
+    semiangle_cutoff : float
+        Probe-forming aperture semi-angle [mrad].
+    defocus, Cs, aberrations
+        See :func:`aberration_phase` [Å].
+    positions : (n, 2) array_like, optional
+        Probe centres [Å]; default one probe at the grid's centre (index n//2).
+
+    Returns
+    -------
+    (nx, ny) or (n, nx, ny) ndarray, complex64
+
+    Raises
+    ------
+    ValueError
+        When the grid cannot hold the aperture (``semiangle_cutoff`` above the
+        largest angle the sampling reaches, ``λ / (2 max(sampling))``).
+    """
+    xp = xp or backend.xp
+    spectrum = probe_spectrum(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
+                              aberrations=aberrations, xp=xp)
+    single = positions is None
+    positions = [[e / 2 for e in grid.extent]] if single else positions
+    psi = place_probes(spectrum, grid, positions)
+    return psi[0] if single else psi
+
+
+def probe_spectrum(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=None, xp=None):
+    """A probe at the origin in Fourier space, ``A(k) exp(-i χ(k)) / sqrt(N Σ A²)`` (FFT order, complex64).
+
+    Scaled so that ``ifft2`` of it has ``sum |ψ|^2 = 1``; make it once per
+    scan and place copies with :func:`place_probes`. Parameters as for
+    :func:`probe`.
+    """
+    xp = xp or backend.xp
+    wavelength = physics.wavelength(energy)
+    max_angle = 1e3 * wavelength / (2 * max(grid.sampling))
+    if semiangle_cutoff > max_angle:
+        raise ValueError(
+            f"semiangle_cutoff={semiangle_cutoff} mrad exceeds the largest angle the sampling reaches, "
+            f"{max_angle:.1f} mrad at {energy:g} eV; use sampling <= {1e3 * wavelength / (2 * semiangle_cutoff):.4f} Å"
+        )
+    transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
+                             aberrations=aberrations, xp=xp)
+    # Parseval: sum |ifft2(T)|^2 = sum |T|^2 / N, the same for every shift of the probe.
+    n = grid.gpts[0] * grid.gpts[1]
+    return (transfer / math.sqrt(float(xp.sum(xp.abs(transfer) ** 2)) / n)).astype(xp.complex64)
+
+
+def place_probes(spectrum, grid, positions, *, plan=None):
+    """Probes centred at ``positions``: ``ψ_j = F^-1[S(k) exp(-2πi k·r_j)]``.
+
+    Parameters
+    ----------
+    spectrum : (nx, ny) ndarray, complex
+        :func:`probe_spectrum` (or any wave at the origin, in Fourier space).
+    grid : Grid
+        Its grid [Å].
+    positions : (n, 2) array_like
+        Centres [Å], x then y.
+    plan : mbook.core.backend.FFT2Plan, optional
+        In-place plan of shape ``(n, nx, ny)``: the probes are made in its
+        buffer (saving a copy in a scan's inner loop).
+
+    Returns
+    -------
+    (n, nx, ny) ndarray, complex64
+        A new array, or the plan's buffer.
+    """
+    xp = backend.get_array_module(spectrum)
+    positions = np.asarray(positions, dtype=float)
+    if positions.ndim != 2 or positions.shape[1] != 2 or not np.isfinite(positions).all():
+        raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
+    shape = (len(positions),) + tuple(grid.gpts)
+    if plan is not None and plan.shape != shape:
+        raise ValueError(f"plan of shape {plan.shape} cannot hold {len(positions)} probes on gpts {grid.gpts}")
+    kx, ky = _frequencies(grid, xp)
+    # The shift exp(-2πi k·r0) is separable: two small exponentials per probe, not nx·ny.
+    x0 = xp.asarray(positions[:, 0])[:, None, None]
+    y0 = xp.asarray(positions[:, 1])[:, None, None]
+    shift_x = xp.exp(-2j * math.pi * kx[None] * x0).astype(xp.complex64)
+    shift_y = xp.exp(-2j * math.pi * ky[None] * y0).astype(xp.complex64)
+    if plan is None:
+        return backend.ifft2(spectrum.astype(xp.complex64) * shift_x * shift_y)
+    xp.multiply(shift_x, shift_y * xp.complex64(plan.scale), out=plan.array)  # backward() leaves out 1/N
+    plan.array *= spectrum
+    return plan.backward()
+
+
+def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations=None, semiangle_cutoff=None,
+                    focal_spread=0.0, angular_spread=0.0):
+    """Bright-field (HRTEM) image of an exit wave: ``|F^-1[F[ψ] · H]|^2``.
+
+    ``H`` is :func:`lens_transfer`; partial coherence enters through its
+    envelopes (the quasi-coherent approximation, accurate for weak
+    scattering; Kirkland 2010, sec. 3.3.2).
+
+    Parameters
+    ----------
+    exit_wave : (..., nx, ny) array_like, complex
+        Exit wave(s) on ``grid`` (NumPy or CuPy; the result stays on that device).
+    grid : Grid
+        [Å].
+    energy, defocus, Cs, aberrations, semiangle_cutoff, focal_spread, angular_spread
+        See :func:`lens_transfer` [eV, Å, mrad].
+
+    Returns
+    -------
+    (..., nx, ny) ndarray, float32
+        Intensity, 1 for vacuum under unit plane-wave illumination.
+    """
+    xp = backend.get_array_module(exit_wave)
+    exit_wave = xp.asarray(exit_wave)
+    if exit_wave.shape[-2:] != tuple(grid.gpts):
+        raise ValueError(f"exit_wave shape {exit_wave.shape[-2:]} does not match grid gpts {grid.gpts}")
+    transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
+                             aberrations=aberrations, focal_spread=focal_spread, angular_spread=angular_spread,
+                             xp=xp).astype(xp.complex64)
+    return (xp.abs(backend.ifft2(backend.fft2(exit_wave.astype(xp.complex64)) * transfer)) ** 2).astype(xp.float32)
+
+
+def ctf_zeros(*, energy, defocus=0.0, Cs=0.0, k_max, num_samples=20000):
+    """Spatial frequencies where the round-lens CTF ``sin χ(k)`` vanishes, up to ``k_max``.
+
+    Sign changes of ``sin χ`` on a fine grid of ``|k|``, refined by Brent's
+    method (only round aberrations: defocus and Cs).
+
+    Parameters
+    ----------
+    energy : float
+        [eV].
+    defocus, Cs : float
+        [Å].
+    k_max : float
+        Largest frequency searched [1/Å].
+
+    Returns
+    -------
+    ndarray
+        Zeros ``k_n`` [1/Å], increasing, excluding ``k = 0``.
+    """
+    from scipy.optimize import brentq
+
+    k_max = grids.check_positive(k_max, "k_max", 1)[0]
+
+    def sin_chi(k):
+        return float(np.sin(aberration_phase(np.array(k), np.array(0.0), energy=energy, defocus=defocus, Cs=Cs)))
+
+    k = np.linspace(k_max / num_samples, k_max, num_samples)
+    values = np.sin(aberration_phase(k, 0 * k, energy=energy, defocus=defocus, Cs=Cs))
+    brackets = np.nonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)[0]
+    return np.array([brentq(sin_chi, k[i], k[i + 1], xtol=1e-12) for i in brackets])

@@ -1,0 +1,11 @@
+"""Inverse problems: first-order solvers, phase retrieval, TV on the circle, registration.
+
+- :mod:`~mbook.inverse.optimize`: finite differences, proximal maps, PDHG, forward-backward, TV;
+- :mod:`~mbook.inverse.cdi`: phase retrieval for coherent diffraction imaging (ER, HIO, RAAR);
+- :mod:`~mbook.inverse.circle`: total variation on S¹ by PDHG between Rⁿ and S¹;
+- :mod:`~mbook.inverse.lifting`: total variation on S¹ by functional lifting;
+- :mod:`~mbook.inverse.registration`: warps and the variational model with unknown distortions;
+- :mod:`~mbook.inverse.synthetic`: test objects and data sets for the solvers.
+
+The solvers here know no physics: operators come in as functions.
+"""

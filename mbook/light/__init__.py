@@ -1,0 +1,9 @@
+"""Light microscopy: imaging, scattering by thick samples, Fourier ptychography.
+
+- :mod:`~mbook.light.microscope`: Gaussian beams, pupils with Zernike aberrations, partial coherence;
+- :mod:`~mbook.light.scattering`: the beam propagation method, Born and Rytov;
+- :mod:`~mbook.light.cbs`: the convergent Born series;
+- :mod:`~mbook.light.mie`: Mie's exact solution for a sphere;
+- :mod:`~mbook.light.phantoms`: test samples;
+- :mod:`~mbook.light.fourier_ptychography`: LED arrays, vignetting, reconstruction.
+"""
