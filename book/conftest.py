@@ -8,6 +8,13 @@ cell that raises, an assertion included, fails its test) in a fresh kernel of
 the current environment, started in the notebook's own folder as the book
 build does.
 
+Notebook kernels compute on the strict GPU stand-in (``MBOOK_DEVICE=strict``,
+:mod:`mbook.core.strict`) unless ``MBOOK_DEVICE`` is set: a page that would
+break on a GPU (a device array handed to matplotlib or ``np.testing``, a host
+array mixed into device arithmetic) fails here, on any machine. The stand-in
+computes with NumPy, so the outputs are the CPU's; set ``MBOOK_DEVICE=cpu``
+(or ``gpu``) to run the pages on that device instead.
+
 A notebook whose every cell passed is stored, with its outputs, in the
 execution cache of Jupyter Book (``_build/.jupyter_cache``): the cache is keyed
 on the code cells, so a ``jupyter-book build`` after the tests shows these
@@ -30,6 +37,7 @@ from nbval.plugin import IPyNbFile
 BOOK = Path(__file__).resolve().parent
 EXECUTION_CACHE = BOOK.parent / "_build" / ".jupyter_cache"  # Jupyter Book's default location
 STAGING = BOOK.parent / "_build" / ".executed"  # executed notebooks waiting to be cached
+PAGE_DEVICE = "strict"  # pages run on the GPU stand-in unless MBOOK_DEVICE says otherwise
 
 
 def is_myst_notebook(path: Path) -> bool:
@@ -75,6 +83,16 @@ class MystNotebook(IPyNbFile):
         finally:
             self._collecting = False
         return self.cells
+
+    def setup(self):
+        # The kernel inherits this process's environment when it starts.
+        previous = os.environ.get("MBOOK_DEVICE")
+        os.environ["MBOOK_DEVICE"] = previous or PAGE_DEVICE
+        try:
+            super().setup()
+        finally:
+            if previous is None:
+                os.environ.pop("MBOOK_DEVICE")
 
     def teardown(self):
         super().teardown()

@@ -1,4 +1,11 @@
-"""Shared fixtures: every device-dependent test runs on the CPU and, when one is usable, on a GPU."""
+"""Shared fixtures: every device-dependent test runs on the CPU, on the strict GPU stand-in, and on a GPU.
+
+``device`` runs a test three times: ``cpu`` (NumPy), ``strict`` (the CPU stand-in of
+:mod:`mbook.core.strict`, which refuses what CuPy refuses, so that the GPU code path is
+checked on every machine) and ``gpu`` (skipped, with the reason, when CuPy finds no GPU).
+A test takes ``device`` when what it checks could differ between devices; it compares
+results through :func:`mbook.core.backend.asnumpy`, the one way to the host.
+"""
 
 import numpy as np
 import pytest
@@ -7,6 +14,7 @@ from mbook.core import backend
 
 DEVICES = [
     "cpu",
+    "strict",
     pytest.param(
         "gpu",
         marks=pytest.mark.skipif(not backend.gpu_available(), reason=f"no GPU: {backend.gpu_status()}"),

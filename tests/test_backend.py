@@ -15,7 +15,7 @@ def restore_device():
 
 @pytest.mark.parametrize("name", ["tpu", "", "GPU0", None, 1])
 def test_unknown_device_is_refused(name):
-    with pytest.raises(ValueError, match=r"device must be one of \('auto', 'cpu', 'gpu'\)"):
+    with pytest.raises(ValueError, match=r"device must be one of \('auto', 'cpu', 'gpu', 'strict'\)"):
         backend.set_device(name)
 
 

@@ -58,3 +58,42 @@ def test_scalebar_is_dark_on_a_bright_image():
     bar = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)][0]
     assert bar.size_bar.get_children()[0].get_facecolor()[:3] == (0.0, 0.0, 0.0)
     plt.close("all")
+
+
+def test_explorer_shows_a_live_slider_and_returns_the_player(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: shown.append((args, kwargs)))
+    drawn = []
+
+    def draw(fig, value):
+        fig.clear()
+        fig.subplots().plot([0, 1], [0, value])
+        drawn.append(value)
+
+    html = plotting.explorer(draw, [0.5, 1.0, 2.0], live_values=[0.1, 0.2], description="z [µm]").data
+    assert html.count("data:image/png;base64") == 3  # one frame per player value
+    assert drawn[0] == 0.1  # the live figure was drawn at the first live value
+    bundles = [args[0] for args, kwargs in shown if kwargs.get("raw")]
+    assert len(bundles) == 1 and bundles[0]["text/html"] == ""  # nothing left in the static page
+    assert "application/vnd.jupyter.widget-view+json" in bundles[0]
+    plt.close("all")
+
+
+def test_explorer_refuses_no_values_and_a_non_callable():
+    with pytest.raises(ValueError, match="values must hold at least one"):
+        plotting.explorer(lambda fig, v: None, [])
+    with pytest.raises(TypeError, match="draw must be callable"):
+        plotting.explorer("draw", [1.0])
+
+
+def test_images_of_device_arrays_are_drawn(device):
+    from mbook.core import backend
+
+    image = backend.asarray(np.arange(16.0).reshape(4, 4))
+    ax = plotting.show_image(image, sampling=1.0)
+    assert ax.get_images()[0].get_array().max() == 15.0
+    ax = plotting.show_complex(image * 1j, sampling=1.0)
+    assert len(ax.get_images()) == 1
+    plt.close("all")

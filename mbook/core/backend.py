@@ -1,21 +1,23 @@
-"""One switch between NumPy on the CPU and CuPy on a GPU.
+"""The device rule: one switch between NumPy, CuPy, and a strict CPU stand-in for the GPU.
 
-The device is chosen once, from the environment variable ``MBOOK_DEVICE``
-(``auto``, ``cpu`` or ``gpu``; default ``auto``) or from code with
-:func:`set_device`. Every other module of :mod:`mbook` gets its array module
-from here, so a notebook runs unchanged on a laptop and on a GPU workstation:
+The device is chosen once, from the environment variable ``MBOOK_DEVICE`` or
+from code with :func:`set_device`:
 
-- ``auto``: CuPy when it imports and sees a working GPU, NumPy otherwise
-  (the only mode that falls back silently);
+- ``auto`` (default): CuPy when it imports and sees a working GPU, NumPy
+  otherwise (the only mode that falls back silently);
 - ``cpu``: NumPy and :mod:`scipy.fft`, always;
-- ``gpu``: CuPy and :mod:`cupyx.scipy.fft`, or a :class:`RuntimeError` that says
-  how to install CuPy.
+- ``gpu``: CuPy and :mod:`cupyx.scipy`, or a :class:`RuntimeError` that says
+  how to install CuPy;
+- ``strict``: the stand-in of :mod:`mbook.core.strict`: NumPy underneath,
+  but refusing what CuPy refuses and counting host/device copies, so that
+  tests on a machine without a GPU take and check the GPU code path.
 
-Kernels infer the module from their input with :func:`get_array_module`;
-code that creates arrays uses ``backend.xp`` (the current module, looked up
-at each access so it follows :func:`set_device`); FFTs come from
-``backend.fft`` or :func:`fft2`; results meant for plotting or saving go
-through :func:`asnumpy`.
+The rule (see :mod:`mbook`): public functions move their array inputs to the
+selected device once, with :func:`asarray`; private kernels take the array
+module of their inputs with :func:`get_array_module` (and FFTs with
+:func:`fft_module`, SciPy's submodules with :func:`scipy_module`); arrays come
+back on the selected device; :func:`asnumpy` is the one way to the host.
+Nothing else in :mod:`mbook` imports CuPy.
 
 Examples
 --------
@@ -27,6 +29,12 @@ Examples
 >>> x = backend.asarray([1.0, 2.0])
 >>> backend.asnumpy(backend.fft2(x[None, :])).real.tolist()
 [[3.0, -1.0]]
+>>> backend.set_device("strict")
+'strict'
+>>> backend.asnumpy(backend.fft2(backend.asarray([[1.0, 2.0]]))).real.tolist()
+[[3.0, -1.0]]
+>>> backend.set_device("cpu")
+'cpu'
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ import types
 import numpy as np
 import scipy.fft
 
-DEVICES = ("auto", "cpu", "gpu")
+from mbook.core import strict
+
+DEVICES = ("auto", "cpu", "gpu", "strict")
 ENV_VARIABLE = "MBOOK_DEVICE"
 CUPY_INSTALL_HINT = (
     "install CuPy for your CUDA version, e.g. `pip install cupy-cuda12x`, "
@@ -49,7 +59,7 @@ CUPY_INSTALL_HINT = (
 )
 
 _requested: str | None = None  # what the user asked for; None until first use
-_resolved: str | None = None  # "cpu" or "gpu"
+_resolved: str | None = None  # "cpu", "gpu" or "strict"
 
 
 def _check_device_name(device) -> str:
@@ -92,13 +102,14 @@ def set_device(device: str = "auto") -> str:
 
     Parameters
     ----------
-    device : {"auto", "cpu", "gpu"}
-        ``auto`` uses a GPU when CuPy can, else NumPy; ``gpu`` insists on one.
+    device : {"auto", "cpu", "gpu", "strict"}
+        ``auto`` uses a GPU when CuPy can, else NumPy; ``gpu`` insists on one;
+        ``strict`` is the CPU stand-in for the GPU (:mod:`mbook.core.strict`).
 
     Returns
     -------
     str
-        The device in use afterwards, ``"cpu"`` or ``"gpu"``.
+        The device in use afterwards, ``"cpu"``, ``"gpu"`` or ``"strict"``.
 
     Raises
     ------
@@ -121,15 +132,23 @@ def set_device(device: str = "auto") -> str:
 
 
 def get_device() -> str:
-    """The device in use, ``"cpu"`` or ``"gpu"`` (read from ``MBOOK_DEVICE`` on first call)."""
+    """The device in use, ``"cpu"``, ``"gpu"`` or ``"strict"`` (read from ``MBOOK_DEVICE`` on first call)."""
     if _resolved is None:
         set_device(os.environ.get(ENV_VARIABLE, "auto"))
     return _resolved
 
 
+def gpu_code_path() -> bool:
+    """True when mbook takes its GPU code path: on a GPU, or on the strict stand-in that checks it."""
+    return get_device() != "cpu"
+
+
 def describe() -> str:
     """A line for a notebook's first output: which device, and which libraries."""
     device = get_device()
+    if device == "strict":
+        return (f"mbook on the strict GPU stand-in: NumPy {np.__version__} on the CPU, refusing what CuPy "
+                f"refuses (MBOOK_DEVICE=strict)")
     if device == "gpu":
         import cupy
 
@@ -147,44 +166,99 @@ def describe() -> str:
 
 
 def array_module() -> types.ModuleType:
-    """The array module of the current device: :mod:`numpy` or :mod:`cupy`.
+    """The array module of the selected device: :mod:`numpy`, :mod:`cupy` or the stand-in's.
 
     ``backend.xp`` is the same thing as an attribute.
     """
-    if get_device() == "gpu":
+    device = get_device()
+    if device == "gpu":
         import cupy
 
         return cupy
-    return np
+    return strict.xp if device == "strict" else np
+
+
+def _is_cupy(array) -> bool:
+    return type(array).__module__.startswith("cupy")
+
+
+def is_device_array(array) -> bool:
+    """True for an array that lives off the host: a CuPy array or one of the strict stand-in."""
+    return _is_cupy(array) or strict.is_strict(array)
 
 
 def get_array_module(*arrays) -> types.ModuleType:
-    """The array module that owns ``arrays`` (CuPy if any is a CuPy array)."""
+    """The array module that owns ``arrays``: CuPy or the stand-in's if any lives there, else NumPy.
+
+    For kernels, which follow their inputs; public functions first move their
+    inputs to the selected device with :func:`asarray`.
+    """
     for array in arrays:
-        if type(array).__module__.startswith("cupy"):
+        if _is_cupy(array):
             import cupy
 
             return cupy
+        if strict.is_strict(array):
+            return strict.xp
     return np
 
 
-def fft_module(*arrays) -> types.ModuleType:
-    """:mod:`scipy.fft` for NumPy arrays, :mod:`cupyx.scipy.fft` for CuPy arrays."""
-    if get_array_module(*arrays) is np:
-        return scipy.fft
-    import cupyx.scipy.fft
+def scipy_module(name: str, *arrays) -> types.ModuleType:
+    """SciPy's submodule ``name`` (``"fft"``, ``"ndimage"``, ``"special"``, ...) for the device of ``arrays``.
 
-    return cupyx.scipy.fft
+    :mod:`scipy` for NumPy arrays, :mod:`cupyx.scipy` for CuPy arrays, and
+    SciPy behind the stand-in's refusals for strict arrays.
+    """
+    import importlib
+
+    xp = get_array_module(*arrays)
+    if xp is np:
+        return importlib.import_module(f"scipy.{name}")
+    if xp is strict.xp:
+        return getattr(_strict_scipy, name)
+    return importlib.import_module(f"cupyx.scipy.{name}")
+
+
+class _StrictScipy:
+    def __getattr__(self, name):
+        import importlib
+
+        if name.startswith("_"):
+            raise AttributeError(name)
+        module = strict.Namespace(importlib.import_module(f"scipy.{name}"), f"mbook.strict.scipy.{name}")
+        setattr(self, name, module)
+        return module
+
+
+_strict_scipy = _StrictScipy()
+
+
+def fft_module(*arrays) -> types.ModuleType:
+    """:mod:`scipy.fft` for NumPy arrays, :mod:`cupyx.scipy.fft` for CuPy arrays (and the stand-in's)."""
+    return scipy_module("fft", *arrays)
 
 
 def asarray(array, dtype=None):
-    """Put ``array`` on the current device (a no-op when it is already there)."""
-    return array_module().asarray(array, dtype=dtype)
+    """Put ``array`` on the selected device, once: a no-op when it is already there.
+
+    Public functions call this on their array inputs: with the GPU selected,
+    NumPy inputs move to the GPU; with the CPU selected, CuPy inputs come back.
+    """
+    device = get_device()
+    if device == "cpu":
+        return np.asarray(asnumpy(array) if is_device_array(array) else array, dtype=dtype)
+    if device == "strict":
+        return strict.asarray(array, dtype=dtype)
+    import cupy
+
+    return cupy.asarray(array, dtype=dtype)
 
 
 def asnumpy(array) -> np.ndarray:
-    """Return ``array`` as a NumPy array, copying it off the GPU when needed."""
-    if type(array).__module__.startswith("cupy"):
+    """Return ``array`` as a NumPy array, copying it off the device when needed: the one way to the host."""
+    if _is_cupy(array):
+        return array.get()
+    if strict.is_strict(array):
         return array.get()
     return np.asarray(array)
 
@@ -292,9 +366,13 @@ def set_fft_library(library: str = "auto") -> str:
 
 
 def fft_library() -> str:
-    """The library :func:`fft2_plan` uses now: ``"pyfftw"``, ``"scipy"`` or, on a GPU, ``"cupy"``."""
-    if get_device() == "gpu":
-        return "cupy"
+    """The library :func:`fft2_plan` uses now: ``"pyfftw"`` or ``"scipy"``; ``"cupy"`` or ``"strict"`` off the CPU."""
+    if gpu_code_path():
+        return "cupy" if get_device() == "gpu" else "strict"
+    return _cpu_fft_library()
+
+
+def _cpu_fft_library() -> str:
     if _fft_library == "auto":
         return "pyfftw" if _pyfftw() is not None else "scipy"
     return _fft_library
@@ -326,7 +404,7 @@ class FFT2Plan:
     def __init__(self, shape, dtype, xp):
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.scale = 1.0 / (self.shape[-1] * self.shape[-2])
-        self.library = "cupy" if xp is not np else fft_library()
+        self.library = _cpu_fft_library() if xp is np else ("strict" if xp is strict.xp else "cupy")
         if self.library == "pyfftw":
             pyfftw = _pyfftw()
             self.array = pyfftw.empty_aligned(self.shape, self.dtype, n=64)
@@ -392,7 +470,7 @@ def fft2_plan(shape, dtype=np.complex64, *, xp=None, slot="waves") -> FFT2Plan:
     if math.prod(shape) * dtype.itemsize > CACHED_PLAN_BYTES:
         return FFT2Plan(tuple(int(n) for n in shape), dtype, xp)
     plans = _local.__dict__.setdefault("plans", {})
-    key = (tuple(int(n) for n in shape), dtype.str, xp.__name__, getattr(_local, "workers", -1), fft_library(),
+    key = (tuple(int(n) for n in shape), dtype.str, xp.__name__, getattr(_local, "workers", -1), _cpu_fft_library(),
            slot)
     if key not in plans:
         while len(plans) >= _PLANS_PER_THREAD:  # drop the oldest buffer

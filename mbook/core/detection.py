@@ -37,7 +37,7 @@ import numbers
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 
 def _finite_nonnegative(array, name):
@@ -93,8 +93,8 @@ def apply_dose(intensity, *, dose, pixel_area, seed):
     >>> round(float(c.mean()), 1)
     5.0
     """
-    dose = grids.check_positive_number(dose, "dose", allow_zero=True)
-    pixel_area = grids.check_positive_number(pixel_area, "pixel_area")
+    dose = checks.check_positive_number(dose, "dose", allow_zero=True)
+    pixel_area = checks.check_positive_number(pixel_area, "pixel_area")
     return poisson_counts(_finite_nonnegative(intensity, "intensity") * dose * pixel_area, seed=seed)
 
 
@@ -103,7 +103,7 @@ def read_noise(counts, *, sigma, seed):
     counts = np.asarray(backend.asnumpy(counts), dtype=np.float64)
     if not np.isfinite(counts).all():
         raise ValueError("counts contains NaN or infinite values")
-    sigma = grids.check_positive_number(sigma, "sigma", allow_zero=True)
+    sigma = checks.check_positive_number(sigma, "sigma", allow_zero=True)
     return counts + sigma * np.random.default_rng(seed).standard_normal(counts.shape)
 
 
@@ -144,9 +144,9 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
     >>> int(adu.max())                      # 1e5 ADU saturates a 12-bit ADC
     4095
     """
-    photons = grids.check_positive_number(photons, "photons", allow_zero=True)
-    gain = grids.check_positive_number(gain, "gain")
-    sigma = grids.check_positive_number(read_noise, "read_noise", allow_zero=True)
+    photons = checks.check_positive_number(photons, "photons", allow_zero=True)
+    gain = checks.check_positive_number(gain, "gain")
+    sigma = checks.check_positive_number(read_noise, "read_noise", allow_zero=True)
     if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not math.isfinite(offset):
         raise ValueError(f"offset must be a finite number [ADU], got {offset!r}")
     if bit_depth is not None and (isinstance(bit_depth, bool) or not isinstance(bit_depth, numbers.Integral)
@@ -181,8 +181,8 @@ def vignetting_falloff(shape, *, strength):
     -------
     ndarray, float64
     """
-    shape = grids.check_gpts(shape, 2)
-    strength = grids.check_positive_number(strength, "strength", allow_zero=True)
+    shape = checks.check_gpts(shape, 2)
+    strength = checks.check_positive_number(strength, "strength", allow_zero=True)
     x, y = (np.arange(n) - n // 2 for n in shape)
     corner = math.hypot(max(shape[0] // 2, 1), max(shape[1] // 2, 1))
     r2 = (x[:, None] ** 2 + y[None, :] ** 2) / corner**2
@@ -211,11 +211,11 @@ def mtf(gpts, *, pixel_fill=1.0, blur=0.0):
     -------
     (nx, ny) ndarray, float64, FFT order, 1 at k = 0
     """
-    gpts = grids.check_gpts(gpts, 2)
-    fill = grids.check_positive_number(pixel_fill, "pixel_fill")
+    gpts = checks.check_gpts(gpts, 2)
+    fill = checks.check_positive_number(pixel_fill, "pixel_fill")
     if fill > 1:
         raise ValueError(f"pixel_fill must be in (0, 1], got {pixel_fill!r}")
-    sigma = grids.check_positive_number(blur, "blur", allow_zero=True)
+    sigma = checks.check_positive_number(blur, "blur", allow_zero=True)
     kx, ky = (np.fft.fftfreq(n) for n in gpts)
     aperture = np.abs(np.sinc(fill * kx)[:, None] * np.sinc(fill * ky)[None, :])
     return aperture * np.exp(-2 * math.pi**2 * sigma**2 * (kx[:, None] ** 2 + ky[None, :] ** 2))

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend
+from mbook.core.checks import check_gpts, check_positive
 
 
 class Grid(NamedTuple):
@@ -67,61 +68,6 @@ class Grid(NamedTuple):
     def reciprocal_sampling(self) -> tuple[float, ...]:
         """Spacing of the spatial frequencies, ``1 / extent`` [1/length]."""
         return tuple(1.0 / e for e in self.extent)
-
-
-def _as_tuple(value, name: str, ndim: int | None) -> tuple:
-    if np.ndim(value) == 0:
-        values = (value,) * (ndim or 1)
-    elif np.ndim(value) == 1:
-        values = tuple(np.asarray(value).tolist())
-    else:
-        raise ValueError(f"{name} must be a scalar or a 1D sequence, got shape {np.shape(value)}")
-    if ndim is not None and len(values) != ndim:
-        raise ValueError(f"{name} must have {ndim} entries (one per axis), got {len(values)}: {value!r}")
-    if not values:
-        raise ValueError(f"{name} must have at least one entry, got {value!r}")
-    return values
-
-
-def check_gpts(gpts, ndim: int | None = None) -> tuple[int, ...]:
-    """Validate a number of grid points: positive integers, one per axis.
-
-    Raises
-    ------
-    ValueError
-        Naming ``gpts``, the value and the valid range.
-    """
-    values = _as_tuple(gpts, "gpts", ndim)
-    for n in values:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"gpts must be positive integers (>= 1), got {gpts!r}")
-    return tuple(int(n) for n in values)
-
-
-def check_positive(value, name: str, ndim: int | None = None) -> tuple[float, ...]:
-    """Validate a length such as ``sampling`` or ``extent``: finite and > 0.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter, the value and the valid range (0, inf).
-    """
-    values = _as_tuple(value, name, ndim)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be finite and > 0 along every axis, got {value!r}")
-    return tuple(float(v) for v in values)
-
-
-def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=None) -> float:
-    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        bound += f" and < {upper}" if upper is not None else ""
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 def make_grid(*, gpts=None, sampling=None, extent=None, ndim: int | None = None) -> Grid:

@@ -1,4 +1,4 @@
-"""Figures with physical units: images, complex fields, scale bars, scrubbers.
+"""Figures with physical units: images, complex fields, scale bars, explorers.
 
 Arrays follow :mod:`mbook.core.grids`: indexed ``[x, y]``, so they are drawn
 transposed with the origin at the lower left and x to the right. Inputs may
@@ -212,3 +212,87 @@ def scrubber(fig, update, values, *, interval=300):
     html = animation.to_jshtml(default_mode="once")
     plt.close(fig)
     return HTML(html)
+
+
+def explorer(draw, values, *, figsize=(8, 3.2), live_values=None, description="", interval=300):
+    """Explore a parameter: a live slider with a running kernel, a precomputed player in the static book.
+
+    One call serves both readers. With a kernel (JupyterLab), an ipywidgets
+    slider redraws the figure at any value of ``live_values``; the static
+    HTML book drops widget views, and shows instead a kernel-free player of
+    one precomputed frame per value of ``values`` (:func:`scrubber`).
+
+    Parameters
+    ----------
+    draw : callable
+        ``draw(fig, value)`` clears and redraws ``fig`` for one value.
+    values : sequence
+        Values for the player's frames (a few dozen at most: every frame is
+        embedded as an image).
+    figsize : (float, float)
+        Figure size [inches].
+    live_values : sequence, optional
+        Values the live slider steps through (default ``values``); e.g. a
+        finer grid than the player's.
+    description : str
+        Label of the live slider, e.g. ``"Δf [Å]"``.
+    interval : int
+        Delay between the player's frames when playing [ms].
+
+    Returns
+    -------
+    IPython.display.HTML
+        The player; the live slider is displayed as a side effect.
+    """
+    from IPython.display import display
+
+    values = list(values)
+    if not values:
+        raise ValueError("values must hold at least one parameter value")
+    if not callable(draw):
+        raise TypeError(f"draw must be callable as draw(fig, value), got {type(draw).__name__}")
+    live_values = values if live_values is None else list(live_values)
+    if not live_values:
+        raise ValueError("live_values must hold at least one parameter value")
+    widget = _live_slider(draw, live_values, figsize=figsize, description=description)
+    if widget is not None:
+        # The widget view alone: in the static book (widget views dropped) it leaves no
+        # "VBox(...)" text behind; with a kernel, the slider shows.
+        bundle = widget._repr_mimebundle_()
+        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        display({"application/vnd.jupyter.widget-view+json": bundle["application/vnd.jupyter.widget-view+json"],
+                 "text/html": ""}, raw=True)
+    fig = plt.figure(figsize=figsize)
+    return scrubber(fig, lambda value: draw(fig, value), values, interval=interval)
+
+
+def _live_slider(draw, values, *, figsize, description):
+    """An ipywidgets slider over ``values`` that redraws a figure; None without ipywidgets."""
+    try:
+        import ipywidgets as widgets
+        from IPython.display import display
+    except ImportError:  # the player still works
+        return None
+    output = widgets.Output()
+    fig = plt.figure(figsize=figsize)
+    plt.close(fig)
+
+    def on_change(index):
+        with output:
+            output.clear_output(wait=True)
+            draw(fig, values[index])
+            display(fig)
+
+    # An index slider shows the value itself: any values (floats, ints, tuples) work.
+    slider = widgets.SelectionSlider(options=[(_label(v), i) for i, v in enumerate(values)], value=0,
+                                     description=description, continuous_update=False,
+                                     style={"description_width": "initial"}, layout={"width": "90%"})
+    slider.observe(lambda change: on_change(change["new"]), names="value")
+    on_change(0)
+    return widgets.VBox([slider, output])
+
+
+def _label(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

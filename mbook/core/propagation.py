@@ -33,30 +33,18 @@ import numbers
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 
 def check_wavelength(wavelength) -> float:
     """Validate a wavelength: finite and > 0 [length]."""
-    return grids.check_positive(wavelength, "wavelength", 1)[0]
+    return checks.check_positive(wavelength, "wavelength", 1)[0]
 
 
 def check_distance(distance) -> float:
     if isinstance(distance, bool) or not isinstance(distance, numbers.Real) or not math.isfinite(distance):
         raise ValueError(f"distance must be a finite real number [length], got {distance!r}")
     return float(distance)
-
-
-def check_field(field, name="field"):
-    xp = backend.get_array_module(field)
-    field = xp.asarray(field)
-    if field.ndim < 2:
-        raise ValueError(f"{name} must have at least 2 dimensions (..., nx, ny), got shape {field.shape}")
-    if not bool(xp.isfinite(field).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if not xp.iscomplexobj(field):
-        field = field.astype(xp.complex128 if field.dtype == xp.float64 else xp.complex64)
-    return field
 
 
 def fresnel_propagator(grid: grids.Grid, distance: float, wavelength: float, *, xp=None):
@@ -130,7 +118,7 @@ def propagate(field, distance, *, wavelength, sampling, paraxial=False):
     ValueError
         Non-finite field or distance, non-positive wavelength or sampling.
     """
-    field = check_field(field)
+    field = checks.check_field(field)
     distance = check_distance(distance)
     wavelength = check_wavelength(wavelength)
     grid = grids.make_grid(gpts=field.shape[-2:], sampling=sampling)

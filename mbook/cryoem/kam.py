@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from mbook.core import grids
+from mbook.core import checks, grids
 from mbook.cryoem import moments, particles
 
 
@@ -97,7 +97,7 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     Invariants
     """
     f = moments_.frequencies
-    radius = grids.check_positive(radius, "radius", 1)[0]
+    radius = checks.check_positive(radius, "radius", 1)[0]
     k_max = float(f.radius.max())
     l_max = moments.default_l_max(k_max, radius) if l_max is None else int(l_max)
     nodes = radial_nodes(radius, k_max, oversampling=oversampling)

@@ -40,7 +40,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, grids, progress
+from mbook.core import backend, checks, grids, progress
 from mbook.cryoem import particles, so3
 from mbook.electron import waves
 
@@ -155,8 +155,8 @@ def draw_parameters(n_images, *, seed=0, defocus_range=(1.0e4, 2.5e4), max_shift
     low, high = (float(d) for d in defocus_range)
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise ValueError(f"defocus_range must be two finite values low <= high [Å], got {defocus_range!r}")
-    grids.check_positive_number(max_shift, "max_shift", allow_zero=True)
-    grids.check_positive_number(contrast_spread, "contrast_spread", allow_zero=True)
+    checks.check_positive_number(max_shift, "max_shift", allow_zero=True)
+    checks.check_positive_number(contrast_spread, "contrast_spread", allow_zero=True)
     if isinstance(images_per_micrograph, bool) or not isinstance(images_per_micrograph, numbers.Integral) \
             or images_per_micrograph < 1:
         raise ValueError(f"images_per_micrograph must be an integer >= 1, got {images_per_micrograph!r}")

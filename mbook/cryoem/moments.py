@@ -54,7 +54,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 from mbook.cryoem import micrographs, particles
 
 
@@ -99,7 +99,7 @@ def disk_frequencies(grid, *, k_max) -> DiskFrequencies:
     DiskFrequencies
     """
     grid = particles._check_grid(grid, 2)
-    k_max = grids.check_positive(k_max, "k_max", 1)[0]
+    k_max = checks.check_positive(k_max, "k_max", 1)[0]
     nyquist = 1 / (2 * grid.sampling[0])
     if k_max >= nyquist:
         raise ValueError(f"k_max must be below the Nyquist frequency {nyquist:.4g} 1/Å, got {k_max!r}")

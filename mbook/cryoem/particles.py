@@ -55,7 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 from mbook.cryoem.so3 import check_rotations
 
 
@@ -148,7 +148,7 @@ def random_structure(n_atoms, *, radii=(20.0, 15.0, 12.0), sigma=2.5, min_distan
     """
     if isinstance(n_atoms, bool) or not isinstance(n_atoms, numbers.Integral) or n_atoms < 1:
         raise ValueError(f"n_atoms must be an integer >= 1, got {n_atoms!r}")
-    radii = np.asarray(grids.check_positive(radii, "radii", 3))
+    radii = np.asarray(checks.check_positive(radii, "radii", 3))
     if not (isinstance(min_distance, numbers.Real) and min_distance >= 0):
         raise ValueError(f"min_distance must be a number >= 0 [Å], got {min_distance!r}")
     rng = np.random.default_rng(seed)
@@ -364,7 +364,7 @@ def project_volume(volume, rotations, *, sampling):
         For a non-cubic volume, non-orthogonal rotations or sampling <= 0.
     """
     volume = check_volume(volume)
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     rotations = check_rotations(rotations)
     xp = backend.get_array_module(volume)
     n = volume.shape[0]
@@ -398,7 +398,7 @@ def backproject(images, rotations, *, sampling):
         images = images[None]
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must be a (b, n, n) stack of square images, got shape {images.shape}")
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     rotations = check_rotations(rotations)
     if len(rotations) != len(images):
         raise ValueError(f"got {len(images)} images but {len(rotations)} rotations")

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 
 def write_mrc(path, volume, *, sampling, overwrite=True):
@@ -53,7 +53,7 @@ def write_mrc(path, volume, *, sampling, overwrite=True):
         raise ValueError(f"volume must be a real 3D array [x, y, z], got shape {data.shape}, dtype {data.dtype}")
     if not np.isfinite(data).all():
         raise ValueError("volume contains NaN or infinite values")
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     with mrcfile.new(os.fspath(path), overwrite=overwrite) as mrc:
         mrc.set_data(np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32))
         mrc.voxel_size = h
@@ -124,7 +124,7 @@ def fourier_shell_correlation(volume1, volume2, *, sampling):
         raise ValueError(f"maps must be cubic (n, n, n) or square (n, n) of one shape, got {a.shape} and {b.shape}")
     if not (bool(xp.isfinite(a).all()) and bool(xp.isfinite(b).all())):
         raise ValueError("maps contain NaN or infinite values")
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     n = a.shape[0]
     fa, fb = backend.fftn(a), backend.fftn(b)
     shells = _shell_index(a.shape, xp).ravel()
@@ -193,7 +193,7 @@ def lowpass(volume, *, sampling, resolution, ndim=None):
     """
     xp = backend.get_array_module(volume)
     volume = xp.asarray(volume)
-    d = grids.check_positive(resolution, "resolution", 1)[0]
+    d = checks.check_positive(resolution, "resolution", 1)[0]
     ndim = ndim or (3 if volume.ndim == 3 else 2)
     grid = grids.make_grid(gpts=volume.shape[-ndim:], sampling=(sampling,) * ndim)
     transfer = xp.exp(-0.5 * d**2 * grids.frequency_squared(grid, xp=xp))

@@ -41,7 +41,7 @@ import warnings
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 #: Default wavelet: Coiflets of order 3, as in ASPIRE's wavelet EMD (Zelesko et al. 2020).
 WAVELET = "coif3"
@@ -115,7 +115,7 @@ def wavelet_embedding(density, *, sampling=1.0, wavelet=WAVELET, allow_negative=
         return (wavelet_embedding(density.real, sampling=sampling, wavelet=wavelet, allow_negative=True)
                 + 1j * wavelet_embedding(density.imag, sampling=sampling, wavelet=wavelet, allow_negative=True))
     array = check_density(density, allow_negative=allow_negative)
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     size = padded_size(array.shape)
     levels = int(math.log2(size))
     with warnings.catch_warnings():
@@ -159,7 +159,7 @@ def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVE
         template = pywt.wavedecn(np.zeros((size,) * ndim), wavelet, mode="periodization", level=levels)
     if coefficients.size != size**ndim - 1:
         raise ValueError(f"coefficients must have {size**ndim - 1} entries for shape {shape}, got {coefficients.size}")
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     position, rebuilt = 0, [np.zeros_like(template[0], dtype=coefficients.dtype)]
     for j, details in enumerate(template[1:]):
         weight = h * 2.0 ** ((levels - j) * (1 + ndim / 2))
@@ -257,7 +257,7 @@ def exact_emd(p, q, *, sampling=1.0, max_points=6000) -> float:
     import ot
 
     p, q = _check_pair(p, q)
-    h = grids.check_positive(sampling, "sampling", 1)[0]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
     support = np.nonzero((p > 0) | (q > 0))
     if support[0].size > max_points:
         raise ValueError(f"support of {support[0].size} points exceeds max_points={max_points}; use smaller grids")

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbook.core import backend, grids, propagation
+from mbook.core import backend, checks, grids, propagation
 from mbook.electron import physics
 
 ANTIALIAS_FRACTION = 2.0 / 3.0
@@ -142,7 +142,7 @@ def _check_inputs(waves, potential, grid, slice_thickness):
         )
     if not bool(xp.isfinite(potential).all()):
         raise ValueError("potential contains NaN or infinite values")
-    thicknesses = grids.check_positive(slice_thickness, "slice_thickness", len(potential))
+    thicknesses = checks.check_positive(slice_thickness, "slice_thickness", len(potential))
     return waves, potential, thicknesses
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 
 def find_peaks(image, *, sampling, min_distance, threshold=0.5):
@@ -54,7 +54,7 @@ def find_peaks(image, *, sampling, min_distance, threshold=0.5):
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
     grid = grids.make_grid(gpts=image.shape, sampling=sampling)
-    min_distance = grids.check_positive(min_distance, "min_distance", 1)[0]
+    min_distance = checks.check_positive(min_distance, "min_distance", 1)[0]
     level = image.min() + threshold * (image.max() - image.min())
     is_peak = (image == ndimage.maximum_filter(image, size=3, mode="wrap")) & (image > level)
     candidates = np.argwhere(is_peak)

@@ -69,7 +69,7 @@ import scipy.fft
 import threadpoolctl
 from scipy import constants
 
-from mbook.core import backend, grids, progress
+from mbook.core import backend, checks, grids, progress
 
 PARAMETRIZATIONS = ("kirkland", "lobato")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -247,7 +247,7 @@ def _check_inside(positions, lengths):
 
 
 def _check_sampling(sampling) -> tuple[float, float]:
-    return grids.check_positive(sampling, "sampling", 2)
+    return checks.check_positive(sampling, "sampling", 2)
 
 
 def _gpts(extent: float, sampling: float) -> int:

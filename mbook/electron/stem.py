@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from mbook.core import backend, grids, progress
+from mbook.core import backend, checks, grids, progress
 from mbook.electron import multislice, physics, waves
 
 #: Bytes of waves per batch on the CPU: a batch that stays near the core's cache runs faster per probe
@@ -66,7 +66,7 @@ def nyquist_sampling(energy, semiangle_cutoff) -> float:
     The incoherent image of a probe of semi-angle α holds frequencies up to
     ``2α/λ``; Nyquist needs half that period.
     """
-    semiangle = grids.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
+    semiangle = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
     return physics.wavelength(energy) / (4 * semiangle * 1e-3)
 
 
@@ -97,7 +97,7 @@ def scan_positions(*, start, end, sampling=None, energy=None, semiangle_cutoff=N
         if energy is None or semiangle_cutoff is None:
             raise ValueError("give the scan sampling [Å], or energy and semiangle_cutoff for the Nyquist step")
         sampling = nyquist_sampling(energy, semiangle_cutoff)
-    step = np.asarray(grids.check_positive(sampling, "sampling", 2))
+    step = np.asarray(checks.check_positive(sampling, "sampling", 2))
     n = np.floor((end - start) / step + 1e-9).astype(int) + (1 if endpoint else 0)
     axes = [s + d * np.arange(max(k, 1)) for s, d, k in zip(start, step, n)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)

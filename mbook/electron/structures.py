@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.build import bulk, surface
 from ase.data import atomic_masses, atomic_numbers
 
-from mbook.core import grids
+from mbook.core import checks, grids
 
 SRTIO3_LATTICE = 3.905  # Å, cubic perovskite at room temperature
 SILICON_LATTICE = 5.431  # Å, diamond cubic
@@ -28,7 +28,7 @@ GRAPHENE_LATTICE = 2.46  # Å
 
 
 def _repeat(atoms: Atoms, repeat) -> Atoms:
-    repeat = grids.check_gpts(repeat, 3)  # positive integers, one per axis
+    repeat = checks.check_gpts(repeat, 3)  # positive integers, one per axis
     atoms = atoms.repeat(repeat)
     atoms.wrap()
     return atoms
@@ -73,10 +73,10 @@ def graphene(repeat=(1, 1), *, thickness=2.0) -> Atoms:
     """
     a = GRAPHENE_LATTICE
     b = a * math.sqrt(3)
-    z = grids.check_positive(thickness, "thickness", 1)[0] / 2
+    z = checks.check_positive(thickness, "thickness", 1)[0] / 2
     xy = [(0, 0), (0, b / 3), (a / 2, b / 2), (a / 2, 5 * b / 6)]
     cell = Atoms("C4", positions=[(x, y, z) for x, y in xy], cell=[a, b, 2 * z], pbc=True)
-    nx, ny = grids.check_gpts(repeat, 2)
+    nx, ny = checks.check_gpts(repeat, 2)
     return _repeat(cell, (nx, ny, 1))
 
 
@@ -84,8 +84,8 @@ def isolated_atom(symbol: str, *, extent=8.0, thickness=2.0) -> Atoms:
     """One atom at the centre of an ``extent`` × ``extent`` × ``thickness`` Å cell."""
     if symbol not in atomic_numbers:
         raise ValueError(f"unknown element symbol {symbol!r}")
-    extent = grids.check_positive(extent, "extent", 1)[0]
-    thickness = grids.check_positive(thickness, "thickness", 1)[0]
+    extent = checks.check_positive(extent, "extent", 1)[0]
+    thickness = checks.check_positive(thickness, "thickness", 1)[0]
     return Atoms(symbol, positions=[(extent / 2, extent / 2, thickness / 2)], cell=[extent, extent, thickness],
                  pbc=True)
 
@@ -115,9 +115,9 @@ def amorphous(symbol: str, *, extent, density, min_distance, seed) -> Atoms:
         When the density cannot be reached with the minimum distance (the
         packing gets stuck), with the number of atoms placed.
     """
-    extent = np.asarray(grids.check_positive(extent, "extent", 3))
-    density = grids.check_positive(density, "density", 1)[0]
-    min_distance = grids.check_positive(min_distance, "min_distance", 1)[0]
+    extent = np.asarray(checks.check_positive(extent, "extent", 3))
+    density = checks.check_positive(density, "density", 1)[0]
+    min_distance = checks.check_positive(min_distance, "min_distance", 1)[0]
     mass = atomic_masses[atomic_numbers[symbol]]  # g/mol
     n_atoms = int(round(density * np.prod(extent) * 1e-24 / mass * 6.02214076e23))
     rng = np.random.default_rng(seed)

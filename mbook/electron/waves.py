@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 from mbook.electron import physics
 
 #: Aberration coefficients accepted, with the azimuth that goes with each non-round one.
@@ -142,7 +142,7 @@ def aperture(kx, ky, *, energy, semiangle_cutoff):
     -------
     ndarray, float64
     """
-    semiangle = grids.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
+    semiangle = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
     xp = backend.get_array_module(kx, ky)
     alpha = physics.wavelength(energy) * xp.sqrt(xp.asarray(kx) ** 2 + xp.asarray(ky) ** 2)
     return (alpha <= semiangle * 1e-3).astype(xp.float64)
@@ -232,8 +232,8 @@ def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations
     """
     if not 0 <= amplitude_contrast < 1:
         raise ValueError(f"amplitude_contrast must be in [0, 1), got {amplitude_contrast!r}")
-    grids.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
-    grids.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
+    checks.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
+    checks.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
     xp = xp or backend.xp
     kx, ky = _frequencies(grid, xp)
     chi = aberration_phase(kx, ky, energy=energy, defocus=defocus, Cs=Cs, aberrations=aberrations)
@@ -277,7 +277,7 @@ def lens_transfer(grid, *, energy, semiangle_cutoff=None, defocus=0.0, Cs=0.0, a
 def plane_wave(gpts, *, xp=None):
     """A unit-amplitude plane wave at normal incidence, ``(nx, ny)`` complex64."""
     xp = xp or backend.xp
-    return xp.ones(grids.check_gpts(gpts, 2), dtype=xp.complex64)
+    return xp.ones(checks.check_gpts(gpts, 2), dtype=xp.complex64)
 
 
 def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=None, positions=None,
@@ -435,7 +435,7 @@ def ctf_zeros(*, energy, defocus=0.0, Cs=0.0, k_max, num_samples=20000):
     """
     from scipy.optimize import brentq
 
-    k_max = grids.check_positive(k_max, "k_max", 1)[0]
+    k_max = checks.check_positive(k_max, "k_max", 1)[0]
 
     def sin_chi(k):
         return float(np.sin(aberration_phase(np.array(k), np.array(0.0), energy=energy, defocus=defocus, Cs=Cs)))

@@ -34,8 +34,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend
-from mbook.core.grids import check_positive_number
-from mbook.inverse.optimize import check_finite_array, check_iterations
+from mbook.core.checks import check_positive_number
+from mbook.core.checks import check_finite_array, check_iterations
 from mbook.inverse.circle import tv_s1_denoise, wrap
 from mbook.inverse.lifting import tv_s1_lifting
 

@@ -35,8 +35,9 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend
-from mbook.core.grids import check_positive_number
-from mbook.inverse.optimize import check_finite_array, check_iterations, divergence, gradient, project_ball
+from mbook.core.checks import check_positive_number
+from mbook.inverse.optimize import divergence, gradient, project_ball
+from mbook.core.checks import check_finite_array, check_iterations
 
 TWO_PI = 2 * math.pi
 

@@ -43,7 +43,8 @@ from __future__ import annotations
 import math
 
 from mbook.core import backend, progress
-from mbook.inverse.optimize import check_iterations, divergence, gradient, pdhg, project_ball
+from mbook.inverse.optimize import divergence, gradient, pdhg, project_ball
+from mbook.core.checks import check_iterations
 from mbook.inverse.circle import TVS1Result, check_phase_data, s1_energy, wrap
 
 

@@ -37,41 +37,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 BOUNDARIES = ("neumann", "periodic")
-
-
-# ---------------------------------------------------------------------------------------
-# validation helpers shared by the inverse-problem modules
-# ---------------------------------------------------------------------------------------
-def check_finite_array(array, name: str, *, ndim: int | None = None, real: bool = False):
-    """Return ``array`` as an array of the backend that owns it, refusing NaN/inf.
-
-    Raises
-    ------
-    ValueError
-        Naming ``name`` when the array has the wrong number of dimensions,
-        is complex where ``real`` is asked, or holds non-finite values.
-    """
-    xp = backend.get_array_module(array)
-    array = xp.asarray(array)
-    if ndim is not None and array.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}D array, got shape {array.shape}")
-    if real and xp.iscomplexobj(array):
-        raise ValueError(f"{name} must be real, got dtype {array.dtype}")
-    if array.dtype == bool:
-        return array
-    if not bool(xp.all(xp.isfinite(array))):
-        raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
-    return array
-
-
-def check_iterations(value, name: str = "max_num_iter") -> int:
-    """A positive integer number of iterations; else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,7 +157,7 @@ def operator_norm(forward, adjoint, shape, *, dtype=np.float64, max_num_iter: in
         Estimate of ``‖K‖`` (from below; multiply by ~1.01 for a safe step).
     """
     xp = xp or backend.xp
-    max_num_iter = check_iterations(max_num_iter)
+    max_num_iter = checks.check_iterations(max_num_iter)
     x = xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
     x /= xp.linalg.norm(x)
     estimate = 0.0
@@ -325,8 +293,8 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
     -------
     PDHGResult
     """
-    max_num_iter = check_iterations(max_num_iter)
-    check_every = check_iterations(check_every, "check_every")
+    max_num_iter = checks.check_iterations(max_num_iter)
+    check_every = checks.check_iterations(check_every, "check_every")
     if tau is None or sigma is None:
         if norm is None:
             norm = 1.01 * operator_norm(K, K_adjoint, x0.shape, dtype=x0.dtype,
@@ -392,8 +360,8 @@ def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True
     -------
     FBResult
     """
-    step = grids.check_positive_number(step, "step")
-    max_num_iter = check_iterations(max_num_iter)
+    step = checks.check_positive_number(step, "step")
+    max_num_iter = checks.check_iterations(max_num_iter)
     xp = backend.get_array_module(x0)
     x, z, t = x0, x0, 1.0
     for it in range(1, max_num_iter + 1):
@@ -444,8 +412,8 @@ def tv_denoise(image, weight: float, *, boundary: str = "neumann", tol: float = 
     PDHGResult
         ``x`` is the denoised image, ``y`` the dual field ``p``.
     """
-    f = check_finite_array(image, "image", ndim=2, real=True)
-    weight = grids.check_positive_number(weight, "weight")
+    f = checks.check_finite_array(image, "image", ndim=2, real=True)
+    weight = checks.check_positive_number(weight, "weight")
     xp = backend.get_array_module(f)
     f = f.astype(xp.float64) if f.dtype.kind != "f" else f
 

@@ -45,8 +45,9 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, progress
-from mbook.core.grids import check_positive_number
-from mbook.inverse.optimize import check_finite_array, check_iterations, gradient, laplacian
+from mbook.core.checks import check_positive_number
+from mbook.inverse.optimize import gradient, laplacian
+from mbook.core.checks import check_finite_array, check_iterations
 
 
 # ---------------------------------------------------------------------------------------

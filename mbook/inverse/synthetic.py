@@ -31,9 +31,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import grids, progress
-from mbook.core.grids import check_positive_number
-from mbook.inverse.optimize import check_finite_array, check_iterations
+from mbook.core import checks, grids, progress
+from mbook.core.checks import check_positive_number
+from mbook.core.checks import check_finite_array, check_iterations
 
 
 def _rng(seed):
@@ -72,7 +72,7 @@ def support_mask(gpts, *, diameter: float = 0.45, irregularity: float = 0.12, se
     -------
     (nx, ny) ndarray, bool
     """
-    nx, ny = grids.check_gpts(gpts, 2)
+    nx, ny = checks.check_gpts(gpts, 2)
     check_positive_number(diameter, "diameter", upper=1.0)
     check_positive_number(irregularity, "irregularity", allow_zero=True, upper=0.3 + 1e-12)
     rng = _rng(seed)
@@ -159,7 +159,7 @@ def wrapped_phase_object(gpts, *, total_phase: float = 2.5 * math.pi, num_terrac
     total_phase = check_positive_number(total_phase, "total_phase")
     if num_terraces is not None and (check_iterations(num_terraces, "num_terraces") < 2):
         raise ValueError(f"num_terraces must be >= 2 or None, got {num_terraces!r}")
-    nx, ny = grids.check_gpts(gpts, 2)
+    nx, ny = checks.check_gpts(gpts, 2)
     support = np.ones((nx, ny), bool) if diameter is None else support_mask(gpts, diameter=diameter, seed=seed)
     rng = _rng(seed + 2)
     direction = rng.uniform(0, 2 * np.pi)
@@ -281,7 +281,7 @@ def smooth_displacement(gpts, *, rms: float, correlation_length: float, num_fiel
     -------
     (num_fields, 2, nx, ny) ndarray
     """
-    gpts = grids.check_gpts(gpts, 2)
+    gpts = checks.check_gpts(gpts, 2)
     rms = check_positive_number(rms, "rms", allow_zero=True)
     correlation_length = check_positive_number(correlation_length, "correlation_length")
     num_fields = check_iterations(num_fields, "num_fields")
@@ -297,7 +297,7 @@ def scan_line_jitter(gpts, *, rms: float, num_frames: int = 1, seed=0) -> np.nda
         x-component constant along each line, drawn N(0, rms²) per line
         [unit of ``rms``]; y-component 0.
     """
-    nx, ny = grids.check_gpts(gpts, 2)
+    nx, ny = checks.check_gpts(gpts, 2)
     rms = check_positive_number(rms, "rms", allow_zero=True)
     num_frames = check_iterations(num_frames, "num_frames")
     field = np.zeros((num_frames, 2, nx, ny))
@@ -354,7 +354,7 @@ def haadf_series(gpts, sampling: float, *, num_frames: int = 8, distortion_rms: 
     -------
     Series
     """
-    gpts = grids.check_gpts(gpts, 2)
+    gpts = checks.check_gpts(gpts, 2)
     sampling = check_positive_number(sampling, "sampling")
     num_frames = check_iterations(num_frames, "num_frames")
     for name, value in (("distortion_rms", distortion_rms), ("jitter_rms", jitter_rms),

@@ -54,7 +54,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft
 
-from mbook.core import backend, grids, progress
+from mbook.core import backend, checks, grids, progress
 from mbook.light import scattering
 
 BOUNDARY_ORDER = 4
@@ -171,7 +171,7 @@ def solve(n, *, wavelength, sampling, n_background=1.0, tilt=0.0, boundary=None,
         raise ValueError(f"max_num_iter must be an integer >= 1, got {max_num_iter!r}")
     k0 = 2 * math.pi / wavelength
     k_b = k0 * n_b
-    boundary = 4 * wavelength / n_b if boundary is None else grids.check_positive(boundary, "boundary", 1)[0]
+    boundary = 4 * wavelength / n_b if boundary is None else checks.check_positive(boundary, "boundary", 1)[0]
 
     padded_size = math.prod(scipy.fft.next_fast_len(g + 2 * int(math.ceil(boundary / d)))
                             for g, d in zip(grid.gpts, grid.sampling))

@@ -71,7 +71,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.fft
 
-from mbook.core import backend, grids, progress, propagation
+from mbook.core import backend, checks, grids, progress, propagation
 from mbook.light import microscope, scattering
 
 
@@ -149,9 +149,9 @@ def led_array(shape=(9, 9), *, pitch, height, center=(0.0, 0.0)):
     (nx · ny, 2) ndarray, float64
         ``(sin θx, sin θy)``, the central LED first.
     """
-    shape = grids.check_gpts(shape, 2)
-    pitch = grids.check_positive(pitch, "pitch", 1)[0]
-    height = grids.check_positive(height, "height", 1)[0]
+    shape = checks.check_gpts(shape, 2)
+    pitch = checks.check_positive(pitch, "pitch", 1)[0]
+    height = checks.check_positive(height, "height", 1)[0]
     i, j = (np.arange(n) - (n - 1) / 2 for n in shape)
     x = (i[:, None] * pitch + center[0]) * np.ones(shape[1])[None, :]
     y = (j[None, :] * pitch + center[1]) * np.ones(shape[0])[:, None]
@@ -194,12 +194,12 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
         Camera pixels too coarse for the NA, or an LED whose frequencies
         (pupil and vignetting margin included) leave the object grid's band.
     """
-    gpts = grids.check_gpts(gpts, 2)
+    gpts = checks.check_gpts(gpts, 2)
     if gpts[0] != gpts[1]:
         raise ValueError(f"gpts must be square, got {gpts}")
-    sampling = grids.check_positive(sampling, "sampling", 1)[0]
+    sampling = checks.check_positive(sampling, "sampling", 1)[0]
     wavelength = propagation.check_wavelength(wavelength)
-    na = grids.check_positive_number(na, "na")
+    na = checks.check_positive_number(na, "na")
     if isinstance(upsampling, bool) or not isinstance(upsampling, numbers.Integral) or upsampling < 1 or (
             gpts[0] % upsampling):
         raise ValueError(f"upsampling must be a positive integer dividing gpts {gpts}, got {upsampling!r}")
@@ -216,7 +216,7 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
         )
     slope = float(vignetting_slope)
     if na_vignetting is not None:
-        na_vignetting = grids.check_positive_number(na_vignetting, "na_vignetting")
+        na_vignetting = checks.check_positive_number(na_vignetting, "na_vignetting")
         reach = na_vignetting + abs(slope) * extent / math.sqrt(2)  # farthest frequency the chirp visits
         window = scipy.fft.next_fast_len(int(math.ceil(2 * max(reach, na) * extent / wavelength)) + 2)
         window += window % 2
@@ -373,7 +373,7 @@ def images(transmission, setup: Setup, *, pupil_function=None, vignetting=True):
     -------
     (n_leds, m, m) ndarray, float64 (NumPy)
     """
-    transmission = propagation.check_field(transmission, "transmission")
+    transmission = checks.check_field(transmission, "transmission")
     if transmission.shape != setup.gpts:
         raise ValueError(f"transmission must have shape {setup.gpts}, got {transmission.shape}")
     xp = backend.get_array_module(transmission)

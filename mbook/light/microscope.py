@@ -25,13 +25,14 @@ import numbers
 
 import numpy as np
 
-from mbook.core import backend, grids, progress
-from mbook.core.propagation import angular_spectrum_propagator, check_distance, check_field, check_wavelength
+from mbook.core import backend, checks, grids, progress
+from mbook.core.propagation import angular_spectrum_propagator, check_distance, check_wavelength
+from mbook.core.checks import check_field
 
 
 def rayleigh_range(waist, wavelength) -> float:
     """Rayleigh range ``z_R = π w0^2 / λ`` of a Gaussian beam [length] (Siegman 1986, ch. 17)."""
-    waist = grids.check_positive(waist, "waist", 1)[0]
+    waist = checks.check_positive(waist, "waist", 1)[0]
     return math.pi * waist**2 / check_wavelength(wavelength)
 
 
@@ -220,7 +221,7 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
     """
     xp = xp or backend.xp
     wavelength = check_wavelength(wavelength)
-    na = grids.check_positive_number(na, "na")
+    na = checks.check_positive_number(na, "na")
     if na > n_medium:
         raise ValueError(f"na = {na} cannot exceed the index of the medium n_medium = {n_medium}")
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
@@ -265,7 +266,7 @@ def source_points(grid: grids.Grid, *, wavelength, na_illumination, max_points=N
         Lattice offsets ``(i, j)``: ``q = (i / extent_x, j / extent_y)``.
     """
     wavelength = check_wavelength(wavelength)
-    na_illumination = grids.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
+    na_illumination = checks.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
     radius = [na_illumination / wavelength * e for e in grid.extent]  # in lattice steps
     nyquist = [n // 2 for n in grid.gpts]
     if any(r > q for r, q in zip(radius, nyquist)):

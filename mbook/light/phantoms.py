@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import grids
+from mbook.core import checks, grids
 
 
 def _smooth_disc(r, radius, edge):
@@ -123,7 +123,7 @@ def resolution_target(gpts, *, sampling, periods, contrast=0.7, patch=None):
     Target
     """
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
-    periods = [grids.check_positive(p, "periods", 1)[0] for p in periods]
+    periods = [checks.check_positive(p, "periods", 1)[0] for p in periods]
     if not 0 < contrast <= 1:
         raise ValueError(f"contrast must be in (0, 1], got {contrast!r}")
     count = 2 * len(periods)

@@ -57,7 +57,7 @@ import numbers
 import numpy as np
 from scipy import special
 
-from mbook.core import backend, grids, progress, propagation
+from mbook.core import backend, checks, grids, progress, propagation
 from mbook.light import mie
 
 
@@ -123,7 +123,7 @@ def check_index(n, *, wavelength, sampling, n_background, nonparaxial=True):
 
 
 def _check_tilt(tilt, ndim):
-    values = grids._as_tuple(tilt, "tilt", ndim - 1)
+    values = checks.as_tuple(tilt, "tilt", ndim - 1)
     if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in values):
         raise ValueError(f"tilt must be finite transverse frequencies [1/µm], got {tilt!r}")
     return tuple(float(v) for v in values)

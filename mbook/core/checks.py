@@ -1,0 +1,227 @@
+"""One validation vocabulary for every public function of :mod:`mbook`.
+
+A public function checks and converts its inputs with these, before any
+work, then calls private kernels that assume clean input (scikit-image's
+pattern). Each check raises a :class:`ValueError` (or :class:`TypeError` for
+a value of the wrong kind) whose message names the parameter, the value and
+the valid range.
+
+The array checks are also where the device rule is applied: they return
+the array on the selected device (:func:`mbook.core.backend.asarray`), so a
+public function that checks its inputs has moved them, once.
+
+Examples
+--------
+>>> from mbook.core import checks
+>>> checks.check_positive_number(0.5, "sampling")
+0.5
+>>> checks.check_count(2.5, "num_iter")
+Traceback (most recent call last):
+...
+ValueError: num_iter must be an integer >= 1, got 2.5
+>>> checks.check_array([[1.0, float("nan")]], "image")
+Traceback (most recent call last):
+...
+ValueError: image holds non-finite values (NaN or inf); clean or mask the data first
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from mbook.core import backend
+
+
+# ----------------------------------------------------------------------------- numbers
+def _is_real_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: bool = True,
+                 upper_inclusive: bool = True, units: str = "") -> float:
+    """A finite real number in the given range, as a float.
+
+    Parameters
+    ----------
+    value : float
+        The value to check.
+    name : str
+        The parameter's name, for the message.
+    lower, upper : float, optional
+        Bounds (None: unbounded).
+    lower_inclusive, upper_inclusive : bool
+        Whether the bounds themselves are allowed.
+    units : str
+        Units for the message, e.g. ``"Å"``.
+    """
+    ok = _is_real_number(value) and math.isfinite(value)
+    if ok and lower is not None:
+        ok = value >= lower if lower_inclusive else value > lower
+    if ok and upper is not None:
+        ok = value <= upper if upper_inclusive else value < upper
+    if not ok:
+        bounds = []
+        if lower is not None:
+            bounds.append(f"{'>=' if lower_inclusive else '>'} {lower}")
+        if upper is not None:
+            bounds.append(f"{'<=' if upper_inclusive else '<'} {upper}")
+        where = f" {' and '.join(bounds)}" if bounds else ""
+        unit = f" [{units}]" if units else ""
+        raise ValueError(f"{name} must be a finite number{where}{unit}, got {value!r}")
+    return float(value)
+
+
+def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=None) -> float:
+    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError."""
+    ok = _is_real_number(value) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        bound += f" and < {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_count(value, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer (not a float such as 2.5 or 2.0, not a bool) in ``[minimum, maximum]``."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+    ok = ok and (maximum is None or value <= maximum)
+    if not ok:
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{upper}, got {value!r}")
+    return int(value)
+
+
+def check_iterations(value, name: str = "max_num_iter") -> int:
+    """A positive integer number of iterations; else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_tolerance(value, name: str = "tol") -> float:
+    """A stopping tolerance: finite and >= 0 (0 runs every iteration)."""
+    return check_positive_number(value, name, allow_zero=True)
+
+
+def check_choice(value, name: str, choices) -> str:
+    """One of ``choices``; else ValueError listing them."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- per-axis lengths
+def as_tuple(value, name: str, ndim: int | None) -> tuple:
+    """A scalar repeated ``ndim`` times, or a 1D sequence of ``ndim`` entries, as a tuple."""
+    if np.ndim(value) == 0:
+        values = (value,) * (ndim or 1)
+    elif np.ndim(value) == 1:
+        values = tuple(np.asarray(value).tolist())
+    else:
+        raise ValueError(f"{name} must be a scalar or a 1D sequence, got shape {np.shape(value)}")
+    if ndim is not None and len(values) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries (one per axis), got {len(values)}: {value!r}")
+    if not values:
+        raise ValueError(f"{name} must have at least one entry, got {value!r}")
+    return values
+
+
+def check_gpts(gpts, ndim: int | None = None) -> tuple[int, ...]:
+    """Validate a number of grid points: positive integers, one per axis.
+
+    Raises
+    ------
+    ValueError
+        Naming ``gpts``, the value and the valid range.
+    """
+    values = as_tuple(gpts, "gpts", ndim)
+    for n in values:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"gpts must be positive integers (>= 1), got {gpts!r}")
+    return tuple(int(n) for n in values)
+
+
+def check_positive(value, name: str, ndim: int | None = None) -> tuple[float, ...]:
+    """Validate a length such as ``sampling`` or ``extent``: finite and > 0 along every axis.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, the value and the valid range (0, inf).
+    """
+    values = as_tuple(value, name, ndim)
+    for v in values:
+        if not _is_real_number(v) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be finite and > 0 along every axis, got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+# ----------------------------------------------------------------------------- arrays
+def check_array(array, name: str, *, ndim: int | None = None, min_ndim: int | None = None,
+                real: bool = False, finite: bool = True):
+    """``array`` on the selected device, checked: dimensions, real-valuedness, finiteness.
+
+    This is how a public function takes an array input: it moves the array
+    to the selected device (a no-op when it is there) and refuses bad
+    values before any work. The finiteness check is one reduction and one
+    scalar copy to the host.
+
+    Parameters
+    ----------
+    array : array_like
+        NumPy, CuPy or stand-in array, or anything :func:`numpy.asarray` takes.
+    name : str
+        The parameter's name, for the message.
+    ndim : int, optional
+        Exact number of dimensions.
+    min_ndim : int, optional
+        Least number of dimensions (leading axes are a batch).
+    real : bool
+        Refuse complex dtypes.
+    finite : bool
+        Refuse NaN and inf.
+
+    Returns
+    -------
+    ndarray
+        On the selected device.
+    """
+    if isinstance(array, (str, bytes)) or array is None:
+        raise TypeError(f"{name} must be an array, got {type(array).__name__} {array!r}")
+    array = backend.asarray(array)
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}D array, got shape {array.shape}")
+    if min_ndim is not None and array.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    xp = backend.get_array_module(array)
+    if real and array.dtype.kind == "c":
+        raise ValueError(f"{name} must be real, got dtype {array.dtype}")
+    if finite and array.dtype.kind in "fc" and not bool(xp.all(xp.isfinite(array))):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
+    return array
+
+
+def check_finite_array(array, name: str, *, ndim: int | None = None, real: bool = False):
+    """:func:`check_array` with NaN/inf refused (the common case)."""
+    return check_array(array, name, ndim=ndim, real=real)
+
+
+def check_field(field, name: str = "field"):
+    """A complex field ``(..., nx, ny)`` on the selected device: finite; real input becomes complex.
+
+    float64 input becomes complex128, anything else complex64.
+    """
+    field = check_array(field, name, min_ndim=2)
+    xp = backend.get_array_module(field)
+    if field.dtype.kind != "c":
+        field = field.astype(xp.complex128 if field.dtype == np.float64 else xp.complex64)
+    return field
