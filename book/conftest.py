@@ -96,7 +96,7 @@ class MystNotebook(IPyNbFile):
 
     def teardown(self):
         super().teardown()
-        if not self.failed and all(cell.test_outputs is not None for cell in self.cells):
+        if os.environ.get("MBOOK_PAGE_CACHE", "1") != "0" and not self.failed and all(cell.test_outputs is not None for cell in self.cells):
             self._stage_executed()
 
     def _stage_executed(self):
@@ -130,14 +130,19 @@ def pytest_configure(config):
             os.environ.setdefault(variable, "1")
 
 
+def _caching(config) -> bool:
+    # MBOOK_PAGE_CACHE=0: run pages without touching the book's cache (e.g. several sessions at once).
+    return not _is_worker(config) and os.environ.get("MBOOK_PAGE_CACHE", "1") != "0"
+
+
 def pytest_sessionstart(session):
-    if not _is_worker(session.config):
+    if _caching(session.config):
         shutil.rmtree(STAGING, ignore_errors=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
     # Only the controlling process writes the cache: SQLite and parallel workers do not mix.
-    if _is_worker(session.config) or not STAGING.exists():
+    if not _caching(session.config) or not STAGING.exists():
         return
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
