@@ -34,3 +34,47 @@ def device(request):
 def rng():
     """A seeded generator: every random draw in the tests is reproducible."""
     return np.random.default_rng(20221212)
+
+
+def _host_copies(run, *args, **kwargs) -> int:
+    """Device-to-host copies that ``run(*args, **kwargs)`` makes on the strict stand-in."""
+    from mbook.core import strict
+
+    previous = backend.get_device()
+    backend.set_device("strict")
+    try:
+        with strict.count_transfers() as copies:
+            run(*args, **kwargs)
+    finally:
+        backend.set_device(previous)
+    return copies.to_host
+
+
+def _assert_no_copies_per_iteration(run, *, iterations=(10, 30)):
+    """An iterative solver copies nothing to the host per iteration.
+
+    ``run(max_num_iter)`` runs the solver on the strict stand-in (inputs
+    already on the device or not: entry copies are allowed, they do not grow).
+    The count must be the same for both iteration counts.
+    """
+    few, many = (_host_copies(run, n) for n in iterations)
+    assert many == few, (
+        f"{many - few} more device-to-host copies for {iterations[1] - iterations[0]} more iterations "
+        f"({few} at {iterations[0]}, {many} at {iterations[1]})"
+    )
+
+
+@pytest.fixture
+def host_copies():
+    """``host_copies(run, *args)``: device-to-host copies ``run(*args)`` makes on the strict stand-in."""
+    return _host_copies
+
+
+@pytest.fixture
+def no_copies_per_iteration():
+    """``no_copies_per_iteration(run)``: assert ``run(max_num_iter)`` copies nothing to the host per iteration.
+
+    For every iterative solver: on a GPU, a ``float()`` of a norm per iteration stalls the
+    pipeline; the stand-in counts such copies, and the count must not grow with the iterations.
+    """
+    return _assert_no_copies_per_iteration

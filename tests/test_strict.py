@@ -1,0 +1,141 @@
+"""The strict stand-in refuses what CuPy refuses, counts copies, and computes what NumPy computes."""
+
+import copy
+import pickle
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import scipy.ndimage  # noqa: E402
+
+from mbook.core import backend, strict  # noqa: E402
+from mbook.inverse import optimize  # noqa: E402
+
+xp = strict.xp
+
+
+@pytest.fixture(autouse=True)
+def on_the_stand_in():
+    backend.set_device("strict")
+    yield
+    backend.set_device("cpu")
+
+
+@pytest.fixture
+def a(rng):
+    return xp.asarray(rng.standard_normal((4, 6)))
+
+
+@pytest.mark.parametrize("convert", [
+    np.asarray,
+    np.array,
+    lambda x: np.testing.assert_allclose(x, 0),
+    lambda x: plt.plot(x[0]),
+    lambda x: plt.imshow(x),
+    lambda x: scipy.ndimage.gaussian_filter(x, 1.0),
+    lambda x: np.concatenate([np.zeros((1, 6)), x]),
+], ids=["asarray", "array", "np.testing", "plot", "imshow", "scipy", "concatenate-mixed"])
+def test_implicit_conversion_to_numpy_is_refused(a, convert):
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed|Unsupported type"):
+        convert(a)
+    plt.close("all")
+
+
+@pytest.mark.parametrize("mix", [
+    lambda a, h: a + h,
+    lambda a, h: h * a,
+    lambda a, h: np.exp(a) - h,
+    lambda a, h: xp.where(a > 0, h, 0.0),
+    lambda a, h: xp.fft.fft2(h),
+    lambda a, h: backend.fft2(h[None] * a),
+    lambda a, h: xp.stack([a, h]),
+], ids=["add", "rmul", "ufunc", "where", "fft", "backend.fft2", "stack"])
+def test_host_arrays_mixed_with_device_arrays_are_refused(a, mix):
+    with pytest.raises(TypeError, match="Unsupported type"):
+        mix(a, np.ones(a.shape))
+
+
+def test_scalars_and_creation_functions_take_host_values(a):
+    b = 2.0 * a + np.float32(1.0)
+    assert strict.is_strict(b)
+    c = xp.asarray(np.ones(3))
+    assert strict.is_strict(c)
+    a[0] = np.zeros(6)  # assignment copies host values over, as CuPy's does
+    assert float(abs(a[0]).sum()) == 0.0
+
+
+def test_results_equal_numpy(rng):
+    host = rng.standard_normal((3, 8, 8)) + 1j * rng.standard_normal((3, 8, 8))
+    device = backend.asarray(host)
+    expected = np.fft.ifft2(np.fft.fft2(host) * np.exp(-np.abs(host))).sum(axis=0).real
+    got = xp.fft.ifft2(xp.fft.fft2(device) * xp.exp(-abs(device))).sum(axis=0).real
+    assert np.array_equal(backend.asnumpy(got), expected)
+
+
+def test_reductions_and_indexing_give_device_scalars(a):
+    assert strict.is_strict(a.sum()) and a.sum().ndim == 0
+    assert strict.is_strict(a[0, 0])
+    assert strict.is_strict(np.linalg.norm(a))  # NumPy functions dispatch to the device
+
+
+def test_copies_to_the_host_are_counted(a):
+    with strict.count_transfers() as copies:
+        float(a.sum())
+        bool(a[0, 0] > 0)
+        f"{a.max():.3f}"
+        backend.asnumpy(a)
+    assert copies.to_host == 4
+    with strict.count_transfers() as copies:
+        b = (a * 2).sum(axis=0)
+        b = xp.sqrt(abs(b))
+    assert copies.to_host == 0
+
+
+def test_scipy_through_the_backend_works_on_the_device(a):
+    ndimage = backend.scipy_module("ndimage", a)
+    smooth = ndimage.gaussian_filter(a, 1.0)
+    assert strict.is_strict(smooth)
+    np.testing.assert_allclose(backend.asnumpy(smooth), scipy.ndimage.gaussian_filter(backend.asnumpy(a), 1.0))
+
+
+def test_special_ufuncs_need_the_backend(a):
+    import scipy.special
+
+    with pytest.raises(TypeError):
+        scipy.special.j0(a)
+    assert strict.is_strict(backend.scipy_module("special", a).j0(a))
+
+
+def test_arrays_pickle_and_copy(a):
+    for b in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a), copy.copy(a)):
+        assert strict.is_strict(b)
+        assert np.array_equal(backend.asnumpy(b), backend.asnumpy(a))
+
+
+def test_a_kernel_that_converts_to_numpy_fails_on_the_stand_in(monkeypatch, rng):
+    """What CI catches: a kernel with a stray np.asarray works on the CPU and breaks on a GPU."""
+    def gradient_with_a_host_copy(u, *, boundary="neumann"):
+        u = np.asarray(u)  # the bug: fine on NumPy, refused by CuPy
+        return np.stack([np.diff(u, axis=-2, append=u[..., -1:, :]), np.diff(u, axis=-1, append=u[..., -1:])])
+
+    image = rng.standard_normal((16, 16))
+    optimize.tv_denoise(image, 0.1, max_num_iter=5)  # the library's own kernel passes on the stand-in
+    monkeypatch.setattr(optimize, "gradient", gradient_with_a_host_copy)
+    backend.set_device("cpu")
+    optimize.tv_denoise(image, 0.1, max_num_iter=5)  # no error on the CPU
+    backend.set_device("strict")
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+        optimize.tv_denoise(image, 0.1, max_num_iter=5)
+
+
+def test_host_copies_helper_counts_on_the_stand_in(host_copies):
+    assert host_copies(lambda: float(backend.asarray(np.ones(3)).sum())) == 1
+    assert backend.get_device() == "strict"  # restored to what it was
+
+
+def test_describe_names_the_stand_in():
+    assert "strict GPU stand-in" in backend.describe()
