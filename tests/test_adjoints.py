@@ -1,7 +1,9 @@
-"""Dot-product test <A x, y> = <x, A* y> for every linear operator in mbook.
+"""Dot-product test <A x, y> = <x, A* y> for every linear operator in mbook, on every device.
 
 Add each new operator to OPERATORS as (name, forward, adjoint, input shape,
-output shape); the test is parametrised over the list.
+output shape); the test is parametrised over the list and over the devices
+(inputs are handed over as NumPy arrays: each operator moves them to the
+selected device itself, and its result must come back there).
 """
 
 import numpy as np
@@ -104,8 +106,10 @@ def _random_complex(rng, shape):
 
 
 @pytest.mark.parametrize("name, forward, adjoint, in_shape, out_shape", OPERATORS, ids=[o[0] for o in OPERATORS])
-def test_adjoint(name, forward, adjoint, in_shape, out_shape, rng):
+def test_adjoint(name, forward, adjoint, in_shape, out_shape, rng, device):
     x, y = _random_complex(rng, in_shape), _random_complex(rng, out_shape)
-    lhs = np.vdot(backend.asnumpy(forward(x)), y)
-    rhs = np.vdot(x, backend.asnumpy(adjoint(y)))
+    ax, aty = forward(x), adjoint(y)
+    assert all(backend.get_array_module(r) is backend.xp for r in (ax, aty))  # results on the selected device
+    lhs = np.vdot(backend.asnumpy(ax), y)
+    rhs = np.vdot(x, backend.asnumpy(aty))
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
