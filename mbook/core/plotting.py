@@ -258,8 +258,9 @@ def explorer(draw, values, *, figsize=(8, 3.2), live_values=None, description=""
     if widget is not None:
         # The widget view alone: in the static book (widget views dropped) it leaves no
         # "VBox(...)" text behind; with a kernel, the slider shows.
-        bundle = widget._repr_mimebundle_()
-        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        from IPython.core.formatters import DisplayFormatter
+
+        bundle, _ = DisplayFormatter().format(widget)
         display({"application/vnd.jupyter.widget-view+json": bundle["application/vnd.jupyter.widget-view+json"],
                  "text/html": ""}, raw=True)
     fig = plt.figure(figsize=figsize)
