@@ -28,3 +28,16 @@ def test_non_relativistic_limit():
 def test_bad_energy(energy):
     with pytest.raises(ValueError, match="energy must be a finite number of eV > 0"):
         physics.wavelength(energy)
+
+
+def test_scattering_angle_of_numbers_and_arrays(device):
+    """θ = λ k: a float for a number; for an array, an array on the selected device."""
+    import numpy as np
+
+    from mbook.core import backend
+
+    angle = physics.scattering_angle(0.5, 300e3)
+    assert isinstance(angle, float) and angle == pytest.approx(0.5 * 0.01969 * 1e3, abs=0.5 * 0.5e-5 * 1e3)  # Kirkland, 4 digits
+    angles = physics.scattering_angle(np.array([0.0, 0.5, 1.0]), 300e3)
+    assert backend.get_array_module(angles) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(angles), [0.0, angle, 2 * angle])

@@ -12,8 +12,10 @@ from ase.build import bulk, graphene, make_supercell
 from scipy import constants
 from scipy.special import k0
 
-from mbook.core import backend
+from mbook.core import backend, strict
 from mbook.electron import phonons, potentials
+
+H = backend.asnumpy  # the one way to the host, for np.testing
 
 A0 = constants.physical_constants["Bohr radius"][0] * 1e10  # Å
 
@@ -95,18 +97,21 @@ def test_forward_scattering_factor_matches_peng_1996(symbol, parametrization):
 
 
 @pytest.mark.parametrize("symbol", ["H", "C", "Si", "Ti", "Cu", "Sr", "Au", "Pb"])
-def test_kirkland_and_lobato_agree_up_to_two_inverse_angstrom(symbol):
+def test_kirkland_and_lobato_agree_up_to_two_inverse_angstrom(symbol, device):
     k = np.linspace(0.0, 2.0, 101)
-    kirkland = potentials.scattering_factor(symbol, k, "kirkland")
-    lobato = potentials.scattering_factor(symbol, k, "lobato")
+    kirkland = H(potentials.scattering_factor(symbol, k, "kirkland"))
+    lobato = H(potentials.scattering_factor(symbol, k, "lobato"))
     assert np.max(np.abs(kirkland / lobato - 1)) < 0.02
     assert np.all(np.diff(kirkland) < 0)  # and both fall monotonically with k
 
 
-def test_scattering_factor_accepts_atomic_numbers_and_keeps_shape():
+def test_scattering_factor_accepts_atomic_numbers_and_keeps_shape(device):
     k = np.linspace(0, 1, 6).reshape(2, 3)
-    np.testing.assert_array_equal(potentials.scattering_factor(14, k), potentials.scattering_factor("Si", k))
+    np.testing.assert_array_equal(H(potentials.scattering_factor(14, k)), H(potentials.scattering_factor("Si", k)))
     assert potentials.scattering_factor("Si", k).shape == (2, 3)
+    # A number gives a number, on every device; an array comes back on the selected device.
+    assert isinstance(potentials.scattering_factor("Si", 0.5), float)
+    assert backend.get_array_module(potentials.scattering_factor("Si", k)) is backend.xp
 
 
 # --------------------------------------------------------------------------- one atom
@@ -114,10 +119,11 @@ def test_scattering_factor_accepts_atomic_numbers_and_keeps_shape():
 
 @pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
 @pytest.mark.parametrize("symbol", ["C", "Si", "Sr", "Au"])
-def test_single_atom_integrates_to_the_published_forward_scattering_factor(symbol, parametrization):
+def test_single_atom_integrates_to_the_published_forward_scattering_factor(symbol, parametrization, device):
     """Σ v dx dy = 2π a0 e f_e(0): within 1 % of Peng's published f_e(0), to 1e-5 of the table's own."""
     atoms = single_atom(symbol, (3.1, 2.7, 1.0), cell=[6.0, 5.5, 2.0])
     v, grid = potentials.projected_potential(atoms, 0.1, 2.0, parametrization, return_grid=True)
+    v = H(v)
     integral = float(np.sum(v, dtype=np.float64)) * grid.sampling[0] * grid.sampling[1]
     own = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor(symbol, 0.0, parametrization)
     assert integral == pytest.approx(own, rel=1e-5)
@@ -126,12 +132,12 @@ def test_single_atom_integrates_to_the_published_forward_scattering_factor(symbo
 
 
 @pytest.mark.parametrize("symbol", ["C", "Si", "Au"])
-def test_matches_kirklands_closed_form_projected_potential_with_second_order_convergence(symbol):
+def test_matches_kirklands_closed_form_projected_potential_with_second_order_convergence(symbol, device):
     """An atom on a grid point against v_z(r) (with its periodic images) for 0.3 <= r <= 1 Å."""
     cell, errors = 8.0, []
     for sampling in (0.05, 0.025):
         atoms = single_atom(symbol, (4.0, 4.0, 1.0), cell=[cell, cell, 2.0])
-        v = potentials.projected_potential(atoms, sampling, 2.0)[0].astype(np.float64)
+        v = H(potentials.projected_potential(atoms, sampling, 2.0)[0]).astype(np.float64)
         x = np.arange(v.shape[0]) * sampling
         dx, dy = np.meshgrid(x - 4.0, x - 4.0, indexing="ij")
         reference = sum(
@@ -144,11 +150,11 @@ def test_matches_kirklands_closed_form_projected_potential_with_second_order_con
     assert errors[0] / errors[1] > 3.0  # halving the spacing cuts the error ~4x
 
 
-def test_off_centre_atom_peaks_at_the_atom_and_is_radially_symmetric():
+def test_off_centre_atom_peaks_at_the_atom_and_is_radially_symmetric(device):
     sampling = 0.05
     i0, j0 = 53, 47  # a grid point near, not at, the centre (80, 80)
     atoms = single_atom("Sr", (i0 * sampling, j0 * sampling, 1.0), cell=[8.0, 8.0, 2.0])
-    v = potentials.projected_potential(atoms, sampling, 2.0)[0]
+    v = H(potentials.projected_potential(atoms, sampling, 2.0)[0])
     assert np.unravel_index(np.argmax(v), v.shape) == (i0, j0)
     # The 8 symmetric images of one offset (the square grid's symmetries) agree to float32...
     offsets = [(3, 7), (-3, 7), (3, -7), (-3, -7), (7, 3), (-7, 3), (7, -3), (-7, -3)]
@@ -161,15 +167,15 @@ def test_off_centre_atom_peaks_at_the_atom_and_is_radially_symmetric():
     assert np.all(np.diff(v[i0, j0:j0 + 30]) < 0)
 
 
-def test_potential_moves_with_the_atom():
+def test_potential_moves_with_the_atom(device):
     """Moving the atom by whole pixels rolls the array; by a fraction, shifts the spectrum's phase."""
     cell, sampling = [6.4, 6.4, 2.0], 0.1
-    v0 = potentials.projected_potential(single_atom("Ti", (2.0, 3.0, 1.0), cell), sampling, 2.0)[0]
-    v1 = potentials.projected_potential(single_atom("Ti", (2.5, 2.7, 1.0), cell), sampling, 2.0)[0]
+    v0 = H(potentials.projected_potential(single_atom("Ti", (2.0, 3.0, 1.0), cell), sampling, 2.0)[0])
+    v1 = H(potentials.projected_potential(single_atom("Ti", (2.5, 2.7, 1.0), cell), sampling, 2.0)[0])
     np.testing.assert_allclose(v1, np.roll(v0, (5, -3), axis=(0, 1)), atol=1e-4 * v0.max())
     shift = (0.0123, 0.0371)
     moved = single_atom("Ti", (2.0 + shift[0], 3.0 + shift[1], 1.0), cell)
-    v2 = potentials.projected_potential(moved, sampling, 2.0)[0]
+    v2 = H(potentials.projected_potential(moved, sampling, 2.0)[0])
     kx = np.fft.fftfreq(64, sampling)
     phase = np.exp(-2j * np.pi * (kx[:, None] * shift[0] + kx[None, :] * shift[1]))
     inner = (np.abs(kx[:, None]) < 4.9) & (np.abs(kx[None, :]) < 4.9)  # all but the Nyquist row/column
@@ -180,22 +186,23 @@ def test_potential_moves_with_the_atom():
 # --------------------------------------------------------------------------- many atoms, slices
 
 
-def test_potential_is_linear_in_the_atoms():
+def test_potential_is_linear_in_the_atoms(device):
     cell = [7.0, 6.0, 3.0]
-    one = potentials.projected_potential(single_atom("O", (1.3, 2.2, 0.5), cell), 0.1, 1.5)
-    other = potentials.projected_potential(single_atom("Sr", (4.7, 3.9, 1.2), cell), 0.1, 1.5)
-    both = potentials.projected_potential(
+    one = H(potentials.projected_potential(single_atom("O", (1.3, 2.2, 0.5), cell), 0.1, 1.5))
+    other = H(potentials.projected_potential(single_atom("Sr", (4.7, 3.9, 1.2), cell), 0.1, 1.5))
+    both = H(potentials.projected_potential(
         Atoms("OSr", positions=[(1.3, 2.2, 0.5), (4.7, 3.9, 1.2)], cell=cell), 0.1, 1.5
-    )
+    ))
     np.testing.assert_allclose(both, one + other, atol=1e-5 * float(both.max()))
 
 
-def test_each_atom_goes_to_the_slice_that_contains_its_z():
+def test_each_atom_goes_to_the_slice_that_contains_its_z(device):
     z = [0.0, 0.3, 1.99, 2.0, 4.5, 6.9]
     atoms = Atoms("C6", positions=[(1.0 + i, 2.0, zi) for i, zi in enumerate(z)], cell=[8.0, 4.0, 7.0])
     v, grid = potentials.projected_potential(atoms, 0.1, 2.0, return_grid=True)
+    v = H(v)
     assert v.shape == (4, 80, 40)  # ceil(7 / 2) slices; axis 1 along x
-    np.testing.assert_allclose(potentials.slice_thicknesses(atoms, 2.0), [2.0, 2.0, 2.0, 1.0])
+    assert potentials.slice_thicknesses(atoms, 2.0) == (2.0, 2.0, 2.0, 1.0)  # plain numbers, on every device
     per_atom = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor("C", 0.0)
     counts = np.sum(v, axis=(1, 2), dtype=np.float64) * grid.sampling[0] * grid.sampling[1] / per_atom
     np.testing.assert_allclose(counts, [3, 1, 1, 1], rtol=1e-5)
@@ -210,27 +217,29 @@ def test_sampling_is_the_largest_spacing_and_the_grid_is_reported():
     assert potentials.potential_grid(atoms, (0.1, 0.2)) == grid
 
 
-def test_perovskite_slices_hold_their_atoms():
+def test_perovskite_slices_hold_their_atoms(device):
     """SrTiO3 [001] cut at a/2: the SrO planes and the TiO2 planes alternate."""
     a = 3.905
     fractional = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
     sto = Atoms("SrTiO3", scaled_positions=fractional, cell=[a, a, a]) * (2, 2, 2)
     v, grid = potentials.projected_potential(sto, 0.15, a / 2, return_grid=True)
+    assert backend.get_array_module(v) is backend.xp  # on the selected device
+    v = H(v)
     f0 = {s: potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor(s, 0.0) for s in ("Sr", "Ti", "O")}
     per_slice = np.sum(v, axis=(1, 2), dtype=np.float64) * grid.sampling[0] * grid.sampling[1]
     sro, tio2 = 4 * (f0["Sr"] + f0["O"]), 4 * (f0["Ti"] + 2 * f0["O"])
     np.testing.assert_allclose(per_slice, [sro, tio2] * 2, rtol=1e-5)
 
 
-def test_slices_built_on_threads_equal_the_serial_ones(monkeypatch):
-    """The CPU builds one slice per core; the slices must not depend on how many cores there are."""
+def test_slices_built_on_threads_equal_the_serial_ones(monkeypatch, device):
+    """The CPU builds one slice per core (the GPU path one after another); the cores must not matter."""
     a = 3.905
     fractional = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
     sto = Atoms("SrTiO3", scaled_positions=fractional, cell=[a, a, a]) * (2, 2, 3)
     monkeypatch.setattr(backend, "cpu_threads", lambda: 3)
-    threaded = potentials.projected_potential(sto, 0.15, a / 2)
+    threaded = H(potentials.projected_potential(sto, 0.15, a / 2))
     monkeypatch.setattr(backend, "cpu_threads", lambda: 1)
-    serial = potentials.projected_potential(sto, 0.15, a / 2)
+    serial = H(potentials.projected_potential(sto, 0.15, a / 2))
     assert threaded.shape == (6,) + serial.shape[1:]
     np.testing.assert_allclose(threaded, serial, rtol=0, atol=1e-6 * np.abs(serial).max())
 
@@ -242,7 +251,7 @@ def test_orthogonalized_hexagonal_cell_is_accepted():
         potentials.projected_potential(sheet, 0.1, 1.0)
     rectangular = make_supercell(sheet, [[1, 0, 0], [1, 2, 0], [0, 0, 1]])
     rectangular.wrap()
-    v = potentials.projected_potential(rectangular, 0.1, 4.0)
+    v = H(potentials.projected_potential(rectangular, 0.1, 4.0))
     assert v.shape[0] == 1 and np.isfinite(v).all()
 
 
@@ -252,6 +261,19 @@ def test_cpu_and_gpu_agree(device):
     backend.set_device("cpu")
     reference = potentials.projected_potential(atoms, 0.1, 5.431 / 4)
     np.testing.assert_allclose(v, reference, atol=1e-5 * float(reference.max()))
+
+
+def test_numpy_inputs_on_the_stand_in_give_stand_in_arrays():
+    """The device rule: whatever the caller passes, results land on the selected device."""
+    backend.set_device("strict")
+    try:
+        atoms = bulk("Si", "diamond", a=5.431, cubic=True)
+        v, grid = potentials.projected_potential(atoms, 0.2, 5.431 / 2, return_grid=True)
+        assert backend.get_array_module(v) is strict.xp
+        assert backend.get_array_module(potentials.scattering_factor("Si", np.linspace(0, 1, 5))) is strict.xp
+        assert all(isinstance(t, float) for t in potentials.slice_thicknesses(atoms, 5.431 / 2))
+    finally:
+        backend.set_device("cpu")
 
 
 # --------------------------------------------------------------------------- frozen phonons

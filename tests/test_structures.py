@@ -39,3 +39,16 @@ def test_graphene_bonds_are_1_42_angstrom():
     _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=True)
     nearest = np.sort(d + np.eye(len(atoms)) * 99, axis=1)[:, :3]
     np.testing.assert_allclose(nearest, 2.46 / np.sqrt(3), atol=1e-9)  # three neighbours each
+
+
+def test_specimens_are_host_objects_the_same_on_every_device(device):
+    """Rule 5: ase.Atoms live on the host, and a seed gives the same specimen whatever the device."""
+    from ase import Atoms
+
+    from mbook.core import backend
+
+    atoms = structures.amorphous("C", extent=(8, 8, 4), density=2.0, min_distance=1.4, seed=3)
+    assert isinstance(atoms, Atoms) and isinstance(atoms.positions, np.ndarray)
+    backend.set_device("cpu")
+    again = structures.amorphous("C", extent=(8, 8, 4), density=2.0, min_distance=1.4, seed=3)
+    np.testing.assert_array_equal(atoms.positions, again.positions)

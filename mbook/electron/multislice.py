@@ -14,18 +14,19 @@ largest scattering angle a simulation can represent is therefore
 ``λ · (2/3) / (2 Δx)``; :func:`max_angle` gives it.
 
 Waves may carry leading batch axes ``(..., nx, ny)`` (e.g. one probe per scan
-position); they are propagated together.
+position); they are propagated together. Public functions move their inputs to
+the selected device and return their arrays there (:mod:`mbook`'s device rule).
 
 Examples
 --------
 >>> import numpy as np
->>> from mbook.core import grids
+>>> from mbook.core import backend, grids
 >>> from mbook.electron import multislice
 >>> grid = grids.make_grid(gpts=(32, 32), sampling=0.2)
 >>> v = np.zeros((4, 32, 32), np.float32)          # vacuum: nothing scatters
 >>> psi = multislice.propagate_slices(np.ones((32, 32), np.complex64), v, grid=grid,
 ...                                   energy=200e3, slice_thickness=2.0)
->>> bool(np.allclose(psi, 1.0, atol=1e-5))
+>>> bool(np.allclose(backend.asnumpy(psi), 1.0, atol=1e-5))
 True
 """
 
@@ -50,7 +51,11 @@ def max_angle(grid: grids.Grid, energy: float, *, antialias: bool = True) -> flo
 
 
 def antialias_aperture(grid: grids.Grid, *, xp=None):
-    """Round mask keeping ``|k| <= (2/3) k_Nyquist`` (coarser axis), FFT order, float32."""
+    """Round mask keeping ``|k| <= (2/3) k_Nyquist`` (coarser axis), FFT order, float32.
+
+    On the selected device, or made with the array module ``xp`` (for a kernel
+    that follows its inputs).
+    """
     xp = xp or backend.xp
     cutoff = ANTIALIAS_FRACTION / (2 * max(grid.sampling))
     return (grids.frequency_squared(grid, xp=xp) <= cutoff**2).astype(xp.float32)
@@ -73,9 +78,11 @@ def transmission_function(potential, *, energy, grid=None, antialias=True):
     Returns
     -------
     (..., nx, ny) ndarray, complex64
+        On the selected device.
     """
+    potential = checks.check_array(potential, "potential", min_ndim=2, real=True)
     xp = backend.get_array_module(potential)
-    potential = xp.asarray(potential, dtype=xp.float32)
+    potential = potential.astype(xp.float32, copy=False)
     stack = potential.reshape((-1,) + potential.shape[-2:])
     t = xp.empty(stack.shape, xp.complex64)
     for index, slice_t in enumerate(transmission_slices(stack, energy=energy, grid=grid, antialias=antialias)):
@@ -90,13 +97,15 @@ def transmission_slices(potential, *, energy, grid=None, antialias=True):
     before use keeps one slice in memory instead of the whole stack.
 
     Parameters are those of :func:`transmission_function`, with ``potential``
-    a stack ``(n_slices, nx, ny)`` [V·Å].
+    a stack ``(n_slices, nx, ny)`` [V·Å], moved to the selected device.
 
     Yields
     ------
     (nx, ny) ndarray, complex64
-        ``t`` of the next slice, in a buffer that the next slice overwrites.
+        ``t`` of the next slice, on the selected device, in a buffer that the
+        next slice overwrites.
     """
+    potential = backend.asarray(potential)
     xp = backend.get_array_module(potential)
     sigma = xp.float32(physics.interaction_parameter(energy))
     shape = potential.shape[-2:]
@@ -121,7 +130,10 @@ def transmission_slices(potential, *, energy, grid=None, antialias=True):
 
 
 def slice_propagator(grid: grids.Grid, *, energy, slice_thickness, antialias=True, xp=None):
-    """Fresnel propagator over one slice, ``exp(-iπ λ Δz |k|^2)`` × aperture, FFT order, complex64."""
+    """Fresnel propagator over one slice, ``exp(-iπ λ Δz |k|^2)`` × aperture, FFT order, complex64.
+
+    On the selected device, or made with the array module ``xp``.
+    """
     xp = xp or backend.xp
     p = propagation.fresnel_propagator(grid, slice_thickness, physics.wavelength(energy), xp=xp)
     if antialias:
@@ -129,25 +141,40 @@ def slice_propagator(grid: grids.Grid, *, energy, slice_thickness, antialias=Tru
     return p.astype(xp.complex64)
 
 
+def check_thicknesses(slice_thickness, n_slices: int) -> tuple[float, ...]:
+    """One thickness per slice [Å] from a number or a sequence of ``n_slices`` (plain floats).
+
+    A device array is copied to the host first: thicknesses are parameters
+    (Python floats), not data.
+
+    Raises
+    ------
+    ValueError
+        A non-positive or non-finite thickness, or a count other than ``n_slices``.
+    """
+    if backend.is_device_array(slice_thickness):
+        slice_thickness = backend.asnumpy(slice_thickness)
+    return checks.check_positive(slice_thickness, "slice_thickness", n_slices)
+
+
 def _check_inputs(waves, potential, grid, slice_thickness):
-    """Validate a multislice call; return the arrays and one thickness per slice [Å]."""
-    xp = backend.get_array_module(waves, potential)
-    waves = xp.asarray(waves)
-    potential = xp.asarray(potential)
+    """Validate a multislice call; return the arrays (on the selected device) and one thickness per slice [Å]."""
+    potential = checks.check_array(potential, "potential", real=True)
     if potential.ndim != 3:
         raise ValueError(f"potential must be (n_slices, nx, ny), got shape {potential.shape}")
+    waves = checks.check_field(waves, "waves")
     if waves.shape[-2:] != potential.shape[-2:] or tuple(grid.gpts) != potential.shape[-2:]:
         raise ValueError(
             f"waves {waves.shape[-2:]}, potential {potential.shape[-2:]} and grid {grid.gpts} must share (nx, ny)"
         )
-    if not bool(xp.isfinite(potential).all()):
-        raise ValueError("potential contains NaN or infinite values")
-    thicknesses = checks.check_positive(slice_thickness, "slice_thickness", len(potential))
-    return waves, potential, thicknesses
+    return waves, potential, check_thicknesses(slice_thickness, len(potential))
 
 
 def slice_propagators(grid, *, energy, thicknesses, antialias=True, xp=None):
-    """One propagator per slice, shared between slices of equal thickness (list of arrays)."""
+    """One propagator per slice, shared between slices of equal thickness (list of arrays).
+
+    On the selected device, or made with the array module ``xp``.
+    """
     cache = {}
     for dz in thicknesses:
         if dz not in cache:
@@ -161,14 +188,17 @@ def prepare(waves, potential, grid, energy, slice_thickness, antialias, transmis
     Returns
     -------
     (waves, transmissions, propagators)
-        The incident waves as complex64, the transmission functions (the
-        whole stack, or with ``lazy`` a generator that makes each when the
-        loop reaches it: for one pass over the slices), and one propagator
-        per slice, ready for :func:`iterate_slices`.
+        On the selected device: the incident waves as complex64, the
+        transmission functions (the whole stack, or with ``lazy`` a generator
+        that makes each when the loop reaches it: for one pass over the
+        slices), and one propagator per slice, ready for :func:`iterate_slices`.
     """
+    physics.check_energy(energy)
     waves, potential, thicknesses = _check_inputs(waves, potential, grid, slice_thickness)
     xp = backend.get_array_module(waves)
-    if transmissions is None:
+    if transmissions is not None:
+        transmissions = backend.asarray(transmissions)
+    else:
         make = transmission_slices if lazy else transmission_function
         transmissions = make(potential, energy=energy, grid=grid, antialias=antialias)
     propagators = slice_propagators(grid, energy=energy, thicknesses=thicknesses, antialias=antialias, xp=xp)
@@ -182,7 +212,7 @@ def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antiali
     Parameters
     ----------
     waves : (..., nx, ny) array_like, complex
-        Incident wave(s) at the entrance surface; NumPy or CuPy.
+        Incident wave(s) at the entrance surface (not modified).
     potential : (n_slices, nx, ny) array_like
         Projected potential per slice [V·Å].
     grid : Grid
@@ -202,7 +232,7 @@ def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antiali
     Returns
     -------
     (..., nx, ny) ndarray, complex64
-        Exit wave(s) on the device of the input.
+        Exit wave(s), on the selected device.
     """
     psi, transmissions, propagators = prepare(waves, potential, grid, energy, slice_thickness, antialias,
                                                transmissions, lazy=True)
@@ -246,8 +276,13 @@ def iterate_slices(psi, transmissions, propagators, plan=None):
         yield buffer
 
 
-def exit_wave(atoms, energy, sampling, slice_thickness, parametrization="kirkland"):
+def exit_wave(atoms, energy, sampling, slice_thickness, parametrization="kirkland", *, antialias=True,
+              return_grid=False):
     """Exit wave of a specimen under unit-intensity plane-wave illumination.
+
+    Atoms to potential slices (:func:`mbook.electron.potentials.projected_potential`,
+    the last slice thinner when the cell is not a whole number of slices) to
+    multislice (:func:`propagate_slices`).
 
     Parameters
     ----------
@@ -258,13 +293,29 @@ def exit_wave(atoms, energy, sampling, slice_thickness, parametrization="kirklan
     sampling : float
         Largest grid spacing allowed [Å] (see :func:`mbook.electron.potentials.potential_grid`).
     slice_thickness : float
-        [Å].
+        [Å]; e.g. ``lattice / n`` for ``n`` slices per unit cell along z.
     parametrization : {"kirkland", "lobato"}
         Atomic potential parametrisation.
+    antialias : bool
+        Band-limit to 2/3 of Nyquist (see :func:`propagate_slices`); without
+        it the recursion conserves ``sum |ψ|^2``.
+    return_grid : bool
+        Also return the :class:`mbook.core.grids.Grid` of the wave.
 
     Returns
     -------
-    (nx, ny) numpy.ndarray, complex64
+    psi : (nx, ny) ndarray, complex64
+        On the selected device.
+    grid : Grid
+        Only with ``return_grid=True``: its grid (``sampling`` is the actual
+        spacing, at most the one asked for) [Å].
+
+    Examples
+    --------
+    >>> from mbook.electron import multislice, structures
+    >>> psi, grid = multislice.exit_wave(structures.srtio3(), 300e3, 0.1, 3.905 / 2, return_grid=True)
+    >>> psi.shape, grid.gpts
+    ((40, 40), (40, 40))
     """
     from mbook.electron import potentials
 
@@ -274,19 +325,46 @@ def exit_wave(atoms, energy, sampling, slice_thickness, parametrization="kirklan
     )
     xp = backend.get_array_module(potential)
     psi = propagate_slices(xp.ones(grid.gpts, xp.complex64), potential, grid=grid, energy=energy,
-                           slice_thickness=potentials.slice_thicknesses(atoms, slice_thickness))
-    return backend.asnumpy(psi)
+                           slice_thickness=potentials.slice_thicknesses(atoms, slice_thickness),
+                           antialias=antialias)
+    return (psi, grid) if return_grid else psi
 
 
 def weak_phase_exit_wave(potential, *, energy):
-    """First-order (weak-phase-object) exit wave ``1 + i σ Σ v`` [dimensionless]."""
-    xp = backend.get_array_module(potential)
-    return 1 + 1j * physics.interaction_parameter(energy) * xp.asarray(potential).sum(axis=0)
+    """First-order (weak-phase-object) exit wave ``1 + i σ Σ v`` [dimensionless].
+
+    Parameters
+    ----------
+    potential : (n_slices, nx, ny) array_like
+        Projected potential per slice [V·Å].
+    energy : float
+        [eV].
+
+    Returns
+    -------
+    (nx, ny) ndarray, complex
+        On the selected device (complex64 for float32 slices).
+    """
+    potential = checks.check_array(potential, "potential", ndim=3, real=True)
+    return 1 + 1j * physics.interaction_parameter(energy) * potential.sum(axis=0)
 
 
 def thickness_series(waves, potential, *, grid, energy, slice_thickness, every=1, antialias=True):
-    """Exit waves after every ``every`` slices: ``(n_out, ..., nx, ny)`` NumPy array."""
-    steps = iterate_slices(*prepare(waves, potential, grid, energy, slice_thickness, antialias, lazy=True))
-    # np.array copies: each yielded wave lives in a buffer that the next slice overwrites.
-    return np.stack([np.array(backend.asnumpy(psi)) for index, psi in enumerate(steps, start=1)
-                     if index % every == 0])
+    """Exit waves after every ``every`` slices, parameters as for :func:`propagate_slices`.
+
+    Returns
+    -------
+    (n_out, ..., nx, ny) ndarray, complex64
+        On the selected device; ``n_out = n_slices // every``.
+    """
+    every = checks.check_count(every, "every")
+    psi, transmissions, propagators = prepare(waves, potential, grid, energy, slice_thickness, antialias,
+                                              lazy=True)
+    if every > len(propagators):
+        raise ValueError(f"every={every} exceeds the number of slices, {len(propagators)}: nothing to return")
+    xp = backend.get_array_module(psi)
+    out = xp.empty((len(propagators) // every,) + psi.shape, xp.complex64)
+    for index, step in enumerate(iterate_slices(psi, transmissions, propagators), start=1):
+        if index % every == 0:
+            out[index // every - 1] = step  # a copy: the next slice overwrites the buffer
+    return out

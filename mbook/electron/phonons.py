@@ -6,6 +6,12 @@ are averaged over independent random configurations (incoherently), which
 brings in thermal diffuse scattering (Kirkland 2010, ch. 7). Each atom is
 displaced by an independent Gaussian of rms ``σ`` per Cartesian direction,
 ``B = 8π² σ²`` being its Debye-Waller factor.
+
+Configurations are :class:`ase.Atoms`, host objects (rule 5 of :mod:`mbook`):
+the random displacements are drawn on the host from a seeded
+:func:`numpy.random.default_rng`, so a seed gives the same configurations on
+every device; :func:`mbook.electron.potentials.projected_potential` then puts
+their potentials on the selected device.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ def _sigma_per_atom(sigmas, symbols) -> np.ndarray:
         return float(value)
 
     if isinstance(sigmas, dict):
-        table = {potentials._symbol(key): check(value, f"sigmas[{key!r}]") for key, value in sigmas.items()}
+        table = {potentials.element_symbol(key): check(value, f"sigmas[{key!r}]") for key, value in sigmas.items()}
         missing = sorted(set(symbols) - set(table))
         if missing:
             raise ValueError(
@@ -80,7 +86,7 @@ def displace_atoms(atoms, sigmas, seed):
     >>> bool((moved.positions != atoms.positions).all()), len(moved)
     (True, 256)
     """
-    _, _, symbols = potentials._check_atoms(atoms, orthorhombic=False)
+    _, _, symbols = potentials.check_atoms(atoms, orthorhombic=False)
     sigma = _sigma_per_atom(sigmas, symbols)
     return _displace(atoms, sigma, np.random.default_rng(seed))
 
@@ -115,7 +121,7 @@ def frozen_phonon_configurations(atoms, sigmas, num_configs, seed):
     """
     if isinstance(num_configs, bool) or not isinstance(num_configs, numbers.Integral) or num_configs < 1:
         raise ValueError(f"num_configs must be an integer >= 1, got {num_configs!r}")
-    _, _, symbols = potentials._check_atoms(atoms, orthorhombic=False)
+    _, _, symbols = potentials.check_atoms(atoms, orthorhombic=False)
     sigma = _sigma_per_atom(sigmas, symbols)
     if isinstance(seed, np.random.Generator):
         children = seed.spawn(int(num_configs))

@@ -20,6 +20,8 @@ import numbers
 import numpy as np
 from scipy import constants
 
+from mbook.core import backend
+
 ELECTRON_REST_ENERGY = constants.m_e * constants.c**2 / constants.e  # eV
 
 
@@ -96,6 +98,9 @@ def scattering_angle(spatial_frequency, energy):
     Returns
     -------
     float or ndarray
-        θ [mrad].
+        θ [mrad]: a float for a number, an array on the selected device for an array.
     """
-    return np.asarray(spatial_frequency) * wavelength(energy) * 1e3
+    factor = wavelength(energy) * 1e3
+    if isinstance(spatial_frequency, numbers.Real) and not isinstance(spatial_frequency, bool):
+        return float(spatial_frequency) * factor
+    return backend.asarray(spatial_frequency, dtype=np.float64) * factor

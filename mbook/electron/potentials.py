@@ -114,8 +114,20 @@ def _check_parametrization(parametrization) -> str:
     return parametrization.strip().lower()
 
 
-def _symbol(element) -> str:
-    """Chemical symbol of ``element`` (a symbol such as 'Si' or an atomic number)."""
+def element_symbol(element) -> str:
+    """Chemical symbol of ``element``: a symbol such as ``"Si"`` or an atomic number (1-103).
+
+    Raises
+    ------
+    ValueError
+        For anything else, naming the value.
+
+    Examples
+    --------
+    >>> from mbook.electron.potentials import element_symbol
+    >>> element_symbol(14), element_symbol("Sr")
+    ('Si', 'Sr')
+    """
     from ase.data import atomic_numbers, chemical_symbols
 
     if isinstance(element, numbers.Integral) and not isinstance(element, bool):
@@ -129,7 +141,7 @@ def _symbol(element) -> str:
 def _check_element(element, parametrization: str) -> str:
     from ase.data import atomic_numbers
 
-    symbol = _symbol(element)
+    symbol = element_symbol(element)
     if symbol not in _load_table(parametrization):
         raise ValueError(
             f"element {symbol!r} (Z = {atomic_numbers[symbol]}) is not in the {parametrization} table, "
@@ -163,14 +175,16 @@ def scattering_factor(element, k, parametrization: str = "kirkland"):
         Chemical symbol (``"Sr"``) or atomic number (1-103).
     k : float or array_like
         Spatial frequency ``|k| = 2 sin(θ)/λ`` in cycles per Å, no 2π
-        (the convention of :mod:`mbook.core.grids`) [1/Å].
+        (the convention of :mod:`mbook.core.grids`) [1/Å]. An array is moved
+        to the selected device.
     parametrization : {"kirkland", "lobato"}
         Kirkland (2010) or Lobato & Van Dyck (2014).
 
     Returns
     -------
     float or ndarray, float64
-        ``f_e`` with the shape of ``k``, on ``k``'s device [Å].
+        ``f_e`` [Å]: a float for a number ``k``; for an array, an array of its
+        shape on the selected device.
 
     Raises
     ------
@@ -187,20 +201,50 @@ def scattering_factor(element, k, parametrization: str = "kirkland"):
     """
     parametrization = _check_parametrization(parametrization)
     symbol = _check_element(element, parametrization)
+    params = _load_table(parametrization)[symbol]
+    if isinstance(k, numbers.Real) and not isinstance(k, bool):  # a number: computed on the host
+        if not (math.isfinite(k) and k >= 0):
+            raise ValueError(f"k must be finite and >= 0 [1/Å] (a magnitude |k|), got {k!r}")
+        return float(_scattering_factor_kernel(params, np.float64(k) ** 2, parametrization))
+    k = backend.asarray(k, dtype=np.float64)
     xp = backend.get_array_module(k)
-    scalar = np.ndim(k) == 0 and xp is np
-    k = xp.asarray(k, dtype=xp.float64)
-    if not bool(xp.isfinite(k).all()) or bool((k < 0).any()):
-        raise ValueError(f"k must be finite and >= 0 [1/Å] (a magnitude |k|), got {k!r}")
-    f = _scattering_factor_kernel(_load_table(parametrization)[symbol], k * k, parametrization)
-    return float(f) if scalar else f
+    if not bool(xp.all(xp.isfinite(k) & (k >= 0))):  # one copy to the host, to refuse bad input
+        raise ValueError(f"k must be finite and >= 0 [1/Å] (a magnitude |k|), got an array with min "
+                         f"{float(xp.nanmin(k)) if bool(xp.isfinite(k).any()) else k.dtype}")
+    return _scattering_factor_kernel(params, k * k, parametrization)
 
 
 # --------------------------------------------------------------------------- atoms and grids
 
 
-def _check_atoms(atoms, *, orthorhombic: bool = True):
-    """Validate an ase.Atoms-like object; return (positions, cell lengths, symbols) as NumPy."""
+def check_atoms(atoms, *, orthorhombic: bool = True):
+    """Validate an :class:`ase.Atoms`-like object for slicing (a host-only step: ase lives on the host).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        At least one atom, finite positions, a cell of non-zero volume.
+    orthorhombic : bool
+        Also require a diagonal cell (axes along x, y, z) of positive lengths,
+        as :func:`projected_potential` does.
+
+    Returns
+    -------
+    positions : (n, 3) numpy.ndarray, float64
+        Atom positions [Å] (host: the slicing bookkeeping is done there).
+    lengths : (3,) numpy.ndarray, float64
+        Diagonal of the cell [Å].
+    symbols : list of str
+        Chemical symbols.
+
+    Raises
+    ------
+    TypeError
+        For an object that is not an ase.Atoms.
+    ValueError
+        Empty atoms, non-finite cell or positions, a skewed cell (the
+        message gives the recipe to orthogonalize it), zero length or volume.
+    """
     if not all(hasattr(atoms, name) for name in ("get_positions", "get_chemical_symbols", "cell")):
         raise TypeError(f"atoms must be an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
@@ -285,7 +329,7 @@ def potential_grid(atoms, sampling) -> grids.Grid:
     >>> grid.gpts, round(grid.sampling[0], 6)
     ((40, 40), 0.097625)
     """
-    _, lengths, _ = _check_atoms(atoms)
+    _, lengths, _ = check_atoms(atoms)
     sampling = _check_sampling(sampling)
     gpts = tuple(_gpts(float(e), s) for e, s in zip(lengths[:2], sampling))
     return grids.make_grid(gpts=gpts, extent=tuple(float(e) for e in lengths[:2]))
@@ -317,22 +361,22 @@ def slice_thicknesses(atoms, slice_thickness):
 
     Returns
     -------
-    (n_slices,) numpy.ndarray, float64
+    tuple of float
+        One thickness per slice [Å]: plain numbers, a parameter of the
+        multislice (its ``slice_thickness``), not data for the device.
 
     Examples
     --------
     >>> from ase import Atoms
     >>> from mbook.electron.potentials import slice_thicknesses
-    >>> slice_thicknesses(Atoms("C", cell=[4.0, 4.0, 5.0]), 2.0).tolist()
-    [2.0, 2.0, 1.0]
+    >>> slice_thicknesses(Atoms("C", cell=[4.0, 4.0, 5.0]), 2.0)
+    (2.0, 2.0, 1.0)
     """
-    _, lengths, _ = _check_atoms(atoms)
+    _, lengths, _ = check_atoms(atoms)
     cell_z = float(lengths[2])
     slice_thickness = _check_slice_thickness(slice_thickness, cell_z)
     n = _num_slices(cell_z, slice_thickness)
-    thickness = np.full(n, slice_thickness)
-    thickness[-1] = cell_z - (n - 1) * slice_thickness
-    return thickness
+    return (slice_thickness,) * (n - 1) + (cell_z - (n - 1) * slice_thickness,)
 
 
 # --------------------------------------------------------------------------- the potential
@@ -359,20 +403,19 @@ def _separable_phases(coordinate, frequencies, spacing, n, xp):
     return factor
 
 
-def _projected_potential_kernel(positions, species, slice_index, n_slices, tables, grid, xp, chunk):
-    """Slices ``v = irfft2(Σ_s f̂_s · A_sᵀ B_s)`` (no checks: a kernel).
+def _projected_potential_kernel(positions, species, slice_index, n_slices, tables, grid, chunk, threads):
+    """Slices ``v = irfft2(Σ_s f̂_s · A_sᵀ B_s)`` (no checks: a kernel, on the device of ``tables``).
 
-    positions : (n, 2) float64 on device; species, slice_index : (n,) int NumPy;
-    tables : (n_species, nx, ny//2+1) float32 on device, already holding
-    ``2π a0 e f_e(|k|) / (dx dy)``.
+    positions : (n, 2) float64 on the device; species, slice_index : (n,) int
+    NumPy (host bookkeeping: which atoms go to which slice); tables :
+    (n_species, nx, ny//2+1) float32 on the device, already holding
+    ``2π a0 e f_e(|k|) / (dx dy)``; threads : slices built at once (CPU only).
     """
+    xp = backend.get_array_module(tables)
     (nx, ny), (dx, dy) = grid.gpts, grid.sampling
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
     fft = backend.fft_module(kx)
-    # On the CPU one slice per core at a time, each with single-threaded BLAS and FFT: the products
-    # are too small for BLAS to split well, and the slices are independent.
-    threads = min(backend.cpu_threads(), n_slices) if xp is np else 1
     fft_kwargs = {"workers": 1} if threads > 1 else backend.fft_kwargs(kx)  # honours backend.fft_workers
     out = xp.zeros((n_slices, nx, ny), dtype=xp.float32)
 
@@ -453,9 +496,9 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
     Returns
     -------
     potential : (n_slices, nx, ny) ndarray, float32
-        Projected potential of each slice [V·Å], on the current device
-        (NumPy, or CuPy when :mod:`mbook.core.backend` uses a GPU); axis 1 runs
-        along the cell's x.
+        Projected potential of each slice [V·Å], on the selected device; axis
+        1 runs along the cell's x. The atoms are read on the host (ase), and
+        only their (x, y) positions are moved to the device.
     grid : Grid
         Only with ``return_grid=True``: ``gpts = (nx, ny)`` and the actual
         ``sampling = (dx, dy)`` [Å].
@@ -479,7 +522,7 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
     ((4, 55, 55), 'float32')
     """
     parametrization = _check_parametrization(parametrization)
-    positions, lengths, symbols = _check_atoms(atoms)
+    positions, lengths, symbols = check_atoms(atoms)
     _check_inside(positions, lengths)
     cell_z = float(lengths[2])
     slice_thickness = _check_slice_thickness(slice_thickness, cell_z)
@@ -504,6 +547,10 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
     chunk = progress.plan_batches(n_items=largest_group, bytes_per_item=(nx + nyh) * 16, fixed_bytes=fixed)
 
     xp = backend.xp
+    # On the CPU one slice per core at a time, each with single-threaded BLAS and FFT: the products
+    # are too small for BLAS to split well, and the slices are independent. On the GPU path (and its
+    # stand-in) one slice after another, each product filling the device.
+    threads = 1 if backend.gpu_code_path() else min(backend.cpu_threads(), n_slices)
     (dx, dy) = grid.sampling
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
@@ -514,6 +561,6 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
         for name in species_names
     ]).astype(xp.float32)
     potential = _projected_potential_kernel(
-        xp.asarray(positions[:, :2]), species, slice_index, n_slices, tables, grid, xp, chunk
+        xp.asarray(positions[:, :2]), species, slice_index, n_slices, tables, grid, chunk, threads
     )
     return (potential, grid) if return_grid else potential

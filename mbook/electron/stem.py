@@ -86,7 +86,7 @@ def scan_positions(*, start, end, sampling=None, energy=None, semiangle_cutoff=N
     Returns
     -------
     (n_x, n_y, 2) ndarray, float64
-        Positions [Å], x then y.
+        Positions [Å], x then y, on the selected device.
     """
     start, end = np.asarray(start, float), np.asarray(end, float)
     if start.shape != (2,) or end.shape != (2,) or not (np.isfinite(start).all() and np.isfinite(end).all()):
@@ -100,7 +100,7 @@ def scan_positions(*, start, end, sampling=None, energy=None, semiangle_cutoff=N
     step = np.asarray(checks.check_positive(sampling, "sampling", 2))
     n = np.floor((end - start) / step + 1e-9).astype(int) + (1 if endpoint else 0)
     axes = [s + d * np.arange(max(k, 1)) for s, d, k in zip(start, step, n)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return backend.asarray(np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1))
 
 
 def detector_masks(grid, *, energy, detectors, xp=None):
@@ -114,10 +114,13 @@ def detector_masks(grid, *, energy, detectors, xp=None):
         [eV].
     detectors : dict
         ``{name: (inner, outer)}`` [mrad]; inner < outer.
+    xp : module, optional
+        Array module to make them with; default the selected device's.
 
     Returns
     -------
     (n_detectors, nx, ny) ndarray, float32
+        On the selected device (or ``xp``'s).
 
     Raises
     ------
@@ -131,7 +134,9 @@ def detector_masks(grid, *, energy, detectors, xp=None):
     alpha = 1e3 * physics.wavelength(energy) * xp.sqrt(grids.frequency_squared(grid, xp=xp))
     masks = []
     for name, (inner, outer) in detectors.items():
-        if not 0 <= inner < outer:
+        inner = checks.check_number(inner, f"detector {name!r} inner angle", lower=0, units="mrad")
+        outer = checks.check_number(outer, f"detector {name!r} outer angle", lower=0, units="mrad")
+        if not inner < outer:
             raise ValueError(f"detector {name!r}: need 0 <= inner < outer [mrad], got ({inner}, {outer})")
         if outer > limit * (1 + 1e-9):
             needed = 1e3 * physics.wavelength(energy) * multislice.ANTIALIAS_FRACTION / (2 * outer)
@@ -144,26 +149,80 @@ def detector_masks(grid, *, energy, detectors, xp=None):
 
 
 def _check_scan(positions, grid):
-    positions = np.asarray(positions, dtype=float)
-    if positions.shape[-1] != 2 or not np.isfinite(positions).all():
+    """Positions ``(..., 2)`` [Å] on the selected device, float64, inside the cell (one copy to check)."""
+    positions = checks.check_array(positions, "positions", min_ndim=1, real=True).astype(np.float64)
+    if positions.shape[-1] != 2:
         raise ValueError(f"positions must be a finite (..., 2) array [Å], got shape {positions.shape}")
-    low, high = positions.reshape(-1, 2).min(0), positions.reshape(-1, 2).max(0)
-    if np.any(low < 0) or np.any(high >= np.asarray(grid.extent)):
+    xp = backend.get_array_module(positions)
+    flat = positions.reshape(-1, 2)
+    (low_x, low_y), (high_x, high_y) = backend.asnumpy(xp.stack([flat.min(axis=0), flat.max(axis=0)])).tolist()
+    if min(low_x, low_y) < 0 or high_x >= grid.extent[0] or high_y >= grid.extent[1]:
         raise ValueError(
-            f"scan positions span x {low[0]:.3f}..{high[0]:.3f} Å, y {low[1]:.3f}..{high[1]:.3f} Å, outside the "
+            f"scan positions span x {low_x:.3f}..{high_x:.3f} Å, y {low_y:.3f}..{high_y:.3f} Å, outside the "
             f"cell [0, {grid.extent[0]:.3f}) x [0, {grid.extent[1]:.3f}) Å"
         )
     return positions
 
 
 def _bytes_per_probe(grid, diffraction):
-    # ψ, its FFT and one product (complex64 each), plus a float32 diffraction pattern if kept.
+    # ψ, its FFT and one product (complex64 each), plus a float32 pattern in flight if kept (the
+    # patterns' output array is counted apart, in full).
     n = grid.gpts[0] * grid.gpts[1]
     return n * (3 * 8 + (4 if diffraction else 0))
 
 
+def plan_scan(n_probes, grid, *, fixed_bytes, diffraction=False, budget=None, max_batch=None, client=None):
+    """Probes per batch and batches run at once for a scan, under a memory budget.
+
+    All batches in flight together hold at most the budget. On the GPU path
+    (a GPU, or the strict stand-in that checks it) and with a Dask client, one
+    batch runs at a time in this process, as large as the budget allows (up
+    to ``max_batch``): the batch size does not depend on the host's cores. On
+    the CPU one batch runs per core, each of at most :func:`cpu_batch`
+    probes (or ``max_batch``); with a budget too small for that, fewer probes
+    per batch, then fewer batches at once.
+
+    Parameters
+    ----------
+    n_probes : int
+        Scan positions.
+    grid : Grid
+        Simulation grid [Å].
+    fixed_bytes : int
+        Memory held whatever the batch size: slices, propagators, masks,
+        the output patterns [bytes].
+    diffraction : bool
+        Whether patterns are kept (a pattern in flight per probe).
+    budget : int, optional
+        [bytes]; default :func:`mbook.core.progress.memory_budget`.
+    max_batch : int, optional
+        Most probes per batch.
+    client : dask.distributed.Client, optional
+        Batches go to a Dask cluster (no threads here).
+
+    Returns
+    -------
+    (batch, threads) : (int, int)
+
+    Raises
+    ------
+    MemoryError
+        When not even one probe fits beside the fixed memory.
+    """
+    n_probes = checks.check_count(n_probes, "n_probes")
+    max_batch = None if max_batch is None else checks.check_count(max_batch, "max_batch")
+    in_memory = progress.plan_batches(n_items=n_probes, bytes_per_item=_bytes_per_probe(grid, diffraction),
+                                      fixed_bytes=fixed_bytes, budget=budget)
+    if backend.gpu_code_path() or client is not None:
+        return min(in_memory, max_batch or in_memory), 1
+    cores = backend.cpu_threads()
+    batch = max(1, min(max_batch or cpu_batch(grid), in_memory // cores or 1))
+    threads = max(1, min(cores, in_memory // batch, math.ceil(n_probes / batch)))
+    return batch, threads
+
+
 def _scan_batch(positions, *, transmissions, propagators, masks, grid, probe, diffraction):
-    """Signals (and patterns) for one batch of positions. Returns NumPy arrays."""
+    """Signals ``(n, n_detectors)`` and patterns ``(n, nx, ny)`` (or None) of one batch, on its device."""
     xp = backend.get_array_module(transmissions)
     plan = backend.fft2_plan((len(positions),) + tuple(grid.gpts), xp.complex64, xp=xp)
     psi = waves.place_probes(probe, grid, positions, plan=plan)
@@ -172,8 +231,7 @@ def _scan_batch(positions, *, transmissions, propagators, masks, grid, probe, di
     spectrum = plan.forward()
     intensity = (spectrum.real**2 + spectrum.imag**2) * xp.float32(plan.scale)  # sums to 1 per probe
     signals = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1])) if masks is not None else None
-    patterns = backend.asnumpy(intensity.astype(xp.float32)) if diffraction else None
-    return (backend.asnumpy(signals) if signals is not None else None), patterns
+    return signals, (intensity.astype(xp.float32, copy=False) if diffraction else None)
 
 
 def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, positions, detectors=None,
@@ -201,74 +259,88 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     defocus, Cs, aberrations
         Probe aberrations, see :func:`mbook.electron.waves.aberration_phase` [Å].
     budget : int, optional
-        Memory budget [bytes]; default :func:`mbook.core.progress.memory_budget`.
+        Memory budget [bytes] of the device that computes (with the 4D
+        output counted in full); default :func:`mbook.core.progress.memory_budget`.
     max_batch : int, optional
         Most probes propagated at once; default :func:`cpu_batch` on the CPU
         (larger batches fall out of cache and run slower per probe), where one
-        batch runs on each core at a time, and no limit but the budget on a GPU.
+        batch runs on each core at a time, and no limit but the budget on a GPU
+        (see :func:`plan_scan`).
     client : dask.distributed.Client, optional
-        Share the batches out over a Dask cluster (same results as serial).
+        Share the batches out over a Dask cluster (same results as a serial
+        run with the same batches); the results are fetched one batch at a
+        time into the output.
 
     Returns
     -------
     dict
-        ``{name: (...) ndarray}`` detector signals (fraction of the incident
-        current, shaped like ``positions[..., 0]``), plus ``"diffraction"``:
-        ``(..., nx, ny)`` float32 patterns in FFT order when requested.
+        On the selected device: ``{name: (...) ndarray}`` detector signals
+        (float32, fraction of the incident current, shaped like
+        ``positions[..., 0]``), plus ``"diffraction"``: ``(..., nx, ny)``
+        float32 patterns in FFT order when requested.
     """
     physics.check_energy(energy)
+    potential = checks.check_array(potential, "potential", real=True)
     positions = _check_scan(positions, grid)
     detectors = standard_detectors(semiangle_cutoff) if detectors is None else dict(detectors)
-    xp = backend.xp
-    potential = xp.asarray(potential, dtype=xp.float32)
+    xp = backend.get_array_module(potential)
     masks = detector_masks(grid, energy=energy, detectors=detectors, xp=xp) if detectors else None
     _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid,
                                                         energy, slice_thickness, antialias=True)
-
-    flat = positions.reshape(-1, 2)
-    fixed = transmissions.nbytes + sum({id(p): p.nbytes for p in propagators}.values())
-    fixed += masks.nbytes if masks is not None else 0
-    if diffraction:  # the 4D output accumulates: count all of it
-        fixed += len(flat) * grid.gpts[0] * grid.gpts[1] * 4
-    # On the CPU one batch per core runs at once (threads, each with single-threaded FFTs).
-    threads = backend.cpu_threads() if xp is np and client is None else 1
-    batch = progress.plan_batches(n_items=len(flat), bytes_per_item=threads * _bytes_per_probe(grid, diffraction),
-                                  fixed_bytes=fixed, budget=budget)
-    if max_batch is None and xp is np:
-        max_batch = cpu_batch(grid)
-    batch = min(batch, max_batch or batch)
-    chunks = [flat[i : i + batch] for i in range(0, len(flat), batch)]
     probe = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
                                  aberrations=aberrations, xp=xp)
+
+    flat = positions.reshape(-1, 2)
+    n = len(flat)
+    signals = xp.empty((n, len(detectors)), xp.float32) if masks is not None else None
+    patterns = xp.empty((n,) + tuple(grid.gpts), xp.float32) if diffraction else None
+    fixed = transmissions.nbytes + sum({id(p): p.nbytes for p in propagators}.values()) + probe.nbytes
+    fixed += sum(a.nbytes for a in (masks, signals, patterns) if a is not None)  # the 4D output in full
+    batch, threads = plan_scan(n, grid, fixed_bytes=fixed, diffraction=diffraction, budget=budget,
+                               max_batch=max_batch, client=client)
+    starts = range(0, n, batch)
     kwargs = dict(transmissions=transmissions, propagators=propagators, masks=masks, grid=grid, probe=probe,
                   diffraction=diffraction)
-    if client is None and threads > 1:
-        # Threads, not processes: NumPy, FFTW and pocketfft release the GIL, and the specimen is shared.
-        def run(chunk):
-            with backend.fft_workers(1):
-                return _scan_batch(chunk, **kwargs)
 
-        with ThreadPoolExecutor(threads) as pool:
-            results = list(progress.progress(pool.map(run, chunks), desc="STEM scan", total=len(chunks)))
-    elif client is None:
-        results = [_scan_batch(chunk, **kwargs) for chunk in progress.progress(chunks, desc="STEM scan")]
-    else:
+    def store(start, result):  # into the outputs: no list of batches to concatenate (and hold twice)
+        stop = min(start + batch, n)
+        if signals is not None:
+            signals[start:stop] = result[0]
+        if patterns is not None:
+            patterns[start:stop] = result[1]
+
+    if client is not None:
         shared = {k: client.scatter(v, broadcast=True) if k in ("transmissions", "propagators", "masks", "probe")
                   else v
                   for k, v in kwargs.items()}
-        results = client.gather(client.map(_scan_batch, chunks, pure=False, **shared))
+        futures = client.map(_scan_batch, [flat[start:start + batch] for start in starts], pure=False, **shared)
+        for start, future in zip(starts, progress.progress(futures, desc="STEM scan")):
+            store(start, future.result())
+            future.release()  # its result is in the output now
+    elif threads > 1:
+        # Threads, not processes: NumPy, FFTW and pocketfft release the GIL, and the specimen is shared.
+        def run(start):
+            with backend.fft_workers(1):
+                store(start, _scan_batch(flat[start:start + batch], **kwargs))
+
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in progress.progress(pool.map(run, starts), desc="STEM scan", total=len(starts)):
+                pass
+    else:
+        for start in progress.progress(starts, desc="STEM scan"):
+            store(start, _scan_batch(flat[start:start + batch], **kwargs))
 
     out = {}
-    if masks is not None:
-        signals = np.concatenate([r[0] for r in results])
+    if signals is not None:
         for index, name in enumerate(detectors):
             out[name] = signals[:, index].reshape(positions.shape[:-1])
-    if diffraction:
-        out["diffraction"] = np.concatenate([r[1] for r in results]).reshape(positions.shape[:-1] + grid.gpts)
+    if patterns is not None:
+        out["diffraction"] = patterns.reshape(positions.shape[:-1] + tuple(grid.gpts))
     return out
 
 
-def frozen_phonon_scan(configurations, *, sampling, slice_thickness, parametrization="kirkland", **scan_kwargs):
+def frozen_phonon_scan(configurations, *, sampling, slice_thickness, parametrization="kirkland", keep_each=True,
+                       **scan_kwargs):
     """Average of :func:`scan` over frozen-phonon configurations (incoherent sum).
 
     Parameters
@@ -277,27 +349,39 @@ def frozen_phonon_scan(configurations, *, sampling, slice_thickness, parametriza
         Displaced copies of one specimen (:func:`mbook.electron.phonons.frozen_phonon_configurations`).
     sampling, slice_thickness, parametrization
         Passed to :func:`mbook.electron.potentials.projected_potential`.
+    keep_each : bool
+        Keep each configuration's result. With ``diffraction=True`` that is
+        one 4D array per configuration, beside what each :func:`scan`'s
+        budget counts; ``False`` keeps the running sum alone.
     **scan_kwargs
         Passed to :func:`scan` (energy, semiangle_cutoff, positions, ...).
 
     Returns
     -------
-    (dict, list of dict)
+    (dict, list of dict or None)
         The configuration average, and each configuration's result (to follow
-        the convergence of the average).
+        the convergence of the average; None without ``keep_each``), on the
+        selected device.
     """
     from mbook.electron import potentials
 
-    each = []
+    total, each, count = None, [] if keep_each else None, 0
     for atoms in configurations:
         potential, grid = potentials.projected_potential(atoms, sampling, slice_thickness,
                                                          parametrization=parametrization, return_grid=True)
-        each.append(scan(potential, grid=grid, slice_thickness=potentials.slice_thicknesses(atoms, slice_thickness),
-                         **scan_kwargs))
-    if not each:
+        result = scan(potential, grid=grid, slice_thickness=potentials.slice_thicknesses(atoms, slice_thickness),
+                      **scan_kwargs)
+        if total is None:
+            total = {key: value.copy() for key, value in result.items()}
+        else:
+            for key, value in result.items():
+                total[key] += value
+        count += 1
+        if keep_each:
+            each.append(result)
+    if total is None:
         raise ValueError("configurations is empty: give at least one frozen-phonon configuration")
-    average = {key: np.mean([result[key] for result in each], axis=0) for key in each[0]}
-    return average, each
+    return {key: value / count for key, value in total.items()}, each
 
 
 def source_size_blur(image, *, sampling, source_size):
@@ -315,17 +399,15 @@ def source_size_blur(image, *, sampling, source_size):
 
     Returns
     -------
-    (n_x, n_y) ndarray
-        The blurred image (periodic boundary, computed by FFT).
+    (n_x, n_y) ndarray, float64
+        The blurred image (periodic boundary, computed by FFT), on the selected device.
     """
-    image = np.asarray(backend.asnumpy(image), float)
-    if image.ndim != 2 or not np.isfinite(image).all():
-        raise ValueError(f"image must be a finite 2D array, got shape {image.shape}")
-    if not (np.isfinite(source_size) and source_size >= 0):
-        raise ValueError(f"source_size must be a finite rms size >= 0 [Å], got {source_size!r}")
+    image = checks.check_array(image, "image", ndim=2, real=True).astype(np.float64)
+    source_size = checks.check_positive_number(source_size, "source_size", allow_zero=True)
+    xp = backend.get_array_module(image)
     grid = grids.make_grid(gpts=image.shape, sampling=sampling)
-    k2 = grids.frequency_squared(grid, xp=np)
-    return np.real(np.fft.ifft2(np.fft.fft2(image) * np.exp(-2 * math.pi**2 * source_size**2 * k2)))
+    k2 = grids.frequency_squared(grid, xp=xp)
+    return backend.ifft2(backend.fft2(image) * xp.exp(-2 * math.pi**2 * source_size**2 * k2)).real
 
 
 def virtual_image(patterns, grid, *, energy, inner, outer):
@@ -346,10 +428,12 @@ def virtual_image(patterns, grid, *, energy, inner, outer):
     Returns
     -------
     (...) ndarray
-        Fraction of the incident current on the detector at each position.
+        Fraction of the incident current on the detector at each position,
+        on the selected device (a 0-d array for one pattern).
     """
-    patterns = np.asarray(backend.asnumpy(patterns))
+    patterns = checks.check_array(patterns, "patterns", min_ndim=2, real=True)
     if patterns.shape[-2:] != tuple(grid.gpts):
         raise ValueError(f"patterns end in {patterns.shape[-2:]}, the grid has gpts {grid.gpts}")
-    mask = backend.asnumpy(detector_masks(grid, energy=energy, detectors={"virtual": (inner, outer)}, xp=np)[0])
-    return np.tensordot(patterns, mask, axes=([-2, -1], [-2, -1]))
+    xp = backend.get_array_module(patterns)
+    mask = detector_masks(grid, energy=energy, detectors={"virtual": (inner, outer)}, xp=xp)[0]
+    return xp.tensordot(patterns, mask.astype(patterns.dtype, copy=False), axes=([-2, -1], [-2, -1]))

@@ -3,6 +3,13 @@
 The beam travels along +z. Every builder returns atoms wrapped into the cell
 ``[0, a) × [0, b) × [0, c)``, which is what :mod:`mbook.electron.potentials` expects.
 
+Specimens are :class:`ase.Atoms`, host objects (rule 5 of :mod:`mbook`): ase
+has no device arrays. They are built on the host, random positions included
+(drawn from a seeded :func:`numpy.random.default_rng`, so a seed gives the same
+specimen on every device); what is computed from them, the potential slices of
+:func:`mbook.electron.potentials.projected_potential`, lands on the selected
+device.
+
 Examples
 --------
 >>> from mbook.electron import structures

@@ -8,14 +8,17 @@ scattering angle ``α = λ|k|`` and azimuth ``φ = atan2(k_y, k_x)``
 ``defocus = -C10`` (positive defocus is underfocus, Kirkland's convention)
 and ``Cs = C30``. Reciprocal arrays are in FFT order (:mod:`mbook.core.grids`).
 
+Public functions move their array inputs to the selected device and return
+their arrays there; the functions of a grid (transfer functions, probes) make
+them there, or with the array module ``xp`` when one is given.
+
 Examples
 --------
->>> import numpy as np
 >>> from mbook.core import grids
 >>> from mbook.electron import waves
 >>> grid = grids.make_grid(gpts=(64, 64), sampling=0.1)
 >>> psi = waves.probe(grid, energy=200e3, semiangle_cutoff=20.0, defocus=50.0)
->>> round(float(np.sum(abs(psi) ** 2)), 6)
+>>> round(float((abs(psi) ** 2).sum()), 6)
 1.0
 """
 
@@ -79,6 +82,12 @@ def check_aberrations(aberrations=None, *, defocus=0.0, Cs=0.0) -> dict:
     return {k: float(v) for k, v in merged.items() if v != 0}
 
 
+def _frequency_pair(kx, ky):
+    """Public inputs ``kx, ky`` on the selected device, as float64, and their array module."""
+    kx, ky = backend.asarray(kx, dtype=np.float64), backend.asarray(ky, dtype=np.float64)
+    return kx, ky, backend.get_array_module(kx)
+
+
 def _polar(kx, ky, wavelength, xp):
     alpha = wavelength * xp.sqrt(kx**2 + ky**2)
     phi = xp.arctan2(ky, kx)
@@ -116,13 +125,16 @@ def aberration_phase(kx, ky, *, energy, defocus=0.0, Cs=0.0, aberrations=None):
 
     Returns
     -------
-    ndarray
-        χ, broadcast shape of ``kx`` and ``ky`` [rad].
+    ndarray, float64
+        χ, broadcast shape of ``kx`` and ``ky``, on the selected device [rad].
     """
-    xp = backend.get_array_module(kx, ky)
-    wavelength = physics.wavelength(energy)
-    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
-    alpha, phi = _polar(xp.asarray(kx), xp.asarray(ky), wavelength, xp)
+    kx, ky, xp = _frequency_pair(kx, ky)
+    return _aberration_phase(kx, ky, physics.wavelength(energy), check_aberrations(aberrations, defocus=defocus,
+                                                                                  Cs=Cs), xp)
+
+
+def _aberration_phase(kx, ky, wavelength, coefficients, xp):
+    alpha, phi = _polar(kx, ky, wavelength, xp)
     return _chi(alpha, phi, wavelength, coefficients, xp)
 
 
@@ -141,10 +153,15 @@ def aperture(kx, ky, *, energy, semiangle_cutoff):
     Returns
     -------
     ndarray, float64
+        On the selected device.
     """
     semiangle = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
-    xp = backend.get_array_module(kx, ky)
-    alpha = physics.wavelength(energy) * xp.sqrt(xp.asarray(kx) ** 2 + xp.asarray(ky) ** 2)
+    kx, ky, xp = _frequency_pair(kx, ky)
+    return _aperture(kx, ky, physics.wavelength(energy), semiangle, xp)
+
+
+def _aperture(kx, ky, wavelength, semiangle, xp):
+    alpha = wavelength * xp.sqrt(kx**2 + ky**2)
     return (alpha <= semiangle * 1e-3).astype(xp.float64)
 
 
@@ -152,11 +169,16 @@ def temporal_envelope(kx, ky, *, energy, focal_spread):
     """Partial temporal coherence: ``E_t = exp(-(π λ Δ)^2 |k|^4 / 2)``.
 
     ``focal_spread`` Δ is the rms spread of defocus from the energy spread
-    and lens current instabilities [Å] (Kirkland 2010, eq. 3.41).
+    and lens current instabilities [Å] (Kirkland 2010, eq. 3.41). ``kx, ky``
+    [1/Å] are broadcastable; the envelope comes back on the selected device.
     """
-    xp = backend.get_array_module(kx, ky)
-    wavelength = physics.wavelength(energy)
-    k2 = xp.asarray(kx) ** 2 + xp.asarray(ky) ** 2
+    focal_spread = checks.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
+    kx, ky, xp = _frequency_pair(kx, ky)
+    return _temporal_envelope(kx, ky, physics.wavelength(energy), focal_spread, xp)
+
+
+def _temporal_envelope(kx, ky, wavelength, focal_spread, xp):
+    k2 = kx**2 + ky**2
     return xp.exp(-0.5 * (math.pi * wavelength * focal_spread) ** 2 * k2**2)
 
 
@@ -179,12 +201,17 @@ def spatial_envelope(kx, ky, *, energy, angular_spread, defocus=0.0, Cs=0.0, abe
 
     ``E_s = exp(-(α_s / (2λ))^2 |∇_k χ|^2)`` with ``α_s`` the angular spread
     of the illumination [mrad]; for round aberrations this is Kirkland (2010),
-    eq. 3.44, ``exp(-(π α_s/λ)^2 (Cs λ^3 k^3 - Δf λ k)^2)``.
+    eq. 3.44, ``exp(-(π α_s/λ)^2 (Cs λ^3 k^3 - Δf λ k)^2)``. ``kx, ky``
+    [1/Å] are broadcastable; the envelope comes back on the selected device.
     """
-    xp = backend.get_array_module(kx, ky)
-    wavelength = physics.wavelength(energy)
-    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
-    alpha, phi = _polar(xp.asarray(kx, dtype=float), xp.asarray(ky, dtype=float), wavelength, xp)
+    angular_spread = checks.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
+    kx, ky, xp = _frequency_pair(kx, ky)
+    return _spatial_envelope(kx, ky, physics.wavelength(energy), angular_spread,
+                             check_aberrations(aberrations, defocus=defocus, Cs=Cs), xp)
+
+
+def _spatial_envelope(kx, ky, wavelength, angular_spread, coefficients, xp):
+    alpha, phi = _polar(kx, ky, wavelength, xp)
     gradient2 = _chi_gradient_squared(alpha, phi, wavelength, coefficients, xp)
     spread = angular_spread * 1e-3
     return xp.exp(-((spread / (2 * wavelength)) ** 2) * gradient2)
@@ -225,27 +252,37 @@ def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations
         Illumination angular spread [mrad] (0: none).
     semiangle_cutoff : float, optional
         Objective aperture [mrad].
+    xp : module, optional
+        Array module to make it with; default the selected device's.
 
     Returns
     -------
     (nx, ny) ndarray, float64
+        On the selected device (or ``xp``'s).
     """
-    if not 0 <= amplitude_contrast < 1:
-        raise ValueError(f"amplitude_contrast must be in [0, 1), got {amplitude_contrast!r}")
-    checks.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
-    checks.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
+    checks.check_number(amplitude_contrast, "amplitude_contrast", lower=0, upper=1, upper_inclusive=False)
+    focal_spread = checks.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
+    angular_spread = checks.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
+    wavelength = physics.wavelength(energy)
+    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
     xp = xp or backend.xp
     kx, ky = _frequencies(grid, xp)
-    chi = aberration_phase(kx, ky, energy=energy, defocus=defocus, Cs=Cs, aberrations=aberrations)
+    chi = _aberration_phase(kx, ky, wavelength, coefficients, xp)
     ctf = math.sqrt(1 - amplitude_contrast**2) * xp.sin(chi) - amplitude_contrast * xp.cos(chi)
-    if focal_spread:
-        ctf = ctf * temporal_envelope(kx, ky, energy=energy, focal_spread=focal_spread)
-    if angular_spread:
-        ctf = ctf * spatial_envelope(kx, ky, energy=energy, angular_spread=angular_spread, defocus=defocus,
-                                     Cs=Cs, aberrations=aberrations)
+    return ctf * _envelopes(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread, xp)
+
+
+def _envelopes(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread, xp):
+    """Aperture times temporal and spatial envelopes (1 where absent), broadcast to the grid."""
+    envelope = 1.0
     if semiangle_cutoff is not None:
-        ctf = ctf * aperture(kx, ky, energy=energy, semiangle_cutoff=semiangle_cutoff)
-    return ctf
+        semiangle = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
+        envelope = envelope * _aperture(kx, ky, wavelength, semiangle, xp)
+    if focal_spread:
+        envelope = envelope * _temporal_envelope(kx, ky, wavelength, focal_spread, xp)
+    if angular_spread:
+        envelope = envelope * _spatial_envelope(kx, ky, wavelength, angular_spread, coefficients, xp)
+    return envelope
 
 
 def lens_transfer(grid, *, energy, semiangle_cutoff=None, defocus=0.0, Cs=0.0, aberrations=None,
@@ -259,23 +296,21 @@ def lens_transfer(grid, *, energy, semiangle_cutoff=None, defocus=0.0, Cs=0.0, a
     Returns
     -------
     (nx, ny) ndarray, complex128
+        On the selected device (or ``xp``'s).
     """
+    focal_spread = checks.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
+    angular_spread = checks.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
+    wavelength = physics.wavelength(energy)
+    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
     xp = xp or backend.xp
     kx, ky = _frequencies(grid, xp)
-    transfer = xp.exp(-1j * aberration_phase(kx, ky, energy=energy, defocus=defocus, Cs=Cs,
-                                             aberrations=aberrations))
-    if semiangle_cutoff is not None:
-        transfer = transfer * aperture(kx, ky, energy=energy, semiangle_cutoff=semiangle_cutoff)
-    if focal_spread:
-        transfer = transfer * temporal_envelope(kx, ky, energy=energy, focal_spread=focal_spread)
-    if angular_spread:
-        transfer = transfer * spatial_envelope(kx, ky, energy=energy, angular_spread=angular_spread,
-                                               defocus=defocus, Cs=Cs, aberrations=aberrations)
-    return transfer
+    transfer = xp.exp(-1j * _aberration_phase(kx, ky, wavelength, coefficients, xp))
+    return transfer * _envelopes(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread,
+                                 xp)
 
 
 def plane_wave(gpts, *, xp=None):
-    """A unit-amplitude plane wave at normal incidence, ``(nx, ny)`` complex64."""
+    """A unit-amplitude plane wave at normal incidence, ``(nx, ny)`` complex64, on the selected device."""
     xp = xp or backend.xp
     return xp.ones(checks.check_gpts(gpts, 2), dtype=xp.complex64)
 
@@ -299,10 +334,13 @@ def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=No
         See :func:`aberration_phase` [Å].
     positions : (n, 2) array_like, optional
         Probe centres [Å]; default one probe at the grid's centre (index n//2).
+    xp : module, optional
+        Array module to make it with; default the selected device's.
 
     Returns
     -------
     (nx, ny) or (n, nx, ny) ndarray, complex64
+        On the selected device (or ``xp``'s).
 
     Raises
     ------
@@ -315,7 +353,13 @@ def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=No
                               aberrations=aberrations, xp=xp)
     single = positions is None
     positions = [[e / 2 for e in grid.extent]] if single else positions
-    psi = place_probes(spectrum, grid, positions)
+    positions = checks.check_array(positions, "positions", ndim=2, real=True)  # finite: one copy to check
+    if positions.shape[1] != 2:
+        raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
+    positions = positions.astype(np.float64)
+    if xp is not backend.get_array_module(positions):  # made with another module than the selected one
+        positions = xp.asarray(backend.asnumpy(positions))
+    psi = _place_probes(spectrum, positions, grid)
     return psi[0] if single else psi
 
 
@@ -324,21 +368,23 @@ def probe_spectrum(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberr
 
     Scaled so that ``ifft2`` of it has ``sum |ψ|^2 = 1``; make it once per
     scan and place copies with :func:`place_probes`. Parameters as for
-    :func:`probe`.
+    :func:`probe`; on the selected device (or ``xp``'s).
     """
     xp = xp or backend.xp
+    semiangle_cutoff = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
     wavelength = physics.wavelength(energy)
     max_angle = 1e3 * wavelength / (2 * max(grid.sampling))
     if semiangle_cutoff > max_angle:
         raise ValueError(
-            f"semiangle_cutoff={semiangle_cutoff} mrad exceeds the largest angle the sampling reaches, "
+            f"semiangle_cutoff={semiangle_cutoff:g} mrad exceeds the largest angle the sampling reaches, "
             f"{max_angle:.1f} mrad at {energy:g} eV; use sampling <= {1e3 * wavelength / (2 * semiangle_cutoff):.4f} Å"
         )
     transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
                              aberrations=aberrations, xp=xp)
-    # Parseval: sum |ifft2(T)|^2 = sum |T|^2 / N, the same for every shift of the probe.
+    # Parseval: sum |ifft2(T)|^2 = sum |T|^2 / N, the same for every shift of the probe
+    # (the norm stays on the device: no copy to the host).
     n = grid.gpts[0] * grid.gpts[1]
-    return (transfer / math.sqrt(float(xp.sum(xp.abs(transfer) ** 2)) / n)).astype(xp.complex64)
+    return (transfer / xp.sqrt(xp.sum(xp.abs(transfer) ** 2) / n)).astype(xp.complex64)
 
 
 def place_probes(spectrum, grid, positions, *, plan=None):
@@ -346,37 +392,57 @@ def place_probes(spectrum, grid, positions, *, plan=None):
 
     Parameters
     ----------
-    spectrum : (nx, ny) ndarray, complex
+    spectrum : (nx, ny) array_like, complex
         :func:`probe_spectrum` (or any wave at the origin, in Fourier space).
     grid : Grid
         Its grid [Å].
     positions : (n, 2) array_like
         Centres [Å], x then y.
     plan : mbook.core.backend.FFT2Plan, optional
-        In-place plan of shape ``(n, nx, ny)``: the probes are made in its
+        In-place plan of shape ``(n, nx, ny)`` on the selected device
+        (:func:`mbook.core.backend.fft2_plan`): the probes are made in its
         buffer (saving a copy in a scan's inner loop).
 
     Returns
     -------
     (n, nx, ny) ndarray, complex64
-        A new array, or the plan's buffer.
+        A new array on the selected device, or the plan's buffer.
+
+    Notes
+    -----
+    Shapes are checked, values are not: checking that positions are finite
+    would copy to the host on every call, and a scan calls this once per
+    batch (:func:`mbook.electron.stem.scan` and :func:`probe` check their
+    positions once).
     """
+    spectrum = backend.asarray(spectrum)
     xp = backend.get_array_module(spectrum)
-    positions = np.asarray(positions, dtype=float)
-    if positions.ndim != 2 or positions.shape[1] != 2 or not np.isfinite(positions).all():
+    if spectrum.shape != tuple(grid.gpts):
+        raise ValueError(f"spectrum of shape {spectrum.shape} does not match grid gpts {grid.gpts}")
+    positions = backend.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 2:
         raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
     shape = (len(positions),) + tuple(grid.gpts)
     if plan is not None and plan.shape != shape:
         raise ValueError(f"plan of shape {plan.shape} cannot hold {len(positions)} probes on gpts {grid.gpts}")
+    if plan is not None and backend.get_array_module(plan.array) is not xp:
+        raise ValueError("plan lives on another device than the selected one: make it with backend.fft2_plan")
+    return _place_probes(spectrum, positions, grid, plan)
+
+
+def _place_probes(spectrum, positions, grid, plan=None):
+    """:func:`place_probes` without checks: a kernel, on the device of ``spectrum`` and ``positions``."""
+    xp = backend.get_array_module(spectrum)
     kx, ky = _frequencies(grid, xp)
     # The shift exp(-2πi k·r0) is separable: two small exponentials per probe, not nx·ny.
-    x0 = xp.asarray(positions[:, 0])[:, None, None]
-    y0 = xp.asarray(positions[:, 1])[:, None, None]
+    x0 = positions[:, 0][:, None, None]
+    y0 = positions[:, 1][:, None, None]
     shift_x = xp.exp(-2j * math.pi * kx[None] * x0).astype(xp.complex64)
     shift_y = xp.exp(-2j * math.pi * ky[None] * y0).astype(xp.complex64)
     if plan is None:
         return backend.ifft2(spectrum.astype(xp.complex64) * shift_x * shift_y)
-    xp.multiply(shift_x, shift_y * xp.complex64(plan.scale), out=plan.array)  # backward() leaves out 1/N
+    # out given positionally: the same in NumPy and CuPy. backward() leaves out the 1/N.
+    xp.multiply(shift_x, shift_y * xp.complex64(plan.scale), plan.array)
     plan.array *= spectrum
     return plan.backward()
 
@@ -392,7 +458,7 @@ def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations
     Parameters
     ----------
     exit_wave : (..., nx, ny) array_like, complex
-        Exit wave(s) on ``grid`` (NumPy or CuPy; the result stays on that device).
+        Exit wave(s) on ``grid``.
     grid : Grid
         [Å].
     energy, defocus, Cs, aberrations, semiangle_cutoff, focal_spread, angular_spread
@@ -401,10 +467,11 @@ def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations
     Returns
     -------
     (..., nx, ny) ndarray, float32
-        Intensity, 1 for vacuum under unit plane-wave illumination.
+        Intensity, 1 for vacuum under unit plane-wave illumination, on the
+        selected device.
     """
+    exit_wave = checks.check_field(exit_wave, "exit_wave")
     xp = backend.get_array_module(exit_wave)
-    exit_wave = xp.asarray(exit_wave)
     if exit_wave.shape[-2:] != tuple(grid.gpts):
         raise ValueError(f"exit_wave shape {exit_wave.shape[-2:]} does not match grid gpts {grid.gpts}")
     transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
@@ -417,7 +484,9 @@ def ctf_zeros(*, energy, defocus=0.0, Cs=0.0, k_max, num_samples=20000):
     """Spatial frequencies where the round-lens CTF ``sin χ(k)`` vanishes, up to ``k_max``.
 
     Sign changes of ``sin χ`` on a fine grid of ``|k|``, refined by Brent's
-    method (only round aberrations: defocus and Cs).
+    method (only round aberrations: defocus and Cs). A host-only step
+    (rule 5 of :mod:`mbook`): :func:`scipy.optimize.brentq` runs on the host,
+    on a few thousand scalars; the zeros are then moved to the selected device.
 
     Parameters
     ----------
@@ -430,17 +499,21 @@ def ctf_zeros(*, energy, defocus=0.0, Cs=0.0, k_max, num_samples=20000):
 
     Returns
     -------
-    ndarray
-        Zeros ``k_n`` [1/Å], increasing, excluding ``k = 0``.
+    ndarray, float64
+        Zeros ``k_n`` [1/Å], increasing, excluding ``k = 0``, on the selected device.
     """
     from scipy.optimize import brentq
 
     k_max = checks.check_positive(k_max, "k_max", 1)[0]
+    num_samples = checks.check_count(num_samples, "num_samples", minimum=2)
+    wavelength = physics.wavelength(energy)
+    coefficients = check_aberrations(defocus=defocus, Cs=Cs)
 
-    def sin_chi(k):
-        return float(np.sin(aberration_phase(np.array(k), np.array(0.0), energy=energy, defocus=defocus, Cs=Cs)))
+    def sin_chi(k):  # on the host: brentq calls it with one float at a time
+        return np.sin(_aberration_phase(np.asarray(k), np.zeros(()), wavelength, coefficients, np))
 
     k = np.linspace(k_max / num_samples, k_max, num_samples)
-    values = np.sin(aberration_phase(k, 0 * k, energy=energy, defocus=defocus, Cs=Cs))
+    values = sin_chi(k)
     brackets = np.nonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)[0]
-    return np.array([brentq(sin_chi, k[i], k[i + 1], xtol=1e-12) for i in brackets])
+    zeros = [brentq(lambda q: float(sin_chi(q)), k[i], k[i + 1], xtol=1e-12) for i in brackets]
+    return backend.asarray(np.array(zeros, dtype=np.float64))
