@@ -1,24 +1,35 @@
-"""Heterogeneity (mbook.cryoem.heterogeneity): the hinged family, PPCA on per-image operators, metrics."""
+"""Heterogeneity (mbook.cryoem.heterogeneity): the hinged family, PPCA on per-image operators, metrics.
+
+Tests whose result could depend on the device take the ``device`` fixture and compare on the host."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from mbook.core import grids
+from mbook.core import backend, grids
 from mbook.cryoem import heterogeneity as het
+from mbook.cryoem import micrographs, particles, volumes
 
 PARTICLE = het.hinged_particle(seed=1)
 
 
-def test_conformation_moves_only_the_moving_domain_rigidly():
-    rest, bent = het.conformation(PARTICLE, (0.0, 0.0)), het.conformation(PARTICLE, (0.6, 0.4))
+def test_conformation_moves_only_the_moving_domain_rigidly(device):
+    rest, bent = (backend.asnumpy(het.conformation(PARTICLE, z).positions) for z in ((0.0, 0.0), (0.6, 0.4)))
     n = len(PARTICLE.fixed.weights)
-    np.testing.assert_allclose(bent.positions[:n], rest.positions[:n])
+    np.testing.assert_allclose(bent[:n], rest[:n])
     pairwise = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
-    np.testing.assert_allclose(pairwise(bent.positions[n:]), pairwise(rest.positions[n:]), atol=1e-12)
-    c0, c1 = rest.positions[n:].mean(0), bent.positions[n:].mean(0)
+    np.testing.assert_allclose(pairwise(bent[n:]), pairwise(rest[n:]), atol=1e-12)
+    c0, c1 = rest[n:].mean(0), bent[n:].mean(0)
     angle = np.arctan2(c1[1], c1[0]) - np.arctan2(c0[1], c0[0])
     assert angle == pytest.approx(0.6)  # the hinge is at the origin, axis z; the twist keeps the centroid
+
+
+def test_many_conformations_at_once_equal_one_at_a_time(device):
+    latent = np.random.default_rng(7).uniform(-1, 1, (4, 2))
+    batch = backend.asnumpy(het.conformations(PARTICLE, latent).positions)
+    assert batch.shape == (4, len(PARTICLE.fixed.weights) + len(PARTICLE.moving.weights), 3)
+    for z, positions in zip(latent, batch):
+        np.testing.assert_allclose(positions, backend.asnumpy(het.conformation(PARTICLE, z).positions), atol=1e-12)
 
 
 def test_bad_latent_is_refused():
@@ -39,20 +50,29 @@ def _synthetic_statistics(n=600, d=12, k=2, q=40, contrast_spread=0.0, seed=0):
     return statistics, mean, w, z, c
 
 
-def test_consensus_recovers_the_mean():
+def test_consensus_recovers_the_mean(device):
     statistics, mean, *_ = _synthetic_statistics(k=1)
-    assert np.linalg.norm(het.consensus(statistics, regularization=0) - mean) < 0.05 * np.linalg.norm(mean)
+    estimate = backend.asnumpy(het.consensus(statistics, regularization=0))
+    assert np.linalg.norm(estimate - mean) < 0.05 * np.linalg.norm(mean)
 
 
-def test_ppca_recovers_the_subspace_and_the_latent():
+def test_ppca_recovers_the_subspace_and_the_latent(device):
     statistics, mean, w, z, _ = _synthetic_statistics()
     components, embedding = het.ppca(statistics, mean, n_components=2)
+    components = backend.asnumpy(components)
     angles = np.linalg.svd(np.linalg.qr(components)[0].T @ np.linalg.qr(w)[0], compute_uv=False)
     assert angles.min() > 0.99  # cosines of the principal angles between estimated and true subspaces
     assert het.linear_alignment(embedding, z) > 0.95
 
 
-def test_contrast_invariant_embedding_ignores_the_contrast():
+def test_ppca_copies_nothing_to_the_host_per_iteration(no_copies_per_iteration):
+    statistics, mean, *_ = _synthetic_statistics(n=50, d=6)
+    no_copies_per_iteration(lambda n: het.ppca(statistics, mean, n_components=2, max_num_iter=n))
+    no_copies_per_iteration(lambda n: het.ppca(statistics, mean, n_components=2, contrast_invariant=True,
+                                               max_num_iter=n))
+
+
+def test_contrast_invariant_embedding_ignores_the_contrast(device):
     statistics, mean, w, z, c = _synthetic_statistics(n=800, contrast_spread=0.3, seed=2)
     _, plain = het.ppca(statistics, mean, n_components=2)
     _, invariant = het.ppca(statistics, mean, n_components=2, contrast_invariant=True)
@@ -62,30 +82,62 @@ def test_contrast_invariant_embedding_ignores_the_contrast():
     assert het.linear_alignment(invariant, z) > het.linear_alignment(plain, z)
 
 
-def test_metrics_rank_good_over_scrambled_embeddings():
+def test_metrics_rank_good_over_scrambled_embeddings(device):
     rng = np.random.default_rng(3)
     latent = rng.uniform(size=(400, 2))
     good = np.column_stack([np.sin(latent[:, 0]), latent[:, 1] ** 3, rng.normal(0, 0.01, 400)])  # monotone, 3D
     scrambled = good[rng.permutation(400)]
     assert het.neighbourhood_preservation(good, latent) > 0.5 > 0.1 > het.neighbourhood_preservation(scrambled, latent)
     assert het.linear_alignment(good, latent) > 0.9 > 0.1 > het.linear_alignment(scrambled, latent)
-    assert np.all(het.rank_correlation(good, latent) > 0.95)
-    assert np.all(np.abs(het.rank_correlation(scrambled, latent)) < 0.2)
-    np.testing.assert_allclose(het.canonical_correlations(good @ rng.standard_normal((3, 3)), good), 1, atol=1e-12)
+    assert np.all(backend.asnumpy(het.rank_correlation(good, latent)) > 0.95)
+    assert np.all(np.abs(backend.asnumpy(het.rank_correlation(scrambled, latent))) < 0.2)
+    np.testing.assert_allclose(backend.asnumpy(het.canonical_correlations(good @ rng.standard_normal((3, 3)), good)),
+                               1, atol=1e-12)
 
 
-def test_neighbourhoods_survive_similarity_transforms():
+def test_neighbourhoods_survive_similarity_transforms(device):
     points = np.random.default_rng(4).standard_normal((300, 3))
     rotation = np.linalg.qr(np.random.default_rng(5).standard_normal((3, 3)))[0]
     assert het.neighbourhood_preservation(2.5 * points @ rotation + 7, points) == 1.0
 
 
-def test_the_mean_map_has_per_conformation_error_one():
+def test_the_mean_map_has_per_conformation_error_one(device):
     grid = grids.make_grid(gpts=(16, 16, 16), sampling=4.0)
-    volumes = het.family_volumes(PARTICLE, [(0.0, 0.0), (0.5, 0.0), (1.0, 0.3)], grid)
-    mean = volumes.mean(axis=0)
-    np.testing.assert_allclose(het.per_conformation_error(np.broadcast_to(mean, volumes.shape), volumes), 1.0)
-    assert np.all(het.per_conformation_error(volumes, volumes) == 0)
+    maps = het.family_volumes(PARTICLE, [(0.0, 0.0), (0.5, 0.0), (1.0, 0.3)], grid)
+    mean = maps.mean(axis=0)
+    np.testing.assert_allclose(backend.asnumpy(het.per_conformation_error(mean[None] + 0 * maps, maps)), 1.0)
+    assert np.all(backend.asnumpy(het.per_conformation_error(maps, maps)) == 0)
+    mass = backend.asnumpy(maps.sum(axis=(1, 2, 3))) * 4.0**3
+    np.testing.assert_allclose(mass, backend.asnumpy(PARTICLE.fixed.weights.sum() + PARTICLE.moving.weights.sum()),
+                               rtol=1e-3)  # every conformation keeps its mass (the box clips a little)
+
+
+def test_family_volumes_do_not_depend_on_the_memory_budget(device):
+    grid = grids.make_grid(gpts=(16, 16, 16), sampling=4.0)
+    latent = [(0.0, 0.0), (0.5, 0.0), (1.0, 0.3)]
+    whole = backend.asnumpy(het.family_volumes(PARTICLE, latent, grid))
+    pieces = backend.asnumpy(het.family_volumes(PARTICLE, latent, grid, budget=1_000_000))  # two per batch
+    np.testing.assert_allclose(pieces, whole, rtol=1e-13, atol=1e-16)
+    single = backend.asnumpy(particles.gaussian_volume(het.conformation(PARTICLE, latent[2]), grid))
+    np.testing.assert_allclose(whole[2], single, rtol=1e-12, atol=1e-16)
+
+
+def test_image_statistics_give_the_consensus_of_a_homogeneous_stack(device):
+    """Noise-free images of one conformation: the statistics' least squares fit reproduces its projections."""
+    grid2 = grids.make_grid(gpts=(24, 24), sampling=3.0)
+    basis = het.pseudo_atom_basis(PARTICLE, [(0.0, 0.0)], spacing=6.0, sigma=3.0)
+    params = micrographs.draw_parameters(120, seed=3)
+    atoms = het.conformation(PARTICLE, (0.0, 0.0))
+    statistics = het.image_statistics(micrographs.stream_images(atoms, params, grid2), params, grid2, basis,
+                                      k_max=1 / 10, budget=2_000_000)
+    d = len(basis.weights)
+    assert statistics.gram.shape == (120, d, d) and statistics.projection.shape == (120, d)
+    assert statistics.noise_variance == 0
+    coefficients = het.consensus(statistics, regularization=1e-6)
+    fitted = het.coefficient_volume(coefficients, basis, grids.make_grid(gpts=(24,) * 3, sampling=3.0))
+    truth = particles.gaussian_volume(atoms, grids.make_grid(gpts=(24,) * 3, sampling=3.0))
+    low = [volumes.lowpass(v, sampling=3.0, resolution=10.0) for v in (fitted, truth)]
+    assert volumes.relative_error(*low) < 0.15  # (another conformation is 0.7 away)
 
 
 def test_metric_input_is_checked():
@@ -97,6 +149,29 @@ def test_metric_input_is_checked():
         het.ppca(_synthetic_statistics(n=20, d=4)[0], np.ones(4), n_components=5)
 
 
-def test_rank_correlation_is_spearman_for_one_coordinate():
+def test_rank_correlation_is_spearman_for_one_coordinate(device):
     x = np.random.default_rng(6).uniform(size=100)
-    assert het.rank_correlation(x ** 3, x)[0] == pytest.approx(stats.spearmanr(x ** 3, x)[0])
+    assert float(het.rank_correlation(x ** 3, x)[0]) == pytest.approx(stats.spearmanr(x ** 3, x)[0])
+
+
+def test_numpy_inputs_give_results_on_the_selected_device():
+    """On the strict stand-in, public functions given NumPy inputs return stand-in arrays (host-only steps too)."""
+    backend.set_device("strict")
+    try:
+        on_device = lambda *arrays: all(backend.get_array_module(a) is backend.xp for a in arrays)  # noqa: E731
+        particle = het.hinged_particle(atoms_per_domain=10, seed=2)
+        assert on_device(*particle.fixed, *particle.moving, particle.hinge, particle.axis)
+        assert on_device(*het.conformation(particle, (0.1, 0.2)), *het.conformations(particle, np.zeros((2, 2))))
+        grid = grids.make_grid(gpts=(8,) * 3, sampling=6.0)
+        basis = het.pseudo_atom_basis(particle, np.zeros((1, 2)))
+        assert on_device(het.family_volumes(particle, np.zeros((2, 2)), grid), *basis,
+                         het.coefficient_volume(np.ones(len(basis.weights)), basis, grid))
+        statistics, mean, *_ = _synthetic_statistics(n=30, d=5)
+        assert on_device(het.consensus(statistics), *het.ppca(statistics, mean, max_num_iter=2))
+        a, b = np.random.default_rng(1).standard_normal((2, 30, 2))
+        assert on_device(het.canonical_correlations(a, b), het.rank_correlation(a, b),
+                         het.per_conformation_error(a, b))
+        assert isinstance(het.neighbourhood_preservation(a, b), float) and isinstance(het.linear_alignment(a, b),
+                                                                                       float)
+    finally:
+        backend.set_device("cpu")

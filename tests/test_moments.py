@@ -1,4 +1,5 @@
-"""Kam's method (mbook.cryoem.moments): spherical harmonics, analytic moments, estimators, invariants."""
+"""Kam's method (mbook.cryoem.moments, mbook.cryoem.kam): spherical harmonics, analytic moments, estimators,
+invariants. Tests whose result could depend on the device take the ``device`` fixture."""
 
 import math
 
@@ -6,15 +7,16 @@ import numpy as np
 import pytest
 from scipy import special
 
-from mbook.core import grids
+from mbook.core import backend, grids
 from mbook.cryoem import kam, micrographs, moments, particles, so3, volumes
 
 ATOMS = particles.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=4)
+POSITIONS, SIGMA = backend.asnumpy(ATOMS.positions), backend.asnumpy(ATOMS.sigma)  # host copies for checks
 GRID = grids.make_grid(gpts=(24, 24), sampling=3.0)
 K_MAX = 1 / 12
 
 
-def test_real_spherical_harmonics_are_orthonormal():
+def test_real_spherical_harmonics_are_orthonormal(device):
     """Exact quadrature: Gauss-Legendre in cos θ times a uniform φ grid."""
     x, w = np.polynomial.legendre.leggauss(12)
     phi = np.arange(24) * 2 * np.pi / 24
@@ -22,38 +24,38 @@ def test_real_spherical_harmonics_are_orthonormal():
     st = np.sqrt(1 - ct**2)
     directions = np.stack([st * np.cos(ph), st * np.sin(ph), ct], -1).reshape(-1, 3)
     weights = (w[:, None] * np.full(24, 2 * np.pi / 24)).ravel()
-    y = np.concatenate(moments.spherical_harmonics(8, directions), axis=1)
+    y = np.concatenate([backend.asnumpy(h) for h in moments.spherical_harmonics(8, directions)], axis=1)
     np.testing.assert_allclose(y.T @ (weights[:, None] * y), np.eye(81), atol=1e-12)
 
 
-def test_addition_theorem():
+def test_addition_theorem(device):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 5, 3))
     cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    ya, yb = moments.spherical_harmonics(10, a), moments.spherical_harmonics(10, b)
+    ya, yb = ([backend.asnumpy(h) for h in moments.spherical_harmonics(10, x)] for x in (a, b))
     for l in range(11):
         np.testing.assert_allclose(np.sum(ya[l] * yb[l], 1), (2 * l + 1) / (4 * np.pi) * special.eval_legendre(l, cos),
                                    atol=1e-13)
 
 
-def test_analytic_moments_are_rotation_and_mirror_invariant():
+def test_analytic_moments_are_rotation_and_mirror_invariant(device):
     """Kam's moments see neither the pose nor the hand of the particle."""
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
     turned = particles.transform_atoms(ATOMS, so3.random_rotations(1, seed=2)[0])
-    mirrored = ATOMS._replace(positions=ATOMS.positions * [1, 1, -1])
+    mirrored = ATOMS._replace(positions=POSITIONS * [1, 1, -1])
     for other in (turned, mirrored):
         assert moments.relative_difference(exact, moments.analytic_moments(other, GRID, k_max=K_MAX)) < 1e-10
 
 
-def test_analytic_mean_is_the_spherical_average():
+def test_analytic_mean_is_the_spherical_average(device):
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
-    r = np.linalg.norm(ATOMS.positions, axis=1)
-    k = exact.frequencies.radius
-    expected = np.sum(np.exp(-2 * np.pi**2 * ATOMS.sigma**2 * k[:, None] ** 2) * np.sinc(2 * k[:, None] * r), 1)
-    np.testing.assert_allclose(exact.mean.real, expected, rtol=1e-10, atol=1e-12)  # j0(x) = sinc(x/π)
+    r = np.linalg.norm(POSITIONS, axis=1)
+    k = backend.asnumpy(exact.frequencies.radius)
+    expected = np.sum(np.exp(-2 * np.pi**2 * SIGMA**2 * k[:, None] ** 2) * np.sinc(2 * k[:, None] * r), 1)
+    np.testing.assert_allclose(backend.asnumpy(exact.mean).real, expected, rtol=1e-10, atol=1e-12)  # j0 = sinc(x/π)
 
 
-def test_empirical_moments_converge_to_the_analytic_ones():
+def test_empirical_moments_converge_to_the_analytic_ones(device):
     """CTF-corrected, noise-corrected estimates: the error falls like 1/sqrt(n)."""
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
     params = micrographs.draw_parameters(4000, seed=1)
@@ -61,53 +63,54 @@ def test_empirical_moments_converge_to_the_analytic_ones():
                                           params, GRID, k_max=K_MAX, checkpoints=[250, 1000, 4000])
     errors = [moments.relative_difference(e, exact) for e in estimates]
     # the mean is estimated far better than the second moment: the covariance inherits its error
-    covariance_error = np.linalg.norm(moments.covariance(estimates[-1]) - moments.covariance(exact))
-    assert covariance_error < 1.5 * np.linalg.norm(estimates[-1].second - exact.second)
+    covariance_error = np.linalg.norm(backend.asnumpy(moments.covariance(estimates[-1]) - moments.covariance(exact)))
+    assert covariance_error < 1.5 * np.linalg.norm(backend.asnumpy(estimates[-1].second - exact.second))
     slope = np.polyfit(np.log([250, 1000, 4000]), np.log(errors), 1)[0]
     assert -0.65 < slope < -0.35
     assert errors[-1] < 0.05
 
 
-def test_noise_correction_removes_the_bias():
+def test_noise_correction_removes_the_bias(device):
     """Without subtracting σ_F² the diagonal would be biased by the noise power."""
     params = micrographs.draw_parameters(2000, seed=3)
     batches = list(micrographs.stream_images(ATOMS, params, GRID, snr=0.05, seed=4))
     estimate = moments.empirical_moments(batches, params, GRID, k_max=K_MAX)
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
-    ratio = np.diag(estimate.second).real / np.diag(exact.second).real
+    ratio = np.diag(backend.asnumpy(estimate.second)).real / np.diag(backend.asnumpy(exact.second)).real
     assert abs(np.median(ratio) - 1) < 0.1
 
 
-def test_invariants_are_recovered_from_exact_moments():
+def test_invariants_are_recovered_from_exact_moments(device):
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
-    radius = np.linalg.norm(ATOMS.positions, axis=1).max() + 6
+    radius = float(np.linalg.norm(POSITIONS, axis=1).max()) + 6
     fitted = kam.estimate_invariants(exact, radius=radius, l_max=8, regularization=1e-12)
     shells = np.linspace(0.01, K_MAX, 6)
-    truth = moments.invariants(moments.sh_coefficients(ATOMS, shells, l_max=8))
-    estimate = kam.invariants_on_shells(fitted, shells)
+    truth = [backend.asnumpy(c) for c in moments.invariants(moments.sh_coefficients(ATOMS, shells, l_max=8))]
+    estimate = [backend.asnumpy(c) for c in kam.invariants_on_shells(fitted, shells)]
     for l in (0, 2, 3, 4):
         assert np.linalg.norm(estimate[l] - truth[l]) < 2e-2 * np.linalg.norm(truth[l])
 
 
-def test_reconstruction_with_the_true_prior_reproduces_the_particle():
+def test_reconstruction_with_the_true_prior_reproduces_the_particle(device):
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
-    radius = np.linalg.norm(ATOMS.positions, axis=1).max() + 6
+    radius = float(np.linalg.norm(POSITIONS, axis=1).max()) + 6
     fitted = kam.estimate_invariants(exact, radius=radius, l_max=8, regularization=1e-12)
     grid3 = grids.make_grid(gpts=(24, 24, 24), sampling=3.0)
     volume = kam.volume_from_coefficients(kam.reconstruct(fitted, ATOMS, k_max=K_MAX), fitted.nodes, grid3,
                                               k_max=K_MAX)
-    k, fsc = volumes.fourier_shell_correlation(volume, particles.gaussian_volume(ATOMS, grid3, xp=np), sampling=3.0)
+    k, fsc = (backend.asnumpy(a) for a in volumes.fourier_shell_correlation(
+        volume, particles.gaussian_volume(ATOMS, grid3), sampling=3.0))
     assert np.all(fsc[k <= K_MAX / 2] > 0.95)
 
 
-def test_identification_picks_the_true_structure():
+def test_identification_picks_the_true_structure(device):
     candidates = [ATOMS] + [particles.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=s)
                             for s in (10, 11, 12)]
     analytic = [moments.analytic_moments(c, GRID, k_max=K_MAX) for c in candidates]
     params = micrographs.draw_parameters(2000, seed=5, contrast_spread=0.2)
     estimate = moments.empirical_moments(micrographs.stream_images(ATOMS, params, GRID, snr=0.2, seed=6), params,
                                          GRID, k_max=K_MAX)
-    assert np.argmin(moments.identify(estimate, analytic)) == 0
+    assert np.argmin(backend.asnumpy(moments.identify(estimate, analytic))) == 0
 
 
 @pytest.mark.parametrize(
@@ -128,3 +131,31 @@ def test_bad_input_is_refused(call, match):
 def test_default_degree_covers_the_band():
     l_max = moments.default_l_max(K_MAX, 20.0)
     assert abs(special.spherical_jn(l_max, 2 * math.pi * K_MAX * 20.0)) < 1e-6
+
+
+def test_numpy_inputs_give_results_on_the_selected_device():
+    """On the strict stand-in, public functions given NumPy inputs return stand-in arrays (host-only steps too)."""
+    backend.set_device("strict")
+    try:
+        on_device = lambda *arrays: all(backend.get_array_module(a) is backend.xp for a in arrays)  # noqa: E731
+        host_atoms = particles.Atoms(POSITIONS, backend.asnumpy(ATOMS.weights), SIGMA)
+        frequencies = moments.disk_frequencies(GRID, k_max=K_MAX)
+        assert on_device(*frequencies[:5], moments.image_transform(np.ones((2, 24, 24)), frequencies))
+        assert on_device(*moments.spherical_harmonics(3, POSITIONS), *moments.sh_coefficients(host_atoms, [0.02],
+                                                                                            l_max=3))
+        assert on_device(*moments.invariants([np.ones((3, 1))]))
+        exact = moments.analytic_moments(host_atoms, GRID, k_max=K_MAX)
+        assert on_device(exact.mean, exact.second, moments.covariance(exact), moments.identify(exact, [exact]))
+        params = micrographs.draw_parameters(8, seed=1)
+        measured = moments.empirical_moments(micrographs.stream_images(host_atoms, params, GRID, snr=1.0), params,
+                                             GRID, k_max=K_MAX)
+        assert on_device(measured.mean, measured.second, measured.weight)
+        assert isinstance(moments.relative_difference(measured, exact), float)
+        fitted = kam.estimate_invariants(exact, radius=20.0, l_max=3)
+        betas = kam.reconstruct(fitted, host_atoms, k_max=K_MAX)
+        assert on_device(fitted.nodes, *fitted.blocks, kam.radial_nodes(20.0, K_MAX),
+                         *kam.invariants_on_shells(fitted, [0.02, 0.05]), *betas,
+                         kam.volume_from_coefficients(betas, fitted.nodes, grids.make_grid(gpts=(8,) * 3, sampling=3.0),
+                                                      k_max=K_MAX))
+    finally:
+        backend.set_device("cpu")

@@ -1,9 +1,12 @@
-"""Wavelet EMD (mbook.cryoem.wasserstein), its fast linear-family version (mbook.cryoem.wemd_family), diffusion maps."""
+"""Wavelet EMD (mbook.cryoem.wasserstein), its fast linear-family version (mbook.cryoem.wemd_family), diffusion maps.
+
+Tests whose result could depend on the device take the ``device`` fixture and compare on the host."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from mbook.core import backend
 from mbook.cryoem import wasserstein, wemd_family
 
 
@@ -35,15 +38,20 @@ def test_wavelet_emd_is_a_metric():
     assert wasserstein.wemd(a, c) <= wasserstein.wemd(a, b) + wasserstein.wemd(b, c)
 
 
-def test_embedding_is_linear_and_pairwise_matches_pairs():
+def test_embedding_is_linear_and_pairwise_matches_pairs(device):
     rng = np.random.default_rng(1)
     x, y = rng.random((2, 10, 9))
-    np.testing.assert_allclose(wasserstein.wavelet_embedding(2 * x - y, allow_negative=True),
-                               2 * wasserstein.wavelet_embedding(x) - wasserstein.wavelet_embedding(y), atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(wasserstein.wavelet_embedding(2 * x - y, allow_negative=True)),
+                               backend.asnumpy(2 * wasserstein.wavelet_embedding(x) - wasserstein.wavelet_embedding(y)),
+                               atol=1e-12)
     stack = rng.random((4, 10, 9))
     stack /= stack.sum(axis=(1, 2), keepdims=True)
-    d = wasserstein.pairwise_wemd(stack, sampling=2.0)
+    d = backend.asnumpy(wasserstein.pairwise_wemd(backend.asarray(stack), sampling=2.0))
     assert d[1, 3] == pytest.approx(wasserstein.wemd(stack[1], stack[3], sampling=2.0), rel=1e-12)
+    np.testing.assert_array_equal(d, d.T)
+    small = backend.asnumpy(wasserstein.pairwise_wemd(stack, sampling=2.0, budget=40_000))  # two rows per batch
+    np.testing.assert_allclose(small, d, rtol=1e-14)
+
 
 
 @pytest.mark.parametrize(
@@ -66,30 +74,53 @@ def test_bad_input_is_refused(call, match):
 
 @pytest.mark.parametrize("shape", [(16, 16), (10, 10, 10)])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_fast_family_distances_equal_the_direct_ones(shape, k):
+def test_fast_family_distances_equal_the_direct_ones(shape, k, device):
     rng = np.random.default_rng(k)
     basis = np.stack([_blob(shape, rng.uniform(3, 7, len(shape))) - _blob(shape, rng.uniform(3, 7, len(shape)))
                       for _ in range(k)])
     mean = 3 * _blob(shape, (5.0,) * len(shape), width=3.0)
     z = rng.uniform(-1, 1, (25, k))
-    fast = wemd_family.pairwise(z, wemd_family.precompute(basis, sampling=1.5))
+    fast = backend.asnumpy(wemd_family.pairwise(z, wemd_family.precompute(basis, sampling=1.5)))
     family = mean + np.einsum("nk,k...->n...", z, basis)
-    direct = wasserstein.pairwise_wemd(family, sampling=1.5, allow_negative=True)
+    direct = backend.asnumpy(wasserstein.pairwise_wemd(family, sampling=1.5, allow_negative=True))
     off = ~np.eye(25, dtype=bool)
     assert np.max(np.abs(fast - direct)[off] / direct[off]) < 1e-9
 
 
-def test_linear_family_reconstructs_a_low_rank_set():
+def test_linear_family_reconstructs_a_low_rank_set(device):
     rng = np.random.default_rng(2)
     mean, basis = rng.random((6, 6)), rng.standard_normal((2, 6, 6))
     volumes = mean + np.einsum("nk,kxy->nxy", rng.standard_normal((9, 2)), basis)
-    m, b, z = wemd_family.linear_family(volumes, 2)
+    m, b, z = (backend.asnumpy(a) for a in wemd_family.linear_family(volumes, 2))
     np.testing.assert_allclose(m + np.einsum("nk,kxy->nxy", z, b), volumes, atol=1e-12)
 
 
-def test_diffusion_map_orders_points_along_a_curve():
+def test_diffusion_map_orders_points_along_a_curve(device):
     t = np.sort(np.random.default_rng(3).uniform(0, 3 * np.pi / 2, 120))
     points = np.column_stack([np.cos(t), np.sin(t)]) * (1 + t[:, None] / 5)
     distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
     _, coordinates = wasserstein.diffusion_map(distances, n_components=1, epsilon=0.05)
-    assert abs(stats.spearmanr(coordinates[:, 0], t)[0]) > 0.99
+    assert abs(stats.spearmanr(backend.asnumpy(coordinates)[:, 0], t)[0]) > 0.99
+
+
+def test_numpy_inputs_give_results_on_the_selected_device():
+    """On the strict stand-in, public functions given NumPy inputs return stand-in arrays (host-only steps too)."""
+    backend.set_device("strict")
+    try:
+        on_device = lambda *arrays: all(backend.get_array_module(a) is backend.xp for a in arrays)  # noqa: E731
+        rng = np.random.default_rng(5)
+        stack = rng.random((3, 6, 6))
+        assert on_device(wasserstein.check_density(stack[0]), wasserstein.wavelet_embedding(stack[0]),
+                         wasserstein.wavelet_embedding_adjoint(np.ones(16**2 - 1), (6, 6)),
+                         wasserstein.pairwise_wemd(stack / stack.sum(axis=(1, 2), keepdims=True)),
+                         wasserstein.pairwise_l1(stack.reshape(3, -1)),
+                         *wasserstein.diffusion_map(np.abs(np.subtract.outer(np.arange(5.0), np.arange(5.0))),
+                                                    n_components=1))
+        assert isinstance(wasserstein.wemd(stack[0], stack[0]), float)
+        assert isinstance(wasserstein.exact_emd(stack[0], stack[0]), float)
+        mean, basis, z = wemd_family.linear_family(stack, 2)
+        table = wemd_family.precompute(basis)
+        assert on_device(mean, basis, z, table.axis, table.total, table.points, table.sums,
+                         wemd_family.distances(np.ones((2, 2)), table), wemd_family.pairwise(np.ones((3, 2)), table))
+    finally:
+        backend.set_device("cpu")

@@ -31,6 +31,12 @@ compare them without assuming a common frame: neighbourhood preservation
 affine map, a Procrustes/CCA-type score), rank correlation with the true
 latent, and the per-conformation reconstruction error.
 
+Device rule: conformations, volumes, the per-image statistics and the EM
+iterations run on the selected device, with no host copy per iteration. The
+neighbourhood and rank metrics use SciPy's KD-tree and Spearman correlation,
+host-only steps that copy the embeddings to the host; arrays come back on the
+selected device, plain scores as floats.
+
 Examples
 --------
 >>> import numpy as np
@@ -53,13 +59,13 @@ from typing import NamedTuple
 import numpy as np
 from scipy import spatial, stats
 
-from mbook.core import backend, progress
+from mbook.core import backend, checks, progress
 from mbook.cryoem import micrographs, moments, particles, so3
 
 
 # --------------------------------------------------------------------------- the family
 class HingedParticle(NamedTuple):
-    """Two rigid domains joined at a hinge.
+    """Two rigid domains joined at a hinge (arrays on the selected device).
 
     Attributes
     ----------
@@ -82,42 +88,92 @@ def hinged_particle(*, atoms_per_domain=35, separation=24.0, sigma=2.5, seed=0):
     The fixed domain (an ellipsoid of semi-axes 10, 8, 7 Å) is centred at
     ``(-separation/2, 0, 0)``; the moving one, flat (semi-axes 8, 14, 6 Å) so
     that a twist about its long axis x changes its shape, at
-    ``(+separation/2, 0, 0)``. The hinge is at the origin, with axis z.
+    ``(+separation/2, 0, 0)``. The hinge is at the origin, with axis z. The
+    domains are drawn on the host (:func:`mbook.cryoem.particles.random_structure`,
+    a few ms), then moved to the selected device.
 
     Returns
     -------
     HingedParticle
     """
+    separation = checks.check_positive_number(separation, "separation")
     rng = np.random.default_rng(seed)
     half = separation / 2
     fixed, moving = (particles.transform_atoms(
         particles.random_structure(atoms_per_domain, radii=radii, sigma=sigma, seed=int(rng.integers(2**31))),
         translation=(x, 0.0, 0.0)) for x, radii in ((-half, (10.0, 8.0, 7.0)), (half, (8.0, 14.0, 6.0))))
-    return HingedParticle(fixed, moving, np.zeros(3), np.array([0.0, 0.0, 1.0]))
+    return HingedParticle(fixed, moving, backend.asarray(np.zeros(3)), backend.asarray(np.array([0.0, 0.0, 1.0])))
+
+
+def _check_particle(particle) -> HingedParticle:
+    if not isinstance(particle, HingedParticle):
+        raise TypeError(f"particle must be a HingedParticle (see hinged_particle), got {type(particle).__name__}")
+    return HingedParticle(particles.check_atoms(particle.fixed), particles.check_atoms(particle.moving),
+                          backend.asarray(particle.hinge, dtype=float), backend.asarray(particle.axis, dtype=float))
+
+
+def conformations(particle: HingedParticle, latent) -> particles.Atoms:
+    """The particle at many latent points at once: one conformation per row of ``latent``.
+
+    Parameters
+    ----------
+    particle : HingedParticle
+    latent : (n, 2) or (n, 1) array_like
+        Rows ``(θ, φ)`` [rad]: hinge angle and twist of the moving domain
+        (one column: no twist).
+
+    Returns
+    -------
+    Atoms
+        Positions ``(n, n_atoms, 3)`` (fixed domain first), on the selected
+        device; pass them to :func:`~mbook.cryoem.micrographs.stream_images`
+        (one conformation per image) or
+        :func:`~mbook.cryoem.particles.gaussian_volume` (one volume each).
+    """
+    particle = _check_particle(particle)
+    latent = checks.check_array(latent, "latent", real=True).astype(float)
+    latent = latent[None] if latent.ndim == 1 else latent
+    if latent.ndim != 2 or latent.shape[1] not in (1, 2):
+        raise ValueError(f"latent must be rows of one or two angles (θ, φ) [rad], got shape {latent.shape}")
+    xp = backend.get_array_module(latent)
+    theta = latent[:, 0]
+    phi = latent[:, 1] if latent.shape[1] > 1 else xp.zeros_like(theta)
+    centroid = particle.moving.positions.mean(axis=0)
+    twisted = particles.transform_atoms(particle.moving, so3.axis_rotations(centroid - particle.hinge, phi),
+                                        center=centroid)
+    moved = particles.transform_atoms(twisted, so3.axis_rotations(particle.axis, theta), center=particle.hinge)
+    return particles.concatenate_atoms(particle.fixed, moved)
 
 
 def conformation(particle: HingedParticle, z) -> particles.Atoms:
     """The particle at latent ``z = (θ, φ)`` [rad]: hinge angle and twist of the moving domain."""
-    z = np.asarray(z, dtype=float).ravel()
+    z = np.asarray(backend.asnumpy(z) if backend.is_device_array(z) else z, dtype=float).ravel()
     if z.size not in (1, 2) or not np.isfinite(z).all():
         raise ValueError(f"z must be one or two finite angles (θ, φ) [rad], got {z!r}")
-    theta, phi = z[0], (z[1] if z.size > 1 else 0.0)
-    centroid = particle.moving.positions.mean(axis=0)
-    twisted = particles.transform_atoms(particle.moving, so3.axis_rotation(centroid - particle.hinge, phi),
-                                     center=centroid)
-    moved = particles.transform_atoms(twisted, so3.axis_rotation(particle.axis, theta), center=particle.hinge)
-    return particles.concatenate_atoms(particle.fixed, moved)
+    atoms = conformations(particle, z[None])
+    return atoms._replace(positions=atoms.positions[0])
 
 
-def family_volumes(particle: HingedParticle, latent, grid, *, xp=None):
-    """Volumes ``V(z_i)`` on a cubic grid, one per row of ``latent``; (n, N, N, N) NumPy."""
-    return np.stack([backend.asnumpy(particles.gaussian_volume(conformation(particle, z), grid, xp=xp))
-                     for z in np.atleast_2d(latent)])
+def family_volumes(particle: HingedParticle, latent, grid, *, budget=None):
+    """Volumes ``V(z_i)`` on a cubic grid, one per row of ``latent``, made in batches under a memory budget.
+
+    Returns
+    -------
+    (n, N, N, N) ndarray
+        Density [weight/Å³], on the selected device.
+    """
+    latent = checks.check_array(latent, "latent", real=True)
+    return particles.gaussian_volume(conformations(particle, latent[None] if latent.ndim == 1 else latent), grid,
+                                     budget=budget)
 
 
 # --------------------------------------------------------------------------- pseudo-atom basis and statistics
 def pseudo_atom_basis(particle: HingedParticle, latent, *, spacing=7.0, sigma=4.0, margin=4.0) -> particles.Atoms:
     """Gaussian basis functions on a cubic lattice, kept near the atoms of sample conformations.
+
+    Host-only step: the lattice points near the atoms are found with
+    :class:`scipy.spatial.cKDTree` on the host; the basis comes back on the
+    selected device.
 
     Parameters
     ----------
@@ -133,7 +189,9 @@ def pseudo_atom_basis(particle: HingedParticle, latent, *, spacing=7.0, sigma=4.
     Atoms
         Unit weights; a volume is ``Σ_j x_j φ_j``.
     """
-    atoms = np.concatenate([conformation(particle, z).positions for z in np.atleast_2d(latent)])
+    spacing = checks.check_positive_number(spacing, "spacing")
+    margin = checks.check_positive_number(margin, "margin", allow_zero=True)
+    atoms = backend.asnumpy(conformations(particle, latent).positions).reshape(-1, 3)
     low, high = atoms.min(axis=0) - margin, atoms.max(axis=0) + margin
     axes = [np.arange(math.floor(a / spacing), math.ceil(b / spacing) + 1) * spacing for a, b in zip(low, high)]
     lattice = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -142,12 +200,14 @@ def pseudo_atom_basis(particle: HingedParticle, latent, *, spacing=7.0, sigma=4.
 
 
 def coefficient_volume(coefficients, basis: particles.Atoms, grid):
-    """``Σ_j x_j φ_j`` on a cubic grid (signed coefficients allowed); (N, N, N) ndarray."""
-    return particles.gaussian_volume(particles.Atoms(basis.positions, np.asarray(coefficients, float), basis.sigma), grid)
+    """``Σ_j x_j φ_j`` on a cubic grid (signed coefficients allowed); (N, N, N) ndarray on the selected device."""
+    basis = particles.check_atoms(basis)
+    coefficients = checks.check_array(coefficients, "coefficients", ndim=1, real=True).astype(float)
+    return particles.gaussian_volume(basis._replace(weights=coefficients), grid)
 
 
 class ImageStatistics(NamedTuple):
-    """Per-image sufficient statistics of the linear model.
+    """Per-image sufficient statistics of the linear model (arrays on the selected device).
 
     Attributes
     ----------
@@ -165,8 +225,8 @@ class ImageStatistics(NamedTuple):
 
 
 def image_statistics(batches, params: micrographs.ImageParameters, grid, basis: particles.Atoms, *, k_max,
-                     B_factor=0.0, **microscope) -> ImageStatistics:
-    """Stream a stack and keep the d×d statistics of each image (poses and CTFs known).
+                     B_factor=0.0, budget=None, **microscope) -> ImageStatistics:
+    """Stream a stack and keep the d×d statistics of each image (poses and CTFs known), on the device.
 
     Parameters
     ----------
@@ -181,51 +241,80 @@ def image_statistics(batches, params: micrographs.ImageParameters, grid, basis: 
         Fourier-space cut-off of the fit [1/Å] (a low-pass).
     B_factor : float
         [Å²].
+    budget : int, optional
+        Memory budget for the per-image operators [bytes] (default
+        :func:`mbook.core.progress.memory_budget`).
 
     Returns
     -------
     ImageStatistics
     """
     frequencies = moments.disk_frequencies(grid, k_max=k_max)
+    params = micrographs.check_parameters(params)
+    basis = particles.check_atoms(basis)
+    defocus = backend.asnumpy(params.defocus)  # CTFs are keyed on the host: one copy for the stack
+    kx, ky, index = (backend.asnumpy(a) for a in (frequencies.kx, frequencies.ky, frequencies.index))
     # Real images: Î(-k) = Î(k)*, so a half disk (ky > 0, or ky = 0 and kx >= 0) carries everything;
     # the other half doubles each term except at k = 0.
-    half = (frequencies.ky > 0) | ((frequencies.ky == 0) & (frequencies.kx >= 0))
-    kx, ky = frequencies.kx[half], frequencies.ky[half]
-    double = np.where((kx == 0) & (ky == 0), 1.0, 2.0)
-    envelope = np.exp(-2 * math.pi**2 * basis.sigma[None, :] ** 2 * (kx**2 + ky**2)[:, None])  # (q, d)
+    half = np.nonzero((ky > 0) | ((ky == 0) & (kx >= 0)))[0]
+    kx, ky = kx[half], ky[half]
+    root = backend.asarray(np.sqrt(np.where((kx == 0) & (ky == 0), 1.0, 2.0)))
+    half, index, kx, ky = (backend.asarray(a) for a in (half, index[half], kx, ky))
+    xp = backend.get_array_module(root)
+    envelope = xp.exp(-2 * math.pi**2 * basis.sigma[None, :] ** 2 * (kx**2 + ky**2)[:, None])  # (q, d)
+    q, d = kx.shape[0], basis.weights.shape[0]
+    per_image = 8 * (6 * q * d + 2 * d * d + 4 * q) + 16 * grid.gpts[0] * grid.gpts[1]
     grams, projections, sigma = [], [], 0.0
     for batch in batches:
-        images = backend.asnumpy(batch.images)
-        b = images.shape[0]
-        part = slice(batch.start, batch.start + b)
+        images = backend.asarray(batch.images)
         sigma = batch.noise_sigma
-        transfer = backend.asnumpy(micrographs.ctf(grid, defocus=params.defocus[part], B_factor=B_factor, xp=np,
-                                                   **{**micrographs.MICROSCOPE, **microscope}))
-        transfer = transfer.reshape(b, -1)[:, frequencies.index[half]]  # (b, q)
-        centres = np.einsum("bij,dj->bdi", params.rotations[part], basis.positions)[..., :2]  # (b, d, 2)
-        phase = np.exp(-2j * math.pi * (kx[None, :, None] * centres[:, None, :, 0]
-                                        + ky[None, :, None] * centres[:, None, :, 1]))
-        operator = (transfer * np.sqrt(double))[:, :, None] * envelope[None] * phase  # (b, q, d)
-        spectra = moments.image_transform(images, frequencies)[:, half] * np.sqrt(double)
-        # Re(Aᴴ A) and Re(Aᴴ Î) in real arithmetic (NumPy's batched complex matmul is slow).
-        stacked = np.concatenate([operator.real, operator.imag], axis=1)  # (b, 2q, d)
-        data = np.concatenate([spectra.real, spectra.imag], axis=1)[:, :, None]
-        grams.append(np.matmul(stacked.transpose(0, 2, 1), stacked).astype(np.float32))
-        projections.append(np.matmul(stacked.transpose(0, 2, 1), data)[:, :, 0])
+        size = progress.plan_batches(n_items=images.shape[0], bytes_per_item=per_image, budget=budget)
+        for first in range(0, images.shape[0], size):
+            b = min(size, images.shape[0] - first)
+            part = slice(batch.start + first, batch.start + first + b)
+            transfer = micrographs.ctf(grid, defocus=defocus[part], B_factor=B_factor, **microscope)
+            transfer = transfer.reshape(b, -1)[:, index]  # (b, q)
+            centres = basis.positions @ params.rotations[part, :2].swapaxes(1, 2)  # (b, d, 2): x, y of R r
+            phase = xp.exp(-2j * math.pi * (kx[None, :, None] * centres[:, None, :, 0]
+                                            + ky[None, :, None] * centres[:, None, :, 1]))
+            operator = (transfer * root)[:, :, None] * envelope[None] * phase  # (b, q, d)
+            spectra = moments.image_transform(images[first:first + b], frequencies)[:, half] * root
+            # Re(Aᴴ A) and Re(Aᴴ Î) in real arithmetic (batched complex matmuls are slow on the CPU).
+            stacked = xp.concatenate([operator.real, operator.imag], axis=1)  # (b, 2q, d)
+            data = xp.concatenate([spectra.real, spectra.imag], axis=1)[:, :, None]
+            grams.append((stacked.swapaxes(1, 2) @ stacked).astype(xp.float32))
+            projections.append((stacked.swapaxes(1, 2) @ data)[:, :, 0])
     h, n = grid.sampling[0], grid.gpts[0]
-    return ImageStatistics(np.concatenate(grams), np.concatenate(projections), sigma**2 * h**4 * n**2)
+    return ImageStatistics(xp.concatenate(grams), xp.concatenate(projections), sigma**2 * h**4 * n**2)
+
+
+def _check_statistics(statistics) -> ImageStatistics:
+    if not isinstance(statistics, ImageStatistics):
+        raise TypeError(f"statistics must be ImageStatistics, got {type(statistics).__name__}")
+    gram = checks.check_array(statistics.gram, "gram", ndim=3, real=True)
+    projection = checks.check_array(statistics.projection, "projection", ndim=2, real=True).astype(float)
+    if projection.shape != gram.shape[:2] or gram.shape[1] != gram.shape[2]:
+        raise ValueError(f"statistics must hold gram (n, d, d) and projection (n, d), got {gram.shape} and "
+                         f"{projection.shape}")
+    return ImageStatistics(gram, projection, checks.check_positive_number(statistics.noise_variance,
+                                                                         "noise_variance", allow_zero=True))
 
 
 def consensus(statistics: ImageStatistics, *, regularization=1e-3):
-    """Homogeneous least-squares reconstruction ``(Σ G_i + λ I) m = Σ b_i``; (d,) coefficients."""
-    gram = statistics.gram.sum(axis=0, dtype=float)
-    lam = regularization * np.trace(gram) / len(gram)
-    return np.linalg.solve(gram + lam * np.eye(len(gram)), statistics.projection.sum(axis=0))
+    """Homogeneous least-squares reconstruction ``(Σ G_i + λ I) m = Σ b_i``; (d,) coefficients on the selected device."""
+    statistics = _check_statistics(statistics)
+    regularization = checks.check_positive_number(regularization, "regularization", allow_zero=True)
+    xp = backend.get_array_module(statistics.gram)
+    gram = statistics.gram.sum(axis=0, dtype=xp.float64)
+    lam = regularization * xp.trace(gram) / gram.shape[0]
+    return xp.linalg.solve(gram + lam * xp.eye(gram.shape[0]), statistics.projection.sum(axis=0))
 
 
 def ppca(statistics: ImageStatistics, mean, *, n_components=2, contrast_invariant=False, max_num_iter=40,
          seed=0):
     """Probabilistic PCA of the volumes behind the images (EM on the sufficient statistics).
+
+    Runs on the selected device; the iterations copy nothing to the host.
 
     Parameters
     ----------
@@ -238,44 +327,49 @@ def ppca(statistics: ImageStatistics, mean, *, n_components=2, contrast_invarian
         Model a free per-image scale of the mean (see the module docstring)
         and return ``z' / (1 + δ)``.
     max_num_iter : int
+        EM iterations (all are run: there is no convergence test).
     seed : int
-        Of the random initial W.
+        Of the random initial W (drawn on the host, then moved).
 
     Returns
     -------
     components : (d, k) ndarray
-        W.
+        W, on the selected device.
     embedding : (n, k) ndarray
-        Posterior means of the latent coordinates.
+        Posterior means of the latent coordinates, on the selected device.
     """
+    statistics = _check_statistics(statistics)
+    max_num_iter = checks.check_iterations(max_num_iter)
     gram = statistics.gram.astype(float)
     n, d, _ = gram.shape
-    k = int(n_components)
-    if not 1 <= k <= d:
-        raise ValueError(f"n_components must be in [1, {d}] (the basis size), got {n_components!r}")
-    nu = statistics.noise_variance if statistics.noise_variance > 0 else 1e-12 * np.trace(gram.mean(0)) / d
+    k = checks.check_count(n_components, "n_components", maximum=d)  # at most the basis size
+    mean = checks.check_array(mean, "mean", ndim=1, real=True).astype(float)
+    xp = backend.get_array_module(gram)
+    nu = statistics.noise_variance if statistics.noise_variance > 0 else 1e-12 * xp.trace(gram.mean(0)) / d
     residual = statistics.projection - gram @ mean  # b_i - G_i m
-    rng = np.random.default_rng(seed)
-    w = 0.1 * np.linalg.norm(mean) / math.sqrt(d) * rng.standard_normal((d, k))
+    w = backend.asarray(np.random.default_rng(seed).standard_normal((d, k))) * (
+        0.1 * xp.linalg.norm(mean) / math.sqrt(d))
     extra = 1 if contrast_invariant else 0
     prior = np.ones(k + extra)
     if contrast_invariant:
         prior[0] = 1e-6  # a nearly flat prior on δ = c - 1
+    prior = xp.diag(backend.asarray(prior))
     gram_flat = gram.reshape(n, d * d)
     gram_mean = gram @ mean  # (n, d)
-    for _ in progress.progress(range(int(max_num_iter)), desc="PPCA EM"):
-        full = np.column_stack([mean, w]) if contrast_invariant else w  # (d, k+extra)
-        precision = np.matmul(full.T[None], gram @ full) / nu + np.diag(prior)
-        cov = np.linalg.inv(precision)
-        ez = np.matmul(cov, (residual @ full / nu)[:, :, None])[:, :, 0]
+    identity = xp.eye(d * k)
+    for _ in progress.progress(range(max_num_iter), desc="PPCA EM"):
+        full = xp.concatenate([mean[:, None], w], axis=1) if contrast_invariant else w  # (d, k+extra)
+        precision = full.T[None] @ (gram @ full) / nu + prior
+        cov = xp.linalg.inv(precision)
+        ez = (cov @ (residual @ full / nu)[:, :, None])[:, :, 0]
         ezz = cov + ez[:, :, None] * ez[:, None, :]
         zz = ezz[:, extra:, extra:]  # second moments of the free latent
         rhs = residual.T @ ez[:, extra:]
         if contrast_invariant:  # the fixed column's part moves to the right-hand side
-            rhs -= gram_mean.T @ ezz[:, 0, 1:]
+            rhs = rhs - gram_mean.T @ ezz[:, 0, 1:]
         # Σ_i G_i W S_i = R  <=>  K vec(W) = vec(R), K[(a,p),(b,q)] = Σ_i G_i[a,b] S_i[q,p]
         system = (gram_flat.T @ zz.reshape(n, k * k)).reshape(d, d, k, k).transpose(0, 3, 1, 2).reshape(d * k, d * k)
-        w = np.linalg.solve(system + 1e-9 * np.trace(system) / (d * k) * np.eye(d * k), rhs.ravel()).reshape(d, k)
+        w = xp.linalg.solve(system + 1e-9 * xp.trace(system) / (d * k) * identity, rhs.reshape(-1)).reshape(d, k)
     if contrast_invariant:
         return w, ez[:, 1:] / (1 + ez[:, :1])
     return w, ez
@@ -283,11 +377,12 @@ def ppca(statistics: ImageStatistics, mean, *, n_components=2, contrast_invarian
 
 # --------------------------------------------------------------------------- metrics
 def _check_embeddings(a, b):
-    a, b = np.atleast_2d(np.asarray(a, float).T).T, np.atleast_2d(np.asarray(b, float).T).T
+    a, b = (checks.check_array(x, name, real=True).astype(float) for x, name in ((a, "embedding"), (b, "reference")))
+    a, b = (x[:, None] if x.ndim == 1 else x for x in (a, b))
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"embeddings must be (n,) or (n, p) arrays, got shapes {a.shape} and {b.shape}")
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"embeddings must have one row per image, got {a.shape[0]} and {b.shape[0]} rows")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("embeddings contain NaN or infinite values")
     return a, b
 
 
@@ -296,15 +391,21 @@ def neighbourhood_preservation(embedding, reference, *, n_neighbours=10) -> floa
 
     ``(1/n) Σ_i |N_k^a(i) ∩ N_k^b(i)| / k``: 1 when neighbourhoods agree, about
     ``k / n`` for unrelated embeddings. Invariant to any similarity
-    transform of either embedding; the dimensions may differ.
+    transform of either embedding; the dimensions may differ. Host-only
+    step: :class:`scipy.spatial.cKDTree` on host copies of the embeddings.
     """
-    a, b = _check_embeddings(embedding, reference)
-    k = int(n_neighbours)
-    if not 1 <= k < len(a):
-        raise ValueError(f"n_neighbours must be in [1, {len(a) - 1}], got {n_neighbours!r}")
+    a, b = (backend.asnumpy(x) for x in _check_embeddings(embedding, reference))
+    k = checks.check_count(n_neighbours, "n_neighbours", maximum=len(a) - 1)
     na = spatial.cKDTree(a).query(a, k + 1)[1][:, 1:]
     nb = spatial.cKDTree(b).query(b, k + 1)[1][:, 1:]
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+    shared = (na[:, :, None] == nb[:, None, :]).any(axis=2).sum(axis=1)  # |N^a(i) ∩ N^b(i)| for every i
+    return float(shared.mean() / k)
+
+
+def _affine_fit(a, b, xp):
+    design = xp.concatenate([a, xp.ones((a.shape[0], 1))], axis=1)
+    fit = xp.linalg.lstsq(design, b, rcond=None)[0]
+    return design @ fit
 
 
 def linear_alignment(embedding, reference) -> float:
@@ -315,35 +416,36 @@ def linear_alignment(embedding, reference) -> float:
     Procrustes/CCA-type alignment), 0 when nothing linear is shared.
     """
     a, b = _check_embeddings(embedding, reference)
-    design = np.column_stack([a, np.ones(len(a))])
-    fit, *_ = np.linalg.lstsq(design, b, rcond=None)
+    xp = backend.get_array_module(a)
     centred = b - b.mean(axis=0)
-    return float(1 - np.sum((b - design @ fit) ** 2) / np.sum(centred**2))
+    return float(1 - xp.sum((b - _affine_fit(a, b, xp)) ** 2) / xp.sum(centred**2))
 
 
 def canonical_correlations(embedding, reference):
-    """Canonical correlations between two embeddings (CCA), largest first; (min(p, q),) ndarray."""
+    """Canonical correlations between two embeddings (CCA), largest first; (min(p, q),) ndarray on the selected device."""
     a, b = _check_embeddings(embedding, reference)
-    qa, _ = np.linalg.qr(a - a.mean(axis=0))
-    qb, _ = np.linalg.qr(b - b.mean(axis=0))
-    return np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), 0, 1)
+    xp = backend.get_array_module(a)
+    qa, _ = xp.linalg.qr(a - a.mean(axis=0))
+    qb, _ = xp.linalg.qr(b - b.mean(axis=0))
+    return xp.clip(xp.linalg.svd(qa.T @ qb, compute_uv=False), 0, 1)
 
 
 def rank_correlation(embedding, latent):
     """Spearman correlation of each true latent coordinate with its best linear read-out.
 
     For each column of ``latent`` the embedding is mapped affinely onto it
-    (least squares) and the rank correlation of the two is taken.
+    (least squares, on the device) and the rank correlation of the two is
+    taken (:func:`scipy.stats.spearmanr`: a host-only step).
 
     Returns
     -------
     (latent_dim,) ndarray
+        On the selected device.
     """
     a, b = _check_embeddings(embedding, latent)
-    design = np.column_stack([a, np.ones(len(a))])
-    fit, *_ = np.linalg.lstsq(design, b, rcond=None)
-    readout = design @ fit
-    return np.array([stats.spearmanr(readout[:, j], b[:, j])[0] for j in range(b.shape[1])])
+    readout = backend.asnumpy(_affine_fit(a, b, backend.get_array_module(a)))
+    b = backend.asnumpy(b)
+    return backend.asarray(np.array([stats.spearmanr(readout[:, j], b[:, j])[0] for j in range(b.shape[1])]))
 
 
 def per_conformation_error(estimates, truths, *, mean=None):
@@ -362,11 +464,13 @@ def per_conformation_error(estimates, truths, *, mean=None):
     Returns
     -------
     (n,) ndarray
+        On the selected device.
     """
-    estimates, truths = (np.asarray(backend.asnumpy(x), float) for x in (estimates, truths))
+    estimates, truths = (checks.check_array(x, name, min_ndim=1, real=True).astype(float)
+                         for x, name in ((estimates, "estimates"), (truths, "truths")))
     if estimates.shape != truths.shape:
         raise ValueError(f"estimates and truths must have one shape, got {estimates.shape} and {truths.shape}")
-    mean = truths.mean(axis=0) if mean is None else np.asarray(mean, float)
+    xp = backend.get_array_module(truths)
+    mean = truths.mean(axis=0) if mean is None else checks.check_array(mean, "mean", real=True).astype(float)
     axes = tuple(range(1, truths.ndim))
-    return np.sqrt(np.sum((estimates - truths) ** 2, axis=axes) / np.sum((truths - mean) ** 2, axis=axes))
-
+    return xp.sqrt(xp.sum((estimates - truths) ** 2, axis=axes) / xp.sum((truths - mean) ** 2, axis=axes))

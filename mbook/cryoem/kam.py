@@ -12,6 +12,12 @@ prior structure (orthogonal Procrustes, the "orthogonal replacement" of
 Bhamre, Zhang & Singer 2015), and :func:`volume_from_coefficients`
 synthesises the map.
 
+Device rule: the fits need :mod:`scipy.special` (``spherical_jn``,
+``eval_legendre``) on thousands of frequency pairs, which has no device
+implementation here. These are host-only steps: the moments are copied to the
+host once, the fit runs there, and every array returned is on the selected
+device. The map's inverse FFT runs on the device.
+
 Examples
 --------
 >>> import numpy as np
@@ -32,12 +38,12 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from mbook.core import checks, grids
+from mbook.core import backend, checks, grids
 from mbook.cryoem import moments, particles
 
 
 class Invariants(NamedTuple):
-    """Kam's invariants in a spherical-Bessel radial basis.
+    """Kam's invariants in a spherical-Bessel radial basis (arrays on the selected device).
 
     A particle inside a ball of radius R has ``A_lm(k) = Σ_p β_lmp j_l(2π k r_p)``
     for radial nodes ``r_p`` spaced finer than ``1 / (2 k_max)`` (a quadrature
@@ -56,14 +62,31 @@ class Invariants(NamedTuple):
     blocks: list
 
 
-def radial_nodes(radius, k_max, *, oversampling=2.0):
-    """Midpoint nodes on [0, radius] spaced ``1 / (2 k_max oversampling)`` [Å]."""
+def _radial_nodes(radius, k_max, oversampling):
     count = int(math.ceil(2 * k_max * radius * oversampling))
     return (np.arange(count) + 0.5) * radius / count
 
 
+def radial_nodes(radius, k_max, *, oversampling=2.0):
+    """Midpoint nodes on [0, radius] spaced ``1 / (2 k_max oversampling)`` [Å]; on the selected device."""
+    radius = checks.check_positive_number(radius, "radius")
+    k_max = checks.check_positive_number(k_max, "k_max")
+    oversampling = checks.check_positive_number(oversampling, "oversampling")
+    return backend.asarray(_radial_nodes(radius, k_max, oversampling))
+
+
 def _bessel_matrix(l, radii, nodes):
-    return special.spherical_jn(l, 2 * math.pi * np.asarray(radii)[:, None] * nodes[None, :])
+    """Host kernel: j_l(2π k r_p), radii (s,) and nodes (p,) NumPy -> (s, p)."""
+    return special.spherical_jn(l, 2 * math.pi * radii[:, None] * nodes[None, :])
+
+
+def _host_moments(moments_):
+    """Host copies of what the fits use: radius, angle, second moment (real part) and weight."""
+    f = moments_.frequencies
+    radius, angle = backend.asnumpy(f.radius), backend.asnumpy(f.angle)
+    second = backend.asnumpy(moments_.second).real
+    weight = None if moments_.weight is None else backend.asnumpy(moments_.weight)
+    return radius, angle, second, weight
 
 
 def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversampling=2.0, regularization=1e-10,
@@ -77,6 +100,7 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     variances ``moments_.weight``, or relative errors for exact moments)
     through the normal equations, with a small Tikhonov term on the
     column-scaled problem (columns of high degree at small nodes are ~0).
+    Host-only step (:mod:`scipy.special`): the moments are copied to the host once.
 
     Parameters
     ----------
@@ -95,28 +119,30 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     Returns
     -------
     Invariants
+        On the selected device.
     """
-    f = moments_.frequencies
-    radius = checks.check_positive(radius, "radius", 1)[0]
-    k_max = float(f.radius.max())
-    l_max = moments.default_l_max(k_max, radius) if l_max is None else int(l_max)
-    nodes = radial_nodes(radius, k_max, oversampling=oversampling)
+    radius = checks.check_positive_number(radius, "radius")
+    oversampling = checks.check_positive_number(oversampling, "oversampling")
+    regularization = checks.check_positive_number(regularization, "regularization", allow_zero=True)
+    chunk = checks.check_count(chunk, "chunk")
+    f_radius, f_angle, second, weight = _host_moments(moments_)
+    k_max = float(f_radius.max())
+    l_max = moments.default_l_max(k_max, radius) if l_max is None else checks.check_count(l_max, "l_max", minimum=0)
+    nodes = _radial_nodes(radius, k_max, oversampling)
     p = nodes.size
     upper = np.triu_indices(p)
     doubled = np.where(upper[0] == upper[1], 1.0, 2.0)  # symmetric unknowns off the diagonal count twice
     per_l = upper[0].size
-    bessel = [_bessel_matrix(l, f.radius, nodes) for l in range(l_max + 1)]
-    rows, cols = np.triu_indices(f.radius.size)
-    if moments_.weight is None:  # exact moments: fit relative errors
-        power = np.maximum(np.diag(moments_.second).real, 1e-300)
+    bessel = [_bessel_matrix(l, f_radius, nodes) for l in range(l_max + 1)]
+    rows, cols = np.triu_indices(f_radius.size)
+    if weight is None:  # exact moments: fit relative errors
+        power = np.maximum(np.diag(second), 1e-300)
         weight = 1 / (power[:, None] * power[None, :])
-    else:
-        weight = moments_.weight
     size = (l_max + 1) * per_l
     normal, rhs = np.zeros((size, size)), np.zeros(size)
     for start in range(0, rows.size, chunk):
         r, c = rows[start:start + chunk], cols[start:start + chunk]
-        cos = np.cos(f.angle[r] - f.angle[c])
+        cos = np.cos(f_angle[r] - f_angle[c])
         blocks = []
         for l in range(l_max + 1):
             outer = bessel[l][r][:, :, None] * bessel[l][c][:, None, :]
@@ -125,7 +151,7 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
         w = weight[r, c]
         design = np.concatenate(blocks, axis=1)
         normal += design.T @ (w[:, None] * design)
-        rhs += design.T @ (w * moments_.second.real[r, c])
+        rhs += design.T @ (w * second[r, c])
     scale = np.sqrt(np.maximum(np.diag(normal), 1e-300))
     scaled = normal / scale[:, None] / scale[None, :]
     scaled += regularization * np.eye(size)
@@ -134,14 +160,26 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     for l in range(l_max + 1):
         block = np.zeros((p, p))
         block[upper] = solution[l * per_l:(l + 1) * per_l]
-        out.append(block + np.triu(block, 1).T)
-    return Invariants(nodes, out)
+        out.append(backend.asarray(block + np.triu(block, 1).T))
+    return Invariants(backend.asarray(nodes), out)
+
+
+def _host_invariants(invariants_):
+    return backend.asnumpy(invariants_.nodes), [backend.asnumpy(b) for b in invariants_.blocks]
 
 
 def invariants_on_shells(invariants_: Invariants, radii):
-    """``C_l(k_s1, k_s2) = J_l(k_s1) B_l J_l(k_s2)ᵀ`` on the given radii [1/Å]; list of (s, s)."""
-    return [_bessel_matrix(l, radii, invariants_.nodes) @ b @ _bessel_matrix(l, radii, invariants_.nodes).T
-            for l, b in enumerate(invariants_.blocks)]
+    """``C_l(k_s1, k_s2) = J_l(k_s1) B_l J_l(k_s2)ᵀ`` on the given radii [1/Å]; list of (s, s) on the selected device.
+
+    Host-only step (:mod:`scipy.special`).
+    """
+    radii = backend.asnumpy(checks.check_array(radii, "radii", ndim=1, real=True)).astype(float)
+    nodes, blocks = _host_invariants(invariants_)
+    out = []
+    for l, b in enumerate(blocks):
+        j = _bessel_matrix(l, radii, nodes)
+        out.append(backend.asarray(j @ b @ j.T))
+    return out
 
 
 def reconstruct(invariants_: Invariants, prior: particles.Atoms, *, k_max, n_radii=32):
@@ -151,7 +189,8 @@ def reconstruct(invariants_: Invariants, prior: particles.Atoms, *, k_max, n_rad
     ``O_l`` with orthonormal rows; ``O_l`` is the polar factor of
     ``Gᵀ A_l^prior`` with ``G = sqrt(4π) J_l V Λ^½`` on ``n_radii`` radii in
     (0, k_max] (orthogonal Procrustes: the closest solution to the prior's
-    coefficients, Bhamre, Zhang & Singer 2015).
+    coefficients, Bhamre, Zhang & Singer 2015). Host-only step
+    (:mod:`scipy.special`; small eigen- and singular-value problems).
 
     Parameters
     ----------
@@ -166,23 +205,30 @@ def reconstruct(invariants_: Invariants, prior: particles.Atoms, *, k_max, n_rad
     Returns
     -------
     list of (p, 2l+1) ndarray
-        ``β_l`` such that ``A_l(k) = J_l(k) β_l``.
+        ``β_l`` such that ``A_l(k) = J_l(k) β_l``, on the selected device.
     """
+    k_max = checks.check_positive_number(k_max, "k_max")
+    n_radii = checks.check_count(n_radii, "n_radii")
+    nodes, blocks = _host_invariants(invariants_)
     radii = np.linspace(0, k_max, n_radii + 1)[1:]
-    prior_coefficients = moments.sh_coefficients(prior, radii, l_max=len(invariants_.blocks) - 1)
+    prior_coefficients = [backend.asnumpy(a) for a in moments.sh_coefficients(prior, radii, l_max=len(blocks) - 1)]
     betas = []
-    for l, block in enumerate(invariants_.blocks):
+    for l, block in enumerate(blocks):
         values, vectors = np.linalg.eigh(block)
         keep = np.argsort(values)[::-1][:min(block.shape[0], 2 * l + 1)]
         factor = math.sqrt(4 * math.pi) * vectors[:, keep] * np.sqrt(np.clip(values[keep], 0, None))
-        g = _bessel_matrix(l, radii, invariants_.nodes) @ factor
+        g = _bessel_matrix(l, radii, nodes) @ factor
         u, _, vt = np.linalg.svd(g.T @ prior_coefficients[l], full_matrices=False)
-        betas.append(factor @ (u @ vt))
+        betas.append(backend.asarray(factor @ (u @ vt)))
     return betas
 
 
 def volume_from_coefficients(betas, nodes, grid, *, k_max):
     """Real-space volume of ``F(k) = Σ_lm (-i)^l A_lm(|k|) Y_lm(k̂)`` for ``|k| <= k_max``.
+
+    The spectrum is built on the host (:mod:`scipy.special`, a host-only
+    step, on the frequencies inside the ball); the inverse FFT runs on the
+    selected device.
 
     Parameters
     ----------
@@ -198,18 +244,22 @@ def volume_from_coefficients(betas, nodes, grid, *, k_max):
     Returns
     -------
     (n, n, n) ndarray
-        Density [weight/Å³].
+        Density [weight/Å³], on the selected device.
     """
-    grid = particles._check_grid(grid, 3)
-    k = np.meshgrid(*(np.asarray(c) for c in grids.spatial_frequencies(grid, xp=np)), indexing="ij")
+    grid = particles.check_grid(grid, 3)
+    k_max = checks.check_positive_number(k_max, "k_max")
+    betas = [backend.asnumpy(b) for b in betas]
+    nodes = backend.asnumpy(checks.check_array(nodes, "nodes", ndim=1, real=True)).astype(float)
+    k = np.meshgrid(*grids.spatial_frequencies(grid, xp=np), indexing="ij")
     k = np.stack([c.ravel() for c in k], axis=1)
     radius = np.linalg.norm(k, axis=1)
     inside = np.nonzero(radius <= k_max)[0]
-    harmonics = moments.spherical_harmonics(len(betas) - 1, k[inside])
+    harmonics = [backend.asnumpy(y) for y in moments.spherical_harmonics(len(betas) - 1, k[inside])]
     spectrum = np.zeros(radius.size, dtype=complex)
     for l, beta in enumerate(betas):
         a = _bessel_matrix(l, radius[inside], nodes) @ beta
         spectrum[inside] += (-1j) ** l * np.sum(a * harmonics[l], axis=1)
+    spectrum = backend.asarray(spectrum.reshape(grid.gpts))
+    xp = backend.get_array_module(spectrum)
     h = grid.sampling[0]
-    volume = np.fft.ifftn(spectrum.reshape(grid.gpts)).real / h**3
-    return np.fft.fftshift(volume)
+    return xp.fft.fftshift(backend.ifftn(spectrum).real / h**3)

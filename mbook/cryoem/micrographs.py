@@ -14,20 +14,21 @@ image ``c_i F⁻¹[...]`` over the box, divided by σ²; σ is fixed from a pilo
 of images spread through the stack, so it does not depend on the batching.
 
 Stacks are produced by :func:`stream_images` in batches that fit a memory
-budget (:func:`mbook.core.progress.plan_batches`); every image draws its noise
-from its own generator ``default_rng([seed, i])``, so the stack is the same
-whatever the batch size.
+budget (:func:`mbook.core.progress.plan_batches`), on the selected device. The
+noise of a batch is drawn on the host in one call and moved once: image i
+takes its own stretch of a counter-based (Philox) stream keyed by the seed, so
+the stack is the same whatever the batch size (see :func:`add_noise`).
 
 Examples
 --------
 >>> import numpy as np
->>> from mbook.core import grids
+>>> from mbook.core import backend, grids
 >>> from mbook.cryoem import micrographs, particles
 >>> atoms = particles.random_structure(40, radii=(10.0, 8.0, 8.0), seed=0)
 >>> grid = grids.make_grid(gpts=(32, 32), sampling=2.0)
 >>> params = micrographs.draw_parameters(10, seed=1)
 >>> batches = micrographs.stream_images(atoms, params, grid, snr=0.1, seed=2)
->>> stack = np.concatenate([b.images for b in batches])
+>>> stack = np.concatenate([backend.asnumpy(b.images) for b in batches])
 >>> stack.shape
 (10, 32, 32)
 """
@@ -63,8 +64,43 @@ def check_snr(snr) -> float:
     return float(snr)
 
 
-def ctf(grid, *, defocus, B_factor=0.0, energy=MICROSCOPE["energy"], Cs=MICROSCOPE["Cs"],
-        amplitude_contrast=MICROSCOPE["amplitude_contrast"], xp=None):
+def _host_defocus(defocus) -> np.ndarray:
+    """Defocus values on the host (they key the CTF table): one small copy, then checked."""
+    values = np.asarray(backend.asnumpy(defocus) if backend.is_device_array(defocus) else defocus, dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError(f"defocus must be finite [Å], got {defocus!r}")
+    return values
+
+
+def _ctf_table(grid, defocus, B_factor, microscope, xp):
+    """CTFs times the B-factor envelope for host defoci (b,) -> (b, nx, ny) on ``xp``, one per distinct defocus.
+
+    Images of one micrograph share a defocus: the lens model of
+    :func:`mbook.electron.waves.contrast_transfer_function` is evaluated once
+    per distinct value and gathered.
+    """
+    envelope = xp.exp(-B_factor / 4 * grids.frequency_squared(grid, xp=xp))
+    unique, inverse = np.unique(defocus.ravel(), return_inverse=True)
+    table = xp.stack([
+        waves.contrast_transfer_function(grid, energy=microscope["energy"], defocus=float(d), Cs=microscope["Cs"],
+                                         amplitude_contrast=microscope["amplitude_contrast"], xp=xp)
+        for d in unique
+    ]) * envelope
+    return table[xp.asarray(inverse.ravel())]
+
+
+def _microscope(microscope) -> dict:
+    unknown = set(microscope) - set(MICROSCOPE)
+    if unknown:
+        raise TypeError(f"unknown microscope parameters {sorted(unknown)}; valid: {sorted(MICROSCOPE)}")
+    return {**MICROSCOPE, **microscope}
+
+
+def _check_b_factor(B_factor) -> float:
+    return checks.check_positive_number(B_factor, "B_factor", allow_zero=True)
+
+
+def ctf(grid, *, defocus, B_factor=0.0, **microscope):
     """CTF of :func:`mbook.electron.waves.contrast_transfer_function` times ``exp(-B k² / 4)``.
 
     Parameters
@@ -75,37 +111,61 @@ def ctf(grid, *, defocus, B_factor=0.0, energy=MICROSCOPE["energy"], Cs=MICROSCO
         Defocus, positive for underfocus [Å]; one CTF per value.
     B_factor : float
         B-factor of the envelope, >= 0 [Å²].
-    energy : float
-        [eV].
-    Cs : float
-        Spherical aberration [Å].
-    amplitude_contrast : float
-        In [0, 1).
+    **microscope
+        ``energy`` [eV], ``Cs`` [Å], ``amplitude_contrast`` in [0, 1)
+        (defaults :data:`MICROSCOPE`).
 
     Returns
     -------
     (nx, ny) or (b, nx, ny) ndarray, float64
-        In FFT order.
+        In FFT order, on the selected device.
     """
-    xp = xp or backend.xp
-    if not (isinstance(B_factor, numbers.Real) and math.isfinite(B_factor) and B_factor >= 0):
-        raise ValueError(f"B_factor must be a finite number >= 0 [Å²], got {B_factor!r}")
-    values = np.asarray(defocus, dtype=float)
-    if not np.isfinite(values).all():
-        raise ValueError(f"defocus must be finite [Å], got {defocus!r}")
-    envelope = xp.exp(-B_factor / 4 * grids.frequency_squared(grid, xp=xp))
-    unique, inverse = np.unique(values.ravel(), return_inverse=True)
-    table = xp.stack([
-        waves.contrast_transfer_function(grid, energy=energy, defocus=float(d), Cs=Cs,
-                                         amplitude_contrast=amplitude_contrast, xp=xp)
-        for d in unique
-    ]) * envelope
-    out = table[xp.asarray(inverse)]
+    B_factor = _check_b_factor(B_factor)
+    values = _host_defocus(defocus)
+    out = _ctf_table(grid, values, B_factor, _microscope(microscope), backend.xp)
     return out[0] if values.ndim == 0 else out
 
 
+def ctf_profile(k_max, *, defocus, B_factor=0.0, num_samples=1000, **microscope):
+    """The CTF along ``k_x`` (``k_y = 0``), finely sampled: for plotting its oscillations.
+
+    The same lens model as :func:`ctf`, on a one-row grid whose frequency
+    step is ``k_max / num_samples``.
+
+    Parameters
+    ----------
+    k_max : float
+        Largest frequency [1/Å].
+    defocus : float or (b,) array_like
+        [Å], positive for underfocus.
+    B_factor : float
+        [Å²].
+    num_samples : int
+        Frequencies in ``[0, k_max)``.
+    **microscope
+        As for :func:`ctf`.
+
+    Returns
+    -------
+    k : (num_samples,) ndarray
+        [1/Å], on the selected device.
+    values : (num_samples,) or (b, num_samples) ndarray
+        On the selected device.
+    """
+    k_max = checks.check_positive_number(k_max, "k_max")
+    num_samples = checks.check_count(num_samples, "num_samples", minimum=2)
+    B_factor = _check_b_factor(B_factor)
+    values = _host_defocus(defocus)
+    # gpts (2 N, 1) at sampling 1 / (2 k_max): k_x = j k_max / N for j < N (FFT order), k_y = 0
+    grid = grids.make_grid(gpts=(2 * num_samples, 1), sampling=1 / (2 * k_max))
+    xp = backend.xp
+    table = _ctf_table(grid, np.atleast_1d(values), B_factor, _microscope(microscope), xp)[:, :num_samples, 0]
+    k = grids.spatial_frequencies(grid, xp=xp)[0][:num_samples]
+    return k, (table[0] if values.ndim == 0 else table)
+
+
 class ImageParameters(NamedTuple):
-    """Per-image nuisance parameters of a stack.
+    """Per-image nuisance parameters of a stack (on the selected device).
 
     Attributes
     ----------
@@ -130,7 +190,8 @@ def draw_parameters(n_images, *, seed=0, defocus_range=(1.0e4, 2.5e4), max_shift
     """Draw rotations, shifts, defoci and contrasts for ``n_images`` images.
 
     Images come from micrographs of ``images_per_micrograph`` particles each,
-    which share one defocus, as in a real data set.
+    which share one defocus, as in a real data set. Drawn on the host from
+    the seed, then moved to the selected device.
 
     Parameters
     ----------
@@ -150,48 +211,81 @@ def draw_parameters(n_images, *, seed=0, defocus_range=(1.0e4, 2.5e4), max_shift
     -------
     ImageParameters
     """
-    if isinstance(n_images, bool) or not isinstance(n_images, numbers.Integral) or n_images < 1:
-        raise ValueError(f"n_images must be an integer >= 1, got {n_images!r}")
+    checks.check_count(n_images, "n_images")
     low, high = (float(d) for d in defocus_range)
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise ValueError(f"defocus_range must be two finite values low <= high [Å], got {defocus_range!r}")
     checks.check_positive_number(max_shift, "max_shift", allow_zero=True)
     checks.check_positive_number(contrast_spread, "contrast_spread", allow_zero=True)
-    if isinstance(images_per_micrograph, bool) or not isinstance(images_per_micrograph, numbers.Integral) \
-            or images_per_micrograph < 1:
-        raise ValueError(f"images_per_micrograph must be an integer >= 1, got {images_per_micrograph!r}")
+    checks.check_count(images_per_micrograph, "images_per_micrograph")
     rng = np.random.default_rng(seed)
-    rotations = so3.quaternions_to_matrices(rng.standard_normal((n_images, 4)))
+    quaternions = rng.standard_normal((n_images, 4))
     shifts = rng.uniform(-max_shift, max_shift, (n_images, 2))
     n_micrographs = -(-n_images // images_per_micrograph)
     defocus = np.repeat(rng.uniform(low, high, n_micrographs), images_per_micrograph)[:n_images]
     contrast = rng.lognormal(-contrast_spread**2 / 2, contrast_spread, n_images)
+    return ImageParameters(so3.quaternions_to_matrices(quaternions), *(backend.asarray(a) for a in
+                                                                         (shifts, defocus, contrast)))
+
+
+def check_parameters(params) -> ImageParameters:
+    """``params`` on the selected device, one entry per image in every field; else ValueError."""
+    if not isinstance(params, ImageParameters):
+        raise TypeError(f"params must be ImageParameters (see draw_parameters), got {type(params).__name__}")
+    rotations = so3.check_rotations(params.rotations)
+    shifts, defocus, contrast = (checks.check_array(a, name, real=True).astype(float) for a, name in
+                                 ((params.shifts, "shifts"), (params.defocus, "defocus"),
+                                  (params.contrast, "contrast")))
+    n = rotations.shape[0]
+    if shifts.shape != (n, 2) or defocus.shape != (n,) or contrast.shape != (n,):
+        raise ValueError(f"params fields must all have one entry per image, got shapes {rotations.shape}, "
+                         f"{shifts.shape}, {defocus.shape}, {contrast.shape}")
     return ImageParameters(rotations, shifts, defocus, contrast)
 
 
-def _clean_projections(structure, rotations, indices, grid, xp):
-    """Noise-free projections of the particle(s) for the images ``indices``."""
+def _clean_projections(structure, rotations, indices, grid):
+    """Noise-free projections of the particle(s) for the images ``indices`` (a slice or a device index array)."""
     if isinstance(structure, particles.Atoms):
-        return particles.project_atoms(structure, rotations, grid, xp=xp)
-    if callable(structure):  # one particle per image (heterogeneity)
+        if structure.positions.ndim == 3:  # one conformation per image
+            structure = structure._replace(positions=structure.positions[indices])
+        return particles.project_atoms(structure, rotations, grid)
+    if callable(structure):  # one particle per image, one call each (slow: prefer stacked Atoms)
+        xp = backend.get_array_module(rotations)
+        numbers_ = range(indices.start, indices.stop) if isinstance(indices, slice) else backend.asnumpy(indices)
         return xp.concatenate([
-            particles.project_atoms(structure(int(i)), r[None], grid, xp=xp) for i, r in zip(indices, rotations)
+            particles.project_atoms(structure(int(i)), r[None], grid) for i, r in zip(numbers_, rotations)
         ])
-    volume = particles.check_volume(structure)
-    if volume.shape[0] != grid.gpts[0]:
-        raise ValueError(f"volume of {volume.shape[0]}³ voxels does not match the image grid {grid.gpts}")
-    return particles.project_volume(xp.asarray(volume), rotations, sampling=grid.sampling[0])
+    return particles.project_volume(structure, rotations, sampling=grid.sampling[0])
 
 
-def _transfer(grid, b, defocus, shifts, B_factor, microscope, xp):
-    transfer = ctf(grid, defocus=np.broadcast_to(np.asarray(defocus, float), (b,)), B_factor=B_factor,
-                   xp=xp, **{**MICROSCOPE, **microscope})
+def _transfer(grid, defocus, shifts, B_factor, microscope, xp):
+    """H(k) exp(-2πi k·s) per image: host defoci (b,), device shifts (b, 2) or None -> (b, nx, ny)."""
+    transfer = _ctf_table(grid, defocus, B_factor, microscope, xp)
     if shifts is not None:
         kx, ky = grids.spatial_frequencies(grid, xp=xp)
-        s = xp.asarray(np.asarray(shifts, dtype=float).reshape(b, 2))
-        transfer = transfer * xp.exp(-2j * math.pi * (kx[None, :, None] * s[:, 0, None, None]
-                                                        + ky[None, None, :] * s[:, 1, None, None]))
+        transfer = transfer * xp.exp(-2j * math.pi * (kx[None, :, None] * shifts[:, 0, None, None]
+                                                        + ky[None, None, :] * shifts[:, 1, None, None]))
     return transfer
+
+
+def _form_images(projections, grid, defocus, shifts, contrast, B_factor, microscope, adjoint=False):
+    """Kernel of :func:`form_images` (and of its adjoint): inputs checked, defocus on the host."""
+    xp = backend.get_array_module(projections)
+    transfer = _transfer(grid, defocus, shifts, B_factor, microscope, xp)
+    images = backend.ifft2(backend.fft2(projections) * (xp.conj(transfer) if adjoint else transfer))
+    images = images if xp.iscomplexobj(projections) else images.real
+    return images if contrast is None else images * contrast[:, None, None]
+
+
+def _check_formation(array, name, grid, defocus, shifts, contrast, B_factor, microscope):
+    array = checks.check_array(array, name, ndim=3)
+    b = array.shape[0]
+    defocus = np.broadcast_to(_host_defocus(defocus), (b,))
+    if shifts is not None:
+        shifts = checks.check_array(shifts, "shifts", real=True).astype(float).reshape(b, 2)
+    if contrast is not None:
+        contrast = checks.check_array(contrast, "contrast", real=True).astype(float).reshape(b)
+    return array, defocus, shifts, contrast, _check_b_factor(B_factor), _microscope(microscope)
 
 
 def form_images(projections, grid, *, defocus, shifts=None, contrast=None, B_factor=0.0, **microscope):
@@ -220,34 +314,49 @@ def form_images(projections, grid, *, defocus, shifts=None, contrast=None, B_fac
     Returns
     -------
     (b, nx, ny) ndarray
-        Real for real projections.
+        Real for real projections; on the selected device.
     """
-    xp = backend.get_array_module(projections)
-    projections = xp.asarray(projections)
-    b = projections.shape[0]
-    transfer = _transfer(grid, b, defocus, shifts, B_factor, microscope, xp)
-    images = backend.ifft2(backend.fft2(projections) * transfer)
-    images = images if xp.iscomplexobj(projections) else images.real
-    if contrast is not None:
-        images = images * xp.asarray(np.asarray(contrast, dtype=float).reshape(b, 1, 1))
-    return images
+    args = _check_formation(projections, "projections", grid, defocus, shifts, contrast, B_factor, microscope)
+    return _form_images(*args[:1], grid, *args[1:])
 
 
 def form_images_adjoint(images, grid, *, defocus, shifts=None, contrast=None, B_factor=0.0, **microscope):
     """Adjoint of :func:`form_images`: ``c F⁻¹[conj(H e^{-2πik·s}) Î]`` (same parameters)."""
-    xp = backend.get_array_module(images)
-    images = xp.asarray(images)
-    b = images.shape[0]
-    transfer = _transfer(grid, b, defocus, shifts, B_factor, microscope, xp)
-    out = backend.ifft2(backend.fft2(images) * xp.conj(transfer))
-    out = out if xp.iscomplexobj(images) else out.real
-    if contrast is not None:
-        out = out * xp.asarray(np.asarray(contrast, dtype=float).reshape(b, 1, 1))
-    return out
+    args = _check_formation(images, "images", grid, defocus, shifts, contrast, B_factor, microscope)
+    return _form_images(*args[:1], grid, *args[1:], adjoint=True)
+
+
+def _uniforms_per_image(shape) -> int:
+    """Uniforms drawn per image: its pixels rounded up to a multiple of 4 (one Philox block)."""
+    return 4 * -(-math.prod(shape) // 4)
+
+
+def _standard_normal(n_images, shape, seed, first_index, xp):
+    """Standard normal noise for images ``first_index .. first_index + n_images - 1``.
+
+    Image i owns the uniforms ``i P .. (i + 1) P - 1`` of a Philox stream keyed
+    by ``seed`` (P = :func:`_uniforms_per_image`); a float64 uniform takes
+    exactly one 64-bit draw, and Philox jumps to any counter, so the batch
+    is one host call that gives the same numbers for any batch size. The
+    uniforms move once; the Box-Muller transform runs on their device.
+    """
+    per = _uniforms_per_image(shape)
+    generator = np.random.Generator(np.random.Philox(seed, counter=first_index * per // 4))
+    u = xp.asarray(generator.random((n_images, per)))
+    half = per // 2
+    radius = xp.sqrt(-2.0 * xp.log1p(-u[:, :half]))  # 1 - u in (0, 1]: no log(0)
+    angle = (2 * math.pi) * u[:, half:]
+    z = xp.concatenate([radius * xp.cos(angle), radius * xp.sin(angle)], axis=1)
+    return z[:, :math.prod(shape)].reshape((n_images,) + tuple(shape))
 
 
 def add_noise(images, sigma, *, seed, first_index=0):
-    """Add white Gaussian noise; image ``first_index + j`` uses ``default_rng([seed, first_index + j])``.
+    """Add white Gaussian noise of standard deviation ``sigma``, the same for any batching.
+
+    Image ``first_index + j`` of a stack always gets the same noise: its own
+    stretch of a counter-based random stream keyed by ``seed`` (Philox
+    uniforms, Box-Muller normals). The noise of the whole call is drawn on
+    the host in one call and moved to the device once.
 
     Parameters
     ----------
@@ -256,21 +365,50 @@ def add_noise(images, sigma, *, seed, first_index=0):
         Noise standard deviation, >= 0 [image units].
     seed : int
     first_index : int
-        Index of the first image in the whole stack.
+        Index of the first image in the whole stack (>= 0).
 
     Returns
     -------
     (b, nx, ny) ndarray
+        On the selected device.
     """
-    if not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    xp = backend.get_array_module(images)
+    sigma = checks.check_positive_number(sigma, "sigma", allow_zero=True)
+    first_index = checks.check_count(first_index, "first_index", minimum=0)
+    images = checks.check_array(images, "images", ndim=3)
+    return _add_noise(images, sigma, seed, first_index)
+
+
+def _add_noise(images, sigma, seed, first_index):
     if sigma == 0:
-        return xp.asarray(images)
-    shape = images.shape[1:]
-    noise = np.stack([np.random.default_rng([seed, first_index + j]).standard_normal(shape)
-                      for j in range(images.shape[0])])
-    return images + sigma * xp.asarray(noise)
+        return images
+    xp = backend.get_array_module(images)
+    return images + sigma * _standard_normal(images.shape[0], images.shape[1:], seed, first_index, xp)
+
+
+def _check_structure(structure, n_images, grid):
+    if isinstance(structure, particles.Atoms):
+        structure = particles.check_atoms(structure)
+        if structure.positions.ndim == 3 and structure.positions.shape[0] != n_images:
+            raise ValueError(f"structure holds {structure.positions.shape[0]} conformations for {n_images} images")
+        return structure
+    if callable(structure):
+        return structure
+    volume = particles.check_volume(structure)
+    if volume.shape[0] != grid.gpts[0]:
+        raise ValueError(f"volume of {volume.shape[0]}³ voxels does not match the image grid {grid.gpts}")
+    return volume
+
+
+def _pilot_sigma(structure, params, defocus, grid, snr, B_factor, microscope, pilot) -> float:
+    if math.isinf(snr):
+        return 0.0
+    n = params.defocus.shape[0]
+    indices = np.unique(np.linspace(0, n - 1, min(int(pilot), n)).round().astype(int))  # spread over micrographs
+    xp = backend.get_array_module(params.rotations)
+    where = xp.asarray(indices)
+    clean = _form_images(_clean_projections(structure, params.rotations[where], where, grid), grid,
+                         defocus[indices], params.shifts[where], params.contrast[where], B_factor, microscope)
+    return math.sqrt(float(xp.mean(xp.var(clean, axis=(1, 2)))) / snr)
 
 
 def noise_sigma(structure, params: ImageParameters, grid, *, snr, B_factor=0.0, pilot=256, **microscope) -> float:
@@ -285,15 +423,11 @@ def noise_sigma(structure, params: ImageParameters, grid, *, snr, B_factor=0.0, 
         σ [image units]; 0 for ``snr = inf``.
     """
     snr = check_snr(snr)
-    if math.isinf(snr):
-        return 0.0
-    xp = backend.xp
-    n = len(params.defocus)
-    indices = np.unique(np.linspace(0, n - 1, min(int(pilot), n)).round().astype(int))  # spread over micrographs
-    clean = form_images(_clean_projections(structure, params.rotations[indices], indices, grid, xp), grid,
-                        defocus=params.defocus[indices], shifts=params.shifts[indices],
-                        contrast=params.contrast[indices], B_factor=B_factor, **microscope)
-    return math.sqrt(float(xp.mean(xp.var(clean, axis=(1, 2)))) / snr)
+    grid = particles.check_grid(grid, 2)
+    params = check_parameters(params)
+    structure = _check_structure(structure, params.defocus.shape[0], grid)
+    return _pilot_sigma(structure, params, _host_defocus(params.defocus), grid, snr, _check_b_factor(B_factor),
+                        _microscope(microscope), checks.check_count(pilot, "pilot"))
 
 
 class ImageBatch(NamedTuple):
@@ -304,7 +438,7 @@ class ImageBatch(NamedTuple):
     start : int
         Index of the first image of the batch in the stack.
     images : (b, nx, ny) ndarray
-        On the current device.
+        On the selected device.
     noise_sigma : float
         Noise standard deviation of the whole stack.
     """
@@ -316,15 +450,17 @@ class ImageBatch(NamedTuple):
 
 def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, seed=0, B_factor=0.0,
                   budget=None, pilot=256, **microscope) -> Iterator[ImageBatch]:
-    """Generate a particle stack batch by batch under a memory budget.
+    """Generate a particle stack batch by batch under a memory budget, on the selected device.
 
     Parameters
     ----------
     structure : Atoms, callable or (n, n, n) array_like
-        The particle: Gaussian atoms (exact projections); a function
-        ``structure(i) -> Atoms`` giving the particle of image i (for
-        heterogeneous data); or a voxel volume on the image's sampling
-        (projected by trilinear interpolation).
+        The particle: Gaussian atoms (exact projections), or one
+        conformation per image (:class:`~mbook.cryoem.particles.Atoms` with
+        positions ``(n_images, n_atoms, 3)``, projected a batch at a time); a
+        function ``structure(i) -> Atoms`` giving the particle of image i
+        (one projection per call: slower); or a voxel volume on the image's
+        sampling (projected by trilinear interpolation).
     params : ImageParameters
         From :func:`draw_parameters`.
     grid : Grid
@@ -354,24 +490,30 @@ def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, see
         When not even one image fits the budget.
     """
     snr = check_snr(snr)
-    grid = particles._check_grid(grid, 2)
-    n = len(params.defocus)
-    if any(len(field) != n for field in params):
-        raise ValueError(f"params fields must all have one entry per image, got lengths {[len(f) for f in params]}")
-    sigma = noise_sigma(structure, params, grid, snr=snr, B_factor=B_factor, pilot=pilot, **microscope)
-    n_atoms = len(structure.weights) if isinstance(structure, particles.Atoms) else 0
-    npix = grid.gpts[0] * grid.gpts[1]
-    per_image = 8 * (6 * npix + 4 * n_atoms * grid.gpts[0]) + 16 * 3 * npix
-    fixed = 8 * int(np.prod(np.shape(structure))) if not (isinstance(structure, particles.Atoms)
-                                                          or callable(structure)) else 0
+    grid = particles.check_grid(grid, 2)
+    params = check_parameters(params)
+    B_factor, microscope = _check_b_factor(B_factor), _microscope(microscope)
+    pilot = checks.check_count(pilot, "pilot")
+    n = params.defocus.shape[0]
+    structure = _check_structure(structure, n, grid)
+    defocus = _host_defocus(params.defocus)  # the CTF table is keyed on the host: one copy for the stack
+    return _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope)
+
+
+def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope):
+    sigma = _pilot_sigma(structure, params, defocus, grid, snr, B_factor, microscope, pilot)
+    n = defocus.size
+    n_atoms = structure.weights.shape[0] if isinstance(structure, particles.Atoms) else 0
+    side, npix = grid.gpts[0], grid.gpts[0] * grid.gpts[1]
+    # projections (profiles, image), FFTs and transfer (complex), noise (uniforms, normals)
+    per_image = 8 * (3 * n_atoms * side + 6 * n_atoms + 4 * npix) + 16 * 4 * npix + 8 * 3 * _uniforms_per_image(
+        grid.gpts)
+    fixed = 0 if isinstance(structure, particles.Atoms) or callable(structure) else 8 * int(structure.size)
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_image, fixed_bytes=fixed, budget=budget)
-    xp = backend.xp
-    if xp is np:
+    if backend.get_device() == "cpu":
         batch = min(batch, CPU_BATCH)
     for start in progress.progress(range(0, n, batch), desc="images", total=-(-n // batch)):
-        stop = min(start + batch, n)
-        part = slice(start, stop)
-        clean = form_images(_clean_projections(structure, params.rotations[part], np.arange(start, stop), grid, xp),
-                            grid, defocus=params.defocus[part], shifts=params.shifts[part],
-                            contrast=params.contrast[part], B_factor=B_factor, **microscope)
-        yield ImageBatch(start, add_noise(clean, sigma, seed=seed, first_index=start), sigma)
+        part = slice(start, min(start + batch, n))
+        clean = _form_images(_clean_projections(structure, params.rotations[part], part, grid), grid,
+                             defocus[part], params.shifts[part], params.contrast[part], B_factor, microscope)
+        yield ImageBatch(start, _add_noise(clean, sigma, seed, start), sigma)

@@ -32,6 +32,12 @@ with ``σ_F² = σ² Δ⁴ n²`` the noise variance of one Fourier coefficient, 
 unbiased for ``E[c] E[Î]`` and ``E[c²] E[Î Î*]``; they are accumulated in one
 streaming pass over the image batches (:func:`empirical_moments`).
 
+Device rule: the streaming estimates run on the selected device. The analytic
+moments and the spherical-Bessel coefficients need :mod:`scipy.special`
+(``spherical_jn``, ``eval_legendre``), which has no device implementation
+here: those steps copy their (small) inputs to the host, compute there, and
+return their arrays on the selected device.
+
 Examples
 --------
 >>> import numpy as np
@@ -42,7 +48,7 @@ Examples
 >>> exact = moments.analytic_moments(atoms, grid, k_max=0.1)
 >>> exact.second.shape == (exact.frequencies.radius.size,) * 2
 True
->>> bool(np.isclose(exact.mean[0].real, atoms.weights.sum()))   # E[Î(0)] = total weight
+>>> bool(np.isclose(float(exact.mean[0].real), float(atoms.weights.sum())))   # E[Î(0)] = total weight
 True
 """
 
@@ -60,7 +66,7 @@ from mbook.cryoem import micrographs, particles
 
 # --------------------------------------------------------------------------- frequencies
 class DiskFrequencies(NamedTuple):
-    """Grid frequencies of an image inside the disk ``|k| <= k_max``.
+    """Grid frequencies of an image inside the disk ``|k| <= k_max`` (arrays on the selected device).
 
     Attributes
     ----------
@@ -84,6 +90,24 @@ class DiskFrequencies(NamedTuple):
     grid: grids.Grid
 
 
+def _disk(grid, k_max):
+    """Host arrays (index, kx, ky, radius, angle) of the disk frequencies."""
+    kx, ky = grids.spatial_frequencies(grid, xp=np)
+    KX, KY = np.meshgrid(kx, ky, indexing="ij")
+    inside = np.nonzero((KX**2 + KY**2).ravel() <= k_max**2 * (1 + 1e-12))[0]
+    fx, fy = KX.ravel()[inside], KY.ravel()[inside]
+    return inside, fx, fy, np.hypot(fx, fy), np.arctan2(fy, fx)
+
+
+def _check_disk(grid, k_max):
+    grid = particles.check_grid(grid, 2)
+    k_max = checks.check_positive(k_max, "k_max", 1)[0]
+    nyquist = 1 / (2 * grid.sampling[0])
+    if k_max >= nyquist:
+        raise ValueError(f"k_max must be below the Nyquist frequency {nyquist:.4g} 1/Å, got {k_max!r}")
+    return grid, k_max
+
+
 def disk_frequencies(grid, *, k_max) -> DiskFrequencies:
     """Frequencies of a square image grid with ``|k| <= k_max`` (below Nyquist).
 
@@ -97,17 +121,17 @@ def disk_frequencies(grid, *, k_max) -> DiskFrequencies:
     Returns
     -------
     DiskFrequencies
+        Arrays on the selected device.
     """
-    grid = particles._check_grid(grid, 2)
-    k_max = checks.check_positive(k_max, "k_max", 1)[0]
-    nyquist = 1 / (2 * grid.sampling[0])
-    if k_max >= nyquist:
-        raise ValueError(f"k_max must be below the Nyquist frequency {nyquist:.4g} 1/Å, got {k_max!r}")
-    kx, ky = (np.asarray(k) for k in grids.spatial_frequencies(grid, xp=np))
-    KX, KY = np.meshgrid(kx, ky, indexing="ij")
-    inside = np.nonzero((KX**2 + KY**2).ravel() <= k_max**2 * (1 + 1e-12))[0]
-    fx, fy = KX.ravel()[inside], KY.ravel()[inside]
-    return DiskFrequencies(inside, fx, fy, np.hypot(fx, fy), np.arctan2(fy, fx), grid)
+    grid, k_max = _check_disk(grid, k_max)
+    return DiskFrequencies(*(backend.asarray(a) for a in _disk(grid, k_max)), grid)
+
+
+def check_frequencies(frequencies) -> DiskFrequencies:
+    """``frequencies`` with its arrays on the selected device (no host copy)."""
+    if not isinstance(frequencies, DiskFrequencies):
+        raise TypeError(f"frequencies must be DiskFrequencies (see disk_frequencies), got {type(frequencies).__name__}")
+    return DiskFrequencies(*(backend.asarray(a) for a in frequencies[:5]), frequencies.grid)
 
 
 def image_transform(images, frequencies: DiskFrequencies):
@@ -121,16 +145,45 @@ def image_transform(images, frequencies: DiskFrequencies):
     Returns
     -------
     (b, q) complex ndarray
-        On the images' device [image units·Å²].
+        On the selected device [image units·Å²].
     """
+    images = checks.check_array(images, "images", ndim=3)
+    frequencies = check_frequencies(frequencies)
+    return _image_transform(images, frequencies.index, frequencies.grid.sampling[0])
+
+
+def _image_transform(images, index, h):
     xp = backend.get_array_module(images)
-    images = xp.asarray(images)
-    h = frequencies.grid.sampling[0]
     spectra = backend.fft2(xp.fft.ifftshift(images, axes=(-2, -1)))
-    return h**2 * spectra.reshape(images.shape[0], -1)[:, xp.asarray(frequencies.index)]
+    return h**2 * spectra.reshape(images.shape[0], -1)[:, index]
 
 
 # --------------------------------------------------------------------------- spherical harmonics
+def _spherical_harmonics(l_max, d, xp):
+    """Kernel of :func:`spherical_harmonics` on the device of ``d`` (n, 3)."""
+    norm = xp.linalg.norm(d, axis=1)
+    safe = xp.where(norm > 0, norm, 1.0)
+    x = xp.where(norm > 0, d[:, 2] / safe, 1.0)
+    phi = xp.arctan2(d[:, 1], d[:, 0])
+    s = xp.sqrt(xp.clip(1 - x * x, 0, None))
+    p = {(0, 0): xp.full_like(x, 1 / math.sqrt(4 * math.pi))}
+    for m in range(1, l_max + 1):
+        p[m, m] = -math.sqrt((2 * m + 1) / (2 * m)) * s * p[m - 1, m - 1]
+    for m in range(0, l_max):
+        p[m + 1, m] = math.sqrt(2 * m + 3) * x * p[m, m]
+    for m in range(0, l_max + 1):
+        for l in range(m + 2, l_max + 1):
+            a = math.sqrt((4 * l * l - 1) / (l * l - m * m))
+            b = math.sqrt(((l - 1) ** 2 - m * m) / (4 * (l - 1) ** 2 - 1))
+            p[l, m] = a * (x * p[l - 1, m] - b * p[l - 2, m])
+    out = []
+    for l in range(l_max + 1):
+        cols = [math.sqrt(2) * p[l, -m] * xp.sin(-m * phi) for m in range(-l, 0)]
+        cols += [p[l, 0]] + [math.sqrt(2) * p[l, m] * xp.cos(m * phi) for m in range(1, l + 1)]
+        out.append(xp.stack(cols, axis=1))
+    return out
+
+
 def spherical_harmonics(l_max, directions):
     """Real orthonormal spherical harmonics up to degree ``l_max``.
 
@@ -147,30 +200,13 @@ def spherical_harmonics(l_max, directions):
     Returns
     -------
     list of (n, 2l+1) ndarray
-        One array per degree l = 0..l_max, columns m = -l..l.
+        One array per degree l = 0..l_max, columns m = -l..l, on the selected device.
     """
-    d = np.asarray(directions, dtype=float)
-    norm = np.linalg.norm(d, axis=1)
-    safe = np.where(norm > 0, norm, 1.0)
-    x = np.where(norm > 0, d[:, 2] / safe, 1.0)
-    phi = np.arctan2(d[:, 1], d[:, 0])
-    s = np.sqrt(np.clip(1 - x * x, 0, None))
-    p = {(0, 0): np.full_like(x, 1 / math.sqrt(4 * math.pi))}
-    for m in range(1, l_max + 1):
-        p[m, m] = -math.sqrt((2 * m + 1) / (2 * m)) * s * p[m - 1, m - 1]
-    for m in range(0, l_max):
-        p[m + 1, m] = math.sqrt(2 * m + 3) * x * p[m, m]
-    for m in range(0, l_max + 1):
-        for l in range(m + 2, l_max + 1):
-            a = math.sqrt((4 * l * l - 1) / (l * l - m * m))
-            b = math.sqrt(((l - 1) ** 2 - m * m) / (4 * (l - 1) ** 2 - 1))
-            p[l, m] = a * (x * p[l - 1, m] - b * p[l - 2, m])
-    out = []
-    for l in range(l_max + 1):
-        cols = [math.sqrt(2) * p[l, -m] * np.sin(-m * phi) for m in range(-l, 0)]
-        cols += [p[l, 0]] + [math.sqrt(2) * p[l, m] * np.cos(m * phi) for m in range(1, l + 1)]
-        out.append(np.stack(cols, axis=1))
-    return out
+    l_max = checks.check_count(l_max, "l_max", minimum=0)
+    d = checks.check_array(directions, "directions", ndim=2, real=True).astype(float)
+    if d.shape[1] != 3:
+        raise ValueError(f"directions must be (n, 3) vectors, got shape {d.shape}")
+    return _spherical_harmonics(l_max, d, backend.get_array_module(d))
 
 
 def default_l_max(k_max, radius) -> int:
@@ -179,8 +215,29 @@ def default_l_max(k_max, radius) -> int:
     return int(math.ceil(x + 4 * x ** (1 / 3) + 6))
 
 
+def _host_atoms(atoms):
+    """Host copies of the atoms' fields (a single conformation)."""
+    positions, weights, sigma = (backend.asnumpy(a) for a in particles.check_atoms(atoms))
+    if positions.ndim != 2:
+        raise ValueError(f"atoms must be one conformation, positions (n, 3), got shape {positions.shape}")
+    return positions, weights, sigma
+
+
+def _sh_coefficients(positions, weights, sigma, radii, l_max):
+    """Host kernel of :func:`sh_coefficients`: NumPy in, list of NumPy out."""
+    r = np.linalg.norm(positions, axis=1)
+    envelope = weights[None, :] * np.exp(-2 * math.pi**2 * sigma[None, :] ** 2 * radii[:, None] ** 2)
+    harmonics = _spherical_harmonics(l_max, positions, np)
+    x = 2 * math.pi * radii[:, None] * r[None, :]
+    return [4 * math.pi * (envelope * special.spherical_jn(l, x)) @ harmonics[l] for l in range(l_max + 1)]
+
+
 def sh_coefficients(atoms: particles.Atoms, radii, *, l_max):
     """Real coefficients ``A_lm(k)`` of Gaussian atoms on the shells ``radii``.
+
+    Host-only step: :func:`scipy.special.spherical_jn` runs on the host; the
+    atoms and radii are copied there, and the coefficients come back on the
+    selected device.
 
     Parameters
     ----------
@@ -192,24 +249,22 @@ def sh_coefficients(atoms: particles.Atoms, radii, *, l_max):
     Returns
     -------
     list of (s, 2l+1) ndarray
-        ``A_l`` for l = 0..l_max [weight].
+        ``A_l`` for l = 0..l_max [weight], on the selected device.
     """
-    radii = np.asarray(radii, dtype=float)
-    r = np.linalg.norm(atoms.positions, axis=1)
-    envelope = atoms.weights[None, :] * np.exp(-2 * math.pi**2 * atoms.sigma[None, :] ** 2 * radii[:, None] ** 2)
-    harmonics = spherical_harmonics(l_max, atoms.positions)
-    x = 2 * math.pi * radii[:, None] * r[None, :]
-    return [4 * math.pi * (envelope * special.spherical_jn(l, x)) @ harmonics[l] for l in range(l_max + 1)]
+    radii = backend.asnumpy(checks.check_array(radii, "radii", ndim=1, real=True)).astype(float)
+    l_max = checks.check_count(l_max, "l_max", minimum=0)
+    return [backend.asarray(a) for a in _sh_coefficients(*_host_atoms(atoms), radii, l_max)]
 
 
 def invariants(coefficients):
-    """Kam's invariants ``C_l = A_l A_lᵀ / 4π`` (rotation invariant), one (s, s) matrix per l."""
+    """Kam's invariants ``C_l = A_l A_lᵀ / 4π`` (rotation invariant), one (s, s) matrix per l, on the selected device."""
+    coefficients = [checks.check_array(a, "coefficients", ndim=2) for a in coefficients]
     return [a @ a.T / (4 * math.pi) for a in coefficients]
 
 
 # --------------------------------------------------------------------------- moments
 class Moments(NamedTuple):
-    """First and second image moments on the disk frequencies.
+    """First and second image moments on the disk frequencies (arrays on the selected device).
 
     Attributes
     ----------
@@ -233,7 +288,7 @@ class Moments(NamedTuple):
 
 
 def _second_from_invariants(coefficients, radius_index, angle):
-    """Σ_l P_l(cos Δθ) (A_l A_lᵀ)[u1, u2] / 4π on the disk pairs."""
+    """Host kernel: Σ_l P_l(cos Δθ) (A_l A_lᵀ)[u1, u2] / 4π on the disk pairs."""
     cos = np.cos(angle[:, None] - angle[None, :])
     second = 0.0
     for l, a in enumerate(coefficients):
@@ -244,6 +299,9 @@ def _second_from_invariants(coefficients, radius_index, angle):
 
 def analytic_moments(atoms: particles.Atoms, grid, *, k_max, l_max=None) -> Moments:
     """Exact moments of projections of ``atoms`` at Haar-uniform rotations (no CTF, no noise).
+
+    Host-only step (:mod:`scipy.special`): the atoms are copied to the host,
+    and the moments come back on the selected device.
 
     Parameters
     ----------
@@ -260,19 +318,23 @@ def analytic_moments(atoms: particles.Atoms, grid, *, k_max, l_max=None) -> Mome
     -------
     Moments
     """
-    frequencies = disk_frequencies(grid, k_max=k_max)
-    radius_max = float(np.max(np.linalg.norm(atoms.positions, axis=1)))
-    l_max = default_l_max(k_max, radius_max) if l_max is None else int(l_max)
-    radii, radius_index = np.unique(np.round(frequencies.radius, 12), return_inverse=True)
-    coefficients = sh_coefficients(atoms, radii, l_max=l_max)
+    grid, k_max = _check_disk(grid, k_max)
+    disk = _disk(grid, k_max)
+    positions, weights, sigma = _host_atoms(atoms)
+    radius_max = float(np.max(np.linalg.norm(positions, axis=1)))
+    l_max = default_l_max(k_max, radius_max) if l_max is None else checks.check_count(l_max, "l_max", minimum=0)
+    radii, radius_index = np.unique(np.round(disk[3], 12), return_inverse=True)
+    coefficients = _sh_coefficients(positions, weights, sigma, radii, l_max)
     mean = coefficients[0][radius_index, 0] / math.sqrt(4 * math.pi)
-    second = _second_from_invariants(coefficients, radius_index, frequencies.angle)
-    return Moments(frequencies, mean.astype(complex), np.asarray(second, dtype=complex), math.inf)
+    second = _second_from_invariants(coefficients, radius_index, disk[4])
+    frequencies = DiskFrequencies(*(backend.asarray(a) for a in disk), grid)
+    return Moments(frequencies, backend.asarray(mean.astype(complex)), backend.asarray(second.astype(complex)),
+                   math.inf)
 
 
 def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_max, B_factor=0.0,
                       checkpoints=None, **microscope):
-    """CTF-aware mean and second moment of an image stack, in one streaming pass.
+    """CTF-aware mean and second moment of an image stack, in one streaming pass on the device.
 
     Parameters
     ----------
@@ -298,7 +360,8 @@ def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_m
     Moments, or list of Moments (one per checkpoint) when ``checkpoints`` is given.
     """
     frequencies = disk_frequencies(grid, k_max=k_max)
-    q = frequencies.index.size
+    defocus = backend.asnumpy(micrographs.check_parameters(params).defocus)  # CTFs are keyed on the host
+    q = frequencies.index.shape[0]
     h, n = grid.sampling[0], grid.gpts[0]
     xp = backend.xp
     sums = {"mean": xp.zeros(q, complex), "h2": xp.zeros(q), "second": xp.zeros((q, q), complex),
@@ -307,17 +370,16 @@ def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_m
     if wanted and wanted[0] < 1:
         raise ValueError(f"checkpoints must be >= 1 images, got {checkpoints!r}")
     results, count, sigma = [], 0, 0.0
-    index = xp.asarray(frequencies.index)
     for batch in batches:
         sigma = batch.noise_sigma
-        b, done = batch.images.shape[0], 0
+        images = backend.asarray(batch.images)
+        b, done = images.shape[0], 0
         while done < b:  # split the batch at the checkpoints
             take = min(b - done, wanted[0] - count) if wanted else b - done
-            images = batch.images[done:done + take]
-            defocus = params.defocus[batch.start + done:batch.start + done + take]
-            transfer = micrographs.ctf(grid, defocus=defocus, B_factor=B_factor, xp=xp,
-                                       **{**micrographs.MICROSCOPE, **microscope}).reshape(take, -1)[:, index]
-            weighted = transfer * image_transform(images, frequencies)
+            first = batch.start + done
+            transfer = micrographs.ctf(grid, defocus=defocus[first:first + take], B_factor=B_factor,
+                                       **microscope).reshape(take, -1)[:, frequencies.index]
+            weighted = transfer * _image_transform(images[done:done + take], frequencies.index, h)
             sums["mean"] += weighted.sum(axis=0)
             sums["h2"] += (transfer**2).sum(axis=0)
             sums["second"] += weighted.T @ xp.conj(weighted)
@@ -338,30 +400,31 @@ def _finish(sums, frequencies, noise_variance, count) -> Moments:
     h4 = xp.diag(sums["h22"])
     power = xp.maximum(xp.diag(second).real, 0) + noise_variance * sums["h2"] / h4
     weight = sums["h22"] / (power[:, None] * power[None, :])
-    return Moments(frequencies, backend.asnumpy(sums["mean"] / sums["h2"]), backend.asnumpy(second), count,
-                   backend.asnumpy(weight))
+    return Moments(frequencies, sums["mean"] / sums["h2"], second, count, weight)
 
 
 def covariance(moments_: Moments):
-    """Image covariance ``E[Î Î*] - E[Î] E[Î]*`` from first and second moments; (q, q) ndarray.
+    """Image covariance ``E[Î Î*] - E[Î] E[Î]*`` from first and second moments; (q, q) ndarray on the selected device.
 
     Only the l = 0 invariant differs from the second moment (the mean is
     radial), so Kam's invariants for l > 0 are the same from either.
     """
-    return moments_.second - np.outer(moments_.mean, np.conj(moments_.mean))
+    mean, second = backend.asarray(moments_.mean), backend.asarray(moments_.second)
+    xp = backend.get_array_module(second)
+    return second - xp.outer(mean, xp.conj(mean))
 
 
 def relative_difference(a: Moments, b: Moments, *, fit_scale=False) -> float:
     """``min_α ||M_a - α M_b||_F / ||M_a||_F`` of the second moments (α = 1 unless ``fit_scale``)."""
-    if a.second.shape != b.second.shape:
-        raise ValueError(f"moments on different frequencies: {a.second.shape} vs {b.second.shape}")
-    alpha = 1.0
-    if fit_scale:
-        alpha = float(np.vdot(b.second, a.second).real / np.vdot(b.second, b.second).real)
-    return float(np.linalg.norm(a.second - alpha * b.second) / np.linalg.norm(a.second))
+    sa, sb = backend.asarray(a.second), backend.asarray(b.second)
+    if sa.shape != sb.shape:
+        raise ValueError(f"moments on different frequencies: {sa.shape} vs {sb.shape}")
+    xp = backend.get_array_module(sa)
+    alpha = xp.vdot(sb, sa).real / xp.vdot(sb, sb).real if fit_scale else 1.0
+    return float(xp.linalg.norm(sa - alpha * sb) / xp.linalg.norm(sa))
 
 
-def identify(empirical: Moments, candidates) -> np.ndarray:
+def identify(empirical: Moments, candidates):
     """Scores of candidate structures against measured moments (lower is better).
 
     The score is the relative distance of the second moments after fitting a
@@ -377,5 +440,6 @@ def identify(empirical: Moments, candidates) -> np.ndarray:
     Returns
     -------
     (n_candidates,) ndarray
+        On the selected device.
     """
-    return np.array([relative_difference(empirical, c, fit_scale=True) for c in candidates])
+    return backend.asarray(np.array([relative_difference(empirical, c, fit_scale=True) for c in candidates]))

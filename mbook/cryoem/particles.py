@@ -31,6 +31,14 @@ generated in batches under a memory budget by :mod:`mbook.cryoem.micrographs` (C
 contrast, noise); volumes are written as MRC files and compared by Fourier
 shell correlation in :mod:`mbook.cryoem.volumes`.
 
+Device rule: atoms, volumes and images live on the selected device
+(:mod:`mbook.core.backend`); public functions move their inputs there. Random
+particles are drawn on the host (a sequential hard-core process) from their
+seed, then moved. Many particles -- one conformation per image -- are one
+:class:`Atoms` whose positions carry a leading batch axis, projected and
+sampled in memory-budgeted batches (:func:`mbook.core.progress.plan_batches`)
+rather than one at a time.
+
 Examples
 --------
 >>> import numpy as np
@@ -43,34 +51,38 @@ Examples
 >>> images.shape
 (3, 32, 32)
 >>> total = float(images[0].sum() * 2.0**2)      # every projection keeps the mass
->>> bool(np.isclose(total, atoms.weights.sum(), rtol=1e-6))
+>>> bool(np.isclose(total, float(atoms.weights.sum()), rtol=1e-6))
 True
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks, grids, progress
 from mbook.cryoem.so3 import check_rotations
+# Voxel volumes are projected by mbook.cryoem.voxels; their names stay reachable from here.
+from mbook.cryoem.voxels import backproject, check_volume, project_volume  # noqa: F401
 
 
 # --------------------------------------------------------------------------- structures
 class Atoms(NamedTuple):
-    """Gaussian (pseudo-)atoms of one particle.
+    """Gaussian (pseudo-)atoms of one particle, or of a stack of conformations.
 
     Attributes
     ----------
-    positions : (n, 3) ndarray
-        Centres relative to the centre of rotation [Å].
+    positions : (n, 3) or (b, n, 3) ndarray
+        Centres relative to the centre of rotation [Å]; a leading axis holds
+        one conformation per image (same atoms, moved).
     weights : (n,) ndarray
         Integrated density of each atom [any one unit, e.g. V·Å³].
     sigma : (n,) ndarray
         Gaussian standard deviation of each atom [Å].
+
+    All three on the selected device.
     """
 
     positions: np.ndarray
@@ -79,12 +91,12 @@ class Atoms(NamedTuple):
 
 
 def make_atoms(positions, *, weights=1.0, sigma=2.0) -> Atoms:
-    """Validate and broadcast Gaussian atoms.
+    """Validate and broadcast Gaussian atoms, on the selected device.
 
     Parameters
     ----------
-    positions : (n, 3) array_like
-        Atom centres [Å].
+    positions : (n, 3) or (b, n, 3) array_like
+        Atom centres [Å] (a leading axis: one conformation per image).
     weights : float or (n,) array_like
         Integrated densities, finite and >= 0 [density·Å³].
     sigma : float or (n,) array_like
@@ -99,19 +111,59 @@ def make_atoms(positions, *, weights=1.0, sigma=2.0) -> Atoms:
     ValueError
         Bad shapes, non-finite values, negative weights or sigma <= 0.
     """
-    positions = np.asarray(positions, dtype=float)
-    if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) == 0:
-        raise ValueError(f"positions must be a non-empty (n, 3) array [Å], got shape {positions.shape}")
-    if not np.isfinite(positions).all():
-        raise ValueError("positions contain NaN or infinite values")
-    n = len(positions)
-    weights = np.broadcast_to(np.asarray(weights, dtype=float), (n,)).copy()
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=float), (n,)).copy()
-    if not (np.isfinite(weights).all() and (weights >= 0).all()):
-        raise ValueError(f"weights must be finite and >= 0, got min {weights.min()!r}")
-    if not (np.isfinite(sigma).all() and (sigma > 0).all()):
-        raise ValueError(f"sigma must be finite and > 0 [Å], got min {sigma.min()!r}")
+    positions = checks.check_array(positions, "positions", real=True).astype(float)
+    if positions.ndim not in (2, 3) or positions.shape[-1] != 3 or positions.shape[-2] == 0:
+        raise ValueError(f"positions must be a non-empty (n, 3) or (b, n, 3) array [Å], got shape {positions.shape}")
+    xp = backend.get_array_module(positions)
+    n = positions.shape[-2]
+    weights = xp.broadcast_to(checks.check_array(weights, "weights", real=True).astype(float), (n,)).copy()
+    sigma = xp.broadcast_to(checks.check_array(sigma, "sigma", real=True).astype(float), (n,)).copy()
+    if not bool(xp.all(weights >= 0)):
+        raise ValueError(f"weights must be finite and >= 0, got min {float(weights.min())!r}")
+    if not bool(xp.all(sigma > 0)):
+        raise ValueError(f"sigma must be finite and > 0 [Å], got min {float(sigma.min())!r}")
     return Atoms(positions, weights, sigma)
+
+
+def check_atoms(atoms) -> Atoms:
+    """``atoms`` on the selected device, with consistent shapes (values were checked by :func:`make_atoms`).
+
+    Moves each field with :func:`mbook.core.backend.asarray` (a no-op when it
+    is there) and copies nothing to the host.
+
+    Raises
+    ------
+    TypeError
+        For anything but :class:`Atoms`.
+    ValueError
+        For inconsistent shapes.
+    """
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"atoms must be mbook.cryoem.particles.Atoms (see make_atoms), got {type(atoms).__name__}")
+    positions, weights, sigma = (backend.asarray(field, dtype=float) for field in atoms)
+    n = positions.shape[-2] if positions.ndim >= 2 else -1
+    if positions.ndim not in (2, 3) or positions.shape[-1] != 3 or weights.shape != (n,) or sigma.shape != (n,):
+        raise ValueError(f"atoms must have positions (n, 3) or (b, n, 3) and weights, sigma (n,); got shapes "
+                         f"{positions.shape}, {weights.shape}, {sigma.shape}")
+    return Atoms(positions, weights, sigma)
+
+
+def _hard_core_positions(n_atoms, radii, min_distance, seed):
+    """Host-only: a sequential hard-core process in an ellipsoid, centred; (n_atoms, 3) NumPy."""
+    rng = np.random.default_rng(seed)
+    kept = np.empty((0, 3))
+    for _ in range(200):
+        candidates = rng.uniform(-1, 1, (4 * n_atoms, 3))
+        candidates = candidates[np.sum(candidates**2, axis=1) <= 1] * radii
+        for point in candidates:  # sequential by nature: each point is tested against the kept ones
+            if len(kept) == 0 or np.min(np.sum((kept - point) ** 2, axis=1)) >= min_distance**2:
+                kept = np.vstack([kept, point])
+                if len(kept) == n_atoms:
+                    return kept - kept.mean(axis=0)
+    raise ValueError(
+        f"could not place {n_atoms} atoms {min_distance} Å apart in an ellipsoid of semi-axes "
+        f"{tuple(float(r) for r in radii)} Å; enlarge radii or lower n_atoms or min_distance"
+    )
 
 
 def random_structure(n_atoms, *, radii=(20.0, 15.0, 12.0), sigma=2.5, min_distance=3.8, seed=0) -> Atoms:
@@ -122,6 +174,8 @@ def random_structure(n_atoms, *, radii=(20.0, 15.0, 12.0), sigma=2.5, min_distan
     Cα atoms along a chain); the result is centred on its centre of mass.
     Different seeds give particles of the same size and envelope but
     different internal arrangement, a test of how much detail a method sees.
+    Host-only step: the sequential draw runs on the host (a few ms for a
+    hundred atoms), then the atoms move to the selected device.
 
     Parameters
     ----------
@@ -139,32 +193,17 @@ def random_structure(n_atoms, *, radii=(20.0, 15.0, 12.0), sigma=2.5, min_distan
     Returns
     -------
     Atoms
-        Unit weights.
+        Unit weights, on the selected device.
 
     Raises
     ------
     ValueError
         When ``n_atoms`` atoms do not fit the ellipsoid at ``min_distance``.
     """
-    if isinstance(n_atoms, bool) or not isinstance(n_atoms, numbers.Integral) or n_atoms < 1:
-        raise ValueError(f"n_atoms must be an integer >= 1, got {n_atoms!r}")
+    checks.check_count(n_atoms, "n_atoms")
     radii = np.asarray(checks.check_positive(radii, "radii", 3))
-    if not (isinstance(min_distance, numbers.Real) and min_distance >= 0):
-        raise ValueError(f"min_distance must be a number >= 0 [Å], got {min_distance!r}")
-    rng = np.random.default_rng(seed)
-    kept = np.empty((0, 3))
-    for _ in range(200):
-        candidates = rng.uniform(-1, 1, (4 * n_atoms, 3))
-        candidates = candidates[np.sum(candidates**2, axis=1) <= 1] * radii
-        for point in candidates:
-            if len(kept) == 0 or np.min(np.sum((kept - point) ** 2, axis=1)) >= min_distance**2:
-                kept = np.vstack([kept, point])
-                if len(kept) == n_atoms:
-                    return make_atoms(kept - kept.mean(axis=0), sigma=sigma)
-    raise ValueError(
-        f"could not place {n_atoms} atoms {min_distance} Å apart in an ellipsoid of semi-axes "
-        f"{tuple(float(r) for r in radii)} Å; enlarge radii or lower n_atoms or min_distance"
-    )
+    min_distance = checks.check_positive_number(min_distance, "min_distance", allow_zero=True)
+    return make_atoms(_hard_core_positions(n_atoms, radii, min_distance, seed), sigma=sigma)
 
 
 def random_domains(n_domains, *, atoms_per_domain=30, domain_radius=9.0, spread=14.0, sigma=2.5, seed=0) -> Atoms:
@@ -174,7 +213,8 @@ def random_domains(n_domains, *, atoms_per_domain=30, domain_radius=9.0, spread=
     ``1.8 domain_radius`` apart; each domain is a :func:`random_structure` of
     ``atoms_per_domain`` atoms in a ball of radius ``domain_radius``. Unlike
     single blobs, such particles differ already at low resolution (their
-    overall shape), as different proteins do.
+    overall shape), as different proteins do. Host-only step, as
+    :func:`random_structure`.
 
     Parameters
     ----------
@@ -187,10 +227,12 @@ def random_domains(n_domains, *, atoms_per_domain=30, domain_radius=9.0, spread=
     Returns
     -------
     Atoms
-        Centred on its centre of mass.
+        Centred on its centre of mass, on the selected device.
     """
-    if isinstance(n_domains, bool) or not isinstance(n_domains, numbers.Integral) or n_domains < 1:
-        raise ValueError(f"n_domains must be an integer >= 1, got {n_domains!r}")
+    checks.check_count(n_domains, "n_domains")
+    checks.check_count(atoms_per_domain, "atoms_per_domain")
+    domain_radius = checks.check_positive_number(domain_radius, "domain_radius")
+    spread = checks.check_positive_number(spread, "spread")
     rng = np.random.default_rng(seed)
     for _ in range(100):  # random sequential placement, restarted when it jams
         centres = np.zeros((0, 3))
@@ -205,10 +247,10 @@ def random_domains(n_domains, *, atoms_per_domain=30, domain_radius=9.0, spread=
             break
     else:
         raise ValueError(f"could not place {n_domains} domains of radius {domain_radius} Å within {spread} Å")
-    parts = [transform_atoms(random_structure(atoms_per_domain, radii=(domain_radius,) * 3, sigma=sigma,
-                                              seed=int(rng.integers(2**31))), translation=c) for c in centres]
-    atoms = concatenate_atoms(*parts)
-    return Atoms(atoms.positions - atoms.positions.mean(axis=0), atoms.weights, atoms.sigma)
+    positions = np.concatenate([
+        _hard_core_positions(atoms_per_domain, np.full(3, domain_radius), 3.8, int(rng.integers(2**31))) + c
+        for c in centres])
+    return make_atoms(positions - positions.mean(axis=0), sigma=sigma)
 
 
 def transform_atoms(atoms: Atoms, rotation=None, *, translation=(0.0, 0.0, 0.0), center=(0.0, 0.0, 0.0)) -> Atoms:
@@ -217,35 +259,66 @@ def transform_atoms(atoms: Atoms, rotation=None, *, translation=(0.0, 0.0, 0.0),
     Parameters
     ----------
     atoms : Atoms
-    rotation : (3, 3) array_like, optional
-        Rotation matrix (default identity).
-    translation, center : (3,) array_like
+    rotation : (3, 3) or (b, 3, 3) array_like, optional
+        Rotation matrix (default identity); a batch gives one moved copy per
+        matrix, positions ``(b, n, 3)``.
+    translation, center : (3,) or (b, 3) array_like
         [Å].
 
     Returns
     -------
     Atoms
+        On the selected device.
     """
-    rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
-    center = np.asarray(center, dtype=float)
-    positions = (atoms.positions - center) @ rotation.T + center + np.asarray(translation, dtype=float)
-    return Atoms(positions, atoms.weights, atoms.sigma)
+    atoms = check_atoms(atoms)
+    xp = backend.get_array_module(atoms.positions)
+    rotation = xp.eye(3) if rotation is None else checks.check_array(rotation, "rotation", real=True).astype(float)
+    center, translation = (checks.check_array(v, name, real=True).astype(float)
+                           for v, name in ((center, "center"), (translation, "translation")))
+    return atoms._replace(positions=_move(atoms.positions, rotation, center, translation))
+
+
+def _move(positions, rotation, center, translation):
+    """R (r - c) + c + t with batches: positions (..., n, 3), rotation (..., 3, 3), c and t (..., 3)."""
+    center, translation = center[..., None, :], translation[..., None, :]
+    return (positions - center) @ rotation.swapaxes(-1, -2) + center + translation
 
 
 def concatenate_atoms(*parts: Atoms) -> Atoms:
-    """One particle made of several sets of atoms (e.g. domains)."""
-    return Atoms(*(np.concatenate([getattr(p, f) for p in parts]) for f in Atoms._fields))
+    """One particle made of several sets of atoms (e.g. domains).
+
+    Parts with a batch of conformations ``(b, n, 3)`` and single parts
+    ``(n, 3)`` mix: the single ones are repeated over the batch.
+    """
+    parts = [check_atoms(p) for p in parts]
+    xp = backend.get_array_module(parts[0].positions)
+    batch = max((p.positions.shape[:-2] for p in parts), key=len)
+    positions = [xp.broadcast_to(p.positions, batch + p.positions.shape[-2:]) for p in parts]
+    return Atoms(xp.concatenate(positions, axis=-2), xp.concatenate([p.weights for p in parts]),
+                 xp.concatenate([p.sigma for p in parts]))
 
 
 # --------------------------------------------------------------------------- volumes and projections
-def _gaussian_profiles(centres, atoms: Atoms, coordinates, xp):
-    """exp(-(x - c)² / 2σ²) / sqrt(2π σ²) per atom and coordinate: (..., n_atoms, n_x)."""
-    sigma = xp.asarray(atoms.sigma)[:, None]
-    d = coordinates[None, :] - centres[..., None]
+def _gaussian_profiles(centres, sigma, coordinates, xp):
+    """exp(-(x - c)² / 2σ²) / sqrt(2π σ²) per atom and coordinate: centres (..., a) -> (..., a, n_x)."""
+    sigma = sigma[:, None]
+    d = coordinates - centres[..., None]
     return xp.exp(-0.5 * (d / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)
 
 
-def _check_grid(grid, ndim):
+def check_grid(grid, ndim):
+    """A square (2D) or cubic (3D) :class:`mbook.core.grids.Grid` with one sampling; else ValueError.
+
+    Parameters
+    ----------
+    grid : Grid
+    ndim : int
+        2 for images, 3 for volumes.
+
+    Returns
+    -------
+    Grid
+    """
     if not isinstance(grid, grids.Grid) or grid.ndim != ndim:
         raise ValueError(f"grid must be a {ndim}D mbook.core.grids.Grid, got {grid!r}")
     if len(set(grid.sampling)) != 1 or len(set(grid.gpts)) != 1:
@@ -253,162 +326,89 @@ def _check_grid(grid, ndim):
     return grid
 
 
-def gaussian_volume(atoms: Atoms, grid, *, xp=None):
+def _batches(n_items, bytes_per_item, budget):
+    """Slices of at most the planned batch size covering ``range(n_items)``."""
+    size = progress.plan_batches(n_items=n_items, bytes_per_item=bytes_per_item, budget=budget)
+    return [slice(start, min(start + size, n_items)) for start in range(0, n_items, size)]
+
+
+def gaussian_volume(atoms: Atoms, grid, *, budget=None):
     """Sample the density of Gaussian atoms on a 3D grid.
 
     Parameters
     ----------
     atoms : Atoms
+        One particle (positions ``(n, 3)``) or a stack of conformations
+        (``(b, n, 3)``: one volume each, made in batches under the budget).
     grid : Grid
         Cubic 3D grid [Å]; the origin of the atoms is at index ``n // 2``.
+    budget : int, optional
+        Memory budget [bytes] (default :func:`mbook.core.progress.memory_budget`).
 
     Returns
     -------
-    (n, n, n) ndarray, float64
-        Density [weight/Å³], point-sampled at the voxel centres, so that
-        ``volume.sum() * sampling³`` is the total weight when the atoms lie
-        well inside the box.
+    (N, N, N) or (b, N, N, N) ndarray, float64
+        Density [weight/Å³] on the selected device, point-sampled at the voxel
+        centres, so that ``volume.sum() * sampling³`` is the total weight when
+        the atoms lie well inside the box.
     """
-    xp = xp or backend.xp
-    _check_grid(grid, 3)
+    atoms = check_atoms(atoms)
+    grid = check_grid(grid, 3)
+    xp = backend.get_array_module(atoms.positions)
     x = grids.coordinates(grid, centered=True, xp=xp)[0]
-    centres = xp.asarray(atoms.positions)
-    gx, gy, gz = (_gaussian_profiles(centres[:, i], atoms, x, xp) for i in range(3))
-    gx = gx * xp.asarray(atoms.weights)[:, None]
-    return xp.einsum("ax,ay,az->xyz", gx, gy, gz, optimize=True)
+    positions = atoms.positions if atoms.positions.ndim == 3 else atoms.positions[None]
+    b, a, n = positions.shape[0], positions.shape[1], x.size
+    out = xp.empty((b, n, n, n))
+    for part in _batches(b, 8 * (2 * a * n * n + n**3 + 3 * a * n), budget):
+        gx, gy, gz = (_gaussian_profiles(positions[part, :, i], atoms.sigma, x, xp) for i in range(3))
+        plane = (gx * atoms.weights[:, None])[..., :, None] * gy[..., None, :]  # (b, a, n, n)
+        # Σ_a gx gy gz as one batched matrix product over the atoms
+        out[part] = (plane.reshape(-1, a, n * n).swapaxes(1, 2) @ gz).reshape(-1, n, n, n)
+    return out if atoms.positions.ndim == 3 else out[0]
 
 
-def project_atoms(atoms: Atoms, rotations, grid, *, xp=None):
+def project_atoms(atoms: Atoms, rotations, grid, *, budget=None):
     """Exact projections of rotated Gaussian atoms, ``∫ ρ(Rᵀ r) dz``.
 
-    Each atom projects to a 2D Gaussian centred at ``(R r_a)_{x,y}``.
+    Each atom projects to a 2D Gaussian centred at ``(R r_a)_{x,y}``. All
+    rotations are one array axis, processed in batches under the memory budget.
 
     Parameters
     ----------
     atoms : Atoms
+        One particle (``(n, 3)`` positions), or one conformation per
+        rotation (``(b, n, 3)``).
     rotations : (b, 3, 3) array_like
         Rotation matrices applied to the particle.
     grid : Grid
         Square 2D image grid [Å]; the origin at index ``n // 2``.
+    budget : int, optional
+        Memory budget [bytes] (default :func:`mbook.core.progress.memory_budget`).
 
     Returns
     -------
     (b, nx, ny) ndarray, float64
-        Projected density [weight/Å²], point-sampled at the pixel centres.
+        Projected density [weight/Å²] on the selected device, point-sampled
+        at the pixel centres.
     """
-    xp = xp or backend.xp
-    _check_grid(grid, 2)
+    atoms = check_atoms(atoms)
+    grid = check_grid(grid, 2)
     rotations = check_rotations(rotations)
+    if atoms.positions.ndim == 3 and atoms.positions.shape[0] != rotations.shape[0]:
+        raise ValueError(f"got {atoms.positions.shape[0]} conformations but {rotations.shape[0]} rotations")
+    return _project_atoms(atoms, rotations, grid, budget)
+
+
+def _project_atoms(atoms, rotations, grid, budget=None):
+    """Kernel of :func:`project_atoms` (inputs on one device, checked)."""
+    xp = backend.get_array_module(atoms.positions, rotations)
     x = grids.coordinates(grid, centered=True, xp=xp)[0]
-    moved = xp.asarray(np.einsum("bij,aj->bai", rotations, atoms.positions))  # (b, n_atoms, 3)
-    gx = _gaussian_profiles(moved[..., 0], atoms, x, xp) * xp.asarray(atoms.weights)[:, None]
-    gy = _gaussian_profiles(moved[..., 1], atoms, x, xp)
-    return xp.matmul(xp.swapaxes(gx, 1, 2), gy)
-
-
-def check_volume(volume, name="volume"):
-    """Validate a real cubic volume ``(n, n, n)`` of finite values; return it on its device."""
-    xp = backend.get_array_module(volume)
-    volume = xp.asarray(volume)
-    if volume.ndim != 3 or len(set(volume.shape)) != 1:
-        raise ValueError(f"{name} must be a cubic (n, n, n) array, got shape {volume.shape}")
-    if not bool(xp.isfinite(volume).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return volume
-
-
-def _trilinear(rotation, n, xp):
-    """Indices (8, n³) and weights (8, n³) of the trilinear samples at Rᵀ p, p on the centred grid."""
-    c = xp.arange(n, dtype=xp.float64) - n // 2
-    px, py, pz = xp.meshgrid(c, c, c, indexing="ij")
-    points = xp.stack([px.ravel(), py.ravel(), pz.ravel()])  # (3, n³) in voxels
-    source = xp.asarray(rotation.T) @ points + n // 2  # Rᵀ p, in index units
-    base = xp.floor(source)
-    frac = source - base
-    base = base.astype(xp.int64)
-    indices, weights = [], []
-    for corner in range(8):
-        offset = [(corner >> axis) & 1 for axis in range(3)]
-        idx = base + xp.asarray(offset)[:, None]
-        w = xp.prod(xp.stack([frac[a] if offset[a] else 1 - frac[a] for a in range(3)]), axis=0)
-        inside = xp.all((idx >= 0) & (idx < n), axis=0)
-        flat = (idx[0] * n + idx[1]) * n + idx[2]
-        indices.append(xp.where(inside, flat, 0))
-        weights.append(xp.where(inside, w, 0.0))
-    return xp.stack(indices), xp.stack(weights)
-
-
-def project_volume(volume, rotations, *, sampling):
-    """Projections of a voxel volume at given rotations (trilinear interpolation).
-
-    ``P_R(x, y) = Δz Σ_z V(Rᵀ (x, y, z))``: the rotated volume is sampled by
-    trilinear interpolation at the grid points and summed along z. Linear in
-    the volume; :func:`backproject` is its exact adjoint.
-
-    Parameters
-    ----------
-    volume : (n, n, n) array_like
-        Density [weight/Å³], centred at index ``n // 2``.
-    rotations : (b, 3, 3) array_like
-    sampling : float
-        Voxel size [Å].
-
-    Returns
-    -------
-    (b, n, n) ndarray
-        [weight/Å²].
-
-    Raises
-    ------
-    ValueError
-        For a non-cubic volume, non-orthogonal rotations or sampling <= 0.
-    """
-    volume = check_volume(volume)
-    h = checks.check_positive(sampling, "sampling", 1)[0]
-    rotations = check_rotations(rotations)
-    xp = backend.get_array_module(volume)
-    n = volume.shape[0]
-    flat = volume.ravel()
-    out = []
-    for rotation in rotations:
-        indices, weights = _trilinear(rotation, n, xp)
-        samples = xp.sum(weights * flat[indices], axis=0).reshape(n, n, n)
-        out.append(h * samples.sum(axis=2))
-    return xp.stack(out)
-
-
-def backproject(images, rotations, *, sampling):
-    """Adjoint of :func:`project_volume`: smear each image along z and rotate back.
-
-    Parameters
-    ----------
-    images : (b, n, n) array_like
-    rotations : (b, 3, 3) array_like
-    sampling : float
-        [Å].
-
-    Returns
-    -------
-    (n, n, n) ndarray
-        Sum of the back-projections.
-    """
-    xp = backend.get_array_module(images)
-    images = xp.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"images must be a (b, n, n) stack of square images, got shape {images.shape}")
-    h = checks.check_positive(sampling, "sampling", 1)[0]
-    rotations = check_rotations(rotations)
-    if len(rotations) != len(images):
-        raise ValueError(f"got {len(images)} images but {len(rotations)} rotations")
-    n = images.shape[1]
-    parts = [images.real, images.imag] if xp.iscomplexobj(images) else [images]
-    totals = [xp.zeros(n**3) for _ in parts]
-    for b, rotation in enumerate(rotations):
-        indices, weights = _trilinear(rotation, n, xp)
-        for total, part in zip(totals, parts):
-            values = xp.broadcast_to((h * part[b])[:, :, None], (n, n, n)).ravel()
-            total += xp.bincount(indices.ravel(), (weights * values[None]).ravel(), minlength=n**3)
-    total = totals[0] if len(totals) == 1 else totals[0] + 1j * totals[1]
-    return total.reshape(n, n, n)
+    b, a, n = rotations.shape[0], atoms.weights.shape[0], x.size
+    out = xp.empty((b, n, n))
+    for part in _batches(b, 8 * (3 * a * n + n * n + 6 * a), budget):
+        positions = atoms.positions[part] if atoms.positions.ndim == 3 else atoms.positions
+        moved = positions @ rotations[part, :2].swapaxes(1, 2)  # (b, a, 2): x and y of R r
+        gx = _gaussian_profiles(moved[..., 0], atoms.sigma, x, xp) * atoms.weights[:, None]
+        gy = _gaussian_profiles(moved[..., 1], atoms.sigma, x, xp)
+        out[part] = gx.swapaxes(1, 2) @ gy
+    return out

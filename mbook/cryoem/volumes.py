@@ -14,14 +14,20 @@ images) is
 resolution is ``1 / k`` at the first shell where it falls below a threshold
 (0.5 when one volume is the truth; 0.143 between half maps).
 
+Device rule: maps are computed on the selected device and returned there;
+files are the edge where data leave it: :func:`write_mrc` copies a volume to
+the host before writing (no device array reaches the file), and
+:func:`read_mrc` puts what it reads on the selected device.
+
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.cryoem import volumes
 >>> rng = np.random.default_rng(0)
 >>> v = rng.standard_normal((16, 16, 16))
 >>> k, fsc = volumes.fourier_shell_correlation(v, v, sampling=2.0)
->>> bool(np.allclose(fsc, 1.0))
+>>> bool(np.allclose(backend.asnumpy(fsc), 1.0))
 True
 """
 
@@ -36,6 +42,8 @@ from mbook.core import backend, checks, grids
 
 def write_mrc(path, volume, *, sampling, overwrite=True):
     """Write a volume ``[x, y, z]`` to an MRC file with its voxel size.
+
+    A device volume is copied to the host first: files hold NumPy data only.
 
     Parameters
     ----------
@@ -65,6 +73,7 @@ def read_mrc(path):
     Returns
     -------
     volume : (nx, ny, nz) ndarray, float32
+        On the selected device.
     sampling : float
         Voxel size along x [Å] (a warning-free read requires cubic voxels).
 
@@ -81,7 +90,7 @@ def read_mrc(path):
         sampling = (float(size.x), float(size.y), float(size.z))
     if not np.allclose(sampling, sampling[0], rtol=1e-5):
         raise ValueError(f"voxels of {path} are not cubic: sampling {sampling} Å")
-    return data, sampling[0]
+    return backend.asarray(data), sampling[0]
 
 
 def _shell_index(shape, xp):
@@ -111,20 +120,18 @@ def fourier_shell_correlation(volume1, volume2, *, sampling):
     k : (n // 2,) ndarray
         Shell frequencies ``j / (n sampling)``, j = 1 .. n/2 [1/Å].
     fsc : (n // 2,) ndarray
-        Correlation in each shell, in [-1, 1].
+        Correlation in each shell, in [-1, 1]. Both on the selected device.
 
     Raises
     ------
     ValueError
         Different or non-cubic shapes, non-finite values.
     """
-    xp = backend.get_array_module(volume1, volume2)
-    a, b = xp.asarray(volume1), xp.asarray(volume2)
+    a, b = (checks.check_array(v, name) for v, name in ((volume1, "volume1"), (volume2, "volume2")))
     if a.shape != b.shape or len(set(a.shape)) != 1 or a.ndim not in (2, 3):
         raise ValueError(f"maps must be cubic (n, n, n) or square (n, n) of one shape, got {a.shape} and {b.shape}")
-    if not (bool(xp.isfinite(a).all()) and bool(xp.isfinite(b).all())):
-        raise ValueError("maps contain NaN or infinite values")
     h = checks.check_positive(sampling, "sampling", 1)[0]
+    xp = backend.get_array_module(a)
     n = a.shape[0]
     fa, fb = backend.fftn(a), backend.fftn(b)
     shells = _shell_index(a.shape, xp).ravel()
@@ -133,8 +140,8 @@ def fourier_shell_correlation(volume1, volume2, *, sampling):
     pa = xp.bincount(shells, (abs(fa) ** 2).ravel(), minlength=length)[:length]
     pb = xp.bincount(shells, (abs(fb) ** 2).ravel(), minlength=length)[:length]
     fsc = cross / xp.sqrt(xp.maximum(pa * pb, 1e-300))
-    k = np.arange(1, length) / (n * h)
-    return k, backend.asnumpy(fsc[1:])
+    k = xp.arange(1, length) / (n * h)
+    return k, fsc[1:]
 
 
 def resolution(k, fsc, *, threshold=0.5) -> float:
@@ -143,6 +150,8 @@ def resolution(k, fsc, *, threshold=0.5) -> float:
     Linear interpolation between the two shells around the crossing; the
     finest shell's resolution if it never drops (then the map is resolved to
     Nyquist or beyond the shells given).
+
+    A scalar summary: ``k`` and ``fsc`` are copied to the host (m numbers).
 
     Parameters
     ----------
@@ -157,7 +166,8 @@ def resolution(k, fsc, *, threshold=0.5) -> float:
     float
         [Å].
     """
-    k, fsc = np.asarray(k, float), np.asarray(fsc, float)
+    k, fsc = (backend.asnumpy(checks.check_array(v, name, ndim=1, real=True)).astype(float)
+              for v, name in ((k, "k"), (fsc, "fsc")))
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
     below = np.nonzero(fsc < threshold)[0]
@@ -189,10 +199,10 @@ def lowpass(volume, *, sampling, resolution, ndim=None):
     Returns
     -------
     ndarray
-        Same shape, real.
+        Same shape, real, on the selected device.
     """
+    volume = checks.check_array(volume, "volume", min_ndim=2)
     xp = backend.get_array_module(volume)
-    volume = xp.asarray(volume)
     d = checks.check_positive(resolution, "resolution", 1)[0]
     ndim = ndim or (3 if volume.ndim == 3 else 2)
     grid = grids.make_grid(gpts=volume.shape[-ndim:], sampling=(sampling,) * ndim)
@@ -202,7 +212,10 @@ def lowpass(volume, *, sampling, resolution, ndim=None):
 
 
 def relative_error(estimate, truth) -> float:
-    """``||estimate - truth|| / ||truth||`` (Frobenius norms)."""
-    estimate, truth = backend.asnumpy(estimate), backend.asnumpy(truth)
-    return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
+    """``||estimate - truth|| / ||truth||`` (Frobenius norms), computed on the selected device."""
+    estimate, truth = checks.check_array(estimate, "estimate"), checks.check_array(truth, "truth")
+    if estimate.shape != truth.shape:
+        raise ValueError(f"estimate and truth must have one shape, got {estimate.shape} and {truth.shape}")
+    xp = backend.get_array_module(truth)
+    return float(xp.linalg.norm(estimate - truth) / xp.linalg.norm(truth))
 

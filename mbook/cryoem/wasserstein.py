@@ -22,6 +22,11 @@ size, so the periodised transform never wraps mass around the box.
 Diffusion maps (Coifman & Lafon 2006) turn a matrix of such distances into
 coordinates along the data's manifold (here: conformations).
 
+Device rule: PyWavelets and POT run on the host only. The wavelet transforms
+and the exact transport copy their densities to the host, compute there, and
+return arrays on the selected device (plain distances as floats); the
+all-pairs l1 distances and the diffusion map run on the selected device.
+
 Examples
 --------
 >>> import numpy as np
@@ -41,25 +46,14 @@ import warnings
 
 import numpy as np
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks, progress
 
 #: Default wavelet: Coiflets of order 3, as in ASPIRE's wavelet EMD (Zelesko et al. 2020).
 WAVELET = "coif3"
 
 
-def check_density(density, name="density", *, allow_negative=False):
-    """Validate a 1D, 2D or 3D density: finite, real, >= 0 unless ``allow_negative``.
-
-    Returns
-    -------
-    ndarray
-        As NumPy float64.
-
-    Raises
-    ------
-    ValueError
-        Naming the parameter and the problem (negative values, NaN, shape).
-    """
+def _host_density(density, name="density", *, allow_negative=False) -> np.ndarray:
+    """Host copy of a validated density (float64); see :func:`check_density`."""
     array = backend.asnumpy(density)
     if np.iscomplexobj(array):
         raise ValueError(f"{name} must be real, got dtype {array.dtype}")
@@ -76,6 +70,22 @@ def check_density(density, name="density", *, allow_negative=False):
     return array
 
 
+def check_density(density, name="density", *, allow_negative=False):
+    """Validate a 1D, 2D or 3D density: finite, real, >= 0 unless ``allow_negative``.
+
+    Returns
+    -------
+    ndarray
+        float64, on the selected device.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and the problem (negative values, NaN, shape).
+    """
+    return backend.asarray(_host_density(density, name, allow_negative=allow_negative))
+
+
 def padded_size(shape) -> int:
     """Side of the padded cube: the power of two >= 2 max(shape) (no wrap-around of the transform)."""
     return 1 << int(math.ceil(math.log2(2 * max(shape))))
@@ -88,10 +98,29 @@ def _pad(array, size):
     return out
 
 
+def _embedding(array, h, wavelet):
+    """Host kernel: weighted wavelet coefficients (m,) of a NumPy density."""
+    import pywt
+
+    size = padded_size(array.shape)
+    levels = int(math.log2(size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # full-depth transforms warn about boundary effects
+        coefficients = pywt.wavedecn(_pad(array, size), wavelet, mode="periodization", level=levels)
+    parts = []
+    for j, details in enumerate(coefficients[1:]):
+        s = levels - j
+        weight = h * 2.0 ** (s * (1 + array.ndim / 2))
+        parts.extend(weight * details[key].ravel() for key in sorted(details))
+    return np.concatenate(parts)
+
+
 def wavelet_embedding(density, *, sampling=1.0, wavelet=WAVELET, allow_negative=False):
     """Weighted wavelet coefficients whose l1 distances approximate the EMD.
 
     A linear map: ``embedding(p) - embedding(q) = embedding(p - q)``.
+    Host-only step: PyWavelets transforms a host copy of the density; the
+    coefficients come back on the selected device.
 
     Parameters
     ----------
@@ -106,27 +135,14 @@ def wavelet_embedding(density, *, sampling=1.0, wavelet=WAVELET, allow_negative=
     Returns
     -------
     (m,) ndarray
-        ``m = P^n - 1`` coefficients, P = :func:`padded_size`.
+        ``m = P^n - 1`` coefficients, P = :func:`padded_size`; on the selected device.
     """
-    import pywt
-
-    if np.iscomplexobj(backend.asnumpy(density)) and allow_negative:  # a linear map: real and imaginary parts
-        density = backend.asnumpy(density)
-        return (wavelet_embedding(density.real, sampling=sampling, wavelet=wavelet, allow_negative=True)
-                + 1j * wavelet_embedding(density.imag, sampling=sampling, wavelet=wavelet, allow_negative=True))
-    array = check_density(density, allow_negative=allow_negative)
     h = checks.check_positive(sampling, "sampling", 1)[0]
-    size = padded_size(array.shape)
-    levels = int(math.log2(size))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # full-depth transforms warn about boundary effects
-        coefficients = pywt.wavedecn(_pad(array, size), wavelet, mode="periodization", level=levels)
-    parts = []
-    for j, details in enumerate(coefficients[1:]):
-        s = levels - j
-        weight = h * 2.0 ** (s * (1 + array.ndim / 2))
-        parts.extend(weight * details[key].ravel() for key in sorted(details))
-    return np.concatenate(parts)
+    array = backend.asnumpy(density)
+    if np.iscomplexobj(array) and allow_negative:  # a linear map: real and imaginary parts
+        parts = [_embedding(_host_density(part, allow_negative=True), h, wavelet) for part in (array.real, array.imag)]
+        return backend.asarray(parts[0] + 1j * parts[1])
+    return backend.asarray(_embedding(_host_density(array, allow_negative=allow_negative), h, wavelet))
 
 
 def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVELET):
@@ -134,7 +150,8 @@ def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVE
 
     The transform is orthonormal, so its adjoint is the inverse transform of
     the weighted coefficients (with a zero approximation coefficient),
-    cropped back to ``shape``.
+    cropped back to ``shape``. Host-only step (PyWavelets); the result comes
+    back on the selected device.
 
     Parameters
     ----------
@@ -148,10 +165,11 @@ def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVE
     Returns
     -------
     ndarray of ``shape``
+        On the selected device.
     """
     import pywt
 
-    coefficients = np.asarray(coefficients)
+    coefficients = backend.asnumpy(checks.check_array(coefficients, "coefficients", ndim=1))
     ndim, size = len(shape), padded_size(shape)
     levels = int(math.log2(size))
     with warnings.catch_warnings():
@@ -171,11 +189,12 @@ def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVE
         rebuilt.append(level)
     full = pywt.waverecn(rebuilt, wavelet, mode="periodization")
     offset = tuple((size - n) // 2 for n in shape)
-    return full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
+    return backend.asarray(full[tuple(slice(o, o + n) for o, n in zip(offset, shape))])
 
 
 def _check_pair(p, q, rtol=1e-6):
-    p, q = check_density(p, "p"), check_density(q, "q")
+    """Host copies of two densities of one shape and equal mass."""
+    p, q = _host_density(p, "p"), _host_density(q, "q")
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
     mp, mq = p.sum(), q.sum()
@@ -186,6 +205,8 @@ def _check_pair(p, q, rtol=1e-6):
 
 def wemd(p, q, *, sampling=1.0, wavelet=WAVELET) -> float:
     """Wavelet approximation of the earth mover's distance (Shirdhonkar & Jacobs 2008).
+
+    Host-only step (PyWavelets).
 
     Parameters
     ----------
@@ -201,11 +222,45 @@ def wemd(p, q, *, sampling=1.0, wavelet=WAVELET) -> float:
         [Å × mass].
     """
     p, q = _check_pair(p, q)
-    return float(np.abs(wavelet_embedding(p - q, sampling=sampling, wavelet=wavelet, allow_negative=True)).sum())
+    h = checks.check_positive(sampling, "sampling", 1)[0]
+    return float(np.abs(_embedding(p - q, h, wavelet)).sum())
 
 
-def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=False):
+def pairwise_l1(embedded, *, budget=None):
+    """All-pairs l1 distances between the rows of ``embedded``, on the selected device.
+
+    Row by row, with the other rows in batches under the memory budget.
+
+    Parameters
+    ----------
+    embedded : (n, m) array_like
+    budget : int, optional
+        Memory budget for one batch of differences [bytes] (default
+        :func:`mbook.core.progress.memory_budget`).
+
+    Returns
+    -------
+    (n, n) ndarray
+        Symmetric, zero diagonal; on the selected device.
+    """
+    embedded = checks.check_array(embedded, "embedded", ndim=2)
+    xp = backend.get_array_module(embedded)
+    n, m = embedded.shape
+    out = xp.zeros((n, n))
+    batch = progress.plan_batches(n_items=n, bytes_per_item=2 * m * embedded.itemsize, budget=budget)
+    for i in range(n - 1):
+        for start in range(i + 1, n, batch):
+            stop = min(start + batch, n)
+            out[i, start:stop] = xp.abs(embedded[start:stop] - embedded[i]).sum(axis=1)
+    return out + out.T
+
+
+def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=False, budget=None):
     """All-pairs wavelet EMD, the direct way: embed each density, then l1 distances (O(n² m)).
+
+    The embeddings are host-only (PyWavelets, one density at a time); they
+    move to the device once, where the l1 distances are taken
+    (:func:`pairwise_l1`).
 
     Parameters
     ----------
@@ -216,29 +271,28 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
     wavelet : str
     allow_negative : bool
         Accept signed arrays (members of a linear family that dip below 0).
+    budget : int, optional
+        Memory budget of :func:`pairwise_l1` [bytes].
 
     Returns
     -------
     (n, n) ndarray
-        Symmetric, zero diagonal.
+        Symmetric, zero diagonal; on the selected device.
     """
-    densities = [check_density(d, allow_negative=allow_negative) for d in densities]
+    h = checks.check_positive(sampling, "sampling", 1)[0]
+    densities = [_host_density(d, allow_negative=allow_negative) for d in densities]
     masses = np.array([d.sum() for d in densities])
     if not allow_negative and np.ptp(masses) > 1e-6 * np.abs(masses).max():
         raise ValueError(f"densities must have equal masses, got {masses.min():.6g} to {masses.max():.6g}")
-    embedded = np.stack([wavelet_embedding(d, sampling=sampling, wavelet=wavelet, allow_negative=True)
-                         for d in densities])
-    n = len(embedded)
-    out = np.zeros((n, n))
-    for i in range(n - 1):
-        out[i, i + 1:] = np.abs(embedded[i + 1:] - embedded[i]).sum(axis=1)
-    return out + out.T
+    embedded = backend.asarray(np.stack([_embedding(d, h, wavelet) for d in densities]))
+    return pairwise_l1(embedded, budget=budget)
 
 
 def exact_emd(p, q, *, sampling=1.0, max_points=6000) -> float:
     """Exact earth mover's distance with Euclidean ground cost (POT's network simplex, ``ot.emd2``).
 
     Only pixels where p or q is non-zero enter the transport problem.
+    Host-only step: POT solves on host copies of the densities.
 
     Parameters
     ----------
@@ -269,7 +323,7 @@ def exact_emd(p, q, *, sampling=1.0, max_points=6000) -> float:
 
 
 def diffusion_map(distances, *, n_components=2, epsilon=None, alpha=1.0, t=1):
-    """Diffusion-map coordinates from a distance matrix (Coifman & Lafon 2006).
+    """Diffusion-map coordinates from a distance matrix (Coifman & Lafon 2006), on the selected device.
 
     ``K = exp(-D² / ε)``; the α-normalisation ``K / (q_i q_j)^α`` with
     ``q = K 1`` removes the effect of the sampling density (α = 1: the
@@ -293,29 +347,31 @@ def diffusion_map(distances, *, n_components=2, epsilon=None, alpha=1.0, t=1):
     -------
     eigenvalues : (n_components,) ndarray
     coordinates : (n, n_components) ndarray
-        Signs fixed so that the largest entry of each is positive.
+        Signs fixed so that the largest entry of each is positive. Both on
+        the selected device.
     """
-    d = np.asarray(backend.asnumpy(distances), dtype=float)
-    if d.ndim != 2 or d.shape[0] != d.shape[1] or not np.isfinite(d).all():
+    d = checks.check_array(distances, "distances", ndim=2, real=True).astype(float)
+    if d.shape[0] != d.shape[1]:
         raise ValueError(f"distances must be a finite square matrix, got shape {d.shape}")
-    if d.min() < 0 or not np.allclose(d, d.T, rtol=1e-8, atol=1e-12 * max(d.max(), 1e-300)):
+    xp = backend.get_array_module(d)
+    scale = max(float(d.max()), 1e-300)
+    if float(d.min()) < 0 or not bool(xp.allclose(d, d.T, rtol=1e-8, atol=1e-12 * scale)):
         raise ValueError("distances must be symmetric and non-negative")
     n = d.shape[0]
-    if not 1 <= n_components < n:
-        raise ValueError(f"n_components must be in [1, {n - 1}] for {n} points, got {n_components!r}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    epsilon = float(np.median(d[np.triu_indices(n, 1)] ** 2)) if epsilon is None else float(epsilon)
-    if not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
-    kernel = np.exp(-(d**2) / epsilon)
+    n_components = checks.check_count(n_components, "n_components", maximum=n - 1)
+    alpha = checks.check_number(alpha, "alpha", lower=0, upper=1)
+    if epsilon is None:
+        rows, cols = xp.triu_indices(n, 1)
+        epsilon = float(xp.median(d[rows, cols] ** 2))
+    epsilon = checks.check_positive_number(epsilon, "epsilon")
+    kernel = xp.exp(-(d**2) / epsilon)
     q = kernel.sum(axis=1)
-    kernel = kernel / np.outer(q, q) ** alpha
+    kernel = kernel / xp.outer(q, q) ** alpha
     degree = kernel.sum(axis=1)
-    symmetric = kernel / np.sqrt(np.outer(degree, degree))
-    values, vectors = np.linalg.eigh(symmetric)
-    order = np.argsort(values)[::-1][1:n_components + 1]
-    psi = vectors[:, order] / np.sqrt(degree)[:, None]
-    psi /= np.linalg.norm(psi, axis=0) / math.sqrt(n)
-    signs = np.sign(psi[np.argmax(np.abs(psi), axis=0), np.arange(n_components)])
+    symmetric = kernel / xp.sqrt(xp.outer(degree, degree))
+    values, vectors = xp.linalg.eigh(symmetric)
+    order = xp.argsort(values)[::-1][1:n_components + 1]
+    psi = vectors[:, order] / xp.sqrt(degree)[:, None]
+    psi = psi / (xp.linalg.norm(psi, axis=0) / math.sqrt(n))
+    signs = xp.sign(psi[xp.argmax(xp.abs(psi), axis=0), xp.arange(n_components)])
     return values[order], psi * signs * values[order] ** t

@@ -62,9 +62,14 @@ The results equal the direct sums up to rounding (relative errors ~1e-12
 for m ~ 10^7 in float64). The whole all-pairs computation costs
 ``O(k m + m log m + n² log m)`` for k <= 2 against ``O(m n²)`` directly.
 
+Device rule: the precompute is a host-only step (PyWavelets, the sort and the
+tree are built on the host), and its table moves to the selected device once;
+the queries (:func:`distances`, :func:`pairwise`) run there.
+
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.cryoem import wasserstein, wemd_family
 >>> rng = np.random.default_rng(0)
 >>> basis = rng.standard_normal((2, 16, 16))
@@ -73,19 +78,18 @@ Examples
 >>> fast = wemd_family.pairwise(z, table)
 >>> family = np.einsum("nk,kxy->nxy", z, basis)
 >>> direct = wasserstein.pairwise_wemd(family, sampling=1.0, allow_negative=True)
->>> bool(np.allclose(fast, direct, rtol=1e-9))
+>>> bool(np.allclose(backend.asnumpy(fast), backend.asnumpy(direct), rtol=1e-9))
 True
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, progress
+from mbook.core import backend, checks, progress
 from mbook.cryoem import wasserstein
 
 #: Points per leaf of the kd-tree (k >= 3).
@@ -93,7 +97,7 @@ LEAF_SIZE = 32
 
 
 class WEMDTable(NamedTuple):
-    """Precomputed data of a linear family for :func:`pairwise`.
+    """Precomputed data of a linear family for :func:`pairwise` (arrays on the selected device).
 
     Attributes
     ----------
@@ -126,7 +130,7 @@ class WEMDTable(NamedTuple):
 
 
 def linear_family(volumes, k):
-    """Mean and top-k principal components of a set of volumes (PCA by SVD).
+    """Mean and top-k principal components of a set of volumes (PCA by SVD, on the selected device).
 
     Parameters
     ----------
@@ -148,19 +152,20 @@ def linear_family(volumes, k):
     ValueError
         When k exceeds the number of independent directions (n - 1).
     """
-    stack = np.asarray(backend.asnumpy(volumes), dtype=float)
+    stack = checks.check_array(volumes, "volumes", min_ndim=2, real=True).astype(float)
     n = stack.shape[0]
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n - 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n - 1:
         raise ValueError(f"k must be an integer in [1, {n - 1}] (at most n - 1 directions for n = {n} volumes), "
                          f"got {k!r}")
+    xp = backend.get_array_module(stack)
     flat = stack.reshape(n, -1)
     mean = flat.mean(axis=0)
-    u, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    u, s, vt = xp.linalg.svd(flat - mean, full_matrices=False)
     return mean.reshape(stack.shape[1:]), vt[:k].reshape((k,) + stack.shape[1:]), u[:, :k] * s[:k]
 
 
 def _orient(g, seed=0):
-    """Generic axis e, the complement basis, and g flipped so that g·e > 0 (zero rows dropped)."""
+    """Host: generic axis e, the complement basis, and g flipped so that g·e > 0 (zero rows dropped)."""
     k = g.shape[1]
     g = g[np.any(g != 0, axis=1)]
     rng = np.random.default_rng(seed)
@@ -183,6 +188,9 @@ def _orient(g, seed=0):
 def precompute(basis, *, sampling=1.0, wavelet=wasserstein.WAVELET, leaf_size=LEAF_SIZE) -> WEMDTable:
     """The O(m) (plus a sort) precompute for a family with basis volumes ``B_1..B_k``.
 
+    Host-only step: the wavelet transforms (PyWavelets), the sort and the tree
+    are made on the host; the table moves to the selected device once.
+
     Parameters
     ----------
     basis : (k, ...) array_like
@@ -197,27 +205,42 @@ def precompute(basis, *, sampling=1.0, wavelet=wasserstein.WAVELET, leaf_size=LE
     -------
     WEMDTable
     """
-    basis = np.asarray(backend.asnumpy(basis), dtype=float)
+    basis = backend.asnumpy(checks.check_array(basis, "basis", real=True)).astype(float)
     if basis.ndim < 2:
         raise ValueError(f"basis must be (k, ...) maps, got shape {basis.shape}")
+    leaf_size = checks.check_count(leaf_size, "leaf_size")
     k = basis.shape[0]
-    g = np.stack([wasserstein.wavelet_embedding(b, sampling=sampling, wavelet=wavelet, allow_negative=True)
-                  for b in basis], axis=1)
+    g = np.stack([backend.asnumpy(wasserstein.wavelet_embedding(b, sampling=sampling, wavelet=wavelet,
+                                                                allow_negative=True)) for b in basis], axis=1)
     axis, complement, g = _orient(g)
     total = g.sum(axis=0)
     m = len(g)
     p = (g @ complement) / (g @ axis)[:, None]
     if k == 1:
-        return WEMDTable(1, axis, complement, total, None, None, None, m)
-    if k == 2:
+        table = WEMDTable(1, axis, complement, total, None, None, None, m)
+    elif k == 2:
         order = np.argsort(p[:, 0], kind="stable")
         prefix = np.vstack([np.zeros(2), np.cumsum(g[order], axis=0)])
-        return WEMDTable(2, axis, complement, total, p[order, 0], prefix, None, m)
-    directions = g / np.linalg.norm(g, axis=1)[:, None]  # bounded boxes: points on the unit sphere
-    return _kd_tree(k, axis, complement, total, directions, g, leaf_size)
+        table = WEMDTable(2, axis, complement, total, p[order, 0], prefix, None, m)
+    else:
+        directions = g / np.linalg.norm(g, axis=1)[:, None]  # bounded boxes: points on the unit sphere
+        table = _kd_tree(k, axis, complement, total, directions, g, leaf_size)
+    return _to_device(table)
+
+
+def _to_device(table: WEMDTable) -> WEMDTable:
+    def move(value):
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return type(value)(move(v) for v in value)
+        return backend.asarray(value)
+    return table._replace(**{name: move(getattr(table, name)) for name in
+                             ("axis", "complement", "total", "points", "sums", "leaves")})
 
 
 def _kd_tree(k, axis, complement, total, p, g, leaf_size):
+    """Host: the kd-tree of the points p (median splits), with node boxes and sums of g per level."""
     m, dim = p.shape
     depth = max(0, int(math.ceil(math.log2(max(m / leaf_size, 1)))))
     size = leaf_size * 2**depth
@@ -240,7 +263,7 @@ def _kd_tree(k, axis, complement, total, p, g, leaf_size):
 
 
 def distances(differences, table: WEMDTable):
-    """``f(Δz) = Σ_λ |g_λ · Δz|`` for many differences, exactly.
+    """``f(Δz) = Σ_λ |g_λ · Δz|`` for many differences, exactly, on the selected device.
 
     Parameters
     ----------
@@ -251,60 +274,66 @@ def distances(differences, table: WEMDTable):
     Returns
     -------
     (q,) ndarray
-        Wavelet EMDs [Å × mass].
+        Wavelet EMDs [Å × mass], on the selected device.
     """
-    u = np.asarray(differences, dtype=float)
+    u = checks.check_array(differences, "differences", real=True).astype(float)
     if u.ndim != 2 or u.shape[1] != table.k:
         raise ValueError(f"differences must be (q, {table.k}) for this {table.k}-dimensional family, got {u.shape}")
+    return _distances(u, _to_device(table))
+
+
+def _distances(u, table):
+    xp = backend.get_array_module(u)
     if table.k == 1:
-        return np.abs(u @ table.total)
+        return xp.abs(u @ table.total)
     if table.k == 2:
-        return _sweep(u, u @ table.axis, (u @ table.complement)[:, 0], table)
-    return _tree_query(u, np.zeros(len(u)), u, table)
+        return _sweep(u, u @ table.axis, (u @ table.complement)[:, 0], table, xp)
+    return _tree_query(u, xp.zeros(u.shape[0]), u, table, xp)
 
 
-def _sweep(u, a, b, table):
+def _sweep(u, a, b, table, xp):
     """k = 2: the positive side is p > -a/b (b > 0) or p < -a/b (b < 0)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        threshold = np.where(b != 0, -a / np.where(b != 0, b, 1.0), 0.0)
-    right = np.searchsorted(table.points, threshold, side="right")
-    left = np.searchsorted(table.points, threshold, side="left")
+    threshold = xp.where(b != 0, -a / xp.where(b != 0, b, 1.0), 0.0)
+    right = xp.searchsorted(table.points, threshold, side="right")
+    left = xp.searchsorted(table.points, threshold, side="left")
     prefix = table.sums
-    positive = np.where((b > 0)[:, None], table.total - prefix[right], prefix[left])
-    positive = np.where(((b == 0) & (a > 0))[:, None], table.total, positive)
-    positive = np.where(((b == 0) & (a <= 0))[:, None], 0.0, positive)
-    return np.einsum("qk,qk->q", 2 * positive - table.total, u)
+    positive = xp.where((b > 0)[:, None], table.total - prefix[right], prefix[left])
+    positive = xp.where(((b == 0) & (a > 0))[:, None], table.total, positive)
+    positive = xp.where(((b == 0) & (a <= 0))[:, None], 0.0, positive)
+    return xp.sum((2 * positive - table.total) * u, axis=1)
 
 
-def _tree_query(u, a, b, table):
+def _tree_query(u, a, b, table, xp):
     """k >= 3: descend the kd-tree, opening only the nodes the hyperplane cuts."""
-    result = np.zeros(len(u))
-    active_q = np.nonzero(np.any(u != 0, axis=1))[0]
-    active_node = np.zeros(active_q.size, dtype=np.int64)
+    n = u.shape[0]
+    result = xp.zeros(n)
+    active_q = xp.nonzero(xp.any(u != 0, axis=1))[0]
+    active_node = xp.zeros(active_q.shape[0], dtype=xp.int64)
     depth = len(table.sums) - 1
+    children = xp.arange(2)
     for level in range(depth + 1):
-        if active_q.size == 0:
+        if active_q.shape[0] == 0:
             break
         low, high = (box[active_node] for box in table.points[level])
         bq = b[active_q]
-        smallest = a[active_q] + np.minimum(bq * low, bq * high).sum(axis=1)
-        largest = a[active_q] + np.maximum(bq * low, bq * high).sum(axis=1)
-        inner = np.einsum("qk,qk->q", table.sums[level][active_node], u[active_q])
-        sign = np.where(smallest > 0, 1.0, np.where(largest < 0, -1.0, 0.0))
-        result += np.bincount(active_q, sign * inner, minlength=len(u))
+        smallest = a[active_q] + xp.minimum(bq * low, bq * high).sum(axis=1)
+        largest = a[active_q] + xp.maximum(bq * low, bq * high).sum(axis=1)
+        inner = xp.sum(table.sums[level][active_node] * u[active_q], axis=1)
+        sign = xp.where(smallest > 0, 1.0, xp.where(largest < 0, -1.0, 0.0))
+        result += xp.bincount(active_q, sign * inner, minlength=n)
         cut = sign == 0
         if level == depth:
             leaves = table.leaves[active_node[cut]]  # (c, leaf, k)
-            values = np.abs(np.einsum("clk,ck->cl", leaves, u[active_q[cut]])).sum(axis=1)
-            result += np.bincount(active_q[cut], values, minlength=len(u))
+            values = xp.abs(xp.einsum("clk,ck->cl", leaves, u[active_q[cut]])).sum(axis=1)
+            result += xp.bincount(active_q[cut], values, minlength=n)
         else:
-            active_q = np.repeat(active_q[cut], 2)
-            active_node = (2 * active_node[cut][:, None] + np.array([0, 1])).ravel()
+            active_q = xp.repeat(active_q[cut], 2)
+            active_node = (2 * active_node[cut][:, None] + children).ravel()
     return result
 
 
 def pairwise(coordinates, table: WEMDTable, *, budget=None):
-    """All-pairs wavelet EMD between the family members ``V(z_i)``.
+    """All-pairs wavelet EMD between the family members ``V(z_i)``, on the selected device.
 
     Parameters
     ----------
@@ -318,22 +347,22 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None):
     Returns
     -------
     (n, n) ndarray
-        Symmetric, zero diagonal [Å × mass].
+        Symmetric, zero diagonal [Å × mass]; on the selected device.
     """
-    z = np.asarray(coordinates, dtype=float)
+    z = checks.check_array(coordinates, "coordinates", real=True).astype(float)
     if z.ndim != 2 or z.shape[1] != table.k:
         raise ValueError(f"coordinates must be (n, {table.k}) for this {table.k}-dimensional family, "
                          f"got shape {z.shape}")
-    if not np.isfinite(z).all():
-        raise ValueError("coordinates contain NaN or infinite values")
-    n = len(z)
-    rows, cols = np.triu_indices(n, 1)
-    out = np.zeros((n, n))
-    if rows.size == 0:
+    table = _to_device(table)
+    xp = backend.get_array_module(z)
+    n = z.shape[0]
+    rows, cols = xp.triu_indices(n, 1)
+    out = xp.zeros((n, n))
+    if rows.shape[0] == 0:
         return out
     per_pair = 8 * (8 * table.k + (64 if table.k <= 2 else 2 * LEAF_SIZE * table.k + 400))
-    batch = progress.plan_batches(n_items=rows.size, bytes_per_item=per_pair, budget=budget)
-    values = np.concatenate([distances(z[rows[s:s + batch]] - z[cols[s:s + batch]], table)
-                             for s in range(0, rows.size, batch)])
+    batch = progress.plan_batches(n_items=rows.shape[0], bytes_per_item=per_pair, budget=budget)
+    values = xp.concatenate([_distances(z[rows[s:s + batch]] - z[cols[s:s + batch]], table)
+                             for s in range(0, rows.shape[0], batch)])
     out[rows, cols] = values
     return out + out.T
