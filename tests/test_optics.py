@@ -1,4 +1,4 @@
-"""Free-space propagation and Gaussian beams against closed-form results."""
+"""Free-space propagation and Gaussian beams against closed-form results, on every device."""
 
 import numpy as np
 import pytest
@@ -10,29 +10,50 @@ WAVELENGTH, WAIST, SAMPLING = 0.5, 4.0, 0.5  # µm
 GRID = grids.make_grid(gpts=(256, 256), sampling=SAMPLING)
 
 
+def on_cpu(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
+    previous = backend.get_device()
+    backend.set_device("cpu")
+    try:
+        return function(*args, **kwargs)
+    finally:
+        backend.set_device(previous)
+
+
 def test_rayleigh_range_value():
     assert microscope.rayleigh_range(WAIST, WAVELENGTH) == pytest.approx(np.pi * 16 / 0.5)
 
 
-def test_fresnel_propagation_reproduces_the_analytic_beam():
+def test_fresnel_propagation_reproduces_the_analytic_beam(device):
     """Amplitude, curvature and Gouy phase of Siegman's formula, to rounding error."""
-    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np)
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH)
     for z in (-150.0, 50.0, 300.0):
         simulated = propagation.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=True)
-        analytic = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=z, xp=np)
-        assert np.max(abs(simulated - analytic)) < 1e-9
+        analytic = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=z)
+        assert np.max(abs(backend.asnumpy(simulated - analytic))) < 1e-9
 
 
-def test_beam_radius_is_exact_for_a_sampled_gaussian():
-    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=120.0, xp=np)
+def test_beam_radius_is_exact_for_a_sampled_gaussian(device):
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, distance=120.0)
     expected = microscope.gaussian_beam_radius(120.0, waist=WAIST, wavelength=WAVELENGTH)
-    np.testing.assert_allclose(microscope.beam_radius(abs(beam) ** 2, SAMPLING), expected, rtol=1e-12)
+    radius = microscope.beam_radius(abs(beam) ** 2, SAMPLING)
+    assert all(isinstance(w, float) for w in radius)  # plain numbers, copied once
+    np.testing.assert_allclose(radius, expected, rtol=1e-12)
 
 
-def test_angular_spectrum_widening_matches_first_order_theory():
-    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np)
+def test_gaussian_beam_radius_of_an_array_is_on_the_device(device):
+    distances = np.array([0.0, 50.0, 120.0])
+    radii = microscope.gaussian_beam_radius(distances, waist=WAIST, wavelength=WAVELENGTH)
+    assert backend.get_array_module(radii) is backend.xp
+    expected = [microscope.gaussian_beam_radius(float(z), waist=WAIST, wavelength=WAVELENGTH) for z in distances]
+    np.testing.assert_allclose(backend.asnumpy(radii), expected, rtol=1e-15)
+
+
+def test_angular_spectrum_widening_matches_first_order_theory(device):
+    beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH)
     z = 3 * microscope.rayleigh_range(WAIST, WAVELENGTH)
-    w = microscope.beam_radius(abs(propagation.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING)) ** 2, SAMPLING)
+    w = microscope.beam_radius(abs(propagation.propagate(beam, z, wavelength=WAVELENGTH, sampling=SAMPLING)) ** 2,
+                               SAMPLING)
     paraxial = microscope.gaussian_beam_radius(z, waist=WAIST, wavelength=WAVELENGTH)
     corrected = microscope.gaussian_beam_radius(z, waist=WAIST, wavelength=WAVELENGTH, paraxial=False)
     theta0 = WAVELENGTH / (np.pi * WAIST)
@@ -41,25 +62,26 @@ def test_angular_spectrum_widening_matches_first_order_theory():
 
 
 @pytest.mark.parametrize("paraxial", [True, False])
-def test_propagation_conserves_power_and_inverts(paraxial, rng):
+def test_propagation_conserves_power_and_inverts(paraxial, rng, device):
     field = rng.standard_normal((2, 64, 48)) + 1j * rng.standard_normal((2, 64, 48))
     # sampling 0.5 µm > λ/2: every component propagates, none is evanescent.
     out = propagation.propagate(field, 37.0, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=paraxial)
     assert out.shape == field.shape
-    assert np.sum(abs(out) ** 2) == pytest.approx(np.sum(abs(field) ** 2), rel=1e-12)
+    assert float((abs(out) ** 2).sum()) == pytest.approx(np.sum(abs(field) ** 2), rel=1e-12)
     back = propagation.propagate(out, -37.0, wavelength=WAVELENGTH, sampling=SAMPLING, paraxial=paraxial)
-    np.testing.assert_allclose(back, field, atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(back), field, atol=1e-12)
 
 
-def test_evanescent_components_decay():
+def test_evanescent_components_decay(device):
     field = np.zeros((32, 32), complex)
     field[12, 0] = 1.0  # frequency 12 / (32 * 0.1 µm) = 3.75 / µm > 1/λ = 2 / µm
     out = propagation.propagate(np.fft.ifft2(field), 1.0, wavelength=WAVELENGTH, sampling=0.1)
     decay = np.exp(-2 * np.pi * np.sqrt(3.75**2 - 2.0**2))
-    assert np.sum(abs(out) ** 2) == pytest.approx(decay**2 * np.sum(abs(np.fft.ifft2(field)) ** 2), rel=1e-9)
+    power = float((abs(out) ** 2).sum())
+    assert power == pytest.approx(decay**2 * np.sum(abs(np.fft.ifft2(field)) ** 2), rel=1e-9)
 
 
-def test_precision_is_kept():
+def test_precision_is_kept(device):
     field = np.ones((16, 16), np.complex64)
     assert propagation.propagate(field, 1.0, wavelength=WAVELENGTH, sampling=SAMPLING).dtype == np.complex64
 
@@ -94,10 +116,34 @@ def test_beam_radius_refuses_a_wrapped_beam():
         microscope.beam_radius(abs(beam) ** 2, SAMPLING)
 
 
+@pytest.mark.parametrize("bad, match", [(-1.0, "finite, non-negative"), (np.nan, "finite, non-negative"),
+                                        (0.0, "zero total power")])
+def test_beam_radius_refuses_bad_intensity(bad, match):
+    with pytest.raises(ValueError, match=match):
+        microscope.beam_radius(np.full((16, 16), bad), SAMPLING)
+
+
 def test_cpu_and_gpu_agree_to_float32_precision(device):
-    """The same call on each device; on a GPU it is compared with the CPU result."""
+    """The same call on each device, compared with the CPU's result."""
     beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np).astype(np.complex64)
-    reference = propagation.propagate(beam, 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
-    result = propagation.propagate(backend.asarray(beam), 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
+    reference = on_cpu(propagation.propagate, beam, 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
+    result = propagation.propagate(beam, 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)
     assert backend.get_array_module(result) is backend.xp
     np.testing.assert_allclose(backend.asnumpy(result), reference, rtol=0, atol=2e-6)
+
+
+def test_numpy_inputs_give_device_results_on_the_stand_in():
+    """The device rule for mbook.core.propagation and the beams of mbook.light.microscope."""
+    backend.set_device("strict")
+    try:
+        field = np.ones((16, 16), complex)
+        results = [
+            propagation.propagate(field, 1.0, wavelength=WAVELENGTH, sampling=SAMPLING),
+            propagation.fresnel_propagator(grids.make_grid(gpts=(8, 8), sampling=0.5), 1.0, WAVELENGTH),
+            propagation.angular_spectrum_propagator(grids.make_grid(gpts=(8, 8), sampling=0.5), 1.0, WAVELENGTH),
+            microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH),
+            microscope.gaussian_beam_radius(np.array([1.0, 2.0]), waist=WAIST, wavelength=WAVELENGTH),
+        ]
+        assert all(backend.get_array_module(r) is backend.xp for r in results)
+    finally:
+        backend.set_device("cpu")

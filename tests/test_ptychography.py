@@ -5,10 +5,21 @@ import math
 import numpy as np
 import pytest
 
-from mbook.light import phantoms
+from mbook.core import backend
+from mbook.light import epry, phantoms
 from mbook.light import fourier_ptychography as fp
 
 LAMBDA, NA = 0.5, 0.1
+
+
+def on_cpu(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
+    previous = backend.get_device()
+    backend.set_device("cpu")
+    try:
+        return function(*args, **kwargs)
+    finally:
+        backend.set_device(previous)
 
 
 def _setup(**kwargs):
@@ -17,37 +28,44 @@ def _setup(**kwargs):
     return fp.make_setup((128, 128), **options)
 
 
-def test_led_array_is_sorted_and_symmetric():
+def _small_setup(**kwargs):
+    return fp.make_setup((32, 32), sampling=0.5, wavelength=LAMBDA, na=0.12, upsampling=2,
+                         illumination=fp.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
+
+
+def test_led_array_is_sorted_and_symmetric(device):
     sines = fp.led_array((3, 3), pitch=5.0, height=50.0)
+    assert backend.get_array_module(sines) is backend.xp
+    sines = backend.asnumpy(sines)
     np.testing.assert_allclose(sines[0], 0.0)
     np.testing.assert_allclose(sines.sum(axis=0), 0.0, atol=1e-15)
     assert np.all(np.diff(np.hypot(*sines.T)) >= 0)
     assert sines[1:5].max() == pytest.approx(5 / math.hypot(5, 50))
 
 
-def test_empty_slide_is_bright_in_bright_field_and_dark_in_dark_field():
+def test_empty_slide_is_bright_in_bright_field_and_dark_in_dark_field(device):
     setup = _setup()
-    images = fp.images(np.ones((128, 128), complex), setup)
+    images = backend.asnumpy(fp.images(np.ones((128, 128), complex), setup))
     na_ill = np.hypot(*setup.shifts.T) * LAMBDA / setup.extent
     for image, na in zip(images, na_ill):
         np.testing.assert_allclose(image, 1.0 if na < NA else 0.0, atol=1e-12)
 
 
-def test_vignetting_projector_is_hermitian_and_idempotent():
+def test_vignetting_projector_is_hermitian_and_idempotent(device):
     setup = _setup(na_vignetting=0.11, vignetting_slope=2e-3)
     rng = np.random.default_rng(0)
     x, y = (rng.standard_normal((setup.window, setup.window)) + 1j * rng.standard_normal((setup.window,) * 2)
             for _ in range(2))
-    vx = fp._vignetting(x, setup, np)
-    np.testing.assert_allclose(fp._vignetting(vx, setup, np), vx, atol=1e-10)
-    assert np.vdot(vx, y) == pytest.approx(np.vdot(x, fp._vignetting(y, setup, np)), rel=1e-12)
+    vx = backend.asnumpy(fp.vignetting(x, setup))
+    np.testing.assert_allclose(backend.asnumpy(fp.vignetting(vx, setup)), vx, atol=1e-10)
+    assert np.vdot(vx, y) == pytest.approx(np.vdot(x, backend.asnumpy(fp.vignetting(y, setup))), rel=1e-12)
 
 
-def test_transition_led_gives_a_semi_bright_semi_dark_image_as_the_effective_pupil_predicts():
+def test_transition_led_gives_a_semi_bright_semi_dark_image_as_the_effective_pupil_predicts(device):
     """Stationary phase: the direct beam reaches the camera where |NA_ill - κ x| < NA_v."""
     kappa, na_v = 2e-3, 0.11
     setup = _setup(na_vignetting=na_v, vignetting_slope=kappa)
-    image = fp.images(np.ones((128, 128), complex), setup)
+    image = backend.asnumpy(fp.images(np.ones((128, 128), complex), setup))
     na_ill = np.hypot(*setup.shifts.T) * LAMBDA / setup.extent
     i = int(np.argmax(np.where(na_ill < NA - 0.01, na_ill, 0)))  # the outermost bright-field LED
     q = setup.shifts[i] * LAMBDA / setup.extent
@@ -61,55 +79,94 @@ def test_transition_led_gives_a_semi_bright_semi_dark_image_as_the_effective_pup
     assert np.median(image[i][dark]) < 0.1
     # the geometric pupil passes the direct beam at the bright points only
     centre = tuple(np.argwhere(bright)[0] - 16)
-    pupil_there = fp.effective_pupil(setup, (centre[0] * 2.0, centre[1] * 2.0), xp=np)
+    pupil_there = backend.asnumpy(fp.effective_pupil(setup, (centre[0] * 2.0, centre[1] * 2.0)))
     assert pupil_there[tuple(setup.shifts[i] % 32)] == 1.0
 
 
-def test_thick_model_with_one_slice_reduces_to_the_thin_model():
+def test_thick_model_with_one_slice_reduces_to_the_thin_model(device):
     setup = _setup()
     rng = np.random.default_rng(1)
     dn, dz = 0.02 * rng.random((128, 128)), 0.4
-    thick = fp.images_thick((1.0 + dn)[None], setup, slice_thickness=dz)
-    thin = fp.images(np.exp(2j * math.pi / LAMBDA * dn * dz), setup)
+    thick = backend.asnumpy(fp.images_thick((1.0 + dn)[None], setup, slice_thickness=dz))
+    thin = backend.asnumpy(fp.images(np.exp(2j * math.pi / LAMBDA * dn * dz), setup))
     np.testing.assert_allclose(thick, thin, atol=1e-10)
 
 
-def test_thick_sample_departs_from_the_projection_approximation():
+def test_thick_sample_departs_from_the_projection_approximation(device):
     """Two slices 20 µm apart are not one thin screen: the images differ measurably."""
     setup = _setup()
     rng = np.random.default_rng(2)
     dn = 0.02 * rng.random((2, 128, 128))
     stack = np.ones((41, 128, 128))
     stack[0], stack[-1] = 1 + dn[0], 1 + dn[1]
-    thick = fp.images_thick(stack, setup, slice_thickness=0.5)
-    thin = fp.images(np.exp(2j * math.pi / LAMBDA * (dn[0] + dn[1]) * 0.5), setup)
+    thick = backend.asnumpy(fp.images_thick(stack, setup, slice_thickness=0.5))
+    thin = backend.asnumpy(fp.images(np.exp(2j * math.pi / LAMBDA * (dn[0] + dn[1]) * 0.5), setup))
     assert np.abs(thick - thin).max() > 0.01
 
 
-def test_epry_recovers_object_and_defocus():
+def test_thick_images_do_not_depend_on_the_led_batches(device, monkeypatch):
+    setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
+    rng = np.random.default_rng(8)
+    stack = 1 + 0.02 * rng.random((3, 32, 32))
+    whole = backend.asnumpy(fp.images_thick(stack, setup, slice_thickness=1.0))
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str((3 * 16 * stack.size + 2 * 8 * 16 * 32 * 32) / 2**30))  # 2 LEDs
+    np.testing.assert_allclose(backend.asnumpy(fp.images_thick(stack, setup, slice_thickness=1.0)), whole,
+                               atol=1e-13)
+
+
+def test_epry_recovers_object_and_defocus(device):
     setup = _setup()
     obj = phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
-    truth_pupil = fp.pupil(setup, defocus=4.0, xp=np)
+    truth_pupil = backend.asnumpy(fp.pupil(setup, defocus=4.0))
     measured = fp.images(obj, setup, pupil_function=truth_pupil)
-    result = fp.reconstruct(measured, setup, max_num_iter=15)
+    result = epry.reconstruct(measured, setup, max_num_iter=15)
+    assert all(backend.get_array_module(a) is backend.xp for a in result)
     band = 0.9 * setup.na_synthetic / LAMBDA
-    assert fp.complex_error(result.transmission, obj, band=band, sampling=0.5) < 0.05
-    assert result.residuals[-1] < 0.1 * result.residuals[0]
+    assert epry.complex_error(result.transmission, obj, band=band, sampling=0.5) < 0.05
+    residuals = backend.asnumpy(result.residuals)
+    assert residuals.shape == (15,) and residuals[-1] < 0.1 * residuals[0]
     inside = abs(truth_pupil) > 0
     # the recovered pupil phase matches the defocus up to a constant
-    difference = np.angle(result.pupil[inside] * np.conj(truth_pupil[inside]))
+    difference = np.angle(backend.asnumpy(result.pupil)[inside] * np.conj(truth_pupil[inside]))
     assert np.std(np.angle(np.exp(1j * (difference - difference.mean())))) < 0.3
 
 
-def test_complex_error_ignores_a_global_phase():
+@pytest.mark.parametrize("vignetting", [False, True])
+def test_epry_copies_nothing_to_the_host_per_iteration(vignetting, no_copies_per_iteration):
+    setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
+    data = on_cpu(fp.images, on_cpu(phantoms.cells, (32, 32), sampling=0.5, seed=2, radius=(2.0, 4.0)), setup)
+    no_copies_per_iteration(lambda num_iter: epry.reconstruct(data, setup, vignetting=vignetting,
+                                                              max_num_iter=num_iter))
+
+
+def test_cpu_and_gpu_agree_for_epry(device):
+    setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
+    data = on_cpu(fp.images, on_cpu(phantoms.cells, (32, 32), sampling=0.5, seed=3, radius=(2.0, 4.0)), setup)
+    reference = on_cpu(epry.reconstruct, data, setup, max_num_iter=4)
+    result = epry.reconstruct(data, setup, max_num_iter=4)
+    for a, b in zip(result, reference):
+        np.testing.assert_allclose(backend.asnumpy(a), b, atol=1e-10)
+
+
+def test_complex_error_ignores_a_global_phase(device):
     obj = phantoms.cells((32, 32), sampling=1.0, seed=1)
-    assert fp.complex_error(obj * np.exp(0.7j), obj) < 1e-12
+    assert epry.complex_error(obj * np.exp(0.7j), obj) < 1e-12
+    np.testing.assert_allclose(backend.asnumpy(epry.align(2 * obj * np.exp(0.7j), obj)), backend.asnumpy(obj),
+                               atol=1e-12)
 
 
-def test_bar_target_contrast_matches_square_wave_theory():
+def test_bar_target_contrast_matches_square_wave_theory(device):
     target = phantoms.resolution_target((256, 256), sampling=0.25, periods=[4.0], contrast=0.6)
-    measured = phantoms.bar_contrast(np.abs(target.transmission), target.patches[0], sampling=0.25)
+    assert backend.get_array_module(target.transmission) is backend.xp
+    measured = phantoms.bar_contrast(abs(target.transmission), target.patches[0], sampling=0.25)
     assert measured == pytest.approx(4 / math.pi * 0.6 / (2 - 0.6), rel=0.03)
+
+
+def test_cells_are_the_same_on_every_device(device):
+    reference = on_cpu(phantoms.cells, (64, 64), sampling=0.5, seed=9)
+    cells = phantoms.cells((64, 64), sampling=0.5, seed=9)
+    assert backend.get_array_module(cells) is backend.xp
+    np.testing.assert_array_equal(backend.asnumpy(cells), reference)
 
 
 @pytest.mark.parametrize(
@@ -123,19 +180,42 @@ def test_bad_setups_are_refused(kwargs, match):
         _setup(**kwargs)
 
 
+def test_select_leds_keeps_the_chosen_ones():
+    setup = _setup()
+    keep = np.arange(len(setup.shifts)) % 2 == 0
+    reduced = fp.select_leds(setup, keep)
+    np.testing.assert_array_equal(reduced.shifts, setup.shifts[keep])
+    np.testing.assert_array_equal(reduced.illumination, setup.illumination[keep])
+    assert reduced.gpts == setup.gpts and reduced.window == setup.window
+    with pytest.raises(ValueError, match="keep must"):
+        fp.select_leds(setup, np.zeros(len(setup.shifts), bool))
+
+
 def test_reconstruct_refuses_wrong_image_shapes():
     with pytest.raises(ValueError, match="images must have shape"):
-        fp.reconstruct(np.ones((3, 32, 32)), _setup())
+        epry.reconstruct(np.ones((3, 32, 32)), _setup())
 
 
 def test_cpu_and_gpu_agree_for_the_forward_model(device):
-    from mbook.core import backend
-
     setup = _setup(na_vignetting=0.11, vignetting_slope=2e-3)
-    obj = phantoms.cells((128, 128), sampling=0.5, seed=4)
-    reference = fp.images(obj, setup)
-    result = fp.images(backend.asarray(obj), setup)
-    np.testing.assert_allclose(result, reference, atol=1e-10)
+    obj = on_cpu(phantoms.cells, (128, 128), sampling=0.5, seed=4)
+    reference = on_cpu(fp.images, obj, setup)
+    result = fp.images(obj, setup)
+    assert backend.get_array_module(result) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(result), reference, atol=1e-10)
+
+
+def test_forward_model_does_not_depend_on_the_led_batches(device, monkeypatch):
+    setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
+    rng = np.random.default_rng(10)
+    spectrum = rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32))
+    fields = rng.standard_normal((9, 16, 16)) + 1j * rng.standard_normal((9, 16, 16))
+    pupil = fp.pupil(setup, defocus=2.0)
+    whole = [backend.asnumpy(f(x, pupil, setup)) for f, x in ((fp.camera_fields, spectrum),
+                                                              (fp.camera_fields_adjoint, fields))]
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(2 * 6 * 16 * setup.window**2 / 2**30))  # two LEDs a batch
+    for (f, x), expected in zip(((fp.camera_fields, spectrum), (fp.camera_fields_adjoint, fields)), whole):
+        np.testing.assert_allclose(backend.asnumpy(f(x, pupil, setup)), expected, atol=1e-13)
 
 
 def test_camera_fields_refuse_a_wrong_spectrum_shape():
@@ -145,19 +225,41 @@ def test_camera_fields_refuse_a_wrong_spectrum_shape():
 
 
 @pytest.mark.parametrize("vignetting", [False, True])
-def test_amplitude_loss_gradient_matches_finite_differences(vignetting):
-    setup = fp.make_setup((32, 32), sampling=0.5, wavelength=LAMBDA, na=0.12, upsampling=2,
-                          illumination=fp.led_array((3, 3), pitch=3.0, height=60.0),
-                          na_vignetting=0.13, vignetting_slope=3e-3)
+def test_amplitude_loss_gradient_matches_finite_differences(vignetting, device):
+    setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
     rng = np.random.default_rng(6)
-    pupil = fp.pupil(setup, defocus=2.0, xp=np)
-    truth = np.fft.fft2(phantoms.cells((32, 32), sampling=0.5, seed=2, radius=(2.0, 4.0))) / 32**2
+    pupil = fp.pupil(setup, defocus=2.0)
+    truth = np.fft.fft2(backend.asnumpy(phantoms.cells((32, 32), sampling=0.5, seed=2, radius=(2.0, 4.0)))) / 32**2
     measured = abs(fp.camera_fields(truth, pupil, setup, vignetting=vignetting)) ** 2
     spectrum = truth + 0.01 * (rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32)))
     direction = rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32))
-    loss, gradient = fp.amplitude_loss(spectrum, measured, pupil, setup, vignetting=vignetting)
+    loss, gradient = epry.amplitude_loss(spectrum, measured, pupil, setup, vignetting=vignetting)
+    assert isinstance(loss, float) and backend.get_array_module(gradient) is backend.xp
     step = 1e-6
-    plus, _ = fp.amplitude_loss(spectrum + step * direction, measured, pupil, setup, vignetting=vignetting)
-    minus, _ = fp.amplitude_loss(spectrum - step * direction, measured, pupil, setup, vignetting=vignetting)
+    plus, _ = epry.amplitude_loss(spectrum + step * direction, measured, pupil, setup, vignetting=vignetting)
+    minus, _ = epry.amplitude_loss(spectrum - step * direction, measured, pupil, setup, vignetting=vignetting)
     numeric = (plus - minus) / (2 * step)
-    assert numeric == pytest.approx(2 * np.vdot(gradient, direction).real, rel=1e-5)
+    assert numeric == pytest.approx(2 * np.vdot(backend.asnumpy(gradient), direction).real, rel=1e-5)
+
+
+def test_numpy_inputs_give_device_results_on_the_stand_in():
+    """The device rule for fourier_ptychography, epry and phantoms: NumPy in, stand-in arrays out."""
+    backend.set_device("strict")
+    try:
+        setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
+        obj = np.ones((32, 32), complex)
+        data = np.ones((9, 16, 16))
+        results = [
+            fp.led_array((3, 3), pitch=3.0, height=60.0), fp.pupil(setup), fp.effective_pupil(setup, (1.0, 0.0)),
+            *fp.window_indices(setup), fp.vignetting(np.ones((setup.window, setup.window)), setup),
+            fp.camera_fields(np.ones((32, 32)), np.ones((16, 16)), setup),
+            fp.camera_fields_adjoint(np.ones((9, 16, 16)), np.ones((16, 16)), setup),
+            fp.images(obj, setup), fp.images_thick(np.ones((2, 32, 32)), setup, slice_thickness=1.0),
+            *epry.reconstruct(data, setup, max_num_iter=1), epry.align(obj, obj),
+            epry.amplitude_loss(np.ones((32, 32)), data, np.ones((16, 16)), setup)[1],
+            phantoms.cells((16, 16), sampling=1.0, seed=0),
+            phantoms.resolution_target((64, 64), sampling=0.25, periods=[2.0]).transmission,
+        ]
+        assert all(backend.get_array_module(r) is backend.xp for r in results)
+    finally:
+        backend.set_device("cpu")

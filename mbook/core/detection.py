@@ -21,12 +21,19 @@ A detector adds three things (McMullan et al. 2009):
 
 Every random draw takes a ``seed``.
 
+Devices. Inputs are moved to the selected device on entry and every array
+comes back there (:mod:`mbook.core.backend`). The random draws (Poisson
+counts, read noise) are made on the host from a seeded
+:func:`numpy.random.default_rng`, so that a seed gives the same numbers on
+every device: this is the one host step, it copies the expected counts to
+the host and the draws back (rule 4 of :mod:`mbook`). Blurring, gain,
+offset and the ADC run on the device.
+
 Examples
 --------
->>> import numpy as np
->>> from mbook.core import detection
->>> counts = detection.poisson_counts(np.full((64, 64), 100.0), seed=0)
->>> bool(abs(counts.mean() - 100) < 1)
+>>> from mbook.core import backend, detection
+>>> counts = detection.poisson_counts(backend.xp.full((64, 64), 100.0), seed=0)
+>>> bool(abs(float(counts.mean()) - 100) < 1)
 True
 """
 
@@ -37,20 +44,34 @@ import numbers
 
 import numpy as np
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks
 
 
 def _finite_nonnegative(array, name):
-    array = np.asarray(backend.asnumpy(array), dtype=np.float64)
-    if not np.isfinite(array).all():
+    """``array`` on the selected device as float64; refuses NaN, inf and negative values."""
+    array = checks.check_array(array, name, real=True, finite=False)
+    xp = backend.get_array_module(array)
+    array = array.astype(xp.float64)
+    finite, low = backend.asnumpy(xp.stack([xp.all(xp.isfinite(array)), array.min()])).tolist()
+    if not finite:
         raise ValueError(f"{name} contains NaN or infinite values")
-    if (array < 0).any():
-        raise ValueError(f"{name} must be >= 0 everywhere (expected counts or intensities), got min {array.min():g}")
+    if low < 0:
+        raise ValueError(f"{name} must be >= 0 everywhere (expected counts or intensities), got min {low:g}")
     return array
+
+
+def _draw(expected, seed, draw):
+    """``draw(rng, host_expected)`` on the host (seeded), returned on the device of ``expected``."""
+    xp = backend.get_array_module(expected)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return xp.asarray(draw(rng, backend.asnumpy(expected)))
 
 
 def poisson_counts(expected, *, seed):
     """Poisson counts with the given expectation per pixel.
+
+    The draw is made on the host (a seeded NumPy generator: the same counts
+    on every device); the counts come back on the selected device.
 
     Parameters
     ----------
@@ -61,10 +82,11 @@ def poisson_counts(expected, *, seed):
 
     Returns
     -------
-    ndarray, int64, same shape (NumPy)
+    ndarray, int64, same shape
+        On the selected device.
     """
     expected = _finite_nonnegative(expected, "expected")
-    return np.random.default_rng(seed).poisson(expected)
+    return _draw(expected, seed, lambda rng, mean: rng.poisson(mean))
 
 
 def apply_dose(intensity, *, dose, pixel_area, seed):
@@ -83,7 +105,8 @@ def apply_dose(intensity, *, dose, pixel_area, seed):
     Returns
     -------
     ndarray, int64
-        Counts per pixel; their mean is ``dose · pixel_area`` for ``I = 1``.
+        Counts per pixel, on the selected device; their mean is
+        ``dose · pixel_area`` for ``I = 1``.
 
     Examples
     --------
@@ -99,19 +122,27 @@ def apply_dose(intensity, *, dose, pixel_area, seed):
 
 
 def read_noise(counts, *, sigma, seed):
-    """Add Gaussian read noise of standard deviation ``sigma`` [same unit as counts]."""
-    counts = np.asarray(backend.asnumpy(counts), dtype=np.float64)
-    if not np.isfinite(counts).all():
+    """Add Gaussian read noise of standard deviation ``sigma`` [same unit as counts].
+
+    The noise is drawn on the host (seeded) and added on the selected
+    device; returns float64 there.
+    """
+    counts = checks.check_array(counts, "counts", real=True, finite=False)
+    xp = backend.get_array_module(counts)
+    counts = counts.astype(xp.float64)
+    if not bool(xp.all(xp.isfinite(counts))):
         raise ValueError("counts contains NaN or infinite values")
     sigma = checks.check_positive_number(sigma, "sigma", allow_zero=True)
-    return counts + sigma * np.random.default_rng(seed).standard_normal(counts.shape)
+    return counts + sigma * _draw(counts, seed, lambda rng, values: rng.standard_normal(values.shape))
 
 
 def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_depth=None, seed):
     """A scientific camera: shot noise, gain, offset, read noise, ADC.
 
     ``ADU = clip(round(gain · (N + σ_read · η) + offset), 0, 2^bits - 1)``, with
-    ``N ~ Poisson(I · photons)`` photoelectrons and ``η ~ N(0, 1)``.
+    ``N ~ Poisson(I · photons)`` photoelectrons and ``η ~ N(0, 1)``. Both
+    draws are made on the host from one seeded generator (Poisson first);
+    gain, offset and the ADC run on the selected device.
 
     Parameters
     ----------
@@ -134,7 +165,8 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
     Returns
     -------
     ndarray
-        Digital numbers [ADU]: uint16/uint32 with ``bit_depth``, float64 without.
+        Digital numbers [ADU] on the selected device: uint16/uint32 with
+        ``bit_depth``, float64 without.
 
     Examples
     --------
@@ -152,16 +184,19 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
     if bit_depth is not None and (isinstance(bit_depth, bool) or not isinstance(bit_depth, numbers.Integral)
                                   or not 1 <= bit_depth <= 32):
         raise ValueError(f"bit_depth must be an integer in [1, 32] or None, got {bit_depth!r}")
+    expected = _finite_nonnegative(intensity, "intensity") * photons
+    xp = backend.get_array_module(expected)
     rng = np.random.default_rng(seed)
-    electrons = poisson_counts(_finite_nonnegative(intensity, "intensity") * photons, seed=rng)
-    signal = gain * (electrons + sigma * rng.standard_normal(electrons.shape)) + offset
+    electrons = _draw(expected, rng, lambda generator, mean: generator.poisson(mean))
+    noise = _draw(expected, rng, lambda generator, mean: generator.standard_normal(mean.shape))
+    signal = gain * (electrons + sigma * noise) + offset
     if bit_depth is None:
         return signal
     top = 2**bit_depth - 1
-    return np.clip(np.rint(signal), 0, top).astype(np.uint16 if bit_depth <= 16 else np.uint32)
+    return xp.clip(xp.rint(signal), 0, top).astype(xp.uint16 if bit_depth <= 16 else xp.uint32)
 
 
-def vignetting_falloff(shape, *, strength):
+def vignetting_falloff(shape, *, strength, xp=None):
     """Relative illumination across a sensor, the cos⁴ law of a thin lens.
 
     ``F(r) = cos⁴ θ = 1 / (1 + (s r / r_c)²)²``, with ``r`` the distance
@@ -176,20 +211,24 @@ def vignetting_falloff(shape, *, strength):
         Image shape.
     strength : float
         Tangent of the field angle at the corner (>= 0); 0 gives no falloff.
+    xp : module, optional
+        Array module; default the selected device's.
 
     Returns
     -------
     ndarray, float64
+        On the selected device.
     """
     shape = checks.check_gpts(shape, 2)
     strength = checks.check_positive_number(strength, "strength", allow_zero=True)
-    x, y = (np.arange(n) - n // 2 for n in shape)
+    xp = xp or backend.xp
+    x, y = (xp.arange(n, dtype=xp.float64) - n // 2 for n in shape)
     corner = math.hypot(max(shape[0] // 2, 1), max(shape[1] // 2, 1))
     r2 = (x[:, None] ** 2 + y[None, :] ** 2) / corner**2
     return 1.0 / (1.0 + strength**2 * r2) ** 2
 
 
-def mtf(gpts, *, pixel_fill=1.0, blur=0.0):
+def mtf(gpts, *, pixel_fill=1.0, blur=0.0, xp=None):
     """Detector MTF in FFT order: square-pixel aperture times a Gaussian spread.
 
     ``MTF(k) = |sinc(f kx) sinc(f ky)| · exp(-2π² σ² |k|²)`` with ``k`` in
@@ -206,19 +245,37 @@ def mtf(gpts, *, pixel_fill=1.0, blur=0.0):
         Width of the sensitive area of a pixel, in pixels (0, 1].
     blur : float
         RMS spread σ [pixels] (>= 0).
+    xp : module, optional
+        Array module; default the selected device's.
 
     Returns
     -------
     (nx, ny) ndarray, float64, FFT order, 1 at k = 0
+        On the selected device.
     """
     gpts = checks.check_gpts(gpts, 2)
     fill = checks.check_positive_number(pixel_fill, "pixel_fill")
     if fill > 1:
         raise ValueError(f"pixel_fill must be in (0, 1], got {pixel_fill!r}")
     sigma = checks.check_positive_number(blur, "blur", allow_zero=True)
-    kx, ky = (np.fft.fftfreq(n) for n in gpts)
-    aperture = np.abs(np.sinc(fill * kx)[:, None] * np.sinc(fill * ky)[None, :])
-    return aperture * np.exp(-2 * math.pi**2 * sigma**2 * (kx[:, None] ** 2 + ky[None, :] ** 2))
+    xp = xp or backend.xp
+    kx, ky = (xp.fft.fftfreq(n) for n in gpts)
+    aperture = abs(xp.sinc(fill * kx)[:, None] * xp.sinc(fill * ky)[None, :])
+    return aperture * xp.exp(-2 * math.pi**2 * sigma**2 * (kx[:, None] ** 2 + ky[None, :] ** 2))
+
+
+def _check_image_and_transfer(image, transfer):
+    image = checks.check_array(image, "image", real=True, finite=False)
+    transfer = checks.check_array(transfer, "transfer", finite=False)
+    if image.ndim != 2 or transfer.shape != image.shape:
+        raise ValueError(f"image and transfer must be 2D arrays of one shape, got {image.shape} and {transfer.shape}")
+    xp = backend.get_array_module(image)
+    return image.astype(xp.float64), transfer
+
+
+def _blur(image, transfer):
+    """``Re F^-1[transfer · F[image]]`` on the device of ``image`` (the kernel of :func:`apply_mtf`)."""
+    return backend.ifft2(backend.fft2(image) * transfer).real
 
 
 def apply_mtf(image, transfer):
@@ -234,14 +291,13 @@ def apply_mtf(image, transfer):
     Returns
     -------
     (nx, ny) ndarray, float64
+        On the selected device.
     """
-    image = np.asarray(backend.asnumpy(image), dtype=np.float64)
-    transfer = np.asarray(backend.asnumpy(transfer))
-    if image.ndim != 2 or transfer.shape != image.shape:
-        raise ValueError(f"image and transfer must be 2D arrays of one shape, got {image.shape} and {transfer.shape}")
-    if not np.isfinite(image).all():
+    image, transfer = _check_image_and_transfer(image, transfer)
+    xp = backend.get_array_module(image)
+    if not bool(xp.all(xp.isfinite(image))):
         raise ValueError("image contains NaN or infinite values")
-    return np.fft.ifft2(np.fft.fft2(image) * transfer).real
+    return _blur(image, transfer)
 
 
 def detect(expected, *, transfer, dqe, seed):
@@ -253,6 +309,7 @@ def detect(expected, *, transfer, dqe, seed):
     ``DQE(k) = N̄ MTF(k)² / NPS(k)``, the definition used to measure it
     (McMullan et al. 2009, with the NPS normalised by ``N̄``). For a non-flat field the noise
     is that of the mean count, the usual linear-systems approximation.
+    The Poisson draw is made on the host (seeded), the rest on the device.
 
     Parameters
     ----------
@@ -267,13 +324,16 @@ def detect(expected, *, transfer, dqe, seed):
     Returns
     -------
     (nx, ny) ndarray, float64
+        On the selected device.
     """
     expected = _finite_nonnegative(expected, "expected")
-    transfer = np.asarray(backend.asnumpy(transfer), dtype=np.float64)
-    dqe = np.broadcast_to(np.asarray(backend.asnumpy(dqe), dtype=np.float64), expected.shape)
+    xp = backend.get_array_module(expected)
+    transfer = checks.check_array(transfer, "transfer", real=True, finite=False).astype(xp.float64)
+    dqe = xp.broadcast_to(checks.check_array(dqe, "dqe", real=True, finite=False).astype(xp.float64),
+                          expected.shape)
     if transfer.shape != expected.shape:
         raise ValueError(f"transfer must have the shape of expected {expected.shape}, got {transfer.shape}")
-    if not np.isfinite(dqe).all() or (dqe <= 0).any() or (dqe > 1).any():
+    if not bool(xp.all(xp.isfinite(dqe) & (dqe > 0) & (dqe <= 1))):
         raise ValueError("dqe must lie in (0, 1] at every frequency")
     fluctuation = poisson_counts(expected, seed=seed) - expected
-    return apply_mtf(expected, transfer) + apply_mtf(fluctuation, transfer / np.sqrt(dqe))
+    return _blur(expected, transfer) + _blur(fluctuation, transfer / xp.sqrt(dqe))

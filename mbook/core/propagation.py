@@ -22,8 +22,12 @@ Examples
 >>> grid = grids.make_grid(gpts=(64, 64), sampling=0.5)
 >>> beam = microscope.gaussian_beam(grid, waist=4.0, wavelength=0.5)
 >>> out = propagation.propagate(beam, 100.0, wavelength=0.5, sampling=0.5)
->>> bool(np.isclose(np.sum(abs(out) ** 2), np.sum(abs(beam) ** 2)))
+>>> bool(np.isclose(float((abs(out) ** 2).sum()), float((abs(beam) ** 2).sum())))
 True
+
+Results are on the selected device (:mod:`mbook.core.backend`), whatever the
+input's: :func:`propagate` moves its field there first; the propagators are
+made there (or with the array module ``xp`` given).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def check_wavelength(wavelength) -> float:
 
 
 def check_distance(distance) -> float:
+    """Validate a propagation distance: a finite real number [length], any sign; return it as a float."""
     if isinstance(distance, bool) or not isinstance(distance, numbers.Real) or not math.isfinite(distance):
         raise ValueError(f"distance must be a finite real number [length], got {distance!r}")
     return float(distance)
@@ -62,10 +67,13 @@ def fresnel_propagator(grid: grids.Grid, distance: float, wavelength: float, *, 
     wavelength : float
         Wavelength in the medium [length].
 
+    xp : module, optional
+        Array module to build it with; default the selected device's.
+
     Returns
     -------
     (nx, ny) ndarray, complex128
-        In FFT order.
+        In FFT order, on the selected device (or made with ``xp``).
     """
     xp = xp or backend.xp
     return xp.exp(-1j * math.pi * wavelength * distance * grids.frequency_squared(grid, xp=xp))
@@ -97,8 +105,8 @@ def propagate(field, distance, *, wavelength, sampling, paraxial=False):
     Parameters
     ----------
     field : (..., nx, ny) array_like, complex
-        Field in the input plane; NumPy or CuPy (the result stays on the same
-        device and in the same precision).
+        Field in the input plane; NumPy or CuPy: it is moved to the selected
+        device, and keeps its precision (complex64 stays complex64).
     distance : float
         Propagation distance z [length]; negative propagates backwards.
     wavelength : float
@@ -111,7 +119,7 @@ def propagate(field, distance, *, wavelength, sampling, paraxial=False):
     Returns
     -------
     (..., nx, ny) ndarray, complex
-        The field at distance z.
+        The field at distance z, on the selected device.
 
     Raises
     ------

@@ -3,7 +3,8 @@
 - :mod:`~mbook.light.microscope`: Gaussian beams, pupils with Zernike aberrations, partial coherence;
 - :mod:`~mbook.light.scattering`: the beam propagation method, Born and Rytov;
 - :mod:`~mbook.light.cbs`: the convergent Born series;
-- :mod:`~mbook.light.mie`: Mie's exact solution for a sphere;
+- :mod:`~mbook.light.mie`: Mie's exact solutions for a cylinder (and a scalar sphere);
 - :mod:`~mbook.light.phantoms`: test samples;
-- :mod:`~mbook.light.fourier_ptychography`: LED arrays, vignetting, reconstruction.
+- :mod:`~mbook.light.fourier_ptychography`: LED arrays, vignetting, the forward model and its adjoint;
+- :mod:`~mbook.light.epry`: Fourier ptychographic reconstruction (EPRY) with pupil recovery.
 """

@@ -1,4 +1,4 @@
-"""Fourier ptychography: LED-array microscope, vignetting, and reconstruction with pupil recovery.
+"""Fourier ptychography: the LED-array microscope, vignetting by cascaded apertures, the forward model.
 
 Forward model (Zheng et al. 2013). LED ``i`` lights the sample with a plane
 wave of transverse frequency ``q_i = NA_ill,i / λ0``. A thin sample ``o(r)``
@@ -39,26 +39,33 @@ pupil can explain.
 
 Reconstruction
 --------------
-EPRY (Ou et al. 2014): sequential updates, LED by LED in order of increasing
-illumination NA, of the object spectrum and the pupil from the
-amplitude-corrected camera field, ``ψ' = sqrt(I) ψ / |ψ|``,
-
-``Ô <- Ô + α V[P* Δψ] / max|P|²``,  ``P <- P + β (V Ô_i)* Δψ / max|V Ô_i|²``,
-
-with ``V`` the identity when vignetting is ignored (plain EPRY) and the
-cascaded-aperture projection when it is modelled.
+EPRY (Ou et al. 2014), with and without the vignetting model, its amplitude
+loss and the error measures are in :mod:`mbook.light.epry`; it builds on the
+public pieces here: :func:`window_indices`, :func:`vignetting_operator`,
+:func:`crop_spectrum` and :func:`pad_spectrum`.
 
 Arrays are ``[x, y]`` (:mod:`mbook.core.grids`); lengths in µm; ``wavelength`` is λ0.
+
+Devices
+-------
+Images, fields, spectra and pupils are moved to the selected device on entry
+and come back there. The geometry of a :class:`Setup` (LED angles, their
+lattice shifts) is configuration kept on the host: a few hundred numbers
+that index the spectra. The forward model and its adjoint treat the LEDs as
+an array axis, in batches sized by :func:`mbook.core.progress.plan_batches`;
+EPRY's updates are sequential by design (each LED sees the previous one's
+update) and copy nothing to the host.
 
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.light import fourier_ptychography as fp
 >>> leds = fp.led_array((3, 3), pitch=4.0, height=60.0)
 >>> setup = fp.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
 ...                       upsampling=2)
 >>> images = fp.images(np.ones((64, 64), complex), setup)
->>> bool(np.allclose(images[0], 1.0))          # the central LED sees an empty slide
+>>> bool(np.allclose(backend.asnumpy(images[0]), 1.0))          # the central LED sees an empty slide
 True
 """
 
@@ -78,6 +85,9 @@ from mbook.light import microscope, scattering
 class Setup(NamedTuple):
     """Geometry of a Fourier ptychographic microscope (see :func:`make_setup`).
 
+    The geometry is configuration, kept on the host (NumPy): it indexes the
+    spectra, whose arrays live on the selected device.
+
     Attributes
     ----------
     gpts : (int, int)
@@ -91,9 +101,9 @@ class Setup(NamedTuple):
     upsampling : int
         Camera pixel / object pixel (camera grid ``gpts // upsampling``).
     illumination : (n, 2) ndarray
-        Illumination NA ``(sin θx, sin θy)`` of each LED, as given.
+        Illumination NA ``(sin θx, sin θy)`` of each LED, as given (host).
     shifts : (n, 2) ndarray, int
-        The same on the frequency lattice: ``q = shifts / extent``.
+        The same on the frequency lattice: ``q = shifts / extent`` (host).
     na_vignetting : float or None
         Radius of the second aperture [NA]; None: no vignetting.
     vignetting_slope : float
@@ -147,17 +157,19 @@ def led_array(shape=(9, 9), *, pitch, height, center=(0.0, 0.0)):
     Returns
     -------
     (nx · ny, 2) ndarray, float64
-        ``(sin θx, sin θy)``, the central LED first.
+        ``(sin θx, sin θy)``, the central LED first, on the selected device.
     """
     shape = checks.check_gpts(shape, 2)
     pitch = checks.check_positive(pitch, "pitch", 1)[0]
     height = checks.check_positive(height, "height", 1)[0]
+    center = [checks.check_number(c, "center") for c in checks.as_tuple(center, "center", 2)]
+    # a few hundred numbers, sorted on the host (a stable sort keeps the grid's order among equals)
     i, j = (np.arange(n) - (n - 1) / 2 for n in shape)
     x = (i[:, None] * pitch + center[0]) * np.ones(shape[1])[None, :]
     y = (j[None, :] * pitch + center[1]) * np.ones(shape[0])[:, None]
     r = np.sqrt(x**2 + y**2 + height**2)
     sines = np.stack([(x / r).ravel(), (y / r).ravel()], axis=1)
-    return sines[np.argsort(np.hypot(*sines.T), kind="stable")]
+    return backend.asarray(sines[np.argsort(np.hypot(*sines.T), kind="stable")])
 
 
 def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na_vignetting=None,
@@ -175,7 +187,7 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
     na : float
         Objective NA.
     illumination : (n, 2) array_like
-        Illumination NA of each LED (:func:`led_array`).
+        Illumination NA of each LED (:func:`led_array`); copied to the host.
     upsampling : int
         Object pixels per camera pixel (the camera grid must sample NA/λ0).
     na_vignetting : float, optional
@@ -203,7 +215,7 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
     if isinstance(upsampling, bool) or not isinstance(upsampling, numbers.Integral) or upsampling < 1 or (
             gpts[0] % upsampling):
         raise ValueError(f"upsampling must be a positive integer dividing gpts {gpts}, got {upsampling!r}")
-    illumination = np.asarray(illumination, dtype=float)
+    illumination = np.asarray(backend.asnumpy(illumination), dtype=float)  # configuration: on the host
     if illumination.ndim != 2 or illumination.shape[1] != 2 or not np.isfinite(illumination).all():
         raise ValueError(f"illumination must be a finite (n, 2) array of NA, got shape {illumination.shape}")
     extent = gpts[0] * sampling
@@ -214,7 +226,7 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
             f"camera pixels of {sampling * upsampling:g} µm undersample NA/λ0 = {na / wavelength:.3g} 1/µm; "
             f"use upsampling <= {int(gpts[0] / (2 * cutoff))}"
         )
-    slope = float(vignetting_slope)
+    slope = checks.check_number(vignetting_slope, "vignetting_slope")
     if na_vignetting is not None:
         na_vignetting = checks.check_positive_number(na_vignetting, "na_vignetting")
         reach = na_vignetting + abs(slope) * extent / math.sqrt(2)  # farthest frequency the chirp visits
@@ -230,25 +242,58 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
     if bad.size:
         worst = bad[np.argmax(np.abs(shifts[bad]).max(axis=1))]
         raise ValueError(
-            f"LED {worst} (illumination NA ({illumination[worst][0]:.3f}, {illumination[worst][1]:.3f})) is beyond the grid's "
-            f"bandwidth: its frequencies reach past the object grid's Nyquist {1 / (2 * sampling):.3g} 1/µm; "
-            f"the largest illumination NA per axis is {limit * wavelength / extent:.3g} "
+            f"LED {worst} (illumination NA ({illumination[worst][0]:.3f}, {illumination[worst][1]:.3f})) is beyond "
+            f"the grid's bandwidth: its frequencies reach past the object grid's Nyquist {1 / (2 * sampling):.3g} "
+            f"1/µm; the largest illumination NA per axis is {limit * wavelength / extent:.3g} "
             f"(use a finer sampling or fewer LEDs)"
         )
     return Setup(gpts, sampling, wavelength, na, int(upsampling), illumination, shifts, na_vignetting, slope,
                  int(window))
 
 
+def select_leds(setup: Setup, keep) -> Setup:
+    """The same microscope with only some of its LEDs (e.g. to drop the transition ones).
+
+    Parameters
+    ----------
+    setup : Setup
+    keep : (n,) array_like of bool, or sequence of int
+        A mask over the LEDs of ``setup``, or the indices of those to keep
+        (in that order).
+
+    Returns
+    -------
+    Setup
+    """
+    keep = np.asarray(backend.asnumpy(keep))
+    if keep.dtype == bool:
+        if keep.shape != (len(setup.shifts),):
+            raise ValueError(f"keep must be a mask of {len(setup.shifts)} LEDs, got shape {keep.shape}")
+        keep = np.nonzero(keep)[0]
+    if keep.ndim != 1 or keep.dtype.kind not in "iu" or not keep.size or (
+            keep.min() < -len(setup.shifts) or keep.max() >= len(setup.shifts)):
+        raise ValueError(f"keep must select at least one of the {len(setup.shifts)} LEDs, got {keep!r}")
+    return setup._replace(illumination=setup.illumination[keep], shifts=setup.shifts[keep])
+
+
 def pupil(setup: Setup, *, defocus=0.0, zernike_waves=None, xp=None):
-    """Objective pupil on the camera's frequency grid (FFT order), see :func:`mbook.light.microscope.pupil`."""
+    """Objective pupil on the camera's frequency grid (FFT order), see :func:`mbook.light.microscope.pupil`.
+
+    Returns an ``(m, m)`` complex128 array on the selected device (or made with ``xp``).
+    """
     grid = grids.make_grid(gpts=setup.camera_gpts, extent=setup.extent)
     return microscope.pupil(grid, wavelength=setup.wavelength, na=setup.na, defocus=defocus,
-                        zernike_waves=zernike_waves, xp=xp)
+                            zernike_waves=zernike_waves, xp=xp)
 
 
 def effective_pupil(setup: Setup, position, *, xp=None):
-    """Geometric (stationary-phase) pupil seen from field position ``(x, y)`` [µm from the centre]."""
+    """Geometric (stationary-phase) pupil seen from field position ``(x, y)`` [µm from the centre].
+
+    Returns an ``(m, m)`` float array (1 inside, 0 outside), FFT order, on the
+    selected device (or made with ``xp``).
+    """
     xp = xp or backend.xp
+    position = [checks.check_number(p, "position") for p in checks.as_tuple(position, "position", 2)]
     grid = grids.make_grid(gpts=setup.camera_gpts, extent=setup.extent)
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
     lam = setup.wavelength
@@ -256,54 +301,174 @@ def effective_pupil(setup: Setup, position, *, xp=None):
     if setup.na_vignetting is not None:
         sx, sy = (setup.vignetting_slope * p for p in position)
         inside &= (lam * kx[:, None] - sx) ** 2 + (lam * ky[None, :] - sy) ** 2 <= setup.na_vignetting**2
-    return inside.astype(float)
+    return inside.astype(xp.float64)
 
 
 # ---------------------------------------------------------------------------- linear pieces
 
-def _window_indices(n, size, shift):
-    """Object-spectrum indices of a camera window of ``size`` frequencies centred on ``-shift``."""
-    return (np.fft.fftfreq(size, 1.0 / size).astype(int) - shift) % n
+def window_indices(setup: Setup, *, vignetting=True, xp=None):
+    """Object-spectrum indices of every LED's frequency window.
+
+    LED ``i`` sees the object spectrum about ``-q_i``: the window of ``w``
+    frequencies (the camera's ``m``, or ``setup.window`` with vignetting)
+    centred there, in FFT order, is ``spectrum[rows[i][:, None], columns[i][None, :]]``.
+
+    Parameters
+    ----------
+    setup : Setup
+    vignetting : bool
+        Windows for the vignetting model (``setup.window`` wide, when the
+        setup has a second aperture) or for the camera alone.
+    xp : module, optional
+        Array module; default the selected device's.
+
+    Returns
+    -------
+    rows, columns : (n_leds, w) ndarray, int
+        On the selected device.
+    """
+    xp = xp or backend.xp
+    size = setup.window if _use_vignetting(setup, vignetting) else setup.camera_gpts[0]
+    frequencies = np.fft.fftfreq(size, 1.0 / size).astype(int)
+    rows, columns = ((frequencies[None, :] - setup.shifts[:, axis:axis + 1]) % n
+                     for axis, n in enumerate(setup.gpts))
+    return xp.asarray(rows), xp.asarray(columns)
 
 
-def _vignetting(window_spectrum, setup: Setup, xp):
-    """``V = F C* F^-1 A_v F C F^-1`` on the window grid (self-adjoint projection)."""
-    size = window_spectrum.shape[-1]
+def vignetting_operator(setup: Setup, *, xp=None):
+    """The cascaded-aperture projection ``V = F C* F^-1 A_v F C F^-1`` as a function of window spectra.
+
+    Its chirp ``C`` and stop ``A_v`` are made once, so that applying it in a
+    loop (EPRY's updates) costs four FFTs and no set-up.
+
+    Parameters
+    ----------
+    setup : Setup
+        With a second aperture (``na_vignetting``).
+    xp : module, optional
+        Array module of the kernels; default the selected device's.
+
+    Returns
+    -------
+    callable
+        ``V(window_spectrum)`` for ``(..., w, w)`` FFT-ordered spectra on the
+        window grid (``w = setup.window``); a kernel: it follows its input's
+        device, which must be that of ``xp``.
+    """
+    if setup.na_vignetting is None:
+        raise ValueError("setup has no second aperture (na_vignetting=None): there is no vignetting to apply")
+    xp = xp or backend.xp
+    size = setup.window
     grid = grids.make_grid(gpts=(size, size), extent=setup.extent)
     x, y = grids.coordinates(grid, centered=True, xp=xp)
     chirp = xp.exp(-1j * math.pi * setup.vignetting_slope * (x[:, None] ** 2 + y[None, :] ** 2)
                    / setup.wavelength)
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
-    stop = (setup.wavelength**2 * (kx[:, None] ** 2 + ky[None, :] ** 2) <= setup.na_vignetting**2)
-    field = backend.ifft2(window_spectrum) * chirp
-    field = backend.ifft2(backend.fft2(field) * stop) * xp.conj(chirp)
-    return backend.fft2(field)
+    stop = setup.wavelength**2 * (kx[:, None] ** 2 + ky[None, :] ** 2) <= setup.na_vignetting**2
+    conj_chirp = xp.conj(chirp)
+
+    def apply(window_spectrum):
+        field = backend.ifft2(window_spectrum) * chirp
+        field = backend.ifft2(backend.fft2(field) * stop) * conj_chirp
+        return backend.fft2(field)
+
+    return apply
 
 
-def _crop(spectrum, size):
-    """Central ``size`` frequencies of an FFT-ordered spectrum (or zero-pad, for the adjoint)."""
-    index = np.fft.fftfreq(size, 1.0 / size).astype(int)
-    if spectrum.shape[-1] >= size:
-        return spectrum[..., index[:, None] % spectrum.shape[-2], index[None, :] % spectrum.shape[-1]]
-    raise ValueError("internal: window smaller than the camera grid")
+def vignetting(window_spectrum, setup: Setup):
+    """Apply the cascaded-aperture projection of :func:`vignetting_operator` once.
+
+    Self-adjoint and idempotent (``V^H = V = V²``).
+
+    Parameters
+    ----------
+    window_spectrum : (..., w, w) array_like, complex
+        Spectra on the window grid (``setup.window``, FFT order); leading
+        axes are a batch.
+    setup : Setup
+        With a second aperture (``na_vignetting``).
+
+    Returns
+    -------
+    (..., w, w) ndarray, complex128
+        On the selected device.
+    """
+    window_spectrum = checks.check_array(window_spectrum, "window_spectrum", min_ndim=2)
+    if window_spectrum.shape[-2:] != (setup.window, setup.window):
+        raise ValueError(f"window_spectrum must end with the window's shape {(setup.window, setup.window)}, "
+                         f"got {window_spectrum.shape}")
+    xp = backend.get_array_module(window_spectrum)
+    return vignetting_operator(setup, xp=xp)(window_spectrum.astype(xp.complex128))
 
 
-def _pad(spectrum, size, xp):
+def _centre_index(size, m, xp):
+    """Indices of the central ``m`` frequencies of an FFT-ordered axis of ``size`` (``m <= size``)."""
+    return xp.asarray(np.fft.fftfreq(m, 1.0 / m).astype(int) % size)
+
+
+def crop_spectrum(spectrum, m):
+    """The central ``m × m`` frequencies of FFT-ordered spectra: ``(..., w, w) -> (..., m, m)``.
+
+    A kernel: it follows its input's device. Its adjoint is :func:`pad_spectrum`.
+    """
+    if m > spectrum.shape[-1] or m > spectrum.shape[-2]:
+        raise ValueError(f"cannot crop {m} frequencies from spectra of shape {spectrum.shape}")
+    xp = backend.get_array_module(spectrum)
+    rows, columns = (_centre_index(n, m, xp) for n in spectrum.shape[-2:])
+    return spectrum[..., rows[:, None], columns[None, :]]
+
+
+def pad_spectrum(spectrum, size):
+    """Zero-pad FFT-ordered spectra to ``size × size``: ``(..., m, m) -> (..., size, size)``.
+
+    A kernel: it follows its input's device. The adjoint of :func:`crop_spectrum`.
+    """
+    xp = backend.get_array_module(spectrum)
     out = xp.zeros(spectrum.shape[:-2] + (size, size), spectrum.dtype)
-    index = np.fft.fftfreq(spectrum.shape[-1], 1.0 / spectrum.shape[-1]).astype(int) % size
+    index = _centre_index(size, spectrum.shape[-1], xp)
     out[..., index[:, None], index[None, :]] = spectrum
     return out
 
 
-def _check_linear_input(array, shape, name, xp):
+def check_spectrum(array, shape, name):
+    """``array`` on the selected device as complex128, checked to have ``shape`` and finite values.
+
+    The check of :func:`camera_fields` and its kin for spectra, pupils and fields.
+    """
+    array = checks.check_array(array, name, finite=False)
     if tuple(array.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(array.shape)}")
-    if not bool(xp.isfinite(array).all()):
+    xp = backend.get_array_module(array)
+    if not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} contains NaN or infinite values")
+    return array.astype(xp.complex128)
 
 
 def _use_vignetting(setup, vignetting):
     return vignetting and setup.na_vignetting is not None
+
+
+def _led_batch(setup, size):
+    """LEDs per batch of the forward model: a window, its vignetting FFTs and a camera field each."""
+    return progress.plan_batches(n_items=len(setup.shifts), bytes_per_item=6 * 16 * size * size)
+
+
+def _camera_fields(spectrum, pupil_function, setup, use):
+    """The kernel of :func:`camera_fields`: LEDs as an array axis, in batches."""
+    xp = backend.get_array_module(spectrum)
+    size = setup.window if use else setup.camera_gpts[0]
+    m = setup.camera_gpts[0]
+    rows, columns = window_indices(setup, vignetting=use, xp=xp)
+    vignette = vignetting_operator(setup, xp=xp) if use else None
+    out = xp.empty((len(setup.shifts), m, m), xp.complex128)
+    batch = _led_batch(setup, size)
+    for start in range(0, len(setup.shifts), batch):
+        leds = slice(start, start + batch)
+        window = spectrum[rows[leds][:, :, None], columns[leds][:, None, :]]
+        if use:
+            window = vignette(window)
+        out[leds] = backend.ifft2(crop_spectrum(window, m) * pupil_function) * (m * m)
+    return out
 
 
 def camera_fields(spectrum, pupil_function, setup: Setup, *, vignetting=True):
@@ -322,38 +487,40 @@ def camera_fields(spectrum, pupil_function, setup: Setup, *, vignetting=True):
 
     Returns
     -------
-    (n_leds, m, m) ndarray, complex
-        ``|.|²`` are the camera images.
+    (n_leds, m, m) ndarray, complex128
+        ``|.|²`` are the camera images; on the selected device.
     """
-    xp = backend.get_array_module(spectrum)
-    _check_linear_input(spectrum, setup.gpts, "spectrum", xp)
-    _check_linear_input(pupil_function, setup.camera_gpts, "pupil_function", xp)
-    use = _use_vignetting(setup, vignetting)
-    size = setup.window if use else setup.camera_gpts[0]
-    m = setup.camera_gpts[0]
-    out = xp.empty((len(setup.shifts), m, m), xp.complex128)
-    for i, (sx, sy) in enumerate(setup.shifts):
-        window = spectrum[np.ix_(_window_indices(setup.gpts[0], size, sx), _window_indices(setup.gpts[1], size, sy))]
-        if use:
-            window = _vignetting(window, setup, xp)
-        out[i] = backend.ifft2(_crop(window, m) * pupil_function) * m * m
-    return out
+    spectrum = check_spectrum(spectrum, setup.gpts, "spectrum")
+    pupil_function = check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
+    return _camera_fields(spectrum, pupil_function, setup, _use_vignetting(setup, vignetting))
 
 
 def camera_fields_adjoint(fields, pupil_function, setup: Setup, *, vignetting=True):
-    """Adjoint of :func:`camera_fields` in the object spectrum: ``(n, m, m) -> (N, N)``."""
+    """Adjoint of :func:`camera_fields` in the object spectrum: ``(n, m, m) -> (N, N)``, on the selected device.
+
+    The windows of neighbouring LEDs overlap: their contributions are summed
+    with one weighted ``bincount`` per batch of LEDs.
+    """
+    fields = check_spectrum(fields, (len(setup.shifts),) + setup.camera_gpts, "fields")
+    pupil_function = check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
     xp = backend.get_array_module(fields)
-    _check_linear_input(fields, (len(setup.shifts),) + setup.camera_gpts, "fields", xp)
-    _check_linear_input(pupil_function, setup.camera_gpts, "pupil_function", xp)
     use = _use_vignetting(setup, vignetting)
     size = setup.window if use else setup.camera_gpts[0]
-    out = xp.zeros(setup.gpts, xp.complex128)
-    for i, (sx, sy) in enumerate(setup.shifts):
-        window = _pad(xp.conj(pupil_function) * backend.fft2(fields[i]), size, xp)
+    rows, columns = window_indices(setup, vignetting=use, xp=xp)
+    vignette = vignetting_operator(setup, xp=xp) if use else None
+    n_obj = setup.gpts[0]
+    real, imag = xp.zeros(n_obj * setup.gpts[1]), xp.zeros(n_obj * setup.gpts[1])
+    batch = _led_batch(setup, size)
+    for start in range(0, len(setup.shifts), batch):
+        leds = slice(start, start + batch)
+        window = pad_spectrum(xp.conj(pupil_function) * backend.fft2(fields[leds]), size)
         if use:
-            window = _vignetting(window, setup, xp)
-        out[np.ix_(_window_indices(setup.gpts[0], size, sx), _window_indices(setup.gpts[1], size, sy))] += window
-    return out
+            window = vignette(window)
+        flat = (rows[leds][:, :, None] * setup.gpts[1] + columns[leds][:, None, :]).ravel()
+        # (weights and minlength positional: the strict stand-in does not unwrap array keywords)
+        real += xp.bincount(flat, window.real.ravel(), real.size)
+        imag += xp.bincount(flat, window.imag.ravel(), imag.size)
+    return (real + 1j * imag).reshape(setup.gpts)
 
 
 def images(transmission, setup: Setup, *, pupil_function=None, vignetting=True):
@@ -371,20 +538,27 @@ def images(transmission, setup: Setup, *, pupil_function=None, vignetting=True):
 
     Returns
     -------
-    (n_leds, m, m) ndarray, float64 (NumPy)
+    (n_leds, m, m) ndarray, float64
+        On the selected device.
     """
     transmission = checks.check_field(transmission, "transmission")
     if transmission.shape != setup.gpts:
         raise ValueError(f"transmission must have shape {setup.gpts}, got {transmission.shape}")
     xp = backend.get_array_module(transmission)
-    pupil_function = pupil(setup, xp=xp) if pupil_function is None else xp.asarray(pupil_function)
+    pupil_function = (pupil(setup, xp=xp) if pupil_function is None
+                      else check_spectrum(pupil_function, setup.camera_gpts, "pupil_function"))
     spectrum = backend.fft2(transmission.astype(xp.complex128)) / transmission.size
-    return backend.asnumpy(abs(camera_fields(spectrum, pupil_function, setup, vignetting=vignetting)) ** 2)
+    fields = _camera_fields(spectrum, pupil_function, setup, _use_vignetting(setup, vignetting))
+    return fields.real**2 + fields.imag**2
 
 
 def images_thick(index, setup: Setup, *, slice_thickness, n_background=1.0, pupil_function=None,
                  vignetting=True, wide_angle=False):
     """Camera images of a thick sample: BPM per LED, refocused to the sample's middle.
+
+    The LEDs' tilted plane waves go through the sample together, as a batch
+    of :func:`mbook.light.scattering.bpm` (batches sized by
+    :func:`mbook.core.progress.plan_batches`).
 
     Parameters
     ----------
@@ -403,171 +577,42 @@ def images_thick(index, setup: Setup, *, slice_thickness, n_background=1.0, pupi
     Returns
     -------
     (n_leds, m, m) ndarray, float64
+        On the selected device.
     """
-    xp = backend.get_array_module(index)
-    index = xp.asarray(index)
+    index = checks.check_array(index, "index", finite=False)
     if index.ndim != 3 or index.shape[1:] != setup.gpts:
         raise ValueError(f"index must have shape (n_slices, {setup.gpts[0]}, {setup.gpts[1]}), got {index.shape}")
-    pupil_function = pupil(setup, xp=xp) if pupil_function is None else xp.asarray(pupil_function)
+    slice_thickness = checks.check_positive_number(slice_thickness, "slice_thickness")
+    xp = backend.get_array_module(index)
+    pupil_function = (pupil(setup, xp=xp) if pupil_function is None
+                      else check_spectrum(pupil_function, setup.camera_gpts, "pupil_function"))
     grid = grids.make_grid(gpts=setup.gpts, sampling=setup.sampling)
     x, y = grids.coordinates(grid, xp=xp)
     thickness = index.shape[0] * slice_thickness
     use = _use_vignetting(setup, vignetting)
     size = setup.window if use else setup.camera_gpts[0]
     m = setup.camera_gpts[0]
+    vignette = vignetting_operator(setup, xp=xp) if use else None
+    shifts = xp.asarray(setup.shifts)
     out = xp.empty((len(setup.shifts), m, m))
-    for i, (sx, sy) in enumerate(progress.progress(setup.shifts, desc="LEDs")):
-        tilt = xp.exp(2j * math.pi * (sx * x[:, None] + sy * y[None, :]) / setup.extent)
-        exit_wave = scattering.bpm(index, wavelength=setup.wavelength,
-                                   sampling=(slice_thickness, setup.sampling, setup.sampling),
-                                   n_background=n_background, incident=tilt, wide_angle=wide_angle,
-                                   all_planes=False)
+    # per LED: its incident wave, the BPM field and its FFTs, the refocused wave, its spectrum and window
+    n_obj = math.prod(setup.gpts)
+    batch = progress.plan_batches(n_items=len(setup.shifts), bytes_per_item=8 * 16 * n_obj,
+                                  fixed_bytes=3 * 16 * index.size)
+    for start in progress.progress(range(0, len(setup.shifts), batch), desc="LED batches"):
+        leds = slice(start, start + batch)
+        sx, sy = shifts[leds, 0, None, None], shifts[leds, 1, None, None]
+        tilts = xp.exp(2j * math.pi * (sx * x[None, :, None] + sy * y[None, None, :]) / setup.extent)
+        exit_waves = scattering.bpm(index, wavelength=setup.wavelength,
+                                    sampling=(slice_thickness, setup.sampling, setup.sampling),
+                                    n_background=n_background, incident=tilts, wide_angle=wide_angle,
+                                    all_planes=False)
         # back to the middle of the sample, the plane the objective is focused on
-        focused = propagation.propagate(exit_wave, -thickness / 2, wavelength=setup.wavelength / n_background,
-                                   sampling=setup.sampling, paraxial=not wide_angle)
-        spectrum = backend.fft2(focused) / focused.size
-        window = spectrum[np.ix_(_window_indices(setup.gpts[0], size, 0), _window_indices(setup.gpts[1], size, 0))]
+        focused = propagation.propagate(exit_waves, -thickness / 2, wavelength=setup.wavelength / n_background,
+                                        sampling=setup.sampling, paraxial=not wide_angle)
+        window = crop_spectrum(backend.fft2(focused) / n_obj, size)  # about k = 0: the tilt is in the wave
         if use:
-            window = _vignetting(window, setup, xp)
-        out[i] = abs(backend.ifft2(_crop(window, m) * pupil_function) * m * m) ** 2
-    return backend.asnumpy(out)
-
-
-# ---------------------------------------------------------------------------- reconstruction
-
-class Reconstruction(NamedTuple):
-    """Result of :func:`reconstruct`: ``transmission`` (N, N), ``pupil`` (m, m), ``residuals`` per epoch."""
-
-    transmission: np.ndarray
-    pupil: np.ndarray
-    residuals: np.ndarray
-
-
-def reconstruct(images_measured, setup: Setup, *, vignetting=True, recover_pupil=True, pupil_init=None,
-                max_num_iter=20, alpha=1.0, beta=1.0):
-    """EPRY reconstruction of the object and the pupil, with or without the vignetting model.
-
-    Parameters
-    ----------
-    images_measured : (n_leds, m, m) array_like, float
-        Camera images, in the units of :func:`images` (1 = empty bright field).
-    setup : Setup
-    vignetting : bool
-        Model the second aperture (cascaded-aperture projection ``V``), or
-        ignore it (plain EPRY, one pupil for the whole field).
-    recover_pupil : bool
-        Update the pupil (EPRY) or keep ``pupil_init``.
-    pupil_init : (m, m) array_like, optional
-        Starting pupil; default the aberration-free one. Its support (where it
-        is non-zero) is kept.
-    max_num_iter : int
-        Passes over all LEDs.
-    alpha, beta : float
-        Step sizes of the object and pupil updates, in (0, 2).
-
-    Returns
-    -------
-    Reconstruction
-        ``transmission`` (NumPy), ``pupil`` (NumPy) and the relative amplitude
-        residual ``‖|ψ| - sqrt(I)‖ / ‖sqrt(I)‖`` of each pass.
-    """
-    xp = backend.xp
-    measured = xp.asarray(np.asarray(backend.asnumpy(images_measured), dtype=np.float64))
-    if measured.shape != (len(setup.shifts),) + setup.camera_gpts:
-        raise ValueError(f"images must have shape {(len(setup.shifts),) + setup.camera_gpts}, got {measured.shape}")
-    if not bool(xp.isfinite(measured).all()) or bool((measured < 0).any()):
-        raise ValueError("images must be finite and >= 0")
-    for name, value in (("alpha", alpha), ("beta", beta)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 2:
-            raise ValueError(f"{name} must be in (0, 2), got {value!r}")
-    if isinstance(max_num_iter, bool) or not isinstance(max_num_iter, numbers.Integral) or max_num_iter < 1:
-        raise ValueError(f"max_num_iter must be an integer >= 1, got {max_num_iter!r}")
-    amplitude = xp.sqrt(measured)
-    m, n_obj = setup.camera_gpts[0], setup.gpts[0]
-    p = pupil(setup, xp=xp) if pupil_init is None else xp.asarray(pupil_init).astype(xp.complex128)
-    support = abs(p) > 0
-    use = _use_vignetting(setup, vignetting)
-    size = setup.window if use else m
-    order = np.argsort(np.hypot(*setup.shifts.T), kind="stable")
-    # start from the upsampled amplitude of the most central LED's image, flat phase
-    spectrum = _pad(backend.fft2(amplitude[order[0]].astype(xp.complex128)) / (m * m), n_obj, xp)
-    residuals = []
-    for _ in progress.progress(range(max_num_iter), desc="EPRY"):
-        misfit = 0.0
-        for i in order:
-            sx, sy = setup.shifts[i]
-            index = np.ix_(_window_indices(n_obj, size, sx), _window_indices(n_obj, size, sy))
-            window = spectrum[index]
-            seen = _crop(_vignetting(window, setup, xp) if use else window, m)
-            field = backend.ifft2(p * seen) * (m * m)
-            modulus = abs(field)
-            misfit += float(xp.sum((modulus - amplitude[i]) ** 2))
-            corrected = amplitude[i] * field / xp.maximum(modulus, 1e-12)
-            delta = backend.fft2(corrected - field) / (m * m)
-            update = xp.conj(p) * delta / float(xp.max(abs(p)) ** 2)
-            if recover_pupil:
-                p = xp.where(support, p + beta * xp.conj(seen) * delta / float(xp.max(abs(seen)) ** 2), 0)
-            update = _pad(update, size, xp)
-            spectrum[index] += alpha * (_vignetting(update, setup, xp) if use else update)
-        residuals.append(math.sqrt(misfit / float(xp.sum(measured))))
-    return Reconstruction(backend.asnumpy(backend.ifft2(spectrum) * n_obj * n_obj), backend.asnumpy(p),
-                          np.array(residuals))
-
-
-def amplitude_loss(spectrum, images_measured, pupil_function, setup: Setup, *, vignetting=True):
-    """Amplitude loss of an object spectrum and its Wirtinger gradient.
-
-    ``L = Σ_i ‖ |ψ_i| - sqrt(I_i) ‖²`` with ``ψ = A Ô`` (:func:`camera_fields`), and
-    ``∂L/∂Ô* = A^H (ψ - sqrt(I) ψ / |ψ|)``, so that ``L(Ô + δ) ≈ L + 2 Re⟨∂L/∂Ô*, δ⟩``.
-    The EPRY object update of :func:`reconstruct` is this gradient for one
-    LED at a time, scaled by ``1 / max|P|²``.
-
-    Parameters
-    ----------
-    spectrum : (N, N) array_like, complex
-        Normalised object spectrum (as in :func:`camera_fields`).
-    images_measured : (n_leds, m, m) array_like
-        Camera images.
-    pupil_function : (m, m) array_like
-    setup : Setup
-    vignetting : bool
-
-    Returns
-    -------
-    loss : float
-    gradient : (N, N) ndarray, complex
-    """
-    xp = backend.get_array_module(spectrum)
-    amplitude = xp.sqrt(xp.asarray(images_measured, dtype=xp.float64))
-    fields = camera_fields(spectrum, pupil_function, setup, vignetting=vignetting)
-    modulus = abs(fields)
-    residual = fields - amplitude * fields / xp.maximum(modulus, 1e-300)
-    loss = float(xp.sum((modulus - amplitude) ** 2))
-    return loss, camera_fields_adjoint(residual, pupil_function, setup, vignetting=vignetting)
-
-
-def complex_error(estimate, reference, *, band=None, sampling=None):
-    """Relative error ``min_c ‖c·estimate - reference‖ / ‖reference‖`` over a global complex factor.
-
-    Parameters
-    ----------
-    estimate, reference : (N, N) array_like, complex
-    band : float, optional
-        Compare only spatial frequencies ``|k| <= band`` [1/µm] (what an
-        aperture of that cutoff can recover); needs ``sampling``.
-    sampling : float, optional
-        Pixel size [µm].
-
-    Returns
-    -------
-    float
-    """
-    estimate, reference = (np.asarray(backend.asnumpy(a), dtype=complex) for a in (estimate, reference))
-    if estimate.shape != reference.shape:
-        raise ValueError(f"shapes differ: {estimate.shape} and {reference.shape}")
-    if band is not None:
-        grid = grids.make_grid(gpts=reference.shape, sampling=sampling)
-        keep = grids.frequency_squared(grid, xp=np) <= band**2
-        estimate, reference = (np.fft.ifft2(np.fft.fft2(a) * keep) for a in (estimate, reference))
-    c = np.vdot(estimate, reference) / np.vdot(estimate, estimate)
-    return float(np.linalg.norm(c * estimate - reference) / np.linalg.norm(reference))
+            window = vignette(window)
+        fields = backend.ifft2(crop_spectrum(window, m) * pupil_function) * (m * m)
+        out[leds] = fields.real**2 + fields.imag**2
+    return out

@@ -11,6 +11,10 @@ frequency lattice) and :func:`partially_coherent_image` (Abbe's sum over
 source points). Samples with an index map, rather than a thin transmission,
 go through :mod:`mbook.light.scattering` and :mod:`mbook.light.cbs`.
 
+Arrays come back on the selected device (:mod:`mbook.core.backend`), whatever
+the inputs' device; plain summaries (a Rayleigh range, a beam radius) are
+Python floats.
+
 Examples
 --------
 >>> from mbook.light import microscope
@@ -27,7 +31,6 @@ import numpy as np
 
 from mbook.core import backend, checks, grids, progress
 from mbook.core.propagation import angular_spectrum_propagator, check_distance, check_wavelength
-from mbook.core.checks import check_field
 
 
 def rayleigh_range(waist, wavelength) -> float:
@@ -63,13 +66,16 @@ def gaussian_beam_radius(distance, *, waist, wavelength, paraxial=True):
     Returns
     -------
     float or ndarray
-        w(z) [length], same shape as ``distance``.
+        w(z) [length]: a float for a number ``distance``, else an array of
+        its shape on the selected device.
     """
     z_r = rayleigh_range(waist, wavelength)
-    spread2 = waist**2 * (np.asarray(distance, dtype=float) / z_r) ** 2
-    if not paraxial:
-        spread2 = spread2 * (1.0 + (wavelength / (math.pi * waist)) ** 2)
-    return np.sqrt(waist**2 + spread2)
+    factor = 1.0 + (wavelength / (math.pi * waist)) ** 2 if not paraxial else 1.0
+    if isinstance(distance, numbers.Real) and not isinstance(distance, bool):
+        return math.sqrt(waist**2 + factor * waist**2 * (float(distance) / z_r) ** 2)
+    distance = checks.check_array(distance, "distance", real=True)
+    xp = backend.get_array_module(distance)
+    return xp.sqrt(waist**2 + factor * waist**2 * (distance.astype(xp.float64) / z_r) ** 2)
 
 
 def gaussian_beam(grid: grids.Grid, *, waist, wavelength, distance=0.0, center=None, xp=None):
@@ -91,18 +97,22 @@ def gaussian_beam(grid: grids.Grid, *, waist, wavelength, distance=0.0, center=N
         Distance z from the waist [length].
     center : (float, float), optional
         Beam axis position [length]; default the grid centre (index n//2).
+    xp : module, optional
+        Array module; default the selected device's.
 
     Returns
     -------
     (nx, ny) ndarray, complex128
+        On the selected device.
     """
     xp = xp or backend.xp
     wavelength = check_wavelength(wavelength)
     distance = check_distance(distance)
     z_r = rayleigh_range(waist, wavelength)
-    radius = float(gaussian_beam_radius(distance, waist=waist, wavelength=wavelength))
+    radius = gaussian_beam_radius(distance, waist=waist, wavelength=wavelength)
     x, y = grids.coordinates(grid, xp=xp)
-    cx, cy = center if center is not None else (x[grid.gpts[0] // 2], y[grid.gpts[1] // 2])
+    cx, cy = center if center is not None else (grid.gpts[0] // 2 * grid.sampling[0],
+                                                grid.gpts[1] // 2 * grid.sampling[1])
     r2 = (x[:, None] - cx) ** 2 + (y[None, :] - cy) ** 2
     inverse_curvature = distance / (distance**2 + z_r**2)  # 1/R(z), finite at the waist
     phase = math.pi * r2 * inverse_curvature / wavelength - math.atan2(distance, z_r)
@@ -128,7 +138,7 @@ def beam_radius(intensity, sampling, *, edge_tolerance=1e-6):
 
     Returns
     -------
-    (2,) ndarray, float64
+    (float, float)
         ``(w_x, w_y)`` [length].
 
     Raises
@@ -137,30 +147,35 @@ def beam_radius(intensity, sampling, *, edge_tolerance=1e-6):
         Negative or non-finite intensity, zero power, or a beam that reaches
         the edge of the grid.
     """
-    intensity = backend.asnumpy(intensity).astype(np.float64)
-    if intensity.ndim != 2 or not np.isfinite(intensity).all() or (intensity < 0).any():
-        raise ValueError("intensity must be a finite, non-negative (nx, ny) array")
-    total = intensity.sum()
-    if total <= 0:
-        raise ValueError("intensity has zero total power; no radius is defined")
+    intensity = checks.check_array(intensity, "intensity", ndim=2, real=True, finite=False)
+    xp = backend.get_array_module(intensity)
+    intensity = intensity.astype(xp.float64)
     grid = grids.make_grid(gpts=intensity.shape, sampling=sampling)
-    border = np.zeros(intensity.shape, dtype=bool)
+    border = xp.zeros(intensity.shape, dtype=bool)
     for axis, n in enumerate(intensity.shape):
         m = max(1, n // 20)
         index = [slice(None)] * 2
-        index[axis] = np.r_[0:m, n - m : n]
-        border[tuple(index)] = True
-    if intensity[border].sum() > edge_tolerance * total:
+        for part in (slice(0, m), slice(n - m, n)):
+            index[axis] = part
+            border[tuple(index)] = True
+    total = intensity.sum()
+    sums = [xp.all(xp.isfinite(intensity)), intensity.min(), total, xp.sum(intensity * border)]
+    for axis, x in enumerate(grids.coordinates(grid, centered=True, xp=xp)):
+        profile = intensity.sum(axis=1 - axis)
+        mean = xp.sum(profile * x) / xp.where(total > 0, total, 1.0)  # on the device: no copy between passes
+        sums.append(xp.sum(profile * (x - mean) ** 2))
+    # one copy to the host for every number the checks and the radii need
+    finite, low, total, edge, *second = backend.asnumpy(xp.stack(sums).astype(xp.float64)).tolist()
+    if not finite or low < 0:
+        raise ValueError("intensity must be a finite, non-negative (nx, ny) array")
+    if total <= 0:
+        raise ValueError("intensity has zero total power; no radius is defined")
+    if edge > edge_tolerance * total:
         raise ValueError(
-            f"{intensity[border].sum() / total:.2e} of the power lies in the outer 5 % of the grid "
+            f"{edge / total:.2e} of the power lies in the outer 5 % of the grid "
             f"(edge_tolerance={edge_tolerance}); enlarge the extent so the beam does not wrap around"
         )
-    radii = []
-    for axis, x in enumerate(grids.coordinates(grid, centered=True, xp=np)):
-        profile = intensity.sum(axis=1 - axis)
-        mean = np.sum(profile * x) / total
-        radii.append(2.0 * math.sqrt(np.sum(profile * (x - mean) ** 2) / total))
-    return np.array(radii)
+    return tuple(2.0 * math.sqrt(moment / total) for moment in second)
 
 
 # ---------------------------------------------------------------------------- microscope imaging
@@ -174,6 +189,20 @@ def zernike(n: int, m: int, rho, phi):
     Defocus is ``(2, 0)``, astigmatism ``(2, ±2)``, coma ``(3, ±1)``,
     spherical aberration ``(4, 0)``.
 
+    Parameters
+    ----------
+    n, m : int
+        Radial and azimuthal indices, ``n >= |m|``, ``n - m`` even.
+    rho : array_like
+        Radius in the pupil, 1 at its edge [dimensionless].
+    phi : array_like
+        Azimuth [rad], broadcastable with ``rho``.
+
+    Returns
+    -------
+    ndarray, float64
+        On the selected device.
+
     Examples
     --------
     >>> from mbook.light import microscope
@@ -182,7 +211,12 @@ def zernike(n: int, m: int, rho, phi):
     """
     if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
         raise ValueError(f"Zernike indices need integers n >= |m| with n - m even, got (n, m) = ({n!r}, {m!r})")
-    xp = backend.get_array_module(rho)
+    return _zernike(n, m, checks.check_array(rho, "rho", real=True), checks.check_array(phi, "phi", real=True))
+
+
+def _zernike(n, m, rho, phi):
+    """The kernel of :func:`zernike`, on the device of ``rho``."""
+    xp = backend.get_array_module(rho, phi)
     radial = 0.0
     for s in range((n - abs(m)) // 2 + 1):
         coefficient = (-1) ** s * math.factorial(n - s) / (
@@ -214,10 +248,13 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
         ``{(n, m): coefficient}``, wavefront error in waves at the pupil edge.
     n_medium : float
         Index of the immersion medium (for the defocus term).
+    xp : module, optional
+        Array module; default the selected device's.
 
     Returns
     -------
     (nx, ny) ndarray, complex128, FFT order
+        On the selected device.
     """
     xp = xp or backend.xp
     wavelength = check_wavelength(wavelength)
@@ -229,7 +266,10 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
     rho = wavelength * k / na
     phase = xp.zeros(grid.gpts)
     for (n, m), coefficient in (zernike_waves or {}).items():
-        phase = phase + coefficient * zernike(n, m, rho, xp.arctan2(ky[None, :], kx[:, None]))
+        if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
+            raise ValueError(f"zernike_waves keys must be Zernike indices (n, m), n >= |m|, n - m even, "
+                             f"got {(n, m)!r}")
+        phase = phase + coefficient * _zernike(n, m, rho, xp.arctan2(ky[None, :], kx[:, None]))
     result = xp.where(rho <= 1, xp.exp(2j * math.pi * phase), 0.0)
     if defocus:
         result = result * angular_spectrum_propagator(grid, check_distance(defocus), wavelength / n_medium, xp=xp)
@@ -262,11 +302,20 @@ def source_points(grid: grids.Grid, *, wavelength, na_illumination, max_points=N
 
     Returns
     -------
-    (n_points, 2) ndarray, int
-        Lattice offsets ``(i, j)``: ``q = (i / extent_x, j / extent_y)``.
+    (n_points, 2) ndarray, int64
+        Lattice offsets ``(i, j)``: ``q = (i / extent_x, j / extent_y)``, on
+        the selected device. (The disc is found on the host: a few thousand
+        integers at most.)
     """
     wavelength = check_wavelength(wavelength)
     na_illumination = checks.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
+    if max_points is not None:
+        max_points = checks.check_count(max_points, "max_points")
+    return backend.asarray(_source_points(grid, wavelength, na_illumination, max_points))
+
+
+def _source_points(grid, wavelength, na_illumination, max_points):
+    """The lattice points of :func:`source_points`, on the host."""
     radius = [na_illumination / wavelength * e for e in grid.extent]  # in lattice steps
     nyquist = [n // 2 for n in grid.gpts]
     if any(r > q for r, q in zip(radius, nyquist)):
@@ -280,7 +329,7 @@ def source_points(grid: grids.Grid, *, wavelength, na_illumination, max_points=N
         inside = (ii / max(radius[0], 1e-12)) ** 2 + (jj / max(radius[1], 1e-12)) ** 2 <= 1 + 1e-12
         inside |= (ii == 0) & (jj == 0)
         if max_points is None or inside.sum() <= max_points:
-            return np.stack([ii[inside], jj[inside]], axis=1)
+            return np.stack([ii[inside], jj[inside]], axis=1).astype(np.int64)
         step += 1
 
 
@@ -312,21 +361,42 @@ def partially_coherent_image(transmission, *, wavelength, sampling, na, na_illum
     Returns
     -------
     (nx, ny) ndarray, float64
-        Intensity, 1 for an empty sample at any source size (NumPy).
+        Intensity, 1 for an empty sample at any source size, on the
+        selected device.
+
+    Notes
+    -----
+    Illumination ``e^{2πi q·r}`` shifts the spectrum, and
+    ``F^-1[P(k) T(k - q)] = e^{2πi q·r} F^-1[P(k + q) T(k)]``: the phase ramp
+    does not change the intensity, so each source point costs one inverse FFT
+    of ``P(k + q) T(k)``, the pupil shifted by ``q`` on the periodic lattice.
+    The shifted pupils of a batch of source points are gathered at once (one
+    index array per batch, no loop over points), with the batch sized by
+    :func:`mbook.core.progress.plan_batches`.
     """
-    transmission = check_field(transmission, "transmission")
+    transmission = checks.check_field(transmission, "transmission")
     if transmission.ndim != 2:
         raise ValueError(f"transmission must be 2D (nx, ny), got shape {transmission.shape}")
     xp = backend.get_array_module(transmission)
     grid = grids.make_grid(gpts=transmission.shape, sampling=sampling)
-    points = source_points(grid, wavelength=wavelength, na_illumination=na_illumination, max_points=max_points)
+    wavelength = check_wavelength(wavelength)
+    na_illumination = checks.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
+    if max_points is not None:
+        max_points = checks.check_count(max_points, "max_points")
+    points = xp.asarray(_source_points(grid, wavelength, na_illumination, max_points))
     transfer = pupil(grid, wavelength=wavelength, na=na, defocus=defocus, zernike_waves=zernike_waves, xp=xp)
     spectrum = backend.fft2(transmission.astype(xp.complex128))
-    batch = progress.plan_batches(n_items=len(points), bytes_per_item=3 * 16 * transmission.size)
+    nx, ny = grid.gpts
+    # per point: the gathered pupil, its product with the spectrum, the inverse FFT and its intensity
+    batch = progress.plan_batches(n_items=len(points), bytes_per_item=4 * 16 * transmission.size,
+                                  fixed_bytes=3 * 16 * transmission.size)
+    rows, columns = xp.arange(nx), xp.arange(ny)
     image = xp.zeros(grid.gpts)
     for start in progress.progress(range(0, len(points), batch), desc="source points"):
         chunk = points[start:start + batch]
-        # illumination e^{2πi q·r} shifts the spectrum: F^-1[P(k) T(k - q)] = e^{2πi q·r} F^-1[P(k + q) T(k)]
-        shifted = xp.stack([xp.roll(transfer, (-int(i), -int(j)), axis=(0, 1)) for i, j in chunk])
-        image += (abs(backend.ifft2(shifted * spectrum)) ** 2).sum(axis=0)
-    return backend.asnumpy(image / len(points))
+        # P(k + q) on the periodic lattice, for every q of the batch: (batch, nx, ny)
+        i = (rows[None, :] + chunk[:, 0:1]) % nx
+        j = (columns[None, :] + chunk[:, 1:2]) % ny
+        field = backend.ifft2(transfer[i[:, :, None], j[:, None, :]] * spectrum)
+        image += (field.real**2 + field.imag**2).sum(axis=0)
+    return image / len(points)

@@ -2,14 +2,15 @@
 
 Every sample is a complex transmission ``t(r) = exp(i φ(r) - a(r))`` on a 2D
 grid indexed ``[x, y]`` (:mod:`mbook.core.grids`), lengths in µm; random ones
-take a ``seed``.
+take a ``seed``. Samples are made on the selected device; random layouts are
+drawn on the host from the seed (the same sample on every device) and the
+drawing is done on the device.
 
 Examples
 --------
->>> import numpy as np
 >>> from mbook.light import phantoms
 >>> t = phantoms.cells((64, 64), sampling=1.0, seed=0)
->>> bool(np.all(abs(t) <= 1 + 1e-12))
+>>> bool((abs(t) <= 1 + 1e-12).all())
 True
 """
 
@@ -20,12 +21,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import checks, grids
+from mbook.core import backend, checks, grids
 
 
 def _smooth_disc(r, radius, edge):
     """1 inside, 0 outside, a tanh edge of width ``edge``."""
-    return 0.5 * (1 - np.tanh((r - radius) / edge))
+    xp = backend.get_array_module(r)
+    return 0.5 * (1 - xp.tanh((r - radius) / edge))
 
 
 def cells(gpts, *, sampling, seed, n_cells=10, radius=(6.0, 14.0), phase=1.2, absorption=0.15,
@@ -54,14 +56,20 @@ def cells(gpts, *, sampling, seed, n_cells=10, radius=(6.0, 14.0), phase=1.2, ab
     Returns
     -------
     (nx, ny) ndarray, complex128
+        On the selected device.
     """
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
-    rng = np.random.default_rng(seed)
-    x, y = grids.coordinates(grid, xp=np)
-    X, Y = np.meshgrid(x, y, indexing="ij")
+    n_cells = checks.check_count(n_cells, "n_cells", minimum=0)
+    granules = checks.check_count(granules, "granules", minimum=0)
+    rng = np.random.default_rng(seed)  # the layout is drawn on the host: the same sample on every device
+    xp = backend.xp
+    x, y = grids.coordinates(grid, xp=xp)
+    X, Y = x[:, None], y[None, :]
     extent = grid.extent
-    phi = np.zeros(grid.gpts)
-    att = np.zeros(grid.gpts)
+    phi = xp.zeros(grid.gpts)
+    att = xp.zeros(grid.gpts)
+    # A few dozen items, each a few passes over the grid: a loop of small kernels is cheaper on the CPU
+    # than one batch with an item axis (its temporaries leave the cache), and cheap enough on a GPU.
     for _ in range(n_cells):
         cx, cy = rng.uniform(0.1, 0.9) * extent[0], rng.uniform(0.1, 0.9) * extent[1]
         a = rng.uniform(*radius)
@@ -69,17 +77,17 @@ def cells(gpts, *, sampling, seed, n_cells=10, radius=(6.0, 14.0), phase=1.2, ab
         angle = rng.uniform(0, math.pi)
         u = (X - cx) * math.cos(angle) + (Y - cy) * math.sin(angle)
         v = -(X - cx) * math.sin(angle) + (Y - cy) * math.cos(angle)
-        r = np.hypot(u / a, v / b) * a
+        r = xp.hypot(u / a, v / b) * a
         body = _smooth_disc(r, a, 0.6)
-        dome = np.sqrt(np.clip(1 - (r / a) ** 2, 0, 1))
+        dome = xp.sqrt(xp.clip(1 - (r / a) ** 2, 0, 1))
         phi += phase * body * (0.4 + 0.6 * dome)
-        nucleus = _smooth_disc(np.hypot(u - 0.2 * a, v), 0.35 * a, 0.4)
+        nucleus = _smooth_disc(xp.hypot(u - 0.2 * a, v), 0.35 * a, 0.4)
         phi += 0.5 * phase * nucleus
         att += absorption * nucleus
     for _ in range(granules):
         cx, cy = rng.uniform(0, extent[0]), rng.uniform(0, extent[1])
-        phi += 0.4 * phase * _smooth_disc(np.hypot(X - cx, Y - cy), rng.uniform(0.3, 0.8), 0.15)
-    return np.exp(1j * phi - att)
+        phi += 0.4 * phase * _smooth_disc(xp.hypot(X - cx, Y - cy), rng.uniform(0.3, 0.8), 0.15)
+    return xp.exp(1j * phi - att)
 
 
 class Patch(NamedTuple):
@@ -92,7 +100,7 @@ class Patch(NamedTuple):
 
 
 class Target(NamedTuple):
-    """A bar target: ``transmission`` (nx, ny) and its ``patches``."""
+    """A bar target: ``transmission`` (nx, ny), on the selected device, and its ``patches``."""
 
     transmission: np.ndarray
     patches: list
@@ -121,6 +129,7 @@ def resolution_target(gpts, *, sampling, periods, contrast=0.7, patch=None):
     Returns
     -------
     Target
+        The transmission is on the selected device; the patches are slices.
     """
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
     periods = [checks.check_positive(p, "periods", 1)[0] for p in periods]
@@ -131,8 +140,9 @@ def resolution_target(gpts, *, sampling, periods, contrast=0.7, patch=None):
     rows = math.ceil(count / columns)
     size = patch or min(e / max(columns, rows) for e in grid.extent)
     pixels = int(size / grid.sampling[0] * 0.8)  # leave clear margins between patches
-    t = np.ones(grid.gpts, complex)
-    x = np.arange(pixels) * grid.sampling[0]
+    xp = backend.xp
+    t = xp.ones(grid.gpts, complex)
+    x = xp.arange(pixels) * grid.sampling[0]
     patches = []
     for number in range(count):
         period, axis = periods[number // 2], number % 2
@@ -141,8 +151,8 @@ def resolution_target(gpts, *, sampling, periods, contrast=0.7, patch=None):
         y0 = int((row + 0.1) * size / grid.sampling[1])
         if x0 + pixels > grid.gpts[0] or y0 + pixels > grid.gpts[1]:
             raise ValueError(f"{count} patches of {size:g} µm do not fit in the field {grid.extent}")
-        bars = np.where((x / period) % 1 < 0.5, 1 - contrast, 1.0)
-        block = np.repeat(bars[:, None], pixels, axis=1) if axis == 0 else np.repeat(bars[None, :], pixels, axis=0)
+        bars = xp.where((x / period) % 1 < 0.5, 1 - contrast, 1.0)
+        block = bars[:, None] if axis == 0 else bars[None, :]  # broadcast over the patch
         region = Patch(slice(x0, x0 + pixels), slice(y0, y0 + pixels), period, axis)
         t[region.x, region.y] = block
         patches.append(region)
@@ -171,13 +181,14 @@ def bar_contrast(image, patch: Patch, *, sampling, upsampling=1):
     -------
     float
     """
-    image = np.asarray(image, dtype=float)
-    f = int(upsampling)
-    region = image[patch.x.start // f:patch.x.stop // f, patch.y.start // f:patch.y.stop // f]
+    image = checks.check_array(image, "image", ndim=2, real=True)
+    xp = backend.get_array_module(image)
+    f = checks.check_count(upsampling, "upsampling")
+    region = image[patch.x.start // f:patch.x.stop // f, patch.y.start // f:patch.y.stop // f].astype(xp.float64)
     step = sampling * f
     whole = int(round(math.floor(region.shape[patch.axis] * step / patch.period) * patch.period / step))
     region = region[:whole] if patch.axis == 0 else region[:, :whole]  # a whole number of periods
-    coordinate = np.arange(region.shape[patch.axis]) * step
-    wave = np.exp(-2j * math.pi * coordinate / patch.period)
+    coordinate = xp.arange(region.shape[patch.axis]) * step
+    wave = xp.exp(-2j * math.pi * coordinate / patch.period)
     wave = wave[:, None] if patch.axis == 0 else wave[None, :]
-    return float(2 * abs(np.mean(region * wave)) / np.mean(region))
+    return float(2 * abs(xp.mean(region * wave)) / xp.mean(region))

@@ -38,23 +38,29 @@ Approximations
   background, paraxial (Fresnel) or wide-angle (angular spectrum); forward
   scattering only: no reflection (Feit & Fleck 1978).
 
+Devices
+-------
+Every public function moves its arrays to the selected device on entry and
+returns its fields there (:mod:`mbook.core.backend`); the Green's function is
+sampled on the device too (``H_0^(1) = J_0 + i Y_0`` from
+:func:`~mbook.core.backend.scipy_module`).
+
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.light import scattering
 >>> n = np.full((32, 64), 1.33)                 # empty water, 32 x 64 grid
 >>> u = scattering.born(n, wavelength=0.5, sampling=0.1, n_background=1.33)
->>> bool(np.allclose(u, 1.0))
+>>> bool(np.allclose(backend.asnumpy(u), 1.0))
 True
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
-import numpy as np
 from scipy import special
 
 from mbook.core import backend, checks, grids, progress, propagation
@@ -82,7 +88,7 @@ def check_index(n, *, wavelength, sampling, n_background, nonparaxial=True):
     Returns
     -------
     n : ndarray, complex128
-        On the device of the input.
+        On the selected device.
     grid : Grid
     wavelength, n_background : float
 
@@ -92,34 +98,43 @@ def check_index(n, *, wavelength, sampling, n_background, nonparaxial=True):
         Non-finite values, ``Re n <= 0``, gain (``Im n < 0``), a map that is not
         2D or 3D, or (``nonparaxial``) a sampling coarser than ``λ0 / (2 max Re n)``.
     """
-    xp = backend.get_array_module(n)
-    n = xp.asarray(n)
+    n = checks.check_array(n, "n", finite=False)
     if n.ndim not in (2, 3):
         raise ValueError(f"n must be a 2D (nz, nx) or 3D (nz, nx, ny) index map, got shape {n.shape}")
-    if not bool(xp.isfinite(n).all()):
-        raise ValueError("n contains NaN or infinite values")
+    xp = backend.get_array_module(n)
     n = n.astype(xp.complex128)
-    if float(n.real.min()) <= 0:
-        raise ValueError(f"n must have a real part > 0 everywhere, got min {float(n.real.min())}")
-    if float(n.imag.min()) < 0:
+    # one copy to the host for the four numbers the checks need
+    finite, real_min, imag_min, real_max = backend.asnumpy(xp.stack(
+        [xp.all(xp.isfinite(n)), n.real.min(), n.imag.min(), n.real.max()]).astype(xp.float64)).tolist()
+    if not finite:
+        raise ValueError("n contains NaN or infinite values")
+    if real_min <= 0:
+        raise ValueError(f"n must have a real part > 0 everywhere, got min {real_min}")
+    if imag_min < 0:
         raise ValueError(
-            f"n has a negative imaginary part (min {float(n.imag.min()):.3g}): that is gain; with the "
+            f"n has a negative imaginary part (min {imag_min:.3g}): that is gain; with the "
             "exp(-iωt) convention an absorbing sample has Im n >= 0"
         )
+    grid, wavelength, n_b = _check_grid(n.shape, wavelength, sampling, n_background, real_max, nonparaxial)
+    return n, grid, wavelength, n_b
+
+
+def _check_grid(shape, wavelength, sampling, n_background, n_max, nonparaxial=True):
+    """Grid, wavelength and real background index of a map of ``shape`` whose largest ``Re n`` is ``n_max``."""
     wavelength = propagation.check_wavelength(wavelength)
     n_b = mie.check_index_value(n_background, "n_background")
     if n_b.imag != 0:
         raise ValueError(f"n_background must be real, got {n_background!r}")
-    grid = grids.make_grid(gpts=n.shape, sampling=sampling, ndim=n.ndim)
+    grid = grids.make_grid(gpts=shape, sampling=sampling, ndim=len(shape))
     if nonparaxial:
-        n_max = max(float(n.real.max()), n_b.real)
+        n_max = max(n_max, n_b.real)
         limit = wavelength / (2 * n_max)
         if max(grid.sampling) > limit * (1 + 1e-9):
             raise ValueError(
                 f"sampling {grid.sampling} is coarser than λ0 / (2 max Re n) = {wavelength:g} / (2 × {n_max:g}) "
                 f"= {limit:.4g}: the waves in the sample do not fit on the grid; use sampling <= {limit:.4g}"
             )
-    return n, grid, wavelength, n_b.real
+    return grid, wavelength, n_b.real
 
 
 def _check_tilt(tilt, ndim):
@@ -132,8 +147,12 @@ def _check_tilt(tilt, ndim):
 # ---------------------------------------------------------------------------- shared pieces
 
 def scattering_potential(n, *, wavelength, n_background=1.0):
-    """``V = k0² (n² - n_b²)`` [rad²/length²], the source term of the Lippmann–Schwinger equation."""
+    """``V = k0² (n² - n_b²)`` [rad²/length²], the source term of the Lippmann–Schwinger equation.
+
+    ``n`` (any shape) is moved to the selected device; so is the result.
+    """
     k0 = 2 * math.pi / propagation.check_wavelength(wavelength)
+    n = checks.check_array(n, "n")
     return k0**2 * (n**2 - n_background**2)
 
 
@@ -153,10 +172,13 @@ def plane_wave(grid: grids.Grid, *, wavelength, n_background=1.0, tilt=0.0, xp=N
     tilt : float or (float, float)
         Transverse spatial frequency ``k_t`` (cycles per µm, no 2π); the angle
         from z is ``asin(λ0 k_t / n_b)``.
+    xp : module, optional
+        Array module; default the selected device's.
 
     Returns
     -------
     ndarray, complex128, shape ``grid.gpts``
+        On the selected device.
     """
     xp = xp or backend.xp
     tilt = _check_tilt(tilt, grid.ndim)
@@ -173,31 +195,32 @@ def plane_wave(grid: grids.Grid, *, wavelength, n_background=1.0, tilt=0.0, xp=N
     return xp.exp(2j * math.pi * phase)
 
 
-@functools.lru_cache(maxsize=8)
-def _green_spectrum_host(gpts, sampling, k):
-    """FFT of the outgoing Green's function sampled on the doubled grid (host copy).
+def _green_spectrum(grid, k, xp):
+    """FFT of the outgoing Green's function sampled on the doubled grid, on the device of ``xp``.
 
     Pixels away from the origin take the point value; the origin takes the
     average over a disc (2D) or ball (3D) of the pixel's area or volume, which
-    removes the singularity to the order of the quadrature.
+    removes the singularity to the order of the quadrature (a number, computed
+    on the host).
     """
-    ndim = len(gpts)
-    axes = [np.fft.fftfreq(2 * n, 1.0 / (2 * n)) * d for n, d in zip(gpts, sampling)]  # offsets, FFT order
-    r = np.sqrt(sum(np.reshape(a, [-1 if i == j else 1 for j in range(ndim)]) ** 2 for i, a in enumerate(axes)))
-    cell = float(np.prod(sampling))
-    r_safe = np.where(r > 0, r, 1.0)
+    ndim = grid.ndim
+    axes = [xp.fft.fftfreq(2 * n, 1.0 / (2 * n)) * d for n, d in zip(grid.gpts, grid.sampling)]  # FFT order
+    r = xp.sqrt(sum(a.reshape([-1 if i == j else 1 for j in range(ndim)]) ** 2 for i, a in enumerate(axes)))
+    cell = math.prod(grid.sampling)
+    r_safe = xp.where(r > 0, r, 1.0)
     if ndim == 2:
-        kernel = 0.25j * special.hankel1(0, k * r_safe)
+        bessel = backend.scipy_module("special", r)
+        kernel = 0.25j * (bessel.j0(k * r_safe) + 1j * bessel.y0(k * r_safe))  # (i/4) H0^(1)(k r)
         a = math.sqrt(cell / math.pi)
         # (1/A) ∫_disc (i/4) H0(k r) dA = (i/4)(2π/A) [a H1(ka)/k + 2i/(π k²)]
-        origin = 0.25j * 2 * math.pi / cell * (a * special.hankel1(1, k * a) / k + 2j / (math.pi * k**2))
+        origin = 0.25j * 2 * math.pi / cell * (a * complex(special.hankel1(1, k * a)) / k + 2j / (math.pi * k**2))
     else:
-        kernel = np.exp(1j * k * r_safe) / (4 * math.pi * r_safe)
+        kernel = xp.exp(1j * k * r_safe) / (4 * math.pi * r_safe)
         a = (3 * cell / (4 * math.pi)) ** (1 / 3)
         # (1/V) ∫_ball e^{ikr}/(4πr) dV = (1/V) [e^{ika} (a/(ik) + 1/k²) - 1/k²]
-        origin = (np.exp(1j * k * a) * (a / (1j * k) + 1 / k**2) - 1 / k**2) / cell
-    kernel = np.where(r > 0, kernel, origin) * cell  # the quadrature weight of each source pixel
-    return np.fft.fftn(kernel)
+        origin = (complex(math.cos(k * a), math.sin(k * a)) * (a / (1j * k) + 1 / k**2) - 1 / k**2) / cell
+    kernel = xp.where(r > 0, kernel, origin) * cell  # the quadrature weight of each source pixel
+    return backend.fftn(kernel)
 
 
 def _green_convolve(source, grid, k, *, adjoint=False):
@@ -205,7 +228,7 @@ def _green_convolve(source, grid, k, *, adjoint=False):
     xp = backend.get_array_module(source)
     # kernel spectrum, padded source and its FFT: three complex arrays of 2^ndim times the grid
     progress.plan_batches(n_items=1, bytes_per_item=3 * 16 * 2**grid.ndim * math.prod(grid.gpts))
-    spectrum = xp.asarray(_green_spectrum_host(grid.gpts, grid.sampling, k))
+    spectrum = _green_spectrum(grid, k, xp)
     if adjoint:  # G is symmetric, G(-r) = G(r): its adjoint convolves with conj(G)
         spectrum = xp.conj(spectrum)
     padded = xp.zeros(tuple(2 * n for n in grid.gpts), xp.complex128)
@@ -236,7 +259,7 @@ def born_scattered_field(potential, *, wavelength, sampling, n_background=1.0, t
     Returns
     -------
     ndarray, complex128, same shape
-        Scattered field, carrier left out.
+        Scattered field, carrier left out, on the selected device.
     """
     potential, grid, k_b, incident, xp = _born_setup(potential, wavelength, sampling, n_background, tilt,
                                                      "potential")
@@ -244,7 +267,7 @@ def born_scattered_field(potential, *, wavelength, sampling, n_background=1.0, t
 
 
 def born_scattered_field_adjoint(field, *, wavelength, sampling, n_background=1.0, tilt=0.0):
-    """Adjoint of :func:`born_scattered_field`: ``conj(u_in) G^H field`` [same units]."""
+    """Adjoint of :func:`born_scattered_field`: ``conj(u_in) G^H field`` [same units], on the selected device."""
     field, grid, k_b, incident, xp = _born_setup(field, wavelength, sampling, n_background, tilt, "field")
     return xp.conj(incident) * _green_convolve(field * _carrier(grid, k_b, xp), grid, k_b, adjoint=True)
 
@@ -255,13 +278,12 @@ def _carrier(grid, k_b, xp):
 
 
 def _born_setup(array, wavelength, sampling, n_background, tilt, name):
-    xp = backend.get_array_module(array)
-    array = xp.asarray(array).astype(xp.complex128)
-    if array.ndim not in (2, 3) or not bool(xp.isfinite(array).all()):
+    array = checks.check_array(array, name)
+    if array.ndim not in (2, 3):
         raise ValueError(f"{name} must be a finite 2D or 3D array, got shape {array.shape}")
-    background = xp.full(array.shape, complex(n_background))
-    _, grid, wavelength, n_b = check_index(background, wavelength=wavelength, sampling=sampling,
-                                            n_background=n_background)
+    xp = backend.get_array_module(array)
+    array = array.astype(xp.complex128)
+    grid, wavelength, n_b = _check_grid(array.shape, wavelength, sampling, n_background, 0.0)
     k_b = 2 * math.pi * n_b / wavelength
     incident = plane_wave(grid, wavelength=wavelength, n_background=n_b, tilt=tilt, xp=xp)
     return array, grid, k_b, incident * _carrier(grid, k_b, xp), xp
@@ -286,14 +308,14 @@ def born(n, *, wavelength, sampling, n_background=1.0, tilt=0.0):
     Returns
     -------
     ndarray, complex128
-        ``u_in + G * (V u_in)`` (NumPy).
+        ``u_in + G * (V u_in)``, on the selected device.
     """
     n, grid, wavelength, n_b = check_index(n, wavelength=wavelength, sampling=sampling, n_background=n_background)
     potential = scattering_potential(n, wavelength=wavelength, n_background=n_b)
     scattered = born_scattered_field(potential, wavelength=wavelength, sampling=grid.sampling, n_background=n_b,
                                      tilt=tilt)
     xp = backend.get_array_module(n)
-    return backend.asnumpy(plane_wave(grid, wavelength=wavelength, n_background=n_b, tilt=tilt, xp=xp) + scattered)
+    return plane_wave(grid, wavelength=wavelength, n_background=n_b, tilt=tilt, xp=xp) + scattered
 
 
 def rytov(n, *, wavelength, sampling, n_background=1.0, tilt=0.0):
@@ -307,7 +329,7 @@ def rytov(n, *, wavelength, sampling, n_background=1.0, tilt=0.0):
                                      tilt=tilt)
     xp = backend.get_array_module(n)
     incident = plane_wave(grid, wavelength=wavelength, n_background=n_b, tilt=tilt, xp=xp)
-    return backend.asnumpy(incident * xp.exp(scattered / incident))
+    return incident * xp.exp(scattered / incident)
 
 
 # ---------------------------------------------------------------------------- beam propagation
@@ -319,9 +341,10 @@ def _bpm_setup(n, wavelength, sampling, n_background, wide_angle, field, name):
     transverse = grids.Grid(grid.gpts[1:], grid.sampling[1:])
     if field is None:
         field = xp.ones(transverse.gpts, xp.complex128)
-    field = xp.asarray(field).astype(xp.complex128)
-    if field.shape != transverse.gpts or not bool(xp.isfinite(field).all()):
-        raise ValueError(f"{name} must be a finite array of shape {transverse.gpts}, got {field.shape}")
+    field = checks.check_array(field, name, finite=False).astype(xp.complex128)
+    if field.shape[field.ndim - len(transverse.gpts):] != transverse.gpts or not bool(xp.all(xp.isfinite(field))):
+        raise ValueError(f"{name} must be a finite array of shape (..., {', '.join(map(str, transverse.gpts))}), "
+                         f"got {field.shape}")
     dz = grid.sampling[0]
     kernel = propagation.angular_spectrum_propagator if wide_angle else propagation.fresnel_propagator
     transfer = kernel(transverse, dz, wavelength / n_b, xp=xp)
@@ -331,8 +354,9 @@ def _bpm_setup(n, wavelength, sampling, n_background, wide_angle, field, name):
 
 
 def _apply_transfer(field, transfer):
-    """``F^-1[transfer · F[field]]`` over all (transverse) axes of ``field``."""
-    return backend.ifftn(backend.fftn(field) * transfer)
+    """``F^-1[transfer · F[field]]`` over the transverse (trailing) axes of ``transfer``."""
+    axes = tuple(range(-transfer.ndim, 0))
+    return backend.ifftn(backend.fftn(field, axes=axes) * transfer, axes=axes)
 
 
 def bpm(n, *, wavelength, sampling, n_background=1.0, incident=None, wide_angle=False, all_planes=True):
@@ -355,8 +379,10 @@ def bpm(n, *, wavelength, sampling, n_background=1.0, incident=None, wide_angle=
         Grid spacing (dz, dx[, dy]) [µm]; ``dz`` is the slice thickness.
     n_background : float
         Index of the medium.
-    incident : (nx,) or (nx, ny) array_like, complex, optional
+    incident : (..., nx) or (..., nx, ny) array_like, complex, optional
         Envelope at the entrance face ``z = -dz/2`` (default a plane wave, 1).
+        Leading axes are a batch of incident fields (e.g. one per
+        illumination angle), propagated together through the same sample.
     wide_angle : bool
         Angular-spectrum propagator (exact in a homogeneous medium; needs
         ``sampling <= λ0/(2 max Re n)``) instead of the paraxial Fresnel one.
@@ -366,27 +392,32 @@ def bpm(n, *, wavelength, sampling, n_background=1.0, incident=None, wide_angle=
 
     Returns
     -------
-    (nz, nx[, ny]) or (nx[, ny]) ndarray, complex128
-        Envelope(s), carrier left out, on the device of ``n``.
+    (..., nz, nx[, ny]) or (..., nx[, ny]) ndarray, complex128
+        Envelope(s), carrier left out, on the selected device; the batch
+        axes of ``incident`` come first.
     """
     field, half_screen, transfer, half_step = _bpm_setup(n, wavelength, sampling, n_background, wide_angle,
                                                          incident, "incident")
     xp = backend.get_array_module(field)
-    planes = xp.empty(half_screen.shape, xp.complex128) if all_planes else None
+    nz = half_screen.shape[0]
+    batch = field.shape[:field.ndim - transfer.ndim]
+    planes = xp.empty(batch + half_screen.shape, xp.complex128) if all_planes else None
     field = _apply_transfer(field, half_step)
-    for j in range(half_screen.shape[0]):
+    for j in range(nz):  # the slices are sequential: each needs the field the previous one made
         field = field * half_screen[j]
         if all_planes:
-            planes[j] = field
+            planes[(Ellipsis, j) + (slice(None),) * transfer.ndim] = field
         field = field * half_screen[j]
-        field = _apply_transfer(field, transfer if j < half_screen.shape[0] - 1 else half_step)
+        field = _apply_transfer(field, transfer if j < nz - 1 else half_step)
     return planes if all_planes else field
 
 
 def bpm_adjoint(exit_field, n, *, wavelength, sampling, n_background=1.0, wide_angle=False):
     """Adjoint of ``bpm(..., all_planes=False)`` as a linear map of the incident field.
 
-    Runs the slices backwards with conjugated screens and propagators.
+    Runs the slices backwards with conjugated screens and propagators;
+    ``exit_field`` may carry leading batch axes as ``incident`` does. Returns
+    on the selected device.
     """
     field, half_screen, transfer, half_step = _bpm_setup(n, wavelength, sampling, n_background, wide_angle,
                                                          exit_field, "exit_field")
