@@ -102,7 +102,8 @@ def specimen(size):
     n = spec["scan_cells"]
     lo = (LATTICE * ((spec["cells"][0] - n) // 2), LATTICE * ((spec["cells"][1] - n) // 2))
     hi = (lo[0] + n * LATTICE, lo[1] + n * LATTICE)
-    positions = stem.scan_positions(start=lo, end=hi, sampling=LATTICE / POSITIONS_PER_CELL)
+    # On the host: abTEM's positions are compared with them (mbook.stem.scan moves them to the device).
+    positions = backend.asnumpy(stem.scan_positions(start=lo, end=hi, sampling=LATTICE / POSITIONS_PER_CELL))
     return atoms, grid, positions, (lo, hi)
 
 
@@ -136,7 +137,7 @@ def mbook_haadf(atoms, positions, parametrization, batch, timings, potential=Non
                     slice_thickness=potentials.slice_thicknesses(atoms, SLICE_THICKNESS),
                     semiangle_cutoff=SEMIANGLE_CUTOFF, positions=positions, detectors={"HAADF": HAADF},
                     max_batch=batch)
-    return out["HAADF"]
+    return backend.asnumpy(out["HAADF"])  # to the host, as abTEM's image is, inside the timing
 
 
 def abtem_potential(atoms, grid, parametrization, device):
