@@ -37,7 +37,8 @@ def test_scattering_angle_of_numbers_and_arrays(device):
     from mbook.core import backend
 
     angle = physics.scattering_angle(0.5, 300e3)
-    assert isinstance(angle, float) and angle == pytest.approx(0.5 * 0.01969 * 1e3, abs=0.5 * 0.5e-5 * 1e3)  # Kirkland, 4 digits
+    # Kirkland's λ = 0.01969 Å at 300 keV, to its 4 digits
+    assert isinstance(angle, float) and angle == pytest.approx(0.5 * 0.01969 * 1e3, abs=0.5 * 0.5e-5 * 1e3)
     angles = physics.scattering_angle(np.array([0.0, 0.5, 1.0]), 300e3)
     assert backend.get_array_module(angles) is backend.xp
     np.testing.assert_allclose(backend.asnumpy(angles), [0.0, angle, 2 * angle])

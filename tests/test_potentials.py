@@ -13,7 +13,7 @@ from scipy import constants
 from scipy.special import k0
 
 from mbook.core import backend, strict
-from mbook.electron import phonons, potentials
+from mbook.electron import phonons, potentials, scattering_factors
 
 H = backend.asnumpy  # the one way to the host, for np.testing
 
@@ -42,7 +42,7 @@ def kirkland_projected_potential(symbol, r):
     v_z(r) = 4π² a0 e Σ a_i K0(2π r √b_i) + 2π² a0 e Σ (c_i / d_i) exp(-π² r² / d_i):
     an independent route (Bessel functions in real space, no FFT) to the same potential.
     """
-    table = potentials._load_table("kirkland")[symbol]
+    table = scattering_factors.load_table("kirkland")[symbol]
     a0e = potentials.POTENTIAL_PREFACTOR / (2 * np.pi)
     v = 0.0
     for a, b, c, d in zip(table["a"], table["b"], table["c"], table["d"]):
@@ -66,11 +66,11 @@ def test_tables_cover_hydrogen_to_lawrencium_and_cite_a_bib_entry(name, key):
 def test_table_spot_values():
     """A few parameters against the published tables (catches a shuffled column or element)."""
     # Kirkland (2010), table C.4, hydrogen: a1, b1, ..., d3.
-    h = potentials._load_table("kirkland")["H"]
+    h = scattering_factors.load_table("kirkland")["H"]
     np.testing.assert_allclose(h["a"], [4.20298324e-3, 6.27762505e-2, 3.00907347e-2], rtol=1e-9)
     np.testing.assert_allclose(h["d"], [4.38854001, 4.03884823e-1, 1.44490166], rtol=1e-9)
     # Lobato & Van Dyck (2014), carbon: a1 and b5.
-    c = potentials._load_table("lobato")["C"]
+    c = scattering_factors.load_table("lobato")["C"]
     assert c["a"][0] == pytest.approx(124.466088621343, rel=1e-12)
     assert c["b"][4] == pytest.approx(0.0768976818478339, rel=1e-12)
 

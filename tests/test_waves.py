@@ -99,7 +99,8 @@ def test_probe_refuses_aperture_beyond_sampling():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"aberrations": {"C99": 1.0}}, "unknown aberration"), ({"defocus": 10.0, "aberrations": {"C10": 1.0}}, "not both"),
+    [({"aberrations": {"C99": 1.0}}, "unknown aberration"),
+     ({"defocus": 10.0, "aberrations": {"C10": 1.0}}, "not both"),
      ({"Cs": float("nan")}, "Cs must be a finite number")],
 )
 def test_bad_aberrations(kwargs, match):

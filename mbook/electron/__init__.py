@@ -2,7 +2,8 @@
 
 - :mod:`~mbook.electron.physics`: wavelength, interaction parameter, scattering angles;
 - :mod:`~mbook.electron.structures`: crystals and amorphous specimens (ase);
-- :mod:`~mbook.electron.potentials`: projected potentials from Kirkland and Lobato tables;
+- :mod:`~mbook.electron.scattering_factors`: electron scattering factors, Kirkland and Lobato tables;
+- :mod:`~mbook.electron.potentials`: projected potentials, sliced;
 - :mod:`~mbook.electron.phonons`: frozen-phonon configurations;
 - :mod:`~mbook.electron.waves`: plane waves, probes, aberrations, the CTF;
 - :mod:`~mbook.electron.multislice`: the multislice recursion;

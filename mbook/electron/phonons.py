@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from mbook.electron import potentials
+from mbook.electron import potentials, scattering_factors
 
 
 def _sigma_per_atom(sigmas, symbols) -> np.ndarray:
@@ -32,7 +32,8 @@ def _sigma_per_atom(sigmas, symbols) -> np.ndarray:
         return float(value)
 
     if isinstance(sigmas, dict):
-        table = {potentials.element_symbol(key): check(value, f"sigmas[{key!r}]") for key, value in sigmas.items()}
+        table = {scattering_factors.element_symbol(key): check(value, f"sigmas[{key!r}]")
+                 for key, value in sigmas.items()}
         missing = sorted(set(symbols) - set(table))
         if missing:
             raise ValueError(

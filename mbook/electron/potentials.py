@@ -26,10 +26,9 @@ closed-form projected potential to a few % at 0.3-1 Å from the nucleus
 
 Conventions: ``k = |k|`` is a spatial frequency in cycles per Å without a 2π
 (``k = 2 sin(θ)/λ = 1/d``), as in :mod:`mbook.core.grids`. Arrays are
-``(n_slices, nx, ny)``, axis 1 along the cell's x. Two parameterisations of
-``f_e`` ship as data in ``mbook/data/``: Kirkland (2010, appendix C; 3
-Lorentzians + 3 Gaussians) and Lobato & Van Dyck (2014; 5 hydrogen-like terms),
-both for Z = 1..103.
+``(n_slices, nx, ny)``, axis 1 along the cell's x. The scattering factors
+``f_e`` (Kirkland 2010 or Lobato & Van Dyck 2014, Z = 1..103) are in
+:mod:`mbook.electron.scattering_factors`; :func:`scattering_factor` is here too.
 
 Slicing (projection approximation): the cell is cut along z into
 ``n_slices = ceil(cell_z / slice_thickness)`` slices of ``slice_thickness``
@@ -57,12 +56,9 @@ True
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import math
 import numbers
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import scipy.fft
@@ -70,9 +66,15 @@ import threadpoolctl
 from scipy import constants
 
 from mbook.core import backend, checks, grids, progress
-
-PARAMETRIZATIONS = ("kirkland", "lobato")
-DATA_DIR = Path(__file__).resolve().parent / "data"
+from mbook.electron import scattering_factors
+# The tables' public names, here too: a potential and its f_e(k) go together.
+from mbook.electron.scattering_factors import (  # noqa: F401
+    DATA_DIR,
+    PARAMETRIZATIONS,
+    element_symbol,
+    scattering_factor,
+    table_metadata,
+)
 
 #: ``2π a0 e`` [V·Å²] (Kirkland 2010, ch. 5), with e → e/(4π ε0) in V·Å (≈ 14.40 V·Å)
 #: and a0 in Å (≈ 0.5292 Å); CODATA values from :mod:`scipy.constants`.
@@ -84,134 +86,6 @@ POTENTIAL_PREFACTOR = (
 
 _POSITION_TOLERANCE = 1e-6  # Å: rounding noise such as z = -1e-17 still counts as z = 0
 _MANY_SLICES = 20  # show a progress bar from this many slices on
-
-
-# --------------------------------------------------------------------------- tables
-
-
-@functools.lru_cache(maxsize=None)
-def _load_table(parametrization: str) -> dict:
-    """The parameter table of one parameterisation: symbol -> dict of float64 arrays."""
-    with open(DATA_DIR / f"{parametrization}.json", encoding="utf-8") as handle:
-        raw = json.load(handle)
-    return {
-        symbol: {key: np.asarray(value, dtype=np.float64) for key, value in entry.items() if key != "Z"}
-        for symbol, entry in raw["elements"].items()
-    }
-
-
-def table_metadata(parametrization: str = "kirkland") -> dict:
-    """The header of a parameter table: citation, bibtex key, formula, units, provenance."""
-    parametrization = _check_parametrization(parametrization)
-    with open(DATA_DIR / f"{parametrization}.json", encoding="utf-8") as handle:
-        raw = json.load(handle)
-    return {key: value for key, value in raw.items() if key != "elements"}
-
-
-def _check_parametrization(parametrization) -> str:
-    if not isinstance(parametrization, str) or parametrization.strip().lower() not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
-    return parametrization.strip().lower()
-
-
-def element_symbol(element) -> str:
-    """Chemical symbol of ``element``: a symbol such as ``"Si"`` or an atomic number (1-103).
-
-    Raises
-    ------
-    ValueError
-        For anything else, naming the value.
-
-    Examples
-    --------
-    >>> from mbook.electron.potentials import element_symbol
-    >>> element_symbol(14), element_symbol("Sr")
-    ('Si', 'Sr')
-    """
-    from ase.data import atomic_numbers, chemical_symbols
-
-    if isinstance(element, numbers.Integral) and not isinstance(element, bool):
-        if 1 <= element < len(chemical_symbols):
-            return chemical_symbols[int(element)]
-    elif isinstance(element, str) and element in atomic_numbers and element != "X":
-        return element
-    raise ValueError(f"element must be a chemical symbol ('Si') or an atomic number (1-103), got {element!r}")
-
-
-def _check_element(element, parametrization: str) -> str:
-    from ase.data import atomic_numbers
-
-    symbol = element_symbol(element)
-    if symbol not in _load_table(parametrization):
-        raise ValueError(
-            f"element {symbol!r} (Z = {atomic_numbers[symbol]}) is not in the {parametrization} table, "
-            f"which covers Z = 1..103 (H..Lr)"
-        )
-    return symbol
-
-
-def _scattering_factor_kernel(params: dict, k2, parametrization: str):
-    """``f_e`` [Å] at squared frequencies ``k2`` [1/Å²] (any array module, float64)."""
-    xp = backend.get_array_module(k2)
-    f = xp.zeros_like(k2)
-    if parametrization == "kirkland":
-        # Kirkland (2010), appendix C: 3 Lorentzians + 3 Gaussians in k = 1/d.
-        for a, b, c, d in zip(params["a"], params["b"], params["c"], params["d"]):
-            f += a / (k2 + b) + c * xp.exp(-d * k2)
-    else:
-        # Lobato & Van Dyck (2014): f_e = Σ a (2 + b k²) / (1 + b k²)², hydrogen-like terms.
-        for a, b in zip(params["a"], params["b"]):
-            bk2 = b * k2
-            f += a * (2 + bk2) / (1 + bk2) ** 2
-    return f
-
-
-def scattering_factor(element, k, parametrization: str = "kirkland"):
-    """Electron scattering factor of a neutral atom, ``f_e(k)``.
-
-    Parameters
-    ----------
-    element : str or int
-        Chemical symbol (``"Sr"``) or atomic number (1-103).
-    k : float or array_like
-        Spatial frequency ``|k| = 2 sin(θ)/λ`` in cycles per Å, no 2π
-        (the convention of :mod:`mbook.core.grids`) [1/Å]. An array is moved
-        to the selected device.
-    parametrization : {"kirkland", "lobato"}
-        Kirkland (2010) or Lobato & Van Dyck (2014).
-
-    Returns
-    -------
-    float or ndarray, float64
-        ``f_e`` [Å]: a float for a number ``k``; for an array, an array of its
-        shape on the selected device.
-
-    Raises
-    ------
-    ValueError
-        Unknown element or parameterisation; negative or non-finite ``k``.
-
-    Examples
-    --------
-    >>> from mbook.electron.potentials import scattering_factor
-    >>> round(float(scattering_factor("C", 0.0)), 3)          # Å
-    2.511
-    >>> round(float(scattering_factor(6, 0.0, parametrization="lobato")), 3)
-    2.51
-    """
-    parametrization = _check_parametrization(parametrization)
-    symbol = _check_element(element, parametrization)
-    params = _load_table(parametrization)[symbol]
-    if isinstance(k, numbers.Real) and not isinstance(k, bool):  # a number: computed on the host
-        if not (math.isfinite(k) and k >= 0):
-            raise ValueError(f"k must be finite and >= 0 [1/Å] (a magnitude |k|), got {k!r}")
-        return float(_scattering_factor_kernel(params, np.float64(k) ** 2, parametrization))
-    k = backend.asarray(k, dtype=np.float64)
-    xp = backend.get_array_module(k)
-    if not bool(xp.all(xp.isfinite(k) & (k >= 0))):  # one copy to the host, to refuse bad input
-        raise ValueError(f"k must be finite and >= 0 [1/Å] (a magnitude |k|), got an array with min "
-                         f"{float(xp.nanmin(k)) if bool(xp.isfinite(k).any()) else k.dtype}")
-    return _scattering_factor_kernel(params, k * k, parametrization)
 
 
 # --------------------------------------------------------------------------- atoms and grids
@@ -521,7 +395,7 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
     >>> v.shape, v.dtype.name
     ((4, 55, 55), 'float32')
     """
-    parametrization = _check_parametrization(parametrization)
+    parametrization = scattering_factors.check_parametrization(parametrization)
     positions, lengths, symbols = check_atoms(atoms)
     _check_inside(positions, lengths)
     cell_z = float(lengths[2])
@@ -531,7 +405,7 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
 
     species_names = sorted(set(symbols))
     for name in species_names:
-        _check_element(name, parametrization)
+        scattering_factors.check_element(name, parametrization)
     lookup = {name: i for i, name in enumerate(species_names)}
     species = np.array([lookup[name] for name in symbols], dtype=np.int64)
     # round first: an atom at z = 3 dz built as 1.9525 + 3.905 must land in slice 3, not 2
@@ -555,9 +429,8 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
     k2 = kx[:, None] ** 2 + ky[None, :] ** 2
-    table = _load_table(parametrization)
     tables = xp.stack([
-        (POTENTIAL_PREFACTOR / (dx * dy)) * _scattering_factor_kernel(table[name], k2, parametrization)
+        (POTENTIAL_PREFACTOR / (dx * dy)) * scattering_factors.scattering_factor_of_k2(name, k2, parametrization)
         for name in species_names
     ]).astype(xp.float32)
     potential = _projected_potential_kernel(

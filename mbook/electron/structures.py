@@ -27,7 +27,7 @@ from ase import Atoms
 from ase.build import bulk, surface
 from ase.data import atomic_masses, atomic_numbers
 
-from mbook.core import checks, grids
+from mbook.core import checks
 
 SRTIO3_LATTICE = 3.905  # Å, cubic perovskite at room temperature
 SILICON_LATTICE = 5.431  # Å, diamond cubic
