@@ -151,8 +151,104 @@ def test_bad_boundary_and_iterations_are_refused():
         optimize.tv_denoise(np.ones((4, 4)), 0.1, max_num_iter=0)
 
 
+def _on_cpu(run):
+    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
+    previous = backend.get_device()
+    backend.set_device("cpu")
+    try:
+        return run()
+    finally:
+        backend.set_device(previous)
+
+
 def test_tv_denoise_on_device_matches_cpu(device, rng):
     f = rng.standard_normal((32, 32))
-    reference = optimize.tv_denoise(f, 0.3, tol=1e-6).x
-    result = optimize.tv_denoise(backend.asarray(f), 0.3, tol=1e-6).x
-    np.testing.assert_allclose(backend.asnumpy(result), reference, atol=1e-5)
+    reference = _on_cpu(lambda: optimize.tv_denoise(f, 0.3, tol=1e-6))
+    result = optimize.tv_denoise(backend.asarray(f), 0.3, tol=1e-6)
+    assert backend.get_array_module(result.x) is backend.xp
+    assert backend.get_array_module(result.gaps) is backend.xp  # the history too
+    np.testing.assert_allclose(backend.asnumpy(result.x), reference.x, atol=1e-5)
+    assert result.num_iter == reference.num_iter and result.converged
+
+
+def test_public_functions_given_numpy_return_arrays_on_the_device(device, rng):
+    u = rng.standard_normal((9, 7))
+    f = _step_image(8)
+    results = [
+        optimize.gradient(u), optimize.divergence(rng.standard_normal((2, 9, 7))), optimize.laplacian(u),
+        optimize.fourier(u), optimize.inverse_fourier(u), optimize.apply_mask(u, u > 0),
+        optimize.soft_threshold(u, 0.1), optimize.project_ball(rng.standard_normal((2, 9, 7)), 0.5),
+        optimize.shrink(rng.standard_normal((2, 9, 7)), 0.5), optimize.project_box(u, 0.0),
+        optimize.project_simplex(u), optimize.prox_squared_distance(u, u, 0.5),
+        optimize.tv_denoise(u, 0.2, max_num_iter=20).x,
+        optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
+                      prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                      prox_fstar=lambda q, s: optimize.project_ball(q, 0.1), max_num_iter=5).x,
+        optimize.forward_backward(u, grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, max_num_iter=5).x,
+    ]
+    assert all(backend.get_array_module(r) is backend.xp for r in results)
+    norm = optimize.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p), (8, 8), max_num_iter=5)
+    assert isinstance(norm, float)
+
+
+def test_tol_zero_runs_every_iteration_and_tests_nothing(rng):
+    f = rng.standard_normal((16, 16))
+    result = optimize.tv_denoise(f, 0.3, tol=0, max_num_iter=37)
+    assert result.num_iter == 37 and not result.converged
+    assert result.gaps.shape == (4,)  # the gaps are still recorded at the checks (10, 20, 30, 37)
+    assert np.all(np.diff(result.gaps) < 0)  # and they fall
+    fb = optimize.forward_backward(np.ones(5), grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, tol=0,
+                                   accelerate=False, max_num_iter=23)
+    assert fb.num_iter == 23 and not fb.converged
+    np.testing.assert_allclose(fb.x, 0.5**23 * np.ones(5), rtol=1e-12)  # plain gradient steps on ½‖x‖²
+
+
+def test_power_iteration_tested_every_check_stops_early():
+    norm = optimize.operator_norm(lambda x: 3.0 * x, lambda y: 3.0 * y, (6, 5), tol=1e-9, max_num_iter=1000)
+    assert norm == pytest.approx(3.0, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- no copies per iteration
+def test_pdhg_copies_nothing_per_iteration(no_copies_per_iteration):
+    f = _step_image(8)
+
+    def run(n):  # the operator norm is estimated first (a fixed number of copies), then n iterations
+        return optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
+                             K_adjoint=lambda p: -optimize.divergence(p),
+                             prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                             prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=n, tol=0)
+
+    no_copies_per_iteration(run)
+
+
+def test_tv_denoise_copies_nothing_per_iteration(no_copies_per_iteration, rng):
+    f = rng.standard_normal((16, 16))
+    no_copies_per_iteration(lambda n: optimize.tv_denoise(f, 0.3, max_num_iter=n, tol=0))
+
+
+def test_tv_denoise_copies_one_number_per_check(host_copies, rng):
+    f = rng.standard_normal((16, 16))
+    few, many = (host_copies(lambda n=n: optimize.tv_denoise(f, 0.01, max_num_iter=n, tol=1e-12)) for n in (10, 30))
+    assert many - few == 2  # checks at 20 and 30
+
+
+@pytest.mark.parametrize("solver", ["forward_backward", "projected_gradient"])
+def test_forward_backward_copies_nothing_per_iteration(solver, no_copies_per_iteration, rng):
+    a, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    b = rng.standard_normal(30)
+
+    def run(n):
+        matrix, target = backend.asarray(a), backend.asarray(b)  # grad_f computes on the device
+        grad_f = lambda x: matrix.T @ (matrix @ x - target)  # noqa: E731
+        if solver == "forward_backward":
+            return optimize.forward_backward(np.zeros(30), grad_f=grad_f, step=0.9, max_num_iter=n, tol=0,
+                                             prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s))
+        return optimize.projected_gradient(np.zeros(30), grad_f=grad_f, step=0.9, max_num_iter=n, tol=0,
+                                           project=lambda x: optimize.project_box(x, 0.0))
+
+    no_copies_per_iteration(run)
+
+
+def test_operator_norm_copies_nothing_per_iteration(no_copies_per_iteration):
+    no_copies_per_iteration(lambda n: optimize.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p),
+                                                             (16, 16), max_num_iter=n, tol=0))

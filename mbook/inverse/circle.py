@@ -17,12 +17,13 @@ the wrapped absolute difference. Approach 2, functional lifting, is in
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.inverse import circle
->>> rng = np.random.default_rng(0)
->>> clean = np.where(np.arange(32)[:, None] < 16, 3.0, -3.0) * np.ones((32, 32))
->>> noisy = circle.wrap(clean + 0.4 * rng.standard_normal(clean.shape))
+>>> rng = np.random.default_rng(0)  # drawn on the host, moved to the selected device
+>>> clean = backend.asarray(np.where(np.arange(32)[:, None] < 16, 3.0, -3.0) * np.ones((32, 32)))
+>>> noisy = circle.wrap(clean + backend.asarray(0.4 * rng.standard_normal((32, 32))))
 >>> result = circle.tv_s1_denoise(noisy, 0.5, max_num_iter=300)
->>> error = lambda p: float(np.sqrt(np.mean(circle.wrap(p - clean) ** 2)))
+>>> error = lambda p: float((circle.wrap(p - clean) ** 2).mean() ** 0.5)
 >>> bool(error(result.phase) < 0.5 * error(noisy))
 True
 """
@@ -32,36 +33,46 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
-
 from mbook.core import backend
-from mbook.core.checks import check_positive_number
+from mbook.core.checks import (check_finite_array, check_iterations, check_positive_number,
+                               check_tolerance)
 from mbook.inverse.optimize import divergence, gradient, project_ball
-from mbook.core.checks import check_finite_array, check_iterations
 
 TWO_PI = 2 * math.pi
 
 
 def wrap(phase):
-    """Wrap angles to [-π, π) [rad]."""
+    """Wrap angles to [-π, π) [rad], on the selected device."""
+    phase = backend.asarray(phase)
     xp = backend.get_array_module(phase)
     return xp.mod(phase + math.pi, TWO_PI) - math.pi
 
 
-def total_variation_s1(phase, *, cyclic: bool = True) -> float:
-    """Isotropic TV of a phase map with wrapped differences, ``Σ |W(∇θ)|`` [rad]."""
+def _total_variation_s1(phase, cyclic):
+    """``Σ |W(∇θ)|`` as a 0-d device array (kernel: nothing copied to the host)."""
     xp = backend.get_array_module(phase)
     g = gradient(phase)
     g = wrap(g) if cyclic else g
-    return float(xp.sum(xp.sqrt(xp.sum(g**2, axis=0))))
+    return xp.sum(xp.sqrt(xp.sum(g**2, axis=0)))
+
+
+def _s1_energy(phase, data, weight, data_weight, cyclic):
+    """The energy of :func:`s1_energy` as a 0-d device array (kernel)."""
+    xp = backend.get_array_module(phase)
+    fidelity = data_weight * (1 - xp.cos(phase - data)) if cyclic else 0.5 * data_weight * (phase - data) ** 2
+    return xp.sum(fidelity) + weight * _total_variation_s1(phase, cyclic)
+
+
+def total_variation_s1(phase, *, cyclic: bool = True) -> float:
+    """Isotropic TV of a phase map with wrapped differences, ``Σ |W(∇θ)|`` [rad]."""
+    return float(_total_variation_s1(backend.asarray(phase), cyclic))
 
 
 def s1_energy(phase, data, weight, *, data_weight=None, cyclic: bool = True) -> float:
     """``Σ a (1 - cos(θ - φ)) + λ TV_S1(θ)`` (``cyclic``) or ``Σ a/2 (θ - φ)² + λ TV(θ)``."""
-    xp = backend.get_array_module(phase)
-    a = 1.0 if data_weight is None else data_weight
-    fidelity = a * (1 - xp.cos(phase - data)) if cyclic else 0.5 * a * (phase - data) ** 2
-    return float(xp.sum(fidelity)) + weight * total_variation_s1(phase, cyclic=cyclic)
+    phase, data = backend.asarray(phase), backend.asarray(data)
+    a = 1.0 if data_weight is None else backend.asarray(data_weight)
+    return float(_s1_energy(phase, data, weight, a, cyclic))
 
 
 def two_way_shrinkage(difference, threshold, *, axis=None):
@@ -86,8 +97,9 @@ def two_way_shrinkage(difference, threshold, *, axis=None):
     Returns
     -------
     array
-        Same shape as ``difference``.
+        Same shape as ``difference``, on the selected device.
     """
+    difference = backend.asarray(difference)
     xp = backend.get_array_module(difference)
     turns = xp.round(difference / TWO_PI)
     w = difference - TWO_PI * turns
@@ -99,11 +111,24 @@ def two_way_shrinkage(difference, threshold, *, axis=None):
 
 
 class TVS1Result(NamedTuple):
-    """Result of a TV-S¹ solver: the phase in [-π, π) (NumPy), iterations used,
-    the bytes held by the iterates and data during the iteration, the energy
-    ``E(θ)`` of the result and whether the stopping rule was met."""
+    """Result of a TV-S¹ solver.
 
-    phase: np.ndarray
+    Attributes
+    ----------
+    phase : (nx, ny) array
+        The phase in [-π, π) [rad] (unwrapped values for ``cyclic=False``),
+        on the selected device.
+    num_iter : int
+        Iterations used.
+    iterate_bytes : int
+        Bytes held by the iterates and data during the iteration.
+    energy : float
+        ``E(θ)`` of the result.
+    converged : bool
+        Whether the stopping rule was met (never with ``tol=0``).
+    """
+
+    phase: object
     num_iter: int
     iterate_bytes: int
     energy: float
@@ -111,6 +136,22 @@ class TVS1Result(NamedTuple):
 
 
 def check_phase_data(phase, weight, data_weight):
+    """Validate a phase map, a weight and a data weight for the TV-S¹ solvers.
+
+    Returns
+    -------
+    phase : (nx, ny) float64 array
+        On the selected device.
+    weight : float
+    data_weight : (nx, ny) float64 array
+        On the selected device (ones when None was given).
+
+    Raises
+    ------
+    ValueError
+        A non-finite or non-2D phase, a weight that is not > 0, a data weight
+        of another shape or with negative values.
+    """
     phase = check_finite_array(phase, "phase", ndim=2, real=True)
     xp = backend.get_array_module(phase)
     phase = phase.astype(xp.float64)
@@ -149,6 +190,9 @@ def tv_s1_denoise(phase, weight: float, *, data_weight=None, cyclic: bool = True
     iteration on ``Σ a/2 (θ - φ)² + λ TV(θ)`` (plain differences and
     shrinkage): ordinary TV on the wrapped phase, the baseline.
 
+    The iteration runs on the selected device and copies one number to the
+    host per check (none with ``tol=0``).
+
     Parameters
     ----------
     phase : (nx, ny) array, real
@@ -161,7 +205,8 @@ def tv_s1_denoise(phase, weight: float, *, data_weight=None, cyclic: bool = True
         TV on S¹ (True) or on R (False).
     max_num_iter : int
     tol : float
-        Relative change of the energy over ``check_every`` iterations to stop at.
+        Relative change of the energy over ``check_every`` iterations to stop
+        at; 0 runs every iteration and evaluates no energy on the way.
     check_every : int
 
     Returns
@@ -171,7 +216,44 @@ def tv_s1_denoise(phase, weight: float, *, data_weight=None, cyclic: bool = True
     phi, weight, a = check_phase_data(phase, weight, data_weight)
     max_num_iter = check_iterations(max_num_iter)
     check_every = check_iterations(check_every, "check_every")
+    tol = check_tolerance(tol)
+    theta, held, it, converged = tv_s1_iterations(phi, weight, a, cyclic=cyclic, max_num_iter=max_num_iter,
+                                                  tol=tol, check_every=check_every)
+    energy = float(_s1_energy(theta, phi, weight, a, cyclic))
+    return TVS1Result(theta, it, held, energy, converged)
+
+
+def tv_s1_iterations(phi, weight: float, data_weight, *, cyclic: bool = True, max_num_iter: int = 500,
+                     tol: float = 0.0, check_every: int = 10):
+    """The iteration of :func:`tv_s1_denoise` on data already checked: no validation, no final energy.
+
+    For callers that run the denoiser inside their own loop (the phase
+    prior of :func:`mbook.inverse.cdi.phase_prior`): with ``tol=0`` it
+    copies nothing to the host.
+
+    Parameters
+    ----------
+    phi : (nx, ny) float array
+        Phase [rad], on the device (as :func:`check_phase_data` returns it).
+    weight : float
+        λ > 0.
+    data_weight : (nx, ny) float array
+        ``a >= 0``, on the same device.
+    cyclic : bool
+    max_num_iter, check_every : int
+    tol : float
+        As in :func:`tv_s1_denoise`.
+
+    Returns
+    -------
+    phase : (nx, ny) array
+        Wrapped to [-π, π) when ``cyclic`` [rad].
+    iterate_bytes : int
+    num_iter : int
+    converged : bool
+    """
     xp = backend.get_array_module(phi)
+    a = data_weight
     sigma = max(1 / math.sqrt(8), 8 * weight / math.pi)
     tau = 0.99 / (8 * sigma)
     data = xp.exp(1j * phi)
@@ -179,7 +261,7 @@ def tv_s1_denoise(phase, weight: float, *, data_weight=None, cyclic: bool = True
     theta_bar = theta.copy()
     p = xp.zeros((2,) + phi.shape)
     held = theta.nbytes + theta_bar.nbytes + p.nbytes + data.nbytes + phi.nbytes + a.nbytes
-    energy = s1_energy(theta, phi, weight, data_weight=a, cyclic=cyclic)
+    energy = _s1_energy(theta, phi, weight, a, cyclic) if tol > 0 else None
     converged, it = False, 0
     for it in range(1, max_num_iter + 1):
         y = p + sigma * gradient(theta_bar)
@@ -196,12 +278,9 @@ def tv_s1_denoise(phase, weight: float, *, data_weight=None, cyclic: bool = True
             theta_new = (theta_tilde + tau * a * phi) / (1 + tau * a)
         theta_bar = 2 * theta_new - theta
         theta = theta_new
-        if it % check_every == 0:
-            previous, energy = energy, s1_energy(theta, phi, weight, data_weight=a, cyclic=cyclic)
-            if abs(previous - energy) <= tol * max(abs(energy), 1e-30):
+        if tol > 0 and it % check_every == 0:
+            previous, energy = energy, _s1_energy(theta, phi, weight, a, cyclic)
+            if bool(abs(previous - energy) <= tol * xp.maximum(abs(energy), 1e-30)):  # one copy per check
                 converged = True
                 break
-    energy = s1_energy(theta, phi, weight, data_weight=a, cyclic=cyclic)
-    out = wrap(theta) if cyclic else theta
-    return TVS1Result(backend.asnumpy(out), it, int(held), energy, converged)
-
+    return (wrap(theta) if cyclic else theta), int(held), it, converged

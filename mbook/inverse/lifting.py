@@ -43,13 +43,13 @@ from __future__ import annotations
 import math
 
 from mbook.core import backend, progress
-from mbook.inverse.optimize import divergence, gradient, pdhg, project_ball
-from mbook.core.checks import check_iterations
+from mbook.core.checks import check_iterations, check_tolerance
 from mbook.inverse.circle import TVS1Result, check_phase_data, s1_energy, wrap
+from mbook.inverse.optimize import divergence, gradient, pdhg, project_ball
 
 
 def labels(num_labels: int, *, xp=None):
-    """The L labels ``γ_k = -π + 2πk/L`` [rad]."""
+    """The L labels ``γ_k = -π + 2πk/L`` [rad] (on the selected device unless ``xp`` is given)."""
     xp = xp or backend.xp
     return -math.pi + 2 * math.pi * xp.arange(num_labels) / num_labels
 
@@ -67,10 +67,11 @@ def lift_apply(x, num_labels):
     Returns
     -------
     (L, 3, nx, ny) array
-        Row k: component 0 is ``φ_k - φ_{k+1}`` (with ``φ_0 = φ_L = 0`` here:
-        the constant ``φ_0 = 1`` enters as an offset), components 1-2 are
-        ``∇φ_{k+1} + w`` (``φ_L = 0``).
+        On the selected device. Row k: component 0 is ``φ_k - φ_{k+1}``
+        (with ``φ_0 = φ_L = 0`` here: the constant ``φ_0 = 1`` enters as an
+        offset), components 1-2 are ``∇φ_{k+1} + w`` (``φ_L = 0``).
     """
+    x = backend.asarray(x)
     xp = backend.get_array_module(x)
     L = num_labels
     phi, w = x[:L - 1], x[L - 1:]
@@ -83,7 +84,8 @@ def lift_apply(x, num_labels):
 
 
 def lift_adjoint(y, num_labels):
-    """Adjoint of :func:`lift_apply`: ``(L, 3, nx, ny) -> (L + 1, nx, ny)``."""
+    """Adjoint of :func:`lift_apply`: ``(L, 3, nx, ny) -> (L + 1, nx, ny)``, on the selected device."""
+    y = backend.asarray(y)
     xp = backend.get_array_module(y)
     L = num_labels
     q, p = y[:, 0], y[:, 1:]
@@ -104,7 +106,9 @@ def tv_s1_lifting(phase, weight: float, *, data_weight=None, num_labels: int = 1
     ``σ_p = 1/3``. Stops when the relative primal-dual gap is below ``tol``;
     the gap is taken between a feasible primal point (φ made monotone) and a
     feasible dual point (the closing condition imposed, then scaled into
-    the balls), so it bounds the true gap from above.
+    the balls), so it bounds the true gap from above. The gap is evaluated
+    on the device every ``check_every`` iterations and one number per check
+    comes to the host (none with ``tol=0``).
 
     Parameters
     ----------
@@ -118,18 +122,66 @@ def tv_s1_lifting(phase, weight: float, *, data_weight=None, num_labels: int = 1
         L >= 4 labels on the circle.
     max_num_iter, check_every : int
     tol : float
-        Relative primal-dual gap to stop at.
+        Relative primal-dual gap to stop at; 0 runs every iteration.
 
     Returns
     -------
     TVS1Result
-        ``energy`` is ``E`` of the read-out phase (not of the relaxation).
+        ``phase`` on the selected device; ``energy`` is ``E`` of the read-out
+        phase (not of the relaxation).
     """
     phi, weight, a = check_phase_data(phase, weight, data_weight)
     num_labels = check_iterations(num_labels, "num_labels")
     if num_labels < 4:
         raise ValueError(f"num_labels must be >= 4, got {num_labels}")
+    max_num_iter = check_iterations(max_num_iter)
+    check_every = check_iterations(check_every, "check_every")
+    tol = check_tolerance(tol)
+    theta, held, it, converged = tv_s1_lifting_iterations(phi, weight, a, num_labels=num_labels,
+                                                          max_num_iter=max_num_iter, tol=tol,
+                                                          check_every=check_every)
+    energy = s1_energy(theta, phi, weight, data_weight=a)
+    return TVS1Result(theta, it, held, energy, converged)
+
+
+def tv_s1_lifting_iterations(phi, weight: float, data_weight, *, num_labels: int = 16,
+                             max_num_iter: int = 3000, tol: float = 0.0, check_every: int = 25):
+    """The solver of :func:`tv_s1_lifting` on data already checked: no validation, no final energy.
+
+    For callers that run it inside their own loop (the phase prior of
+    :func:`mbook.inverse.cdi.phase_prior`): with ``tol=0`` it copies nothing
+    to the host.
+
+    Parameters
+    ----------
+    phi : (nx, ny) float array
+        Phase [rad], on the device (as
+        :func:`mbook.inverse.circle.check_phase_data` returns it).
+    weight : float
+        λ > 0.
+    data_weight : (nx, ny) float array
+        ``a >= 0``, on the same device.
+    num_labels : int
+        L >= 4.
+    max_num_iter, check_every : int
+    tol : float
+        As in :func:`tv_s1_lifting`.
+
+    Returns
+    -------
+    phase : (nx, ny) array
+        Wrapped to [-π, π) [rad].
+    iterate_bytes : int
+    num_iter : int
+    converged : bool
+
+    Raises
+    ------
+    MemoryError
+        When the lifted arrays exceed the memory budget.
+    """
     xp = backend.get_array_module(phi)
+    a = data_weight
     L, h = num_labels, 2 * math.pi / num_labels
     # Peak memory: x, x̄, x_new (L+1 fields), y and its update (3L), the cost table (L),
     # and temporaries of the operator (about 4L): refuse early, with the numbers.
@@ -164,33 +216,33 @@ def tv_s1_lifting(phase, weight: float, *, data_weight=None, num_labels: int = 1
         phi_k = _cumulative_min(phi_k)
         return phi_k[:-1] - phi_k[1:], phi_k
 
-    def objectives(x, y):
+    def objectives(x, y):  # 0-d device arrays: pdhg copies one number per check
         u, phi_k = label_weights(x)
         grads = xp.moveaxis(gradient(phi_k[1:-1]), 0, 1)  # (L-1, 2, nx, ny)
         w = x[L - 1:]
-        tv = float(xp.sum(xp.sqrt(xp.sum((grads + w) ** 2, axis=1)))) + float(
-            xp.sum(xp.sqrt(xp.sum(w**2, axis=0))))
-        primal = float(xp.sum(rho * u)) + radius * tv
+        tv = xp.sum(xp.sqrt(xp.sum((grads + w) ** 2, axis=1))) + xp.sum(xp.sqrt(xp.sum(w**2, axis=0)))
+        primal = xp.sum(rho * u) + radius * tv
         feasible = y.copy()
         feasible[:, 0] = xp.minimum(y[:, 0], rho)
         p = y[:, 1:] - y[:, 1:].mean(axis=0, keepdims=True)  # Σ_k p_k = 0
         norms = xp.sqrt(xp.sum(p**2, axis=1, keepdims=True)).max(axis=0, keepdims=True)
         feasible[:, 1:] = p * xp.minimum(1.0, radius / xp.maximum(norms, 1e-300))
         coefficients = lift_adjoint(feasible, L)[:L - 1]
-        dual = float(xp.sum(feasible[0, 0])) + float(xp.sum(xp.minimum(coefficients, 0)))
+        dual = xp.sum(feasible[0, 0]) + xp.sum(xp.minimum(coefficients, 0))
         return primal, dual
 
+    # With tol=0 no gap is tested: skip evaluating it too (it costs about an iteration).
     result = pdhg(
         x0, y0, K=lambda x: lift_apply(x, L), K_adjoint=lambda y: lift_adjoint(y, L),
-        prox_g=prox_g, prox_fstar=prox_fstar, tau=tau, sigma=sigma, objectives=objectives,
-        tol=tol, max_num_iter=max_num_iter, check_every=check_every,
+        prox_g=prox_g, prox_fstar=prox_fstar, tau=tau, sigma=sigma,
+        objectives=objectives if tol > 0 else None, tol=tol, max_num_iter=max_num_iter,
+        check_every=check_every,
     )
     u, _ = label_weights(result.x)
     theta = xp.angle(xp.sum(u * xp.exp(1j * gamma)[:, None, None], axis=0))
     # Held through the iteration: x, x̄, the dual field, the cost table and the data.
     held = 2 * x0.nbytes + y0.nbytes + rho.nbytes + phi.nbytes + a.nbytes
-    energy = s1_energy(theta, phi, weight, data_weight=a)
-    return TVS1Result(backend.asnumpy(wrap(theta)), result.num_iter, int(held), energy, result.converged)
+    return wrap(theta), int(held), result.num_iter, result.converged
 
 
 def _cumulative_min(array):

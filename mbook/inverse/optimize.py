@@ -16,16 +16,23 @@ The pieces every variational method of the book is built from:
   :func:`projected_gradient`; :func:`tv_denoise`, the ROF model solved by PDHG.
 
 Arrays are indexed ``[..., x, y]``; a gradient stacks its two components on
-a new first axis, ``(2, ..., nx, ny)``. Everything works on NumPy or CuPy
-arrays alike (:mod:`mbook.core.backend`).
+a new first axis, ``(2, ..., nx, ny)``. The device rule of :mod:`mbook`
+holds: the operators and solvers move their array inputs to the selected
+device and return device arrays; the solvers copy nothing to the host
+inside their iterations but for a convergence test every ``check_every``
+iterations (none with ``tol=0``), and their histories (``gaps``) are device
+arrays. The functions handed to a solver (``K``, ``prox_g``, ``grad_f``,
+...) are called on device arrays and should keep them there.
 
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.inverse import optimize
 >>> step = np.zeros((8, 8)); step[4:] = 1.0
 >>> result = optimize.tv_denoise(step, 0.5, tol=1e-6)
->>> round(float(result.x[0, 0]), 3), round(float(result.x[7, 0]), 3)  # ±λ/4 per side
+>>> x = backend.asnumpy(result.x)  # on the selected device: the one way to the host
+>>> round(float(x[0, 0]), 3), round(float(x[7, 0]), 3)  # ±λ/4 per side
 (0.125, 0.875)
 """
 
@@ -37,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks
 
 BOUNDARIES = ("neumann", "periodic")
 
@@ -63,9 +70,9 @@ def gradient(u, *, boundary: str = "neumann"):
     (2, ..., nx, ny) array
         ``(∂x u, ∂y u)`` per pixel [unit of u per pixel].
     """
+    u = backend.asarray(u)  # a no-op on device data: solvers call this every iteration
     xp = backend.get_array_module(u)
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    checks.check_choice(boundary, "boundary", BOUNDARIES)
     if boundary == "periodic":
         return xp.stack([xp.roll(u, -1, axis=-2) - u, xp.roll(u, -1, axis=-1) - u])
     g = xp.zeros((2,) + u.shape, dtype=u.dtype)
@@ -88,9 +95,9 @@ def divergence(p, *, boundary: str = "neumann"):
     (..., nx, ny) array
         ``div p`` with ``<gradient(u), p> = -<u, div p>`` exactly.
     """
+    p = backend.asarray(p)
     xp = backend.get_array_module(p)
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    checks.check_choice(boundary, "boundary", BOUNDARIES)
     if p.shape[0] != 2:
         raise ValueError(f"p must have its 2 components on axis 0, got shape {p.shape}")
     px, py = p[0], p[1]
@@ -111,12 +118,14 @@ def laplacian(u, *, boundary: str = "neumann"):
 
 def fourier(x):
     """Unitary 2D DFT over the last two axes (``fft2 / sqrt(N)``); adjoint :func:`inverse_fourier`."""
+    x = backend.asarray(x)
     n = x.shape[-1] * x.shape[-2]
     return backend.fft2(x) / math.sqrt(n)
 
 
 def inverse_fourier(y):
     """Inverse (= adjoint) of :func:`fourier`: ``ifft2 * sqrt(N)``."""
+    y = backend.asarray(y)
     n = y.shape[-1] * y.shape[-2]
     return backend.ifft2(y) * math.sqrt(n)
 
@@ -130,48 +139,63 @@ def apply_mask(x, mask):
     mask : (nx, ny) array, bool or real
         Broadcast against ``x``.
     """
+    x = backend.asarray(x)
     xp = backend.get_array_module(x)
-    return x * xp.asarray(mask, dtype=x.real.dtype if xp.iscomplexobj(x) else None)
+    return x * backend.asarray(mask, dtype=x.real.dtype if xp.iscomplexobj(x) else None)
 
 
 def operator_norm(forward, adjoint, shape, *, dtype=np.float64, max_num_iter: int = 100,
-                  tol: float = 1e-6, seed: int = 0, xp=None) -> float:
+                  tol: float = 1e-6, check_every: int = 10, seed: int = 0, xp=None) -> float:
     """``‖K‖``, the largest singular value, by power iteration on ``K* K``.
+
+    The iterate and the norms stay on the device; every ``check_every``
+    iterations one number comes to the host to test convergence (none with
+    ``tol=0``), and one at the end.
 
     Parameters
     ----------
     forward, adjoint : callable
-        ``K`` and ``K*``.
+        ``K`` and ``K*``, called on device arrays.
     shape : tuple of int
         Shape of the input of ``K``.
+    dtype : dtype
+        Of the start vector (complex for a complex operator).
     max_num_iter : int
         Iteration cap.
     tol : float
-        Stop when the estimate changes by less than this, relatively.
+        Stop when the estimate changes from one iteration to the next by
+        less than this, relatively (tested every ``check_every``
+        iterations); 0 runs every iteration.
+    check_every : int
+        Iterations between convergence tests.
     seed : int
-        Seed of the random start vector.
+        Seed of the random start vector (drawn on the host, then moved).
+    xp : module, optional
+        Array module of the start vector: default the selected device's
+        (a solver passes that of its own iterate).
 
     Returns
     -------
     float
         Estimate of ``‖K‖`` (from below; multiply by ~1.01 for a safe step).
     """
-    xp = xp or backend.xp
     max_num_iter = checks.check_iterations(max_num_iter)
-    x = xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+    tol = checks.check_tolerance(tol)
+    check_every = checks.check_iterations(check_every, "check_every")
+    start = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    x = backend.asarray(start) if xp is None else xp.asarray(start)
+    xp = backend.get_array_module(x)
     x /= xp.linalg.norm(x)
-    estimate = 0.0
-    for _ in range(max_num_iter):
+    norm = previous = xp.zeros((), dtype=x.real.dtype)
+    for it in range(1, max_num_iter + 1):
         y = adjoint(forward(x))
-        norm = float(xp.linalg.norm(y))
-        if norm == 0:
-            return 0.0
-        x = y / norm
-        new = math.sqrt(norm)
-        if abs(new - estimate) <= tol * new:
-            return new
-        estimate = new
-    return estimate
+        previous, norm = norm, xp.linalg.norm(y)  # ‖K*K x‖ → ‖K‖² as x → the top singular vector
+        x = y / xp.where(norm > 0, norm, 1)  # K = 0: x stays 0 and the estimate is 0
+        if tol > 0 and it % check_every == 0 and it < max_num_iter:
+            estimate, before = xp.sqrt(norm), xp.sqrt(previous)
+            if bool(abs(estimate - before) <= tol * estimate):  # one copy per check
+                break
+    return float(xp.sqrt(norm))
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,6 +203,7 @@ def operator_norm(forward, adjoint, shape, *, dtype=np.float64, max_num_iter: in
 # ---------------------------------------------------------------------------------------
 def soft_threshold(x, threshold):
     """Prox of ``threshold·|x|`` elementwise: shrink magnitudes by ``threshold`` (complex too)."""
+    x = backend.asarray(x)
     xp = backend.get_array_module(x)
     magnitude = xp.abs(x)
     scale = xp.maximum(magnitude - threshold, 0) / xp.maximum(magnitude, 1e-300)
@@ -190,6 +215,7 @@ def project_ball(p, radius, *, axis: int = 0):
 
     The prox of the indicator of the dual TV ball.
     """
+    p = backend.asarray(p)
     xp = backend.get_array_module(p)
     norm = xp.sqrt(xp.sum(xp.abs(p) ** 2, axis=axis, keepdims=True))
     return p / xp.maximum(norm / radius, 1.0)
@@ -197,11 +223,13 @@ def project_ball(p, radius, *, axis: int = 0):
 
 def shrink(p, threshold, *, axis: int = 0):
     """Isotropic shrinkage, the prox of ``threshold·|p|_2`` (components along ``axis``)."""
+    p = backend.asarray(p)
     return p - project_ball(p, threshold, axis=axis)
 
 
 def project_box(x, lower=-np.inf, upper=np.inf):
     """Project onto the box ``lower <= x <= upper`` (elementwise)."""
+    x = backend.asarray(x)
     xp = backend.get_array_module(x)
     return xp.clip(x, lower, upper)
 
@@ -212,6 +240,7 @@ def project_simplex(x, *, axis: int = 0):
     Sort-based algorithm (Held, Wolfe and Crowder 1974; Duchi et al. 2008),
     vectorised over all other axes.
     """
+    x = backend.asarray(x)
     xp = backend.get_array_module(x)
     v = xp.moveaxis(x, axis, 0)
     n = v.shape[0]
@@ -226,6 +255,7 @@ def project_simplex(x, *, axis: int = 0):
 
 def prox_squared_distance(x, target, step, *, weight=1.0):
     """Prox of ``(weight/2)‖z - target‖²``: ``(x + step·w·target) / (1 + step·w)``."""
+    x, target = backend.asarray(x), backend.asarray(target)
     sw = step * weight
     return (x + sw * target) / (1 + sw)
 
@@ -234,14 +264,42 @@ def prox_squared_distance(x, target, step, *, weight=1.0):
 # solvers
 # ---------------------------------------------------------------------------------------
 class PDHGResult(NamedTuple):
-    """Result of :func:`pdhg`: primal ``x``, dual ``y``, iterations used, the
-    relative gaps at each check and whether the gap tolerance was reached."""
+    """Result of :func:`pdhg` (and :func:`tv_denoise`).
+
+    Attributes
+    ----------
+    x, y : array
+        Primal and dual points, on the selected device.
+    num_iter : int
+        Iterations run.
+    gaps : (num_checks,) array
+        Relative primal-dual gap at each check, on the selected device
+        (empty without ``objectives``).
+    converged : bool
+        Whether a check found the gap at most ``tol`` (never with ``tol=0``).
+    """
 
     x: object
     y: object
     num_iter: int
-    gaps: np.ndarray
+    gaps: object
     converged: bool
+
+
+def _device_scalar(value, xp):
+    """A value returned by a user's callable as a 0-d array of ``xp`` (floats are accepted)."""
+    return value if backend.is_device_array(value) or isinstance(value, np.ndarray) else xp.asarray(value)
+
+
+def _relative_gap(primal, dual, xp):
+    """``(P - D) / max(|P|, 1e-30)`` as a 0-d device array: nothing copied to the host."""
+    primal, dual = _device_scalar(primal, xp), _device_scalar(dual, xp)
+    return (primal - dual) / xp.maximum(abs(primal), 1e-30)
+
+
+def _stacked(values, xp):
+    """A history of 0-d device arrays as one device array (one stack, at the end)."""
+    return xp.stack(values) if values else xp.zeros(0)
 
 
 def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm=None,
@@ -263,14 +321,17 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
     estimated by :func:`operator_norm`.
 
     Stopping: every ``check_every`` iterations ``objectives(x, y)`` returns
-    the primal and dual objective values ``(P(x), D(y))``; iterations stop
-    when the relative gap ``(P - D) / max(|P|, 1e-30)`` is at most ``tol``.
-    Without ``objectives`` the solver runs ``max_num_iter`` iterations.
+    the primal and dual objective values ``(P(x), D(y))`` (0-d device arrays,
+    or floats) and the relative gap ``(P - D) / max(|P|, 1e-30)`` is recorded
+    on the device; iterations stop when it is at most ``tol``. That test is
+    the only copy to the host in the loop, one number per check; with
+    ``tol=0`` the gaps are recorded but never tested, and without
+    ``objectives`` the solver runs ``max_num_iter`` iterations.
 
     Parameters
     ----------
     x0, y0 : array
-        Starting primal and dual points.
+        Starting primal and dual points (moved to the selected device).
     K, K_adjoint : callable
         The linear operator and its adjoint.
     prox_g, prox_fstar : callable
@@ -286,7 +347,7 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
     objectives : callable, optional
         ``objectives(x, y) -> (primal, dual)``.
     tol : float
-        Relative primal-dual gap to stop at.
+        Relative primal-dual gap to stop at; 0 runs every iteration.
     max_num_iter, check_every : int
 
     Returns
@@ -295,17 +356,20 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
     """
     max_num_iter = checks.check_iterations(max_num_iter)
     check_every = checks.check_iterations(check_every, "check_every")
+    tol = checks.check_tolerance(tol)
+    x, y = backend.asarray(x0), backend.asarray(y0)
+    xp = backend.get_array_module(x)
+    tau, sigma = (step if step is None or isinstance(step, numbers.Real) else backend.asarray(step)
+                  for step in (tau, sigma))
     if tau is None or sigma is None:
         if norm is None:
-            norm = 1.01 * operator_norm(K, K_adjoint, x0.shape, dtype=x0.dtype,
-                                        xp=backend.get_array_module(x0))
+            norm = 1.01 * operator_norm(K, K_adjoint, x.shape, dtype=x.dtype, xp=xp)
         if tau is None and sigma is None:
             tau = sigma = 0.99 / norm
         elif tau is None:
             tau = 0.99 / (norm**2 * sigma)
         else:
             sigma = 0.99 / (norm**2 * tau)
-    x, y = x0, y0
     x_bar = x
     gaps, converged, it = [], False, 0
     for it in range(1, max_num_iter + 1):
@@ -317,16 +381,16 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
         x_bar = x_new + theta * (x_new - x)
         x = x_new
         if objectives is not None and (it % check_every == 0 or it == max_num_iter):
-            primal, dual = objectives(x, y)
-            gaps.append((primal - dual) / max(abs(primal), 1e-30))
-            if gaps[-1] <= tol:
+            gaps.append(_relative_gap(*objectives(x, y), xp))
+            if tol > 0 and bool(gaps[-1] <= tol):  # the one copy per check
                 converged = True
                 break
-    return PDHGResult(x, y, it, np.asarray(gaps), converged)
+    return PDHGResult(x, y, it, _stacked(gaps, xp), converged)
 
 
 class FBResult(NamedTuple):
-    """Result of :func:`forward_backward`: the minimiser, iterations used, converged."""
+    """Result of :func:`forward_backward`: the minimiser (on the selected device),
+    iterations used, and whether the stopping test was met."""
 
     x: object
     num_iter: int
@@ -334,19 +398,22 @@ class FBResult(NamedTuple):
 
 
 def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True, tol: float = 1e-6,
-                     max_num_iter: int = 500) -> FBResult:
+                     max_num_iter: int = 500, check_every: int = 10) -> FBResult:
     """Forward-backward splitting for ``min_x f(x) + g(x)``, ``f`` smooth.
 
     ``x ← prox_{s g}(x - s ∇f(x))`` (ISTA); with ``accelerate`` the
     Nesterov/FISTA extrapolation of Beck and Teboulle (2009). Converges for
-    ``step <= 1/L`` with ``L`` the Lipschitz constant of ``∇f``. Stops when
-    ``‖x_new - x‖ <= tol · max(‖x‖, 1e-30)``.
+    ``step <= 1/L`` with ``L`` the Lipschitz constant of ``∇f``. Every
+    ``check_every`` iterations, stops when that iteration changed ``x`` by
+    ``‖x_new - x‖ <= tol · max(‖x‖, 1e-30)``: one number copied to the host
+    per check, none with ``tol=0``.
 
     Parameters
     ----------
     x0 : array
+        Starting point (moved to the selected device).
     grad_f : callable
-        ``∇f(x)``.
+        ``∇f(x)``, called on device arrays.
     prox_g : callable
         ``prox_g(v, step)``.
     step : float
@@ -354,7 +421,8 @@ def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True
     accelerate : bool
         FISTA (True) or plain ISTA.
     tol : float
-    max_num_iter : int
+        Relative change of ``x`` to stop at; 0 runs every iteration.
+    max_num_iter, check_every : int
 
     Returns
     -------
@@ -362,12 +430,17 @@ def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True
     """
     step = checks.check_positive_number(step, "step")
     max_num_iter = checks.check_iterations(max_num_iter)
-    xp = backend.get_array_module(x0)
-    x, z, t = x0, x0, 1.0
+    check_every = checks.check_iterations(check_every, "check_every")
+    tol = checks.check_tolerance(tol)
+    x = backend.asarray(x0)
+    xp = backend.get_array_module(x)
+    z, t = x, 1.0
     for it in range(1, max_num_iter + 1):
         x_new = prox_g(z - step * grad_f(z), step)
-        change = float(xp.linalg.norm(x_new - x))
-        scale = max(float(xp.linalg.norm(x)), 1e-30)
+        if tol > 0 and it % check_every == 0:
+            change = xp.linalg.norm(x_new - x) <= tol * xp.maximum(xp.linalg.norm(x), 1e-30)
+        else:
+            change = None
         if accelerate:
             t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
             z = x_new + ((t - 1) / t_new) * (x_new - x)
@@ -375,20 +448,21 @@ def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True
         else:
             z = x_new
         x = x_new
-        if change <= tol * scale:
+        if change is not None and bool(change):  # the one copy per check
             return FBResult(x, it, True)
     return FBResult(x, max_num_iter, False)
 
 
 def projected_gradient(x0, *, grad_f, project, step: float, accelerate: bool = True,
-                       tol: float = 1e-6, max_num_iter: int = 500) -> FBResult:
+                       tol: float = 1e-6, max_num_iter: int = 500, check_every: int = 10) -> FBResult:
     """Projected gradient descent for ``min_{x ∈ C} f(x)``: forward-backward with ``prox = project``."""
     return forward_backward(x0, grad_f=grad_f, prox_g=lambda v, s: project(v), step=step,
-                            accelerate=accelerate, tol=tol, max_num_iter=max_num_iter)
+                            accelerate=accelerate, tol=tol, max_num_iter=max_num_iter,
+                            check_every=check_every)
 
 
 def tv_denoise(image, weight: float, *, boundary: str = "neumann", tol: float = 1e-4,
-               max_num_iter: int = 2000) -> PDHGResult:
+               max_num_iter: int = 2000, check_every: int = 10) -> PDHGResult:
     """ROF total-variation denoising, ``min_u ½‖u - f‖² + λ Σ |∇u|``, by PDHG.
 
     Isotropic TV with forward differences (Rudin, Osher and Fatemi 1992), solved
@@ -404,23 +478,27 @@ def tv_denoise(image, weight: float, *, boundary: str = "neumann", tol: float = 
         Regularisation weight ``λ`` > 0 [unit of f × pixel].
     boundary : {"neumann", "periodic"}
     tol : float
-        Relative primal-dual gap to stop at.
+        Relative primal-dual gap to stop at; 0 runs every iteration.
     max_num_iter : int
+    check_every : int
+        Iterations between evaluations of the gap.
 
     Returns
     -------
     PDHGResult
-        ``x`` is the denoised image, ``y`` the dual field ``p``.
+        ``x`` is the denoised image, ``y`` the dual field ``p``, both on the
+        selected device.
     """
     f = checks.check_finite_array(image, "image", ndim=2, real=True)
     weight = checks.check_positive_number(weight, "weight")
+    checks.check_choice(boundary, "boundary", BOUNDARIES)
     xp = backend.get_array_module(f)
     f = f.astype(xp.float64) if f.dtype.kind != "f" else f
 
-    def objectives(u, p):
-        tv = float(xp.sum(xp.sqrt(xp.sum(gradient(u, boundary=boundary) ** 2, axis=0))))
-        primal = 0.5 * float(xp.sum((u - f) ** 2)) + weight * tv
-        dual = 0.5 * float(xp.sum(f**2)) - 0.5 * float(xp.sum((f + divergence(p, boundary=boundary)) ** 2))
+    def objectives(u, p):  # 0-d device arrays: pdhg copies one number per check
+        tv = xp.sum(xp.sqrt(xp.sum(gradient(u, boundary=boundary) ** 2, axis=0)))
+        primal = 0.5 * xp.sum((u - f) ** 2) + weight * tv
+        dual = 0.5 * xp.sum(f**2) - 0.5 * xp.sum((f + divergence(p, boundary=boundary)) ** 2)
         return primal, dual
 
     step = 1.0 / math.sqrt(8.0)  # ‖∇‖² <= 8 in 2D
@@ -431,5 +509,5 @@ def tv_denoise(image, weight: float, *, boundary: str = "neumann", tol: float = 
         prox_g=lambda v, tau: prox_squared_distance(v, f, tau),
         prox_fstar=lambda q, sigma: project_ball(q, weight),
         tau=step, sigma=step, gamma=1.0, objectives=objectives, tol=tol,
-        max_num_iter=max_num_iter, check_every=10,
+        max_num_iter=max_num_iter, check_every=check_every,
     )
