@@ -11,7 +11,8 @@ from mbook.inverse import cdi, circle, lifting, optimize, synthetic
 
 @pytest.fixture(scope="module")
 def weak_object():
-    return synthetic.weak_phase_object((48, 48), max_phase=0.3, seed=2)
+    """The object and its support as NumPy arrays, whatever device the first test selected."""
+    return tuple(backend.asnumpy(a) for a in synthetic.weak_phase_object((48, 48), max_phase=0.3, seed=2))
 
 
 # --------------------------------------------------------------------------- CDI
@@ -214,11 +215,124 @@ def test_tv_s1_refuses_bad_input(kwargs, match):
         lifting.tv_s1_lifting(np.zeros((8, 8)), 0.5, num_labels=3)
 
 
+def _on_cpu(run):
+    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
+    previous = backend.get_device()
+    backend.set_device("cpu")
+    try:
+        return run()
+    finally:
+        backend.set_device(previous)
+
+
 def test_tv_s1_on_device_matches_cpu(device):
+    reference = _on_cpu(lambda: circle.tv_s1_denoise(
+        synthetic.wrapped_phase_object((32, 32), diameter=None, seed=3).phase, 0.4, max_num_iter=50))
     w = synthetic.wrapped_phase_object((32, 32), diameter=None, seed=3)
-    reference = circle.tv_s1_denoise(w.phase, 0.4, max_num_iter=50)
-    result = circle.tv_s1_denoise(backend.asarray(w.phase), 0.4, max_num_iter=50)
-    np.testing.assert_allclose(result.phase, reference.phase, atol=1e-5)
+    result = circle.tv_s1_denoise(w.phase, 0.4, max_num_iter=50)
+    assert backend.get_array_module(result.phase) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(result.phase), reference.phase, atol=1e-5)
+    assert result.energy == pytest.approx(reference.energy, rel=1e-9) and isinstance(result.energy, float)
+
+
+def test_lifting_on_device_matches_cpu(device):
+    phi = np.where(np.arange(12)[:, None] < 6, -3.0, 3.0) * np.ones((12, 10))
+    reference = _on_cpu(lambda: lifting.tv_s1_lifting(phi, 1.0, num_labels=8, max_num_iter=60))
+    result = lifting.tv_s1_lifting(phi, 1.0, num_labels=8, max_num_iter=60)
+    assert backend.get_array_module(result.phase) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(result.phase), reference.phase, atol=1e-7)
+    assert result.num_iter == reference.num_iter
+
+
+def test_phase_retrieval_on_device_matches_cpu(device, weak_object):
+    obj, support = weak_object
+
+    def run():
+        prior = cdi.phase_prior(0.2, kind="tv-s1", max_num_iter=10)
+        return cdi.retrieve_phase(cdi.diffraction_intensity(obj), support, max_num_iter=20, seed=1, prior=prior)
+
+    reference = _on_cpu(run)
+    result = run()
+    assert all(backend.get_array_module(r) is backend.xp for r in (result.obj, result.errors))
+    np.testing.assert_allclose(backend.asnumpy(result.obj), reference.obj, atol=1e-7)  # cuFFT rounding
+    np.testing.assert_allclose(backend.asnumpy(result.errors), reference.errors, rtol=1e-6)
+    assert cdi.phase_error(result.obj, obj, support) == pytest.approx(
+        _on_cpu(lambda: cdi.phase_error(reference.obj, obj, support)), rel=1e-6)
+
+
+def test_public_functions_given_numpy_return_arrays_on_the_device(device):
+    phi = np.random.default_rng(0).uniform(-3, 3, (12, 10))
+    obj = np.zeros((16, 16), complex)
+    obj[4:9, 5:10] = np.exp(0.2j)
+    support = abs(obj) > 0
+    intensity = backend.asnumpy(cdi.diffraction_intensity(obj))
+    results = [
+        circle.wrap(phi), circle.two_way_shrinkage(phi, 0.3), circle.tv_s1_denoise(phi, 0.3, max_num_iter=5).phase,
+        lifting.tv_s1_lifting(phi, 0.3, num_labels=4, max_num_iter=5).phase, lifting.labels(6),
+        lifting.lift_apply(np.ones((5, 4, 4)), 4), lifting.lift_adjoint(np.ones((4, 3, 4, 4)), 4),
+        cdi.diffraction_intensity(obj), cdi.project_modulus(obj, np.sqrt(intensity))[0], cdi.twin(obj),
+        cdi.align_to_reference(obj, obj), cdi.retrieve_phase(intensity, support, max_num_iter=3).obj,
+        cdi.phase_prior(0.3)(obj),
+    ]
+    assert all(backend.get_array_module(r) is backend.xp for r in results)
+    assert all(isinstance(x, float) for x in (circle.total_variation_s1(phi), circle.s1_energy(phi, phi, 0.3),
+                                              cdi.phase_error(obj, obj, support)))
+
+
+# --------------------------------------------------------------------------- no copies per iteration
+def test_tv_s1_denoise_copies_nothing_per_iteration(no_copies_per_iteration):
+    phi = np.random.default_rng(0).uniform(-3, 3, (16, 16))
+    for cyclic in (True, False):
+        no_copies_per_iteration(lambda n: circle.tv_s1_denoise(phi, 0.3, cyclic=cyclic, max_num_iter=n, tol=0))
+
+
+def test_tol_zero_runs_every_iteration():
+    phi = np.zeros((8, 8))  # already a minimiser: any convergence test would stop at the first check
+    assert circle.tv_s1_denoise(phi, 0.3, tol=0, max_num_iter=33).num_iter == 33
+    assert lifting.tv_s1_lifting(phi, 0.3, num_labels=4, tol=0, max_num_iter=33).num_iter == 33
+    assert circle.tv_s1_denoise(phi, 0.3, max_num_iter=33).num_iter == 10
+
+
+def test_lifting_copies_nothing_per_iteration(no_copies_per_iteration):
+    phi = np.random.default_rng(0).uniform(-3, 3, (8, 8))
+    no_copies_per_iteration(lambda n: lifting.tv_s1_lifting(phi, 0.3, num_labels=6, max_num_iter=n, tol=0))
+
+
+@pytest.mark.parametrize("method", ["er", "hio", "raar"])
+def test_phase_retrieval_copies_nothing_per_iteration(method, no_copies_per_iteration, weak_object):
+    obj, support = weak_object
+    intensity = backend.asnumpy(cdi.diffraction_intensity(obj))
+    no_copies_per_iteration(lambda n: cdi.retrieve_phase(intensity, support, method=method, max_num_iter=n))
+
+
+@pytest.mark.parametrize("kind", ["tv-s1", "lifting", "tv"])
+def test_phase_retrieval_with_a_prior_copies_nothing_per_iteration(kind, no_copies_per_iteration, weak_object):
+    obj, support = weak_object
+    intensity = backend.asnumpy(cdi.diffraction_intensity(obj))
+
+    def run(n):
+        prior = cdi.phase_prior(0.1, kind=kind, max_num_iter=5, **({"num_labels": 4} if kind == "lifting" else {}))
+        return cdi.retrieve_phase(intensity, support, method="er", max_num_iter=n, prior=prior)
+
+    no_copies_per_iteration(run, iterations=(2, 6))
+
+
+def test_prior_sees_the_support_box_and_keeps_the_modulus(weak_object):
+    obj, support = weak_object
+    seen = []
+
+    def prior(estimate):
+        seen.append(estimate.shape)
+        return estimate
+
+    cdi.retrieve_phase(cdi.diffraction_intensity(obj), support, max_num_iter=3, prior=prior)
+    rows, cols = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+    assert seen == [(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)] * 4  # 3 iterations and the result
+    noisy = obj * np.exp(0.3j * np.random.default_rng(1).standard_normal(obj.shape))
+    smoothed = cdi.phase_prior(0.5)(noisy)
+    np.testing.assert_allclose(abs(smoothed), abs(noisy), rtol=1e-12)
+    assert circle.total_variation_s1(np.angle(smoothed) * support) < 0.7 * circle.total_variation_s1(
+        np.angle(noisy) * support)
 
 
 def test_lifting_refuses_a_problem_over_the_memory_budget(monkeypatch):

@@ -14,6 +14,10 @@ variation on the circle S¹ by approach 1 (:func:`mbook.inverse.circle.tv_s1_den
 or approach 2, functional lifting (:func:`mbook.inverse.lifting.tv_s1_lifting`),
 or ordinary TV on the wrapped phase.
 
+Everything runs on the selected device (:mod:`mbook.core.backend`): inputs
+are moved there once, the estimate and the error history come back there,
+and the iterations copy nothing to the host.
+
 Examples
 --------
 >>> import numpy as np
@@ -34,10 +38,10 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend
-from mbook.core.checks import check_positive_number
-from mbook.core.checks import check_finite_array, check_iterations
-from mbook.inverse.circle import tv_s1_denoise, wrap
-from mbook.inverse.lifting import tv_s1_lifting
+from mbook.core.checks import (check_choice, check_finite_array, check_iterations, check_positive_number,
+                               check_tolerance)
+from mbook.inverse.circle import tv_s1_iterations, wrap
+from mbook.inverse.lifting import tv_s1_lifting_iterations
 
 METHODS = ("er", "hio", "raar")
 PRIORS = ("tv-s1", "lifting", "tv")
@@ -55,7 +59,7 @@ def diffraction_intensity(obj):
     Returns
     -------
     (nx, ny) array, float
-        Intensity in FFT order [counts up to a scale].
+        Intensity in FFT order [counts up to a scale], on the selected device.
     """
     obj = check_finite_array(obj, "obj", ndim=2)
     return backend.get_array_module(obj).abs(backend.fft2(obj)) ** 2
@@ -66,7 +70,8 @@ def check_cdi_data(intensity, support):
 
     Returns
     -------
-    (intensity, support) : (float array, bool array)
+    (intensity, support) : (float64 array, bool array)
+        On the selected device.
 
     Raises
     ------
@@ -83,7 +88,7 @@ def check_cdi_data(intensity, support):
             f"intensity must be >= 0 everywhere, got a minimum of {minimum:.3g}; "
             "clip the background-subtracted data at 0 before phase retrieval"
         )
-    support = xp.asarray(support)
+    support = backend.asarray(support)
     if support.shape != intensity.shape:
         raise ValueError(f"support shape {support.shape} must match intensity shape {intensity.shape}")
     if support.dtype != bool:
@@ -102,6 +107,15 @@ def check_cdi_data(intensity, support):
     return intensity.astype(xp.float64), support
 
 
+def _modulus_projection(field, amplitude):
+    """``P_M ψ`` and ``|Fψ|`` (kernel: device arrays in and out)."""
+    xp = backend.get_array_module(field)
+    spectrum = backend.fft2(field)
+    modulus = xp.abs(spectrum)
+    phase_factor = xp.where(modulus > 0, spectrum / xp.maximum(modulus, 1e-300), 1.0)
+    return backend.ifft2(amplitude * phase_factor), modulus
+
+
 def project_modulus(field, amplitude):
     """Projection onto the fields whose Fourier modulus is ``amplitude``.
 
@@ -109,24 +123,40 @@ def project_modulus(field, amplitude):
 
     Returns
     -------
-    (projected field, relative Fourier error ``‖|Fψ| - amplitude‖ / ‖amplitude‖``)
+    projected : (nx, ny) complex array
+        On the selected device.
+    error : float
+        Relative Fourier error ``‖|Fψ| - amplitude‖ / ‖amplitude‖``.
     """
+    field, amplitude = backend.asarray(field), backend.asarray(amplitude)
     xp = backend.get_array_module(field)
-    spectrum = backend.fft2(field)
-    modulus = xp.abs(spectrum)
-    error = float(xp.linalg.norm(modulus - amplitude) / xp.linalg.norm(amplitude))
-    phase_factor = xp.where(modulus > 0, spectrum / xp.maximum(modulus, 1e-300), 1.0)
-    return backend.ifft2(amplitude * phase_factor), error
+    projected, modulus = _modulus_projection(field, amplitude)
+    return projected, float(xp.linalg.norm(modulus - amplitude) / xp.linalg.norm(amplitude))
 
 
 class CDIResult(NamedTuple):
-    """Result of :func:`retrieve_phase`: the object estimate (NumPy), the support
-    error ``‖P_M ψ outside S‖ / ‖P_M ψ‖`` at each iteration (0 at an exact
-    solution), and the method used."""
+    """Result of :func:`retrieve_phase`.
 
-    obj: np.ndarray
-    errors: np.ndarray
+    Attributes
+    ----------
+    obj : (nx, ny) complex array
+        The object estimate, on the selected device.
+    errors : (max_num_iter,) float array
+        The support error ``‖P_M ψ outside S‖ / ‖P_M ψ‖`` at each iteration
+        (0 at an exact solution), on the selected device.
+    method : str
+        The method used.
+    """
+
+    obj: object
+    errors: object
     method: str
+
+
+def _bounding_box(support):
+    """Slices of the smallest box holding the support (one copy to the host, once per call)."""
+    rows, cols = (np.flatnonzero(backend.asnumpy(support.any(axis=k))) for k in (1, 0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.9,
@@ -145,6 +175,11 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     A ``prior`` (e.g. from :func:`phase_prior`) replaces the values inside the
     support by ``prior(P_S P_M ψ)`` every ``prior_every`` iterations: a
     proximal step of the regulariser in place of the plain support projection.
+    The prior sees the estimate cropped to the bounding box of the support
+    (computed once per call), as a device array.
+
+    The iterations run on the selected device and copy nothing to the host:
+    the errors are kept there and stacked once at the end.
 
     Parameters
     ----------
@@ -157,11 +192,12 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
         Feedback (HIO) or relaxation (RAAR) parameter in (0, 1).
     max_num_iter : int
     seed : int
-        Seed of the random initial phases.
+        Seed of the random initial phases (drawn on the host, then moved).
     initial : (nx, ny) array, optional
         Starting field instead of random phases on the support.
     prior : callable, optional
-        ``prior(obj) -> obj`` applied to the support-projected estimate.
+        ``prior(obj) -> obj`` applied to the support-projected estimate,
+        cropped to the support's bounding box.
     prior_every : int
 
     Returns
@@ -170,8 +206,7 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
         ``obj`` is ``P_S P_M ψ`` of the last iterate (with the prior, if any).
     """
     intensity, support = check_cdi_data(intensity, support)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, "method", METHODS)
     beta = check_positive_number(beta, "beta", upper=1.0)
     max_num_iter = check_iterations(max_num_iter)
     prior_every = check_iterations(prior_every, "prior_every")
@@ -180,34 +215,44 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     if initial is None:
         rng = np.random.default_rng(seed)
         scale = math.sqrt(float(intensity.sum()) / intensity.size / int(support.sum()))
-        psi = xp.asarray(scale * np.exp(2j * np.pi * rng.random(support.shape))) * support
+        psi = backend.asarray(scale * np.exp(2j * np.pi * rng.random(support.shape))) * support
     else:
-        psi = check_finite_array(initial, "initial", ndim=2).astype(complex)
+        psi = check_finite_array(initial, "initial", ndim=2).astype(xp.complex128)
         if psi.shape != support.shape:
             raise ValueError(f"initial shape {psi.shape} must match intensity shape {support.shape}")
-    errors = []
+    box = _bounding_box(support) if prior is not None else None
+    outside = ~support
     total = float(intensity.sum()) / intensity.size  # ‖P_M ψ‖² by Parseval
+    errors = []  # 0-d device arrays, stacked once at the end
     for it in range(max_num_iter):
-        pm, _ = project_modulus(psi, amplitude)
+        pm, _ = _modulus_projection(psi, amplitude)
         inside = pm * support
-        errors.append(math.sqrt(float(xp.sum(xp.abs(pm[~support]) ** 2)) / total))
+        # A product, not pm[outside]: boolean indexing makes a GPU wait for the count of pixels.
+        errors.append(xp.sqrt(xp.sum(xp.abs(pm * outside) ** 2) / total))
         if prior is not None and (it + 1) % prior_every == 0:
-            inside = prior(inside) * support
+            inside[box] = prior(inside[box]) * support[box]
         if method == "er":
             psi = inside
         elif method == "hio":
             psi = xp.where(support, inside, psi - beta * pm)
         else:
             psi = xp.where(support, inside, beta * psi + (1 - 2 * beta) * pm)
-    pm, _ = project_modulus(psi, amplitude)
+    pm, _ = _modulus_projection(psi, amplitude)
     obj = pm * support
     if prior is not None:
-        obj = prior(obj) * support
-    return CDIResult(backend.asnumpy(obj), np.asarray(errors), method)
+        obj[box] = prior(obj[box]) * support[box]
+    return CDIResult(obj, xp.stack(errors), method)
 
 
 def twin(obj):
-    """The twin image ``conj(o(-x))`` on the periodic grid: same Fourier modulus as ``o``."""
+    """The twin image ``conj(o(-x))`` on the periodic grid: same Fourier modulus as ``o``.
+
+    Returns
+    -------
+    (nx, ny) complex array
+        On the selected device.
+    """
+    obj = backend.asarray(obj)
     xp = backend.get_array_module(obj)
     return xp.conj(xp.roll(obj[::-1, ::-1], 1, axis=(0, 1)))
 
@@ -218,22 +263,26 @@ def align_to_reference(estimate, reference, *, allow_twin: bool = True):
     ``o``, ``e^{ic} o``, ``o(x - s)`` and the twin ``conj(o(-x))`` all have the
     same Fourier modulus. Returns the candidate (twin or not, shifted by the
     integer cross-correlation peak of the moduli, global phase fitted by least
-    squares) closest to ``reference``.
+    squares) closest to ``reference``. Computed on the selected device; the
+    peak positions and distances (a few numbers per candidate) come to the host.
 
     Returns
     -------
-    (nx, ny) ndarray, complex (NumPy)
+    (nx, ny) complex array
+        On the selected device.
     """
-    estimate, reference = backend.asnumpy(estimate), backend.asnumpy(reference)
+    estimate, reference = backend.asarray(estimate), backend.asarray(reference)
     if estimate.shape != reference.shape:
         raise ValueError(f"estimate shape {estimate.shape} must match reference shape {reference.shape}")
-    best, best_distance = None, np.inf
+    xp = backend.get_array_module(estimate)
+    best, best_distance = None, math.inf
+    reference_spectrum = backend.fft2(xp.abs(reference))
     for candidate in ([estimate, twin(estimate)] if allow_twin else [estimate]):
-        correlation = np.fft.ifft2(np.fft.fft2(abs(reference)) * np.conj(np.fft.fft2(abs(candidate))))
-        shift = np.unravel_index(np.argmax(correlation.real), correlation.shape)
-        candidate = np.roll(candidate, shift, axis=(0, 1))
-        candidate = candidate * np.exp(1j * np.angle(np.vdot(candidate, reference)))
-        distance = np.linalg.norm(candidate - reference)
+        correlation = backend.ifft2(reference_spectrum * xp.conj(backend.fft2(xp.abs(candidate))))
+        shift = np.unravel_index(int(xp.argmax(correlation.real)), correlation.shape)
+        candidate = xp.roll(candidate, tuple(int(k) for k in shift), axis=(0, 1))
+        candidate = candidate * xp.exp(1j * xp.angle(xp.vdot(candidate, reference)))
+        distance = float(xp.linalg.norm(candidate - reference))
         if distance < best_distance:
             best, best_distance = candidate, distance
     return best
@@ -241,54 +290,63 @@ def align_to_reference(estimate, reference, *, allow_twin: bool = True):
 
 def phase_error(estimate, reference, support, *, align: bool = True) -> float:
     """RMS wrapped phase difference over the support [rad], after :func:`align_to_reference`."""
-    support = backend.asnumpy(support).astype(bool)
-    estimate = align_to_reference(estimate, reference) if align else backend.asnumpy(estimate)
-    difference = wrap(np.angle(estimate) - np.angle(backend.asnumpy(reference)))
-    return float(np.sqrt(np.mean(difference[support] ** 2)))
-
+    support = backend.asarray(support).astype(bool)
+    reference = backend.asarray(reference)
+    estimate = align_to_reference(estimate, reference) if align else backend.asarray(estimate)
+    xp = backend.get_array_module(reference)
+    difference = wrap(xp.angle(estimate) - xp.angle(reference))
+    return float(xp.sqrt(xp.sum(difference**2 * support) / xp.sum(support)))
 
 
 def phase_prior(weight: float, *, kind: str = "tv-s1", max_num_iter: int = 30, **options):
     """A phase regulariser for :func:`retrieve_phase`: denoise the phase, keep the modulus.
 
-    Returns ``prior(obj)`` that crops ``obj`` to the bounding box of its
-    non-zero pixels, denoises ``arg obj`` with the modulus (normalised to RMS 1)
-    as data weight, and returns ``|obj| e^{iθ}``.
+    Returns ``prior(obj)`` that denoises ``arg obj`` with the modulus
+    (normalised to RMS 1 over its non-zero pixels) as data weight, and
+    returns ``|obj| e^{iθ}``. :func:`retrieve_phase` hands it the estimate
+    cropped to the support's bounding box. The prior runs ``max_num_iter``
+    iterations of the denoiser as a fixed proximal step (``tol=0`` unless
+    ``options`` say otherwise): it copies nothing to the host.
 
     Parameters
     ----------
     weight : float
         Regularisation weight λ > 0.
     kind : {"tv-s1", "lifting", "tv"}
-        Approach 1 (:func:`tv_s1_denoise`), approach 2
+        Approach 1 (:func:`mbook.inverse.circle.tv_s1_denoise`), approach 2
         (:func:`mbook.inverse.lifting.tv_s1_lifting`), or ordinary TV on the wrapped phase.
     max_num_iter : int
         Iterations of the denoiser per call.
     **options
-        Passed to the denoiser (e.g. ``num_labels`` for lifting).
+        Passed to the denoiser (e.g. ``num_labels`` for lifting, ``tol``).
     """
     weight = check_positive_number(weight, "weight")
-    if kind not in PRIORS:
-        raise ValueError(f"kind must be one of {PRIORS}, got {kind!r}")
+    check_choice(kind, "kind", PRIORS)
+    max_num_iter = check_iterations(max_num_iter)
+    # The prior calls the solvers' kernels, which check nothing: check their options once, here.
+    options = {"tol": 0.0} | options
+    options["tol"] = check_tolerance(options["tol"])
+    if "check_every" in options:
+        options["check_every"] = check_iterations(options["check_every"], "check_every")
     if kind == "lifting":
+        options["num_labels"] = check_iterations(options.get("num_labels", 16), "num_labels")
+        if options["num_labels"] < 4:
+            raise ValueError(f"num_labels must be >= 4, got {options['num_labels']}")
         def denoise(phi, a):
-            return tv_s1_lifting(phi, weight, data_weight=a, max_num_iter=max_num_iter, **options).phase
+            return tv_s1_lifting_iterations(phi, weight, a, max_num_iter=max_num_iter, **options)[0]
     else:
         def denoise(phi, a):
-            return tv_s1_denoise(phi, weight, data_weight=a, cyclic=kind == "tv-s1",
-                                 max_num_iter=max_num_iter, **options).phase
+            return tv_s1_iterations(phi, weight, a, cyclic=kind == "tv-s1", max_num_iter=max_num_iter,
+                                    **options)[0]
 
     def prior(obj):
+        obj = backend.asarray(obj)
         xp = backend.get_array_module(obj)
         modulus = xp.abs(obj)
-        rows, cols = (backend.asnumpy(xp.nonzero(xp.any(modulus > 0, axis=k))[0]) for k in (1, 0))
-        if rows.size == 0:
-            return obj
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-        m = modulus[box]
-        a = m / math.sqrt(float(xp.mean(m[m > 0] ** 2)))
-        out = obj.copy()
-        out[box] = m * xp.exp(1j * xp.asarray(denoise(xp.angle(obj[box]), a)))
-        return out
+        # RMS over the non-zero pixels, on the device (m[m > 0] would make a GPU wait for a count).
+        count = xp.maximum(xp.sum(modulus > 0), 1)
+        rms = xp.sqrt(xp.sum(modulus**2) / count)
+        a = modulus / xp.where(rms > 0, rms, 1.0)
+        return modulus * xp.exp(1j * denoise(xp.angle(obj), a))
 
     return prior
