@@ -113,10 +113,87 @@ def test_bad_options_are_refused():
         registration.joint_reconstruction(frames, initial_shifts=np.zeros((2, 2)))
 
 
+def _on_cpu(run):
+    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
+    previous = backend.get_device()
+    backend.set_device("cpu")
+    try:
+        return run()
+    finally:
+        backend.set_device(previous)
+
+
 def test_first_variations_on_device_match_cpu(device, problem):
-    cpu = registration.distortion_gradients(problem["image"], problem["fields"], problem["shifts"],
-                                            problem["frames"], **WEIGHTS)
-    on_device = registration.distortion_gradients(*(backend.asarray(problem[k]) for k in
-                                                    ("image", "fields", "shifts", "frames")), **WEIGHTS)
+    arguments = [problem[k] for k in ("image", "fields", "shifts", "frames")]
+    cpu = _on_cpu(lambda: registration.distortion_gradients(*arguments, **WEIGHTS))
+    on_device = registration.distortion_gradients(*(backend.asarray(a) for a in arguments), **WEIGHTS)
     for a, b in zip(cpu, on_device):
+        assert backend.get_array_module(b) is backend.xp
         np.testing.assert_allclose(backend.asnumpy(b), a, atol=1e-6)
+    energy = registration.distortion_energy(*arguments, **WEIGHTS)
+    assert isinstance(energy, float)
+    assert energy == pytest.approx(_on_cpu(lambda: registration.distortion_energy(*arguments, **WEIGHTS)), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def small_series():
+    """A 4-frame series as NumPy arrays (made on the CPU, whatever device the first test selected)."""
+    series = _on_cpu(lambda: synthetic.haadf_series((32, 32), 0.3, num_frames=4, distortion_rms=0.3,
+                                                    correlation_length=4.0, jitter_rms=0.05, drift_rms=0.3,
+                                                    dose=50.0, seed=1, lattice_vectors=((3.9, 0), (0, 3.9))))
+    return series
+
+
+def test_registration_on_device_matches_cpu(device, small_series):
+    frames = small_series.frames
+
+    def run():
+        rigid = registration.rigid_average(frames, max_shift=5)
+        joint = registration.joint_reconstruction(frames, levels=2, max_num_iter=6, max_shift=5, check_every=2)
+        return rigid, joint
+
+    (rigid_cpu, shifts_cpu), joint_cpu = _on_cpu(run)
+    (rigid, shifts), joint = run()
+    results = (rigid, shifts) + tuple(joint)
+    assert all(backend.get_array_module(r) is backend.xp for r in results)
+    for a, b in zip((rigid_cpu, shifts_cpu) + tuple(joint_cpu), results):
+        np.testing.assert_allclose(backend.asnumpy(b), a, rtol=1e-6, atol=1e-6 * np.abs(a).max())  # cuFFT rounding
+
+
+def test_public_functions_given_numpy_return_arrays_on_the_device(device, problem):
+    u, v, s, y = (problem[k] for k in ("image", "fields", "shifts", "frames"))
+    results = [
+        registration.warp(u, v), registration.warp_adjoint(y, v), registration.warp_derivative(u, v),
+        registration.total_displacement(v, s), registration.rigid_shifts(y, num_iter=1),
+        *registration.distortion_gradients(u, v, s, y, **WEIGHTS),
+    ]
+    assert all(backend.get_array_module(r) is backend.xp for r in results)
+
+
+# --------------------------------------------------------------------------- no copies per iteration
+def test_joint_reconstruction_copies_nothing_per_iteration(no_copies_per_iteration, small_series):
+    frames = small_series.frames
+    shifts = np.zeros((4, 2))
+    # Outer iterations (gradient step, line search, energy) with the stopping test off...
+    no_copies_per_iteration(lambda n: registration.joint_reconstruction(frames, levels=2, max_num_iter=n, tol=0,
+                                                                        initial_shifts=shifts), iterations=(2, 5))
+    # ...and the conjugate-gradient steps on the image.
+    no_copies_per_iteration(lambda n: registration.joint_reconstruction(frames, levels=1, max_num_iter=2, tol=0,
+                                                                        cg_iter=n, initial_shifts=shifts))
+
+
+def test_rigid_shifts_copy_nothing_per_round(no_copies_per_iteration, small_series):
+    no_copies_per_iteration(lambda n: registration.rigid_shifts(small_series.frames, num_iter=n), iterations=(1, 4))
+
+
+def test_the_stopping_test_copies_one_number_per_check(host_copies, small_series):
+    frames, shifts = small_series.frames, np.zeros((4, 2))
+    few, many = (host_copies(lambda n=n: registration.joint_reconstruction(
+        frames, levels=1, max_num_iter=n, tol=1e-30, check_every=2, initial_shifts=shifts)) for n in (4, 8))
+    assert many - few == 2  # checks at 6 and 8
+
+
+def test_line_search_never_increases_the_energy(small_series):
+    joint = registration.joint_reconstruction(small_series.frames, levels=1, max_num_iter=15, tol=0, max_shift=5)
+    assert len(joint.energies) == 15  # tol=0: every iteration runs
+    assert np.all(np.diff(joint.energies) <= 1e-12 * abs(joint.energies[0]))

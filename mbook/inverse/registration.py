@@ -26,6 +26,11 @@ steps in the displacements, coarse to fine over an image pyramid.
 correlation, then the average.
 
 Displacements are in pixels; arrays are indexed ``[x, y]`` (:mod:`mbook.core.grids`).
+Everything runs on the selected device (:mod:`mbook.core.backend`) and
+returns device arrays; the solvers' inner loops (cross-correlation peaks,
+conjugate gradients, line searches) copy nothing to the host, and the
+stopping test of :func:`joint_reconstruction` copies one number every
+``check_every`` iterations.
 
 Examples
 --------
@@ -45,9 +50,9 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, progress
-from mbook.core.checks import check_positive_number
+from mbook.core.checks import (check_array, check_finite_array, check_iterations, check_positive_number,
+                               check_tolerance)
 from mbook.inverse.optimize import gradient, laplacian
-from mbook.core.checks import check_finite_array, check_iterations
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,6 +72,19 @@ def _stencil(shape, displacement):
     return i0, j0, px - i0, py - j0, inside_x, inside_y
 
 
+def _corners(shape, displacement):
+    """The four corners of bilinear interpolation at x + V: (flat index, weight) pairs.
+
+    Computed once per displacement and reused by every warp and adjoint with it (the
+    conjugate-gradient steps apply both many times with one displacement).
+    """
+    i0, j0, fx, fy, _, _ = _stencil(shape, displacement)
+    ny = shape[1]
+    base = i0 * ny + j0
+    return ((base, (1 - fx) * (1 - fy)), (base + ny, fx * (1 - fy)),
+            (base + 1, (1 - fx) * fy), (base + ny + 1, fx * fy))
+
+
 def warp(image, displacement):
     """The distortion ``D(u)(x) = u(x + V(x))`` by bilinear interpolation.
 
@@ -82,11 +100,26 @@ def warp(image, displacement):
     Returns
     -------
     (..., nx, ny) array
+        On the selected device.
     """
-    i0, j0, fx, fy, _, _ = _stencil(image.shape, displacement)
-    u = image
-    return ((1 - fx) * (1 - fy) * u[i0, j0] + fx * (1 - fy) * u[i0 + 1, j0]
-            + (1 - fx) * fy * u[i0, j0 + 1] + fx * fy * u[i0 + 1, j0 + 1])
+    image, displacement = backend.asarray(image), backend.asarray(displacement)
+    return _warp(image, displacement)
+
+
+def _warp(u, displacement, corners=None):
+    """:func:`warp` of device arrays; ``u`` is (nx, ny), or (..., nx, ny) with one image per field."""
+    xp = backend.get_array_module(u)
+    corners = corners or _corners(u.shape[-2:], displacement)
+    flat = u.reshape(-1)
+    offset = 0
+    if u.ndim > 2:  # one image per field: each field samples its own image
+        batch = u.shape[:-2]
+        offset = (xp.arange(math.prod(batch)) * (u.shape[-2] * u.shape[-1])).reshape(batch + (1, 1))
+    out = None
+    for index, weight in corners:
+        term = weight * xp.take(flat, index + offset)
+        out = term if out is None else out + term
+    return out
 
 
 def warp_adjoint(residual, displacement, shape=None):
@@ -103,21 +136,26 @@ def warp_adjoint(residual, displacement, shape=None):
     Returns
     -------
     (nx, ny) array
+        On the selected device.
     """
+    residual, displacement = backend.asarray(residual), backend.asarray(displacement)
+    return _warp_adjoint(residual, displacement, shape)
+
+
+def _warp_adjoint(residual, displacement, shape=None, corners=None):
+    """:func:`warp_adjoint` of device arrays (kernel): scatter-add of the weighted residual."""
     xp = backend.get_array_module(residual)
     shape = tuple(shape or residual.shape[-2:])
-    i0, j0, fx, fy, _, _ = _stencil(shape, displacement)
-    out = xp.zeros(shape[0] * shape[1], dtype=residual.real.dtype)
-    for di, dj, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                           (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        index = ((i0 + di) * shape[1] + (j0 + dj)).ravel()
-        out += xp.bincount(index, weights=(weight * residual).real.ravel(), minlength=out.size)
+    corners = corners or _corners(shape, displacement)
+    size = shape[0] * shape[1]
+    out = xp.zeros(size, dtype=residual.real.dtype)
+    # The weights go in by position: the strict stand-in does not unwrap keyword arrays (see the report).
+    for index, weight in corners:
+        out += xp.bincount(index.ravel(), (weight * residual).real.ravel(), size)
     if xp.iscomplexobj(residual):  # keep the adjoint exact for complex inputs (dot-product test)
         imag = xp.zeros_like(out)
-        for di, dj, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                               (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            index = ((i0 + di) * shape[1] + (j0 + dj)).ravel()
-            imag += xp.bincount(index, weights=(weight * residual).imag.ravel(), minlength=out.size)
+        for index, weight in corners:
+            imag += xp.bincount(index.ravel(), (weight * residual).imag.ravel(), size)
         out = out + 1j * imag
     return out.reshape(shape)
 
@@ -130,8 +168,9 @@ def warp_derivative(image, displacement):
     Returns
     -------
     (..., 2, nx, ny) array
-        ``∂/∂V_x`` and ``∂/∂V_y`` [unit of u per pixel].
+        ``∂/∂V_x`` and ``∂/∂V_y`` [unit of u per pixel], on the selected device.
     """
+    image, displacement = backend.asarray(image), backend.asarray(displacement)
     xp = backend.get_array_module(displacement)
     i0, j0, fx, fy, inside_x, inside_y = _stencil(image.shape, displacement)
     u = image
@@ -144,19 +183,38 @@ def warp_derivative(image, displacement):
 # the energy and its first variations
 # ---------------------------------------------------------------------------------------
 def total_displacement(fields, line_shifts):
-    """``V_k = v_k + (s_k(y), 0)``: smooth fields (K, 2, nx, ny) plus line shifts (K, ny)."""
+    """``V_k = v_k + (s_k(y), 0)``: smooth fields (K, 2, nx, ny) plus line shifts (K, ny), on the device."""
+    fields, line_shifts = backend.asarray(fields), backend.asarray(line_shifts)
     out = fields.copy()
     out[:, 0] += line_shifts[:, None, :]
     return out
 
 
+def _energy(image, fields, line_shifts, frames, alpha, beta, gamma):
+    """``E(u, v, s)`` as a 0-d device array (kernel: nothing copied to the host)."""
+    xp = backend.get_array_module(frames)
+    residual = _warp(image, total_displacement(fields, line_shifts)) - frames
+    return (0.5 * xp.sum(residual**2) + 0.5 * alpha * xp.sum(gradient(image) ** 2)
+            + 0.5 * beta * xp.sum(gradient(fields) ** 2) + 0.5 * gamma * xp.sum(line_shifts**2))
+
+
 def distortion_energy(image, fields, line_shifts, frames, *, alpha: float, beta: float,
                       gamma: float) -> float:
-    """``E(u, v, s)`` of the module docstring (frames and image in the same units)."""
-    xp = backend.get_array_module(frames)
-    residual = warp(image, total_displacement(fields, line_shifts)) - frames
-    return float(0.5 * xp.sum(residual**2) + 0.5 * alpha * xp.sum(gradient(image) ** 2)
-                 + 0.5 * beta * xp.sum(gradient(fields) ** 2) + 0.5 * gamma * xp.sum(line_shifts**2))
+    """``E(u, v, s)`` of the module docstring (frames and image in the same units).
+
+    Parameters
+    ----------
+    image : (nx, ny) array
+    fields : (K, 2, nx, ny) array
+        Smooth displacements v [pixels].
+    line_shifts : (K, ny) array
+        Scan-line shifts s [pixels].
+    frames : (K, nx, ny) array
+    alpha, beta, gamma : float
+        Weights of the regularisers.
+    """
+    image, fields, line_shifts, frames = (backend.asarray(a) for a in (image, fields, line_shifts, frames))
+    return float(_energy(image, fields, line_shifts, frames, alpha, beta, gamma))
 
 
 def distortion_gradients(image, fields, line_shifts, frames, *, alpha: float, beta: float,
@@ -166,10 +224,13 @@ def distortion_gradients(image, fields, line_shifts, frames, *, alpha: float, be
     Returns
     -------
     (nx, ny), (K, 2, nx, ny), (K, ny) arrays
+        On the selected device.
     """
+    image, fields, line_shifts, frames = (backend.asarray(a) for a in (image, fields, line_shifts, frames))
     displacement = total_displacement(fields, line_shifts)
-    residual = warp(image, displacement) - frames
-    grad_u = warp_adjoint(residual, displacement, image.shape) - alpha * laplacian(image)
+    corners = _corners(image.shape, displacement)
+    residual = _warp(image, displacement, corners) - frames
+    grad_u = _warp_adjoint(residual, displacement, image.shape, corners) - alpha * laplacian(image)
     data = residual[:, None] * warp_derivative(image, displacement)
     grad_v = data - beta * laplacian(fields)
     grad_s = data[:, 0].sum(axis=1) + gamma * line_shifts
@@ -180,11 +241,18 @@ def distortion_gradients(image, fields, line_shifts, frames, *, alpha: float, be
 # solvers
 # ---------------------------------------------------------------------------------------
 def check_frames(frames):
-    """Validate a series: a finite real (K, nx, ny) stack, K >= 2, frames at least 8 × 8."""
+    """Validate a series: a finite real (K, nx, ny) stack, K >= 2, frames at least 8 × 8.
+
+    Returns
+    -------
+    (K, nx, ny) float64 array
+        On the selected device.
+    """
     if isinstance(frames, (list, tuple)):
-        shapes = {np.shape(f) for f in frames}
+        shapes = {tuple(f.shape) if hasattr(f, "shape") else np.shape(f) for f in frames}
         if len(shapes) > 1:
             raise ValueError(f"frames must all have the same shape, got {sorted(shapes)}")
+        frames = backend.xp.stack([backend.asarray(f) for f in frames])
     frames = check_finite_array(frames, "frames", ndim=3, real=True)
     if frames.shape[0] < 2 or min(frames.shape[1:]) < 8:
         raise ValueError(f"frames must be a stack of at least 2 frames of at least 8 x 8 pixels, "
@@ -192,30 +260,37 @@ def check_frames(frames):
     return frames.astype(backend.get_array_module(frames).float64)
 
 
-def _cross_correlation_shift(reference, frame, max_shift):
-    """Shift s with frame(x) ≈ reference(x + s), |s| <= max_shift per axis, to sub-pixel
-    by a parabola through the correlation peak."""
-    xp = backend.get_array_module(frame)
-    nx, ny = frame.shape
+def _cross_correlation_shifts(reference, frames, max_shift):
+    """Shifts s_k with frame_k(x) ≈ reference(x + s_k), |s| <= max_shift per axis, to sub-pixel
+    by a parabola through each correlation peak: (K, 2), all frames at once, on the device."""
+    xp = backend.get_array_module(frames)
+    K, nx, ny = frames.shape
     window = xp.outer(xp.hanning(nx), xp.hanning(ny))
-    a, b = (reference - reference.mean()) * window, (frame - frame.mean()) * window
+    a = (reference - reference.mean()) * window
+    b = (frames - frames.mean(axis=(-2, -1), keepdims=True)) * window
     c = backend.ifft2(xp.conj(backend.fft2(b)) * backend.fft2(a)).real
     dx, dy = (xp.abs(xp.fft.fftfreq(n, 1 / n)) for n in (nx, ny))
     c = xp.where((dx[:, None] <= max_shift + 1) & (dy[None, :] <= max_shift + 1), c, -xp.inf)
-    peak = np.unravel_index(int(xp.argmax(c)), c.shape)
-    shift = []
+    flat = xp.argmax(c.reshape(K, -1), axis=1)  # the peaks stay on the device
+    peak = (flat // ny, flat % ny)
+    frame = xp.arange(K)
+    shifts = []
     for axis, n in enumerate((nx, ny)):
-        index = list(peak)
-        values = []
-        for d in (-1, 0, 1):
+        def value(d):
+            index = list(peak)
             index[axis] = (peak[axis] + d) % n
-            values.append(float(c[tuple(index)]))
-        denominator = values[0] - 2 * values[1] + values[2]
-        finite = math.isfinite(denominator) and denominator < 0
-        offset = 0.5 * (values[0] - values[2]) / denominator if finite else 0.0
+            return c[frame, index[0], index[1]]
+
+        before, at, after = value(-1), value(0), value(1)
+        # A neighbour outside the searched window is -inf: no parabola there, offset 0.
+        finite = xp.isfinite(before) & xp.isfinite(after)
+        before, after = xp.where(finite, before, 0.0), xp.where(finite, after, 0.0)
+        denominator = before - 2 * at + after
+        curved = finite & (denominator < 0)
+        offset = xp.where(curved, 0.5 * (before - after) / xp.where(curved, denominator, -1.0), 0.0)
         position = peak[axis] + offset
-        shift.append(position - n if position > n / 2 else position)
-    return shift
+        shifts.append(xp.where(position > n / 2, position - n, position))
+    return xp.stack(shifts, axis=1)
 
 
 def rigid_shifts(frames, *, max_shift=None, num_iter: int = 3):
@@ -223,9 +298,10 @@ def rigid_shifts(frames, *, max_shift=None, num_iter: int = 3):
 
     Frames are aligned to their running average; each of the ``num_iter``
     rounds measures the shift left after the previous ones (sub-pixel by a
-    parabola through the correlation peak). The shifts have mean 0 over the
-    series. The correlation of a crystal peaks at
-    every lattice vector: keep ``max_shift`` below half the lattice spacing.
+    parabola through the correlation peak), for all frames at once on the
+    device. The shifts have mean 0 over the series. The correlation of a
+    crystal peaks at every lattice vector: keep ``max_shift`` below half the
+    lattice spacing.
 
     Parameters
     ----------
@@ -236,27 +312,28 @@ def rigid_shifts(frames, *, max_shift=None, num_iter: int = 3):
 
     Returns
     -------
-    (K, 2) ndarray
-        Shifts [pixels].
+    (K, 2) array
+        Shifts [pixels], on the selected device.
     """
     frames = check_frames(frames)
     num_iter = check_iterations(num_iter, "num_iter")
     max_shift = min(frames.shape[1:]) / 4 if max_shift is None else check_positive_number(max_shift, "max_shift")
     xp = backend.get_array_module(frames)
-    shifts = np.zeros((frames.shape[0], 2))
+    shifts = xp.zeros((frames.shape[0], 2))
     aligned = frames
     for _ in range(num_iter):  # each round measures what is left: the sub-pixel bias shrinks
         reference = aligned.mean(axis=0)
-        shifts += np.array([_cross_correlation_shift(reference, frame, max_shift) for frame in aligned])
-        shifts -= shifts.mean(axis=0)
-        aligned = _align(frames, xp.asarray(shifts))
+        shifts = shifts + _cross_correlation_shifts(reference, aligned, max_shift)
+        shifts = shifts - shifts.mean(axis=0)
+        aligned = _align(frames, shifts)
     return shifts
 
 
 def _align(frames, shifts):
+    """Each frame warped by minus its rigid shift (bilinear, edges extended), all at once."""
     xp = backend.get_array_module(frames)
     fields = xp.ones((len(shifts), 2) + frames.shape[1:]) * -shifts[:, :, None, None]
-    return xp.stack([warp(frame, field[None])[0] for frame, field in zip(frames, fields)])
+    return _warp(frames, fields)
 
 
 def rigid_average(frames, *, max_shift=None, num_iter: int = 3):
@@ -266,14 +343,14 @@ def rigid_average(frames, *, max_shift=None, num_iter: int = 3):
 
     Returns
     -------
-    average : (nx, ny) ndarray
-    shifts : (K, 2) ndarray
-        [pixels], as :func:`rigid_shifts`.
+    average : (nx, ny) array
+        On the selected device.
+    shifts : (K, 2) array
+        [pixels], as :func:`rigid_shifts`, on the selected device.
     """
     frames = check_frames(frames)
     shifts = rigid_shifts(frames, max_shift=max_shift, num_iter=num_iter)
-    xp = backend.get_array_module(frames)
-    return backend.asnumpy(_align(frames, xp.asarray(shifts)).mean(axis=0)), shifts
+    return _align(frames, shifts).mean(axis=0), shifts
 
 
 def _downsample(array, factor):
@@ -310,41 +387,99 @@ def _sobolev(field, length):
 
 
 def _solve_image(image, displacement, frames, alpha, num_iter):
-    """A few conjugate-gradient steps on ``(Σ D*D - αΔ) u = Σ D* y`` (gradient = δE/δu)."""
+    """A few conjugate-gradient steps on ``(Σ D*D - αΔ) u = Σ D* y`` (gradient = δE/δu).
+
+    The step lengths are 0-d device arrays: no copy to the host per step.
+    """
     xp = backend.get_array_module(frames)
+    corners = _corners(image.shape, displacement)
 
     def apply(x):
-        return warp_adjoint(warp(x, displacement), displacement, x.shape) - alpha * laplacian(x)
+        warped = _warp(x, displacement, corners)
+        return _warp_adjoint(warped, displacement, x.shape, corners) - alpha * laplacian(x)
 
-    r = warp_adjoint(frames, displacement, image.shape) - apply(image)
+    r = _warp_adjoint(frames, displacement, image.shape, corners) - apply(image)
     d = r.copy()
-    rr = float(xp.sum(r * r))
+    rr = xp.sum(r * r)
     for _ in range(num_iter):
         ad = apply(d)
-        step = rr / max(float(xp.sum(d * ad)), 1e-300)
+        step = rr / xp.maximum(xp.sum(d * ad), 1e-300)
         image = image + step * d
         r = r - step * ad
-        rr_new = float(xp.sum(r * r))
-        d = r + (rr_new / max(rr, 1e-300)) * d
+        rr_new = xp.sum(r * r)
+        d = r + (rr_new / xp.maximum(rr, 1e-300)) * d
         rr = rr_new
     return image
 
 
-class JointResult(NamedTuple):
-    """Result of :func:`joint_reconstruction`: the image (NumPy, in the frames' units),
-    the displacements ``V_k`` (K, 2, nx, ny) [pixels] and the line shifts (K, ny)
-    [pixels], and the energy after each outer iteration of every level."""
+#: Step lengths a line search tries at once: the step of the last iteration (doubled) halved 0..3 times.
+LINE_SEARCH_STEPS = 4
 
-    image: np.ndarray
-    displacements: np.ndarray
-    line_shifts: np.ndarray
-    energies: list
+
+def _trial_energies(image, fields, line_shifts, frames, dv, ds, steps, alpha, beta, gamma):
+    """``E(u, v + t dv, s + t ds)`` for each step t of ``steps``, as a device array.
+
+    The regularisers are quadratic in t: their three coefficients are summed once, so that
+    each step costs one warp of the frames (the data term) and no more.
+    """
+    xp = backend.get_array_module(frames)
+    g, dg = gradient(fields), gradient(dv)
+    fields_terms = (xp.sum(g**2), 2 * xp.sum(g * dg), xp.sum(dg**2))
+    shift_terms = (xp.sum(line_shifts**2), 2 * xp.sum(line_shifts * ds), xp.sum(ds**2))
+    image_term = 0.5 * alpha * xp.sum(gradient(image) ** 2)
+    energies = []
+    for j in range(steps.shape[0]):
+        t = steps[j]
+        residual = _warp(image, total_displacement(fields + t * dv, line_shifts + t * ds)) - frames
+        regularisers = (0.5 * beta * (fields_terms[0] + t * (fields_terms[1] + t * fields_terms[2]))
+                        + 0.5 * gamma * (shift_terms[0] + t * (shift_terms[1] + t * shift_terms[2])))
+        energies.append(0.5 * xp.sum(residual**2) + image_term + regularisers)
+    return xp.stack(energies)
+
+
+def _line_search(trial_energies, energy, slope, step, xp):
+    """Backtracking (Armijo) on the device: the largest of ``step · 2^-j``, j < LINE_SEARCH_STEPS,
+    with ``E(step) <= E + 1e-4 step slope``, or 0 if none (then the next search starts lower).
+
+    All candidates are evaluated (``trial_energies(steps)``) and the choice is made with array
+    operations, so that nothing comes to the host; steps below 1e-8 are never taken.
+
+    Returns
+    -------
+    chosen, next_step : 0-d device arrays
+    """
+    steps = step * 0.5 ** xp.arange(LINE_SEARCH_STEPS)
+    accepted = (trial_energies(steps) <= energy + 1e-4 * steps * slope) & (steps > 1e-8)
+    found = xp.any(accepted)
+    chosen = xp.where(found, steps[xp.argmax(accepted)], 0.0)
+    return chosen, xp.where(found, 2.0 * chosen, 0.5 * steps[-1])
+
+
+class JointResult(NamedTuple):
+    """Result of :func:`joint_reconstruction` (arrays on the selected device).
+
+    Attributes
+    ----------
+    image : (nx, ny) array
+        The image, in the frames' units.
+    displacements : (K, 2, nx, ny) array
+        The displacements ``V_k`` [pixels].
+    line_shifts : (K, ny) array
+        The scan-line shifts [pixels].
+    energies : (num_iter,) array
+        The energy after each outer iteration of every level.
+    """
+
+    image: object
+    displacements: object
+    line_shifts: object
+    energies: object
 
 
 def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gamma: float = 0.1,
                          jitter: bool = True, levels: int = 3, max_num_iter: int = 40,
                          sobolev_length: float = 6.0, cg_iter: int = 5, tol: float = 1e-5,
-                         initial_shifts=None, max_shift=None) -> JointResult:
+                         check_every: int = 5, initial_shifts=None, max_shift=None) -> JointResult:
     """Joint estimate of an image and the smooth distortions (and scan-line jitter) of a series.
 
     Minimises :func:`distortion_energy` on the frames normalised to mean 1,
@@ -354,12 +489,15 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
     1. one gradient step in (v, s) along ``-P δE/δ(v, s)``, with the Sobolev
        preconditioner ``P = (I - ℓ²Δ)⁻¹`` on v (ℓ = ``sobolev_length`` / factor),
        the frame-mean of the direction removed (the gauge ``Σ_k V_k = 0``), and
-       a backtracking (Armijo) line search;
+       a backtracking (Armijo) line search over :data:`LINE_SEARCH_STEPS`
+       halvings evaluated at once (the energy never increases);
     2. ``cg_iter`` conjugate-gradient steps on the quadratic problem in u.
 
     The line shifts are estimated on the finest level only (a scan line does
-    not survive block averaging). Stops a level when E decreases by less than
-    ``tol`` relatively.
+    not survive block averaging). Every ``check_every`` iterations a level
+    stops when its last iteration decreased E by less than ``tol``
+    relatively: that test is the only copy to the host in the iterations
+    (none with ``tol=0``).
 
     Parameters
     ----------
@@ -378,6 +516,9 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
     cg_iter : int
         CG steps on u per outer iteration.
     tol : float
+        Relative decrease of E to stop a level at; 0 runs every iteration.
+    check_every : int
+        Outer iterations between stopping tests.
     initial_shifts : (K, 2) array, optional
         Rigid shifts to start from [pixels] (default: :func:`rigid_shifts`).
     max_shift : float, optional
@@ -392,21 +533,26 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
         check_positive_number(value, name, allow_zero=name == "gamma")
     levels, max_num_iter = check_iterations(levels, "levels"), check_iterations(max_num_iter)
     cg_iter = check_iterations(cg_iter, "cg_iter")
+    check_every = check_iterations(check_every, "check_every")
+    tol = check_tolerance(tol)
     sobolev_length = check_positive_number(sobolev_length, "sobolev_length")
     xp = backend.get_array_module(frames)
     K, nx, ny = frames.shape
     if min(nx, ny) // 2 ** (levels - 1) < 8:
         raise ValueError(f"levels={levels} leaves fewer than 8 pixels on the coarsest level of {nx} x {ny} frames")
+    if initial_shifts is not None:
+        initial_shifts = check_array(initial_shifts, "initial_shifts", real=True).astype(xp.float64)
+        if initial_shifts.shape != (K, 2):
+            raise ValueError(f"initial_shifts must have shape {(K, 2)}, got {initial_shifts.shape}")
     scale = float(frames.mean())
     frames = frames / scale
-    shifts = rigid_shifts(frames, max_shift=max_shift) if initial_shifts is None else np.asarray(initial_shifts, float)
-    if shifts.shape != (K, 2):
-        raise ValueError(f"initial_shifts must have shape {(K, 2)}, got {shifts.shape}")
+    shifts = rigid_shifts(frames, max_shift=max_shift) if initial_shifts is None else initial_shifts
     shifts = shifts - shifts.mean(axis=0)
     factor = 2 ** (levels - 1)
     coarse = _downsample(frames, factor)
-    fields = xp.ones((K, 2) + coarse.shape[1:]) * xp.asarray(shifts / factor)[:, :, None, None]
-    energies = []
+    fields = xp.ones((K, 2) + coarse.shape[1:]) * (shifts / factor)[:, :, None, None]
+    energies = []  # 0-d device arrays, stacked once at the end
+    weights = dict(alpha=alpha, beta=beta, gamma=gamma)
     for level in progress.progress(range(levels), desc="coarse to fine"):
         factor = 2 ** (levels - 1 - level)
         y = _downsample(frames, factor)
@@ -414,29 +560,24 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
             fields = 2.0 * _resample(fields, y.shape[1:])
         fine = factor == 1 and jitter
         s = xp.zeros((K, y.shape[2]))
-        weights = dict(alpha=alpha, beta=beta, gamma=gamma)
         u = _solve_image(y.mean(axis=0), total_displacement(fields, s), y, alpha, 4 * cg_iter)
-        energy = distortion_energy(u, fields, s, y, **weights)
-        step, length = 1.0, sobolev_length / factor
-        for _ in range(max_num_iter):
+        energy = _energy(u, fields, s, y, **weights)
+        step, length = xp.asarray(1.0), sobolev_length / factor
+        for it in range(1, max_num_iter + 1):
             _, grad_v, grad_s = distortion_gradients(u, fields, s, y, **weights)
             dv = -_sobolev(grad_v, length)
             ds = -grad_s / y.shape[1] if fine else xp.zeros_like(s)
             dv -= dv.mean(axis=0, keepdims=True)
             ds -= ds.mean(axis=0, keepdims=True)
-            slope = float(xp.sum(grad_v * dv) + xp.sum(grad_s * ds))
-            while step > 1e-8:
-                trial_v, trial_s = fields + step * dv, s + step * ds
-                trial = distortion_energy(u, trial_v, trial_s, y, **weights)
-                if trial <= energy + 1e-4 * step * slope:
-                    fields, s = trial_v, trial_s
-                    step *= 2.0
-                    break
-                step *= 0.5
+            slope = xp.sum(grad_v * dv) + xp.sum(grad_s * ds)
+            chosen, step = _line_search(
+                lambda steps: _trial_energies(u, fields, s, y, dv, ds, steps, alpha, beta, gamma),
+                energy, slope, step, xp)
+            fields, s = fields + chosen * dv, s + chosen * ds  # chosen = 0: no move
             u = _solve_image(u, total_displacement(fields, s), y, alpha, cg_iter)
-            previous, energy = energy, distortion_energy(u, fields, s, y, **weights)
+            previous, energy = energy, _energy(u, fields, s, y, **weights)
             energies.append(energy)
-            if previous - energy <= tol * abs(energy):
-                break
+            if tol > 0 and it % check_every == 0 and bool(previous - energy <= tol * abs(energy)):
+                break  # the one copy per check
     displacement = total_displacement(fields, s)
-    return JointResult(backend.asnumpy(u * scale), backend.asnumpy(displacement), backend.asnumpy(s), energies)
+    return JointResult(u * scale, displacement, s, xp.stack(energies))
