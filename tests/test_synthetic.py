@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from mbook.core import backend
 from mbook.inverse import circle, synthetic
 
 
@@ -82,6 +83,76 @@ def test_haadf_series_is_in_its_mean_frame_and_counts_are_poisson():
 def test_poisson_noise_has_mean_and_variance_dose_times_image():
     counts = synthetic.poisson_noise(np.full(200000, 2.0), dose=5.0, seed=0)
     assert counts.mean() == pytest.approx(10.0, rel=0.01) and counts.var() == pytest.approx(10.0, rel=0.02)
+
+
+def _on_cpu(run):
+    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
+    previous = backend.get_device()
+    backend.set_device("cpu")
+    try:
+        return run()
+    finally:
+        backend.set_device(previous)
+
+
+def _all_columns(gpts, sampling, *, lattice_vectors, basis, intensities, widths, origin, background, displacement):
+    """The definition, summed the slow way: every column of the box of the sample points ± 5 widths,
+    at every pixel (what lattice_image computed before it looked up each pixel's cells)."""
+    a, basis = np.asarray(lattice_vectors, float), np.atleast_2d(basis)
+    x, y = np.meshgrid(*(np.arange(n) * sampling for n in gpts), indexing="ij")
+    px, py = x + displacement[0], y + displacement[1]
+    margin = 5 * max(widths)
+    lo, hi = np.array([px.min(), py.min()]) - margin, np.array([px.max(), py.max()]) + margin
+    n = np.arange(-60, 61)
+    cells = (n[:, None, None] * a[0] + n[None, :, None] * a[1]).reshape(-1, 2) + origin
+    image = np.full(gpts, float(background))
+    for site, peak, width in zip(basis, intensities, widths):
+        columns = cells + site
+        columns = columns[np.all((columns >= lo) & (columns <= hi), axis=1)]
+        d2 = (px[..., None] - columns[:, 0]) ** 2 + (py[..., None] - columns[:, 1]) ** 2
+        image += peak * np.exp(-d2 / (2 * width**2)).sum(axis=-1)
+    return image
+
+
+def test_lattice_image_equals_the_sum_over_every_column(rng):
+    """Looking up each pixel's neighbouring cells leaves out nothing the full sum holds (to rounding)."""
+    lattice = dict(lattice_vectors=((2.1, 0.3), (0.9, 1.9)), basis=((0.0, 0.0), (0.7, 0.5)),
+                   intensities=(1.0, 2.5), widths=(0.3, 0.55), origin=(0.4, -1.1), background=0.2)
+    displacement = rng.normal(0, 0.8, (2, 30, 26))
+    expected = _all_columns((30, 26), 0.2, displacement=displacement, **lattice)
+    image = synthetic.lattice_image((30, 26), 0.2, displacement=displacement, **lattice)
+    np.testing.assert_allclose(image, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_a_stack_of_fields_gives_the_images_one_by_one(rng):
+    fields = rng.normal(0, 0.5, (3, 2, 24, 20))
+    stack = synthetic.lattice_image((24, 20), 0.25, displacement=fields, widths=0.45)
+    assert stack.shape == (3, 24, 20)
+    for k in range(3):
+        np.testing.assert_allclose(stack[k], synthetic.lattice_image((24, 20), 0.25, displacement=fields[k],
+                                                                     widths=0.45), rtol=1e-14, atol=1e-14)
+
+
+def test_producers_on_device_match_cpu(device):
+    def run():
+        return dict(
+            support=synthetic.support_mask((32, 32), seed=2), weak=synthetic.weak_phase_object((32, 32), seed=2)[0],
+            wrapped=synthetic.wrapped_phase_object((32, 32), seed=2).obj,
+            lattice=synthetic.lattice_image((32, 32), 0.3, displacement=np.full((2, 32, 32), 0.2)),
+            smooth=synthetic.smooth_displacement((16, 16), rms=1.0, correlation_length=3.0, num_fields=2, seed=1),
+            jitter=synthetic.scan_line_jitter((16, 16), rms=0.5, num_frames=2, seed=1),
+            counts=synthetic.poisson_noise(np.full((8, 8), 3.0), dose=2.0, seed=1),
+            **synthetic.haadf_series((24, 24), 0.3, num_frames=3, seed=1)._asdict(),
+        )
+
+    reference, results = _on_cpu(run), run()
+    for name, value in results.items():
+        if name == "sampling":
+            continue
+        assert backend.get_array_module(value) is backend.xp, name  # on the selected device
+        np.testing.assert_allclose(backend.asnumpy(value), reference[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    # Random draws are made on the host: the same counts on every device, exactly.
+    np.testing.assert_array_equal(backend.asnumpy(results["frames"]), reference["frames"])
 
 
 @pytest.mark.parametrize(

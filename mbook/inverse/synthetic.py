@@ -12,14 +12,21 @@
   smooth non-rigid distortion, drift and scan-line jitter, with Poisson noise;
 - :func:`poisson_noise`: counting noise at a given dose.
 
-Every random draw takes a ``seed``; arrays come back as NumPy (they are
-ground truth and figures), indexed ``[x, y]`` (:mod:`mbook.core.grids`).
+Every random draw takes a ``seed`` and is made on the host by
+:func:`numpy.random.default_rng` (the same numbers on every device), then
+moved; arrays come back on the selected device (:mod:`mbook.core.backend`),
+indexed ``[x, y]`` (:mod:`mbook.core.grids`). The small masks and phase maps
+(supports, weak and wrapped phase objects, jitter) are built on the host
+with their draws and moved once; the smooth random fields and the lattice
+images, the costly parts at research size, are computed on the device.
 
 Examples
 --------
 >>> import numpy as np
+>>> from mbook.core import backend
 >>> from mbook.inverse import synthetic
 >>> obj, support = synthetic.weak_phase_object((64, 64), max_phase=0.3, seed=0)
+>>> obj, support = backend.asnumpy(obj), backend.asnumpy(support)  # for NumPy's boolean indexing
 >>> round(float(abs(np.angle(obj[support])).max()), 3)
 0.3
 """
@@ -31,9 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import checks, grids, progress
-from mbook.core.checks import check_positive_number
-from mbook.core.checks import check_finite_array, check_iterations
+from mbook.core import backend, checks, grids, progress
+from mbook.core.checks import check_finite_array, check_iterations, check_positive_number
 
 
 def _rng(seed):
@@ -41,17 +47,19 @@ def _rng(seed):
 
 
 def _smooth_noise(shape, correlation_length, rng):
-    """Zero-mean Gaussian random field with unit RMS: white noise smoothed by a
-    Gaussian of standard deviation ``correlation_length`` [px] (periodic)."""
-    noise = rng.standard_normal(shape)
-    kx, ky = np.fft.fftfreq(shape[-2])[:, None], np.fft.fftfreq(shape[-1])[None, :]
-    kernel = np.exp(-2 * (np.pi * correlation_length) ** 2 * (kx**2 + ky**2))
-    field = np.fft.ifft2(np.fft.fft2(noise) * kernel).real
+    """Zero-mean Gaussian random field with unit RMS, on the selected device: white noise
+    (drawn on the host) smoothed by a Gaussian of standard deviation ``correlation_length``
+    [px] (periodic)."""
+    noise = backend.asarray(rng.standard_normal(shape))
+    xp = backend.get_array_module(noise)
+    kx, ky = xp.fft.fftfreq(shape[-2])[:, None], xp.fft.fftfreq(shape[-1])[None, :]
+    kernel = xp.exp(-2 * (math.pi * correlation_length) ** 2 * (kx**2 + ky**2))
+    field = backend.ifft2(backend.fft2(noise) * kernel).real
     field -= field.mean(axis=(-2, -1), keepdims=True)
     return field / field.std(axis=(-2, -1), keepdims=True)
 
 
-def support_mask(gpts, *, diameter: float = 0.45, irregularity: float = 0.12, seed=0) -> np.ndarray:
+def support_mask(gpts, *, diameter: float = 0.45, irregularity: float = 0.12, seed=0):
     """An irregular blob centred at index ``n // 2``: a non-centrosymmetric support.
 
     Its radius is ``R (1 + Σ_m c_m cos(m φ + φ_m))`` for m = 1..4 with random
@@ -70,19 +78,34 @@ def support_mask(gpts, *, diameter: float = 0.45, irregularity: float = 0.12, se
 
     Returns
     -------
-    (nx, ny) ndarray, bool
+    (nx, ny) bool array
+        On the selected device.
     """
     nx, ny = checks.check_gpts(gpts, 2)
     check_positive_number(diameter, "diameter", upper=1.0)
     check_positive_number(irregularity, "irregularity", allow_zero=True, upper=0.3 + 1e-12)
     rng = _rng(seed)
-    x = np.arange(nx)[:, None] - nx // 2
-    y = np.arange(ny)[None, :] - ny // 2
-    angle, radius = np.arctan2(y, x), np.hypot(x, y)
-    boundary = np.ones_like(angle)
-    for m in range(1, 5):
-        boundary += irregularity * rng.uniform(0.5, 1.0) * np.cos(m * angle + rng.uniform(0, 2 * np.pi))
+    xp = backend.xp
+    x = xp.arange(nx)[:, None] - nx // 2
+    y = xp.arange(ny)[None, :] - ny // 2
+    angle, radius = xp.arctan2(y, x), xp.hypot(x, y)
+    boundary = xp.ones_like(angle)
+    for m in range(1, 5):  # four Fourier terms of the boundary, two host draws each
+        boundary += irregularity * rng.uniform(0.5, 1.0) * xp.cos(m * angle + rng.uniform(0, 2 * np.pi))
     return radius <= 0.5 * diameter * min(nx, ny) * boundary
+
+
+def _random_pixel(support_host, rng):
+    """A pixel of the support drawn uniformly: ``(cx, cy)`` as Python ints."""
+    inside = np.argwhere(support_host)
+    cx, cy = inside[rng.integers(len(inside))]
+    return int(cx), int(cy)
+
+
+def _range_over(values, support):
+    """``(min, max)`` of ``values`` over ``support`` as 0-d device arrays (no boolean indexing)."""
+    xp = backend.get_array_module(values)
+    return xp.where(support, values, xp.inf).min(), xp.where(support, values, -xp.inf).max()
 
 
 def weak_phase_object(gpts, *, max_phase: float = 0.3, diameter: float = 0.45, seed=0):
@@ -102,31 +125,36 @@ def weak_phase_object(gpts, *, max_phase: float = 0.3, diameter: float = 0.45, s
 
     Returns
     -------
-    obj : (nx, ny) ndarray, complex
-    support : (nx, ny) ndarray, bool
+    obj : (nx, ny) complex array
+        On the selected device.
+    support : (nx, ny) bool array
+        On the selected device.
     """
     max_phase = check_positive_number(max_phase, "max_phase", upper=math.pi)
     support = support_mask(gpts, diameter=diameter, seed=seed)
+    support_host = backend.asnumpy(support)  # the disc centres are drawn among its pixels
     rng = _rng(seed + 1)
     shape = support.shape
     phase = _smooth_noise(shape, 0.06 * min(shape), rng)
-    inside = np.argwhere(support)
+    xp = backend.get_array_module(phase)
+    x, y = xp.arange(shape[0])[:, None], xp.arange(shape[1])[None, :]
     for _ in range(3):
-        cx, cy = inside[rng.integers(len(inside))]
+        cx, cy = _random_pixel(support_host, rng)
         r = rng.uniform(0.04, 0.08) * min(shape)
-        disc = np.hypot(np.arange(shape[0])[:, None] - cx, np.arange(shape[1])[None, :] - cy) <= r
-        phase += rng.choice([-1.5, 1.5]) * disc
-    lo, hi = phase[support].min(), phase[support].max()
+        disc = xp.hypot(x - cx, y - cy) <= r
+        phase += float(rng.choice([-1.5, 1.5])) * disc
+    lo, hi = _range_over(phase, support)
     phase = max_phase * (phase - lo) / (hi - lo)
-    return np.where(support, np.exp(1j * phase), 0), support
+    return xp.where(support, xp.exp(1j * phase), 0), support
 
 
 class WrappedPhaseObject(NamedTuple):
-    """A phase object whose phase wraps: the field, its support and the unwrapped phase [rad]."""
+    """A phase object whose phase wraps: the field, its support and the unwrapped phase [rad]
+    (arrays on the selected device)."""
 
-    obj: np.ndarray
-    support: np.ndarray
-    phase: np.ndarray
+    obj: object
+    support: object
+    phase: object
 
 
 def wrapped_phase_object(gpts, *, total_phase: float = 2.5 * math.pi, num_terraces: int | None = 5,
@@ -160,24 +188,30 @@ def wrapped_phase_object(gpts, *, total_phase: float = 2.5 * math.pi, num_terrac
     if num_terraces is not None and (check_iterations(num_terraces, "num_terraces") < 2):
         raise ValueError(f"num_terraces must be >= 2 or None, got {num_terraces!r}")
     nx, ny = checks.check_gpts(gpts, 2)
-    support = np.ones((nx, ny), bool) if diameter is None else support_mask(gpts, diameter=diameter, seed=seed)
+    xp = backend.xp
+    support = xp.ones((nx, ny), bool) if diameter is None else support_mask(gpts, diameter=diameter, seed=seed)
+    support_host = backend.asnumpy(support)  # the disc centres are drawn among its pixels
     rng = _rng(seed + 2)
     direction = rng.uniform(0, 2 * np.pi)
-    x, y = np.arange(nx)[:, None], np.arange(ny)[None, :]
-    t = x * np.cos(direction) + y * np.sin(direction)
-    t = (t - t[support].min()) / (t[support].max() - t[support].min())
+    x, y = xp.arange(nx)[:, None], xp.arange(ny)[None, :]
+    t = x * math.cos(direction) + y * math.sin(direction)
+    lo, hi = _range_over(t, support)
+    t = (t - lo) / (hi - lo)
     if num_terraces is not None:
-        t = np.minimum(np.floor(t * num_terraces), num_terraces - 1) / (num_terraces - 1)
+        t = xp.minimum(xp.floor(t * num_terraces), num_terraces - 1) / (num_terraces - 1)
     phase = total_phase * t - total_phase / 2
-    inside = np.argwhere(support)
     for sign in (1.0, -1.0):
-        cx, cy = inside[rng.integers(len(inside))]
-        phase = phase + sign * (np.hypot(x - cx, y - cy) <= 0.08 * min(nx, ny))
-    return WrappedPhaseObject(np.where(support, np.exp(1j * phase), 0), support, phase)
+        cx, cy = _random_pixel(support_host, rng)
+        phase = phase + sign * (xp.hypot(x - cx, y - cy) <= 0.08 * min(nx, ny))
+    return WrappedPhaseObject(xp.where(support, xp.exp(1j * phase), 0), support, phase)
 
 
-def poisson_noise(image, *, dose: float, seed=0) -> np.ndarray:
+def poisson_noise(image, *, dose: float, seed=0):
     """Counts drawn from ``Poisson(dose · image)`` (float array).
+
+    The draw is made on the host from the seed (the same counts on every
+    device): the image is copied there, and the counts come back on the
+    selected device.
 
     Parameters
     ----------
@@ -186,22 +220,38 @@ def poisson_noise(image, *, dose: float, seed=0) -> np.ndarray:
     dose : float
         Expected counts per unit of ``image`` [counts / unit], > 0.
     seed : int
+
+    Returns
+    -------
+    array
+        Counts, float64, on the selected device.
     """
-    image = np.asarray(check_finite_array(np.asarray(image), "image", real=True), dtype=np.float64)
-    if image.size and image.min() < 0:
-        raise ValueError(f"image must be >= 0 for Poisson noise, got a minimum of {image.min():.3g}")
+    image = check_finite_array(image, "image", real=True)
+    if image.size and float(image.min()) < 0:
+        raise ValueError(f"image must be >= 0 for Poisson noise, got a minimum of {float(image.min()):.3g}")
     dose = check_positive_number(dose, "dose")
-    return _rng(seed).poisson(dose * image).astype(np.float64)
+    host = backend.asnumpy(image).astype(np.float64)
+    return backend.asarray(_rng(seed).poisson(dose * host).astype(np.float64))
+
+
+#: Columns farther than this many widths from a pixel are left out of its sum: their share,
+#: exp(-50) ≈ 2e-22 of a peak each, is below the rounding of the sum.
+CUTOFF_WIDTHS = 10.0
 
 
 def lattice_image(gpts, sampling, *, lattice_vectors=((4.0, 0.0), (0.0, 4.0)), basis=((0.0, 0.0),),
                   intensities=(1.0,), widths=(0.4,), origin=(0.0, 0.0), background: float = 0.0,
-                  displacement=None) -> np.ndarray:
+                  displacement=None):
     """An atomic-resolution HAADF-like image: Gaussian columns on a lattice.
 
     ``I(x) = background + Σ_columns I_b exp(-|x + v(x) - r|² / (2 w_b²))`` with
     ``r = origin + n₁ a₁ + n₂ a₂ + b`` for every basis site ``b`` and the
     frame's displacement ``v`` (the frame shows the specimen at ``x + v(x)``).
+    The columns are those inside the box of all sample positions widened by
+    5 widths; each pixel sums the columns of its neighbouring cells (within
+    :data:`CUTOFF_WIDTHS` widths), found from its lattice coordinates, so the
+    cost grows with the pixels, not with pixels × columns. Computed on the
+    selected device, in memory-budgeted batches of pixels.
 
     Parameters
     ----------
@@ -218,53 +268,68 @@ def lattice_image(gpts, sampling, *, lattice_vectors=((4.0, 0.0), (0.0, 4.0)), b
         Position of the lattice point n = 0 [Å].
     background : float
         Constant added everywhere [a.u.].
-    displacement : (2, nx, ny) array, optional
-        Displacement field v [Å].
+    displacement : (2, nx, ny) or (K, 2, nx, ny) array, optional
+        Displacement field v [Å]; a stack gives one image per field.
 
     Returns
     -------
-    (nx, ny) ndarray, float
+    (nx, ny) or (K, nx, ny) float array
+        On the selected device.
     """
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
     a = np.asarray(lattice_vectors, dtype=float)
     basis = np.atleast_2d(np.asarray(basis, dtype=float))
     intensities = np.broadcast_to(np.asarray(intensities, float), (len(basis),))
     widths = np.broadcast_to(np.asarray(widths, float), (len(basis),))
+    origin = np.asarray(origin, dtype=float)
     if a.shape != (2, 2) or abs(np.linalg.det(a)) < 1e-12:
         raise ValueError(f"lattice_vectors must be two independent 2D vectors [Å], got {lattice_vectors!r}")
     if not np.all(widths > 0) or not np.all(np.isfinite(intensities)):
         raise ValueError(f"widths must be > 0 [Å] and intensities finite, got {widths}, {intensities}")
-    x, y = (np.arange(n) * d for n, d in zip(grid.gpts, grid.sampling))
-    px, py = np.meshgrid(x, y, indexing="ij")
+    xp = backend.xp
+    nx, ny = grid.gpts
+    px = xp.broadcast_to((xp.arange(nx) * grid.sampling[0])[:, None], (nx, ny))
+    py = xp.broadcast_to((xp.arange(ny) * grid.sampling[1])[None, :], (nx, ny))
     if displacement is not None:
-        displacement = np.asarray(check_finite_array(np.asarray(displacement, float), "displacement", real=True))
-        if displacement.shape != (2,) + grid.gpts:
-            raise ValueError(f"displacement must have shape {(2,) + grid.gpts}, got {displacement.shape}")
-        px, py = px + displacement[0], py + displacement[1]
-    points = np.stack([px.ravel(), py.ravel()], axis=1)
+        displacement = check_finite_array(displacement, "displacement", real=True).astype(xp.float64)
+        if displacement.ndim not in (3, 4) or displacement.shape[-3:] != (2,) + grid.gpts:
+            raise ValueError(f"displacement must have shape {(2,) + grid.gpts} (or a stack of them), "
+                             f"got {displacement.shape}")
+        px, py = px + displacement[..., 0, :, :], py + displacement[..., 1, :, :]
+    stack_shape = px.shape[:-2]
+    px, py = px.reshape(-1, nx * ny), py.reshape(-1, nx * ny)  # (images, pixels)
+    # The columns taken: inside the box of each image's sample positions, widened by 5 widths.
     margin = 5 * widths.max()
-    lo, hi = points.min(axis=0) - margin, points.max(axis=0) + margin
-    corners = np.array([[lo[0], lo[1]], [lo[0], hi[1]], [hi[0], lo[1]], [hi[0], hi[1]]]) - np.asarray(origin)
-    n_range = np.linalg.solve(a.T, corners.T)  # lattice coordinates of the corners
-    n1 = np.arange(math.floor(n_range[0].min()) - 1, math.ceil(n_range[0].max()) + 2)
-    n2 = np.arange(math.floor(n_range[1].min()) - 1, math.ceil(n_range[1].max()) + 2)
-    cells = (n1[:, None, None] * a[0] + n2[None, :, None] * a[1]).reshape(-1, 2) + np.asarray(origin)
-    image = np.full(points.shape[0], float(background))
-    batch = progress.plan_batches(n_items=points.shape[0], bytes_per_item=24 * len(cells),
+    lo_x, hi_x = px.min(axis=1, keepdims=True) - margin, px.max(axis=1, keepdims=True) + margin
+    lo_y, hi_y = py.min(axis=1, keepdims=True) - margin, py.max(axis=1, keepdims=True) + margin
+    to_lattice = np.linalg.inv(a.T)  # lattice coordinates n of a position r: n = (aᵀ)⁻¹ r
+    image = xp.full(px.shape, float(background))
+    batch = progress.plan_batches(n_items=nx * ny, bytes_per_item=12 * 8 * px.shape[0],
                                   budget=min(progress.memory_budget(), 2**28))
-    for b, (site, peak, width) in enumerate(zip(basis, intensities, widths)):
-        columns = cells + site
-        keep = np.all((columns >= lo) & (columns <= hi), axis=1)
-        columns = columns[keep]
-        for start in range(0, points.shape[0], batch):
-            chunk = points[start:start + batch]
-            d2 = (chunk[:, :1] - columns[:, 0]) ** 2 + (chunk[:, 1:] - columns[:, 1]) ** 2
-            image[start:start + batch] += peak * np.exp(-d2 / (2 * width**2)).sum(axis=1)
-    return image.reshape(grid.gpts)
+    for site, peak, width in zip(basis, intensities, widths):
+        # Cells within the cutoff of a pixel: |n_i - f_i| <= cutoff · |row i of (aᵀ)⁻¹|.
+        reach = [int(math.floor(CUTOFF_WIDTHS * width * np.linalg.norm(row))) for row in to_lattice]
+        offsets = [(d1, d2) for d1 in range(-reach[0], reach[0] + 2) for d2 in range(-reach[1], reach[1] + 2)]
+        centre = origin + site
+        for start in range(0, nx * ny, batch):
+            part = np.s_[:, start:start + batch]
+            qx, qy = px[part] - centre[0], py[part] - centre[1]  # relative to the column n = 0
+            n1 = xp.floor(to_lattice[0, 0] * qx + to_lattice[0, 1] * qy)
+            n2 = xp.floor(to_lattice[1, 0] * qx + to_lattice[1, 1] * qy)
+            total = xp.zeros(qx.shape)
+            for d1, d2 in offsets:  # a few neighbouring cells, every pixel at once
+                m1, m2 = n1 + d1, n2 + d2
+                cx, cy = m1 * a[0, 0] + m2 * a[1, 0], m1 * a[0, 1] + m2 * a[1, 1]
+                kept = ((cx + centre[0] >= lo_x) & (cx + centre[0] <= hi_x)
+                        & (cy + centre[1] >= lo_y) & (cy + centre[1] <= hi_y))
+                d2_ = (qx - cx) ** 2 + (qy - cy) ** 2
+                total += xp.where(kept, xp.exp(-d2_ / (2 * width**2)), 0.0)
+            image[part] += peak * total
+    return image.reshape(stack_shape + (nx, ny))
 
 
 def smooth_displacement(gpts, *, rms: float, correlation_length: float, num_fields: int = 1,
-                        seed=0) -> np.ndarray:
+                        seed=0):
     """Smooth random displacement fields: Gaussian-correlated, ``rms`` per component.
 
     Parameters
@@ -279,7 +344,8 @@ def smooth_displacement(gpts, *, rms: float, correlation_length: float, num_fiel
 
     Returns
     -------
-    (num_fields, 2, nx, ny) ndarray
+    (num_fields, 2, nx, ny) array
+        On the selected device (white noise drawn on the host, smoothed on the device).
     """
     gpts = checks.check_gpts(gpts, 2)
     rms = check_positive_number(rms, "rms", allow_zero=True)
@@ -288,33 +354,33 @@ def smooth_displacement(gpts, *, rms: float, correlation_length: float, num_fiel
     return rms * _smooth_noise((num_fields, 2) + gpts, correlation_length, _rng(seed))
 
 
-def scan_line_jitter(gpts, *, rms: float, num_frames: int = 1, seed=0) -> np.ndarray:
+def scan_line_jitter(gpts, *, rms: float, num_frames: int = 1, seed=0):
     """Scan-line jitter: each scan line (fixed y, fast scan along x) shifted along x.
 
     Returns
     -------
-    (num_frames, 2, nx, ny) ndarray
-        x-component constant along each line, drawn N(0, rms²) per line
-        [unit of ``rms``]; y-component 0.
+    (num_frames, 2, nx, ny) array
+        On the selected device: x-component constant along each line, drawn
+        N(0, rms²) per line [unit of ``rms``]; y-component 0.
     """
     nx, ny = checks.check_gpts(gpts, 2)
     rms = check_positive_number(rms, "rms", allow_zero=True)
     num_frames = check_iterations(num_frames, "num_frames")
     field = np.zeros((num_frames, 2, nx, ny))
     field[:, 0] = rms * _rng(seed).standard_normal((num_frames, 1, ny))
-    return field
+    return backend.asarray(field)
 
 
 class Series(NamedTuple):
-    """A distorted image series: noisy ``frames`` (K, nx, ny) [counts], the undistorted
-    ``image`` (nx, ny) [expected counts], the ``displacements`` (K, 2, nx, ny) [Å] that
-    made each frame (mean over frames 0), the scan-line jitter part of them
-    ``line_shifts`` (K, ny) [Å] (also mean 0 over frames), and the ``sampling`` [Å]."""
+    """A distorted image series (arrays on the selected device): noisy ``frames`` (K, nx, ny)
+    [counts], the undistorted ``image`` (nx, ny) [expected counts], the ``displacements``
+    (K, 2, nx, ny) [Å] that made each frame (mean over frames 0), the scan-line jitter part
+    of them ``line_shifts`` (K, ny) [Å] (also mean 0 over frames), and the ``sampling`` [Å]."""
 
-    frames: np.ndarray
-    image: np.ndarray
-    displacements: np.ndarray
-    line_shifts: np.ndarray
+    frames: object
+    image: object
+    displacements: object
+    line_shifts: object
     sampling: float
 
 
@@ -327,7 +393,9 @@ def haadf_series(gpts, sampling: float, *, num_frames: int = 8, distortion_rms: 
     (:func:`smooth_displacement`) + a rigid drift + scan-line jitter
     (:func:`scan_line_jitter`); the mean of ``v_k`` over the frames is removed
     so the undistorted image is the series' mean frame of reference. Counts are
-    Poisson with ``dose`` expected counts at a column's peak.
+    Poisson with ``dose`` expected counts at a column's peak. The frames are
+    imaged together on the device (:func:`lattice_image` of the stack of
+    fields); the counts are drawn on the host, one seed per frame, and moved.
 
     Parameters
     ----------
@@ -361,20 +429,19 @@ def haadf_series(gpts, sampling: float, *, num_frames: int = 8, distortion_rms: 
                         ("drift_rms", drift_rms)):
         check_positive_number(value, name, allow_zero=True)
     check_positive_number(correlation_length, "correlation_length")
-    check_positive_number(dose, "dose")
+    dose = check_positive_number(dose, "dose")
     rng = _rng(seed)
     seeds = rng.integers(2**31, size=3)
     v = smooth_displacement(gpts, rms=distortion_rms, correlation_length=correlation_length / sampling,
                             num_fields=num_frames, seed=seeds[0])
     jitter = scan_line_jitter(gpts, rms=jitter_rms, num_frames=num_frames, seed=seeds[1])
     v += jitter
-    v += drift_rms * _rng(seeds[2]).standard_normal((num_frames, 2, 1, 1))
+    v += backend.asarray(drift_rms * _rng(seeds[2]).standard_normal((num_frames, 2, 1, 1)))
     v -= v.mean(axis=0, keepdims=True)
     image = dose * lattice_image(gpts, sampling, **lattice)
-    frames = np.stack([
-        poisson_noise(lattice_image(gpts, sampling, displacement=v[k], **lattice), dose=dose,
-                      seed=int(seeds[0]) + 1 + k)
-        for k in range(num_frames)
-    ])
+    expected = backend.asnumpy(lattice_image(gpts, sampling, displacement=v, **lattice))
+    # One seeded host draw per frame (rule 4): the same counts on every device, as before batching.
+    frames = np.stack([_rng(int(seeds[0]) + 1 + k).poisson(dose * expected[k]).astype(np.float64)
+                       for k in range(num_frames)])
     line_shifts = jitter[:, 0, 0, :] - jitter[:, 0, 0, :].mean(axis=0)
-    return Series(frames, image, v, line_shifts, sampling)
+    return Series(backend.asarray(frames), image, v, line_shifts, sampling)
