@@ -199,11 +199,35 @@ def pseudo_atom_basis(particle: HingedParticle, latent, *, spacing=7.0, sigma=4.
     return particles.make_atoms(lattice[near], sigma=sigma)
 
 
-def coefficient_volume(coefficients, basis: particles.Atoms, grid):
-    """``Σ_j x_j φ_j`` on a cubic grid (signed coefficients allowed); (N, N, N) ndarray on the selected device."""
+def coefficient_volume(coefficients, basis: particles.Atoms, grid, *, budget=None):
+    """``Σ_j x_j φ_j`` on a cubic grid (signed coefficients allowed), for one or many coefficient vectors.
+
+    Parameters
+    ----------
+    coefficients : (d,) or (n, d) array_like
+        One map's coefficients, or n maps' (made in batches under the budget).
+    basis : Atoms
+        The d basis functions (positions ``(d, 3)``).
+    grid : Grid
+        Cubic 3D grid [Å].
+    budget : int, optional
+        Memory budget [bytes] (default :func:`mbook.core.progress.memory_budget`).
+
+    Returns
+    -------
+    (N, N, N) or (n, N, N, N) ndarray
+        On the selected device.
+    """
     basis = particles.check_atoms(basis)
-    coefficients = checks.check_array(coefficients, "coefficients", ndim=1, real=True).astype(float)
-    return particles.gaussian_volume(basis._replace(weights=coefficients), grid)
+    coefficients = checks.check_array(coefficients, "coefficients", real=True).astype(float)
+    d = basis.weights.shape[-1]
+    if coefficients.ndim not in (1, 2) or coefficients.shape[-1] != d or basis.positions.ndim != 2:
+        raise ValueError(f"coefficients must be (d,) or (n, d) for a basis of d = {d} functions, got shape "
+                         f"{coefficients.shape}")
+    if coefficients.ndim == 2:  # many maps: one weight set per map on the same functions
+        xp = backend.get_array_module(coefficients)
+        basis = basis._replace(positions=xp.broadcast_to(basis.positions, (coefficients.shape[0], d, 3)))
+    return particles.gaussian_volume(basis._replace(weights=coefficients), grid, budget=budget)
 
 
 class ImageStatistics(NamedTuple):
@@ -457,7 +481,9 @@ def per_conformation_error(estimates, truths, *, mean=None):
 
     Parameters
     ----------
-    estimates, truths : (n, ...) array_like
+    estimates : (n, ...) or (...) array_like
+        One map per conformation, or one map for all (broadcast).
+    truths : (n, ...) array_like
     mean : (...) array_like, optional
         V̄ (default: the mean of ``truths``).
 
@@ -468,9 +494,11 @@ def per_conformation_error(estimates, truths, *, mean=None):
     """
     estimates, truths = (checks.check_array(x, name, min_ndim=1, real=True).astype(float)
                          for x, name in ((estimates, "estimates"), (truths, "truths")))
-    if estimates.shape != truths.shape:
-        raise ValueError(f"estimates and truths must have one shape, got {estimates.shape} and {truths.shape}")
     xp = backend.get_array_module(truths)
+    if estimates.shape == truths.shape[1:]:  # one map for every conformation
+        estimates = estimates[None]
+    if estimates.shape[1:] != truths.shape[1:] or estimates.shape[0] not in (1, truths.shape[0]):
+        raise ValueError(f"estimates and truths must have one shape, got {estimates.shape} and {truths.shape}")
     mean = truths.mean(axis=0) if mean is None else checks.check_array(mean, "mean", real=True).astype(float)
     axes = tuple(range(1, truths.ndim))
     return xp.sqrt(xp.sum((estimates - truths) ** 2, axis=axes) / xp.sum((truths - mean) ** 2, axis=axes))

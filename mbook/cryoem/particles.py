@@ -77,8 +77,10 @@ class Atoms(NamedTuple):
     positions : (n, 3) or (b, n, 3) ndarray
         Centres relative to the centre of rotation [Å]; a leading axis holds
         one conformation per image (same atoms, moved).
-    weights : (n,) ndarray
-        Integrated density of each atom [any one unit, e.g. V·Å³].
+    weights : (n,) or (b, n) ndarray
+        Integrated density of each atom [any one unit, e.g. V·Å³]; with a
+        batch of conformations, optionally one set per conformation (e.g.
+        the coefficients of many maps in one basis).
     sigma : (n,) ndarray
         Gaussian standard deviation of each atom [Å].
 
@@ -116,7 +118,9 @@ def make_atoms(positions, *, weights=1.0, sigma=2.0) -> Atoms:
         raise ValueError(f"positions must be a non-empty (n, 3) or (b, n, 3) array [Å], got shape {positions.shape}")
     xp = backend.get_array_module(positions)
     n = positions.shape[-2]
-    weights = xp.broadcast_to(checks.check_array(weights, "weights", real=True).astype(float), (n,)).copy()
+    weights = checks.check_array(weights, "weights", real=True).astype(float)
+    per_conformation = weights.ndim == 2 and positions.ndim == 3  # one set of weights per conformation
+    weights = xp.broadcast_to(weights, positions.shape[:2] if per_conformation else (n,)).copy()
     sigma = xp.broadcast_to(checks.check_array(sigma, "sigma", real=True).astype(float), (n,)).copy()
     if not bool(xp.all(weights >= 0)):
         raise ValueError(f"weights must be finite and >= 0, got min {float(weights.min())!r}")
@@ -142,9 +146,11 @@ def check_atoms(atoms) -> Atoms:
         raise TypeError(f"atoms must be mbook.cryoem.particles.Atoms (see make_atoms), got {type(atoms).__name__}")
     positions, weights, sigma = (backend.asarray(field, dtype=float) for field in atoms)
     n = positions.shape[-2] if positions.ndim >= 2 else -1
-    if positions.ndim not in (2, 3) or positions.shape[-1] != 3 or weights.shape != (n,) or sigma.shape != (n,):
-        raise ValueError(f"atoms must have positions (n, 3) or (b, n, 3) and weights, sigma (n,); got shapes "
-                         f"{positions.shape}, {weights.shape}, {sigma.shape}")
+    weight_shapes = ((n,), positions.shape[:-1]) if positions.ndim == 3 else ((n,),)
+    if positions.ndim not in (2, 3) or positions.shape[-1] != 3 or weights.shape not in weight_shapes \
+            or sigma.shape != (n,):
+        raise ValueError(f"atoms must have positions (n, 3) or (b, n, 3), weights (n,) or (b, n) and sigma (n,); "
+                         f"got shapes {positions.shape}, {weights.shape}, {sigma.shape}")
     return Atoms(positions, weights, sigma)
 
 
@@ -294,7 +300,10 @@ def concatenate_atoms(*parts: Atoms) -> Atoms:
     xp = backend.get_array_module(parts[0].positions)
     batch = max((p.positions.shape[:-2] for p in parts), key=len)
     positions = [xp.broadcast_to(p.positions, batch + p.positions.shape[-2:]) for p in parts]
-    return Atoms(xp.concatenate(positions, axis=-2), xp.concatenate([p.weights for p in parts]),
+    weights = [p.weights for p in parts]
+    if any(w.ndim == 2 for w in weights):  # per-conformation weights: repeat the shared ones
+        weights = [xp.broadcast_to(w, batch + w.shape[-1:]) for w in weights]
+    return Atoms(xp.concatenate(positions, axis=-2), xp.concatenate(weights, axis=-1),
                  xp.concatenate([p.sigma for p in parts]))
 
 
@@ -360,8 +369,9 @@ def gaussian_volume(atoms: Atoms, grid, *, budget=None):
     b, a, n = positions.shape[0], positions.shape[1], x.size
     out = xp.empty((b, n, n, n))
     for part in _batches(b, 8 * (2 * a * n * n + n**3 + 3 * a * n), budget):
+        weights = atoms.weights[part] if atoms.weights.ndim == 2 else atoms.weights
         gx, gy, gz = (_gaussian_profiles(positions[part, :, i], atoms.sigma, x, xp) for i in range(3))
-        plane = (gx * atoms.weights[:, None])[..., :, None] * gy[..., None, :]  # (b, a, n, n)
+        plane = (gx * weights[..., None])[..., :, None] * gy[..., None, :]  # (b, a, n, n)
         # Σ_a gx gy gz as one batched matrix product over the atoms
         out[part] = (plane.reshape(-1, a, n * n).swapaxes(1, 2) @ gz).reshape(-1, n, n, n)
     return out if atoms.positions.ndim == 3 else out[0]
@@ -407,8 +417,9 @@ def _project_atoms(atoms, rotations, grid, budget=None):
     out = xp.empty((b, n, n))
     for part in _batches(b, 8 * (3 * a * n + n * n + 6 * a), budget):
         positions = atoms.positions[part] if atoms.positions.ndim == 3 else atoms.positions
+        weights = atoms.weights[part] if atoms.weights.ndim == 2 else atoms.weights
         moved = positions @ rotations[part, :2].swapaxes(1, 2)  # (b, a, 2): x and y of R r
-        gx = _gaussian_profiles(moved[..., 0], atoms.sigma, x, xp) * atoms.weights[:, None]
+        gx = _gaussian_profiles(moved[..., 0], atoms.sigma, x, xp) * weights[..., None]
         gy = _gaussian_profiles(moved[..., 1], atoms.sigma, x, xp)
         out[part] = gx.swapaxes(1, 2) @ gy
     return out
