@@ -234,6 +234,14 @@ def _scan_batch(positions, *, transmissions, propagators, masks, grid, probe, di
     return signals, (intensity.astype(xp.float32, copy=False) if diffraction else None)
 
 
+def _scan_batch_one_thread(positions, **kwargs):
+    """:func:`_scan_batch` with single-threaded CPU FFTs: the batches themselves run in parallel
+    (threads here, or Dask workers), and every batch gets the same FFT plans, so the result does
+    not depend on where it ran."""
+    with backend.fft_workers(1):
+        return _scan_batch(positions, **kwargs)
+
+
 def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, positions, detectors=None,
          diffraction=False, defocus=0.0, Cs=0.0, aberrations=None, budget=None, max_batch=None, client=None):
     """Simulate a STEM scan through a sliced potential.
@@ -313,15 +321,15 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
         shared = {k: client.scatter(v, broadcast=True) if k in ("transmissions", "propagators", "masks", "probe")
                   else v
                   for k, v in kwargs.items()}
-        futures = client.map(_scan_batch, [flat[start:start + batch] for start in starts], pure=False, **shared)
+        futures = client.map(_scan_batch_one_thread, [flat[start:start + batch] for start in starts], pure=False,
+                             **shared)
         for start, future in zip(starts, progress.progress(futures, desc="STEM scan")):
             store(start, future.result())
             future.release()  # its result is in the output now
     elif threads > 1:
         # Threads, not processes: NumPy, FFTW and pocketfft release the GIL, and the specimen is shared.
         def run(start):
-            with backend.fft_workers(1):
-                store(start, _scan_batch(flat[start:start + batch], **kwargs))
+            store(start, _scan_batch_one_thread(flat[start:start + batch], **kwargs))
 
         with ThreadPoolExecutor(threads) as pool:
             for _ in progress.progress(pool.map(run, starts), desc="STEM scan", total=len(starts)):
