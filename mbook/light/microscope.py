@@ -32,6 +32,9 @@ import numpy as np
 from mbook.core import backend, checks, grids, progress
 from mbook.core.propagation import angular_spectrum_propagator, check_distance, check_wavelength
 
+#: Bytes of work per batch of source points on the CPU (see :func:`partially_coherent_image`).
+CPU_BATCH_BYTES = 32 * 2**20
+
 
 def rayleigh_range(waist, wavelength) -> float:
     """Rayleigh range ``z_R = π w0^2 / λ`` of a Gaussian beam [length] (Siegman 1986, ch. 17)."""
@@ -388,8 +391,13 @@ def partially_coherent_image(transmission, *, wavelength, sampling, na, na_illum
     spectrum = backend.fft2(transmission.astype(xp.complex128))
     nx, ny = grid.gpts
     # per point: the gathered pupil, its product with the spectrum, the inverse FFT and its intensity
+    # On the CPU, batches of ~32 MiB keep the gather and the FFTs in cache (2x faster than one huge batch);
+    # a GPU takes the whole memory budget.
+    budget = progress.memory_budget()
+    if not backend.gpu_code_path():
+        budget = min(budget, max(CPU_BATCH_BYTES, 7 * 16 * transmission.size))
     batch = progress.plan_batches(n_items=len(points), bytes_per_item=4 * 16 * transmission.size,
-                                  fixed_bytes=3 * 16 * transmission.size)
+                                  fixed_bytes=3 * 16 * transmission.size, budget=budget)
     rows, columns = xp.arange(nx), xp.arange(ny)
     image = xp.zeros(grid.gpts)
     for start in progress.progress(range(0, len(points), batch), desc="source points"):
