@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend
-from mbook.inverse import registration, synthetic
+from mbook.inverse import registration, synthetic, warps
 
 WEIGHTS = dict(alpha=0.3, beta=0.7, gamma=0.2)
 
@@ -197,3 +197,14 @@ def test_line_search_never_increases_the_energy(small_series):
     joint = registration.joint_reconstruction(small_series.frames, levels=1, max_num_iter=15, tol=0, max_shift=5)
     assert len(joint.energies) == 15  # tol=0: every iteration runs
     assert np.all(np.diff(joint.energies) <= 1e-12 * abs(joint.energies[0]))
+
+
+def test_a_stack_of_images_is_warped_one_by_one_and_corners_can_be_reused(rng):
+    images, fields = rng.random((3, 12, 10)), rng.uniform(-2, 2, (3, 2, 12, 10))
+    stack = warps.warp(images, fields)
+    for k in range(3):
+        np.testing.assert_array_equal(stack[k], warps.warp(images[k], fields[k:k + 1])[0])
+    corners = warps.bilinear_corners((12, 10), fields)
+    np.testing.assert_array_equal(warps.warp(images[0], fields, corners=corners), warps.warp(images[0], fields))
+    np.testing.assert_array_equal(warps.warp_adjoint(stack, fields, corners=corners),
+                                  warps.warp_adjoint(stack, fields))

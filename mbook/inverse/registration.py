@@ -13,7 +13,8 @@ scan axis x, one per scan line y. The joint estimate minimises
 reference. Its first variations, with ``r_k = D_k(u) - y_k``, are
 
 - ``δE/δu = Σ_k D_k*(r_k) - α Δu``, where ``D_k*`` is the adjoint of the warp
-  (bilinear interpolation scattered back onto the grid);
+  (bilinear interpolation scattered back onto the grid; the warp, its adjoint
+  and its derivative are in :mod:`mbook.inverse.warps`, re-exported here);
 - ``δE/δv_k = r_k · (∇u)(x + V_k) - β Δv_k``, with ``(∇u)(x + V_k)`` the exact
   derivative of the bilinear interpolant with respect to the sample position;
 - ``δE/δs_k(y) = Σ_x r_k (∂_x u)(x + V_k) + γ s_k(y)``, the x-component summed
@@ -53,130 +54,11 @@ from mbook.core import backend, progress
 from mbook.core.checks import (check_array, check_finite_array, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.optimize import gradient, laplacian
+from mbook.inverse.warps import bilinear_corners, warp, warp_adjoint, warp_derivative
 
-
-# ---------------------------------------------------------------------------------------
-# the warp, its adjoint and its derivative
-# ---------------------------------------------------------------------------------------
-def _stencil(shape, displacement):
-    """Corner indices, weights and in-range masks of bilinear interpolation at x + V."""
-    xp = backend.get_array_module(displacement)
-    nx, ny = shape
-    px = xp.arange(nx, dtype=displacement.dtype)[:, None] + displacement[..., 0, :, :]
-    py = xp.arange(ny, dtype=displacement.dtype)[None, :] + displacement[..., 1, :, :]
-    inside_x = (px >= 0) & (px <= nx - 1)
-    inside_y = (py >= 0) & (py <= ny - 1)
-    px, py = xp.clip(px, 0, nx - 1), xp.clip(py, 0, ny - 1)  # constant extension past the edges
-    i0 = xp.clip(xp.floor(px), 0, nx - 2).astype(xp.int64)
-    j0 = xp.clip(xp.floor(py), 0, ny - 2).astype(xp.int64)
-    return i0, j0, px - i0, py - j0, inside_x, inside_y
-
-
-def _corners(shape, displacement):
-    """The four corners of bilinear interpolation at x + V: (flat index, weight) pairs.
-
-    Computed once per displacement and reused by every warp and adjoint with it (the
-    conjugate-gradient steps apply both many times with one displacement).
-    """
-    i0, j0, fx, fy, _, _ = _stencil(shape, displacement)
-    ny = shape[1]
-    base = i0 * ny + j0
-    return ((base, (1 - fx) * (1 - fy)), (base + ny, fx * (1 - fy)),
-            (base + 1, (1 - fx) * fy), (base + ny + 1, fx * fy))
-
-
-def warp(image, displacement):
-    """The distortion ``D(u)(x) = u(x + V(x))`` by bilinear interpolation.
-
-    Beyond the edges the image is extended by its edge values.
-
-    Parameters
-    ----------
-    image : (nx, ny) array
-        Image u [any unit].
-    displacement : (..., 2, nx, ny) array
-        Displacement fields V [pixels].
-
-    Returns
-    -------
-    (..., nx, ny) array
-        On the selected device.
-    """
-    image, displacement = backend.asarray(image), backend.asarray(displacement)
-    return _warp(image, displacement)
-
-
-def _warp(u, displacement, corners=None):
-    """:func:`warp` of device arrays; ``u`` is (nx, ny), or (..., nx, ny) with one image per field."""
-    xp = backend.get_array_module(u)
-    corners = corners or _corners(u.shape[-2:], displacement)
-    flat = u.reshape(-1)
-    offset = 0
-    if u.ndim > 2:  # one image per field: each field samples its own image
-        batch = u.shape[:-2]
-        offset = (xp.arange(math.prod(batch)) * (u.shape[-2] * u.shape[-1])).reshape(batch + (1, 1))
-    out = None
-    for index, weight in corners:
-        term = weight * xp.take(flat, index + offset)
-        out = term if out is None else out + term
-    return out
-
-
-def warp_adjoint(residual, displacement, shape=None):
-    """Adjoint of :func:`warp` in the image, summed over the fields: ``Σ_k D_k*(r_k)``.
-
-    Parameters
-    ----------
-    residual : (..., nx, ny) array
-    displacement : (..., 2, nx, ny) array
-        The fields of the forward warp [pixels].
-    shape : (int, int), optional
-        Image shape (default: that of the residual).
-
-    Returns
-    -------
-    (nx, ny) array
-        On the selected device.
-    """
-    residual, displacement = backend.asarray(residual), backend.asarray(displacement)
-    return _warp_adjoint(residual, displacement, shape)
-
-
-def _warp_adjoint(residual, displacement, shape=None, corners=None):
-    """:func:`warp_adjoint` of device arrays (kernel): scatter-add of the weighted residual."""
-    xp = backend.get_array_module(residual)
-    shape = tuple(shape or residual.shape[-2:])
-    corners = corners or _corners(shape, displacement)
-    size = shape[0] * shape[1]
-    out = xp.zeros(size, dtype=residual.real.dtype)
-    # The weights go in by position: the strict stand-in does not unwrap keyword arrays (see the report).
-    for index, weight in corners:
-        out += xp.bincount(index.ravel(), (weight * residual).real.ravel(), size)
-    if xp.iscomplexobj(residual):  # keep the adjoint exact for complex inputs (dot-product test)
-        imag = xp.zeros_like(out)
-        for index, weight in corners:
-            imag += xp.bincount(index.ravel(), (weight * residual).imag.ravel(), size)
-        out = out + 1j * imag
-    return out.reshape(shape)
-
-
-def warp_derivative(image, displacement):
-    """Derivative of ``warp(image, V)`` with respect to V: ``(∇u)(x + V)`` of the interpolant.
-
-    Exact for the bilinear interpolant (0 where the sample is clamped at an edge).
-
-    Returns
-    -------
-    (..., 2, nx, ny) array
-        ``∂/∂V_x`` and ``∂/∂V_y`` [unit of u per pixel], on the selected device.
-    """
-    image, displacement = backend.asarray(image), backend.asarray(displacement)
-    xp = backend.get_array_module(displacement)
-    i0, j0, fx, fy, inside_x, inside_y = _stencil(image.shape, displacement)
-    u = image
-    dx = (1 - fy) * (u[i0 + 1, j0] - u[i0, j0]) + fy * (u[i0 + 1, j0 + 1] - u[i0, j0 + 1])
-    dy = (1 - fx) * (u[i0, j0 + 1] - u[i0, j0]) + fx * (u[i0 + 1, j0 + 1] - u[i0 + 1, j0])
-    return xp.stack([dx * inside_x, dy * inside_y], axis=-3)
+__all__ = ["warp", "warp_adjoint", "warp_derivative", "total_displacement", "distortion_energy",
+           "distortion_gradients", "check_frames", "rigid_shifts", "rigid_average", "joint_reconstruction",
+           "JointResult", "LINE_SEARCH_STEPS"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,7 +75,7 @@ def total_displacement(fields, line_shifts):
 def _energy(image, fields, line_shifts, frames, alpha, beta, gamma):
     """``E(u, v, s)`` as a 0-d device array (kernel: nothing copied to the host)."""
     xp = backend.get_array_module(frames)
-    residual = _warp(image, total_displacement(fields, line_shifts)) - frames
+    residual = warp(image, total_displacement(fields, line_shifts)) - frames
     return (0.5 * xp.sum(residual**2) + 0.5 * alpha * xp.sum(gradient(image) ** 2)
             + 0.5 * beta * xp.sum(gradient(fields) ** 2) + 0.5 * gamma * xp.sum(line_shifts**2))
 
@@ -228,9 +110,9 @@ def distortion_gradients(image, fields, line_shifts, frames, *, alpha: float, be
     """
     image, fields, line_shifts, frames = (backend.asarray(a) for a in (image, fields, line_shifts, frames))
     displacement = total_displacement(fields, line_shifts)
-    corners = _corners(image.shape, displacement)
-    residual = _warp(image, displacement, corners) - frames
-    grad_u = _warp_adjoint(residual, displacement, image.shape, corners) - alpha * laplacian(image)
+    corners = bilinear_corners(image.shape, displacement)
+    residual = warp(image, displacement, corners=corners) - frames
+    grad_u = warp_adjoint(residual, displacement, image.shape, corners=corners) - alpha * laplacian(image)
     data = residual[:, None] * warp_derivative(image, displacement)
     grad_v = data - beta * laplacian(fields)
     grad_s = data[:, 0].sum(axis=1) + gamma * line_shifts
@@ -333,7 +215,7 @@ def _align(frames, shifts):
     """Each frame warped by minus its rigid shift (bilinear, edges extended), all at once."""
     xp = backend.get_array_module(frames)
     fields = xp.ones((len(shifts), 2) + frames.shape[1:]) * -shifts[:, :, None, None]
-    return _warp(frames, fields)
+    return warp(frames, fields)
 
 
 def rigid_average(frames, *, max_shift=None, num_iter: int = 3):
@@ -392,13 +274,13 @@ def _solve_image(image, displacement, frames, alpha, num_iter):
     The step lengths are 0-d device arrays: no copy to the host per step.
     """
     xp = backend.get_array_module(frames)
-    corners = _corners(image.shape, displacement)
+    corners = bilinear_corners(image.shape, displacement)
 
     def apply(x):
-        warped = _warp(x, displacement, corners)
-        return _warp_adjoint(warped, displacement, x.shape, corners) - alpha * laplacian(x)
+        warped = warp(x, displacement, corners=corners)
+        return warp_adjoint(warped, displacement, x.shape, corners=corners) - alpha * laplacian(x)
 
-    r = _warp_adjoint(frames, displacement, image.shape, corners) - apply(image)
+    r = warp_adjoint(frames, displacement, image.shape, corners=corners) - apply(image)
     d = r.copy()
     rr = xp.sum(r * r)
     for _ in range(num_iter):
@@ -430,7 +312,7 @@ def _trial_energies(image, fields, line_shifts, frames, dv, ds, steps, alpha, be
     energies = []
     for j in range(steps.shape[0]):
         t = steps[j]
-        residual = _warp(image, total_displacement(fields + t * dv, line_shifts + t * ds)) - frames
+        residual = warp(image, total_displacement(fields + t * dv, line_shifts + t * ds)) - frames
         regularisers = (0.5 * beta * (fields_terms[0] + t * (fields_terms[1] + t * fields_terms[2]))
                         + 0.5 * gamma * (shift_terms[0] + t * (shift_terms[1] + t * shift_terms[2])))
         energies.append(0.5 * xp.sum(residual**2) + image_term + regularisers)
