@@ -263,3 +263,30 @@ def test_numpy_inputs_give_device_results_on_the_stand_in():
         assert all(backend.get_array_module(r) is backend.xp for r in results)
     finally:
         backend.set_device("cpu")
+
+
+def test_epry_and_cbs_copy_nothing_to_the_device_per_iteration():
+    """Index arrays of crops, pads and windows are made on the device once: no host data enters the loops."""
+    from mbook.core import strict
+    from mbook.light import cbs, mie
+
+    setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
+    data = on_cpu(fp.images, on_cpu(phantoms.cells, (32, 32), sampling=0.5, seed=2, radius=(2.0, 4.0)), setup)
+    index = on_cpu(mie.cylinder_index, (24, 24), sampling=0.04, radius=0.2, n_cylinder=1.4, n_background=1.33)
+    backend.set_device("strict")
+    try:
+        data, index = backend.asarray(data), backend.asarray(index)
+        runs = {
+            "EPRY": lambda n: epry.reconstruct(data, setup, max_num_iter=n),
+            "CBS": lambda n: cbs.solve(index, wavelength=LAMBDA, sampling=0.04, n_background=1.33, boundary=0.5,
+                                       tol=0, max_num_iter=n),
+        }
+        for name, run in runs.items():
+            counts = []
+            for num_iter in (5, 15):
+                with strict.count_transfers() as copies:
+                    run(num_iter)
+                counts.append(copies.to_device)
+            assert counts[0] == counts[1], (name, counts)
+    finally:
+        backend.set_device("cpu")

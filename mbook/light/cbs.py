@@ -98,7 +98,13 @@ def boundary_profile(depth, *, k, strength, order=BOUNDARY_ORDER):
         Decay rate ``c`` of the transmitted amplitude, in units of ``k``.
     order : int
         Smoothness N at the inner edge.
+
+    Returns
+    -------
+    ndarray, complex128
+        Same shape as ``depth``, on the selected device.
     """
+    depth = checks.check_array(depth, "depth", real=True)
     c = strength * k
     cd = c * depth
     series = sum(cd**j / math.factorial(j) for j in range(order + 2))
@@ -191,9 +197,8 @@ def solve(n, *, wavelength, sampling, n_background=1.0, tilt=0.0, boundary=None,
     k2_object = k0**2 * n**2
     k2, roi = _padded_medium(k2_object, grid, boundary, k_b, boundary_strength, xp)
     # k0c² midway through the range of Re k²; ε covers the farthest point (paper, sec. 2.2)
-    low, high = backend.asnumpy(xp.stack([k2.real.min(), k2.real.max()])).tolist()  # one copy
-    k2_center = 0.5 * (low + high)
-    bound = float(abs(k2 - k2_center).max())
+    center = 0.5 * (k2.real.min() + k2.real.max())
+    k2_center, bound = backend.asnumpy(xp.stack([center, abs(k2 - center).max()])).tolist()  # one copy
     if epsilon is None:
         # 5 % above the bound keeps γ = iV/ε away from 0 where |k² - k0²| peaks (in the layer), which
         # would freeze the field there into a reflecting wall.

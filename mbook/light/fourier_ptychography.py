@@ -402,8 +402,12 @@ def vignetting(window_spectrum, setup: Setup):
 
 
 def _centre_index(size, m, xp):
-    """Indices of the central ``m`` frequencies of an FFT-ordered axis of ``size`` (``m <= size``)."""
-    return xp.asarray(np.fft.fftfreq(m, 1.0 / m).astype(int) % size)
+    """Indices of the central ``m`` frequencies of an FFT-ordered axis of ``size`` (``m <= size``).
+
+    Made on the device (``fftfreq(m) m mod size``), so that crops and pads in a loop copy nothing over.
+    """
+    index = xp.arange(m)
+    return xp.where(index < (m + 1) // 2, index, index - m) % size
 
 
 def crop_spectrum(spectrum, m):

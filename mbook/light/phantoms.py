@@ -102,7 +102,7 @@ class Patch(NamedTuple):
 class Target(NamedTuple):
     """A bar target: ``transmission`` (nx, ny), on the selected device, and its ``patches``."""
 
-    transmission: np.ndarray
+    transmission: object  # (nx, ny) complex128 on the selected device
     patches: list
 
 
