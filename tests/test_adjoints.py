@@ -12,7 +12,9 @@ import pytest
 from mbook.core import backend, propagation
 
 OPERATORS = [
-    ("fft2", backend.fft2, lambda y: y.size / np.prod(y.shape[:-2]) * backend.ifft2(y), (3, 16, 12), (3, 16, 12)),
+    # backend's FFTs are kernels' primitives: they follow their input, so the test moves it.
+    ("fft2", lambda x: backend.fft2(backend.asarray(x)),
+     lambda y: y.size / np.prod(y.shape[:-2]) * backend.ifft2(backend.asarray(y)), (3, 16, 12), (3, 16, 12)),
     (
         "fresnel propagation",
         lambda x: propagation.propagate(x, 25.0, wavelength=0.5, sampling=0.2, paraxial=True),

@@ -76,6 +76,16 @@ def test_results_equal_numpy(rng):
     assert np.array_equal(backend.asnumpy(got), expected)
 
 
+def test_keyword_arguments_are_device_arrays_too(rng):
+    index = xp.asarray(rng.integers(0, 4, 20))
+    weights = xp.asarray(rng.standard_normal(20))
+    counts = xp.bincount(index, weights=weights, minlength=4)
+    expected = np.bincount(backend.asnumpy(index), weights=backend.asnumpy(weights), minlength=4)
+    np.testing.assert_allclose(backend.asnumpy(counts), expected)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        xp.bincount(index, weights=np.ones(20))
+
+
 def test_reductions_and_indexing_give_device_scalars(a):
     assert strict.is_strict(a.sum()) and a.sum().ndim == 0
     assert strict.is_strict(a[0, 0])

@@ -132,6 +132,8 @@ def _unwrap(value, *, allow_host: bool):
     if isinstance(value, (list, tuple)):
         items = [_unwrap(v, allow_host=allow_host) for v in value]
         return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):  # keyword arguments
+        return {key: _unwrap(v, allow_host=allow_host) for key, v in value.items()}
     return value
 
 
