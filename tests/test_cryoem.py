@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 from mbook.core import backend, grids
-from mbook.cryoem import micrographs, particles, so3, volumes, voxels
+from mbook.cryoem import micrographs, particles, so3, volumes, voxels, white_noise
 from mbook.electron import waves
 
 ATOMS = particles.random_structure(60, radii=(12.0, 10.0, 8.0), sigma=2.0, seed=3)
@@ -334,6 +334,7 @@ def test_numpy_inputs_give_results_on_the_selected_device():
                          micrographs.form_images(images, GRID2, defocus=[1e4], shifts=[[1.0, 0.0]], contrast=[2.0]),
                          micrographs.form_images_adjoint(images, GRID2, defocus=[1e4]),
                          micrographs.add_noise(images, 1.0, seed=0),
+                         white_noise.standard_normal(2, (4, 4), seed=0),
                          next(micrographs.stream_images(host_atoms, params, GRID2, snr=1.0)).images)
         assert isinstance(micrographs.noise_sigma(host_atoms, params, GRID2, snr=1.0), float)
         assert on_device(*volumes.fourier_shell_correlation(volume, volume, sampling=4.0),

@@ -5,6 +5,7 @@
   projections;
 - :mod:`~mbook.cryoem.voxels`: projection of voxel volumes and its adjoint;
 - :mod:`~mbook.cryoem.micrographs`: CTF, contrast, noise, image streams;
+- :mod:`~mbook.cryoem.white_noise`: per-image noise that does not depend on the batching;
 - :mod:`~mbook.cryoem.volumes`: MRC files and Fourier shell correlation;
 - :mod:`~mbook.cryoem.moments`, :mod:`~mbook.cryoem.kam`: image moments and Kam's method;
 - :mod:`~mbook.cryoem.heterogeneity`: conformational landscapes and their metrics;

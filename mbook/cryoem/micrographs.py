@@ -17,7 +17,7 @@ Stacks are produced by :func:`stream_images` in batches that fit a memory
 budget (:func:`mbook.core.progress.plan_batches`), on the selected device. The
 noise of a batch is drawn on the host in one call and moved once: image i
 takes its own stretch of a counter-based (Philox) stream keyed by the seed, so
-the stack is the same whatever the batch size (see :func:`add_noise`).
+the stack is the same whatever the batch size (:mod:`mbook.cryoem.white_noise`).
 
 Examples
 --------
@@ -42,7 +42,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.cryoem import particles, so3
+from mbook.cryoem import particles, so3, white_noise
 from mbook.electron import waves
 
 #: Images per batch on the CPU: larger batches only add memory traffic.
@@ -81,9 +81,9 @@ def _ctf_table(grid, defocus, B_factor, microscope, xp):
     """
     envelope = xp.exp(-B_factor / 4 * grids.frequency_squared(grid, xp=xp))
     unique, inverse = np.unique(defocus.ravel(), return_inverse=True)
-    table = xp.stack([
+    table = xp.stack([  # the lens model comes back on the selected device, where xp's arrays are
         waves.contrast_transfer_function(grid, energy=microscope["energy"], defocus=float(d), Cs=microscope["Cs"],
-                                         amplitude_contrast=microscope["amplitude_contrast"], xp=xp)
+                                         amplitude_contrast=microscope["amplitude_contrast"])
         for d in unique
     ]) * envelope
     return table[xp.asarray(inverse.ravel())]
@@ -326,37 +326,13 @@ def form_images_adjoint(images, grid, *, defocus, shifts=None, contrast=None, B_
     return _form_images(*args[:1], grid, *args[1:], adjoint=True)
 
 
-def _uniforms_per_image(shape) -> int:
-    """Uniforms drawn per image: its pixels rounded up to a multiple of 4 (one Philox block)."""
-    return 4 * -(-math.prod(shape) // 4)
-
-
-def _standard_normal(n_images, shape, seed, first_index, xp):
-    """Standard normal noise for images ``first_index .. first_index + n_images - 1``.
-
-    Image i owns the uniforms ``i P .. (i + 1) P - 1`` of a Philox stream keyed
-    by ``seed`` (P = :func:`_uniforms_per_image`); a float64 uniform takes
-    exactly one 64-bit draw, and Philox jumps to any counter, so the batch
-    is one host call that gives the same numbers for any batch size. The
-    uniforms move once; the Box-Muller transform runs on their device.
-    """
-    per = _uniforms_per_image(shape)
-    generator = np.random.Generator(np.random.Philox(seed, counter=first_index * per // 4))
-    u = xp.asarray(generator.random((n_images, per)))
-    half = per // 2
-    radius = xp.sqrt(-2.0 * xp.log1p(-u[:, :half]))  # 1 - u in (0, 1]: no log(0)
-    angle = (2 * math.pi) * u[:, half:]
-    z = xp.concatenate([radius * xp.cos(angle), radius * xp.sin(angle)], axis=1)
-    return z[:, :math.prod(shape)].reshape((n_images,) + tuple(shape))
-
-
 def add_noise(images, sigma, *, seed, first_index=0):
     """Add white Gaussian noise of standard deviation ``sigma``, the same for any batching.
 
-    Image ``first_index + j`` of a stack always gets the same noise: its own
-    stretch of a counter-based random stream keyed by ``seed`` (Philox
-    uniforms, Box-Muller normals). The noise of the whole call is drawn on
-    the host in one call and moved to the device once.
+    Image ``first_index + j`` of a stack always gets the same noise
+    (:func:`mbook.cryoem.white_noise.standard_normal`: its own stretch of a
+    counter-based stream keyed by ``seed``), drawn on the host in one call
+    for the whole batch and moved to the device once.
 
     Parameters
     ----------
@@ -373,7 +349,6 @@ def add_noise(images, sigma, *, seed, first_index=0):
         On the selected device.
     """
     sigma = checks.check_positive_number(sigma, "sigma", allow_zero=True)
-    first_index = checks.check_count(first_index, "first_index", minimum=0)
     images = checks.check_array(images, "images", ndim=3)
     return _add_noise(images, sigma, seed, first_index)
 
@@ -381,8 +356,8 @@ def add_noise(images, sigma, *, seed, first_index=0):
 def _add_noise(images, sigma, seed, first_index):
     if sigma == 0:
         return images
-    xp = backend.get_array_module(images)
-    return images + sigma * _standard_normal(images.shape[0], images.shape[1:], seed, first_index, xp)
+    return images + sigma * white_noise.standard_normal(images.shape[0], images.shape[1:], seed=seed,
+                                                        first_index=first_index)
 
 
 def _check_structure(structure, n_images, grid):
@@ -506,7 +481,7 @@ def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot
     n_atoms = structure.weights.shape[0] if isinstance(structure, particles.Atoms) else 0
     side, npix = grid.gpts[0], grid.gpts[0] * grid.gpts[1]
     # projections (profiles, image), FFTs and transfer (complex), noise (uniforms, normals)
-    per_image = 8 * (3 * n_atoms * side + 6 * n_atoms + 4 * npix) + 16 * 4 * npix + 8 * 3 * _uniforms_per_image(
+    per_image = 8 * (3 * n_atoms * side + 6 * n_atoms + 4 * npix) + 16 * 4 * npix + 8 * 3 * white_noise.uniforms_per_image(
         grid.gpts)
     fixed = 0 if isinstance(structure, particles.Atoms) or callable(structure) else 8 * int(structure.size)
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_image, fixed_bytes=fixed, budget=budget)
