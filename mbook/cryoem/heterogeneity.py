@@ -325,7 +325,13 @@ def _check_statistics(statistics) -> ImageStatistics:
 
 
 def consensus(statistics: ImageStatistics, *, regularization=1e-3):
-    """Homogeneous least-squares reconstruction ``(Σ G_i + λ I) m = Σ b_i``; (d,) coefficients on the selected device."""
+    """Homogeneous least-squares reconstruction ``(Σ G_i + λ I) m = Σ b_i``.
+
+    Returns
+    -------
+    (d,) ndarray
+        The coefficients m, on the selected device.
+    """
     statistics = _check_statistics(statistics)
     regularization = checks.check_positive_number(regularization, "regularization", allow_zero=True)
     xp = backend.get_array_module(statistics.gram)
@@ -446,7 +452,13 @@ def linear_alignment(embedding, reference) -> float:
 
 
 def canonical_correlations(embedding, reference):
-    """Canonical correlations between two embeddings (CCA), largest first; (min(p, q),) ndarray on the selected device."""
+    """Canonical correlations between two embeddings (CCA), largest first.
+
+    Returns
+    -------
+    (min(p, q),) ndarray
+        On the selected device.
+    """
     a, b = _check_embeddings(embedding, reference)
     xp = backend.get_array_module(a)
     qa, _ = xp.linalg.qr(a - a.mean(axis=0))

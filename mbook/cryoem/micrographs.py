@@ -481,8 +481,8 @@ def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot
     n_atoms = structure.weights.shape[0] if isinstance(structure, particles.Atoms) else 0
     side, npix = grid.gpts[0], grid.gpts[0] * grid.gpts[1]
     # projections (profiles, image), FFTs and transfer (complex), noise (uniforms, normals)
-    per_image = 8 * (3 * n_atoms * side + 6 * n_atoms + 4 * npix) + 16 * 4 * npix + 8 * 3 * white_noise.uniforms_per_image(
-        grid.gpts)
+    per_image = (8 * (3 * n_atoms * side + 6 * n_atoms + 4 * npix) + 16 * 4 * npix
+                 + 8 * 3 * white_noise.uniforms_per_image(grid.gpts))
     fixed = 0 if isinstance(structure, particles.Atoms) or callable(structure) else 8 * int(structure.size)
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_image, fixed_bytes=fixed, budget=budget)
     if backend.get_device() == "cpu":

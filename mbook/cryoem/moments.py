@@ -257,7 +257,7 @@ def sh_coefficients(atoms: particles.Atoms, radii, *, l_max):
 
 
 def invariants(coefficients):
-    """Kam's invariants ``C_l = A_l A_lᵀ / 4π`` (rotation invariant), one (s, s) matrix per l, on the selected device."""
+    """Kam's invariants ``C_l = A_l A_lᵀ / 4π`` (rotation invariant): one (s, s) matrix per l, on the device."""
     coefficients = [checks.check_array(a, "coefficients", ndim=2) for a in coefficients]
     return [a @ a.T / (4 * math.pi) for a in coefficients]
 
