@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy as np
 
 from mbook.core import backend, checks, grids
 

@@ -81,6 +81,9 @@ import scipy.fft
 from mbook.core import backend, checks, grids, progress, propagation
 from mbook.light import microscope, scattering
 
+#: Bytes of work per batch of LEDs in :func:`images_thick` on the CPU (a GPU takes the memory budget).
+CPU_BATCH_BYTES = 256 * 2**20
+
 
 class Setup(NamedTuple):
     """Geometry of a Fourier ptychographic microscope (see :func:`make_setup`).
@@ -601,8 +604,11 @@ def images_thick(index, setup: Setup, *, slice_thickness, n_background=1.0, pupi
     out = xp.empty((len(setup.shifts), m, m))
     # per LED: its incident wave, the BPM field and its FFTs, the refocused wave, its spectrum and window
     n_obj = math.prod(setup.gpts)
+    budget = progress.memory_budget()
+    if not backend.gpu_code_path():  # on the CPU, moderate batches run ~20 % faster than one huge one
+        budget = min(budget, 3 * 16 * index.size + max(CPU_BATCH_BYTES, 8 * 16 * n_obj))
     batch = progress.plan_batches(n_items=len(setup.shifts), bytes_per_item=8 * 16 * n_obj,
-                                  fixed_bytes=3 * 16 * index.size)
+                                  fixed_bytes=3 * 16 * index.size, budget=budget)
     for start in progress.progress(range(0, len(setup.shifts), batch), desc="LED batches"):
         leds = slice(start, start + batch)
         sx, sy = shifts[leds, 0, None, None], shifts[leds, 1, None, None]
