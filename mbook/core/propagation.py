@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 import numbers
 
-
 from mbook.core import backend, checks, grids
 
 
