@@ -30,6 +30,17 @@ def device(request):
     backend.set_device("cpu")
 
 
+@pytest.fixture(scope="session")
+def on_cpu():
+    """``on_cpu(run, *args, **kwargs)``: ``run`` computed with the CPU selected, the reference a device's
+    result is compared with; the test's device is selected again afterwards."""
+    def run_on_cpu(run, *args, **kwargs):
+        with backend.use_device("cpu"):
+            return run(*args, **kwargs)
+
+    return run_on_cpu
+
+
 @pytest.fixture
 def rng():
     """A seeded generator: every random draw in the tests is reproducible."""
@@ -40,13 +51,8 @@ def _host_copies(run, *args, **kwargs) -> int:
     """Device-to-host copies that ``run(*args, **kwargs)`` makes on the strict stand-in."""
     from mbook.core import strict
 
-    previous = backend.get_device()
-    backend.set_device("strict")
-    try:
-        with strict.count_transfers() as copies:
-            run(*args, **kwargs)
-    finally:
-        backend.set_device(previous)
+    with backend.use_device("strict"), strict.count_transfers() as copies:
+        run(*args, **kwargs)
     return copies.to_host
 
 

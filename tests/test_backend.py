@@ -120,3 +120,21 @@ def test_fft2_plan_refuses_real_dtype_and_unknown_library():
         backend.fft2_plan((8, 8), np.float32)
     with pytest.raises(ValueError, match=r"library must be one of \('auto', 'pyfftw', 'scipy'\), got 'mkl'"):
         backend.set_fft_library("mkl")
+
+
+def test_use_device_selects_and_restores():
+    backend.set_device("cpu")
+    with backend.use_device("strict") as device:
+        assert device == "strict" and backend.get_device() == "strict"
+    assert backend.get_device() == "cpu"
+    with pytest.raises(RuntimeError), backend.use_device("cpu"):
+        raise RuntimeError("inside")
+    assert backend.get_device() == "cpu"  # restored after an error too
+
+
+def test_asarray_moves_to_the_selected_device_and_back(device):
+    x = backend.asarray(np.arange(3.0))
+    assert backend.get_array_module(x) is backend.xp
+    with backend.use_device("cpu"):
+        assert type(backend.asarray(x)) is np.ndarray  # a device array comes back to the host
+    assert backend.is_device_array(x) == (device != "cpu")

@@ -8,23 +8,13 @@ import pytest
 from mbook.core import backend, detection
 
 
-def on_cpu(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return function(*args, **kwargs)
-    finally:
-        backend.set_device(previous)
-
-
 def test_poisson_counts_have_equal_mean_and_variance(device):
     counts = backend.asnumpy(detection.poisson_counts(np.full((400, 400), 7.5), seed=1))
     assert counts.mean() == pytest.approx(7.5, abs=4 * math.sqrt(7.5 / counts.size))
     assert counts.var() == pytest.approx(7.5, rel=0.02)
 
 
-def test_a_seed_gives_the_same_noise_on_every_device(device):
+def test_a_seed_gives_the_same_noise_on_every_device(device, on_cpu):
     """Random draws are made on the host from the seed (rule 4 of mbook): identical on every device."""
     intensity = np.linspace(0, 2, 1024).reshape(32, 32)
     kwargs = dict(photons=50.0, gain=0.5, offset=10.0, read_noise=2.0, bit_depth=12, seed=11)

@@ -10,16 +10,6 @@ WAVELENGTH, WAIST, SAMPLING = 0.5, 4.0, 0.5  # µm
 GRID = grids.make_grid(gpts=(256, 256), sampling=SAMPLING)
 
 
-def on_cpu(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return function(*args, **kwargs)
-    finally:
-        backend.set_device(previous)
-
-
 def test_rayleigh_range_value():
     assert microscope.rayleigh_range(WAIST, WAVELENGTH) == pytest.approx(np.pi * 16 / 0.5)
 
@@ -123,7 +113,7 @@ def test_beam_radius_refuses_bad_intensity(bad, match):
         microscope.beam_radius(np.full((16, 16), bad), SAMPLING)
 
 
-def test_cpu_and_gpu_agree_to_float32_precision(device):
+def test_cpu_and_gpu_agree_to_float32_precision(device, on_cpu):
     """The same call on each device, compared with the CPU's result."""
     beam = microscope.gaussian_beam(GRID, waist=WAIST, wavelength=WAVELENGTH, xp=np).astype(np.complex64)
     reference = on_cpu(propagation.propagate, beam, 200.0, wavelength=WAVELENGTH, sampling=SAMPLING)

@@ -12,16 +12,6 @@ from mbook.light import microscope
 LAMBDA = 0.5  # µm
 
 
-def on_cpu(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return function(*args, **kwargs)
-    finally:
-        backend.set_device(previous)
-
-
 def test_zernike_values_and_orthogonality(device):
     assert float(microscope.zernike(4, 0, 1.0, 0.3)) == pytest.approx(1.0)
     assert float(microscope.zernike(3, -1, 1.0, math.pi / 2)) == pytest.approx(1.0)  # coma along y
@@ -128,7 +118,7 @@ def test_source_batches_give_the_same_image_and_copy_nothing_per_batch(device, m
     assert host_copies(microscope.partially_coherent_image, t, **kwargs) == copies_whole
 
 
-def test_cpu_and_gpu_agree_for_partial_coherence(device):
+def test_cpu_and_gpu_agree_for_partial_coherence(device, on_cpu):
     rng = np.random.default_rng(5)
     t = np.exp(0.3j * rng.random((32, 32)))
     kwargs = dict(wavelength=LAMBDA, sampling=0.5, na=0.3, na_illumination=0.15, defocus=2.0)

@@ -151,19 +151,9 @@ def test_bad_boundary_and_iterations_are_refused():
         optimize.tv_denoise(np.ones((4, 4)), 0.1, max_num_iter=0)
 
 
-def _on_cpu(run):
-    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return run()
-    finally:
-        backend.set_device(previous)
-
-
-def test_tv_denoise_on_device_matches_cpu(device, rng):
+def test_tv_denoise_on_device_matches_cpu(device, rng, on_cpu):
     f = rng.standard_normal((32, 32))
-    reference = _on_cpu(lambda: optimize.tv_denoise(f, 0.3, tol=1e-6))
+    reference = on_cpu(lambda: optimize.tv_denoise(f, 0.3, tol=1e-6))
     result = optimize.tv_denoise(backend.asarray(f), 0.3, tol=1e-6)
     assert backend.get_array_module(result.x) is backend.xp
     assert backend.get_array_module(result.gaps) is backend.xp  # the history too

@@ -215,18 +215,8 @@ def test_tv_s1_refuses_bad_input(kwargs, match):
         lifting.tv_s1_lifting(np.zeros((8, 8)), 0.5, num_labels=3)
 
 
-def _on_cpu(run):
-    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return run()
-    finally:
-        backend.set_device(previous)
-
-
-def test_tv_s1_on_device_matches_cpu(device):
-    reference = _on_cpu(lambda: circle.tv_s1_denoise(
+def test_tv_s1_on_device_matches_cpu(device, on_cpu):
+    reference = on_cpu(lambda: circle.tv_s1_denoise(
         synthetic.wrapped_phase_object((32, 32), diameter=None, seed=3).phase, 0.4, max_num_iter=50))
     w = synthetic.wrapped_phase_object((32, 32), diameter=None, seed=3)
     result = circle.tv_s1_denoise(w.phase, 0.4, max_num_iter=50)
@@ -235,29 +225,29 @@ def test_tv_s1_on_device_matches_cpu(device):
     assert result.energy == pytest.approx(reference.energy, rel=1e-9) and isinstance(result.energy, float)
 
 
-def test_lifting_on_device_matches_cpu(device):
+def test_lifting_on_device_matches_cpu(device, on_cpu):
     phi = np.where(np.arange(12)[:, None] < 6, -3.0, 3.0) * np.ones((12, 10))
-    reference = _on_cpu(lambda: lifting.tv_s1_lifting(phi, 1.0, num_labels=8, max_num_iter=60))
+    reference = on_cpu(lambda: lifting.tv_s1_lifting(phi, 1.0, num_labels=8, max_num_iter=60))
     result = lifting.tv_s1_lifting(phi, 1.0, num_labels=8, max_num_iter=60)
     assert backend.get_array_module(result.phase) is backend.xp
     np.testing.assert_allclose(backend.asnumpy(result.phase), reference.phase, atol=1e-7)
     assert result.num_iter == reference.num_iter
 
 
-def test_phase_retrieval_on_device_matches_cpu(device, weak_object):
+def test_phase_retrieval_on_device_matches_cpu(device, weak_object, on_cpu):
     obj, support = weak_object
 
     def run():
         prior = cdi.phase_prior(0.2, kind="tv-s1", max_num_iter=10)
         return cdi.retrieve_phase(cdi.diffraction_intensity(obj), support, max_num_iter=20, seed=1, prior=prior)
 
-    reference = _on_cpu(run)
+    reference = on_cpu(run)
     result = run()
     assert all(backend.get_array_module(r) is backend.xp for r in (result.obj, result.errors))
     np.testing.assert_allclose(backend.asnumpy(result.obj), reference.obj, atol=1e-7)  # cuFFT rounding
     np.testing.assert_allclose(backend.asnumpy(result.errors), reference.errors, rtol=1e-6)
     assert cdi.phase_error(result.obj, obj, support) == pytest.approx(
-        _on_cpu(lambda: cdi.phase_error(reference.obj, obj, support)), rel=1e-6)
+        on_cpu(lambda: cdi.phase_error(reference.obj, obj, support)), rel=1e-6)
 
 
 def test_public_functions_given_numpy_return_arrays_on_the_device(device):

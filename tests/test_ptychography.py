@@ -12,16 +12,6 @@ from mbook.light import fourier_ptychography as fp
 LAMBDA, NA = 0.5, 0.1
 
 
-def on_cpu(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return function(*args, **kwargs)
-    finally:
-        backend.set_device(previous)
-
-
 def _setup(**kwargs):
     leds = fp.led_array((5, 5), pitch=4.0, height=80.0)
     options = dict(sampling=0.5, wavelength=LAMBDA, na=NA, illumination=leds, upsampling=4) | kwargs
@@ -132,14 +122,14 @@ def test_epry_recovers_object_and_defocus(device):
 
 
 @pytest.mark.parametrize("vignetting", [False, True])
-def test_epry_copies_nothing_to_the_host_per_iteration(vignetting, no_copies_per_iteration):
+def test_epry_copies_nothing_to_the_host_per_iteration(vignetting, no_copies_per_iteration, on_cpu):
     setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
     data = on_cpu(fp.images, on_cpu(phantoms.cells, (32, 32), sampling=0.5, seed=2, radius=(2.0, 4.0)), setup)
     no_copies_per_iteration(lambda num_iter: epry.reconstruct(data, setup, vignetting=vignetting,
                                                               max_num_iter=num_iter))
 
 
-def test_cpu_and_gpu_agree_for_epry(device):
+def test_cpu_and_gpu_agree_for_epry(device, on_cpu):
     setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
     data = on_cpu(fp.images, on_cpu(phantoms.cells, (32, 32), sampling=0.5, seed=3, radius=(2.0, 4.0)), setup)
     reference = on_cpu(epry.reconstruct, data, setup, max_num_iter=4)
@@ -162,7 +152,7 @@ def test_bar_target_contrast_matches_square_wave_theory(device):
     assert measured == pytest.approx(4 / math.pi * 0.6 / (2 - 0.6), rel=0.03)
 
 
-def test_cells_are_the_same_on_every_device(device):
+def test_cells_are_the_same_on_every_device(device, on_cpu):
     reference = on_cpu(phantoms.cells, (64, 64), sampling=0.5, seed=9)
     cells = phantoms.cells((64, 64), sampling=0.5, seed=9)
     assert backend.get_array_module(cells) is backend.xp
@@ -196,7 +186,7 @@ def test_reconstruct_refuses_wrong_image_shapes():
         epry.reconstruct(np.ones((3, 32, 32)), _setup())
 
 
-def test_cpu_and_gpu_agree_for_the_forward_model(device):
+def test_cpu_and_gpu_agree_for_the_forward_model(device, on_cpu):
     setup = _setup(na_vignetting=0.11, vignetting_slope=2e-3)
     obj = on_cpu(phantoms.cells, (128, 128), sampling=0.5, seed=4)
     reference = on_cpu(fp.images, obj, setup)
@@ -265,7 +255,7 @@ def test_numpy_inputs_give_device_results_on_the_stand_in():
         backend.set_device("cpu")
 
 
-def test_epry_and_cbs_copy_nothing_to_the_device_per_iteration():
+def test_epry_and_cbs_copy_nothing_to_the_device_per_iteration(on_cpu):
     """Index arrays of crops, pads and windows are made on the device once: no host data enters the loops."""
     from mbook.core import strict
     from mbook.light import cbs, mie

@@ -113,38 +113,28 @@ def test_bad_options_are_refused():
         registration.joint_reconstruction(frames, initial_shifts=np.zeros((2, 2)))
 
 
-def _on_cpu(run):
-    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return run()
-    finally:
-        backend.set_device(previous)
-
-
-def test_first_variations_on_device_match_cpu(device, problem):
+def test_first_variations_on_device_match_cpu(device, problem, on_cpu):
     arguments = [problem[k] for k in ("image", "fields", "shifts", "frames")]
-    cpu = _on_cpu(lambda: registration.distortion_gradients(*arguments, **WEIGHTS))
+    cpu = on_cpu(lambda: registration.distortion_gradients(*arguments, **WEIGHTS))
     on_device = registration.distortion_gradients(*(backend.asarray(a) for a in arguments), **WEIGHTS)
     for a, b in zip(cpu, on_device):
         assert backend.get_array_module(b) is backend.xp
         np.testing.assert_allclose(backend.asnumpy(b), a, atol=1e-6)
     energy = registration.distortion_energy(*arguments, **WEIGHTS)
     assert isinstance(energy, float)
-    assert energy == pytest.approx(_on_cpu(lambda: registration.distortion_energy(*arguments, **WEIGHTS)), rel=1e-12)
+    assert energy == pytest.approx(on_cpu(lambda: registration.distortion_energy(*arguments, **WEIGHTS)), rel=1e-12)
 
 
 @pytest.fixture(scope="module")
-def small_series():
+def small_series(on_cpu):
     """A 4-frame series as NumPy arrays (made on the CPU, whatever device the first test selected)."""
-    series = _on_cpu(lambda: synthetic.haadf_series((32, 32), 0.3, num_frames=4, distortion_rms=0.3,
+    series = on_cpu(lambda: synthetic.haadf_series((32, 32), 0.3, num_frames=4, distortion_rms=0.3,
                                                     correlation_length=4.0, jitter_rms=0.05, drift_rms=0.3,
                                                     dose=50.0, seed=1, lattice_vectors=((3.9, 0), (0, 3.9))))
     return series
 
 
-def test_registration_on_device_matches_cpu(device, small_series):
+def test_registration_on_device_matches_cpu(device, small_series, on_cpu):
     frames = small_series.frames
 
     def run():
@@ -152,7 +142,7 @@ def test_registration_on_device_matches_cpu(device, small_series):
         joint = registration.joint_reconstruction(frames, levels=2, max_num_iter=6, max_shift=5, check_every=2)
         return rigid, joint
 
-    (rigid_cpu, shifts_cpu), joint_cpu = _on_cpu(run)
+    (rigid_cpu, shifts_cpu), joint_cpu = on_cpu(run)
     (rigid, shifts), joint = run()
     results = (rigid, shifts) + tuple(joint)
     assert all(backend.get_array_module(r) is backend.xp for r in results)

@@ -12,16 +12,6 @@ from mbook.light import cbs, mie, scattering
 LAMBDA, N_B = 0.5, 1.33  # µm, water
 
 
-def on_cpu(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with the CPU selected: the reference a device's result is compared with."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return function(*args, **kwargs)
-    finally:
-        backend.set_device(previous)
-
-
 def _norm(array):
     return np.linalg.norm(backend.asnumpy(array))
 
@@ -159,7 +149,7 @@ def test_wide_angle_bpm_carries_a_tilted_plane_wave_exactly(device):
     np.testing.assert_allclose(backend.asnumpy(planes), expected * np.exp(1j * math.pi * kz * dx), atol=1e-12)
 
 
-def test_cpu_and_gpu_agree_for_bpm(device):
+def test_cpu_and_gpu_agree_for_bpm(device, on_cpu):
     rng = np.random.default_rng(0)
     n = N_B + 0.05 * rng.random((16, 32, 32))
     kwargs = dict(wavelength=LAMBDA, sampling=0.1, n_background=N_B, wide_angle=True)

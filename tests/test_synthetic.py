@@ -85,16 +85,6 @@ def test_poisson_noise_has_mean_and_variance_dose_times_image():
     assert counts.mean() == pytest.approx(10.0, rel=0.01) and counts.var() == pytest.approx(10.0, rel=0.02)
 
 
-def _on_cpu(run):
-    """``run()`` computed with the CPU selected (a reference), then back to the test's device."""
-    previous = backend.get_device()
-    backend.set_device("cpu")
-    try:
-        return run()
-    finally:
-        backend.set_device(previous)
-
-
 def _all_columns(gpts, sampling, *, lattice_vectors, basis, intensities, widths, origin, background, displacement):
     """The definition, summed the slow way: every column of the box of the sample points ± 5 widths,
     at every pixel (what lattice_image computed before it looked up each pixel's cells)."""
@@ -133,7 +123,7 @@ def test_a_stack_of_fields_gives_the_images_one_by_one(rng):
                                                                      widths=0.45), rtol=1e-14, atol=1e-14)
 
 
-def test_producers_on_device_match_cpu(device):
+def test_producers_on_device_match_cpu(device, on_cpu):
     def run():
         return dict(
             support=synthetic.support_mask((32, 32), seed=2), weak=synthetic.weak_phase_object((32, 32), seed=2)[0],
@@ -145,7 +135,7 @@ def test_producers_on_device_match_cpu(device):
             **synthetic.haadf_series((24, 24), 0.3, num_frames=3, seed=1)._asdict(),
         )
 
-    reference, results = _on_cpu(run), run()
+    reference, results = on_cpu(run), run()
     for name, value in results.items():
         if name == "sampling":
             continue

@@ -131,6 +131,21 @@ def set_device(device: str = "auto") -> str:
     return resolved
 
 
+@contextlib.contextmanager
+def use_device(device: str):
+    """Select ``device`` inside a ``with`` block, then restore the device selected before.
+
+    For a reference computed on the CPU beside a GPU run, e.g.
+    ``with backend.use_device("cpu"): reference = f(x)``.
+    """
+    previous = get_device()
+    set_device(device)
+    try:
+        yield get_device()
+    finally:
+        set_device(previous)
+
+
 def get_device() -> str:
     """The device in use, ``"cpu"``, ``"gpu"`` or ``"strict"`` (read from ``MBOOK_DEVICE`` on first call)."""
     if _resolved is None:
