@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mbook.core import grids
+from mbook.core import backend, grids
 
 
 def test_any_two_define_the_grid():
@@ -74,24 +74,41 @@ def test_frequency_squared_matches_outer_sum():
     np.testing.assert_allclose(grids.frequency_squared(grid, xp=np), expected)
 
 
-def test_radial_average_of_a_radial_function():
+def test_radial_average_of_a_radial_function(device):
     grid = grids.make_grid(gpts=(64, 48), sampling=0.5)
     k2 = grids.frequency_squared(grid, xp=np)
-    k, average = grids.radial_average(np.sqrt(k2), grid)
+    result = grids.radial_average(np.sqrt(k2), grid)
+    assert all(backend.get_array_module(a) is backend.xp for a in result)  # on the selected device
+    k, average = (backend.asnumpy(a) for a in result)
     assert len(k) == 24 and k[-1] < 1.0  # up to the Nyquist frequency of 1/(2*0.5)
     filled = np.isfinite(average)
     np.testing.assert_allclose(average[filled][1:], k[filled][1:], atol=0.5 * (k[1] - k[0]))
 
 
-def test_radial_profile_of_the_distance_from_the_centre():
+def test_radial_profile_of_the_distance_from_the_centre(device):
     """Mean of r over the ring [a, b) is its area-weighted centre, 2(b³ - a³) / 3(b² - a²)."""
     grid = grids.make_grid(gpts=(200, 200), sampling=0.1)
     x, y = grids.coordinates(grid, centered=True, xp=np)
-    radii, profile = grids.radial_profile(np.hypot(x[:, None], y[None, :]), sampling=0.1, bin_width=1.0)
+    result = grids.radial_profile(np.hypot(x[:, None], y[None, :]), sampling=0.1, bin_width=1.0)
+    assert all(backend.get_array_module(a) is backend.xp for a in result)
+    radii, profile = (backend.asnumpy(a) for a in result)
     assert len(radii) == 10 and radii[0] == 0.5 and radii[-1] == 9.5  # up to the inscribed circle
     a, b = radii - 0.5, radii + 0.5
     # to a fifth of a pixel: the rings are cut from a 0.1 grid
     np.testing.assert_allclose(profile[1:], (2 * (b**3 - a**3) / (3 * (b**2 - a**2)))[1:], atol=0.02)
+
+
+def test_radial_average_marks_empty_rings_nan():
+    grid = grids.make_grid(gpts=(8, 8), sampling=1.0)
+    k, average = grids.radial_average(np.ones((8, 8)), grid, num_bins=40)  # rings thinner than a pixel
+    assert np.isnan(average).any() and np.all(average[np.isfinite(average)] == 1.0)
+
+
+def test_radial_profile_refuses_bad_rings():
+    with pytest.raises(ValueError, match="bin_width must be a finite number > 0"):
+        grids.radial_profile(np.ones((8, 8)), sampling=1.0, bin_width=0.0)
+    with pytest.raises(ValueError, match="no ring fits"):
+        grids.radial_profile(np.ones((8, 8)), sampling=1.0, bin_width=10.0)
 
 
 def test_radial_average_checks_shape():

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend
+from mbook.core import backend, checks
 from mbook.core.checks import check_gpts, check_positive
 
 
@@ -190,7 +190,7 @@ def radial_average(values, grid: Grid, *, num_bins=None):
 
     Parameters
     ----------
-    values : (nx, ny) array_like
+    values : (nx, ny) array_like, real
         In FFT order (e.g. a power spectrum ``|fft2(image)|^2``).
     grid : Grid
         The real-space grid of the image.
@@ -201,19 +201,20 @@ def radial_average(values, grid: Grid, *, num_bins=None):
     Returns
     -------
     k : (num_bins,) ndarray
-        Ring centres [1/length].
+        Ring centres [1/length], on the selected device.
     average : (num_bins,) ndarray
-        Mean of ``values`` in each ring (NaN where a ring is empty).
+        Mean of ``values`` in each ring (NaN where a ring is empty), on the selected device.
     """
-    values = np.asarray(backend.asnumpy(values), dtype=float)
+    values = checks.check_array(values, "values", ndim=2, real=True)
     if values.shape != tuple(grid.gpts) or grid.ndim != 2:
         raise ValueError(f"values shape {values.shape} must equal the 2D grid's gpts {grid.gpts}")
-    num_bins = num_bins or min(grid.gpts) // 2
+    num_bins = min(grid.gpts) // 2 if num_bins is None else checks.check_count(num_bins, "num_bins")
+    xp = backend.get_array_module(values)
     k_max = min(1 / (2 * d) for d in grid.sampling)
-    edges = np.linspace(0, k_max, num_bins + 1)
-    total, count = _ring_sums(np.sqrt(frequency_squared(grid, xp=np)), values, edges)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 0.5 * (edges[1:] + edges[:-1]), total / count
+    edges = xp.linspace(0, k_max, num_bins + 1)
+    total, count = _ring_sums(xp.sqrt(frequency_squared(grid, xp=xp)), values, edges)
+    average = xp.where(count > 0, total / xp.maximum(count, 1), xp.nan)
+    return 0.5 * (edges[1:] + edges[:-1]), average
 
 
 def radial_profile(image, *, sampling, bin_width, max_radius=None):
@@ -232,21 +233,30 @@ def radial_profile(image, *, sampling, bin_width, max_radius=None):
     Returns
     -------
     radii, profile : (n_bins,) ndarray
-        Ring centres and the mean of ``image`` in each (0 where a ring is empty).
+        Ring centres and the mean of ``image`` in each (0 where a ring is
+        empty), on the selected device.
     """
-    image = np.asarray(backend.asnumpy(image), dtype=float)
+    image = checks.check_array(image, "image", ndim=2, real=True)
     grid = make_grid(gpts=image.shape, sampling=sampling)
-    x, y = coordinates(grid, centered=True, xp=np)
-    max_radius = max_radius or min(grid.extent) / 2
-    edges = np.arange(0, max_radius + 1e-9, bin_width)
-    sums, counts = _ring_sums(np.hypot(x[:, None], y[None, :]), image, edges)
-    return 0.5 * (edges[1:] + edges[:-1]), sums / np.maximum(counts, 1)
+    bin_width = checks.check_positive_number(bin_width, "bin_width")
+    max_radius = min(grid.extent) / 2 if max_radius is None else checks.check_positive_number(max_radius, "max_radius")
+    xp = backend.get_array_module(image)
+    x, y = coordinates(grid, centered=True, xp=xp)
+    edges = xp.arange(0, max_radius + 1e-9, bin_width)
+    if edges.size < 2:
+        raise ValueError(f"bin_width {bin_width} must be <= max_radius {max_radius}: no ring fits")
+    sums, counts = _ring_sums(xp.hypot(x[:, None], y[None, :]), image, edges)
+    return 0.5 * (edges[1:] + edges[:-1]), sums / xp.maximum(counts, 1)
 
 
 def _ring_sums(radius, values, edges):
     """Sum of ``values`` and number of pixels in each ring ``edges[i] <= radius < edges[i + 1]``."""
-    index = np.digitize(radius.ravel(), edges) - 1
+    xp = backend.get_array_module(values)
     n_rings = len(edges) - 1
-    inside = (index >= 0) & (index < n_rings)
-    sums = np.bincount(index[inside], weights=values.ravel()[inside], minlength=n_rings)
-    return sums, np.bincount(index[inside], minlength=n_rings)
+    # Pixels outside every ring go to an extra bin (index n_rings), dropped after: no boolean indexing,
+    # which would make a GPU wait for the count.
+    index = xp.digitize(radius.ravel(), edges) - 1
+    index = xp.where((index < 0) | (index >= n_rings), n_rings, index)
+    sums = xp.bincount(index, weights=values.ravel().astype(xp.float64), minlength=n_rings + 1)
+    counts = xp.bincount(index, minlength=n_rings + 1)
+    return sums[:n_rings], counts[:n_rings]
