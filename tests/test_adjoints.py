@@ -9,12 +9,14 @@ selected device itself, and its result must come back there).
 import numpy as np
 import pytest
 
-from mbook.core import backend, propagation
+from mbook.core import backend, grids, propagation
 
 OPERATORS = [
     # backend's FFTs are kernels' primitives: they follow their input, so the test moves it.
     ("fft2", lambda x: backend.fft2(backend.asarray(x)),
      lambda y: y.size / np.prod(y.shape[:-2]) * backend.ifft2(backend.asarray(y)), (3, 16, 12), (3, 16, 12)),
+    ("Fourier crop (grids.crop_spectrum / pad_spectrum)", lambda x: grids.crop_spectrum(x, (9, 6)),
+     lambda y: grids.pad_spectrum(y, (16, 12)), (2, 16, 12), (2, 9, 6)),
     (
         "fresnel propagation",
         lambda x: propagation.propagate(x, 25.0, wavelength=0.5, sampling=0.2, paraxial=True),

@@ -114,3 +114,33 @@ def test_radial_profile_refuses_bad_rings():
 def test_radial_average_checks_shape():
     with pytest.raises(ValueError, match="must equal the 2D grid's gpts"):
         grids.radial_average(np.ones((4, 4)), grids.make_grid(gpts=(8, 8), sampling=1.0))
+
+
+def test_fourier_crop_keeps_a_band_limited_field_exactly(device, rng):
+    """A field whose spectrum lies inside the kept band is resampled without error: its values at the
+    coarse grid's points are the fine field's values there."""
+    fine = np.zeros((32, 24), complex)
+    spectrum = np.zeros((32, 24), complex)
+    for kx, ky in ((0, 0), (1, 2), (-3, 1), (2, -2)):
+        spectrum[kx, ky] = rng.standard_normal() + 1j * rng.standard_normal()
+    fine = np.fft.ifft2(spectrum)
+    coarse = grids.fourier_crop(fine, (16, 12))
+    assert backend.get_array_module(coarse) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(coarse), fine[::2, ::2], atol=1e-14)
+
+
+def test_crop_and_pad_keep_frequencies_in_place(device):
+    spectrum = np.arange(8 * 6, dtype=float).reshape(8, 6)
+    cropped = backend.asnumpy(grids.crop_spectrum(spectrum, (4, 3)))
+    # frequencies 0, 1, -2, -1 along x (rows 0, 1, 6, 7) and 0, 1, -1 along y (columns 0, 1, 5)
+    np.testing.assert_array_equal(cropped, spectrum[np.ix_([0, 1, 6, 7], [0, 1, 5])])
+    padded = backend.asnumpy(grids.pad_spectrum(cropped, (8, 6)))
+    np.testing.assert_array_equal(backend.asnumpy(grids.crop_spectrum(padded, (4, 3))), cropped)
+    assert padded.sum() == cropped.sum()
+
+
+def test_crops_refuse_bigger_bands():
+    with pytest.raises(ValueError, match="must not exceed"):
+        grids.crop_spectrum(np.ones((4, 4)), (5, 4))
+    with pytest.raises(ValueError, match="must not be smaller"):
+        grids.pad_spectrum(np.ones((4, 4)), (3, 8))

@@ -185,6 +185,102 @@ def frequency_squared(grid: Grid, *, xp=None):
     return k2
 
 
+def _centre_index(n: int, m: int, xp):
+    """Indices of the ``m`` lowest frequencies of an FFT-ordered axis of ``n`` points (``m <= n``).
+
+    ``fftfreq(m) m mod n``, made with the array module of the data so that a
+    crop in a loop copies no index array over.
+    """
+    index = xp.arange(m)
+    return xp.where(index < (m + 1) // 2, index, index - m) % n
+
+
+def _crop_shape(gpts, shape, name):
+    gpts = check_gpts(gpts, 2)
+    if any(m > n for m, n in zip(gpts, shape[-2:])):
+        raise ValueError(f"{name} {gpts} must not exceed the spectrum's last two axes {tuple(shape[-2:])}")
+    return gpts
+
+
+def crop_spectrum(spectrum, gpts):
+    """The ``gpts`` lowest frequencies of FFT-ordered spectra: ``(..., nx, ny) -> (..., mx, my)``.
+
+    Frequency ``k`` of the input is frequency ``k`` of the output (FFT order
+    kept, zero frequency first). The adjoint of :func:`pad_spectrum`.
+
+    Parameters
+    ----------
+    spectrum : (..., nx, ny) array_like
+        In FFT order.
+    gpts : int or (int, int)
+        Frequencies kept per axis, at most ``(nx, ny)``.
+
+    Returns
+    -------
+    (..., mx, my) ndarray
+        On the selected device.
+    """
+    spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=False)
+    mx, my = _crop_shape(gpts, spectrum.shape, "gpts")
+    xp = backend.get_array_module(spectrum)
+    rows, columns = _centre_index(spectrum.shape[-2], mx, xp), _centre_index(spectrum.shape[-1], my, xp)
+    return spectrum[..., rows[:, None], columns[None, :]]
+
+
+def pad_spectrum(spectrum, gpts):
+    """Zero-pad FFT-ordered spectra to ``gpts`` frequencies: ``(..., mx, my) -> (..., nx, ny)``.
+
+    The adjoint of :func:`crop_spectrum` (and its right inverse).
+
+    Parameters
+    ----------
+    spectrum : (..., mx, my) array_like
+        In FFT order.
+    gpts : int or (int, int)
+        Frequencies of the result per axis, at least ``(mx, my)``.
+
+    Returns
+    -------
+    (..., nx, ny) ndarray
+        On the selected device.
+    """
+    spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=False)
+    nx, ny = check_gpts(gpts, 2)
+    if spectrum.shape[-2] > nx or spectrum.shape[-1] > ny:
+        raise ValueError(f"gpts {(nx, ny)} must not be smaller than the spectrum's last two axes "
+                         f"{tuple(spectrum.shape[-2:])}")
+    xp = backend.get_array_module(spectrum)
+    out = xp.zeros(spectrum.shape[:-2] + (nx, ny), spectrum.dtype)
+    rows, columns = _centre_index(nx, spectrum.shape[-2], xp), _centre_index(ny, spectrum.shape[-1], xp)
+    out[..., rows[:, None], columns[None, :]] = spectrum
+    return out
+
+
+def fourier_crop(field, gpts):
+    """Band-limited resampling onto fewer points: keep the ``gpts`` lowest frequencies of ``field``.
+
+    The field on a coarser grid of the same extent, its values those of the
+    band-limited interpolant (so fields computed on different grids can be
+    compared on the band they share).
+
+    Parameters
+    ----------
+    field : (..., nx, ny) array_like
+        Real or complex samples.
+    gpts : int or (int, int)
+        Points of the result per axis, at most ``(nx, ny)``.
+
+    Returns
+    -------
+    (..., mx, my) ndarray, complex
+        On the selected device.
+    """
+    field = checks.check_array(field, "field", min_ndim=2)
+    mx, my = _crop_shape(gpts, field.shape, "gpts")
+    scale = (mx * my) / (field.shape[-2] * field.shape[-1])  # unnormalised FFTs: keep the values' scale
+    return backend.ifft2(crop_spectrum(backend.fft2(field), (mx, my))) * scale
+
+
 def radial_average(values, grid: Grid, *, num_bins=None):
     """Average of a 2D reciprocal-space array over rings of constant ``|k|``.
 

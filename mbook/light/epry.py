@@ -109,7 +109,7 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
     vignette = fp.vignetting_operator(setup, xp=xp) if use else (lambda spectrum: spectrum)
     order = np.argsort(np.hypot(*setup.shifts.T), kind="stable")  # host: the LEDs' order, by NA
     # start from the upsampled amplitude of the most central LED's image, flat phase
-    spectrum = fp.pad_spectrum(backend.fft2(amplitude[int(order[0])].astype(xp.complex128)) / (m * m), n_obj)
+    spectrum = grids.pad_spectrum(backend.fft2(amplitude[int(order[0])].astype(xp.complex128)) / (m * m), n_obj)
     total = measured.sum()
     residuals = []
     for _ in progress.progress(range(max_num_iter), desc="EPRY"):
@@ -117,7 +117,7 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
         for i in order.tolist():
             index = rows[i][:, None], columns[i][None, :]
             window = spectrum[index]
-            seen = fp.crop_spectrum(vignette(window), m)
+            seen = grids.crop_spectrum(vignette(window), m)
             field = backend.ifft2(p * seen) * (m * m)
             modulus = abs(field)
             misfit = misfit + xp.sum((modulus - amplitude[i]) ** 2)
@@ -126,7 +126,7 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
             update = xp.conj(p) * delta / xp.max(abs(p)) ** 2  # normalisations: 0-d device arrays
             if recover_pupil:
                 p = xp.where(support, p + beta * xp.conj(seen) * delta / xp.max(abs(seen)) ** 2, 0)
-            spectrum[index] += alpha * vignette(fp.pad_spectrum(update, size))
+            spectrum[index] += alpha * vignette(grids.pad_spectrum(update, size))
         residuals.append(xp.sqrt(misfit / total))
     return Reconstruction(backend.ifft2(spectrum) * n_obj * n_obj, p, xp.stack(residuals))
 

@@ -42,7 +42,7 @@ Reconstruction
 EPRY (Ou et al. 2014), with and without the vignetting model, its amplitude
 loss and the error measures are in :mod:`mbook.light.epry`; it builds on the
 public pieces here: :func:`window_indices`, :func:`vignetting_operator`,
-:func:`crop_spectrum` and :func:`pad_spectrum`.
+and the Fourier crops of :mod:`mbook.core.grids`.
 
 Arrays are ``[x, y]`` (:mod:`mbook.core.grids`); lengths in µm; ``wavelength`` is λ0.
 
@@ -404,39 +404,6 @@ def vignetting(window_spectrum, setup: Setup):
     return vignetting_operator(setup, xp=xp)(window_spectrum.astype(xp.complex128))
 
 
-def _centre_index(size, m, xp):
-    """Indices of the central ``m`` frequencies of an FFT-ordered axis of ``size`` (``m <= size``).
-
-    Made on the device (``fftfreq(m) m mod size``), so that crops and pads in a loop copy nothing over.
-    """
-    index = xp.arange(m)
-    return xp.where(index < (m + 1) // 2, index, index - m) % size
-
-
-def crop_spectrum(spectrum, m):
-    """The central ``m × m`` frequencies of FFT-ordered spectra: ``(..., w, w) -> (..., m, m)``.
-
-    A kernel: it follows its input's device. Its adjoint is :func:`pad_spectrum`.
-    """
-    if m > spectrum.shape[-1] or m > spectrum.shape[-2]:
-        raise ValueError(f"cannot crop {m} frequencies from spectra of shape {spectrum.shape}")
-    xp = backend.get_array_module(spectrum)
-    rows, columns = (_centre_index(n, m, xp) for n in spectrum.shape[-2:])
-    return spectrum[..., rows[:, None], columns[None, :]]
-
-
-def pad_spectrum(spectrum, size):
-    """Zero-pad FFT-ordered spectra to ``size × size``: ``(..., m, m) -> (..., size, size)``.
-
-    A kernel: it follows its input's device. The adjoint of :func:`crop_spectrum`.
-    """
-    xp = backend.get_array_module(spectrum)
-    out = xp.zeros(spectrum.shape[:-2] + (size, size), spectrum.dtype)
-    index = _centre_index(size, spectrum.shape[-1], xp)
-    out[..., index[:, None], index[None, :]] = spectrum
-    return out
-
-
 def check_spectrum(array, shape, name):
     """``array`` on the selected device as complex128, checked to have ``shape`` and finite values.
 
@@ -474,7 +441,7 @@ def _camera_fields(spectrum, pupil_function, setup, use):
         window = spectrum[rows[leds][:, :, None], columns[leds][:, None, :]]
         if use:
             window = vignette(window)
-        out[leds] = backend.ifft2(crop_spectrum(window, m) * pupil_function) * (m * m)
+        out[leds] = backend.ifft2(grids.crop_spectrum(window, m) * pupil_function) * (m * m)
     return out
 
 
@@ -520,7 +487,7 @@ def camera_fields_adjoint(fields, pupil_function, setup: Setup, *, vignetting=Tr
     batch = _led_batch(setup, size)
     for start in range(0, len(setup.shifts), batch):
         leds = slice(start, start + batch)
-        window = pad_spectrum(xp.conj(pupil_function) * backend.fft2(fields[leds]), size)
+        window = grids.pad_spectrum(xp.conj(pupil_function) * backend.fft2(fields[leds]), size)
         if use:
             window = vignette(window)
         flat = (rows[leds][:, :, None] * setup.gpts[1] + columns[leds][:, None, :]).ravel()
@@ -620,9 +587,9 @@ def images_thick(index, setup: Setup, *, slice_thickness, n_background=1.0, pupi
         # back to the middle of the sample, the plane the objective is focused on
         focused = propagation.propagate(exit_waves, -thickness / 2, wavelength=setup.wavelength / n_background,
                                         sampling=setup.sampling, paraxial=not wide_angle)
-        window = crop_spectrum(backend.fft2(focused) / n_obj, size)  # about k = 0: the tilt is in the wave
+        window = grids.crop_spectrum(backend.fft2(focused) / n_obj, size)  # about k = 0: the tilt is in the wave
         if use:
             window = vignette(window)
-        fields = backend.ifft2(crop_spectrum(window, m) * pupil_function) * (m * m)
+        fields = backend.ifft2(grids.crop_spectrum(window, m) * pupil_function) * (m * m)
         out[leds] = fields.real**2 + fields.imag**2
     return out
