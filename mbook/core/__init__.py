@@ -1,7 +1,9 @@
 """The machinery every domain shares: devices, grids, checks, progress, figures, propagation, detection.
 
 - :mod:`~mbook.core.backend`: the device rule (NumPy, CuPy or the strict stand-in), FFTs and plans;
-- :mod:`~mbook.core.grids`: grid and FFT conventions, coordinates, radial averages;
+- :mod:`~mbook.core.strict`: the strict CPU stand-in for the GPU;
+- :mod:`~mbook.core.checks`: the one validation vocabulary;
+- :mod:`~mbook.core.grids`: grid and FFT conventions, coordinates, Fourier crops, radial averages;
 - :mod:`~mbook.core.progress`: progress bars and memory budgets;
 - :mod:`~mbook.core.plotting`: images with units, scale bars, explorers;
 - :mod:`~mbook.core.propagation`: Fresnel and angular-spectrum propagators;
