@@ -41,7 +41,7 @@ import numpy as np
 from timing import synchronize  # benchmarks/timing.py
 
 from mbook.core import backend
-from mbook.electron import multislice, potentials, stem, structures
+from mbook.electron import multislice, potentials, scattering_factors, stem, structures
 
 # ----------------------------------------------------------------------------- the experiment
 
@@ -250,7 +250,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each code (after a warm-up)")
-    parser.add_argument("--parametrization", choices=potentials.PARAMETRIZATIONS, default="kirkland")
+    parser.add_argument("--parametrization", choices=scattering_factors.PARAMETRIZATIONS, default="kirkland")
     parser.add_argument("--gpts-per-cell", type=int, default=GPTS_PER_CELL,
                         help="grid points per 3.905 Å (even: atoms on grid points; mbook rounds the grid "
                              "up to an FFT-friendly size)")

@@ -87,15 +87,15 @@ OPERATORS += [
 # Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem.particles, .micrographs,
 # .wasserstein).
 from mbook.core import grids as _grids
-from mbook.cryoem import micrographs, particles, so3, wasserstein
+from mbook.cryoem import micrographs, so3, voxels, wasserstein
 
 _ROTATIONS = so3.random_rotations(2, seed=5)
 _IMAGE_GRID = _grids.make_grid(gpts=(16, 16), sampling=2.0)
 _FORMATION = dict(defocus=[1.2e4, 2.0e4], shifts=[[1.5, -3.0], [0.0, 2.2]], contrast=[0.8, 1.3], B_factor=50.0)
 OPERATORS += [
     ("volume projection (trilinear) / back-projection",
-     lambda x: particles.project_volume(x, _ROTATIONS, sampling=1.5),
-     lambda y: particles.backproject(y, _ROTATIONS, sampling=1.5), (12, 12, 12), (2, 12, 12)),
+     lambda x: voxels.project_volume(x, _ROTATIONS, sampling=1.5),
+     lambda y: voxels.backproject(y, _ROTATIONS, sampling=1.5), (12, 12, 12), (2, 12, 12)),
     ("CTF, shifts and contrast of particle images",
      lambda x: micrographs.form_images(x, _IMAGE_GRID, **_FORMATION),
      lambda y: micrographs.form_images_adjoint(y, _IMAGE_GRID, **_FORMATION), (2, 16, 16), (2, 16, 16)),

@@ -99,19 +99,19 @@ def test_volume_projection_matches_exact_atom_projection(device):
     volume = particles.gaussian_volume(ATOMS, GRID3)
     rotations = so3.random_rotations(3, seed=5)
     exact = particles.project_atoms(ATOMS, rotations, GRID2)
-    interpolated = particles.project_volume(volume, rotations, sampling=2.0)
+    interpolated = voxels.project_volume(volume, rotations, sampling=2.0)
     assert volumes.relative_error(interpolated, exact) < 0.03  # trilinear interpolation of σ = 1 voxel atoms
-    np.testing.assert_allclose(backend.asnumpy(particles.project_volume(volume, np.eye(3), sampling=2.0)[0]),
+    np.testing.assert_allclose(backend.asnumpy(voxels.project_volume(volume, np.eye(3), sampling=2.0)[0]),
                                2.0 * backend.asnumpy(volume).sum(2), rtol=1e-12)
 
 
 def test_projection_runs_on_every_device(device):
     volume = particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(16,) * 3, sampling=2.0))
     rotations = so3.random_rotations(2, seed=6)
-    result = backend.asnumpy(particles.project_volume(volume, rotations, sampling=2.0))
+    result = backend.asnumpy(voxels.project_volume(volume, rotations, sampling=2.0))
     host_volume, host_rotations = backend.asnumpy(volume), backend.asnumpy(rotations)
     backend.set_device("cpu")
-    reference = particles.project_volume(host_volume, host_rotations, sampling=2.0)
+    reference = voxels.project_volume(host_volume, host_rotations, sampling=2.0)
     np.testing.assert_allclose(result, reference, rtol=1e-5, atol=1e-7 * abs(reference).max())
 
 
@@ -152,8 +152,8 @@ def test_transform_and_concatenate_keep_shapes_and_distances(device):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: particles.project_volume(np.zeros((8, 8, 6)), np.eye(3), sampling=1.0), "cubic"),
-        (lambda: particles.project_volume(np.zeros((8, 8, 8)), 2 * np.eye(3), sampling=1.0), "orthogonal"),
+        (lambda: voxels.project_volume(np.zeros((8, 8, 6)), np.eye(3), sampling=1.0), "cubic"),
+        (lambda: voxels.project_volume(np.zeros((8, 8, 8)), 2 * np.eye(3), sampling=1.0), "orthogonal"),
         (lambda: particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(8, 8, 6), sampling=1.0)), "cubic"),
         (lambda: particles.make_atoms(np.zeros((2, 3)), sigma=-1.0), "sigma"),
         (lambda: particles.make_atoms(np.zeros((2, 3)), weights=-1.0), "weights"),

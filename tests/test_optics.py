@@ -82,8 +82,8 @@ def test_precision_is_kept(device):
         ({"wavelength": 0.0}, "wavelength must be finite and > 0"),
         ({"wavelength": -0.5}, "wavelength must be finite and > 0"),
         ({"sampling": 0.0}, "sampling must be finite and > 0"),
-        ({"distance": float("nan")}, "distance must be a finite real number"),
-        ({"distance": 1j}, "distance must be a finite real number"),
+        ({"distance": float("nan")}, "distance must be a finite number \\[length\\]"),
+        ({"distance": 1j}, "distance must be a finite number \\[length\\]"),
     ],
 )
 def test_bad_input_is_refused(kwargs, match):

@@ -26,7 +26,7 @@ def test_non_relativistic_limit():
 
 @pytest.mark.parametrize("energy", [0, -300e3, float("nan"), float("inf"), "300kV", True])
 def test_bad_energy(energy):
-    with pytest.raises(ValueError, match="energy must be a finite number of eV > 0"):
+    with pytest.raises(ValueError, match=r"energy must be a finite number > 0 \[eV\] \(e.g. 300e3 for 300 keV\)"):
         physics.wavelength(energy)
 
 

@@ -56,7 +56,7 @@ def kirkland_projected_potential(symbol, r):
 
 @pytest.mark.parametrize("name, key", [("kirkland", "kirkland2010"), ("lobato", "lobato2014")])
 def test_tables_cover_hydrogen_to_lawrencium_and_cite_a_bib_entry(name, key):
-    raw = json.loads((potentials.DATA_DIR / f"{name}.json").read_text())
+    raw = json.loads((scattering_factors.DATA_DIR / f"{name}.json").read_text())
     assert [entry["Z"] for entry in raw["elements"].values()] == list(range(1, 104))
     assert list(raw["elements"])[0] == "H" and list(raw["elements"])[-1] == "Lr"
     bib = (Path(__file__).parents[1] / "references.bib").read_text()
@@ -83,41 +83,41 @@ def test_prefactor_is_kirklands_value():
 # --------------------------------------------------------------------------- scattering factors
 
 
-@pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
+@pytest.mark.parametrize("parametrization", scattering_factors.PARAMETRIZATIONS)
 def test_hydrogen_forward_scattering_factor_is_the_bohr_radius(parametrization):
     """f_e(0) = Z <r²> / (3 a0) (Ibers 1958; International Tables C, sec. 4.3.1); <r²> = 3 a0² for 1s."""
-    assert potentials.scattering_factor("H", 0.0, parametrization) == pytest.approx(A0, rel=2e-3)
+    assert scattering_factors.scattering_factor("H", 0.0, parametrization) == pytest.approx(A0, rel=2e-3)
 
 
-@pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
+@pytest.mark.parametrize("parametrization", scattering_factors.PARAMETRIZATIONS)
 @pytest.mark.parametrize("symbol", sorted(PENG_1996_A))
 def test_forward_scattering_factor_matches_peng_1996(symbol, parametrization):
     expected = sum(PENG_1996_A[symbol])
-    assert potentials.scattering_factor(symbol, 0.0, parametrization) == pytest.approx(expected, rel=0.01)
+    assert scattering_factors.scattering_factor(symbol, 0.0, parametrization) == pytest.approx(expected, rel=0.01)
 
 
 @pytest.mark.parametrize("symbol", ["H", "C", "Si", "Ti", "Cu", "Sr", "Au", "Pb"])
 def test_kirkland_and_lobato_agree_up_to_two_inverse_angstrom(symbol, device):
     k = np.linspace(0.0, 2.0, 101)
-    kirkland = H(potentials.scattering_factor(symbol, k, "kirkland"))
-    lobato = H(potentials.scattering_factor(symbol, k, "lobato"))
+    kirkland = H(scattering_factors.scattering_factor(symbol, k, "kirkland"))
+    lobato = H(scattering_factors.scattering_factor(symbol, k, "lobato"))
     assert np.max(np.abs(kirkland / lobato - 1)) < 0.02
     assert np.all(np.diff(kirkland) < 0)  # and both fall monotonically with k
 
 
 def test_scattering_factor_accepts_atomic_numbers_and_keeps_shape(device):
     k = np.linspace(0, 1, 6).reshape(2, 3)
-    np.testing.assert_array_equal(H(potentials.scattering_factor(14, k)), H(potentials.scattering_factor("Si", k)))
-    assert potentials.scattering_factor("Si", k).shape == (2, 3)
+    np.testing.assert_array_equal(H(scattering_factors.scattering_factor(14, k)), H(scattering_factors.scattering_factor("Si", k)))
+    assert scattering_factors.scattering_factor("Si", k).shape == (2, 3)
     # A number gives a number, on every device; an array comes back on the selected device.
-    assert isinstance(potentials.scattering_factor("Si", 0.5), float)
-    assert backend.get_array_module(potentials.scattering_factor("Si", k)) is backend.xp
+    assert isinstance(scattering_factors.scattering_factor("Si", 0.5), float)
+    assert backend.get_array_module(scattering_factors.scattering_factor("Si", k)) is backend.xp
 
 
 # --------------------------------------------------------------------------- one atom
 
 
-@pytest.mark.parametrize("parametrization", potentials.PARAMETRIZATIONS)
+@pytest.mark.parametrize("parametrization", scattering_factors.PARAMETRIZATIONS)
 @pytest.mark.parametrize("symbol", ["C", "Si", "Sr", "Au"])
 def test_single_atom_integrates_to_the_published_forward_scattering_factor(symbol, parametrization, device):
     """Σ v dx dy = 2π a0 e f_e(0): within 1 % of Peng's published f_e(0), to 1e-5 of the table's own."""
@@ -125,7 +125,7 @@ def test_single_atom_integrates_to_the_published_forward_scattering_factor(symbo
     v, grid = potentials.projected_potential(atoms, 0.1, 2.0, parametrization, return_grid=True)
     v = H(v)
     integral = float(np.sum(v, dtype=np.float64)) * grid.sampling[0] * grid.sampling[1]
-    own = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor(symbol, 0.0, parametrization)
+    own = potentials.POTENTIAL_PREFACTOR * scattering_factors.scattering_factor(symbol, 0.0, parametrization)
     assert integral == pytest.approx(own, rel=1e-5)
     if symbol in PENG_1996_A:
         assert integral == pytest.approx(potentials.POTENTIAL_PREFACTOR * sum(PENG_1996_A[symbol]), rel=0.01)
@@ -203,7 +203,7 @@ def test_each_atom_goes_to_the_slice_that_contains_its_z(device):
     v = H(v)
     assert v.shape == (4, 80, 40)  # ceil(7 / 2) slices; axis 1 along x
     assert potentials.slice_thicknesses(atoms, 2.0) == (2.0, 2.0, 2.0, 1.0)  # plain numbers, on every device
-    per_atom = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor("C", 0.0)
+    per_atom = potentials.POTENTIAL_PREFACTOR * scattering_factors.scattering_factor("C", 0.0)
     counts = np.sum(v, axis=(1, 2), dtype=np.float64) * grid.sampling[0] * grid.sampling[1] / per_atom
     np.testing.assert_allclose(counts, [3, 1, 1, 1], rtol=1e-5)
 
@@ -225,7 +225,7 @@ def test_perovskite_slices_hold_their_atoms(device):
     v, grid = potentials.projected_potential(sto, 0.15, a / 2, return_grid=True)
     assert backend.get_array_module(v) is backend.xp  # on the selected device
     v = H(v)
-    f0 = {s: potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor(s, 0.0) for s in ("Sr", "Ti", "O")}
+    f0 = {s: potentials.POTENTIAL_PREFACTOR * scattering_factors.scattering_factor(s, 0.0) for s in ("Sr", "Ti", "O")}
     per_slice = np.sum(v, axis=(1, 2), dtype=np.float64) * grid.sampling[0] * grid.sampling[1]
     sro, tio2 = 4 * (f0["Sr"] + f0["O"]), 4 * (f0["Ti"] + 2 * f0["O"])
     np.testing.assert_allclose(per_slice, [sro, tio2] * 2, rtol=1e-5)
@@ -270,7 +270,7 @@ def test_numpy_inputs_on_the_stand_in_give_stand_in_arrays():
         atoms = bulk("Si", "diamond", a=5.431, cubic=True)
         v, grid = potentials.projected_potential(atoms, 0.2, 5.431 / 2, return_grid=True)
         assert backend.get_array_module(v) is strict.xp
-        assert backend.get_array_module(potentials.scattering_factor("Si", np.linspace(0, 1, 5))) is strict.xp
+        assert backend.get_array_module(scattering_factors.scattering_factor("Si", np.linspace(0, 1, 5))) is strict.xp
         assert all(isinstance(t, float) for t in potentials.slice_thicknesses(atoms, 5.431 / 2))
     finally:
         backend.set_device("cpu")
@@ -355,20 +355,20 @@ def test_bad_input_raises_a_helpful_value_error(kwargs, match):
 
 def test_bad_scattering_factor_input():
     with pytest.raises(ValueError, match="parametrization must be one of"):
-        potentials.scattering_factor("C", 0.5, parametrization="doyle")
+        scattering_factors.scattering_factor("C", 0.5, parametrization="doyle")
     with pytest.raises(ValueError, match="element must be a chemical symbol"):
-        potentials.scattering_factor("Xx", 0.5)
+        scattering_factors.scattering_factor("Xx", 0.5)
     with pytest.raises(ValueError, match=r"Z = 1\.\.103"):
-        potentials.scattering_factor(110, 0.5)
+        scattering_factors.scattering_factor(110, 0.5)
     with pytest.raises(ValueError, match="k must be finite and >= 0"):
-        potentials.scattering_factor("C", -0.5)
+        scattering_factors.scattering_factor("C", -0.5)
     with pytest.raises(TypeError, match="ase.Atoms"):
         potentials.projected_potential(np.zeros((3, 3)), 0.1, 1.0)
 
 
 @pytest.mark.parametrize(
     "sigmas, match",
-    [(-0.1, "sigmas must be a finite rms displacement >= 0"), ({"Na": 0.1}, r"no rms displacement for \['Cl'\]"),
+    [(-0.1, "sigmas must be a finite number >= 0 \\[Å\\] \\(an rms displacement\\)"), ({"Na": 0.1}, r"no rms displacement for \['Cl'\]"),
      ({"Na": 0.1, "Cl": math.inf}, r"sigmas\['Cl'\]")],
 )
 def test_bad_phonon_input(sigmas, match):

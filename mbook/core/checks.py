@@ -41,7 +41,7 @@ def _is_real_number(value) -> bool:
 
 
 def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: bool = True,
-                 upper_inclusive: bool = True, units: str = "") -> float:
+                 upper_inclusive: bool = True, units: str = "", hint: str = "") -> float:
     """A finite real number in the given range, as a float.
 
     Parameters
@@ -56,6 +56,8 @@ def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: b
         Whether the bounds themselves are allowed.
     units : str
         Units for the message, e.g. ``"Å"``.
+    hint : str
+        A typical value for the message, e.g. ``"e.g. 300e3 for 300 keV"``.
     """
     ok = _is_real_number(value) and math.isfinite(value)
     if ok and lower is not None:
@@ -70,7 +72,8 @@ def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: b
             bounds.append(f"{'<=' if upper_inclusive else '<'} {upper}")
         where = f" {' and '.join(bounds)}" if bounds else ""
         unit = f" [{units}]" if units else ""
-        raise ValueError(f"{name} must be a finite number{where}{unit}, got {value!r}")
+        example = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} must be a finite number{where}{unit}{example}, got {value!r}")
     return float(value)
 
 

@@ -40,7 +40,6 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -179,11 +178,9 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
     photons = checks.check_positive_number(photons, "photons", allow_zero=True)
     gain = checks.check_positive_number(gain, "gain")
     sigma = checks.check_positive_number(read_noise, "read_noise", allow_zero=True)
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not math.isfinite(offset):
-        raise ValueError(f"offset must be a finite number [ADU], got {offset!r}")
-    if bit_depth is not None and (isinstance(bit_depth, bool) or not isinstance(bit_depth, numbers.Integral)
-                                  or not 1 <= bit_depth <= 32):
-        raise ValueError(f"bit_depth must be an integer in [1, 32] or None, got {bit_depth!r}")
+    offset = checks.check_number(offset, "offset", units="ADU")
+    if bit_depth is not None:
+        bit_depth = checks.check_count(bit_depth, "bit_depth", minimum=1, maximum=32)
     expected = _finite_nonnegative(intensity, "intensity") * photons
     xp = backend.get_array_module(expected)
     rng = np.random.default_rng(seed)

@@ -32,7 +32,6 @@ Examples
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np

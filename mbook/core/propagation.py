@@ -33,7 +33,6 @@ made there (or with the array module ``xp`` given).
 from __future__ import annotations
 
 import math
-import numbers
 
 from mbook.core import backend, checks, grids
 
@@ -45,9 +44,7 @@ def check_wavelength(wavelength) -> float:
 
 def check_distance(distance) -> float:
     """Validate a propagation distance: a finite real number [length], any sign; return it as a float."""
-    if isinstance(distance, bool) or not isinstance(distance, numbers.Real) or not math.isfinite(distance):
-        raise ValueError(f"distance must be a finite real number [length], got {distance!r}")
-    return float(distance)
+    return checks.check_number(distance, "distance", units="length")
 
 
 def fresnel_propagator(grid: grids.Grid, distance: float, wavelength: float, *, xp=None):

@@ -42,7 +42,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.cryoem import particles, so3, white_noise
+from mbook.cryoem import particles, so3, voxels, white_noise
 from mbook.electron import waves
 
 #: Images per batch on the CPU: larger batches only add memory traffic.
@@ -255,7 +255,7 @@ def _clean_projections(structure, rotations, indices, grid):
         return xp.concatenate([
             particles.project_atoms(structure(int(i)), r[None], grid) for i, r in zip(numbers_, rotations)
         ])
-    return particles.project_volume(structure, rotations, sampling=grid.sampling[0])
+    return voxels.project_volume(structure, rotations, sampling=grid.sampling[0])
 
 
 def _transfer(grid, defocus, shifts, B_factor, microscope, xp):
@@ -368,7 +368,7 @@ def _check_structure(structure, n_images, grid):
         return structure
     if callable(structure):
         return structure
-    volume = particles.check_volume(structure)
+    volume = voxels.check_volume(structure)
     if volume.shape[0] != grid.gpts[0]:
         raise ValueError(f"volume of {volume.shape[0]}³ voxels does not match the image grid {grid.gpts}")
     return volume

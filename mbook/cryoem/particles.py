@@ -28,8 +28,7 @@ microscope (weak-phase model, e.g. Frank 2006; Scheres 2012):
 Volumes and images are indexed ``[x, y, z]`` and ``[x, y]`` with the origin at
 index ``n // 2`` (centred coordinates of :mod:`mbook.core.grids`). Image stacks are
 generated in batches under a memory budget by :mod:`mbook.cryoem.micrographs` (CTF,
-contrast, noise); voxel volumes are projected by :mod:`mbook.cryoem.voxels`
-(reachable from here as :func:`project_volume` and :func:`backproject`); volumes
+contrast, noise); voxel volumes are projected by :mod:`mbook.cryoem.voxels`; volumes
 are written as MRC files and compared by Fourier shell correlation in
 :mod:`mbook.cryoem.volumes`.
 
@@ -66,8 +65,6 @@ import numpy as np
 
 from mbook.core import backend, checks, grids, progress
 from mbook.cryoem.so3 import check_rotations
-# Voxel volumes are projected by mbook.cryoem.voxels; their names stay reachable from here.
-from mbook.cryoem.voxels import backproject, check_volume, project_volume  # noqa: F401
 
 
 # --------------------------------------------------------------------------- structures

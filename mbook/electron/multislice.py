@@ -32,8 +32,6 @@ True
 
 from __future__ import annotations
 
-import numpy as np
-
 from mbook.core import backend, checks, grids, propagation
 from mbook.electron import physics
 

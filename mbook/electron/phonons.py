@@ -16,20 +16,17 @@ their potentials on the selected device.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 
+from mbook.core import checks
 from mbook.electron import potentials, scattering_factors
 
 
 def _sigma_per_atom(sigmas, symbols) -> np.ndarray:
     def check(value, name):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                or value < 0:
-            raise ValueError(f"{name} must be a finite rms displacement >= 0 [Å], got {value!r}")
-        return float(value)
+        return checks.check_number(value, name, lower=0, units="Å", hint="an rms displacement")
 
     if isinstance(sigmas, dict):
         table = {scattering_factors.element_symbol(key): check(value, f"sigmas[{key!r}]")

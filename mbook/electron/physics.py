@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 from scipy import constants
 
-from mbook.core import backend
+from mbook.core import backend, checks
 
 ELECTRON_REST_ENERGY = constants.m_e * constants.c**2 / constants.e  # eV
 
@@ -33,9 +33,8 @@ def check_energy(energy) -> float:
     ValueError
         Naming ``energy``, the value and the valid range.
     """
-    if isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not math.isfinite(energy) or energy <= 0:
-        raise ValueError(f"energy must be a finite number of eV > 0 (e.g. 300e3 for 300 keV), got {energy!r}")
-    return float(energy)
+    return checks.check_number(energy, "energy", lower=0, lower_inclusive=False, units="eV",
+                               hint="e.g. 300e3 for 300 keV")
 
 
 def wavelength(energy) -> float:

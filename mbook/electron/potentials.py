@@ -42,13 +42,13 @@ Examples
 --------
 >>> import numpy as np
 >>> from ase import Atoms
->>> from mbook.electron import potentials
+>>> from mbook.electron import potentials, scattering_factors
 >>> atoms = Atoms("Au", positions=[(2.0, 2.0, 1.0)], cell=[4.0, 4.0, 2.0])
 >>> v, grid = potentials.projected_potential(atoms, 0.1, 2.0, return_grid=True)
 >>> v.shape, grid.sampling
 ((1, 40, 40), (0.1, 0.1))
 >>> integral = float(v.sum() * 0.1 * 0.1)          # V·Å²
->>> expected = potentials.POTENTIAL_PREFACTOR * potentials.scattering_factor("Au", 0.0)
+>>> expected = potentials.POTENTIAL_PREFACTOR * scattering_factors.scattering_factor("Au", 0.0)
 >>> bool(abs(integral / expected - 1) < 1e-5)
 True
 """
@@ -67,14 +67,6 @@ from scipy import constants
 
 from mbook.core import backend, checks, grids, progress
 from mbook.electron import scattering_factors
-# The tables' public names, here too: a potential and its f_e(k) go together.
-from mbook.electron.scattering_factors import (  # noqa: F401
-    DATA_DIR,
-    PARAMETRIZATIONS,
-    element_symbol,
-    scattering_factor,
-    table_metadata,
-)
 
 #: ``2π a0 e`` [V·Å²] (Kirkland 2010, ch. 5), with e → e/(4π ε0) in V·Å (≈ 14.40 V·Å)
 #: and a0 in Å (≈ 0.5292 Å); CODATA values from :mod:`scipy.constants`.

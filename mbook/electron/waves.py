@@ -25,7 +25,6 @@ Examples
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -70,11 +69,10 @@ def check_aberrations(aberrations=None, *, defocus=0.0, Cs=0.0) -> dict:
     for name, value in merged.items():
         if name not in ABERRATIONS and name not in _ANGLES:
             raise ValueError(f"unknown aberration {name!r}; valid names are {sorted(ABERRATIONS) + sorted(_ANGLES)}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"aberration {name} must be a finite number [Å or rad], got {value!r}")
+        checks.check_number(value, f"aberration {name}", units="Å or rad")
+    defocus = checks.check_number(defocus, "defocus", units="Å")
+    Cs = checks.check_number(Cs, "Cs", units="Å")
     for alias, name, value in (("defocus", "C10", -defocus), ("Cs", "C30", Cs)):
-        if not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{alias} must be a finite number [Å], got {value!r}")
         if value != 0:
             if name in merged:
                 raise ValueError(f"give either {alias} or {name} in aberrations, not both")

@@ -57,9 +57,7 @@ from mbook.core import backend, checks, grids, progress
 
 
 def _check_real(value, name, *, positive=True):
-    if isinstance(value, bool) or not np.isscalar(value) or not np.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
-    return float(value)
+    return checks.check_number(value, name, lower=0 if positive else None, lower_inclusive=False)
 
 
 def check_index_value(n, name="n_cylinder"):

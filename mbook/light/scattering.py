@@ -59,7 +59,6 @@ True
 from __future__ import annotations
 
 import math
-import numbers
 
 from scipy import special
 
@@ -138,10 +137,8 @@ def _check_grid(shape, wavelength, sampling, n_background, n_max, nonparaxial=Tr
 
 
 def _check_tilt(tilt, ndim):
-    values = checks.as_tuple(tilt, "tilt", ndim - 1)
-    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in values):
-        raise ValueError(f"tilt must be finite transverse frequencies [1/µm], got {tilt!r}")
-    return tuple(float(v) for v in values)
+    return tuple(checks.check_number(v, "tilt", units="1/µm, a transverse frequency")
+                 for v in checks.as_tuple(tilt, "tilt", ndim - 1))
 
 
 # ---------------------------------------------------------------------------- shared pieces
