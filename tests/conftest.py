@@ -7,6 +7,8 @@ A test takes ``device`` when what it checks could differ between devices; it com
 results through :func:`mbook.core.backend.asnumpy`, the one way to the host.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,13 @@ DEVICES = [
         marks=pytest.mark.skipif(not backend.gpu_available(), reason=f"no GPU: {backend.gpu_status()}"),
     ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def default_device():
+    """Every test starts on the same device, whatever ran before it in this worker: the CPU, or what
+    ``MBOOK_DEVICE`` names (``MBOOK_DEVICE=strict pytest tests`` runs every test on the stand-in)."""
+    backend.set_device(os.environ.get("MBOOK_DEVICE", "cpu"))
 
 
 @pytest.fixture(params=DEVICES)

@@ -149,3 +149,15 @@ def test_host_copies_helper_counts_on_the_stand_in(host_copies):
 
 def test_describe_names_the_stand_in():
     assert "strict GPU stand-in" in backend.describe()
+
+
+def test_scalar_parameters_may_be_0d_device_arrays():
+    from mbook.core import checks
+
+    image = xp.ones((4, 4))
+    assert checks.check_positive_number(3.0 / image.sum(), "dose") == 3.0 / 16
+    assert checks.check_number(image.sum(), "total", lower=0) == 16.0
+    with pytest.raises(ValueError, match="dose must be a finite number > 0"):
+        checks.check_positive_number(-image.sum(), "dose")
+    with pytest.raises(ValueError, match="must be a finite number"):
+        checks.check_number(image, "total")  # an image is not a number

@@ -377,7 +377,7 @@ def set_fft_library(library: str = "auto") -> str:
         raise RuntimeError("set_fft_library('pyfftw'): pyFFTW is not installed; `pip install pyfftw`")
     _fft_library = library
     _local.__dict__.pop("plans", None)
-    return fft_library()
+    return _cpu_fft_library()
 
 
 def fft_library() -> str:

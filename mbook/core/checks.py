@@ -40,6 +40,15 @@ def _is_real_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _as_scalar(value):
+    """A 0-d real array (NumPy, CuPy or the stand-in's, e.g. ``3e5 / image.sum()``) as a Python float.
+
+    One copy to the host: scalars are parameters, checked on entry."""
+    if getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", "") in "iuf":
+        return float(value)
+    return value
+
+
 def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: bool = True,
                  upper_inclusive: bool = True, units: str = "", hint: str = "") -> float:
     """A finite real number in the given range, as a float.
@@ -59,6 +68,7 @@ def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: b
     hint : str
         A typical value for the message, e.g. ``"e.g. 300e3 for 300 keV"``.
     """
+    value = _as_scalar(value)
     ok = _is_real_number(value) and math.isfinite(value)
     if ok and lower is not None:
         ok = value >= lower if lower_inclusive else value > lower
@@ -78,7 +88,11 @@ def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: b
 
 
 def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=None) -> float:
-    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError."""
+    """A finite real number > 0 (or >= 0), optionally < ``upper``; else ValueError.
+
+    0-d real arrays count as numbers (on any device: one copy to the host).
+    """
+    value = _as_scalar(value)
     ok = _is_real_number(value) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
     if not ok:
