@@ -16,10 +16,10 @@ def _step_image(n=16, height=1.0):
 
 
 @pytest.mark.parametrize("boundary", ["neumann", "periodic"])
-def test_divergence_is_minus_the_adjoint_of_the_gradient(boundary, rng):
+def test_divergence_is_minus_the_adjoint_of_the_gradient(boundary, device, rng):
     u, p = rng.standard_normal((3, 9, 7)), rng.standard_normal((2, 3, 9, 7))
-    lhs = np.vdot(optimize.gradient(u, boundary=boundary), p)
-    rhs = -np.vdot(u, optimize.divergence(p, boundary=boundary))
+    lhs = np.vdot(backend.asnumpy(optimize.gradient(u, boundary=boundary)), p)
+    rhs = -np.vdot(u, backend.asnumpy(optimize.divergence(p, boundary=boundary)))
     assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
@@ -38,58 +38,61 @@ def test_operator_norm_of_the_periodic_gradient_is_sqrt8():
     assert norm == pytest.approx(math.sqrt(8), rel=1e-3)
 
 
-def test_fourier_is_unitary(rng):
+def test_fourier_is_unitary(device, rng):
     x = rng.standard_normal((12, 10)) + 1j * rng.standard_normal((12, 10))
-    assert np.linalg.norm(optimize.fourier(x)) == pytest.approx(np.linalg.norm(x), rel=1e-12)
-    np.testing.assert_allclose(optimize.inverse_fourier(optimize.fourier(x)), x, atol=1e-12)
+    assert np.linalg.norm(backend.asnumpy(optimize.fourier(x))) == pytest.approx(np.linalg.norm(x), rel=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(optimize.inverse_fourier(optimize.fourier(x))), x, atol=1e-12)
 
 
-def test_simplex_projection_satisfies_the_variational_inequality(rng):
+def test_simplex_projection_satisfies_the_variational_inequality(device, rng):
     x = 2 * rng.standard_normal((6, 50))
-    p = optimize.project_simplex(x, axis=0)
+    p = backend.asnumpy(optimize.project_simplex(x, axis=0))
     assert np.all(p >= 0) and np.allclose(p.sum(axis=0), 1)
     # p is the projection iff <x - p, q - p> <= 0 for every q in the simplex.
     for q in rng.dirichlet(np.ones(6), size=20):
         assert np.all(np.sum((x - p) * (q[:, None] - p), axis=0) <= 1e-12)
 
 
-def test_soft_threshold_is_the_prox_of_the_absolute_value():
+def test_soft_threshold_is_the_prox_of_the_absolute_value(device):
     t = np.linspace(-4, 4, 80001)
     for x in (-2.3, -0.2, 0.4, 3.1):
         brute = t[np.argmin(0.5 * (t - x) ** 2 + 0.7 * abs(t))]
-        assert optimize.soft_threshold(np.array(x), 0.7) == pytest.approx(brute, abs=2e-4)
+        assert float(optimize.soft_threshold(np.array(x), 0.7)) == pytest.approx(brute, abs=2e-4)
 
 
-def test_ball_projection_and_shrinkage_split_the_vector(rng):
+def test_ball_projection_and_shrinkage_split_the_vector(device, rng):
     p = rng.standard_normal((2, 40))
-    projected = optimize.project_ball(p, 0.5)
+    projected = backend.asnumpy(optimize.project_ball(p, 0.5))
     assert np.all(np.hypot(*projected) <= 0.5 + 1e-12)
     small = 0.1 * p / np.hypot(*p)
-    np.testing.assert_array_equal(optimize.project_ball(small, 0.5), small)
-    np.testing.assert_allclose(projected + optimize.shrink(p, 0.5), p)
+    np.testing.assert_array_equal(backend.asnumpy(optimize.project_ball(small, 0.5)), small)
+    np.testing.assert_allclose(projected + backend.asnumpy(optimize.shrink(p, 0.5)), p)
 
 
-def test_rof_on_a_step_has_the_closed_form_solution():
+def test_rof_on_a_step_has_the_closed_form_solution(device):
     """Each half of a step moves by λ · (interface length) / (its area) = λ / (n/2)."""
     n, weight = 16, 0.8
     result = optimize.tv_denoise(_step_image(n), weight, tol=1e-7, max_num_iter=20000)
-    assert result.converged and result.gaps[-1] <= 1e-7
+    gap = float(result.gaps[-1])
+    assert result.converged and gap <= 1e-7
     exact = np.where(_step_image(n) > 0, 1 - weight / (n / 2), weight / (n / 2))
     # Strong convexity: ½‖u - u*‖² <= P(u) - P(u*) <= gap (absolute); the bound is tight
     # here (P is exactly quadratic along the error), so allow for rounding only.
-    u = result.x
-    primal = 0.5 * np.sum((u - _step_image(n)) ** 2) + weight * np.sum(np.hypot(*optimize.gradient(u)))
-    assert 0.5 * np.sum((u - exact) ** 2) <= result.gaps[-1] * primal * (1 + 1e-6)
+    u = backend.asnumpy(result.x)
+    primal = (0.5 * np.sum((u - _step_image(n)) ** 2)
+              + weight * np.sum(np.hypot(*backend.asnumpy(optimize.gradient(u)))))
+    assert 0.5 * np.sum((u - exact) ** 2) <= gap * primal * (1 + 1e-6)
     assert np.max(abs(u - exact)) < 2e-3
 
 
-def test_rof_matches_a_long_run_reference_within_the_gap_bound(rng):
+def test_rof_matches_a_long_run_reference_within_the_gap_bound(device, rng):
     f = rng.standard_normal((24, 24))
-    reference = optimize.tv_denoise(f, 0.4, tol=1e-10, max_num_iter=20000).x
+    reference = backend.asnumpy(optimize.tv_denoise(f, 0.4, tol=1e-10, max_num_iter=20000).x)
     result = optimize.tv_denoise(f, 0.4, tol=1e-4)
     assert result.converged and result.num_iter < 20000
-    primal = 0.5 * np.sum((result.x - f) ** 2) + 0.4 * np.sum(np.hypot(*optimize.gradient(result.x)))
-    assert 0.5 * np.sum((result.x - reference) ** 2) <= result.gaps[-1] * primal * 1.001
+    x = backend.asnumpy(result.x)
+    primal = 0.5 * np.sum((x - f) ** 2) + 0.4 * np.sum(np.hypot(*backend.asnumpy(optimize.gradient(x))))
+    assert 0.5 * np.sum((x - reference) ** 2) <= float(result.gaps[-1]) * primal * 1.001
 
 
 def test_pdhg_without_objectives_runs_all_iterations():
@@ -100,33 +103,36 @@ def test_pdhg_without_objectives_runs_all_iterations():
     assert result.num_iter == 37 and result.gaps.size == 0 and not result.converged
 
 
-def test_pdhg_step_rule_from_the_operator_norm_converges():
+def test_pdhg_step_rule_from_the_operator_norm_converges(device):
     f = _step_image(8)
     result = optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
                            K_adjoint=lambda p: -optimize.divergence(p),
                            prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
                            prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=3000)
-    np.testing.assert_allclose(result.x, np.where(f > 0, 0.9, 0.1), atol=1e-3)
+    np.testing.assert_allclose(backend.asnumpy(result.x), np.where(f > 0, 0.9, 0.1), atol=1e-3)
 
 
 @pytest.mark.parametrize("accelerate", [True, False])
-def test_forward_backward_solves_an_orthogonal_lasso(accelerate, rng):
+def test_forward_backward_solves_an_orthogonal_lasso(accelerate, device, rng):
     """With A orthogonal, argmin ½‖Ax - b‖² + λ‖x‖₁ = soft(Aᵀb, λ)."""
     a, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     b = rng.standard_normal(30)
-    result = optimize.forward_backward(np.zeros(30), grad_f=lambda x: a.T @ (a @ x - b),
+    matrix, target = backend.asarray(a), backend.asarray(b)  # grad_f computes on the device
+    result = optimize.forward_backward(np.zeros(30), grad_f=lambda x: matrix.T @ (matrix @ x - target),
                                        prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s), step=0.9,
                                        accelerate=accelerate, tol=1e-12)
     assert result.converged
-    np.testing.assert_allclose(result.x, optimize.soft_threshold(a.T @ b, 0.5), atol=1e-9)
+    np.testing.assert_allclose(backend.asnumpy(result.x), backend.asnumpy(optimize.soft_threshold(a.T @ b, 0.5)),
+                               atol=1e-9)
 
 
-def test_projected_gradient_solves_nonnegative_least_squares(rng):
+def test_projected_gradient_solves_nonnegative_least_squares(device, rng):
     a, _ = np.linalg.qr(rng.standard_normal((20, 20)))
     b = rng.standard_normal(20)
-    result = optimize.projected_gradient(np.zeros(20), grad_f=lambda x: a.T @ (a @ x - b),
+    matrix, target = backend.asarray(a), backend.asarray(b)  # grad_f computes on the device
+    result = optimize.projected_gradient(np.zeros(20), grad_f=lambda x: matrix.T @ (matrix @ x - target),
                                          project=lambda x: optimize.project_box(x, 0.0), step=1.0, tol=1e-12)
-    np.testing.assert_allclose(result.x, np.maximum(a.T @ b, 0), atol=1e-9)
+    np.testing.assert_allclose(backend.asnumpy(result.x), np.maximum(a.T @ b, 0), atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -181,16 +187,17 @@ def test_public_functions_given_numpy_return_arrays_on_the_device(device, rng):
     assert isinstance(norm, float)
 
 
-def test_tol_zero_runs_every_iteration_and_tests_nothing(rng):
+def test_tol_zero_runs_every_iteration_and_tests_nothing(device, rng):
     f = rng.standard_normal((16, 16))
     result = optimize.tv_denoise(f, 0.3, tol=0, max_num_iter=37)
     assert result.num_iter == 37 and not result.converged
     assert result.gaps.shape == (4,)  # the gaps are still recorded at the checks (10, 20, 30, 37)
-    assert np.all(np.diff(result.gaps) < 0)  # and they fall
+    assert np.all(np.diff(backend.asnumpy(result.gaps)) < 0)  # and they fall
     fb = optimize.forward_backward(np.ones(5), grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, tol=0,
                                    accelerate=False, max_num_iter=23)
     assert fb.num_iter == 23 and not fb.converged
-    np.testing.assert_allclose(fb.x, 0.5**23 * np.ones(5), rtol=1e-12)  # plain gradient steps on ½‖x‖²
+    # plain gradient steps on ½‖x‖²
+    np.testing.assert_allclose(backend.asnumpy(fb.x), 0.5**23 * np.ones(5), rtol=1e-12)
 
 
 def test_power_iteration_tested_every_check_stops_early():
