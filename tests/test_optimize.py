@@ -153,7 +153,7 @@ def test_tv_denoise_refuses_bad_input(image, weight, match):
 def test_bad_boundary_and_iterations_are_refused():
     with pytest.raises(ValueError, match="boundary must be one of"):
         optimize.gradient(np.ones((4, 4)), boundary="mirror")
-    with pytest.raises(ValueError, match="max_num_iter must be a positive integer"):
+    with pytest.raises(ValueError, match="max_num_iter must be an integer >= 1"):
         optimize.tv_denoise(np.ones((4, 4)), 0.1, max_num_iter=0)
 
 

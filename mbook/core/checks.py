@@ -92,14 +92,7 @@ def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=N
 
     0-d real arrays count as numbers (on any device: one copy to the host).
     """
-    value = _as_scalar(value)
-    ok = _is_real_number(value) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (upper is None or value < upper)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        bound += f" and < {upper}" if upper is not None else ""
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+    return check_number(value, name, lower=0, lower_inclusive=allow_zero, upper=upper, upper_inclusive=False)
 
 
 def check_count(value, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
@@ -113,10 +106,8 @@ def check_count(value, name: str, *, minimum: int = 1, maximum: int | None = Non
 
 
 def check_iterations(value, name: str = "max_num_iter") -> int:
-    """A positive integer number of iterations; else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """A number of iterations: an integer >= 1; else ValueError."""
+    return check_count(value, name)
 
 
 def check_tolerance(value, name: str = "tol") -> float:
@@ -225,11 +216,6 @@ def check_array(array, name: str, *, ndim: int | None = None, min_ndim: int | No
     if finite and array.dtype.kind in "fc" and not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
     return array
-
-
-def check_finite_array(array, name: str, *, ndim: int | None = None, real: bool = False):
-    """:func:`check_array` with NaN/inf refused (the common case)."""
-    return check_array(array, name, ndim=ndim, real=real)
 
 
 def check_field(field, name: str = "field"):

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend
-from mbook.core.checks import (check_choice, check_finite_array, check_iterations, check_positive_number,
+from mbook.core.checks import (check_array, check_choice, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.circle import tv_s1_iterations, wrap
 from mbook.inverse.lifting import tv_s1_lifting_iterations
@@ -61,7 +61,7 @@ def diffraction_intensity(obj):
     (nx, ny) array, float
         Intensity in FFT order [counts up to a scale], on the selected device.
     """
-    obj = check_finite_array(obj, "obj", ndim=2)
+    obj = check_array(obj, "obj", ndim=2)
     return backend.get_array_module(obj).abs(backend.fft2(obj)) ** 2
 
 
@@ -80,7 +80,7 @@ def check_cdi_data(intensity, support):
         or a support larger than half the array (oversampling ratio below 2,
         the limit for a unique solution in 2D, Miao et al. 1999).
     """
-    intensity = check_finite_array(intensity, "intensity", ndim=2, real=True)
+    intensity = check_array(intensity, "intensity", ndim=2, real=True)
     xp = backend.get_array_module(intensity)
     minimum = float(intensity.min())
     if minimum < 0:
@@ -217,7 +217,7 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
         scale = math.sqrt(float(intensity.sum()) / intensity.size / int(support.sum()))
         psi = backend.asarray(scale * np.exp(2j * np.pi * rng.random(support.shape))) * support
     else:
-        psi = check_finite_array(initial, "initial", ndim=2).astype(xp.complex128)
+        psi = check_array(initial, "initial", ndim=2).astype(xp.complex128)
         if psi.shape != support.shape:
             raise ValueError(f"initial shape {psi.shape} must match intensity shape {support.shape}")
     box = _bounding_box(support) if prior is not None else None

@@ -34,7 +34,7 @@ import math
 from typing import NamedTuple
 
 from mbook.core import backend
-from mbook.core.checks import (check_finite_array, check_iterations, check_positive_number,
+from mbook.core.checks import (check_array, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.optimize import divergence, gradient, project_ball
 
@@ -152,14 +152,14 @@ def check_phase_data(phase, weight, data_weight):
         A non-finite or non-2D phase, a weight that is not > 0, a data weight
         of another shape or with negative values.
     """
-    phase = check_finite_array(phase, "phase", ndim=2, real=True)
+    phase = check_array(phase, "phase", ndim=2, real=True)
     xp = backend.get_array_module(phase)
     phase = phase.astype(xp.float64)
     weight = check_positive_number(weight, "weight")
     if data_weight is None:
         data_weight = xp.ones_like(phase)
     else:
-        data_weight = check_finite_array(data_weight, "data_weight", ndim=2, real=True).astype(xp.float64)
+        data_weight = check_array(data_weight, "data_weight", ndim=2, real=True).astype(xp.float64)
         if data_weight.shape != phase.shape or float(data_weight.min()) < 0:
             raise ValueError(f"data_weight must be >= 0 with the shape of phase {phase.shape}")
     return phase, weight, data_weight

@@ -489,7 +489,7 @@ def tv_denoise(image, weight: float, *, boundary: str = "neumann", tol: float = 
         ``x`` is the denoised image, ``y`` the dual field ``p``, both on the
         selected device.
     """
-    f = checks.check_finite_array(image, "image", ndim=2, real=True)
+    f = checks.check_array(image, "image", ndim=2, real=True)
     weight = checks.check_positive_number(weight, "weight")
     checks.check_choice(boundary, "boundary", BOUNDARIES)
     xp = backend.get_array_module(f)

@@ -51,7 +51,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, progress
-from mbook.core.checks import (check_array, check_finite_array, check_iterations, check_positive_number,
+from mbook.core.checks import (check_array, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.optimize import gradient, laplacian
 from mbook.inverse.warps import bilinear_corners, warp, warp_adjoint, warp_derivative
@@ -135,7 +135,7 @@ def check_frames(frames):
         if len(shapes) > 1:
             raise ValueError(f"frames must all have the same shape, got {sorted(shapes)}")
         frames = backend.xp.stack([backend.asarray(f) for f in frames])
-    frames = check_finite_array(frames, "frames", ndim=3, real=True)
+    frames = check_array(frames, "frames", ndim=3, real=True)
     if frames.shape[0] < 2 or min(frames.shape[1:]) < 8:
         raise ValueError(f"frames must be a stack of at least 2 frames of at least 8 x 8 pixels, "
                          f"got shape {frames.shape}")

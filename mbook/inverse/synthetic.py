@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.core.checks import check_finite_array, check_iterations, check_positive_number
+from mbook.core.checks import check_array, check_iterations, check_positive_number
 
 
 def _rng(seed):
@@ -226,7 +226,7 @@ def poisson_noise(image, *, dose: float, seed=0):
     array
         Counts, float64, on the selected device.
     """
-    image = check_finite_array(image, "image", real=True)
+    image = check_array(image, "image", real=True)
     if image.size and float(image.min()) < 0:
         raise ValueError(f"image must be >= 0 for Poisson noise, got a minimum of {float(image.min()):.3g}")
     dose = check_positive_number(dose, "dose")
@@ -291,7 +291,7 @@ def lattice_image(gpts, sampling, *, lattice_vectors=((4.0, 0.0), (0.0, 4.0)), b
     px = xp.broadcast_to((xp.arange(nx) * grid.sampling[0])[:, None], (nx, ny))
     py = xp.broadcast_to((xp.arange(ny) * grid.sampling[1])[None, :], (nx, ny))
     if displacement is not None:
-        displacement = check_finite_array(displacement, "displacement", real=True).astype(xp.float64)
+        displacement = check_array(displacement, "displacement", real=True).astype(xp.float64)
         if displacement.ndim not in (3, 4) or displacement.shape[-3:] != (2,) + grid.gpts:
             raise ValueError(f"displacement must have shape {(2,) + grid.gpts} (or a stack of them), "
                              f"got {displacement.shape}")
