@@ -66,8 +66,8 @@ OPERATORS += [
      lambda y: fourier_ptychography.camera_fields_adjoint(y, _FP_PUPIL, _FP), (64, 64), (9, 32, 32)),
 ]
 
-# Inverse problems: gradient/divergence, Fourier, masks, lifting, warps (mbook.inverse.optimize, .lifting, .registration).
-from mbook.inverse import lifting, optimize, registration
+# Inverse problems: gradient/divergence, Fourier, masks, lifting, warps (mbook.inverse.optimize, .lifting, .warps).
+from mbook.inverse import lifting, optimize, warps
 
 _MASK = np.random.default_rng(3).random((10, 12)) > 0.5
 _WARP = 2.0 * np.random.default_rng(4).standard_normal((3, 2, 14, 11))
@@ -80,8 +80,8 @@ OPERATORS += [
     ("mask", lambda x: optimize.apply_mask(x, _MASK), lambda y: optimize.apply_mask(y, _MASK), (10, 12), (10, 12)),
     ("TV-S1 lifting operator", lambda x: lifting.lift_apply(x, 6), lambda y: lifting.lift_adjoint(y, 6),
      (7, 8, 9), (6, 3, 8, 9)),
-    ("bilinear warp by displacement fields", lambda x: registration.warp(x, _WARP),
-     lambda y: registration.warp_adjoint(y, _WARP, (14, 11)), (14, 11), (3, 14, 11)),
+    ("bilinear warp by displacement fields", lambda x: warps.warp(x, _WARP),
+     lambda y: warps.warp_adjoint(y, _WARP, (14, 11)), (14, 11), (3, 14, 11)),
 ]
 
 # Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem.particles, .micrographs,
