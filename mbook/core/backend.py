@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import math
 import os
 import threading
@@ -224,28 +225,17 @@ def scipy_module(name: str, *arrays) -> types.ModuleType:
     :mod:`scipy` for NumPy arrays, :mod:`cupyx.scipy` for CuPy arrays, and
     SciPy behind the stand-in's refusals for strict arrays.
     """
-    import importlib
-
     xp = get_array_module(*arrays)
     if xp is np:
         return importlib.import_module(f"scipy.{name}")
     if xp is strict.xp:
-        return getattr(_strict_scipy, name)
+        return _strict_scipy(name)
     return importlib.import_module(f"cupyx.scipy.{name}")
 
 
-class _StrictScipy:
-    def __getattr__(self, name):
-        import importlib
-
-        if name.startswith("_"):
-            raise AttributeError(name)
-        module = strict.Namespace(importlib.import_module(f"scipy.{name}"), f"mbook.strict.scipy.{name}")
-        setattr(self, name, module)
-        return module
-
-
-_strict_scipy = _StrictScipy()
+@functools.lru_cache(maxsize=None)
+def _strict_scipy(name: str) -> types.ModuleType:
+    return strict.Namespace(importlib.import_module(f"scipy.{name}"), f"mbook.strict.scipy.{name}")
 
 
 def fft_module(*arrays) -> types.ModuleType:
