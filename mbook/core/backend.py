@@ -261,9 +261,7 @@ def asarray(array, dtype=None):
 
 def asnumpy(array) -> np.ndarray:
     """Return ``array`` as a NumPy array, copying it off the device when needed: the one way to the host."""
-    if _is_cupy(array):
-        return array.get()
-    if strict.is_strict(array):
+    if is_device_array(array):
         return array.get()
     return np.asarray(array)
 
