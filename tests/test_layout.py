@@ -10,13 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MBOOK = ROOT / "mbook"
 #: Each package and the packages it may import (besides itself). Forward models stand on the core;
-#: cryo-EM takes the CTF from the electron package; the inverse methods know no physics.
+#: cryo-EM takes the CTF from the electron package and rotations from geometry; the inverse methods know no
+#: physics; tomography projects electron potentials and reconstructs with the inverse solvers; geometry's pose
+#: estimation uses tomography's projector; learning unrolls the inverse solvers; segmentation trains them.
 ALLOWED = {
     "core": set(),
     "electron": {"core"},
     "light": {"core"},
-    "cryoem": {"core", "electron"},
     "inverse": {"core"},
+    "tomography": {"core", "electron", "inverse"},
+    "geometry": {"core", "inverse", "tomography"},
+    "cryoem": {"core", "electron", "geometry"},
+    "learning": {"core", "inverse"},
+    "segmentation": {"core", "inverse", "learning"},
+    "multimodal": {"core", "electron", "inverse"},
 }
 MODULES = sorted(p for p in MBOOK.rglob("*.py") if p.name != "__init__.py")
 
