@@ -172,13 +172,11 @@ def describe() -> str:
         name = name.decode() if isinstance(name, bytes) else name
         return f"mbook on GPU ({name}) with CuPy {cupy.__version__}"
     library = fft_library()
-    fft = f"pyFFTW {_pyfftw().__version__}" if library == "pyfftw" else "scipy.fft (pyFFTW not installed)"
-    if library == "scipy" and _pyfftw() is not None:
-        fft = "scipy.fft (chosen with set_fft_library)"
-    return (
-        f"mbook on CPU with NumPy {np.__version__}, SciPy {scipy.__version__}, multislice FFTs by {fft} "
-        f"({gpu_status() if _requested == 'auto' else 'device forced to cpu'})"
-    )
+    fft = f"pyFFTW {_pyfftw().__version__}" if library == "pyfftw" else "scipy.fft"
+    # "auto" lands here only without a usable GPU; say why in a few words (gpu_status() has the hint).
+    why = "chosen with MBOOK_DEVICE=cpu" if _requested != "auto" else "no GPU: " + gpu_status().split(" (")[0].split(";")[0]
+    # Short: the first line of every page in the static book. gpu_status() holds the install hint.
+    return f"mbook on the CPU (NumPy {np.__version__}, SciPy {scipy.__version__}, FFTs by {fft}; {why})"
 
 
 def array_module() -> types.ModuleType:
