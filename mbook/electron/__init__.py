@@ -7,6 +7,7 @@
 - :mod:`~mbook.electron.phonons`: frozen-phonon configurations;
 - :mod:`~mbook.electron.waves`: plane waves, probes, aberrations, the CTF;
 - :mod:`~mbook.electron.multislice`: the multislice recursion;
+- :mod:`~mbook.electron.implicit`: the whole-volume implicit solver (backward Euler, Crank-Nicolson);
 - :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans, detectors;
 - :mod:`~mbook.electron.peaks`: atomic-column peaks and profile minima.
 """

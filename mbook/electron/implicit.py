@@ -1,0 +1,456 @@
+"""An implicit whole-domain solver of the paraxial Schrödinger equation of fast electrons.
+
+Multislice marches the wave through the specimen one slice at a time. Here
+the wave in every slice is one unknown, and the paraxial equation
+
+``∂ψ/∂z = (iλ/4π) ∇²ψ + iσ V ψ = D ψ``
+
+(σ the interaction parameter, V the potential [V]; in Fourier space
+``(iλ/4π)∇² = -iπλ|k|²``, the generator of :mod:`mbook.electron.multislice`'s
+propagator ``exp(-iπλΔz|k|²)``) is discretised in z by the θ-scheme over the
+whole volume. With ``D_n = Δz_n D`` over slice ``n``, whose potential is the
+slice's projected potential ``v_n = ∫ V dz`` [V·Å],
+
+``(I - θ D_n) ψ_n - (I + (1 - θ) D_n) ψ_{n-1} = 0,   n = 0 … N-1,``
+
+``ψ_{-1}`` being the incident wave: θ = 1 is backward Euler (first order in
+Δz), θ = 1/2 Crank-Nicolson (second order, and unitary). The N rows form one
+block lower-bidiagonal linear system ``A Ψ = b`` for ``Ψ = (ψ_0, …, ψ_{N-1})``.
+
+Solving it
+----------
+``A`` is not Hermitian, so conjugate gradients do not apply; the choice is
+between GMRES (memory growing with the iterations, a restart to tune) and
+BiCGSTAB (van der Vorst 1992: a fixed seven volumes, two products with
+``A`` per iteration). BiCGSTAB is taken. Its scalars are 0-d device arrays,
+so an iteration copies nothing to the host. It is right-preconditioned with
+the same system for the free-space wave in the slice's mean potential,
+``M``: that operator is diagonal in Fourier space, and ``M⁻¹`` is one sweep
+along z of elementwise products. ``method="richardson"`` is the plain
+preconditioned fixed point ``Ψ ← Ψ + M⁻¹(b - AΨ)`` (a Born series in the
+fluctuating potential) for comparison. Both start from any volume ``x0``,
+e.g. the solution for the previous frozen-phonon configuration.
+
+The unknowns are kept as 2D Fourier coefficients of each slice (the
+potential term costs one inverse and one forward FFT of the volume per
+product with ``A``). With ``antialias`` (default, as in multislice) the
+operator acts on waves band-limited to 2/3 of the Nyquist frequency:
+``D = Π (-iπλΔz|k|² + iσ v) Π`` with Π that aperture, and the potential is
+band-limited the same way. ``D`` is anti-Hermitian, so ``A*`` is the same
+sweep with the roles of the two diagonals exchanged
+(:func:`apply_adjoint`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import backend, grids
+>>> from mbook.electron import implicit
+>>> grid = grids.make_grid(gpts=(16, 16), sampling=0.25)
+>>> v = np.zeros((4, 16, 16))                                      # vacuum
+>>> result = implicit.solve(np.ones((16, 16)), v, grid=grid, energy=200e3, slice_thickness=2.0)
+>>> result.iterations, bool(np.allclose(backend.asnumpy(result.exit_wave), 1.0))
+(0, True)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from mbook.core import backend, checks, grids, progress
+from mbook.electron import multislice, physics
+
+#: θ of each scheme: the weight of the new slice in the generator's average.
+SCHEMES = {"backward-euler": 1.0, "crank-nicolson": 0.5}
+METHODS = ("bicgstab", "richardson")
+#: Volumes of the size of the solution that BiCGSTAB holds at its peak (x, r, r̂, p, v, y, t and FFT work).
+_VOLUMES_IN_USE = 10
+
+
+class ImplicitResult(NamedTuple):
+    """Solution of :func:`solve`.
+
+    Attributes
+    ----------
+    waves : (n_slices, ..., nx, ny) ndarray, complex
+        The wave at the exit of every slice (the whole-domain solution), on
+        the selected device; pass it as ``x0`` to a solve with a perturbed
+        potential.
+    exit_wave : (..., nx, ny) ndarray, complex
+        ``waves[-1]``.
+    iterations : int
+        Iterations run (the largest over memory batches).
+    residual : float
+        ``max ‖b - AΨ‖ / ‖b‖`` over the waves of the batch, recomputed from
+        the returned solution.
+    converged : bool
+        Whether a check found the residual at most ``tol``.
+    residuals : (n_checks,) ndarray, float
+        The relative residual ``‖b - AΨ‖ / ‖b‖`` at the start and at each
+        check (the largest over the waves), on the selected device.
+    """
+
+    waves: object
+    exit_wave: object
+    iterations: int
+    residual: float
+    converged: bool
+    residuals: object
+
+
+class _System(NamedTuple):
+    """The operator's diagonals, made once per solve (all on the device of the waves)."""
+
+    theta: float
+    aperture: object  # (nx, ny) real: Π, or ones
+    kinetic: object  # (n, 1.., nx, ny) complex: Π(-iπλΔz_n|k|²), Fourier diagonal
+    phase: object  # (n, 1.., nx, ny) complex: iσ v_n (band-limited), real space
+    gain: object  # (n, 1.., nx, ny): 1 / (1 - θ d_n), d_n = Π(-iπλΔz_n|k|² + iσ mean v_n)
+    carry: object  # (n, 1.., nx, ny): 1 + (1 - θ) d_n
+    axes: tuple  # the axes an inner product sums over: slices and (nx, ny)
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_system(waves, potential, grid, energy, slice_thickness, scheme):
+    """Validate what defines the system; return the waves, the potential, thicknesses, θ."""
+    physics.check_energy(energy)
+    theta = SCHEMES[checks.check_choice(scheme, "scheme", tuple(SCHEMES))]
+    potential = checks.check_array(potential, "potential", real=True)
+    if potential.ndim != 3:
+        raise ValueError(f"potential must be (n_slices, nx, ny) [V·Å], got shape {potential.shape}")
+    waves = checks.check_field(waves, "waves")
+    if not isinstance(grid, grids.Grid):
+        raise TypeError(f"grid must be a mbook.core.grids.Grid, got {type(grid).__name__}")
+    if waves.shape[-2:] != potential.shape[-2:] or tuple(grid.gpts) != potential.shape[-2:]:
+        raise ValueError(
+            f"waves {waves.shape[-2:]}, potential {potential.shape[-2:]} and grid {grid.gpts} must share (nx, ny)"
+        )
+    thicknesses = multislice.check_thicknesses(slice_thickness, len(potential))
+    return waves, potential, thicknesses, theta
+
+
+def _check_volume(volume, name, shape):
+    volume = checks.check_field(volume, name)
+    if volume.shape != shape:
+        raise ValueError(f"{name} must have shape (n_slices, ..., nx, ny) = {shape}, got {volume.shape}")
+    return volume
+
+
+# ----------------------------------------------------------------------------- the operator
+def _make_system(potential, grid, energy, thicknesses, theta, batch_ndim, dtype, antialias):
+    """Diagonals of ``A`` and of the preconditioner ``M`` (a kernel: follows the potential's device)."""
+    xp = backend.get_array_module(potential)
+    real = np.float64 if dtype == np.complex128 else np.float32
+    n = len(thicknesses)
+    if antialias:
+        aperture = multislice.antialias_aperture(grid, xp=xp).astype(real)
+        potential = backend.ifft2(backend.fft2(potential.astype(dtype)) * aperture).real
+    else:
+        aperture = xp.ones(grid.gpts, real)
+    shape = (n,) + (1,) * batch_ndim + tuple(grid.gpts)
+    dz = xp.asarray(np.asarray(thicknesses, np.float64)).reshape((n,) + (1,) * (batch_ndim + 2))
+    k2 = grids.frequency_squared(grid, xp=xp)
+    # -iπλΔz|k|²: the generator of multislice's exp(-iπλΔz|k|²) (Kirkland 2010, eq. 6.92)
+    kinetic = (-1j * np.pi * physics.wavelength(energy)) * dz * k2 * aperture
+    sigma = physics.interaction_parameter(energy)
+    phase = (1j * sigma) * potential.astype(real).reshape(shape)
+    mean = (1j * sigma) * potential.mean(axis=(-2, -1)).reshape((n,) + (1,) * (batch_ndim + 2))
+    diagonal = kinetic + mean * aperture
+    gain = 1.0 / (1.0 - theta * diagonal)
+    carry = 1.0 + (1.0 - theta) * diagonal
+    axes = (0,) + tuple(range(-2, 0))
+    return _System(theta, aperture, kinetic.astype(dtype), phase.astype(dtype), gain.astype(dtype),
+                   carry.astype(dtype), axes)
+
+
+def _generator(system, x):
+    """``D_n x_n`` for every slice, in Fourier coefficients: ``Π(-iπλΔz|k|² + F iσv F⁻¹)Π x``."""
+    scattered = backend.fft2(system.phase * backend.ifft2(system.aperture * x))
+    return system.kinetic * x + system.aperture * scattered
+
+
+def _shift_down(x):
+    """``y_n = x_{n-1}``, ``y_0 = 0``: the previous slice's wave."""
+    xp = backend.get_array_module(x)
+    return xp.concatenate([xp.zeros_like(x[:1]), x[:-1]], axis=0)
+
+
+def _shift_up(x):
+    """``y_n = x_{n+1}``, ``y_{N-1} = 0``: the next slice's row."""
+    xp = backend.get_array_module(x)
+    return xp.concatenate([x[1:], xp.zeros_like(x[:1])], axis=0)
+
+
+def _apply(system, x):
+    """``(A x)_n = x_n - x_{n-1} - D_n(θ x_n + (1-θ) x_{n-1})``: one FFT pair of the volume."""
+    previous = _shift_down(x)
+    theta = system.theta
+    return x - previous - _generator(system, theta * x + (1 - theta) * previous)
+
+
+def _apply_adjoint(system, y):
+    """``(A* y)_n = y_n - y_{n+1} + θ D_n y_n + (1-θ) D_{n+1} y_{n+1}`` (``D* = -D``)."""
+    generated = _generator(system, y)
+    theta = system.theta
+    return y - _shift_up(y) + theta * generated + (1 - theta) * _shift_up(generated)
+
+
+def _precondition(system, r):
+    """``M⁻¹ r``: one sweep along z, ``x_n = g_n (r_n + h_n x_{n-1})`` (free space in the mean potential)."""
+    xp = backend.get_array_module(r)
+    x = xp.empty_like(r)
+    previous = xp.zeros_like(r[0])
+    for n in range(len(r)):  # bounded by the number of slices
+        previous = system.gain[n] * (r[n] + system.carry[n] * previous)
+        x[n] = previous
+    return x
+
+
+def _right_hand_side(system, incident_hat):
+    """``b_0 = (I + (1-θ) D_0) ψ_in``, zero below: the incident wave enters the first row only."""
+    xp = backend.get_array_module(incident_hat)
+    b = xp.zeros(system.kinetic.shape[:1] + incident_hat.shape, incident_hat.dtype)
+    first = system._replace(kinetic=system.kinetic[:1], phase=system.phase[:1])
+    b[0] = incident_hat + (1 - system.theta) * _generator(first, incident_hat[None])[0]
+    return b
+
+
+def _prepare_operator(volume, potential, grid, energy, slice_thickness, scheme, antialias, name):
+    """Checks shared by :func:`apply_operator` and :func:`apply_adjoint`."""
+    potential = checks.check_array(potential, "potential", real=True)
+    volume = checks.check_field(volume, name)
+    if volume.ndim < 3 or len(volume) != len(potential):
+        raise ValueError(f"{name} must be (n_slices, ..., nx, ny) with n_slices = {len(potential)} "
+                         f"(the potential's), got shape {volume.shape}")
+    _, potential, thicknesses, theta = _check_system(volume[0], potential, grid, energy, slice_thickness, scheme)
+    system = _make_system(potential, grid, energy, thicknesses, theta, volume.ndim - 3, volume.dtype, antialias)
+    return system, volume
+
+
+def apply_operator(volume, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
+                   antialias=True):
+    """The whole-domain operator ``A`` applied to a volume of waves (real space in, real space out).
+
+    Parameters
+    ----------
+    volume : (n_slices, ..., nx, ny) array_like, complex
+        One wave per slice exit (and any batch axes).
+    potential : (n_slices, nx, ny) array_like
+        Projected potential of each slice [V·Å].
+    grid : Grid
+        The 2D grid [Å].
+    energy : float
+        [eV].
+    slice_thickness : float or (n_slices,) array_like
+        [Å].
+    scheme : {"crank-nicolson", "backward-euler"}
+    antialias : bool
+        Band-limit operator and potential to 2/3 of Nyquist.
+
+    Returns
+    -------
+    (n_slices, ..., nx, ny) ndarray, complex
+        ``A Ψ``, on the selected device (complex128 for float64/complex128 input).
+    """
+    system, volume = _prepare_operator(volume, potential, grid, energy, slice_thickness, scheme, antialias,
+                                       "volume")
+    return backend.ifft2(_apply(system, backend.fft2(volume)))
+
+
+def apply_adjoint(volume, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
+                  antialias=True):
+    """The adjoint ``A*`` of :func:`apply_operator` (same parameters): ``<AΨ, Y> = <Ψ, A*Y>``."""
+    system, volume = _prepare_operator(volume, potential, grid, energy, slice_thickness, scheme, antialias,
+                                       "volume")
+    return backend.ifft2(_apply_adjoint(system, backend.fft2(volume)))
+
+
+def right_hand_side(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
+                    antialias=True):
+    """``b`` of ``AΨ = b`` for incident ``waves`` (..., nx, ny): the first slice's row, zero below.
+
+    Other parameters as :func:`apply_operator`. Returns the real-space volume
+    ``(n_slices, ..., nx, ny)`` on the selected device.
+    """
+    waves, potential, thicknesses, theta = _check_system(waves, potential, grid, energy, slice_thickness, scheme)
+    system = _make_system(potential, grid, energy, thicknesses, theta, waves.ndim - 2, waves.dtype, antialias)
+    return backend.ifft2(_right_hand_side(system, backend.fft2(waves)))
+
+
+# ----------------------------------------------------------------------------- the solvers
+def _dot(system, a, b):
+    """``<a, b>`` per wave of the batch, kept as (1, ..., 1, 1) device arrays."""
+    xp = backend.get_array_module(a)
+    return xp.sum(xp.conj(a) * b, axis=system.axes, keepdims=True)
+
+
+def _divide(numerator, denominator):
+    """``numerator / denominator``, 0 where the denominator is 0 (a converged wave of the batch)."""
+    xp = backend.get_array_module(denominator)
+    zero = denominator == 0
+    return xp.where(zero, 0, numerator / xp.where(zero, 1, denominator))
+
+
+def _bicgstab(system, b, x, tol, max_num_iter, check_every):
+    """Right-preconditioned BiCGSTAB (van der Vorst 1992, Alg. 2 with M on the right) on the device."""
+    xp = backend.get_array_module(b)
+    norm_b = xp.sqrt(_dot(system, b, b).real)
+    norm_b = xp.where(norm_b == 0, 1, norm_b)
+    r = b - _apply(system, x)
+    history = [xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b)]
+    if bool(history[0] <= tol):  # the starting volume solves the system already (one copy)
+        return x, 0, True, history
+    shadow = r.copy()
+    rho = alpha = omega = xp.ones_like(norm_b, dtype=b.dtype)
+    v = xp.zeros_like(b)
+    p = xp.zeros_like(b)
+    converged, it = False, 0
+    for it in range(1, max_num_iter + 1):
+        rho_new = _dot(system, shadow, r)
+        beta = _divide(rho_new, rho) * _divide(alpha, omega)
+        p = r + beta * (p - omega * v)
+        y = _precondition(system, p)
+        v = _apply(system, y)
+        alpha = _divide(rho_new, _dot(system, shadow, v))
+        x = x + alpha * y
+        r = r - alpha * v  # s of the algorithm
+        z = _precondition(system, r)
+        t = _apply(system, z)
+        omega = _divide(_dot(system, t, r), _dot(system, t, t))
+        x = x + omega * z
+        r = r - omega * t
+        rho = rho_new
+        if it % check_every == 0 or it == max_num_iter:
+            # the true residual, not the recurrence's, which drifts from it in float32
+            true = b - _apply(system, x)
+            history.append(xp.max(xp.sqrt(_dot(system, true, true).real) / norm_b))
+            if it % check_every == 0 and bool(history[-1] <= tol):  # the one copy per check
+                converged = True
+                break
+    return x, it, converged, history
+
+
+def _richardson(system, b, x, tol, max_num_iter, check_every):
+    """Preconditioned fixed point ``x ← x + M⁻¹(b - Ax)``: the Born series in ``v - mean v``."""
+    xp = backend.get_array_module(b)
+    norm_b = xp.sqrt(_dot(system, b, b).real)
+    norm_b = xp.where(norm_b == 0, 1, norm_b)
+    r = b - _apply(system, x)
+    history = [xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b)]
+    if bool(history[0] <= tol):  # the starting volume solves the system already (one copy)
+        return x, 0, True, history
+    converged, it = False, 0
+    for it in range(1, max_num_iter + 1):
+        x = x + _precondition(system, r)
+        r = b - _apply(system, x)
+        if it % check_every == 0 or it == max_num_iter:
+            history.append(xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b))
+            if it % check_every == 0 and bool(history[-1] <= tol):
+                converged = True
+                break
+    return x, it, converged, history
+
+
+def _solve_batch(system, incident, x0, method, tol, max_num_iter, check_every):
+    """Solve for one batch of incident waves (a kernel); return real-space volume and diagnostics."""
+    xp = backend.get_array_module(incident)
+    b = _right_hand_side(system, backend.fft2(incident))
+    x = _precondition(system, b) if x0 is None else backend.fft2(x0)
+    solver = _bicgstab if method == "bicgstab" else _richardson
+    x, iterations, converged, history = solver(system, b, x, tol, max_num_iter, check_every)
+    r = b - _apply(system, x)
+    residual = xp.max(xp.sqrt(_dot(system, r, r).real / xp.maximum(_dot(system, b, b).real, 1e-300)))
+    return backend.ifft2(x), iterations, converged, history, residual
+
+
+def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson", x0=None,
+          method="bicgstab", tol=1e-5, max_num_iter=200, check_every=5, antialias=True, budget=None):
+    """Solve the implicit whole-domain system ``AΨ = b`` for incident ``waves``.
+
+    Parameters
+    ----------
+    waves : (..., nx, ny) array_like, complex
+        Incident wave(s) at the entrance surface: a plane wave, or probes
+        (leading batch axes; each is its own system, solved together).
+    potential : (n_slices, nx, ny) array_like
+        Projected potential of each slice [V·Å].
+    grid : Grid
+        The 2D grid of ``waves`` [Å].
+    energy : float
+        [eV].
+    slice_thickness : float or (n_slices,) array_like
+        Δz of every slice, or of each [Å].
+    scheme : {"crank-nicolson", "backward-euler"}
+        Second- or first-order discretisation in z.
+    x0 : (n_slices, ..., nx, ny) array_like, optional
+        Starting volume, e.g. ``waves`` of an :class:`ImplicitResult` for a
+        slightly different potential (warm start). Default: the free-space
+        wave in the slices' mean potential, ``M⁻¹ b``.
+    method : {"bicgstab", "richardson"}
+        Preconditioned BiCGSTAB, or the preconditioned fixed point.
+    tol : float
+        Stop when ``‖b - AΨ‖ / ‖b‖ <= tol`` for every wave (computed anew,
+        tested every ``check_every`` iterations); > 0.
+    max_num_iter, check_every : int
+        Iteration limit; iterations between convergence tests (each test
+        copies one number to the host, nothing else does).
+    antialias : bool
+        Band-limit to 2/3 of Nyquist, as :func:`mbook.electron.multislice.propagate_slices`.
+    budget : int, optional
+        Memory allowed [bytes]; default :func:`mbook.core.progress.memory_budget`.
+        Waves are solved in batches that fit; one that does not is refused.
+
+    Returns
+    -------
+    ImplicitResult
+        Arrays on the selected device; plain numbers as Python types.
+
+    Raises
+    ------
+    ValueError
+        Unknown scheme or method, tol <= 0, iteration counts < 1, shapes
+        that disagree, non-finite input.
+    MemoryError
+        When the volumes of one wave exceed the budget (the message gives
+        the numbers).
+    """
+    waves, potential, thicknesses, theta = _check_system(waves, potential, grid, energy, slice_thickness, scheme)
+    method = checks.check_choice(method, "method", METHODS)
+    tol = checks.check_number(tol, "tol", lower=0, lower_inclusive=False, hint="e.g. 1e-5")
+    max_num_iter = checks.check_iterations(max_num_iter, "max_num_iter")
+    check_every = checks.check_iterations(check_every, "check_every")
+    if not isinstance(antialias, (bool, np.bool_)):
+        raise TypeError(f"antialias must be True or False, got {antialias!r}")
+    n = len(potential)
+    if x0 is not None:
+        x0 = _check_volume(x0, "x0", (n,) + waves.shape).astype(waves.dtype, copy=False)
+    batch_shape, gpts = waves.shape[:-2], waves.shape[-2:]
+    n_waves = int(np.prod(batch_shape, dtype=np.int64))
+    itemsize = np.dtype(waves.dtype).itemsize
+    per_wave = _VOLUMES_IN_USE * n * int(np.prod(gpts)) * itemsize
+    fixed = 4 * n * int(np.prod(gpts)) * itemsize  # the potential and the three diagonals
+    batch = progress.plan_batches(n_items=n_waves, bytes_per_item=per_wave, fixed_bytes=fixed, budget=budget)
+
+    xp = backend.get_array_module(waves)
+    flat = waves.reshape((n_waves,) + gpts)
+    flat_x0 = None if x0 is None else x0.reshape((n, n_waves) + gpts)
+    system = _make_system(potential, grid, energy, thicknesses, theta, 1, waves.dtype, antialias)
+    out = xp.empty((n, n_waves) + gpts, waves.dtype)
+    iterations, converged, histories, residuals = 0, True, [], []
+    for start in range(0, n_waves, batch):  # bounded: ceil(n_waves / batch) batches
+        stop = min(start + batch, n_waves)
+        guess = None if flat_x0 is None else flat_x0[:, start:stop]
+        volume, its, ok, history, residual = _solve_batch(system, flat[start:stop], guess, method, tol,
+                                                         max_num_iter, check_every)
+        out[:, start:stop] = volume
+        iterations, converged = max(iterations, its), converged and ok
+        histories.append(xp.stack(history))
+        residuals.append(residual)
+    history = histories[0]
+    for other in histories[1:]:  # the largest estimate per check over the batches
+        m = min(len(history), len(other))
+        history = xp.concatenate([xp.maximum(history[:m], other[:m]), history[m:] if len(history) > m else other[m:]])
+    volume = out.reshape((n,) + waves.shape)
+    return ImplicitResult(volume, volume[-1], int(iterations), float(xp.max(xp.stack(residuals))),
+                          bool(converged), history)

@@ -1,0 +1,222 @@
+"""The implicit whole-domain solver: adjoint, residual, convergence orders against multislice, warm start."""
+
+import math
+
+import numpy as np
+import pytest
+from ase import Atoms
+from scipy.special import erf
+
+from mbook.core import backend, grids, propagation
+from mbook.electron import implicit, multislice, phonons, physics
+
+ENERGY = 200e3
+SCHEMES = tuple(implicit.SCHEMES)
+
+
+def smooth_potential(atoms, *, gpts, n_slices, width=0.6, depth=3.0, strength=1000.0):
+    """Slices [V·Å] of Gaussian 'atoms' (lateral rms ``width``, rms ``depth`` along z [Å]), integrated exactly
+    over each slice: a potential smooth in z, so that the orders in Δz are those of the schemes."""
+    lx, ly, lz = np.diag(np.asarray(atoms.cell))
+    x = np.arange(gpts) * lx / gpts
+    edges = np.linspace(0.0, lz, n_slices + 1)
+    v = np.zeros((n_slices, gpts, gpts))
+    for px, py, pz in atoms.positions:
+        dx = (x - px + lx / 2) % lx - lx / 2
+        dy = (x - py + ly / 2) % ly - ly / 2
+        lateral = np.exp(-(dx[:, None] ** 2 + dy[None, :] ** 2) / (2 * width**2))
+        along = 0.5 * (erf((edges[1:] - pz) / (math.sqrt(2) * depth)) - erf((edges[:-1] - pz) / (math.sqrt(2) * depth)))
+        v += strength * along[:, None, None] * lateral
+    return v
+
+
+def specimen(seed=1, *, extent=8.0, thickness=40.0, num_atoms=12):
+    rng = np.random.default_rng(seed)
+    cell = (extent, extent, thickness)
+    return Atoms("C" * num_atoms, positions=rng.uniform(0, 1, (num_atoms, 3)) * cell, cell=cell, pbc=True)
+
+
+def random_volume(rng, shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("antialias", [True, False])
+def test_adjoint(scheme, antialias, device, rng):
+    grid = grids.make_grid(gpts=(16, 12), sampling=0.3)
+    potential = 50 * rng.standard_normal((5, 16, 12))
+    x, y = random_volume(rng, (5, 2, 16, 12)), random_volume(rng, (5, 2, 16, 12))
+    kwargs = dict(potential=potential, grid=grid, energy=ENERGY, slice_thickness=[1.0, 2.0, 1.5, 1.0, 0.5],
+                  scheme=scheme, antialias=antialias)
+    ax = backend.asnumpy(implicit.apply_operator(x, **kwargs))
+    aty = backend.asnumpy(implicit.apply_adjoint(y, **kwargs))
+    lhs, rhs = np.vdot(ax, y), np.vdot(x, aty)
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+@pytest.mark.parametrize("method", implicit.METHODS)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_residual_below_tolerance(method, scheme):
+    atoms = specimen()
+    potential = smooth_potential(atoms, gpts=24, n_slices=10)
+    grid = grids.make_grid(gpts=(24, 24), sampling=8.0 / 24)
+    kwargs = dict(potential=potential, grid=grid, energy=ENERGY, slice_thickness=4.0, scheme=scheme)
+    incident = np.ones((24, 24), np.complex128)
+    result = implicit.solve(incident, **kwargs, method=method, tol=1e-9, max_num_iter=300, check_every=2)
+    b = backend.asnumpy(implicit.right_hand_side(incident, **kwargs))
+    r = b - backend.asnumpy(implicit.apply_operator(result.waves, **kwargs))
+    assert result.converged and result.residual <= 1e-9
+    assert np.linalg.norm(r) <= 1e-9 * np.linalg.norm(b)
+
+
+def test_batch_equals_one_by_one(rng):
+    """Probes solved together, or in memory batches of one, equal the probes solved alone."""
+    atoms = specimen(thickness=12.0, num_atoms=5)
+    potential = smooth_potential(atoms, gpts=16, n_slices=4)
+    grid = grids.make_grid(gpts=(16, 16), sampling=0.5)
+    waves = random_volume(rng, (3, 16, 16))
+    kwargs = dict(potential=potential, grid=grid, energy=ENERGY, slice_thickness=3.0, tol=1e-10, check_every=1)
+    together = backend.asnumpy(implicit.solve(waves, **kwargs).exit_wave)
+    per_wave = implicit._VOLUMES_IN_USE * 4 * 16 * 16 * 16
+    batched = backend.asnumpy(implicit.solve(waves, **kwargs, budget=4 * 4 * 256 * 16 + per_wave).exit_wave)
+    alone = np.stack([backend.asnumpy(implicit.solve(w, **kwargs).exit_wave) for w in waves])
+    np.testing.assert_allclose(together, alone, atol=1e-8)
+    np.testing.assert_allclose(batched, alone, atol=1e-8)
+
+
+def _relative_errors(scheme, counts, reference, potential, grid, thickness):
+    errors = []
+    fine = len(potential)
+    for n in counts:
+        coarse = potential.reshape(n, fine // n, *potential.shape[1:]).sum(axis=1)  # the same V, thicker slices
+        result = implicit.solve(np.ones(grid.gpts, np.complex128), coarse, grid=grid, energy=ENERGY,
+                                slice_thickness=thickness / n, scheme=scheme, tol=1e-10, check_every=1)
+        psi = backend.asnumpy(result.exit_wave)
+        errors.append(np.linalg.norm(psi - reference) / np.linalg.norm(reference))
+    return np.array(errors)
+
+
+@pytest.fixture(scope="module")
+def fine_multislice():
+    """Exit wave of a multislice with 256 slices of 0.16 Å, moved back by half a slice: multislice's
+    product P t P t ... is Strang splitting shifted by half a slice, so this is second-order accurate."""
+    atoms = specimen()
+    grid = grids.make_grid(gpts=(32, 32), sampling=0.25)
+    thickness, fine = 40.0, 256
+    potential = smooth_potential(atoms, gpts=32, n_slices=fine)
+
+    def exit_wave(n):
+        with backend.use_device("cpu"):
+            coarse = potential.reshape(n, fine // n, 32, 32).sum(axis=1)
+            psi = multislice.propagate_slices(np.ones((32, 32)), coarse, grid=grid, energy=ENERGY,
+                                              slice_thickness=thickness / n)
+            psi = propagation.propagate(psi, -thickness / n / 2, wavelength=physics.wavelength(ENERGY),
+                                        sampling=0.25, paraxial=True)
+        return backend.asnumpy(psi).astype(np.complex128)
+
+    psi = exit_wave(fine)
+    # the reference's own error: second order, so about a third of its distance to half as many slices
+    own_error = np.linalg.norm(exit_wave(fine // 2) - psi) / np.linalg.norm(psi) / 3
+    return psi, potential, grid, thickness, own_error
+
+
+@pytest.mark.parametrize("scheme, order", [("backward-euler", 1.0), ("crank-nicolson", 2.0)])
+def test_order_in_slice_thickness(scheme, order, fine_multislice):
+    reference, potential, grid, thickness, own_error = fine_multislice
+    counts = np.array([16, 32, 64])  # Δz = 2.5, 1.25, 0.625 Å
+    errors = _relative_errors(scheme, counts, reference, potential, grid, thickness)
+    measured = np.polyfit(np.log(thickness / counts), np.log(errors), 1)[0]  # error ~ Δz^order
+    assert abs(measured - order) <= 0.15, f"{scheme}: errors {errors}, measured order {measured:.2f}"
+    assert errors[-1] > 10 * own_error, f"errors {errors} too close to the reference's own, {own_error:.1e}"
+
+
+def test_warm_start_takes_fewer_iterations():
+    """Successive frozen-phonon configurations: the previous solution is a better start than free space."""
+    atoms = specimen(thickness=24.0, num_atoms=10)
+    configurations = phonons.frozen_phonon_configurations(atoms, 0.1, 3, seed=2)
+    grid = grids.make_grid(gpts=(24, 24), sampling=8.0 / 24)
+    kwargs = dict(grid=grid, energy=ENERGY, slice_thickness=2.0, tol=1e-7, check_every=1)
+    cold, warm, previous = [], [], None
+    for config in configurations:
+        potential = smooth_potential(config, gpts=24, n_slices=12, width=0.4, depth=1.0, strength=2500.0)
+        result = implicit.solve(np.ones((24, 24)), potential, **kwargs)
+        cold.append(result.iterations)
+        if previous is not None:
+            warm.append(implicit.solve(np.ones((24, 24)), potential, x0=previous, **kwargs).iterations)
+        previous = result.waves
+    assert max(warm) < min(cold[1:]), f"cold {cold}, warm {warm}"
+
+
+def test_devices_agree(device, on_cpu):
+    atoms = specimen(thickness=16.0, num_atoms=6)
+    potential = smooth_potential(atoms, gpts=16, n_slices=8)
+    grid = grids.make_grid(gpts=(16, 16), sampling=0.5)
+    kwargs = dict(grid=grid, energy=ENERGY, slice_thickness=2.0, tol=1e-6, check_every=2)
+    result = implicit.solve(np.ones((16, 16), np.complex64), potential, **kwargs)
+    reference = on_cpu(implicit.solve, np.ones((16, 16), np.complex64), potential, **kwargs)
+    assert backend.get_array_module(result.waves) is backend.xp
+    assert backend.get_array_module(result.residuals) is backend.xp
+    assert isinstance(result.iterations, int) and isinstance(result.residual, float)
+    assert result.iterations == reference.iterations
+    np.testing.assert_allclose(backend.asnumpy(result.waves), backend.asnumpy(reference.waves), atol=1e-5)
+
+
+def _small_problem():
+    potential = smooth_potential(specimen(thickness=12.0, num_atoms=5), gpts=16, n_slices=6)
+    return potential, grids.make_grid(gpts=(16, 16), sampling=0.5)
+
+
+@pytest.mark.parametrize("method", implicit.METHODS)
+def test_no_copies_per_iteration(method, no_copies_per_iteration):
+    potential, grid = _small_problem()
+
+    def run(n):  # tol out of reach and no check before the end: the loop alone
+        return implicit.solve(np.ones((16, 16)), potential, grid=grid, energy=ENERGY, slice_thickness=2.0,
+                              method=method, tol=1e-300, max_num_iter=n, check_every=100)
+
+    no_copies_per_iteration(run)
+
+
+def test_one_copy_per_check(host_copies):
+    potential, grid = _small_problem()
+    few, many = (host_copies(lambda n=n: implicit.solve(np.ones((16, 16)), potential, grid=grid, energy=ENERGY,
+                                                         slice_thickness=2.0, tol=1e-300, max_num_iter=n,
+                                                         check_every=10)) for n in (10, 30))
+    assert many - few == 2  # checks at 20 and 30
+
+
+def _bad_inputs():
+    potential, grid = _small_problem()
+    ok = dict(grid=grid, energy=ENERGY, slice_thickness=2.0)
+    incident = np.ones((16, 16))
+    volume = np.ones((6, 16, 16), complex)
+    solve = lambda **kw: implicit.solve(kw.pop("waves", incident), kw.pop("potential", potential), **{**ok, **kw})  # noqa: E731
+    operator = lambda **kw: implicit.apply_operator(kw.pop("volume", volume), **{**ok, "potential": potential, **kw})  # noqa: E731
+    adjoint = lambda **kw: implicit.apply_adjoint(kw.pop("volume", volume), **{**ok, "potential": potential, **kw})  # noqa: E731
+    rhs = lambda **kw: implicit.right_hand_side(kw.pop("waves", incident), **{**ok, "potential": potential, **kw})  # noqa: E731
+    return [
+        (solve, {"tol": 0}, "tol"), (solve, {"tol": -1e-3}, "tol"), (solve, {"tol": float("nan")}, "tol"),
+        (solve, {"max_num_iter": 0}, "max_num_iter"), (solve, {"max_num_iter": 2.5}, "max_num_iter"),
+        (solve, {"check_every": 0}, "check_every"), (solve, {"scheme": "rk4"}, "scheme"),
+        (solve, {"method": "gmres"}, "method"), (solve, {"x0": np.ones((5, 16, 16))}, "x0"),
+        (solve, {"potential": potential[0]}, "potential"), (solve, {"waves": np.ones((16, 8))}, "waves"),
+        (solve, {"slice_thickness": -1.0}, "slice_thickness"), (solve, {"slice_thickness": [1.0, 2.0]}, "slice_thickness"),
+        (solve, {"energy": -1.0}, "energy"), (solve, {"antialias": "yes"}, "antialias"),
+        (solve, {"grid": (16, 16)}, "grid"), (solve, {"waves": None}, "waves"),
+        (operator, {"volume": np.ones((5, 16, 16))}, "volume"), (operator, {"scheme": "euler"}, "scheme"),
+        (adjoint, {"volume": np.ones((16, 16))}, "volume"), (adjoint, {"energy": 0.0}, "energy"),
+        (rhs, {"waves": np.ones((8, 8))}, "waves"), (rhs, {"slice_thickness": 0.0}, "slice_thickness"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_inputs())))
+def test_bad_input(index):
+    call, kwargs, name = _bad_inputs()[index]
+    with pytest.raises((ValueError, TypeError), match=name):
+        call(**kwargs)
+
+
+def test_over_budget_refused():
+    potential, grid = _small_problem()
+    with pytest.raises(MemoryError, match="MiB"):
+        implicit.solve(np.ones((16, 16)), potential, grid=grid, energy=ENERGY, slice_thickness=2.0, budget=2**16)
