@@ -87,7 +87,8 @@ OPERATORS += [
 # Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem.particles, .micrographs,
 # .wasserstein).
 from mbook.core import grids as _grids
-from mbook.cryoem import micrographs, so3, voxels, wasserstein
+from mbook.cryoem import micrographs, voxels, wasserstein
+from mbook.geometry import so3
 
 _ROTATIONS = so3.random_rotations(2, seed=5)
 _IMAGE_GRID = _grids.make_grid(gpts=(16, 16), sampling=2.0)

@@ -13,7 +13,8 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 from mbook.core import backend, grids
-from mbook.cryoem import micrographs, particles, so3, volumes, voxels, white_noise
+from mbook.cryoem import micrographs, particles, volumes, voxels, white_noise
+from mbook.geometry import so3
 from mbook.electron import waves
 
 ATOMS = particles.random_structure(60, radii=(12.0, 10.0, 8.0), sigma=2.0, seed=3)

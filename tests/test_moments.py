@@ -8,7 +8,8 @@ import pytest
 from scipy import special
 
 from mbook.core import backend, grids
-from mbook.cryoem import kam, micrographs, moments, particles, so3, volumes
+from mbook.cryoem import kam, micrographs, moments, particles, volumes
+from mbook.geometry import so3
 
 ATOMS = particles.random_domains(2, atoms_per_domain=20, domain_radius=7.0, spread=9.0, seed=4)
 POSITIONS, SIGMA = backend.asnumpy(ATOMS.positions), backend.asnumpy(ATOMS.sigma)  # host copies for checks

@@ -1,6 +1,5 @@
 """Cryo-EM: particles, image formation, volumes, moments, heterogeneity and Wasserstein metrics.
 
-- :mod:`~mbook.cryoem.so3`: rotations;
 - :mod:`~mbook.cryoem.particles`: Gaussian-atom particles (one, or one conformation per image) and their
   projections;
 - :mod:`~mbook.cryoem.voxels`: projection of voxel volumes and its adjoint;

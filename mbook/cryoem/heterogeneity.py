@@ -60,7 +60,8 @@ import numpy as np
 from scipy import spatial, stats
 
 from mbook.core import backend, checks, progress
-from mbook.cryoem import micrographs, moments, particles, so3
+from mbook.cryoem import micrographs, moments, particles
+from mbook.geometry import so3
 
 
 # --------------------------------------------------------------------------- the family

@@ -42,7 +42,8 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.cryoem import particles, so3, voxels, white_noise
+from mbook.cryoem import particles, voxels, white_noise
+from mbook.geometry import so3
 from mbook.electron import waves
 
 #: Images per batch on the CPU: larger batches only add memory traffic.

@@ -15,7 +15,7 @@ microscope (weak-phase model, e.g. Frank 2006; Scheres 2012):
 ``I_i = c_i F⁻¹[ H_i(k) exp(-2πi k·s_i) P̂_{R_i}(k) ] + n_i``,
 
 - ``P_R(x, y) = ∫ ρ(Rᵀ r) dz`` is the projection at rotation R, drawn from the
-  Haar (uniform) measure on SO(3) (:mod:`mbook.cryoem.so3`); by the Fourier slice theorem
+  Haar (uniform) measure on SO(3) (:mod:`mbook.geometry.so3`); by the Fourier slice theorem
   ``P̂_R(k) = F(Rᵀ (k_x, k_y, 0))``;
 - ``s_i`` is an in-plane shift [Å];
 - ``H_i = CTF(k; defocus_i) exp(-B |k|² / 4)`` is the contrast transfer
@@ -44,7 +44,8 @@ Examples
 --------
 >>> import numpy as np
 >>> from mbook.core import grids
->>> from mbook.cryoem import particles, so3
+>>> from mbook.cryoem import particles
+>>> from mbook.geometry import so3
 >>> atoms = particles.random_structure(50, radii=(12.0, 10.0, 8.0), seed=1)
 >>> grid = grids.make_grid(gpts=(32, 32), sampling=2.0)
 >>> rotations = so3.random_rotations(3, seed=2)
@@ -64,7 +65,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.cryoem.so3 import check_rotations
+from mbook.geometry.so3 import check_rotations
 
 
 # --------------------------------------------------------------------------- structures

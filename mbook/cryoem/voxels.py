@@ -22,7 +22,7 @@ Examples
 from __future__ import annotations
 
 from mbook.core import backend, checks
-from mbook.cryoem.so3 import check_rotations
+from mbook.geometry.so3 import check_rotations
 
 
 def check_volume(volume, name="volume"):

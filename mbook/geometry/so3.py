@@ -16,7 +16,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from mbook.core import backend
->>> from mbook.cryoem import so3
+>>> from mbook.geometry import so3
 >>> r = backend.asnumpy(so3.random_rotations(1000, seed=0))
 >>> bool(np.allclose(r @ r.transpose(0, 2, 1), np.eye(3)))
 True
