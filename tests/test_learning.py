@@ -1,0 +1,124 @@
+"""mbook.learning: the diagonal network's implicit bias, and the unrolled PDHG network's hand-written gradients."""
+
+import numpy as np
+import pytest
+
+from mbook.core import backend
+from mbook.learning import implicit_bias as ib
+
+
+# ----------------------------------------------------------------------------- implicit bias
+def test_gradient_matches_finite_differences(rng):
+    X, y = rng.standard_normal((12, 7)), rng.standard_normal(12)
+    u, v = rng.standard_normal((3, 7)), rng.standard_normal((3, 7))
+    counts = [12, 9, 5]
+    _, gu, gv = (backend.asnumpy(a) for a in ib.loss_and_gradient(u, v, X, y, num_samples=counts))
+    eps = 1e-6
+    for r in range(3):
+        for j in range(7):
+            for which, grad in ((0, gu), (1, gv)):
+                plus, minus = [u.copy(), v.copy()], [u.copy(), v.copy()]
+                plus[which][r, j] += eps
+                minus[which][r, j] -= eps
+                lp = backend.asnumpy(ib.loss_and_gradient(*plus, X, y, num_samples=counts)[0])[r]
+                lm = backend.asnumpy(ib.loss_and_gradient(*minus, X, y, num_samples=counts)[0])[r]
+                assert (lp - lm) / (2 * eps) == pytest.approx(grad[r, j], rel=1e-6, abs=1e-9)
+
+
+def test_small_scale_recovers_the_sparse_vector_and_large_scale_the_minimum_norm_interpolant():
+    data = ib.sparse_regression(40, 80, sparsity=3, noise=0.0, seed=3)
+    scales = np.array([1e-4, 10.0])
+    run = ib.train(data.X, data.y, scale=scales, learning_rate=ib.stable_learning_rate(data.X, scales, safety=0.5),
+                   num_steps=6000)
+    errors = backend.asnumpy(ib.relative_errors(run.w, data.w_true))
+    w_l2 = ib.min_norm_interpolant(data.X, data.y)
+    to_l2 = backend.asnumpy(ib.relative_errors(run.w, w_l2))
+    assert errors[0] < 1e-2  # rich regime: exact recovery, up to the slow last coordinates
+    assert to_l2[1] < 1e-3  # kernel regime: the minimum-ℓ2 interpolant ...
+    assert ib.relative_error(w_l2, data.w_true) > 0.3  # ... which is far from w*
+
+
+def test_sgd_interpolates_and_recovers_the_sparse_vector():
+    data = ib.sparse_regression(40, 80, sparsity=3, noise=0.0, seed=4)
+    lr = ib.stable_learning_rate(data.X, 1e-3, safety=0.25)
+    run = ib.train(data.X, data.y, scale=1e-3, learning_rate=lr, num_steps=6000, batch_size=5, seed=2,
+                   record_every=500)
+    losses = backend.asnumpy(run.losses[:, 0])
+    assert losses[-1] < 1e-4 * losses[0]
+    assert ib.relative_error(run.w[0], data.w_true) < 2e-2
+
+
+def test_min_norm_interpolant_interpolates_and_lies_in_the_row_space(rng):
+    X, y = rng.standard_normal((6, 15)), rng.standard_normal(6)
+    w = backend.asnumpy(ib.min_norm_interpolant(X, y))
+    np.testing.assert_allclose(X @ w, y, atol=1e-10)
+    coefficients = np.linalg.lstsq(X.T, w, rcond=None)[0]
+    np.testing.assert_allclose(X.T @ coefficients, w, atol=1e-10)
+
+
+def test_lasso_satisfies_its_optimality_conditions(rng):
+    X, y = rng.standard_normal((30, 50)), rng.standard_normal(30)
+    weights = [0.05, 0.2]
+    w = backend.asnumpy(ib.lasso(X, y, weights, tol=1e-12, max_num_iter=20000))
+    for lam, wi in zip(weights, w):
+        correlation = X.T @ (y - X @ wi) / 30  # KKT: = λ sign(w) on the support, |.| <= λ off it
+        support = np.abs(wi) > 1e-8
+        assert support.any() and not support.all()
+        np.testing.assert_allclose(correlation[support], lam * np.sign(wi[support]), atol=1e-6)
+        assert np.all(np.abs(correlation[~support]) <= lam + 1e-6)
+
+
+def test_training_on_device_matches_cpu(device, on_cpu):
+    def run():
+        data = ib.sparse_regression(20, 30, sparsity=2, noise=0.1, seed=0)
+        return ib.train(data.X, data.y, scale=[1e-2, 1.0], learning_rate=[0.02, 0.01], num_steps=300,
+                        batch_size=4, num_samples=[20, 15], seed=1)
+
+    reference, result = on_cpu(run), run()
+    assert backend.get_array_module(result.w) is backend.xp
+    assert backend.get_array_module(result.losses) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(result.w), reference.w, atol=1e-12)
+    data = ib.sparse_regression(20, 30, sparsity=2, seed=0)
+    assert backend.get_array_module(ib.lasso(data.X, data.y, 0.1)) is backend.xp
+    assert backend.get_array_module(ib.min_norm_interpolant(data.X, data.y)) is backend.xp
+
+
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_training_copies_nothing_to_the_host_per_step(no_copies_per_iteration, batch_size):
+    data = ib.sparse_regression(20, 30, sparsity=2, noise=0.1, seed=0)
+    X, y = backend.asnumpy(data.X), backend.asnumpy(data.y)
+    no_copies_per_iteration(lambda steps: ib.train(X, y, scale=0.1, learning_rate=0.01, num_steps=steps,
+                                                   batch_size=batch_size, record_every=5))
+
+
+X_GOOD, Y_GOOD = np.ones((4, 6)), np.ones(4)
+TRAIN = dict(scale=0.1, learning_rate=0.01, num_steps=10)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: ib.sparse_regression(0, 10, sparsity=2), "num_samples"),
+    (lambda: ib.sparse_regression(5, 10, sparsity=11), "sparsity"),
+    (lambda: ib.sparse_regression(5, 10, sparsity=2, noise=-1.0), "noise"),
+    (lambda: ib.train(X_GOOD, np.ones(5), **TRAIN), "same number of samples"),
+    (lambda: ib.train(np.ones(4), Y_GOOD, **TRAIN), "X must be a 2D array"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **(TRAIN | {"scale": 0.0})), "scale"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **(TRAIN | {"learning_rate": -0.1})), "learning_rate"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **(TRAIN | {"learning_rate": [0.1, 0.2, 0.3]}),
+                      scale=[0.1, 0.2]), "learning_rate|scale"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **(TRAIN | {"num_steps": 0})), "num_steps"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **TRAIN, batch_size=0), "batch_size"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **TRAIN, num_samples=5), "num_samples"),
+    (lambda: ib.train(X_GOOD, Y_GOOD, **TRAIN, tol=-1.0), "tol"),
+    (lambda: ib.loss_and_gradient(np.ones(5), np.ones(5), X_GOOD, Y_GOOD), "u and v"),
+    (lambda: ib.model_weights(np.ones(3), np.ones(4)), "u and v"),
+    (lambda: ib.lasso(X_GOOD, Y_GOOD, 0.0), "weight"),
+    (lambda: ib.lasso(X_GOOD, np.ones(3), 0.1), "same number of samples"),
+    (lambda: ib.min_norm_interpolant(X_GOOD, np.full(4, np.nan)), "y holds non-finite"),
+    (lambda: ib.relative_error(np.ones(3), np.zeros(3)), "w_true"),
+    (lambda: ib.relative_errors(np.ones((2, 3)), np.ones(4)), "same length"),
+    (lambda: ib.stable_learning_rate(X_GOOD, -1.0), "scale"),
+    (lambda: ib.stable_learning_rate(X_GOOD, 1.0, safety=2.0), "safety"),
+])
+def test_implicit_bias_refuses_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
