@@ -1,0 +1,188 @@
+"""mbook.segmentation: synthetic STM images, local Fourier features, K-means, convex Chan-Vese by PDHG."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from mbook.core import backend
+from mbook.segmentation import features, stm
+
+CLEAN = dict(drift=0.0, tip_blur=0.0, line_noise=0.0, noise=0.0, disorder_width=0.0)
+
+
+# ----------------------------------------------------------------------------- synthetic STM images
+def test_stm_images_have_labels_masks_and_equal_grain_statistics(device):
+    images = stm.synthetic_stm(64, num_images=3, num_regions=3, seed=4, **CLEAN)
+    for array in (images.image, images.labels, images.masks, images.disorder, images.spacing, images.angle):
+        assert backend.get_array_module(array) is backend.xp
+    image, labels, masks = (backend.asnumpy(a) for a in (images.image, images.labels, images.masks))
+    assert image.shape == labels.shape == (3, 64, 64) and masks.shape == (3, 3, 64, 64)
+    np.testing.assert_array_equal(masks.sum(axis=1), 1)  # every pixel in exactly one grain
+    np.testing.assert_array_equal(np.argmax(masks, axis=1), labels)
+    # Without artefacts, every grain has zero mean and unit variance: equal intensity, by construction.
+    for b in range(3):
+        for r in range(3):
+            values = image[b][labels[b] == r]
+            if values.size > 50:
+                assert abs(values.mean()) < 1e-9 and values.std() == pytest.approx(1.0, rel=1e-9)
+
+
+def test_stm_images_are_the_same_on_every_device(device, on_cpu):
+    kwargs = dict(num_images=2, num_regions=2, seed=7)
+    images = stm.synthetic_stm((48, 40), **kwargs)
+    reference = on_cpu(stm.synthetic_stm, (48, 40), **kwargs)
+    np.testing.assert_allclose(backend.asnumpy(images.image), reference.image, atol=1e-10)
+    np.testing.assert_array_equal(backend.asnumpy(images.labels), reference.labels)
+    assert images.kinds == reference.kinds
+
+
+def test_rotational_domains_of_one_lattice_differ_in_orientation():
+    images = stm.synthetic_stm(64, num_images=20, num_regions=3, lattices="hexagonal", seed=1)
+    angle = backend.asnumpy(images.angle)
+    # Hexagonal: period 60°; three grains spread over it, each jittered by at most a quarter step.
+    difference = np.abs((angle[:, :, None] - angle[:, None, :] + math.pi / 6) % (math.pi / 3) - math.pi / 6)
+    off_diagonal = difference[:, ~np.eye(3, dtype=bool)]
+    assert off_diagonal.min() >= math.pi / 3 / 3 / 2 - 1e-12
+    assert all(set(kinds) == {"hexagonal"} for kinds in images.kinds)
+
+
+def test_a_hexagonal_grain_has_its_bragg_peak_at_2_over_sqrt3_a():
+    images = stm.synthetic_stm(96, num_images=1, num_regions=2, lattices="hexagonal", seed=5, **CLEAN)
+    radius, _ = features.frequency_grid(frequencies=(0.05, 0.45), num_radial=81, num_angles=24)
+    maps = backend.asnumpy(features.local_fourier_features(images.image, window=6.0, frequencies=(0.05, 0.45),
+                                                           num_radial=81, num_angles=24, smoothing=0))
+    labels = backend.asnumpy(images.labels)[0]
+    spacing_px = backend.asnumpy(images.spacing)[0] / images.sampling
+    for r in range(2):
+        depth = ndimage.distance_transform_edt(labels == r)  # the pixel deepest inside grain r
+        i, j = np.unravel_index(np.argmax(depth), depth.shape)
+        profile = maps[0, :, i, j].reshape(81, 24).max(axis=1)
+        # The windowed spectrum of a lattice is a sum of ŵ(k - G) over the reciprocal lattice vectors G:
+        # largest at |G| = 2/(√3 a), to within the radial step (0.005) and the angular one (7.5°).
+        assert radius[np.argmax(profile)] == pytest.approx(2 / (math.sqrt(3) * spacing_px[r]), abs=0.005)
+
+
+def test_region_masks_of_labels():
+    labels = np.array([[0, 2], [1, 1]])
+    masks = backend.asnumpy(stm.region_masks(labels, 3))
+    assert masks.shape == (3, 2, 2) and masks[2, 0, 1] and masks[1].sum() == 2 and masks.sum() == 4
+
+
+# ----------------------------------------------------------------------------- features
+def test_features_peak_at_the_wave_vector_of_a_plane_wave(device):
+    k = (0.12, 0.16)  # |k| = 0.2 cycles/px, direction atan2(0.16, 0.12)
+    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    wave = np.cos(2 * np.pi * (k[0] * x + k[1] * y))
+    radius, angle = features.frequency_grid(frequencies=(0.1, 0.3), num_radial=21, num_angles=36)
+    maps = features.local_fourier_features(wave, window=5.0, frequencies=(0.1, 0.3), num_radial=21,
+                                           num_angles=36)
+    assert backend.get_array_module(maps) is backend.xp
+    best = int(np.argmax(backend.asnumpy(maps[:, 32, 32])))
+    assert radius[best // 36] == pytest.approx(0.2, abs=1e-9)
+    assert angle[best % 36] == pytest.approx(math.atan2(0.16, 0.12), abs=math.pi / 36 / 2 + 1e-9)
+
+
+def test_invariant_features_do_not_change_under_a_quarter_turn_and_covariant_ones_shift(rng):
+    image = rng.standard_normal((47, 47))  # odd: the FFT grid is symmetric (no lone Nyquist row)
+    kwargs = dict(window=3.0, num_radial=3, num_angles=8)
+    turned = np.rot90(image)
+    # rot90 sends the pixel (i, j) to (n - 1 - j, i); compare the features at matching pixels.
+    for rotation in ("invariant", "covariant"):
+        a = backend.asnumpy(features.local_fourier_features(image, rotation=rotation, **kwargs))
+        b = backend.asnumpy(features.local_fourier_features(turned, rotation=rotation, **kwargs))
+        b_back = np.rot90(b, k=-1, axes=(-2, -1))
+        if rotation == "invariant":
+            np.testing.assert_allclose(b_back, a, atol=1e-10)
+        else:
+            a, b_back = a.reshape(3, 8, 47, 47), b_back.reshape(3, 8, 47, 47)
+            assert not np.allclose(a, b_back)
+            # A quarter turn is 4 of the 8 directions in [0, π): a cyclic shift of the direction axis.
+            assert any(np.allclose(np.roll(a, s, axis=1), b_back, atol=1e-10) for s in (4, -4))
+
+
+def test_features_separate_two_lattices_of_equal_mean_intensity(device):
+    images = stm.synthetic_stm(96, num_images=2, num_regions=2, lattices="hexagonal", seed=11)
+    image, labels = backend.asnumpy(images.image), backend.asnumpy(images.labels)
+    for b in range(2):  # equal intensity: pixel values do not tell the grains apart
+        assert abs(image[b][labels[b] == 0].mean() - image[b][labels[b] == 1].mean()) < 0.05
+    maps = features.local_fourier_features(images.image, num_radial=6, num_angles=8, smoothing=0)
+    scores = features.apply_pca(maps, features.fit_pca(maps, 3))
+    clusters = features.kmeans(scores, 2, seed=0)
+    assert backend.get_array_module(clusters.labels) is backend.xp and clusters.means.shape == (2, 2, 3)
+    found = backend.asnumpy(clusters.labels)
+    for b in range(2):
+        agreement = np.mean(found[b] == labels[b])
+        assert max(agreement, 1 - agreement) >= 0.9
+
+
+def test_pca_components_are_orthonormal_with_the_variance_of_the_scores(rng):
+    mixing = rng.standard_normal((5, 5))
+    maps = np.einsum("ij,jxy->ixy", mixing, rng.standard_normal((5, 30, 20)) * np.arange(1, 6)[:, None, None])
+    pca = features.fit_pca(maps, 3)
+    components = backend.asnumpy(pca.components)
+    np.testing.assert_allclose(components @ components.T, np.eye(3), atol=1e-12)
+    scores = backend.asnumpy(features.apply_pca(maps, pca)) * pca.scale
+    np.testing.assert_allclose(scores.reshape(3, -1).var(axis=1, ddof=1), backend.asnumpy(pca.variance), rtol=1e-10)
+    assert np.all(np.diff(backend.asnumpy(pca.variance)) <= 0)
+
+
+def test_kmeans_finds_separated_clusters_on_every_device(device, on_cpu, rng):
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    truth = rng.integers(3, size=(2, 20, 20))
+    points = np.moveaxis(centres[truth] + 0.3 * rng.standard_normal((2, 20, 20, 2)), -1, -3)  # (2, 2, 20, 20)
+    result = features.kmeans(points, 3, seed=1)
+    found = backend.asnumpy(result.labels)
+    for b in range(2):  # the same partition, whatever the cluster numbers
+        pairs = set(zip(truth[b].ravel().tolist(), found[b].ravel().tolist()))
+        assert len(pairs) == 3
+    reference = on_cpu(features.kmeans, points, 3, seed=1)
+    np.testing.assert_allclose(backend.asnumpy(result.means), reference.means, atol=1e-10)
+    assert result.inertia == pytest.approx(reference.inertia, rel=1e-10)
+
+
+def test_kmeans_copies_nothing_per_iteration(no_copies_per_iteration, rng):
+    points = rng.standard_normal((2, 16, 16))
+    no_copies_per_iteration(lambda n: features.kmeans(points, 3, max_num_iter=n, tol=0))
+
+
+# ----------------------------------------------------------------------------- bad input
+IMAGE = np.zeros((32, 32))
+BAD_INPUT = [
+    (stm.synthetic_stm, (8,), {}, "gpts"),
+    (stm.synthetic_stm, (64,), {"num_images": 0}, "num_images"),
+    (stm.synthetic_stm, (64,), {"num_regions": 1}, "num_regions"),
+    (stm.synthetic_stm, (64,), {"lattices": ("graphene",)}, "lattices"),
+    (stm.synthetic_stm, (64,), {"spacing": (0.5, 2.0)}, "spacing"),
+    (stm.synthetic_stm, (64,), {"sampling": -1.0}, "sampling"),
+    (stm.synthetic_stm, (64,), {"noise": -0.1}, "noise"),
+    (stm.synthetic_stm, (64,), {"tip_blur": 100.0}, "tip_blur"),
+    (stm.synthetic_stm, (64,), {"seed": -1}, "seed"),
+    (stm.region_masks, (np.zeros((4, 4)), 2), {}, "labels"),
+    (stm.region_masks, (np.zeros((4, 4), int), 0), {}, "num_regions"),
+    (features.local_fourier_features, (IMAGE,), {"window": 10.0}, "window"),
+    (features.local_fourier_features, (np.zeros(32),), {}, "image"),
+    (features.local_fourier_features, (IMAGE,), {"frequencies": (0.1, 0.7)}, "frequencies"),
+    (features.local_fourier_features, (IMAGE,), {"num_angles": 0}, "num_angles"),
+    (features.local_fourier_features, (IMAGE,), {"rotation": "sorted"}, "rotation"),
+    (features.fit_pca, (np.zeros((3, 4, 4)), 4), {}, "num_components"),
+    (features.apply_pca, (np.zeros((2, 4, 4)), None), {}, "pca"),
+    (features.kmeans, (np.zeros((2, 4, 4)), 0), {}, "num_clusters"),
+    (features.kmeans, (np.zeros((2, 4, 4)), -3), {}, "num_clusters"),
+    (features.kmeans, (np.zeros((2, 4, 4)), 2), {"max_num_iter": 0}, "max_num_iter"),
+    (features.kmeans, (np.zeros((4, 4)), 2), {}, "features"),
+]
+
+
+@pytest.mark.parametrize("function, args, kwargs, name", BAD_INPUT,
+                         ids=[f"{f.__name__}-{name}" for f, _, _, name in BAD_INPUT])
+def test_bad_input_is_refused_naming_the_parameter(function, args, kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        function(*args, **kwargs)
+
+
+def test_apply_pca_refuses_features_of_another_size():
+    pca = features.fit_pca(np.random.default_rng(0).standard_normal((4, 8, 8)), 2)
+    with pytest.raises(ValueError, match="channels"):
+        features.apply_pca(np.zeros((5, 8, 8)), pca)
