@@ -1,4 +1,4 @@
-"""Rotations in SO(3): quaternions, Haar-uniform sampling, angles and axes.
+"""Rotations in SO(3): quaternions, Haar-uniform sampling, angles and axes, and the Riemannian geometry.
 
 Cryo-EM particles land in the ice at uniformly random orientations: draws
 from the Haar measure of the rotation group SO(3). A standard normal vector
@@ -7,6 +7,13 @@ quaternion-to-matrix map (a double cover) carries that measure to the Haar
 measure (Shoemake 1992). Two checkable consequences: the rotation angle θ has
 density ``(1 - cos θ) / π`` on [0, π], and the image of any fixed axis is
 uniform on the sphere. Matrices act on column vectors (``r' = R r``).
+
+The group with its bi-invariant metric is a Riemannian manifold. A tangent vector at ``R`` is written in the
+body frame as a rotation vector ``ω`` ``(..., 3)``: ``exp_R(ω) = R Exp(ω)`` with ``Exp`` Rodrigues' formula,
+``log_R(Q) = Log(Rᵀ Q)``, and the metric is ``⟨ω, η⟩ = ω·η``, so the geodesic distance is the angle of
+``Rᵀ Q`` [rad]. The curvature is ``R(w, v)v = (|v|² w - (w·v) v) / 4`` (the space is RP³ of radius 2),
+so Jacobi fields grow as ``sin(|v|/2)/(|v|/2)`` across ``v`` (:func:`jacobi_operator`), and parallel
+transport along ``t ↦ R Exp(t u)`` rotates body vectors by ``Exp(-u/2)`` (:func:`transport`).
 
 Every function returns its arrays on the selected device
 (:mod:`mbook.core.backend`); random draws are made on the host from the seed
@@ -147,13 +154,15 @@ def axis_rotation(axis, angle):
     return axis_rotations(axis, angle)
 
 
-def check_rotations(rotations):
+def check_rotations(rotations, name: str = "rotations"):
     """Validate rotation matrices and put them on the selected device.
 
     Parameters
     ----------
     rotations : (n, 3, 3) or (3, 3) array_like
         A single matrix is promoted to a batch of one.
+    name : str
+        The parameter's name, for the messages.
 
     Returns
     -------
@@ -163,15 +172,199 @@ def check_rotations(rotations):
     Raises
     ------
     ValueError
-        For a wrong shape or matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6).
+        For a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6) or reflections.
     """
-    rotations = checks.check_array(rotations, "rotations", real=True).astype(float)
+    rotations = checks.check_array(rotations, name, real=True).astype(float)
     if rotations.ndim == 2:
         rotations = rotations[None]
     if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
-        raise ValueError(f"rotations must be (n, 3, 3) matrices, got shape {rotations.shape}")
+        raise ValueError(f"{name} must be (n, 3, 3) matrices, got shape {rotations.shape}")
     xp = backend.get_array_module(rotations)
     error = float(xp.max(xp.abs(rotations @ xp.swapaxes(rotations, 1, 2) - xp.eye(3))))  # one copy at the entry
     if not error < 1e-6:
-        raise ValueError(f"rotations must be orthogonal matrices (R Rᵀ = I), deviation {error:.2e}")
+        raise ValueError(f"{name} must be orthogonal matrices (R Rᵀ = I), deviation {error:.2e}")
+    if not float(xp.min(xp.linalg.det(rotations))) > 0:
+        raise ValueError(f"{name} must have determinant +1 (proper rotations, not reflections)")
     return rotations
+
+
+def _check_rotation_vectors(vectors, name):
+    vectors = checks.check_array(vectors, name, min_ndim=1, real=True).astype(float)
+    if vectors.shape[-1] != 3:
+        raise ValueError(f"{name} must be (..., 3) rotation vectors, got shape {vectors.shape}")
+    return vectors
+
+
+def _sinc(x, xp):
+    """sin(x)/x, 1 at 0 (series on the small branch)."""
+    small = xp.abs(x) < 1e-4
+    safe = xp.where(small, 1.0, x)
+    return xp.where(small, 1 - x * x / 6, xp.sin(safe) / safe)
+
+
+def _exp_vectors(omega, xp):
+    """Exp of rotation vectors (..., 3) -> (..., 3, 3); exact at 0."""
+    t = xp.linalg.norm(omega, axis=-1)
+    x, y, z = omega[..., 0], omega[..., 1], omega[..., 2]
+    zero = xp.zeros_like(x)
+    k = xp.stack([xp.stack([zero, -z, y], axis=-1), xp.stack([z, zero, -x], axis=-1),
+                  xp.stack([-y, x, zero], axis=-1)], axis=-2)
+    a = _sinc(t, xp)[..., None, None]
+    b = (0.5 * _sinc(t / 2, xp) ** 2)[..., None, None]  # (1 - cos t)/t², stable at 0
+    return xp.eye(3) + a * k + b * (k @ k)
+
+
+def _log_matrices(r, xp):
+    """Log of rotation matrices (..., 3, 3) -> rotation vectors (..., 3), stable near 0 and near π."""
+    trace = r[..., 0, 0] + r[..., 1, 1] + r[..., 2, 2]
+    c = xp.clip((trace - 1) / 2, -1.0, 1.0)
+    a = xp.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], axis=-1)
+    s = xp.linalg.norm(a, axis=-1) / 2  # sin θ
+    theta = xp.arctan2(s, c)
+    generic = a / (2 * _sinc(theta, xp))[..., None]
+    # Near θ = π, sin θ vanishes: the axis comes from the symmetric part, (R + Rᵀ)/2 - cos θ I = (1 - cos θ) n nᵀ.
+    sym = (r + xp.swapaxes(r, -1, -2)) / 2 - c[..., None, None] * xp.eye(3)
+    sym = sym / xp.maximum(1 - c, 1e-12)[..., None, None]
+    diag = xp.stack([sym[..., 0, 0], sym[..., 1, 1], sym[..., 2, 2]], axis=-1)
+    k = xp.argmax(diag, axis=-1)
+    column = xp.take_along_axis(sym, k[..., None, None] * xp.ones((1, 3, 1), dtype=k.dtype), axis=-1)[..., 0]
+    length = xp.linalg.norm(column, axis=-1, keepdims=True)
+    axis = column / xp.where(length > 0, length, 1.0)  # zero only far from π, where this branch is unused
+    sign = xp.where(xp.sum(axis * a, axis=-1) < 0, -1.0, 1.0)
+    near_pi = (theta * sign)[..., None] * axis
+    return xp.where((theta > np.pi - 1e-3)[..., None], near_pi, generic)
+
+
+def exp(base, tangent):
+    """Exponential map ``exp_R(ω) = R Exp(ω)`` (body-frame rotation vectors).
+
+    Parameters
+    ----------
+    base : (n, 3, 3) or (3, 3) array_like
+        Rotation matrices.
+    tangent : (..., 3) array_like
+        Rotation vectors [rad], broadcast against ``base``'s batch.
+
+    Returns
+    -------
+    (..., 3, 3) ndarray
+        On the selected device.
+    """
+    base = check_rotations(base)
+    tangent = _check_rotation_vectors(tangent, "tangent")
+    return _exp_at(base, tangent, backend.get_array_module(base, tangent))
+
+
+def log(base, rotations):
+    """Logarithmic map ``log_R(Q) = Log(Rᵀ Q)``: body-frame rotation vectors ``(n, 3)`` [rad], norms in [0, π]."""
+    base, rotations = check_rotations(base), check_rotations(rotations)
+    return _log_at(base, rotations, backend.get_array_module(base, rotations))
+
+
+def distance(a, b):
+    """Geodesic distance between rotations (broadcast): the angle of ``aᵀ b`` [rad], in [0, π]; ``(n,)``."""
+    a, b = check_rotations(a), check_rotations(b)
+    return _distance_at(a, b, backend.get_array_module(a, b))
+
+
+def transport(base, target, tangent):
+    """Parallel transport of body-frame vectors from ``base`` to ``target`` along the minimising geodesic.
+
+    With ``u = log_base(target)`` the transported vector is ``Exp(-u/2) ω``: the covariant derivative of
+    the bi-invariant metric on left-invariant fields is ``∇_X Y = [X, Y]/2``.
+
+    Returns
+    -------
+    (n, 3) ndarray
+        On the selected device.
+    """
+    base, target = check_rotations(base), check_rotations(target)
+    tangent = _check_rotation_vectors(tangent, "tangent")
+    return _transport_at(base, target, tangent, backend.get_array_module(base, target, tangent))
+
+
+def to_coordinates(base, tangent):
+    """Coordinates of tangent vectors at ``base``: the body-frame rotation vectors themselves ``(..., 3)``."""
+    check_rotations(base)
+    return _check_rotation_vectors(tangent, "tangent")
+
+
+def from_coordinates(base, coordinates):
+    """Tangent vectors at ``base`` from coordinates: the identity on ``(..., 3)`` rotation vectors."""
+    check_rotations(base)
+    return _check_rotation_vectors(coordinates, "coordinates")
+
+
+def jacobi_operator(base, coordinates):
+    """The symmetric map ``J`` with ``d exp_R(v) = Γ_{R→exp_R(v)} ∘ J`` ``(..., 3, 3)``.
+
+    ``J = v̂v̂ᵀ + (sin(|v|/2)/(|v|/2)) (I - v̂v̂ᵀ)``: the sectional curvature is 1/4 (RP³ of radius 2).
+    """
+    check_rotations(base)
+    v = _check_rotation_vectors(coordinates, "coordinates")
+    return _jacobi(base, v, backend.get_array_module(v))
+
+
+def random_near(n, base, *, scales=0.3, seed=0):
+    """Rotations ``R Exp(ω)`` with Gaussian body-frame vectors ``ω`` of standard deviations ``scales`` [rad].
+
+    Parameters
+    ----------
+    n : int
+        Number of rotations (>= 1).
+    base : (3, 3) array_like
+        Centre of the cloud.
+    scales : float or (3,) array_like
+        Standard deviation of each component [rad], >= 0 and < π/2.
+    seed : int
+        Seed of the draw (on the host, then moved).
+
+    Returns
+    -------
+    (n, 3, 3) ndarray
+        On the selected device.
+    """
+    checks.check_count(n, "n")
+    base = check_rotations(base)
+    if base.shape[0] != 1:
+        raise ValueError(f"base must be one rotation (3, 3), got shape {base.shape}")
+    scales = np.broadcast_to(np.asarray(scales, dtype=float), (3,)) if np.ndim(scales) == 0 else np.asarray(scales)
+    if scales.shape != (3,):
+        raise ValueError(f"scales must be a number or (3,) values, got shape {scales.shape}")
+    for s in scales:
+        checks.check_number(float(s), "scales", lower=0, upper=np.pi / 2, upper_inclusive=False, units="rad")
+    omega = backend.asarray(np.random.default_rng(seed).standard_normal((n, 3)) * scales)
+    return base @ _exp_vectors(omega, backend.get_array_module(omega))
+
+
+def _exp_at(base, v, xp):
+    return base @ _exp_vectors(v, xp)
+
+
+def _log_at(base, rotations, xp):
+    return _log_matrices(xp.swapaxes(base, -1, -2) @ rotations, xp)
+
+
+def _distance_at(a, b, xp):
+    return xp.linalg.norm(_log_at(a, b, xp), axis=-1)
+
+
+def _transport_at(base, target, v, xp):
+    return (_exp_vectors(-_log_at(base, target, xp) / 2, xp) @ v[..., None])[..., 0]
+
+
+def _identity(base, v, xp):
+    return v
+
+
+def _jacobi(base, v, xp):
+    t = xp.linalg.norm(v, axis=-1, keepdims=True)
+    vhat = v / xp.where(t > 0, t, 1.0)
+    outer = vhat[..., :, None] * vhat[..., None, :]
+    return outer + _sinc(t / 2, xp)[..., None] * (xp.eye(3) - outer)
+
+
+#: The unchecked kernels ``f(..., xp)`` for solvers that validated their inputs once (:mod:`~mbook.geometry.means`,
+#: :mod:`~mbook.geometry.lowrank`), with the point check of the entry.
+KERNELS = {"check": check_rotations, "exp": _exp_at, "log": _log_at, "distance": _distance_at,
+           "transport": _transport_at, "coordinates": _identity, "from_coordinates": _identity, "jacobi": _jacobi}
