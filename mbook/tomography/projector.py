@@ -394,6 +394,26 @@ class TiltProjector:
             matrices += xp.bincount(index.reshape(-1), weights=weight.reshape(-1), minlength=length)
         return matrices.reshape(n, nx, nz * nx).astype(self.dtype)
 
+    def subset(self, indices) -> "TiltProjector":
+        """The projector of some of the angles, sharing nothing but copies of their matrices (no rebuild).
+
+        Parameters
+        ----------
+        indices : (M,) array_like of int
+            Indices into :attr:`angles`.
+        """
+        indices = backend.asnumpy(indices)  # host: indices are parameters
+        if indices.ndim != 1 or indices.size == 0 or indices.dtype.kind not in "iu" \
+                or indices.min() < 0 or indices.max() >= self.num_projections:
+            raise ValueError(f"indices must be a non-empty 1D array of integers in [0, {self.num_projections}), "
+                             f"got {indices!r}")
+        part = object.__new__(TiltProjector)
+        part.shape, part.sampling, part.dtype = self.shape, self.sampling, self.dtype
+        part.angles = self.angles[indices]
+        part.rotations = self.rotations[backend.asarray(indices)]
+        part.matrices = self.matrices[backend.asarray(indices)]
+        return part
+
     @property
     def num_projections(self) -> int:
         """Number of tilt angles ``N``."""

@@ -1,0 +1,383 @@
+"""The 4D testbed: a FePt nanoparticle whose Pt atoms diffuse, imaged one projection per time step.
+
+White paper section 7.2-7.3: "several atomic models, of which a small fraction
+of atoms move in three dimensions as a function of time ... projections from
+each model at various angles and ... Poisson noise", for FePt nanoparticles
+"where Pt atoms slowly diffuse from the center core to the shell".
+
+The pieces:
+
+- :func:`fept_nanoparticle`: a sphere cut from L1₀-ordered (or A1-disordered)
+  FePt, built with ase (host-only);
+- :func:`diffusion_trajectories`: a few core Pt atoms move to the surface along
+  smooth curved paths while every other atom stays put;
+- :func:`tilt_series`: one tilt angle and one time per projection, the tilt
+  range leaving a missing wedge (±70° by default), in sequential or
+  golden-ratio order;
+- :func:`atom_volume` and :func:`project_atoms`: the atoms as 3D Gaussians
+  (the ground-truth volume) and their projections, computed analytically (the
+  projection of an isotropic Gaussian is a 2D Gaussian at the rotated
+  position), so the data owe nothing to the voxel projector that reconstructs
+  them (no inverse crime);
+- :func:`poisson_noise`: electron counts at a given dose.
+
+The contrast model
+------------------
+AET tilt series are HAADF-STEM images, whose signal is incoherent and grows
+with the atomic number roughly as ``Z^1.64`` :cite:`krivanek2010`; the
+reconstruction is a map of that scattering, not of the electrostatic potential
+(which a phase-contrast model, ``mbook.electron.potentials``, would give, with
+``Z^~0.6`` contrast and dynamical effects that AET avoids). Each atom is
+therefore a Gaussian of integrated weight ``σ_Z = σ_Pt (Z / 78)^1.64``, its
+HAADF cross-section [Å²], with a width that lumps the probe size and thermal
+vibration. A projection is the fraction of the dose scattered onto the
+detector per pixel, ``p(v, u) = Σ_atoms σ_Z g(v - v_a, u - u_a)`` with ``g`` a
+normalised 2D Gaussian [1/Å²]; the counts in a pixel of area ``s²`` at dose
+``D`` [e/Å²] are Poisson with mean ``D s² p``.
+
+Positions are ``(z, y, x)`` in Å about the volume's centre, the convention of
+:mod:`mbook.tomography.projector`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mbook.core import backend, checks, progress
+
+#: L1₀ FePt lattice parameters [Å] (tetragonal, Fe and Pt planes alternating along c).
+FEPT_L10 = {"a": 3.85, "c": 3.71}
+#: A1 (chemically disordered fcc) FePt lattice parameter [Å].
+FEPT_A1 = 3.81
+#: Exponent of the HAADF contrast, intensity ∝ Z^n (Krivanek et al. 2010).
+HAADF_EXPONENT = 1.64
+ORDERINGS = ("L10", "A1")
+ORDERS = ("sequential", "golden")
+Z_FE, Z_PT = 26, 78
+
+
+def fept_nanoparticle(radius: float, *, ordering: str = "L10", seed: int = 0):
+    """Atoms of a spherical FePt nanoparticle (host-only: built with ase, then moved).
+
+    Parameters
+    ----------
+    radius : float
+        Radius of the sphere the particle is cut from [Å] (8 Å: 149 atoms, 10 Å: 321, 20 Å: 2411).
+    ordering : {"L10", "A1"}
+        ``L10``: chemically ordered, Fe and Pt layers alternating along ``z``
+        (the tetragonal ``c`` axis); ``A1``: the disordered fcc alloy, species
+        drawn at random 50/50.
+    seed : int
+        Seed of the A1 species draw (unused for L10).
+
+    Returns
+    -------
+    positions : (n, 3) ndarray
+        ``(z, y, x)`` [Å] about the particle's centre, on the selected device.
+    numbers : (n,) ndarray of int
+        Atomic numbers, 26 (Fe) or 78 (Pt), on the selected device.
+
+    Examples
+    --------
+    >>> from mbook.core import backend
+    >>> positions, numbers = fept_nanoparticle(8.0)
+    >>> positions.shape[0], int(backend.asnumpy(numbers == 78).sum())
+    (149, 72)
+    """
+    from ase import Atoms  # host-only
+
+    radius = checks.check_number(radius, "radius", lower=2.0, upper=200.0, units="Å")
+    checks.check_choice(ordering, "ordering", ORDERINGS)
+    seed = checks.check_count(seed, "seed", minimum=0)
+    if ordering == "L10":
+        a, c = FEPT_L10["a"], FEPT_L10["c"]
+        symbols = "Fe2Pt2"  # Fe on the z = 0 plane, Pt on z = c/2
+    else:
+        a = c = FEPT_A1
+        symbols = "Fe4"
+    cell = Atoms(symbols, scaled_positions=[(0, 0, 0), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)],
+                 cell=[a, a, c], pbc=True)
+    repeat = [2 * int(math.ceil(radius / length)) + 2 for length in (a, a, c)]
+    crystal = cell.repeat(repeat)
+    xyz = crystal.get_positions() - np.array([a, a, c]) * (np.array(repeat) // 2)
+    numbers = crystal.get_atomic_numbers()
+    keep = np.linalg.norm(xyz, axis=1) <= radius
+    xyz, numbers = xyz[keep], numbers[keep]
+    if ordering == "A1":
+        numbers = np.where(np.random.default_rng(seed).random(numbers.size) < 0.5, Z_FE, Z_PT)
+    order = np.lexsort(xyz.T)  # a reproducible order
+    return backend.asarray(xyz[order][:, ::-1].copy()), backend.asarray(numbers[order].astype(np.int64))
+
+
+def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: int = 6,
+                           core_fraction: float = 0.6, arc: float = 1.0, seed: int = 0):
+    """Positions at every time step: a few core Pt atoms diffuse to the surface, the rest stay.
+
+    Each moving atom starts on a Pt site within ``core_fraction`` of the
+    particle's radius and ends as an adatom 1.5 Å outside the surface, in a
+    random direction at least 2.5 Å from every other atom. It moves during a
+    random window of the acquisition (at least half of it) along a curved path,
+
+    .. math::
+
+        r(t) = r_0 + S(\\tau)(r_1 - r_0) + a \\sin(\\pi S(\\tau))\\, n,
+        \\qquad S(\\tau) = 3\\tau^2 - 2\\tau^3,
+
+    with ``τ`` the time within its window, ``n`` a unit vector normal to the
+    chord and ``a`` the ``arc``: a smooth motion with zero speed at both ends.
+    The start and end points are drawn on the host (a seeded generator, a
+    bounded number of redraws); the trajectories are computed on the device.
+
+    Parameters
+    ----------
+    positions : (n, 3) array_like
+        ``(z, y, x)`` [Å] (e.g. :func:`fept_nanoparticle`).
+    numbers : (n,) array_like of int
+        Atomic numbers.
+    num_steps : int
+        Time steps, one per projection (>= 2).
+    num_moving : int
+        Pt atoms that move.
+    core_fraction : float
+        Moving atoms start within this fraction of the radius, in (0, 1].
+    arc : float
+        Sideways bulge of the paths [Å].
+    seed : int
+
+    Returns
+    -------
+    trajectories : (num_steps, n, 3) ndarray
+        Positions at every time step [Å], on the selected device.
+    moving : (n,) ndarray of bool
+        The atoms that move, on the selected device.
+    """
+    positions = checks.check_array(positions, "positions", ndim=2, real=True)
+    if positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n, 3), got {positions.shape}")
+    numbers = checks.check_array(numbers, "numbers", ndim=1)
+    if numbers.shape[0] != positions.shape[0]:
+        raise ValueError(f"numbers holds {numbers.shape[0]} atoms but positions {positions.shape[0]}")
+    num_steps = checks.check_count(num_steps, "num_steps", minimum=2)
+    num_moving = checks.check_count(num_moving, "num_moving", minimum=0)
+    core_fraction = checks.check_number(core_fraction, "core_fraction", lower=0, upper=1, lower_inclusive=False)
+    arc = checks.check_number(arc, "arc", lower=0, units="Å")
+    seed = checks.check_count(seed, "seed", minimum=0)
+    xyz, z = backend.asnumpy(positions).astype(np.float64), backend.asnumpy(numbers)  # host: the draws
+    r = np.linalg.norm(xyz, axis=1)
+    candidates = np.flatnonzero((z == Z_PT) & (r <= core_fraction * r.max()))
+    if num_moving > candidates.size:
+        raise ValueError(f"num_moving must be at most {candidates.size}, the Pt atoms within core_fraction="
+                         f"{core_fraction} of the radius, got {num_moving}")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(candidates, size=num_moving, replace=False)
+    ends, normals, windows = [], [], []
+    static = np.delete(xyz, chosen, axis=0)
+    for atom in chosen:
+        for _ in range(1000):  # bounded rejection sampling of a free surface site
+            direction = rng.standard_normal(3)
+            direction /= np.linalg.norm(direction)
+            end = direction * (r.max() + 1.5)
+            others = np.concatenate([static] + [e[None] for e in ends])
+            if np.min(np.linalg.norm(others - end, axis=1)) >= 2.5:
+                break
+        else:
+            raise RuntimeError("diffusion_trajectories found no free surface site; use fewer moving atoms")
+        chord = end - xyz[atom]
+        normal = np.cross(chord, rng.standard_normal(3))
+        ends.append(end)
+        normals.append(normal / np.linalg.norm(normal))
+        start = rng.uniform(0.0, 0.5)
+        windows.append((start, rng.uniform(start + 0.5, 1.0)))
+    trajectories = backend.asarray(np.broadcast_to(xyz, (num_steps,) + xyz.shape).copy())
+    moving = np.zeros(xyz.shape[0], dtype=bool)
+    moving[chosen] = True
+    if num_moving:
+        xp = backend.get_array_module(trajectories)
+        t = xp.linspace(0.0, 1.0, num_steps)[:, None]
+        window = backend.asarray(np.array(windows))
+        tau = xp.clip((t - window[None, :, 0]) / (window[None, :, 1] - window[None, :, 0]), 0.0, 1.0)
+        s = (3 * tau**2 - 2 * tau**3)[:, :, None]
+        start, end = backend.asarray(xyz[chosen]), backend.asarray(np.array(ends))
+        paths = start + s * (end - start) + arc * xp.sin(math.pi * s) * backend.asarray(np.array(normals))
+        trajectories[:, backend.asarray(chosen)] = paths
+    return trajectories, backend.asarray(moving)
+
+
+def tilt_series(num_projections: int, *, tilt_range: float = 70.0, order: str = "sequential"):
+    """Tilt angles and acquisition times of a tilt series with a missing wedge.
+
+    Parameters
+    ----------
+    num_projections : int
+        Projections, one per time step (>= 2).
+    tilt_range : float
+        Largest tilt [degrees]: angles cover ``[-tilt_range, tilt_range]``
+        evenly, leaving a missing wedge of ``180 - 2 tilt_range`` degrees;
+        below 90.
+    order : {"sequential", "golden"}
+        Acquisition order: ``sequential`` from ``-tilt_range`` up, as most
+        tilt series are taken; ``golden`` visits the same angles in golden-
+        ratio order, so that every stretch of time sees the whole range.
+
+    Returns
+    -------
+    angles : (N,) numpy.ndarray
+        Tilt angle of each projection in acquisition order [degrees] (host:
+        parameters).
+    times : (N,) numpy.ndarray
+        Acquisition time of each projection, from 0 to 1.
+    """
+    num_projections = checks.check_count(num_projections, "num_projections", minimum=2)
+    tilt_range = checks.check_number(tilt_range, "tilt_range", lower=0, upper=90, lower_inclusive=False,
+                                     upper_inclusive=False, units="degrees")
+    checks.check_choice(order, "order", ORDERS)
+    angles = np.linspace(-tilt_range, tilt_range, num_projections)
+    if order == "golden":  # the k-th projection takes the angle at the fractional part of k φ
+        golden = (math.sqrt(5) - 1) / 2
+        ranks = np.argsort(np.argsort((np.arange(num_projections) * golden) % 1.0))
+        angles = angles[ranks]
+    return angles, np.linspace(0.0, 1.0, num_projections)
+
+
+def cross_sections(numbers, *, platinum: float = 0.03):
+    """HAADF cross-section of each atom, ``σ_Pt (Z / 78)^1.64`` [Å²], on the selected device."""
+    numbers = checks.check_array(numbers, "numbers", ndim=1)
+    platinum = checks.check_positive_number(platinum, "platinum")
+    return platinum * (numbers.astype(backend.get_array_module(numbers).float64) / Z_PT) ** HAADF_EXPONENT
+
+
+def atom_volume(positions, numbers, *, shape, sampling: float, width: float = 0.5, platinum: float = 0.03):
+    """The atoms as 3D Gaussians on a voxel grid: the ground truth a reconstruction aims at.
+
+    Parameters
+    ----------
+    positions : (n, 3) or (T, n, 3) array_like
+        ``(z, y, x)`` [Å] about the volume's centre; with a leading axis, one
+        volume per time.
+    numbers : (n,) array_like of int
+    shape : (3,) int
+        Volume shape ``(nz, ny, nx)``.
+    sampling : float
+        Voxel edge [Å].
+    width : float
+        Standard deviation of each Gaussian [Å] (probe size and thermal motion).
+    platinum : float
+        HAADF cross-section of Pt [Å²] (:func:`cross_sections`).
+
+    Returns
+    -------
+    (nz, ny, nx) or (T, nz, ny, nx) ndarray
+        Density ``Σ σ_Z G(r - r_a)`` [1/Å] sampled at the voxel centres, so
+        that its projections approach :func:`project_atoms`; on the selected
+        device.
+    """
+    positions, weights, shape, sampling, width = _check_atoms(positions, numbers, shape, sampling, width, platinum)
+    axes = [_gaussians(positions[..., d], n, sampling, width) for d, n in enumerate(shape)]  # (..., n_atoms, n)
+    return backend.get_array_module(positions).einsum("...a,...ai,...aj,...ak->...ijk", weights, *axes)
+
+
+def project_atoms(positions, numbers, rotations, *, gpts, sampling: float, width: float = 0.5,
+                  platinum: float = 0.03):
+    """Exact projections of the Gaussian atoms, one per rotation (and per time).
+
+    Parameters
+    ----------
+    positions : (n, 3) or (N, n, 3) array_like
+        ``(z, y, x)`` [Å]; with a leading axis, the atoms at the time of each
+        projection.
+    numbers : (n,) array_like of int
+    rotations : (N, 3, 3) array_like
+        As for :func:`mbook.tomography.projector.project`.
+    gpts : (2,) int
+        Detector pixels ``(nv, nu)``.
+    sampling : float
+        Pixel size [Å].
+    width, platinum : float
+        As for :func:`atom_volume`.
+
+    Returns
+    -------
+    (N, nv, nu) ndarray
+        ``p = Σ σ_Z g(v - v_a, u - u_a)``: the fraction of the dose scattered
+        onto the detector per pixel (dimensionless), on the selected device.
+    """
+    positions, weights, _, sampling, width = _check_atoms(positions, numbers, (1, 1, 1), sampling, width,
+                                                          platinum)
+    rotations = checks.check_array(rotations, "rotations", ndim=3, real=True)
+    if rotations.shape[1:] != (3, 3):
+        raise ValueError(f"rotations must have shape (N, 3, 3), got {rotations.shape}")
+    n = rotations.shape[0]
+    if positions.ndim == 3 and positions.shape[0] != n:
+        raise ValueError(f"positions holds {positions.shape[0]} times but rotations {n} rotations")
+    gpts = checks.check_gpts(gpts, 2)
+    xp = backend.get_array_module(positions)
+    lab = xp.einsum("kde,...ae->k...ad", rotations.astype(xp.float64), positions)  # (N, [N,] n, 3)
+    if positions.ndim == 3:
+        lab = xp.diagonal(lab, axis1=0, axis2=1)  # (n, 3, N): projection k sees the atoms at time k
+        lab = xp.moveaxis(lab, -1, 0)
+    size = progress.plan_batches(n_items=n, bytes_per_item=8 * lab.shape[1] * (gpts[0] + gpts[1]) * 2
+                                 + 8 * gpts[0] * gpts[1])
+    out = xp.empty((n,) + gpts)
+    for start in range(0, n, size):
+        part = lab[start:start + size]
+        gv = _gaussians(part[..., 1], gpts[0], sampling, width)
+        gu = _gaussians(part[..., 2], gpts[1], sampling, width)
+        out[start:start + size] = xp.einsum("a,kav,kau->kvu", weights, gv, gu)
+    return out
+
+
+def poisson_noise(projections, *, dose: float, sampling: float, seed: int = 0):
+    """Noisy projections at a dose: Poisson counts scaled back to the units of the projections.
+
+    Parameters
+    ----------
+    projections : (..., nv, nu) array_like
+        Scattered fraction per pixel (:func:`project_atoms`), >= 0.
+    dose : float
+        Electrons per projection [e/Å²], > 0.
+    sampling : float
+        Pixel size [Å].
+    seed : int
+        The counts are drawn on the host from this seed, then moved.
+
+    Returns
+    -------
+    ndarray
+        ``counts / (dose s²)``, an unbiased estimate of ``projections``, on
+        the selected device.
+    """
+    projections = checks.check_array(projections, "projections", min_ndim=2, real=True)
+    dose = checks.check_positive_number(dose, "dose")
+    sampling = checks.check_positive_number(sampling, "sampling")
+    seed = checks.check_count(seed, "seed", minimum=0)
+    xp = backend.get_array_module(projections)
+    if not bool(xp.all(projections >= 0)):
+        raise ValueError("projections must be >= 0 (a scattered fraction) to draw counts from")
+    scale = dose * sampling**2
+    mean = backend.asnumpy(projections) * scale  # host: the seeded draw
+    counts = np.random.default_rng(seed).poisson(mean)
+    return backend.asarray(counts / scale)
+
+
+# ----------------------------------------------------------------------------- private helpers
+def _gaussians(coordinates, n, sampling, width):
+    """Normalised 1D Gaussians ``(..., n)`` [1/Å] about ``coordinates`` on the centred grid (the projector's):
+    products of 2 or 3 of them are 2D or 3D densities."""
+    xp = backend.get_array_module(coordinates)
+    grid = (xp.arange(n, dtype=xp.float64) - n // 2) * sampling
+    return xp.exp(-0.5 * ((grid - coordinates[..., None]) / width) ** 2) / (math.sqrt(2 * math.pi) * width)
+
+
+def _check_atoms(positions, numbers, shape, sampling, width, platinum):
+    positions = checks.check_array(positions, "positions", real=True)
+    if positions.ndim not in (2, 3) or positions.shape[-1] != 3:
+        raise ValueError(f"positions must have shape (n, 3) or (T, n, 3), got {positions.shape}")
+    weights = cross_sections(numbers, platinum=platinum)
+    if weights.shape[0] != positions.shape[-2]:
+        raise ValueError(f"numbers holds {weights.shape[0]} atoms but positions {positions.shape[-2]}")
+    shape = checks.check_gpts(shape, 3)
+    sampling = checks.check_positive_number(sampling, "sampling")
+    width = checks.check_positive_number(width, "width")
+    return positions.astype(backend.get_array_module(positions).float64), weights, shape, sampling, width

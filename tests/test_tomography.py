@@ -1,0 +1,255 @@
+"""mbook.tomography: the 4D testbed, 3D and 4D reconstruction, atom tracing."""
+
+import numpy as np
+import pytest
+
+from mbook.core import backend
+from mbook.tomography import projector, reconstruct, specimens, tracing
+
+SHAPE, SAMPLING, WIDTH = (24, 24, 24), 0.6, 0.6
+
+
+@pytest.fixture(scope="module")
+def particle():
+    with backend.use_device("cpu"):
+        positions, numbers = specimens.fept_nanoparticle(5.0)
+    return backend.asnumpy(positions), backend.asnumpy(numbers)
+
+
+def _series(particle, n=19, order="sequential"):
+    positions, numbers = particle
+    angles, times = specimens.tilt_series(n, order=order)
+    tilt = projector.TiltProjector(SHAPE, angles, sampling=SAMPLING)
+    data = specimens.project_atoms(positions, numbers, tilt.rotations, gpts=SHAPE[1:], sampling=SAMPLING,
+                                   width=WIDTH)
+    return tilt, data, times
+
+
+# ----------------------------------------------------------------------------- testbed
+def test_l10_particle_alternates_fe_and_pt_planes_along_z(particle):
+    positions, numbers = particle
+    planes = np.round(positions[:, 0] / (specimens.FEPT_L10["c"] / 2)).astype(int)
+    assert set(numbers[planes % 2 == 0]) == {26} and set(numbers[planes % 2 == 1]) == {78}
+    assert np.linalg.norm(positions, axis=1).max() <= 5.0
+
+
+def test_a1_particle_is_half_platinum():
+    _, numbers = specimens.fept_nanoparticle(9.0, ordering="A1", seed=3)
+    assert abs(float(backend.asnumpy(numbers == 78).mean()) - 0.5) < 0.08
+
+
+def test_trajectories_move_only_the_chosen_atoms_smoothly_to_the_surface(particle):
+    positions, numbers = particle
+    traj, moving = specimens.diffusion_trajectories(positions, numbers, num_steps=40, num_moving=2, core_fraction=0.9, seed=4)
+    traj, moving = backend.asnumpy(traj), backend.asnumpy(moving)
+    assert moving.sum() == 2 and set(numbers[moving]) == {78}
+    np.testing.assert_array_equal(traj[:, ~moving], np.broadcast_to(positions[~moving], traj[:, ~moving].shape))
+    radius = np.linalg.norm(positions, axis=1).max()
+    assert np.all(np.linalg.norm(traj[-1, moving], axis=1) == pytest.approx(radius + 1.5))
+    speed = np.linalg.norm(np.diff(traj[:, moving], axis=0), axis=-1)
+    assert speed[0].max() < 0.05 * speed.max()  # smoothstep: at rest at the start
+    assert np.abs(np.diff(speed, axis=0)).max() < 0.35 * speed.max()  # no jumps
+
+
+def test_golden_order_visits_every_angle_once_and_spreads_them():
+    sequential, _ = specimens.tilt_series(30)
+    golden, times = specimens.tilt_series(30, order="golden")
+    np.testing.assert_allclose(np.sort(golden), sequential)
+    assert np.ptp(golden[:6]) > 100 and np.ptp(sequential[:6]) < 30
+    assert times[0] == 0 and times[-1] == 1
+
+
+def test_analytic_projections_match_the_voxel_projector(particle):
+    positions, numbers = particle
+    tilt, data, _ = _series(particle, n=5)
+    volume = specimens.atom_volume(positions, numbers, shape=SHAPE, sampling=SAMPLING, width=WIDTH)
+    voxel = backend.asnumpy(tilt.forward(volume))
+    data = backend.asnumpy(data)
+    assert np.linalg.norm(voxel - data) < 0.05 * np.linalg.norm(data)
+    # every projection carries the whole cross-section: sum p s^2 = sum sigma_Z
+    sigma = backend.asnumpy(specimens.cross_sections(numbers)).sum()
+    np.testing.assert_allclose(data.sum(axis=(1, 2)) * SAMPLING**2, sigma, rtol=1e-6)
+
+
+def test_poisson_noise_is_unbiased_with_the_variance_of_counts():
+    p = np.full((4, 50, 50), 0.02)
+    noisy = backend.asnumpy(specimens.poisson_noise(p, dose=1e4, sampling=0.5, seed=1))
+    counts = noisy * 1e4 * 0.25
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+    assert counts.mean() == pytest.approx(50.0, rel=0.01) and counts.var() == pytest.approx(50.0, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- 3D
+def test_iterative_residuals_decrease_and_pgd_fits_better_than_sirt(particle, device):
+    tilt, data, _ = _series(particle)
+    pgd = reconstruct.pgd(data, tilt, max_num_iter=20)
+    sirt = reconstruct.sirt(data, tilt, max_num_iter=20)
+    for result in (pgd, sirt):
+        assert backend.get_array_module(result.x) is backend.xp
+        residuals = backend.asnumpy(result.residuals)
+        assert residuals[-1] < 0.5 * residuals[0]
+        assert np.all(np.diff(residuals[1:]) <= 1e-6) or result is pgd  # SIRT: monotone
+        assert float(result.x.min()) >= 0
+    assert float(pgd.residuals[-1]) < float(sirt.residuals[-1])
+
+
+def test_fbp_keeps_the_mass_seen_by_the_tilt_range(particle):
+    # FBP integrates over the measured angles only: of the mass it keeps the fraction 140°/180°.
+    positions, numbers = particle
+    tilt, data, _ = _series(particle, n=61)
+    x = backend.asnumpy(reconstruct.fbp(data, tilt, filter="hann").x)
+    sigma = backend.asnumpy(specimens.cross_sections(numbers)).sum()
+    assert x.sum() * SAMPLING**3 == pytest.approx(sigma * 140 / 180, rel=0.05)
+
+
+def test_pgd_on_cpu_and_strict_agree(particle, on_cpu):
+    tilt_cpu, data, _ = _series(particle, n=9)
+    reference = backend.asnumpy(on_cpu(lambda: reconstruct.pgd(data, projector.TiltProjector(
+        SHAPE, tilt_cpu.angles, sampling=SAMPLING), max_num_iter=5, l1=1e-4).x))
+    with backend.use_device("strict"):
+        tilt = projector.TiltProjector(SHAPE, tilt_cpu.angles, sampling=SAMPLING)
+        strict = backend.asnumpy(reconstruct.pgd(data, tilt, max_num_iter=5, l1=1e-4).x)
+    np.testing.assert_allclose(strict, reference, rtol=1e-6, atol=1e-8)
+
+
+def test_solvers_copy_nothing_to_the_host_per_iteration(particle, no_copies_per_iteration):
+    positions, numbers = particle
+    angles, times = specimens.tilt_series(7)
+
+    def run(n):
+        tilt = projector.TiltProjector(SHAPE, angles, sampling=SAMPLING)
+        data = tilt.forward(specimens.atom_volume(positions, numbers, shape=SHAPE, sampling=SAMPLING))
+        reconstruct.pgd(data, tilt, max_num_iter=n)
+        reconstruct.sirt(data, tilt, max_num_iter=n)
+        space_time = reconstruct.SpaceTimeProjector(tilt, reconstruct.temporal_weights(times, [0.0, 1.0]))
+        reconstruct.pgd_4d(data, space_time, backend.xp.ones(space_time.shape), tv_space=1e-3, tv_time=1e-3,
+                           smoothing=1e-3, max_num_iter=n)
+
+    no_copies_per_iteration(run)
+
+
+# ----------------------------------------------------------------------------- 4D
+@pytest.mark.parametrize("kind", reconstruct.KINDS)
+def test_temporal_weights_interpolate(kind):
+    w = backend.asnumpy(reconstruct.temporal_weights(np.linspace(0, 1, 11), [0.0, 0.5, 1.0], kind=kind))
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert np.all(w >= 0)
+    if kind == "linear":  # hat functions: exact at the anchors, halfway between them
+        np.testing.assert_allclose(w[[0, 5, 10]], np.eye(3), atol=1e-15)
+        np.testing.assert_allclose(w[[2]], [[0.6, 0.4, 0.0]], atol=1e-12)
+    else:
+        assert np.all(w > 0) and np.argmax(w[5]) == 1
+
+
+@pytest.mark.parametrize("kind", reconstruct.KINDS)
+def test_space_time_projector_is_adjoint(device, rng, kind):
+    angles, times = specimens.tilt_series(9, order="golden")
+    tilt = projector.TiltProjector((8, 6, 9), angles, sampling=0.5)
+    op = reconstruct.SpaceTimeProjector(tilt, reconstruct.temporal_weights(times, [0.0, 0.3, 1.0], kind=kind),
+                                        cutoff=0.0)
+    x, y = rng.standard_normal(op.shape), rng.standard_normal(op.projection_shape)
+    assert np.vdot(backend.asnumpy(op.forward(x)), y) == pytest.approx(
+        np.vdot(x, backend.asnumpy(op.adjoint(y))), rel=1e-10)
+    # with all weights kept it is the projection of the interpolated volume at each time
+    w = backend.asnumpy(op.weights)
+    k = 4
+    single = backend.asnumpy(tilt.forward(np.tensordot(w[k], x, axes=1)))[k]
+    np.testing.assert_allclose(backend.asnumpy(op.forward(x))[k], single, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("axes", [(-3, -2, -1), (0,)])
+def test_smooth_tv_gradient_matches_finite_differences(rng, axes):
+    u = rng.standard_normal((3, 4, 5, 4))
+    direction = rng.standard_normal(u.shape)
+    value, gradient = reconstruct.smooth_tv(u, axes=axes, smoothing=0.3)
+    h = 1e-6
+    plus = float(reconstruct.smooth_tv(u + h * direction, axes=axes, smoothing=0.3)[0])
+    minus = float(reconstruct.smooth_tv(u - h * direction, axes=axes, smoothing=0.3)[0])
+    assert (plus - minus) / (2 * h) == pytest.approx(np.vdot(backend.asnumpy(gradient), direction), rel=1e-6)
+
+
+def test_pgd_4d_lowers_the_residual_of_its_start(particle):
+    positions, numbers = particle
+    traj, _ = specimens.diffusion_trajectories(positions, numbers, num_steps=19, num_moving=2, core_fraction=0.9, seed=2)
+    tilt, _, times = _series(particle)
+    data = specimens.project_atoms(traj, numbers, tilt.rotations, gpts=SHAPE[1:], sampling=SAMPLING, width=WIDTH)
+    static = reconstruct.pgd(data, tilt, max_num_iter=20)
+    op = reconstruct.SpaceTimeProjector(tilt, reconstruct.temporal_weights(times, [0.0, 0.5, 1.0]))
+    result = reconstruct.pgd_4d(data, op, np.repeat(backend.asnumpy(static.x)[None], 3, axis=0), tv_time=1e-4,
+                                max_num_iter=20)
+    residuals = backend.asnumpy(result.residuals)
+    assert residuals[-1] < 0.8 * float(static.residuals[-1])
+
+
+# ----------------------------------------------------------------------------- tracing
+def test_tracing_the_true_volume_finds_every_atom_and_its_species(particle, device):
+    positions, numbers = particle
+    volume = specimens.atom_volume(positions, numbers, shape=SHAPE, sampling=SAMPLING, width=WIDTH)
+    atoms = tracing.trace_atoms(volume, sampling=SAMPLING)
+    assert backend.get_array_module(atoms.positions) is backend.xp
+    match = tracing.match_atoms(atoms.positions, positions, max_distance=0.5)
+    assert match.recall == 1.0 and match.precision == 1.0
+    assert float(backend.asnumpy(match.distances).max()) < 0.05  # the Gaussian fit: sub-voxel
+    species = backend.asnumpy(tracing.classify_species(atoms.intensities))
+    np.testing.assert_array_equal(species[match.found], numbers[match.reference])
+
+
+def test_tracks_follow_a_moving_atom():
+    frames = [np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]), np.array([[3.0, 0.1, 0.0], [0.5, 0.0, 0.0]]),
+              np.array([[1.0, 0.0, 0.0]])]
+    tracks = backend.asnumpy(tracing.track_atoms(frames, max_distance=0.8))
+    np.testing.assert_allclose(tracks[:, 0, 0], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(tracks[1, 1], [3.0, 0.1, 0.0])
+    assert np.all(np.isnan(tracks[2, 1]))
+
+
+# ----------------------------------------------------------------------------- bad input
+_TILT = projector.TiltProjector((4, 4, 4), [0.0, 30.0, 60.0])
+_OP = reconstruct.SpaceTimeProjector(_TILT, np.full((3, 2), 0.5))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: specimens.fept_nanoparticle(-1.0), "radius"),
+    (lambda: specimens.fept_nanoparticle(5.0, ordering="B2"), "ordering"),
+    (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [78, 78, 78], num_steps=1), "num_steps"),
+    (lambda: specimens.diffusion_trajectories(np.zeros((3, 2)), [78, 78, 78], num_steps=5), "positions"),
+    (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [78, 78], num_steps=5), "numbers"),
+    (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [26, 26, 78], num_steps=5, num_moving=2),
+     "num_moving"),
+    (lambda: specimens.tilt_series(10, tilt_range=90.0), "tilt_range"),
+    (lambda: specimens.tilt_series(1), "num_projections"),
+    (lambda: specimens.tilt_series(10, order="random"), "order"),
+    (lambda: specimens.poisson_noise(np.ones((2, 2)), dose=-1.0, sampling=1.0), "dose"),
+    (lambda: specimens.poisson_noise(-np.ones((2, 2)), dose=1.0, sampling=1.0), "projections"),
+    (lambda: specimens.atom_volume(np.zeros((2, 3)), [26, 78], shape=(4, 4), sampling=1.0), "gpts"),
+    (lambda: specimens.atom_volume(np.zeros((2, 3)), [26, 78], shape=(4, 4, 4), sampling=1.0, width=0.0),
+     "width"),
+    (lambda: specimens.project_atoms(np.zeros((2, 2, 3)), [26, 78], np.stack([np.eye(3)] * 3), gpts=(4, 4),
+                                     sampling=1.0), "positions"),
+    (lambda: reconstruct.fbp(np.zeros((2, 4, 4)), _TILT), "projections"),
+    (lambda: reconstruct.fbp(np.zeros((3, 4, 4)), _TILT, filter="cosine"), "filter"),
+    (lambda: reconstruct.fbp(np.zeros((3, 4, 4)), "tilt"), "operator"),
+    (lambda: reconstruct.sirt(np.zeros((3, 4, 4)), _TILT, relaxation=2.0), "relaxation"),
+    (lambda: reconstruct.sirt(np.zeros((3, 4, 4)), _TILT, max_num_iter=0), "max_num_iter"),
+    (lambda: reconstruct.pgd(np.zeros((3, 4, 4)), _TILT, l1=-1.0), "l1"),
+    (lambda: reconstruct.pgd(np.zeros((3, 4, 4)), _TILT, x0=np.zeros((4, 4))), "x0"),
+    (lambda: reconstruct.temporal_weights([0.0, 1.0], [0.0, 0.5, 1.0]), "anchor_times"),
+    (lambda: reconstruct.temporal_weights([0.0, 1.0], []), "anchor_times"),
+    (lambda: reconstruct.temporal_weights([0.0, 1.0], [1.0, 0.0]), "anchor_times"),
+    (lambda: reconstruct.temporal_weights([0.0, 1.0], [0.0], kind="cubic"), "kind"),
+    (lambda: reconstruct.SpaceTimeProjector(_TILT, np.ones((4, 2))), "weights"),
+    (lambda: reconstruct.SpaceTimeProjector("tilt", np.ones((3, 2))), "tilt"),
+    (lambda: reconstruct.pgd_4d(np.zeros((3, 4, 4)), _OP, np.zeros((3, 4, 4, 4))), "x0"),
+    (lambda: reconstruct.pgd_4d(np.zeros((3, 4, 4)), _OP, np.ones((2, 4, 4, 4)), tv_time=-1.0), "tv_time"),
+    (lambda: reconstruct.pgd_4d(np.zeros((3, 4, 4)), _TILT, np.ones((2, 4, 4, 4))), "operator"),
+    (lambda: reconstruct.smooth_tv(np.ones((3, 3)), axes=(0,), smoothing=0.0), "smoothing"),
+    (lambda: tracing.trace_atoms(np.ones((4, 4)), sampling=1.0), "volume"),
+    (lambda: tracing.trace_atoms(np.ones((4, 4, 4)), sampling=1.0, threshold=1.5), "threshold"),
+    (lambda: tracing.classify_species(np.array([1.0, -1.0])), "intensities"),
+    (lambda: tracing.match_atoms(np.zeros((2, 2)), np.zeros((2, 3))), "found"),
+    (lambda: tracing.match_atoms(np.zeros((2, 3)), np.zeros((2, 3)), max_distance=0.0), "max_distance"),
+    (lambda: tracing.track_atoms(np.zeros((2, 3))), "positions"),
+])
+def test_bad_input_is_refused_naming_the_parameter(call, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        call()
