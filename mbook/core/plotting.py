@@ -53,9 +53,12 @@ def add_scalebar(ax, length=None, *, units="Å", color="white", location="lower 
     length = length or nice_length(fraction * width)
     label = f"{length:g} {units}"
     bar = AnchoredSizeBar(
-        ax.transData, length, label, location, pad=0.4, color=color, frameon=False,
+        ax.transData, length, label, location, pad=0.3, borderpad=0.3, color=color, frameon=True,
         size_vertical=width / 150, label_top=True,
     )
+    # A translucent backing of the opposite shade keeps bar and label readable on any colour map.
+    backing = "black" if color in ("white", "w", "#ffffff") else "white"
+    bar.patch.set(facecolor=backing, edgecolor="none", alpha=0.45)
     ax.add_artist(bar)
     return bar
 
@@ -104,7 +107,8 @@ def show_image(image, sampling, *, ax=None, units="Å", cmap="gray", title=None,
     im = ax.imshow(image.T, origin="lower", extent=_extent(image.shape, sampling, centered), cmap=cmap,
                    **imshow_kwargs)
     # A white bar on a bright corner vanishes: pick black there.
-    corner = im.cmap(im.norm(image[-image.shape[0] // 3 :, : image.shape[1] // 4]))[..., :3].mean()
+    rgb = im.cmap(im.norm(image[-image.shape[0] // 3 :, : image.shape[1] // 4]))[..., :3]
+    corner = (rgb @ np.array([0.299, 0.587, 0.114])).mean()  # perceived brightness of the corner
     _decorate(ax, units, title, scalebar, color="black" if corner > 0.6 else "white")
     if colorbar is not None:
         ax.figure.colorbar(im, ax=ax, label=colorbar, shrink=0.85)
