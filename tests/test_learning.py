@@ -122,3 +122,146 @@ TRAIN = dict(scale=0.1, learning_rate=0.01, num_steps=10)
 def test_implicit_bias_refuses_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- unrolled PDHG
+from mbook.learning import unrolled  # noqa: E402
+
+
+def _two_region_problem(n=4, size=16, noise=0.8, seed=0):
+    """Feature maps of noisy half-planes at random angles: channel 0 = the signal, channel 1 = pure noise."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.arange(size) - size / 2 + 0.5, np.arange(size) - size / 2 + 0.5, indexing="ij")
+    angles = rng.uniform(0, 2 * np.pi, n)
+    masks = (np.cos(angles)[:, None, None] * x + np.sin(angles)[:, None, None] * y > 0).astype(float)
+    signal = 1 - 2 * masks + noise * rng.standard_normal(masks.shape)
+    return np.stack([signal, rng.standard_normal(masks.shape)], axis=1), masks
+
+
+def _perturbed_parameters(rng, channels=2, layers=5):
+    p = unrolled.init_parameters(channels, layers, means=[[0.5, -0.2], [-0.3, 0.4]], weight=0.3)
+    return unrolled.UnrolledParameters(
+        p.filters + 0.3 * rng.standard_normal(p.filters.shape), p.bias + 0.1,
+        p.log_tau + 0.2 * rng.standard_normal(layers), p.log_sigma + 0.2 * rng.standard_normal(layers),
+        p.log_weight + 0.3 * rng.standard_normal(layers))
+
+
+def test_unrolled_gradient_matches_finite_differences(rng):
+    features, masks = rng.standard_normal((2, 2, 10, 9)), (rng.random((2, 10, 9)) > 0.5).astype(float)
+    params = _perturbed_parameters(rng)
+    _, gradient = unrolled.loss_and_gradient(features, masks, params)
+    eps = 1e-6
+    for i, name in enumerate(params._fields):
+        direction = rng.standard_normal(np.shape(params[i]))
+        plus, minus = list(params), list(params)
+        plus[i], minus[i] = params[i] + eps * direction, params[i] - eps * direction
+        numeric = (float(unrolled.loss_and_gradient(features, masks, unrolled.UnrolledParameters(*plus))[0])
+                   - float(unrolled.loss_and_gradient(features, masks, unrolled.UnrolledParameters(*minus))[0]))
+        analytic = float(np.sum(backend.asnumpy(gradient[i]) * direction))
+        assert numeric / (2 * eps) == pytest.approx(analytic, rel=1e-6, abs=1e-10), name
+
+
+def test_unrolled_gradient_is_the_same_in_memory_budgeted_chunks(rng, monkeypatch):
+    features, masks = rng.standard_normal((5, 2, 10, 9)), (rng.random((5, 10, 9)) > 0.5).astype(float)
+    params = _perturbed_parameters(rng)
+    whole = unrolled.loss_and_gradient(features, masks, params)
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(2.5 * 8 * 90 * (6 * 5 + 2 * 10 + 8) / 2**30))  # two images a chunk
+    chunked = unrolled.loss_and_gradient(features, masks, params)
+    assert float(chunked[0]) == pytest.approx(float(whole[0]), rel=1e-12)
+    for a, b in zip(whole[1], chunked[1]):
+        np.testing.assert_allclose(backend.asnumpy(b), backend.asnumpy(a), rtol=1e-10, atol=1e-14)
+
+
+def test_network_with_tied_layers_is_pdhg(rng):
+    features, _ = _two_region_problem(n=3, seed=1)
+    params = unrolled.init_parameters(2, 60, centre=[-1.0, 0.0], weight=0.4)
+    network = backend.asnumpy(unrolled.segment(features, params, soft=True))
+    solver = backend.asnumpy(unrolled.pdhg_segment(unrolled.data_term(features, params), weight=0.4,
+                                                   max_num_iter=60))
+    np.testing.assert_allclose(network, solver, atol=1e-12)
+
+
+def test_total_variation_segments_what_thresholding_cannot():
+    features, masks = _two_region_problem(n=4, size=24, noise=1.2, seed=2)
+    params = unrolled.init_parameters(2, 1, centre=[1.0, 0.0])  # c = channel 0: negative on the foreground
+    cost = unrolled.data_term(features, params)
+    pixelwise = unrolled.intersection_over_union(cost < 0, masks)
+    segmented = unrolled.pdhg_segment(cost, weight=1.0, max_num_iter=800)
+    assert pixelwise < 0.75
+    assert unrolled.intersection_over_union(segmented, masks) > 0.9
+    # The relaxation is nearly binary at the solution (Chan, Esedoglu and Nikolova 2006).
+    assert float(backend.xp.mean((segmented > 0.05) & (segmented < 0.95))) < 0.05
+    per_image = unrolled.pdhg_segment(cost, weight=[1.0, 1.0, 0.01, 1.0], max_num_iter=800)
+    np.testing.assert_allclose(backend.asnumpy(per_image[[0, 1, 3]]), backend.asnumpy(segmented[[0, 1, 3]]))
+
+
+def test_training_lowers_the_loss_and_raises_the_iou():
+    features, masks = _two_region_problem(n=12, size=16, noise=1.2, seed=3)
+    params = unrolled.init_parameters(2, 6, filter_size=3, centre=[0.1, 0.3], weight=0.05)
+    before = float(unrolled.loss_and_gradient(features, masks, params)[0])
+    result = unrolled.train(features, masks, params, num_steps=60, learning_rate=0.05, batch_size=6, seed=0,
+                            show_progress=False)
+    after = float(unrolled.loss_and_gradient(features, masks, result.params)[0])
+    assert after < 0.7 * before
+    assert (unrolled.intersection_over_union(unrolled.segment(features, result.params), masks)
+            > unrolled.intersection_over_union(unrolled.segment(features, params), masks) + 0.05)
+
+
+def test_unrolled_on_device_matches_cpu(device, on_cpu):
+    features, masks = _two_region_problem(n=4, size=12, seed=4)
+
+    def run():
+        params = unrolled.init_parameters(2, 4, centre=[-1.0, 0.0], weight=0.2)
+        return unrolled.train(features, masks, params, num_steps=5, batch_size=2, show_progress=False)
+
+    reference, result = on_cpu(run), run()
+    assert backend.get_array_module(result.losses) is backend.xp
+    assert all(backend.get_array_module(a) is backend.xp for a in result.params)
+    for a, b in zip(reference.params, result.params):
+        np.testing.assert_allclose(backend.asnumpy(b), a, atol=1e-12)
+    params = result.params
+    assert backend.get_array_module(unrolled.segment(features, params)) is backend.xp
+    assert backend.get_array_module(unrolled.pdhg_segment(unrolled.data_term(features, params), weight=0.1,
+                                                          max_num_iter=3)) is backend.xp
+
+
+def test_unrolled_training_and_pdhg_copy_nothing_to_the_host_per_step(no_copies_per_iteration):
+    features, masks = _two_region_problem(n=4, size=12, seed=5)
+    params = unrolled.init_parameters(2, 3, centre=[-1.0, 0.0], weight=0.2)
+    no_copies_per_iteration(lambda n: unrolled.train(features, masks, params, num_steps=n, batch_size=2,
+                                                     show_progress=False))
+    cost = backend.asnumpy(unrolled.data_term(features, params))
+    no_copies_per_iteration(lambda n: unrolled.pdhg_segment(cost, weight=0.2, max_num_iter=n))
+
+
+FEATURES, MASKS = np.zeros((2, 3, 8, 8)), np.zeros((2, 8, 8))
+PARAMS = unrolled.init_parameters(3, 2)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: unrolled.init_parameters(3, 0), "num_layers"),
+    (lambda: unrolled.init_parameters(0, 2), "num_channels"),
+    (lambda: unrolled.init_parameters(3, 2, filter_size=4), "filter_size"),
+    (lambda: unrolled.init_parameters(3, 2, weight=0.0), "weight"),
+    (lambda: unrolled.init_parameters(3, 2, tau=-1.0), "tau"),
+    (lambda: unrolled.init_parameters(3, 2, means=np.zeros((2, 2))), "means"),
+    (lambda: unrolled.init_parameters(3, 2, centre=np.zeros(2)), "centre"),
+    (lambda: unrolled.segment(np.zeros((3, 8, 8)), PARAMS), "features"),
+    (lambda: unrolled.segment(np.zeros((2, 2, 8, 8)), PARAMS), "channels"),
+    (lambda: unrolled.segment(FEATURES, (1, 2, 3)), "params"),
+    (lambda: unrolled.data_term(FEATURES, PARAMS._replace(bias=np.zeros(2))), "params.bias"),
+    (lambda: unrolled.loss_and_gradient(FEATURES, np.zeros((2, 8, 7)), PARAMS), "masks"),
+    (lambda: unrolled.loss_and_gradient(FEATURES, np.full((2, 8, 8), 0.5), PARAMS), "masks"),
+    (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=5, learning_rate=0.0), "learning_rate"),
+    (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=0), "num_steps"),
+    (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=5, batch_size=3), "batch_size"),
+    (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=5, batch_size=2, betas=(0.9, 1.0)), "betas"),
+    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.0), "weight"),
+    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=[0.1, 0.2, 0.3]), "weight"),
+    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tau=1.0, sigma=1.0), "tau \\* sigma"),
+    (lambda: unrolled.pdhg_segment(np.zeros(8), weight=0.1), "cost"),
+    (lambda: unrolled.intersection_over_union(np.zeros((8, 8)), np.zeros((8, 7))), "same shape"),
+])
+def test_unrolled_refuses_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
