@@ -1,0 +1,485 @@
+"""The Lattice Multislice Algorithm: PRISM with a localized basis (Doberstein & Binev 2025).
+
+PRISM writes a probe as a sum of plane waves, which fill the whole cell. The
+LMA writes it in the span of the **lattice translates of one well-localized,
+band-limited function** ``u``:
+
+``ψ_0(r) = Σ_j ψ_0(x_j) u(r - x_j)``, ``x_j = h j`` on a square lattice of spacing ``h``.
+
+This is exact for every wave band-limited to the aperture ``|k| <= K = α/λ``
+when ``û(k) = 1`` on the aperture and ``û = 0`` on its copies shifted by the
+reciprocal lattice ``1/h`` (the sampling theorem with oversampling). Here
+``û`` falls smoothly from 1 at ``K`` to 0 at ``1/h - K`` (a C∞ step), so
+``h < 1/(2K)`` and the finer the lattice, the wider the taper and the more
+compact ``u``. The coefficients are the probe's own values at the lattice
+points: no fit, no inversion.
+
+Multislice is linear, so the exit wave is ``Σ_j ψ_0(x_j) M[u(· - x_j)]``. As
+``u`` is localized and the wave spreads little through a thin specimen, each
+**basis exit wave** ``M[u_j]`` is computed on a small **patch** of
+``patch_gpts²`` pixels of the specimen around ``x_j`` (periodic on the
+patch), and a probe is the combination of the translates of the
+``m × m`` lattice points nearest it (``m ≈ patch/h``), on a window of
+``(m - 1) h + patch`` pixels. The error model: three truncations, all
+shrinking as the patch grows,
+
+1. the probe's tails beyond the ``m × m`` block of translates (no periodic
+   copies of the probe interfere, unlike PRISM's window);
+2. ``u``'s tails beyond its patch;
+3. the part of each basis wave scattered out of its patch through the
+   specimen's thickness, which wraps around the patch.
+
+The lattice spacing sets ``u``'s width (2 above), the patch all three.
+
+A local change of the specimen (one column replaced) changes only the basis
+waves whose patches it touches: :func:`update_basis` recomputes those alone,
+and :func:`affected` says which probes need a new combination.
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import grids
+>>> from mbook.electron import lma
+>>> grid = grids.make_grid(gpts=(64, 64), sampling=0.1)
+>>> basis = lma.build_basis(np.zeros((2, 64, 64), np.float32), grid=grid, energy=200e3, slice_thickness=1.0,
+...                         semiangle_cutoff=20.0, lattice_step=4, patch_gpts=24)
+>>> basis.array.shape, basis.window
+((16, 16, 24, 24), 48)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbook.core import backend, checks, grids, progress
+from mbook.electron import multislice, physics, prism, stem, waves
+
+
+@dataclass
+class LatticeBasis:
+    """The exit waves of the lattice translates of ``u``, each on its patch.
+
+    Attributes
+    ----------
+    array : (n_lx, n_ly, patch, patch) ndarray, complex64
+        ``M[u(· - x_j)]`` on the patch centred on lattice point ``j``, on the
+        selected device.
+    potential : (n_slices, nx, ny) ndarray, float32
+        The specimen it was computed for (for :func:`update_basis`) [V·Å].
+    thicknesses : tuple of float
+        Slice thicknesses [Å].
+    grid : Grid
+        The simulation grid [Å].
+    energy : float
+        [eV].
+    semiangle_cutoff : float
+        The aperture ``u`` covers [mrad].
+    lattice_step : int
+        ``h`` in pixels.
+    """
+
+    array: object
+    potential: object
+    thicknesses: tuple
+    grid: grids.Grid
+    energy: float
+    semiangle_cutoff: float
+    lattice_step: int
+
+    @property
+    def patch_gpts(self) -> int:
+        """Pixels per side of each patch."""
+        return int(self.array.shape[-1])
+
+    @property
+    def block(self) -> int:
+        """Lattice points per side of the block of translates that make one probe (odd)."""
+        return _block(self.patch_gpts, self.lattice_step)
+
+    @property
+    def window(self) -> int:
+        """Pixels per side of a probe's exit-wave window, ``(m - 1) h + patch``."""
+        return (self.block - 1) * self.lattice_step + self.patch_gpts
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the basis exit waves."""
+        return int(self.array.nbytes)
+
+
+def _block(patch_gpts, lattice_step):
+    m = max(1, patch_gpts // lattice_step)
+    return m + 1 - m % 2  # odd: centred on the lattice point nearest the probe
+
+
+def probe_diameter(*, energy, semiangle_cutoff) -> float:
+    """Diameter of the in-focus probe's first dark ring, ``1.22 λ / α`` [Å] (the patch's lower bound)."""
+    return 1.22 * physics.wavelength(energy) / (semiangle_cutoff * 1e-3)
+
+
+def check_lattice(grid, *, energy, semiangle_cutoff, lattice_step, patch_gpts) -> tuple[int, int]:
+    """Check the lattice step and the patch against the grid and the probe; return both (pixels).
+
+    Raises
+    ------
+    ValueError
+        ``lattice_step`` not a positive integer, not dividing both gpts, or
+        too coarse (``h >= 1/(2K)``: the aperture's copies would overlap);
+        ``patch_gpts`` not an integer, smaller than the probe
+        (:func:`probe_diameter`) or than two lattice steps, or so large that a
+        probe's window exceeds the cell.
+    """
+    nx, ny = grid.gpts
+    spacing = max(grid.sampling)
+    k_aperture = semiangle_cutoff * 1e-3 / physics.wavelength(energy)
+    finest = int(math.ceil(1 / (2 * k_aperture * spacing))) - 1  # largest step with h < 1/(2K)
+    if not isinstance(lattice_step, numbers.Integral) or isinstance(lattice_step, bool) or lattice_step < 1:
+        raise ValueError(f"lattice_step must be a positive integer [pixels], got {lattice_step!r}")
+    lattice_step = int(lattice_step)
+    if nx % lattice_step or ny % lattice_step or lattice_step > finest:
+        raise ValueError(
+            f"lattice_step={lattice_step} pixels must divide gpts {grid.gpts} and be <= {finest} "
+            f"(h < 1/(2K) = {1 / (2 * k_aperture):.3f} Å for a {semiangle_cutoff:g} mrad aperture at {energy:g} eV)"
+        )
+    if not isinstance(patch_gpts, numbers.Integral) or isinstance(patch_gpts, bool):
+        raise ValueError(f"patch_gpts must be an integer number of pixels, got {patch_gpts!r}")
+    smallest = max(2 * lattice_step, int(math.ceil(probe_diameter(energy=energy,
+                                                                  semiangle_cutoff=semiangle_cutoff) / spacing)))
+    window = (_block(int(patch_gpts), lattice_step) - 1) * lattice_step + int(patch_gpts)
+    if patch_gpts < smallest or window > min(nx, ny):
+        raise ValueError(
+            f"patch_gpts={patch_gpts} must hold the probe and two lattice steps (>= {smallest} pixels: the probe's "
+            f"first dark ring is {probe_diameter(energy=energy, semiangle_cutoff=semiangle_cutoff):.2f} Å) and "
+            f"leave a probe window within the cell ({window} > {min(nx, ny)} pixels is too large)"
+        )
+    return lattice_step, int(patch_gpts)
+
+
+def _taper(t, xp):
+    """Raised-cosine step from 1 (t <= 0) to 0 (t >= 1): ``(1 + cos πt) / 2``."""
+    t = xp.clip(t, 0.0, 1.0)
+    return 0.5 * (1 + xp.cos(math.pi * t))
+
+
+def basis_function(patch_grid, *, energy, semiangle_cutoff, lattice_step):
+    """``u`` on a patch, centred on pixel ``(patch//2, patch//2)``, scaled so that ``Σ_j ψ(x_j) u(r - x_j) = ψ``.
+
+    ``û = h²/Δx²`` (the lattice cell in pixels) on the aperture ``|k| <= K``,
+    falling as a raised cosine to 0 at ``1/h - K`` (the aperture's nearest copy).
+
+    Parameters
+    ----------
+    patch_grid : Grid
+        The patch's grid [Å].
+    energy : float
+        [eV].
+    semiangle_cutoff : float
+        Aperture [mrad].
+    lattice_step : int
+        ``h`` [pixels].
+
+    Returns
+    -------
+    (patch, patch) ndarray, complex64
+        On the selected device.
+    """
+    xp = backend.xp
+    k_aperture = semiangle_cutoff * 1e-3 / physics.wavelength(energy)
+    k_outer = 1 / (lattice_step * max(patch_grid.sampling)) - k_aperture
+    k = xp.sqrt(grids.frequency_squared(patch_grid, xp=xp))
+    spectrum = _taper((k - k_aperture) / (k_outer - k_aperture), xp) * lattice_step**2
+    # Centre it on the middle pixel: the shift exp(-2πi k·r_c) with r_c at index patch//2.
+    n = patch_grid.gpts[0]
+    index = xp.fft.fftfreq(n) * n
+    shift = xp.exp(-2j * math.pi * index * (n // 2) / n)
+    u = backend.ifft2(spectrum * shift[:, None] * shift[None, :])
+    return u.astype(xp.complex64)
+
+
+def _patch_indices(points, step, patch, gpts):
+    """Pixel indices (mod gpts) of the patches of lattice points ``points`` (device ``(n, 2)`` ints)."""
+    xp = backend.get_array_module(points)
+    offsets = xp.arange(patch) - patch // 2
+    ix = (points[:, 0:1] * step + offsets[None]) % gpts[0]
+    iy = (points[:, 1:2] * step + offsets[None]) % gpts[1]
+    return ix, iy
+
+
+def _propagate_patches(points, *, transmissions, propagators, u, step, gpts):
+    """Basis exit waves ``(n, patch, patch)`` of lattice points ``points`` (a kernel, on the inputs' device)."""
+    xp = backend.get_array_module(transmissions)
+    patch = u.shape[-1]
+    ix, iy = _patch_indices(points, step, patch, gpts)
+    local = transmissions[:, ix[:, :, None], iy[:, None, :]]  # (n_slices, n, patch, patch): each its own
+    plan = backend.fft2_plan((len(points), patch, patch), xp.complex64, xp=xp)
+    plan.array[...] = u
+    psi = plan.array
+    for psi in multislice.iterate_slices(psi, local, propagators, plan=plan):
+        pass
+    return psi.copy()
+
+
+def _bytes_per_point(n_slices, patch):
+    # Its transmission patches, the wave and the copy made on the way out (complex64).
+    return (n_slices + 2) * patch * patch * 8
+
+
+def _compute(array, points, potential, thicknesses, grid, energy, semiangle, step, budget, fixed):
+    """Fill ``array[points]`` with basis exit waves, in batches under the budget."""
+    xp = backend.get_array_module(array)
+    patch = array.shape[-1]
+    transmissions = multislice.transmission_function(potential, energy=energy, grid=grid)
+    patch_grid = grids.make_grid(gpts=(patch, patch), sampling=grid.sampling)
+    propagators = multislice.slice_propagators(patch_grid, energy=energy, thicknesses=thicknesses, xp=xp)
+    u = basis_function(patch_grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=step)
+    n = len(points)
+    batch = progress.plan_batches(n_items=n, bytes_per_item=_bytes_per_point(len(thicknesses), patch),
+                                  fixed_bytes=fixed + transmissions.nbytes, budget=budget)
+    for start in progress.progress(range(0, n, batch), desc="LMA basis"):
+        chunk = points[start:start + batch]
+        array[chunk[:, 0], chunk[:, 1]] = _propagate_patches(chunk, transmissions=transmissions,
+                                                             propagators=propagators, u=u, step=step,
+                                                             gpts=grid.gpts)
+
+
+def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, lattice_step, patch_gpts,
+                budget=None):
+    """Basis exit waves of every lattice translate of ``u``, each on its own patch of the specimen.
+
+    Parameters
+    ----------
+    potential : (n_slices, nx, ny) array_like
+        Projected potential per slice [V·Å].
+    grid : Grid
+        Its 2D grid [Å].
+    energy : float
+        [eV].
+    slice_thickness : float or (n_slices,) array_like
+        [Å].
+    semiangle_cutoff : float
+        The probe aperture [mrad].
+    lattice_step : int
+        Lattice spacing ``h`` [pixels]; divides both gpts, ``h < 1/(2K)``.
+    patch_gpts : int
+        Patch side [pixels]: at least the probe (:func:`probe_diameter`) and
+        two lattice steps; a probe's window ``(m-1)h + patch`` within the cell.
+    budget : int, optional
+        Memory budget [bytes]; default :func:`mbook.core.progress.memory_budget`.
+
+    Returns
+    -------
+    LatticeBasis
+        On the selected device.
+
+    Raises
+    ------
+    MemoryError
+        When the basis and one patch in flight exceed the budget (numbers in
+        the message), before any propagation.
+    """
+    physics.check_energy(energy)
+    semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
+    potential = checks.check_array(potential, "potential", ndim=3, real=True).astype(np.float32)
+    if tuple(potential.shape[-2:]) != tuple(grid.gpts):
+        raise ValueError(f"potential ends in {potential.shape[-2:]} but the grid has gpts {grid.gpts}")
+    thicknesses = multislice.check_thicknesses(slice_thickness, len(potential))
+    step, patch = check_lattice(grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=lattice_step,
+                                patch_gpts=patch_gpts)
+    lattice = (grid.gpts[0] // step, grid.gpts[1] // step)
+    basis_bytes = lattice[0] * lattice[1] * patch * patch * 8
+    # Memory first: refuse before anything is allocated if the basis and one patch cannot fit.
+    progress.plan_batches(n_items=1, bytes_per_item=_bytes_per_point(len(thicknesses), patch),
+                          fixed_bytes=basis_bytes + potential.nbytes * 3, budget=budget)
+    xp = backend.get_array_module(potential)
+    array = xp.empty(lattice + (patch, patch), xp.complex64)
+    ax, ay = xp.meshgrid(xp.arange(lattice[0]), xp.arange(lattice[1]), indexing="ij")
+    points = xp.stack([ax.ravel(), ay.ravel()], axis=-1)
+    _compute(array, points, potential, thicknesses, grid, energy, semiangle, step, budget,
+             fixed=basis_bytes + potential.nbytes)
+    return LatticeBasis(array, potential, thicknesses, grid, float(energy), semiangle, step)
+
+
+def update_basis(basis, potential, *, tol=1e-3, budget=None):
+    """Recompute only the basis waves whose patches a change of the specimen touches.
+
+    Parameters
+    ----------
+    basis : LatticeBasis
+        From :func:`build_basis` (or a previous update).
+    potential : (n_slices, nx, ny) array_like
+        The changed specimen (same grid and slices) [V·Å].
+    tol : float
+        A pixel counts as changed where ``max_z |Δv| > tol · max |Δv|``
+        (the far tails of a replaced column's potential are ignored); in (0, 1).
+    budget : int, optional
+        Memory budget [bytes].
+
+    Returns
+    -------
+    (LatticeBasis, (n_lx, n_ly) ndarray of bool)
+        The updated basis (a new array; ``basis`` is kept), and which lattice
+        points were recomputed, on the selected device.
+    """
+    if not isinstance(basis, LatticeBasis):
+        raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
+    tol = checks.check_number(tol, "tol", lower=0, upper=1, lower_inclusive=False, upper_inclusive=False)
+    potential = checks.check_array(potential, "potential", ndim=3, real=True).astype(np.float32)
+    if potential.shape != basis.potential.shape:
+        raise ValueError(f"potential has shape {potential.shape}, the basis was built for {basis.potential.shape}")
+    xp = backend.get_array_module(potential)
+    step, patch = basis.lattice_step, basis.patch_gpts
+    change = xp.abs(potential - basis.potential).max(axis=0)
+    changed = (change > tol * change.max()).astype(xp.float32)
+    # A lattice point is touched when a changed pixel lies in its patch: a wrapped box maximum of the
+    # changed mask, read at the lattice points (the box of size p covers offsets -p//2 .. (p-1)//2).
+    ndimage = backend.scipy_module("ndimage", changed)
+    touched = ndimage.maximum_filter(changed, size=patch, mode="wrap")[::step, ::step] > 0
+    points = xp.stack(xp.nonzero(touched), axis=-1)
+    array = basis.array.copy()
+    if len(points):
+        _compute(array, points, potential, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff,
+                 step, budget, fixed=2 * basis.nbytes + potential.nbytes)
+    new = LatticeBasis(array, potential, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff, step)
+    return new, touched
+
+
+def _nearest_points(positions, basis):
+    """Lattice point nearest each position ``(n, 2)`` (device ints, not wrapped)."""
+    xp = backend.get_array_module(positions)
+    h = xp.asarray([basis.lattice_step * s for s in basis.grid.sampling])
+    return xp.rint(positions / h).astype(xp.int64)
+
+
+def affected(basis, positions, touched):
+    """Which probes combine a recomputed basis wave: ``(...)`` bool, on the selected device.
+
+    Parameters
+    ----------
+    basis : LatticeBasis
+        The basis (its lattice and block).
+    positions : (..., 2) array_like
+        Probe positions [Å].
+    touched : (n_lx, n_ly) array_like of bool
+        The lattice points :func:`update_basis` recomputed.
+    """
+    if not isinstance(basis, LatticeBasis):
+        raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
+    positions = prism.check_positions(positions, basis.grid)
+    touched = checks.check_array(touched, "touched", ndim=2)
+    lattice = basis.array.shape[:2]
+    if tuple(touched.shape) != tuple(lattice):
+        raise ValueError(f"touched has shape {touched.shape}, the lattice is {lattice}")
+    xp = backend.get_array_module(positions)
+    m = basis.block
+    # Touched points within m//2 of a probe's nearest point, along both axes: a wrapped box maximum.
+    ndimage = backend.scipy_module("ndimage", touched)
+    near = ndimage.maximum_filter(touched.astype(xp.float32), size=m, mode="wrap") > 0
+    centre = _nearest_points(positions.reshape(-1, 2), basis)
+    hit = near[centre[:, 0] % lattice[0], centre[:, 1] % lattice[1]]
+    return hit.reshape(positions.shape[:-1])
+
+
+def _coefficients(spectrum, beams, positions, basis):
+    """``ψ_0(x_j - r_0)`` on each probe's block ``(n, m, m)`` and the block's first lattice point ``(n, 2)``."""
+    xp = backend.get_array_module(spectrum)
+    grid, m = basis.grid, basis.block
+    nx, ny = grid.gpts
+    kx, ky = grids.spatial_frequencies(grid, xp=xp)
+    bx, by = kx[beams[:, 0]], ky[beams[:, 1]]
+    values = spectrum[beams[:, 0], beams[:, 1]] / (nx * ny)  # the probe is F^-1 of the spectrum, 1/N
+    first = _nearest_points(positions, basis) - m // 2
+    q = xp.arange(m)
+    hx, hy = (basis.lattice_step * s for s in grid.sampling)
+    dx = (first[:, 0:1] + q[None]) * hx - positions[:, 0:1]  # (n, m) [Å]
+    dy = (first[:, 1:2] + q[None]) * hy - positions[:, 1:2]
+    ex = xp.exp(2j * math.pi * dx[:, :, None] * bx[None, None, :])  # (n, m, n_beams)
+    ey = xp.exp(2j * math.pi * dy[:, :, None] * by[None, None, :])
+    a = (ex * values[None, None, :]) @ ey.transpose(0, 2, 1)  # ψ_0(x_j - r_0) = Σ_k P_k e^{2πik·(x_j-r_0)} / N
+    return a.astype(xp.complex64), first
+
+
+def _window_waves(array, coefficients, first, step, window):
+    """``Σ_j a_j M[u_j]`` on each probe's window ``(n, w, w)``: the block's patches added in place."""
+    xp = backend.get_array_module(array)
+    n, m = coefficients.shape[:2]
+    lattice, patch = array.shape[:2], array.shape[-1]
+    out = xp.zeros((n, window, window), xp.complex64)
+    jx = (first[:, 0:1] + xp.arange(m)[None]) % lattice[0]
+    jy = (first[:, 1:2] + xp.arange(m)[None]) % lattice[1]
+    for qx in range(m):  # m² block offsets (about (patch/h)²), each over the whole batch of probes
+        for qy in range(m):
+            out[:, qx * step:qx * step + patch, qy * step:qy * step + patch] += (
+                coefficients[:, qx, qy, None, None] * array[jx[:, qx], jy[:, qy]])
+    return out
+
+
+def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs=0.0, aberrations=None,
+         budget=None, max_batch=64):
+    """STEM signals (and 4D patterns) of probes at ``positions`` from a lattice basis.
+
+    Parameters
+    ----------
+    basis : LatticeBasis
+        From :func:`build_basis` or :func:`update_basis`.
+    positions : (..., 2) array_like
+        Probe positions [Å] inside the cell.
+    detectors : dict, optional
+        ``{name: (inner, outer)}`` [mrad]; default
+        :func:`mbook.electron.stem.standard_detectors` of the basis's aperture.
+    diffraction : bool
+        Also return the patterns on the window's grid ``(w, w)`` (FFT order).
+    defocus, Cs, aberrations
+        Probe aberrations [Å], in the coefficients (the basis is unchanged).
+    budget : int, optional
+        Memory budget for the probes in flight [bytes].
+    max_batch : int
+        Most probes combined at once.
+
+    Returns
+    -------
+    dict
+        As :func:`mbook.electron.stem.scan`: float32 signals (fraction of the
+        incident current) shaped like ``positions[..., 0]``, plus
+        ``"diffraction"`` ``(..., w, w)`` when asked, on the selected device.
+    """
+    if not isinstance(basis, LatticeBasis):
+        raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
+    max_batch = checks.check_count(max_batch, "max_batch")
+    grid, energy = basis.grid, basis.energy
+    positions = prism.check_positions(positions, grid)
+    detectors = stem.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
+    xp = backend.get_array_module(basis.array)
+    window = grids.make_grid(gpts=(basis.window, basis.window), sampling=grid.sampling)
+    masks = stem.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
+    spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff, defocus=defocus,
+                                    Cs=Cs, aberrations=aberrations, xp=xp)
+    beams = backend.asarray(prism.beam_indices(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff))
+    flat = positions.reshape(-1, 2)
+    n, n_window, m = len(flat), basis.window**2, basis.block
+    signals = xp.empty((n, len(detectors)), xp.float32) if masks is not None else None
+    patterns = xp.empty((n, basis.window, basis.window), xp.float32) if diffraction else None
+    fixed = basis.nbytes + sum(a.nbytes for a in (masks, signals, patterns, spectrum) if a is not None)
+    per_probe = n_window * (8 + 8 + 8 + 4) + 2 * m * len(beams) * 16
+    batch = min(max_batch, progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed,
+                                                 budget=budget))
+    for start in progress.progress(range(0, n, batch), desc="LMA scan"):
+        chunk = flat[start:start + batch]
+        coefficients, first = _coefficients(spectrum, beams, chunk, basis)
+        psi = _window_waves(basis.array, coefficients, first, basis.lattice_step, basis.window)
+        far = backend.fft2(psi)
+        intensity = ((far.real**2 + far.imag**2) / xp.float32(n_window)).astype(xp.float32)
+        if signals is not None:
+            signals[start:start + batch] = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1]))
+        if patterns is not None:
+            patterns[start:start + batch] = intensity
+    out = {}
+    if signals is not None:
+        for index, name in enumerate(detectors):
+            out[name] = signals[:, index].reshape(positions.shape[:-1])
+    if patterns is not None:
+        out["diffraction"] = patterns.reshape(positions.shape[:-1] + (basis.window, basis.window))
+    return out

@@ -1,0 +1,180 @@
+"""PRISM and the Lattice Multislice Algorithm against multislice STEM, on every device."""
+
+import numpy as np
+import pytest
+
+from mbook.core import backend, grids
+from mbook.electron import lma, prism, stem
+
+ENERGY, ALPHA = 200e3, 20.0
+GRID = grids.make_grid(gpts=(64, 64), sampling=0.1)
+DETECTORS = {"BF": (0.0, ALPHA), "DF": (50.0, 80.0)}
+H = backend.asnumpy  # the one way to the host, for np.testing
+POSITIONS = H(stem.scan_positions(start=(2.2, 2.2), end=(4.2, 4.2), sampling=0.25))
+COMMON = dict(grid=GRID, energy=ENERGY, slice_thickness=1.0, semiangle_cutoff=ALPHA)
+
+
+def column_potential(n_slices=4, peak=400.0, width=0.15, centre=(3.2, 3.2)):
+    """A Gaussian column [V·Å per slice]: a strong scatterer on the test grid."""
+    x, y = grids.coordinates(GRID, xp=np)
+    r2 = (x[:, None] - centre[0]) ** 2 + (y[None, :] - centre[1]) ** 2
+    return np.repeat((peak * np.exp(-r2 / (2 * width**2)))[None], n_slices, axis=0).astype(np.float32)
+
+
+def on_host(result):
+    assert all(backend.get_array_module(value) is backend.xp for value in result.values())  # the selected device
+    return {name: H(value) for name, value in result.items()}
+
+
+def multislice_scan(potential, **kwargs):
+    return on_host(stem.scan(potential, positions=POSITIONS, detectors=DETECTORS, **COMMON, **kwargs))
+
+
+def prism_scan(potential, interpolation, **kwargs):
+    smatrix = prism.build_smatrix(potential, interpolation=interpolation, **COMMON)
+    assert backend.get_array_module(smatrix.array) is backend.xp
+    return on_host(prism.scan(smatrix, positions=POSITIONS, detectors=DETECTORS, **kwargs))
+
+
+def lma_scan(potential, patch_gpts, lattice_step=4):
+    basis = lma.build_basis(potential, lattice_step=lattice_step, patch_gpts=patch_gpts, **COMMON)
+    assert backend.get_array_module(basis.array) is backend.xp
+    return on_host(lma.scan(basis, positions=POSITIONS, detectors=DETECTORS))
+
+
+def relative_error(signal, reference):
+    return float(np.linalg.norm(signal - reference) / np.linalg.norm(reference))
+
+
+def test_prism_f1_equals_multislice_to_float32_precision(device):
+    """f = 1 keeps every beam of the aperture: by linearity, the multislice result, 4D patterns included."""
+    potential = column_potential()
+    reference = multislice_scan(potential, diffraction=True, defocus=20.0)
+    result = prism_scan(potential, 1, diffraction=True, defocus=20.0)
+    for name in ("BF", "DF", "diffraction"):
+        np.testing.assert_allclose(result[name], reference[name], rtol=2e-5, atol=2e-7)
+
+
+def test_prism_error_falls_as_the_interpolation_factor_falls(device):
+    potential = column_potential()
+    reference = multislice_scan(potential)["DF"]
+    errors = [relative_error(prism_scan(potential, f)["DF"], reference) for f in (1, 2, 4)]
+    assert errors[0] < 1e-5 < errors[1] < errors[2]
+
+
+def test_lma_error_falls_as_the_patch_grows(device):
+    potential = column_potential()
+    reference = multislice_scan(potential)["DF"]
+    errors = [relative_error(lma_scan(potential, patch)["DF"], reference) for patch in (16, 24, 32)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.05
+
+
+def test_lma_reproduces_the_probe_in_vacuum():
+    """With the whole cell as window the lattice expansion of the probe loses only its tails."""
+    result = lma_scan(np.zeros((2, 64, 64), np.float32), 32)
+    assert result["BF"].min() > 0.9  # what the block of translates holds of the probe's current
+    assert result["DF"].max() < 0.01
+
+
+def test_devices_agree(device, on_cpu):
+    potential = column_potential()
+    expected = on_cpu(lma_scan, potential, 24)
+    np.testing.assert_allclose(lma_scan(potential, 24)["DF"], expected["DF"], rtol=1e-5, atol=1e-8)
+    expected = on_cpu(prism_scan, potential, 2)
+    np.testing.assert_allclose(prism_scan(potential, 2)["DF"], expected["DF"], rtol=1e-5, atol=1e-8)
+
+
+def test_local_update_equals_a_full_rebuild(device):
+    """Adding a column changes only the basis waves whose patches it touches, and those exactly."""
+    before = column_potential()
+    x, y = grids.coordinates(GRID, xp=np)
+    r = np.hypot(x[:, None] - 1.0, y[None, :] - 1.0)
+    after = before + (30.0 * np.exp(-(r**2) / (2 * 0.25**2)) * (r < 1.0)).astype(np.float32)[None]
+    basis = lma.build_basis(before, lattice_step=4, patch_gpts=16, **COMMON)
+    updated, touched = lma.update_basis(basis, after, tol=1e-9)  # every changed pixel counts
+    rebuilt = lma.build_basis(after, lattice_step=4, patch_gpts=16, **COMMON)
+    touched = H(touched)
+    assert 0 < touched.sum() < touched.size / 2
+    np.testing.assert_allclose(H(updated.array), H(rebuilt.array), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(H(updated.array)[~touched], H(basis.array)[~touched])
+    everywhere = stem.scan_positions(start=(0.0, 0.0), end=(6.4, 6.4), sampling=0.4)
+    hit = H(lma.affected(updated, everywhere, touched))
+    assert hit.dtype == bool and hit.shape == (16, 16) and 0 < hit.sum() < hit.size
+    assert hit[2, 2] and not hit[10, 10]  # next to the new column, and across the cell from it
+
+
+def test_smatrix_batches_and_budget(device):
+    """A budget for a few beams gives the same S-matrix; one for the S-matrix alone is refused."""
+    potential = column_potential()
+    whole = prism.build_smatrix(potential, interpolation=2, **COMMON)
+    n_beams, n = len(whole.beams), 64 * 64
+    fixed = n_beams * n * 8 + 4 * n * 8 + n * 8
+    assert prism.smatrix_bytes(GRID, energy=ENERGY, semiangle_cutoff=ALPHA, interpolation=2) == n_beams * n * 8
+    small = prism.build_smatrix(potential, interpolation=2, budget=fixed + 3 * 2 * n * 8, **COMMON)
+    np.testing.assert_allclose(H(small.array), H(whole.array), rtol=1e-5, atol=1e-6)
+    with pytest.raises(MemoryError, match=r"budget.*MBOOK_MEMORY_GB"):
+        prism.build_smatrix(potential, interpolation=2, budget=fixed, **COMMON)
+    with pytest.raises(MemoryError, match="budget"):
+        lma.build_basis(potential, lattice_step=4, patch_gpts=24, budget=2**20, **COMMON)
+
+
+def test_smatrix_over_dask_equals_serial():
+    distributed = pytest.importorskip("distributed")
+    potential = column_potential()
+    serial = prism.build_smatrix(potential, interpolation=2, max_batch=4, **COMMON)
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
+        shared = prism.build_smatrix(potential, interpolation=2, max_batch=4, client=client, **COMMON)
+    np.testing.assert_array_equal(H(shared.array), H(serial.array))
+
+
+# --------------------------------------------------------------------------- bad input
+POTENTIAL = column_potential(n_slices=2)
+
+
+def build(**kwargs):
+    return prism.build_smatrix(**(dict(potential=POTENTIAL, interpolation=1) | COMMON | kwargs))
+
+
+def basis(**kwargs):
+    return lma.build_basis(**(dict(potential=POTENTIAL, lattice_step=4, patch_gpts=24) | COMMON | kwargs))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: build(interpolation=0), "interpolation must be a positive integer"),
+        (lambda: build(interpolation=2.0), "interpolation must be a positive integer"),
+        (lambda: build(interpolation=True), "interpolation must be a positive integer"),
+        (lambda: build(interpolation=3), r"interpolation=3 is too large.*divide both gpts"),
+        (lambda: build(interpolation=8), r"interpolation=8 is too large.*<= 5"),
+        (lambda: build(semiangle_cutoff=-1.0), "semiangle_cutoff"),
+        (lambda: build(energy=0.0), "energy"),
+        (lambda: build(potential=POTENTIAL[0]), "potential"),
+        (lambda: build(potential=POTENTIAL[:, :32]), "potential"),
+        (lambda: build(max_batch=0), "max_batch"),
+        (lambda: prism.scan(build(), positions=[[7.0, 1.0]]), "positions span x 7.000"),
+        (lambda: prism.scan(build(), positions=[1.0, 1.0, 1.0]), "positions must be"),
+        (lambda: basis(lattice_step=0), "lattice_step must be a positive integer"),
+        (lambda: basis(lattice_step=3), r"lattice_step=3 pixels must divide gpts"),
+        (lambda: basis(lattice_step=8), r"lattice_step=8 .*<= 6"),
+        (lambda: basis(patch_gpts=8), r"patch_gpts=8 must hold the probe"),
+        (lambda: basis(patch_gpts=24.0), "patch_gpts must be an integer"),
+        (lambda: basis(patch_gpts=48), r"patch_gpts=48 .*too large"),
+        (lambda: lma.update_basis(basis(), POTENTIAL, tol=0.0), "tol must be"),
+        (lambda: lma.update_basis(basis(), POTENTIAL[:1]), "potential has shape"),
+        (lambda: lma.scan(basis(), positions=POSITIONS, max_batch=0), "max_batch"),
+        (lambda: lma.affected(basis(), POSITIONS, np.zeros((4, 4), bool)), "touched has shape"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_parameter(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [(lambda: lma.scan(None, positions=POSITIONS), "basis must be a LatticeBasis"),
+                                         (lambda: lma.update_basis("basis", POTENTIAL), "basis must be a LatticeBasis"),
+                                         (lambda: prism.scan("S", positions=POSITIONS), "smatrix must be an SMatrix")])
+def test_wrong_types_are_refused(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
