@@ -1,12 +1,23 @@
 """Offer every notebook page of the book as an .ipynb download, with its outputs, beside its .md source.
 
-The pages are jupytext Markdown files; MyST-NB executes each into ``_build/jupyter_execute``. The theme's
-download menu lists an ``.ipynb`` only when launch buttons are configured; this extension copies the
-executed notebook next to the page's sources and tells the theme, with or without launch buttons.
+The pages are jupytext Markdown files. MyST-NB writes each page's notebook to ``_build/jupyter_execute``
+without the outputs it took from the execution cache, and the theme's download menu lists an
+``.ipynb`` only when launch buttons are configured. This extension merges the cached outputs into that
+notebook, stores it next to the page's sources and tells the theme, with or without launch buttons. A
+page whose notebook is not in the cache is offered without outputs (still runnable).
 """
 
 import shutil
 from pathlib import Path
+
+import nbformat
+
+
+def _cache(app):
+    from jupyter_cache import get_cache
+
+    path = app.config["nb_execution_cache_path"] or Path(app.outdir).parent / ".jupyter_cache"
+    return get_cache(path) if Path(path).exists() else None
 
 
 def add_notebook_download(app, pagename, templatename, context, doctree):
@@ -17,7 +28,14 @@ def add_notebook_download(app, pagename, templatename, context, doctree):
         return
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(executed, target)
+    notebook = nbformat.read(executed, as_version=4)
+    cache = _cache(app)
+    try:
+        _, notebook = cache.merge_match_into_notebook(notebook)
+    except (AttributeError, KeyError):  # no cache, or this page's code is not in it
+        shutil.copy2(executed, target)
+    else:
+        nbformat.write(notebook, target)
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 

@@ -18,16 +18,18 @@ Run: ``.venv/bin/python -m pytest tests/browser`` after ``jupyter-book build``.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
+from jupyter_cache import get_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 EXECUTED = ROOT / "_build" / "jupyter_execute"
+CACHE = ROOT / "_build" / ".jupyter_cache"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 WINDOW_WIDTH = 1200  # px: a laptop browser window
 MIN_FIGURE_SCALE = 0.8  # a figure shown below 80 % of its native width has illegible text
@@ -84,12 +86,16 @@ def built_pages() -> list[Path]:
 
 
 def notebook_figures(page: Path) -> int | None:
-    """Figures (PNG or SVG outputs) in the executed notebook behind ``page``, or None for a plain page."""
+    """Figures (PNG or SVG outputs) the executed notebook behind ``page`` made, from the book's execution
+    cache, or None for a page with no executed notebook there."""
     notebook = EXECUTED / page.relative_to(HTML).with_suffix(".ipynb")
-    if not notebook.exists():
+    if not notebook.exists() or not CACHE.exists():
         return None
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    return sum(1 for cell in cells for output in cell.get("outputs", [])
+    try:
+        _, executed = get_cache(CACHE).merge_match_into_notebook(nbformat.read(notebook, as_version=4))
+    except KeyError:  # a plain page: never executed
+        return None
+    return sum(1 for cell in executed.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
                if {"image/png", "image/svg+xml"} & set(output.get("data", {})))
 
 
