@@ -267,7 +267,9 @@ def explorer(draw, values, *, figsize=(8, 3.2), live_values=None, description=""
         bundle, _ = DisplayFormatter().format(widget)
         display({"application/vnd.jupyter.widget-view+json": bundle["application/vnd.jupyter.widget-view+json"],
                  "text/html": ""}, raw=True)
-    fig = plt.figure(figsize=figsize)
+    # Constrained layout re-fits titles, labels and colour bars on every frame: a player's frames are
+    # saved at the figure's size, so anything a frame's layout leaves outside is cut off.
+    fig = plt.figure(figsize=figsize, layout="constrained")
     return scrubber(fig, lambda value: draw(fig, value), values, interval=interval)
 
 
@@ -279,7 +281,7 @@ def _live_slider(draw, values, *, figsize, description):
     except ImportError:  # the player still works
         return None
     output = widgets.Output()
-    fig = plt.figure(figsize=figsize)
+    fig = plt.figure(figsize=figsize, layout="constrained")
     plt.close(fig)
 
     def on_change(index):
