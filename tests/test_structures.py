@@ -29,9 +29,17 @@ def test_amorphous_density_and_spacing():
     np.testing.assert_array_equal(atoms.positions, again.positions)
 
 
-def test_impossible_packing_is_refused():
-    with pytest.raises(ValueError, match="placed only"):
+def test_impossible_packing_is_refused_before_any_work():
+    # 54 atoms of 2 Å fill 1.05 of the cell: past the jamming limit of random sequential addition.
+    with pytest.raises(ValueError, match=r"fill 1\.047 of the cell.* jams at 0\.384"):
         structures.amorphous("C", extent=(6, 6, 6), density=5.0, min_distance=2.0, seed=0)
+    with pytest.raises(ValueError, match="density=1000000.0"):  # no hang: refused from the numbers
+        structures.amorphous("C", extent=(10, 10, 10), density=1e6, min_distance=1.4, seed=0)
+
+
+def test_amorphous_gives_up_after_max_rounds_with_the_count():
+    with pytest.raises(ValueError, match=r"placed only \d+ of \d+ C atoms .* max_rounds=1 "):
+        structures.amorphous("C", extent=(10, 10, 10), density=4.0, min_distance=1.4, seed=0, max_rounds=1)
 
 
 def test_graphene_bonds_are_1_42_angstrom():
