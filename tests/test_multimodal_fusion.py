@@ -201,3 +201,183 @@ EDX_BAD = [
 def test_edx_bad_input_is_refused_naming_the_parameter(particle, name, call):
     with pytest.raises((ValueError, TypeError), match=name):
         call(particle, _data(particle))
+
+
+# ----------------------------------------------------------------------------- AFM
+from mbook.multimodal import afm, upsampling  # noqa: E402
+
+DELTA = np.linspace(0.0, 2.0, 24)
+
+
+@pytest.fixture(scope="module")
+def blend():
+    return afm.polymer_blend(128, extent=500.0, seed=4)
+
+
+def _coarse_maps(sample, factor=8, noise=0.5, seed=1):
+    curves = afm.force_curves(upsampling.downsample(sample.modulus, factor), upsampling.downsample(sample.adhesion, factor),
+                              indentations=DELTA, noise=noise, seed=seed)
+    return afm.fit_dmt(curves, indentations=DELTA)
+
+
+@pytest.mark.parametrize("shape, factor", [((16, 24), 4), ((3, 12, 12), 3)])
+def test_downsample_adjoint_passes_the_dot_product_test(device, rng, shape, factor):
+    x = rng.standard_normal(shape)
+    y = rng.standard_normal(shape[:-2] + (shape[-2] // factor, shape[-1] // factor))
+    dx, dty = upsampling.downsample(x, factor), upsampling.upsample_adjoint(y, factor)
+    assert backend.get_array_module(dx) is backend.xp and backend.get_array_module(dty) is backend.xp
+    lhs = float(np.sum(backend.asnumpy(dx) * y))
+    rhs = float(np.sum(x * backend.asnumpy(dty)))
+    assert lhs == pytest.approx(rhs, rel=1e-10)
+    # D D* = I / factor²: the block mean of a spread value is the value over factor².
+    np.testing.assert_allclose(backend.asnumpy(upsampling.downsample(dty, factor)), y / factor**2, rtol=1e-12)
+
+
+def test_dmt_fit_recovers_modulus_and_adhesion_from_clean_curves():
+    modulus, adhesion = np.array([[1.0, 2.5]]), np.array([[3.0, 10.0]])
+    curves = backend.asnumpy(afm.force_curves(modulus, adhesion, indentations=DELTA, tip_radius=10.0,
+                                              poisson_ratio=0.35, noise=0.0))
+    # Hertz: F = 4/3 E/(1-ν²) √R δ^1.5 in nN for E in GPa, R and δ in nm; at δ = 2 nm, E = 1 GPa:
+    assert curves[0, 0, -1] + 3.0 == pytest.approx(4 / 3 / (1 - 0.35**2) * np.sqrt(10.0) * 2.0**1.5)
+    e, a = afm.fit_dmt(curves, indentations=DELTA, tip_radius=10.0, poisson_ratio=0.35)
+    np.testing.assert_allclose(backend.asnumpy(e), modulus, rtol=1e-10)
+    np.testing.assert_allclose(backend.asnumpy(a), adhesion, rtol=1e-10)
+
+
+def test_blend_has_the_requested_phases(blend):
+    fraction = backend.asnumpy(blend.fraction)
+    assert (fraction > 0.5).mean() == pytest.approx(0.5, abs=0.02)
+    modulus = backend.asnumpy(blend.modulus)
+    assert modulus[fraction > 0.99].mean() == pytest.approx(2.5, rel=0.05)
+    assert modulus[fraction < 0.01].mean() == pytest.approx(0.3, rel=0.05)
+    assert blend.sampling == pytest.approx(500.0 / 128)
+
+
+def test_bicubic_keeps_a_constant_and_matches_block_centres(device):
+    # the spline prefilter's boundary handling is exact to ~1e-7 only
+    np.testing.assert_allclose(backend.asnumpy(upsampling.bicubic(np.full((6, 6), 2.0), 4)), 2.0, rtol=1e-6)
+    # A ramp's block means are the ramp at the block centres, and a cubic spline reproduces a line:
+    # exact away from the edges (the reflecting boundary's error decays by ~0.27 per coarse pixel).
+    ramp = np.add.outer(np.arange(128.0), np.arange(128.0))
+    fine = backend.asnumpy(upsampling.bicubic(upsampling.downsample(ramp, 4), 4))
+    np.testing.assert_allclose(fine[32:-32, 32:-32], ramp[32:-32, 32:-32], atol=1e-3)
+
+
+def test_guided_upsampling_beats_bicubic(blend):
+    modulus, _ = _coarse_maps(blend)
+    guide = backend.xp.stack([blend.phase, blend.topography])
+    bicubic = upsampling.relative_rmse(upsampling.bicubic(modulus, 8), blend.modulus)
+    result = upsampling.edge_aware(modulus, guide, 8)
+    filtered = upsampling.relative_rmse(upsampling.guided_filter(modulus, guide, 8), blend.modulus)
+    assert result.converged
+    assert upsampling.relative_rmse(result.image, blend.modulus) <= 0.5 * bicubic
+    assert filtered < bicubic
+    # The variational result stays consistent with the measured coarse map.
+    residual = backend.asnumpy(upsampling.downsample(result.image, 8) - modulus)
+    assert np.sqrt(np.mean(residual**2)) < 0.1 * float(backend.asnumpy(modulus).std())
+
+
+def test_edge_aware_solves_its_normal_equations(blend):
+    modulus, _ = _coarse_maps(blend)
+    guide = np.stack([backend.asnumpy(blend.phase), backend.asnumpy(blend.topography)])
+    result = upsampling.edge_aware(modulus, guide, 8, weight=0.01, tol=1e-10, max_num_iter=2000)
+    assert result.converged
+    w = upsampling.edge_weights(guide)
+    u = result.image
+    gradient = (upsampling.upsample_adjoint(upsampling.downsample(u, 8) - modulus, 8)
+                + 0.01 * upsampling.weighted_laplacian(u, w))
+    scale = float(backend.asnumpy(upsampling.upsample_adjoint(modulus, 8)).std())
+    assert np.abs(backend.asnumpy(gradient)).max() < 1e-8 * scale
+
+
+def test_weighted_laplacian_is_self_adjoint_and_positive(device, rng):
+    w = rng.uniform(0.0, 1.0, (12, 10))
+    u, v = rng.standard_normal((2, 12, 10))
+    lu, lv = upsampling.weighted_laplacian(u, w), upsampling.weighted_laplacian(v, w)
+    assert backend.get_array_module(lu) is backend.xp
+    assert float(np.sum(backend.asnumpy(lu) * v)) == pytest.approx(float(np.sum(u * backend.asnumpy(lv))), rel=1e-10)
+    assert float(np.sum(backend.asnumpy(lu) * u)) >= 0
+
+
+def test_guided_tv_lowers_its_objective(blend):
+    modulus, _ = _coarse_maps(blend)
+    guide = backend.xp.stack([blend.phase, blend.topography])
+    short, long = (upsampling.guided_tv(modulus, guide, 8, max_num_iter=n) for n in (5, 300))
+    assert long.objective < short.objective
+    bicubic = upsampling.relative_rmse(upsampling.bicubic(modulus, 8), blend.modulus)
+    assert upsampling.relative_rmse(long.image, blend.modulus) < bicubic
+
+
+def test_afm_results_are_the_same_on_every_device(blend, device, on_cpu):
+    sample = afm.polymer_blend(64, extent=250.0, seed=2)
+    guide = backend.xp.stack([sample.phase, sample.topography])
+    modulus, adhesion = _coarse_maps(sample)
+    maps = {"tv": upsampling.guided_tv(modulus, guide, 8, max_num_iter=50).image,
+            "edge-aware": upsampling.edge_aware(modulus, guide, 8).image,
+            "filter": upsampling.guided_filter(modulus, guide, 8), "bicubic": upsampling.bicubic(modulus, 8)}
+
+    def reference():
+        s = afm.polymer_blend(64, extent=250.0, seed=2)
+        g = np.stack([s.phase, s.topography])
+        m, _ = _coarse_maps(s)
+        return {"tv": upsampling.guided_tv(m, g, 8, max_num_iter=50).image,
+                "edge-aware": upsampling.edge_aware(m, g, 8).image, "filter": upsampling.guided_filter(m, g, 8),
+                "bicubic": upsampling.bicubic(m, 8), "modulus": s.modulus}
+
+    expected = on_cpu(reference)
+    np.testing.assert_allclose(backend.asnumpy(sample.modulus), expected["modulus"], rtol=1e-12)
+    for name, image in maps.items():
+        assert backend.get_array_module(image) is backend.xp
+        np.testing.assert_allclose(backend.asnumpy(image), backend.asnumpy(expected[name]), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["guided_tv", "edge_aware"])
+def test_iterative_upsampling_copies_nothing_per_iteration(blend, no_copies_per_iteration, solver):
+    modulus, _ = _coarse_maps(blend)
+    guide = np.stack([backend.asnumpy(blend.phase), backend.asnumpy(blend.topography)])
+    options = {"tol": 0} if solver == "edge_aware" else {}
+    no_copies_per_iteration(lambda n: getattr(upsampling, solver)(modulus, guide, 8, max_num_iter=n, **options))
+
+
+_G = np.zeros((2, 32, 32))
+AFM_BAD = [
+    ("gpts", lambda: afm.polymer_blend(8)),
+    ("stiff_fraction", lambda: afm.polymer_blend(32, stiff_fraction=1.0)),
+    ("moduli", lambda: afm.polymer_blend(32, moduli=(2.5, -0.3))),
+    ("domain_size", lambda: afm.polymer_blend(32, domain_size=0.0)),
+    ("modulus_variation", lambda: afm.polymer_blend(32, modulus_variation=0.7)),
+    ("seed", lambda: afm.polymer_blend(32, seed=-3)),
+    ("modulus and adhesion", lambda: afm.force_curves(np.ones((4, 4)), np.ones((4, 5)), indentations=DELTA)),
+    ("indentations", lambda: afm.force_curves(np.ones((4, 4)), np.ones((4, 4)), indentations=-DELTA)),
+    ("tip_radius", lambda: afm.force_curves(np.ones((4, 4)), np.ones((4, 4)), indentations=DELTA, tip_radius=0)),
+    ("poisson_ratio", lambda: afm.fit_dmt(np.ones((4, 24)), indentations=DELTA, poisson_ratio=0.5)),
+    ("noise", lambda: afm.force_curves(np.ones((4, 4)), np.ones((4, 4)), indentations=DELTA, noise=-1.0)),
+    ("forces", lambda: afm.fit_dmt(np.ones((4, 23)), indentations=DELTA)),
+    ("forces", lambda: afm.fit_dmt(np.full((4, 24), np.nan), indentations=DELTA)),
+    ("factor", lambda: upsampling.downsample(np.ones((8, 8)), 0)),
+    ("factor", lambda: upsampling.downsample(np.ones((8, 8)), 3)),
+    ("image", lambda: upsampling.downsample(np.ones(8), 2)),
+    ("coarse", lambda: upsampling.upsample_adjoint("coarse", 2)),
+    ("guide", lambda: upsampling.guided_tv(np.ones((4, 4)), np.zeros((2, 30, 30)), 8)),
+    ("guide", lambda: upsampling.guided_filter(np.ones((4, 4)), np.zeros((32, 33)), 8)),
+    ("weight", lambda: upsampling.guided_tv(np.ones((4, 4)), _G, 8, weight=-1.0)),
+    ("contrast", lambda: upsampling.guided_tv(np.ones((4, 4)), _G, 8, contrast=0.0)),
+    ("max_num_iter", lambda: upsampling.guided_tv(np.ones((4, 4)), _G, 8, max_num_iter=0)),
+    ("radius", lambda: upsampling.guided_filter(np.ones((4, 4)), _G, 8, radius=0)),
+    ("epsilon", lambda: upsampling.guided_filter(np.ones((4, 4)), _G, 8, epsilon=0.0)),
+    ("contrast", lambda: upsampling.edge_weights(_G, contrast=-1.0)),
+    ("blur", lambda: upsampling.edge_weights(_G, blur=-1.0)),
+    ("guide", lambda: upsampling.edge_aware(np.ones((4, 4)), np.zeros((3, 32, 16)), 8)),
+    ("weight", lambda: upsampling.edge_aware(np.ones((4, 4)), _G, 8, weight=0.0)),
+    ("tol", lambda: upsampling.edge_aware(np.ones((4, 4)), _G, 8, tol=-1.0)),
+    ("check_every", lambda: upsampling.edge_aware(np.ones((4, 4)), _G, 8, check_every=0)),
+    ("weights", lambda: upsampling.weighted_laplacian(np.ones((4, 4)), -np.ones((4, 4)))),
+    ("weights", lambda: upsampling.weighted_laplacian(np.ones((4, 4)), np.ones((4, 5)))),
+    ("estimate", lambda: upsampling.relative_rmse(np.ones((4, 4)), np.ones((4, 5)))),
+]
+
+
+@pytest.mark.parametrize("name, call", AFM_BAD, ids=[f"{i}-{name}" for i, (name, _) in enumerate(AFM_BAD)])
+def test_afm_bad_input_is_refused_naming_the_parameter(name, call):
+    with pytest.raises((ValueError, TypeError), match=name):
+        call()
