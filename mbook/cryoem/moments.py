@@ -60,7 +60,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks, grids, progress
 from mbook.cryoem import micrographs, particles
 
 
@@ -201,11 +201,19 @@ def spherical_harmonics(l_max, directions):
     -------
     list of (n, 2l+1) ndarray
         One array per degree l = 0..l_max, columns m = -l..l, on the selected device.
+
+    Raises
+    ------
+    MemoryError
+        Before any work, when the (l_max + 1)² values per direction exceed the memory budget.
     """
     l_max = checks.check_count(l_max, "l_max", minimum=0)
     d = checks.check_array(directions, "directions", ndim=2, real=True).astype(float)
     if d.shape[1] != 3:
         raise ValueError(f"directions must be (n, 3) vectors, got shape {d.shape}")
+    # (l_max + 1)² values per direction, plus the recurrence's three rows of Legendre functions.
+    needed = 8 * d.shape[0] * ((l_max + 1) ** 2 + 3 * (l_max + 1))
+    progress.plan_batches(n_items=1, bytes_per_item=needed)  # MemoryError, with the numbers, over budget
     return _spherical_harmonics(l_max, d, backend.get_array_module(d))
 
 

@@ -16,11 +16,9 @@ their potentials on the selected device.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from mbook.core import checks
+from mbook.core import checks, progress
 from mbook.electron import potentials, scattering_factors
 
 
@@ -109,6 +107,11 @@ def frozen_phonon_configurations(atoms, sigmas, num_configs, seed):
     -------
     list of ase.Atoms
 
+    Raises
+    ------
+    MemoryError
+        Before any work, when the list would exceed the memory budget (``MBOOK_MEMORY_GB``).
+
     Examples
     --------
     >>> from ase.build import bulk
@@ -117,9 +120,17 @@ def frozen_phonon_configurations(atoms, sigmas, num_configs, seed):
     >>> len(configs), bool((configs[0].positions != configs[1].positions).any())
     (3, True)
     """
-    if isinstance(num_configs, bool) or not isinstance(num_configs, numbers.Integral) or num_configs < 1:
-        raise ValueError(f"num_configs must be an integer >= 1, got {num_configs!r}")
+    num_configs = checks.check_count(num_configs, "num_configs")
     _, _, symbols = potentials.check_atoms(atoms, orthorhombic=False)
+    # Every configuration is a full copy of the structure (positions, numbers and ase's own arrays, about
+    # 64 bytes per atom, plus about 4 KiB per Atoms object): estimate the list before building it.
+    bytes_per_config = 64 * len(atoms) + 4096
+    if progress.plan_batches(n_items=num_configs, bytes_per_item=bytes_per_config) < num_configs:
+        raise MemoryError(
+            f"num_configs={num_configs} configurations of {len(atoms)} atoms need about "
+            f"{num_configs * bytes_per_config / 2**30:.1f} GiB, over the memory budget of "
+            f"{progress.memory_budget() / 2**30:.1f} GiB (MBOOK_MEMORY_GB); the average over N configurations "
+            f"converges as 1/sqrt(N): a few dozen are usually enough")
     sigma = _sigma_per_atom(sigmas, symbols)
     if isinstance(seed, np.random.Generator):
         children = seed.spawn(int(num_configs))

@@ -100,8 +100,18 @@ def coefficients(size_parameter: float, relative_index: complex, *, l_max: int |
     x = _check_real(size_parameter, "size_parameter")
     m = check_index_value(relative_index, "relative_index")
     if l_max is not None:
-        l_max = checks.check_count(l_max, "l_max", minimum=0)
-    b, c = _coefficients(x, m, l_max)
+        # Past Wiscombe's order the terms are below rounding; far past it the Bessel functions underflow
+        # and the coefficients turn into NaN: refuse before computing.
+        most = 10 * _wiscombe(abs(m) * x) + 100
+        l_max = checks.check_count(l_max, "l_max", minimum=0, maximum=most)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # underflow is reported below
+        b, c = _coefficients(x, m, l_max)
+    if not (np.isfinite(b).all() and np.isfinite(c).all()):
+        first = int(np.flatnonzero(~(np.isfinite(b) & np.isfinite(c)))[0])
+        raise ValueError(
+            f"l_max={l_max} reaches orders where the Bessel functions of m x = {m * x:.4g} underflow (first at "
+            f"l = {first}); keep l_max below {first} or leave it to Wiscombe's criterion "
+            f"({_wiscombe(abs(m) * x)})")
     return backend.asarray(b), backend.asarray(c)
 
 
