@@ -41,3 +41,14 @@ def test_mie_orders_where_the_bessel_functions_underflow_are_refused_not_returne
         mie.coefficients(1.0, 1.1, l_max=160)
     b, c = mie.coefficients(1.0, 1.1, l_max=100)  # still finite: allowed
     assert np.isfinite(b).all() and np.isfinite(c).all()
+
+
+
+def test_kam_invariants_of_degree_500_are_refused_with_their_memory():
+    from mbook.core import grids
+    from mbook.cryoem import kam, particles
+
+    atoms = particles.random_structure(12, seed=0)
+    exact = moments.analytic_moments(atoms, grids.make_grid(gpts=(24, 24), sampling=3.0), k_max=1 / 12, l_max=3)
+    refused_quickly(lambda: kam.estimate_invariants(exact, radius=20.0, l_max=500),
+                    MemoryError, r"needs at least \d+\.\d MiB")

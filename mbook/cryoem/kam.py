@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks, grids, progress
 from mbook.cryoem import moments, particles
 
 
@@ -120,6 +120,12 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     -------
     Invariants
         On the selected device.
+
+    Raises
+    ------
+    MemoryError
+        Before any work, when the normal equations ((l_max + 1) p(p + 1)/2 unknowns squared, p radial
+        nodes) exceed the memory budget.
     """
     radius = checks.check_positive_number(radius, "radius")
     oversampling = checks.check_positive_number(oversampling, "oversampling")
@@ -133,12 +139,15 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     upper = np.triu_indices(p)
     doubled = np.where(upper[0] == upper[1], 1.0, 2.0)  # symmetric unknowns off the diagonal count twice
     per_l = upper[0].size
+    size = (l_max + 1) * per_l
+    # The normal equations (size²) and one block of the design matrix (chunk × size), before building them;
+    # the solve costs size³ on top.
+    progress.plan_batches(n_items=1, bytes_per_item=8 * (size * size + 2 * chunk * size))
     bessel = [_bessel_matrix(l, f_radius, nodes) for l in range(l_max + 1)]
     rows, cols = np.triu_indices(f_radius.size)
     if weight is None:  # exact moments: fit relative errors
         power = np.maximum(np.diag(second), 1e-300)
         weight = 1 / (power[:, None] * power[None, :])
-    size = (l_max + 1) * per_l
     normal, rhs = np.zeros((size, size)), np.zeros(size)
     for start in range(0, rows.size, chunk):
         r, c = rows[start:start + chunk], cols[start:start + chunk]
