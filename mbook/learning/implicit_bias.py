@@ -282,14 +282,27 @@ def train(X, y, *, scale, learning_rate, num_steps: int, batch_size: int | None 
     record_every = checks.check_count(record_every, "record_every")
     check_every = checks.check_count(check_every, "check_every")
     tol = checks.check_tolerance(tol)
-    return _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol,
-                  check_every, show_progress)
+    # Runs are independent: they go in memory-budgeted chunks along the run axis.
+    per_run = 8 * (6 * d + 2 * n + (batch_size or 0) * (d + 2) + 256 * (batch_size or 0) + num_steps // record_every)
+    chunk = progress.plan_batches(n_items=runs, bytes_per_item=per_run, fixed_bytes=8 * n * (d + 1))
+    parts = [_train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
+                    show_progress, slice(start, start + chunk)) for start in range(0, runs, chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    xp = backend.get_array_module(X)
+    records = min(len(part.steps) for part in parts)  # chunks stopped by ``tol`` may have run longer
+    return TrainResult(*(xp.concatenate([getattr(part, name) for part in parts]) for name in ("w", "u", "v")),
+                       xp.concatenate([part.losses[:records] for part in parts], axis=1), parts[0].steps[:records],
+                       max(part.num_steps for part in parts))
 
 
 def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
-           show_progress):
+           show_progress, runs_slice):
+    """Train the runs ``runs_slice`` of the parameters; the mini-batch draws are those of all runs, sliced."""
     xp = backend.get_array_module(X)
     n, d = X.shape
+    total_runs = scales.size
+    scales, steps_host, counts = scales[runs_slice], steps_host[runs_slice], counts[runs_slice]
     runs = scales.size
     dtype = X.dtype
     u = xp.asarray(np.repeat(scales[:, None], d, axis=1).astype(dtype))
@@ -314,7 +327,7 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
             _, gu, gv = _loss_and_gradient(u, v, X, y, weights)
         else:
             if step % block == 0:  # uniform draws among each run's own n_r samples
-                draws = rng.random((min(block, num_steps - step), runs, batch_size))
+                draws = rng.random((min(block, num_steps - step), total_runs, batch_size))[:, runs_slice]
                 indices = xp.asarray((draws * counts[None, :, None]).astype(np.int64))
             batch = indices[step % block]  # (runs, B)
             Xb = X[batch]  # (runs, B, d)
