@@ -69,6 +69,16 @@ def test_residual_below_tolerance(method, scheme):
     assert np.linalg.norm(r) <= 1e-9 * np.linalg.norm(b)
 
 
+def test_out_of_reach_tolerance_stays_finite():
+    """complex64 cannot reach 1e-12: the iteration runs to its limit without dividing rounding noise by itself."""
+    potential = smooth_potential(specimen(thickness=24.0, num_atoms=10), gpts=16, n_slices=12)
+    grid = grids.make_grid(gpts=(16, 16), sampling=0.5)
+    result = implicit.solve(np.ones((16, 16), np.complex64), potential, grid=grid, energy=ENERGY,
+                            slice_thickness=2.0, tol=1e-12, max_num_iter=100, check_every=5)
+    assert not result.converged and result.iterations == 100
+    assert np.all(np.isfinite(backend.asnumpy(result.waves))) and result.residual < 1e-5
+
+
 def test_batch_equals_one_by_one(rng):
     """Probes solved together, or in memory batches of one, equal the probes solved alone."""
     atoms = specimen(thickness=12.0, num_atoms=5)

@@ -286,9 +286,11 @@ def _dot(system, a, b):
 
 
 def _divide(numerator, denominator):
-    """``numerator / denominator``, 0 where the denominator is 0 (a converged wave of the batch)."""
+    """``numerator / denominator``, 0 where the denominator vanishes (a converged wave of the batch)."""
     xp = backend.get_array_module(denominator)
-    zero = denominator == 0
+    # below tiny/eps, products of residuals have lost all their digits (~1e-31 in float32)
+    info = np.finfo(denominator.real.dtype)
+    zero = xp.abs(denominator) <= info.tiny / info.eps
     return xp.where(zero, 0, numerator / xp.where(zero, 1, denominator))
 
 
@@ -301,6 +303,7 @@ def _bicgstab(system, b, x, tol, max_num_iter, check_every):
     history = [xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b)]
     if bool(history[0] <= tol):  # the starting volume solves the system already (one copy)
         return x, 0, True, history
+    floor = 10 * np.finfo(norm_b.dtype).eps * norm_b
     shadow = r.copy()
     rho = alpha = omega = xp.ones_like(norm_b, dtype=b.dtype)
     v = xp.zeros_like(b)
@@ -318,6 +321,8 @@ def _bicgstab(system, b, x, tol, max_num_iter, check_every):
         z = _precondition(system, r)
         t = _apply(system, z)
         omega = _divide(_dot(system, t, r), _dot(system, t, t))
+        # a wave whose residual is at rounding level stops moving: its next steps would divide noise by noise
+        omega = xp.where(xp.sqrt(_dot(system, r, r).real) > floor, omega, 0)
         x = x + omega * z
         r = r - omega * t
         rho = rho_new
@@ -391,7 +396,9 @@ def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nico
         Preconditioned BiCGSTAB, or the preconditioned fixed point.
     tol : float
         Stop when ``‖b - AΨ‖ / ‖b‖ <= tol`` for every wave (computed anew,
-        tested every ``check_every`` iterations); > 0.
+        tested every ``check_every`` iterations); > 0. Rounding bounds what
+        can be reached: about 1e-6 for complex64 waves (then the solver runs
+        to ``max_num_iter``, its iterate staying finite), 1e-14 for complex128.
     max_num_iter, check_every : int
         Iteration limit; iterations between convergence tests (each test
         copies one number to the host, nothing else does).
