@@ -70,6 +70,9 @@ class LatticeBasis:
         selected device.
     potential : (n_slices, nx, ny) ndarray, float32
         The specimen it was computed for (for :func:`update_basis`) [V·Å].
+    transmissions : (n_slices, nx, ny) ndarray, complex64
+        Its band-limited transmission functions (kept so that an update
+        changes them locally).
     thicknesses : tuple of float
         Slice thicknesses [Å].
     grid : Grid
@@ -84,6 +87,7 @@ class LatticeBasis:
 
     array: object
     potential: object
+    transmissions: object
     thicknesses: tuple
     grid: grids.Grid
     energy: float
@@ -107,7 +111,8 @@ class LatticeBasis:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the basis exit waves."""
+        """Bytes of the basis exit waves (the potential and transmission functions kept besides are
+        one full-cell wave per slice each)."""
         return int(self.array.nbytes)
 
 
@@ -228,22 +233,56 @@ def _bytes_per_point(n_slices, patch):
     return (n_slices + 2) * patch * patch * 8
 
 
-def _compute(array, points, potential, thicknesses, grid, energy, semiangle, step, budget, fixed):
+def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget, fixed):
     """Fill ``array[points]`` with basis exit waves, in batches under the budget."""
     xp = backend.get_array_module(array)
     patch = array.shape[-1]
-    transmissions = multislice.transmission_function(potential, energy=energy, grid=grid)
     patch_grid = grids.make_grid(gpts=(patch, patch), sampling=grid.sampling)
     propagators = multislice.slice_propagators(patch_grid, energy=energy, thicknesses=thicknesses, xp=xp)
     u = basis_function(patch_grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=step)
     n = len(points)
     batch = progress.plan_batches(n_items=n, bytes_per_item=_bytes_per_point(len(thicknesses), patch),
-                                  fixed_bytes=fixed + transmissions.nbytes, budget=budget)
+                                  fixed_bytes=fixed, budget=budget)
+    if not backend.gpu_code_path():  # on the CPU, batches that stay near the cache (as stem's scans)
+        batch = max(1, min(batch, stem.CPU_BATCH_BYTES // (8 * patch * patch)))
     for start in progress.progress(range(0, n, batch), desc="LMA basis"):
         chunk = points[start:start + batch]
         array[chunk[:, 0], chunk[:, 1]] = _propagate_patches(chunk, transmissions=transmissions,
                                                              propagators=propagators, u=u, step=step,
                                                              gpts=grid.gpts)
+
+
+def _box(touched_axis, step, patch, n):
+    """Host pixel indices (mod n) covering the patches of the touched lattice indices along one axis.
+
+    The whole axis when the touched indices wrap around the cell (a correct, slower fallback)."""
+    low, high = int(touched_axis.min()), int(touched_axis.max())
+    if high - low + 1 != len(np.unique(touched_axis)) or (high - low) * step + patch >= n:
+        return np.arange(n)
+    return np.arange(low * step - patch // 2, high * step - patch // 2 + patch) % n
+
+
+def _local_transmissions(basis, potential, touched_host):
+    """The new transmission functions, changed only on the box of the touched patches.
+
+    ``t_new = t_old + BL_box[exp(iσ v_new) - exp(iσ v_old)]``: the difference
+    vanishes (below ``tol``) outside the changed pixels, so band-limiting it
+    on a periodic box around them matches the full cell's band limit there.
+    """
+    xp = backend.get_array_module(potential)
+    step, patch, (nx, ny) = basis.lattice_step, basis.patch_gpts, basis.grid.gpts
+    ix = _box(np.nonzero(touched_host)[0], step, patch, nx)
+    iy = _box(np.nonzero(touched_host)[1], step, patch, ny)
+    gx, gy = backend.asarray(ix), backend.asarray(iy)
+    sigma = physics.interaction_parameter(basis.energy)
+    old = basis.potential[:, gx[:, None], gy[None, :]]
+    new = potential[:, gx[:, None], gy[None, :]]
+    difference = (xp.exp(1j * sigma * new) - xp.exp(1j * sigma * old)).astype(xp.complex64)
+    box = grids.make_grid(gpts=(len(ix), len(iy)), sampling=basis.grid.sampling)
+    band = multislice.antialias_aperture(box, xp=xp)
+    transmissions = basis.transmissions.copy()
+    transmissions[:, gx[:, None], gy[None, :]] += backend.ifft2(backend.fft2(difference) * band).astype(xp.complex64)
+    return transmissions
 
 
 def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, lattice_step, patch_gpts,
@@ -298,9 +337,10 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
     array = xp.empty(lattice + (patch, patch), xp.complex64)
     ax, ay = xp.meshgrid(xp.arange(lattice[0]), xp.arange(lattice[1]), indexing="ij")
     points = xp.stack([ax.ravel(), ay.ravel()], axis=-1)
-    _compute(array, points, potential, thicknesses, grid, energy, semiangle, step, budget,
-             fixed=basis_bytes + potential.nbytes)
-    return LatticeBasis(array, potential, thicknesses, grid, float(energy), semiangle, step)
+    transmissions = multislice.transmission_function(potential, energy=energy, grid=grid)
+    _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget,
+             fixed=basis_bytes + potential.nbytes * 3)
+    return LatticeBasis(array, potential, transmissions, thicknesses, grid, float(energy), semiangle, step)
 
 
 def update_basis(basis, potential, *, tol=1e-3, budget=None):
@@ -323,6 +363,12 @@ def update_basis(basis, potential, *, tol=1e-3, budget=None):
     (LatticeBasis, (n_lx, n_ly) ndarray of bool)
         The updated basis (a new array; ``basis`` is kept), and which lattice
         points were recomputed, on the selected device.
+
+    Notes
+    -----
+    The transmission functions change only on the box around the touched
+    patches, band-limited on that box (see :func:`build_basis`); the
+    touched lattice points are copied to the host once to find the box.
     """
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
@@ -340,10 +386,13 @@ def update_basis(basis, potential, *, tol=1e-3, budget=None):
     touched = ndimage.maximum_filter(changed, size=patch, mode="wrap")[::step, ::step] > 0
     points = xp.stack(xp.nonzero(touched), axis=-1)
     array = basis.array.copy()
+    transmissions = basis.transmissions
     if len(points):
-        _compute(array, points, potential, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff,
-                 step, budget, fixed=2 * basis.nbytes + potential.nbytes)
-    new = LatticeBasis(array, potential, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff, step)
+        transmissions = _local_transmissions(basis, potential, backend.asnumpy(touched))  # host: the box's indices
+        _compute(array, points, transmissions, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff,
+                 step, budget, fixed=2 * basis.nbytes + potential.nbytes * 5)
+    new = LatticeBasis(array, potential, transmissions, basis.thicknesses, basis.grid, basis.energy,
+                       basis.semiangle_cutoff, step)
     return new, touched
 
 

@@ -219,6 +219,8 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     fixed = n_beams * n * 8 + potential.shape[0] * n * 8 + n * 8
     batch = progress.plan_batches(n_items=n_beams, bytes_per_item=2 * n * 8, fixed_bytes=fixed, budget=budget)
     batch = min(batch, max_batch or batch)
+    if not backend.gpu_code_path() and client is None:  # on the CPU, batches near the cache (as stem's scans)
+        batch = max(1, min(batch, stem.cpu_batch(grid)))
 
     xp = backend.get_array_module(potential)
     _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid, energy,
