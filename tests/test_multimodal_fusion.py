@@ -215,8 +215,9 @@ def blend():
 
 
 def _coarse_maps(sample, factor=8, noise=0.5, seed=1):
-    curves = afm.force_curves(upsampling.downsample(sample.modulus, factor), upsampling.downsample(sample.adhesion, factor),
-                              indentations=DELTA, noise=noise, seed=seed)
+    curves = afm.force_curves(upsampling.downsample(sample.modulus, factor),
+                              upsampling.downsample(sample.adhesion, factor), indentations=DELTA, noise=noise,
+                              seed=seed)
     return afm.fit_dmt(curves, indentations=DELTA)
 
 
@@ -381,3 +382,11 @@ AFM_BAD = [
 def test_afm_bad_input_is_refused_naming_the_parameter(name, call):
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+def test_too_large_work_is_refused_with_the_numbers(monkeypatch):
+    monkeypatch.setenv("MBOOK_MEMORY_GB", "0.001")
+    with pytest.raises(MemoryError, match="MiB"):
+        afm.polymer_blend(512)
+    with pytest.raises(MemoryError, match="MiB"):
+        upsampling.guided_filter(np.ones((64, 64)), np.zeros((2, 512, 512)), 8)

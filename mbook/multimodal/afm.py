@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.inverse import optimize
 
 
@@ -135,6 +135,8 @@ def polymer_blend(gpts: int = 512, *, extent: float = 2000.0, domain_size: float
     phase_noise = checks.check_positive_number(phase_noise, "phase_noise", allow_zero=True)
     height_noise = checks.check_positive_number(height_noise, "height_noise", allow_zero=True)
     seed = checks.check_count(seed, "seed", minimum=0)
+    # About 16 images of up to 16 bytes a pixel (fields, their spectra, the maps) live at once.
+    progress.plan_batches(n_items=1, bytes_per_item=16 * 16 * n * n)
     rng = np.random.default_rng(seed)
     field = _random_field(n, domain_size / sampling, rng)
     xp = backend.get_array_module(field)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from ase.data import atomic_numbers
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.multimodal.alloys import EDXHAADFData, check_data
 
 
@@ -312,6 +312,8 @@ def estimate_fused(data: EDXHAADFData, *, model_error: float = 0.03, prior: floa
     max_num_iter = checks.check_iterations(max_num_iter)
     tol = checks.check_tolerance(tol)
     check_every = checks.check_iterations(check_every, "check_every")
+    # Every candidate step holds about a dozen per-column arrays during the bisection.
+    progress.plan_batches(n_items=1, bytes_per_item=8 * 12 * len(_STEPS) * int(data.haadf.shape[0]))
     xp = backend.get_array_module(data.edx)
     weights = _haadf_weights(data, model_error)
     f = _solve_columns(xp.zeros(2), data, None, prior)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.inverse import optimize
 
 
@@ -102,6 +102,9 @@ def _check_pair(coarse, guide, factor):
         if guide.ndim != 3 or guide.shape[-2:] != tuple(factor * s for s in coarse.shape):
             raise ValueError(f"guide must be (n, n) or (channels, n, n) with n = factor x coarse's shape "
                              f"{tuple(factor * s for s in coarse.shape)}, got shape {guide.shape}")
+        # The guided filter holds C² + 4C + 20 fine float64 images at once (the solvers fewer).
+        channels, pixels = guide.shape[0], guide.shape[-1] * guide.shape[-2]
+        progress.plan_batches(n_items=1, bytes_per_item=8 * pixels * (channels**2 + 4 * channels + 20))
     return coarse, guide, factor
 
 
