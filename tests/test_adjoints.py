@@ -102,7 +102,8 @@ OPERATORS += [
      lambda y: micrographs.form_images_adjoint(y, _IMAGE_GRID, **_FORMATION), (2, 16, 16), (2, 16, 16)),
     ("weighted wavelet embedding (wavelet EMD)",
      lambda x: wasserstein.wavelet_embedding(x, sampling=2.0, allow_negative=True),
-     lambda y: wasserstein.wavelet_embedding_adjoint(y, (6, 5, 7), sampling=2.0), (6, 5, 7), (16**3 - 1,)),
+     lambda y: wasserstein.wavelet_embedding_adjoint(y, (6, 5, 7), sampling=2.0), (6, 5, 7),
+     (wasserstein.embedding_size((6, 5, 7)),)),
 ]
 
 

@@ -49,7 +49,8 @@ def test_embedding_is_linear_and_pairwise_matches_pairs(device):
     d = backend.asnumpy(wasserstein.pairwise_wemd(backend.asarray(stack), sampling=2.0))
     assert d[1, 3] == pytest.approx(wasserstein.wemd(stack[1], stack[3], sampling=2.0), rel=1e-12)
     np.testing.assert_array_equal(d, d.T)
-    small = backend.asnumpy(wasserstein.pairwise_wemd(stack, sampling=2.0, budget=40_000))  # two rows per batch
+    two_rows = 2 * 2 * wasserstein.embedding_size((10, 9)) * 8  # two rows of differences per batch [bytes]
+    small = backend.asnumpy(wasserstein.pairwise_wemd(stack, sampling=2.0, budget=two_rows))
     np.testing.assert_allclose(small, d, rtol=1e-14)
 
 
@@ -111,7 +112,7 @@ def test_numpy_inputs_give_results_on_the_selected_device():
         rng = np.random.default_rng(5)
         stack = rng.random((3, 6, 6))
         assert on_device(wasserstein.check_density(stack[0]), wasserstein.wavelet_embedding(stack[0]),
-                         wasserstein.wavelet_embedding_adjoint(np.ones(16**2 - 1), (6, 6)),
+                         wasserstein.wavelet_embedding_adjoint(np.ones(wasserstein.embedding_size((6, 6))), (6, 6)),
                          wasserstein.pairwise_wemd(stack / stack.sum(axis=(1, 2), keepdims=True)),
                          wasserstein.pairwise_l1(stack.reshape(3, -1)),
                          *wasserstein.diffusion_map(np.abs(np.subtract.outer(np.arange(5.0), np.arange(5.0))),
@@ -124,3 +125,29 @@ def test_numpy_inputs_give_results_on_the_selected_device():
                          wemd_family.distances(np.ones((2, 2)), table), wemd_family.pairwise(np.ones((3, 2)), table))
     finally:
         backend.set_device("cpu")
+
+
+def _gaussian(shape, centre, width=1.5):
+    grid = np.indices(shape).astype(float)
+    density = np.exp(-sum((g - c) ** 2 for g, c in zip(grid, centre)) / (2 * width**2))
+    return density / density.sum()
+
+
+@pytest.mark.parametrize("shape, direction", [((32, 32), (1, 0)), ((32, 32), (1, 1)), ((20, 20, 20), (1, 0, 0)),
+                                              ((20, 20, 20), (1, 1, 1))])
+def test_the_wavelet_emd_orders_translations(shape, direction):
+    # The EMD of a density and its copy moved by k steps grows with k: so must its wavelet approximation,
+    # on lattice and diagonal paths, up to shifts of half the box (a transform on a torus fails this).
+    start = [n // 5 for n in shape]
+    p = _gaussian(shape, start)
+    distances = [wasserstein.wemd(p, _gaussian(shape, [s + k * d for s, d in zip(start, direction)]))
+                 for k in range(1, min(shape) // 2 + 1)]
+    assert np.all(np.diff(distances) > 0), np.round(distances, 1)
+
+
+def test_the_wavelet_emd_in_angstrom_barely_depends_on_the_pixel_size():
+    # The same two blobs 6 Å apart, drawn with 1 Å and with 0.5 Å pixels: the EMD is 6 Å either way.
+    coarse = [_gaussian((32, 32), (8 + dx, 10), width=1.5) for dx in (0, 6)]
+    fine = [_gaussian((64, 64), (16 + dx, 20), width=3.0) for dx in (0, 12)]
+    ratio = wasserstein.wemd(*fine, sampling=0.5) / wasserstein.wemd(*coarse, sampling=1.0)
+    assert 0.8 < ratio < 1.25, ratio
