@@ -1,0 +1,467 @@
+"""Gradient-based ptychographic reconstruction: object phase, probe and scan positions.
+
+The model (single slice for ``n_slices = 1``, multislice otherwise) of the
+amplitude at scan position ``j`` is
+
+``ψ_0 = S_j P``,  ``χ_s = ψ_s · exp(i φ_s[W_j])``,  ``ψ_{s+1} = F^-1[p · F[χ_s]]``,
+``A_j = |F_o[χ_{S-1}]|``,
+
+with ``S_j`` the sub-pixel Fourier shift of the probe ``P`` (a complex
+``(wx, wy)`` window), ``φ_s[W_j]`` the window of slice ``s`` of the object
+phase at the position's nearest pixel, ``p`` the Fresnel propagator over a
+slice (:func:`mbook.electron.multislice.slice_propagator`, without
+antialiasing: the reconstruction has its own band limit) and ``F_o`` the
+unitary FFT. The object is a phase grating per slice (a cryo specimen of
+light atoms absorbs next to nothing at 300 keV). The loss is the amplitude
+(square-root-Poisson) misfit with an optional smoothness prior,
+
+``L = Σ_j Σ_k (A_j(k) - √n_j(k))² + λ Σ_s ‖∇φ_s‖²``,
+
+robust at low counts (the square root of a Poisson count has a variance
+near 1/4 whatever its mean; Thibault & Guizar-Sicairos 2012). The gradients
+are written by hand (checked against finite differences in the tests), with
+``g_z = ∂L/∂Re z + i ∂L/∂Im z`` for a complex ``z``:
+
+- ``g_χ = 2 F_o^-1[(A - √n) F_o χ / A]`` at the exit;
+- back through slice ``s``: ``∂L/∂φ_s = Im(g_χ conj(χ_s))`` scattered back
+  onto the object, ``g_ψ_s = conj(e^{iφ_s}) g_χ``, and through the propagator
+  ``g_χ_{s-1} = F^-1[conj(p) F[g_ψ_s]]``;
+- probe: ``g_P = Σ_j S_j^* g_ψ_0,j``;
+- positions: ``∂L/∂r_j = (2π/N) Σ_k k Im(conj(G_j) P̂ e_j)`` with
+  ``G_j = F[g_ψ_0,j]``, ``e_j`` the shift's phase ramp.
+
+:func:`reconstruct` takes mini-batches of positions (all of a batch at once on
+the device) and steps each unknown along its gradient with the usual
+normalisations (Maiden & Rodenburg 2009; Odstrčil et al. 2018): the object by
+the illumination ``Σ_j |ψ_s,j|²`` scattered onto it, the probe by the batch
+size, each position by the Gauss-Newton curvature ``2 Σ_k (∂A_j/∂x)²`` of its
+own loss (the tangent of the exit wave is carried through the slices), capped at
+``max_position_step``. The gauge: a common shift of object and positions,
+and a constant phase, are not determined by the data.
+
+Nothing is copied to the host inside the loop (with ``show_progress=False``
+and no callback); the progress bar shows the loss every ``callback_every``
+iterations, where ``callback`` may draw a figure.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from mbook.core import backend, checks, grids, progress
+from mbook.electron import multislice
+from mbook.inverse import optimize
+from mbook.multimodal import ptychography
+
+
+#: Regularisation of the object step: the illumination is floored at this fraction of its maximum.
+FLOOR = 0.1
+
+
+class PtychographyResult(NamedTuple):
+    """What :func:`reconstruct` returns, on the selected device.
+
+    Attributes
+    ----------
+    phase : (n_slices, nx, ny) ndarray
+        Object phase per slice [rad].
+    probe : (wx, wy) ndarray, complex
+        The (retrieved) probe, ``Σ |P|²`` in electrons per position.
+    positions : (n, 2) ndarray
+        The (corrected) positions [Å].
+    loss : (max_num_iter,) ndarray
+        Loss after each iteration (sum over the positions of the batches).
+    """
+
+    phase: object
+    probe: object
+    positions: object
+    loss: object
+
+
+def _frequencies(gpts, sampling, xp, dtype):
+    kx = xp.asarray(np.fft.fftfreq(gpts[0], sampling[0]), dtype=dtype)
+    ky = xp.asarray(np.fft.fftfreq(gpts[1], sampling[1]), dtype=dtype)
+    return kx, ky
+
+
+def _model(phase, probe, positions, amplitudes, propagator, sampling, detector, gradients=True, curvature=False):
+    """Loss and (optionally) gradients of one batch (a kernel: inputs checked, on one device).
+
+    Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
+    ``g_probe``, ``g_positions`` (n, 2) and, with ``curvature``, the Gauss-Newton curvature of
+    the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2) (else None).
+    """
+    xp = backend.get_array_module(phase)
+    fft = backend.fft_module(phase)
+    n_slices, nx, ny = phase.shape
+    gpts = probe.shape
+    n_pix = gpts[0] * gpts[1]
+    kx, ky = _frequencies(gpts, sampling, xp, phase.dtype)
+    corners, offsets = ptychography.window_corners(positions, sampling, gpts, (nx, ny))
+    index = ptychography.window_indices(corners, gpts, (nx, ny))
+    ramp = ptychography.phase_ramps(offsets, gpts, sampling)
+    probe_hat = fft.fft2(probe)
+    psi = fft.ifft2(probe_hat * ramp)
+    flat = phase.reshape(n_slices, -1)
+    incident, gratings = [], []
+    for s in range(n_slices):  # a few slices: the loop is over the specimen's depth, not over data
+        grating = xp.exp(1j * flat[s][index])
+        incident.append(psi)
+        gratings.append(grating)
+        chi = psi * grating
+        if s < n_slices - 1:
+            psi = fft.ifft2(propagator * fft.fft2(chi))
+    exit_hat = fft.fft2(chi, norm="ortho")
+    amplitude = xp.abs(exit_hat)
+    residual = (amplitude - amplitudes) * detector  # unmeasured pixels add nothing
+    loss = xp.sum(residual**2)
+    if not gradients:
+        return loss, None, None, None, None, None
+    safe = xp.where(amplitude > 0, amplitude, 1)
+    g = fft.ifft2(2 * residual / safe * exit_hat, norm="ortho")
+    g_phase = xp.empty((n_slices, nx * ny), phase.dtype)
+    illumination = xp.empty((n_slices, nx * ny), phase.dtype)
+    flat_index = index.reshape(-1)
+    for s in reversed(range(n_slices)):
+        g_phase[s] = xp.bincount(flat_index, weights=(g * xp.conj(incident[s] * gratings[s])).imag.reshape(-1),
+                                 minlength=nx * ny)
+        intensity = incident[s].real**2 + incident[s].imag**2
+        illumination[s] = xp.bincount(flat_index, weights=intensity.reshape(-1), minlength=nx * ny)
+        g = xp.conj(gratings[s]) * g
+        if s > 0:
+            g = fft.ifft2(xp.conj(propagator) * fft.fft2(g))
+    g_hat = fft.fft2(g)
+    g_probe = fft.ifft2(xp.sum(xp.conj(ramp) * g_hat, axis=0))
+    q = (xp.conj(g_hat) * probe_hat * ramp).imag * (2 * math.pi / n_pix)
+    g_positions = xp.stack([xp.sum(q * kx[None, :, None], axis=(1, 2)), xp.sum(q * ky[None, None, :], axis=(1, 2))],
+                           axis=1)
+    hessian = None
+    if curvature:
+        # The tangent of the exit wave along x and y (forward mode through the slices): only its
+        # part along the amplitude, ∂A = Re(conj(Ψ) ∂Ψ) / A, changes the loss (Gauss-Newton).
+        shifted = probe_hat * ramp
+        tangent = fft.ifft2(xp.stack([shifted * (-2j * math.pi) * kx[None, :, None],
+                                      shifted * (-2j * math.pi) * ky[None, None, :]]))
+        for s in range(n_slices):
+            tangent = tangent * gratings[s]
+            if s < n_slices - 1:
+                tangent = fft.ifft2(propagator * fft.fft2(tangent))
+        d_amplitude = (xp.conj(exit_hat) * fft.fft2(tangent, norm="ortho")).real / safe
+        hessian = 2 * xp.sum(d_amplitude**2, axis=(2, 3)).T
+    return (loss, g_phase.reshape(phase.shape), illumination.reshape(phase.shape), g_probe, g_positions,
+            hessian)
+
+
+def _check_inputs(phase, probe, positions, amplitudes, sampling):
+    phase = checks.check_array(phase, "phase", ndim=3, real=True)
+    probe = checks.check_field(probe, "probe")
+    if probe.ndim != 2:
+        raise ValueError(f"probe must be a 2D (wx, wy) array, got shape {probe.shape}")
+    sampling = checks.check_positive(sampling, "sampling", 2)
+    positions = ptychography.check_positions(positions, phase.shape[1:], sampling, probe.shape)
+    amplitudes = checks.check_array(amplitudes, "amplitudes", ndim=3, real=True)
+    if amplitudes.shape != (len(positions),) + probe.shape:
+        raise ValueError(f"amplitudes must have shape (n_positions, wx, wy) = {(len(positions),) + probe.shape}, "
+                         f"got {amplitudes.shape}")
+    return phase, probe, positions, amplitudes, sampling
+
+
+def _check_detector(detector, gpts, dtype):
+    if detector is None:
+        return backend.xp.ones(gpts, dtype)
+    detector = checks.check_array(detector, "detector", ndim=2, real=True)
+    if detector.shape != tuple(gpts):
+        raise ValueError(f"detector must have the probe's shape {tuple(gpts)}, got {detector.shape}")
+    return detector.astype(dtype)
+
+
+def _propagator(gpts, sampling, energy, slice_thickness, n_slices, xp, dtype):
+    if n_slices == 1:
+        return None
+    if energy is None or slice_thickness is None:
+        raise ValueError("a multislice object (n_slices > 1) needs energy [eV] and slice_thickness [Å]")
+    slice_thickness = checks.check_positive_number(slice_thickness, "slice_thickness")
+    window = grids.make_grid(gpts=gpts, sampling=sampling)
+    p = multislice.slice_propagator(window, energy=energy, slice_thickness=slice_thickness, antialias=False, xp=xp)
+    return p.astype(dtype)
+
+
+def loss_and_gradients(phase, probe, positions, amplitudes, *, sampling, energy=None, slice_thickness=None,
+                       smoothness=0.0, detector=None):
+    """The reconstruction's loss and its gradients with respect to phase, probe and positions.
+
+    Parameters
+    ----------
+    phase : (n_slices, nx, ny) array_like
+        Object phase per slice [rad].
+    probe : (wx, wy) array_like, complex
+        Probe centred at pixel ``(wx // 2, wy // 2)`` of its window.
+    positions : (n, 2) array_like
+        [Å]; every window must fit the object.
+    amplitudes : (n, wx, wy) array_like
+        Measured amplitudes ``√counts``, FFT order.
+    sampling : float or (float, float)
+        Object pixel [Å].
+    energy : float, optional
+        [eV]; needed with more than one slice.
+    slice_thickness : float, optional
+        Distance between slices [Å]; needed with more than one slice.
+    smoothness : float
+        λ of the prior ``λ Σ_s ‖∇φ_s‖²`` (Neumann boundaries).
+    detector : (wx, wy) array_like, optional
+        Weight of each detector pixel in the loss, FFT order: 1 where measured, 0 where not
+        (e.g. :func:`mbook.multimodal.ptychography.detector_mask`); default every pixel.
+
+    Returns
+    -------
+    loss : float
+    g_phase : (n_slices, nx, ny) ndarray
+        ``∂L/∂φ``.
+    g_probe : (wx, wy) ndarray, complex
+        ``∂L/∂Re P + i ∂L/∂Im P``.
+    g_positions : (n, 2) ndarray
+        ``∂L/∂r`` [1/Å].
+
+    The arrays are on the selected device; float64 inputs give float64 results.
+    """
+    phase, probe, positions, amplitudes, sampling = _check_inputs(phase, probe, positions, amplitudes, sampling)
+    smoothness = checks.check_positive_number(smoothness, "smoothness", allow_zero=True)
+    xp = backend.get_array_module(phase)
+    probe = probe.astype(xp.complex128 if phase.dtype == xp.float64 else xp.complex64)
+    propagator = _propagator(probe.shape, sampling, energy, slice_thickness, len(phase), xp, probe.dtype)
+    detector = _check_detector(detector, probe.shape, phase.dtype)
+    loss, g_phase, _, g_probe, g_positions, _ = _model(phase, probe, positions.astype(phase.dtype), amplitudes,
+                                                       propagator, sampling, detector)
+    if smoothness:
+        loss = loss + smoothness * xp.sum(optimize.gradient(phase) ** 2)
+        g_phase = g_phase - 2 * smoothness * optimize.laplacian(phase)
+    return float(loss), g_phase, g_probe, g_positions
+
+
+def _group_sums(members, values, n_groups):
+    """Sums of ``values`` (n, 2) over the positions of each group, (n_groups, 2) (a kernel)."""
+    xp = backend.get_array_module(values)
+    return xp.stack([xp.bincount(members, weights=values[:, a], minlength=n_groups) for a in range(2)], axis=1)
+
+
+def _check_schedule(value, name, max_num_iter):
+    """An iteration from which an unknown is updated: an integer in [0, max_num_iter], or None (never)."""
+    return None if value is None else checks.check_count(value, name, minimum=0)
+
+
+def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter=50, batch_size=64,
+                n_slices=1, energy=None, slice_thickness=None, object_step=1.0, momentum=0.8, probe_step=0.5,
+                position_step=0.5, probe_from=5, positions_from=10, max_position_step=None, position_groups=None,
+                smoothness=0.0, detector=None, dtype=np.float32, seed=0, show_progress=False, callback=None,
+                callback_every=10):
+    """Reconstruct object phase, probe and positions from 4D-STEM counts by mini-batch gradient descent.
+
+    Parameters
+    ----------
+    counts : (n, wx, wy) array_like
+        Detector counts per position (FFT order), >= 0.
+    positions : (n, 2) array_like
+        Starting (nominal or estimated) positions [Å]; windows inside the object.
+    probe : (wx, wy) array_like, complex
+        Starting probe, centred at pixel ``(wx // 2, wy // 2)`` (e.g.
+        :func:`mbook.multimodal.ptychography.centred_probe`); rescaled so that
+        its intensity on the detector equals the mean counts per pattern.
+    object_gpts : (int, int)
+        Object pixels (at least the window).
+    sampling : float or (float, float)
+        Object pixel [Å] (the detector covers ``±1 / (2 sampling)``).
+    max_num_iter : int
+        Passes over all positions.
+    batch_size : int
+        Positions per gradient step, all at once on the device.
+    n_slices : int
+        1: single-slice (projection) ptychography; more: multislice, which
+        needs ``energy`` [eV] and ``slice_thickness`` [Å].
+    object_step, probe_step, position_step : float
+        Step sizes, relative to the normalisations (1 is a full Newton-like step).
+    momentum : float
+        Heavy-ball momentum of the object's steps, in [0, 1): the low spatial
+        frequencies, which many overlapping positions share, converge much
+        faster with it (as in momentum-accelerated ePIE, Maiden et al. 2017).
+    probe_from, positions_from : int or None
+        Iteration from which the probe, the positions are updated (None: never);
+        the object settles first.
+    max_position_step : float, optional
+        Largest position update per step [Å]; default one pixel.
+    position_groups : (n,) array_like of int, optional
+        Positions with the same label move together (one Gauss-Newton step from the sum of
+        their gradients and curvatures): e.g. the scan line of each position, for scan-line
+        distortions, which averages the noise of low-dose gradients over a line. Default: each
+        position moves on its own.
+    smoothness : float
+        λ of the smoothness prior ``λ Σ_s ‖∇φ_s‖²``, >= 0 (helps at low dose).
+    detector : (wx, wy) array_like, optional
+        Weight of each detector pixel (FFT order), 0 where nothing is measured (e.g.
+        :func:`mbook.multimodal.ptychography.detector_mask`); default every pixel.
+    dtype : numpy dtype
+        float32 (fast) or float64.
+    seed : int
+        Seed of the order of the positions in the mini-batches.
+    show_progress : bool
+        A progress bar showing the loss every ``callback_every`` iterations.
+    callback : callable, optional
+        ``callback(iteration, result)`` every ``callback_every`` iterations with a
+        :class:`PtychographyResult` so far (e.g. to draw the phase).
+    callback_every : int
+
+    Returns
+    -------
+    PtychographyResult
+        On the selected device.
+
+    Raises
+    ------
+    ValueError
+        Negative counts, positions outside the object, a probe larger than
+        the object, mismatched shapes, bad step sizes.
+    """
+    counts = checks.check_array(counts, "counts", ndim=3, real=True)
+    xp = backend.get_array_module(counts)
+    probe = checks.check_field(probe, "probe")
+    if probe.ndim != 2:
+        raise ValueError(f"probe must be a 2D (wx, wy) array, got shape {probe.shape}")
+    object_gpts = checks.check_gpts(object_gpts, 2)
+    sampling = checks.check_positive(sampling, "sampling", 2)
+    positions = ptychography.check_positions(positions, object_gpts, sampling, probe.shape)
+    if counts.shape != (len(positions),) + probe.shape:
+        raise ValueError(f"counts must have shape (n_positions, wx, wy) = {(len(positions),) + probe.shape}, "
+                         f"got {counts.shape}")
+    low_count = float(counts.min())  # one copy, on entry
+    if low_count < 0:
+        raise ValueError(f"counts must be >= 0 (detected electrons), got min {low_count:g}")
+    max_num_iter = checks.check_iterations(max_num_iter)
+    batch_size = checks.check_count(batch_size, "batch_size")
+    n_slices = checks.check_count(n_slices, "n_slices")
+    steps = [checks.check_positive_number(v, name, allow_zero=True) for v, name in
+             ((object_step, "object_step"), (probe_step, "probe_step"), (position_step, "position_step"))]
+    momentum = checks.check_number(momentum, "momentum", lower=0, upper=1, upper_inclusive=False)
+    probe_from = _check_schedule(probe_from, "probe_from", max_num_iter)
+    positions_from = _check_schedule(positions_from, "positions_from", max_num_iter)
+    max_position_step = (min(sampling) if max_position_step is None
+                         else checks.check_positive_number(max_position_step, "max_position_step"))
+    smoothness = checks.check_positive_number(smoothness, "smoothness", allow_zero=True)
+    groups, n_groups = None, 0
+    if position_groups is not None:
+        groups = checks.check_array(position_groups, "position_groups", ndim=1, real=True)
+        if groups.shape != (len(positions),) or groups.dtype.kind not in "iu" or float(groups.min()) < 0:
+            raise ValueError(f"position_groups must be {len(positions)} integer labels >= 0, one per position, "
+                             f"got shape {groups.shape} and dtype {groups.dtype}")
+        n_groups = int(groups.max()) + 1  # one copy, on entry
+    callback_every = checks.check_count(callback_every, "callback_every")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    complex_dtype = np.complex64 if dtype == np.float32 else np.complex128
+
+    n = len(positions)
+    fixed = (n_slices + 2) * object_gpts[0] * object_gpts[1] * dtype.itemsize + counts.nbytes
+    per_position = probe.size * 16 * (2 * n_slices + 6)  # complex work arrays of the model per position
+    batch_size = min(batch_size, progress.plan_batches(n_items=n, bytes_per_item=per_position, fixed_bytes=fixed))
+    amplitudes = xp.sqrt(counts).astype(dtype)
+    electrons = float(counts.sum()) / n  # one copy, on entry: the probe's intensity
+    probe = probe.astype(complex_dtype)
+    propagator = _propagator(probe.shape, sampling, energy, slice_thickness, n_slices, xp, complex_dtype)
+    detector = _check_detector(detector, probe.shape, dtype)
+    # the counts are what the detector saw of the probe: scale the probe's part inside it to them
+    seen = xp.sum(detector * xp.abs(backend.fft_module(probe).fft2(probe, norm="ortho")) ** 2)
+    probe = probe * (xp.asarray(math.sqrt(electrons), dtype=dtype) / xp.sqrt(seen))
+    phase = xp.zeros((n_slices,) + object_gpts, dtype)
+    positions = positions.astype(dtype)
+    low, high = ptychography.allowed_range(object_gpts, sampling, probe.shape)
+    low, high = xp.asarray(low, dtype=dtype), xp.asarray(high, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    orders = backend.asarray(np.stack([rng.permutation(n) for _ in range(max_num_iter)]))  # drawn once, moved once
+    history = xp.zeros(max_num_iter, dtype)
+    velocity = xp.zeros_like(phase)
+
+    def result():
+        return PtychographyResult(phase, probe, positions, history)
+
+    iterations = range(max_num_iter)
+    bar = progress.progress(iterations, desc="ptychography") if show_progress else None
+    for iteration in bar if bar is not None else iterations:
+        total = xp.zeros((), dtype)
+        for start in range(0, n, batch_size):
+            batch = orders[iteration, start:start + batch_size]
+            move_positions = positions_from is not None and iteration >= positions_from
+            loss, g_phase, illumination, g_probe, g_positions, curvature = _model(
+                phase, probe, positions[batch], amplitudes[batch], propagator, sampling, detector,
+                curvature=move_positions)
+            total = total + loss
+            if smoothness:
+                g_phase = g_phase - 2 * smoothness * optimize.laplacian(phase)
+                illumination = illumination + 8 * smoothness  # the prior's curvature, at most 8 λ per pixel
+            floor = FLOOR * xp.max(illumination, axis=(1, 2), keepdims=True)
+            velocity = momentum * velocity - steps[0] * g_phase / (2 * (illumination + floor))
+            phase = phase + velocity
+            if probe_from is not None and iteration >= probe_from:
+                probe = probe - steps[1] * g_probe / (2 * len(batch))
+            if move_positions:
+                if groups is not None:  # one move per group: Σ g / Σ H over its positions
+                    members = groups[batch]
+                    g_positions = _group_sums(members, g_positions, n_groups)[members]
+                    curvature = _group_sums(members, curvature, n_groups)[members]
+                curvature = curvature + 1e-3 * xp.mean(curvature)  # featureless windows: no division by ~0
+                move = xp.clip(-steps[2] * g_positions / curvature, -max_position_step, max_position_step)
+                positions[batch] = xp.clip(positions[batch] + move, low, high)
+        history[iteration] = total
+        if (iteration + 1) % callback_every == 0 or iteration + 1 == max_num_iter:
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(total):.4g}")  # one number every callback_every iterations
+            if callback is not None:
+                callback(iteration + 1, result())
+    return result()
+
+
+def phase_error(phase, truth, *, sampling, cutoff=None, region=None):
+    """Relative error and signal-to-noise ratio of a reconstructed phase against the truth.
+
+    Both are reduced to the same band and region: their means over the
+    region removed (a constant phase is not determined), low-passed to
+    ``|k| <= cutoff``, then ``error = ‖φ - φ_true‖² / ‖φ_true‖²`` and
+    ``snr = 1 / error`` over the region.
+
+    Parameters
+    ----------
+    phase, truth : (nx, ny) array_like
+        [rad].
+    sampling : float or (float, float)
+        [Å].
+    cutoff : float, optional
+        Spatial frequency [1/Å] (e.g. ``1 / resolution``); default all.
+    region : (nx, ny) array_like of bool, optional
+        Where to compare (e.g. the scanned area); default everywhere.
+
+    Returns
+    -------
+    (error, snr) : (float, float)
+    """
+    phase = checks.check_array(phase, "phase", ndim=2, real=True).astype(np.float64)
+    truth = checks.check_array(truth, "truth", ndim=2, real=True).astype(np.float64)
+    if phase.shape != truth.shape:
+        raise ValueError(f"phase {phase.shape} and truth {truth.shape} must have the same shape")
+    sampling = checks.check_positive(sampling, "sampling", 2)
+    xp = backend.get_array_module(phase)
+    mask = xp.ones(phase.shape, bool) if region is None else checks.check_array(region, "region", ndim=2) > 0
+    if mask.shape != phase.shape:
+        raise ValueError(f"region {mask.shape} must have the shape of phase {phase.shape}")
+    weight = mask.astype(np.float64)
+    difference, reference = (a - xp.sum(a * weight) / xp.sum(weight) for a in (phase - truth, truth))
+    if cutoff is not None:
+        cutoff = checks.check_positive_number(cutoff, "cutoff")
+        grid = grids.make_grid(gpts=phase.shape, sampling=sampling)
+        keep = grids.frequency_squared(grid, xp=xp) <= cutoff**2
+        difference, reference = (backend.ifft2(backend.fft2(a) * keep).real for a in (difference, reference))
+    error = float(xp.sum(difference**2 * weight) / xp.sum(reference**2 * weight))
+    return error, 1.0 / error

@@ -1,0 +1,279 @@
+"""mbook.multimodal: cryo specimens, scan drift, the ptychographic forward model and reconstruction, HAADF positions."""
+
+import numpy as np
+import pytest
+
+from mbook.core import backend, grids
+from mbook.electron import stem
+from mbook.multimodal import drift, positions, ptychography, reconstruction, specimens
+
+SAMPLING = 0.5
+ENERGY = 300e3
+
+
+def _phase_object(rng, n=32, smooth=2.0, amplitude=0.4):
+    """A smooth random phase [rad] (n, n), its potential [V·Å] for one slice at 300 keV."""
+    from scipy.ndimage import gaussian_filter
+
+    phase = gaussian_filter(rng.standard_normal((n, n)), smooth, mode="wrap")
+    phase *= amplitude / phase.std()
+    from mbook.electron import physics
+
+    return phase, (phase / physics.interaction_parameter(ENERGY))[None].astype(np.float32)
+
+
+def _scan(n_side=5, start=4.0, step=1.5):
+    nominal = stem.scan_positions(start=(start, start), end=(start + n_side * step,) * 2, sampling=step)
+    return backend.asnumpy(nominal)
+
+
+# ------------------------------------------------------------------------------------------ gradients
+@pytest.mark.parametrize("n_slices", [1, 2])
+def test_gradients_match_finite_differences(n_slices, device, rng):
+    phase = 0.3 * rng.standard_normal((n_slices, 24, 24))
+    probe = backend.asnumpy(ptychography.centred_probe(12, sampling=SAMPLING, energy=ENERGY, semiangle_cutoff=15,
+                                                       defocus=30.0, electrons=50.0)).astype(np.complex128)
+    probe = probe * (1 + 0.1 * rng.standard_normal((12, 12)))
+    where = rng.uniform(3.5, 8.5, (5, 2))
+    amplitudes = rng.uniform(0, 3, (5, 12, 12))
+    kw = dict(sampling=SAMPLING, energy=ENERGY, slice_thickness=5.0, smoothness=0.1)
+    _, g_phase, g_probe, g_positions = reconstruction.loss_and_gradients(phase, probe, where, amplitudes, **kw)
+    g_phase, g_probe, g_positions = map(backend.asnumpy, (g_phase, g_probe, g_positions))
+
+    def loss(ph=phase, pr=probe, po=where):
+        return reconstruction.loss_and_gradients(ph, pr, po, amplitudes, **kw)[0]
+
+    h = 1e-6
+    for index in [(0, 10, 10), (n_slices - 1, 8, 12), (0, 3, 5)]:
+        e = np.zeros_like(phase)
+        e[index] = h
+        assert (loss(ph=phase + e) - loss(ph=phase - e)) / (2 * h) == pytest.approx(g_phase[index], rel=1e-6,
+                                                                                    abs=1e-6)
+    for index in [(6, 6), (4, 7)]:
+        e = np.zeros_like(probe)
+        e[index] = h
+        assert (loss(pr=probe + e) - loss(pr=probe - e)) / (2 * h) == pytest.approx(g_probe[index].real, rel=1e-6)
+        assert (loss(pr=probe + 1j * e) - loss(pr=probe - 1j * e)) / (2 * h) == pytest.approx(g_probe[index].imag,
+                                                                                              rel=1e-6)
+    for index in [(0, 0), (2, 1), (4, 0)]:
+        e = np.zeros_like(where)
+        e[index] = h
+        assert (loss(po=where + e) - loss(po=where - e)) / (2 * h) == pytest.approx(g_positions[index], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ adjoints
+def test_probe_shift_adjoint(device, rng):
+    probe = rng.standard_normal((12, 10)) + 1j * rng.standard_normal((12, 10))
+    shifted = rng.standard_normal((4, 12, 10)) + 1j * rng.standard_normal((4, 12, 10))
+    offsets = rng.uniform(-0.3, 0.3, (4, 2))
+    lhs = np.vdot(backend.asnumpy(ptychography.shift_probes(probe, offsets, SAMPLING)), shifted)
+    rhs = np.vdot(probe, backend.asnumpy(ptychography.shift_probes_adjoint(shifted, offsets, SAMPLING)))
+    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+
+
+def test_window_gather_scatter_adjoint(device, rng):
+    image, patches = rng.standard_normal((20, 18)), rng.standard_normal((6, 8, 8))
+    corners, _ = ptychography.window_corners(backend.asarray(rng.uniform(2.0, 6.0, (6, 2))), (SAMPLING,) * 2,
+                                             (8, 8), (20, 18))
+    index = ptychography.window_indices(corners, (8, 8), (20, 18))
+    lhs = np.vdot(backend.asnumpy(ptychography.gather_windows(image, index)), patches)
+    rhs = np.vdot(image, backend.asnumpy(ptychography.scatter_windows(patches, index, (20, 18))))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ forward model
+def test_vacuum_patterns_hold_every_electron(device):
+    grid = grids.make_grid(gpts=(40, 40), sampling=SAMPLING)
+    patterns = ptychography.diffraction_intensities(np.zeros((2, 40, 40), np.float32), grid=grid, energy=ENERGY,
+                                                    slice_thickness=10.0, semiangle_cutoff=10.0, defocus=100.0,
+                                                    positions=_scan(3, 8.0, 1.3).reshape(-1, 2), gpts=24)
+    assert backend.get_array_module(patterns) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(patterns).sum(axis=(1, 2)), 1.0, atol=1e-5)
+
+
+def test_whole_cell_window_equals_stem_scan(rng):
+    # With the window as large as the cell, the windowed multislice is the periodic STEM scan.
+    grid = grids.make_grid(gpts=(32, 32), sampling=SAMPLING)
+    _, potential = _phase_object(rng, 32)
+    potential = np.concatenate([potential, potential[:, ::-1]])
+    centre = np.array([[16 * SAMPLING, 16 * SAMPLING]])
+    ours = ptychography.diffraction_intensities(potential, grid=grid, energy=ENERGY, slice_thickness=8.0,
+                                                semiangle_cutoff=12.0, defocus=50.0, positions=centre, gpts=32)
+    theirs = stem.scan(potential, grid=grid, energy=ENERGY, slice_thickness=8.0, semiangle_cutoff=12.0, defocus=50.0,
+                       positions=centre, detectors={}, diffraction=True)["diffraction"]
+    np.testing.assert_allclose(backend.asnumpy(ours), backend.asnumpy(theirs), atol=2e-6)
+
+
+def test_low_dose_counts_have_the_dose(device):
+    intensities = np.full((50, 8, 8), 1 / 64)
+    counts = ptychography.low_dose_counts(intensities, dose=20.0, scan_step=1.5, seed=0)
+    assert float(counts.sum(axis=(1, 2)).mean()) == pytest.approx(20.0 * 1.5**2, rel=0.05)
+
+
+# ------------------------------------------------------------------------------------------ reconstruction
+def _dataset(rng, *, jitter, dose=1e5, smooth=2.0):
+    grid = grids.make_grid(gpts=(32, 32), sampling=SAMPLING)
+    phase, potential = _phase_object(rng, 32, smooth=smooth, amplitude=0.5)
+    nominal = _scan(6, 5.0, 1.0).reshape(-1, 2)
+    true = nominal + jitter * rng.standard_normal(nominal.shape)
+    kw = dict(energy=ENERGY, semiangle_cutoff=15.0, defocus=60.0)
+    intensities = ptychography.diffraction_intensities(potential, grid=grid, slice_thickness=5.0, positions=true,
+                                                       gpts=16, **kw)
+    counts = ptychography.low_dose_counts(intensities, dose=dose, scan_step=1.0, seed=1)
+    probe = ptychography.centred_probe(16, sampling=SAMPLING, **kw)
+    return phase, counts, probe, nominal, true
+
+
+DETECTOR = dict(detector=ptychography.detector_mask(16, sampling=SAMPLING))
+
+
+def _region():
+    region = np.zeros((32, 32), bool)
+    region[12:22, 12:22] = True
+    return region
+
+
+def test_reconstruction_recovers_the_phase(rng):
+    phase, counts, probe, nominal, _ = _dataset(rng, jitter=0.0)
+    result = reconstruction.reconstruct(counts, positions=nominal, probe=probe, object_gpts=(32, 32),
+                                        sampling=SAMPLING, max_num_iter=40, batch_size=8, positions_from=None,
+                                        probe_from=None, **DETECTOR)
+    error, _ = reconstruction.phase_error(result.phase[0], phase, sampling=SAMPLING, region=_region())
+    assert error < 0.05
+    loss = backend.asnumpy(result.loss)
+    assert loss[-1] < 0.2 * loss[0]
+
+
+def test_position_correction_reduces_the_rms_error(rng):
+    # Positions are fixed by the object's features: a finer object (1 px smoothing) pins them better.
+    phase, counts, probe, nominal, true = _dataset(rng, jitter=0.3, smooth=1.0)
+    kw = dict(positions=nominal, probe=probe, object_gpts=(32, 32), sampling=SAMPLING, max_num_iter=40, batch_size=8,
+              probe_from=None, **DETECTOR)
+    fixed = reconstruction.reconstruct(counts, positions_from=None, **kw)
+    moved = reconstruction.reconstruct(counts, positions_from=5, position_step=1.0, **kw)
+    before = drift.rms_error(nominal, true)
+    after = drift.rms_error(moved.positions, true)
+    assert after < 0.5 * before
+    errors = [reconstruction.phase_error(r.phase[0], phase, sampling=SAMPLING, region=_region())[0]
+              for r in (fixed, moved)]
+    assert errors[1] < errors[0]
+
+
+def test_reconstruction_same_on_every_device(device, on_cpu, rng):
+    _, counts, probe, nominal, _ = _dataset(rng, jitter=0.2, dose=1e3)
+    kw = dict(positions=nominal, probe=probe, object_gpts=(32, 32), sampling=SAMPLING, max_num_iter=4,
+              batch_size=12, probe_from=1, positions_from=2, dtype=np.float64, n_slices=2, energy=ENERGY,
+              slice_thickness=5.0)
+    result = reconstruction.reconstruct(counts, **kw)
+    reference = on_cpu(reconstruction.reconstruct, backend.asnumpy(counts), **kw)
+    assert backend.get_array_module(result.phase) is backend.xp
+    for ours, theirs in zip(result, reference):
+        np.testing.assert_allclose(backend.asnumpy(ours), backend.asnumpy(theirs), rtol=1e-9, atol=1e-9)
+
+
+def test_reconstruction_copies_nothing_per_iteration(no_copies_per_iteration, rng):
+    _, counts, probe, nominal, _ = _dataset(rng, jitter=0.0, dose=1e3)
+    counts, probe, nominal = map(backend.asnumpy, (counts, probe, nominal))
+    no_copies_per_iteration(lambda n: reconstruction.reconstruct(
+        counts, positions=nominal, probe=probe, object_gpts=(32, 32), sampling=SAMPLING, max_num_iter=n,
+        batch_size=36, probe_from=0, positions_from=0))
+
+
+# ------------------------------------------------------------------------------------------ drift and HAADF
+def test_linear_drift_and_line_jitter(device):
+    nominal = _scan(4, 2.0, 1.0)
+    true = drift.drifted_positions(nominal, velocity=(0.1, -0.05), jitter=0.0, line_jitter=0.0, seed=0, flyback=1.0)
+    times = backend.asnumpy(drift.scan_times((4, 4), flyback=1.0))[0]
+    np.testing.assert_allclose(backend.asnumpy(true) - nominal, times[..., None] * np.array([0.1, -0.05]))
+    lines = backend.asnumpy(drift.drifted_positions(nominal, velocity=(0, 0), jitter=0.0, line_jitter=0.5,
+                                                    seed=0)) - nominal
+    assert np.all(lines[..., 1] == 0) and np.allclose(lines[..., 0], lines[:1, :, 0])  # one shift per scan line
+    assert drift.rms_error(nominal + 3.0, nominal) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frame_registration_recovers_a_linear_drift(device, rng):
+    from scipy.ndimage import gaussian_filter, shift as nd_shift
+
+    image = gaussian_filter(rng.standard_normal((24, 24)), 1.5, mode="wrap")
+    truth = np.array([[-0.9, 0.6], [-0.3, 0.2], [0.3, -0.2], [0.9, -0.6]])  # scan pixels, mean 0
+    frames = np.stack([nd_shift(image, -s, order=3, mode="grid-wrap") for s in truth])  # frame(x) = u(x + s)
+    shifts = backend.asnumpy(positions.frame_shifts(frames[:, 4:20, 4:20], scan_step=2.0))
+    np.testing.assert_allclose(shifts, 2.0 * truth, atol=0.2)  # the taper biases shifts ~10 % towards 0
+    offset, velocity = positions.drift_fit(2.0 * truth, np.array([0.0, 1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(backend.asnumpy(velocity), [1.2, -0.8], atol=1e-12)
+
+
+def test_haadf_signal_of_one_atom_is_its_cross_section_times_the_probe_density(device):
+    from ase import Atoms
+
+    atoms = Atoms("Au", positions=[(8.0, 8.0, 1.0)], cell=[16.0, 16.0, 2.0])
+    grid = grids.make_grid(gpts=(32, 32), sampling=SAMPLING)
+    sigma = positions.cross_section_map(atoms, grid, cross_section=4e-3)
+    probe = np.zeros((8, 8), complex)
+    probe[4, 4] = 1.0  # all electrons in one pixel
+    signal = positions.haadf_signal(sigma, np.array([[8.0, 8.0], [9.0, 8.0]]), probe=probe, sampling=SAMPLING)
+    np.testing.assert_allclose(backend.asnumpy(signal), [4e-3 / SAMPLING**2, 0.0], atol=1e-12)
+
+
+def test_vitreous_ice_has_its_density_and_water_geometry():
+    ice = specimens.vitreous_ice((16.0, 16.0, 16.0), seed=2)
+    assert specimens.mass_density(ice) == pytest.approx(0.92, abs=0.01)
+    n = len(ice) // 3
+    bonds = np.linalg.norm(ice.positions[n:].reshape(n, 2, 3) - ice.positions[:n, None], axis=-1)
+    inside = np.all(np.abs(ice.positions[n:].reshape(n, 2, 3) - ice.positions[:n, None]) < 2, axis=(1, 2))
+    np.testing.assert_allclose(bonds[inside], specimens.OH_BOND, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def _bad_calls():
+    probe = np.ones((8, 8), complex)
+    counts = np.ones((4, 8, 8))
+    inside = np.full((4, 2), 4.0)
+    nominal = _scan(2, 3.0, 1.0)
+    grid = grids.make_grid(gpts=(16, 16), sampling=SAMPLING)
+    forward = dict(grid=grid, energy=ENERGY, slice_thickness=5.0, semiangle_cutoff=10.0, gpts=8)
+    rec = dict(positions=inside, probe=probe, object_gpts=(16, 16), sampling=SAMPLING)
+    return [
+        ("dose", lambda: ptychography.low_dose_counts(np.ones((2, 4, 4)), dose=0.0, scan_step=1.0, seed=0)),
+        ("dose", lambda: ptychography.low_dose_counts(np.ones((2, 4, 4)), dose=-5.0, scan_step=1.0, seed=0)),
+        ("scan_step", lambda: ptychography.low_dose_counts(np.ones((2, 4, 4)), dose=5.0, scan_step=0.0, seed=0)),
+        ("positions", lambda: ptychography.diffraction_intensities(np.zeros((1, 16, 16)),
+                                                                   positions=[[1.0, 4.0]], **forward)),
+        ("gpts", lambda: ptychography.diffraction_intensities(np.zeros((1, 16, 16)), positions=[[4.0, 4.0]],
+                                                              **{**forward, "gpts": 32})),
+        ("potential", lambda: ptychography.diffraction_intensities(np.zeros((1, 12, 16)), positions=[[4.0, 4.0]],
+                                                                   **forward)),
+        ("counts", lambda: reconstruction.reconstruct(-counts, **rec)),
+        ("counts", lambda: reconstruction.reconstruct(counts[:3], **rec)),
+        ("positions", lambda: reconstruction.reconstruct(counts, **{**rec, "positions": inside + 5.0})),
+        ("gpts", lambda: reconstruction.reconstruct(counts, **{**rec, "object_gpts": (6, 6)})),
+        ("max_num_iter", lambda: reconstruction.reconstruct(counts, max_num_iter=0, **rec)),
+        ("batch_size", lambda: reconstruction.reconstruct(counts, batch_size=0, **rec)),
+        ("object_step", lambda: reconstruction.reconstruct(counts, object_step=-1.0, **rec)),
+        ("smoothness", lambda: reconstruction.reconstruct(counts, smoothness=-1.0, **rec)),
+        ("position_groups", lambda: reconstruction.reconstruct(counts, position_groups=[0, 1], **rec)),
+        ("energy", lambda: reconstruction.reconstruct(counts, n_slices=2, **rec)),
+        ("amplitudes", lambda: reconstruction.loss_and_gradients(np.zeros((1, 16, 16)), probe, inside,
+                                                                 np.ones((4, 6, 6)), sampling=SAMPLING)),
+        ("phase", lambda: reconstruction.phase_error(np.zeros((4, 4)), np.zeros((5, 4)), sampling=SAMPLING)),
+        ("velocity", lambda: drift.drifted_positions(nominal, velocity=(np.nan, 0), jitter=0, line_jitter=0,
+                                                     seed=0)),
+        ("jitter", lambda: drift.drifted_positions(nominal, velocity=(0, 0), jitter=-1, line_jitter=0, seed=0)),
+        ("nominal", lambda: drift.drifted_positions(np.zeros((3, 2)), velocity=(0, 0), jitter=0, line_jitter=0,
+                                                    seed=0)),
+        ("reference", lambda: drift.rms_error(np.zeros((3, 2)), np.zeros((4, 2)))),
+        ("electrons", lambda: positions.haadf_frames(np.ones((16, 16)), np.full((2, 2, 2, 2), 4.0), probe=probe,
+                                                     sampling=SAMPLING, electrons=0.0, seed=0)),
+        ("probe", lambda: positions.haadf_signal(np.ones((16, 16)), np.full((2, 2), 4.0), probe=np.ones((20, 20)),
+                                                 sampling=SAMPLING)),
+        ("frames", lambda: positions.frame_shifts(np.ones((1, 16, 16)), scan_step=1.0)),
+        ("shifts", lambda: positions.drift_fit(np.zeros((3, 2)), np.zeros(4))),
+        ("thickness", lambda: specimens.cryo_specimen(extent=(30.0, 30.0), thickness=10.0, radius=8.0, seed=0)),
+        ("density", lambda: specimens.vitreous_ice((10.0, 10.0, 10.0), seed=0, density=-1.0)),
+    ]
+
+
+@pytest.mark.parametrize("name, call", _bad_calls(), ids=lambda value: value if isinstance(value, str) else "")
+def test_bad_input_is_refused_naming_the_parameter(name, call):
+    with pytest.raises((ValueError, TypeError), match=name):
+        call()
