@@ -336,3 +336,18 @@ def test_lifting_refuses_a_problem_over_the_memory_budget(monkeypatch):
     monkeypatch.setenv("MBOOK_MEMORY_GB", "0.01")
     with pytest.raises(MemoryError, match="budget is 10.2 MiB"):
         lifting.tv_s1_lifting(np.zeros((128, 128)), 0.5, num_labels=32)
+
+
+
+
+@pytest.mark.parametrize("method", ["er", "hio", "raar"])
+def test_the_last_error_describes_the_returned_object(method, weak_object):
+    obj, support = weak_object
+    intensity = cdi.diffraction_intensity(obj)
+    result = cdi.retrieve_phase(intensity, support, method=method, max_num_iter=12, seed=2)
+    assert result.errors.shape == (12,)
+    # The returned object is the part of P_M ψ_N inside S; P_M ψ_N has the measured norm (Parseval), so
+    # the part outside S, which errors[-1] measures, is what the returned object leaves of that norm.
+    total = float(backend.xp.sum(intensity)) / intensity.size
+    kept = float(backend.xp.sum(backend.xp.abs(result.obj) ** 2))
+    assert float(result.errors[-1]) == pytest.approx(np.sqrt(1 - kept / total), rel=1e-9)

@@ -142,8 +142,10 @@ class CDIResult(NamedTuple):
     obj : (nx, ny) complex array
         The object estimate, on the selected device.
     errors : (max_num_iter,) float array
-        The support error ``‖P_M ψ outside S‖ / ‖P_M ψ‖`` at each iteration
-        (0 at an exact solution), on the selected device.
+        The support error ``‖P_M ψ_k outside S‖ / ‖P_M ψ_k‖`` of the iterate
+        ``ψ_k`` after each of the ``k = 1..max_num_iter`` steps (0 at an exact
+        solution); ``errors[-1]`` is that of the returned object. On the
+        selected device.
     method : str
         The method used.
     """
@@ -224,11 +226,16 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     outside = ~support
     total = float(intensity.sum()) / intensity.size  # ‖P_M ψ‖² by Parseval
     errors = []  # 0-d device arrays, stacked once at the end
+
+    def support_error(pm):
+        # A product, not pm[outside]: boolean indexing makes a GPU wait for the count of pixels.
+        return xp.sqrt(xp.sum(xp.abs(pm * outside) ** 2) / total)
+
     for it in range(max_num_iter):
         pm, _ = _modulus_projection(psi, amplitude)
         inside = pm * support
-        # A product, not pm[outside]: boolean indexing makes a GPU wait for the count of pixels.
-        errors.append(xp.sqrt(xp.sum(xp.abs(pm * outside) ** 2) / total))
+        if it > 0:  # the error of the iterate the previous step made (not of the random start)
+            errors.append(support_error(pm))
         if prior is not None and (it + 1) % prior_every == 0:
             inside[box] = prior(inside[box]) * support[box]
         if method == "er":
@@ -238,6 +245,7 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
         else:
             psi = xp.where(support, inside, beta * psi + (1 - 2 * beta) * pm)
     pm, _ = _modulus_projection(psi, amplitude)
+    errors.append(support_error(pm))  # errors[-1] describes the returned object's P_M ψ
     obj = pm * support
     if prior is not None:
         obj[box] = prior(obj[box]) * support[box]
