@@ -157,6 +157,16 @@ def test_space_time_projector_is_adjoint(device, rng, kind):
     np.testing.assert_allclose(backend.asnumpy(op.forward(x))[k], single, rtol=1e-10, atol=1e-12)
 
 
+def test_lipschitz_bounds_are_upper_bounds():
+    angles, times = specimens.tilt_series(11, order="golden")
+    tilt = projector.TiltProjector((8, 5, 8), angles)
+    for op in (tilt, reconstruct.SpaceTimeProjector(tilt, reconstruct.temporal_weights(times, [0, 0.5, 1])),
+               reconstruct.SpaceTimeProjector(tilt, reconstruct.temporal_weights(times, [0, 1], kind="gaussian"))):
+        estimate = reconstruct.operator_norm(op, max_num_iter=200) ** 2
+        bound = reconstruct.lipschitz_bound(op)
+        assert estimate <= bound <= 2.0 * estimate
+
+
 @pytest.mark.parametrize("axes", [(-3, -2, -1), (0,)])
 def test_smooth_tv_gradient_matches_finite_differences(rng, axes):
     u = rng.standard_normal((3, 4, 5, 4))
@@ -194,6 +204,36 @@ def test_tracing_the_true_volume_finds_every_atom_and_its_species(particle, devi
     np.testing.assert_array_equal(species[match.found], numbers[match.reference])
 
 
+def test_local_moments_measure_an_anisotropic_blob(device):
+    n, h = 41, 0.2
+    z, y, x = np.meshgrid(*(np.arange(n) - n // 2,) * 3, indexing="ij")
+    centre = np.array([0.3, -0.5, 1.0])  # [Å]
+    blob = np.exp(-0.5 * (((z * h - centre[0]) / 0.8) ** 2 + ((y * h - centre[1]) / 0.5) ** 2
+                          + ((x * h - centre[2]) / 0.5) ** 2))
+    moments = tracing.local_moments(blob, [centre], sampling=h, radius=3.5)
+    np.testing.assert_allclose(backend.asnumpy(moments.widths)[0], [0.8, 0.5, 0.5], rtol=0.02)
+    np.testing.assert_allclose(backend.asnumpy(moments.centroids)[0], centre, atol=0.01)
+    assert float(moments.intensities[0]) == pytest.approx((2 * np.pi) ** 1.5 * 0.8 * 0.5 * 0.5, rel=0.02)
+
+
+def test_line_profiles_run_along_each_axis(device):
+    volume = np.zeros((9, 9, 9))
+    volume[4, 4, :] = np.arange(9)
+    offsets, profiles = tracing.line_profiles(volume, [[0.0, 0.0, 0.5]], sampling=0.5, half_length=1.0)
+    np.testing.assert_allclose(backend.asnumpy(offsets), [-1.0, -0.5, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(backend.asnumpy(profiles)[2, 0], [3, 4, 5, 6, 7])
+    np.testing.assert_allclose(backend.asnumpy(profiles)[0, 0], [0, 0, 5, 0, 0])
+
+
+def test_position_errors_cap_the_missed_atoms(device):
+    found = np.array([[0.0, 0.0, 0.1], [5.0, 0.0, 0.0]])
+    reference = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [5.0, 0.3, 0.0]])
+    errors, match = tracing.position_errors(found, reference, max_distance=1.0)
+    assert backend.get_array_module(errors) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(errors), [0.1, 1.0, 0.3])
+    assert match.recall == pytest.approx(2 / 3) and match.precision == 1.0
+
+
 def test_tracks_follow_a_moving_atom():
     frames = [np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]), np.array([[3.0, 0.1, 0.0], [0.5, 0.0, 0.0]]),
               np.array([[1.0, 0.0, 0.0]])]
@@ -216,6 +256,8 @@ _OP = reconstruct.SpaceTimeProjector(_TILT, np.full((3, 2), 0.5))
     (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [78, 78], num_steps=5), "numbers"),
     (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [26, 26, 78], num_steps=5, num_moving=2),
      "num_moving"),
+    (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [78, 78, 78], num_steps=5, min_duration=0.0),
+     "min_duration"),
     (lambda: specimens.tilt_series(10, tilt_range=90.0), "tilt_range"),
     (lambda: specimens.tilt_series(1), "num_projections"),
     (lambda: specimens.tilt_series(10, order="random"), "order"),
@@ -245,8 +287,13 @@ _OP = reconstruct.SpaceTimeProjector(_TILT, np.full((3, 2), 0.5))
     (lambda: reconstruct.smooth_tv(np.ones((3, 3)), axes=(0,), smoothing=0.0), "smoothing"),
     (lambda: tracing.trace_atoms(np.ones((4, 4)), sampling=1.0), "volume"),
     (lambda: tracing.trace_atoms(np.ones((4, 4, 4)), sampling=1.0, threshold=1.5), "threshold"),
-    (lambda: tracing.classify_species(np.array([1.0, -1.0])), "intensities"),
+    (lambda: tracing.classify_species(np.array([[1.0, 2.0]])), "intensities"),
+    (lambda: tracing.classify_species(np.array([1.0, 2.0]), labels=(1, 2, 3)), "labels"),
     (lambda: tracing.match_atoms(np.zeros((2, 2)), np.zeros((2, 3))), "found"),
+    (lambda: tracing.local_moments(np.ones((4, 4, 4)), np.zeros((2, 2)), sampling=1.0), "positions"),
+    (lambda: tracing.line_profiles(np.ones((4, 4, 4)), np.zeros((2, 3)), sampling=1.0, half_length=0.0),
+     "half_length"),
+    (lambda: tracing.local_moments(np.ones((4, 4, 4)), np.zeros((2, 3)), sampling=1.0, radius=-1.0), "radius"),
     (lambda: tracing.match_atoms(np.zeros((2, 3)), np.zeros((2, 3)), max_distance=0.0), "max_distance"),
     (lambda: tracing.track_atoms(np.zeros((2, 3))), "positions"),
 ])

@@ -103,6 +103,18 @@ def test_tilt_projector_is_the_same_operator_with_its_adjoint(device, rng, dtype
                                rtol=10 * rel, atol=10 * rel)
 
 
+def test_per_angle_norms_are_the_largest_singular_values(rng):
+    tilt = projector.TiltProjector((6, 3, 7), [-50.0, 20.0])
+    norms = backend.asnumpy(tilt.norms())
+    for k in range(2):
+        dense = np.zeros((7 * 3, 6 * 3 * 7))  # the operator of one angle, column by column
+        for j in range(dense.shape[1]):
+            unit = np.zeros(6 * 3 * 7)
+            unit[j] = 1
+            dense[:, j] = backend.asnumpy(tilt.subset([k]).forward(unit.reshape(6, 3, 7))).ravel()
+        assert norms[k] == pytest.approx(np.linalg.norm(dense, 2), rel=1e-10)
+
+
 def test_tilt_rotations_are_rotations_about_their_axis():
     for axis, fixed in (("y", 1), ("x", 2)):
         r = backend.asnumpy(projector.tilt_rotations(np.linspace(-70, 70, 7), axis=axis))

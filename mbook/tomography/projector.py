@@ -414,6 +414,18 @@ class TiltProjector:
         part.matrices = self.matrices[backend.asarray(indices)]
         return part
 
+    def norms(self):
+        """Operator norm of each angle's projection, ``‖A_k‖`` [Å], exactly: ``(N,)`` on the device.
+
+        ``A_k`` acts on every ``y`` plane alike, so its norm is the largest
+        singular value of its ``(nx, nz nx)`` matrix: the square root of the
+        largest eigenvalue of the small ``(nx, nx)`` Gram matrix. Bounds for
+        step sizes follow: ``‖A‖² <= Σ_k ‖A_k‖²`` for the whole series.
+        """
+        xp = backend.get_array_module(self.matrices)
+        gram = xp.matmul(self.matrices, xp.swapaxes(self.matrices, 1, 2)).astype(xp.float64)
+        return xp.sqrt(xp.maximum(xp.linalg.eigvalsh(gram)[:, -1], 0))
+
     @property
     def num_projections(self) -> int:
         """Number of tilt angles ``N``."""

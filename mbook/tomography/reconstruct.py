@@ -165,7 +165,7 @@ def pgd(projections, operator, *, l1: float = 0.0, nonnegative: bool = True, max
         x0=None, accelerate: bool = True):
     """Projected gradient descent for ``min_{x>=0} ½‖A x - b‖² + λ‖x‖₁``, the 3D baseline (7.3).
 
-    Steps of ``1/‖A‖²`` (``‖A‖`` by power iteration) with the prox of the ℓ1
+    Steps of ``1/L``, ``L`` >= ``‖A‖²`` from :func:`lipschitz_bound`, with the prox of the ℓ1
     term and the nonnegativity, ``x ← max(v - λ/L, 0)``; FISTA's extrapolation
     with ``accelerate`` (:func:`mbook.inverse.optimize.projected_gradient`).
 
@@ -194,7 +194,7 @@ def pgd(projections, operator, *, l1: float = 0.0, nonnegative: bool = True, max
             raise TypeError(f"{name} must be True or False, got {value!r}")
     xp = backend.get_array_module(b)
     x = xp.zeros(operator.shape, dtype=b.dtype) if x0 is None else _check_start(x0, operator.shape, b.dtype)
-    lipschitz = 1.01 * operator_norm(operator) ** 2
+    lipschitz = lipschitz_bound(operator)
     norm_b = xp.linalg.norm(b)
     residuals = []
 
@@ -211,6 +211,27 @@ def pgd(projections, operator, *, l1: float = 0.0, nonnegative: bool = True, max
     result = optimize.forward_backward(x, grad_f=grad_f, prox_g=prox, step=1 / lipschitz, accelerate=accelerate,
                                        tol=0.0, max_num_iter=max_num_iter)
     return Reconstruction(result.x, xp.stack(residuals))
+
+
+def lipschitz_bound(operator) -> float:
+    """An upper bound of ``‖A‖²`` (the Lipschitz constant of the data term's gradient), cheaply.
+
+    For a :class:`~mbook.tomography.projector.TiltProjector`,
+    ``‖A‖² <= Σ_k ‖A_k‖²`` from the exact per-angle norms; for a
+    :class:`SpaceTimeProjector` with weights ``w``,
+    ``‖S‖² <= min(Σ_k ‖A_k‖² ‖w_k‖², max_k ‖A_k‖² ‖W‖₂²)``; for any other
+    operator, 1.01 times the power-iteration estimate of :func:`operator_norm`.
+    """
+    if isinstance(operator, projector_module.TiltProjector):
+        return float(backend.get_array_module(operator.matrices).sum(operator.norms() ** 2))
+    if isinstance(operator, SpaceTimeProjector):
+        xp = backend.get_array_module(operator.weights)
+        norms = operator.tilt.norms() ** 2
+        w = operator.weights.astype(xp.float64)
+        per_row = xp.sum(norms * xp.sum(w * w, axis=1))
+        spectral = xp.max(norms) * xp.linalg.norm(w, ord=2) ** 2
+        return float(xp.minimum(per_row, spectral))
+    return 1.01 * operator_norm(operator) ** 2
 
 
 def operator_norm(operator, *, max_num_iter: int = 30) -> float:
@@ -239,7 +260,8 @@ def temporal_weights(times, anchor_times, *, kind: str = "linear", width: float 
         Times of the anchors, increasing, 1 <= M <= N.
     kind : {"linear", "gaussian"}
     width : float, optional
-        Gaussian width ``w`` (default the mean anchor spacing).
+        Gaussian width ``w`` (default half the mean anchor spacing: halfway
+        between two anchors both weigh the same, the next ones ~1 %).
 
     Returns
     -------
@@ -255,7 +277,7 @@ def temporal_weights(times, anchor_times, *, kind: str = "linear", width: float 
     if s.size > 1 and not np.all(np.diff(s) > 0):
         raise ValueError(f"anchor_times must increase, got {s.tolist()}")
     spacing = (s[-1] - s[0]) / (s.size - 1) if s.size > 1 else 1.0
-    width = spacing if width is None else checks.check_positive_number(width, "width")
+    width = spacing / 2 if width is None else checks.check_positive_number(width, "width")
     if kind == "gaussian":
         w = np.exp(-0.5 * ((t[:, None] - s[None, :]) / width) ** 2)
     elif s.size == 1:
@@ -393,7 +415,7 @@ def pgd_4d(projections, operator, x0, *, tv_space: float = 0.0, tv_time: float =
 
     ``S`` the :class:`SpaceTimeProjector`, ``TV_ε`` the smoothed (Charbonnier)
     total variation of :func:`smooth_tv`; step ``1/L`` with
-    ``L = ‖S‖² + (12 α + 4 β)/ε``.
+    ``L = ‖S‖² + (12 α + 4 β)/ε`` (``‖S‖²`` bounded by :func:`lipschitz_bound`).
 
     Parameters
     ----------
@@ -427,7 +449,7 @@ def pgd_4d(projections, operator, x0, *, tv_space: float = 0.0, tv_time: float =
     if smoothing is None:
         smoothing = max(0.05 * float(xp.max(x)), 1e-12)  # one copy on entry
     smoothing = checks.check_positive_number(smoothing, "smoothing")
-    lipschitz = 1.01 * operator_norm(operator) ** 2 + (12 * tv_space + 4 * tv_time) / smoothing
+    lipschitz = lipschitz_bound(operator) + (12 * tv_space + 4 * tv_time) / smoothing
     norm_b = xp.linalg.norm(b)
     residuals = []
 

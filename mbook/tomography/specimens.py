@@ -56,6 +56,8 @@ HAADF_EXPONENT = 1.64
 ORDERINGS = ("L10", "A1")
 ORDERS = ("sequential", "golden")
 Z_FE, Z_PT = 26, 78
+#: Candidate paths per moving atom, of which the one furthest from the static atoms is taken.
+CANDIDATE_PATHS = 400
 
 
 def fept_nanoparticle(radius: float, *, ordering: str = "L10", seed: int = 0):
@@ -112,13 +114,18 @@ def fept_nanoparticle(radius: float, *, ordering: str = "L10", seed: int = 0):
 
 
 def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: int = 6,
-                           core_fraction: float = 0.6, arc: float = 1.0, seed: int = 0):
+                           core_fraction: float = 0.6, arc: float = 1.0, min_duration: float = 0.5,
+                           seed: int = 0):
     """Positions at every time step: a few core Pt atoms diffuse to the surface, the rest stay.
 
     Each moving atom starts on a Pt site within ``core_fraction`` of the
-    particle's radius and ends as an adatom 1.5 Å outside the surface, in a
-    random direction at least 2.5 Å from every other atom. It moves during a
-    random window of the acquisition (at least half of it) along a curved path,
+    particle's radius (the moving atoms at least 4 Å apart) and ends as an adatom 1.5 Å outside the surface, at
+    least 2.5 Å from every other atom. Of 400 random end sites and bulge
+    directions it takes the path that keeps furthest from the static atoms
+    (atoms do not pass through each other; in the fcc lattice about 1.3 Å is
+    the most a curved path keeps). It moves during a
+    random window of the acquisition (at least ``min_duration`` of it) along a
+    curved path,
 
     .. math::
 
@@ -144,6 +151,9 @@ def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: in
         Moving atoms start within this fraction of the radius, in (0, 1].
     arc : float
         Sideways bulge of the paths [Å].
+    min_duration : float
+        Shortest move, as a fraction of the acquisition, in (0, 1]: the
+        longer, the slower the atoms.
     seed : int
 
     Returns
@@ -163,6 +173,7 @@ def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: in
     num_moving = checks.check_count(num_moving, "num_moving", minimum=0)
     core_fraction = checks.check_number(core_fraction, "core_fraction", lower=0, upper=1, lower_inclusive=False)
     arc = checks.check_number(arc, "arc", lower=0, units="Å")
+    min_duration = checks.check_number(min_duration, "min_duration", lower=0, upper=1, lower_inclusive=False)
     seed = checks.check_count(seed, "seed", minimum=0)
     xyz, z = backend.asnumpy(positions).astype(np.float64), backend.asnumpy(numbers)  # host: the draws
     r = np.linalg.norm(xyz, axis=1)
@@ -171,25 +182,36 @@ def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: in
         raise ValueError(f"num_moving must be at most {candidates.size}, the Pt atoms within core_fraction="
                          f"{core_fraction} of the radius, got {num_moving}")
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(candidates, size=num_moving, replace=False)
+    chosen = []
+    for atom in rng.permutation(candidates):  # greedily, in random order, atoms >= 4 Å apart
+        if len(chosen) < num_moving and all(np.linalg.norm(xyz[atom] - xyz[c]) >= 4.0 for c in chosen):
+            chosen.append(atom)
+    if len(chosen) < num_moving:
+        raise ValueError(f"num_moving must be at most {len(chosen)}: the Pt atoms within core_fraction="
+                         f"{core_fraction} of the radius that are at least 4 Å apart, got {num_moving}")
+    chosen = np.array(chosen, dtype=np.int64)
     ends, normals, windows = [], [], []
     static = np.delete(xyz, chosen, axis=0)
+    s = _smoothstep(np.linspace(0.0, 1.0, 41))[:, None, None]  # points along a candidate path
     for atom in chosen:
-        for _ in range(1000):  # bounded rejection sampling of a free surface site
-            direction = rng.standard_normal(3)
-            direction /= np.linalg.norm(direction)
-            end = direction * (r.max() + 1.5)
-            others = np.concatenate([static] + [e[None] for e in ends])
-            if np.min(np.linalg.norm(others - end, axis=1)) >= 2.5:
-                break
-        else:
+        # Bounded search: of CANDIDATE_PATHS free end sites and bulge directions, keep the path that
+        # stays furthest from the static atoms (atoms do not pass through each other).
+        others = np.concatenate([static] + [e[None] for e in ends])
+        direction = rng.standard_normal((CANDIDATE_PATHS, 3))
+        end = direction / np.linalg.norm(direction, axis=1, keepdims=True) * (r.max() + 1.5)
+        free = np.min(np.linalg.norm(end[:, None] - others[None], axis=-1), axis=1) >= 2.5
+        if not np.any(free):
             raise RuntimeError("diffusion_trajectories found no free surface site; use fewer moving atoms")
-        chord = end - xyz[atom]
-        normal = np.cross(chord, rng.standard_normal(3))
-        ends.append(end)
-        normals.append(normal / np.linalg.norm(normal))
-        start = rng.uniform(0.0, 0.5)
-        windows.append((start, rng.uniform(start + 0.5, 1.0)))
+        normal = np.cross(end - xyz[atom], rng.standard_normal((CANDIDATE_PATHS, 3)))
+        normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+        path = xyz[atom] + s * (end - xyz[atom]) + arc * np.sin(np.pi * s) * normal  # (41, candidates, 3)
+        clearance = np.min(np.linalg.norm(path[:, :, None] - static[None, None], axis=-1), axis=(0, 2))
+        best = int(np.argmax(np.where(free, clearance, -np.inf)))
+        ends.append(end[best])
+        normals.append(normal[best])
+        duration = rng.uniform(min_duration, 1.0)
+        start = rng.uniform(0.0, 1.0 - duration)
+        windows.append((start, start + duration))
     trajectories = backend.asarray(np.broadcast_to(xyz, (num_steps,) + xyz.shape).copy())
     moving = np.zeros(xyz.shape[0], dtype=bool)
     moving[chosen] = True
@@ -198,7 +220,7 @@ def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: in
         t = xp.linspace(0.0, 1.0, num_steps)[:, None]
         window = backend.asarray(np.array(windows))
         tau = xp.clip((t - window[None, :, 0]) / (window[None, :, 1] - window[None, :, 0]), 0.0, 1.0)
-        s = (3 * tau**2 - 2 * tau**3)[:, :, None]
+        s = _smoothstep(tau)[:, :, None]
         start, end = backend.asarray(xyz[chosen]), backend.asarray(np.array(ends))
         paths = start + s * (end - start) + arc * xp.sin(math.pi * s) * backend.asarray(np.array(normals))
         trajectories[:, backend.asarray(chosen)] = paths
@@ -362,6 +384,11 @@ def poisson_noise(projections, *, dose: float, sampling: float, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- private helpers
+def _smoothstep(tau):
+    """``3τ² - 2τ³``: from 0 to 1 with zero slope at both ends (NumPy or device arrays)."""
+    return 3 * tau**2 - 2 * tau**3
+
+
 def _gaussians(coordinates, n, sampling, width):
     """Normalised 1D Gaussians ``(..., n)`` [1/Å] about ``coordinates`` on the centred grid (the projector's):
     products of 2 or 3 of them are 2D or 3D densities."""

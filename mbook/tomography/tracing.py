@@ -9,10 +9,10 @@ species, but not the atomic shapes". The steps of AET's atom tracing
   peak voxel and its two neighbours along every axis (the three-point
   Gaussian fit, exact for a sampled Gaussian), and its integrated intensity
   in a sphere about it;
-- :func:`classify_species`: two classes of intensity (Fe and Pt) by 2-means
-  on the logarithm of the intensities;
+- :func:`classify_species`: two classes of intensity (Fe and Pt) by 2-means;
 - :func:`match_atoms`: an optimal one-to-one matching of traced atoms to
-  reference atoms within a distance (recall, precision, position errors);
+  reference atoms within a distance (recall, precision), and
+  :func:`position_errors`, the capped distance of every reference atom;
 - :func:`track_atoms`: atoms of consecutive anchor volumes linked by the same
   matching, giving a trajectory per atom.
 
@@ -41,7 +41,7 @@ class Atoms(NamedTuple):
     intensities: object
 
 
-def trace_atoms(volume, *, sampling: float, min_distance: float = 1.5, threshold: float = 0.05,
+def trace_atoms(volume, *, sampling: float, min_distance: float = 1.2, threshold: float = 0.05,
                 radius: float = 1.0) -> Atoms:
     """Atoms as the refined local maxima of a volume.
 
@@ -96,26 +96,21 @@ def trace_atoms(volume, *, sampling: float, min_distance: float = 1.5, threshold
         offsets.append(xp.clip(offset, -0.5, 0.5))
     shape = backend.asarray(np.array(v.shape) // 2)
     positions = (index - shape + xp.stack(offsets, axis=1)) * sampling
-    # Intensity: the sum over a sphere of radius `radius` about each peak voxel (a batch of gathers).
-    r = int(np.ceil(radius / sampling))
-    grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1),) * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    ball = backend.asarray(grid[np.linalg.norm(grid, axis=1) * sampling <= radius])
-    points = index[:, None, :] + ball[None, :, :]
-    limits = backend.asarray(np.array(v.shape))
-    valid = xp.all((points >= 0) & (points < limits), axis=-1)
-    points = xp.clip(points, 0, limits - 1)
-    intensities = xp.sum(xp.where(valid, v[points[..., 0], points[..., 1], points[..., 2]], 0), axis=1) * sampling**3
+    intensities = _ball(v, index, sampling, radius)[0].sum(axis=1) * sampling**3
     order = xp.argsort(-intensities)
     return Atoms(positions[order], intensities[order])
 
 
 def classify_species(intensities, *, labels=(26, 78), max_num_iter: int = 50):
-    """Two species by intensity: 2-means on ``ln I`` (host-only: a few hundred numbers).
+    """Two species by intensity: 2-means (Lloyd) on the intensities (host-only: a few hundred numbers).
+
+    On the intensities themselves rather than their logarithm: weak spurious
+    peaks then join the weak class instead of pulling its centre away.
 
     Parameters
     ----------
     intensities : (n,) array_like
-        Integrated intensities (:func:`trace_atoms`), > 0.
+        Integrated intensities (:func:`trace_atoms`).
     labels : (2,) int
         Labels of the weak and the strong class (Fe, Pt).
     max_num_iter : int
@@ -128,10 +123,7 @@ def classify_species(intensities, *, labels=(26, 78), max_num_iter: int = 50):
     intensities = checks.check_array(intensities, "intensities", ndim=1, real=True)
     max_num_iter = checks.check_iterations(max_num_iter)
     labels = checks.as_tuple(labels, "labels", 2)
-    values = backend.asnumpy(intensities)
-    if np.any(values <= 0):
-        raise ValueError("intensities must be > 0 to classify by their logarithm")
-    x = np.log(values)
+    x = backend.asnumpy(intensities).astype(np.float64)
     centres = np.array([x.min(), x.max()])
     strong = x > centres.mean()
     for _ in range(max_num_iter):
@@ -142,6 +134,120 @@ def classify_species(intensities, *, labels=(26, 78), max_num_iter: int = 50):
             break
         centres = new
     return backend.asarray(np.where(strong, labels[1], labels[0]).astype(np.int64))
+
+
+class Moments(NamedTuple):
+    """Local moments of a volume about given points (on the selected device).
+
+    ``intensities`` (n,) [unit × Å³]: the sum over the ball; ``centroids`` (n, 3) ``(z, y, x)`` [Å];
+    ``widths`` (n, 3): the standard deviations along ``z``, ``y``, ``x`` [Å], of the volume within the
+    ball (truncated by it: compare widths measured with the same radius)."""
+
+    intensities: object
+    centroids: object
+    widths: object
+
+
+def local_moments(volume, positions, *, sampling: float, radius: float = 1.2) -> Moments:
+    """Intensity, centroid and width along each axis of a volume in a ball about each position.
+
+    For measuring a reconstruction at known atom positions: how much of an
+    atom's weight is where it should be (motion blur), and how far it spreads
+    along ``z`` compared with ``x`` (the missing wedge's elongation).
+    Negative voxels count as 0.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array_like, real
+    positions : (n, 3) array_like
+        ``(z, y, x)`` [Å] about the volume's centre; each ball is centred on
+        the voxel nearest to its position.
+    sampling : float
+        Voxel edge [Å].
+    radius : float
+        Radius of the ball [Å].
+
+    Returns
+    -------
+    Moments
+    """
+    volume = checks.check_array(volume, "volume", ndim=3, real=True)
+    positions = checks.check_array(positions, "positions", ndim=2, real=True)
+    if positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n, 3), got {positions.shape}")
+    sampling = checks.check_positive_number(sampling, "sampling")
+    radius = checks.check_positive_number(radius, "radius")
+    xp = backend.get_array_module(volume)
+    v = xp.maximum(volume.astype(xp.float64), 0)
+    centre = backend.asarray(np.array(v.shape) // 2)
+    index = xp.rint(positions / sampling).astype(xp.int64) + centre
+    values, offsets = _ball(v, index, sampling, radius)  # (n, b), (b, 3)
+    total = values.sum(axis=1)
+    safe = xp.where(total > 0, total, 1)[:, None]
+    offsets = offsets * sampling
+    mean = (values @ offsets) / safe
+    variance = (values @ offsets**2) / safe - mean**2
+    return Moments(total * sampling**3, (index - centre) * sampling + mean, xp.sqrt(xp.maximum(variance, 0)))
+
+
+def line_profiles(volume, positions, *, sampling: float, half_length: float = 2.4):
+    """Profiles of a volume through the voxel nearest each position, along ``z``, ``y`` and ``x``.
+
+    For widths along each axis without a window that truncates them unevenly
+    (e.g. the missing wedge's elongation along ``z``): keep ``half_length``
+    below the distance to the next atom along each axis.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array_like, real
+    positions : (n, 3) array_like
+        ``(z, y, x)`` [Å] about the volume's centre.
+    sampling : float
+        Voxel edge [Å].
+    half_length : float
+        Profiles run over ``±half_length`` [Å].
+
+    Returns
+    -------
+    offsets : (m,) ndarray
+        Distance from the centre voxel [Å], on the selected device.
+    profiles : (3, n, m) ndarray
+        Values along ``z``, ``y``, ``x`` (0 outside the volume), on the selected device.
+    """
+    volume = checks.check_array(volume, "volume", ndim=3, real=True)
+    positions = checks.check_array(positions, "positions", ndim=2, real=True)
+    if positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n, 3), got {positions.shape}")
+    sampling = checks.check_positive_number(sampling, "sampling")
+    half_length = checks.check_positive_number(half_length, "half_length")
+    xp = backend.get_array_module(volume)
+    steps = int(half_length / sampling)
+    offsets = np.arange(-steps, steps + 1)
+    lines = np.zeros((3, offsets.size, 3), dtype=np.int64)
+    for axis in range(3):
+        lines[axis, :, axis] = offsets
+    centre = backend.asarray(np.array(volume.shape) // 2)
+    index = xp.rint(positions / sampling).astype(xp.int64) + centre
+    points = index[None, :, None, :] + backend.asarray(lines)[:, None, :, :]  # (3, n, m, 3)
+    limits = backend.asarray(np.array(volume.shape))
+    valid = xp.all((points >= 0) & (points < limits), axis=-1)
+    points = xp.clip(points, 0, limits - 1)
+    values = volume[points[..., 0], points[..., 1], points[..., 2]]
+    return backend.asarray(offsets * sampling), xp.where(valid, values, 0)
+
+
+def _ball(v, index, sampling, radius):
+    """Values of ``v`` in a ball of ``radius`` [Å] about each voxel ``index`` (n, 3): ((n, b), offsets (b, 3)),
+    0 outside the volume; one batched gather."""
+    xp = backend.get_array_module(v)
+    r = int(np.ceil(radius / sampling))
+    grid = np.stack(np.meshgrid(*(np.arange(-r, r + 1),) * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    ball = backend.asarray(grid[np.linalg.norm(grid, axis=1) * sampling <= radius])
+    points = index[:, None, :] + ball[None, :, :]
+    limits = backend.asarray(np.array(v.shape))
+    valid = xp.all((points >= 0) & (points < limits), axis=-1)
+    points = xp.clip(points, 0, limits - 1)
+    return xp.where(valid, v[points[..., 0], points[..., 1], points[..., 2]], 0), ball.astype(v.dtype)
 
 
 class Match(NamedTuple):
@@ -194,6 +300,35 @@ def match_atoms(found, reference, *, max_distance: float = 1.0) -> Match:
     rows, columns = rows[keep], columns[keep]
     return Match(rows, columns, backend.asarray(distance[rows, columns]), rows.size / b.shape[0],
                  rows.size / max(a.shape[0], 1))
+
+
+def position_errors(found, reference, *, max_distance: float = 1.2):
+    """Distance from each reference atom to the traced atom matched to it, ``max_distance`` if none.
+
+    The score of a reconstruction's atoms: an atom that is missed, or traced
+    further away than ``max_distance``, counts as ``max_distance`` (a capped
+    error, so that a root mean square stays finite and penalises misses).
+
+    Parameters
+    ----------
+    found : (n, 3) array_like
+        Traced positions [Å].
+    reference : (m, 3) array_like
+        True positions [Å].
+    max_distance : float
+        [Å].
+
+    Returns
+    -------
+    errors : (m,) ndarray
+        [Å], on the selected device.
+    match : Match
+        The matching (:func:`match_atoms`).
+    """
+    match = match_atoms(found, reference, max_distance=max_distance)
+    errors = np.full(backend.asnumpy(reference).shape[0], float(max_distance))  # host: match is host-side
+    errors[match.reference] = backend.asnumpy(match.distances)
+    return backend.asarray(errors), match
 
 
 def track_atoms(positions, *, max_distance: float = 1.5):
