@@ -1,5 +1,11 @@
-"""Learning: the implicit bias of gradient methods, and networks unrolled from first-order solvers, with hand-written gradients.
+"""Learning: the implicit bias of gradient methods, and first-order solvers unrolled into networks.
 
+- :mod:`~mbook.learning.implicit_bias`: the diagonal network ``w = u⊙u - v⊙v`` trained by GD and
+  mini-batch SGD from an initialisation scale, against the Lasso and the minimum-ℓ2 interpolant;
+- :mod:`~mbook.learning.unrolled`: PDHG for convex binary Chan-Vese unrolled into layers with learned
+  steps, TV weights and filters, trained with its backward pass written by hand.
+
+No deep-learning framework: every gradient is written out and checked against finite differences.
 Follows the device rule of :mod:`mbook`: inputs moved to the selected device once, results there,
 no host copy per iteration.
 """

@@ -303,7 +303,6 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
     n, d = X.shape
     total_runs = scales.size
     scales, steps_host, counts = scales[runs_slice], steps_host[runs_slice], counts[runs_slice]
-    runs = scales.size
     dtype = X.dtype
     u = xp.asarray(np.repeat(scales[:, None], d, axis=1).astype(dtype))
     v = u.copy()
