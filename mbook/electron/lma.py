@@ -219,7 +219,9 @@ def _propagate_patches(points, *, transmissions, propagators, u, step, gpts):
     xp = backend.get_array_module(transmissions)
     patch = u.shape[-1]
     ix, iy = _patch_indices(points, step, patch, gpts)
-    local = transmissions[:, ix[:, :, None], iy[:, None, :]]  # (n_slices, n, patch, patch): each its own
+    # Each point's own patch of each slice, cut when the loop reaches that slice: one slice of
+    # patches in memory at a time, not the whole stack.
+    local = (t[ix[:, :, None], iy[:, None, :]] for t in transmissions)
     plan = backend.fft2_plan((len(points), patch, patch), xp.complex64, xp=xp)
     plan.array[...] = u
     psi = plan.array
@@ -229,8 +231,8 @@ def _propagate_patches(points, *, transmissions, propagators, u, step, gpts):
 
 
 def _bytes_per_point(n_slices, patch):
-    # Its transmission patches, the wave and the copy made on the way out (complex64).
-    return (n_slices + 2) * patch * patch * 8
+    # One slice's transmission patch, the wave and the copy made on the way out (complex64).
+    return 3 * patch * patch * 8
 
 
 def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget, fixed):

@@ -1,0 +1,125 @@
+"""PRISM and the Lattice Multislice Algorithm against multislice: error, time, memory.
+
+One HAADF image of SrTiO3 [001] (100 keV, 25 mrad, 70-200 mrad) computed by
+multislice (:func:`mbook.electron.stem.scan`), by PRISM at several
+interpolation factors (:mod:`mbook.electron.prism`) and by the LMA at several
+patch sizes (:mod:`mbook.electron.lma`). For each it prints the median wall
+time (S-matrix or basis included), the speed-up over multislice, the relative
+HAADF error against multislice, the bytes of the S-matrix or basis, and the
+peak memory of a separate untimed run (tracemalloc on the CPU, CuPy's memory
+pool on a GPU). Below the table: for each LMA patch, the fastest PRISM whose
+error is at most the LMA's, with the ratios of time and memory (the speed-up at
+matched error). Run:
+
+    .venv/bin/python benchmarks/prism.py                     # small: 2x2 cells, 8x8 probes
+    .venv/bin/python benchmarks/prism.py --size full         # 4x4 cells, 64x64 probes, 8 nm
+    MBOOK_DEVICE=gpu .venv/bin/python benchmarks/prism.py --size full
+
+abTEM's PRISM is not run here (abTEM is not installed in the project's
+environment). Timings are medians in one process on a possibly shared
+machine; they are not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tracemalloc
+
+from timing import median_time, synchronize  # benchmarks/timing.py
+
+from mbook.core import backend
+from mbook.electron import lma, potentials, prism, stem, structures
+
+ENERGY, ALPHA, A, PX, STEP = 100e3, 25.0, structures.SRTIO3_LATTICE, 64, 8
+HAADF = {"HAADF": (70.0, 200.0)}
+SIZES = {  # cells across, cells along the beam, probes per axis over one cell, factors, patches
+    "small": dict(cells=2, thick=5, scan=8, factors=(1, 2, 4), patches=(32, 48, 64)),
+    "full": dict(cells=4, thick=20, scan=64, factors=(1, 2, 4, 8), patches=(64, 96, 128)),
+}
+
+
+def peak_bytes(run):
+    """Peak memory of ``run()`` [bytes]: CuPy's pool on a GPU, tracemalloc on the CPU."""
+    if backend.get_device() == "gpu":
+        pool = backend.xp.get_default_memory_pool()
+        pool.free_all_blocks()
+        before = pool.used_bytes()
+        run()
+        synchronize()
+        return pool.total_bytes() - before
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    print(backend.describe())
+
+    atoms = structures.srtio3((size["cells"], size["cells"], size["thick"]))
+    potential, grid = potentials.projected_potential(atoms, A / PX, A / 2, return_grid=True)
+    common = dict(grid=grid, energy=ENERGY, slice_thickness=potentials.slice_thicknesses(atoms, A / 2),
+                  semiangle_cutoff=ALPHA)
+    positions = stem.scan_positions(start=(0.0, 0.0), end=(A, A), sampling=A / size["scan"])
+    print(f"SrTiO3 {size['cells']}x{size['cells']}x{size['thick']} cells: grid {grid.gpts}, "
+          f"{len(potential)} slices, {positions.shape[0]}x{positions.shape[1]} probes")
+
+    methods = {"multislice": lambda: (stem.scan(potential, positions=positions, detectors=HAADF,
+                                                **common)["HAADF"], 0)}
+    for f in size["factors"]:
+        def run(f=f):
+            smatrix = prism.build_smatrix(potential, interpolation=f, **common)
+            return prism.scan(smatrix, positions=positions, detectors=HAADF)["HAADF"], smatrix.nbytes
+        methods[f"PRISM f={f}"] = run
+    for patch in size["patches"]:
+        def run(patch=patch):
+            basis = lma.build_basis(potential, lattice_step=STEP, patch_gpts=patch, **common)
+            return lma.scan(basis, positions=positions, detectors=HAADF)["HAADF"], basis.nbytes
+        methods[f"LMA p={patch}"] = run
+
+    rows = {}
+    reference = None
+    for name, run in methods.items():
+        seconds, (image, nbytes) = median_time(run, args.repeat)
+        if reference is None:
+            reference = image
+        xp = backend.get_array_module(image)
+        error = float(xp.linalg.norm(image - reference) / xp.linalg.norm(reference))
+        rows[name] = dict(time=seconds, error=error, bytes=nbytes, peak=peak_bytes(run))
+    base = rows["multislice"]["time"]
+    print(f"\n{'method':<12} {'time [s]':>9} {'speed-up':>9} {'HAADF error':>12} {'S/basis [MiB]':>14} "
+          f"{'peak [MiB]':>11}")
+    for name, row in rows.items():
+        print(f"{name:<12} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
+              f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f}")
+
+    print("\nat matched error (the fastest PRISM with error <= the LMA's):")
+    for name, row in rows.items():
+        if not name.startswith("LMA"):
+            continue
+        matching = [n for n in rows if n.startswith("PRISM") and rows[n]["error"] <= row["error"]]
+        if not matching:
+            print(f"  {name}: no PRISM factor reaches {row['error']:.1e}")
+            continue
+        best = min(matching, key=lambda n: rows[n]["time"])
+        print(f"  {name} ({row['error']:.1e}) vs {best} ({rows[best]['error']:.1e}): time PRISM/LMA "
+              f"{rows[best]['time'] / row['time']:.2f}, S-matrix/basis {rows[best]['bytes'] / row['bytes']:.2f}, "
+              f"peak PRISM/LMA {rows[best]['peak'] / row['peak']:.2f}")
+    good = [n for n in rows if n != "multislice" and rows[n]["error"] < 0.01]
+    for family in ("PRISM", "LMA"):
+        candidates = [n for n in good if n.startswith(family)]
+        if candidates:
+            best = min(candidates, key=lambda n: rows[n]["time"])
+            print(f"fastest {family} below 1 % error: {best}, {base / rows[best]['time']:.1f}x multislice")
+        else:
+            print(f"fastest {family} below 1 % error: none at this size")
+
+
+if __name__ == "__main__":
+    main()
