@@ -115,6 +115,23 @@ def check_tolerance(value, name: str = "tol") -> float:
     return check_positive_number(value, name, allow_zero=True)
 
 
+def check_seed(seed, name: str = "seed"):
+    """A seed for :func:`numpy.random.default_rng`: an integer >= 0, a ``SeedSequence`` or a ``Generator``.
+
+    NumPy's own error for ``seed=-1`` or ``seed=2.5`` names no parameter; this one does.
+    """
+    if isinstance(seed, (np.random.SeedSequence, np.random.Generator)):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (or a numpy SeedSequence or Generator), got {seed!r}")
+    return int(seed)
+
+
+def rng(seed, name: str = "seed") -> np.random.Generator:
+    """``numpy.random.default_rng`` of a checked seed (:func:`check_seed`): random draws stay on the host."""
+    return np.random.default_rng(check_seed(seed, name))
+
+
 def check_choice(value, name: str, choices) -> str:
     """One of ``choices``; else ValueError listing them."""
     choices = tuple(choices)

@@ -62,7 +62,7 @@ def _finite_nonnegative(array, name):
 def _draw(expected, seed, draw):
     """``draw(rng, host_expected)`` on the host (seeded), returned on the device of ``expected``."""
     xp = backend.get_array_module(expected)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else checks.rng(seed)
     return xp.asarray(draw(rng, backend.asnumpy(expected)))
 
 
@@ -183,7 +183,7 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
         bit_depth = checks.check_count(bit_depth, "bit_depth", minimum=1, maximum=32)
     expected = _finite_nonnegative(intensity, "intensity") * photons
     xp = backend.get_array_module(expected)
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     electrons = _draw(expected, rng, lambda generator, mean: generator.poisson(mean))
     noise = _draw(expected, rng, lambda generator, mean: generator.standard_normal(mean.shape))
     signal = gain * (electrons + sigma * noise) + offset

@@ -98,7 +98,7 @@ def hinged_particle(*, atoms_per_domain=35, separation=24.0, sigma=2.5, seed=0):
     HingedParticle
     """
     separation = checks.check_positive_number(separation, "separation")
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     half = separation / 2
     fixed, moving = (particles.transform_atoms(
         particles.random_structure(atoms_per_domain, radii=radii, sigma=sigma, seed=int(rng.integers(2**31))),
@@ -378,7 +378,7 @@ def ppca(statistics: ImageStatistics, mean, *, n_components=2, contrast_invarian
     xp = backend.get_array_module(gram)
     nu = statistics.noise_variance if statistics.noise_variance > 0 else 1e-12 * xp.trace(gram.mean(0)) / d
     residual = statistics.projection - gram @ mean  # b_i - G_i m
-    w = backend.asarray(np.random.default_rng(seed).standard_normal((d, k))) * (
+    w = backend.asarray(checks.rng(seed).standard_normal((d, k))) * (
         0.1 * xp.linalg.norm(mean) / math.sqrt(d))
     extra = 1 if contrast_invariant else 0
     prior = np.ones(k + extra)

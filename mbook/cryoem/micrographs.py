@@ -219,7 +219,7 @@ def draw_parameters(n_images, *, seed=0, defocus_range=(1.0e4, 2.5e4), max_shift
     checks.check_positive_number(max_shift, "max_shift", allow_zero=True)
     checks.check_positive_number(contrast_spread, "contrast_spread", allow_zero=True)
     checks.check_count(images_per_micrograph, "images_per_micrograph")
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     quaternions = rng.standard_normal((n_images, 4))
     shifts = rng.uniform(-max_shift, max_shift, (n_images, 2))
     n_micrographs = -(-n_images // images_per_micrograph)

@@ -156,7 +156,7 @@ def check_atoms(atoms) -> Atoms:
 
 def _hard_core_positions(n_atoms, radii, min_distance, seed):
     """Host-only: a sequential hard-core process in an ellipsoid, centred; (n_atoms, 3) NumPy."""
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     kept = np.empty((0, 3))
     for _ in range(200):
         candidates = rng.uniform(-1, 1, (4 * n_atoms, 3))
@@ -239,7 +239,7 @@ def random_domains(n_domains, *, atoms_per_domain=30, domain_radius=9.0, spread=
     checks.check_count(atoms_per_domain, "atoms_per_domain")
     domain_radius = checks.check_positive_number(domain_radius, "domain_radius")
     spread = checks.check_positive_number(spread, "spread")
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     for _ in range(100):  # random sequential placement, restarted when it jams
         centres = np.zeros((0, 3))
         for _ in range(2000):

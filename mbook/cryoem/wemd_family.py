@@ -168,7 +168,7 @@ def _orient(g, seed=0):
     """Host: generic axis e, the complement basis, and g flipped so that g·e > 0 (zero rows dropped)."""
     k = g.shape[1]
     g = g[np.any(g != 0, axis=1)]
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     for _ in range(10):
         gram = g.T @ g
         _, vectors = np.linalg.eigh(gram)

@@ -84,7 +84,7 @@ def displace_atoms(atoms, sigmas, seed):
     """
     _, _, symbols = potentials.check_atoms(atoms, orthorhombic=False)
     sigma = _sigma_per_atom(sigmas, symbols)
-    return _displace(atoms, sigma, np.random.default_rng(seed))
+    return _displace(atoms, sigma, checks.rng(seed))
 
 
 def frozen_phonon_configurations(atoms, sigmas, num_configs, seed):
@@ -135,5 +135,5 @@ def frozen_phonon_configurations(atoms, sigmas, num_configs, seed):
     if isinstance(seed, np.random.Generator):
         children = seed.spawn(int(num_configs))
     else:
-        children = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(int(num_configs))]
+        children = [np.random.default_rng(s) for s in np.random.SeedSequence(checks.check_seed(seed)).spawn(int(num_configs))]
     return [_displace(atoms, sigma, np.random.default_rng(child)) for child in children]

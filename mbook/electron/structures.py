@@ -148,7 +148,7 @@ def amorphous(symbol: str, *, extent, density, min_distance, seed, max_rounds: i
             f"{n_atoms} {symbol} atoms at density={density} g/cm³ with min_distance={min_distance} Å fill "
             f"{fraction:.3f} of the cell; random sequential addition jams at {RSA_JAMMING}: lower the density "
             f"or the minimum distance")
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     placed = np.empty((0, 3))
     for _ in range(max_rounds):
         need = n_atoms - len(placed)

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend
+from mbook.core import backend, checks
 from mbook.core.checks import (check_array, check_choice, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.circle import tv_s1_iterations, wrap
@@ -215,7 +215,7 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     xp = backend.get_array_module(intensity)
     amplitude = xp.sqrt(intensity)
     if initial is None:
-        rng = np.random.default_rng(seed)
+        rng = checks.rng(seed)
         scale = math.sqrt(float(intensity.sum()) / intensity.size / int(support.sum()))
         psi = backend.asarray(scale * np.exp(2j * np.pi * rng.random(support.shape))) * support
     else:

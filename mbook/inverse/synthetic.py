@@ -43,7 +43,7 @@ from mbook.core.checks import check_array, check_iterations, check_positive_numb
 
 
 def _rng(seed):
-    return np.random.default_rng(seed)
+    return checks.rng(seed)
 
 
 def _smooth_noise(shape, correlation_length, rng):

@@ -61,7 +61,7 @@ def cells(gpts, *, sampling, seed, n_cells=10, radius=(6.0, 14.0), phase=1.2, ab
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
     n_cells = checks.check_count(n_cells, "n_cells", minimum=0)
     granules = checks.check_count(granules, "granules", minimum=0)
-    rng = np.random.default_rng(seed)  # the layout is drawn on the host: the same sample on every device
+    rng = checks.rng(seed)  # the layout is drawn on the host: the same sample on every device
     xp = backend.xp
     x, y = grids.coordinates(grid, xp=xp)
     X, Y = x[:, None], y[None, :]
