@@ -5,7 +5,9 @@
 - :mod:`~mbook.geometry.sphere`: the unit sphere Sᵈ;
 - :mod:`~mbook.geometry.spd`: symmetric positive definite matrices with the affine-invariant metric;
 - :mod:`~mbook.geometry.means`: Fréchet (Karcher) means by Riemannian gradient descent;
-- :mod:`~mbook.geometry.lowrank`: tangent PCA, its curvature correction and the intrinsic optimum.
+- :mod:`~mbook.geometry.lowrank`: tangent PCA, its curvature correction and the intrinsic optimum;
+- :mod:`~mbook.geometry.tracking`: tracking tomography, the poses of a specimen that turns by itself
+  (Gauss-Newton on SO(3)ᴺ with a smoothness prior, over :mod:`mbook.tomography.projector`).
 
 Each manifold module has the same functions (``exp``, ``log``, ``distance``, ``transport``,
 ``to_coordinates``, ``from_coordinates``, ``jacobi_operator``, a seeded sampler) and a table ``KERNELS`` of

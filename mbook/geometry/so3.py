@@ -227,7 +227,7 @@ def _log_matrices(r, xp):
     sym = sym / xp.maximum(1 - c, 1e-12)[..., None, None]
     diag = xp.stack([sym[..., 0, 0], sym[..., 1, 1], sym[..., 2, 2]], axis=-1)
     k = xp.argmax(diag, axis=-1)
-    column = xp.take_along_axis(sym, k[..., None, None] * xp.ones((1, 3, 1), dtype=k.dtype), axis=-1)[..., 0]
+    column = xp.take_along_axis(sym, xp.broadcast_to(k[..., None, None], k.shape + (3, 1)), axis=-1)[..., 0]
     length = xp.linalg.norm(column, axis=-1, keepdims=True)
     axis = column / xp.where(length > 0, length, 1.0)  # zero only far from π, where this branch is unused
     sign = xp.where(xp.sum(axis * a, axis=-1) < 0, -1.0, 1.0)
