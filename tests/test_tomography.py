@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend
-from mbook.tomography import projector, reconstruct, specimens, tracing
+from mbook.tomography import projector, reconstruct, refine, specimens, tracing
 
 SHAPE, SAMPLING, WIDTH = (24, 24, 24), 0.6, 0.6
 
@@ -243,9 +243,59 @@ def test_tracks_follow_a_moving_atom():
     assert np.all(np.isnan(tracks[2, 1]))
 
 
+# ----------------------------------------------------------------------------- parametric refinement
+def _atom_problem(particle, n=7):
+    positions, numbers = particle
+    angles, times = specimens.tilt_series(n, order="golden")
+    rotations = projector.tilt_rotations(angles)
+    weights = reconstruct.temporal_weights(times, [0.0, 0.5, 1.0])
+    sigma = specimens.cross_sections(numbers)
+    op = refine.AtomProjector(rotations, weights, [sigma] * 3, gpts=(16, 16), sampling=SAMPLING, width=WIDTH)
+    data = specimens.project_atoms(positions, numbers, rotations, gpts=(16, 16), sampling=SAMPLING, width=WIDTH)
+    return op, data
+
+
+def test_atom_projector_is_the_testbed_model(particle):
+    op, data = _atom_problem(particle)
+    positions = np.concatenate([particle[0]] * 3)
+    np.testing.assert_allclose(backend.asnumpy(op.forward(positions)), backend.asnumpy(data), rtol=1e-10,
+                               atol=1e-14)
+
+
+def test_atom_gradient_matches_finite_differences(particle, rng):
+    op, data = _atom_problem(particle)
+    x = np.concatenate([particle[0]] * 3) + 0.1 * rng.standard_normal((3 * particle[0].shape[0], 3))
+    direction = rng.standard_normal(x.shape)
+    _, gradient = op.loss_and_gradient(x, data)
+    h = 1e-6
+    plus, minus = (float(op.loss_and_gradient(x + sign * h * direction, data)[0]) for sign in (1, -1))
+    assert (plus - minus) / (2 * h) == pytest.approx(np.vdot(backend.asnumpy(gradient), direction), rel=1e-6)
+
+
+def test_refinement_moves_atoms_back(particle, rng, device):
+    op, data = _atom_problem(particle, n=15)
+    truth = np.concatenate([particle[0]] * 3)
+    start = truth + 0.15 * rng.standard_normal(truth.shape)
+    result = refine.refine_positions(data, op, op.split(start), max_num_iter=80)
+    residuals = backend.asnumpy(result.residuals)
+    assert residuals[-1] < 0.5 * residuals[0]
+    error = np.sqrt(np.mean((np.concatenate([backend.asnumpy(p) for p in result.positions]) - truth) ** 2))
+    assert error < 0.5 * np.sqrt(np.mean((start - truth) ** 2))
+
+
+def test_refinement_copies_nothing_per_iteration(particle, no_copies_per_iteration):
+    def run(n):
+        op, data = _atom_problem(particle)
+        refine.refine_positions(data, op, op.split(np.concatenate([particle[0]] * 3)), max_num_iter=n)
+
+    no_copies_per_iteration(run)
+
+
 # ----------------------------------------------------------------------------- bad input
 _TILT = projector.TiltProjector((4, 4, 4), [0.0, 30.0, 60.0])
 _OP = reconstruct.SpaceTimeProjector(_TILT, np.full((3, 2), 0.5))
+_ATOMS = refine.AtomProjector(np.stack([np.eye(3)] * 3), np.ones((3, 1)), [np.ones(2)], gpts=(4, 4),
+                              sampling=1.0, width=0.5)
 
 
 @pytest.mark.parametrize("call, name", [
@@ -296,6 +346,16 @@ _OP = reconstruct.SpaceTimeProjector(_TILT, np.full((3, 2), 0.5))
     (lambda: tracing.local_moments(np.ones((4, 4, 4)), np.zeros((2, 3)), sampling=1.0, radius=-1.0), "radius"),
     (lambda: tracing.match_atoms(np.zeros((2, 3)), np.zeros((2, 3)), max_distance=0.0), "max_distance"),
     (lambda: tracing.track_atoms(np.zeros((2, 3))), "positions"),
+    (lambda: refine.AtomProjector(np.stack([np.eye(3)] * 3), np.ones((2, 1)), [np.ones(2)], gpts=(4, 4),
+                                  sampling=1.0, width=0.5), "weights"),
+    (lambda: refine.AtomProjector(np.stack([np.eye(3)] * 3), np.ones((3, 2)), [np.ones(2)], gpts=(4, 4),
+                                  sampling=1.0, width=0.5), "cross_sections"),
+    (lambda: refine.AtomProjector(np.stack([np.eye(3)] * 3), np.ones((3, 1)), [np.ones(2)], gpts=(4, 4),
+                                  sampling=1.0, width=-0.5), "width"),
+    (lambda: refine.refine_positions(np.zeros((3, 4, 4)), "op", [np.zeros((2, 3))]), "operator"),
+    (lambda: refine.refine_positions(np.zeros((3, 4, 5)), _ATOMS, [np.zeros((2, 3))]), "projections"),
+    (lambda: refine.refine_positions(np.zeros((3, 4, 4)), _ATOMS, [np.zeros((3, 3))]), "positions"),
+    (lambda: refine.refine_positions(np.zeros((3, 4, 4)), _ATOMS, [np.zeros((2, 3))], step=1.5), "step"),
 ])
 def test_bad_input_is_refused_naming_the_parameter(call, name):
     with pytest.raises((ValueError, TypeError), match=name):

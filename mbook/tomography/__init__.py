@@ -9,6 +9,8 @@ Modules
 - :mod:`~mbook.tomography.reconstruct`: FBP, SIRT and projected gradient descent in 3D; anchor volumes
   with temporal interpolation and spatial/temporal TV in 4D.
 - :mod:`~mbook.tomography.tracing`: atom positions and species from a volume, matching and tracking.
+- :mod:`~mbook.tomography.refine`: atom positions fitted directly to the projections (a
+  parametric model with a hand-written gradient).
 
 Follows the device rule of :mod:`mbook`: inputs moved to the selected device once, results there,
 no host copy per iteration.
