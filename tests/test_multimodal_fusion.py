@@ -129,6 +129,18 @@ def test_marginal_calibration_removes_the_joint_maps_bias_in_gamma(particle):
     assert np.mean(gammas["joint"]) > np.mean(gammas["marginal"]) + 0.05
 
 
+def test_fusion_works_for_another_alloy_and_profile():
+    pt_ni = ("Pt", "Ni")
+    p = alloys.alloy_nanoparticle(pt_ni, length=7, cutoff=2, profile="gradient", seed=5)
+    data = alloys.simulate(p, dose=3e6, haadf_cross_sections=alloys.haadf_cross_sections(pt_ni, gamma=1.7,
+                                                                                         reference_element="Pt"),
+                           seed=6)
+    result = edx.estimate_fused(data)
+    alone = edx.composition_rmse(edx.estimate_edx(data), p.composition)
+    assert edx.composition_rmse(result.composition, p.composition) <= 0.5 * alone
+    assert result.gamma == pytest.approx(1.7, abs=0.1)
+
+
 def test_edx_alone_with_equal_rates_is_the_count_ratio(particle):
     data = _data(particle, dose=1e8)
     data = data._replace(yields=backend.xp.full(2, float(data.yields[0])))
@@ -140,6 +152,7 @@ def test_edx_alone_with_equal_rates_is_the_count_ratio(particle):
 
 def test_fused_estimate_is_the_same_on_every_device(particle, device, on_cpu):
     data = _data(particle)
+    assert all(backend.get_array_module(a) is backend.xp for a in (data.edx, data.haadf, data.absorption))
     result = edx.estimate_fused(data)
     reference = on_cpu(edx.estimate_fused, data)
     assert backend.get_array_module(result.composition) is backend.xp
