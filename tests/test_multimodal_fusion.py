@@ -198,6 +198,7 @@ EDX_BAD = [
     ("data.haadf", lambda p, d: edx.estimate_fused(d._replace(haadf=-d.haadf))),
     ("data.atoms_per_column", lambda p, d: edx.estimate_fused(d._replace(atoms_per_column=d.atoms_per_column[:3]))),
     ("data", lambda p, d: edx.estimate_fused({"edx": d.edx})),
+    ("elements", lambda p, d: edx.estimate_fused(d._replace(elements=("Au", "Xx")))),
     ("model_error", lambda p, d: edx.estimate_fused(d, model_error=-0.1)),
     ("calibration", lambda p, d: edx.estimate_fused(d, calibration="best")),
     ("prior", lambda p, d: edx.estimate_edx(d, prior=0.5)),

@@ -372,5 +372,6 @@ def check_data(data):
     if yields.shape != (2,) or bool((yields <= 0).any()):
         raise ValueError(f"data.yields must be two positive yields, got {backend.asnumpy(yields)!r}")
     absorption = _check_absorption(data.absorption, k)
+    elements = _check_elements(data.elements)
     return EDXHAADFData(edx.astype(np.float64), haadf.astype(np.float64), n.astype(np.float64),
-                        electrons.astype(np.float64), yields.astype(np.float64), absorption, data.elements)
+                        electrons.astype(np.float64), yields.astype(np.float64), absorption, elements)
