@@ -111,7 +111,7 @@ def polymer_blend(gpts: int = 512, *, extent: float = 2000.0, domain_size: float
         Relative RMS variation of modulus and adhesion inside the phases, in [0, 0.5).
     phase_noise, height_noise : float
         Noise of the phase image [deg] and of the topography [nm], >= 0.
-    seed : int
+    seed : int, SeedSequence or Generator
 
     Returns
     -------
@@ -134,7 +134,7 @@ def polymer_blend(gpts: int = 512, *, extent: float = 2000.0, domain_size: float
                                             upper_inclusive=False)
     phase_noise = checks.check_positive_number(phase_noise, "phase_noise", allow_zero=True)
     height_noise = checks.check_positive_number(height_noise, "height_noise", allow_zero=True)
-    seed = checks.check_count(seed, "seed", minimum=0)
+    seed = checks.check_seed(seed)
     # About 16 images of up to 16 bytes a pixel (fields, their spectra, the maps) live at once.
     progress.plan_batches(n_items=1, bytes_per_item=16 * 16 * n * n)
     rng = np.random.default_rng(seed)
@@ -177,7 +177,7 @@ def force_curves(modulus, adhesion, *, indentations, tip_radius: float = 10.0, p
         Sample's Poisson ratio ``ν`` in [0, 0.5).
     noise : float
         Standard deviation of the force noise [nN], >= 0.
-    seed : int
+    seed : int, SeedSequence or Generator
 
     Returns
     -------
@@ -192,7 +192,7 @@ def force_curves(modulus, adhesion, *, indentations, tip_radius: float = 10.0, p
     tip_radius = checks.check_positive_number(tip_radius, "tip_radius")
     poisson_ratio = checks.check_number(poisson_ratio, "poisson_ratio", lower=0, upper=0.5, upper_inclusive=False)
     noise = checks.check_positive_number(noise, "noise", allow_zero=True)
-    seed = checks.check_count(seed, "seed", minimum=0)
+    seed = checks.check_seed(seed)
     shape = (*modulus.shape, delta.shape[0])
     hertz = 4.0 / 3.0 * math.sqrt(tip_radius) * delta**1.5
     reduced = modulus / (1.0 - poisson_ratio**2)

@@ -144,7 +144,7 @@ def alloy_nanoparticle(elements=("Au", "Ag"), *, length: int = 7, cutoff: int = 
         Fractions of A in [0, 1].
     spread : float
         Standard deviation of the random column-to-column deviation of the fraction, in [0, 0.5].
-    seed : int
+    seed : int, SeedSequence or Generator
         Seed of the draws.
 
     Returns
@@ -160,7 +160,7 @@ def alloy_nanoparticle(elements=("Au", "Ag"), *, length: int = 7, cutoff: int = 
     core_fraction = checks.check_number(core_fraction, "core_fraction", lower=0, upper=1)
     shell_fraction = checks.check_number(shell_fraction, "shell_fraction", lower=0, upper=1)
     spread = checks.check_number(spread, "spread", lower=0, upper=0.5)
-    seed = checks.check_count(seed, "seed", minimum=0)
+    seed = checks.check_seed(seed)
     a = 0.5 * (_lattice_constant(elements[0]) + _lattice_constant(elements[1]))
     atoms = Octahedron(elements[1], length=length, cutoff=cutoff, latticeconstant=a)
     # Columns down [001]: atoms with the same (x, y) on the fcc lattice (spacing a/2).
@@ -307,7 +307,7 @@ def simulate(particle: Nanoparticle, *, dose: float, haadf_cross_sections, cross
         cross-talk), in [0, 1).
     absorption : (K, 2) array_like, optional
         Escape fractions from :func:`absorption_factors`; None: no absorption.
-    seed : int
+    seed : int, SeedSequence or Generator
 
     Returns
     -------
@@ -319,7 +319,7 @@ def simulate(particle: Nanoparticle, *, dose: float, haadf_cross_sections, cross
     s = [checks.check_positive_number(v, "haadf_cross_sections", upper=1.0)
          for v in checks.as_tuple(haadf_cross_sections, "haadf_cross_sections", 2)]
     model_error = checks.check_number(model_error, "model_error", lower=0, upper=1, upper_inclusive=False)
-    seed = checks.check_count(seed, "seed", minimum=0)
+    seed = checks.check_seed(seed)
     yields = x_ray_yields(particle.elements, cross_sections=cross_sections, solid_angle=solid_angle)
     counts = backend.asarray(particle.counts).astype(np.float64)
     k = counts.shape[0]
