@@ -118,6 +118,7 @@ TRAIN = dict(scale=0.1, learning_rate=0.01, num_steps=10)
     (lambda: ib.relative_errors(np.ones((2, 3)), np.ones(4)), "same length"),
     (lambda: ib.stable_learning_rate(X_GOOD, -1.0), "scale"),
     (lambda: ib.stable_learning_rate(X_GOOD, 1.0, safety=2.0), "safety"),
+    (lambda: ib.stable_learning_rate(X_GOOD, 1.0, batch_size=5), "batch_size"),
 ])
 def test_implicit_bias_refuses_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -276,3 +277,16 @@ def test_training_in_memory_budgeted_chunks_of_runs_gives_the_same_result(monkey
     chunked = ib.train(data.X, data.y, **kwargs)
     np.testing.assert_allclose(backend.asnumpy(chunked.w), backend.asnumpy(whole.w), rtol=1e-12)
     np.testing.assert_allclose(backend.asnumpy(chunked.losses), backend.asnumpy(whole.losses), rtol=1e-12)
+
+
+def test_sgd_step_accounts_for_the_curvature_of_mini_batches():
+    data = ib.sparse_regression(40, 200, sparsity=3, seed=6)
+    full = ib.stable_learning_rate(data.X, 10.0)[0]
+    sgd = ib.stable_learning_rate(data.X, 10.0, batch_size=4)[0]
+    assert sgd < full / 3  # (1 + sqrt(50))² ≈ 63 against (1 + sqrt(5))² ≈ 10.5
+    # At the edge of stability (safety 1): the mini-batch step converges, the full-batch one blows up.
+    run = ib.train(data.X, data.y, scale=10.0, learning_rate=4 * sgd, num_steps=3000, batch_size=4, seed=1)
+    assert np.isfinite(backend.asnumpy(run.losses)).all() and float(run.losses[-1, 0]) < 1e-6
+    with np.errstate(all="ignore"):
+        run = ib.train(data.X, data.y, scale=10.0, learning_rate=4 * full, num_steps=3000, batch_size=4, seed=1)
+    assert not float(run.losses[-1, 0]) < 1e-6
