@@ -60,13 +60,15 @@ def _setup(points, rank, manifold, mean):
     """Checked points, kernels, base point and the data's tangent coordinates (N, D) at it."""
     points = means.check_cloud(points, manifold)
     kernels = means.MANIFOLDS[manifold]
-    if mean is None:
+    size = points.shape[-1]
+    dimension = {"sphere": size - 1, "so3": 3, "spd": size * (size + 1) // 2}[manifold]
+    checks.check_count(rank, "rank", maximum=dimension)
+    if mean is not None:
+        mean = kernels["check"](mean, "mean").reshape(points.shape[1:])
+    else:
         mean = means.frechet_mean(points, manifold).mean
-    mean = kernels["check"](mean, "mean").reshape(points.shape[1:])
     xp = backend.get_array_module(points, mean)
     coordinates = kernels["coordinates"](mean, kernels["log"](mean, points, xp), xp)
-    dimension = coordinates.shape[-1]
-    checks.check_count(rank, "rank", maximum=dimension)
     # Peak memory: weights (N, D, D) a few times over and the (D r)² normal equations.
     n = points.shape[0]
     progress.plan_batches(n_items=1, bytes_per_item=8 * (6 * n * dimension * dimension + (dimension * rank) ** 2))
