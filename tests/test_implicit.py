@@ -54,6 +54,31 @@ def test_adjoint(scheme, antialias, device, rng):
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("pair", [("forward", "adjoint"), ("precondition", "precondition_adjoint")])
+def test_operators_adjoint(scheme, pair, device, rng):
+    grid = grids.make_grid(gpts=(12, 16), sampling=0.3)
+    ops = implicit.operators(50 * rng.standard_normal((4, 12, 16)), grid=grid, energy=ENERGY,
+                             slice_thickness=[1.0, 2.0, 0.5, 1.5], scheme=scheme, batch_shape=(3,),
+                             dtype=np.complex128)
+    x, y = random_volume(rng, (4, 3, 12, 16)), random_volume(rng, (4, 3, 12, 16))
+    forward, adjoint = (getattr(ops, name) for name in pair)
+    lhs = np.vdot(backend.asnumpy(forward(x)), y)
+    rhs = np.vdot(x, backend.asnumpy(adjoint(y)))
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_preconditioner_inverts_a_uniform_potential(scheme, rng):
+    """In a potential uniform in each slice, A is M: the preconditioner solves the system exactly."""
+    grid = grids.make_grid(gpts=(16, 16), sampling=0.3)
+    potential = np.ones((5, 16, 16)) * rng.uniform(0, 100, (5, 1, 1))
+    ops = implicit.operators(potential, grid=grid, energy=ENERGY, slice_thickness=2.0, scheme=scheme,
+                             dtype=np.complex128)
+    x = backend.asnumpy(ops.forward(random_volume(rng, (5, 16, 16))))  # band-limited volumes: A's range
+    np.testing.assert_allclose(backend.asnumpy(ops.forward(ops.precondition(x))), x, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", implicit.METHODS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_residual_below_tolerance(method, scheme):
@@ -198,24 +223,40 @@ def test_one_copy_per_check(host_copies):
 def _bad_inputs():
     potential, grid = _small_problem()
     ok = dict(grid=grid, energy=ENERGY, slice_thickness=2.0)
-    incident = np.ones((16, 16))
-    volume = np.ones((6, 16, 16), complex)
-    solve = lambda **kw: implicit.solve(kw.pop("waves", incident), kw.pop("potential", potential), **{**ok, **kw})  # noqa: E731
-    operator = lambda **kw: implicit.apply_operator(kw.pop("volume", volume), **{**ok, "potential": potential, **kw})  # noqa: E731
-    adjoint = lambda **kw: implicit.apply_adjoint(kw.pop("volume", volume), **{**ok, "potential": potential, **kw})  # noqa: E731
-    rhs = lambda **kw: implicit.right_hand_side(kw.pop("waves", incident), **{**ok, "potential": potential, **kw})  # noqa: E731
+    incident, volume = np.ones((16, 16)), np.ones((6, 16, 16), complex)
+
+    def solve(waves=incident, potential=potential, **kw):
+        return implicit.solve(waves, potential, **{**ok, **kw})
+
+    def operator(volume=volume, **kw):
+        return implicit.apply_operator(volume, potential, **{**ok, **kw})
+
+    def adjoint(volume=volume, **kw):
+        return implicit.apply_adjoint(volume, potential, **{**ok, **kw})
+
+    def rhs(waves=incident, **kw):
+        return implicit.right_hand_side(waves, potential, **{**ok, **kw})
+
+    def ops(potential=potential, **kw):
+        return implicit.operators(potential, **{**ok, **kw})
+
     return [
         (solve, {"tol": 0}, "tol"), (solve, {"tol": -1e-3}, "tol"), (solve, {"tol": float("nan")}, "tol"),
         (solve, {"max_num_iter": 0}, "max_num_iter"), (solve, {"max_num_iter": 2.5}, "max_num_iter"),
         (solve, {"check_every": 0}, "check_every"), (solve, {"scheme": "rk4"}, "scheme"),
         (solve, {"method": "gmres"}, "method"), (solve, {"x0": np.ones((5, 16, 16))}, "x0"),
         (solve, {"potential": potential[0]}, "potential"), (solve, {"waves": np.ones((16, 8))}, "waves"),
-        (solve, {"slice_thickness": -1.0}, "slice_thickness"), (solve, {"slice_thickness": [1.0, 2.0]}, "slice_thickness"),
+        (solve, {"slice_thickness": -1.0}, "slice_thickness"),
+        (solve, {"slice_thickness": [1.0, 2.0]}, "slice_thickness"),
         (solve, {"energy": -1.0}, "energy"), (solve, {"antialias": "yes"}, "antialias"),
         (solve, {"grid": (16, 16)}, "grid"), (solve, {"waves": None}, "waves"),
         (operator, {"volume": np.ones((5, 16, 16))}, "volume"), (operator, {"scheme": "euler"}, "scheme"),
         (adjoint, {"volume": np.ones((16, 16))}, "volume"), (adjoint, {"energy": 0.0}, "energy"),
         (rhs, {"waves": np.ones((8, 8))}, "waves"), (rhs, {"slice_thickness": 0.0}, "slice_thickness"),
+        (ops, {"dtype": np.float32}, "dtype"), (ops, {"batch_shape": [2]}, "batch_shape"),
+        (ops, {"batch_shape": (0,)}, "batch_shape"), (ops, {"scheme": "midpoint"}, "scheme"),
+        (ops, {"potential": np.ones((16, 16))}, "potential"),
+        (ops, {"grid": grids.make_grid(gpts=8, sampling=1.0, ndim=2)}, "grid"),
     ]
 
 

@@ -207,6 +207,18 @@ def _precondition(system, r):
     return x
 
 
+def _precondition_adjoint(system, r):
+    """``M⁻* r``: the sweep backwards, ``y_n = conj(g_n) (r_n + conj(h_{n+1}) y_{n+1})`` (M* is upper bidiagonal)."""
+    xp = backend.get_array_module(r)
+    y = xp.empty_like(r)
+    following = xp.zeros_like(r[0])
+    for n in range(len(r) - 1, -1, -1):  # bounded by the number of slices
+        carried = xp.conj(system.carry[n + 1]) * following if n + 1 < len(r) else following
+        following = xp.conj(system.gain[n]) * (r[n] + carried)
+        y[n] = following
+    return y
+
+
 def _right_hand_side(system, incident_hat):
     """``b_0 = (I + (1-θ) D_0) ψ_in``, zero below: the incident wave enters the first row only."""
     xp = backend.get_array_module(incident_hat)
@@ -216,16 +228,89 @@ def _right_hand_side(system, incident_hat):
     return b
 
 
-def _prepare_operator(volume, potential, grid, energy, slice_thickness, scheme, antialias, name):
-    """Checks shared by :func:`apply_operator` and :func:`apply_adjoint`."""
+class ImplicitOperators(NamedTuple):
+    """The linear maps of the whole-domain system, made once (see :func:`operators`).
+
+    Each takes and returns real-space device arrays; ``forward``, ``adjoint``,
+    ``precondition`` and ``precondition_adjoint`` act on volumes
+    ``(n_slices, *batch_shape, nx, ny)``, ``right_hand_side`` on incident
+    waves ``(*batch_shape, nx, ny)``. No checks, no host copies: for an
+    iterative solver's inner loop (e.g. :func:`mbook.inverse.optimize.pdhg`).
+
+    Attributes
+    ----------
+    forward, adjoint : callable
+        ``Ψ ↦ AΨ`` and ``Y ↦ A*Y``.
+    precondition, precondition_adjoint : callable
+        ``R ↦ M⁻¹R`` and ``R ↦ M⁻*R`` (free space in each slice's mean potential).
+    right_hand_side : callable
+        ``ψ_in ↦ b``.
+    """
+
+    forward: object
+    adjoint: object
+    precondition: object
+    precondition_adjoint: object
+    right_hand_side: object
+
+
+def operators(potential, *, grid, energy, slice_thickness, scheme="crank-nicolson", antialias=True,
+              batch_shape=(), dtype=np.complex64):
+    """The operators ``A``, ``A*``, ``M⁻¹``, ``M⁻*`` and ``b`` of the whole-domain system, validated once.
+
+    Parameters
+    ----------
+    potential : (n_slices, nx, ny) array_like
+        Projected potential of each slice [V·Å].
+    grid : Grid
+        The 2D grid [Å].
+    energy : float
+        [eV].
+    slice_thickness : float or (n_slices,) array_like
+        [Å].
+    scheme : {"crank-nicolson", "backward-euler"}
+    antialias : bool
+        Band-limit operator and potential to 2/3 of Nyquist.
+    batch_shape : tuple of int
+        Batch axes of the waves between the slice axis and (nx, ny).
+    dtype : {numpy.complex64, numpy.complex128}
+        Precision of the operators (inputs are cast to it).
+
+    Returns
+    -------
+    ImplicitOperators
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.complex64, np.complex128):
+        raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
+    if not isinstance(batch_shape, tuple) or not all(isinstance(n, int) and n >= 1 for n in batch_shape):
+        raise ValueError(f"batch_shape must be a tuple of integers >= 1, got {batch_shape!r}")
     potential = checks.check_array(potential, "potential", real=True)
-    volume = checks.check_field(volume, name)
+    xp = backend.get_array_module(potential)
+    probe = xp.zeros(tuple(potential.shape[-2:]), dtype)  # stands in for the waves' (nx, ny) in the checks
+    _, potential, thicknesses, theta = _check_system(probe, potential, grid, energy, slice_thickness, scheme)
+    system = _make_system(potential, grid, energy, thicknesses, theta, len(batch_shape), dtype, antialias)
+
+    def in_fourier(kernel):
+        def apply(volume):
+            return backend.ifft2(kernel(system, backend.fft2(backend.asarray(volume).astype(dtype, copy=False))))
+        return apply
+
+    return ImplicitOperators(in_fourier(_apply), in_fourier(_apply_adjoint), in_fourier(_precondition),
+                             in_fourier(_precondition_adjoint), in_fourier(_right_hand_side))
+
+
+def _volume_operators(volume, potential, grid, energy, slice_thickness, scheme, antialias):
+    """Checks shared by :func:`apply_operator` and :func:`apply_adjoint`; the volume and the operators."""
+    potential = checks.check_array(potential, "potential", real=True)
+    volume = checks.check_field(volume, "volume")
     if volume.ndim < 3 or len(volume) != len(potential):
-        raise ValueError(f"{name} must be (n_slices, ..., nx, ny) with n_slices = {len(potential)} "
+        raise ValueError(f"volume must be (n_slices, ..., nx, ny) with n_slices = {len(potential)} "
                          f"(the potential's), got shape {volume.shape}")
-    _, potential, thicknesses, theta = _check_system(volume[0], potential, grid, energy, slice_thickness, scheme)
-    system = _make_system(potential, grid, energy, thicknesses, theta, volume.ndim - 3, volume.dtype, antialias)
-    return system, volume
+    if volume.shape[-2:] != potential.shape[-2:]:
+        raise ValueError(f"volume {volume.shape[-2:]} and potential {potential.shape[-2:]} must share (nx, ny)")
+    return volume, operators(potential, grid=grid, energy=energy, slice_thickness=slice_thickness, scheme=scheme,
+                             antialias=antialias, batch_shape=volume.shape[1:-2], dtype=volume.dtype)
 
 
 def apply_operator(volume, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
@@ -253,17 +338,15 @@ def apply_operator(volume, potential, *, grid, energy, slice_thickness, scheme="
     (n_slices, ..., nx, ny) ndarray, complex
         ``A Ψ``, on the selected device (complex128 for float64/complex128 input).
     """
-    system, volume = _prepare_operator(volume, potential, grid, energy, slice_thickness, scheme, antialias,
-                                       "volume")
-    return backend.ifft2(_apply(system, backend.fft2(volume)))
+    volume, ops = _volume_operators(volume, potential, grid, energy, slice_thickness, scheme, antialias)
+    return ops.forward(volume)
 
 
 def apply_adjoint(volume, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
                   antialias=True):
     """The adjoint ``A*`` of :func:`apply_operator` (same parameters): ``<AΨ, Y> = <Ψ, A*Y>``."""
-    system, volume = _prepare_operator(volume, potential, grid, energy, slice_thickness, scheme, antialias,
-                                       "volume")
-    return backend.ifft2(_apply_adjoint(system, backend.fft2(volume)))
+    volume, ops = _volume_operators(volume, potential, grid, energy, slice_thickness, scheme, antialias)
+    return ops.adjoint(volume)
 
 
 def right_hand_side(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
