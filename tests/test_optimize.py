@@ -249,3 +249,15 @@ def test_forward_backward_copies_nothing_per_iteration(solver, no_copies_per_ite
 def test_operator_norm_copies_nothing_per_iteration(no_copies_per_iteration):
     no_copies_per_iteration(lambda n: optimize.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p),
                                                              (16, 16), max_num_iter=n, tol=0))
+
+
+@pytest.mark.parametrize("name, value", [("tau", 0), ("tau", float("nan")), ("sigma", -1.0), ("theta", 1.5),
+                                         ("gamma", 0.0), ("norm", float("inf")), ("x0", np.full(4, np.nan)),
+                                         ("tau", np.array([1.0, 0.0, 1.0, 1.0]))])
+def test_pdhg_refuses_bad_steps_and_starts_naming_them(name, value):
+    kwargs = dict(K=lambda x: x, K_adjoint=lambda y: y, prox_g=lambda x, t: x, prox_fstar=lambda y, s: y,
+                  tau=0.5, sigma=0.5, max_num_iter=3)
+    start = {"x0": np.zeros(4), "y0": np.zeros(4)}
+    (start if name in start else kwargs)[name] = value
+    with pytest.raises(ValueError, match=name):
+        optimize.pdhg(start["x0"], start["y0"], **kwargs)

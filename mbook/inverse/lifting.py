@@ -45,7 +45,7 @@ import math
 from mbook.core import backend, progress
 from mbook.core.checks import check_iterations, check_tolerance
 from mbook.inverse.circle import TVS1Result, check_phase_data, s1_energy, wrap
-from mbook.inverse.optimize import divergence, gradient, pdhg, project_ball
+from mbook.inverse.optimize import divergence, gradient, pdhg_iterations, project_ball
 
 
 def labels(num_labels: int, *, xp=None):
@@ -232,7 +232,7 @@ def tv_s1_lifting_iterations(phi, weight: float, data_weight, *, num_labels: int
         return primal, dual
 
     # With tol=0 no gap is tested: skip evaluating it too (it costs about an iteration).
-    result = pdhg(
+    result = pdhg_iterations(
         x0, y0, K=lambda x: lift_apply(x, L), K_adjoint=lambda y: lift_adjoint(y, L),
         prox_g=prox_g, prox_fstar=prox_fstar, tau=tau, sigma=sigma,
         objectives=objectives if tol > 0 else None, tol=tol, max_num_iter=max_num_iter,

@@ -302,6 +302,19 @@ def _stacked(values, xp):
     return xp.stack(values) if values else xp.zeros(0)
 
 
+def _check_step(step, name):
+    """A step size: None (chosen from ‖K‖), a number > 0, or an array of steps > 0 (diagonal preconditioning)."""
+    if step is None:
+        return None
+    if isinstance(step, numbers.Real) or np.ndim(step) == 0 and not backend.is_device_array(step):
+        return checks.check_positive_number(step, name)
+    steps = checks.check_array(step, name, real=True)
+    if not bool(backend.get_array_module(steps).all(steps > 0)):  # once, on entry
+        raise ValueError(f"{name} must hold step sizes > 0 (diagonal preconditioning), got a minimum of "
+                         f"{float(steps.min())}")
+    return steps
+
+
 def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm=None,
          theta: float = 1.0, gamma=None, objectives=None, tol: float = 1e-4,
          max_num_iter: int = 1000, check_every: int = 10) -> PDHGResult:
@@ -357,10 +370,29 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
     max_num_iter = checks.check_iterations(max_num_iter)
     check_every = checks.check_iterations(check_every, "check_every")
     tol = checks.check_tolerance(tol)
-    x, y = backend.asarray(x0), backend.asarray(y0)
+    x, y = checks.check_array(x0, "x0"), checks.check_array(y0, "y0")
+    tau, sigma = (_check_step(step, name) for step, name in ((tau, "tau"), (sigma, "sigma")))
+    if norm is not None:
+        norm = checks.check_positive_number(norm, "norm")
+    theta = checks.check_number(theta, "theta", lower=0.0, upper=1.0)
+    if gamma is not None:
+        gamma = checks.check_positive_number(gamma, "gamma")
+    return pdhg_iterations(x, y, K=K, K_adjoint=K_adjoint, prox_g=prox_g, prox_fstar=prox_fstar, tau=tau,
+                           sigma=sigma, norm=norm, theta=theta, gamma=gamma, objectives=objectives, tol=tol,
+                           max_num_iter=max_num_iter, check_every=check_every)
+
+
+def pdhg_iterations(x, y, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm=None,
+                    theta: float = 1.0, gamma=None, objectives=None, tol: float = 1e-4,
+                    max_num_iter: int = 1000, check_every: int = 10) -> PDHGResult:
+    """The iterations of :func:`pdhg` on inputs it has checked: device arrays ``x``, ``y`` and valid
+    steps and counts.
+
+    For solvers that call PDHG inside their own iterations (functional lifting as a proximal step of
+    phase retrieval): their inputs were checked once on entry, and checking again on every call would
+    copy to the host every time. Parameters and result as :func:`pdhg`.
+    """
     xp = backend.get_array_module(x)
-    tau, sigma = (step if step is None or isinstance(step, numbers.Real) else backend.asarray(step)
-                  for step in (tau, sigma))
     if tau is None or sigma is None:
         if norm is None:
             norm = 1.01 * operator_norm(K, K_adjoint, x.shape, dtype=x.dtype, xp=xp)
