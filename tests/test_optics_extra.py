@@ -143,3 +143,11 @@ def test_numpy_inputs_give_device_results_on_the_stand_in():
         assert all(backend.get_array_module(r) is backend.xp for r in results)
     finally:
         backend.set_device("cpu")
+
+
+def test_defocus_is_named_when_it_is_not_a_length():
+    from mbook.light import microscope
+
+    with pytest.raises(ValueError, match="defocus must be a finite number"):
+        microscope.partially_coherent_image(np.ones((16, 16), complex), wavelength=0.5, sampling=0.1, na=0.3,
+                                            na_illumination=0.1, defocus="abc")

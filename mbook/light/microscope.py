@@ -262,6 +262,8 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
     xp = xp or backend.xp
     wavelength = check_wavelength(wavelength)
     na = checks.check_positive_number(na, "na")
+    defocus = checks.check_number(defocus, "defocus", units="length")
+    n_medium = checks.check_number(n_medium, "n_medium", lower=1.0)
     if na > n_medium:
         raise ValueError(f"na = {na} cannot exceed the index of the medium n_medium = {n_medium}")
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
@@ -275,7 +277,7 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
         phase = phase + coefficient * _zernike(n, m, rho, xp.arctan2(ky[None, :], kx[:, None]))
     result = xp.where(rho <= 1, xp.exp(2j * math.pi * phase), 0.0)
     if defocus:
-        result = result * angular_spectrum_propagator(grid, check_distance(defocus), wavelength / n_medium, xp=xp)
+        result = result * angular_spectrum_propagator(grid, defocus, wavelength / n_medium, xp=xp)
     return result
 
 
@@ -384,6 +386,8 @@ def partially_coherent_image(transmission, *, wavelength, sampling, na, na_illum
     grid = grids.make_grid(gpts=transmission.shape, sampling=sampling)
     wavelength = check_wavelength(wavelength)
     na_illumination = checks.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
+    na = checks.check_positive_number(na, "na")
+    defocus = checks.check_number(defocus, "defocus", units="length")
     if max_points is not None:
         max_points = checks.check_count(max_points, "max_points")
     points = xp.asarray(_source_points(grid, wavelength, na_illumination, max_points))
