@@ -138,6 +138,8 @@ _VOL = np.zeros((N_GPTS,) * 3)
     (lambda: tracking.tumbling_rotations(4, axis_drift=60), "axis_drift"),
     (lambda: tracking.tumbling_rotations(4, speed_variation=1.5), "speed_variation"),
     (lambda: tracking.record_frames(_VOL, _ROT, noise=-1), "noise"),
+    (lambda: tracking.record_frames(_VOL, _ROT, seed=-1), "seed"),
+    (lambda: tracking.tumbling_rotations(4, seed=2.5), "seed"),
     (lambda: tracking.pose_jacobian(np.zeros((12, 12, 10)), _ROT), "volume"),
     (lambda: tracking.pose_jacobian(_VOL, _ROT, sampling=0), "sampling"),
     (lambda: tracking.reconstruct(_FRAMES[:3], _ROT), "rotations"),

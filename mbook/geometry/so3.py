@@ -90,7 +90,7 @@ def random_rotations(n, *, seed=0):
         On the selected device.
     """
     checks.check_count(n, "n")
-    q = backend.asarray(np.random.default_rng(seed).standard_normal((n, 4)))
+    q = backend.asarray(checks.rng(seed).standard_normal((n, 4)))
     return _matrices(q, backend.get_array_module(q))
 
 
@@ -333,7 +333,7 @@ def random_near(n, base, *, scales=0.3, seed=0):
         raise ValueError(f"scales must be a number or (3,) values, got shape {scales.shape}")
     for s in scales:
         checks.check_number(float(s), "scales", lower=0, upper=np.pi / 2, upper_inclusive=False, units="rad")
-    omega = backend.asarray(np.random.default_rng(seed).standard_normal((n, 3)) * scales)
+    omega = backend.asarray(checks.rng(seed).standard_normal((n, 3)) * scales)
     return base @ _exp_vectors(omega, backend.get_array_module(omega))
 
 

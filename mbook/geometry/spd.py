@@ -250,7 +250,7 @@ def random_near(n, base, *, scales=0.3, seed=0):
         raise ValueError(f"scales must be a number or ({d},) values, got shape {scales.shape}")
     for s in scales:
         checks.check_number(float(s), "scales", lower=0, upper=10)
-    v = from_coordinates(base, np.random.default_rng(seed).standard_normal((n, d)) * scales)
+    v = from_coordinates(base, checks.rng(seed).standard_normal((n, d)) * scales)
     return _exp(base, v, backend.get_array_module(v))
 
 

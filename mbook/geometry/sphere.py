@@ -260,7 +260,7 @@ def random_points(n, base, *, scales=0.3, seed=0):
         raise ValueError(f"scales must be a number or ({d},) values, got shape {scales.shape}")
     for s in scales:
         checks.check_number(float(s), "scales", lower=0, upper=np.pi / 2, upper_inclusive=False, units="rad")
-    draw = np.random.default_rng(seed).standard_normal((n, d)) * scales
+    draw = checks.rng(seed).standard_normal((n, d)) * scales
     v = from_coordinates(base, draw)
     return _exp(base, v, backend.get_array_module(v))
 

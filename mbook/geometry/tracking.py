@@ -67,7 +67,7 @@ def blob_sample(gpts: int, *, num_blobs: int = 8, seed: int = 0):
     """
     n = checks.check_count(gpts, "gpts", minimum=8)
     num_blobs = checks.check_count(num_blobs, "num_blobs")
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     c = np.arange(n) - n // 2
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
     r = n / 2
@@ -144,7 +144,7 @@ def tumbling_rotations(num_frames: int, *, revolutions: float = 1.0, axis_drift:
     revolutions = checks.check_number(revolutions, "revolutions", lower=0, upper=2, lower_inclusive=False)
     axis_drift = checks.check_number(axis_drift, "axis_drift", lower=0, upper=45, units="degrees")
     speed_variation = checks.check_number(speed_variation, "speed_variation", lower=0, upper=0.9)
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     t = np.arange(num_frames) / num_frames
     # smooth random paths: two low harmonics with random phases, scaled to [-1, 1]
     def smooth():
@@ -185,9 +185,10 @@ def record_frames(volume, rotations, *, sampling: float = 1.0, noise: float = 0.
         On the selected device.
     """
     noise = checks.check_number(noise, "noise", lower=0)
+    checks.check_seed(seed)
     clean = projector.project(volume, rotations, sampling=sampling)
     scale = float(clean.max())  # one copy: the noise level is a parameter
-    draw = np.random.default_rng(seed).standard_normal(clean.shape) * noise * scale
+    draw = checks.rng(seed).standard_normal(clean.shape) * noise * scale
     return clean + backend.asarray(draw)
 
 
