@@ -194,3 +194,18 @@ def test_batches_copy_nothing_to_the_host(host_copies):
                   positions=POSITIONS[:4, :4], detectors=DETECTORS, diffraction=True, max_batch=max_batch)
 
     assert host_copies(scan, 1) == host_copies(scan, 16)
+
+
+def test_a_scan_over_budget_is_refused_before_the_transmissions_are_built(monkeypatch):
+    from mbook.electron import multislice as multislice_module
+
+    def built(*args, **kwargs):
+        raise AssertionError("the transmission functions were built before the memory was estimated")
+
+    monkeypatch.setattr(multislice_module, "prepare", built)
+    grid = grids.make_grid(gpts=(256, 256), sampling=0.1)
+    potential = np.zeros((40, 256, 256), np.float32)
+    positions = np.stack(np.meshgrid(np.arange(4.0), np.arange(4.0), indexing="ij"), axis=-1)
+    with pytest.raises(MemoryError, match=r"MiB fixed"):
+        stem.scan(potential, grid=grid, energy=300e3, slice_thickness=2.0, semiangle_cutoff=20.0,
+                  positions=positions, budget=10 * 2**20)

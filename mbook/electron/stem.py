@@ -292,6 +292,13 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     positions = _check_scan(positions, grid)
     detectors = standard_detectors(semiangle_cutoff) if detectors is None else dict(detectors)
     xp = backend.get_array_module(potential)
+    # Refuse from the shapes, before building the transmission functions (which the plan below counts):
+    # complex64 transmissions per slice, a propagator and the probe, detector masks, outputs.
+    n_positions, pixels = math.prod(positions.shape[:-1]), math.prod(grid.gpts)
+    estimate = 8 * pixels * (potential.shape[0] + 2) + 4 * pixels * len(detectors)
+    estimate += 4 * n_positions * (len(detectors) + (pixels if diffraction else 0))
+    plan_scan(n_positions, grid, fixed_bytes=estimate, diffraction=diffraction, budget=budget,
+              max_batch=max_batch, client=client)
     masks = detector_masks(grid, energy=energy, detectors=detectors, xp=xp) if detectors else None
     _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid,
                                                         energy, slice_thickness, antialias=True)
