@@ -71,10 +71,15 @@ def test_lma_error_falls_as_the_patch_grows(device):
 
 
 def test_lma_reproduces_the_probe_in_vacuum():
-    """With the whole cell as window the lattice expansion of the probe loses only its tails."""
-    result = lma_scan(np.zeros((2, 64, 64), np.float32), 32)
-    assert result["BF"].min() > 0.9  # what the block of translates holds of the probe's current
-    assert result["DF"].max() < 0.01
+    """The block of translates loses only the probe's tails; the whole lattice (a window wrapped around
+    the periodic cell) keeps the probe whole, up to u's tails beyond its patch."""
+    basis = lma.build_basis(np.zeros((2, 64, 64), np.float32), lattice_step=4, patch_gpts=32, **COMMON)
+    default = on_host(lma.scan(basis, positions=POSITIONS, detectors=DETECTORS))
+    whole = on_host(lma.scan(basis, positions=POSITIONS, detectors=DETECTORS, block=16, diffraction=True))
+    assert 0.9 < default["BF"].min() and default["BF"].max() < 1.0  # the block holds most of the current
+    assert np.abs(whole["BF"] - 1).max() < np.abs(default["BF"] - 1).min()
+    assert default["DF"].max() < 0.01 and whole["DF"].max() < 0.01
+    assert whole["diffraction"].shape == POSITIONS.shape[:-1] + GRID.gpts  # the window is the cell
 
 
 def test_devices_agree(device, on_cpu):
@@ -164,6 +169,8 @@ def basis(**kwargs):
         (lambda: lma.update_basis(basis(), POTENTIAL, tol=0.0), "tol must be"),
         (lambda: lma.update_basis(basis(), POTENTIAL[:1]), "potential has shape"),
         (lambda: lma.scan(basis(), positions=POSITIONS, max_batch=0), "max_batch"),
+        (lambda: lma.scan(basis(), positions=POSITIONS, block=17), r"block must be an integer >= 1 and <= 16"),
+        (lambda: lma.affected(basis(), POSITIONS, np.zeros((16, 16), bool), block=0), "block"),
         (lambda: lma.affected(basis(), POSITIONS, np.zeros((4, 4), bool)), "touched has shape"),
     ],
 )

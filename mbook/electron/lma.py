@@ -405,7 +405,7 @@ def _nearest_points(positions, basis):
     return xp.rint(positions / h).astype(xp.int64)
 
 
-def affected(basis, positions, touched):
+def affected(basis, positions, touched, *, block=None):
     """Which probes combine a recomputed basis wave: ``(...)`` bool, on the selected device.
 
     Parameters
@@ -416,6 +416,8 @@ def affected(basis, positions, touched):
         Probe positions [Å].
     touched : (n_lx, n_ly) array_like of bool
         The lattice points :func:`update_basis` recomputed.
+    block : int, optional
+        The block of translates the scan uses (see :func:`scan`).
     """
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
@@ -425,7 +427,7 @@ def affected(basis, positions, touched):
     if tuple(touched.shape) != tuple(lattice):
         raise ValueError(f"touched has shape {touched.shape}, the lattice is {lattice}")
     xp = backend.get_array_module(positions)
-    m = basis.block
+    m = basis.block if block is None else checks.check_count(block, "block", maximum=min(lattice))
     # Touched points within m//2 of a probe's nearest point, along both axes: a wrapped box maximum.
     ndimage = backend.scipy_module("ndimage", touched)
     near = ndimage.maximum_filter(touched.astype(xp.float32), size=m, mode="wrap") > 0
@@ -434,10 +436,10 @@ def affected(basis, positions, touched):
     return hit.reshape(positions.shape[:-1])
 
 
-def _coefficients(spectrum, beams, positions, basis):
+def _coefficients(spectrum, beams, positions, basis, m):
     """``ψ_0(x_j - r_0)`` on each probe's block ``(n, m, m)`` and the block's first lattice point ``(n, 2)``."""
     xp = backend.get_array_module(spectrum)
-    grid, m = basis.grid, basis.block
+    grid = basis.grid
     nx, ny = grid.gpts
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
     bx, by = kx[beams[:, 0]], ky[beams[:, 1]]
@@ -453,23 +455,39 @@ def _coefficients(spectrum, beams, positions, basis):
     return a.astype(xp.complex64), first
 
 
-def _window_waves(array, coefficients, first, step, window):
-    """``Σ_j a_j M[u_j]`` on each probe's window ``(n, w, w)``: the block's patches added in place."""
+def _window_shape(basis, m):
+    """Pixels of a probe's window per axis: ``(m - 1) h + patch``, at most the cell (then periodic)."""
+    nominal = (m - 1) * basis.lattice_step + basis.patch_gpts
+    return tuple(min(nominal, n) for n in basis.grid.gpts)
+
+
+def _window_waves(array, coefficients, first, step, shape):
+    """``Σ_j a_j M[u_j]`` on each probe's window ``(n, wx, wy)``: the block's patches added in place.
+
+    A block wider than the cell wraps around the window, which is then the periodic cell itself.
+    """
     xp = backend.get_array_module(array)
     n, m = coefficients.shape[:2]
     lattice, patch = array.shape[:2], array.shape[-1]
-    out = xp.zeros((n, window, window), xp.complex64)
+    out = xp.zeros((n,) + tuple(shape), xp.complex64)
+    wraps = (m - 1) * step + patch > min(shape)
     jx = (first[:, 0:1] + xp.arange(m)[None]) % lattice[0]
     jy = (first[:, 1:2] + xp.arange(m)[None]) % lattice[1]
+    offsets = xp.arange(patch)
     for qx in range(m):  # m² block offsets (about (patch/h)²), each over the whole batch of probes
         for qy in range(m):
-            out[:, qx * step:qx * step + patch, qy * step:qy * step + patch] += (
-                coefficients[:, qx, qy, None, None] * array[jx[:, qx], jy[:, qy]])
+            term = coefficients[:, qx, qy, None, None] * array[jx[:, qx], jy[:, qy]]
+            if wraps:  # a patch is at most the cell: its wrapped indices are distinct
+                rows = ((qx * step + offsets) % shape[0])[:, None]
+                cols = ((qy * step + offsets) % shape[1])[None, :]
+                out[:, rows, cols] += term
+            else:
+                out[:, qx * step:qx * step + patch, qy * step:qy * step + patch] += term
     return out
 
 
 def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs=0.0, aberrations=None,
-         budget=None, max_batch=64):
+         block=None, budget=None, max_batch=64):
     """STEM signals (and 4D patterns) of probes at ``positions`` from a lattice basis.
 
     Parameters
@@ -485,6 +503,11 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         Also return the patterns on the window's grid ``(w, w)`` (FFT order).
     defocus, Cs, aberrations
         Probe aberrations [Å], in the coefficients (the basis is unchanged).
+    block : int, optional
+        Translates per side that make a probe (default :attr:`LatticeBasis.block`,
+        about patch/h), up to the whole lattice: a larger block keeps more of the
+        probe's tails (truncation 1 of the error model). A window wider than the
+        cell wraps around it, as multislice's periodic cell does.
     budget : int, optional
         Memory budget for the probes in flight [bytes].
     max_batch : int
@@ -500,27 +523,28 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
     max_batch = checks.check_count(max_batch, "max_batch")
+    m = basis.block if block is None else checks.check_count(block, "block", maximum=min(basis.array.shape[:2]))
     grid, energy = basis.grid, basis.energy
     positions = prism.check_positions(positions, grid)
     detectors = stem.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
     xp = backend.get_array_module(basis.array)
-    window = grids.make_grid(gpts=(basis.window, basis.window), sampling=grid.sampling)
+    window = grids.make_grid(gpts=_window_shape(basis, m), sampling=grid.sampling)
     masks = stem.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff, defocus=defocus,
                                     Cs=Cs, aberrations=aberrations, xp=xp)
     beams = backend.asarray(prism.beam_indices(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff))
     flat = positions.reshape(-1, 2)
-    n, n_window, m = len(flat), basis.window**2, basis.block
+    n, n_window = len(flat), window.gpts[0] * window.gpts[1]
     signals = xp.empty((n, len(detectors)), xp.float32) if masks is not None else None
-    patterns = xp.empty((n, basis.window, basis.window), xp.float32) if diffraction else None
+    patterns = xp.empty((n,) + tuple(window.gpts), xp.float32) if diffraction else None
     fixed = basis.nbytes + sum(a.nbytes for a in (masks, signals, patterns, spectrum) if a is not None)
     per_probe = n_window * (8 + 8 + 8 + 4) + 2 * m * len(beams) * 16
     batch = min(max_batch, progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed,
                                                  budget=budget))
     for start in progress.progress(range(0, n, batch), desc="LMA scan"):
         chunk = flat[start:start + batch]
-        coefficients, first = _coefficients(spectrum, beams, chunk, basis)
-        psi = _window_waves(basis.array, coefficients, first, basis.lattice_step, basis.window)
+        coefficients, first = _coefficients(spectrum, beams, chunk, basis, m)
+        psi = _window_waves(basis.array, coefficients, first, basis.lattice_step, window.gpts)
         far = backend.fft2(psi)
         intensity = ((far.real**2 + far.imag**2) / xp.float32(n_window)).astype(xp.float32)
         if signals is not None:
@@ -532,5 +556,5 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         for index, name in enumerate(detectors):
             out[name] = signals[:, index].reshape(positions.shape[:-1])
     if patterns is not None:
-        out["diffraction"] = patterns.reshape(positions.shape[:-1] + (basis.window, basis.window))
+        out["diffraction"] = patterns.reshape(positions.shape[:-1] + tuple(window.gpts))
     return out
