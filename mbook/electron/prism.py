@@ -340,6 +340,12 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         As :func:`mbook.electron.stem.scan`: ``{name: (...) ndarray}`` float32
         signals (fraction of the incident current), plus ``"diffraction"``
         ``(..., wx, wy)`` float32 when asked, on the selected device.
+
+    Notes
+    -----
+    The positions are copied to the host once, on entry, to place each
+    probe's window (:func:`window_centres`); each batch then combines the
+    beams over the box holding its windows with one matrix product.
     """
     if not isinstance(smatrix, SMatrix):
         raise TypeError(f"smatrix must be an SMatrix from prism.build_smatrix, got {type(smatrix).__name__}")
