@@ -52,3 +52,26 @@ def test_kam_invariants_of_degree_500_are_refused_with_their_memory():
     exact = moments.analytic_moments(atoms, grids.make_grid(gpts=(24, 24), sampling=3.0), k_max=1 / 12, l_max=3)
     refused_quickly(lambda: kam.estimate_invariants(exact, radius=20.0, l_max=500),
                     MemoryError, r"needs at least \d+\.\d MiB")
+
+
+def test_an_mtf_of_16000_squared_pixels_is_refused_with_its_memory():
+    from mbook.core import detection
+
+    refused_quickly(lambda: detection.mtf((16000, 16000)), MemoryError, r"needs at least 7812\.5 MiB")
+
+
+def test_all_pairs_of_a_large_family_count_their_n_squared_result():
+    from mbook.cryoem import wemd_family
+
+    # 12000 members: the (n, n) result and its pair indices alone take 2.6 GiB, over a 1 GiB budget.
+    coordinates = np.zeros((12000, 2))
+    with pytest.raises(MemoryError, match=r"MiB fixed"):
+        wemd_family.pairwise(coordinates, _one_dimensional_table(), budget=2**30)
+
+
+def _one_dimensional_table():
+    from mbook.cryoem import wemd_family
+
+    basis = np.zeros((2, 8, 8))
+    basis[0, 2, 2], basis[1, 5, 5] = 1.0, -1.0
+    return wemd_family.precompute(basis)

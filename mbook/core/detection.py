@@ -43,7 +43,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 
 
 def _finite_nonnegative(array, name):
@@ -255,6 +255,8 @@ def mtf(gpts, *, pixel_fill=1.0, blur=0.0, xp=None):
     if fill > 1:
         raise ValueError(f"pixel_fill must be in (0, 1], got {pixel_fill!r}")
     sigma = checks.check_positive_number(blur, "blur", allow_zero=True)
+    # The result and about three temporaries of its size, float64: refused over budget before any work.
+    progress.plan_batches(n_items=1, bytes_per_item=4 * 8 * gpts[0] * gpts[1])
     xp = xp or backend.xp
     kx, ky = (xp.fft.fftfreq(n) for n in gpts)
     aperture = abs(xp.sinc(fill * kx)[:, None] * xp.sinc(fill * ky)[None, :])

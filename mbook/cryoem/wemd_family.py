@@ -353,15 +353,19 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None):
     if z.ndim != 2 or z.shape[1] != table.k:
         raise ValueError(f"coordinates must be (n, {table.k}) for this {table.k}-dimensional family, "
                          f"got shape {z.shape}")
+    n = z.shape[0]
+    n_pairs = n * (n - 1) // 2
+    if n_pairs == 0:
+        return backend.get_array_module(z).zeros((n, n))
+    # Counted before anything is allocated: the (n, n) result and its transpose, the pair indices, the
+    # distances of all pairs, then the batches.
+    fixed = 8 * (2 * n * n + 3 * n_pairs)
+    per_pair = 8 * (8 * table.k + (64 if table.k <= 2 else 2 * LEAF_SIZE * table.k + 400))
+    batch = progress.plan_batches(n_items=n_pairs, bytes_per_item=per_pair, fixed_bytes=fixed, budget=budget)
     table = _to_device(table)
     xp = backend.get_array_module(z)
-    n = z.shape[0]
     rows, cols = xp.triu_indices(n, 1)
     out = xp.zeros((n, n))
-    if rows.shape[0] == 0:
-        return out
-    per_pair = 8 * (8 * table.k + (64 if table.k <= 2 else 2 * LEAF_SIZE * table.k + 400))
-    batch = progress.plan_batches(n_items=rows.shape[0], bytes_per_item=per_pair, budget=budget)
     values = xp.concatenate([_distances(z[rows[s:s + batch]] - z[cols[s:s + batch]], table)
                              for s in range(0, rows.shape[0], batch)])
     out[rows, cols] = values
