@@ -34,6 +34,11 @@ OPERATORS = [
     ),
 ]
 
+# AFM guided upsampling (mbook.multimodal.upsampling): a fixed positive weight map for the Laplacian.
+from mbook.multimodal import upsampling
+
+_EDGE_WEIGHTS = 1.0 + 0.5 * np.sin(np.add.outer(np.arange(12.0), 0.7 * np.arange(10.0)))
+
 # Thick samples and Fourier ptychography (mbook.light.scattering, mbook.light.fourier_ptychography).
 from mbook.light import fourier_ptychography, scattering
 
@@ -104,7 +109,19 @@ OPERATORS += [
      lambda x: wasserstein.wavelet_embedding(x, sampling=2.0, allow_negative=True),
      lambda y: wasserstein.wavelet_embedding_adjoint(y, (6, 5, 7), sampling=2.0), (6, 5, 7),
      (wasserstein.embedding_size((6, 5, 7)),)),
+    # Real operators, applied to the real and imaginary parts (linear over the complex numbers).
+    ("AFM block average (coarse mechanical maps)",
+     lambda x: _complexified(lambda u: upsampling.downsample(u, 4), x),
+     lambda y: _complexified(lambda v: upsampling.upsample_adjoint(v, 4), y), (2, 16, 12), (2, 4, 3)),
+    ("edge-aware weighted Laplacian -div(w grad u)",
+     lambda x: _complexified(lambda u: upsampling.weighted_laplacian(u, _EDGE_WEIGHTS), x),
+     lambda y: _complexified(lambda v: upsampling.weighted_laplacian(v, _EDGE_WEIGHTS), y), (12, 10), (12, 10)),
 ]
+
+
+def _complexified(operator, z):
+    z = backend.asarray(z)
+    return operator(z.real) + 1j * operator(z.imag)
 
 
 def _random_complex(rng, shape):

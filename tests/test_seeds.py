@@ -8,6 +8,7 @@ from mbook.core import checks, detection
 from mbook.cryoem import particles
 from mbook.electron import structures
 from mbook.inverse import synthetic
+from mbook.multimodal import afm, alloys
 
 DRAWS = {
     "detection.poisson_counts": lambda seed: detection.poisson_counts(np.ones((4, 4)), seed=seed),
@@ -15,6 +16,13 @@ DRAWS = {
     "particles.random_structure": lambda seed: particles.random_structure(5, seed=seed),
     "structures.amorphous": lambda seed: structures.amorphous("C", extent=(5, 5, 5), density=2.0,
                                                               min_distance=1.4, seed=seed),
+    "alloys.alloy_nanoparticle": lambda seed: alloys.alloy_nanoparticle(length=3, cutoff=1, seed=seed).counts,
+    "alloys.simulate": lambda seed: alloys.simulate(
+        alloys.alloy_nanoparticle(length=3, cutoff=1, seed=0), dose=1e6,
+        haadf_cross_sections=alloys.haadf_cross_sections(("Au", "Ag")), seed=seed).edx,
+    "afm.polymer_blend": lambda seed: afm.polymer_blend(32, extent=320.0, seed=seed).topography,
+    "afm.force_curves": lambda seed: afm.force_curves(np.full((2, 2), 1.0), np.full((2, 2), 5.0),
+                                                      indentations=np.linspace(0, 2, 5), seed=seed),
 }
 
 
