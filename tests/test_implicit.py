@@ -112,11 +112,28 @@ def test_batch_equals_one_by_one(rng):
     waves = random_volume(rng, (3, 16, 16))
     kwargs = dict(potential=potential, grid=grid, energy=ENERGY, slice_thickness=3.0, tol=1e-10, check_every=1)
     together = backend.asnumpy(implicit.solve(waves, **kwargs).exit_wave)
-    per_wave = implicit._VOLUMES_IN_USE * 4 * 16 * 16 * 16
-    batched = backend.asnumpy(implicit.solve(waves, **kwargs, budget=4 * 4 * 256 * 16 + per_wave).exit_wave)
+    volume = 4 * 16 * 16 * 16  # bytes of one wave's volume, complex128
+    budget = (implicit.SYSTEM_VOLUMES + implicit.VOLUMES_IN_USE) * volume  # room for one wave at a time
+    batched = backend.asnumpy(implicit.solve(waves, **kwargs, budget=budget).exit_wave)
     alone = np.stack([backend.asnumpy(implicit.solve(w, **kwargs).exit_wave) for w in waves])
     np.testing.assert_allclose(together, alone, atol=1e-8)
     np.testing.assert_allclose(batched, alone, atol=1e-8)
+
+
+@pytest.mark.parametrize("num_waves", [1, 3])
+def test_memory_estimate_holds(num_waves, rng):
+    """The peak memory of a solve (NumPy allocations, traced) stays within what solve plans for."""
+    import tracemalloc
+
+    potential = smooth_potential(specimen(thickness=16.0, num_atoms=6), gpts=32, n_slices=16)
+    grid = grids.make_grid(gpts=(32, 32), sampling=0.25)
+    waves = np.ones((num_waves, 32, 32), np.complex64)
+    volume = 16 * 32 * 32 * 8  # bytes of one wave's volume, complex64
+    tracemalloc.start()
+    implicit.solve(waves, potential, grid=grid, energy=ENERGY, slice_thickness=1.0, tol=1e-5)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak <= (implicit.SYSTEM_VOLUMES + num_waves * implicit.VOLUMES_IN_USE) * volume
 
 
 def _relative_errors(scheme, counts, reference, potential, grid, thickness):

@@ -29,7 +29,11 @@ the same system for the free-space wave in the slice's mean potential,
 along z of elementwise products. ``method="richardson"`` is the plain
 preconditioned fixed point ``Ψ ← Ψ + M⁻¹(b - AΨ)`` (a Born series in the
 fluctuating potential) for comparison. Both start from any volume ``x0``,
-e.g. the solution for the previous frozen-phonon configuration.
+e.g. the solution for the previous frozen-phonon configuration. The min-max
+form (a Lagrange multiplier for the equation, solved by the primal-dual
+hybrid gradient method) converges at first order and needs ``‖A‖``;
+:func:`operators` hands ``A``, ``A*``, ``M⁻¹`` and ``M⁻*`` to such outside
+solvers.
 
 The unknowns are kept as 2D Fourier coefficients of each slice (the
 potential term costs one inverse and one forward FFT of the volume per
@@ -64,8 +68,11 @@ from mbook.electron import multislice, physics
 #: θ of each scheme: the weight of the new slice in the generator's average.
 SCHEMES = {"backward-euler": 1.0, "crank-nicolson": 0.5}
 METHODS = ("bicgstab", "richardson")
-#: Volumes of the size of the solution that BiCGSTAB holds at its peak (x, r, r̂, p, v, y, t and FFT work).
-_VOLUMES_IN_USE = 10
+#: Peak memory of :func:`solve` per incident wave, in volumes ``(n_slices, nx, ny)`` of the waves' dtype:
+#: BiCGSTAB's nine (b, x, r, r̂, p, v, y, z, t) and the temporaries of a product with ``A`` (17 measured).
+VOLUMES_IN_USE = 18
+#: Peak memory of the operator's diagonals, whatever the number of waves (4 kept, 7 while they are made).
+SYSTEM_VOLUMES = 8
 
 
 class ImplicitResult(NamedTuple):
@@ -149,19 +156,20 @@ def _make_system(potential, grid, energy, thicknesses, theta, batch_ndim, dtype,
     else:
         aperture = xp.ones(grid.gpts, real)
     shape = (n,) + (1,) * batch_ndim + tuple(grid.gpts)
-    dz = xp.asarray(np.asarray(thicknesses, np.float64)).reshape((n,) + (1,) * (batch_ndim + 2))
-    k2 = grids.frequency_squared(grid, xp=xp)
+    # everything in the waves' precision: float64 intermediates would double the peak memory
+    dz = xp.asarray(np.asarray(thicknesses, real)).reshape((n,) + (1,) * (batch_ndim + 2))
+    unit = xp.asarray(1j, dtype=dtype)
     # -iπλΔz|k|²: the generator of multislice's exp(-iπλΔz|k|²) (Kirkland 2010, eq. 6.92)
-    kinetic = (-1j * np.pi * physics.wavelength(energy)) * dz * k2 * aperture
-    sigma = physics.interaction_parameter(energy)
-    phase = (1j * sigma) * potential.astype(real).reshape(shape)
-    mean = (1j * sigma) * potential.mean(axis=(-2, -1)).reshape((n,) + (1,) * (batch_ndim + 2))
+    k2 = (grids.frequency_squared(grid, xp=xp) * aperture * (np.pi * physics.wavelength(energy))).astype(real)
+    kinetic = -unit * (dz * k2)
+    sigma = real(physics.interaction_parameter(energy))
+    phase = (unit * sigma) * potential.astype(real).reshape(shape)
+    mean = (unit * sigma) * potential.astype(real).mean(axis=(-2, -1)).reshape(dz.shape)
     diagonal = kinetic + mean * aperture
-    gain = 1.0 / (1.0 - theta * diagonal)
-    carry = 1.0 + (1.0 - theta) * diagonal
+    gain = 1 / (1 - real(theta) * diagonal)
+    carry = 1 + real(1 - theta) * diagonal
     axes = (0,) + tuple(range(-2, 0))
-    return _System(theta, aperture, kinetic.astype(dtype), phase.astype(dtype), gain.astype(dtype),
-                   carry.astype(dtype), axes)
+    return _System(theta, aperture, kinetic, phase, gain, carry, axes)
 
 
 def _generator(system, x):
@@ -518,8 +526,8 @@ def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nico
     batch_shape, gpts = waves.shape[:-2], waves.shape[-2:]
     n_waves = int(np.prod(batch_shape, dtype=np.int64))
     itemsize = np.dtype(waves.dtype).itemsize
-    per_wave = _VOLUMES_IN_USE * n * int(np.prod(gpts)) * itemsize
-    fixed = 4 * n * int(np.prod(gpts)) * itemsize  # the potential and the three diagonals
+    per_wave = VOLUMES_IN_USE * n * int(np.prod(gpts)) * itemsize
+    fixed = SYSTEM_VOLUMES * n * int(np.prod(gpts)) * itemsize
     batch = progress.plan_batches(n_items=n_waves, bytes_per_item=per_wave, fixed_bytes=fixed, budget=budget)
 
     xp = backend.get_array_module(waves)
