@@ -141,10 +141,11 @@ def _two_region_problem(n=4, size=16, noise=0.8, seed=0):
 
 def _perturbed_parameters(rng, channels=2, layers=5):
     p = unrolled.init_parameters(channels, layers, means=[[0.5, -0.2], [-0.3, 0.4]], weight=0.3)
+    move = backend.asarray  # the parameters live on the selected device
     return unrolled.UnrolledParameters(
-        p.filters + 0.3 * rng.standard_normal(p.filters.shape), p.bias + 0.1,
-        p.log_tau + 0.2 * rng.standard_normal(layers), p.log_sigma + 0.2 * rng.standard_normal(layers),
-        p.log_weight + 0.3 * rng.standard_normal(layers))
+        p.filters + move(0.3 * rng.standard_normal(p.filters.shape)), p.bias + 0.1,
+        p.log_tau + move(0.2 * rng.standard_normal(layers)), p.log_sigma + move(0.2 * rng.standard_normal(layers)),
+        p.log_weight + move(0.3 * rng.standard_normal(layers)))
 
 
 def test_unrolled_gradient_matches_finite_differences(rng):
@@ -155,7 +156,8 @@ def test_unrolled_gradient_matches_finite_differences(rng):
     for i, name in enumerate(params._fields):
         direction = rng.standard_normal(np.shape(params[i]))
         plus, minus = list(params), list(params)
-        plus[i], minus[i] = params[i] + eps * direction, params[i] - eps * direction
+        step = backend.asarray(eps * direction)
+        plus[i], minus[i] = params[i] + step, params[i] - step
         numeric = (float(unrolled.loss_and_gradient(features, masks, unrolled.UnrolledParameters(*plus))[0])
                    - float(unrolled.loss_and_gradient(features, masks, unrolled.UnrolledParameters(*minus))[0]))
         analytic = float(np.sum(backend.asnumpy(gradient[i]) * direction))
