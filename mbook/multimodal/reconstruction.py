@@ -429,8 +429,11 @@ def phase_error(phase, truth, *, sampling, cutoff=None, region=None):
 
     Both are reduced to the same band and region: their means over the
     region removed (a constant phase is not determined), low-passed to
-    ``|k| <= cutoff``, then ``error = ‖φ - φ_true‖² / ‖φ_true‖²`` and
-    ``snr = 1 / error`` over the region.
+    ``|k| <= cutoff``; then over the region ``error = ‖φ - φ_true‖² / ‖φ_true‖²``
+    and, from their correlation coefficient ``c``, the SNR of the estimate
+    as a measurement of the truth, ``snr = c² / (1 - c²)`` (Frank & Al-Ali
+    1975), which does not depend on the estimate's scale (a timid estimate
+    near zero has an error near 1 whatever its quality).
 
     Parameters
     ----------
@@ -463,5 +466,10 @@ def phase_error(phase, truth, *, sampling, cutoff=None, region=None):
         grid = grids.make_grid(gpts=phase.shape, sampling=sampling)
         keep = grids.frequency_squared(grid, xp=xp) <= cutoff**2
         difference, reference = (backend.ifft2(backend.fft2(a) * keep).real for a in (difference, reference))
-    error = float(xp.sum(difference**2 * weight) / xp.sum(reference**2 * weight))
-    return error, 1.0 / error
+    estimate = difference + reference
+    error, product, power = (float(v) for v in backend.asnumpy(xp.stack([
+        xp.sum(difference**2 * weight), xp.sum(estimate * reference * weight), xp.sum(estimate**2 * weight)])))
+    truth_power = float(xp.sum(reference**2 * weight))
+    correlation = product / math.sqrt(power * truth_power) if power > 0 else 0.0
+    # the estimate as a measurement of the truth: SNR = c² / (1 - c²) (Frank & Al-Ali 1975)
+    return error / truth_power, correlation**2 / max(1 - correlation**2, 1e-300)
