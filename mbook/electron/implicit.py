@@ -21,7 +21,7 @@ Solving it
 ----------
 ``A`` is not Hermitian, so conjugate gradients do not apply; the choice is
 between GMRES (memory growing with the iterations, a restart to tune) and
-BiCGSTAB (van der Vorst 1992: a fixed seven volumes, two products with
+BiCGSTAB (van der Vorst 1992: a fixed nine volumes, two products with
 ``A`` per iteration). BiCGSTAB is taken. Its scalars are 0-d device arrays,
 so an iteration copies nothing to the host. It is right-preconditioned with
 the same system for the free-space wave in the slice's mean potential,
