@@ -231,7 +231,9 @@ def train(X, y, *, scale, learning_rate, num_steps: int, batch_size: int | None 
     each step uses ``B`` samples drawn uniformly (with replacement) from the
     run's ``n_r``, and the gradient is the mean over them. Gradient descent on
     ``w = u² - v²`` is stable for ``η ≲ 1 / (4 max(α², |w|∞) λ_max(XᵀX/n))``:
-    scale the step with ``1/α²`` in the kernel regime.
+    scale the step with ``1/α²`` in the kernel regime (:func:`stable_learning_rate`).
+    Runs are independent and go in chunks that fit the memory budget
+    (:func:`mbook.core.progress.plan_batches`); the result does not depend on the chunks.
 
     Parameters
     ----------
