@@ -277,3 +277,22 @@ def _bad_calls():
 def test_bad_input_is_refused_naming_the_parameter(name, call):
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+# ------------------------------------------------------------------------------------------ measures and callbacks
+def test_phase_snr_is_scale_free_and_follows_the_noise(rng):
+    truth = rng.standard_normal((64, 64))
+    noise = rng.standard_normal((64, 64))
+    error, snr = reconstruction.phase_error(0.3 * truth, truth, sampling=1.0)
+    assert error == pytest.approx(0.49, rel=1e-9) and snr > 1e10  # a scaled truth: error 0.7², infinite SNR
+    _, snr = reconstruction.phase_error(truth + 2.0 * noise, truth, sampling=1.0)
+    assert snr == pytest.approx(1 / 4, rel=0.15)  # signal power 1, noise power 4
+
+
+def test_callback_every_n_iterations(rng):
+    _, counts, probe, nominal, _ = _dataset(rng, jitter=0.0, dose=1e3)
+    seen = []
+    reconstruction.reconstruct(counts, positions=nominal, probe=probe, object_gpts=(32, 32), sampling=SAMPLING,
+                               max_num_iter=7, batch_size=36, callback_every=3,
+                               callback=lambda i, r: seen.append((i, r.phase.shape)))
+    assert seen == [(3, (1, 32, 32)), (6, (1, 32, 32)), (7, (1, 32, 32))]

@@ -26,6 +26,18 @@ Light atoms give almost nothing at cryo doses: gold fiducials
 Positions are in Å, arrays indexed ``[x, y]`` (:mod:`mbook.multimodal.drift`);
 shifts are measured relative to the mean over the frames (the gauge of
 :func:`mbook.multimodal.drift.rms_error`).
+
+Examples
+--------
+Four frame shifts on a line in time give the drift velocity:
+
+>>> import numpy as np
+>>> from mbook.multimodal import positions
+>>> times = np.array([84.0, 252.0, 420.0, 588.0])          # mean time of each frame [dwell]
+>>> shifts = np.outer(times - times.mean(), [0.016, -0.012])  # [Å]
+>>> offset, velocity = positions.drift_fit(shifts, times)
+>>> [round(float(v), 4) for v in velocity]
+[0.016, -0.012]
 """
 
 from __future__ import annotations

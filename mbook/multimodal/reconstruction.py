@@ -42,6 +42,27 @@ and a constant phase, are not determined by the data.
 Nothing is copied to the host inside the loop (with ``show_progress=False``
 and no callback); the progress bar shows the loss every ``callback_every``
 iterations, where ``callback`` may draw a figure.
+
+Examples
+--------
+A weak phase grating seen by 9 probe positions, reconstructed from noise-free patterns:
+
+>>> import numpy as np
+>>> from mbook.core import backend, grids
+>>> from mbook.multimodal import ptychography, reconstruction
+>>> grid = grids.make_grid(gpts=(32, 32), sampling=0.5)
+>>> x = np.arange(32) * 0.5
+>>> phase = 0.2 * np.cos(2 * np.pi * x / 4.0)[:, None] * np.cos(2 * np.pi * x / 5.0)[None, :]
+>>> potential = (phase / 6.526e-4)[None].astype(np.float32)      # σ at 300 keV [rad/(V·Å)]
+>>> kw = dict(energy=300e3, semiangle_cutoff=15.0, defocus=60.0)
+>>> scan = np.stack(np.meshgrid(*2 * [np.arange(6.0, 10.5, 1.5)], indexing="ij"), -1).reshape(-1, 2)
+>>> patterns = ptychography.diffraction_intensities(potential, grid=grid, slice_thickness=5.0,
+...                                                 positions=scan, gpts=16, **kw)
+>>> result = reconstruction.reconstruct(1e4 * patterns, positions=scan, object_gpts=(32, 32), sampling=0.5,
+...     probe=ptychography.centred_probe(16, sampling=0.5, **kw), max_num_iter=30, batch_size=4,
+...     probe_from=None, positions_from=None, detector=ptychography.detector_mask(16, sampling=0.5))
+>>> result.phase.shape, bool(result.loss[-1] < 0.05 * result.loss[0])
+((1, 32, 32), True)
 """
 
 from __future__ import annotations
