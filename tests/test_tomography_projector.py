@@ -123,6 +123,17 @@ def test_tilt_rotations_are_rotations_about_their_axis():
         np.testing.assert_allclose(r[:, :, fixed], np.broadcast_to(np.eye(3)[fixed], (7, 3)), atol=1e-14)
 
 
+def test_rows_of_one_rotation_are_batched_when_it_does_not_fit(rng, monkeypatch):
+    f, rotations = rng.standard_normal((8, 8, 8)), _random_rotations(rng, 3)
+    p = rng.standard_normal((3, 8, 8))
+    whole = backend.asnumpy(projector.project(f, rotations))
+    back = backend.asnumpy(projector.backproject(p, rotations, shape=f.shape))
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(1e-4))  # ~100 KiB: a few detector rows per block
+    np.testing.assert_allclose(backend.asnumpy(projector.project(f, rotations)), whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(projector.backproject(p, rotations, shape=f.shape)), back,
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_a_volume_over_the_memory_budget_is_refused(monkeypatch):
     monkeypatch.setenv("MBOOK_MEMORY_GB", "0.001")
     with pytest.raises(MemoryError, match="MiB"):

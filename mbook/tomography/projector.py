@@ -58,6 +58,8 @@ import numpy as np
 from mbook.core import backend, checks, progress
 
 AXES = ("y", "x")
+#: Float64 weights accumulated at once while building a TiltProjector's matrices [bytes].
+BUILD_CHUNK_BYTES = 32 * 2**20
 #: Peak bytes per ray sample of the gather/scatter (coordinates, floors, fractions, one corner's index,
 #: weight and gathered value, accumulators), for float64; the budget scales it by the itemsize.
 _BYTES_PER_SAMPLE = 160
@@ -135,12 +137,13 @@ def _float_dtype(array):
 
 
 # ----------------------------------------------------------------------------- the ray samples
-def _ray_points(rotations, shape, detector_gpts, xp, dtype):
-    """Voxel coordinates ``(3, B, nv, nu, nt)`` of every ray sample for the rotations ``(B, 3, 3)``."""
+def _ray_points(rotations, shape, detector_gpts, xp, dtype, rows):
+    """Voxel coordinates ``(3, B, rows, nu, nt)`` of every ray sample for the rotations ``(B, 3, 3)`` and the
+    detector rows ``rows = (first, stop)``."""
     nv, nu = detector_gpts
     half = _half_length(shape)
     t = xp.arange(-half, half + 1, dtype=dtype)
-    v = xp.arange(nv, dtype=dtype) - nv // 2
+    v = xp.arange(rows[0], rows[1], dtype=dtype) - nv // 2
     u = xp.arange(nu, dtype=dtype) - nu // 2
     r = rotations.astype(dtype)
     points = []
@@ -173,11 +176,25 @@ def _corners(points, shape, xp):
                 yield index_zy + ix, weight_zy * wx
 
 
-def _batch_size(n_rotations, shape, detector_gpts, itemsize, batch_size):
-    samples = detector_gpts[0] * detector_gpts[1] * (2 * _half_length(shape) + 1)
-    planned = progress.plan_batches(n_items=n_rotations, bytes_per_item=samples * _BYTES_PER_SAMPLE * itemsize // 8,
-                                    fixed_bytes=2 * math.prod(shape) * itemsize)
-    return planned if batch_size is None else min(batch_size, n_rotations)
+def _blocks(n_rotations, shape, detector_gpts, itemsize, batch_size):
+    """Blocks of work ``(first rotation, stop, first detector row, stop)`` under the memory budget.
+
+    The unit of work is one detector row of one rotation; blocks hold whole rotations when one
+    fits (``batch_size`` of them at most), else a few rows of one rotation (a 256³ volume: one
+    rotation's rays alone need ~2 GiB).
+    """
+    nv, nu = detector_gpts
+    row_bytes = nu * (2 * _half_length(shape) + 1) * _BYTES_PER_SAMPLE * itemsize // 8
+    rows = progress.plan_batches(n_items=n_rotations * nv, bytes_per_item=row_bytes,
+                                 fixed_bytes=2 * math.prod(shape) * itemsize)
+    if rows >= nv:
+        per_block = rows // nv if batch_size is None else min(batch_size, rows // nv)
+        for start in range(0, n_rotations, per_block):
+            yield start, min(start + per_block, n_rotations), 0, nv
+    else:
+        for k in range(n_rotations):
+            for first in range(0, nv, rows):
+                yield k, k + 1, first, min(first + rows, nv)
 
 
 # ----------------------------------------------------------------------------- the operator pair
@@ -198,8 +215,9 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
     detector_gpts : (2,) int, optional
         Detector pixels ``(nv, nu)``; default ``(ny, nx)``.
     batch_size : int, optional
-        Rotations per batch; default the largest that fits the memory budget
-        (:func:`mbook.core.progress.plan_batches`).
+        Rotations per batch at most; batches are the largest that fit the
+        memory budget (:func:`mbook.core.progress.plan_batches`), down to a
+        few detector rows of one rotation for large volumes.
 
     Returns
     -------
@@ -223,20 +241,18 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
     dtype = _float_dtype(volume)
     volume = volume.astype(dtype, copy=False)
     n = rotations.shape[0]
-    size = _batch_size(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size)
     flat = volume.reshape(-1)
     nvox = math.prod(shape)
     out = xp.empty((n,) + tuple(detector_gpts), dtype=dtype)
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype)
+    for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
+        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
         offset = 0
         if volume.ndim == 4:  # each rotation reads its own volume
             offset = (xp.arange(start, stop, dtype=xp.int64) * nvox)[:, None, None, None]
         total = xp.zeros(points[0].shape, dtype=dtype)
         for index, weight in _corners(points, shape, xp):
             total += weight * flat[index + offset]
-        out[start:stop] = total.sum(axis=-1) * sampling
+        out[start:stop, first:last] = total.sum(axis=-1) * sampling
     return out
 
 
@@ -282,13 +298,11 @@ def backproject(projections, rotations, *, shape, sampling: float = 1.0, separat
     projections = projections.astype(dtype, copy=False)
     n, detector_gpts = projections.shape[0], tuple(projections.shape[1:])
     nvox = math.prod(shape)
-    size = _batch_size(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size)
     length = n * nvox if separate else nvox
     out = xp.zeros(length, dtype=xp.float64)  # bincount sums in float64
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype)
-        values = projections[start:stop, :, :, None] * sampling
+    for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
+        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
+        values = projections[start:stop, first:last, :, None] * sampling
         offset = 0
         if separate:
             offset = (xp.arange(start, stop, dtype=xp.int64) * nvox)[:, None, None, None]
@@ -367,11 +381,24 @@ class TiltProjector:
         self.matrices = self._build(backend.get_array_module(self.rotations))
 
     def _build(self, xp):
-        """Accumulate the bilinear weights of every ray sample into the dense matrices, on the device."""
+        """Accumulate the bilinear weights of every ray sample into the dense matrices, on the device.
+
+        In chunks of angles of at most :data:`BUILD_CHUNK_BYTES` of float64 weights each, so that the
+        peak memory stays near the matrices' own (and the sums stay in cache-sized arrays)."""
         nz, ny, nx = self.shape
-        n, half = self.angles.size, _half_length((nz, nx))
+        n = self.angles.size
+        matrices = xp.empty((n, nx, nz * nx), dtype=self.dtype)
+        chunk = max(1, BUILD_CHUNK_BYTES // (8 * nx * nz * nx))
+        for start in range(0, n, chunk):
+            angles = self.angles[start:start + chunk]
+            matrices[start:start + angles.size] = self._build_chunk(xp, angles).astype(self.dtype)
+        return matrices
+
+    def _build_chunk(self, xp, angles):
+        nz, ny, nx = self.shape
+        n, half = angles.size, _half_length((nz, nx))
         dtype = xp.float64  # weights in float64, stored in self.dtype
-        theta = xp.asarray(np.radians(self.angles))
+        theta = xp.asarray(np.radians(angles))
         c, s = xp.cos(theta)[:, None, None], xp.sin(theta)[:, None, None]
         t = xp.arange(-half, half + 1, dtype=dtype)[None, None, :]
         u = (xp.arange(nx, dtype=dtype) - nx // 2)[None, :, None]
@@ -392,7 +419,7 @@ class TiltProjector:
             weight = xp.where(inside, weight, 0) * self.sampling
             index = row + xp.clip(zi, 0, nz - 1) * nx + xp.clip(xi, 0, nx - 1)
             matrices += xp.bincount(index.reshape(-1), weights=weight.reshape(-1), minlength=length)
-        return matrices.reshape(n, nx, nz * nx).astype(self.dtype)
+        return matrices.reshape(n, nx, nz * nx)
 
     def subset(self, indices) -> "TiltProjector":
         """The projector of some of the angles, sharing nothing but copies of their matrices (no rebuild).
