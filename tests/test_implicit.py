@@ -79,6 +79,19 @@ def test_preconditioner_inverts_a_uniform_potential(scheme, rng):
     np.testing.assert_allclose(backend.asnumpy(ops.forward(ops.precondition(x))), x, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["precondition", "precondition_adjoint"])
+def test_sweeps_agree_across_devices(name, device, on_cpu, rng):
+    """The CPU's loop over slices and the device's recursive doubling give the same sweep (200 slices)."""
+    grid = grids.make_grid(gpts=(8, 8), sampling=0.2)
+    kwargs = dict(grid=grid, energy=ENERGY, slice_thickness=0.5, dtype=np.complex64)
+    potential = rng.uniform(0, 50, (200, 8, 8))
+    r = random_volume(rng, (200, 8, 8)).astype(np.complex64)
+    result = getattr(implicit.operators(potential, **kwargs), name)(r)
+    reference = on_cpu(lambda: getattr(implicit.operators(potential, **kwargs), name)(r))
+    expected = backend.asnumpy(reference)
+    assert np.abs(backend.asnumpy(result) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
 @pytest.mark.parametrize("method", implicit.METHODS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_residual_below_tolerance(method, scheme):

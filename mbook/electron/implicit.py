@@ -71,8 +71,8 @@ METHODS = ("bicgstab", "richardson")
 #: Peak memory of :func:`solve` per incident wave, in volumes ``(n_slices, nx, ny)`` of the waves' dtype:
 #: BiCGSTAB's nine (b, x, r, r̂, p, v, y, z, t) and the temporaries of a product with ``A`` (17 measured).
 VOLUMES_IN_USE = 18
-#: Peak memory of the operator's diagonals, whatever the number of waves (4 kept, 7 while they are made).
-SYSTEM_VOLUMES = 8
+#: Peak memory of the operator's diagonals, whatever the number of waves (5 kept, 9 while they are made).
+SYSTEM_VOLUMES = 10
 
 
 class ImplicitResult(NamedTuple):
@@ -113,8 +113,9 @@ class _System(NamedTuple):
     aperture: object  # (nx, ny) real: Π, or ones
     kinetic: object  # (n, 1.., nx, ny) complex: Π(-iπλΔz_n|k|²), Fourier diagonal
     phase: object  # (n, 1.., nx, ny) complex: iσ v_n (band-limited), real space
-    gain: object  # (n, 1.., nx, ny): 1 / (1 - θ d_n), d_n = Π(-iπλΔz_n|k|² + iσ mean v_n)
-    carry: object  # (n, 1.., nx, ny): 1 + (1 - θ) d_n
+    gain: object  # (n, 1.., nx, ny): g_n = 1 / (1 - θ d_n), d_n = Π(-iπλΔz_n|k|² + iσ mean v_n)
+    step: object  # (n, 1.., nx, ny): g_n h_n, h_n = 1 + (1 - θ) d_n: M⁻¹'s slice-to-slice factor
+    step_back: object  # (n, 1.., nx, ny): conj(g_n h_{n+1}), 0 for the last slice: M⁻*'s factor
     axes: tuple  # the axes an inner product sums over: slices and (nx, ny)
 
 
@@ -168,8 +169,9 @@ def _make_system(potential, grid, energy, thicknesses, theta, batch_ndim, dtype,
     diagonal = kinetic + mean * aperture
     gain = 1 / (1 - real(theta) * diagonal)
     carry = 1 + real(1 - theta) * diagonal
+    step_back = xp.conj(gain) * xp.concatenate([xp.conj(carry[1:]), xp.zeros_like(carry[:1])], axis=0)
     axes = (0,) + tuple(range(-2, 0))
-    return _System(theta, aperture, kinetic, phase, gain, carry, axes)
+    return _System(theta, aperture, kinetic, phase, gain, gain * carry, step_back, axes)
 
 
 def _generator(system, x):
@@ -204,27 +206,44 @@ def _apply_adjoint(system, y):
     return y - _shift_up(y) + theta * generated + (1 - theta) * _shift_up(generated)
 
 
-def _precondition(system, r):
-    """``M⁻¹ r``: one sweep along z, ``x_n = g_n (r_n + h_n x_{n-1})`` (free space in the mean potential)."""
-    xp = backend.get_array_module(r)
-    x = xp.empty_like(r)
-    previous = xp.zeros_like(r[0])
-    for n in range(len(r)):  # bounded by the number of slices
-        previous = system.gain[n] * (r[n] + system.carry[n] * previous)
-        x[n] = previous
+def _linear_recurrence(factor, term):
+    """``x_n = factor_n x_{n-1} + term_n`` along axis 0 (``x_{-1} = 0``).
+
+    On the CPU, a loop over the slices: N small operations. Elsewhere (a GPU,
+    and the strict stand-in that checks that path), recursive doubling
+    (Hillis & Steele 1986), ceil(log2 N) whole-volume steps after each of
+    which every entry holds the recurrence over its last ``2d`` slices: one
+    kernel launch per slice and operation would cost a GPU more than the
+    FFTs, while the doubling's N log N work would cost a CPU more than the
+    loop. ``|factor| <= 1`` here, so the running products cannot overflow.
+    """
+    xp = backend.get_array_module(term)
+    if xp is np:
+        x = np.empty_like(term)
+        previous = np.zeros_like(term[0])
+        for n in range(len(term)):  # bounded by the number of slices
+            previous = term[n] + factor[n] * previous
+            x[n] = previous
+        return x
+    factor = xp.array(factor, copy=True)
+    x = xp.array(term, copy=True)
+    offset = 1
+    while offset < len(x):  # bounded: ceil(log2 n_slices) steps
+        x[offset:] += factor[offset:] * x[:-offset]  # the right side is made before x changes
+        factor[offset:] = factor[offset:] * factor[:-offset]
+        offset *= 2
     return x
 
 
+def _precondition(system, r):
+    """``M⁻¹ r``: ``x_n = g_n (r_n + h_n x_{n-1})`` along z (free space in each slice's mean potential)."""
+    return _linear_recurrence(system.step, system.gain * r)
+
+
 def _precondition_adjoint(system, r):
-    """``M⁻* r``: the sweep backwards, ``y_n = conj(g_n) (r_n + conj(h_{n+1}) y_{n+1})`` (M* is upper bidiagonal)."""
+    """``M⁻* r``: ``y_n = conj(g_n) (r_n + conj(h_{n+1}) y_{n+1})``, the recurrence run backwards (M* is upper)."""
     xp = backend.get_array_module(r)
-    y = xp.empty_like(r)
-    following = xp.zeros_like(r[0])
-    for n in range(len(r) - 1, -1, -1):  # bounded by the number of slices
-        carried = xp.conj(system.carry[n + 1]) * following if n + 1 < len(r) else following
-        following = xp.conj(system.gain[n]) * (r[n] + carried)
-        y[n] = following
-    return y
+    return _linear_recurrence(system.step_back[::-1], xp.conj(system.gain[::-1]) * r[::-1])[::-1]
 
 
 def _right_hand_side(system, incident_hat):
