@@ -296,3 +296,17 @@ def test_callback_every_n_iterations(rng):
                                max_num_iter=7, batch_size=36, callback_every=3,
                                callback=lambda i, r: seen.append((i, r.phase.shape)))
     assert seen == [(3, (1, 32, 32)), (6, (1, 32, 32)), (7, (1, 32, 32))]
+
+
+def test_generation_is_memory_bounded(rng):
+    grid = grids.make_grid(gpts=(32, 32), sampling=SAMPLING)
+    _, potential = _phase_object(rng, 32)
+    scan = _scan(4, 5.0, 1.0).reshape(-1, 2)
+    kw = dict(grid=grid, energy=ENERGY, slice_thickness=5.0, semiangle_cutoff=12.0, positions=scan, gpts=16)
+    whole = ptychography.diffraction_intensities(potential, **kw)
+    # a budget for the output and about two positions at a time gives the same patterns, batch by batch
+    fixed = 2 * 32 * 32 * 8 + 16 * 16 * 4 * len(scan) + 16 * 16 * 8
+    small = ptychography.diffraction_intensities(potential, budget=fixed + 2 * 16 * 16 * 28, **kw)
+    np.testing.assert_allclose(backend.asnumpy(small), backend.asnumpy(whole), atol=1e-7)
+    with pytest.raises(MemoryError, match="MiB"):
+        ptychography.diffraction_intensities(potential, budget=1000, **kw)
