@@ -310,3 +310,22 @@ def test_generation_is_memory_bounded(rng):
     np.testing.assert_allclose(backend.asnumpy(small), backend.asnumpy(whole), atol=1e-7)
     with pytest.raises(MemoryError, match="MiB"):
         ptychography.diffraction_intensities(potential, budget=1000, **kw)
+
+
+def test_probe_retrieval_recovers_from_a_wrong_defocus(rng):
+    phase, counts, probe, nominal, _ = _dataset(rng, jitter=0.0, smooth=1.0)
+    wrong = ptychography.centred_probe(16, sampling=SAMPLING, energy=ENERGY, semiangle_cutoff=15.0, defocus=30.0)
+    kw = dict(positions=nominal, object_gpts=(32, 32), sampling=SAMPLING, max_num_iter=40, batch_size=8,
+              positions_from=None, probe=wrong, **DETECTOR)
+    fixed = reconstruction.reconstruct(counts, probe_from=None, **kw)
+    retrieved = reconstruction.reconstruct(counts, probe_from=5, probe_step=1.0, **kw)
+    errors = [reconstruction.phase_error(r.phase[0], phase, sampling=SAMPLING, region=_region())[0]
+              for r in (fixed, retrieved)]
+    assert errors[1] < errors[0] / 3
+
+    def amplitude_error(candidate):
+        a, b = np.abs(backend.asnumpy(candidate)), np.abs(backend.asnumpy(probe))
+        b = b * np.linalg.norm(a) / np.linalg.norm(b)
+        return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+    assert amplitude_error(retrieved.probe) < 0.7 * amplitude_error(fixed.probe)
