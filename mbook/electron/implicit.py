@@ -41,8 +41,7 @@ product with ``A``). With ``antialias`` (default, as in multislice) the
 operator acts on waves band-limited to 2/3 of the Nyquist frequency:
 ``D = Π (-iπλΔz|k|² + iσ v) Π`` with Π that aperture, and the potential is
 band-limited the same way. ``D`` is anti-Hermitian, so ``A*`` is the same
-sweep with the roles of the two diagonals exchanged
-(:func:`apply_adjoint`).
+sweep with the roles of the two diagonals exchanged (:func:`operators`).
 
 Examples
 --------
@@ -136,6 +135,11 @@ def _check_system(waves, potential, grid, energy, slice_thickness, scheme):
         )
     thicknesses = multislice.check_thicknesses(slice_thickness, len(potential))
     return waves, potential, thicknesses, theta
+
+
+def _check_antialias(antialias):
+    if not isinstance(antialias, (bool, np.bool_)):
+        raise TypeError(f"antialias must be True or False, got {antialias!r}")
 
 
 def _check_volume(volume, name, shape):
@@ -312,6 +316,7 @@ def operators(potential, *, grid, energy, slice_thickness, scheme="crank-nicolso
         raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
     if not isinstance(batch_shape, tuple) or not all(isinstance(n, int) and n >= 1 for n in batch_shape):
         raise ValueError(f"batch_shape must be a tuple of integers >= 1, got {batch_shape!r}")
+    _check_antialias(antialias)
     potential = checks.check_array(potential, "potential", real=True)
     xp = backend.get_array_module(potential)
     probe = xp.zeros(tuple(potential.shape[-2:]), dtype)  # stands in for the waves' (nx, ny) in the checks
@@ -325,67 +330,6 @@ def operators(potential, *, grid, energy, slice_thickness, scheme="crank-nicolso
 
     return ImplicitOperators(in_fourier(_apply), in_fourier(_apply_adjoint), in_fourier(_precondition),
                              in_fourier(_precondition_adjoint), in_fourier(_right_hand_side))
-
-
-def _volume_operators(volume, potential, grid, energy, slice_thickness, scheme, antialias):
-    """Checks shared by :func:`apply_operator` and :func:`apply_adjoint`; the volume and the operators."""
-    potential = checks.check_array(potential, "potential", real=True)
-    volume = checks.check_field(volume, "volume")
-    if volume.ndim < 3 or len(volume) != len(potential):
-        raise ValueError(f"volume must be (n_slices, ..., nx, ny) with n_slices = {len(potential)} "
-                         f"(the potential's), got shape {volume.shape}")
-    if volume.shape[-2:] != potential.shape[-2:]:
-        raise ValueError(f"volume {volume.shape[-2:]} and potential {potential.shape[-2:]} must share (nx, ny)")
-    return volume, operators(potential, grid=grid, energy=energy, slice_thickness=slice_thickness, scheme=scheme,
-                             antialias=antialias, batch_shape=volume.shape[1:-2], dtype=volume.dtype)
-
-
-def apply_operator(volume, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
-                   antialias=True):
-    """The whole-domain operator ``A`` applied to a volume of waves (real space in, real space out).
-
-    Parameters
-    ----------
-    volume : (n_slices, ..., nx, ny) array_like, complex
-        One wave per slice exit (and any batch axes).
-    potential : (n_slices, nx, ny) array_like
-        Projected potential of each slice [V·Å].
-    grid : Grid
-        The 2D grid [Å].
-    energy : float
-        [eV].
-    slice_thickness : float or (n_slices,) array_like
-        [Å].
-    scheme : {"crank-nicolson", "backward-euler"}
-    antialias : bool
-        Band-limit operator and potential to 2/3 of Nyquist.
-
-    Returns
-    -------
-    (n_slices, ..., nx, ny) ndarray, complex
-        ``A Ψ``, on the selected device (complex128 for float64/complex128 input).
-    """
-    volume, ops = _volume_operators(volume, potential, grid, energy, slice_thickness, scheme, antialias)
-    return ops.forward(volume)
-
-
-def apply_adjoint(volume, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
-                  antialias=True):
-    """The adjoint ``A*`` of :func:`apply_operator` (same parameters): ``<AΨ, Y> = <Ψ, A*Y>``."""
-    volume, ops = _volume_operators(volume, potential, grid, energy, slice_thickness, scheme, antialias)
-    return ops.adjoint(volume)
-
-
-def right_hand_side(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nicolson",
-                    antialias=True):
-    """``b`` of ``AΨ = b`` for incident ``waves`` (..., nx, ny): the first slice's row, zero below.
-
-    Other parameters as :func:`apply_operator`. Returns the real-space volume
-    ``(n_slices, ..., nx, ny)`` on the selected device.
-    """
-    waves, potential, thicknesses, theta = _check_system(waves, potential, grid, energy, slice_thickness, scheme)
-    system = _make_system(potential, grid, energy, thicknesses, theta, waves.ndim - 2, waves.dtype, antialias)
-    return backend.ifft2(_right_hand_side(system, backend.fft2(waves)))
 
 
 # ----------------------------------------------------------------------------- the solvers
@@ -537,8 +481,7 @@ def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nico
     tol = checks.check_number(tol, "tol", lower=0, lower_inclusive=False, hint="e.g. 1e-5")
     max_num_iter = checks.check_iterations(max_num_iter, "max_num_iter")
     check_every = checks.check_iterations(check_every, "check_every")
-    if not isinstance(antialias, (bool, np.bool_)):
-        raise TypeError(f"antialias must be True or False, got {antialias!r}")
+    _check_antialias(antialias)
     n = len(potential)
     if x0 is not None:
         x0 = _check_volume(x0, "x0", (n,) + waves.shape).astype(waves.dtype, copy=False)
