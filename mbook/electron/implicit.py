@@ -460,7 +460,9 @@ def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nico
         Band-limit to 2/3 of Nyquist, as :func:`mbook.electron.multislice.propagate_slices`.
     budget : int, optional
         Memory allowed [bytes]; default :func:`mbook.core.progress.memory_budget`.
-        Waves are solved in batches that fit; one that does not is refused.
+        Waves are solved in batches that fit (:data:`VOLUMES_IN_USE` volumes
+        each, a progress bar when there are several); one that does not fit
+        is refused.
 
     Returns
     -------
@@ -498,7 +500,10 @@ def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nico
     system = _make_system(potential, grid, energy, thicknesses, theta, 1, waves.dtype, antialias)
     out = xp.empty((n, n_waves) + gpts, waves.dtype)
     iterations, converged, histories, residuals = 0, True, [], []
-    for start in range(0, n_waves, batch):  # bounded: ceil(n_waves / batch) batches
+    starts = range(0, n_waves, batch)  # bounded: ceil(n_waves / batch) batches
+    if len(starts) > 1:  # a bar only when the memory budget splits the waves
+        starts = progress.progress(starts, desc="implicit solve", total=len(starts))
+    for start in starts:
         stop = min(start + batch, n_waves)
         guess = None if flat_x0 is None else flat_x0[:, start:stop]
         volume, its, ok, history, residual = _solve_batch(system, flat[start:stop], guess, method, tol,
