@@ -12,7 +12,7 @@ error is at most the LMA's, with the ratios of time and memory (the speed-up at
 matched error). Run:
 
     .venv/bin/python benchmarks/prism.py                     # small: 2x2 cells, 8x8 probes
-    .venv/bin/python benchmarks/prism.py --size full         # 4x4 cells, 64x64 probes, 8 nm
+    .venv/bin/python benchmarks/prism.py --size full         # 4x4 cells, 64x64 probes, 2 nm
     MBOOK_DEVICE=gpu .venv/bin/python benchmarks/prism.py --size full
 
 abTEM's PRISM is not run here (abTEM is not installed in the project's
@@ -34,7 +34,7 @@ ENERGY, ALPHA, A, PX, STEP = 100e3, 25.0, structures.SRTIO3_LATTICE, 64, 8
 HAADF = {"HAADF": (70.0, 200.0)}
 SIZES = {  # cells across, cells along the beam, probes per axis over one cell, factors, patches
     "small": dict(cells=2, thick=5, scan=8, factors=(1, 2, 4), patches=(32, 48, 64)),
-    "full": dict(cells=4, thick=20, scan=64, factors=(1, 2, 4, 8), patches=(64, 96, 128)),
+    "full": dict(cells=4, thick=5, scan=64, factors=(1, 2, 4, 8), patches=(64, 96, 128)),
 }
 
 
