@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 
 from mbook.core import backend
-from mbook.segmentation import features, stm
+from mbook.inverse import optimize
+from mbook.segmentation import chan_vese, features, stm
 
 CLEAN = dict(drift=0.0, tip_blur=0.0, line_noise=0.0, noise=0.0, disorder_width=0.0)
 
@@ -147,6 +148,115 @@ def test_kmeans_copies_nothing_per_iteration(no_copies_per_iteration, rng):
     no_copies_per_iteration(lambda n: features.kmeans(points, 3, max_num_iter=n, tol=0))
 
 
+# ----------------------------------------------------------------------------- convex Chan-Vese
+def _disk(n=40, radius=10.0):
+    x, y = np.meshgrid(np.arange(n) - n / 2 + 0.5, np.arange(n) - n / 2 + 0.5, indexing="ij")
+    return (x**2 + y**2 <= radius**2).astype(np.int64)
+
+
+def test_the_gradient_on_region_stacks_is_minus_the_adjoint_of_the_divergence(device, rng):
+    # The operator of the multi-region model: the gradient of every u_k of a batch, (B, K, nx, ny).
+    u, p = rng.standard_normal((2, 3, 9, 7)), rng.standard_normal((2, 2, 3, 9, 7))
+    lhs = np.vdot(backend.asnumpy(optimize.gradient(u)), p)
+    rhs = -np.vdot(u, backend.asnumpy(optimize.divergence(p)))
+    assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
+def test_region_costs_are_squared_distances(device, rng):
+    maps, means = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((2, 4, 3))  # 2 images, 4 regions
+    costs = backend.asnumpy(chan_vese.region_costs(maps, means))
+    expected = ((maps[:, None] - means[:, :, :, None, None]) ** 2).sum(axis=2)
+    np.testing.assert_allclose(costs, expected, atol=1e-12)
+
+
+def test_the_simplex_projection_is_the_nearest_point_of_the_simplex(device, rng):
+    v = 2 * rng.standard_normal((4, 30))
+    p = backend.asnumpy(optimize.project_simplex(v, axis=0))
+    assert np.all(p >= 0) and np.allclose(p.sum(axis=0), 1)
+    # Against brute force: random points of the simplex are never closer.
+    for q in rng.dirichlet(np.ones(4), size=200):
+        assert np.all(((v - q[:, None]) ** 2).sum(axis=0) >= ((v - p) ** 2).sum(axis=0) - 1e-12)
+
+
+@pytest.mark.parametrize("solver", [chan_vese.chan_vese_binary, chan_vese.chan_vese_multi])
+def test_chan_vese_recovers_a_noisy_disk(solver, device, rng):
+    truth = _disk()
+    noisy = truth + 0.6 * rng.standard_normal(truth.shape)
+    costs = chan_vese.region_costs(noisy[None], np.array([[0.0], [1.0]]))
+    result = solver(costs, 1.5, tol=1e-4, max_num_iter=3000)
+    assert result.converged and float(result.gaps[-1]) <= 1e-4
+    assert backend.get_array_module(result.labels) is backend.xp
+    assert chan_vese.iou(result.labels, truth, match=False) >= 0.97
+    nearest = backend.asnumpy(chan_vese.region_costs(noisy[None], np.array([[0.0], [1.0]]))).argmin(axis=0)
+    assert chan_vese.iou(result.labels, truth, match=False) > chan_vese.iou(nearest, truth, match=False) + 0.1
+
+
+@pytest.mark.parametrize("weight, kept", [(4.5, True), (5.5, False)])
+def test_a_disk_survives_when_its_radius_exceeds_twice_the_weight(weight, kept):
+    """Clean disk of radius ρ = 10 with a cost gain of 1 per pixel: keeping it gains πρ² and costs
+    λ·2πρ in boundary, so it survives iff ρ > 2λ, i.e. λ < 5 (the thresholding theorem makes the
+    relaxation exact). On the grid the forward-difference TV overcharges the staircase of the
+    digital circle a little, which shaves a few of its corner pixels: at least 95 % survive."""
+    truth = _disk(radius=10.0)
+    costs = np.stack([truth, 1 - truth]).astype(float)  # d_0 = 1 inside (region 1 is the disk)
+    result = chan_vese.chan_vese_binary(costs, weight, tol=1e-4, max_num_iter=3000)
+    area = int(backend.asnumpy(result.labels).sum())
+    if kept:
+        assert 0.95 * truth.sum() <= area <= truth.sum()
+    else:
+        assert area == 0
+
+
+def test_multi_region_chan_vese_stays_on_the_simplex_and_recovers_three_regions(device, rng):
+    truth = np.zeros((36, 36), dtype=np.int64)
+    truth[:, 12:24], truth[:, 24:] = 1, 2
+    truth[4:14, 4:10] = 2
+    levels = np.array([0.0, 1.0, 2.0])
+    noisy = levels[truth] + 0.5 * rng.standard_normal(truth.shape)
+    result = chan_vese.chan_vese_multi(chan_vese.region_costs(noisy[None], levels[:, None]), 1.0, tol=1e-4,
+                                       max_num_iter=3000)
+    u = backend.asnumpy(result.u)
+    assert u.shape == (3, 36, 36) and u.min() >= 0 and np.allclose(u.sum(axis=0), 1)
+    assert result.converged and chan_vese.iou(result.labels, truth, match=False) >= 0.95
+
+
+def test_chan_vese_is_the_same_on_every_device(device, on_cpu, rng):
+    costs = rng.random((2, 3, 20, 20))
+    result = chan_vese.chan_vese_multi(costs, 0.3, tol=0, max_num_iter=50)
+    reference = on_cpu(chan_vese.chan_vese_multi, costs, 0.3, tol=0, max_num_iter=50)
+    np.testing.assert_allclose(backend.asnumpy(result.u), reference.u, atol=1e-12)
+    assert result.energy == pytest.approx(reference.energy, rel=1e-12)
+
+
+@pytest.mark.parametrize("solver", [chan_vese.chan_vese_binary, chan_vese.chan_vese_multi])
+def test_chan_vese_copies_nothing_per_iteration(solver, no_copies_per_iteration, rng):
+    costs = rng.random((2, 16, 16))
+    no_copies_per_iteration(lambda n: solver(costs, 0.5, max_num_iter=n, tol=0, check_every=5))
+
+
+def test_iou_matches_permuted_labels_and_counts_only_where_asked():
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    assert chan_vese.iou(1 - truth, truth) == 1.0
+    assert chan_vese.iou(1 - truth, truth, match=False) == 0.0
+    labels = np.array([[0, 1, 1, 1], [0, 0, 1, 1]])  # one pixel wrong
+    assert chan_vese.iou(labels, truth) == pytest.approx((3 / 4 + 4 / 5) / 2)
+    where = np.ones_like(truth, dtype=bool)
+    where[0, 1] = False
+    assert chan_vese.iou(labels, truth, where=where) == 1.0
+    per_image = chan_vese.iou(np.stack([labels, truth]), np.stack([truth, truth]), reduce="none")
+    assert backend.asnumpy(per_image).tolist() == pytest.approx([(3 / 4 + 4 / 5) / 2, 1.0])
+
+
+def test_features_and_convex_chan_vese_segment_synthetic_lattices():
+    images = stm.synthetic_stm(96, num_images=2, num_regions=2, seed=3)
+    maps = features.local_fourier_features(images.image)
+    clusters = features.kmeans(maps, 2, seed=0)
+    result = chan_vese.chan_vese(maps, clusters.means, 1.0 * float(((clusters.means[:, 0] - clusters.means[:, 1]) ** 2)
+                                                                   .sum(axis=-1).mean()))
+    ordered = images.disorder < 0.5
+    assert chan_vese.iou(result.labels, images.labels, where=ordered) >= 0.9
+
+
 # ----------------------------------------------------------------------------- bad input
 IMAGE = np.zeros((32, 32))
 BAD_INPUT = [
@@ -172,6 +282,17 @@ BAD_INPUT = [
     (features.kmeans, (np.zeros((2, 4, 4)), -3), {}, "num_clusters"),
     (features.kmeans, (np.zeros((2, 4, 4)), 2), {"max_num_iter": 0}, "max_num_iter"),
     (features.kmeans, (np.zeros((4, 4)), 2), {}, "features"),
+    (chan_vese.region_costs, (np.zeros((3, 4, 4)), np.zeros((2, 2))), {}, "means"),
+    (chan_vese.region_costs, (np.zeros((5, 3, 4, 4)), np.zeros((4, 2, 3))), {}, "means"),
+    (chan_vese.chan_vese_binary, (np.zeros((3, 4, 4)), 1.0), {}, "costs"),
+    (chan_vese.chan_vese_binary, (np.zeros((2, 4, 4)), 0.0), {}, "weight"),
+    (chan_vese.chan_vese_multi, (np.zeros((1, 4, 4)), 1.0), {}, "costs"),
+    (chan_vese.chan_vese_multi, (np.zeros((3, 4, 4)), 1.0), {"tol": -1.0}, "tol"),
+    (chan_vese.chan_vese_multi, (np.zeros((3, 4, 4)), 1.0), {"check_every": 0}, "check_every"),
+    (chan_vese.iou, (np.zeros((4, 4), int), np.zeros((5, 4), int)), {}, "labels"),
+    (chan_vese.iou, (np.zeros((4, 4)), np.zeros((4, 4), int)), {}, "labels"),
+    (chan_vese.iou, (np.zeros((4, 4), int), np.zeros((4, 4), int)), {"where": np.ones((3, 4), bool)}, "where"),
+    (chan_vese.iou, (np.zeros((4, 4), int), np.full((4, 4), 3)), {"num_regions": 2}, "num_regions"),
 ]
 
 

@@ -30,8 +30,8 @@ What to do with the direction depends on what separates the grains:
   one in ``h = 3``. Use it when grains differ by kind or spacing and the same grain may appear in
   any orientation.
 
-The magnitudes are then smoothed by a second Gaussian (``smoothing`` windows wide) to average out the
-beats between peaks that share a filter, reduced to a few dimensions by principal components
+The magnitudes may be smoothed by a second Gaussian (``smoothing`` windows wide) to average out the
+beats between peaks that share a filter; they are reduced to a few dimensions by principal components
 (:func:`fit_pca`, :func:`apply_pca`) and clustered by K-means (:func:`kmeans`), whose means are the
 region means of the Chan-Vese segmentation (:mod:`mbook.segmentation.chan_vese`).
 
@@ -96,9 +96,9 @@ def frequency_grid(*, frequencies=(0.05, 0.35), num_radial: int = 8, num_angles:
     return np.linspace(low, high, num_radial), np.arange(num_angles) * math.pi / num_angles
 
 
-def local_fourier_features(image, *, window: float = 4.0, frequencies=(0.05, 0.35), num_radial: int = 8,
-                           num_angles: int = 12, rotation: str = "covariant",
-                           smoothing: float = 1.0):
+def local_fourier_features(image, *, window: float = 6.0, frequencies=(0.05, 0.35), num_radial: int = 8,
+                           num_angles: int = 8, rotation: str = "covariant",
+                           smoothing: float = 0.0):
     """Windowed Fourier magnitudes of every pixel (see the module's docstring).
 
     Parameters
@@ -117,8 +117,9 @@ def local_fourier_features(image, *, window: float = 4.0, frequencies=(0.05, 0.3
     rotation : {"covariant", "invariant"}
         Keep the direction axis, or replace it by the moduli of its angular harmonics (see above).
     smoothing : float
-        Standard deviation of the Gaussian that smooths the magnitudes, in units of ``window``;
-        0 for none.
+        Standard deviation of a Gaussian that smooths the magnitudes, in units of ``window``; 0 for
+        none (the default: the total variation of the segmentation does the smoothing, and each
+        smoothing costs two more FFTs per frequency).
 
     Returns
     -------
@@ -169,7 +170,9 @@ def local_fourier_features(image, *, window: float = 4.0, frequencies=(0.05, 0.3
     for start in range(0, num_k, per_k):  # bounded: batches of frequencies that fit the budget
         kxb = kx[start:start + per_k, None, None]
         kyb = ky[start:start + per_k, None, None]
-        gabor = xp.exp(-2 * math.pi**2 * window**2 * ((qx - kxb) ** 2 + (qy - kyb) ** 2))  # ŵ(q - k)
+        # ŵ(q - k) is separable: the product of two 1D Gaussians (an outer product, no 2D exp).
+        gabor = (xp.exp(-2 * math.pi**2 * window**2 * (qx - kxb) ** 2)
+                 * xp.exp(-2 * math.pi**2 * window**2 * (qy - kyb) ** 2))
         response = xp.abs(backend.ifft2(spectrum[..., None, :, :] * gabor))
         if smoothing > 0:
             response = backend.ifft2(backend.fft2(response) * post).real

@@ -53,11 +53,13 @@ from mbook.core import backend, checks, progress
 LATTICES = ("hexagonal", "square", "molecular")
 
 # Per kind: cell size relative to the drawn spacing, angle between the basis vectors [rad], the
-# rotation period of the pattern [rad] (its symmetry), spot width relative to the cell size,
+# rotation period over which grains of one kind are spread [rad] (the lattice's symmetry), spot width relative to the cell size,
 # motif positions (in units of the cell size, before rotation) and their weights (0: unused).
 _CELL_SCALE = np.array([1.0, 1.0, 1.6])
 _BASIS_ANGLE = np.array([math.pi / 3, math.pi / 2, math.pi / 3])
-_PERIOD = np.array([math.pi / 3, math.pi / 2, 2 * math.pi / 3])
+# The molecular pattern repeats after 120°, but a turn by 60° more is a turn by 180° of the pattern,
+# which no Fourier magnitude sees (|F(-k)| = |F(k)|): its grains are spread over 60° too.
+_PERIOD = np.array([math.pi / 3, math.pi / 2, math.pi / 3])
 _SPOT_WIDTH = np.array([0.17, 0.17, 0.1])
 _MOTIF_ANGLES = np.deg2rad([90.0, 210.0, 330.0])
 _MOTIF = np.stack([
