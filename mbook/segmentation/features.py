@@ -96,9 +96,9 @@ def frequency_grid(*, frequencies=(0.05, 0.35), num_radial: int = 8, num_angles:
     return np.linspace(low, high, num_radial), np.arange(num_angles) * math.pi / num_angles
 
 
-def local_fourier_features(image, *, window: float = 6.0, frequencies=(0.05, 0.35), num_radial: int = 8,
-                           num_angles: int = 8, rotation: str = "covariant",
-                           smoothing: float = 0.0):
+def local_fourier_features(image, *, window: float = 4.0, frequencies=(0.05, 0.35), num_radial: int = 8,
+                           num_angles: int = 12, rotation: str = "covariant",
+                           smoothing: float = 1.0):
     """Windowed Fourier magnitudes of every pixel (see the module's docstring).
 
     Parameters
@@ -118,8 +118,8 @@ def local_fourier_features(image, *, window: float = 6.0, frequencies=(0.05, 0.3
         Keep the direction axis, or replace it by the moduli of its angular harmonics (see above).
     smoothing : float
         Standard deviation of a Gaussian that smooths the magnitudes, in units of ``window``; 0 for
-        none (the default: the total variation of the segmentation does the smoothing, and each
-        smoothing costs two more FFTs per frequency).
+        none (before a total-variation segmentation, which smooths by itself, 0 saves the two FFTs
+        per frequency that the smoothing costs).
 
     Returns
     -------
