@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.spatial
 
 from mbook.core import backend, checks, progress
 
@@ -193,19 +194,20 @@ def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: in
     ends, normals, windows = [], [], []
     static = np.delete(xyz, chosen, axis=0)
     s = _smoothstep(np.linspace(0.0, 1.0, 41))[:, None, None]  # points along a candidate path
+    tree = scipy.spatial.cKDTree(static)  # host-only: nearest static atom of every path point
     for atom in chosen:
         # Bounded search: of CANDIDATE_PATHS free end sites and bulge directions, keep the path that
         # stays furthest from the static atoms (atoms do not pass through each other).
         others = np.concatenate([static] + [e[None] for e in ends])
         direction = rng.standard_normal((CANDIDATE_PATHS, 3))
         end = direction / np.linalg.norm(direction, axis=1, keepdims=True) * (r.max() + 1.5)
-        free = np.min(np.linalg.norm(end[:, None] - others[None], axis=-1), axis=1) >= 2.5
+        free = scipy.spatial.cKDTree(others).query(end)[0] >= 2.5
         if not np.any(free):
             raise RuntimeError("diffusion_trajectories found no free surface site; use fewer moving atoms")
         normal = np.cross(end - xyz[atom], rng.standard_normal((CANDIDATE_PATHS, 3)))
         normal /= np.linalg.norm(normal, axis=1, keepdims=True)
         path = xyz[atom] + s * (end - xyz[atom]) + arc * np.sin(np.pi * s) * normal  # (41, candidates, 3)
-        clearance = np.min(np.linalg.norm(path[:, :, None] - static[None, None], axis=-1), axis=(0, 2))
+        clearance = tree.query(path.reshape(-1, 3))[0].reshape(path.shape[:2]).min(axis=0)
         best = int(np.argmax(np.where(free, clearance, -np.inf)))
         ends.append(end[best])
         normals.append(normal[best])
