@@ -171,6 +171,14 @@ def basis(**kwargs):
         (lambda: lma.scan(basis(), positions=POSITIONS, max_batch=0), "max_batch"),
         (lambda: lma.scan(basis(), positions=POSITIONS, block=17), r"block must be an integer >= 1 and <= 16"),
         (lambda: lma.affected(basis(), POSITIONS, np.zeros((16, 16), bool), block=0), "block"),
+        (lambda: build(budget=-1), "budget must be an integer"),
+        (lambda: basis(budget=2.5), "budget must be an integer"),
+        (lambda: prism.scan(build(), positions=POSITIONS, budget="1"), "budget must be an integer"),
+        (lambda: lma.basis_function(GRID, energy=ENERGY, semiangle_cutoff=ALPHA, lattice_step=8), "too coarse"),
+        (lambda: lma.basis_function(GRID, energy=ENERGY, semiangle_cutoff=ALPHA, lattice_step=0), "lattice_step"),
+        (lambda: lma.probe_diameter(energy=ENERGY, semiangle_cutoff=0.0), "semiangle_cutoff"),
+        (lambda: prism.beam_indices(GRID, energy=-1.0, semiangle_cutoff=ALPHA), "energy"),
+        (lambda: prism.smatrix_bytes(GRID, energy=ENERGY, semiangle_cutoff=ALPHA, interpolation=16), "interpolation"),
         (lambda: lma.affected(basis(), POSITIONS, np.zeros((4, 4), bool)), "touched has shape"),
     ],
 )
@@ -181,7 +189,14 @@ def test_bad_input_is_refused_naming_the_parameter(call, match):
 
 @pytest.mark.parametrize("call, match", [(lambda: lma.scan(None, positions=POSITIONS), "basis must be a LatticeBasis"),
                                          (lambda: lma.update_basis("basis", POTENTIAL), "basis must be a LatticeBasis"),
-                                         (lambda: prism.scan("S", positions=POSITIONS), "smatrix must be an SMatrix")])
+                                         (lambda: prism.scan("S", positions=POSITIONS), "smatrix must be an SMatrix"),
+                                         (lambda: build(grid="grid"), "grid must be a 2D"),
+                                         (lambda: basis(grid=None), "grid must be a 2D"),
+                                         (lambda: prism.check_positions(POSITIONS, (64, 64)), "grid must be a 2D"),
+                                         (lambda: prism.scan(build(), positions=POSITIONS, detectors="HAADF"),
+                                          "detectors must be a dict"),
+                                         (lambda: lma.scan(basis(), positions=POSITIONS, detectors=[(0, 1)]),
+                                          "detectors must be a dict")])
 def test_wrong_types_are_refused(call, match):
     with pytest.raises(TypeError, match=match):
         call()

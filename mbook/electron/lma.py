@@ -121,8 +121,17 @@ def _block(patch_gpts, lattice_step):
     return m + 1 - m % 2  # odd: centred on the lattice point nearest the probe
 
 
+def _check_grid(grid):
+    """``grid`` must be a 2D :class:`mbook.core.grids.Grid`; else TypeError naming it."""
+    if not isinstance(grid, grids.Grid) or grid.ndim != 2:
+        raise TypeError(f"grid must be a 2D mbook.core.grids.Grid, got {grid!r}")
+    return grid
+
+
 def probe_diameter(*, energy, semiangle_cutoff) -> float:
     """Diameter of the in-focus probe's first dark ring, ``1.22 λ / α`` [Å] (the patch's lower bound)."""
+    physics.check_energy(energy)
+    semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     return 1.22 * physics.wavelength(energy) / (semiangle_cutoff * 1e-3)
 
 
@@ -138,6 +147,9 @@ def check_lattice(grid, *, energy, semiangle_cutoff, lattice_step, patch_gpts) -
         (:func:`probe_diameter`) or than two lattice steps, or so large that a
         probe's window exceeds the cell.
     """
+    _check_grid(grid)
+    physics.check_energy(energy)
+    semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     nx, ny = grid.gpts
     spacing = max(grid.sampling)
     k_aperture = semiangle_cutoff * 1e-3 / physics.wavelength(energy)
@@ -192,9 +204,16 @@ def basis_function(patch_grid, *, energy, semiangle_cutoff, lattice_step):
     (patch, patch) ndarray, complex64
         On the selected device.
     """
+    _check_grid(patch_grid)
+    physics.check_energy(energy)
+    semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
+    lattice_step = checks.check_count(lattice_step, "lattice_step")
     xp = backend.xp
     k_aperture = semiangle_cutoff * 1e-3 / physics.wavelength(energy)
     k_outer = 1 / (lattice_step * max(patch_grid.sampling)) - k_aperture
+    if not k_outer > k_aperture:
+        raise ValueError(f"lattice_step={lattice_step} pixels is too coarse: h must be < 1/(2K) = "
+                         f"{1 / (2 * k_aperture):.3f} Å for a {semiangle_cutoff:g} mrad aperture at {energy:g} eV")
     k = xp.sqrt(grids.frequency_squared(patch_grid, xp=xp))
     spectrum = _taper((k - k_aperture) / (k_outer - k_aperture), xp) * lattice_step**2
     # Centre it on the middle pixel: the shift exp(-2πi k·r_c) with r_c at index patch//2.
@@ -324,6 +343,8 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
     """
     physics.check_energy(energy)
     semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
+    _check_grid(grid)
+    budget = None if budget is None else checks.check_count(budget, "budget")
     potential = checks.check_array(potential, "potential", ndim=3, real=True).astype(np.float32)
     if tuple(potential.shape[-2:]) != tuple(grid.gpts):
         raise ValueError(f"potential ends in {potential.shape[-2:]} but the grid has gpts {grid.gpts}")
@@ -375,6 +396,7 @@ def update_basis(basis, potential, *, tol=1e-3, budget=None):
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
     tol = checks.check_number(tol, "tol", lower=0, upper=1, lower_inclusive=False, upper_inclusive=False)
+    budget = None if budget is None else checks.check_count(budget, "budget")
     potential = checks.check_array(potential, "potential", ndim=3, real=True).astype(np.float32)
     if potential.shape != basis.potential.shape:
         raise ValueError(f"potential has shape {potential.shape}, the basis was built for {basis.potential.shape}")
@@ -525,7 +547,10 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     max_batch = checks.check_count(max_batch, "max_batch")
     m = basis.block if block is None else checks.check_count(block, "block", maximum=min(basis.array.shape[:2]))
     grid, energy = basis.grid, basis.energy
+    budget = None if budget is None else checks.check_count(budget, "budget")
     positions = prism.check_positions(positions, grid)
+    if detectors is not None and not isinstance(detectors, dict):
+        raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
     detectors = stem.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
     xp = backend.get_array_module(basis.array)
     window = grids.make_grid(gpts=_window_shape(basis, m), sampling=grid.sampling)

@@ -91,6 +91,27 @@ class SMatrix:
         return int(self.array.nbytes)
 
 
+def _check_grid(grid):
+    """``grid`` must be a 2D :class:`mbook.core.grids.Grid`; else TypeError naming it."""
+    if not isinstance(grid, grids.Grid) or grid.ndim != 2:
+        raise TypeError(f"grid must be a 2D mbook.core.grids.Grid, got {grid!r}")
+    return grid
+
+
+def _check_budget(budget):
+    """A memory budget [bytes]: None (the default budget) or an integer >= 1."""
+    return None if budget is None else checks.check_count(budget, "budget")
+
+
+def _check_detectors(detectors, semiangle_cutoff):
+    """``{name: (inner, outer)}`` [mrad] as a dict; default :func:`mbook.electron.stem.standard_detectors`."""
+    if detectors is None:
+        return stem.standard_detectors(semiangle_cutoff)
+    if not isinstance(detectors, dict):
+        raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
+    return dict(detectors)
+
+
 def check_interpolation(interpolation, grid, *, energy, semiangle_cutoff) -> int:
     """The interpolation factor ``f``: a positive integer dividing both gpts, small enough for a probe.
 
@@ -102,6 +123,9 @@ def check_interpolation(interpolation, grid, *, energy, semiangle_cutoff) -> int
     ValueError
         Naming ``interpolation``, its value and the valid values.
     """
+    _check_grid(grid)
+    physics.check_energy(energy)
+    semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     if not isinstance(interpolation, numbers.Integral) or isinstance(interpolation, bool) or interpolation < 1:
         raise ValueError(f"interpolation must be a positive integer (the PRISM factor f), got {interpolation!r}")
     interpolation = int(interpolation)
@@ -124,9 +148,8 @@ def beam_indices(grid, *, energy, semiangle_cutoff, interpolation=1) -> np.ndarr
     A parameter of the grid (host, int64, shape ``(n_beams, 2)``): the same
     aperture test as :func:`mbook.electron.waves.aperture` (``α <= α_max``).
     """
-    physics.check_energy(energy)
-    semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
-    f = check_interpolation(interpolation, grid, energy=energy, semiangle_cutoff=semiangle)
+    f = check_interpolation(interpolation, grid, energy=energy, semiangle_cutoff=semiangle_cutoff)
+    semiangle = float(semiangle_cutoff)
     kx, ky = grids.spatial_frequencies(grid, xp=np)
     ix, iy = np.arange(0, grid.gpts[0], f), np.arange(0, grid.gpts[1], f)
     alpha = physics.wavelength(energy) * np.sqrt(kx[ix][:, None] ** 2 + ky[iy][None, :] ** 2)
@@ -208,6 +231,8 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     """
     physics.check_energy(energy)
     semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
+    _check_grid(grid)
+    budget = _check_budget(budget)
     potential = checks.check_array(potential, "potential", ndim=3, real=True)
     if tuple(potential.shape[-2:]) != tuple(grid.gpts):
         raise ValueError(f"potential ends in {potential.shape[-2:]} but the grid has gpts {grid.gpts}")
@@ -251,6 +276,7 @@ def check_positions(positions, grid):
     ValueError
         Naming ``positions``: a wrong shape, or positions outside ``[0, extent)``.
     """
+    _check_grid(grid)
     positions = checks.check_array(positions, "positions", min_ndim=1, real=True).astype(np.float64)
     if positions.shape[-1] != 2:
         raise ValueError(f"positions must be a finite (..., 2) array [Å], got shape {positions.shape}")
@@ -277,7 +303,7 @@ def _coefficients(spectrum, beams, positions, grid, window):
     return (values[None] / norm * xp.exp(-2j * math.pi * phase)).astype(xp.complex64)
 
 
-def window_centres(positions, grid):
+def _window_centres(positions, grid):
     """Pixel ``(i, j)`` nearest each position ``(n, 2)`` [Å] (host int64: where each probe's window sits)."""
     return np.rint(backend.asnumpy(positions).reshape(-1, 2) / np.asarray(grid.sampling)).astype(np.int64)
 
@@ -350,8 +376,9 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     if not isinstance(smatrix, SMatrix):
         raise TypeError(f"smatrix must be an SMatrix from prism.build_smatrix, got {type(smatrix).__name__}")
     grid, energy = smatrix.grid, smatrix.energy
+    budget = _check_budget(budget)
     positions = check_positions(positions, grid)
-    detectors = stem.standard_detectors(smatrix.semiangle_cutoff) if detectors is None else dict(detectors)
+    detectors = _check_detectors(detectors, smatrix.semiangle_cutoff)
     xp = backend.get_array_module(smatrix.array)
     window = grids.make_grid(gpts=smatrix.window, sampling=grid.sampling)
     masks = stem.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
@@ -359,7 +386,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
                                     Cs=Cs, aberrations=aberrations, xp=xp)
     beams = backend.asarray(smatrix.beams)
     flat = positions.reshape(-1, 2)
-    centres = window_centres(positions, grid)  # host: where each window sits (one copy, on entry)
+    centres = _window_centres(positions, grid)  # host: where each window sits (one copy, on entry)
     n, n_beams, n_window = len(flat), len(smatrix.beams), window.gpts[0] * window.gpts[1]
     signals = xp.empty((n, len(detectors)), xp.float32) if masks is not None else None
     patterns = xp.empty((n,) + tuple(window.gpts), xp.float32) if diffraction else None
