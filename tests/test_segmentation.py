@@ -129,6 +129,20 @@ def test_pca_components_are_orthonormal_with_the_variance_of_the_scores(rng):
     assert np.all(np.diff(backend.asnumpy(pca.variance)) <= 0)
 
 
+def test_pca_per_image_is_the_pca_of_each_image(device, rng):
+    maps = rng.standard_normal((3, 5, 12, 10)) * np.arange(1, 6)[None, :, None, None]
+    batched = features.fit_pca(maps, 2, per_image=True)
+    scores = backend.asnumpy(features.apply_pca(maps, batched))
+    assert scores.shape == (3, 2, 12, 10) and backend.get_array_module(batched.components) is backend.xp
+    for b in range(3):
+        alone = features.fit_pca(maps[b], 2)
+        np.testing.assert_allclose(backend.asnumpy(batched.components[b]), backend.asnumpy(alone.components),
+                                   atol=1e-10)
+        np.testing.assert_allclose(scores[b], backend.asnumpy(features.apply_pca(maps[b], alone)), atol=1e-10)
+    with pytest.raises(ValueError, match="per image"):
+        features.apply_pca(maps[:2], batched)
+
+
 def test_kmeans_finds_separated_clusters_on_every_device(device, on_cpu, rng):
     centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
     truth = rng.integers(3, size=(2, 20, 20))

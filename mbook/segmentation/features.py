@@ -190,13 +190,13 @@ class PCA(NamedTuple):
 
     Attributes
     ----------
-    mean : (C,) ndarray
-        Mean feature vector.
-    components : (num_components, C) ndarray
+    mean : (C,) or (..., C) ndarray
+        Mean feature vector (of every image, with ``per_image``).
+    components : (num_components, C) or (..., num_components, C) ndarray
         Orthonormal principal directions, by decreasing variance.
-    variance : (num_components,) ndarray
+    variance : (num_components,) or (..., num_components) ndarray
         Variance of the features along each direction.
-    scale : float
+    scale : float or (...,) ndarray
         Standard deviation along the first direction: :func:`apply_pca` divides by it, so the first
         score has unit variance and the others keep their relative weight.
     """
@@ -204,7 +204,7 @@ class PCA(NamedTuple):
     mean: object
     components: object
     variance: object
-    scale: float
+    scale: object
 
 
 def _points(features):
@@ -214,8 +214,8 @@ def _points(features):
     return xp.moveaxis(features, -3, -1).reshape(-1, channels)
 
 
-def fit_pca(features, num_components: int = 4) -> PCA:
-    """Principal components of the feature vectors of every pixel (of every image).
+def fit_pca(features, num_components: int = 4, *, per_image: bool = False) -> PCA:
+    """Principal components of the feature vectors of every pixel, of all images or of each image.
 
     Parameters
     ----------
@@ -223,6 +223,11 @@ def fit_pca(features, num_components: int = 4) -> PCA:
         From :func:`local_fourier_features`.
     num_components : int
         Directions to keep, ``1 <= num_components <= C``.
+    per_image : bool
+        One set of directions for all the pixels of all images (False: a model to apply to new
+        images), or one per image (True: the directions that vary most *within* each image, which is
+        what separates its grains when the images hold different lattices), batched along the
+        leading axes.
 
     Returns
     -------
@@ -231,19 +236,29 @@ def fit_pca(features, num_components: int = 4) -> PCA:
     features = checks.check_array(features, "features", min_ndim=3, real=True)
     channels = features.shape[-3]
     num_components = checks.check_count(num_components, "num_components", maximum=channels)
+    if not isinstance(per_image, bool):
+        raise TypeError(f"per_image must be True or False, got {per_image!r}")
     xp = backend.get_array_module(features)
-    points = _points(features)
-    mean = points.mean(axis=0)
-    centred = points - mean
-    covariance = centred.T @ centred / max(points.shape[0] - 1, 1)
-    values, vectors = xp.linalg.eigh(covariance)  # ascending
+    batch_shape = features.shape[:-3] if per_image else ()
+    n = features.shape[-2] * features.shape[-1] * (1 if per_image else max(1, math.prod(features.shape[:-3])))
+    points = _points(features).reshape(-1, n, channels)  # (M, N, C)
+    mean = points.mean(axis=1)
+    centred = points - mean[:, None, :]
+    covariance = xp.matmul(xp.swapaxes(centred, -1, -2), centred) / max(n - 1, 1)
+    values, vectors = xp.linalg.eigh(covariance)  # ascending, batched
     order = xp.arange(channels - 1, channels - 1 - num_components, -1)
-    components = vectors[:, order].T
+    components = xp.swapaxes(vectors[..., order], -1, -2)  # (M, num_components, C)
     # Fix each direction's sign (largest entry positive): the same scores on every device.
-    signs = xp.sign(xp.take_along_axis(components, xp.argmax(xp.abs(components), axis=1)[:, None], axis=1))
+    largest = xp.argmax(xp.abs(components), axis=-1)[..., None]
+    signs = xp.sign(xp.take_along_axis(components, largest, axis=-1))
     components = components * xp.where(signs == 0, 1.0, signs)
-    variance = xp.maximum(values[order], 0)
-    return PCA(mean, components, variance, float(xp.sqrt(xp.maximum(variance[0], 1e-300))))
+    variance = xp.maximum(values[..., order], 0)
+    scale = xp.sqrt(xp.maximum(variance[..., 0], 1e-300))
+    if not per_image:
+        return PCA(mean[0], components[0], variance[0], float(scale[0]))
+    return PCA(mean.reshape(batch_shape + (channels,)),
+               components.reshape(batch_shape + (num_components, channels)),
+               variance.reshape(batch_shape + (num_components,)), scale.reshape(batch_shape))
 
 
 def apply_pca(features, pca: PCA):
@@ -252,7 +267,8 @@ def apply_pca(features, pca: PCA):
     Parameters
     ----------
     features : (..., C, nx, ny) array, real
-        Same ``C`` as the features ``pca`` was fitted to.
+        Same ``C`` as the features ``pca`` was fitted to (and the same leading axes, for a PCA
+        fitted ``per_image``).
     pca : PCA
 
     Returns
@@ -264,14 +280,21 @@ def apply_pca(features, pca: PCA):
     if not isinstance(pca, PCA):
         raise TypeError(f"pca must be a PCA from fit_pca, got {type(pca).__name__}")
     channels = features.shape[-3]
-    if pca.components.shape[1] != channels:
-        raise ValueError(f"features have {channels} channels (axis -3, shape {tuple(features.shape)}) but pca was "
-                         f"fitted to {pca.components.shape[1]}")
-    xp = backend.get_array_module(features)
     components, mean = backend.asarray(pca.components), backend.asarray(pca.mean)
-    scores = (_points(features) - mean) @ components.T / pca.scale
-    shape = features.shape[:-3] + features.shape[-2:] + (components.shape[0],)
-    return xp.moveaxis(scores.reshape(shape), -1, -3)
+    if components.shape[-1] != channels:
+        raise ValueError(f"features have {channels} channels (axis -3, shape {tuple(features.shape)}) but pca was "
+                         f"fitted to {components.shape[-1]}")
+    xp = backend.get_array_module(features)
+    if components.ndim == 2:
+        scores = (_points(features) - mean) @ components.T / pca.scale
+        shape = features.shape[:-3] + features.shape[-2:] + (components.shape[0],)
+        return xp.moveaxis(scores.reshape(shape), -1, -3)
+    if components.shape[:-2] != features.shape[:-3]:
+        raise ValueError(f"pca was fitted per image to the leading axes {tuple(components.shape[:-2])}, but the "
+                         f"features have {tuple(features.shape[:-3])}")
+    centred = features - mean[..., :, None, None]
+    scale = backend.asarray(pca.scale)
+    return xp.einsum("...kc,...cxy->...kxy", components, centred) / scale[..., None, None, None]
 
 
 class KMeansResult(NamedTuple):
