@@ -183,6 +183,16 @@ def test_region_costs_are_squared_distances(device, rng):
     np.testing.assert_allclose(costs, expected, atol=1e-12)
 
 
+def test_normalized_costs_put_the_region_means_one_apart(rng):
+    means = rng.standard_normal((2, 3, 4))  # 2 images, 3 regions, 4 channels
+    maps = rng.standard_normal((2, 4, 5, 5))
+    costs = backend.asnumpy(chan_vese.region_costs(maps, means, normalize=True))
+    raw = backend.asnumpy(chan_vese.region_costs(maps, means))
+    for b in range(2):
+        spread = np.mean([((means[b, k] - means[b, l]) ** 2).sum() for k in range(3) for l in range(3) if k != l])
+        np.testing.assert_allclose(costs[b], raw[b] / spread, rtol=1e-12)
+
+
 def test_the_simplex_projection_is_the_nearest_point_of_the_simplex(device, rng):
     v = 2 * rng.standard_normal((4, 30))
     p = backend.asnumpy(optimize.project_simplex(v, axis=0))
@@ -265,8 +275,7 @@ def test_features_and_convex_chan_vese_segment_synthetic_lattices():
     images = stm.synthetic_stm(96, num_images=2, num_regions=2, seed=3)
     maps = features.local_fourier_features(images.image, window=6.0, num_angles=8, smoothing=0)
     clusters = features.kmeans(maps, 2, seed=0)
-    result = chan_vese.chan_vese(maps, clusters.means, 1.0 * float(((clusters.means[:, 0] - clusters.means[:, 1]) ** 2)
-                                                                   .sum(axis=-1).mean()))
+    result = chan_vese.chan_vese(maps, clusters.means, 1.0, normalize=True)
     ordered = images.disorder < 0.5
     assert chan_vese.iou(result.labels, images.labels, where=ordered) >= 0.9
 

@@ -86,7 +86,7 @@ class ChanVeseResult(NamedTuple):
     energy: float
 
 
-def region_costs(features, means):
+def region_costs(features, means, *, normalize: bool = False):
     """Squared distances ``d_k(x) = |F(x) - c_k|²`` of every pixel's features to every region mean.
 
     Parameters
@@ -96,6 +96,11 @@ def region_costs(features, means):
     means : (K, C) or (..., K, C) array, real
         Region means, shared by the batch or one set per image (e.g. from
         :func:`mbook.segmentation.features.kmeans`).
+    normalize : bool
+        Divide the costs of each image by the mean squared distance between its region means
+        ``mean_{k<l} |c_k - c_l|²``. A pixel deep inside a region then gains about 1 by joining it,
+        so the weight ``λ`` of the segmentation becomes a length [px], the same for every image: a
+        disk-shaped region survives when its radius exceeds about ``2λ``.
 
     Returns
     -------
@@ -115,7 +120,17 @@ def region_costs(features, means):
     # |F - c|² = |F|² - 2 F·c + |c|², contracted over the channels without a (K, C, nx, ny) temporary.
     cross = xp.einsum("...kc,...cxy->...kxy", means, features)
     squared = (features**2).sum(axis=-3)[..., None, :, :]
-    return xp.maximum(squared - 2 * cross + (means**2).sum(axis=-1)[..., None, None], 0)
+    costs = xp.maximum(squared - 2 * cross + (means**2).sum(axis=-1)[..., None, None], 0)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    if normalize:
+        k = means.shape[-2]
+        if k < 2:
+            raise ValueError(f"normalize needs at least 2 region means, got means of shape {tuple(means.shape)}")
+        pairs = ((means[..., :, None, :] - means[..., None, :, :]) ** 2).sum(axis=-1)  # (..., K, K)
+        spread = pairs.sum(axis=(-2, -1)) / (k * (k - 1))
+        costs = costs / xp.maximum(spread, 1e-300)[..., None, None, None]
+    return costs
 
 
 def _check_costs(costs, minimum):
@@ -227,14 +242,14 @@ def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: in
                           energy)
 
 
-def chan_vese(features, means, weight: float, **kwargs) -> ChanVeseResult:
+def chan_vese(features, means, weight: float, *, normalize: bool = False, **kwargs) -> ChanVeseResult:
     """Convex Chan-Vese on feature maps with known region means: binary for 2 means, else multi-region.
 
-    ``chan_vese(F, c, λ)`` is ``chan_vese_binary(region_costs(F, c), λ)`` for two means and
-    ``chan_vese_multi(...)`` for more; ``kwargs`` go to the solver (``tol``, ``max_num_iter``,
+    ``chan_vese(F, c, λ)`` is ``chan_vese_binary(region_costs(F, c, normalize=...), λ)`` for two means
+    and ``chan_vese_multi(...)`` for more; ``kwargs`` go to the solver (``tol``, ``max_num_iter``,
     ``check_every``).
     """
-    costs = region_costs(features, means)
+    costs = region_costs(features, means, normalize=normalize)
     solver = chan_vese_binary if costs.shape[-3] == 2 else chan_vese_multi
     return solver(costs, weight, **kwargs)
 
