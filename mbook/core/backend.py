@@ -43,6 +43,7 @@ import contextlib
 import functools
 import importlib
 import math
+import numbers
 import os
 import threading
 import types
@@ -217,12 +218,18 @@ def get_array_module(*arrays) -> types.ModuleType:
     return np
 
 
+_SCIPY_SUBMODULES = frozenset({"fft", "ndimage", "signal", "special", "linalg", "sparse", "interpolate", "spatial",
+                                "stats", "optimize", "integrate"})
+
+
 def scipy_module(name: str, *arrays) -> types.ModuleType:
     """SciPy's submodule ``name`` (``"fft"``, ``"ndimage"``, ``"special"``, ...) for the device of ``arrays``.
 
     :mod:`scipy` for NumPy arrays, :mod:`cupyx.scipy` for CuPy arrays, and
     SciPy behind the stand-in's refusals for strict arrays.
     """
+    if name not in _SCIPY_SUBMODULES:
+        raise ValueError(f"name must be one of SciPy's submodules {sorted(_SCIPY_SUBMODULES)}, got {name!r}")
     xp = get_array_module(*arrays)
     if xp is np:
         return importlib.import_module(f"scipy.{name}")
@@ -247,6 +254,8 @@ def asarray(array, dtype=None):
     Public functions call this on their array inputs: with the GPU selected,
     NumPy inputs move to the GPU; with the CPU selected, CuPy inputs come back.
     """
+    if isinstance(array, (str, bytes)) or array is None:
+        raise TypeError(f"array must be an array or a sequence of numbers, got {type(array).__name__} {array!r}")
     device = get_device()
     if device == "cpu":
         return np.asarray(asnumpy(array) if is_device_array(array) else array, dtype=dtype)
@@ -296,27 +305,47 @@ def fft_kwargs(array) -> dict:
     return {"workers": getattr(_local, "workers", -1)} if get_array_module(array) is np else {}
 
 
+def _fft_input(array, axes, min_ndim):
+    """Refuse what no FFT can take, naming the parameter: cheap checks of type, size and axes only.
+
+    No finiteness check: the FFTs run inside iterations, where it would copy to the host each time
+    (public functions check their array inputs on entry)."""
+    if isinstance(array, (str, bytes)) or array is None or not hasattr(array, "ndim"):
+        raise TypeError(f"array must be a NumPy, CuPy or stand-in array, got {type(array).__name__}")
+    if array.ndim < min_ndim or array.size == 0:
+        raise ValueError(f"array must be non-empty with at least {min_ndim} axes, got shape {array.shape}")
+    if axes is not None:
+        if isinstance(axes, (str, bytes)) or not all(
+                isinstance(a, numbers.Integral) and not isinstance(a, bool) and -array.ndim <= a < array.ndim
+                for a in axes):
+            raise ValueError(f"axes must be integer axes of a {array.ndim}D array, got {axes!r}")
+
+
 def fft2(array, axes=(-2, -1)):
     """Unnormalised forward 2D FFT over ``axes`` on the array's own device.
 
     Conventions are those of :mod:`mbook.core.grids`: no shift, no scaling, so
     ``ifft2(fft2(a)) == a`` and ``sum |a|^2 = sum |fft2(a)|^2 / N``.
     """
+    _fft_input(array, axes, 2)
     return fft_module(array).fft2(array, axes=axes, **fft_kwargs(array))
 
 
 def ifft2(array, axes=(-2, -1)):
     """Inverse of :func:`fft2` (scaled by 1/N)."""
+    _fft_input(array, axes, 2)
     return fft_module(array).ifft2(array, axes=axes, **fft_kwargs(array))
 
 
 def fftn(array, axes=None):
     """Unnormalised forward N-dimensional FFT on the array's own device."""
+    _fft_input(array, axes, 1)
     return fft_module(array).fftn(array, axes=axes, **fft_kwargs(array))
 
 
 def ifftn(array, axes=None):
     """Inverse of :func:`fftn` (scaled by 1/N)."""
+    _fft_input(array, axes, 1)
     return fft_module(array).ifftn(array, axes=axes, **fft_kwargs(array))
 
 
@@ -464,6 +493,11 @@ def fft2_plan(shape, dtype=np.complex64, *, xp=None, slot="waves") -> FFT2Plan:
         one shape (the waves, and the transmission functions built slice by
         slice) take different slots so that neither overwrites the other.
     """
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in shape):
+        raise ValueError(f"shape must be a sequence of positive integers, got {shape!r}")
+    if not isinstance(slot, str):
+        raise TypeError(f"slot must be a str naming the plan's buffer, got {slot!r}")
     xp = xp or array_module()
     dtype = np.dtype(dtype)
     if dtype.kind != "c" or len(shape) < 2:

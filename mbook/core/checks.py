@@ -68,6 +68,9 @@ def check_number(value, name: str, *, lower=None, upper=None, lower_inclusive: b
     hint : str
         A typical value for the message, e.g. ``"e.g. 300e3 for 300 keV"``.
     """
+    for bound_name, bound in (("lower", lower), ("upper", upper)):
+        if bound is not None and not (_is_real_number(bound) and not math.isnan(bound)):
+            raise ValueError(f"{bound_name} (a bound for {name}) must be a real number or None, got {bound!r}")
     value = _as_scalar(value)
     ok = _is_real_number(value) and math.isfinite(value)
     if ok and lower is not None:
@@ -97,6 +100,9 @@ def check_positive_number(value, name: str, *, allow_zero: bool = False, upper=N
 
 def check_count(value, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     """An integer (not a float such as 2.5 or 2.0, not a bool) in ``[minimum, maximum]``."""
+    for bound_name, bound in (("minimum", minimum), ("maximum", maximum)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, numbers.Integral)):
+            raise ValueError(f"{bound_name} (a bound for {name}) must be an integer, got {bound!r}")
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
     ok = ok and (maximum is None or value <= maximum)
     if not ok:
@@ -143,6 +149,8 @@ def check_choice(value, name: str, choices) -> str:
 # ----------------------------------------------------------------------------- per-axis lengths
 def as_tuple(value, name: str, ndim: int | None) -> tuple:
     """A scalar repeated ``ndim`` times, or a 1D sequence of ``ndim`` entries, as a tuple."""
+    if ndim is not None:
+        check_count(ndim, f"ndim (the number of axes of {name})")
     if np.ndim(value) == 0:
         values = (value,) * (ndim or 1)
     elif np.ndim(value) == 1:
@@ -156,18 +164,20 @@ def as_tuple(value, name: str, ndim: int | None) -> tuple:
     return values
 
 
-def check_gpts(gpts, ndim: int | None = None) -> tuple[int, ...]:
-    """Validate a number of grid points: positive integers, one per axis.
+def check_gpts(gpts, ndim: int | None = None, *, name: str = "gpts") -> tuple[int, ...]:
+    """Validate a number of grid points (or an array shape): positive integers, one per axis.
 
     Raises
     ------
     ValueError
-        Naming ``gpts``, the value and the valid range.
+        Naming ``name`` (default ``gpts``), the value and the valid range.
     """
-    values = as_tuple(gpts, "gpts", ndim)
+    if isinstance(gpts, (str, bytes)):
+        raise ValueError(f"{name} must be positive integers (>= 1), got {gpts!r}")
+    values = as_tuple(gpts, name, ndim)
     for n in values:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"gpts must be positive integers (>= 1), got {gpts!r}")
+            raise ValueError(f"{name} must be positive integers (>= 1), got {gpts!r}")
     return tuple(int(n) for n in values)
 
 
@@ -184,6 +194,27 @@ def check_positive(value, name: str, ndim: int | None = None) -> tuple[float, ..
         if not _is_real_number(v) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{name} must be finite and > 0 along every axis, got {value!r}")
     return tuple(float(v) for v in values)
+
+
+def check_axis(axis, name: str, ndim: int) -> int:
+    """An axis of an array of ``ndim`` dimensions: an integer in ``[-ndim, ndim)``, as a non-negative int."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ValueError(f"{name} must be an integer axis in [-{ndim}, {ndim}) for a {ndim}D array, got {axis!r}")
+    return int(axis) % ndim
+
+
+def check_grid(grid, name: str = "grid"):
+    """A :class:`mbook.core.grids.Grid` (anything with ``gpts``, ``sampling`` and ``extent``); else TypeError."""
+    if not all(hasattr(grid, field) for field in ("gpts", "sampling", "extent")):
+        raise TypeError(f"{name} must be a Grid (see mbook.core.grids.make_grid), got {type(grid).__name__} {grid!r}")
+    return grid
+
+
+def check_same_shape(name: str, array, reference_name: str, reference) -> None:
+    """Refuse ``array`` unless its shape equals ``reference``'s; the message names both."""
+    if tuple(array.shape) != tuple(reference.shape):
+        raise ValueError(f"{name} must have the shape of {reference_name} {tuple(reference.shape)}, "
+                         f"got {tuple(array.shape)}")
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -218,6 +249,9 @@ def check_array(array, name: str, *, ndim: int | None = None, min_ndim: int | No
     """
     if isinstance(array, (str, bytes)) or array is None:
         raise TypeError(f"{name} must be an array, got {type(array).__name__} {array!r}")
+    for option, value in (("ndim", ndim), ("min_ndim", min_ndim)):
+        if value is not None:
+            check_count(value, f"{option} (of {name})", minimum=0)
     array = backend.asarray(array)
     if array.dtype.kind not in "biufc":
         raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
@@ -233,6 +267,40 @@ def check_array(array, name: str, *, ndim: int | None = None, min_ndim: int | No
     if finite and array.dtype.kind in "fc" and not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
     return array
+
+
+def check_operand(array, name: str, *, ndim: int | None = None, min_ndim: int | None = None,
+                  like=None, like_name: str = ""):
+    """Cheap checks of an operator's input, for functions that also run inside iterations.
+
+    Refuses what is not an array of numbers, an empty array, a wrong number of dimensions and (with
+    ``like``) a shape other than ``like.shape``, naming the parameter. Moves the array with
+    :func:`mbook.core.backend.asarray` (a no-op on device data) and reads only its type, dtype and
+    shape: no copy to the host, no finiteness test (that would copy to the host on every call; the
+    solver that iterates checks its inputs once on entry).
+    """
+    if isinstance(array, (str, bytes)) or array is None:
+        raise TypeError(f"{name} must be an array, got {type(array).__name__} {array!r:.60}")
+    array = backend.asarray(array)
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}D array, got shape {array.shape}")
+    if min_ndim is not None and array.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {array.shape}")
+    if like is not None and tuple(array.shape) != tuple(like.shape):
+        raise ValueError(f"{name} must have the shape of {like_name} {tuple(like.shape)}, got {tuple(array.shape)}")
+    return array
+
+
+def check_operand_number(value, name: str, *, allow_zero: bool = True):
+    """A step, weight or threshold of an operator: a Python or NumPy number is checked (finite, > 0 or >= 0);
+    an array (per-element values, or a device scalar inside an iteration) passes unchanged, uncopied."""
+    if hasattr(value, "ndim") and getattr(value, "ndim", 0) > 0 or backend.is_device_array(value):
+        return value
+    return check_positive_number(value, name, allow_zero=allow_zero)
 
 
 def check_field(field, name: str = "field"):

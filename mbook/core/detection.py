@@ -216,7 +216,7 @@ def vignetting_falloff(shape, *, strength, xp=None):
     ndarray, float64
         On the selected device.
     """
-    shape = checks.check_gpts(shape, 2)
+    shape = checks.check_gpts(shape, 2, name="shape")
     strength = checks.check_positive_number(strength, "strength", allow_zero=True)
     xp = xp or backend.xp
     x, y = (xp.arange(n, dtype=xp.float64) - n // 2 for n in shape)
@@ -265,7 +265,7 @@ def mtf(gpts, *, pixel_fill=1.0, blur=0.0, xp=None):
 
 def _check_image_and_transfer(image, transfer):
     image = checks.check_array(image, "image", real=True, finite=False)
-    transfer = checks.check_array(transfer, "transfer", finite=False)
+    transfer = checks.check_array(transfer, "transfer")
     if image.ndim != 2 or transfer.shape != image.shape:
         raise ValueError(f"image and transfer must be 2D arrays of one shape, got {image.shape} and {transfer.shape}")
     xp = backend.get_array_module(image)
@@ -327,7 +327,7 @@ def detect(expected, *, transfer, dqe, seed):
     """
     expected = _finite_nonnegative(expected, "expected")
     xp = backend.get_array_module(expected)
-    transfer = checks.check_array(transfer, "transfer", real=True, finite=False).astype(xp.float64)
+    transfer = checks.check_array(transfer, "transfer", real=True).astype(xp.float64)
     dqe = xp.broadcast_to(checks.check_array(dqe, "dqe", real=True, finite=False).astype(xp.float64),
                           expected.shape)
     if transfer.shape != expected.shape:

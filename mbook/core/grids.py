@@ -96,6 +96,8 @@ def make_grid(*, gpts=None, sampling=None, extent=None, ndim: int | None = None)
         (the grid is never resized silently: the message gives the nearest
         ``gpts`` to pass instead).
     """
+    if ndim is not None:
+        checks.check_count(ndim, "ndim")
     given = {k: v for k, v in (("gpts", gpts), ("sampling", sampling), ("extent", extent)) if v is not None}
     if len(given) < 2:
         raise ValueError(f"give two of gpts, sampling and extent; got only {sorted(given) or 'none'}")
@@ -146,6 +148,7 @@ def coordinates(grid: Grid, *, centered: bool = False, xp=None) -> tuple:
     -------
     tuple of (n_i,) ndarray, float64
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     return tuple(
         (xp.arange(n, dtype=xp.float64) - (n // 2 if centered else 0)) * d
@@ -163,6 +166,7 @@ def spatial_frequencies(grid: Grid, *, xp=None) -> tuple:
     -------
     tuple of (n_i,) ndarray, float64
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     return tuple(xp.fft.fftfreq(n, d) for n, d in zip(grid.gpts, grid.sampling))
 
@@ -174,6 +178,7 @@ def frequency_squared(grid: Grid, *, xp=None):
     -------
     (n_0, n_1, ...) ndarray, float64
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     k2 = None
     for axis, k in enumerate(spatial_frequencies(grid, xp=xp)):
@@ -301,6 +306,7 @@ def radial_average(values, grid: Grid, *, num_bins=None):
         Mean of ``values`` in each ring (NaN where a ring is empty), on the selected device.
     """
     values = checks.check_array(values, "values", ndim=2, real=True)
+    checks.check_grid(grid)
     if values.shape != tuple(grid.gpts) or grid.ndim != 2:
         raise ValueError(f"values shape {values.shape} must equal the 2D grid's gpts {grid.gpts}")
     num_bins = min(grid.gpts) // 2 if num_bins is None else checks.check_count(num_bins, "num_bins")

@@ -24,18 +24,27 @@ from matplotlib.animation import FuncAnimation
 from matplotlib.colors import hsv_to_rgb
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-from mbook.core import backend, grids
+from mbook.core import backend, checks, grids
 
 
 def nice_length(target: float) -> float:
     """Largest 1, 2 or 5 × 10^n not above ``target`` (a readable scale-bar length)."""
-    if not target > 0:
-        raise ValueError(f"target must be > 0, got {target!r}")
+    target = checks.check_positive_number(target, "target")
     exponent = math.floor(math.log10(target))
     for mantissa in (5, 2, 1):
         if mantissa * 10.0**exponent <= target * (1 + 1e-12):
             return mantissa * 10.0**exponent
     return 10.0**exponent
+
+
+_LOCATIONS = ("upper right", "upper left", "lower left", "lower right", "right", "center left", "center right",
+              "lower center", "upper center", "center")
+
+
+def _check_axes(ax, name="ax"):
+    if not hasattr(ax, "add_artist") or not hasattr(ax, "get_xlim"):
+        raise TypeError(f"{name} must be matplotlib Axes, got {type(ax).__name__} {ax!r}")
+    return ax
 
 
 def add_scalebar(ax, length=None, *, units="Å", color="white", location="lower right", fraction=0.25):
@@ -49,6 +58,12 @@ def add_scalebar(ax, length=None, *, units="Å", color="white", location="lower 
     units : str
         Unit label, e.g. ``"Å"``, ``"nm"``, ``"µm"``, ``"1/Å"``.
     """
+    _check_axes(ax)
+    if length is not None:
+        length = checks.check_positive_number(length, "length")
+    fraction = checks.check_number(fraction, "fraction", lower=0, upper=1, lower_inclusive=False)
+    if location not in _LOCATIONS:
+        raise ValueError(f"location must be one of {_LOCATIONS}, got {location!r}")
     width = abs(np.diff(ax.get_xlim())[0])
     length = length or nice_length(fraction * width)
     label = f"{length:g} {units}"
@@ -73,7 +88,7 @@ def _extent(shape, sampling, centered):
 def _axes(ax):
     if ax is None:
         _, ax = plt.subplots()
-    return ax
+    return _check_axes(ax)
 
 
 def show_image(image, sampling, *, ax=None, units="Å", cmap="gray", title=None, colorbar=None,
@@ -99,8 +114,9 @@ def show_image(image, sampling, *, ax=None, units="Å", cmap="gray", title=None,
     matplotlib Axes
     """
     image = backend.asnumpy(image)
-    if image.ndim != 2:
-        raise ValueError(f"image must be 2D (nx, ny), got shape {image.shape}")
+    if image.ndim != 2 or image.size == 0 or image.dtype.kind not in "biufc":
+        raise ValueError(f"image must be a non-empty 2D (nx, ny) array of numbers, got shape {image.shape}, "
+                         f"dtype {image.dtype}")
     if np.iscomplexobj(image):
         raise TypeError("image is complex: use show_complex, or pass abs(image) or angle(image)")
     ax = _axes(ax)
@@ -123,6 +139,10 @@ def complex_to_rgb(field, *, vmax=None):
     (nx, ny, 3) ndarray, float in [0, 1]
     """
     field = backend.asnumpy(field)
+    if field.size == 0 or field.dtype.kind not in "biufc":
+        raise ValueError(f"field must be a non-empty array of numbers, got shape {field.shape}, dtype {field.dtype}")
+    if vmax is not None:
+        vmax = checks.check_positive_number(vmax, "vmax")
     amplitude = np.abs(field)
     vmax = vmax or amplitude.max() or 1.0
     hsv = np.stack(
@@ -161,7 +181,7 @@ def show_complex(field, sampling, *, ax=None, units="Å", title=None, scalebar=T
     matplotlib Axes
     """
     field = backend.asnumpy(field)
-    if field.ndim != 2:
+    if field.ndim != 2 or field.size == 0:
         raise ValueError(f"field must be 2D (nx, ny), got shape {field.shape}")
     ax = _axes(ax)
     ax.imshow(complex_to_rgb(field, vmax=vmax).transpose(1, 0, 2), origin="lower",
@@ -181,6 +201,15 @@ def _decorate(ax, units, title, scalebar, color="white"):
     else:
         ax.set_xlabel(f"x [{units}]")
         ax.set_ylabel(f"y [{units}]")
+
+
+def _check_values(values, name="values"):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of parameter values, got {type(values).__name__} {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must hold at least one parameter value")
+    return values
 
 
 def scrubber(fig, update, values, *, interval=300):
@@ -209,9 +238,8 @@ def scrubber(fig, update, values, *, interval=300):
     """
     from IPython.display import HTML
 
-    values = list(values)
-    if not values:
-        raise ValueError("values must hold at least one parameter value")
+    values = _check_values(values)
+    interval = checks.check_positive_number(interval, "interval")
     animation = FuncAnimation(fig, lambda i: update(values[i]), frames=len(values), interval=interval)
     html = animation.to_jshtml(default_mode="once")
     plt.close(fig)
@@ -250,9 +278,9 @@ def explorer(draw, values, *, figsize=(8, 3.2), live_values=None, description=""
     """
     from IPython.display import display
 
-    values = list(values)
-    if not values:
-        raise ValueError("values must hold at least one parameter value")
+    values = _check_values(values)
+    interval = checks.check_positive_number(interval, "interval")
+    figsize = tuple(checks.check_positive(figsize, "figsize", 2))
     if not callable(draw):
         raise TypeError(f"draw must be callable as draw(fig, value), got {type(draw).__name__}")
     live_values = values if live_values is None else list(live_values)

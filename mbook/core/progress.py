@@ -22,11 +22,17 @@ import os
 
 from tqdm import tqdm
 
+from mbook.core import checks
+
 DEFAULT_BUDGET = 2 * 2**30  # bytes: what a laptop can spare for one computation
 
 
 def progress(iterable=None, *, desc=None, total=None, **kwargs):
     """A text progress bar over ``iterable`` (see :class:`tqdm.tqdm`)."""
+    if iterable is not None and not hasattr(iterable, "__iter__"):
+        raise TypeError(f"iterable must be iterable (or None), got {type(iterable).__name__} {iterable!r}")
+    if total is not None:
+        total = checks.check_count(total, "total", minimum=0)
     disable = os.environ.get("MBOOK_PROGRESS", "1") == "0"
     return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=0.5, **kwargs)
 
@@ -70,12 +76,10 @@ def plan_batches(*, n_items: int, bytes_per_item: int, fixed_bytes: int = 0, bud
         When the fixed memory plus one item exceeds the budget; the message
         gives both numbers.
     """
-    budget = memory_budget() if budget is None else int(budget)
-    if n_items < 1 or bytes_per_item <= 0 or fixed_bytes < 0:
-        raise ValueError(
-            f"n_items must be >= 1 and bytes_per_item > 0, fixed_bytes >= 0; got {n_items}, "
-            f"{bytes_per_item}, {fixed_bytes}"
-        )
+    n_items = checks.check_count(n_items, "n_items")
+    bytes_per_item = checks.check_positive_number(bytes_per_item, "bytes_per_item")
+    fixed_bytes = checks.check_positive_number(fixed_bytes, "fixed_bytes", allow_zero=True)
+    budget = memory_budget() if budget is None else int(checks.check_positive_number(budget, "budget"))
     room = budget - fixed_bytes
     if room < bytes_per_item:
         raise MemoryError(

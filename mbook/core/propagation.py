@@ -70,6 +70,8 @@ def fresnel_propagator(grid: grids.Grid, distance: float, wavelength: float, *, 
     (nx, ny) ndarray, complex128
         In FFT order, on the selected device (or made with ``xp``).
     """
+    checks.check_grid(grid)
+    distance, wavelength = check_distance(distance), check_wavelength(wavelength)
     xp = xp or backend.xp
     return xp.exp(-1j * math.pi * wavelength * distance * grids.frequency_squared(grid, xp=xp))
 
@@ -84,6 +86,8 @@ def angular_spectrum_propagator(grid: grids.Grid, distance: float, wavelength: f
 
     Parameters and returns as :func:`fresnel_propagator`.
     """
+    checks.check_grid(grid)
+    distance, wavelength = check_distance(distance), check_wavelength(wavelength)
     xp = xp or backend.xp
     k2 = grids.frequency_squared(grid, xp=xp)
     kz2 = 1.0 / wavelength**2 - k2

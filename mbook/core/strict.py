@@ -398,6 +398,8 @@ def asarray(array, dtype=None) -> StrictArray:
     """Put host data (or a StrictArray) on the stand-in device; a host copy is counted."""
     if type(array) is StrictArray:
         return array if dtype is None or array.dtype == dtype else StrictArray(array._data.astype(dtype))
+    if isinstance(array, (str, bytes)) or array is None:
+        raise TypeError(f"array must be an array or a sequence of numbers, got {type(array).__name__} {array!r}")
     _to_device()
     return StrictArray(np.array(array, dtype=dtype, copy=True))
 

@@ -88,7 +88,7 @@ def check_cdi_data(intensity, support):
             f"intensity must be >= 0 everywhere, got a minimum of {minimum:.3g}; "
             "clip the background-subtracted data at 0 before phase retrieval"
         )
-    support = backend.asarray(support)
+    support = check_array(support, "support", real=True)
     if support.shape != intensity.shape:
         raise ValueError(f"support shape {support.shape} must match intensity shape {intensity.shape}")
     if support.dtype != bool:
@@ -128,8 +128,12 @@ def project_modulus(field, amplitude):
     error : float
         Relative Fourier error ``‖|Fψ| - amplitude‖ / ‖amplitude‖``.
     """
-    field, amplitude = backend.asarray(field), backend.asarray(amplitude)
+    field = check_array(field, "field", ndim=2)
+    amplitude = check_array(amplitude, "amplitude", ndim=2, real=True)
+    checks.check_same_shape("amplitude", amplitude, "field", field)
     xp = backend.get_array_module(field)
+    if bool(xp.any(amplitude < 0)):
+        raise ValueError("amplitude must be >= 0 everywhere (a Fourier modulus)")
     projected, modulus = _modulus_projection(field, amplitude)
     return projected, float(xp.linalg.norm(modulus - amplitude) / xp.linalg.norm(amplitude))
 
@@ -212,6 +216,8 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     beta = check_positive_number(beta, "beta", upper=1.0)
     max_num_iter = check_iterations(max_num_iter)
     prior_every = check_iterations(prior_every, "prior_every")
+    if prior is not None and not callable(prior):
+        raise TypeError(f"prior must be callable as prior(obj) -> obj (see phase_prior), got {prior!r}")
     xp = backend.get_array_module(intensity)
     amplitude = xp.sqrt(intensity)
     if initial is None:
@@ -260,7 +266,7 @@ def twin(obj):
     (nx, ny) complex array
         On the selected device.
     """
-    obj = backend.asarray(obj)
+    obj = check_array(obj, "obj", ndim=2)
     xp = backend.get_array_module(obj)
     return xp.conj(xp.roll(obj[::-1, ::-1], 1, axis=(0, 1)))
 
@@ -279,7 +285,7 @@ def align_to_reference(estimate, reference, *, allow_twin: bool = True):
     (nx, ny) complex array
         On the selected device.
     """
-    estimate, reference = backend.asarray(estimate), backend.asarray(reference)
+    estimate, reference = check_array(estimate, "estimate", ndim=2), check_array(reference, "reference", ndim=2)
     if estimate.shape != reference.shape:
         raise ValueError(f"estimate shape {estimate.shape} must match reference shape {reference.shape}")
     xp = backend.get_array_module(estimate)
@@ -298,9 +304,15 @@ def align_to_reference(estimate, reference, *, allow_twin: bool = True):
 
 def phase_error(estimate, reference, support, *, align: bool = True) -> float:
     """RMS wrapped phase difference over the support [rad], after :func:`align_to_reference`."""
-    support = backend.asarray(support).astype(bool)
-    reference = backend.asarray(reference)
-    estimate = align_to_reference(estimate, reference) if align else backend.asarray(estimate)
+    reference = check_array(reference, "reference", ndim=2)
+    estimate = check_array(estimate, "estimate", ndim=2)
+    checks.check_same_shape("estimate", estimate, "reference", reference)
+    support = check_array(support, "support", ndim=2, real=True)
+    checks.check_same_shape("support", support, "reference", reference)
+    support = support.astype(bool)
+    if not bool(support.any()):
+        raise ValueError("support must mark at least one pixel")
+    estimate = align_to_reference(estimate, reference) if align else estimate
     xp = backend.get_array_module(reference)
     difference = wrap(xp.angle(estimate) - xp.angle(reference))
     return float(xp.sqrt(xp.sum(difference**2 * support) / xp.sum(support)))

@@ -17,7 +17,7 @@ the wrapped absolute difference. Approach 2, functional lifting, is in
 Examples
 --------
 >>> import numpy as np
->>> from mbook.core import backend
+>>> from mbook.core import backend, checks
 >>> from mbook.inverse import circle
 >>> rng = np.random.default_rng(0)  # drawn on the host, moved to the selected device
 >>> clean = backend.asarray(np.where(np.arange(32)[:, None] < 16, 3.0, -3.0) * np.ones((32, 32)))
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from mbook.core import backend
+from mbook.core import backend, checks
 from mbook.core.checks import (check_array, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.optimize import divergence, gradient, project_ball
@@ -43,7 +43,7 @@ TWO_PI = 2 * math.pi
 
 def wrap(phase):
     """Wrap angles to [-π, π) [rad], on the selected device."""
-    phase = backend.asarray(phase)
+    phase = checks.check_operand(phase, "phase")  # no copy: solvers wrap every iteration
     xp = backend.get_array_module(phase)
     return xp.mod(phase + math.pi, TWO_PI) - math.pi
 
@@ -65,13 +65,20 @@ def _s1_energy(phase, data, weight, data_weight, cyclic):
 
 def total_variation_s1(phase, *, cyclic: bool = True) -> float:
     """Isotropic TV of a phase map with wrapped differences, ``Σ |W(∇θ)|`` [rad]."""
-    return float(_total_variation_s1(backend.asarray(phase), cyclic))
+    return float(_total_variation_s1(check_array(phase, "phase", ndim=2, real=True), cyclic))
 
 
 def s1_energy(phase, data, weight, *, data_weight=None, cyclic: bool = True) -> float:
     """``Σ a (1 - cos(θ - φ)) + λ TV_S1(θ)`` (``cyclic``) or ``Σ a/2 (θ - φ)² + λ TV(θ)``."""
-    phase, data = backend.asarray(phase), backend.asarray(data)
-    a = 1.0 if data_weight is None else backend.asarray(data_weight)
+    phase = check_array(phase, "phase", ndim=2, real=True)
+    data = check_array(data, "data", ndim=2, real=True)
+    checks.check_same_shape("data", data, "phase", phase)
+    weight = check_positive_number(weight, "weight", allow_zero=True)
+    a = 1.0
+    if data_weight is not None:
+        a = check_array(data_weight, "data_weight", ndim=2, real=True)
+        if a.shape != phase.shape or float(a.min()) < 0:
+            raise ValueError(f"data_weight must be >= 0 with the shape of phase {phase.shape}")
     return float(_s1_energy(phase, data, weight, a, cyclic))
 
 
@@ -99,7 +106,10 @@ def two_way_shrinkage(difference, threshold, *, axis=None):
     array
         Same shape as ``difference``, on the selected device.
     """
-    difference = backend.asarray(difference)
+    difference = checks.check_operand(difference, "difference")  # no copy: a prox run every iteration
+    threshold = checks.check_operand_number(threshold, "threshold")
+    if axis is not None:
+        axis = checks.check_axis(axis, "axis", difference.ndim)
     xp = backend.get_array_module(difference)
     turns = xp.round(difference / TWO_PI)
     w = difference - TWO_PI * turns

@@ -42,14 +42,15 @@ from __future__ import annotations
 
 import math
 
-from mbook.core import backend, progress
-from mbook.core.checks import check_iterations, check_tolerance
+from mbook.core import backend, checks, progress
+from mbook.core.checks import check_count, check_iterations, check_tolerance
 from mbook.inverse.circle import TVS1Result, check_phase_data, s1_energy, wrap
 from mbook.inverse.optimize import divergence, gradient, pdhg_iterations, project_ball
 
 
 def labels(num_labels: int, *, xp=None):
     """The L labels ``γ_k = -π + 2πk/L`` [rad] (on the selected device unless ``xp`` is given)."""
+    num_labels = check_count(num_labels, "num_labels", minimum=2)
     xp = xp or backend.xp
     return -math.pi + 2 * math.pi * xp.arange(num_labels) / num_labels
 
@@ -71,9 +72,11 @@ def lift_apply(x, num_labels):
         (with ``φ_0 = φ_L = 0`` here: the constant ``φ_0 = 1`` enters as an
         offset), components 1-2 are ``∇φ_{k+1} + w`` (``φ_L = 0``).
     """
-    x = backend.asarray(x)
+    x = checks.check_operand(x, "x", ndim=3)  # no copy: PDHG applies K every iteration
+    L = check_count(num_labels, "num_labels", minimum=2)
+    if x.shape[0] != L + 1:
+        raise ValueError(f"x must be (num_labels + 1, nx, ny) = ({L + 1}, nx, ny), got shape {x.shape}")
     xp = backend.get_array_module(x)
-    L = num_labels
     phi, w = x[:L - 1], x[L - 1:]
     out = xp.zeros((L, 3) + x.shape[1:], dtype=x.dtype)
     out[:-1, 0] -= phi  # -φ_{k+1}, k = 0..L-2
@@ -85,9 +88,11 @@ def lift_apply(x, num_labels):
 
 def lift_adjoint(y, num_labels):
     """Adjoint of :func:`lift_apply`: ``(L, 3, nx, ny) -> (L + 1, nx, ny)``, on the selected device."""
-    y = backend.asarray(y)
+    y = checks.check_operand(y, "y", ndim=4)  # no copy: PDHG applies K* every iteration
+    L = check_count(num_labels, "num_labels", minimum=2)
+    if y.shape[:2] != (L, 3):
+        raise ValueError(f"y must be (num_labels, 3, nx, ny) = ({L}, 3, nx, ny), got shape {y.shape}")
     xp = backend.get_array_module(y)
-    L = num_labels
     q, p = y[:, 0], y[:, 1:]
     out = xp.empty((L + 1,) + y.shape[2:], dtype=y.dtype)
     out[:L - 1] = q[1:] - q[:-1] - divergence(xp.moveaxis(p[:-1], 1, 0))

@@ -70,7 +70,7 @@ def gradient(u, *, boundary: str = "neumann"):
     (2, ..., nx, ny) array
         ``(∂x u, ∂y u)`` per pixel [unit of u per pixel].
     """
-    u = backend.asarray(u)  # a no-op on device data: solvers call this every iteration
+    u = checks.check_operand(u, "u")  # no copy, no finiteness test: solvers call this every iteration
     xp = backend.get_array_module(u)
     checks.check_choice(boundary, "boundary", BOUNDARIES)
     if boundary == "periodic":
@@ -95,7 +95,7 @@ def divergence(p, *, boundary: str = "neumann"):
     (..., nx, ny) array
         ``div p`` with ``<gradient(u), p> = -<u, div p>`` exactly.
     """
-    p = backend.asarray(p)
+    p = checks.check_operand(p, "p", min_ndim=3)
     xp = backend.get_array_module(p)
     checks.check_choice(boundary, "boundary", BOUNDARIES)
     if p.shape[0] != 2:
@@ -118,14 +118,14 @@ def laplacian(u, *, boundary: str = "neumann"):
 
 def fourier(x):
     """Unitary 2D DFT over the last two axes (``fft2 / sqrt(N)``); adjoint :func:`inverse_fourier`."""
-    x = backend.asarray(x)
+    x = checks.check_operand(x, "x", min_ndim=2)
     n = x.shape[-1] * x.shape[-2]
     return backend.fft2(x) / math.sqrt(n)
 
 
 def inverse_fourier(y):
     """Inverse (= adjoint) of :func:`fourier`: ``ifft2 * sqrt(N)``."""
-    y = backend.asarray(y)
+    y = checks.check_operand(y, "y", min_ndim=2)
     n = y.shape[-1] * y.shape[-2]
     return backend.ifft2(y) * math.sqrt(n)
 
@@ -139,7 +139,10 @@ def apply_mask(x, mask):
     mask : (nx, ny) array, bool or real
         Broadcast against ``x``.
     """
-    x = backend.asarray(x)
+    x = checks.check_operand(x, "x", min_ndim=2)
+    mask = checks.check_operand(mask, "mask", min_ndim=2)
+    if mask.shape != x.shape[x.ndim - mask.ndim:]:
+        raise ValueError(f"mask must have the shape of the last axes of x {x.shape}, got {mask.shape}")
     xp = backend.get_array_module(x)
     return x * backend.asarray(mask, dtype=x.real.dtype if xp.iscomplexobj(x) else None)
 
@@ -182,6 +185,7 @@ def operator_norm(forward, adjoint, shape, *, dtype=np.float64, max_num_iter: in
     max_num_iter = checks.check_iterations(max_num_iter)
     tol = checks.check_tolerance(tol)
     check_every = checks.check_iterations(check_every, "check_every")
+    shape = checks.check_gpts(shape, name="shape")
     start = checks.rng(seed).standard_normal(shape).astype(dtype)
     x = backend.asarray(start) if xp is None else xp.asarray(start)
     xp = backend.get_array_module(x)
@@ -203,7 +207,8 @@ def operator_norm(forward, adjoint, shape, *, dtype=np.float64, max_num_iter: in
 # ---------------------------------------------------------------------------------------
 def soft_threshold(x, threshold):
     """Prox of ``threshold·|x|`` elementwise: shrink magnitudes by ``threshold`` (complex too)."""
-    x = backend.asarray(x)
+    x = checks.check_operand(x, "x")
+    threshold = checks.check_operand_number(threshold, "threshold")
     xp = backend.get_array_module(x)
     magnitude = xp.abs(x)
     scale = xp.maximum(magnitude - threshold, 0) / xp.maximum(magnitude, 1e-300)
@@ -215,21 +220,36 @@ def project_ball(p, radius, *, axis: int = 0):
 
     The prox of the indicator of the dual TV ball.
     """
-    p = backend.asarray(p)
+    p = checks.check_operand(p, "p")
+    radius = checks.check_operand_number(radius, "radius", allow_zero=False)
+    axis = checks.check_axis(axis, "axis", p.ndim)
+    return _project_ball(p, radius, axis)
+
+
+def _project_ball(p, radius, axis):
     xp = backend.get_array_module(p)
     norm = xp.sqrt(xp.sum(xp.abs(p) ** 2, axis=axis, keepdims=True))
-    return p / xp.maximum(norm / radius, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # radius 0 (shrink by 0): every vector kept
+        return p / xp.maximum(norm / radius, 1.0)
 
 
 def shrink(p, threshold, *, axis: int = 0):
     """Isotropic shrinkage, the prox of ``threshold·|p|_2`` (components along ``axis``)."""
-    p = backend.asarray(p)
-    return p - project_ball(p, threshold, axis=axis)
+    p = checks.check_operand(p, "p")
+    threshold = checks.check_operand_number(threshold, "threshold")
+    axis = checks.check_axis(axis, "axis", p.ndim)
+    return p - _project_ball(p, threshold, axis)
 
 
 def project_box(x, lower=-np.inf, upper=np.inf):
     """Project onto the box ``lower <= x <= upper`` (elementwise)."""
-    x = backend.asarray(x)
+    x = checks.check_operand(x, "x")
+    for name, bound in (("lower", lower), ("upper", upper)):
+        if not (hasattr(bound, "ndim") and bound.ndim > 0 or backend.is_device_array(bound)):
+            if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or math.isnan(bound):
+                raise ValueError(f"{name} must be a real number (or -inf/inf) or an array, got {bound!r}")
+    if isinstance(lower, numbers.Real) and isinstance(upper, numbers.Real) and lower > upper:
+        raise ValueError(f"lower must not exceed upper, got lower={lower!r} and upper={upper!r}")
     xp = backend.get_array_module(x)
     return xp.clip(x, lower, upper)
 
@@ -240,7 +260,8 @@ def project_simplex(x, *, axis: int = 0):
     Sort-based algorithm (Held, Wolfe and Crowder 1974; Duchi et al. 2008),
     vectorised over all other axes.
     """
-    x = backend.asarray(x)
+    x = checks.check_operand(x, "x")
+    axis = checks.check_axis(axis, "axis", x.ndim)
     xp = backend.get_array_module(x)
     v = xp.moveaxis(x, axis, 0)
     n = v.shape[0]
@@ -255,7 +276,10 @@ def project_simplex(x, *, axis: int = 0):
 
 def prox_squared_distance(x, target, step, *, weight=1.0):
     """Prox of ``(weight/2)‖z - target‖²``: ``(x + step·w·target) / (1 + step·w)``."""
-    x, target = backend.asarray(x), backend.asarray(target)
+    x = checks.check_operand(x, "x")
+    target = checks.check_operand(target, "target", like=x, like_name="x")
+    step = checks.check_operand_number(step, "step", allow_zero=False)
+    weight = checks.check_operand_number(weight, "weight")
     sw = step * weight
     return (x + sw * target) / (1 + sw)
 
@@ -464,7 +488,7 @@ def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True
     max_num_iter = checks.check_iterations(max_num_iter)
     check_every = checks.check_iterations(check_every, "check_every")
     tol = checks.check_tolerance(tol)
-    x = backend.asarray(x0)
+    x = checks.check_array(x0, "x0")
     xp = backend.get_array_module(x)
     z, t = x, 1.0
     for it in range(1, max_num_iter + 1):

@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, progress
+from mbook.core import backend, checks, progress
 from mbook.core.checks import (check_array, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.optimize import gradient, laplacian
@@ -66,7 +66,11 @@ __all__ = ["warp", "warp_adjoint", "warp_derivative", "total_displacement", "dis
 # ---------------------------------------------------------------------------------------
 def total_displacement(fields, line_shifts):
     """``V_k = v_k + (s_k(y), 0)``: smooth fields (K, 2, nx, ny) plus line shifts (K, ny), on the device."""
-    fields, line_shifts = backend.asarray(fields), backend.asarray(line_shifts)
+    fields = checks.check_operand(fields, "fields", ndim=4)
+    line_shifts = checks.check_operand(line_shifts, "line_shifts", ndim=2)
+    if fields.shape[1] != 2 or line_shifts.shape != (fields.shape[0], fields.shape[3]):
+        raise ValueError(f"fields must be (K, 2, nx, ny) and line_shifts (K, ny), got {fields.shape} and "
+                         f"line_shifts {line_shifts.shape}")
     out = fields.copy()
     out[:, 0] += line_shifts[:, None, :]
     return out
@@ -95,7 +99,8 @@ def distortion_energy(image, fields, line_shifts, frames, *, alpha: float, beta:
     alpha, beta, gamma : float
         Weights of the regularisers.
     """
-    image, fields, line_shifts, frames = (backend.asarray(a) for a in (image, fields, line_shifts, frames))
+    image, fields, line_shifts, frames, alpha, beta, gamma = _check_energy_inputs(
+        image, fields, line_shifts, frames, alpha, beta, gamma)
     return float(_energy(image, fields, line_shifts, frames, alpha, beta, gamma))
 
 
@@ -108,7 +113,30 @@ def distortion_gradients(image, fields, line_shifts, frames, *, alpha: float, be
     (nx, ny), (K, 2, nx, ny), (K, ny) arrays
         On the selected device.
     """
-    image, fields, line_shifts, frames = (backend.asarray(a) for a in (image, fields, line_shifts, frames))
+    return _gradients(*_check_energy_inputs(image, fields, line_shifts, frames, alpha, beta, gamma))
+
+
+def _check_energy_inputs(image, fields, line_shifts, frames, alpha, beta, gamma):
+    image = check_array(image, "image", ndim=2, real=True)
+    frames = check_array(frames, "frames", ndim=3, real=True)
+    fields = check_array(fields, "fields", ndim=4, real=True)
+    line_shifts = check_array(line_shifts, "line_shifts", ndim=2, real=True)
+    K, nx, ny = frames.shape
+    if image.shape != (nx, ny):
+        raise ValueError(f"image must have the shape of one frame {(nx, ny)}, got {image.shape}")
+    if fields.shape != (K, 2, nx, ny):
+        raise ValueError(f"fields must have shape (K, 2, nx, ny) = {(K, 2, nx, ny)} for frames {frames.shape}, "
+                         f"got {fields.shape}")
+    if line_shifts.shape != (K, ny):
+        raise ValueError(f"line_shifts must have shape (K, ny) = {(K, ny)} for frames {frames.shape}, "
+                         f"got {line_shifts.shape}")
+    weights = (checks.check_positive_number(value, name, allow_zero=True)
+               for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)))
+    return (image, fields, line_shifts, frames, *weights)
+
+
+def _gradients(image, fields, line_shifts, frames, alpha, beta, gamma):
+    """The kernel of :func:`distortion_gradients` on checked device inputs (called per iteration)."""
     displacement = total_displacement(fields, line_shifts)
     corners = bilinear_corners(image.shape, displacement)
     residual = warp(image, displacement, corners=corners) - frames
@@ -446,7 +474,7 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
         energy = _energy(u, fields, s, y, **weights)
         step, length = xp.asarray(1.0), sobolev_length / factor
         for it in range(1, max_num_iter + 1):
-            _, grad_v, grad_s = distortion_gradients(u, fields, s, y, **weights)
+            _, grad_v, grad_s = _gradients(u, fields, s, y, **weights)
             dv = -_sobolev(grad_v, length)
             ds = -grad_s / y.shape[1] if fine else xp.zeros_like(s)
             dv -= dv.mean(axis=0, keepdims=True)

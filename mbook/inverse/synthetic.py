@@ -239,6 +239,19 @@ def poisson_noise(image, *, dose: float, seed=0):
 CUTOFF_WIDTHS = 10.0
 
 
+def _host_numbers(value, name, shape=None):
+    """A parameter given as numbers (a vector, a table of positions) as a finite float array on the host."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must hold real numbers, got {value!r}") from None
+    if array.size == 0 or not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be non-empty and finite, got {value!r}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    return array
+
+
 def lattice_image(gpts, sampling, *, lattice_vectors=((4.0, 0.0), (0.0, 4.0)), basis=((0.0, 0.0),),
                   intensities=(1.0,), widths=(0.4,), origin=(0.0, 0.0), background: float = 0.0,
                   displacement=None):
@@ -277,11 +290,18 @@ def lattice_image(gpts, sampling, *, lattice_vectors=((4.0, 0.0), (0.0, 4.0)), b
         On the selected device.
     """
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
-    a = np.asarray(lattice_vectors, dtype=float)
-    basis = np.atleast_2d(np.asarray(basis, dtype=float))
-    intensities = np.broadcast_to(np.asarray(intensities, float), (len(basis),))
-    widths = np.broadcast_to(np.asarray(widths, float), (len(basis),))
-    origin = np.asarray(origin, dtype=float)
+    a = _host_numbers(lattice_vectors, "lattice_vectors", (2, 2))
+    basis = np.atleast_2d(_host_numbers(basis, "basis"))
+    if basis.shape[1:] != (2,):
+        raise ValueError(f"basis must hold 2D positions (n, 2) [Å], got {basis.shape}")
+    intensities, widths = (_host_numbers(v, name) for v, name in ((intensities, "intensities"), (widths, "widths")))
+    for name, values in (("intensities", intensities), ("widths", widths)):
+        if values.ndim > 1 or values.size not in (1, len(basis)):
+            raise ValueError(f"{name} must hold 1 or len(basis) = {len(basis)} values, got shape {values.shape}")
+    intensities = np.broadcast_to(intensities, (len(basis),))
+    widths = np.broadcast_to(widths, (len(basis),))
+    origin = _host_numbers(origin, "origin", (2,))
+    background = checks.check_number(background, "background")
     if a.shape != (2, 2) or abs(np.linalg.det(a)) < 1e-12:
         raise ValueError(f"lattice_vectors must be two independent 2D vectors [Å], got {lattice_vectors!r}")
     if not np.all(widths > 0) or not np.all(np.isfinite(intensities)):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from mbook.core import backend
+from mbook.core import backend, checks
 
 
 def _stencil(shape, displacement):
@@ -43,6 +43,21 @@ def _stencil(shape, displacement):
     i0 = xp.clip(xp.floor(px), 0, nx - 2).astype(xp.int64)
     j0 = xp.clip(xp.floor(py), 0, ny - 2).astype(xp.int64)
     return i0, j0, px - i0, py - j0, inside_x, inside_y
+
+
+def _check_displacement(displacement, shape, of="shape"):
+    """Cheap checks (no copy, no finiteness test: warps run inside the registration's iterations)."""
+    displacement = checks.check_operand(displacement, "displacement", min_ndim=3)
+    if displacement.shape[-3] != 2 or tuple(displacement.shape[-2:]) != tuple(shape):
+        raise ValueError(f"displacement must be (..., 2, nx, ny) with (nx, ny) = {tuple(shape)} of {of}, "
+                         f"got shape {displacement.shape}")
+    return displacement
+
+
+def _check_corners(corners):
+    if corners is not None and (not isinstance(corners, tuple) or len(corners) != 4):
+        raise TypeError(f"corners must be the 4 (index, weight) pairs of bilinear_corners, got {corners!r:.60}")
+    return corners
 
 
 def bilinear_corners(shape, displacement):
@@ -61,8 +76,9 @@ def bilinear_corners(shape, displacement):
         Flat pixel indices into an ``(nx, ny)`` image and their weights,
         each ``(..., nx, ny)``, on the selected device.
     """
-    displacement = backend.asarray(displacement)
-    i0, j0, fx, fy, _, _ = _stencil(tuple(shape), displacement)
+    shape = checks.check_gpts(shape, 2, name="shape")
+    displacement = _check_displacement(displacement, shape)
+    i0, j0, fx, fy, _, _ = _stencil(shape, displacement)
     ny = shape[1]
     base = i0 * ny + j0
     return ((base, (1 - fx) * (1 - fy)), (base + ny, fx * (1 - fy)),
@@ -88,7 +104,9 @@ def warp(image, displacement, *, corners=None):
     (..., nx, ny) array
         On the selected device.
     """
-    u, displacement = backend.asarray(image), backend.asarray(displacement)
+    u = checks.check_operand(image, "image", min_ndim=2)
+    displacement = _check_displacement(displacement, u.shape[-2:], "image")
+    corners = _check_corners(corners)
     xp = backend.get_array_module(u)
     corners = corners or bilinear_corners(u.shape[-2:], displacement)
     flat = u.reshape(-1)
@@ -121,9 +139,14 @@ def warp_adjoint(residual, displacement, shape=None, *, corners=None):
     (nx, ny) array
         On the selected device.
     """
-    residual, displacement = backend.asarray(residual), backend.asarray(displacement)
+    residual = checks.check_operand(residual, "residual", min_ndim=2)
+    shape = residual.shape[-2:] if shape is None else checks.check_gpts(shape, 2, name="shape")
+    if tuple(shape) != tuple(residual.shape[-2:]):
+        raise ValueError(f"shape must be the residual's last two axes {tuple(residual.shape[-2:])}, got {shape}")
+    displacement = _check_displacement(displacement, residual.shape[-2:], "residual")
+    corners = _check_corners(corners)
     xp = backend.get_array_module(residual)
-    shape = tuple(shape or residual.shape[-2:])
+    shape = tuple(shape)
     corners = corners or bilinear_corners(shape, displacement)
     size = shape[0] * shape[1]
     out = xp.zeros(size, dtype=residual.real.dtype)
@@ -154,7 +177,8 @@ def warp_derivative(image, displacement):
     (..., 2, nx, ny) array
         ``∂/∂V_x`` and ``∂/∂V_y`` [unit of u per pixel], on the selected device.
     """
-    image, displacement = backend.asarray(image), backend.asarray(displacement)
+    image = checks.check_operand(image, "image", ndim=2)
+    displacement = _check_displacement(displacement, image.shape, "image")
     xp = backend.get_array_module(displacement)
     i0, j0, fx, fy, inside_x, inside_y = _stencil(image.shape, displacement)
     u = image
