@@ -118,6 +118,12 @@ def haadf_signal(sigma_map, positions, *, probe, sampling):
     if probe.ndim != 2 or probe.shape[0] > sigma_map.shape[0] or probe.shape[1] > sigma_map.shape[1]:
         raise ValueError(f"probe {probe.shape} must be a 2D window no larger than the map {sigma_map.shape}")
     xp = backend.get_array_module(sigma_map)
+    extent = [n * d for n, d in zip(sigma_map.shape, sampling)]
+    low, high = (backend.asnumpy(xp.stack([positions.reshape(-1, 2).min(axis=0), positions.reshape(-1, 2).max(axis=0)]))
+                 .tolist())  # one copy, to check
+    if min(low) < 0 or high[0] >= extent[0] or high[1] >= extent[1]:
+        raise ValueError(f"positions span x {low[0]:.3f}..{high[0]:.3f} Å, y {low[1]:.3f}..{high[1]:.3f} Å, outside "
+                         f"the map [0, {extent[0]:.3f}) x [0, {extent[1]:.3f}) Å")
     intensity = xp.abs(probe) ** 2
     density = intensity / (xp.sum(intensity) * sampling[0] * sampling[1])  # [1/Å²]
     kernel = xp.zeros(sigma_map.shape)
