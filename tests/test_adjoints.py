@@ -34,6 +34,26 @@ OPERATORS = [
     ),
 ]
 
+# The implicit whole-volume STEM solver (mbook.electron.implicit): its system and preconditioner.
+from mbook.electron import implicit
+
+_IMPLICIT_POTENTIAL = 50 * np.random.default_rng(4).standard_normal((3, 8, 10))
+
+
+def _implicit():
+    """Built on the device selected when called (the operators hold device arrays)."""
+    return implicit.operators(_IMPLICIT_POTENTIAL, grid=grids.make_grid(gpts=(8, 10), sampling=0.3), energy=200e3,
+                              slice_thickness=[1.0, 2.0, 0.5], batch_shape=(2,), dtype=np.complex128)
+
+
+OPERATORS += [
+    ("implicit solver: Crank-Nicolson system A (whole volume)",
+     lambda x: _implicit().forward(x), lambda y: _implicit().adjoint(y), (3, 2, 8, 10), (3, 2, 8, 10)),
+    ("implicit solver: free-space preconditioner M^-1",
+     lambda x: _implicit().precondition(x), lambda y: _implicit().precondition_adjoint(y), (3, 2, 8, 10),
+     (3, 2, 8, 10)),
+]
+
 # AFM guided upsampling (mbook.multimodal.upsampling): a fixed positive weight map for the Laplacian.
 from mbook.multimodal import upsampling
 
