@@ -182,7 +182,7 @@ def test_select_leds_keeps_the_chosen_ones():
 
 
 def test_reconstruct_refuses_wrong_image_shapes():
-    with pytest.raises(ValueError, match="images must have shape"):
+    with pytest.raises(ValueError, match="images_measured must have shape"):
         epry.reconstruct(np.ones((3, 32, 32)), _setup())
 
 

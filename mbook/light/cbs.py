@@ -105,6 +105,11 @@ def boundary_profile(depth, *, k, strength, order=BOUNDARY_ORDER):
         Same shape as ``depth``, on the selected device.
     """
     depth = checks.check_array(depth, "depth", real=True)
+    k = checks.check_positive_number(k, "k")
+    strength = checks.check_positive_number(strength, "strength", allow_zero=True)
+    order = checks.check_count(order, "order")
+    if bool((depth < 0).any()):
+        raise ValueError("depth must be >= 0 everywhere (a distance into the absorbing layer) [µm]")
     c = strength * k
     cd = c * depth
     series = sum(cd**j / math.factorial(j) for j in range(order + 2))

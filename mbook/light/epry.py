@@ -86,14 +86,16 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
         device. The passes copy nothing to the host: the step normalisations
         and the residual stay on the device.
     """
-    measured = checks.check_array(images_measured, "images", real=True, finite=False)
+    fp.check_setup(setup)
+    measured = checks.check_array(images_measured, "images_measured", real=True, finite=False)
     if measured.shape != (len(setup.shifts),) + setup.camera_gpts:
-        raise ValueError(f"images must have shape {(len(setup.shifts),) + setup.camera_gpts}, got {measured.shape}")
+        raise ValueError(f"images_measured must have shape {(len(setup.shifts),) + setup.camera_gpts}, "
+                         f"got {measured.shape}")
     xp = backend.get_array_module(measured)
     measured = measured.astype(xp.float64)
     finite, low = backend.asnumpy(xp.stack([xp.all(xp.isfinite(measured)), measured.min()])).tolist()
     if not finite or low < 0:
-        raise ValueError("images must be finite and >= 0")
+        raise ValueError("images_measured must be finite and >= 0")
     for name, value in (("alpha", alpha), ("beta", beta)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 2:
             raise ValueError(f"{name} must be in (0, 2), got {value!r}")
@@ -156,9 +158,13 @@ def amplitude_loss(spectrum, images_measured, pupil_function, setup: fp.Setup, *
     gradient : (N, N) ndarray, complex
         On the selected device.
     """
+    fp.check_setup(setup)
     spectrum = fp.check_spectrum(spectrum, setup.gpts, "spectrum")
     pupil_function = fp.check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
-    measured = checks.check_array(images_measured, "images", real=True)
+    measured = checks.check_array(images_measured, "images_measured", real=True)
+    if measured.shape != (len(setup.shifts),) + tuple(setup.camera_gpts):
+        raise ValueError(f"images_measured must have shape {(len(setup.shifts),) + tuple(setup.camera_gpts)}, "
+                         f"got {measured.shape}")
     xp = backend.get_array_module(measured)
     amplitude = xp.sqrt(measured.astype(xp.float64))
     fields = fp.camera_fields(spectrum, pupil_function, setup, vignetting=vignetting)
@@ -178,7 +184,7 @@ def _check_pair(estimate, reference):
     estimate, reference = (checks.check_array(a, name).astype(np.complex128)
                            for a, name in ((estimate, "estimate"), (reference, "reference")))
     if estimate.shape != reference.shape:
-        raise ValueError(f"shapes differ: {estimate.shape} and {reference.shape}")
+        raise ValueError(f"estimate and reference must have one shape, got {estimate.shape} and {reference.shape}")
     return estimate, reference
 
 

@@ -162,7 +162,7 @@ def led_array(shape=(9, 9), *, pitch, height, center=(0.0, 0.0)):
     (nx · ny, 2) ndarray, float64
         ``(sin θx, sin θy)``, the central LED first, on the selected device.
     """
-    shape = checks.check_gpts(shape, 2)
+    shape = checks.check_gpts(shape, 2, name="shape")
     pitch = checks.check_positive(pitch, "pitch", 1)[0]
     height = checks.check_positive(height, "height", 1)[0]
     center = [checks.check_number(c, "center") for c in checks.as_tuple(center, "center", 2)]
@@ -218,8 +218,12 @@ def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na
     if isinstance(upsampling, bool) or not isinstance(upsampling, numbers.Integral) or upsampling < 1 or (
             gpts[0] % upsampling):
         raise ValueError(f"upsampling must be a positive integer dividing gpts {gpts}, got {upsampling!r}")
-    illumination = np.asarray(backend.asnumpy(illumination), dtype=float)  # configuration: on the host
-    if illumination.ndim != 2 or illumination.shape[1] != 2 or not np.isfinite(illumination).all():
+    try:
+        illumination = np.asarray(backend.asnumpy(illumination), dtype=float)  # configuration: on the host
+    except (TypeError, ValueError):
+        raise ValueError(f"illumination must be a finite (n, 2) array of NA, got {illumination!r:.60}") from None
+    if (illumination.ndim != 2 or illumination.shape[1] != 2 or illumination.shape[0] < 1
+            or not np.isfinite(illumination).all()):
         raise ValueError(f"illumination must be a finite (n, 2) array of NA, got shape {illumination.shape}")
     extent = gpts[0] * sampling
     camera = gpts[0] // upsampling
@@ -268,6 +272,7 @@ def select_leds(setup: Setup, keep) -> Setup:
     -------
     Setup
     """
+    check_setup(setup)
     keep = np.asarray(backend.asnumpy(keep))
     if keep.dtype == bool:
         if keep.shape != (len(setup.shifts),):
@@ -284,6 +289,7 @@ def pupil(setup: Setup, *, defocus=0.0, zernike_waves=None, xp=None):
 
     Returns an ``(m, m)`` complex128 array on the selected device (or made with ``xp``).
     """
+    check_setup(setup)
     grid = grids.make_grid(gpts=setup.camera_gpts, extent=setup.extent)
     return microscope.pupil(grid, wavelength=setup.wavelength, na=setup.na, defocus=defocus,
                             zernike_waves=zernike_waves, xp=xp)
@@ -295,6 +301,7 @@ def effective_pupil(setup: Setup, position, *, xp=None):
     Returns an ``(m, m)`` float array (1 inside, 0 outside), FFT order, on the
     selected device (or made with ``xp``).
     """
+    check_setup(setup)
     xp = xp or backend.xp
     position = [checks.check_number(p, "position") for p in checks.as_tuple(position, "position", 2)]
     grid = grids.make_grid(gpts=setup.camera_gpts, extent=setup.extent)
@@ -330,6 +337,7 @@ def window_indices(setup: Setup, *, vignetting=True, xp=None):
     rows, columns : (n_leds, w) ndarray, int
         On the selected device.
     """
+    check_setup(setup)
     xp = xp or backend.xp
     size = setup.window if _use_vignetting(setup, vignetting) else setup.camera_gpts[0]
     frequencies = np.fft.fftfreq(size, 1.0 / size).astype(int)
@@ -358,6 +366,7 @@ def vignetting_operator(setup: Setup, *, xp=None):
         window grid (``w = setup.window``); a kernel: it follows its input's
         device, which must be that of ``xp``.
     """
+    check_setup(setup)
     if setup.na_vignetting is None:
         raise ValueError("setup has no second aperture (na_vignetting=None): there is no vignetting to apply")
     xp = xp or backend.xp
@@ -396,12 +405,20 @@ def vignetting(window_spectrum, setup: Setup):
     (..., w, w) ndarray, complex128
         On the selected device.
     """
+    check_setup(setup)
     window_spectrum = checks.check_array(window_spectrum, "window_spectrum", min_ndim=2)
     if window_spectrum.shape[-2:] != (setup.window, setup.window):
         raise ValueError(f"window_spectrum must end with the window's shape {(setup.window, setup.window)}, "
                          f"got {window_spectrum.shape}")
     xp = backend.get_array_module(window_spectrum)
     return vignetting_operator(setup, xp=xp)(window_spectrum.astype(xp.complex128))
+
+
+def check_setup(setup, name: str = "setup"):
+    """Refuse anything but a :class:`Setup` (from :func:`make_setup`), naming the parameter."""
+    if not isinstance(setup, Setup):
+        raise TypeError(f"{name} must be a Setup (see make_setup), got {type(setup).__name__} {setup!r:.60}")
+    return setup
 
 
 def check_spectrum(array, shape, name):
@@ -464,6 +481,7 @@ def camera_fields(spectrum, pupil_function, setup: Setup, *, vignetting=True):
     (n_leds, m, m) ndarray, complex128
         ``|.|²`` are the camera images; on the selected device.
     """
+    check_setup(setup)
     spectrum = check_spectrum(spectrum, setup.gpts, "spectrum")
     pupil_function = check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
     return _camera_fields(spectrum, pupil_function, setup, _use_vignetting(setup, vignetting))
@@ -475,6 +493,7 @@ def camera_fields_adjoint(fields, pupil_function, setup: Setup, *, vignetting=Tr
     The windows of neighbouring LEDs overlap: their contributions are summed
     with one weighted ``bincount`` per batch of LEDs.
     """
+    check_setup(setup)
     fields = check_spectrum(fields, (len(setup.shifts),) + setup.camera_gpts, "fields")
     pupil_function = check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
     xp = backend.get_array_module(fields)
@@ -515,6 +534,7 @@ def images(transmission, setup: Setup, *, pupil_function=None, vignetting=True):
     (n_leds, m, m) ndarray, float64
         On the selected device.
     """
+    check_setup(setup)
     transmission = checks.check_field(transmission, "transmission")
     if transmission.shape != setup.gpts:
         raise ValueError(f"transmission must have shape {setup.gpts}, got {transmission.shape}")
@@ -553,7 +573,8 @@ def images_thick(index, setup: Setup, *, slice_thickness, n_background=1.0, pupi
     (n_leds, m, m) ndarray, float64
         On the selected device.
     """
-    index = checks.check_array(index, "index", finite=False)
+    check_setup(setup)
+    index = checks.check_array(index, "index")
     if index.ndim != 3 or index.shape[1:] != setup.gpts:
         raise ValueError(f"index must have shape (n_slices, {setup.gpts[0]}, {setup.gpts[1]}), got {index.shape}")
     slice_thickness = checks.check_positive_number(slice_thickness, "slice_thickness")

@@ -75,6 +75,7 @@ def gaussian_beam_radius(distance, *, waist, wavelength, paraxial=True):
     z_r = rayleigh_range(waist, wavelength)
     factor = 1.0 + (wavelength / (math.pi * waist)) ** 2 if not paraxial else 1.0
     if isinstance(distance, numbers.Real) and not isinstance(distance, bool):
+        distance = check_distance(distance)
         return math.sqrt(waist**2 + factor * waist**2 * (float(distance) / z_r) ** 2)
     distance = checks.check_array(distance, "distance", real=True)
     xp = backend.get_array_module(distance)
@@ -114,6 +115,9 @@ def gaussian_beam(grid: grids.Grid, *, waist, wavelength, distance=0.0, center=N
     z_r = rayleigh_range(waist, wavelength)
     radius = gaussian_beam_radius(distance, waist=waist, wavelength=wavelength)
     x, y = grids.coordinates(grid, xp=xp)
+    if center is not None:
+        center = tuple(checks.check_number(c, "center", units="length")
+                       for c in checks.as_tuple(center, "center", 2))
     cx, cy = center if center is not None else (grid.gpts[0] // 2 * grid.sampling[0],
                                                 grid.gpts[1] // 2 * grid.sampling[1])
     r2 = (x[:, None] - cx) ** 2 + (y[None, :] - cy) ** 2
@@ -151,6 +155,7 @@ def beam_radius(intensity, sampling, *, edge_tolerance=1e-6):
         the edge of the grid.
     """
     intensity = checks.check_array(intensity, "intensity", ndim=2, real=True, finite=False)
+    edge_tolerance = checks.check_positive_number(edge_tolerance, "edge_tolerance", allow_zero=True)
     xp = backend.get_array_module(intensity)
     intensity = intensity.astype(xp.float64)
     grid = grids.make_grid(gpts=intensity.shape, sampling=sampling)
@@ -214,7 +219,12 @@ def zernike(n: int, m: int, rho, phi):
     """
     if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
         raise ValueError(f"Zernike indices need integers n >= |m| with n - m even, got (n, m) = ({n!r}, {m!r})")
-    return _zernike(n, m, checks.check_array(rho, "rho", real=True), checks.check_array(phi, "phi", real=True))
+    rho, phi = checks.check_array(rho, "rho", real=True), checks.check_array(phi, "phi", real=True)
+    try:
+        np.broadcast_shapes(rho.shape, phi.shape)
+    except ValueError:
+        raise ValueError(f"rho and phi must broadcast together, got shapes {rho.shape} and phi {phi.shape}") from None
+    return _zernike(n, m, rho, phi)
 
 
 def _zernike(n, m, rho, phi):
@@ -227,6 +237,22 @@ def _zernike(n, m, rho, phi):
         radial = radial + coefficient * rho ** (n - 2 * s)
     angular = xp.cos(m * phi) if m >= 0 else xp.sin(-m * phi)
     return xp.where(rho <= 1, radial * angular, 0.0)
+
+
+def _check_zernike_waves(zernike_waves):
+    """``{(n, m): coefficient [waves]}`` with Zernike indices and finite coefficients, else ValueError."""
+    if zernike_waves is None:
+        return {}
+    if not isinstance(zernike_waves, dict):
+        raise TypeError(f"zernike_waves must be a dict {{(n, m): waves}}, got {zernike_waves!r:.60}")
+    out = {}
+    for key, coefficient in zernike_waves.items():
+        n, m = key if isinstance(key, tuple) and len(key) == 2 else (None, None)
+        if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
+            raise ValueError(f"zernike_waves keys must be Zernike indices (n, m), n >= |m|, n - m even, "
+                             f"got {key!r}")
+        out[(n, m)] = checks.check_number(coefficient, f"zernike_waves[{key!r}]", units="waves")
+    return out
 
 
 def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, n_medium=1.0, xp=None):
@@ -259,6 +285,8 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
     (nx, ny) ndarray, complex128, FFT order
         On the selected device.
     """
+    checks.check_grid(grid)
+    zernike_waves = _check_zernike_waves(zernike_waves)
     xp = xp or backend.xp
     wavelength = check_wavelength(wavelength)
     na = checks.check_positive_number(na, "na")
@@ -270,10 +298,7 @@ def pupil(grid: grids.Grid, *, wavelength, na, defocus=0.0, zernike_waves=None, 
     k = xp.sqrt(kx[:, None] ** 2 + ky[None, :] ** 2)
     rho = wavelength * k / na
     phase = xp.zeros(grid.gpts)
-    for (n, m), coefficient in (zernike_waves or {}).items():
-        if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
-            raise ValueError(f"zernike_waves keys must be Zernike indices (n, m), n >= |m|, n - m even, "
-                             f"got {(n, m)!r}")
+    for (n, m), coefficient in zernike_waves.items():
         phase = phase + coefficient * _zernike(n, m, rho, xp.arctan2(ky[None, :], kx[:, None]))
     result = xp.where(rho <= 1, xp.exp(2j * math.pi * phase), 0.0)
     if defocus:
@@ -312,6 +337,7 @@ def source_points(grid: grids.Grid, *, wavelength, na_illumination, max_points=N
         the selected device. (The disc is found on the host: a few thousand
         integers at most.)
     """
+    checks.check_grid(grid)
     wavelength = check_wavelength(wavelength)
     na_illumination = checks.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
     if max_points is not None:
@@ -384,6 +410,7 @@ def partially_coherent_image(transmission, *, wavelength, sampling, na, na_illum
         raise ValueError(f"transmission must be 2D (nx, ny), got shape {transmission.shape}")
     xp = backend.get_array_module(transmission)
     grid = grids.make_grid(gpts=transmission.shape, sampling=sampling)
+    _check_zernike_waves(zernike_waves)
     wavelength = check_wavelength(wavelength)
     na_illumination = checks.check_positive_number(na_illumination, "na_illumination", allow_zero=True)
     na = checks.check_positive_number(na, "na")

@@ -49,6 +49,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from scipy import special
@@ -62,7 +63,7 @@ def _check_real(value, name, *, positive=True):
 
 def check_index_value(n, name="n_cylinder"):
     """Validate one refractive index: finite, real part > 0, no gain (imaginary part >= 0)."""
-    if isinstance(n, bool) or not np.isscalar(n) or not np.isfinite(n):
+    if isinstance(n, bool) or not isinstance(n, numbers.Number) or not np.isfinite(n):
         raise ValueError(f"{name} must be a finite (complex) number, got {n!r}")
     n = complex(n)
     if n.real <= 0:

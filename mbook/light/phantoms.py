@@ -61,6 +61,11 @@ def cells(gpts, *, sampling, seed, n_cells=10, radius=(6.0, 14.0), phase=1.2, ab
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
     n_cells = checks.check_count(n_cells, "n_cells", minimum=0)
     granules = checks.check_count(granules, "granules", minimum=0)
+    radius = checks.check_positive(radius, "radius", 2)
+    if radius[0] > radius[1]:
+        raise ValueError(f"radius must be (smallest, largest) with smallest <= largest [µm], got {radius!r}")
+    phase = checks.check_number(phase, "phase", units="rad")
+    absorption = checks.check_positive_number(absorption, "absorption", allow_zero=True)
     rng = checks.rng(seed)  # the layout is drawn on the host: the same sample on every device
     xp = backend.xp
     x, y = grids.coordinates(grid, xp=xp)
@@ -132,9 +137,12 @@ def resolution_target(gpts, *, sampling, periods, contrast=0.7, patch=None):
         The transmission is on the selected device; the patches are slices.
     """
     grid = grids.make_grid(gpts=gpts, sampling=sampling, ndim=2)
+    if isinstance(periods, (str, bytes)) or np.ndim(periods) != 1 or len(periods) == 0:
+        raise ValueError(f"periods must be a non-empty sequence of bar periods [µm], got {periods!r}")
     periods = [checks.check_positive(p, "periods", 1)[0] for p in periods]
-    if not 0 < contrast <= 1:
-        raise ValueError(f"contrast must be in (0, 1], got {contrast!r}")
+    contrast = checks.check_number(contrast, "contrast", lower=0, upper=1, lower_inclusive=False)
+    if patch is not None:
+        patch = checks.check_positive_number(patch, "patch")
     count = 2 * len(periods)
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
@@ -182,6 +190,9 @@ def bar_contrast(image, patch: Patch, *, sampling, upsampling=1):
     float
     """
     image = checks.check_array(image, "image", ndim=2, real=True)
+    if not isinstance(patch, Patch):
+        raise TypeError(f"patch must be a Patch (from resolution_target(...).patches), got {patch!r:.60}")
+    sampling = checks.check_positive_number(sampling, "sampling")
     xp = backend.get_array_module(image)
     f = checks.check_count(upsampling, "upsampling")
     region = image[patch.x.start // f:patch.x.stop // f, patch.y.start // f:patch.y.stop // f].astype(xp.float64)

@@ -150,7 +150,15 @@ def scattering_potential(n, *, wavelength, n_background=1.0):
     """
     k0 = 2 * math.pi / propagation.check_wavelength(wavelength)
     n = checks.check_array(n, "n")
+    n_background = _check_background(n_background)
     return k0**2 * (n**2 - n_background**2)
+
+
+def _check_background(n_background):
+    n_b = mie.check_index_value(n_background, "n_background")
+    if n_b.imag != 0:
+        raise ValueError(f"n_background must be real, got {n_background!r}")
+    return n_b.real
 
 
 def plane_wave(grid: grids.Grid, *, wavelength, n_background=1.0, tilt=0.0, xp=None):
@@ -177,6 +185,9 @@ def plane_wave(grid: grids.Grid, *, wavelength, n_background=1.0, tilt=0.0, xp=N
     ndarray, complex128, shape ``grid.gpts``
         On the selected device.
     """
+    checks.check_grid(grid)
+    wavelength = propagation.check_wavelength(wavelength)
+    n_background = _check_background(n_background)
     xp = xp or backend.xp
     tilt = _check_tilt(tilt, grid.ndim)
     k_b = n_background / wavelength
