@@ -26,9 +26,17 @@ and in time, over ``x >= 0``, starting from the 3D baseline.
 
 The operators are a :class:`mbook.tomography.projector.TiltProjector` (any
 object with ``forward``, ``adjoint``, ``shape`` and ``projection_shape``
-would do); the solvers are :func:`mbook.inverse.optimize.projected_gradient`
-and its step from :func:`mbook.inverse.optimize.operator_norm`. All iterates
-stay on the device; nothing is copied to the host per iteration.
+would do); the solver is :func:`mbook.inverse.optimize.forward_backward`,
+with steps from :func:`lipschitz_bound`. All iterates stay on the device;
+nothing is copied to the host per iteration.
+
+Examples
+--------
+>>> from mbook.core import backend
+>>> from mbook.tomography import reconstruct
+>>> w = reconstruct.temporal_weights([0.0, 0.25, 0.5, 1.0], [0.0, 1.0])  # two anchors, hat weights
+>>> backend.asnumpy(w).round(2).tolist()
+[[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.0, 1.0]]
 """
 
 from __future__ import annotations
@@ -167,7 +175,7 @@ def pgd(projections, operator, *, l1: float = 0.0, nonnegative: bool = True, max
 
     Steps of ``1/L``, ``L`` >= ``‖A‖²`` from :func:`lipschitz_bound`, with the prox of the ℓ1
     term and the nonnegativity, ``x ← max(v - λ/L, 0)``; FISTA's extrapolation
-    with ``accelerate`` (:func:`mbook.inverse.optimize.projected_gradient`).
+    with ``accelerate`` (:func:`mbook.inverse.optimize.forward_backward`).
 
     Parameters
     ----------
