@@ -21,8 +21,9 @@ sampling``, ``u = (b - nu//2) sampling``. Projections carry the unit of the
 volume times Å: a potential in V gives projected potentials in V·Å.
 
 This is a ray-driven projector: each sample of each ray gathers from the 8
-voxels around it with trilinear weights, and :func:`backproject` scatters
-the same weights back (with ``bincount``), so the pair is adjoint to rounding,
+voxels around it with trilinear weights (``map_coordinates`` of order 1), and
+:func:`backproject` scatters the same weights back (with ``bincount``), so
+the pair is adjoint to rounding,
 ``<P f, p> = <f, P* p>``, for any set of rotations. Work is batched over
 rotations on the device, with batches sized by
 :func:`mbook.core.progress.plan_batches`.
@@ -241,18 +242,21 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
     dtype = _float_dtype(volume)
     volume = volume.astype(dtype, copy=False)
     n = rotations.shape[0]
-    flat = volume.reshape(-1)
-    nvox = math.prod(shape)
+    # The gather is SciPy's (or CuPy's) map_coordinates of order 1 on the volume padded with one layer
+    # of zeros, in mode "constant": exactly the zero-padded trilinear interpolation that backproject
+    # scatters (the adjoint tests check it), and several times faster than gathering 8 corners by hand.
+    ndimage = backend.scipy_module("ndimage", volume)
+    spatial = ((0, 0),) * (volume.ndim - 3) + ((1, 1),) * 3
+    padded = xp.pad(volume, spatial)
     out = xp.empty((n,) + tuple(detector_gpts), dtype=dtype)
     for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
-        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
-        offset = 0
-        if volume.ndim == 4:  # each rotation reads its own volume
-            offset = (xp.arange(start, stop, dtype=xp.int64) * nvox)[:, None, None, None]
-        total = xp.zeros(points[0].shape, dtype=dtype)
-        for index, weight in _corners(points, shape, xp):
-            total += weight * flat[index + offset]
-        out[start:stop, first:last] = total.sum(axis=-1) * sampling
+        points = [p + 1 for p in _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))]
+        if volume.ndim == 4:  # each rotation reads its own volume: an exact integer coordinate
+            points.insert(0, xp.broadcast_to(xp.arange(start, stop, dtype=dtype)[:, None, None, None],
+                                             points[0].shape))
+        coordinates = xp.stack([p.reshape(-1) for p in points])
+        values = ndimage.map_coordinates(padded, coordinates, order=1, mode="constant", cval=0.0)
+        out[start:stop, first:last] = values.reshape(points[-1].shape).sum(axis=-1) * sampling
     return out
 
 
