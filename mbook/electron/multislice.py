@@ -44,6 +44,7 @@ def max_angle(grid: grids.Grid, energy: float, *, antialias: bool = True) -> flo
     ``λ f / (2 max(sampling))`` with ``f = 2/3`` for the antialiasing aperture
     (the limit along the coarser axis; the aperture is round).
     """
+    checks.check_grid(grid)
     fraction = ANTIALIAS_FRACTION if antialias else 1.0
     return 1e3 * physics.wavelength(energy) * fraction / (2 * max(grid.sampling))
 
@@ -54,6 +55,7 @@ def antialias_aperture(grid: grids.Grid, *, xp=None):
     On the selected device, or made with the array module ``xp`` (for a kernel
     that follows its inputs).
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     cutoff = ANTIALIAS_FRACTION / (2 * max(grid.sampling))
     return (grids.frequency_squared(grid, xp=xp) <= cutoff**2).astype(xp.float32)
@@ -78,12 +80,17 @@ def transmission_function(potential, *, energy, grid=None, antialias=True):
     (..., nx, ny) ndarray, complex64
         On the selected device.
     """
+    if grid is not None:
+        checks.check_grid(grid)
     potential = checks.check_array(potential, "potential", min_ndim=2, real=True)
     xp = backend.get_array_module(potential)
     potential = potential.astype(xp.float32, copy=False)
     stack = potential.reshape((-1,) + potential.shape[-2:])
     t = xp.empty(stack.shape, xp.complex64)
-    for index, slice_t in enumerate(transmission_slices(stack, energy=energy, grid=grid, antialias=antialias)):
+    physics.check_energy(energy)
+    if antialias and grid is None:
+        raise ValueError("grid is needed to band-limit the transmission function (antialias=True)")
+    for index, slice_t in enumerate(_transmission_slices(stack, energy, grid, antialias)):
         t[index] = slice_t
     return t.reshape(potential.shape)
 
@@ -103,13 +110,21 @@ def transmission_slices(potential, *, energy, grid=None, antialias=True):
         ``t`` of the next slice, on the selected device, in a buffer that the
         next slice overwrites.
     """
-    potential = backend.asarray(potential)
+    if grid is not None:
+        checks.check_grid(grid)
+    potential = checks.check_array(potential, "potential", ndim=3, real=True)
+    physics.check_energy(energy)
+    if antialias and grid is None:
+        raise ValueError("grid is needed to band-limit the transmission function (antialias=True)")
+    return _transmission_slices(potential, energy, grid, antialias)
+
+
+def _transmission_slices(potential, energy, grid, antialias):
+    """The generator of :func:`transmission_slices`, on checked inputs."""
     xp = backend.get_array_module(potential)
     sigma = xp.float32(physics.interaction_parameter(energy))
     shape = potential.shape[-2:]
     if antialias:
-        if grid is None:
-            raise ValueError("grid is needed to band-limit the transmission function (antialias=True)")
         plan = backend.fft2_plan(shape, xp.complex64, xp=xp, slot="transmission")
         buffer = plan.array
         kernel = antialias_aperture(grid, xp=xp) * xp.float32(plan.scale)
@@ -132,6 +147,8 @@ def slice_propagator(grid: grids.Grid, *, energy, slice_thickness, antialias=Tru
 
     On the selected device, or made with the array module ``xp``.
     """
+    checks.check_grid(grid)
+    slice_thickness = checks.check_positive_number(slice_thickness, "slice_thickness")
     xp = xp or backend.xp
     p = propagation.fresnel_propagator(grid, slice_thickness, physics.wavelength(energy), xp=xp)
     if antialias:
@@ -150,6 +167,7 @@ def check_thicknesses(slice_thickness, n_slices: int) -> tuple[float, ...]:
     ValueError
         A non-positive or non-finite thickness, or a count other than ``n_slices``.
     """
+    n_slices = checks.check_count(n_slices, "n_slices")
     if backend.is_device_array(slice_thickness):
         slice_thickness = backend.asnumpy(slice_thickness)
     return checks.check_positive(slice_thickness, "slice_thickness", n_slices)
@@ -173,6 +191,7 @@ def slice_propagators(grid, *, energy, thicknesses, antialias=True, xp=None):
 
     On the selected device, or made with the array module ``xp``.
     """
+    thicknesses = checks.check_positive(thicknesses, "thicknesses", None)
     cache = {}
     for dz in thicknesses:
         if dz not in cache:
@@ -191,14 +210,16 @@ def prepare(waves, potential, grid, energy, slice_thickness, antialias, transmis
         that makes each when the loop reaches it: for one pass over the
         slices), and one propagator per slice, ready for :func:`iterate_slices`.
     """
+    checks.check_grid(grid)
     physics.check_energy(energy)
     waves, potential, thicknesses = _check_inputs(waves, potential, grid, slice_thickness)
     xp = backend.get_array_module(waves)
     if transmissions is not None:
-        transmissions = backend.asarray(transmissions)
+        transmissions = checks.check_operand(transmissions, "transmissions", like=potential, like_name="potential")
+    elif lazy:
+        transmissions = _transmission_slices(potential, energy, grid, antialias)
     else:
-        make = transmission_slices if lazy else transmission_function
-        transmissions = make(potential, energy=energy, grid=grid, antialias=antialias)
+        transmissions = transmission_function(potential, energy=energy, grid=grid, antialias=antialias)
     propagators = slice_propagators(grid, energy=energy, thicknesses=thicknesses, antialias=antialias, xp=xp)
     return waves.astype(xp.complex64), transmissions, propagators
 
@@ -232,6 +253,7 @@ def propagate_slices(waves, potential, *, grid, energy, slice_thickness, antiali
     (..., nx, ny) ndarray, complex64
         Exit wave(s), on the selected device.
     """
+    checks.check_grid(grid)
     psi, transmissions, propagators = prepare(waves, potential, grid, energy, slice_thickness, antialias,
                                                transmissions, lazy=True)
     for psi in iterate_slices(psi, transmissions, propagators):
@@ -355,6 +377,7 @@ def thickness_series(waves, potential, *, grid, energy, slice_thickness, every=1
     (n_out, ..., nx, ny) ndarray, complex64
         On the selected device; ``n_out = n_slices // every``.
     """
+    checks.check_grid(grid)
     every = checks.check_count(every, "every")
     psi, transmissions, propagators = prepare(waves, potential, grid, energy, slice_thickness, antialias,
                                               lazy=True)

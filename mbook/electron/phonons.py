@@ -27,8 +27,14 @@ def _sigma_per_atom(sigmas, symbols) -> np.ndarray:
         return checks.check_number(value, name, lower=0, units="Å", hint="an rms displacement")
 
     if isinstance(sigmas, dict):
-        table = {scattering_factors.element_symbol(key): check(value, f"sigmas[{key!r}]")
-                 for key, value in sigmas.items()}
+        table = {}
+        for key, value in sigmas.items():
+            try:
+                symbol = scattering_factors.element_symbol(key)
+            except ValueError:
+                raise ValueError(f"sigmas has a key {key!r} that is not an element (a symbol such as 'Si' "
+                                 "or an atomic number)") from None
+            table[symbol] = check(value, f"sigmas[{key!r}]")
         missing = sorted(set(symbols) - set(table))
         if missing:
             raise ValueError(

@@ -101,5 +101,5 @@ def scattering_angle(spatial_frequency, energy):
     """
     factor = wavelength(energy) * 1e3
     if isinstance(spatial_frequency, numbers.Real) and not isinstance(spatial_frequency, bool):
-        return float(spatial_frequency) * factor
-    return backend.asarray(spatial_frequency, dtype=np.float64) * factor
+        return checks.check_number(spatial_frequency, "spatial_frequency", units="1/Å") * factor
+    return checks.check_array(spatial_frequency, "spatial_frequency", real=True).astype(np.float64) * factor

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbook.core import backend
+from mbook.core import backend, checks
 
 PARAMETRIZATIONS = ("kirkland", "lobato")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -194,7 +194,7 @@ def scattering_factor(element, k, parametrization: str = "kirkland"):
         if not (math.isfinite(k) and k >= 0):
             raise ValueError(f"k must be finite and >= 0 [1/Å] (a magnitude |k|), got {k!r}")
         return float(scattering_factor_of_k2(symbol, np.float64(k) ** 2, parametrization))
-    k = backend.asarray(k, dtype=np.float64)
+    k = checks.check_array(k, "k", real=True, finite=False).astype(np.float64)
     xp = backend.get_array_module(k)
     if not bool(xp.all(xp.isfinite(k) & (k >= 0))):  # one copy to the host, to refuse bad input
         raise ValueError("k must be finite and >= 0 [1/Å] (a magnitude |k|), got an array with negative or "

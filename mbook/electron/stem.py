@@ -40,6 +40,7 @@ CPU_BATCH = 8
 
 def cpu_batch(grid) -> int:
     """Probes per batch on the CPU: as many complex64 waves as fit :data:`CPU_BATCH_BYTES`, 1 to :data:`CPU_BATCH`."""
+    checks.check_grid(grid)
     return int(min(CPU_BATCH, max(1, CPU_BATCH_BYTES // (8 * grid.gpts[0] * grid.gpts[1]))))
 
 
@@ -56,7 +57,7 @@ def standard_detectors(semiangle_cutoff: float) -> dict:
     dict
         ``{name: (inner, outer)}`` in mrad.
     """
-    a = float(semiangle_cutoff)
+    a = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     return {"BF": (0.0, a), "ABF": (a / 2, a), "ADF": (a, 3 * a), "HAADF": (70.0, 200.0)}
 
 
@@ -88,11 +89,14 @@ def scan_positions(*, start, end, sampling=None, energy=None, semiangle_cutoff=N
     (n_x, n_y, 2) ndarray, float64
         Positions [Å], x then y, on the selected device.
     """
-    start, end = np.asarray(start, float), np.asarray(end, float)
-    if start.shape != (2,) or end.shape != (2,) or not (np.isfinite(start).all() and np.isfinite(end).all()):
-        raise ValueError(f"start and end must be finite (x, y) pairs [Å], got {start!r}, {end!r}")
+    start, end = (np.asarray([checks.check_number(v, name, units="Å") for v in checks.as_tuple(value, name, 2)])
+                  for value, name in ((start, "start"), (end, "end")))
     if np.any(end <= start):
         raise ValueError(f"end must exceed start along both axes, got start={start.tolist()}, end={end.tolist()}")
+    if energy is not None:
+        physics.check_energy(energy)
+    if semiangle_cutoff is not None:
+        semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     if sampling is None:
         if energy is None or semiangle_cutoff is None:
             raise ValueError("give the scan sampling [Å], or energy and semiangle_cutoff for the Nyquist step")
@@ -101,6 +105,27 @@ def scan_positions(*, start, end, sampling=None, energy=None, semiangle_cutoff=N
     n = np.floor((end - start) / step + 1e-9).astype(int) + (1 if endpoint else 0)
     axes = [s + d * np.arange(max(k, 1)) for s, d, k in zip(start, step, n)]
     return backend.asarray(np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1))
+
+
+def _check_detectors(detectors, allow_empty=False):
+    """``{name: (inner, outer)}`` [mrad], finite and >= 0 (at least one unless ``allow_empty``); else an error
+    naming ``detectors``."""
+    if not isinstance(detectors, dict):
+        raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r:.60}")
+    if not detectors and not allow_empty:
+        raise ValueError("detectors must name at least one detector {name: (inner, outer)} [mrad], got {}")
+    out = {}
+    for name, angles in detectors.items():
+        if isinstance(angles, (str, bytes)) or np.ndim(angles) != 1 or len(angles) != 2:
+            raise ValueError(f"detectors[{name!r}] must be (inner, outer) [mrad], got {angles!r}")
+        out[name] = tuple(checks.check_number(a, f"detectors[{name!r}]", lower=0, units="mrad") for a in angles)
+    return out
+
+
+def _check_client(client):
+    if client is not None and not (hasattr(client, "scatter") and hasattr(client, "map")):
+        raise TypeError(f"client must be a dask.distributed.Client (or None), got {client!r:.60}")
+    return client
 
 
 def detector_masks(grid, *, energy, detectors, xp=None):
@@ -129,15 +154,14 @@ def detector_masks(grid, *, energy, detectors, xp=None):
         antialiasing (the message gives the largest angle and the sampling
         needed), or inner >= outer.
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     limit = multislice.max_angle(grid, energy)
     alpha = 1e3 * physics.wavelength(energy) * xp.sqrt(grids.frequency_squared(grid, xp=xp))
     masks = []
-    for name, (inner, outer) in detectors.items():
-        inner = checks.check_number(inner, f"detector {name!r} inner angle", lower=0, units="mrad")
-        outer = checks.check_number(outer, f"detector {name!r} outer angle", lower=0, units="mrad")
+    for name, (inner, outer) in _check_detectors(detectors).items():
         if not inner < outer:
-            raise ValueError(f"detector {name!r}: need 0 <= inner < outer [mrad], got ({inner}, {outer})")
+            raise ValueError(f"detectors[{name!r}]: need 0 <= inner < outer [mrad], got ({inner}, {outer})")
         if outer > limit * (1 + 1e-9):
             needed = 1e3 * physics.wavelength(energy) * multislice.ANTIALIAS_FRACTION / (2 * outer)
             raise ValueError(
@@ -209,6 +233,8 @@ def plan_scan(n_probes, grid, *, fixed_bytes, diffraction=False, budget=None, ma
     MemoryError
         When not even one probe fits beside the fixed memory.
     """
+    checks.check_grid(grid)
+    _check_client(client)
     n_probes = checks.check_count(n_probes, "n_probes")
     max_batch = None if max_batch is None else checks.check_count(max_batch, "max_batch")
     in_memory = progress.plan_batches(n_items=n_probes, bytes_per_item=_bytes_per_probe(grid, diffraction),
@@ -287,10 +313,13 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
         ``positions[..., 0]``), plus ``"diffraction"``: ``(..., nx, ny)``
         float32 patterns in FFT order when requested.
     """
+    checks.check_grid(grid)
     physics.check_energy(energy)
     potential = checks.check_array(potential, "potential", real=True)
     positions = _check_scan(positions, grid)
-    detectors = standard_detectors(semiangle_cutoff) if detectors is None else dict(detectors)
+    detectors = (standard_detectors(semiangle_cutoff) if detectors is None  # {}: diffraction patterns only
+                 else _check_detectors(detectors, allow_empty=True))
+    _check_client(client)
     xp = backend.get_array_module(potential)
     # Refuse from the shapes, before building the transmission functions (which the plan below counts):
     # complex64 transmissions per slice, a propagator and the probe, detector masks, outputs.
@@ -378,8 +407,18 @@ def frozen_phonon_scan(configurations, *, sampling, slice_thickness, parametriza
         the convergence of the average; None without ``keep_each``), on the
         selected device.
     """
+    from ase import Atoms
+
     from mbook.electron import potentials
 
+    if isinstance(configurations, (str, bytes)) or not hasattr(configurations, "__iter__"):
+        raise TypeError(f"configurations must be an iterable of ase.Atoms, got {configurations!r:.60}")
+    configurations = list(configurations)  # a few small Atoms: checked before any scan
+    for atoms in configurations:
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"configurations must hold ase.Atoms, got {type(atoms).__name__}")
+    if not configurations:
+        raise ValueError("configurations is empty: give at least one frozen-phonon configuration")
     total, each, count = None, [] if keep_each else None, 0
     for atoms in configurations:
         potential, grid = potentials.projected_potential(atoms, sampling, slice_thickness,
@@ -446,9 +485,14 @@ def virtual_image(patterns, grid, *, energy, inner, outer):
         Fraction of the incident current on the detector at each position,
         on the selected device (a 0-d array for one pattern).
     """
+    checks.check_grid(grid)
     patterns = checks.check_array(patterns, "patterns", min_ndim=2, real=True)
     if patterns.shape[-2:] != tuple(grid.gpts):
         raise ValueError(f"patterns end in {patterns.shape[-2:]}, the grid has gpts {grid.gpts}")
     xp = backend.get_array_module(patterns)
+    inner = checks.check_number(inner, "inner", lower=0, units="mrad")
+    outer = checks.check_number(outer, "outer", lower=0, units="mrad")
+    if not inner < outer:
+        raise ValueError(f"inner must be below outer [mrad], got inner={inner}, outer={outer}")
     mask = detector_masks(grid, energy=energy, detectors={"virtual": (inner, outer)}, xp=xp)[0]
     return xp.tensordot(patterns, mask.astype(patterns.dtype, copy=False), axes=([-2, -1], [-2, -1]))

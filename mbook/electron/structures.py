@@ -35,7 +35,7 @@ GRAPHENE_LATTICE = 2.46  # Å
 
 
 def _repeat(atoms: Atoms, repeat) -> Atoms:
-    repeat = checks.check_gpts(repeat, 3)  # positive integers, one per axis
+    repeat = checks.check_gpts(repeat, 3, name="repeat")  # positive integers, one per axis
     atoms = atoms.repeat(repeat)
     atoms.wrap()
     return atoms
@@ -83,7 +83,7 @@ def graphene(repeat=(1, 1), *, thickness=2.0) -> Atoms:
     z = checks.check_positive(thickness, "thickness", 1)[0] / 2
     xy = [(0, 0), (0, b / 3), (a / 2, b / 2), (a / 2, 5 * b / 6)]
     cell = Atoms("C4", positions=[(x, y, z) for x, y in xy], cell=[a, b, 2 * z], pbc=True)
-    nx, ny = checks.check_gpts(repeat, 2)
+    nx, ny = checks.check_gpts(repeat, 2, name="repeat")
     return _repeat(cell, (nx, ny, 1))
 
 
@@ -181,6 +181,9 @@ def column_positions(atoms: Atoms, *, decimals=2):
     list of ((float, float), str)
         Column position and the element(s) in it, e.g. ``((1.95, 1.95), "Ti,O")``.
     """
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"atoms must be an ase.Atoms, got {type(atoms).__name__}")
+    decimals = checks.check_count(decimals, "decimals", minimum=0)
     columns = {}
     for (x, y, _), symbol in zip(atoms.positions, atoms.get_chemical_symbols()):
         key = (round(float(x), decimals), round(float(y), decimals))

@@ -65,11 +65,14 @@ def check_aberrations(aberrations=None, *, defocus=0.0, Cs=0.0) -> dict:
         Unknown names, non-finite values, or ``defocus``/``Cs`` given together
         with ``C10``/``C30``.
     """
+    if aberrations is not None and not isinstance(aberrations, dict):
+        raise TypeError(f"aberrations must be a dict {{name: value}} (e.g. {{'C12': 20.0}}), got {aberrations!r:.60}")
     merged = dict(aberrations or {})
     for name, value in merged.items():
         if name not in ABERRATIONS and name not in _ANGLES:
-            raise ValueError(f"unknown aberration {name!r}; valid names are {sorted(ABERRATIONS) + sorted(_ANGLES)}")
-        checks.check_number(value, f"aberration {name}", units="Å or rad")
+            raise ValueError(f"unknown aberration {name!r} in aberrations; valid names are "
+                             f"{sorted(ABERRATIONS) + sorted(_ANGLES)}")
+        checks.check_number(value, f"aberrations[{name!r}]", units="Å or rad")
     defocus = checks.check_number(defocus, "defocus", units="Å")
     Cs = checks.check_number(Cs, "Cs", units="Å")
     for alias, name, value in (("defocus", "C10", -defocus), ("Cs", "C30", Cs)):
@@ -82,7 +85,12 @@ def check_aberrations(aberrations=None, *, defocus=0.0, Cs=0.0) -> dict:
 
 def _frequency_pair(kx, ky):
     """Public inputs ``kx, ky`` on the selected device, as float64, and their array module."""
-    kx, ky = backend.asarray(kx, dtype=np.float64), backend.asarray(ky, dtype=np.float64)
+    kx = checks.check_array(kx, "kx", real=True).astype(np.float64)
+    ky = checks.check_array(ky, "ky", real=True).astype(np.float64)
+    try:
+        np.broadcast_shapes(kx.shape, ky.shape)
+    except ValueError:
+        raise ValueError(f"kx and ky must broadcast together, got shapes {kx.shape} and ky {ky.shape}") from None
     return kx, ky, backend.get_array_module(kx)
 
 
@@ -346,6 +354,7 @@ def probe(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberrations=No
         When the grid cannot hold the aperture (``semiangle_cutoff`` above the
         largest angle the sampling reaches, ``λ / (2 max(sampling))``).
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     spectrum = probe_spectrum(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
                               aberrations=aberrations, xp=xp)
@@ -368,6 +377,7 @@ def probe_spectrum(grid, *, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, aberr
     scan and place copies with :func:`place_probes`. Parameters as for
     :func:`probe`; on the selected device (or ``xp``'s).
     """
+    checks.check_grid(grid)
     xp = xp or backend.xp
     semiangle_cutoff = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
     wavelength = physics.wavelength(energy)
@@ -413,11 +423,14 @@ def place_probes(spectrum, grid, positions, *, plan=None):
     batch (:func:`mbook.electron.stem.scan` and :func:`probe` check their
     positions once).
     """
-    spectrum = backend.asarray(spectrum)
+    checks.check_grid(grid)
+    spectrum = checks.check_operand(spectrum, "spectrum")
     xp = backend.get_array_module(spectrum)
     if spectrum.shape != tuple(grid.gpts):
         raise ValueError(f"spectrum of shape {spectrum.shape} does not match grid gpts {grid.gpts}")
-    positions = backend.asarray(positions, dtype=np.float64)
+    positions = checks.check_operand(positions, "positions").astype(np.float64, copy=False)
+    if plan is not None and not isinstance(plan, backend.FFT2Plan):
+        raise TypeError(f"plan must be a backend.FFT2Plan (see backend.fft2_plan), got {plan!r:.60}")
     if positions.ndim != 2 or positions.shape[1] != 2:
         raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
     shape = (len(positions),) + tuple(grid.gpts)
@@ -468,6 +481,7 @@ def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations
         Intensity, 1 for vacuum under unit plane-wave illumination, on the
         selected device.
     """
+    checks.check_grid(grid)
     exit_wave = checks.check_field(exit_wave, "exit_wave")
     xp = backend.get_array_module(exit_wave)
     if exit_wave.shape[-2:] != tuple(grid.gpts):
