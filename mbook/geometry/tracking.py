@@ -23,6 +23,8 @@ The first frame fixes the gauge (the frame of the reference): its pose is held.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import NamedTuple
 
@@ -211,8 +213,11 @@ def _pose_jacobian(volume, angular, rotations, sampling):
     For ``R(η) = Exp(η) R`` the object coordinates are ``Rᵀ Exp(-η) x``; with ``ω = Rᵀ η`` (body frame)
     the derivative of the projection is ``-P(R)[ω·g]``, so ``∂p/∂η_j = -Σ_i R_ji P(R) g_i``."""
     xp = backend.get_array_module(volume)
-    projections = projector.project(volume, rotations, sampling=sampling)
-    body = xp.stack([projector.project(g, rotations, sampling=sampling) for g in angular], axis=1)  # P(R) g_i
+    # Checked on entry: the projector's kernel, so that iterations copy nothing to the host.
+    project = functools.partial(projector.project_kernel, rotations=rotations, sampling=sampling,
+                                detector_gpts=volume.shape[1:])
+    projections = project(volume)
+    body = xp.stack([project(g) for g in angular], axis=1)  # P(R) g_i
     return projections, -xp.einsum("nji,nivu->njvu", rotations, body)
 
 
@@ -258,15 +263,19 @@ def _reconstruct(frames, rotations, shape, sampling, max_num_iter, x0):
     iterations, one projection and one back-projection each, nothing copied to the host."""
     xp = backend.get_array_module(frames)
     f = xp.zeros(shape) if x0 is None else x0
-    r = frames - projector.project(f, rotations, sampling=sampling)
-    s = projector.backproject(r, rotations, shape=shape, sampling=sampling)
+    project = functools.partial(projector.project_kernel, rotations=rotations, sampling=sampling,
+                                detector_gpts=tuple(shape[1:]))
+    backproject = functools.partial(projector.backproject_kernel, rotations=rotations, shape=shape,
+                                    sampling=sampling)
+    r = frames - project(f)
+    s = backproject(r)
     d, gamma = s, xp.sum(s * s)
     for _ in range(max_num_iter):
-        q = projector.project(d, rotations, sampling=sampling)
+        q = project(d)
         alpha = gamma / xp.maximum(xp.sum(q * q), 1e-300)
         f = f + alpha * d
         r = r - alpha * q
-        s = projector.backproject(r, rotations, shape=shape, sampling=sampling)
+        s = backproject(r)
         gamma_new = xp.sum(s * s)
         d = s + (gamma_new / xp.maximum(gamma, 1e-300)) * d
         gamma = gamma_new

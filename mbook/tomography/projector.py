@@ -238,9 +238,22 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
                          f"give one volume per rotation, or one volume")
     if batch_size is not None:
         batch_size = checks.check_count(batch_size, "batch_size")
+    return project_kernel(volume, rotations, sampling=sampling, detector_gpts=detector_gpts, batch_size=batch_size)
+
+
+def project_kernel(volume, rotations, *, sampling: float, detector_gpts, batch_size: int | None = None):
+    """:func:`project` on inputs checked already: no checks, no copy to the host.
+
+    For solvers that project inside their own iterations (pose refinement, CGLS): they check the volume
+    and rotations once on entry; :func:`project` would check them again, with a copy to the host, on
+    every call. ``volume`` and ``rotations`` (float64, orthogonal) must be device arrays, ``sampling`` a
+    number > 0 and ``detector_gpts`` a pair of counts; parameters and result as :func:`project`.
+    """
     xp = backend.get_array_module(volume)
     dtype = _float_dtype(volume)
     volume = volume.astype(dtype, copy=False)
+    shape = tuple(volume.shape[-3:])
+    detector_gpts = tuple(detector_gpts)
     n = rotations.shape[0]
     # The gather is SciPy's (or CuPy's) map_coordinates of order 1 on the volume padded with one layer
     # of zeros, in mode "constant": exactly the zero-padded trilinear interpolation that backproject
@@ -297,9 +310,18 @@ def backproject(projections, rotations, *, shape, sampling: float = 1.0, separat
                          f"rotations: one rotation per projection")
     if batch_size is not None:
         batch_size = checks.check_count(batch_size, "batch_size")
+    return backproject_kernel(projections, rotations, shape=shape, sampling=sampling, separate=separate,
+                              batch_size=batch_size)
+
+
+def backproject_kernel(projections, rotations, *, shape, sampling: float, separate: bool = False,
+                       batch_size: int | None = None):
+    """:func:`backproject` on inputs checked already: no checks, no copy to the host (see
+    :func:`project_kernel`); parameters and result as :func:`backproject`."""
     xp = backend.get_array_module(projections)
     dtype = _float_dtype(projections)
     projections = projections.astype(dtype, copy=False)
+    shape = tuple(shape)
     n, detector_gpts = projections.shape[0], tuple(projections.shape[1:])
     nvox = math.prod(shape)
     length = n * nvox if separate else nvox
