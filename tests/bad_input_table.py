@@ -583,3 +583,646 @@ E("inverse.warps.warp_adjoint", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)),
   shape=GPTS + [(4, 4)], corners=["abc", 3])
 E("inverse.warps.warp_derivative", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)),
   image=OPERAND + [ONE_AXIS_LESS, rand(4, 4)], displacement=OPERAND + [ONE_AXIS_LESS, rand(2, 4, 4)])
+
+
+# ============================================================================= mbook.light
+REFRACTIVE = [0, -1.0, NAN, INF, "1"]   # a refractive index (real part > 0)
+NA = [-0.1, NAN, "0.1"]                 # a numerical aperture, >= 0
+
+
+def _water():
+    return dict(wavelength=0.5, n_background=1.33)
+
+
+def _index2d(n=16):
+    return 1.33 + 0.02 * disk(n, 0.25)
+
+
+def _fp_setup(**kwargs):
+    from mbook.light import fourier_ptychography as fp
+
+    return fp.make_setup((32, 32), sampling=0.5, wavelength=0.5, na=0.12, upsampling=2,
+                         illumination=fp.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
+
+
+def _fp_images():
+    from mbook.light import fourier_ptychography as fp
+
+    return fp.images(crand(32, 32), _fp_setup())
+
+
+def _fp_spectrum(setup=None):
+    from mbook.core import backend
+
+    return backend.asnumpy(np.fft.fft2(crand(32, 32)) / 32**2)
+
+
+def _fp_pupil():
+    from mbook.light import fourier_ptychography as fp
+
+    return fp.pupil(_fp_setup())
+
+
+E("light.cbs.boundary_profile", lambda: call(np.linspace(0.0, 1.0, 8), k=12.0, strength=0.5),
+  depth=ARRAY_ANY_NDIM + [-np.ones(3)], k=LENGTH, strength=NONNEG, order=COUNT)
+E("light.cbs.solve", lambda: call(_index2d(), sampling=0.1, max_num_iter=5, tol=0.0, **_water()),
+  n=ARRAY_ANY_NDIM, wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, tilt=REAL, boundary=[0, -1, NAN, "a"],
+  boundary_strength=NONNEG, epsilon=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
+E("light.epry.reconstruct", lambda: call(_fp_images(), _fp_setup(), max_num_iter=2),
+  images_measured=ARRAY + [-np.ones((9, 16, 16))], setup=["not-a-setup", None], vignetting=FREE,
+  recover_pupil=FREE, pupil_init=ARRAY + [np.ones((4, 4), complex)], max_num_iter=COUNT, alpha=LENGTH, beta=LENGTH)
+E("light.epry.amplitude_loss", lambda: call(_fp_spectrum(), _fp_images(), _fp_pupil(), _fp_setup()),
+  spectrum=ARRAY + [np.ones((4, 4), complex)], images_measured=ARRAY + [np.ones((9, 4, 4))],
+  pupil_function=ARRAY + [np.ones((4, 4), complex)], setup=["not-a-setup", None], vignetting=FREE)
+E("light.epry.align", lambda: call(crand(16, 16), crand(16, 16, seed=1)), estimate=ARRAY + [crand(8, 8)],
+  reference=ARRAY + [crand(8, 8)])
+E("light.epry.complex_error", lambda: call(crand(16, 16), crand(16, 16, seed=1), band=0.5, sampling=0.5),
+  estimate=ARRAY + [crand(8, 8)], reference=ARRAY + [crand(8, 8)], band=LENGTH, sampling=LENGTH)
+E("light.fourier_ptychography.led_array", lambda: call((3, 3), pitch=4.0, height=40.0), shape=GPTS,
+  pitch=LENGTH, height=LENGTH, center=[(NAN, 0.0), (0.0,), "a"])
+E("light.fourier_ptychography.make_setup",
+  lambda: call((32, 32), sampling=0.5, wavelength=0.5, na=0.12, upsampling=2,
+               illumination=_led()),
+  gpts=GPTS, sampling=LENGTH, wavelength=LENGTH, na=NA, illumination=ARRAY + [np.ones((9, 2))], upsampling=COUNT,
+  na_vignetting=NA, vignetting_slope=REAL)
+E("light.fourier_ptychography.select_leds", lambda: call(_fp_setup(), np.arange(9) < 5),
+  setup=["not-a-setup", None], keep=[np.zeros(9, bool), np.ones(4, bool), "abc"])
+E("light.fourier_ptychography.pupil", lambda: call(_fp_setup(), defocus=1.0), setup=["not-a-setup", None],
+  defocus=REAL, zernike_waves=[{(2, 0): NAN}, {(1, 5): 0.1}, "a"], xp=FREE)
+E("light.fourier_ptychography.effective_pupil", lambda: call(_fp_setup(), (0.0, 0.0)),
+  setup=["not-a-setup", None], position=[(NAN, 0.0), (0.0,), "a"], xp=FREE)
+E("light.fourier_ptychography.window_indices", lambda: call(_fp_setup()), setup=["not-a-setup", None],
+  vignetting=FREE, xp=FREE)
+E("light.fourier_ptychography.vignetting_operator", lambda: call(_fp_setup(na_vignetting=0.15)),
+  setup=["not-a-setup", None], xp=FREE)
+E("light.fourier_ptychography.vignetting", lambda: call(np.ones((9, 16, 16), complex),
+                                                        _fp_setup(na_vignetting=0.15)),
+  window_spectrum=ARRAY + [np.ones((9, 4, 4))], setup=["not-a-setup", None])
+E("light.fourier_ptychography.check_setup", lambda: call(_fp_setup()), setup=["not-a-setup", None, (1, 2)],
+  name=FREE)
+E("light.fourier_ptychography.check_spectrum", lambda: call(crand(8, 8), (8, 8), "array"),
+  array=[EMPTY, ONE_AXIS_LESS, WITH_NAN, "abc", crand(4, 4)], shape=FREE, name=FREE)
+E("light.fourier_ptychography.camera_fields", lambda: call(_fp_spectrum(), _fp_pupil(), _fp_setup()),
+  spectrum=ARRAY + [np.ones((4, 4), complex)], pupil_function=ARRAY + [np.ones((4, 4), complex)],
+  setup=["not-a-setup", None], vignetting=FREE)
+E("light.fourier_ptychography.camera_fields_adjoint", lambda: call(np.ones((9, 16, 16), complex), _fp_pupil(),
+                                                                   _fp_setup()),
+  fields=ARRAY + [np.ones((9, 4, 4))], pupil_function=ARRAY + [np.ones((4, 4), complex)],
+  setup=["not-a-setup", None], vignetting=FREE)
+E("light.fourier_ptychography.images", lambda: call(crand(32, 32), _fp_setup()),
+  transmission=ARRAY + [crand(8, 8)], setup=["not-a-setup", None], pupil_function=ARRAY + [np.ones((4, 4))],
+  vignetting=FREE)
+E("light.fourier_ptychography.images_thick", lambda: call(1.0 + 0.01 * rand(2, 32, 32), _fp_setup(),
+                                                          slice_thickness=1.0),
+  index=ARRAY + [rand(2, 8, 8)], setup=["not-a-setup", None], slice_thickness=LENGTH,
+  n_background=REFRACTIVE, pupil_function=ARRAY + [np.ones((4, 4))], vignetting=FREE, wide_angle=FREE)
+
+
+def _led():
+    from mbook.light import fourier_ptychography as fp
+
+    return fp.led_array((3, 3), pitch=3.0, height=60.0)
+
+
+E("light.microscope.rayleigh_range", lambda: call(2.0, 0.5), waist=LENGTH, wavelength=LENGTH)
+E("light.microscope.gaussian_beam_radius", lambda: call(3.0, waist=2.0, wavelength=0.5),
+  distance=REAL, waist=LENGTH, wavelength=LENGTH, paraxial=FREE)
+E("light.microscope.gaussian_beam", lambda: call(_grid((32, 32), 0.5), waist=3.0, wavelength=0.5),
+  grid=GRID, waist=LENGTH, wavelength=LENGTH, distance=REAL, center=[(NAN, 0.0), (0.0,), "a"], xp=FREE)
+E("light.microscope.beam_radius", lambda: call(np.exp(-((np.arange(32) - 16.0) ** 2)[:, None] / 8
+                                                       - ((np.arange(32) - 16.0) ** 2)[None, :] / 8), 0.5),
+  intensity=ARRAY + [-np.ones((8, 8))], sampling=LENGTH, edge_tolerance=LENGTH)
+E("light.microscope.zernike", lambda: call(2, 0, np.linspace(0, 1, 5), np.zeros(5)),
+  n=COUNT0 + [1], m=[2.5, "0", 3], rho=[EMPTY, WITH_NAN, "abc"],
+  phi=[EMPTY, WITH_NAN, "abc", np.zeros(3)])
+E("light.microscope.pupil", lambda: call(_grid((16, 16), 0.5), wavelength=0.5, na=0.3),
+  grid=GRID, wavelength=LENGTH, na=NA, defocus=REAL, zernike_waves=[{(2, 0): NAN}, {(1, 5): 0.1}, "a"],
+  n_medium=REFRACTIVE, xp=FREE)
+E("light.microscope.source_points", lambda: call(_grid((16, 16), 0.5), wavelength=0.5, na_illumination=0.1),
+  grid=GRID, wavelength=LENGTH, na_illumination=NA, max_points=COUNT)
+E("light.microscope.partially_coherent_image",
+  lambda: call(crand(16, 16), wavelength=0.5, sampling=0.5, na=0.3, na_illumination=0.1, max_points=20),
+  transmission=ARRAY, wavelength=LENGTH, sampling=LENGTH, na=NA, na_illumination=NA, defocus=REAL,
+  zernike_waves=[{(2, 0): NAN}, {(1, 5): 0.1}, "a"], max_points=COUNT)
+E("light.mie.check_index_value", lambda: call(1.5 + 0.01j, "n_cylinder"),
+  n=[0, -1.0, NAN, INF, "1", complex(NAN, 0)], name=FREE)
+E("light.mie.coefficients", lambda: call(3.0, 1.2), size_parameter=LENGTH, relative_index=REFRACTIVE,
+  l_max=COUNT0 + [10**9])
+E("light.mie.cylinder_field", lambda: call((16, 16), sampling=0.2, radius=0.6, n_cylinder=1.4, **_water()),
+  gpts=GPTS, sampling=LENGTH, wavelength=LENGTH, radius=LENGTH, n_cylinder=REFRACTIVE, n_background=REFRACTIVE,
+  center=[(NAN, 0.0), (0.0,), "a"], angle=REAL)
+E("light.mie.cylinder_index", lambda: call((16, 16), sampling=0.2, radius=0.6, n_cylinder=1.4),
+  gpts=GPTS, sampling=LENGTH, radius=LENGTH, n_cylinder=REFRACTIVE, n_background=REFRACTIVE,
+  center=[(NAN, 0.0), (0.0,), "a"], supersample=COUNT)
+E("light.mie.scattering_efficiency", lambda: call(3.0, 1.2), size_parameter=LENGTH, relative_index=REFRACTIVE)
+E("light.mie.sphere_field", lambda: call((8, 8, 8), sampling=0.2, radius=0.4, n_sphere=1.4, **_water()),
+  gpts=GPTS, sampling=LENGTH, wavelength=LENGTH, radius=LENGTH, n_sphere=REFRACTIVE, n_background=REFRACTIVE,
+  center=[(NAN, 0.0, 0.0), (0.0,), "a"])
+E("light.mie.near_mask", lambda: call((16, 16), sampling=0.2, radius=0.6), gpts=GPTS, sampling=LENGTH,
+  radius=LENGTH, margin=REAL, region=CHOICE, center=[(NAN, 0.0), (0.0,), "a"])
+E("light.phantoms.cells", lambda: call((32, 32), sampling=0.5, seed=0, n_cells=2, radius=(2.0, 4.0), granules=3),
+  gpts=GPTS, sampling=LENGTH, seed=SEED, n_cells=COUNT0, radius=[(0.0, 4.0), (4.0, 2.0), (NAN, 4.0), "a"],
+  phase=REAL, absorption=NONNEG, granules=COUNT0)
+E("light.phantoms.resolution_target", lambda: call((64, 64), sampling=0.25, periods=[4.0], contrast=0.6),
+  gpts=GPTS, sampling=LENGTH, periods=[[], [0.0], [NAN], "a"], contrast=[-0.5, 1.5, NAN, "1"],
+  patch=[0, -1.0, NAN, "1"])
+E("light.phantoms.bar_contrast", lambda: call(rand(64, 64), _target_patch(), sampling=0.25),
+  image=ARRAY, patch=["a", None, (1, 2)], sampling=LENGTH, upsampling=COUNT)
+
+
+def _target_patch():
+    from mbook.light import phantoms
+
+    return phantoms.resolution_target((64, 64), sampling=0.25, periods=[4.0], contrast=0.6).patches[0]
+
+
+E("light.scattering.check_index", lambda: call(_index2d(), sampling=0.1, **_water()),
+  n=ARRAY_ANY_NDIM, wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, nonparaxial=FREE)
+E("light.scattering.scattering_potential", lambda: call(_index2d(), **_water()), n=ARRAY_ANY_NDIM,
+  wavelength=LENGTH, n_background=REFRACTIVE)
+E("light.scattering.plane_wave", lambda: call(_grid((16, 16), 0.1), **_water()), grid=GRID, wavelength=LENGTH,
+  n_background=REFRACTIVE, tilt=[NAN, "a", 10.0], xp=FREE)
+E("light.scattering.born_scattered_field", lambda: call(crand(16, 16), sampling=0.1, **_water()),
+  potential=ARRAY_ANY_NDIM, wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, tilt=[NAN, "a", 10.0])
+E("light.scattering.born_scattered_field_adjoint", lambda: call(crand(16, 16), sampling=0.1, **_water()),
+  field=ARRAY_ANY_NDIM, wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, tilt=[NAN, "a", 10.0])
+E("light.scattering.born", lambda: call(_index2d(), sampling=0.1, **_water()), n=ARRAY_ANY_NDIM,
+  wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, tilt=[NAN, "a", 10.0])
+E("light.scattering.rytov", lambda: call(_index2d(), sampling=0.1, **_water()), n=ARRAY_ANY_NDIM,
+  wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, tilt=[NAN, "a", 10.0])
+E("light.scattering.bpm", lambda: call(_index2d(), sampling=0.1, **_water()), n=ARRAY_ANY_NDIM,
+  wavelength=LENGTH, sampling=LENGTH, n_background=REFRACTIVE, incident=ARRAY + [np.ones(4, complex)],
+  wide_angle=FREE, all_planes=FREE)
+E("light.scattering.bpm_adjoint", lambda: call(crand(16), _index2d(), sampling=0.1, **_water()),
+  exit_field=ARRAY_ANY_NDIM + [crand(4)], n=ARRAY_ANY_NDIM, wavelength=LENGTH, sampling=LENGTH,
+  n_background=REFRACTIVE, wide_angle=FREE)
+
+
+# ============================================================================= mbook.electron
+ENERGY = [0, -1.0, NAN, INF, "1"]   # an electron energy [eV]
+ATOMS = ["not-atoms", None, 3]      # an ase.Atoms
+
+
+def _atom():
+    from mbook.electron import structures
+
+    return structures.isolated_atom("C", extent=4.0, thickness=2.0)
+
+
+def _potential():
+    from mbook.electron import potentials
+
+    return potentials.projected_potential(_atom(), 0.2, 1.0, return_grid=True)
+
+
+def _pot():
+    return _potential()[0]
+
+
+def _egrid():
+    return _potential()[1]
+
+
+def _k():
+    from mbook.core import grids
+
+    kx, ky = grids.spatial_frequencies(_egrid(), xp=np)
+    return kx[:, None], ky[None, :]
+
+
+def _prepared():
+    from mbook.electron import multislice
+
+    return multislice.prepare(np.ones((20, 20), complex), _pot(), _egrid(), 100e3, 1.0, True)
+
+
+def _configurations():
+    from mbook.electron import phonons
+
+    return phonons.frozen_phonon_configurations(_atom(), 0.05, 2, 0)
+
+
+BF = {"BF": (0.0, 20.0)}
+E("electron.physics.check_energy", lambda: call(100e3), energy=ENERGY)
+E("electron.physics.wavelength", lambda: call(100e3), energy=ENERGY)
+E("electron.physics.relativistic_mass_ratio", lambda: call(100e3), energy=ENERGY)
+E("electron.physics.interaction_parameter", lambda: call(100e3), energy=ENERGY)
+E("electron.physics.scattering_angle", lambda: call(0.5, 100e3), spatial_frequency=[NAN, "a", np.array([NAN])],
+  energy=ENERGY)
+E("electron.scattering_factors.table_metadata", lambda: call("kirkland"), parametrization=CHOICE + [3])
+E("electron.scattering_factors.check_parametrization", lambda: call("kirkland"), parametrization=CHOICE + [3])
+E("electron.scattering_factors.element_symbol", lambda: call(6), element=[0, 200, "Xx", 2.5, None])
+E("electron.scattering_factors.check_element", lambda: call("C", "kirkland"), element=[0, 200, "Xx", 2.5, None],
+  parametrization=CHOICE)
+# scattering_factor_of_k2 is the kernel (documented: no checks) that projected_potential calls on the
+# grid's frequencies; scattering_factor is its checked entry.
+E("electron.scattering_factors.scattering_factor_of_k2", lambda: call("C", np.linspace(0, 4, 5), "kirkland"),
+  symbol=UNCHECKED, k2=UNCHECKED, parametrization=UNCHECKED)
+E("electron.scattering_factors.scattering_factor", lambda: call("C", np.linspace(0, 2, 5)),
+  element=[0, 200, "Xx", 2.5, None], k=[EMPTY, WITH_NAN, "abc", -np.ones(3)], parametrization=CHOICE)
+E("electron.structures.srtio3", lambda: call((1, 1, 1)), repeat=[(0, 1, 1), (1, 1), (1.5, 1, 1), "a"])
+E("electron.structures.silicon_110", lambda: call((1, 1, 1)), repeat=[(0, 1, 1), (1, 1), (1.5, 1, 1), "a"])
+E("electron.structures.graphene", lambda: call((1, 1)), repeat=[(0, 1), (1,), (1.5, 1), "a"], thickness=LENGTH)
+E("electron.structures.isolated_atom", lambda: call("C"), symbol=["Xx", 3, None], extent=LENGTH,
+  thickness=LENGTH)
+E("electron.structures.amorphous", lambda: call("C", extent=(5, 5, 5), density=2.0, min_distance=1.4, seed=0),
+  symbol=["Xx", 3, None], extent=LENGTH + [(5, 5)], density=LENGTH, min_distance=LENGTH, seed=SEED,
+  max_rounds=COUNT)
+E("electron.structures.column_positions", lambda: call(_atom()), atoms=ATOMS, decimals=[-1, 2.5, "2"])
+E("electron.potentials.check_atoms", lambda: call(_atom()), atoms=ATOMS, orthorhombic=FREE)
+E("electron.potentials.potential_grid", lambda: call(_atom(), 0.2), atoms=ATOMS, sampling=LENGTH)
+E("electron.potentials.slice_thicknesses", lambda: call(_atom(), 1.0), atoms=ATOMS,
+  slice_thickness=LENGTH + [(1.0, NAN)])
+E("electron.potentials.projected_potential", lambda: call(_atom(), 0.2, 1.0), atoms=ATOMS, sampling=LENGTH,
+  slice_thickness=LENGTH, parametrization=CHOICE, return_grid=FREE)
+E("electron.phonons.displace_atoms", lambda: call(_atom(), 0.05, 0), atoms=ATOMS, sigmas=NONNEG + [{"Xx": 0.1}],
+  seed=SEED)
+E("electron.phonons.frozen_phonon_configurations", lambda: call(_atom(), 0.05, 2, 0), atoms=ATOMS,
+  sigmas=NONNEG, num_configs=COUNT, seed=SEED)
+E("electron.peaks.find_peaks", lambda: call(rand(16, 16), sampling=0.5, min_distance=1.0), image=ARRAY,
+  sampling=LENGTH, min_distance=LENGTH, threshold=[-0.5, 1.5, NAN, "1"])
+E("electron.peaks.match_positions", lambda: call(rand(5, 2), rand(4, 2, seed=1)),
+  found=ARRAY + [rand(5, 3)], expected=ARRAY + [rand(4, 3)], extent=[(0.0, 1.0), (NAN, 1.0), (1.0,), "a"])
+E("electron.peaks.profile_minima", lambda: call(np.linspace(0, 10, 50), np.cos(np.linspace(0, 10, 50))),
+  x=[EMPTY, WITH_NAN, "abc", np.linspace(0, 1, 3)], y=[EMPTY, WITH_NAN, "abc", np.ones(3)], order=COUNT,
+  smooth=NONNEG)
+E("electron.waves.check_aberrations", lambda: call({"C12": 1.0}, defocus=10.0), aberrations=[{"C99": 1.0},
+  {"C12": NAN}, "a"], defocus=REAL, Cs=REAL)
+E("electron.waves.aberration_phase", lambda: call(*_k(), energy=100e3, defocus=10.0),
+  kx=[EMPTY, WITH_NAN, "abc"], ky=[EMPTY, WITH_NAN, "abc"], energy=ENERGY, defocus=REAL, Cs=REAL,
+  aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"])
+E("electron.waves.aperture", lambda: call(*_k(), energy=100e3, semiangle_cutoff=20.0),
+  kx=[EMPTY, WITH_NAN, "abc"], ky=[EMPTY, WITH_NAN, "abc"], energy=ENERGY, semiangle_cutoff=LENGTH)
+E("electron.waves.temporal_envelope", lambda: call(*_k(), energy=100e3, focal_spread=20.0),
+  kx=[EMPTY, WITH_NAN, "abc"], ky=[EMPTY, WITH_NAN, "abc"], energy=ENERGY, focal_spread=NONNEG)
+E("electron.waves.spatial_envelope", lambda: call(*_k(), energy=100e3, angular_spread=0.5, defocus=10.0),
+  kx=[EMPTY, WITH_NAN, "abc"], ky=[EMPTY, WITH_NAN, "abc"], energy=ENERGY, angular_spread=NONNEG, defocus=REAL,
+  Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"])
+E("electron.waves.contrast_transfer_function", lambda: call(_egrid(), energy=100e3, defocus=10.0),
+  grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"],
+  amplitude_contrast=[-0.5, 1.5, NAN, "1"], focal_spread=NONNEG, angular_spread=NONNEG,
+  semiangle_cutoff=LENGTH, xp=FREE)
+E("electron.waves.lens_transfer", lambda: call(_egrid(), energy=100e3, defocus=10.0),
+  grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL,
+  aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], focal_spread=NONNEG, angular_spread=NONNEG, xp=FREE)
+E("electron.waves.plane_wave", lambda: call((8, 8)), gpts=GPTS, xp=FREE)
+E("electron.waves.probe", lambda: call(_egrid(), energy=100e3, semiangle_cutoff=20.0, positions=[(1.0, 1.0)]),
+  grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL,
+  aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], positions=[[(NAN, 1.0)], [(1.0,)], "a"], xp=FREE)
+E("electron.waves.probe_spectrum", lambda: call(_egrid(), energy=100e3, semiangle_cutoff=20.0),
+  grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL,
+  aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], xp=FREE)
+# accepted today: NaN in place_probes' spectrum or positions passes (documented: it runs once per scan batch,
+# where a finiteness test would copy to the host; scan and probe check their positions once).
+E("electron.waves.place_probes", lambda: call(np.ones((20, 20), complex), _egrid(), [(1.0, 1.0), (2.0, 2.0)]),
+  spectrum=[EMPTY, ONE_AXIS_LESS, "abc", np.ones((4, 4), complex)], grid=GRID, positions=[[(1.0,)], "a", []],
+  plan=["not-a-plan", 3])
+E("electron.waves.image_intensity", lambda: call(crand(20, 20), _egrid(), energy=100e3, defocus=10.0),
+  exit_wave=ARRAY + [crand(4, 4)], grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL,
+  aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], semiangle_cutoff=LENGTH, focal_spread=NONNEG,
+  angular_spread=NONNEG)
+E("electron.waves.ctf_zeros", lambda: call(energy=100e3, defocus=100.0, k_max=1.0, num_samples=200),
+  energy=ENERGY, defocus=REAL, Cs=REAL, k_max=LENGTH, num_samples=COUNT)
+E("electron.multislice.max_angle", lambda: call(_egrid(), 100e3), grid=GRID, energy=ENERGY, antialias=FREE)
+E("electron.multislice.antialias_aperture", lambda: call(_egrid()), grid=GRID, xp=FREE)
+E("electron.multislice.transmission_function", lambda: call(_pot()[0], energy=100e3, grid=_egrid()),
+  potential=ARRAY,
+  energy=ENERGY, grid=GRID, antialias=FREE)
+E("electron.multislice.transmission_slices", lambda: call(_pot(), energy=100e3, grid=_egrid()), potential=ARRAY,
+  energy=ENERGY, grid=GRID, antialias=FREE)
+E("electron.multislice.slice_propagator", lambda: call(_egrid(), energy=100e3, slice_thickness=1.0), grid=GRID,
+  energy=ENERGY, slice_thickness=LENGTH, antialias=FREE, xp=FREE)
+E("electron.multislice.check_thicknesses", lambda: call(1.0, 3), slice_thickness=LENGTH + [(1.0, 2.0)],
+  n_slices=COUNT)
+E("electron.multislice.slice_propagators", lambda: call(_egrid(), energy=100e3, thicknesses=(1.0, 1.0)),
+  grid=GRID, energy=ENERGY, thicknesses=[(), (1.0, NAN), (1.0, -1.0), "a"], antialias=FREE, xp=FREE)
+E("electron.multislice.prepare", lambda: call(np.ones((20, 20), complex), _pot(), _egrid(), 100e3, 1.0, True),
+  waves=ARRAY + [np.ones((4, 4), complex)], potential=ARRAY + [rand(2, 4, 4)], grid=GRID, energy=ENERGY,
+  slice_thickness=LENGTH, antialias=FREE, transmissions=["abc", 3], lazy=FREE)
+# iterate_slices is the kernel of the multislice loop: it runs on what prepare() checked and returns
+# (device arrays, a plan); checking again would cost per call what the scan batches are meant to save.
+E("electron.multislice.iterate_slices", lambda: call(*_prepared()), psi=UNCHECKED, transmissions=UNCHECKED,
+  propagators=UNCHECKED, plan=UNCHECKED)
+E("electron.multislice.propagate_slices", lambda: call(np.ones((20, 20), complex), _pot(), grid=_egrid(),
+                                                       energy=100e3, slice_thickness=1.0),
+  waves=ARRAY + [np.ones((4, 4), complex)], potential=ARRAY + [rand(2, 4, 4)], grid=GRID, energy=ENERGY,
+  slice_thickness=LENGTH, antialias=FREE, transmissions=["abc", 3])
+E("electron.multislice.exit_wave", lambda: call(_atom(), 100e3, 0.2, 1.0), atoms=ATOMS, energy=ENERGY,
+  sampling=LENGTH, slice_thickness=LENGTH, parametrization=CHOICE, antialias=FREE, return_grid=FREE)
+E("electron.multislice.weak_phase_exit_wave", lambda: call(_pot(), energy=100e3), potential=ARRAY,
+  energy=ENERGY)
+E("electron.multislice.thickness_series", lambda: call(np.ones((20, 20), complex), _pot(), grid=_egrid(),
+                                                       energy=100e3, slice_thickness=1.0),
+  waves=ARRAY + [np.ones((4, 4), complex)], potential=ARRAY + [rand(2, 4, 4)], grid=GRID, energy=ENERGY,
+  slice_thickness=LENGTH, every=COUNT, antialias=FREE)
+E("electron.stem.cpu_batch", lambda: call(_egrid()), grid=GRID)
+E("electron.stem.standard_detectors", lambda: call(20.0), semiangle_cutoff=LENGTH)
+E("electron.stem.nyquist_sampling", lambda: call(100e3, 20.0), energy=ENERGY, semiangle_cutoff=LENGTH)
+E("electron.stem.scan_positions", lambda: call(start=(0, 0), end=(2, 2), sampling=0.5),
+  start=[(NAN, 0), (0,), "a"], end=[(NAN, 2), (2,), "a", (0, 0)], sampling=LENGTH, energy=ENERGY,
+  semiangle_cutoff=LENGTH, endpoint=FREE)
+E("electron.stem.detector_masks", lambda: call(_egrid(), energy=100e3, detectors=BF), grid=GRID, energy=ENERGY,
+  detectors=[{"BF": (20.0, 10.0)}, {"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, "a", {}], xp=FREE)
+E("electron.stem.plan_scan", lambda: call(4, _egrid(), fixed_bytes=1000), n_probes=COUNT, grid=GRID,
+  fixed_bytes=NONNEG, diffraction=FREE, budget=LENGTH, max_batch=COUNT, client=["not-a-client", 3])
+E("electron.stem.scan", lambda: call(_pot(), grid=_egrid(), energy=100e3, slice_thickness=1.0,
+                                     semiangle_cutoff=20.0, positions=np.array([[1.0, 1.0], [2.0, 2.0]]),
+                                     detectors=BF),
+  potential=ARRAY + [rand(2, 4, 4)], grid=GRID, energy=ENERGY, slice_thickness=LENGTH, semiangle_cutoff=LENGTH,
+  positions=[EMPTY, WITH_NAN, "abc", np.ones((2, 3))], detectors=[{"BF": (20.0, 10.0)}, "a"], diffraction=FREE,
+  defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], budget=LENGTH, max_batch=COUNT,
+  client=["not-a-client", 3])
+E("electron.stem.frozen_phonon_scan", lambda: call(_configurations(), sampling=0.2, slice_thickness=1.0,
+                                                   energy=100e3, semiangle_cutoff=20.0,
+                                                   positions=np.array([[1.0, 1.0]]), detectors=BF),
+  configurations=[[], "abc", [3]], sampling=LENGTH, slice_thickness=LENGTH, parametrization=CHOICE,
+  keep_each=FREE, scan_kwargs=FREE)
+E("electron.stem.source_size_blur", lambda: call(rand(8, 8), sampling=0.5, source_size=0.5), image=ARRAY,
+  sampling=LENGTH, source_size=NONNEG)
+E("electron.stem.virtual_image", lambda: call(rand(2, 20, 20), _egrid(), energy=100e3, inner=0.0, outer=20.0),
+  patterns=ARRAY_ANY_NDIM + [rand(2, 4, 4)], grid=GRID, energy=ENERGY, inner=NONNEG + [30.0], outer=LENGTH)
+
+
+# ============================================================================= mbook.cryoem
+def _cgrid(gpts=(16, 16), sampling=3.0):
+    from mbook.core import grids
+
+    return grids.make_grid(gpts=gpts, sampling=sampling)
+
+
+def _catoms():
+    from mbook.cryoem import particles
+
+    return particles.random_domains(2, atoms_per_domain=6, domain_radius=5.0, spread=7.0, seed=4)
+
+
+def _rotations(n=2):
+    from mbook.geometry import so3
+
+    return so3.random_rotations(n, seed=1)
+
+
+def _params(n=4):
+    from mbook.cryoem import micrographs
+
+    return micrographs.draw_parameters(n, seed=1)
+
+
+def _batches(n=4):
+    from mbook.cryoem import micrographs
+
+    return micrographs.stream_images(_catoms(), _params(n), _cgrid(), seed=2)
+
+
+def _exact_moments():
+    from mbook.cryoem import moments
+
+    return moments.analytic_moments(_catoms(), _cgrid(), k_max=1 / 12)
+
+
+def _fitted():
+    from mbook.cryoem import kam
+
+    return kam.estimate_invariants(_exact_moments(), radius=20.0, l_max=4)
+
+
+def _particle():
+    from mbook.cryoem import heterogeneity
+
+    return heterogeneity.hinged_particle(atoms_per_domain=6, seed=1)
+
+
+def _basis():
+    from mbook.cryoem import heterogeneity
+
+    return heterogeneity.pseudo_atom_basis(_particle(), [(0.0, 0.0)], spacing=8.0, sigma=4.0)
+
+
+def _statistics(n=20, d=4, q=6):
+    from mbook.cryoem import heterogeneity
+
+    g = np.random.default_rng(0)
+    a = g.standard_normal((n, q, d))
+    y = np.einsum("nqd,d->nq", a, g.standard_normal(d) + 3) + 0.1 * g.standard_normal((n, q))
+    return heterogeneity.ImageStatistics(np.einsum("nqd,nqe->nde", a, a), np.einsum("nqd,nq->nd", a, y), 0.01)
+
+
+def _table():
+    from mbook.cryoem import wemd_family
+
+    return wemd_family.precompute(rand(2, 8, 8, 8), sampling=2.0)
+
+
+def _unit(density):
+    return density / density.sum()
+
+
+def _distances(n=6):
+    x = np.random.default_rng(0).standard_normal((n, 2))
+    return np.linalg.norm(x[:, None] - x[None], axis=-1)
+
+
+VOLUME = [EMPTY, WITH_NAN, ONE_AXIS_LESS, "abc", rand(8, 8, 6)]  # a cubic volume
+MOMENTS = ["not-moments", None]
+ATOMS_C = ["not-atoms", None, 3]
+STATISTICS = ["not-statistics", None]
+
+E("cryoem.white_noise.uniforms_per_image", lambda: call((8, 8)), shape=GPTS)
+E("cryoem.white_noise.standard_normal", lambda: call(3, (8, 8), seed=0), n_images=COUNT, shape=GPTS, seed=SEED,
+  first_index=COUNT0)
+E("cryoem.voxels.check_volume", lambda: call(rand(8, 8, 8)), volume=VOLUME, name=FREE)
+E("cryoem.voxels.project_volume", lambda: call(rand(8, 8, 8), _rotations(), sampling=2.0), volume=VOLUME,
+  rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], sampling=LENGTH)
+E("cryoem.voxels.backproject", lambda: call(rand(2, 8, 8), _rotations(), sampling=2.0),
+  images=ARRAY + [rand(3, 8, 8)], rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], sampling=LENGTH)
+E("cryoem.wemd_family.linear_family", lambda: call(rand(6, 8, 8, 8), 2), volumes=ARRAY, k=COUNT + [10])
+E("cryoem.wemd_family.precompute", lambda: call(rand(2, 8, 8, 8), sampling=2.0), basis=ARRAY, sampling=LENGTH,
+  wavelet=["no-such-wavelet", 3], leaf_size=COUNT)
+E("cryoem.wemd_family.distances", lambda: call(rand(3, 2), _table()), differences=ARRAY + [rand(3, 5)],
+  table=["not-a-table", None])
+E("cryoem.wemd_family.pairwise", lambda: call(rand(4, 2), _table()), coordinates=ARRAY + [rand(4, 5)],
+  table=["not-a-table", None], budget=LENGTH)
+E("cryoem.kam.radial_nodes", lambda: call(20.0, 1 / 12), radius=LENGTH, k_max=LENGTH, oversampling=LENGTH)
+E("cryoem.kam.estimate_invariants", lambda: call(_exact_moments(), radius=20.0, l_max=4),
+  moments_=MOMENTS, radius=LENGTH, l_max=COUNT0 + [10**6], oversampling=LENGTH, regularization=NONNEG,
+  chunk=COUNT)
+E("cryoem.kam.invariants_on_shells", lambda: call(_fitted(), np.linspace(0.01, 0.08, 3)),
+  invariants_=["not-invariants", None], radii=[EMPTY, WITH_NAN, "abc", -np.ones(2)])
+E("cryoem.kam.reconstruct", lambda: call(_fitted(), _catoms(), k_max=1 / 12, n_radii=6),
+  invariants_=["not-invariants", None], prior=ATOMS_C, k_max=LENGTH, n_radii=COUNT)
+E("cryoem.kam.volume_from_coefficients",
+  lambda: call(*_betas_nodes(), _cgrid((8, 8, 8)), k_max=1 / 12),
+  betas=[[], "abc", [np.full((3, 1), NAN)]], nodes=[EMPTY, WITH_NAN, "abc"], grid=GRID + [_cgrid((8, 8))],
+  k_max=LENGTH)
+
+
+def _betas_nodes():
+    from mbook.cryoem import kam
+
+    nodes = kam.radial_nodes(20.0, 1 / 12)
+    return [np.ones((len(nodes), 2 * l + 1)) for l in range(3)], nodes
+
+
+E("cryoem.volumes.write_mrc", lambda: call(_tmp_mrc(), rand(8, 8, 8), sampling=2.0), path=[3, None],
+  volume=ARRAY, sampling=LENGTH, overwrite=FREE)
+E("cryoem.volumes.read_mrc", lambda: call(_tmp_mrc(write=True)), path=["/no/such/file.mrc", 3, None])
+
+
+def _tmp_mrc(write=False):
+    import tempfile
+
+    from mbook.cryoem import volumes
+
+    path = tempfile.mkdtemp() + "/v.mrc"
+    if write:
+        volumes.write_mrc(path, rand(8, 8, 8), sampling=2.0)
+    return path
+
+
+E("cryoem.volumes.fourier_shell_correlation", lambda: call(rand(8, 8, 8), rand(8, 8, 8, seed=1), sampling=2.0),
+  volume1=VOLUME, volume2=VOLUME, sampling=LENGTH)
+E("cryoem.volumes.resolution", lambda: call(np.linspace(0, 0.25, 5), np.linspace(1, 0, 5)),
+  k=[EMPTY, WITH_NAN, "abc", np.linspace(0, 1, 3)], fsc=[EMPTY, WITH_NAN, "abc", np.ones(3)],
+  threshold=[NAN, "1", 1.5, -0.5])
+E("cryoem.volumes.lowpass", lambda: call(rand(8, 8, 8), sampling=2.0, resolution=6.0), volume=ARRAY_ANY_NDIM,
+  sampling=LENGTH, resolution=LENGTH, ndim=[0, -1, 2.5, "3"])
+E("cryoem.volumes.relative_error", lambda: call(rand(8, 8, 8), rand(8, 8, 8, seed=1)),
+  estimate=ARRAY_ANY_NDIM + [rand(4, 4, 4)], truth=ARRAY_ANY_NDIM + [rand(4, 4, 4), np.zeros((8, 8, 8))])
+E("cryoem.particles.make_atoms", lambda: call(rand(5, 3)), positions=ARRAY + [rand(5, 2)],
+  weights=[NAN, "a", np.ones(3)], sigma=LENGTH)
+E("cryoem.particles.check_atoms", lambda: call(_catoms()), atoms=ATOMS_C, name=FREE)
+E("cryoem.particles.random_structure", lambda: call(5), n_atoms=COUNT, radii=[(0, 15, 12), (NAN, 1, 1), "a"],
+  sigma=LENGTH, min_distance=NONNEG, seed=SEED)
+E("cryoem.particles.random_domains", lambda: call(2, atoms_per_domain=5), n_domains=COUNT,
+  atoms_per_domain=COUNT, domain_radius=LENGTH, spread=NONNEG, sigma=LENGTH, seed=SEED)
+E("cryoem.particles.transform_atoms", lambda: call(_catoms(), np.eye(3)), atoms=ATOMS_C,
+  rotation=[np.ones((3, 3)), np.full((3, 3), NAN), "abc"], translation=[(NAN, 0, 0), (0, 0), "a"],
+  center=[(NAN, 0, 0), (0, 0), "a"])
+E("cryoem.particles.concatenate_atoms", lambda: call(_catoms(), _catoms()), parts=FREE)
+E("cryoem.particles.check_grid", lambda: call(_cgrid(), 2), grid=GRID + [_cgrid((8, 8, 8))], ndim=[0, 4, 2.5, "2"])
+E("cryoem.particles.gaussian_volume", lambda: call(_catoms(), _cgrid((8, 8, 8))), atoms=ATOMS_C,
+  grid=GRID + [_cgrid()], budget=LENGTH)
+E("cryoem.particles.project_atoms", lambda: call(_catoms(), _rotations(), _cgrid()), atoms=ATOMS_C,
+  rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], grid=GRID + [_cgrid((8, 8, 8))], budget=LENGTH)
+E("cryoem.micrographs.check_snr", lambda: call(0.5), snr=[0, -1.0, NAN, "1"])  # inf: no noise
+E("cryoem.micrographs.ctf", lambda: call(_cgrid(), defocus=15000.0), grid=GRID, defocus=REAL + [np.array([NAN])],
+  B_factor=NONNEG, microscope=FREE)
+E("cryoem.micrographs.ctf_profile", lambda: call(0.1, defocus=15000.0, num_samples=50), k_max=LENGTH,
+  defocus=REAL, B_factor=NONNEG, num_samples=COUNT, microscope=FREE)
+E("cryoem.micrographs.draw_parameters", lambda: call(4, seed=0), n_images=COUNT, seed=SEED,
+  defocus_range=[(NAN, 1.0), (2.0, 1.0), (1.0,), "a"], max_shift=NONNEG, contrast_spread=NONNEG,
+  images_per_micrograph=COUNT)
+E("cryoem.micrographs.check_parameters", lambda: call(_params()), params=["not-params", None])
+E("cryoem.micrographs.form_images", lambda: call(rand(4, 16, 16), _cgrid(), defocus=np.full(4, 15000.0)),
+  projections=ARRAY + [rand(4, 8, 8)], grid=GRID, defocus=[EMPTY, WITH_NAN, "abc", np.ones(3)],
+  shifts=[EMPTY, WITH_NAN, "abc", np.zeros((4, 3))], contrast=[EMPTY, WITH_NAN, "abc", np.ones(3)],
+  B_factor=NONNEG, microscope=FREE)
+E("cryoem.micrographs.form_images_adjoint", lambda: call(rand(4, 16, 16), _cgrid(), defocus=np.full(4, 15000.0)),
+  images=ARRAY + [rand(4, 8, 8)], grid=GRID, defocus=[EMPTY, WITH_NAN, "abc", np.ones(3)],
+  shifts=[EMPTY, WITH_NAN, "abc", np.zeros((4, 3))], contrast=[EMPTY, WITH_NAN, "abc", np.ones(3)],
+  B_factor=NONNEG, microscope=FREE)
+E("cryoem.micrographs.add_noise", lambda: call(rand(3, 8, 8), 0.5, seed=0), images=ARRAY_ANY_NDIM,
+  sigma=NONNEG, seed=SEED, first_index=COUNT0)
+E("cryoem.micrographs.noise_sigma", lambda: call(_catoms(), _params(), _cgrid(), snr=0.5, pilot=4),
+  structure=ATOMS_C, params=["not-params", None], grid=GRID, snr=[0, -1.0, NAN, "1"], B_factor=NONNEG, pilot=COUNT,
+  microscope=FREE)
+E("cryoem.micrographs.stream_images", lambda: call(_catoms(), _params(), _cgrid(), snr=0.5, pilot=4),
+  structure=ATOMS_C, params=["not-params", None], grid=GRID, snr=[0, -1.0, NAN, "1"], seed=SEED,
+  B_factor=NONNEG, budget=LENGTH, pilot=COUNT, microscope=FREE)
+E("cryoem.wasserstein.check_density", lambda: call(rand(8, 8)), density=ARRAY_ANY_NDIM + [-rand(8, 8)],
+  name=FREE, allow_negative=FREE)
+E("cryoem.wasserstein.levels", lambda: call((8, 8)), shape=GPTS)
+E("cryoem.wasserstein.embedding_size", lambda: call((8, 8)), shape=GPTS, wavelet=["no-such-wavelet", 3])
+E("cryoem.wasserstein.wavelet_embedding", lambda: call(rand(8, 8)), density=ARRAY_ANY_NDIM + [-rand(8, 8)],
+  sampling=LENGTH, wavelet=["no-such-wavelet", 3], allow_negative=FREE)
+E("cryoem.wasserstein.wavelet_embedding_adjoint", lambda: call(rand(_embedding_size()), (8, 8)),
+  coefficients=ARRAY_ANY_NDIM + [rand(5)], shape=GPTS, sampling=LENGTH, wavelet=["no-such-wavelet", 3])
+
+
+def _embedding_size():
+    from mbook.cryoem import wasserstein
+
+    return wasserstein.embedding_size((8, 8))
+
+
+E("cryoem.wasserstein.wemd", lambda: call(_unit(rand(8, 8)), _unit(rand(8, 8, seed=1))), p=ARRAY + [-rand(8, 8), rand(4, 4)],
+  q=ARRAY + [-rand(8, 8), rand(4, 4)], sampling=LENGTH, wavelet=["no-such-wavelet", 3])
+E("cryoem.wasserstein.pairwise_l1", lambda: call(rand(4, 10)), embedded=ARRAY, budget=LENGTH)
+E("cryoem.wasserstein.pairwise_wemd", lambda: call(rand(3, 8, 8) / rand(3, 8, 8).sum(axis=(1, 2))[:, None, None]), densities=ARRAY + [-rand(3, 8, 8)],
+  sampling=LENGTH, wavelet=["no-such-wavelet", 3], allow_negative=FREE, budget=LENGTH)
+E("cryoem.wasserstein.exact_emd", lambda: call(_unit(rand(6, 6)), _unit(rand(6, 6, seed=1))),
+  p=ARRAY + [-rand(6, 6), rand(4, 4)], q=ARRAY + [-rand(6, 6), rand(4, 4)], sampling=LENGTH, max_points=COUNT)
+E("cryoem.wasserstein.diffusion_map", lambda: call(_distances()), distances=ARRAY + [rand(3, 4), -_distances()],
+  n_components=COUNT + [10], epsilon=LENGTH, alpha=[NAN, "1", -1.0], t=COUNT0)
+
+
+
+E("cryoem.moments.disk_frequencies", lambda: call(_cgrid(), k_max=1 / 12), grid=GRID + [_cgrid((8, 8, 8))],
+  k_max=LENGTH)
+E("cryoem.moments.check_frequencies", lambda: call(_frequencies()), frequencies=["not-frequencies", None])
+
+
+def _frequencies():
+    from mbook.cryoem import moments
+
+    return moments.disk_frequencies(_cgrid(), k_max=1 / 12)
+
+
+E("cryoem.moments.image_transform", lambda: call(rand(3, 16, 16), _frequencies()),
+  images=ARRAY + [rand(3, 8, 8)], frequencies=["not-frequencies", None])
+E("cryoem.moments.spherical_harmonics", lambda: call(4, rand(5, 3)), l_max=COUNT0 + [10**6],
+  directions=[EMPTY, WITH_NAN, "abc", rand(5, 2)])  # a zero vector is taken as the z axis (atoms at the origin)
+E("cryoem.moments.default_l_max", lambda: call(1 / 12, 20.0), k_max=LENGTH, radius=LENGTH)
+E("cryoem.moments.sh_coefficients", lambda: call(_catoms(), np.linspace(0.01, 0.08, 3), l_max=4), atoms=ATOMS_C,
+  radii=[EMPTY, WITH_NAN, "abc", -np.ones(2)], l_max=COUNT0 + [10**6])
+E("cryoem.moments.invariants", lambda: call([np.ones((3, 2 * l + 1)) for l in range(3)]),
+  coefficients=[[], "abc", [np.full((3, 1), NAN)]])
+E("cryoem.moments.analytic_moments", lambda: call(_catoms(), _cgrid(), k_max=1 / 12), atoms=ATOMS_C,
+  grid=GRID + [_cgrid((8, 8, 8))], k_max=LENGTH, l_max=COUNT0 + [10**6])
+E("cryoem.moments.empirical_moments", lambda: call(_batches(), _params(), _cgrid(), k_max=1 / 12),
+  batches=["abc", 3, []], params=["not-params", None], grid=GRID, k_max=LENGTH, B_factor=NONNEG,
+  checkpoints=[[0], [-1], "a"], microscope=FREE)
+E("cryoem.moments.covariance", lambda: call(_exact_moments()), moments_=MOMENTS)
+E("cryoem.moments.relative_difference", lambda: call(_exact_moments(), _exact_moments()), a=MOMENTS, b=MOMENTS,
+  fit_scale=FREE)
+E("cryoem.moments.identify", lambda: call(_exact_moments(), [_exact_moments()]), empirical=MOMENTS,
+  candidates=[[], "abc", [3]])
+E("cryoem.heterogeneity.hinged_particle", lambda: call(atoms_per_domain=6), atoms_per_domain=COUNT,
+  separation=LENGTH, sigma=LENGTH, seed=SEED)
+E("cryoem.heterogeneity.conformations", lambda: call(_particle(), np.zeros((2, 2))),
+  particle=["not-a-particle", None], latent=[EMPTY, WITH_NAN, "abc", np.zeros((2, 3))])
+E("cryoem.heterogeneity.conformation", lambda: call(_particle(), (0.1, 0.2)), particle=["not-a-particle", None],
+  z=[(NAN, 0.0), (0.0, 0.0, 0.0), "a"])
+E("cryoem.heterogeneity.family_volumes", lambda: call(_particle(), np.zeros((2, 2)), _cgrid((8, 8, 8))),
+  particle=["not-a-particle", None], latent=[EMPTY, WITH_NAN, "abc", np.zeros((2, 3))],
+  grid=GRID + [_cgrid()], budget=LENGTH)
+E("cryoem.heterogeneity.pseudo_atom_basis", lambda: call(_particle(), [(0.0, 0.0)], spacing=8.0, sigma=4.0),
+  particle=["not-a-particle", None], latent=[EMPTY, WITH_NAN, "abc", np.zeros((2, 3))], spacing=LENGTH,
+  sigma=LENGTH, margin=NONNEG)
+E("cryoem.heterogeneity.coefficient_volume", lambda: call(np.ones(_nbasis()), _basis(), _cgrid((8, 8, 8))),
+  coefficients=ARRAY_ANY_NDIM + [np.ones(3)], basis=ATOMS_C, grid=GRID + [_cgrid()], budget=LENGTH)
+
+
+def _nbasis():
+    return len(_basis().weights)
+
+
+E("cryoem.heterogeneity.image_statistics",
+  lambda: call(_batches(), _params(), _cgrid(), _basis(), k_max=1 / 12),
+  batches=["abc", 3, []], params=["not-params", None], grid=GRID + [_cgrid((8, 8))], basis=ATOMS_C,
+  k_max=LENGTH, B_factor=NONNEG, budget=LENGTH, microscope=FREE)
+E("cryoem.heterogeneity.consensus", lambda: call(_statistics()), statistics=STATISTICS,
+  regularization=NONNEG)
+E("cryoem.heterogeneity.ppca", lambda: call(_statistics(), np.ones(4), max_num_iter=3),
+  statistics=STATISTICS, mean=ARRAY + [np.ones(3)], n_components=COUNT + [5], contrast_invariant=FREE,
+  max_num_iter=COUNT, seed=SEED)
+E("cryoem.heterogeneity.neighbourhood_preservation", lambda: call(rand(12, 2), rand(12, 2, seed=1), n_neighbours=3),
+  embedding=ARRAY + [rand(5, 2)], reference=ARRAY + [rand(5, 2)], n_neighbours=COUNT + [20])
+E("cryoem.heterogeneity.linear_alignment", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
+  embedding=ARRAY + [rand(5, 2)], reference=ARRAY + [rand(5, 2)])
+E("cryoem.heterogeneity.canonical_correlations", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
+  embedding=ARRAY + [rand(5, 2)], reference=ARRAY + [rand(5, 2)])
+E("cryoem.heterogeneity.rank_correlation", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
+  embedding=ARRAY + [rand(5, 2)], latent=ARRAY + [rand(5, 2)])
+E("cryoem.heterogeneity.per_conformation_error", lambda: call(rand(3, 8, 8, 8), rand(3, 8, 8, 8, seed=1)),
+  estimates=ARRAY + [rand(2, 8, 8, 8)], truths=ARRAY + [rand(2, 8, 8, 8)], mean=ARRAY + [rand(4, 4, 4)])

@@ -98,6 +98,7 @@ def hinged_particle(*, atoms_per_domain=35, separation=24.0, sigma=2.5, seed=0):
     HingedParticle
     """
     separation = checks.check_positive_number(separation, "separation")
+    atoms_per_domain = checks.check_count(atoms_per_domain, "atoms_per_domain")
     rng = checks.rng(seed)
     half = separation / 2
     fixed, moving = (particles.transform_atoms(
@@ -148,7 +149,10 @@ def conformations(particle: HingedParticle, latent) -> particles.Atoms:
 
 def conformation(particle: HingedParticle, z) -> particles.Atoms:
     """The particle at latent ``z = (θ, φ)`` [rad]: hinge angle and twist of the moving domain."""
-    z = np.asarray(backend.asnumpy(z) if backend.is_device_array(z) else z, dtype=float).ravel()
+    try:
+        z = np.asarray(backend.asnumpy(z) if backend.is_device_array(z) else z, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"z must be (θ,) or (θ, φ) [rad], got {z!r}") from None
     if z.size not in (1, 2) or not np.isfinite(z).all():
         raise ValueError(f"z must be one or two finite angles (θ, φ) [rad], got {z!r}")
     atoms = conformations(particle, z[None])
@@ -219,7 +223,7 @@ def coefficient_volume(coefficients, basis: particles.Atoms, grid, *, budget=Non
     (N, N, N) or (n, N, N, N) ndarray
         On the selected device.
     """
-    basis = particles.check_atoms(basis)
+    basis = particles.check_atoms(basis, "basis")
     coefficients = checks.check_array(coefficients, "coefficients", real=True).astype(float)
     d = basis.weights.shape[-1]
     if coefficients.ndim not in (1, 2) or coefficients.shape[-1] != d or basis.positions.ndim != 2:
@@ -276,7 +280,9 @@ def image_statistics(batches, params: micrographs.ImageParameters, grid, basis: 
     """
     frequencies = moments.disk_frequencies(grid, k_max=k_max)
     params = micrographs.check_parameters(params)
-    basis = particles.check_atoms(basis)
+    basis = particles.check_atoms(basis, "basis")
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable of ImageBatch (see stream_images), got {batches!r:.60}")
     defocus = backend.asnumpy(params.defocus)  # CTFs are keyed on the host: one copy for the stack
     kx, ky, index = (backend.asnumpy(a) for a in (frequencies.kx, frequencies.ky, frequencies.index))
     # Real images: Î(-k) = Î(k)*, so a half disk (ky > 0, or ky = 0 and kx >= 0) carries everything;
@@ -291,7 +297,11 @@ def image_statistics(batches, params: micrographs.ImageParameters, grid, basis: 
     per_image = 8 * (6 * q * d + 2 * d * d + 4 * q) + 16 * grid.gpts[0] * grid.gpts[1]
     grams, projections, sigma = [], [], 0.0
     for batch in batches:
+        if not hasattr(batch, "images"):
+            raise TypeError(f"batches must hold ImageBatch (see stream_images), got {type(batch).__name__}")
         images = backend.asarray(batch.images)
+        if tuple(images.shape[-2:]) != tuple(grid.gpts):
+            raise ValueError(f"grid {grid.gpts} does not match the images {tuple(images.shape[-2:])}")
         sigma = batch.noise_sigma
         size = progress.plan_batches(n_items=images.shape[0], bytes_per_item=per_image, budget=budget)
         for first in range(0, images.shape[0], size):
@@ -309,6 +319,8 @@ def image_statistics(batches, params: micrographs.ImageParameters, grid, basis: 
             data = xp.concatenate([spectra.real, spectra.imag], axis=1)[:, :, None]
             grams.append((stacked.swapaxes(1, 2) @ stacked).astype(xp.float32))
             projections.append((stacked.swapaxes(1, 2) @ data)[:, :, 0])
+    if not grams:
+        raise ValueError("batches is empty: give at least one ImageBatch")
     h, n = grid.sampling[0], grid.gpts[0]
     return ImageStatistics(xp.concatenate(grams), xp.concatenate(projections), sigma**2 * h**4 * n**2)
 
@@ -375,6 +387,8 @@ def ppca(statistics: ImageStatistics, mean, *, n_components=2, contrast_invarian
     n, d, _ = gram.shape
     k = checks.check_count(n_components, "n_components", maximum=d)  # at most the basis size
     mean = checks.check_array(mean, "mean", ndim=1, real=True).astype(float)
+    if mean.shape != (d,):
+        raise ValueError(f"mean must have one value per basis function ({d}), got shape {mean.shape}")
     xp = backend.get_array_module(gram)
     nu = statistics.noise_variance if statistics.noise_variance > 0 else 1e-12 * xp.trace(gram.mean(0)) / d
     residual = statistics.projection - gram @ mean  # b_i - G_i m
@@ -407,13 +421,15 @@ def ppca(statistics: ImageStatistics, mean, *, n_components=2, contrast_invarian
 
 
 # --------------------------------------------------------------------------- metrics
-def _check_embeddings(a, b):
-    a, b = (checks.check_array(x, name, real=True).astype(float) for x, name in ((a, "embedding"), (b, "reference")))
+def _check_embeddings(a, b, names=("embedding", "reference")):
+    a, b = (checks.check_array(x, name, real=True).astype(float) for x, name in zip((a, b), names))
     a, b = (x[:, None] if x.ndim == 1 else x for x in (a, b))
     if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"embeddings must be (n,) or (n, p) arrays, got shapes {a.shape} and {b.shape}")
+        raise ValueError(f"{names[0]} and {names[1]} must be (n,) or (n, p) arrays, got shapes {a.shape} and "
+                         f"{b.shape}")
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"embeddings must have one row per image, got {a.shape[0]} and {b.shape[0]} rows")
+        raise ValueError(f"{names[0]} and {names[1]} must have one row per image, got {a.shape[0]} and "
+                         f"{b.shape[0]} rows")
     return a, b
 
 
@@ -479,7 +495,7 @@ def rank_correlation(embedding, latent):
     (latent_dim,) ndarray
         On the selected device.
     """
-    a, b = _check_embeddings(embedding, latent)
+    a, b = _check_embeddings(embedding, latent, ("embedding", "latent"))
     readout = backend.asnumpy(_affine_fit(a, b, backend.get_array_module(a)))
     b = backend.asnumpy(b)
     return backend.asarray(np.array([stats.spearmanr(readout[:, j], b[:, j])[0] for j in range(b.shape[1])]))
@@ -513,5 +529,7 @@ def per_conformation_error(estimates, truths, *, mean=None):
     if estimates.shape[1:] != truths.shape[1:] or estimates.shape[0] not in (1, truths.shape[0]):
         raise ValueError(f"estimates and truths must have one shape, got {estimates.shape} and {truths.shape}")
     mean = truths.mean(axis=0) if mean is None else checks.check_array(mean, "mean", real=True).astype(float)
+    if mean.shape != truths.shape[1:]:
+        raise ValueError(f"mean must have the shape of one map {truths.shape[1:]}, got {mean.shape}")
     axes = tuple(range(1, truths.ndim))
     return xp.sqrt(xp.sum((estimates - truths) ** 2, axis=axes) / xp.sum((truths - mean) ** 2, axis=axes))

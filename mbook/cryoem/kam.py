@@ -82,6 +82,8 @@ def _bessel_matrix(l, radii, nodes):
 
 def _host_moments(moments_):
     """Host copies of what the fits use: radius, angle, second moment (real part) and weight."""
+    if not isinstance(moments_, moments.Moments):
+        raise TypeError(f"moments_ must be Moments (see moments.analytic_moments), got {type(moments_).__name__}")
     f = moments_.frequencies
     radius, angle = backend.asnumpy(f.radius), backend.asnumpy(f.angle)
     second = backend.asnumpy(moments_.second).real
@@ -142,7 +144,10 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
     size = (l_max + 1) * per_l
     # The normal equations (size²) and one block of the design matrix (chunk × size), before building them;
     # the solve costs size³ on top.
-    progress.plan_batches(n_items=1, bytes_per_item=8 * (size * size + 2 * chunk * size))
+    try:
+        progress.plan_batches(n_items=1, bytes_per_item=8 * (size * size + 2 * chunk * size))
+    except MemoryError as error:
+        raise MemoryError(f"l_max = {l_max} with {p} radial nodes: {error}") from None
     bessel = [_bessel_matrix(l, f_radius, nodes) for l in range(l_max + 1)]
     rows, cols = np.triu_indices(f_radius.size)
     if weight is None:  # exact moments: fit relative errors
@@ -174,6 +179,8 @@ def estimate_invariants(moments_: moments.Moments, *, radius, l_max=None, oversa
 
 
 def _host_invariants(invariants_):
+    if not isinstance(invariants_, Invariants):
+        raise TypeError(f"invariants_ must be Invariants (see estimate_invariants), got {type(invariants_).__name__}")
     return backend.asnumpy(invariants_.nodes), [backend.asnumpy(b) for b in invariants_.blocks]
 
 
@@ -183,6 +190,8 @@ def invariants_on_shells(invariants_: Invariants, radii):
     Host-only step (:mod:`scipy.special`).
     """
     radii = backend.asnumpy(checks.check_array(radii, "radii", ndim=1, real=True)).astype(float)
+    if np.any(radii < 0):
+        raise ValueError("radii must be >= 0 (shell radii [1/Å])")
     nodes, blocks = _host_invariants(invariants_)
     out = []
     for l, b in enumerate(blocks):
@@ -219,6 +228,7 @@ def reconstruct(invariants_: Invariants, prior: particles.Atoms, *, k_max, n_rad
     k_max = checks.check_positive_number(k_max, "k_max")
     n_radii = checks.check_count(n_radii, "n_radii")
     nodes, blocks = _host_invariants(invariants_)
+    particles.check_atoms(prior, "prior")
     radii = np.linspace(0, k_max, n_radii + 1)[1:]
     prior_coefficients = [backend.asnumpy(a) for a in moments.sh_coefficients(prior, radii, l_max=len(blocks) - 1)]
     betas = []
@@ -257,8 +267,13 @@ def volume_from_coefficients(betas, nodes, grid, *, k_max):
     """
     grid = particles.check_grid(grid, 3)
     k_max = checks.check_positive_number(k_max, "k_max")
-    betas = [backend.asnumpy(b) for b in betas]
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__iter__"):
+        raise TypeError(f"betas must be a list of (p, 2l+1) arrays, got {betas!r:.60}")
     nodes = backend.asnumpy(checks.check_array(nodes, "nodes", ndim=1, real=True)).astype(float)
+    betas = [backend.asnumpy(checks.check_array(b, "betas", ndim=2, real=True)) for b in betas]
+    if not betas or any(b.shape != (nodes.size, 2 * l + 1) for l, b in enumerate(betas)):
+        raise ValueError(f"betas must be [(p, 2l+1) for l = 0..l_max] with p = {nodes.size} nodes, got "
+                         f"{[b.shape for b in betas]}")
     k = np.meshgrid(*grids.spatial_frequencies(grid, xp=np), indexing="ij")
     k = np.stack([c.ravel() for c in k], axis=1)
     radius = np.linalg.norm(k, axis=1)

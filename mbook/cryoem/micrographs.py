@@ -67,8 +67,13 @@ def check_snr(snr) -> float:
 
 def _host_defocus(defocus) -> np.ndarray:
     """Defocus values on the host (they key the CTF table): one small copy, then checked."""
-    values = np.asarray(backend.asnumpy(defocus) if backend.is_device_array(defocus) else defocus, dtype=float)
-    if not np.isfinite(values).all():
+    if isinstance(defocus, (str, bytes)):
+        raise ValueError(f"defocus must be finite numbers [Å], got {defocus!r}")
+    try:
+        values = np.asarray(backend.asnumpy(defocus) if backend.is_device_array(defocus) else defocus, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"defocus must be finite numbers [Å], got {defocus!r:.60}") from None
+    if values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"defocus must be finite [Å], got {defocus!r}")
     return values
 
@@ -213,7 +218,10 @@ def draw_parameters(n_images, *, seed=0, defocus_range=(1.0e4, 2.5e4), max_shift
     ImageParameters
     """
     checks.check_count(n_images, "n_images")
-    low, high = (float(d) for d in defocus_range)
+    try:
+        low, high = (float(d) for d in defocus_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"defocus_range must be two finite values low <= high [Å], got {defocus_range!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise ValueError(f"defocus_range must be two finite values low <= high [Å], got {defocus_range!r}")
     checks.check_positive_number(max_shift, "max_shift", allow_zero=True)
@@ -279,13 +287,23 @@ def _form_images(projections, grid, defocus, shifts, contrast, B_factor, microsc
 
 
 def _check_formation(array, name, grid, defocus, shifts, contrast, B_factor, microscope):
+    grid = particles.check_grid(grid, 2)
     array = checks.check_array(array, name, ndim=3)
+    if tuple(array.shape[1:]) != tuple(grid.gpts):
+        raise ValueError(f"{name} must be (b, {grid.gpts[0]}, {grid.gpts[1]}) on the grid, got shape {array.shape}")
     b = array.shape[0]
-    defocus = np.broadcast_to(_host_defocus(defocus), (b,))
+    defocus = _host_defocus(defocus)
+    if defocus.shape not in ((), (1,), (b,)):
+        raise ValueError(f"defocus must be one value or one per image ({b}), got shape {defocus.shape}")
+    defocus = np.broadcast_to(defocus, (b,))
     if shifts is not None:
-        shifts = checks.check_array(shifts, "shifts", real=True).astype(float).reshape(b, 2)
+        shifts = checks.check_array(shifts, "shifts", real=True).astype(float)
+        if shifts.shape != (b, 2):
+            raise ValueError(f"shifts must be (b, 2) = ({b}, 2) [Å], got shape {shifts.shape}")
     if contrast is not None:
-        contrast = checks.check_array(contrast, "contrast", real=True).astype(float).reshape(b)
+        contrast = checks.check_array(contrast, "contrast", real=True).astype(float)
+        if contrast.shape != (b,):
+            raise ValueError(f"contrast must hold one value per image ({b}), got shape {contrast.shape}")
     return array, defocus, shifts, contrast, _check_b_factor(B_factor), _microscope(microscope)
 
 
@@ -369,7 +387,7 @@ def _check_structure(structure, n_images, grid):
         return structure
     if callable(structure):
         return structure
-    volume = voxels.check_volume(structure)
+    volume = voxels.check_volume(structure, "structure")
     if volume.shape[0] != grid.gpts[0]:
         raise ValueError(f"volume of {volume.shape[0]}³ voxels does not match the image grid {grid.gpts}")
     return volume
@@ -470,6 +488,9 @@ def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, see
     params = check_parameters(params)
     B_factor, microscope = _check_b_factor(B_factor), _microscope(microscope)
     pilot = checks.check_count(pilot, "pilot")
+    checks.check_seed(seed)
+    if budget is not None:
+        checks.check_positive_number(budget, "budget")
     n = params.defocus.shape[0]
     structure = _check_structure(structure, n, grid)
     defocus = _host_defocus(params.defocus)  # the CTF table is keyed on the host: one copy for the stack

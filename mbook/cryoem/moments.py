@@ -149,6 +149,9 @@ def image_transform(images, frequencies: DiskFrequencies):
     """
     images = checks.check_array(images, "images", ndim=3)
     frequencies = check_frequencies(frequencies)
+    if tuple(images.shape[1:]) != tuple(frequencies.grid.gpts):
+        raise ValueError(f"images must be (n, {frequencies.grid.gpts[0]}, {frequencies.grid.gpts[1]}) on the grid "
+                         f"of frequencies, got shape {images.shape}")
     return _image_transform(images, frequencies.index, frequencies.grid.sampling[0])
 
 
@@ -212,20 +215,31 @@ def spherical_harmonics(l_max, directions):
     if d.shape[1] != 3:
         raise ValueError(f"directions must be (n, 3) vectors, got shape {d.shape}")
     # (l_max + 1)² values per direction, plus the recurrence's three rows of Legendre functions.
-    needed = 8 * d.shape[0] * ((l_max + 1) ** 2 + 3 * (l_max + 1))
-    progress.plan_batches(n_items=1, bytes_per_item=needed)  # MemoryError, with the numbers, over budget
+    _check_harmonics_memory(l_max, d.shape[0])
     return _spherical_harmonics(l_max, d, backend.get_array_module(d))
+
+
+def _check_harmonics_memory(l_max, n_directions):
+    """Refuse, before any work, (l_max + 1)² harmonics per direction beyond the memory budget (names l_max)."""
+    # (l_max + 1)² values per direction, plus the recurrence's three rows of Legendre functions.
+    needed = 8 * n_directions * ((l_max + 1) ** 2 + 3 * (l_max + 1))
+    try:
+        progress.plan_batches(n_items=1, bytes_per_item=needed)
+    except MemoryError as error:
+        raise MemoryError(f"l_max = {l_max} on {n_directions} directions: {error}") from None
 
 
 def default_l_max(k_max, radius) -> int:
     """Degree beyond which ``j_l(2π k r)`` is negligible for k <= k_max, r <= radius."""
+    k_max = checks.check_positive_number(k_max, "k_max")
+    radius = checks.check_positive_number(radius, "radius")
     x = 2 * math.pi * k_max * radius
     return int(math.ceil(x + 4 * x ** (1 / 3) + 6))
 
 
-def _host_atoms(atoms):
+def _host_atoms(atoms, name="atoms"):
     """Host copies of the atoms' fields (a single conformation)."""
-    positions, weights, sigma = (backend.asnumpy(a) for a in particles.check_atoms(atoms))
+    positions, weights, sigma = (backend.asnumpy(a) for a in particles.check_atoms(atoms, name))
     if positions.ndim != 2:
         raise ValueError(f"atoms must be one conformation, positions (n, 3), got shape {positions.shape}")
     return positions, weights, sigma
@@ -260,13 +274,21 @@ def sh_coefficients(atoms: particles.Atoms, radii, *, l_max):
         ``A_l`` for l = 0..l_max [weight], on the selected device.
     """
     radii = backend.asnumpy(checks.check_array(radii, "radii", ndim=1, real=True)).astype(float)
+    if np.any(radii < 0):
+        raise ValueError("radii must be >= 0 (shell radii [1/Å])")
     l_max = checks.check_count(l_max, "l_max", minimum=0)
-    return [backend.asarray(a) for a in _sh_coefficients(*_host_atoms(atoms), radii, l_max)]
+    host = _host_atoms(atoms)
+    _check_harmonics_memory(l_max, len(host[0]))
+    return [backend.asarray(a) for a in _sh_coefficients(*host, radii, l_max)]
 
 
 def invariants(coefficients):
     """Kam's invariants ``C_l = A_l A_lᵀ / 4π`` (rotation invariant): one (s, s) matrix per l, on the device."""
+    if isinstance(coefficients, (str, bytes)) or not hasattr(coefficients, "__iter__"):
+        raise TypeError(f"coefficients must be a list of (s, 2l+1) arrays, got {coefficients!r:.60}")
     coefficients = [checks.check_array(a, "coefficients", ndim=2) for a in coefficients]
+    if not coefficients:
+        raise ValueError("coefficients must hold at least the l = 0 block")
     return [a @ a.T / (4 * math.pi) for a in coefficients]
 
 
@@ -332,6 +354,7 @@ def analytic_moments(atoms: particles.Atoms, grid, *, k_max, l_max=None) -> Mome
     radius_max = float(np.max(np.linalg.norm(positions, axis=1)))
     l_max = default_l_max(k_max, radius_max) if l_max is None else checks.check_count(l_max, "l_max", minimum=0)
     radii, radius_index = np.unique(np.round(disk[3], 12), return_inverse=True)
+    _check_harmonics_memory(l_max, len(positions))
     coefficients = _sh_coefficients(positions, weights, sigma, radii, l_max)
     mean = coefficients[0][radius_index, 0] / math.sqrt(4 * math.pi)
     second = _second_from_invariants(coefficients, radius_index, disk[4])
@@ -374,11 +397,15 @@ def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_m
     xp = backend.xp
     sums = {"mean": xp.zeros(q, complex), "h2": xp.zeros(q), "second": xp.zeros((q, q), complex),
             "h22": xp.zeros((q, q))}  # h22[k1, k2] = Σ_i H_i(k1)² H_i(k2)²
-    wanted = sorted(int(c) for c in (checkpoints or []))
-    if wanted and wanted[0] < 1:
-        raise ValueError(f"checkpoints must be >= 1 images, got {checkpoints!r}")
+    if isinstance(checkpoints, (str, bytes)):
+        raise ValueError(f"checkpoints must be a sequence of image counts >= 1, got {checkpoints!r}")
+    wanted = sorted(checks.check_count(c, "checkpoints") for c in (checkpoints or []))
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable of ImageBatch (see stream_images), got {batches!r:.60}")
     results, count, sigma = [], 0, 0.0
     for batch in batches:
+        if not hasattr(batch, "images"):
+            raise TypeError(f"batches must hold ImageBatch (see stream_images), got {type(batch).__name__}")
         sigma = batch.noise_sigma
         images = backend.asarray(batch.images)
         b, done = images.shape[0], 0
@@ -398,6 +425,8 @@ def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_m
                 wanted.pop(0)
     if wanted:
         raise ValueError(f"checkpoints {wanted} exceed the {count} images of the stack")
+    if count == 0:
+        raise ValueError("batches is empty: give at least one ImageBatch")
     return results if checkpoints is not None else _finish(sums, frequencies, sigma**2 * h**4 * n**2, count)
 
 
@@ -411,12 +440,19 @@ def _finish(sums, frequencies, noise_variance, count) -> Moments:
     return Moments(frequencies, sums["mean"] / sums["h2"], second, count, weight)
 
 
+def _check_moments(value, name):
+    if not isinstance(value, Moments):
+        raise TypeError(f"{name} must be Moments (see analytic_moments, empirical_moments), got {type(value).__name__}")
+    return value
+
+
 def covariance(moments_: Moments):
     """Image covariance ``E[Î Î*] - E[Î] E[Î]*`` from first and second moments; (q, q) ndarray on the selected device.
 
     Only the l = 0 invariant differs from the second moment (the mean is
     radial), so Kam's invariants for l > 0 are the same from either.
     """
+    _check_moments(moments_, "moments_")
     mean, second = backend.asarray(moments_.mean), backend.asarray(moments_.second)
     xp = backend.get_array_module(second)
     return second - xp.outer(mean, xp.conj(mean))
@@ -424,6 +460,7 @@ def covariance(moments_: Moments):
 
 def relative_difference(a: Moments, b: Moments, *, fit_scale=False) -> float:
     """``min_α ||M_a - α M_b||_F / ||M_a||_F`` of the second moments (α = 1 unless ``fit_scale``)."""
+    _check_moments(a, "a"), _check_moments(b, "b")
     sa, sb = backend.asarray(a.second), backend.asarray(b.second)
     if sa.shape != sb.shape:
         raise ValueError(f"moments on different frequencies: {sa.shape} vs {sb.shape}")
@@ -450,4 +487,12 @@ def identify(empirical: Moments, candidates):
     (n_candidates,) ndarray
         On the selected device.
     """
+    _check_moments(empirical, "empirical")
+    if isinstance(candidates, (str, bytes)) or not hasattr(candidates, "__iter__"):
+        raise TypeError(f"candidates must be a sequence of Moments, got {candidates!r:.60}")
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("candidates must hold at least one Moments")
+    for candidate in candidates:
+        _check_moments(candidate, "candidates")
     return backend.asarray(np.array([relative_difference(empirical, c, fit_scale=True) for c in candidates]))

@@ -120,7 +120,10 @@ def make_atoms(positions, *, weights=1.0, sigma=2.0) -> Atoms:
     n = positions.shape[-2]
     weights = checks.check_array(weights, "weights", real=True).astype(float)
     per_conformation = weights.ndim == 2 and positions.ndim == 3  # one set of weights per conformation
-    weights = xp.broadcast_to(weights, positions.shape[:2] if per_conformation else (n,)).copy()
+    try:
+        weights = xp.broadcast_to(weights, positions.shape[:2] if per_conformation else (n,)).copy()
+    except ValueError:
+        raise ValueError(f"weights must be a number or one per atom ({n}), got shape {weights.shape}") from None
     sigma = xp.broadcast_to(checks.check_array(sigma, "sigma", real=True).astype(float), (n,)).copy()
     if not bool(xp.all(weights >= 0)):
         raise ValueError(f"weights must be finite and >= 0, got min {float(weights.min())!r}")
@@ -129,7 +132,7 @@ def make_atoms(positions, *, weights=1.0, sigma=2.0) -> Atoms:
     return Atoms(positions, weights, sigma)
 
 
-def check_atoms(atoms) -> Atoms:
+def check_atoms(atoms, name: str = "atoms") -> Atoms:
     """``atoms`` on the selected device, with consistent shapes (values were checked by :func:`make_atoms`).
 
     Moves each field with :func:`mbook.core.backend.asarray` (a no-op when it
@@ -143,13 +146,13 @@ def check_atoms(atoms) -> Atoms:
         For inconsistent shapes.
     """
     if not isinstance(atoms, Atoms):
-        raise TypeError(f"atoms must be mbook.cryoem.particles.Atoms (see make_atoms), got {type(atoms).__name__}")
+        raise TypeError(f"{name} must be mbook.cryoem.particles.Atoms (see make_atoms), got {type(atoms).__name__}")
     positions, weights, sigma = (backend.asarray(field, dtype=float) for field in atoms)
     n = positions.shape[-2] if positions.ndim >= 2 else -1
     weight_shapes = ((n,), positions.shape[:-1]) if positions.ndim == 3 else ((n,),)
     if positions.ndim not in (2, 3) or positions.shape[-1] != 3 or weights.shape not in weight_shapes \
             or sigma.shape != (n,):
-        raise ValueError(f"atoms must have positions (n, 3) or (b, n, 3), weights (n,) or (b, n) and sigma (n,); "
+        raise ValueError(f"{name} must have positions (n, 3) or (b, n, 3), weights (n,) or (b, n) and sigma (n,); "
                          f"got shapes {positions.shape}, {weights.shape}, {sigma.shape}")
     return Atoms(positions, weights, sigma)
 
@@ -278,9 +281,21 @@ def transform_atoms(atoms: Atoms, rotation=None, *, translation=(0.0, 0.0, 0.0),
     """
     atoms = check_atoms(atoms)
     xp = backend.get_array_module(atoms.positions)
-    rotation = xp.eye(3) if rotation is None else checks.check_array(rotation, "rotation", real=True).astype(float)
+    if rotation is None:
+        rotation = xp.eye(3)
+    else:
+        rotation = checks.check_array(rotation, "rotation", real=True).astype(float)
+        if rotation.shape[-2:] != (3, 3) or rotation.ndim > 3:
+            raise ValueError(f"rotation must be (3, 3) or (b, 3, 3), got shape {rotation.shape}")
+        # orthogonal (a mirror, det -1, is allowed: it makes the enantiomer); one small copy to check
+        deviation = float(abs(rotation @ rotation.swapaxes(-1, -2) - xp.eye(3)).max())
+        if deviation > 1e-6:
+            raise ValueError(f"rotation must be orthogonal (R Rᵀ = I), deviation {deviation:.2e}")
     center, translation = (checks.check_array(v, name, real=True).astype(float)
                            for v, name in ((center, "center"), (translation, "translation")))
+    for name, value in (("center", center), ("translation", translation)):
+        if value.shape[-1:] != (3,):
+            raise ValueError(f"{name} must be (3,) or (b, 3) [Å], got shape {value.shape}")
     return atoms._replace(positions=_move(atoms.positions, rotation, center, translation))
 
 
@@ -328,6 +343,8 @@ def check_grid(grid, ndim):
     -------
     Grid
     """
+    if ndim not in (2, 3) or isinstance(ndim, bool):
+        raise ValueError(f"ndim must be 2 or 3 (images or volumes), got {ndim!r}")
     if not isinstance(grid, grids.Grid) or grid.ndim != ndim:
         raise ValueError(f"grid must be a {ndim}D mbook.core.grids.Grid, got {grid!r}")
     if len(set(grid.sampling)) != 1 or len(set(grid.gpts)) != 1:

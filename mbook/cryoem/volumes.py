@@ -40,6 +40,11 @@ import numpy as np
 from mbook.core import backend, checks, grids
 
 
+def _check_path(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__} {path!r}")
+
+
 def write_mrc(path, volume, *, sampling, overwrite=True):
     """Write a volume ``[x, y, z]`` to an MRC file with its voxel size.
 
@@ -56,7 +61,8 @@ def write_mrc(path, volume, *, sampling, overwrite=True):
     """
     import mrcfile
 
-    data = backend.asnumpy(volume)
+    _check_path(path)
+    data = backend.asnumpy(checks.check_array(volume, "volume", ndim=3, real=True, finite=False))
     if data.ndim != 3 or np.iscomplexobj(data):
         raise ValueError(f"volume must be a real 3D array [x, y, z], got shape {data.shape}, dtype {data.dtype}")
     if not np.isfinite(data).all():
@@ -84,6 +90,9 @@ def read_mrc(path):
     """
     import mrcfile
 
+    _check_path(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"path {os.fspath(path)!r} is not a file")
     with mrcfile.open(os.fspath(path), permissive=False) as mrc:
         data = np.array(mrc.data).transpose(2, 1, 0)
         size = mrc.voxel_size
@@ -129,7 +138,8 @@ def fourier_shell_correlation(volume1, volume2, *, sampling):
     """
     a, b = (checks.check_array(v, name) for v, name in ((volume1, "volume1"), (volume2, "volume2")))
     if a.shape != b.shape or len(set(a.shape)) != 1 or a.ndim not in (2, 3):
-        raise ValueError(f"maps must be cubic (n, n, n) or square (n, n) of one shape, got {a.shape} and {b.shape}")
+        raise ValueError(f"volume1 and volume2 must be cubic (n, n, n) or square (n, n) maps of one shape, "
+                         f"got {a.shape} and {b.shape}")
     h = checks.check_positive(sampling, "sampling", 1)[0]
     xp = backend.get_array_module(a)
     n = a.shape[0]
@@ -168,8 +178,10 @@ def resolution(k, fsc, *, threshold=0.5) -> float:
     """
     k, fsc = (backend.asnumpy(checks.check_array(v, name, ndim=1, real=True)).astype(float)
               for v, name in ((k, "k"), (fsc, "fsc")))
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    threshold = checks.check_number(threshold, "threshold", lower=0, upper=1, lower_inclusive=False,
+                                    upper_inclusive=False)
+    if k.shape != fsc.shape:
+        raise ValueError(f"k and fsc must have one length (one FSC value per shell), got {k.size} and fsc {fsc.size}")
     below = np.nonzero(fsc < threshold)[0]
     if len(below) == 0:
         return float(1 / k[-1])
@@ -204,6 +216,8 @@ def lowpass(volume, *, sampling, resolution, ndim=None):
     volume = checks.check_array(volume, "volume", min_ndim=2)
     xp = backend.get_array_module(volume)
     d = checks.check_positive(resolution, "resolution", 1)[0]
+    if ndim is not None and (isinstance(ndim, bool) or ndim not in (2, 3) or ndim > volume.ndim):
+        raise ValueError(f"ndim must be 2 or 3 (at most volume.ndim = {volume.ndim}), got {ndim!r}")
     ndim = ndim or (3 if volume.ndim == 3 else 2)
     grid = grids.make_grid(gpts=volume.shape[-ndim:], sampling=(sampling,) * ndim)
     transfer = xp.exp(-0.5 * d**2 * grids.frequency_squared(grid, xp=xp))
@@ -217,5 +231,8 @@ def relative_error(estimate, truth) -> float:
     if estimate.shape != truth.shape:
         raise ValueError(f"estimate and truth must have one shape, got {estimate.shape} and {truth.shape}")
     xp = backend.get_array_module(truth)
-    return float(xp.linalg.norm(estimate - truth) / xp.linalg.norm(truth))
+    norm = float(xp.linalg.norm(truth))
+    if norm == 0:
+        raise ValueError("truth is zero everywhere: a relative error needs a non-zero truth")
+    return float(xp.linalg.norm(estimate - truth)) / norm
 

@@ -57,10 +57,15 @@ WAVELET = "coif3"
 
 def _host_density(density, name="density", *, allow_negative=False) -> np.ndarray:
     """Host copy of a validated density (float64); see :func:`check_density`."""
+    if isinstance(density, (str, bytes)) or density is None:
+        raise TypeError(f"{name} must be an array, got {type(density).__name__} {density!r}")
     array = backend.asnumpy(density)
     if np.iscomplexobj(array):
         raise ValueError(f"{name} must be real, got dtype {array.dtype}")
-    array = np.asarray(array, dtype=float)
+    try:
+        array = np.asarray(array, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}") from None
     if array.ndim not in (1, 2, 3) or array.size < 2:
         raise ValueError(f"{name} must be a 1D, 2D or 3D array, got shape {array.shape}")
     if not np.isfinite(array).all():
@@ -96,6 +101,7 @@ def levels(shape) -> int:
     coarse coefficients in proportion to its length; with one level fewer, shifts along a 3D diagonal past
     half the box stop adding to the distance (tests/test_wasserstein.py checks the ordering).
     """
+    shape = checks.check_gpts(shape, name="shape")
     return int(math.ceil(math.log2(max(shape)))) + 2
 
 
@@ -111,7 +117,7 @@ def _transform(array, wavelet):
 
 def embedding_size(shape, wavelet=WAVELET) -> int:
     """Number of coefficients ``m`` of :func:`wavelet_embedding` for a density of ``shape``."""
-    shape = tuple(checks.check_count(n, "shape") for n in shape)
+    shape = checks.check_gpts(shape, name="shape")
     return sum(d[key].size for d in _transform(np.zeros(shape), wavelet)[1:] for key in d)
 
 
@@ -181,7 +187,7 @@ def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVE
     import pywt
 
     coefficients = backend.asnumpy(checks.check_array(coefficients, "coefficients", ndim=1))
-    shape = tuple(checks.check_count(n, "shape") for n in shape)
+    shape = checks.check_gpts(shape, name="shape")
     h = checks.check_positive(sampling, "sampling", 1)[0]
     template = _transform(np.zeros(shape), wavelet)
     expected = sum(d[key].size for d in template[1:] for key in d)
@@ -289,7 +295,8 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
         Symmetric, zero diagonal; on the selected device.
     """
     h = checks.check_positive(sampling, "sampling", 1)[0]
-    densities = [_host_density(d, allow_negative=allow_negative) for d in densities]
+    densities = checks.check_array(densities, "densities", min_ndim=2, real=True)
+    densities = [_host_density(d, "densities", allow_negative=allow_negative) for d in densities]
     masses = np.array([d.sum() for d in densities])
     if not allow_negative and np.ptp(masses) > 1e-6 * np.abs(masses).max():
         raise ValueError(f"densities must have equal masses, got {masses.min():.6g} to {masses.max():.6g}")
@@ -321,6 +328,7 @@ def exact_emd(p, q, *, sampling=1.0, max_points=6000) -> float:
 
     p, q = _check_pair(p, q)
     h = checks.check_positive(sampling, "sampling", 1)[0]
+    max_points = checks.check_count(max_points, "max_points")
     support = np.nonzero((p > 0) | (q > 0))
     if support[0].size > max_points:
         raise ValueError(f"support of {support[0].size} points exceeds max_points={max_points}; use smaller grids")
@@ -373,6 +381,7 @@ def diffusion_map(distances, *, n_components=2, epsilon=None, alpha=1.0, t=1):
         rows, cols = xp.triu_indices(n, 1)
         epsilon = float(xp.median(d[rows, cols] ** 2))
     epsilon = checks.check_positive_number(epsilon, "epsilon")
+    t = checks.check_count(t, "t", minimum=0)
     kernel = xp.exp(-(d**2) / epsilon)
     q = kernel.sum(axis=1)
     kernel = kernel / xp.outer(q, q) ** alpha

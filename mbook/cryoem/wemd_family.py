@@ -262,6 +262,12 @@ def _kd_tree(k, axis, complement, total, p, g, leaf_size):
     return WEMDTable(k, axis, complement, total, boxes, sums, g.reshape(2**depth, leaf_size, k), m)
 
 
+def _check_table(table):
+    if not isinstance(table, WEMDTable):
+        raise TypeError(f"table must be a WEMDTable (see precompute), got {type(table).__name__}")
+    return table
+
+
 def distances(differences, table: WEMDTable):
     """``f(Δz) = Σ_λ |g_λ · Δz|`` for many differences, exactly, on the selected device.
 
@@ -276,6 +282,7 @@ def distances(differences, table: WEMDTable):
     (q,) ndarray
         Wavelet EMDs [Å × mass], on the selected device.
     """
+    _check_table(table)
     u = checks.check_array(differences, "differences", real=True).astype(float)
     if u.ndim != 2 or u.shape[1] != table.k:
         raise ValueError(f"differences must be (q, {table.k}) for this {table.k}-dimensional family, got {u.shape}")
@@ -349,6 +356,7 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None):
     (n, n) ndarray
         Symmetric, zero diagonal [Å × mass]; on the selected device.
     """
+    _check_table(table)
     z = checks.check_array(coordinates, "coordinates", real=True).astype(float)
     if z.ndim != 2 or z.shape[1] != table.k:
         raise ValueError(f"coordinates must be (n, {table.k}) for this {table.k}-dimensional family, "

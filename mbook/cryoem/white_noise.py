@@ -34,6 +34,7 @@ from mbook.core import backend, checks
 
 def uniforms_per_image(shape) -> int:
     """Uniforms drawn per image of ``shape``: its pixels rounded up to a multiple of 4 (one Philox block)."""
+    shape = checks.check_gpts(shape, name="shape")
     return 4 * -(-math.prod(shape) // 4)
 
 
@@ -58,7 +59,10 @@ def standard_normal(n_images, shape, *, seed, first_index=0):
     """
     n_images = checks.check_count(n_images, "n_images")
     first_index = checks.check_count(first_index, "first_index", minimum=0)
-    shape = tuple(checks.check_count(n, "shape") for n in shape)
+    shape = checks.check_gpts(shape, name="shape")
+    if not isinstance(seed, np.random.SeedSequence):  # an int, or a sequence of ints (a key per stream)
+        for part in (seed if isinstance(seed, (list, tuple)) else [seed]):
+            checks.check_seed(part)
     per = uniforms_per_image(shape)
     generator = np.random.Generator(np.random.Philox(seed, counter=first_index * per // 4))
     u = backend.asarray(generator.random((n_images, per)))  # one host call, one copy to the device
