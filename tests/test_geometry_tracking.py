@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend
-from mbook.geometry import so3, tracking
+from mbook.geometry import so3, tracking, trajectory
 from mbook.tomography import projector
 
 A = backend.asnumpy
@@ -146,5 +146,100 @@ _VOL = np.zeros((N_GPTS,) * 3)
     (lambda: tracking.pose_errors(_ROT, _ROT[:2]), "estimated"),
 ])
 def test_bad_input_is_refused_with_the_parameter_named(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+# ----------------------------------------------------------------------------- without a reference
+def test_trajectory_jacobian_matches_finite_differences(device):
+    """The exact derivative of the integrated trajectory (left Jacobians carried by the later steps)
+    against central differences of the poses, per coefficient, to 1e-7."""
+    rng = np.random.default_rng(5)
+    coefficients = A(trajectory.steady_coefficients(axis=[0.2, 1.0, -0.1], harmonics=1))
+    coefficients = coefficients + 0.5 * rng.standard_normal(coefficients.shape)
+    rotations, derivatives = trajectory.trajectory_jacobian(coefficients, 9)
+    assert backend.get_array_module(derivatives) is backend.xp
+    h = 1e-6
+    for b in range(coefficients.shape[0]):
+        for i in range(3):
+            step = np.zeros_like(coefficients)
+            step[b, i] = h
+            plus = A(trajectory.trajectory_rotations(coefficients + step, 9))
+            minus = A(trajectory.trajectory_rotations(coefficients - step, 9))
+            # lab-frame change: Log(R(c + h) R(c - h)ᵀ) / 2h
+            numeric = A(so3.log(np.eye(3), plus @ np.swapaxes(minus, 1, 2))) / (2 * h)
+            np.testing.assert_allclose(A(derivatives)[:, b, :, i], numeric, atol=1e-7)
+
+
+def test_steady_coefficients_give_the_nominal_rotations():
+    for axis in ([0.0, 1.0, 0.0], [0.3, 1.0, 0.2]):
+        found = trajectory.trajectory_rotations(trajectory.steady_coefficients(axis=axis, harmonics=2,
+                                                                               revolutions=0.8), 10)
+        np.testing.assert_allclose(A(found), A(tracking.nominal_rotations(10, axis=axis, revolutions=0.8)),
+                                   atol=1e-12)
+
+
+def test_align_gauge_removes_a_common_rotation(device):
+    truth = A(tracking.tumbling_rotations(8, seed=1))
+    common = A(so3.random_rotations(1, seed=3))[0]
+    aligned, rotation = trajectory.align_gauge(truth @ common.T, truth)
+    np.testing.assert_allclose(A(rotation), common, atol=1e-12)
+    assert float(A(tracking.pose_errors(aligned, truth)).max()) < 1e-5
+    assert backend.get_array_module(aligned) is backend.xp
+
+
+def test_blind_trajectory_beats_the_nominal_poses():
+    """No reference: the smooth trajectory fitted by variable projection from the frames alone has at most
+    a third of the nominal poses' median error, both after the best common rotation."""
+    volume = tracking.blob_sample(N_GPTS, seed=1)
+    truth = tracking.tumbling_rotations(18, axis_drift=10.0, speed_variation=0.3, seed=4)
+    frames = tracking.record_frames(volume, truth, noise=0.01, seed=2)
+    result = trajectory.fit_trajectory(frames, harmonics=1, volume_num_iter=8)
+    errors = [np.median(A(tracking.pose_errors(trajectory.align_gauge(r, truth)[0], truth)))
+              for r in (tracking.nominal_rotations(18), result.rotations)]
+    assert errors[1] < errors[0] / 3, errors
+    assert backend.get_array_module(result.volume) is backend.xp
+
+
+def _small_blind():
+    volume = tracking.blob_sample(8, seed=1)
+    truth = tracking.tumbling_rotations(6, seed=2)
+    return tracking.record_frames(volume, truth, noise=0.01, seed=1)
+
+
+def test_blind_fit_agrees_on_cpu_and_strict(device, on_cpu):
+    frames = _small_blind()
+    run = lambda: trajectory.fit_trajectory(frames, harmonics=0, steps_per_stage=2,  # noqa: E731
+                                            volume_num_iter=3, projection_num_iter=2)
+    result, reference = run(), on_cpu(run)
+    np.testing.assert_allclose(A(result.coefficients), A(reference.coefficients), atol=1e-10)
+    np.testing.assert_allclose(A(result.volume), A(reference.volume), atol=1e-9)
+
+
+def test_blind_fit_copies_nothing_per_iteration(no_copies_per_iteration):
+    with backend.use_device("strict"):
+        frames = _small_blind()
+    no_copies_per_iteration(lambda n: trajectory.fit_trajectory(
+        frames, harmonics=0, steps_per_stage=n, volume_num_iter=1, projection_num_iter=1))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: trajectory.trajectory_rotations(np.zeros((2, 3)), 5), "coefficients"),
+    (lambda: trajectory.trajectory_rotations(np.zeros((1, 2)), 5), "coefficients"),
+    (lambda: trajectory.trajectory_jacobian(np.zeros((1, 3)), 1), "num_frames"),
+    (lambda: trajectory.steady_coefficients(axis=[0, 0, 0]), "axis"),
+    (lambda: trajectory.steady_coefficients(revolutions=0), "revolutions"),
+    (lambda: trajectory.steady_coefficients(harmonics=-1), "harmonics"),
+    (lambda: trajectory.fit_trajectory(np.zeros((4, 12, 10))), "frames"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=1), "harmonics"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=0, steps_per_stage=0), "steps_per_stage"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=0, sampling=-1), "sampling"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=0, volume_num_iter=0), "volume_num_iter"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=0, projection_num_iter=0), "projection_num_iter"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=0, damping=0), "damping"),
+    (lambda: trajectory.fit_trajectory(_FRAMES, harmonics=0, coarse=1), "coarse"),
+    (lambda: trajectory.align_gauge(_ROT, _ROT[:2]), "estimated"),
+])
+def test_trajectory_bad_input_is_refused_with_the_parameter_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()

@@ -464,3 +464,9 @@ def pose_errors(estimated, truth):
         raise ValueError(f"estimated must have truth's shape {truth.shape}, got {estimated.shape}")
     xp = backend.get_array_module(estimated, truth)
     return so3.KERNELS["distance"](estimated, truth, xp) * (180 / math.pi)
+
+
+#: The kernels on inputs checked already, for solvers built on them (:mod:`mbook.geometry.trajectory`):
+#: ``reconstruct(frames, rotations, shape, sampling, max_num_iter, x0)`` (CGLS),
+#: ``angular_volumes(volume, sampling, xp)`` and ``pose_jacobian(volume, angular, rotations, sampling)``.
+KERNELS = {"reconstruct": _reconstruct, "angular_volumes": _angular_volumes, "pose_jacobian": _pose_jacobian}
