@@ -225,7 +225,8 @@ def steady_coefficients(*, revolutions: float = 1.0, axis=(0.0, 1.0, 0.0), harmo
 
 def fit_trajectory(frames, *, revolutions: float = 1.0, axis=(0.0, 1.0, 0.0), harmonics: int = 2,
                    steps_per_stage: int = 3, sampling: float = 1.0, volume_num_iter: int = 10,
-                   projection_num_iter: int = 3, damping: float = 1e-3, coarse: bool = True) -> TrajectoryResult:
+                   projection_num_iter: int = 6, damping: float = 1e-3,
+                   coarse: bool = True) -> TrajectoryResult:
     """Poses and volume from the frames alone: a smooth trajectory fitted by variable projection.
 
     Starts from the nominal steady turn (``revolutions`` about ``axis``) and runs ``steps_per_stage``
