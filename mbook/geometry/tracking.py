@@ -18,7 +18,8 @@ the volume ``f`` at an unknown rotation ``R_k`` (:func:`mbook.tomography.project
 - **Volume** (:func:`reconstruct`): least squares ``min_f ½ Σ_k ‖P(R_k) f - p_k‖²`` by CGLS, stopped
   early.
 
-The first frame fixes the gauge (the frame of the reference): its pose is held.
+The first frame fixes the gauge (the frame of the reference): its pose is held. Without a reference,
+:mod:`mbook.geometry.trajectory` fits a smooth trajectory and the volume from the frames alone.
 """
 
 from __future__ import annotations
