@@ -19,7 +19,10 @@ volume. Two changes break that circle here.
   applied by a few CGLS iterations per column.
 
 :func:`fit_trajectory` grows the basis (continuation): first a steady rotation (``H = 0``: three
-unknowns), then one, then two harmonics, each fit starting from the previous one.
+unknowns), then one, then two harmonics, each fit starting from the previous one; the stages before the
+last run on frames decimated 2× (coarse to fine). The trajectory cannot leave the span of the basis: a
+motion with faster changes than ``H`` harmonics describe is fitted in the least-squares sense only, and
+:func:`mbook.geometry.tracking.refine_poses` against the fitted volume can take the poses further.
 """
 
 from __future__ import annotations
@@ -230,10 +233,10 @@ def fit_trajectory(frames, *, revolutions: float = 1.0, axis=(0.0, 1.0, 0.0), ha
     """Poses and volume from the frames alone: a smooth trajectory fitted by variable projection.
 
     Starts from the nominal steady turn (``revolutions`` about ``axis``) and runs ``steps_per_stage``
-    Gauss-Newton steps with ``H = 0, 1, …, harmonics`` harmonics in turn (see the module docstring); the
-    volume is the CGLS reconstruction (``volume_num_iter`` iterations) with the final poses. The poses
-    hold ``R_0 = I``: compare them with the truth after the best common rotation
-    (:func:`align_gauge`).
+    Gauss-Newton steps with ``H = 0, 1, …, harmonics`` harmonics in turn, the stages before the last on
+    frames decimated 2× when ``coarse`` (see the module docstring); the volume is the CGLS
+    reconstruction (``volume_num_iter`` iterations) with the final poses. The poses hold ``R_0 = I``:
+    compare them with the truth after the best common rotation (:func:`align_gauge`).
 
     Parameters
     ----------
