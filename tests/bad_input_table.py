@@ -531,8 +531,8 @@ def _fields(K=3, n=16):
     return 0.3 * (rand(K, 2, n, n) - 1.0), 0.2 * (rand(K, n) - 1.0)
 
 
-E("inverse.registration.total_displacement", lambda: call(*_fields()),
-  fields=OPERAND + [ONE_AXIS_LESS, rand(3, 2, 8, 8)], line_shifts=OPERAND + [ONE_AXIS_LESS, rand(3, 8)])
+E("inverse.registration.total_displacement", lambda: call(*_fields()), fields=ARRAY + [rand(3, 2, 8, 8)],
+  line_shifts=ARRAY + [rand(3, 8)])
 E("inverse.registration.distortion_energy",
   lambda: call(rand(16, 16), *_fields(), rand(3, 16, 16), alpha=0.1, beta=1.0, gamma=0.1),
   image=ARRAY + [rand(8, 8)], fields=ARRAY + [rand(3, 2, 8, 8)], line_shifts=ARRAY + [rand(3, 8)],
@@ -572,17 +572,24 @@ E("inverse.synthetic.haadf_series", lambda: call((16, 16), 0.5, num_frames=3), g
   num_frames=COUNT, distortion_rms=NONNEG, correlation_length=LENGTH, jitter_rms=NONNEG, drift_rms=NONNEG,
   dose=LENGTH, seed=SEED, lattice=FREE)
 
-# warps: operators of the registration's iterations (OPERAND above: NaN and inf displacements pass)
-# accepted today: a NaN or inf displacement ends in an IndexError (or, for huge finite ones, clamped samples)
+# warps: the public functions check (finite displacements and images); the registration's iterations call
+# the *_kernel functions on inputs checked once.
 E("inverse.warps.bilinear_corners", lambda: call((8, 8), 0.3 * rand(2, 8, 8)), shape=GPTS + [(4, 4)],
-  displacement=OPERAND + [ONE_AXIS_LESS, rand(2, 4, 4)])
-E("inverse.warps.warp", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)), image=OPERAND + [ONE_AXIS_LESS, rand(4, 4)],
-  displacement=OPERAND + [ONE_AXIS_LESS, rand(2, 4, 4)], corners=["abc", 3])
-E("inverse.warps.warp_adjoint", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)),
-  residual=OPERAND + [ONE_AXIS_LESS, rand(4, 4)], displacement=OPERAND + [ONE_AXIS_LESS, rand(2, 4, 4)],
-  shape=GPTS + [(4, 4)], corners=["abc", 3])
-E("inverse.warps.warp_derivative", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)),
-  image=OPERAND + [ONE_AXIS_LESS, rand(4, 4)], displacement=OPERAND + [ONE_AXIS_LESS, rand(2, 4, 4)])
+  displacement=ARRAY + [rand(2, 4, 4), np.full((2, 8, 8), INF)])
+E("inverse.warps.warp", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)), image=ARRAY + [rand(4, 4)],
+  displacement=ARRAY + [rand(2, 4, 4), np.full((2, 8, 8), INF)], corners=["abc", 3])
+E("inverse.warps.warp_adjoint", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)), residual=ARRAY + [rand(4, 4)],
+  displacement=ARRAY + [rand(2, 4, 4)], shape=GPTS + [(4, 4)], corners=["abc", 3])
+E("inverse.warps.warp_derivative", lambda: call(rand(8, 8), 0.3 * rand(2, 8, 8)), image=ARRAY + [rand(4, 4)],
+  displacement=ARRAY + [rand(2, 4, 4)])
+E("inverse.warps.bilinear_corners_kernel", lambda: call((8, 8), dev(0.3 * rand(2, 8, 8))), shape=UNCHECKED,
+  displacement=UNCHECKED)
+E("inverse.warps.warp_kernel", lambda: call(dev(rand(8, 8)), dev(0.3 * rand(2, 8, 8))), image=UNCHECKED,
+  displacement=UNCHECKED, corners=UNCHECKED)
+E("inverse.warps.warp_adjoint_kernel", lambda: call(dev(rand(8, 8)), dev(0.3 * rand(2, 8, 8)), (8, 8)),
+  residual=UNCHECKED, displacement=UNCHECKED, shape=UNCHECKED, corners=UNCHECKED)
+E("inverse.warps.warp_derivative_kernel", lambda: call(dev(rand(8, 8)), dev(0.3 * rand(2, 8, 8))),
+  image=UNCHECKED, displacement=UNCHECKED)
 
 
 # ============================================================================= mbook.light

@@ -54,7 +54,8 @@ from mbook.core import backend, checks, progress
 from mbook.core.checks import (check_array, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.optimize import gradient, laplacian
-from mbook.inverse.warps import bilinear_corners, warp, warp_adjoint, warp_derivative
+from mbook.inverse.warps import (bilinear_corners_kernel, warp, warp_adjoint, warp_adjoint_kernel, warp_derivative,
+                                 warp_derivative_kernel, warp_kernel)
 
 __all__ = ["warp", "warp_adjoint", "warp_derivative", "total_displacement", "distortion_energy",
            "distortion_gradients", "check_frames", "rigid_shifts", "rigid_average", "joint_reconstruction",
@@ -66,11 +67,16 @@ __all__ = ["warp", "warp_adjoint", "warp_derivative", "total_displacement", "dis
 # ---------------------------------------------------------------------------------------
 def total_displacement(fields, line_shifts):
     """``V_k = v_k + (s_k(y), 0)``: smooth fields (K, 2, nx, ny) plus line shifts (K, ny), on the device."""
-    fields = checks.check_operand(fields, "fields", ndim=4)
-    line_shifts = checks.check_operand(line_shifts, "line_shifts", ndim=2)
+    fields = checks.check_array(fields, "fields", ndim=4, real=True)
+    line_shifts = checks.check_array(line_shifts, "line_shifts", ndim=2, real=True)
     if fields.shape[1] != 2 or line_shifts.shape != (fields.shape[0], fields.shape[3]):
         raise ValueError(f"fields must be (K, 2, nx, ny) and line_shifts (K, ny), got {fields.shape} and "
                          f"line_shifts {line_shifts.shape}")
+    return _total_displacement(fields, line_shifts)
+
+
+def _total_displacement(fields, line_shifts):
+    """The kernel of :func:`total_displacement` (checked device inputs; called every iteration)."""
     out = fields.copy()
     out[:, 0] += line_shifts[:, None, :]
     return out
@@ -79,7 +85,7 @@ def total_displacement(fields, line_shifts):
 def _energy(image, fields, line_shifts, frames, alpha, beta, gamma):
     """``E(u, v, s)`` as a 0-d device array (kernel: nothing copied to the host)."""
     xp = backend.get_array_module(frames)
-    residual = warp(image, total_displacement(fields, line_shifts)) - frames
+    residual = warp_kernel(image, _total_displacement(fields, line_shifts)) - frames
     return (0.5 * xp.sum(residual**2) + 0.5 * alpha * xp.sum(gradient(image) ** 2)
             + 0.5 * beta * xp.sum(gradient(fields) ** 2) + 0.5 * gamma * xp.sum(line_shifts**2))
 
@@ -137,11 +143,11 @@ def _check_energy_inputs(image, fields, line_shifts, frames, alpha, beta, gamma)
 
 def _gradients(image, fields, line_shifts, frames, alpha, beta, gamma):
     """The kernel of :func:`distortion_gradients` on checked device inputs (called per iteration)."""
-    displacement = total_displacement(fields, line_shifts)
-    corners = bilinear_corners(image.shape, displacement)
-    residual = warp(image, displacement, corners=corners) - frames
-    grad_u = warp_adjoint(residual, displacement, image.shape, corners=corners) - alpha * laplacian(image)
-    data = residual[:, None] * warp_derivative(image, displacement)
+    displacement = _total_displacement(fields, line_shifts)
+    corners = bilinear_corners_kernel(image.shape, displacement)
+    residual = warp_kernel(image, displacement, corners=corners) - frames
+    grad_u = warp_adjoint_kernel(residual, displacement, image.shape, corners=corners) - alpha * laplacian(image)
+    data = residual[:, None] * warp_derivative_kernel(image, displacement)
     grad_v = data - beta * laplacian(fields)
     grad_s = data[:, 0].sum(axis=1) + gamma * line_shifts
     return grad_u, grad_v, grad_s
@@ -243,7 +249,7 @@ def _align(frames, shifts):
     """Each frame warped by minus its rigid shift (bilinear, edges extended), all at once."""
     xp = backend.get_array_module(frames)
     fields = xp.ones((len(shifts), 2) + frames.shape[1:]) * -shifts[:, :, None, None]
-    return warp(frames, fields)
+    return warp_kernel(frames, fields)  # per round: checked inputs, no copy
 
 
 def rigid_average(frames, *, max_shift=None, num_iter: int = 3):
@@ -302,13 +308,13 @@ def _solve_image(image, displacement, frames, alpha, num_iter):
     The step lengths are 0-d device arrays: no copy to the host per step.
     """
     xp = backend.get_array_module(frames)
-    corners = bilinear_corners(image.shape, displacement)
+    corners = bilinear_corners_kernel(image.shape, displacement)
 
     def apply(x):
-        warped = warp(x, displacement, corners=corners)
-        return warp_adjoint(warped, displacement, x.shape, corners=corners) - alpha * laplacian(x)
+        warped = warp_kernel(x, displacement, corners=corners)
+        return warp_adjoint_kernel(warped, displacement, x.shape, corners=corners) - alpha * laplacian(x)
 
-    r = warp_adjoint(frames, displacement, image.shape, corners=corners) - apply(image)
+    r = warp_adjoint_kernel(frames, displacement, image.shape, corners=corners) - apply(image)
     d = r.copy()
     rr = xp.sum(r * r)
     for _ in range(num_iter):
@@ -340,7 +346,7 @@ def _trial_energies(image, fields, line_shifts, frames, dv, ds, steps, alpha, be
     energies = []
     for j in range(steps.shape[0]):
         t = steps[j]
-        residual = warp(image, total_displacement(fields + t * dv, line_shifts + t * ds)) - frames
+        residual = warp_kernel(image, _total_displacement(fields + t * dv, line_shifts + t * ds)) - frames
         regularisers = (0.5 * beta * (fields_terms[0] + t * (fields_terms[1] + t * fields_terms[2]))
                         + 0.5 * gamma * (shift_terms[0] + t * (shift_terms[1] + t * shift_terms[2])))
         energies.append(0.5 * xp.sum(residual**2) + image_term + regularisers)
@@ -470,7 +476,7 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
             fields = 2.0 * _resample(fields, y.shape[1:])
         fine = factor == 1 and jitter
         s = xp.zeros((K, y.shape[2]))
-        u = _solve_image(y.mean(axis=0), total_displacement(fields, s), y, alpha, 4 * cg_iter)
+        u = _solve_image(y.mean(axis=0), _total_displacement(fields, s), y, alpha, 4 * cg_iter)
         energy = _energy(u, fields, s, y, **weights)
         step, length = xp.asarray(1.0), sobolev_length / factor
         for it in range(1, max_num_iter + 1):
@@ -484,10 +490,10 @@ def joint_reconstruction(frames, *, alpha: float = 0.05, beta: float = 20.0, gam
                 lambda steps: _trial_energies(u, fields, s, y, dv, ds, steps, alpha, beta, gamma),
                 energy, slope, step, xp)
             fields, s = fields + chosen * dv, s + chosen * ds  # chosen = 0: no move
-            u = _solve_image(u, total_displacement(fields, s), y, alpha, cg_iter)
+            u = _solve_image(u, _total_displacement(fields, s), y, alpha, cg_iter)
             previous, energy = energy, _energy(u, fields, s, y, **weights)
             energies.append(energy)
             if tol > 0 and it % check_every == 0 and bool(previous - energy <= tol * abs(energy)):
                 break  # the one copy per check
-    displacement = total_displacement(fields, s)
+    displacement = _total_displacement(fields, s)
     return JointResult(u * scale, displacement, s, xp.stack(energies))

@@ -46,8 +46,9 @@ def _stencil(shape, displacement):
 
 
 def _check_displacement(displacement, shape, of="shape"):
-    """Cheap checks (no copy, no finiteness test: warps run inside the registration's iterations)."""
-    displacement = checks.check_operand(displacement, "displacement", min_ndim=3)
+    """A finite ``(..., 2, nx, ny)`` displacement on the selected device (one copy to test finiteness: the
+    registration's iterations call the ``*_kernel`` functions instead)."""
+    displacement = checks.check_array(displacement, "displacement", min_ndim=3, real=True)
     if displacement.shape[-3] != 2 or tuple(displacement.shape[-2:]) != tuple(shape):
         raise ValueError(f"displacement must be (..., 2, nx, ny) with (nx, ny) = {tuple(shape)} of {of}, "
                          f"got shape {displacement.shape}")
@@ -77,7 +78,14 @@ def bilinear_corners(shape, displacement):
         each ``(..., nx, ny)``, on the selected device.
     """
     shape = checks.check_gpts(shape, 2, name="shape")
-    displacement = _check_displacement(displacement, shape)
+    return bilinear_corners_kernel(shape, _check_displacement(displacement, shape))
+
+
+def bilinear_corners_kernel(shape, displacement):
+    """:func:`bilinear_corners` on checked inputs (a device array, a tuple shape): no checks, no copy.
+
+    For solvers that warp in every iteration, after checking once on entry.
+    """
     i0, j0, fx, fy, _, _ = _stencil(shape, displacement)
     ny = shape[1]
     base = i0 * ny + j0
@@ -104,11 +112,16 @@ def warp(image, displacement, *, corners=None):
     (..., nx, ny) array
         On the selected device.
     """
-    u = checks.check_operand(image, "image", min_ndim=2)
+    u = checks.check_array(image, "image", min_ndim=2)
     displacement = _check_displacement(displacement, u.shape[-2:], "image")
-    corners = _check_corners(corners)
+    return warp_kernel(u, displacement, corners=_check_corners(corners))
+
+
+def warp_kernel(image, displacement, *, corners=None):
+    """:func:`warp` on checked device inputs: no checks, no copy (solvers call it every iteration)."""
+    u = image
     xp = backend.get_array_module(u)
-    corners = corners or bilinear_corners(u.shape[-2:], displacement)
+    corners = corners or bilinear_corners_kernel(tuple(u.shape[-2:]), displacement)
     flat = u.reshape(-1)
     offset = 0
     if u.ndim > 2:  # one image per field: each field samples its own image
@@ -139,15 +152,18 @@ def warp_adjoint(residual, displacement, shape=None, *, corners=None):
     (nx, ny) array
         On the selected device.
     """
-    residual = checks.check_operand(residual, "residual", min_ndim=2)
+    residual = checks.check_array(residual, "residual", min_ndim=2)
     shape = residual.shape[-2:] if shape is None else checks.check_gpts(shape, 2, name="shape")
     if tuple(shape) != tuple(residual.shape[-2:]):
         raise ValueError(f"shape must be the residual's last two axes {tuple(residual.shape[-2:])}, got {shape}")
     displacement = _check_displacement(displacement, residual.shape[-2:], "residual")
-    corners = _check_corners(corners)
+    return warp_adjoint_kernel(residual, displacement, tuple(shape), corners=_check_corners(corners))
+
+
+def warp_adjoint_kernel(residual, displacement, shape, *, corners=None):
+    """:func:`warp_adjoint` on checked device inputs and a tuple ``shape``: no checks, no copy."""
     xp = backend.get_array_module(residual)
-    shape = tuple(shape)
-    corners = corners or bilinear_corners(shape, displacement)
+    corners = corners or bilinear_corners_kernel(shape, displacement)
     size = shape[0] * shape[1]
     out = xp.zeros(size, dtype=residual.real.dtype)
     # The weights go in by position: the strict stand-in does not unwrap keyword arrays.
@@ -177,8 +193,12 @@ def warp_derivative(image, displacement):
     (..., 2, nx, ny) array
         ``∂/∂V_x`` and ``∂/∂V_y`` [unit of u per pixel], on the selected device.
     """
-    image = checks.check_operand(image, "image", ndim=2)
-    displacement = _check_displacement(displacement, image.shape, "image")
+    image = checks.check_array(image, "image", ndim=2)
+    return warp_derivative_kernel(image, _check_displacement(displacement, image.shape, "image"))
+
+
+def warp_derivative_kernel(image, displacement):
+    """:func:`warp_derivative` on checked device inputs: no checks, no copy."""
     xp = backend.get_array_module(displacement)
     i0, j0, fx, fy, inside_x, inside_y = _stencil(image.shape, displacement)
     u = image
