@@ -495,7 +495,7 @@ E("inverse.circle.total_variation_s1", lambda: call(rand(8, 8) * 5), phase=ARRAY
 E("inverse.circle.s1_energy", lambda: call(rand(8, 8), rand(8, 8, seed=1), 0.1),
   phase=ARRAY + [rand(4, 4)], data=ARRAY + [rand(4, 4)], weight=NONNEG,
   data_weight=ARRAY + [rand(4, 4), -rand(8, 8)], cyclic=FREE)
-E("inverse.circle.two_way_shrinkage", lambda: call(rand(8, 8) - 1.0, 0.1), difference=OPERAND,
+E("inverse.circle.two_way_shrinkage", lambda: call(rand(8, 8) - 1.0, 0.1), difference=ARRAY_ANY_NDIM,
   threshold=NONNEG, axis=[3, 2.5, "0"])
 E("inverse.circle.check_phase_data", lambda: call(rand(8, 8), 0.1, None), phase=ARRAY, weight=NONNEG,
   data_weight=ARRAY + [rand(4, 4), -rand(8, 8)])
@@ -507,9 +507,9 @@ E("inverse.circle.tv_s1_iterations", lambda: call(dev(rand(8, 8)), 0.1, dev(np.o
 
 # lifting
 E("inverse.lifting.labels", lambda: call(8), num_labels=COUNT + [1], xp=FREE)
-E("inverse.lifting.lift_apply", lambda: call(rand(9, 8, 8), 8), x=OPERAND + [ONE_AXIS_LESS, rand(5, 8, 8)],
+E("inverse.lifting.lift_apply", lambda: call(rand(9, 8, 8), 8), x=ARRAY + [rand(5, 8, 8)],
   num_labels=COUNT)
-E("inverse.lifting.lift_adjoint", lambda: call(rand(8, 3, 8, 8), 8), y=OPERAND + [ONE_AXIS_LESS, rand(5, 3, 8, 8)],
+E("inverse.lifting.lift_adjoint", lambda: call(rand(8, 3, 8, 8), 8), y=ARRAY + [rand(5, 3, 8, 8)],
   num_labels=COUNT)
 E("inverse.lifting.tv_s1_lifting", lambda: call(rand(8, 8), 0.1, num_labels=4, max_num_iter=10),
   phase=ARRAY, weight=NONNEG, data_weight=ARRAY + [rand(4, 4), -rand(8, 8)], num_labels=COUNT + [1],

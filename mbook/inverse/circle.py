@@ -106,10 +106,15 @@ def two_way_shrinkage(difference, threshold, *, axis=None):
     array
         Same shape as ``difference``, on the selected device.
     """
-    difference = checks.check_operand(difference, "difference")  # no copy: a prox run every iteration
+    difference = check_array(difference, "difference", real=True)
     threshold = checks.check_operand_number(threshold, "threshold")
     if axis is not None:
         axis = checks.check_axis(axis, "axis", difference.ndim)
+    return _two_way_shrinkage(difference, threshold, axis)
+
+
+def _two_way_shrinkage(difference, threshold, axis):
+    """The kernel of :func:`two_way_shrinkage` (checked inputs; the TV-S¹ PDHG runs it every iteration)."""
     xp = backend.get_array_module(difference)
     turns = xp.round(difference / TWO_PI)
     w = difference - TWO_PI * turns
@@ -276,7 +281,7 @@ def tv_s1_iterations(phi, weight: float, data_weight, *, cyclic: bool = True, ma
     for it in range(1, max_num_iter + 1):
         y = p + sigma * gradient(theta_bar)
         if cyclic:
-            p = y - sigma * two_way_shrinkage(y / sigma, weight / sigma, axis=0)
+            p = y - sigma * _two_way_shrinkage(y / sigma, weight / sigma, 0)
         else:
             p = project_ball(y, weight)
         theta_tilde = theta + tau * divergence(p)

@@ -72,10 +72,15 @@ def lift_apply(x, num_labels):
         (with ``φ_0 = φ_L = 0`` here: the constant ``φ_0 = 1`` enters as an
         offset), components 1-2 are ``∇φ_{k+1} + w`` (``φ_L = 0``).
     """
-    x = checks.check_operand(x, "x", ndim=3)  # no copy: PDHG applies K every iteration
+    x = checks.check_array(x, "x", ndim=3)
     L = check_count(num_labels, "num_labels", minimum=2)
     if x.shape[0] != L + 1:
         raise ValueError(f"x must be (num_labels + 1, nx, ny) = ({L + 1}, nx, ny), got shape {x.shape}")
+    return _lift_apply(x, L)
+
+
+def _lift_apply(x, L):
+    """The kernel of :func:`lift_apply` (checked inputs; the lifted PDHG applies it every iteration)."""
     xp = backend.get_array_module(x)
     phi, w = x[:L - 1], x[L - 1:]
     out = xp.zeros((L, 3) + x.shape[1:], dtype=x.dtype)
@@ -88,10 +93,15 @@ def lift_apply(x, num_labels):
 
 def lift_adjoint(y, num_labels):
     """Adjoint of :func:`lift_apply`: ``(L, 3, nx, ny) -> (L + 1, nx, ny)``, on the selected device."""
-    y = checks.check_operand(y, "y", ndim=4)  # no copy: PDHG applies K* every iteration
+    y = checks.check_array(y, "y", ndim=4)
     L = check_count(num_labels, "num_labels", minimum=2)
     if y.shape[:2] != (L, 3):
         raise ValueError(f"y must be (num_labels, 3, nx, ny) = ({L}, 3, nx, ny), got shape {y.shape}")
+    return _lift_adjoint(y, L)
+
+
+def _lift_adjoint(y, L):
+    """The kernel of :func:`lift_adjoint` (checked inputs; the lifted PDHG applies it every iteration)."""
     xp = backend.get_array_module(y)
     q, p = y[:, 0], y[:, 1:]
     out = xp.empty((L + 1,) + y.shape[2:], dtype=y.dtype)
@@ -232,13 +242,13 @@ def tv_s1_lifting_iterations(phi, weight: float, data_weight, *, num_labels: int
         p = y[:, 1:] - y[:, 1:].mean(axis=0, keepdims=True)  # Σ_k p_k = 0
         norms = xp.sqrt(xp.sum(p**2, axis=1, keepdims=True)).max(axis=0, keepdims=True)
         feasible[:, 1:] = p * xp.minimum(1.0, radius / xp.maximum(norms, 1e-300))
-        coefficients = lift_adjoint(feasible, L)[:L - 1]
+        coefficients = _lift_adjoint(feasible, L)[:L - 1]
         dual = xp.sum(feasible[0, 0]) + xp.sum(xp.minimum(coefficients, 0))
         return primal, dual
 
     # With tol=0 no gap is tested: skip evaluating it too (it costs about an iteration).
     result = pdhg_iterations(
-        x0, y0, K=lambda x: lift_apply(x, L), K_adjoint=lambda y: lift_adjoint(y, L),
+        x0, y0, K=lambda x: _lift_apply(x, L), K_adjoint=lambda y: _lift_adjoint(y, L),
         prox_g=prox_g, prox_fstar=prox_fstar, tau=tau, sigma=sigma,
         objectives=objectives if tol > 0 else None, tol=tol, max_num_iter=max_num_iter,
         check_every=check_every,
