@@ -75,3 +75,9 @@ def _one_dimensional_table():
     basis = np.zeros((2, 8, 8))
     basis[0, 2, 2], basis[1, 5, 5] = 1.0, -1.0
     return wemd_family.precompute(basis)
+
+
+def test_random_rotations_beyond_the_budget_are_refused_with_their_memory():
+    from mbook.geometry import so3
+
+    refused_quickly(lambda: so3.random_rotations(10**11, seed=0), MemoryError, r"needs at least \d+\.\d MiB")

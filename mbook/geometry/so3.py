@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 
 
 def _matrices(q, xp):
@@ -88,8 +88,15 @@ def random_rotations(n, *, seed=0):
     -------
     (n, 3, 3) ndarray, float64
         On the selected device.
+
+    Raises
+    ------
+    MemoryError
+        Before any draw, when the quaternions, the matrices and their temporaries (about 200 bytes per
+        rotation) exceed the memory budget.
     """
-    checks.check_count(n, "n")
+    n = checks.check_count(n, "n")
+    progress.plan_batches(n_items=1, bytes_per_item=200 * n)  # MemoryError with the numbers, before any work
     q = backend.asarray(checks.rng(seed).standard_normal((n, 4)))
     return _matrices(q, backend.get_array_module(q))
 
