@@ -279,7 +279,7 @@ E("core.checks.check_array", lambda: call(rand(4, 4), "array", ndim=2), array=AR
   ndim=[-1, 2.5, "2"], min_ndim=[-1, 2.5, "2"], real=FREE, finite=FREE)
 E("core.checks.check_field", lambda: call(crand(4, 4), "field"), field=ARRAY, name=FREE)
 E("core.checks.check_axis", lambda: call(1, "axis", 2), axis=[2, -3, 2.5, True, "0"], name=FREE, ndim=FREE)
-E("core.checks.check_grid", lambda: call(_grid()), grid=GRID, name=FREE)
+E("core.checks.check_grid", lambda: call(_grid(), ndim=2), grid=GRID, name=FREE, ndim=FREE)
 E("core.checks.check_operand", lambda: call(rand(4, 4), "array", ndim=2, like=rand(4, 4)),
   array=[EMPTY, ONE_AXIS_LESS, "abc", None, rand(4, 3)], name=FREE, ndim=FREE, min_ndim=FREE, like=FREE,
   like_name=FREE)
@@ -932,6 +932,10 @@ E("electron.stem.detector_masks", lambda: call(_egrid(), energy=100e3, detectors
   detectors=[{"BF": (20.0, 10.0)}, {"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, "a", {}], xp=FREE)
 E("electron.stem.plan_scan", lambda: call(4, _egrid(), fixed_bytes=1000), n_probes=COUNT, grid=GRID,
   fixed_bytes=NONNEG, diffraction=FREE, budget=LENGTH, max_batch=COUNT, client=["not-a-client", 3])
+E("electron.stem.check_positions", lambda: call(np.full((2, 2), 1.0), _egrid()), positions=ARRAY, grid=GRID)
+# Packs the outputs of scans that checked their inputs (stem, prism, lma): nothing of its own to refuse.
+E("electron.stem.scan_outputs", lambda: call(None, rand(4, 8, 8), {}, (2, 2), (8, 8)), signals=FREE, patterns=FREE,
+  detectors=FREE, scan_shape=FREE, pattern_gpts=FREE)
 E("electron.stem.scan", lambda: call(_pot(), grid=_egrid(), energy=100e3, slice_thickness=1.0,
                                      semiangle_cutoff=20.0, positions=np.array([[1.0, 1.0], [2.0, 2.0]]),
                                      detectors=BF),

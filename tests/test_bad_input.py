@@ -34,7 +34,7 @@ NOT_YET_IN_THE_TABLE = {
     "electron.lma.update_basis",
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
-    "electron.prism.check_positions", "electron.prism.scan", "electron.prism.smatrix_bytes",
+    "electron.prism.scan", "electron.prism.smatrix_bytes",
     # geometry.lowrank
     "geometry.lowrank.curvature_corrected", "geometry.lowrank.intrinsic_error",
     "geometry.lowrank.intrinsic_lowrank", "geometry.lowrank.tangent_pca",

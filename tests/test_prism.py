@@ -192,7 +192,7 @@ def test_bad_input_is_refused_naming_the_parameter(call, match):
                                          (lambda: prism.scan("S", positions=POSITIONS), "smatrix must be an SMatrix"),
                                          (lambda: build(grid="grid"), "grid must be a 2D"),
                                          (lambda: basis(grid=None), "grid must be a 2D"),
-                                         (lambda: prism.check_positions(POSITIONS, (64, 64)), "grid must be a 2D"),
+                                         (lambda: stem.check_positions(POSITIONS, (64, 64)), "grid must be a 2D"),
                                          (lambda: prism.scan(build(), positions=POSITIONS, detectors="HAADF"),
                                           "detectors must be a dict"),
                                          (lambda: lma.scan(basis(), positions=POSITIONS, detectors=[(0, 1)]),

@@ -203,10 +203,14 @@ def check_axis(axis, name: str, ndim: int) -> int:
     return int(axis) % ndim
 
 
-def check_grid(grid, name: str = "grid"):
-    """A :class:`mbook.core.grids.Grid` (anything with ``gpts``, ``sampling`` and ``extent``); else TypeError."""
-    if not all(hasattr(grid, field) for field in ("gpts", "sampling", "extent")):
-        raise TypeError(f"{name} must be a Grid (see mbook.core.grids.make_grid), got {type(grid).__name__} {grid!r}")
+def check_grid(grid, name: str = "grid", *, ndim: int | None = None):
+    """A :class:`mbook.core.grids.Grid` (anything with ``gpts``, ``sampling`` and ``extent``), of ``ndim``
+    dimensions if given; else TypeError."""
+    kind = f"{ndim}D Grid" if ndim is not None else "Grid"
+    fields_ok = all(hasattr(grid, field) for field in ("gpts", "sampling", "extent"))
+    if not fields_ok or (ndim is not None and len(grid.gpts) != ndim):
+        raise TypeError(f"{name} must be a {kind} (see mbook.core.grids.make_grid), got {type(grid).__name__} "
+                        f"{grid!r}")
     return grid
 
 

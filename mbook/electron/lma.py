@@ -121,13 +121,6 @@ def _block(patch_gpts, lattice_step):
     return m + 1 - m % 2  # odd: centred on the lattice point nearest the probe
 
 
-def _check_grid(grid):
-    """``grid`` must be a 2D :class:`mbook.core.grids.Grid`; else TypeError naming it."""
-    if not isinstance(grid, grids.Grid) or grid.ndim != 2:
-        raise TypeError(f"grid must be a 2D mbook.core.grids.Grid, got {grid!r}")
-    return grid
-
-
 def probe_diameter(*, energy, semiangle_cutoff) -> float:
     """Diameter of the in-focus probe's first dark ring, ``1.22 λ / α`` [Å] (the patch's lower bound)."""
     physics.check_energy(energy)
@@ -147,7 +140,7 @@ def check_lattice(grid, *, energy, semiangle_cutoff, lattice_step, patch_gpts) -
         (:func:`probe_diameter`) or than two lattice steps, or so large that a
         probe's window exceeds the cell.
     """
-    _check_grid(grid)
+    checks.check_grid(grid, ndim=2)
     physics.check_energy(energy)
     semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     nx, ny = grid.gpts
@@ -204,7 +197,7 @@ def basis_function(patch_grid, *, energy, semiangle_cutoff, lattice_step):
     (patch, patch) ndarray, complex64
         On the selected device.
     """
-    _check_grid(patch_grid)
+    checks.check_grid(patch_grid, "patch_grid", ndim=2)
     physics.check_energy(energy)
     semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     lattice_step = checks.check_count(lattice_step, "lattice_step")
@@ -343,7 +336,7 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
     """
     physics.check_energy(energy)
     semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
-    _check_grid(grid)
+    checks.check_grid(grid, ndim=2)
     budget = None if budget is None else checks.check_count(budget, "budget")
     potential = checks.check_array(potential, "potential", ndim=3, real=True).astype(np.float32)
     if tuple(potential.shape[-2:]) != tuple(grid.gpts):
@@ -443,7 +436,7 @@ def affected(basis, positions, touched, *, block=None):
     """
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
-    positions = prism.check_positions(positions, basis.grid)
+    positions = stem.check_positions(positions, basis.grid)
     touched = checks.check_array(touched, "touched", ndim=2)
     lattice = basis.array.shape[:2]
     if tuple(touched.shape) != tuple(lattice):
@@ -548,7 +541,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     m = basis.block if block is None else checks.check_count(block, "block", maximum=min(basis.array.shape[:2]))
     grid, energy = basis.grid, basis.energy
     budget = None if budget is None else checks.check_count(budget, "budget")
-    positions = prism.check_positions(positions, grid)
+    positions = stem.check_positions(positions, grid)
     if detectors is not None and not isinstance(detectors, dict):
         raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
     detectors = stem.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
@@ -576,10 +569,4 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
             signals[start:start + batch] = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1]))
         if patterns is not None:
             patterns[start:start + batch] = intensity
-    out = {}
-    if signals is not None:
-        for index, name in enumerate(detectors):
-            out[name] = signals[:, index].reshape(positions.shape[:-1])
-    if patterns is not None:
-        out["diffraction"] = patterns.reshape(positions.shape[:-1] + tuple(window.gpts))
-    return out
+    return stem.scan_outputs(signals, patterns, detectors, positions.shape[:-1], window.gpts)

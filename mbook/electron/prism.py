@@ -91,13 +91,6 @@ class SMatrix:
         return int(self.array.nbytes)
 
 
-def _check_grid(grid):
-    """``grid`` must be a 2D :class:`mbook.core.grids.Grid`; else TypeError naming it."""
-    if not isinstance(grid, grids.Grid) or grid.ndim != 2:
-        raise TypeError(f"grid must be a 2D mbook.core.grids.Grid, got {grid!r}")
-    return grid
-
-
 def _check_budget(budget):
     """A memory budget [bytes]: None (the default budget) or an integer >= 1."""
     return None if budget is None else checks.check_count(budget, "budget")
@@ -123,7 +116,7 @@ def check_interpolation(interpolation, grid, *, energy, semiangle_cutoff) -> int
     ValueError
         Naming ``interpolation``, its value and the valid values.
     """
-    _check_grid(grid)
+    checks.check_grid(grid, ndim=2)
     physics.check_energy(energy)
     semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     if not isinstance(interpolation, numbers.Integral) or isinstance(interpolation, bool) or interpolation < 1:
@@ -231,7 +224,7 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     """
     physics.check_energy(energy)
     semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
-    _check_grid(grid)
+    checks.check_grid(grid, ndim=2)
     budget = _check_budget(budget)
     potential = checks.check_array(potential, "potential", ndim=3, real=True)
     if tuple(potential.shape[-2:]) != tuple(grid.gpts):
@@ -266,29 +259,6 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
         for start in progress.progress(starts, **bar):
             array[start:start + batch] = _propagate_beams(beams[start:start + batch], **kwargs)
     return SMatrix(array, beams_host, grid, float(energy), semiangle, int(interpolation))
-
-
-def check_positions(positions, grid):
-    """Scan positions ``(..., 2)`` [Å] on the selected device, float64, inside the cell (one copy to check).
-
-    Raises
-    ------
-    ValueError
-        Naming ``positions``: a wrong shape, or positions outside ``[0, extent)``.
-    """
-    _check_grid(grid)
-    positions = checks.check_array(positions, "positions", min_ndim=1, real=True).astype(np.float64)
-    if positions.shape[-1] != 2:
-        raise ValueError(f"positions must be a finite (..., 2) array [Å], got shape {positions.shape}")
-    xp = backend.get_array_module(positions)
-    flat = positions.reshape(-1, 2)
-    (low_x, low_y), (high_x, high_y) = backend.asnumpy(xp.stack([flat.min(axis=0), flat.max(axis=0)])).tolist()
-    if min(low_x, low_y) < 0 or high_x >= grid.extent[0] or high_y >= grid.extent[1]:
-        raise ValueError(
-            f"positions span x {low_x:.3f}..{high_x:.3f} Å, y {low_y:.3f}..{high_y:.3f} Å, outside the "
-            f"cell [0, {grid.extent[0]:.3f}) x [0, {grid.extent[1]:.3f}) Å"
-        )
-    return positions
 
 
 def _coefficients(spectrum, beams, positions, grid, window):
@@ -377,7 +347,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         raise TypeError(f"smatrix must be an SMatrix from prism.build_smatrix, got {type(smatrix).__name__}")
     grid, energy = smatrix.grid, smatrix.energy
     budget = _check_budget(budget)
-    positions = check_positions(positions, grid)
+    positions = stem.check_positions(positions, grid)
     detectors = _check_detectors(detectors, smatrix.semiangle_cutoff)
     xp = backend.get_array_module(smatrix.array)
     window = grids.make_grid(gpts=smatrix.window, sampling=grid.sampling)
@@ -407,10 +377,4 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
             signals[start:start + batch] = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1]))
         if patterns is not None:
             patterns[start:start + batch] = intensity
-    out = {}
-    if signals is not None:
-        for index, name in enumerate(detectors):
-            out[name] = signals[:, index].reshape(positions.shape[:-1])
-    if patterns is not None:
-        out["diffraction"] = patterns.reshape(positions.shape[:-1] + tuple(window.gpts))
-    return out
+    return stem.scan_outputs(signals, patterns, detectors, positions.shape[:-1], window.gpts)

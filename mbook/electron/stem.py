@@ -172,8 +172,20 @@ def detector_masks(grid, *, energy, detectors, xp=None):
     return xp.stack(masks)
 
 
-def _check_scan(positions, grid):
-    """Positions ``(..., 2)`` [Å] on the selected device, float64, inside the cell (one copy to check)."""
+def check_positions(positions, grid):
+    """Scan positions ``(..., 2)`` [Å] on the selected device, float64, inside the cell (one copy to check).
+
+    Shared by every scan of the package (:func:`scan`, :func:`mbook.electron.prism.scan`,
+    :func:`mbook.electron.lma.scan`).
+
+    Raises
+    ------
+    TypeError
+        When ``grid`` is not a 2D grid.
+    ValueError
+        Naming ``positions``: a wrong shape, or positions outside ``[0, extent)``.
+    """
+    checks.check_grid(grid, ndim=2)
     positions = checks.check_array(positions, "positions", min_ndim=1, real=True).astype(np.float64)
     if positions.shape[-1] != 2:
         raise ValueError(f"positions must be a finite (..., 2) array [Å], got shape {positions.shape}")
@@ -316,7 +328,7 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     checks.check_grid(grid)
     physics.check_energy(energy)
     potential = checks.check_array(potential, "potential", real=True)
-    positions = _check_scan(positions, grid)
+    positions = check_positions(positions, grid)
     detectors = (standard_detectors(semiangle_cutoff) if detectors is None  # {}: diffraction patterns only
                  else _check_detectors(detectors, allow_empty=True))
     _check_client(client)
@@ -374,12 +386,36 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
         for start in progress.progress(starts, desc="STEM scan"):
             store(start, _scan_batch(flat[start:start + batch], **kwargs))
 
+    return scan_outputs(signals, patterns, detectors, positions.shape[:-1], grid.gpts)
+
+
+def scan_outputs(signals, patterns, detectors, scan_shape, pattern_gpts) -> dict:
+    """What a scan returns: one image per detector, and the diffraction patterns when recorded.
+
+    Parameters
+    ----------
+    signals : (n, n_detectors) array or None
+        Detector signals, one row per position in scan order.
+    patterns : (n, px, py) array or None
+        Diffraction patterns in scan order.
+    detectors : dict
+        The detectors, in the order of the signals' columns.
+    scan_shape : tuple of int
+        Shape of the scan (the positions' shape without its last axis).
+    pattern_gpts : (int, int)
+        Pixels of a pattern.
+
+    Returns
+    -------
+    dict
+        ``{name: image of scan_shape}`` per detector, and ``"diffraction"``: ``scan_shape + pattern_gpts``.
+    """
     out = {}
     if signals is not None:
         for index, name in enumerate(detectors):
-            out[name] = signals[:, index].reshape(positions.shape[:-1])
+            out[name] = signals[:, index].reshape(tuple(scan_shape))
     if patterns is not None:
-        out["diffraction"] = patterns.reshape(positions.shape[:-1] + tuple(grid.gpts))
+        out["diffraction"] = patterns.reshape(tuple(scan_shape) + tuple(pattern_gpts))
     return out
 
 
