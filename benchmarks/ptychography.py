@@ -1,74 +1,235 @@
-"""Ptychographic reconstruction: time per position and iteration against the scan size.
+"""Ptychographic reconstruction: time per position and iteration against the scan size, against py4DSTEM.
 
-Times one pass over all positions of ``mbook.multimodal.reconstruction.reconstruct`` (single
-slice, probe retrieval and position correction on, mini-batches of ``--batch`` positions) on a
-square raster of N x N positions with patterns of W² pixels, and prints microseconds per
+Times ``mbook.multimodal.reconstruction.reconstruct`` (single slice, probe retrieval on from the
+first iteration, position correction off, mini-batches of ``--batch`` positions) on a square
+raster of N x N positions with patterns of W² pixels, and prints microseconds per
 position-iteration: the figure py4DSTEM quotes, about 50 µs per position-iteration for 16,384
-positions of 128² patterns on one A100 (its single-slice ptychography). The per-iteration time
-is the difference between runs of 3 and 1 iterations, halved, so the one-off checks and set-up
-drop out. The counts are Poisson draws around a vacuum pattern (the time does not depend on
-them).
+positions of 128² patterns on one A100 (its single-slice ptychography). When py4DSTEM imports
+(a benchmark-only dependency that requires NumPy < 2, so it lives in its own virtual environment:
+see ``requirements-bench.txt``), its ``SingleslicePtychography`` runs on the same counts in the
+same process, with the same energy, semiangle, defocus, scan step and object sampling, probe
+retrieval on, position correction off and the same batch size; the same counts go into a
+py4DSTEM ``DataCube`` (patterns fft-shifted to the centre, real-space pixel = the scan step in Å,
+reciprocal pixel = 1 / (W · sampling) in 1/Å, so that its object pixel equals mbook's).
+
+The per-iteration time of each code is the difference between runs of 3 and 1 iterations,
+halved, so the one-off checks, set-up and py4DSTEM's preprocessing drop out: medians of
+``--repeat`` rounds after a warm-up round, each round running every timed call once in turn
+(mbook, the floor, py4DSTEM), so that all see the same load on a shared machine. Per iteration,
+both codes shift the probe to each position in Fourier space (one inverse FFT per position),
+make the far field (one FFT), project onto the measured amplitudes (one inverse FFT) and update
+the object and the probe; mbook also carries the probe gradient back through the shift (one more
+FFT per position) and forms the position gradient (unused here), py4DSTEM does neither.
+
+The floor is the FFTs alone: a forward and an inverse FFT of a batch of ``--batch`` windows per
+position, made as the reconstruction makes its FFTs (``backend.fft_module``: scipy.fft without
+workers, one thread, on the CPU; cuFFT on a GPU), the least any far-field ptychography does per
+position-iteration; mbook's ratio to it is printed.
+py4DSTEM's FFTs are NumPy's on the CPU (also one thread), CuPy's on a GPU.
+
+The counts are Poisson draws (1e4 electrons per position) of the noise-free patterns of a phase
+object (Gaussian blobs of 0.3 rad at random places), so that the reconstructions can be checked:
+after ``--check-iter`` iterations of each code (untimed) the script prints the correlation of the
+object phases over the scanned region, between the codes and with the true phase.
 
 Run from the repository root:
 
     .venv/bin/python benchmarks/ptychography.py                          # 16², 32² positions; 64² patterns
     .venv/bin/python benchmarks/ptychography.py --sides 32 64 --window 128
     MBOOK_DEVICE=gpu .venv/bin/python benchmarks/ptychography.py --sides 128 --window 128   # 16,384 positions
+    /tmp/py4venv/bin/python benchmarks/ptychography.py                   # with py4DSTEM (its own venv)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
+import warnings
 
 import numpy as np
 
-from mbook.core import backend
+from mbook.core import backend, grids
+from mbook.electron import physics
 from mbook.multimodal import ptychography, reconstruction
 
 try:
-    from timing import median_time
+    from timing import synchronize
 except ImportError:  # run from elsewhere
-    from benchmarks.timing import median_time
+    from benchmarks.timing import synchronize
+
+try:
+    import py4DSTEM
+    from py4DSTEM.process.phase import SingleslicePtychography
+except ImportError:
+    py4DSTEM = None
 
 SAMPLING, STEP = 0.25, 1.0  # Å
 ENERGY, SEMIANGLE, DEFOCUS = 300e3, 20.0, 150.0
+ELECTRONS = 1e4  # per position
 
 
 def case(side, window, seed=0):
-    """Counts, positions, probe and object size of an N x N raster with W² patterns."""
+    """Counts, positions, probe, object size and true phase of an N x N raster with W² patterns."""
     margin = window // 2 * SAMPLING + 1.0
     line = margin + STEP * np.arange(side)
     positions = np.stack(np.meshgrid(line, line, indexing="ij"), axis=-1).reshape(-1, 2)
     object_gpts = (int(np.ceil((2 * margin + STEP * side) / SAMPLING)),) * 2
+    rng = np.random.default_rng(seed)
+    x = np.arange(object_gpts[0]) * SAMPLING
+    extent = object_gpts[0] * SAMPLING
+    phase = np.zeros(object_gpts)
+    for a, b in rng.uniform(0, extent, size=(int(0.2 * extent**2), 2)):  # one blob per 5 Å²
+        phase += 0.3 * np.exp(-((x[:, None] - a) ** 2 + (x[None, :] - b) ** 2) / (2 * 0.5**2))
+    potential = backend.asarray((phase / physics.interaction_parameter(ENERGY))[None].astype(np.float32))
+    grid = grids.make_grid(gpts=object_gpts, sampling=SAMPLING)
+    patterns = ptychography.diffraction_intensities(potential, grid=grid, energy=ENERGY, slice_thickness=1.0,
+                                                    semiangle_cutoff=SEMIANGLE, positions=positions, gpts=window,
+                                                    defocus=DEFOCUS)
+    counts = rng.poisson(ELECTRONS * backend.asnumpy(patterns)).astype(np.float32)  # host draw, FFT order
     probe = ptychography.centred_probe(window, sampling=SAMPLING, energy=ENERGY, semiangle_cutoff=SEMIANGLE,
                                        defocus=DEFOCUS)
-    pattern = np.abs(np.fft.fft2(backend.asnumpy(probe), norm="ortho")) ** 2
-    counts = np.random.default_rng(seed).poisson(100.0 * pattern, size=(len(positions), window, window))
-    return backend.asarray(counts.astype(np.float32)), positions, probe, object_gpts
+    return counts, positions, probe, object_gpts, phase
+
+
+def correlation(a, b):
+    """Pearson correlation of two equal-shape real arrays."""
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def mbook_runner(counts, positions, probe, object_gpts, batch):
+    """``run(iterations)``: mbook's reconstruction with the probe updated, positions fixed."""
+    counts = backend.asarray(counts)
+
+    def run(iterations):
+        return reconstruction.reconstruct(counts, positions=positions, probe=probe, object_gpts=object_gpts,
+                                          sampling=SAMPLING, max_num_iter=iterations, batch_size=batch,
+                                          probe_from=0, positions_from=None)
+    return run
+
+
+def py4dstem_runner(counts, side, window, batch):
+    """``(run(iterations), ptycho)``: py4DSTEM's single-slice ptychography on the same counts.
+
+    On mbook's device (py4DSTEM's ``device="gpu"`` needs CuPy, as mbook's).
+    The DataCube holds the patterns centred (fft-shifted), real-space pixel = scan step [Å],
+    reciprocal pixel = 1 / (W · sampling) [1/Å]. Preprocessing (once) is told the rotation (0) and
+    transpose (none) of the simulated data instead of fitting them from the centre of mass. The
+    object is a potential (a phase grating, as mbook's) without positivity; the probe is updated
+    from the first iteration (``fix_probe=False``), positions fixed; no filters or denoising.
+    """
+    device = "gpu" if backend.get_device() == "gpu" else "cpu"
+    data = np.fft.fftshift(counts, axes=(-2, -1)).reshape(side, side, window, window)
+    datacube = py4DSTEM.DataCube(data)
+    datacube.calibration.set_R_pixel_size(STEP)
+    datacube.calibration.set_R_pixel_units("A")
+    datacube.calibration.set_Q_pixel_size(1 / (window * SAMPLING))
+    datacube.calibration.set_Q_pixel_units("A^-1")
+    ptycho = SingleslicePtychography(energy=ENERGY, datacube=datacube, semiangle_cutoff=SEMIANGLE, defocus=DEFOCUS,
+                                     object_type="potential", verbose=False, device=device)
+    ptycho.preprocess(plot_center_of_mass=False, plot_rotation=False, plot_probe_overlaps=False,
+                      force_com_rotation=0.0, force_com_transpose=False, fit_function="constant")
+
+    def run(iterations):
+        ptycho.reconstruct(num_iter=iterations, max_batch_size=batch, fix_probe=False, fix_positions=True,
+                           object_positivity=False, progress_bar=False, reset=True, seed_random=0)
+        return ptycho
+    return run, ptycho
+
+
+def interleaved_medians(runs, repeat):
+    """Median wall and CPU times [s] of each ``runs[name]()`` over ``repeat`` rounds after a warm-up round.
+
+    Each round runs every function once, in turn, so that all see the same load on a shared
+    machine. The CPU time (``time.process_time``: all threads of this process) counts the work
+    done, which other processes on the machine slow down much less than the wall time.
+    """
+    for function in runs.values():
+        function()
+    synchronize()
+    wall = {name: [] for name in runs}
+    cpu = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, function in runs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            function()
+            synchronize()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return ({name: float(np.median(values)) for name, values in wall.items()},
+            {name: float(np.median(values)) for name, values in cpu.items()})
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", type=int, nargs="+", default=[16, 32], help="raster sides N (N² positions)")
     parser.add_argument("--window", type=int, default=64, help="pattern pixels W (W²)")
-    parser.add_argument("--batch", type=int, default=256, help="positions per gradient step")
+    parser.add_argument("--batch", type=int, default=256, help="positions per gradient step (both codes)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--check-iter", type=int, default=10, help="iterations of the untimed check run")
+    parser.add_argument("--no-py4dstem", action="store_true", help="mbook and the floor only")
     args = parser.parse_args()
+    use_py4 = py4DSTEM is not None and not args.no_py4dstem
     print(backend.describe())
-    print(f"{'positions':>10} {'pattern':>8} {'s / iteration':>14} {'µs / position-iteration':>24}")
+    print(f"py4DSTEM {py4DSTEM.__version__} (NumPy FFTs on the CPU, CuPy's on a GPU)" if use_py4
+          else "py4DSTEM not run (not installed, or --no-py4dstem)")
+    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; batch {args.batch}; "
+          f"µs per position-iteration,"
+          f" wall time and (CPU:) CPU time of all threads")
+    header = (f"{'positions':>9} {'pattern':>7} {'mbook':>8} {'py4DSTEM':>9} {'py4/mbook':>9} "
+              f"{'CPU: mbook':>10} {'py4DSTEM':>9} {'py4/mbook':>9} "
+              f"{'floor':>7} {'mbook/floor':>11} {'r(py4,mbook)':>12} {'r(mbook,true)':>13} {'r(py4,true)':>11}")
+    rows = []
     for side in args.sides:
-        counts, positions, probe, object_gpts = case(side, args.window)
-
-        def run(iterations):
-            return reconstruction.reconstruct(counts, positions=positions, probe=probe, object_gpts=object_gpts,
-                                              sampling=SAMPLING, max_num_iter=iterations, batch_size=args.batch,
-                                              probe_from=0, positions_from=0)
-
-        one, _ = median_time(lambda: run(1), args.repeat)
-        three, _ = median_time(lambda: run(3), args.repeat)
-        per_iteration = max(three - one, 0.0) / 2
-        print(f"{side * side:>10d} {args.window:>6d}² {per_iteration:>14.3f} "
-              f"{1e6 * per_iteration / (side * side):>24.1f}")
+        counts, positions, probe, object_gpts, phase = case(side, args.window)
+        n = side * side
+        run = mbook_runner(counts, positions, probe, object_gpts, args.batch)
+        windows = backend.asarray(np.ones((min(args.batch, n), args.window, args.window), np.complex64))
+        fft = backend.fft_module(windows)  # as the reconstruction calls it: scipy.fft, one thread, on the CPU
+        runs = {"mbook 1": lambda: run(1), "mbook 3": lambda: run(3), "floor": lambda: fft.ifft2(fft.fft2(windows))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if use_py4:
+                run4, ptycho = py4dstem_runner(counts, side, args.window, args.batch)
+                runs.update({"py4 1": lambda: run4(1), "py4 3": lambda: run4(3)})
+            t, t_cpu = interleaved_medians(runs, args.repeat)
+            if use_py4:
+                run4(args.check_iter)
+        t_mbook = max(t["mbook 3"] - t["mbook 1"], 0.0) / 2 / n
+        cpu_mbook = max(t_cpu["mbook 3"] - t_cpu["mbook 1"], 0.0) / 2 / n
+        t_floor = t["floor"] / len(windows)
+        # The scanned region, in mbook's object pixels.
+        first = int(round(positions[0, 0] / SAMPLING))
+        last = int(round(positions[-1, 0] / SAMPLING)) + 1
+        region = (slice(first, last),) * 2
+        mbook_phase = backend.asnumpy(run(args.check_iter).phase[0])
+        row = dict(n=n, mbook=t_mbook, cpu_mbook=cpu_mbook, floor=t_floor,
+                   r_mbook=correlation(mbook_phase[region], phase[region]))
+        if use_py4:
+            row["py4"] = max(t["py4 3"] - t["py4 1"], 0.0) / 2 / n
+            row["cpu_py4"] = max(t_cpu["py4 3"] - t_cpu["py4 1"], 0.0) / 2 / n
+            py4_phase = backend.asnumpy(ptycho.object)  # the potential: the phase [rad] of a phase grating
+            # py4DSTEM places its object so that its positions start elsewhere: shift by the difference.
+            shift = np.round((positions - np.asarray(ptycho.positions)).mean(axis=0) / SAMPLING).astype(int)
+            py4_region = tuple(slice(first - s, last - s) for s in shift)
+            row["r_py4"] = correlation(py4_phase[py4_region], phase[region])
+            row["r_both"] = correlation(py4_phase[py4_region], mbook_phase[region])
+        rows.append(row)
+    print(header)
+    for row in rows:
+        dash = "—"
+        py4 = f"{1e6 * row['py4']:9.1f}" if "py4" in row else f"{dash:>9}"
+        ratio = f"{row['py4'] / row['mbook']:9.2f}" if "py4" in row else f"{dash:>9}"
+        r_both = f"{row['r_both']:12.3f}" if "r_both" in row else f"{dash:>12}"
+        cpu_py4 = f"{1e6 * row['cpu_py4']:9.1f}" if "cpu_py4" in row else f"{dash:>9}"
+        cpu_ratio = f"{row['cpu_py4'] / row['cpu_mbook']:9.2f}" if "cpu_py4" in row else f"{dash:>9}"
+        r_py4 = f"{row['r_py4']:11.3f}" if "r_py4" in row else f"{dash:>11}"
+        print(f"{row['n']:>9d} {args.window:>6d}² {1e6 * row['mbook']:8.1f} {py4} {ratio} "
+              f"{1e6 * row['cpu_mbook']:10.1f} {cpu_py4} {cpu_ratio} "
+              f"{1e6 * row['floor']:7.1f} {row['mbook'] / row['floor']:11.1f} {r_both} {row['r_mbook']:13.3f} {r_py4}")
+    print(f"load average after {os.getloadavg()[0]:.1f}; "
+          f"correlations of the object phase over the scanned region after {args.check_iter} iterations")
     print("py4DSTEM (published): ~50 µs per position-iteration, 16,384 positions of 128², one A100")
 
 
