@@ -164,8 +164,8 @@ def describe() -> str:
     """A line for a notebook's first output: which device, and which libraries."""
     device = get_device()
     if device == "strict":
-        return (f"mbook on the strict GPU stand-in: NumPy {np.__version__} on the CPU, refusing what CuPy "
-                f"refuses (MBOOK_DEVICE=strict)")
+        # What the static book shows (its outputs come from the tests, run on the stand-in): say it is the CPU.
+        return f"mbook on the CPU, through the strict GPU stand-in (NumPy {np.__version__}; MBOOK_DEVICE=strict)"
     if device == "gpu":
         import cupy
 
