@@ -1239,3 +1239,129 @@ E("cryoem.heterogeneity.rank_correlation", lambda: call(rand(12, 2), rand(12, 2,
   embedding=ARRAY + [rand(5, 2)], latent=ARRAY + [rand(5, 2)])
 E("cryoem.heterogeneity.per_conformation_error", lambda: call(rand(3, 8, 8, 8), rand(3, 8, 8, 8, seed=1)),
   estimates=ARRAY + [rand(2, 8, 8, 8)], truths=ARRAY + [rand(2, 8, 8, 8)], mean=ARRAY + [rand(4, 4, 4)])
+
+
+# ============================================================================= mbook.tomography
+def _tilt():
+    from mbook.tomography import projector
+
+    return projector.TiltProjector((4, 4, 4), [0.0, 30.0, 60.0])
+
+
+def _tomo_rotations(n=3):
+    from mbook.tomography import projector
+
+    return projector.tilt_rotations(np.linspace(0.0, 60.0, n))
+
+
+def _space_time():
+    from mbook.tomography import reconstruct
+
+    return reconstruct.SpaceTimeProjector(_tilt(), np.full((3, 2), 0.5))
+
+
+def _atom_projector():
+    from mbook.tomography import refine
+
+    return refine.AtomProjector(np.stack([np.eye(3)] * 3), np.ones((3, 1)), [np.ones(2)], gpts=(4, 4),
+                                sampling=1.0, width=0.5)
+
+
+def _atoms_volume():
+    from mbook.tomography import specimens
+
+    return specimens.atom_volume(np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]]), [26, 78], shape=(8, 8, 8),
+                                 sampling=0.5)
+
+
+TILT_OP = ["not-an-operator", None]
+ROTATIONS = [EMPTY, WITH_NAN, ONE_AXIS_LESS, "abc", rand(3, 3, 3)]  # (N, 3, 3) orthogonal
+NUMBERS = [EMPTY, "abc", np.array([26]), np.array([26, 0])]  # atomic numbers, one per atom
+
+# projector: the tilt geometry, the ray-driven projection and its adjoint
+E("tomography.projector.tilt_rotations", lambda: call(np.array([0.0, 30.0])), angles=ARRAY, axis=CHOICE)
+E("tomography.projector.project", lambda: call(rand(4, 4, 4), _tomo_rotations(), sampling=1.0, detector_gpts=(4, 4),
+                                               batch_size=2),
+  volume=ARRAY, rotations=ROTATIONS, sampling=LENGTH, detector_gpts=GPTS, batch_size=COUNT)
+E("tomography.projector.backproject", lambda: call(rand(3, 4, 4), _tomo_rotations(), shape=(4, 4, 4), batch_size=2),
+  projections=ARRAY + [rand(2, 4, 4)], rotations=ROTATIONS, shape=GPTS + [(4, 4)], sampling=LENGTH,
+  separate=FREE, batch_size=COUNT)
+# The kernels (documented: no checks) run inside the solvers' iterations on what their callers checked once.
+E("tomography.projector.project_kernel", lambda: call(dev(rand(4, 4, 4)), dev(_tomo_rotations()), sampling=1.0,
+                                                      detector_gpts=(4, 4)),
+  volume=UNCHECKED, rotations=UNCHECKED, sampling=UNCHECKED, detector_gpts=UNCHECKED, batch_size=UNCHECKED)
+E("tomography.projector.backproject_kernel", lambda: call(dev(rand(3, 4, 4)), dev(_tomo_rotations()), shape=(4, 4, 4),
+                                                          sampling=1.0),
+  projections=UNCHECKED, rotations=UNCHECKED, shape=UNCHECKED, sampling=UNCHECKED, separate=UNCHECKED,
+  batch_size=UNCHECKED)
+
+# reconstruct: FBP, SIRT, PGD and the 4D reconstruction
+E("tomography.reconstruct.fbp", lambda: call(rand(3, 4, 4), _tilt()),
+  projections=ARRAY + [rand(2, 4, 4)], operator=TILT_OP, filter=CHOICE)
+E("tomography.reconstruct.sirt", lambda: call(rand(3, 4, 4), _tilt(), max_num_iter=2, x0=rand(4, 4, 4)),
+  projections=ARRAY + [rand(2, 4, 4)], operator=TILT_OP, max_num_iter=COUNT, relaxation=LENGTH + [2.0],
+  nonnegative=FREE, x0=ARRAY + [rand(4, 4, 3)])
+E("tomography.reconstruct.pgd", lambda: call(rand(3, 4, 4), _tilt(), max_num_iter=2, x0=rand(4, 4, 4)),
+  projections=ARRAY + [rand(2, 4, 4)], operator=TILT_OP, l1=NONNEG, nonnegative=FREE, max_num_iter=COUNT,
+  x0=ARRAY + [rand(4, 4, 3)], accelerate=FREE)
+E("tomography.reconstruct.lipschitz_bound", lambda: call(_tilt()), operator=TILT_OP)
+E("tomography.reconstruct.operator_norm", lambda: call(_tilt(), max_num_iter=3), operator=TILT_OP,
+  max_num_iter=COUNT)
+E("tomography.reconstruct.temporal_weights", lambda: call(np.linspace(0.0, 1.0, 5), np.array([0.0, 1.0]),
+                                                          kind="gaussian", width=0.3),
+  times=ARRAY, anchor_times=ARRAY + [np.array([1.0, 0.0])], kind=CHOICE, width=LENGTH)
+# smooth_tv runs in pgd_4d's iterations: cheap checks only (OPERAND); pgd_4d checks its inputs on entry.
+E("tomography.reconstruct.smooth_tv", lambda: call(rand(3, 3), axes=(0,), smoothing=0.3),
+  u=OPERAND, axes=[(5,), "a"], smoothing=LENGTH)
+E("tomography.reconstruct.pgd_4d", lambda: call(rand(3, 4, 4), _space_time(), rand(2, 4, 4, 4), smoothing=0.1,
+                                                max_num_iter=2),
+  projections=ARRAY + [rand(2, 4, 4)], operator=TILT_OP + [_tilt()], x0=ARRAY + [rand(3, 4, 4, 4)],
+  tv_space=NONNEG, tv_time=NONNEG, smoothing=LENGTH, max_num_iter=COUNT, accelerate=FREE)
+
+# refine: atom positions fitted to the projections
+E("tomography.refine.refine_positions", lambda: call(rand(3, 4, 4), _atom_projector(), [np.zeros((2, 3))],
+                                                     max_num_iter=2),
+  projections=ARRAY + [rand(3, 4, 5)], operator=TILT_OP, positions=["abc", None, [np.zeros((3, 3))],
+                                                                   [np.full((2, 3), NAN)]],
+  max_num_iter=COUNT, step=LENGTH + [1.5])
+
+# specimens: the FePt testbed
+E("tomography.specimens.fept_nanoparticle", lambda: call(3.0), radius=LENGTH, ordering=CHOICE, seed=SEED)
+E("tomography.specimens.diffusion_trajectories",
+  lambda: call(np.array([[0.0, 0, 0], [5, 0, 0], [-5, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]]),
+               np.array([78] * 6), num_steps=5, num_moving=2),
+  positions=ARRAY + [rand(6, 2)], numbers=NUMBERS, num_steps=COUNT + [1], num_moving=COUNT0 + [7],
+  core_fraction=FRACTION, arc=NONNEG, min_duration=LENGTH, seed=SEED)
+E("tomography.specimens.tilt_series", lambda: call(5), num_projections=COUNT + [1], tilt_range=LENGTH + [90.0],
+  order=CHOICE)
+E("tomography.specimens.cross_sections", lambda: call(np.array([26, 78])), numbers=NUMBERS[:2] + NUMBERS[3:],
+  platinum=NONNEG)
+E("tomography.specimens.atom_volume", lambda: call(np.zeros((2, 3)), np.array([26, 78]), shape=(4, 4, 4),
+                                                   sampling=1.0),
+  positions=ARRAY + [np.zeros((2, 2))], numbers=NUMBERS, shape=GPTS + [(4, 4)], sampling=LENGTH, width=LENGTH,
+  platinum=NONNEG)
+E("tomography.specimens.project_atoms", lambda: call(np.zeros((2, 3)), np.array([26, 78]), _tomo_rotations(),
+                                                     gpts=(4, 4), sampling=1.0),
+  # accepted today: non-orthogonal rotations (rand(3, 3, 3)) project a sheared, scaled particle without an error
+  positions=ARRAY_ANY_NDIM + [np.zeros((2, 2))], numbers=NUMBERS, rotations=ROTATIONS[:-1], gpts=GPTS,
+  sampling=LENGTH, width=LENGTH, platinum=NONNEG)
+E("tomography.specimens.poisson_noise", lambda: call(rand(2, 4, 4), dose=100.0, sampling=1.0),
+  projections=ARRAY_ANY_NDIM + [-rand(2, 4, 4)], dose=LENGTH, sampling=LENGTH, seed=SEED)
+
+# tracing: atoms found, classified, matched and tracked
+E("tomography.tracing.trace_atoms", lambda: call(_atoms_volume(), sampling=0.5),
+  volume=ARRAY, sampling=LENGTH, min_distance=LENGTH, threshold=FRACTION, radius=LENGTH)
+E("tomography.tracing.classify_species", lambda: call(rand(10), max_num_iter=3),
+  intensities=ARRAY + [np.array([[1.0, 2.0]])], labels=[(1, 2, 3), "ab", None], max_num_iter=COUNT)
+E("tomography.tracing.line_profiles", lambda: call(rand(6, 6, 6), np.array([[0.0, 0.0, 0.5]]), sampling=0.5,
+                                                   half_length=1.0),
+  volume=ARRAY, positions=ARRAY + [np.zeros((1, 2))], sampling=LENGTH, half_length=LENGTH)
+E("tomography.tracing.local_moments", lambda: call(rand(8, 8, 8), np.array([[2.0, 2.0, 2.0]]), sampling=0.5,
+                                                   radius=1.0),
+  volume=ARRAY, positions=ARRAY + [np.zeros((1, 2))], sampling=LENGTH, radius=LENGTH)
+E("tomography.tracing.match_atoms", lambda: call(rand(4, 3), rand(4, 3, seed=1)),
+  found=ARRAY + [np.zeros((2, 2))], reference=ARRAY + [np.zeros((2, 2))], max_distance=LENGTH)
+E("tomography.tracing.position_errors", lambda: call(rand(4, 3), rand(4, 3, seed=1)),
+  found=ARRAY + [np.zeros((2, 2))], reference=ARRAY + [np.zeros((2, 2))], max_distance=LENGTH)
+E("tomography.tracing.track_atoms", lambda: call([rand(2, 3), rand(2, 3, seed=1)], max_distance=0.8),
+  positions=["abc", None, np.zeros((2, 3)), [np.full((2, 3), NAN)]], max_distance=LENGTH)

@@ -118,26 +118,6 @@ NOT_YET_IN_THE_TABLE = {
     "segmentation.features.kmeans", "segmentation.features.local_fourier_features",
     # segmentation.stm
     "segmentation.stm.region_masks", "segmentation.stm.synthetic_stm",
-    # tomography.projector
-    "tomography.projector.backproject", "tomography.projector.backproject_kernel",
-    "tomography.projector.project", "tomography.projector.project_kernel",
-    "tomography.projector.tilt_rotations",
-    # tomography.reconstruct
-    "tomography.reconstruct.fbp", "tomography.reconstruct.lipschitz_bound",
-    "tomography.reconstruct.operator_norm", "tomography.reconstruct.pgd", "tomography.reconstruct.pgd_4d",
-    "tomography.reconstruct.sirt", "tomography.reconstruct.smooth_tv",
-    "tomography.reconstruct.temporal_weights",
-    # tomography.refine
-    "tomography.refine.refine_positions",
-    # tomography.specimens
-    "tomography.specimens.atom_volume", "tomography.specimens.cross_sections",
-    "tomography.specimens.diffusion_trajectories", "tomography.specimens.fept_nanoparticle",
-    "tomography.specimens.poisson_noise", "tomography.specimens.project_atoms",
-    "tomography.specimens.tilt_series",
-    # tomography.tracing
-    "tomography.tracing.classify_species", "tomography.tracing.line_profiles",
-    "tomography.tracing.local_moments", "tomography.tracing.match_atoms", "tomography.tracing.position_errors",
-    "tomography.tracing.trace_atoms", "tomography.tracing.track_atoms",
 }
 
 

@@ -232,7 +232,7 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
     rotations = _check_rotations(rotations)
     sampling = checks.check_positive_number(sampling, "sampling")
     shape = tuple(volume.shape[-3:])
-    detector_gpts = shape[1:] if detector_gpts is None else checks.check_gpts(detector_gpts, 2)
+    detector_gpts = shape[1:] if detector_gpts is None else checks.check_gpts(detector_gpts, 2, name="detector_gpts")
     if volume.ndim == 4 and volume.shape[0] != rotations.shape[0]:
         raise ValueError(f"volume holds {volume.shape[0]} volumes but rotations {rotations.shape[0]} rotations: "
                          f"give one volume per rotation, or one volume")
@@ -301,7 +301,7 @@ def backproject(projections, rotations, *, shape, sampling: float = 1.0, separat
     """
     projections = checks.check_array(projections, "projections", ndim=3, real=True)
     rotations = _check_rotations(rotations)
-    shape = checks.check_gpts(shape, 3)
+    shape = checks.check_gpts(shape, 3, name="shape (the volume's gpts)")
     sampling = checks.check_positive_number(sampling, "sampling")
     if not isinstance(separate, bool):
         raise TypeError(f"separate must be True or False, got {separate!r}")

@@ -62,10 +62,14 @@ class Reconstruction(NamedTuple):
     residuals: object
 
 
-def _check_operator(operator, projections):
+def _check_projector(operator):
     if not all(hasattr(operator, name) for name in ("forward", "adjoint", "shape", "projection_shape")):
         raise TypeError(f"operator must be a TiltProjector (forward, adjoint, shape, projection_shape), "
                         f"got {type(operator).__name__}")
+
+
+def _check_operator(operator, projections):
+    _check_projector(operator)
     projections = checks.check_array(projections, "projections", ndim=3, real=True)
     if tuple(projections.shape) != tuple(operator.projection_shape):
         raise ValueError(f"projections has shape {projections.shape} but the operator makes "
@@ -230,6 +234,7 @@ def lipschitz_bound(operator) -> float:
     ``‖S‖² <= min(Σ_k ‖A_k‖² ‖w_k‖², max_k ‖A_k‖² ‖W‖₂²)``; for any other
     operator, 1.01 times the power-iteration estimate of :func:`operator_norm`.
     """
+    _check_projector(operator)
     if isinstance(operator, projector_module.TiltProjector):
         return float(backend.get_array_module(operator.matrices).sum(operator.norms() ** 2))
     if isinstance(operator, SpaceTimeProjector):
@@ -244,6 +249,7 @@ def lipschitz_bound(operator) -> float:
 
 def operator_norm(operator, *, max_num_iter: int = 30) -> float:
     """``‖A‖`` of a projector (``forward``/``adjoint``) by power iteration [Å], as a float."""
+    _check_projector(operator)
     max_num_iter = checks.check_iterations(max_num_iter)
     dtype = getattr(operator, "dtype", np.float64)
     return optimize.operator_norm(operator.forward, operator.adjoint, tuple(operator.shape), dtype=dtype,
@@ -402,8 +408,9 @@ def smooth_tv(u, *, axes, smoothing: float):
     gradient : array
         Same shape as ``u``.
     """
-    u = backend.asarray(u)
+    u = checks.check_operand(u, "u")  # cheap (no copy to the host): smooth_tv runs in pgd_4d's iterations
     smoothing = checks.check_positive_number(smoothing, "smoothing")
+    axes = [checks.check_axis(axis, "axes", u.ndim) for axis in axes]
     xp = backend.get_array_module(u)
     differences = [_difference(u, axis) for axis in axes]
     magnitude = xp.sqrt(sum(d * d for d in differences) + smoothing**2)

@@ -268,6 +268,8 @@ def tilt_series(num_projections: int, *, tilt_range: float = 70.0, order: str = 
 def cross_sections(numbers, *, platinum: float = 0.03):
     """HAADF cross-section of each atom, ``σ_Pt (Z / 78)^1.64`` [Å²], on the selected device."""
     numbers = checks.check_array(numbers, "numbers", ndim=1)
+    if bool((numbers < 1).any()):
+        raise ValueError(f"numbers must be atomic numbers (>= 1), got a minimum of {numbers.min()}")
     platinum = checks.check_positive_number(platinum, "platinum")
     return platinum * (numbers.astype(backend.get_array_module(numbers).float64) / Z_PT) ** HAADF_EXPONENT
 
@@ -406,7 +408,7 @@ def _check_atoms(positions, numbers, shape, sampling, width, platinum):
     weights = cross_sections(numbers, platinum=platinum)
     if weights.shape[0] != positions.shape[-2]:
         raise ValueError(f"numbers holds {weights.shape[0]} atoms but positions {positions.shape[-2]}")
-    shape = checks.check_gpts(shape, 3)
+    shape = checks.check_gpts(shape, 3, name="shape (the volume's gpts)")
     sampling = checks.check_positive_number(sampling, "sampling")
     width = checks.check_positive_number(width, "width")
     return positions.astype(backend.get_array_module(positions).float64), weights, shape, sampling, width

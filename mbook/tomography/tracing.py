@@ -130,6 +130,8 @@ def classify_species(intensities, *, labels=(26, 78), max_num_iter: int = 50):
     intensities = checks.check_array(intensities, "intensities", ndim=1, real=True)
     max_num_iter = checks.check_iterations(max_num_iter)
     labels = checks.as_tuple(labels, "labels", 2)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+        raise TypeError(f"labels must be two integers (atomic numbers), got {labels!r}")
     x = backend.asnumpy(intensities).astype(np.float64)
     centres = np.array([x.min(), x.max()])
     strong = x > centres.mean()
