@@ -1365,3 +1365,136 @@ E("tomography.tracing.position_errors", lambda: call(rand(4, 3), rand(4, 3, seed
   found=ARRAY + [np.zeros((2, 2))], reference=ARRAY + [np.zeros((2, 2))], max_distance=LENGTH)
 E("tomography.tracing.track_atoms", lambda: call([rand(2, 3), rand(2, 3, seed=1)], max_distance=0.8),
   positions=["abc", None, np.zeros((2, 3)), [np.full((2, 3), NAN)]], max_distance=LENGTH)
+
+
+# ============================================================================= mbook.geometry
+_NORTH = np.array([0.0, 0.0, 1.0])
+
+
+def _sphere_points(n=4):
+    from mbook.geometry import sphere
+
+    return np.array(sphere.random_points(n, _NORTH, scales=0.3, seed=1))
+
+
+def _sphere_tangents():
+    from mbook.geometry import sphere
+
+    return np.array(sphere.log(_NORTH, _sphere_points()))
+
+
+def _so3_points(n=4):
+    from mbook.geometry import so3
+
+    return np.array(so3.random_rotations(n, seed=1))
+
+
+def _so3_tangents():
+    from mbook.geometry import so3
+
+    return np.array(so3.log(np.eye(3), _so3_points()))
+
+
+def _spd_points(n=4):
+    from mbook.geometry import spd
+
+    return np.array(spd.random_near(n, np.eye(2), scales=0.3, seed=1))
+
+
+def _spd_tangents():
+    from mbook.geometry import spd
+
+    return np.array(spd.log(np.eye(2), _spd_points()))
+
+
+SPHERE_POINT = ARRAY_ANY_NDIM + [2 * _NORTH]                              # unit vectors
+SPHERE_POINTS = ARRAY_ANY_NDIM + [2 * np.ones((4, 3))]
+SPHERE_TANGENT = ARRAY_ANY_NDIM + [np.ones(3), np.zeros(4)]               # orthogonal to the base point
+SPHERE_COORDINATES = ARRAY_ANY_NDIM + [np.zeros(3)]                       # d - 1 per point
+ROTATION = ARRAY_ANY_NDIM + [np.diag([1.0, 1.0, -1.0]), 1.1 * np.eye(3)]  # proper orthogonal
+SO3_VECTOR = ARRAY_ANY_NDIM + [np.zeros(2)]                               # 3 per rotation
+SPD_POINT = ARRAY_ANY_NDIM + [np.diag([1.0, -1.0]), np.array([[1.0, 0.5], [0.0, 1.0]])]  # symmetric positive
+SPD_TANGENT = ARRAY_ANY_NDIM + [np.array([[0.0, 1.0], [0.0, 0.0]]), np.zeros((3, 3))]     # symmetric
+SPD_COORDINATES = ARRAY_ANY_NDIM + [np.zeros(4)]                          # 3 per 2x2 matrix
+MANIFOLD = CHOICE + [3]
+
+# sphere
+E("geometry.sphere.check_points", lambda: call(_sphere_points()), points=SPHERE_POINTS, name=FREE)
+E("geometry.sphere.check_tangent", lambda: call(_NORTH, _sphere_tangents()), base=SPHERE_POINT,
+  tangent=SPHERE_TANGENT, name=FREE)
+E("geometry.sphere.distance", lambda: call(_NORTH, _sphere_points()), a=SPHERE_POINT, b=SPHERE_POINTS + [np.ones(1)])
+E("geometry.sphere.exp", lambda: call(_NORTH, _sphere_tangents()), base=SPHERE_POINT, tangent=SPHERE_TANGENT)
+E("geometry.sphere.log", lambda: call(_NORTH, _sphere_points()), base=SPHERE_POINT, points=SPHERE_POINTS)
+E("geometry.sphere.transport", lambda: call(_NORTH, _sphere_points()[0], _sphere_tangents()[0]),
+  base=SPHERE_POINT, target=SPHERE_POINT, tangent=SPHERE_TANGENT)
+E("geometry.sphere.to_coordinates", lambda: call(_NORTH, _sphere_tangents()), base=SPHERE_POINT,
+  tangent=SPHERE_TANGENT)
+E("geometry.sphere.from_coordinates", lambda: call(_NORTH, np.ones((4, 2))), base=SPHERE_POINT,
+  coordinates=SPHERE_COORDINATES)
+E("geometry.sphere.jacobi_operator", lambda: call(_NORTH, np.ones(2)), base=SPHERE_POINT,
+  coordinates=SPHERE_COORDINATES)
+E("geometry.sphere.random_points", lambda: call(3, _NORTH), n=COUNT, base=SPHERE_POINT,
+  scales=[-1.0, NAN, "a", 2.0], seed=SEED)
+
+# so3
+E("geometry.so3.check_rotations", lambda: call(_so3_points()), rotations=ROTATION, name=FREE)
+E("geometry.so3.distance", lambda: call(np.eye(3), _so3_points()), a=ROTATION, b=ROTATION)
+E("geometry.so3.exp", lambda: call(np.eye(3), _so3_tangents()), base=ROTATION, tangent=SO3_VECTOR)
+E("geometry.so3.log", lambda: call(np.eye(3), _so3_points()), base=ROTATION, rotations=ROTATION)
+E("geometry.so3.transport", lambda: call(np.eye(3), _so3_points()[0], _so3_tangents()[0]), base=ROTATION,
+  target=ROTATION, tangent=SO3_VECTOR)
+E("geometry.so3.to_coordinates", lambda: call(np.eye(3), _so3_tangents()), base=ROTATION, tangent=SO3_VECTOR)
+E("geometry.so3.from_coordinates", lambda: call(np.eye(3), np.ones((4, 3))), base=ROTATION,
+  coordinates=SO3_VECTOR)
+E("geometry.so3.jacobi_operator", lambda: call(np.eye(3), np.ones(3)), base=ROTATION, coordinates=SO3_VECTOR)
+E("geometry.so3.axis_rotation", lambda: call(np.array([0.0, 0.0, 1.0]), 0.3),
+  axis=ARRAY_ANY_NDIM + [np.zeros(3), np.ones(2)], angle=REAL)
+E("geometry.so3.axis_rotations", lambda: call(np.eye(3), np.array([0.1, 0.2, 0.3])),
+  axes=ARRAY + [np.zeros((3, 3)), np.ones((3, 2))], angles=ARRAY_ANY_NDIM + [np.ones(2)])  # one angle: for all
+E("geometry.so3.quaternions_to_matrices", lambda: call(np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]])),
+  quaternions=ARRAY_ANY_NDIM + [np.zeros((1, 4)), np.ones((1, 3))])
+E("geometry.so3.random_near", lambda: call(3, np.eye(3)), n=COUNT, base=ROTATION,
+  scales=[-1.0, NAN, "a", [0.1, 0.2]], seed=SEED)
+E("geometry.so3.random_rotations", lambda: call(3), n=COUNT + [10**11], seed=SEED)
+E("geometry.so3.rotation_angles", lambda: call(_so3_points()), rotations=ROTATION)
+
+# spd
+E("geometry.spd.check_points", lambda: call(_spd_points()), points=SPD_POINT, name=FREE)
+E("geometry.spd.distance", lambda: call(np.eye(2), _spd_points()), a=SPD_POINT, b=SPD_POINT + [np.eye(3)])
+E("geometry.spd.exp", lambda: call(np.eye(2), _spd_tangents()), base=SPD_POINT, tangent=SPD_TANGENT)
+E("geometry.spd.log", lambda: call(np.eye(2), _spd_points()), base=SPD_POINT, points=SPD_POINT)
+E("geometry.spd.transport", lambda: call(np.eye(2), _spd_points()[0], _spd_tangents()[0]), base=SPD_POINT,
+  target=SPD_POINT, tangent=SPD_TANGENT)
+E("geometry.spd.to_coordinates", lambda: call(np.eye(2), _spd_tangents()), base=SPD_POINT, tangent=SPD_TANGENT)
+E("geometry.spd.from_coordinates", lambda: call(np.eye(2), np.ones((4, 3))), base=SPD_POINT,
+  coordinates=SPD_COORDINATES)
+E("geometry.spd.jacobi_operator", lambda: call(np.eye(2), np.ones(3)), base=SPD_POINT,
+  coordinates=SPD_COORDINATES)
+E("geometry.spd.random_near", lambda: call(3, np.eye(2)), n=COUNT, base=SPD_POINT,
+  scales=[-1.0, NAN, "a", [1.0]], seed=SEED)
+
+# means: the Fréchet mean on any of the three
+E("geometry.means.check_manifold", lambda: call("sphere"), manifold=MANIFOLD)
+E("geometry.means.check_cloud", lambda: call(_sphere_points(), "sphere"), points=SPHERE_POINTS + [_NORTH],
+  manifold=MANIFOLD, name=FREE)
+E("geometry.means.frechet_mean", lambda: call(_sphere_points(), "sphere", initial=_NORTH, max_num_iter=5),
+  points=SPHERE_POINTS + [_NORTH], manifold=MANIFOLD, initial=SPHERE_POINT + [np.eye(3)], step=LENGTH + [2.5],
+  max_num_iter=COUNT, tol=TOL, check_every=COUNT)
+E("geometry.means.gradient", lambda: call(_sphere_points(), _NORTH, "sphere"), points=SPHERE_POINTS + [_NORTH],
+  base=SPHERE_POINT, manifold=MANIFOLD)
+
+# lowrank: tangent PCA, its curvature correction, the intrinsic optimum
+E("geometry.lowrank.tangent_pca", lambda: call(_sphere_points(), 1, manifold="sphere", mean=_NORTH),
+  points=SPHERE_POINTS + [_NORTH], rank=COUNT + [5], manifold=MANIFOLD, mean=SPHERE_POINT)
+E("geometry.lowrank.curvature_corrected",
+  lambda: call(_sphere_points(), 1, manifold="sphere", mean=_NORTH, max_num_iter=3),
+  points=SPHERE_POINTS + [_NORTH], rank=COUNT + [5], manifold=MANIFOLD, mean=SPHERE_POINT, max_num_iter=COUNT,
+  tol=TOL, check_every=COUNT)
+E("geometry.lowrank.intrinsic_lowrank",
+  lambda: call(_sphere_points(), 1, manifold="sphere", mean=_NORTH, max_num_iter=2, inner_num_iter=2),
+  points=SPHERE_POINTS + [_NORTH], rank=COUNT + [5], manifold=MANIFOLD, mean=SPHERE_POINT, max_num_iter=COUNT,
+  inner_num_iter=COUNT, tol=TOL, check_every=COUNT)
+E("geometry.lowrank.intrinsic_error", lambda: call(_sphere_points(), _sphere_points(), manifold="sphere",
+                                                   mean=_NORTH),
+  points=SPHERE_POINTS + [_NORTH], approximation=SPHERE_POINTS + [_sphere_points(2)], manifold=MANIFOLD,
+  mean=SPHERE_POINT)

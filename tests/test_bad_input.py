@@ -35,27 +35,6 @@ NOT_YET_IN_THE_TABLE = {
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
     "electron.prism.scan", "electron.prism.smatrix_bytes",
-    # geometry.lowrank
-    "geometry.lowrank.curvature_corrected", "geometry.lowrank.intrinsic_error",
-    "geometry.lowrank.intrinsic_lowrank", "geometry.lowrank.tangent_pca",
-    # geometry.means
-    "geometry.means.check_cloud", "geometry.means.check_manifold", "geometry.means.frechet_mean",
-    "geometry.means.gradient",
-    # geometry.so3
-    "geometry.so3.axis_rotation", "geometry.so3.axis_rotations", "geometry.so3.check_rotations",
-    "geometry.so3.distance", "geometry.so3.exp", "geometry.so3.from_coordinates",
-    "geometry.so3.jacobi_operator", "geometry.so3.log", "geometry.so3.quaternions_to_matrices",
-    "geometry.so3.random_near", "geometry.so3.random_rotations", "geometry.so3.rotation_angles",
-    "geometry.so3.to_coordinates", "geometry.so3.transport",
-    # geometry.spd
-    "geometry.spd.check_points", "geometry.spd.distance", "geometry.spd.exp", "geometry.spd.from_coordinates",
-    "geometry.spd.jacobi_operator", "geometry.spd.log", "geometry.spd.random_near",
-    "geometry.spd.to_coordinates", "geometry.spd.transport",
-    # geometry.sphere
-    "geometry.sphere.check_points", "geometry.sphere.check_tangent", "geometry.sphere.distance",
-    "geometry.sphere.exp", "geometry.sphere.from_coordinates", "geometry.sphere.jacobi_operator",
-    "geometry.sphere.log", "geometry.sphere.random_points", "geometry.sphere.to_coordinates",
-    "geometry.sphere.transport",
     # geometry.tracking
     "geometry.tracking.blob_sample", "geometry.tracking.nominal_rotations", "geometry.tracking.pose_errors",
     "geometry.tracking.pose_jacobian", "geometry.tracking.reconstruct", "geometry.tracking.record_frames",

@@ -65,6 +65,9 @@ def quaternions_to_matrices(quaternions):
     q = checks.check_array(quaternions, "quaternions", ndim=2, real=True).astype(float)
     if q.shape[1] != 4:
         raise ValueError(f"quaternions must be (n, 4) arrays (w, x, y, z), got shape {q.shape}")
+    xp = backend.get_array_module(q)
+    if not bool(xp.all(xp.linalg.norm(q, axis=-1) > 0)):
+        raise ValueError("quaternions must be non-zero (each is normalised)")
     return _matrices(q, backend.get_array_module(q))
 
 
@@ -113,8 +116,7 @@ def rotation_angles(rotations):
     (n,) ndarray
         In [0, π], on the selected device.
     """
-    rotations = checks.check_array(rotations, "rotations", real=True)
-    rotations = rotations[None] if rotations.ndim == 2 else rotations
+    rotations = check_rotations(rotations)
     xp = backend.get_array_module(rotations)
     trace = rotations[:, 0, 0] + rotations[:, 1, 1] + rotations[:, 2, 2]
     return xp.arccos(xp.clip((trace - 1) / 2, -1, 1))
@@ -150,6 +152,11 @@ def axis_rotations(axes, angles):
     angles = checks.check_array(angles, "angles", real=True).astype(float)
     if axes.shape[-1] != 3:
         raise ValueError(f"axes must be (..., 3) vectors, got shape {axes.shape}")
+    try:
+        np.broadcast_shapes(tuple(angles.shape), tuple(axes.shape[:-1]))
+    except ValueError:
+        raise ValueError(f"angles must broadcast against the axes' batch shape {tuple(axes.shape[:-1])}, "
+                         f"got shape {tuple(angles.shape)}") from None
     xp = backend.get_array_module(axes)
     if not bool(xp.all(xp.linalg.norm(axes, axis=-1) > 0)):
         raise ValueError("axes must be non-zero vectors")
@@ -158,6 +165,10 @@ def axis_rotations(axes, angles):
 
 def axis_rotation(axis, angle):
     """Rotation by ``angle`` [rad] about ``axis`` (Rodrigues' formula); (3, 3) ndarray on the selected device."""
+    axis = checks.check_array(axis, "axis", ndim=1, real=True)
+    if axis.shape != (3,) or not bool(backend.get_array_module(axis).linalg.norm(axis) > 0):
+        raise ValueError(f"axis must be a non-zero 3-vector, got shape {axis.shape}")
+    angle = checks.check_number(angle, "angle", units="rad")
     return axis_rotations(axis, angle)
 
 
@@ -257,20 +268,20 @@ def exp(base, tangent):
     (..., 3, 3) ndarray
         On the selected device.
     """
-    base = check_rotations(base)
+    base = check_rotations(base, "base rotations")
     tangent = _check_rotation_vectors(tangent, "tangent")
     return _exp_at(base, tangent, backend.get_array_module(base, tangent))
 
 
 def log(base, rotations):
     """Logarithmic map ``log_R(Q) = Log(Rᵀ Q)``: body-frame rotation vectors ``(n, 3)`` [rad], norms in [0, π]."""
-    base, rotations = check_rotations(base), check_rotations(rotations)
+    base, rotations = check_rotations(base, "base rotations"), check_rotations(rotations)
     return _log_at(base, rotations, backend.get_array_module(base, rotations))
 
 
 def distance(a, b):
     """Geodesic distance between rotations (broadcast): the angle of ``aᵀ b`` [rad], in [0, π]; ``(n,)``."""
-    a, b = check_rotations(a), check_rotations(b)
+    a, b = check_rotations(a, "a"), check_rotations(b, "b")
     return _distance_at(a, b, backend.get_array_module(a, b))
 
 
@@ -285,20 +296,20 @@ def transport(base, target, tangent):
     (n, 3) ndarray
         On the selected device.
     """
-    base, target = check_rotations(base), check_rotations(target)
+    base, target = check_rotations(base, "base rotations"), check_rotations(target, "target")
     tangent = _check_rotation_vectors(tangent, "tangent")
     return _transport_at(base, target, tangent, backend.get_array_module(base, target, tangent))
 
 
 def to_coordinates(base, tangent):
     """Coordinates of tangent vectors at ``base``: the body-frame rotation vectors themselves ``(..., 3)``."""
-    check_rotations(base)
+    check_rotations(base, "base rotations")
     return _check_rotation_vectors(tangent, "tangent")
 
 
 def from_coordinates(base, coordinates):
     """Tangent vectors at ``base`` from coordinates: the identity on ``(..., 3)`` rotation vectors."""
-    check_rotations(base)
+    check_rotations(base, "base rotations")
     return _check_rotation_vectors(coordinates, "coordinates")
 
 
@@ -307,7 +318,7 @@ def jacobi_operator(base, coordinates):
 
     ``J = v̂v̂ᵀ + (sin(|v|/2)/(|v|/2)) (I - v̂v̂ᵀ)``: the sectional curvature is 1/4 (RP³ of radius 2).
     """
-    check_rotations(base)
+    check_rotations(base, "base rotations")
     v = _check_rotation_vectors(coordinates, "coordinates")
     return _jacobi(base, v, backend.get_array_module(v))
 
@@ -332,9 +343,13 @@ def random_near(n, base, *, scales=0.3, seed=0):
         On the selected device.
     """
     checks.check_count(n, "n")
-    base = check_rotations(base)
+    base = check_rotations(base, "base rotations")
     if base.shape[0] != 1:
         raise ValueError(f"base must be one rotation (3, 3), got shape {base.shape}")
+    try:
+        np.asarray(scales, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"scales must be a number or an array of numbers, got {scales!r:.60}") from None
     scales = np.broadcast_to(np.asarray(scales, dtype=float), (3,)) if np.ndim(scales) == 0 else np.asarray(scales)
     if scales.shape != (3,):
         raise ValueError(f"scales must be a number or (3,) values, got shape {scales.shape}")

@@ -52,6 +52,7 @@ def check_points(points, name: str = "points"):
 
 def check_tangent(base, tangent, name: str = "tangent"):
     """Tangent vectors at ``base`` (orthogonal to it to 1e-6 relative); ValueError naming ``name`` else."""
+    base = check_points(base, "base")
     tangent = checks.check_array(tangent, name, min_ndim=1, real=True).astype(float)
     if tangent.shape[-1] != base.shape[-1]:
         raise ValueError(f"{name} must be (..., {base.shape[-1]}) vectors like the base point, got {tangent.shape}")
@@ -255,6 +256,10 @@ def random_points(n, base, *, scales=0.3, seed=0):
     if base.ndim != 1:
         raise ValueError(f"base must be one point (d + 1,), got shape {base.shape}")
     d = base.shape[0] - 1
+    try:
+        np.asarray(scales, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"scales must be a number or an array of numbers, got {scales!r:.60}") from None
     scales = np.broadcast_to(np.asarray(scales, dtype=float), (d,)) if np.ndim(scales) == 0 else np.asarray(scales)
     if scales.shape != (d,):
         raise ValueError(f"scales must be a number or ({d},) values, got shape {scales.shape}")
