@@ -1498,3 +1498,69 @@ E("geometry.lowrank.intrinsic_error", lambda: call(_sphere_points(), _sphere_poi
                                                    mean=_NORTH),
   points=SPHERE_POINTS + [_NORTH], approximation=SPHERE_POINTS + [_sphere_points(2)], manifold=MANIFOLD,
   mean=SPHERE_POINT)
+
+
+def _blob():
+    from mbook.geometry import tracking
+
+    return np.array(tracking.blob_sample(12, num_blobs=2, seed=1))
+
+
+def _nominal(n=4):
+    from mbook.geometry import tracking
+
+    return np.array(tracking.nominal_rotations(n))
+
+
+def _frames(n=4):
+    from mbook.geometry import tracking
+
+    return np.array(tracking.record_frames(_blob(), _nominal(n), noise=0.0))
+
+
+def _coefficients():
+    from mbook.geometry import trajectory
+
+    return np.array(trajectory.steady_coefficients(harmonics=1))
+
+
+POSES = [EMPTY, WITH_NAN, "abc", 1.1 * np.stack([np.eye(3)] * 4)]  # (N, 3, 3) rotations, one per frame
+BLOB = ARRAY + [np.zeros((12, 12, 10))]                               # a cubic volume
+FRAMES = ARRAY + [np.zeros((4, 12, 10)), np.zeros((3, 12, 12))]      # one square frame per pose
+AXIS = [(0.0, 0.0, 0.0), "abc", (1.0, 2.0), (NAN, 1.0, 0.0)]
+
+# tracking: poses of a tumbling particle from its frames
+E("geometry.tracking.blob_sample", lambda: call(12, num_blobs=2), gpts=COUNT + [4], num_blobs=COUNT, seed=SEED)
+E("geometry.tracking.nominal_rotations", lambda: call(4), num_frames=COUNT + [1], revolutions=LENGTH + [3],
+  axis=AXIS)
+E("geometry.tracking.tumbling_rotations", lambda: call(4), num_frames=COUNT + [1], revolutions=LENGTH + [3],
+  axis_drift=NONNEG + [60], speed_variation=FRACTION, seed=SEED)
+# accepted today: a non-cubic (12, 12, 10) volume records frames without an error
+E("geometry.tracking.record_frames", lambda: call(_blob(), _nominal()), volume=BLOB[:-1], rotations=POSES,
+  sampling=LENGTH, noise=NONNEG, seed=SEED)
+E("geometry.tracking.pose_errors", lambda: call(_nominal(), _nominal()), estimated=POSES + [_nominal(2)],
+  truth=POSES)
+E("geometry.tracking.pose_jacobian", lambda: call(_blob(), _nominal()), volume=BLOB, rotations=POSES,
+  sampling=LENGTH)
+E("geometry.tracking.reconstruct", lambda: call(_frames(), _nominal(), max_num_iter=2), frames=FRAMES,
+  rotations=POSES, sampling=LENGTH, max_num_iter=COUNT)
+E("geometry.tracking.refine_poses", lambda: call(_frames(), _blob(), _nominal(), max_num_iter=1), frames=FRAMES,
+  volume=BLOB, rotations=POSES, sampling=LENGTH, smoothness=NONNEG, max_num_iter=COUNT, damping=LENGTH)
+E("geometry.tracking.track", lambda: call(_frames(), _blob(), _nominal(), max_num_iter=1, volume_num_iter=1),
+  frames=FRAMES, reference=BLOB, initial=POSES, sampling=LENGTH, smoothness=NONNEG, max_num_iter=COUNT,
+  volume_num_iter=COUNT, damping=LENGTH)
+
+# trajectory: a smooth trajectory fitted without a reference
+E("geometry.trajectory.steady_coefficients", lambda: call(harmonics=1), revolutions=LENGTH + [3], axis=AXIS,
+  harmonics=COUNT0)
+E("geometry.trajectory.trajectory_rotations", lambda: call(_coefficients(), 4),
+  coefficients=ARRAY_ANY_NDIM + [np.ones(5)], num_frames=COUNT + [1])
+E("geometry.trajectory.trajectory_jacobian", lambda: call(_coefficients(), 4),
+  coefficients=ARRAY_ANY_NDIM + [np.ones(5)], num_frames=COUNT + [1])
+E("geometry.trajectory.align_gauge", lambda: call(_nominal(), _nominal()), estimated=POSES + [_nominal(2)],
+  truth=POSES)
+E("geometry.trajectory.fit_trajectory",
+  lambda: call(_frames(10), harmonics=1, steps_per_stage=1, volume_num_iter=1, projection_num_iter=1, coarse=False),
+  frames=ARRAY + [np.zeros((10, 12, 10))], revolutions=LENGTH + [3], axis=AXIS, harmonics=COUNT0 + [5],
+  steps_per_stage=COUNT, sampling=LENGTH, volume_num_iter=COUNT, projection_num_iter=COUNT, damping=LENGTH,
+  coarse=FREE)

@@ -35,14 +35,6 @@ NOT_YET_IN_THE_TABLE = {
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
     "electron.prism.scan", "electron.prism.smatrix_bytes",
-    # geometry.tracking
-    "geometry.tracking.blob_sample", "geometry.tracking.nominal_rotations", "geometry.tracking.pose_errors",
-    "geometry.tracking.pose_jacobian", "geometry.tracking.reconstruct", "geometry.tracking.record_frames",
-    "geometry.tracking.refine_poses", "geometry.tracking.track", "geometry.tracking.tumbling_rotations",
-    # geometry.trajectory
-    "geometry.trajectory.align_gauge", "geometry.trajectory.fit_trajectory",
-    "geometry.trajectory.steady_coefficients", "geometry.trajectory.trajectory_jacobian",
-    "geometry.trajectory.trajectory_rotations",
     # learning.implicit_bias
     "learning.implicit_bias.lasso", "learning.implicit_bias.loss_and_gradient",
     "learning.implicit_bias.min_norm_interpolant", "learning.implicit_bias.model_weights",

@@ -251,10 +251,10 @@ def pose_jacobian(volume, rotations, *, sampling: float = 1.0):
     return _pose_jacobian(volume, _angular_volumes(volume, sampling, xp), rotations, sampling)
 
 
-def _check_volume(volume):
-    volume = checks.check_array(volume, "volume", ndim=3, real=True).astype(float)
+def _check_volume(volume, name="volume"):
+    volume = checks.check_array(volume, name, ndim=3, real=True).astype(float)
     if len(set(volume.shape)) != 1:
-        raise ValueError(f"volume must be a cube (n, n, n), got shape {volume.shape}")
+        raise ValueError(f"{name} must be a cube (n, n, n), got shape {volume.shape}")
     return volume
 
 
@@ -311,13 +311,14 @@ def reconstruct(frames, rotations, *, sampling: float = 1.0, max_num_iter: int =
     return _reconstruct(frames, rotations, (n, n, n), sampling, max_num_iter, None)
 
 
-def _check_frames(frames, rotations):
+def _check_frames(frames, rotations, name="rotations"):
     frames = checks.check_array(frames, "frames", ndim=3, real=True).astype(float)
     if frames.shape[1] != frames.shape[2]:
         raise ValueError(f"frames must be square images (N, n, n), got shape {frames.shape}")
-    rotations = so3.check_rotations(rotations)
+    rotations = so3.check_rotations(rotations, name)
     if rotations.shape[0] != frames.shape[0]:
-        raise ValueError(f"rotations must hold one pose per frame ({frames.shape[0]}), got {rotations.shape[0]}")
+        raise ValueError(f"{name} must hold one pose per frame (frames holds {frames.shape[0]}), "
+                         f"got {rotations.shape[0]}")
     return frames, rotations
 
 
@@ -442,8 +443,8 @@ def track(frames, reference, initial, *, sampling: float = 1.0, smoothness: floa
     -------
     TrackingResult
     """
-    frames, rotations = _check_frames(frames, initial)
-    reference = _check_volume(reference)
+    frames, rotations = _check_frames(frames, initial, "initial")
+    reference = _check_volume(reference, "reference")
     if reference.shape[-1] != frames.shape[-1]:
         raise ValueError(f"reference must be {frames.shape[-1]}³ like the frames, got shape {reference.shape}")
     sampling = checks.check_positive_number(sampling, "sampling")
