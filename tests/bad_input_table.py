@@ -1564,3 +1564,71 @@ E("geometry.trajectory.fit_trajectory",
   frames=ARRAY + [np.zeros((10, 12, 10))], revolutions=LENGTH + [3], axis=AXIS, harmonics=COUNT0 + [5],
   steps_per_stage=COUNT, sampling=LENGTH, volume_num_iter=COUNT, projection_num_iter=COUNT, damping=LENGTH,
   coarse=FREE)
+
+
+# ============================================================================= mbook.learning
+def _regression():
+    from mbook.learning import implicit_bias
+
+    return implicit_bias.sparse_regression(8, 12, sparsity=2, noise=0.1, seed=0)
+
+
+def _unrolled_params():
+    from mbook.learning import unrolled
+
+    return unrolled.init_parameters(3, 2)
+
+
+def _masks():
+    masks = np.zeros((2, 8, 8))
+    masks[:, :, :4] = 1.0
+    return masks
+
+
+XS = ARRAY + [rand(7, 12)]           # (n, d) design matrix
+YS = ARRAY_ANY_NDIM + [rand(5)]      # (n,) targets
+PARAMS_U = ["not-params", None, (1, 2, 3)]
+FEATURES_U = ARRAY + [rand(2, 2, 8, 8)]  # (B, C, H, W), C channels as the parameters
+
+# implicit_bias: the diagonal linear network and its implicit bias
+E("learning.implicit_bias.sparse_regression", lambda: call(8, 12, sparsity=2), num_samples=COUNT,
+  num_features=COUNT, sparsity=COUNT + [13], noise=NONNEG, seed=SEED)
+E("learning.implicit_bias.train",
+  lambda: call(_regression().X, _regression().y, scale=0.1, learning_rate=0.01, num_steps=5, batch_size=4),
+  X=XS, y=YS, scale=LENGTH, learning_rate=LENGTH, num_steps=COUNT, batch_size=COUNT + [9],
+  num_samples=COUNT + [9], seed=SEED, record_every=COUNT, tol=TOL, check_every=COUNT, show_progress=FREE)
+E("learning.implicit_bias.loss_and_gradient",
+  lambda: call(np.full(12, 0.1), np.full(12, 0.1), _regression().X, _regression().y),
+  u=ARRAY_ANY_NDIM + [np.ones(5)], v=ARRAY_ANY_NDIM + [np.ones(5)], X=XS, y=YS, num_samples=COUNT + [9])
+E("learning.implicit_bias.model_weights", lambda: call(np.full(12, 0.1), np.full(12, 0.2)),
+  u=ARRAY_ANY_NDIM + [np.ones(5)], v=ARRAY_ANY_NDIM + [np.ones(5)])
+E("learning.implicit_bias.min_norm_interpolant", lambda: call(_regression().X, _regression().y), X=XS, y=YS)
+E("learning.implicit_bias.lasso", lambda: call(_regression().X, _regression().y, 0.1, max_num_iter=50),
+  X=XS, y=YS, weight=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
+E("learning.implicit_bias.relative_error", lambda: call(rand(12), rand(12, seed=1)),
+  w=ARRAY_ANY_NDIM + [np.ones(5)], w_true=ARRAY + [np.zeros(12), np.ones(5)])
+E("learning.implicit_bias.relative_errors", lambda: call(rand(3, 12), rand(12, seed=1)),
+  w=ARRAY_ANY_NDIM + [np.ones((3, 5))], w_true=ARRAY + [np.zeros(12), np.ones(5)])
+E("learning.implicit_bias.stable_learning_rate", lambda: call(_regression().X, 0.1, batch_size=4),
+  X=ARRAY, scale=LENGTH, signal=LENGTH, safety=LENGTH, batch_size=COUNT + [9], seed=SEED)
+
+# unrolled: the unrolled PDHG segmentation network
+E("learning.unrolled.init_parameters", lambda: call(3, 2, means=np.zeros((2, 3))), num_channels=COUNT,
+  num_layers=COUNT, filter_size=COUNT + [4], means=ARRAY + [np.zeros((2, 2))],
+  centre=["abc", np.zeros(5), np.array([NAN, 0.0, 0.0])], bias=REAL, weight=LENGTH, tau=LENGTH, sigma=LENGTH)
+E("learning.unrolled.data_term", lambda: call(rand(2, 3, 8, 8), _unrolled_params()), features=FEATURES_U,
+  params=PARAMS_U)
+E("learning.unrolled.segment", lambda: call(rand(2, 3, 8, 8), _unrolled_params()), features=FEATURES_U,
+  params=PARAMS_U, soft=FREE)
+E("learning.unrolled.loss_and_gradient", lambda: call(rand(2, 3, 8, 8), _masks(), _unrolled_params()),
+  features=FEATURES_U, masks=ARRAY + [np.zeros((2, 8, 7)), np.full((2, 8, 8), 0.5)], params=PARAMS_U)
+E("learning.unrolled.intersection_over_union", lambda: call(_masks() > 0, _masks()),
+  segmentation=[EMPTY, "abc", np.zeros((2, 8, 7))], masks=ARRAY_ANY_NDIM + [np.zeros((2, 8, 7))])
+E("learning.unrolled.pdhg_segment", lambda: call(rand(2, 8, 8) - 1.0, weight=0.1, max_num_iter=5),
+  cost=ARRAY_ANY_NDIM + [np.zeros(8)], weight=LENGTH + [[0.1, 0.2, 0.3]], tau=LENGTH, sigma=LENGTH,
+  max_num_iter=COUNT)
+E("learning.unrolled.train",
+  lambda: call(rand(2, 3, 8, 8), _masks(), _unrolled_params(), num_steps=2, batch_size=2, show_progress=False),
+  features=FEATURES_U, masks=ARRAY + [np.zeros((2, 8, 7)), np.full((2, 8, 8), 0.5)], params=PARAMS_U,
+  num_steps=COUNT, learning_rate=LENGTH, batch_size=COUNT + [3], seed=SEED,
+  betas=[(0.9, 1.0), "ab", (NAN, 0.9), None], show_progress=FREE)

@@ -35,16 +35,6 @@ NOT_YET_IN_THE_TABLE = {
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
     "electron.prism.scan", "electron.prism.smatrix_bytes",
-    # learning.implicit_bias
-    "learning.implicit_bias.lasso", "learning.implicit_bias.loss_and_gradient",
-    "learning.implicit_bias.min_norm_interpolant", "learning.implicit_bias.model_weights",
-    "learning.implicit_bias.relative_error", "learning.implicit_bias.relative_errors",
-    "learning.implicit_bias.sparse_regression", "learning.implicit_bias.stable_learning_rate",
-    "learning.implicit_bias.train",
-    # learning.unrolled
-    "learning.unrolled.data_term", "learning.unrolled.init_parameters",
-    "learning.unrolled.intersection_over_union", "learning.unrolled.loss_and_gradient",
-    "learning.unrolled.pdhg_segment", "learning.unrolled.segment", "learning.unrolled.train",
     # multimodal.afm
     "multimodal.afm.fit_dmt", "multimodal.afm.force_curves", "multimodal.afm.polymer_blend",
     # multimodal.alloys

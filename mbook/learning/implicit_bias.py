@@ -125,7 +125,7 @@ def sparse_regression(num_samples: int, num_features: int, *, sparsity: int, noi
     num_features = checks.check_count(num_features, "num_features")
     sparsity = checks.check_count(sparsity, "sparsity", maximum=num_features)
     noise = checks.check_positive_number(noise, "noise", allow_zero=True)
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     w_true = np.zeros(num_features)
     support = rng.choice(num_features, sparsity, replace=False)
     w_true[support] = rng.choice([-1.0, 1.0], sparsity)
@@ -280,7 +280,8 @@ def train(X, y, *, scale, learning_rate, num_steps: int, batch_size: int | None 
     counts = _per_run(counts_host, "num_samples", runs, integer=True, maximum=n)
     num_steps = checks.check_iterations(num_steps, "num_steps")
     if batch_size is not None:
-        batch_size = checks.check_count(batch_size, "batch_size")
+        batch_size = checks.check_count(batch_size, "batch_size", maximum=n)
+    seed = checks.check_seed(seed)
     record_every = checks.check_count(record_every, "record_every")
     check_every = checks.check_count(check_every, "check_every")
     tol = checks.check_tolerance(tol)
@@ -369,6 +370,8 @@ def lasso(X, y, weight, *, tol: float = 1e-8, max_num_iter: int = 5000, check_ev
         The minimiser per weight, on the selected device.
     """
     X, y = _check_design(X, y)
+    if isinstance(weight, (str, bytes)):
+        raise TypeError(f"weight must be a number or a 1D sequence of numbers, got {weight!r}")
     weights = np.atleast_1d(np.asarray(weight, dtype=float))
     if weights.ndim != 1:
         raise ValueError(f"weight must be a number or a 1D sequence, got shape {weights.shape}")
@@ -428,7 +431,10 @@ def relative_errors(w, w_true):
     if w.shape[-1] != w_true.shape[0]:
         raise ValueError(f"w and w_true must have the same length, got {w.shape} and {w_true.shape}")
     xp = backend.get_array_module(w)
-    return xp.linalg.norm(w - w_true, axis=-1) / xp.linalg.norm(w_true)
+    norm = xp.linalg.norm(w_true)
+    if not bool(norm > 0):
+        raise ValueError("w_true must not be zero: the relative error is undefined")
+    return xp.linalg.norm(w - w_true, axis=-1) / norm
 
 
 def stable_learning_rate(X, scale, *, signal: float = 1.0, safety: float = 0.25, batch_size: int | None = None,
@@ -465,9 +471,12 @@ def stable_learning_rate(X, scale, *, signal: float = 1.0, safety: float = 0.25,
         Steps, a host NumPy array (parameters, like ``scale``).
     """
     X = checks.check_array(X, "X", ndim=2, real=True)
+    if isinstance(scale, (str, bytes)):
+        raise TypeError(f"scale must be a number or a 1D sequence of numbers, got {scale!r}")
     scales = np.atleast_1d(np.asarray(scale, dtype=float))
     for value in scales.tolist():
         checks.check_positive_number(value, "scale")
+    seed = checks.check_seed(seed)
     signal = checks.check_positive_number(signal, "signal")
     safety = checks.check_number(safety, "safety", lower=0, lower_inclusive=False, upper=1)
     if batch_size is not None:

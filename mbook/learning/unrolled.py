@@ -445,7 +445,7 @@ def train(features, masks, params, *, num_steps: int, learning_rate: float = 0.0
                     for b in checks.as_tuple(betas, "betas", 2))
     xp = backend.get_array_module(features)
     chunk = progress.plan_batches(n_items=batch_size, bytes_per_item=_bytes_per_image(features, params))
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     order = xp.asarray(np.stack([rng.choice(features.shape[0], batch_size, replace=False)
                                  for _ in range(num_steps)]))
     first = [xp.zeros_like(a) for a in params]
@@ -490,6 +490,8 @@ def pdhg_segment(cost, *, weight: float, tau: float = 0.35, sigma: float = 0.35,
         The soft segmentation ``u`` in [0, 1], shape of ``cost``, on the selected device.
     """
     cost = checks.check_array(cost, "cost", min_ndim=2, real=True)
+    if isinstance(weight, (str, bytes)):
+        raise TypeError(f"weight must be a number or one value per image, got {weight!r}")
     weights = np.asarray(backend.asnumpy(weight) if backend.is_device_array(weight) else weight, dtype=float)
     if weights.ndim > 1 or (weights.ndim == 1 and (cost.ndim != 3 or weights.size != cost.shape[0])):
         raise ValueError(f"weight must be a number or one value per image ({cost.shape[0] if cost.ndim == 3 else 1}),"
