@@ -1632,3 +1632,57 @@ E("learning.unrolled.train",
   features=FEATURES_U, masks=ARRAY + [np.zeros((2, 8, 7)), np.full((2, 8, 8), 0.5)], params=PARAMS_U,
   num_steps=COUNT, learning_rate=LENGTH, batch_size=COUNT + [3], seed=SEED,
   betas=[(0.9, 1.0), "ab", (NAN, 0.9), None], show_progress=FREE)
+
+
+# ============================================================================= mbook.segmentation
+def _labels():
+    labels = np.zeros((8, 8), int)
+    labels[:, 4:] = 1
+    return labels
+
+
+FEATURES_S = ARRAY + [rand(2, 3, 8)]   # (B, C, H, W) feature maps
+FREQUENCIES = [(0.1, 0.7), "ab", (0.3, 0.1), (NAN, 0.2)]
+LABELS = [EMPTY, "abc", np.zeros((5, 8), int), np.zeros((8, 8))]  # integer labels of the truth's shape
+
+# stm: the synthetic STM images
+E("segmentation.stm.synthetic_stm", lambda: call(48, num_images=1, seed=1), gpts=GPTS + [8], num_images=COUNT,
+  num_regions=COUNT + [1], lattices=[("graphene",), 3], sampling=LENGTH, spacing=[(0.5, 2.0), "ab", (NAN, 3.0)],
+  boundary_scale=LENGTH, disorder_width=NONNEG, drift=NONNEG, tip_blur=NONNEG + [100.0], line_noise=NONNEG,
+  noise=NONNEG, seed=SEED)
+E("segmentation.stm.region_masks", lambda: call(_labels(), 2), labels=LABELS[:2] + [np.zeros((4, 4))],
+  num_regions=COUNT)
+
+# features: local Fourier features, PCA and k-means
+E("segmentation.features.frequency_grid", lambda: call(num_radial=3, num_angles=4), frequencies=FREQUENCIES,
+  num_radial=COUNT, num_angles=COUNT)
+E("segmentation.features.local_fourier_features", lambda: call(rand(32, 32), num_radial=3, num_angles=4),
+  image=ARRAY_ANY_NDIM + [np.zeros(32)], window=LENGTH + [10.0], frequencies=FREQUENCIES, num_radial=COUNT,
+  num_angles=COUNT, rotation=CHOICE, smoothing=NONNEG)
+# fit_pca and kmeans take one image's (C, H, W) maps as well as a batch
+E("segmentation.features.fit_pca", lambda: call(rand(2, 3, 8, 8), 2), features=ARRAY,
+  num_components=COUNT + [4], per_image=["yes"])
+E("segmentation.features.apply_pca", lambda: call(rand(2, 3, 8, 8), _pca()), features=FEATURES_S + [rand(2, 2, 8, 8)],
+  pca=["not-a-pca", None])
+E("segmentation.features.kmeans", lambda: call(rand(2, 3, 8, 8), 2, max_num_iter=5), features=ARRAY,
+  num_clusters=COUNT, max_num_iter=COUNT, tol=TOL, check_every=COUNT, seed=SEED)
+
+
+def _pca():
+    from mbook.segmentation import features
+
+    return features.fit_pca(rand(2, 3, 8, 8), 2)
+
+
+# chan_vese: the convex Chan-Vese segmentation
+E("segmentation.chan_vese.region_costs", lambda: call(rand(2, 3, 8, 8), rand(2, 3)), features=FEATURES_S,
+  means=ARRAY_ANY_NDIM + [rand(2, 2)], normalize=[1, "yes"])
+E("segmentation.chan_vese.chan_vese", lambda: call(rand(2, 3, 8, 8), rand(2, 3), 1.0, max_num_iter=5),
+  features=FEATURES_S, means=ARRAY_ANY_NDIM + [rand(2, 2)], weight=LENGTH, normalize=[1, "yes"], kwargs=FREE)
+E("segmentation.chan_vese.chan_vese_binary", lambda: call(rand(2, 8, 8), 1.0, max_num_iter=5),
+  costs=ARRAY_ANY_NDIM + [rand(3, 8, 8)], weight=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
+E("segmentation.chan_vese.chan_vese_multi", lambda: call(rand(3, 8, 8), 1.0, max_num_iter=5),
+  costs=ARRAY_ANY_NDIM + [rand(1, 8, 8)], weight=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
+E("segmentation.chan_vese.iou", lambda: call(_labels(), _labels(), num_regions=2, where=np.ones((8, 8), bool)),
+  labels=LABELS, truth=LABELS, num_regions=COUNT + [1], match=FREE, where=["abc", np.ones((3, 4), bool)],
+  reduce=CHOICE)

@@ -70,15 +70,6 @@ NOT_YET_IN_THE_TABLE = {
     "multimodal.upsampling.edge_weights", "multimodal.upsampling.guided_filter",
     "multimodal.upsampling.guided_tv", "multimodal.upsampling.relative_rmse",
     "multimodal.upsampling.upsample_adjoint", "multimodal.upsampling.weighted_laplacian",
-    # segmentation.chan_vese
-    "segmentation.chan_vese.chan_vese", "segmentation.chan_vese.chan_vese_binary",
-    "segmentation.chan_vese.chan_vese_multi", "segmentation.chan_vese.iou",
-    "segmentation.chan_vese.region_costs",
-    # segmentation.features
-    "segmentation.features.apply_pca", "segmentation.features.fit_pca", "segmentation.features.frequency_grid",
-    "segmentation.features.kmeans", "segmentation.features.local_fourier_features",
-    # segmentation.stm
-    "segmentation.stm.region_masks", "segmentation.stm.synthetic_stm",
 }
 
 

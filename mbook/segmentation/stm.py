@@ -162,6 +162,10 @@ def synthetic_stm(gpts=128, *, num_images: int = 1, num_regions: int = 2, lattic
     num_regions = checks.check_count(num_regions, "num_regions", minimum=2, maximum=8)
     if isinstance(lattices, str):
         lattices = (lattices,)
+    try:
+        lattices = tuple(lattices)
+    except TypeError:
+        raise TypeError(f"lattices must be a name or a sequence of names from {LATTICES}, got {lattices!r}") from None
     lattices = tuple(checks.check_choice(kind, "lattices", LATTICES) for kind in lattices)
     if not lattices:
         raise ValueError(f"lattices must name at least one of {LATTICES}, got {lattices!r}")
