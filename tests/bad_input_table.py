@@ -1686,3 +1686,89 @@ E("segmentation.chan_vese.chan_vese_multi", lambda: call(rand(3, 8, 8), 1.0, max
 E("segmentation.chan_vese.iou", lambda: call(_labels(), _labels(), num_regions=2, where=np.ones((8, 8), bool)),
   labels=LABELS, truth=LABELS, num_regions=COUNT + [1], match=FREE, where=["abc", np.ones((3, 4), bool)],
   reduce=CHOICE)
+
+
+# ============================================================================= mbook.multimodal
+_AU_AG = ("Au", "Ag")
+_DELTA = np.linspace(0.0, 2.0, 24)
+
+
+def _nanoparticle():
+    from mbook.multimodal import alloys
+
+    return alloys.alloy_nanoparticle(_AU_AG, length=7, cutoff=2, seed=3)
+
+
+def _edx_data():
+    from mbook.multimodal import alloys
+
+    return alloys.simulate(_nanoparticle(), dose=1e6, haadf_cross_sections=(0.037, 0.016), seed=1)
+
+
+def _force_curves():
+    from mbook.multimodal import afm
+
+    return np.array(afm.force_curves(np.full((4, 4), 2.0), np.full((4, 4), 5.0), indentations=_DELTA, seed=1))
+
+
+PARTICLE = ["particle", None, 3]
+EDX_DATA = ["data", None, {"edx": 1.0}]
+PAIR = [(0.0, 1.0), "ab", (NAN, 1.0), (1.0, 2.0, 3.0)]  # two positive values, one per element
+ELEMENTS = [("Au", "Xx"), "abc", None]
+
+# upsampling: a coarse map made fine with a guide
+E("multimodal.upsampling.downsample", lambda: call(rand(8, 8), 2), image=ARRAY + [rand(7, 8)], factor=COUNT + [3])
+E("multimodal.upsampling.upsample_adjoint", lambda: call(rand(4, 4), 2), coarse=ARRAY, factor=COUNT)
+E("multimodal.upsampling.bicubic", lambda: call(rand(4, 4), 2), coarse=ARRAY, factor=COUNT)
+E("multimodal.upsampling.edge_weights", lambda: call(rand(8, 8)), guide=ARRAY, contrast=LENGTH, blur=NONNEG)
+E("multimodal.upsampling.weighted_laplacian", lambda: call(rand(8, 8), rand(8, 8, seed=1)),
+  image=ARRAY + [rand(8, 7)], weights=ARRAY + [rand(8, 7)])
+E("multimodal.upsampling.guided_filter", lambda: call(rand(4, 4), rand(8, 8, seed=1), 2, radius=2),
+  coarse=ARRAY, guide=ARRAY + [rand(6, 6)], factor=COUNT + [3], radius=COUNT, epsilon=LENGTH)
+E("multimodal.upsampling.edge_aware", lambda: call(rand(4, 4), rand(8, 8, seed=1), 2, max_num_iter=5),
+  coarse=ARRAY, guide=ARRAY + [rand(6, 6)], factor=COUNT + [3], weight=LENGTH, contrast=LENGTH, blur=NONNEG,
+  max_num_iter=COUNT, tol=TOL, check_every=COUNT)
+E("multimodal.upsampling.guided_tv", lambda: call(rand(4, 4), rand(8, 8, seed=1), 2, max_num_iter=5),
+  coarse=ARRAY, guide=ARRAY + [rand(6, 6)], factor=COUNT + [3], weight=LENGTH, contrast=LENGTH, blur=NONNEG,
+  max_num_iter=COUNT, nonnegative=FREE, start_from_filter=FREE)
+E("multimodal.upsampling.relative_rmse", lambda: call(rand(8, 8), rand(8, 8, seed=1)),
+  estimate=ARRAY_ANY_NDIM + [rand(4, 4)], truth=ARRAY_ANY_NDIM + [rand(4, 4), np.zeros((8, 8))])
+
+# afm: the polymer blend and its force curves
+E("multimodal.afm.polymer_blend", lambda: call(32, seed=1), gpts=COUNT + [8], extent=LENGTH, domain_size=LENGTH,
+  interface_width=LENGTH, stiff_fraction=FRACTION + [1.0], moduli=PAIR, adhesions=PAIR, step_height=REAL,
+  roughness=NONNEG, modulus_variation=NONNEG + [0.7], phase_noise=NONNEG, height_noise=NONNEG, seed=SEED)
+E("multimodal.afm.force_curves", lambda: call(np.full((4, 4), 2.0), np.full((4, 4), 5.0), indentations=_DELTA),
+  modulus=ARRAY + [np.ones((4, 5))], adhesion=ARRAY + [np.ones((4, 5))], indentations=ARRAY_ANY_NDIM + [-_DELTA],
+  tip_radius=LENGTH, poisson_ratio=[-1.5, 0.5, NAN, "1"], noise=NONNEG, seed=SEED)
+E("multimodal.afm.fit_dmt", lambda: call(_force_curves(), indentations=_DELTA),
+  forces=ARRAY_ANY_NDIM + [np.ones((4, 23))], indentations=ARRAY_ANY_NDIM + [-_DELTA], tip_radius=LENGTH,
+  poisson_ratio=[-1.5, 0.5, NAN, "1"])
+
+# alloys: the nanoparticle and its EDX + HAADF data
+E("multimodal.alloys.alloy_nanoparticle", lambda: call(_AU_AG, length=7, cutoff=2, seed=3),
+  elements=[("Au", "Au"), ("Au", "Si"), "abc", None], length=COUNT, cutoff=[-1, 2.5, "3", 7], profile=CHOICE,
+  core_fraction=FRACTION, shell_fraction=FRACTION, spread=NONNEG, seed=SEED)
+E("multimodal.alloys.haadf_cross_sections", lambda: call(_AU_AG, gamma=1.8), elements=ELEMENTS,
+  gamma=[3.0, 0.5, NAN, "1"], reference_element=["Xx", 3], reference_cross_section=LENGTH)
+E("multimodal.alloys.x_ray_yields", lambda: call(_AU_AG, cross_sections=(100.0, 50.0)), elements=ELEMENTS,
+  cross_sections=PAIR, solid_angle=LENGTH)
+E("multimodal.alloys.absorption_factors",
+  lambda: call(np.array([2.0, 3.0]), attenuation_lengths=(50.0, 100.0), layer_spacing=4.0),
+  atoms_per_column=ARRAY_ANY_NDIM + [np.array([0.0])], attenuation_lengths=PAIR, layer_spacing=LENGTH,
+  path_factor=LENGTH)
+E("multimodal.alloys.simulate", lambda: call(_nanoparticle(), dose=1e6, haadf_cross_sections=(0.037, 0.016)),
+  particle=PARTICLE, dose=LENGTH, haadf_cross_sections=PAIR, cross_sections=PAIR, solid_angle=LENGTH,
+  model_error=[1.0, -0.1, NAN, "1"], absorption=["abc", np.ones((3, 2))], seed=SEED)
+E("multimodal.alloys.check_data", lambda: call(_edx_data()), data=EDX_DATA)
+
+# edx: compositions from EDX alone and fused with HAADF
+E("multimodal.edx.estimate_edx", lambda: call(_edx_data()), data=EDX_DATA, prior=[0.5, NAN, "1"])
+E("multimodal.edx.estimate_fused", lambda: call(_edx_data(), max_num_iter=3), data=EDX_DATA,
+  model_error=[-0.1, NAN, "1"], prior=[0.5, NAN, "1"], calibration=CHOICE, max_num_iter=COUNT, tol=TOL,
+  check_every=COUNT)
+E("multimodal.edx.objective", lambda: call(np.full(69, 0.5), (0.037, 0.016), _edx_data()),
+  composition=ARRAY_ANY_NDIM + [np.zeros(69), np.full(70, 0.5)], haadf_cross_sections=PAIR, data=EDX_DATA,
+  model_error=[-0.1, NAN, "1"], prior=[0.5, NAN, "1"], haadf=FREE)
+E("multimodal.edx.composition_rmse", lambda: call(rand(69), rand(69, seed=1)),
+  estimate=ARRAY_ANY_NDIM + [np.ones(3)], truth=ARRAY_ANY_NDIM + [np.ones(3)])

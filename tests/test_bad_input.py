@@ -35,17 +35,8 @@ NOT_YET_IN_THE_TABLE = {
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
     "electron.prism.scan", "electron.prism.smatrix_bytes",
-    # multimodal.afm
-    "multimodal.afm.fit_dmt", "multimodal.afm.force_curves", "multimodal.afm.polymer_blend",
-    # multimodal.alloys
-    "multimodal.alloys.absorption_factors", "multimodal.alloys.alloy_nanoparticle",
-    "multimodal.alloys.check_data", "multimodal.alloys.haadf_cross_sections", "multimodal.alloys.simulate",
-    "multimodal.alloys.x_ray_yields",
     # multimodal.drift
     "multimodal.drift.drifted_positions", "multimodal.drift.rms_error", "multimodal.drift.scan_times",
-    # multimodal.edx
-    "multimodal.edx.composition_rmse", "multimodal.edx.estimate_edx", "multimodal.edx.estimate_fused",
-    "multimodal.edx.objective",
     # multimodal.positions
     "multimodal.positions.corrected_positions", "multimodal.positions.cross_section_map",
     "multimodal.positions.drift_fit", "multimodal.positions.frame_shifts", "multimodal.positions.haadf_frames",
@@ -65,11 +56,6 @@ NOT_YET_IN_THE_TABLE = {
     "multimodal.specimens.cryo_specimen", "multimodal.specimens.gold_cluster",
     "multimodal.specimens.mass_density", "multimodal.specimens.protein_cluster",
     "multimodal.specimens.vitreous_ice",
-    # multimodal.upsampling
-    "multimodal.upsampling.bicubic", "multimodal.upsampling.downsample", "multimodal.upsampling.edge_aware",
-    "multimodal.upsampling.edge_weights", "multimodal.upsampling.guided_filter",
-    "multimodal.upsampling.guided_tv", "multimodal.upsampling.relative_rmse",
-    "multimodal.upsampling.upsample_adjoint", "multimodal.upsampling.weighted_laplacian",
 }
 
 

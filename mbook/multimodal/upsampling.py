@@ -437,4 +437,7 @@ def relative_rmse(estimate, truth) -> float:
     if estimate.shape != truth.shape:
         raise ValueError(f"estimate and truth must have the same shape, got {estimate.shape} and {truth.shape}")
     xp = backend.get_array_module(truth)
-    return float(xp.sqrt(xp.sum((estimate - truth) ** 2) / xp.sum((truth - truth.mean()) ** 2)))
+    spread = float(xp.sum((truth - truth.mean()) ** 2))
+    if not spread > 0:
+        raise ValueError("truth must not be constant: the relative RMSE divides by its variance")
+    return float(xp.sqrt(xp.sum((estimate - truth) ** 2)) / np.sqrt(spread))
