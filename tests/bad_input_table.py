@@ -1772,3 +1772,73 @@ E("multimodal.edx.objective", lambda: call(np.full(69, 0.5), (0.037, 0.016), _ed
   model_error=[-0.1, NAN, "1"], prior=[0.5, NAN, "1"], haadf=FREE)
 E("multimodal.edx.composition_rmse", lambda: call(rand(69), rand(69, seed=1)),
   estimate=ARRAY_ANY_NDIM + [np.ones(3)], truth=ARRAY_ANY_NDIM + [np.ones(3)])
+
+
+def _nominal_scan():
+    y, x = np.meshgrid(np.arange(4) * 2.0 + 1, np.arange(4) * 2.0 + 1, indexing="ij")
+    return np.stack([y, x], -1)
+
+
+def _gold():
+    from mbook.multimodal import specimens
+
+    return specimens.gold_cluster(3.0, centre=(5.0, 5.0, 5.0), cell=(10.0, 10.0, 10.0))
+
+
+def _point_probe():
+    probe = np.zeros((8, 8), complex)
+    probe[4, 4] = 1.0
+    return probe
+
+
+def _drift_frames():
+    from scipy.ndimage import gaussian_filter, shift
+
+    image = gaussian_filter(np.random.default_rng(0).standard_normal((24, 24)), 1.5, mode="wrap")
+    return np.stack([shift(image, (-s, s), order=3, mode="grid-wrap") for s in (-0.6, 0.0, 0.6)])[:, 4:20, 4:20]
+
+
+VECTOR2 = [(NAN, 0.0), "ab", (1.0,)]   # a 2-vector (y, x)
+CELL3 = [(0.0, 10.0, 10.0), "abc", (10.0, 10.0), (NAN, 10.0, 10.0)]
+
+# drift: scan times and drifted scan positions
+E("multimodal.drift.scan_times", lambda: call((4, 4)), shape=GPTS, num_frames=COUNT, flyback=NONNEG)
+E("multimodal.drift.drifted_positions",
+  lambda: call(_nominal_scan(), velocity=(0.1, 0.0), jitter=0.1, line_jitter=0.1, seed=0, num_frames=2),
+  nominal=ARRAY + [np.zeros((3, 2))], velocity=VECTOR2, jitter=NONNEG, line_jitter=NONNEG, seed=SEED,
+  num_frames=COUNT, flyback=NONNEG)
+E("multimodal.drift.rms_error", lambda: call(_nominal_scan() + 0.1, _nominal_scan()),
+  positions=ARRAY_ANY_NDIM + [np.zeros((3, 2))], reference=ARRAY_ANY_NDIM + [np.zeros((3, 2))], remove_mean=FREE)
+
+# specimens: ice, gold and protein for the cryo-ptychography pages
+E("multimodal.specimens.vitreous_ice", lambda: call((10.0, 10.0, 10.0), seed=0), cell=CELL3, seed=SEED,
+  density=LENGTH, min_distance=LENGTH)
+E("multimodal.specimens.cryo_specimen", lambda: call(extent=(30.0, 30.0), thickness=20.0, radius=5.0, seed=0),
+  extent=[(0.0, 30.0), "ab", (30.0,), (NAN, 30.0)], thickness=LENGTH + [10.0], radius=LENGTH, seed=SEED,
+  ice_density=LENGTH, fiducials=COUNT0, fiducial_radius=LENGTH)
+E("multimodal.specimens.gold_cluster", lambda: call(3.0, centre=(5.0, 5.0, 5.0), cell=(10.0, 10.0, 10.0)),
+  radius=LENGTH, centre=[(NAN, 5.0, 5.0), "abc", (5.0, 5.0)], cell=CELL3)
+E("multimodal.specimens.protein_cluster",
+  lambda: call(3.0, centre=(5.0, 5.0, 5.0), cell=(10.0, 10.0, 10.0), seed=0),
+  radius=LENGTH, centre=[(NAN, 5.0, 5.0), "abc", (5.0, 5.0)], cell=CELL3, seed=SEED, min_distance=LENGTH)
+E("multimodal.specimens.mass_density", lambda: call(_gold()), atoms=ATOMS)
+
+# positions: HAADF frames, their registration and the drift fitted to it
+E("multimodal.positions.cross_section_map", lambda: call(_gold(), _grid((32, 32), 0.5)), atoms=ATOMS,
+  grid=GRID, cross_section=LENGTH, exponent=REAL)
+E("multimodal.positions.haadf_signal",
+  lambda: call(rand(32, 32), np.array([[8.0, 8.0], [9.0, 8.0]]), probe=_point_probe(), sampling=0.5),
+  sigma_map=ARRAY, positions=ARRAY_ANY_NDIM + [np.full((2, 2), 99.0)],
+  probe=ARRAY_ANY_NDIM + [np.ones((40, 40))], sampling=LENGTH)
+E("multimodal.positions.haadf_frames",
+  lambda: call(rand(32, 32), np.full((2, 2, 2, 2), 8.0), probe=_point_probe(), sampling=0.5, electrons=100.0,
+               seed=0),
+  sigma_map=ARRAY, positions=ARRAY_ANY_NDIM + [np.full((2, 2, 2, 2), 99.0)],
+  probe=ARRAY_ANY_NDIM + [np.ones((40, 40))], sampling=LENGTH, electrons=LENGTH, seed=SEED)
+E("multimodal.positions.corrected_positions",
+  lambda: call(_nominal_scan(), np.linspace(0.0, 1.0, 16).reshape(4, 4), offset=(0.0, 0.0), velocity=(0.1, 0.0)),
+  nominal=ARRAY_ANY_NDIM, times=ARRAY_ANY_NDIM + [np.zeros((3, 3))], offset=VECTOR2, velocity=VECTOR2)
+E("multimodal.positions.drift_fit", lambda: call(rand(4, 2), np.array([0.0, 1.0, 2.0, 3.0])),
+  shifts=ARRAY + [np.zeros((3, 2))], frame_times=ARRAY + [np.zeros(3)])
+E("multimodal.positions.frame_shifts", lambda: call(_drift_frames(), scan_step=2.0, max_shift=4.0),
+  frames=ARRAY + [np.ones((1, 16, 16))], scan_step=LENGTH, max_shift=LENGTH, num_iter=COUNT, upsample=COUNT)

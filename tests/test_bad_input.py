@@ -35,12 +35,6 @@ NOT_YET_IN_THE_TABLE = {
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
     "electron.prism.scan", "electron.prism.smatrix_bytes",
-    # multimodal.drift
-    "multimodal.drift.drifted_positions", "multimodal.drift.rms_error", "multimodal.drift.scan_times",
-    # multimodal.positions
-    "multimodal.positions.corrected_positions", "multimodal.positions.cross_section_map",
-    "multimodal.positions.drift_fit", "multimodal.positions.frame_shifts", "multimodal.positions.haadf_frames",
-    "multimodal.positions.haadf_signal",
     # multimodal.ptychography
     "multimodal.ptychography.allowed_range", "multimodal.ptychography.centred_probe",
     "multimodal.ptychography.check_positions", "multimodal.ptychography.detector_mask",
@@ -52,10 +46,6 @@ NOT_YET_IN_THE_TABLE = {
     # multimodal.reconstruction
     "multimodal.reconstruction.loss_and_gradients", "multimodal.reconstruction.phase_error",
     "multimodal.reconstruction.reconstruct",
-    # multimodal.specimens
-    "multimodal.specimens.cryo_specimen", "multimodal.specimens.gold_cluster",
-    "multimodal.specimens.mass_density", "multimodal.specimens.protein_cluster",
-    "multimodal.specimens.vitreous_ice",
 }
 
 

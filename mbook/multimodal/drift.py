@@ -54,7 +54,7 @@ def scan_times(shape, *, num_frames=1, flyback=2.0):
     (num_frames, nx, ny) ndarray, float64
         On the selected device.
     """
-    nx, ny = checks.check_gpts(shape, 2)
+    nx, ny = checks.check_gpts(shape, 2, name="shape")
     num_frames = checks.check_count(num_frames, "num_frames")
     flyback = checks.check_positive_number(flyback, "flyback", allow_zero=True)
     line = nx + flyback
@@ -97,6 +97,7 @@ def drifted_positions(nominal, *, velocity, jitter, line_jitter, seed, num_frame
     jitter = checks.check_positive_number(jitter, "jitter", allow_zero=True)
     line_jitter = checks.check_positive_number(line_jitter, "line_jitter", allow_zero=True)
     frames = 1 if num_frames is None else checks.check_count(num_frames, "num_frames")
+    seed = checks.check_seed(seed)
     nx, ny = nominal.shape[:2]
     t = scan_times((nx, ny), num_frames=frames, flyback=flyback)
     rng = np.random.default_rng(seed)

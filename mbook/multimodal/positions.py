@@ -75,6 +75,7 @@ def cross_section_map(atoms, grid, *, cross_section=5e-3, exponent=1.7):
         [Å²] per pixel, on the selected device.
     """
     positions, lengths, symbols = potentials.check_atoms(atoms)
+    grid = checks.check_grid(grid, ndim=2)
     cross_section = checks.check_positive_number(cross_section, "cross_section")
     exponent = checks.check_number(exponent, "exponent", lower=1.0, upper=2.0)
     numbers = np.asarray(atoms.get_atomic_numbers(), float)
@@ -320,5 +321,8 @@ def corrected_positions(nominal, times, *, offset, velocity):
         raise ValueError(f"nominal must be (..., 2) and times (...), got {nominal.shape} and {times.shape}")
     offset = checks.check_array(offset, "offset", ndim=1, real=True)
     velocity = checks.check_array(velocity, "velocity", ndim=1, real=True)
+    for name, value in (("offset", offset), ("velocity", velocity)):
+        if value.shape != (2,):
+            raise ValueError(f"{name} must be a (2,) vector (y, x), got shape {value.shape}")
     return nominal + offset + times[..., None] * velocity
 

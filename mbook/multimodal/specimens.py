@@ -55,6 +55,8 @@ OH_BOND, HOH_ANGLE = 0.957, np.deg2rad(104.5)  # Å, rad: the water molecule
 
 def mass_density(atoms: Atoms) -> float:
     """Mass density of ``atoms`` in their cell [g/cm³] (a host computation on ase's arrays)."""
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"atoms must be an ase.Atoms, got {type(atoms).__name__}")
     volume = abs(np.linalg.det(np.asarray(atoms.cell, float)))  # Å³
     return float(np.sum(atoms.get_masses()) / AVOGADRO / (volume * 1e-24))
 
@@ -98,7 +100,8 @@ def protein_cluster(radius, *, centre, cell, seed, min_distance=1.4) -> Atoms:
     """
     radius = checks.check_positive_number(radius, "radius")
     cell = np.asarray(checks.check_positive(cell, "cell", 3))
-    centre = np.asarray(checks.as_tuple(centre, "centre", 3), float)
+    centre = np.array([checks.check_number(c, "centre") for c in checks.as_tuple(centre, "centre", 3)])
+    seed = checks.check_seed(seed)
     if np.any(centre - radius < 0) or np.any(centre + radius > cell):
         raise ValueError(f"the protein of radius {radius} Å at centre {centre.tolist()} does not fit the "
                          f"cell {cell.tolist()} Å")
@@ -188,7 +191,7 @@ def gold_cluster(radius, *, centre, cell) -> Atoms:
     ase.Atoms
     """
     radius = checks.check_positive_number(radius, "radius")
-    centre = np.asarray(checks.as_tuple(centre, "centre", 3), float)
+    centre = np.array([checks.check_number(c, "centre") for c in checks.as_tuple(centre, "centre", 3)])
     n = int(np.ceil(radius / GOLD_LATTICE)) + 1
     crystal = bulk("Au", "fcc", a=GOLD_LATTICE, cubic=True).repeat((2 * n,) * 3)
     points = crystal.positions - n * GOLD_LATTICE
@@ -235,6 +238,9 @@ def cryo_specimen(*, extent, thickness, radius, seed, ice_density=ICE_DENSITY, f
     extent = checks.check_positive(extent, "extent", 2)
     thickness = checks.check_positive_number(thickness, "thickness")
     radius = checks.check_positive_number(radius, "radius")
+    seed = checks.check_seed(seed)
+    ice_density = checks.check_number(ice_density, "ice_density", lower=0, lower_inclusive=False, upper=2.0,
+                                      units="g/cm³")
     if thickness < 2 * radius + 2 or min(extent) < 2 * radius + 2:
         raise ValueError(f"thickness ({thickness} Å) and extent ({extent} Å) must exceed the protein's diameter "
                          f"+ 2 Å = {2 * radius + 2} Å")
