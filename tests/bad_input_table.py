@@ -1842,3 +1842,91 @@ E("multimodal.positions.drift_fit", lambda: call(rand(4, 2), np.array([0.0, 1.0,
   shifts=ARRAY + [np.zeros((3, 2))], frame_times=ARRAY + [np.zeros(3)])
 E("multimodal.positions.frame_shifts", lambda: call(_drift_frames(), scan_step=2.0, max_shift=4.0),
   frames=ARRAY + [np.ones((1, 16, 16))], scan_step=LENGTH, max_shift=LENGTH, num_iter=COUNT, upsample=COUNT)
+
+
+_S2 = (0.5, 0.5)
+
+
+def _ptycho_positions():
+    return np.full((4, 2), 4.0) + np.arange(4)[:, None] * 0.5
+
+
+def _ptycho_probe():
+    from mbook.multimodal import ptychography
+
+    return np.array(ptychography.centred_probe(8, sampling=0.5, energy=300e3, semiangle_cutoff=15.0))
+
+
+def _windows():
+    from mbook.multimodal import ptychography
+
+    corners, offsets = ptychography.window_corners(_ptycho_positions(), _S2, (8, 8), (16, 16))
+    return corners, offsets, ptychography.window_indices(corners, (8, 8), (16, 16))
+
+
+def _ptycho_counts():
+    from mbook.multimodal import ptychography
+
+    intensities = ptychography.diffraction_intensities(
+        np.zeros((1, 16, 16)), grid=_grid((16, 16), 0.5), energy=300e3, slice_thickness=5.0, semiangle_cutoff=10.0,
+        positions=_ptycho_positions(), gpts=8)
+    return np.array(ptychography.low_dose_counts(intensities, dose=100.0, scan_step=1.0, seed=0))
+
+
+SAMPLING2 = [0, -1.0, NAN, "1", (0.5, 0.0)]
+
+# ptychography: the forward model of single-slice and multislice ptychography
+E("multimodal.ptychography.allowed_range", lambda: call((16, 16), _S2, (8, 8)), object_gpts=GPTS, sampling=SAMPLING2,
+  gpts=GPTS + [(20, 20)])
+E("multimodal.ptychography.check_positions", lambda: call(_ptycho_positions(), (16, 16), _S2, (8, 8)),
+  positions=ARRAY + [np.full((4, 2), 99.0)], object_gpts=GPTS, sampling=SAMPLING2, gpts=GPTS + [(20, 20)])
+E("multimodal.ptychography.centred_probe", lambda: call(8, sampling=0.5, energy=300e3, semiangle_cutoff=15.0),
+  gpts=GPTS, sampling=LENGTH, energy=LENGTH, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL, electrons=LENGTH)
+E("multimodal.ptychography.detector_mask", lambda: call(8, sampling=0.5), gpts=GPTS, sampling=LENGTH)
+E("multimodal.ptychography.diffraction_intensities",
+  lambda: call(np.zeros((1, 16, 16)), grid=_grid((16, 16), 0.5), energy=300e3, slice_thickness=5.0,
+               semiangle_cutoff=10.0, positions=_ptycho_positions(), gpts=8),
+  potential=ARRAY + [np.zeros((1, 12, 16))], grid=GRID, energy=LENGTH, slice_thickness=LENGTH,
+  semiangle_cutoff=LENGTH, positions=ARRAY + [np.array([[1.0, 4.0]])], gpts=GPTS + [32], defocus=REAL, Cs=REAL,
+  budget=LENGTH, show_progress=FREE)
+E("multimodal.ptychography.low_dose_counts", lambda: call(rand(4, 8, 8), dose=100.0, scan_step=1.0, seed=0),
+  intensities=ARRAY_ANY_NDIM + [-rand(4, 8, 8)], dose=LENGTH, scan_step=LENGTH, seed=SEED)
+# window_corners, window_indices and phase_ramps are kernels (documented): they run in the reconstruction's
+# iterations on what check_positions and the operators checked once.
+E("multimodal.ptychography.window_corners", lambda: call(_ptycho_positions(), _S2, (8, 8), (16, 16)),
+  positions=UNCHECKED, sampling=UNCHECKED, gpts=UNCHECKED, object_gpts=UNCHECKED)
+E("multimodal.ptychography.window_indices", lambda: call(_windows()[0], (8, 8), (16, 16)),
+  corners=UNCHECKED, gpts=UNCHECKED, object_gpts=UNCHECKED)
+E("multimodal.ptychography.phase_ramps", lambda: call(_windows()[1], (8, 8), _S2), offsets=UNCHECKED,
+  gpts=UNCHECKED, sampling=UNCHECKED)
+E("multimodal.ptychography.gather_windows", lambda: call(rand(16, 16), _windows()[2]), image=OPERAND,
+  index=OPERAND)
+E("multimodal.ptychography.scatter_windows", lambda: call(rand(4, 8, 8), _windows()[2], (16, 16)),
+  patches=OPERAND + [rand(3, 8, 8)], index=OPERAND, shape=GPTS)
+E("multimodal.ptychography.shift_probes", lambda: call(_ptycho_probe(), _windows()[1], _S2), probe=OPERAND,
+  offsets=OPERAND, sampling=SAMPLING2)
+E("multimodal.ptychography.shift_probes_adjoint", lambda: call(crand(4, 8, 8), _windows()[1], _S2),
+  shifted=OPERAND + [crand(3, 8, 8)], offsets=OPERAND, sampling=SAMPLING2)
+
+# reconstruction: gradient-descent ptychography
+# accepted today (reconstruct, loss_and_gradients): energy and slice_thickness are read only for n_slices > 1, so a
+# bad one passes a single-slice call; a probe of the wrong size (6, 6) is refused naming counts / amplitudes, and
+# a phase of the wrong size (1, 12, 16) naming positions (its windows fall outside), not the parameter itself.
+E("multimodal.reconstruction.reconstruct",
+  lambda: call(_ptycho_counts(), positions=_ptycho_positions(), probe=_ptycho_probe(), object_gpts=(16, 16),
+               sampling=0.5, max_num_iter=2, batch_size=2),
+  counts=ARRAY + [-np.ones((4, 8, 8)), np.ones((3, 8, 8))], positions=ARRAY + [_ptycho_positions() + 50.0],
+  probe=ARRAY, object_gpts=GPTS + [(6, 6)], sampling=SAMPLING2, max_num_iter=COUNT,
+  batch_size=COUNT, n_slices=COUNT, energy=FREE, slice_thickness=FREE, object_step=NONNEG,
+  momentum=[-0.1, 1.5, NAN, "1"], probe_step=NONNEG, position_step=NONNEG, probe_from=COUNT0,
+  positions_from=COUNT0, max_position_step=LENGTH, position_groups=[[0, 1], "abc"], smoothness=NONNEG,
+  detector=["abc", np.ones((5, 5))], dtype=["no-such-dtype", np.int32], seed=SEED, show_progress=FREE,
+  callback=FREE, callback_every=COUNT)
+E("multimodal.reconstruction.loss_and_gradients",
+  lambda: call(np.zeros((1, 16, 16)), _ptycho_probe(), _ptycho_positions(), np.sqrt(_ptycho_counts()), sampling=0.5),
+  phase=ARRAY, probe=ARRAY,
+  positions=ARRAY + [_ptycho_positions() + 50.0], amplitudes=ARRAY_ANY_NDIM + [np.ones((4, 6, 6))],
+  sampling=SAMPLING2, energy=FREE, slice_thickness=FREE, smoothness=NONNEG, detector=["abc", np.ones((5, 5))])
+E("multimodal.reconstruction.phase_error", lambda: call(rand(16, 16), rand(16, 16, seed=1), sampling=0.5),
+  phase=ARRAY + [np.zeros((5, 4))], truth=ARRAY + [np.zeros((5, 4))], sampling=LENGTH, cutoff=LENGTH,
+  region=["abc", np.ones((3, 3), bool)])

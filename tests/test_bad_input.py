@@ -35,17 +35,6 @@ NOT_YET_IN_THE_TABLE = {
     # electron.prism
     "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
     "electron.prism.scan", "electron.prism.smatrix_bytes",
-    # multimodal.ptychography
-    "multimodal.ptychography.allowed_range", "multimodal.ptychography.centred_probe",
-    "multimodal.ptychography.check_positions", "multimodal.ptychography.detector_mask",
-    "multimodal.ptychography.diffraction_intensities", "multimodal.ptychography.gather_windows",
-    "multimodal.ptychography.low_dose_counts", "multimodal.ptychography.phase_ramps",
-    "multimodal.ptychography.scatter_windows", "multimodal.ptychography.shift_probes",
-    "multimodal.ptychography.shift_probes_adjoint", "multimodal.ptychography.window_corners",
-    "multimodal.ptychography.window_indices",
-    # multimodal.reconstruction
-    "multimodal.reconstruction.loss_and_gradients", "multimodal.reconstruction.phase_error",
-    "multimodal.reconstruction.reconstruct",
 }
 
 

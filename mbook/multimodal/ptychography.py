@@ -63,11 +63,11 @@ def check_positions(positions, object_gpts, sampling, gpts):
         Naming ``positions``, the range they span and the allowed range [Å];
         or when ``gpts`` exceeds the object (a probe larger than the grid).
     """
-    object_gpts = checks.check_gpts(object_gpts, 2)
+    object_gpts = checks.check_gpts(object_gpts, 2, name="object_gpts")
     gpts = checks.check_gpts(gpts, 2)
     sampling = checks.check_positive(sampling, "sampling", 2)
     if gpts[0] > object_gpts[0] or gpts[1] > object_gpts[1]:
-        raise ValueError(f"the probe's window (gpts={gpts}) is larger than the object grid {object_gpts}: "
+        raise ValueError(f"the probe's window (gpts={gpts}) is larger than the object grid (object_gpts={object_gpts}): "
                          "use a smaller window or a larger object")
     positions = checks.check_array(positions, "positions", ndim=2, real=True).astype(np.float64)
     if positions.shape[1] != 2:
@@ -91,6 +91,11 @@ def allowed_range(object_gpts, sampling, gpts):
     -------
     (low, high) : tuple of (float, float)
     """
+    object_gpts = checks.check_gpts(object_gpts, 2, name="object_gpts")
+    sampling = checks.check_positive(sampling, "sampling", 2)
+    gpts = checks.check_gpts(gpts, 2)
+    if any(g > n for g, n in zip(gpts, object_gpts)):
+        raise ValueError(f"gpts {gpts} (the probe's window) must not exceed object_gpts {object_gpts}")
     low = tuple(g // 2 * d for g, d in zip(gpts, sampling))
     high = tuple((n - g + g // 2) * d for n, g, d in zip(object_gpts, gpts, sampling))
     return low, high
@@ -237,6 +242,7 @@ def diffraction_intensities(potential, *, grid, energy, slice_thickness, semiang
         When the output and one position exceed the budget.
     """
     physics.check_energy(energy)
+    grid = checks.check_grid(grid, ndim=2)
     potential = checks.check_array(potential, "potential", ndim=3, real=True)
     gpts = checks.check_gpts(gpts, 2)
     if potential.shape[1:] != tuple(grid.gpts):
@@ -354,6 +360,9 @@ def shift_probes_adjoint(shifted, offsets, sampling):
     shifted = checks.check_field(shifted, "shifted")
     offsets = checks.check_array(offsets, "offsets", ndim=2, real=True).astype(np.float64)
     sampling = checks.check_positive(sampling, "sampling", 2)
+    if shifted.ndim != 3 or shifted.shape[0] != offsets.shape[0]:
+        raise ValueError(f"shifted must be (n, wx, wy) with one window per offset ({offsets.shape[0]}), "
+                         f"got shape {tuple(shifted.shape)}")
     xp = backend.get_array_module(shifted)
     ramps = phase_ramps(offsets, shifted.shape[-2:], sampling)
     return backend.ifft2(xp.sum(xp.conj(ramps) * backend.fft2(shifted), axis=0))
@@ -394,6 +403,8 @@ def scatter_windows(patches, index, shape):
     """
     patches = checks.check_array(patches, "patches", ndim=3, real=True)
     index = checks.check_array(index, "index", ndim=3, real=True)
-    shape = checks.check_gpts(shape, 2)
+    if tuple(patches.shape) != tuple(index.shape):
+        raise ValueError(f"patches must have the shape of index {tuple(index.shape)}, got {tuple(patches.shape)}")
+    shape = checks.check_gpts(shape, 2, name="shape")
     xp = backend.get_array_module(patches)
     return xp.bincount(index.reshape(-1), weights=patches.reshape(-1), minlength=shape[0] * shape[1]).reshape(shape)

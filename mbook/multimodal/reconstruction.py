@@ -350,7 +350,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     probe = checks.check_field(probe, "probe")
     if probe.ndim != 2:
         raise ValueError(f"probe must be a 2D (wx, wy) array, got shape {probe.shape}")
-    object_gpts = checks.check_gpts(object_gpts, 2)
+    object_gpts = checks.check_gpts(object_gpts, 2, name="object_gpts")
     sampling = checks.check_positive(sampling, "sampling", 2)
     positions = ptychography.check_positions(positions, object_gpts, sampling, probe.shape)
     if counts.shape != (len(positions),) + probe.shape:
@@ -401,7 +401,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     positions = positions.astype(dtype)
     low, high = ptychography.allowed_range(object_gpts, sampling, probe.shape)
     low, high = xp.asarray(low, dtype=dtype), xp.asarray(high, dtype=dtype)
-    rng = np.random.default_rng(seed)
+    rng = checks.rng(seed)
     orders = backend.asarray(np.stack([rng.permutation(n) for _ in range(max_num_iter)]))  # drawn once, moved once
     history = xp.zeros(max_num_iter, dtype)
     velocity = xp.zeros_like(phase)
