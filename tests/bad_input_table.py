@@ -1930,3 +1930,41 @@ E("multimodal.reconstruction.loss_and_gradients",
 E("multimodal.reconstruction.phase_error", lambda: call(rand(16, 16), rand(16, 16, seed=1), sampling=0.5),
   phase=ARRAY + [np.zeros((5, 4))], truth=ARRAY + [np.zeros((5, 4))], sampling=LENGTH, cutoff=LENGTH,
   region=["abc", np.ones((3, 3), bool)])
+
+
+# ============================================================================= mbook.electron: prism, lma, implicit
+def _pgrid():
+    from mbook.core import grids
+
+    return grids.make_grid(gpts=(32, 32), sampling=0.2)
+
+
+def _ppot():
+    return np.full((2, 32, 32), 10.0, np.float32)
+
+
+def _smatrix():
+    from mbook.electron import prism
+
+    return prism.build_smatrix(_ppot(), grid=_pgrid(), energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0,
+                               interpolation=2)
+
+
+_PPOS = np.array([[2.0, 2.0], [3.0, 3.0]])
+SCAN_POSITIONS = [EMPTY, WITH_NAN, "abc", np.ones((2, 3)), np.array([[70.0, 1.0]])]
+
+# prism: the PRISM S-matrix and its scan
+E("electron.prism.beam_indices", lambda: call(_pgrid(), energy=200e3, semiangle_cutoff=20.0, interpolation=2),
+  grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, interpolation=COUNT + [16])
+E("electron.prism.smatrix_bytes", lambda: call(_pgrid(), energy=200e3, semiangle_cutoff=20.0, interpolation=2),
+  grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, interpolation=COUNT + [16])
+E("electron.prism.check_interpolation", lambda: call(2, _pgrid(), energy=200e3, semiangle_cutoff=20.0),
+  interpolation=COUNT + [3, 16], grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH)
+E("electron.prism.build_smatrix",
+  lambda: call(_ppot(), grid=_pgrid(), energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0, interpolation=2),
+  potential=ARRAY + [np.full((2, 16, 32), 10.0)], grid=GRID, energy=ENERGY, slice_thickness=LENGTH,
+  semiangle_cutoff=LENGTH, interpolation=COUNT + [3, 16], budget=LENGTH, max_batch=COUNT,
+  client=["not-a-client", 3])
+E("electron.prism.scan", lambda: call(_smatrix(), positions=_PPOS, detectors=BF),
+  smatrix=["S", None], positions=SCAN_POSITIONS, detectors=[{"BF": (20.0, 10.0)}, "a"], diffraction=FREE,
+  defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], budget=LENGTH)

@@ -32,9 +32,6 @@ NOT_YET_IN_THE_TABLE = {
     "electron.lma.affected", "electron.lma.basis_function", "electron.lma.build_basis",
     "electron.lma.check_lattice", "electron.lma.probe_diameter", "electron.lma.scan",
     "electron.lma.update_basis",
-    # electron.prism
-    "electron.prism.beam_indices", "electron.prism.build_smatrix", "electron.prism.check_interpolation",
-    "electron.prism.scan", "electron.prism.smatrix_bytes",
 }
 
 
