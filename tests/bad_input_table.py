@@ -1968,3 +1968,36 @@ E("electron.prism.build_smatrix",
 E("electron.prism.scan", lambda: call(_smatrix(), positions=_PPOS, detectors=BF),
   smatrix=["S", None], positions=SCAN_POSITIONS, detectors=[{"BF": (20.0, 10.0)}, "a"], diffraction=FREE,
   defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], budget=LENGTH)
+
+
+def _lattice_basis():
+    from mbook.electron import lma
+
+    return lma.build_basis(_ppot(), grid=_pgrid(), energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0,
+                           lattice_step=2, patch_gpts=16)
+
+
+BASIS = [None, "basis", 3]
+
+# lma: the lattice basis of probes and its scan
+E("electron.lma.probe_diameter", lambda: call(energy=200e3, semiangle_cutoff=20.0), energy=ENERGY,
+  semiangle_cutoff=LENGTH)
+E("electron.lma.check_lattice",
+  lambda: call(_pgrid(), energy=200e3, semiangle_cutoff=20.0, lattice_step=2, patch_gpts=16),
+  grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, lattice_step=COUNT + [3, 8], patch_gpts=COUNT + [4, 24.0, 48])
+E("electron.lma.basis_function",
+  lambda: call(_grid((16, 16), 0.2), energy=200e3, semiangle_cutoff=20.0, lattice_step=2),
+  patch_grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, lattice_step=COUNT + [8])
+E("electron.lma.build_basis",
+  lambda: call(_ppot(), grid=_pgrid(), energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0, lattice_step=2,
+               patch_gpts=16),
+  potential=ARRAY + [np.full((2, 16, 32), 10.0)], grid=GRID, energy=ENERGY, slice_thickness=LENGTH,
+  semiangle_cutoff=LENGTH, lattice_step=COUNT + [3, 8], patch_gpts=COUNT + [4, 24.0, 48], budget=LENGTH)
+E("electron.lma.scan", lambda: call(_lattice_basis(), positions=_PPOS, detectors=BF),
+  basis=BASIS, positions=SCAN_POSITIONS, detectors=[{"BF": (20.0, 10.0)}, "a", [(0, 1)]], diffraction=FREE,
+  defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], block=COUNT + [17], budget=LENGTH,
+  max_batch=COUNT)
+E("electron.lma.affected", lambda: call(_lattice_basis(), _PPOS, np.zeros((16, 16), bool)),
+  basis=BASIS, positions=SCAN_POSITIONS, touched=[np.zeros((4, 4), bool), "abc", None], block=COUNT + [17])
+E("electron.lma.update_basis", lambda: call(_lattice_basis(), 1.01 * _ppot()),
+  basis=BASIS, potential=ARRAY + [_ppot()[:1]], tol=TOL + [0.0], budget=LENGTH)

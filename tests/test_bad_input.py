@@ -28,10 +28,6 @@ from bad_input_table import TABLE, public_functions, run_bad_call  # noqa: E402
 NOT_YET_IN_THE_TABLE = {
     # electron.implicit
     "electron.implicit.operators", "electron.implicit.solve",
-    # electron.lma
-    "electron.lma.affected", "electron.lma.basis_function", "electron.lma.build_basis",
-    "electron.lma.check_lattice", "electron.lma.probe_diameter", "electron.lma.scan",
-    "electron.lma.update_basis",
 }
 
 
