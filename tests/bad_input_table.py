@@ -2001,3 +2001,24 @@ E("electron.lma.affected", lambda: call(_lattice_basis(), _PPOS, np.zeros((16, 1
   basis=BASIS, positions=SCAN_POSITIONS, touched=[np.zeros((4, 4), bool), "abc", None], block=COUNT + [17])
 E("electron.lma.update_basis", lambda: call(_lattice_basis(), 1.01 * _ppot()),
   basis=BASIS, potential=ARRAY + [_ppot()[:1]], tol=TOL + [0.0], budget=LENGTH)
+
+
+def _ipot():
+    return np.full((3, 16, 16), 5.0)
+
+
+def _igrid():
+    return _grid((16, 16), 0.25)
+
+
+# implicit: the whole-domain implicit propagation
+E("electron.implicit.operators", lambda: call(_ipot(), grid=_igrid(), energy=200e3, slice_thickness=2.0),
+  potential=ARRAY + [np.full((3, 8, 8), 5.0)], grid=GRID + [_grid((8, 8), 1.0)], energy=ENERGY,
+  slice_thickness=LENGTH + [[1.0, 2.0]], scheme=CHOICE, antialias=[1, "yes"], batch_shape=[[2], (0,), "a"],
+  dtype=[np.float32, "no-such-dtype"])
+E("electron.implicit.solve",
+  lambda: call(np.ones((16, 16), complex), _ipot(), grid=_igrid(), energy=200e3, slice_thickness=2.0, max_num_iter=5),
+  waves=ARRAY_ANY_NDIM + [np.ones((16, 8)), None], potential=ARRAY + [np.full((3, 8, 8), 5.0)],
+  grid=GRID + [(16, 16)], energy=ENERGY, slice_thickness=LENGTH + [[1.0, 2.0]], scheme=CHOICE,
+  x0=ARRAY_ANY_NDIM + [np.ones((5, 16, 16))], method=CHOICE, tol=TOL + [0], max_num_iter=COUNT,
+  check_every=COUNT, antialias=[1, "yes"], budget=LENGTH)
