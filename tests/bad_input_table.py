@@ -279,6 +279,10 @@ E("core.checks.check_array", lambda: call(rand(4, 4), "array", ndim=2), array=AR
   ndim=[-1, 2.5, "2"], min_ndim=[-1, 2.5, "2"], real=FREE, finite=FREE)
 E("core.checks.check_field", lambda: call(crand(4, 4), "field"), field=ARRAY, name=FREE)
 E("core.checks.check_axis", lambda: call(1, "axis", 2), axis=[2, -3, 2.5, True, "0"], name=FREE, ndim=FREE)
+E("core.checks.check_client", lambda: call(None), client=["not-a-client", 3], name=FREE)
+E("core.checks.check_values", lambda: call([0.1, 0.2], "values", 2, lower=0, upper=1),
+  values=[[0.1, NAN], [0.1, 2.0], [0.1, 0.2, 0.3], "abc"], name=FREE, size=FREE, lower=FREE, upper=FREE,
+  upper_inclusive=FREE, units=FREE)
 E("core.checks.check_grid", lambda: call(_grid(), ndim=2), grid=GRID, name=FREE, ndim=FREE)
 E("core.checks.check_operand", lambda: call(rand(4, 4), "array", ndim=2, like=rand(4, 4)),
   array=[EMPTY, ONE_AXIS_LESS, "abc", None, rand(4, 3)], name=FREE, ndim=FREE, min_ndim=FREE, like=FREE,

@@ -121,6 +121,31 @@ def check_tolerance(value, name: str = "tol") -> float:
     return check_positive_number(value, name, allow_zero=True)
 
 
+def check_client(client, name: str = "client"):
+    """A Dask client to share work over (anything with ``scatter`` and ``map``), or None; else TypeError."""
+    if client is not None and not (hasattr(client, "scatter") and hasattr(client, "map")):
+        raise TypeError(f"{name} must be a dask.distributed.Client (or None), got {client!r:.60}")
+    return client
+
+
+def check_values(values, name: str, size: int, *, lower=None, upper=None, upper_inclusive: bool = True,
+                 units: str = "") -> np.ndarray:
+    """One number for all, or ``size`` numbers, each finite and in range: a host float64 array ``(size,)``.
+
+    For per-axis parameters such as the spreads of a sampler.
+    """
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {values!r:.60}") from None
+    array = np.broadcast_to(array, (size,)) if array.ndim == 0 else array
+    if array.shape != (size,):
+        raise ValueError(f"{name} must be a number or ({size},) values, got shape {array.shape}")
+    for value in array:
+        check_number(float(value), name, lower=lower, upper=upper, upper_inclusive=upper_inclusive, units=units)
+    return array
+
+
 def check_seed(seed, name: str = "seed"):
     """A seed for :func:`numpy.random.default_rng`: an integer >= 0, a ``SeedSequence`` or a ``Generator``.
 

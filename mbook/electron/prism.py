@@ -230,8 +230,7 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     if tuple(potential.shape[-2:]) != tuple(grid.gpts):
         raise ValueError(f"potential ends in {potential.shape[-2:]} but the grid has gpts {grid.gpts}")
     max_batch = None if max_batch is None else checks.check_count(max_batch, "max_batch")
-    if client is not None and not (hasattr(client, "scatter") and hasattr(client, "map")):  # as stem's scans
-        raise TypeError(f"client must be a dask.distributed.Client (or None), got {client!r:.60}")
+    checks.check_client(client)
     beams_host = beam_indices(grid, energy=energy, semiangle_cutoff=semiangle, interpolation=interpolation)
     n_beams, n = len(beams_host), grid.gpts[0] * grid.gpts[1]
     # Memory first: the S-matrix itself, the transmission functions and propagators are fixed; each beam

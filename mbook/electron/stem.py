@@ -122,12 +122,6 @@ def _check_detectors(detectors, allow_empty=False):
     return out
 
 
-def _check_client(client):
-    if client is not None and not (hasattr(client, "scatter") and hasattr(client, "map")):
-        raise TypeError(f"client must be a dask.distributed.Client (or None), got {client!r:.60}")
-    return client
-
-
 def detector_masks(grid, *, energy, detectors, xp=None):
     """Annular detector masks in Fourier space (FFT order).
 
@@ -246,7 +240,7 @@ def plan_scan(n_probes, grid, *, fixed_bytes, diffraction=False, budget=None, ma
         When not even one probe fits beside the fixed memory.
     """
     checks.check_grid(grid)
-    _check_client(client)
+    checks.check_client(client)
     n_probes = checks.check_count(n_probes, "n_probes")
     max_batch = None if max_batch is None else checks.check_count(max_batch, "max_batch")
     in_memory = progress.plan_batches(n_items=n_probes, bytes_per_item=_bytes_per_probe(grid, diffraction),
@@ -331,7 +325,7 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     positions = check_positions(positions, grid)
     detectors = (standard_detectors(semiangle_cutoff) if detectors is None  # {}: diffraction patterns only
                  else _check_detectors(detectors, allow_empty=True))
-    _check_client(client)
+    checks.check_client(client)
     xp = backend.get_array_module(potential)
     # Refuse from the shapes, before building the transmission functions (which the plan below counts):
     # complex64 transmissions per slice, a propagator and the probe, detector masks, outputs.

@@ -245,15 +245,7 @@ def random_near(n, base, *, scales=0.3, seed=0):
     checks.check_count(n, "n")
     base = _single_base(base)
     d = base.shape[-1] * (base.shape[-1] + 1) // 2
-    try:
-        np.asarray(scales, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"scales must be a number or an array of numbers, got {scales!r:.60}") from None
-    scales = np.broadcast_to(np.asarray(scales, dtype=float), (d,)) if np.ndim(scales) == 0 else np.asarray(scales)
-    if scales.shape != (d,):
-        raise ValueError(f"scales must be a number or ({d},) values, got shape {scales.shape}")
-    for s in scales:
-        checks.check_number(float(s), "scales", lower=0, upper=10)
+    scales = checks.check_values(scales, "scales", d, lower=0, upper=10)
     v = from_coordinates(base, checks.rng(seed).standard_normal((n, d)) * scales)
     return _exp(base, v, backend.get_array_module(v))
 

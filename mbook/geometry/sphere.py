@@ -256,15 +256,7 @@ def random_points(n, base, *, scales=0.3, seed=0):
     if base.ndim != 1:
         raise ValueError(f"base must be one point (d + 1,), got shape {base.shape}")
     d = base.shape[0] - 1
-    try:
-        np.asarray(scales, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"scales must be a number or an array of numbers, got {scales!r:.60}") from None
-    scales = np.broadcast_to(np.asarray(scales, dtype=float), (d,)) if np.ndim(scales) == 0 else np.asarray(scales)
-    if scales.shape != (d,):
-        raise ValueError(f"scales must be a number or ({d},) values, got shape {scales.shape}")
-    for s in scales:
-        checks.check_number(float(s), "scales", lower=0, upper=np.pi / 2, upper_inclusive=False, units="rad")
+    scales = checks.check_values(scales, "scales", d, lower=0, upper=np.pi / 2, upper_inclusive=False, units="rad")
     draw = checks.rng(seed).standard_normal((n, d)) * scales
     v = from_coordinates(base, draw)
     return _exp(base, v, backend.get_array_module(v))
