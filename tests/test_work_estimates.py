@@ -81,3 +81,57 @@ def test_random_rotations_beyond_the_budget_are_refused_with_their_memory():
     from mbook.geometry import so3
 
     refused_quickly(lambda: so3.random_rotations(10**11, seed=0), MemoryError, r"needs at least \d+\.\d MiB")
+
+
+def _peak_bytes(call, error, match):
+    """Peak memory [bytes] traced while ``call`` is refused with ``error`` (host arrays: the cpu device)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=match):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("method", ["born", "rytov"])
+def test_born_and_rytov_at_2048_squared_are_refused_from_the_shape_before_any_copy(method, monkeypatch):
+    from mbook.core import backend
+    from mbook.light import scattering
+
+    monkeypatch.setenv("MBOOK_MEMORY_GB", "0.5")
+    index = backend.asarray(np.full((2048, 2048), 1.33 + 0j))  # 64 MiB, made before the call
+    call = lambda: getattr(scattering, method)(index, wavelength=0.5, sampling=0.1, n_background=1.33)  # noqa: E731
+    # 336 bytes per point in 2D: 1344 MiB against 512 MiB, refused before the 64 MiB copies of the index
+    peak = _peak_bytes(call, MemoryError, r"n of shape \(2048, 2048\).* 1344\.0 MiB .* budget is 512\.0 MiB")
+    assert peak < 16 * 2**20  # the entry's finiteness test (1 byte per point), not a 64 MiB copy
+
+
+def test_the_born_estimate_bounds_the_measured_peak():
+    import tracemalloc
+
+    from mbook.light import scattering
+
+    for shape in [(128, 128), (24, 24, 24)]:
+        index = np.full(shape, 1.33) + 0.01 * np.random.default_rng(0).random(shape)
+        tracemalloc.start()
+        scattering.born(index, wavelength=0.5, sampling=0.1, n_background=1.33)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        estimate = 16 * (5 + 4 * 2 ** len(shape)) * index.size
+        assert 0.6 * estimate < peak <= 1.05 * estimate, (shape, peak / index.size)
+
+
+def test_a_partially_coherent_image_at_4096_squared_is_refused_before_the_pupil_is_built(monkeypatch):
+    from mbook.core import backend
+    from mbook.light import microscope
+
+    monkeypatch.setenv("MBOOK_MEMORY_GB", "0.5")
+    transmission = backend.asarray(np.ones((4096, 4096), complex))  # 256 MiB, made before the call
+    call = lambda: microscope.partially_coherent_image(  # noqa: E731
+        transmission, wavelength=0.5, sampling=0.1, na=0.8, na_illumination=0.3, defocus=1.0)
+    # 128 bytes per pixel while the pupil is built: 2048 MiB against 512 MiB
+    peak = _peak_bytes(call, MemoryError, r"transmission of shape \(4096, 4096\).* 2048\.0 MiB .* budget is 512\.0 MiB")
+    assert peak < 32 * 2**20  # the entry's finiteness test (1 byte per pixel), not the 256 MiB of a pupil
