@@ -139,3 +139,70 @@ def test_asarray_moves_to_the_selected_device_and_back(device):
     with backend.use_device("cpu"):
         assert type(backend.asarray(x)) is np.ndarray  # a device array comes back to the host
     assert backend.is_device_array(x) == (device != "cpu")
+
+
+# Operators refuse NaN from their callers outside mbook, and skip the test (a copy to the host) when
+# mbook's own code or iterations call them.
+def _with_nan(shape=(8, 8)):
+    a = np.ones(shape)
+    a[..., 1, 1] = np.nan  # kept by a crop to 4 x 4 (frequencies 0, 1, -2, -1)
+    return a
+
+
+@pytest.mark.parametrize("operator, argument", [
+    ("backend.fft2", "array"), ("backend.ifftn", "array"), ("grids.crop_spectrum", "spectrum"),
+    ("optimize.gradient", "u"), ("optimize.laplacian", "u"), ("optimize.soft_threshold", "x"),
+    ("optimize.project_ball", "p"), ("circle.wrap", "phase"), ("reconstruct.smooth_tv", "u"),
+])
+def test_operators_refuse_nan_from_outside_mbook(operator, argument):
+    from mbook.core import grids
+    from mbook.inverse import circle, optimize
+    from mbook.tomography import reconstruct
+
+    modules = {"backend": backend, "grids": grids, "optimize": optimize, "circle": circle,
+               "reconstruct": reconstruct}
+    module, name = operator.split(".")
+    function = getattr(modules[module], name)
+    extra = {"crop_spectrum": ((4, 4),), "soft_threshold": (0.1,), "project_ball": (1.0,)}.get(name, ())
+    keywords = {"axes": (0, 1), "smoothing": 0.1} if name == "smooth_tv" else {}
+    data = _with_nan((2, 8, 8)) if name == "project_ball" else _with_nan()
+    with pytest.raises(ValueError, match=f"{argument} holds non-finite"):
+        function(data, *extra, **keywords)
+    with backend.inside_iterations():  # a solver's iterations: no test, NaN propagates
+        result = function(data, *extra, **keywords)
+    result = result[1] if isinstance(result, tuple) else result
+    assert np.isnan(backend.asnumpy(result)).any()
+
+
+def test_operators_called_by_mbook_skip_the_finiteness_copy(host_copies):
+    from mbook.inverse import optimize
+
+    x = np.ones((8, 8), complex)
+    # optimize.fourier tests x (one copy) and calls backend.fft2 from mbook: no second copy
+    assert host_copies(lambda: optimize.fourier(backend.asarray(x))) == 1
+    assert host_copies(lambda: backend.fft2(backend.asarray(x))) == 1
+    with backend.inside_iterations():
+        assert host_copies(lambda: optimize.fourier(backend.asarray(x))) == 0
+
+
+def test_user_operators_inside_pdhg_copy_nothing_per_iteration(no_copies_per_iteration):
+    from mbook.inverse import optimize
+
+    image = np.random.default_rng(0).random((16, 16))
+
+    def run(n):
+        # K written by the user (a lambda outside mbook) around mbook's operators
+        optimize.pdhg(backend.asarray(image), backend.asarray(np.zeros((2, 16, 16))),
+                      K=lambda u: optimize.gradient(u), K_adjoint=lambda p: -optimize.divergence(p),
+                      prox_g=lambda v, t: optimize.prox_squared_distance(v, backend.asarray(image), t),
+                      prox_fstar=lambda p, s: optimize.project_ball(p, 0.1), norm=8 ** 0.5,
+                      max_num_iter=n, tol=0)
+
+    no_copies_per_iteration(run)
+
+
+def test_called_from_outside_reads_the_callers_module():
+    assert backend.called_from_outside()  # this test module is outside mbook
+    with backend.inside_iterations():
+        assert not backend.called_from_outside()
+    assert backend.called_from_outside()

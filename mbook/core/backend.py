@@ -40,11 +40,13 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import math
 import numbers
 import os
+import sys
 import threading
 import types
 
@@ -305,11 +307,57 @@ def fft_kwargs(array) -> dict:
     return {"workers": getattr(_local, "workers", -1)} if get_array_module(array) is np else {}
 
 
-def _fft_input(array, axes, min_ndim):
-    """Refuse what no FFT can take, naming the parameter: cheap checks of type, size and axes only.
+# ----------------------------------------------------------------------------- entry checks
+# Operators (FFTs, gradients, proximal maps, spectrum crops) are public, and mbook's own solvers call
+# them on every iteration. A finiteness test is one reduction and one scalar copy to the host: right
+# when a user calls the operator, wrong on every iteration of a solver that checked its inputs once on
+# entry. So the operators test finiteness only for calls from outside mbook, and not while one of
+# mbook's iteration loops runs a user's callables (:func:`inside_iterations`).
+_iterating = contextvars.ContextVar("mbook_iterating", default=False)
 
-    No finiteness check: the FFTs run inside iterations, where it would copy to the host each time
-    (public functions check their array inputs on entry)."""
+
+@contextlib.contextmanager
+def inside_iterations():
+    """Mark the iterations of a solver that runs user callables (PDHG's ``K``, a ``prox_g``...).
+
+    Operators called from them skip their finiteness test (see :func:`called_from_outside`): the
+    solver checked its inputs on entry, and the test would copy to the host on every iteration.
+    """
+    token = _iterating.set(True)
+    try:
+        yield
+    finally:
+        _iterating.reset(token)
+
+
+def called_from_outside(depth: int = 1) -> bool:
+    """Whether the public function ``depth`` frames above the caller was called from outside mbook.
+
+    ``called_from_outside()`` inside a public function's body asks about that function's caller:
+    user code, a test or a page (True), or mbook itself or one of its iteration loops (False).
+    Reading the caller's module costs well under a microsecond; it copies nothing.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1 (frames above the caller), got {depth!r}")
+    if _iterating.get():
+        return False
+    module = sys._getframe(depth + 1).f_globals.get("__name__", "")
+    return not (module == "mbook" or module.startswith("mbook."))
+
+
+def refuse_non_finite(array, name: str) -> None:
+    """Refuse NaN or inf in ``array`` (one reduction and one scalar copy to the host), naming ``name``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be the parameter's name (a str), got {name!r:.60}")
+    if not hasattr(array, "dtype") or not hasattr(array, "ndim"):
+        raise TypeError(f"array ({name}) must be a NumPy, CuPy or stand-in array, got {type(array).__name__}")
+    if array.dtype.kind in "fc" and not bool(get_array_module(array).all(get_array_module(array).isfinite(array))):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
+
+
+def _fft_input(array, axes, min_ndim):
+    """Refuse what no FFT can take, naming the parameter: type, size and axes always; NaN and inf
+    only when the FFT was called from outside mbook (see :func:`called_from_outside`)."""
     if isinstance(array, (str, bytes)) or array is None or not hasattr(array, "ndim"):
         raise TypeError(f"array must be a NumPy, CuPy or stand-in array, got {type(array).__name__}")
     if array.ndim < min_ndim or array.size == 0:
@@ -319,6 +367,8 @@ def _fft_input(array, axes, min_ndim):
                 isinstance(a, numbers.Integral) and not isinstance(a, bool) and -array.ndim <= a < array.ndim
                 for a in axes):
             raise ValueError(f"axes must be integer axes of a {array.ndim}D array, got {axes!r}")
+    if called_from_outside(depth=2):
+        refuse_non_finite(array, "array")
 
 
 def fft2(array, axes=(-2, -1)):
@@ -326,6 +376,8 @@ def fft2(array, axes=(-2, -1)):
 
     Conventions are those of :mod:`mbook.core.grids`: no shift, no scaling, so
     ``ifft2(fft2(a)) == a`` and ``sum |a|^2 = sum |fft2(a)|^2 / N``.
+    Called from outside mbook, it refuses NaN and inf (all four FFTs do; see
+    :func:`called_from_outside`).
     """
     _fft_input(array, axes, 2)
     return fft_module(array).fft2(array, axes=axes, **fft_kwargs(array))

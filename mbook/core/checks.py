@@ -304,9 +304,10 @@ def check_operand(array, name: str, *, ndim: int | None = None, min_ndim: int | 
 
     Refuses what is not an array of numbers, an empty array, a wrong number of dimensions and (with
     ``like``) a shape other than ``like.shape``, naming the parameter. Moves the array with
-    :func:`mbook.core.backend.asarray` (a no-op on device data) and reads only its type, dtype and
-    shape: no copy to the host, no finiteness test (that would copy to the host on every call; the
-    solver that iterates checks its inputs once on entry).
+    :func:`mbook.core.backend.asarray` (a no-op on device data). NaN and inf are refused only when
+    the operator was called from outside mbook (:func:`mbook.core.backend.called_from_outside`):
+    inside a solver's iterations the test would copy to the host on every call, and the solver
+    checked its inputs once on entry. Call it from the public function's own body.
     """
     if isinstance(array, (str, bytes)) or array is None:
         raise TypeError(f"{name} must be an array, got {type(array).__name__} {array!r:.60}")
@@ -321,6 +322,8 @@ def check_operand(array, name: str, *, ndim: int | None = None, min_ndim: int | 
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {array.shape}")
     if like is not None and tuple(array.shape) != tuple(like.shape):
         raise ValueError(f"{name} must have the shape of {like_name} {tuple(like.shape)}, got {tuple(array.shape)}")
+    if backend.called_from_outside(depth=2):
+        backend.refuse_non_finite(array, name)
     return array
 
 

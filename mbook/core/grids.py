@@ -210,7 +210,9 @@ def crop_spectrum(spectrum, gpts):
     """The ``gpts`` lowest frequencies of FFT-ordered spectra: ``(..., nx, ny) -> (..., mx, my)``.
 
     Frequency ``k`` of the input is frequency ``k`` of the output (FFT order
-    kept, zero frequency first). The adjoint of :func:`pad_spectrum`.
+    kept, zero frequency first). The adjoint of :func:`pad_spectrum`. Called
+    from outside mbook it refuses NaN and inf; mbook's own iterations (EPRY,
+    Fourier ptychography) skip that test, which would copy to the host.
 
     Parameters
     ----------
@@ -224,7 +226,7 @@ def crop_spectrum(spectrum, gpts):
     (..., mx, my) ndarray
         On the selected device.
     """
-    spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=False)
+    spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=backend.called_from_outside())
     mx, my = _crop_shape(gpts, spectrum.shape, "gpts")
     xp = backend.get_array_module(spectrum)
     rows, columns = _centre_index(spectrum.shape[-2], mx, xp), _centre_index(spectrum.shape[-1], my, xp)
@@ -234,7 +236,8 @@ def crop_spectrum(spectrum, gpts):
 def pad_spectrum(spectrum, gpts):
     """Zero-pad FFT-ordered spectra to ``gpts`` frequencies: ``(..., mx, my) -> (..., nx, ny)``.
 
-    The adjoint of :func:`crop_spectrum` (and its right inverse).
+    The adjoint of :func:`crop_spectrum` (and its right inverse). NaN and inf
+    are refused as in :func:`crop_spectrum`.
 
     Parameters
     ----------
@@ -248,7 +251,7 @@ def pad_spectrum(spectrum, gpts):
     (..., nx, ny) ndarray
         On the selected device.
     """
-    spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=False)
+    spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=backend.called_from_outside())
     nx, ny = check_gpts(gpts, 2)
     if spectrum.shape[-2] > nx or spectrum.shape[-1] > ny:
         raise ValueError(f"gpts {(nx, ny)} must not be smaller than the spectrum's last two axes "

@@ -418,10 +418,11 @@ def place_probes(spectrum, grid, positions, *, plan=None):
 
     Notes
     -----
-    Shapes are checked, values are not: checking that positions are finite
-    would copy to the host on every call, and a scan calls this once per
-    batch (:func:`mbook.electron.stem.scan` and :func:`probe` check their
-    positions once).
+    Shapes are always checked; NaN and inf only when called from outside
+    mbook (:func:`mbook.core.backend.called_from_outside`): a scan calls
+    this once per batch, where the test would copy to the host each time,
+    and :func:`mbook.electron.stem.scan` and :func:`probe` check their
+    positions once.
     """
     checks.check_grid(grid)
     spectrum = checks.check_operand(spectrum, "spectrum")

@@ -243,7 +243,8 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
         if it > 0:  # the error of the iterate the previous step made (not of the random start)
             errors.append(support_error(pm))
         if prior is not None and (it + 1) % prior_every == 0:
-            inside[box] = prior(inside[box]) * support[box]
+            with backend.inside_iterations():  # a user's prior may call mbook's operators
+                inside[box] = prior(inside[box]) * support[box]
         if method == "er":
             psi = inside
         elif method == "hio":

@@ -43,7 +43,7 @@ TWO_PI = 2 * math.pi
 
 def wrap(phase):
     """Wrap angles to [-π, π) [rad], on the selected device."""
-    phase = checks.check_operand(phase, "phase")  # no copy: solvers wrap every iteration
+    phase = checks.check_operand(phase, "phase")  # NaN refused only from outside mbook: solvers wrap often
     xp = backend.get_array_module(phase)
     return xp.mod(phase + math.pi, TWO_PI) - math.pi
 

@@ -38,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import NamedTuple
@@ -47,6 +48,17 @@ import numpy as np
 from mbook.core import backend, checks
 
 BOUNDARIES = ("neumann", "periodic")
+
+
+def _runs_callables(function):
+    """Run a solver that calls user callables (``K``, ``prox_g``, ``grad_f``...) inside
+    :func:`mbook.core.backend.inside_iterations`: operators called from those callables then skip
+    their finiteness test, which would copy to the host on every iteration."""
+    @functools.wraps(function)
+    def solver(*args, **kwargs):
+        with backend.inside_iterations():
+            return function(*args, **kwargs)
+    return solver
 
 
 # ---------------------------------------------------------------------------------------
@@ -70,7 +82,7 @@ def gradient(u, *, boundary: str = "neumann"):
     (2, ..., nx, ny) array
         ``(∂x u, ∂y u)`` per pixel [unit of u per pixel].
     """
-    u = checks.check_operand(u, "u")  # no copy, no finiteness test: solvers call this every iteration
+    u = checks.check_operand(u, "u")  # NaN refused only from outside mbook: solvers call this every iteration
     xp = backend.get_array_module(u)
     checks.check_choice(boundary, "boundary", BOUNDARIES)
     if boundary == "periodic":
@@ -113,6 +125,7 @@ def divergence(p, *, boundary: str = "neumann"):
 
 def laplacian(u, *, boundary: str = "neumann"):
     """Discrete Laplacian ``div(grad u)`` (negative semi-definite, self-adjoint)."""
+    u = checks.check_operand(u, "u")
     return divergence(gradient(u, boundary=boundary), boundary=boundary)
 
 
@@ -147,6 +160,7 @@ def apply_mask(x, mask):
     return x * backend.asarray(mask, dtype=x.real.dtype if xp.iscomplexobj(x) else None)
 
 
+@_runs_callables
 def operator_norm(forward, adjoint, shape, *, dtype=np.float64, max_num_iter: int = 100,
                   tol: float = 1e-6, check_every: int = 10, seed: int = 0, xp=None) -> float:
     """``‖K‖``, the largest singular value, by power iteration on ``K* K``.
@@ -406,6 +420,7 @@ def pdhg(x0, y0, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm
                            max_num_iter=max_num_iter, check_every=check_every)
 
 
+@_runs_callables
 def pdhg_iterations(x, y, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=None, norm=None,
                     theta: float = 1.0, gamma=None, objectives=None, tol: float = 1e-4,
                     max_num_iter: int = 1000, check_every: int = 10) -> PDHGResult:
@@ -453,6 +468,7 @@ class FBResult(NamedTuple):
     converged: bool
 
 
+@_runs_callables
 def forward_backward(x0, *, grad_f, prox_g, step: float, accelerate: bool = True, tol: float = 1e-6,
                      max_num_iter: int = 500, check_every: int = 10) -> FBResult:
     """Forward-backward splitting for ``min_x f(x) + g(x)``, ``f`` smooth.

@@ -408,7 +408,7 @@ def smooth_tv(u, *, axes, smoothing: float):
     gradient : array
         Same shape as ``u``.
     """
-    u = checks.check_operand(u, "u")  # cheap (no copy to the host): smooth_tv runs in pgd_4d's iterations
+    u = checks.check_operand(u, "u")  # NaN refused only from outside mbook: smooth_tv runs in pgd_4d's loop
     smoothing = checks.check_positive_number(smoothing, "smoothing")
     axes = [checks.check_axis(axis, "axes", u.ndim) for axis in axes]
     xp = backend.get_array_module(u)
