@@ -246,12 +246,16 @@ E("core.backend.cpu_threads", lambda: call())
 # A context manager: workers is read by the FFTs made inside the ``with`` block.
 E("core.backend.fft_workers", lambda: call(1), workers=FREE)
 E("core.backend.fft_kwargs", lambda: call(rand(4, 4)), array=FREE)  # keyword arguments for any array's FFT
-# accepted today: NaN passes the FFTs (they run inside iterations everywhere; a finiteness check would copy
-# to the host on every call; public functions check their inputs on entry).
-E("core.backend.fft2", lambda: call(crand(4, 4)), array=[EMPTY, ONE_AXIS_LESS, "abc"], axes=[(0, 5), "a"])
-E("core.backend.ifft2", lambda: call(crand(4, 4)), array=[EMPTY, ONE_AXIS_LESS, "abc"], axes=[(0, 5), "a"])
-E("core.backend.fftn", lambda: call(crand(4, 4)), array=[EMPTY, "abc"], axes=[(0, 5), "a"])
-E("core.backend.ifftn", lambda: call(crand(4, 4)), array=[EMPTY, "abc"], axes=[(0, 5), "a"])
+E("core.backend.inside_iterations", lambda: call())
+E("core.backend.called_from_outside", lambda: call(), depth=[0, -1, 2.5, "1", True])
+E("core.backend.refuse_non_finite", lambda: call(rand(4, 4), "array"), array=[WITH_NAN, "abc", None],
+  name=[3, None])
+E("core.backend.fft2", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, ONE_AXIS_LESS, "abc"],
+  axes=[(0, 5), "a"])
+E("core.backend.ifft2", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, ONE_AXIS_LESS, "abc"],
+  axes=[(0, 5), "a"])
+E("core.backend.fftn", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, "abc"], axes=[(0, 5), "a"])
+E("core.backend.ifftn", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, "abc"], axes=[(0, 5), "a"])
 E("core.backend.set_fft_library", lambda: call("scipy"), library=CHOICE + [3])
 E("core.backend.fft_library", lambda: call())
 E("core.backend.fft2_plan", lambda: call((4, 8, 8), np.complex128, slot="bi-table"),
@@ -370,11 +374,9 @@ E("core.grids.make_grid", lambda: call(gpts=(8, 8), sampling=0.5), gpts=GPTS, sa
 E("core.grids.coordinates", lambda: call(_grid()), grid=GRID, centered=FREE, xp=FREE)
 E("core.grids.spatial_frequencies", lambda: call(_grid()), grid=GRID, xp=FREE)
 E("core.grids.frequency_squared", lambda: call(_grid()), grid=GRID, xp=FREE)
-# accepted today: NaN in a spectrum passes (crop and pad run inside EPRY's and Fourier ptychography's
-# iterations; a finiteness check would copy to the host on every call).
-E("core.grids.crop_spectrum", lambda: call(crand(16, 16), (8, 8)), spectrum=[EMPTY, ONE_AXIS_LESS, "abc"],
+E("core.grids.crop_spectrum", lambda: call(crand(16, 16), (8, 8)), spectrum=ARRAY,
   gpts=GPTS + [(32, 32)])
-E("core.grids.pad_spectrum", lambda: call(crand(8, 8), (16, 16)), spectrum=[EMPTY, ONE_AXIS_LESS, "abc"],
+E("core.grids.pad_spectrum", lambda: call(crand(8, 8), (16, 16)), spectrum=ARRAY,
   gpts=GPTS + [(4, 4)])
 E("core.grids.fourier_crop", lambda: call(crand(16, 16), (8, 8)), field=ARRAY, gpts=GPTS + [(32, 32)])
 E("core.grids.radial_average", lambda: call(rand(16, 16), _grid()), values=ARRAY + [rand(8, 8)],
@@ -419,11 +421,10 @@ def _tv_proxes(image):
 # every call would copy to the host every time (the device rule). Their rows hold the valid call only.
 UNCHECKED = FREE
 
-# Operators and proximal maps run inside every solver's iterations: they refuse wrong types, empty arrays,
-# wrong shapes and bad scalar parameters (no copy to the host), but
-# accepted today: NaN/inf array entries pass through them (a finiteness test would copy to the host on every
-# call; the solvers check their inputs once on entry). OPERAND below is ARRAY without the NaN.
-OPERAND = [EMPTY, "abc", None]
+# Operators and proximal maps also run inside every solver's iterations: called from outside mbook
+# (as here) they refuse NaN and inf; called by mbook's solvers they skip that test, which would copy to
+# the host on every iteration (backend.called_from_outside; tests/test_backend.py shows both sides).
+OPERAND = [EMPTY, WITH_NAN, "abc", None]
 
 # optimize
 E("inverse.optimize.gradient", lambda: call(rand(8, 8)), u=OPERAND, boundary=CHOICE)
@@ -883,10 +884,8 @@ E("electron.waves.probe", lambda: call(_egrid(), energy=100e3, semiangle_cutoff=
 E("electron.waves.probe_spectrum", lambda: call(_egrid(), energy=100e3, semiangle_cutoff=20.0),
   grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL,
   aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], xp=FREE)
-# accepted today: NaN in place_probes' spectrum or positions passes (documented: it runs once per scan batch,
-# where a finiteness test would copy to the host; scan and probe check their positions once).
 E("electron.waves.place_probes", lambda: call(np.ones((20, 20), complex), _egrid(), [(1.0, 1.0), (2.0, 2.0)]),
-  spectrum=[EMPTY, ONE_AXIS_LESS, "abc", np.ones((4, 4), complex)], grid=GRID, positions=[[(1.0,)], "a", []],
+  spectrum=ARRAY + [np.ones((4, 4), complex)], grid=GRID, positions=[[(1.0,)], "a", [], [(NAN, 1.0)]],
   plan=["not-a-plan", 3])
 E("electron.waves.image_intensity", lambda: call(crand(20, 20), _egrid(), energy=100e3, defocus=10.0),
   exit_wave=ARRAY + [crand(4, 4)], grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL,
@@ -1314,7 +1313,7 @@ E("tomography.reconstruct.operator_norm", lambda: call(_tilt(), max_num_iter=3),
 E("tomography.reconstruct.temporal_weights", lambda: call(np.linspace(0.0, 1.0, 5), np.array([0.0, 1.0]),
                                                           kind="gaussian", width=0.3),
   times=ARRAY, anchor_times=ARRAY + [np.array([1.0, 0.0])], kind=CHOICE, width=LENGTH)
-# smooth_tv runs in pgd_4d's iterations: cheap checks only (OPERAND); pgd_4d checks its inputs on entry.
+# smooth_tv runs in pgd_4d's iterations: NaN refused only from outside mbook (OPERAND); pgd_4d checks on entry.
 E("tomography.reconstruct.smooth_tv", lambda: call(rand(3, 3), axes=(0,), smoothing=0.3),
   u=OPERAND, axes=[(5,), "a"], smoothing=LENGTH)
 E("tomography.reconstruct.pgd_4d", lambda: call(rand(3, 4, 4), _space_time(), rand(2, 4, 4, 4), smoothing=0.1,
