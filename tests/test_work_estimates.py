@@ -135,3 +135,23 @@ def test_a_partially_coherent_image_at_4096_squared_is_refused_before_the_pupil_
     # 128 bytes per pixel while the pupil is built: 2048 MiB against 512 MiB
     peak = _peak_bytes(call, MemoryError, r"transmission of shape \(4096, 4096\).* 2048\.0 MiB .* budget is 512\.0 MiB")
     assert peak < 32 * 2**20  # the entry's finiteness test (1 byte per pixel), not the 256 MiB of a pupil
+
+
+def test_a_lattice_image_of_wide_columns_on_many_pixels_is_refused_with_its_work():
+    from mbook.inverse import synthetic
+
+    # 2000² pixels × 42² neighbouring cells (columns of 8 Å on a 4 Å lattice reach 20 cells): 7.1e9 terms,
+    # hours on a CPU core before the limit
+    refused_quickly(lambda: synthetic.lattice_image((2000, 2000), 0.5, widths=(8.0,)), ValueError,
+                    r"7\.06e\+09 Gaussian terms: 1 image\(s\) × 4000000 pixels .* × 1764 neighbouring cells"
+                    r".* limit of 2e\+09")
+
+
+def test_a_stack_of_lattice_images_over_the_budget_is_refused_before_its_positions_are_built(monkeypatch):
+    from mbook.inverse import synthetic
+
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(8 * 2**20 / 2**30))
+    displacement = np.zeros((4, 2, 300, 300))  # 5.5 MiB; its copy, the positions and the images: 13.7 MiB
+    peak = _peak_bytes(lambda: synthetic.lattice_image((300, 300), 0.5, displacement=displacement),
+                       MemoryError, r"needs at least \d+\.\d MiB \(13\.7 MiB fixed .* budget is 8\.0 MiB")
+    assert peak < 2**20

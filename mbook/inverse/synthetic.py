@@ -238,6 +238,26 @@ def poisson_noise(image, *, dose: float, seed=0):
 #: exp(-50) ≈ 2e-22 of a peak each, is below the rounding of the sum.
 CUTOFF_WIDTHS = 10.0
 
+#: Most Gaussian terms :func:`lattice_image` sums (images × pixels × neighbouring cells, over the basis
+#: sites): about a minute on one CPU core (3.6·10⁷ terms per second measured at 4000² pixels, where a
+#: default lattice takes 2.6·10⁸ terms, 7 s).
+MAX_COLUMN_TERMS = 2 * 10**9
+
+# Bytes per pixel and image of a batch of lattice_image: eighteen float64 work arrays.
+_LATTICE_BYTES = 18 * 8
+
+
+def _check_lattice_work(images, pixels, cells, widths):
+    """Refuse a lattice image whose Gaussian terms exceed :data:`MAX_COLUMN_TERMS`, with the numbers."""
+    terms = images * pixels * sum(cells)
+    if terms > MAX_COLUMN_TERMS:
+        raise ValueError(
+            f"lattice_image would sum {terms:.3g} Gaussian terms: {images} image(s) × {pixels} pixels (gpts, "
+            f"displacement) × {sum(cells)} neighbouring cells per pixel (widths {list(map(float, widths))} Å "
+            f"reach {CUTOFF_WIDTHS:g} widths, over lattice_vectors), beyond the limit of {MAX_COLUMN_TERMS:.3g} "
+            "(about a minute on one CPU core); use fewer pixels or narrower columns"
+        )
+
 
 def _host_numbers(value, name, shape=None):
     """A parameter given as numbers (a vector, a table of positions) as a finite float array on the host."""
@@ -308,42 +328,55 @@ def lattice_image(gpts, sampling, *, lattice_vectors=((4.0, 0.0), (0.0, 4.0)), b
         raise ValueError(f"widths must be > 0 [Å] and intensities finite, got {widths}, {intensities}")
     xp = backend.xp
     nx, ny = grid.gpts
-    px = xp.broadcast_to((xp.arange(nx) * grid.sampling[0])[:, None], (nx, ny))
-    py = xp.broadcast_to((xp.arange(ny) * grid.sampling[1])[None, :], (nx, ny))
     if displacement is not None:
-        displacement = check_array(displacement, "displacement", real=True).astype(xp.float64)
+        displacement = check_array(displacement, "displacement", real=True)
         if displacement.ndim not in (3, 4) or displacement.shape[-3:] != (2,) + grid.gpts:
             raise ValueError(f"displacement must have shape {(2,) + grid.gpts} (or a stack of them), "
                              f"got {displacement.shape}")
+    stack_shape = () if displacement is None else displacement.shape[:-3]
+    to_lattice = np.linalg.inv(a.T)  # lattice coordinates n of a position r: n = (aᵀ)⁻¹ r
+    # Cells within the cutoff of a pixel: |n_i - f_i| <= cutoff · |row i of (aᵀ)⁻¹|, per basis site.
+    offsets = []
+    for width in widths:
+        reach = [math.floor(min(CUTOFF_WIDTHS * width * np.linalg.norm(row), 2.0**20)) for row in to_lattice]
+        offsets.append((reach, (2 * reach[0] + 2) * (2 * reach[1] + 2)))
+    _check_lattice_work(math.prod(stack_shape), nx * ny, [cells for _, cells in offsets], widths)
+    images = math.prod(stack_shape)
+    # the image, and with a displacement its float64 copy and the displaced positions, per pixel
+    fixed = 8 * images * nx * ny * (1 if displacement is None else 5)
+    batch = progress.plan_batches(n_items=nx * ny, bytes_per_item=_LATTICE_BYTES * images, fixed_bytes=fixed)
+    batch = max(1, min(batch, 2**28 // (_LATTICE_BYTES * images)))  # batches of 256 MiB stay fast on a CPU
+    px = xp.broadcast_to((xp.arange(nx) * grid.sampling[0])[:, None], (nx, ny))
+    py = xp.broadcast_to((xp.arange(ny) * grid.sampling[1])[None, :], (nx, ny))
+    if displacement is not None:
+        displacement = displacement.astype(xp.float64)
         px, py = px + displacement[..., 0, :, :], py + displacement[..., 1, :, :]
-    stack_shape = px.shape[:-2]
     px, py = px.reshape(-1, nx * ny), py.reshape(-1, nx * ny)  # (images, pixels)
     # The columns taken: inside the box of each image's sample positions, widened by 5 widths.
     margin = 5 * widths.max()
     lo_x, hi_x = px.min(axis=1, keepdims=True) - margin, px.max(axis=1, keepdims=True) + margin
     lo_y, hi_y = py.min(axis=1, keepdims=True) - margin, py.max(axis=1, keepdims=True) + margin
-    to_lattice = np.linalg.inv(a.T)  # lattice coordinates n of a position r: n = (aᵀ)⁻¹ r
     image = xp.full(px.shape, float(background))
-    batch = progress.plan_batches(n_items=nx * ny, bytes_per_item=12 * 8 * px.shape[0],
-                                  budget=min(progress.memory_budget(), 2**28))
-    for site, peak, width in zip(basis, intensities, widths):
-        # Cells within the cutoff of a pixel: |n_i - f_i| <= cutoff · |row i of (aᵀ)⁻¹|.
-        reach = [int(math.floor(CUTOFF_WIDTHS * width * np.linalg.norm(row))) for row in to_lattice]
-        offsets = [(d1, d2) for d1 in range(-reach[0], reach[0] + 2) for d2 in range(-reach[1], reach[1] + 2)]
+    for site, peak, width, (reach, _) in zip(basis, intensities, widths, offsets):
         centre = origin + site
         for start in range(0, nx * ny, batch):
             part = np.s_[:, start:start + batch]
             qx, qy = px[part] - centre[0], py[part] - centre[1]  # relative to the column n = 0
             n1 = xp.floor(to_lattice[0, 0] * qx + to_lattice[0, 1] * qy)
             n2 = xp.floor(to_lattice[1, 0] * qx + to_lattice[1, 1] * qy)
+            # the pixel relative to the column of its own cell n; the column of cell n + d is d₁a₁ + d₂a₂ away
+            rx, ry = qx - (n1 * a[0, 0] + n2 * a[1, 0]), qy - (n1 * a[0, 1] + n2 * a[1, 1])
+            # that column (at the pixel minus (rx, ry) - (d₁a₁ + d₂a₂)) is taken while inside the box:
+            # px - hi <= rx - cx <= px - lo, and likewise in y
+            above_x, below_x = px[part] - hi_x, px[part] - lo_x
+            above_y, below_y = py[part] - hi_y, py[part] - lo_y
             total = xp.zeros(qx.shape)
-            for d1, d2 in offsets:  # a few neighbouring cells, every pixel at once
-                m1, m2 = n1 + d1, n2 + d2
-                cx, cy = m1 * a[0, 0] + m2 * a[1, 0], m1 * a[0, 1] + m2 * a[1, 1]
-                kept = ((cx + centre[0] >= lo_x) & (cx + centre[0] <= hi_x)
-                        & (cy + centre[1] >= lo_y) & (cy + centre[1] <= hi_y))
-                d2_ = (qx - cx) ** 2 + (qy - cy) ** 2
-                total += xp.where(kept, xp.exp(-d2_ / (2 * width**2)), 0.0)
+            for d1 in range(-reach[0], reach[0] + 2):  # a few neighbouring cells, every pixel at once
+                for d2 in range(-reach[1], reach[1] + 2):
+                    dx = rx - (d1 * a[0, 0] + d2 * a[1, 0])
+                    dy = ry - (d1 * a[0, 1] + d2 * a[1, 1])
+                    kept = (dx >= above_x) & (dx <= below_x) & (dy >= above_y) & (dy <= below_y)
+                    total += xp.where(kept, xp.exp((dx * dx + dy * dy) * (-0.5 / width**2)), 0.0)
             image[part] += peak * total
     return image.reshape(stack_shape + (nx, ny))
 
