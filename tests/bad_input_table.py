@@ -1501,6 +1501,15 @@ E("geometry.lowrank.intrinsic_error", lambda: call(_sphere_points(), _sphere_poi
                                                    mean=_NORTH),
   points=SPHERE_POINTS + [_NORTH], approximation=SPHERE_POINTS + [_sphere_points(2)], manifold=MANIFOLD,
   mean=SPHERE_POINT)
+E("geometry.lowrank.corrected_components", lambda: call(_sphere_points(), 1, manifold="sphere", mean=_NORTH),
+  points=SPHERE_POINTS + [_NORTH], rank=COUNT + [5], manifold=MANIFOLD, mean=SPHERE_POINT)
+E("geometry.lowrank.great_circle_signal", lambda: call(5, 2, noise=0.05, seed=0), num_points=COUNT + [10**12],
+  dimension=COUNT, noise=NONNEG + [2.0], seed=SEED)
+E("geometry.lowrank.spd_geodesic_signal", lambda: call(5, 3, spread=1.0, noise=0.05, seed=0),
+  num_points=COUNT + [10**12], size=COUNT + [1], spread=NONNEG + [11.0], noise=NONNEG + [11.0],
+  conjugated_noise=FREE, seed=SEED)
+E("geometry.means.medoid", lambda: call(_sphere_points(), "sphere"), points=SPHERE_POINTS + [_NORTH],
+  manifold=MANIFOLD)
 
 
 def _blob():

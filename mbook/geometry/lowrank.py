@@ -16,6 +16,10 @@ in the coordinates of ``T_m M`` and ``aᵢ`` ``(r,)``. What is minimised decides
   instead of at ``Xᵢ`` and solve the same weighted problem again (:func:`intrinsic_lowrank`). The
   curvature-corrected approximation is its first step from the data.
 
+The paper's own correction keeps tangent PCA's scores and refits only the components, in one linear
+solve (:func:`corrected_components`); :func:`great_circle_signal` and :func:`spd_geodesic_signal` draw
+its two synthetic test signals.
+
 Everything is batched over the points on the selected device; the alternating and Gauss-Newton loops
 copy one number to the host every ``check_every`` iterations.
 
@@ -33,10 +37,11 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from mbook.core import backend, checks, progress
-from mbook.geometry import means
+from mbook.geometry import means, spd, sphere
 
 
 class LowRank(NamedTuple):
@@ -120,15 +125,18 @@ def _coefficients(targets, weights, basis, xp):
     return xp.linalg.solve(gram, rhs)[..., 0]
 
 
-def _basis_step(targets, weights, coefficients, xp):
+def _components(targets, weights, coefficients, xp):
     """U minimising Σ (Tᵢ - U aᵢ)ᵀ Wᵢ (Tᵢ - U aᵢ) for fixed aᵢ: normal equations in vec(U), (D r)²."""
     n, d = targets.shape
     r = coefficients.shape[1]
     system = xp.einsum("njk,nr,ns->jrks", weights, coefficients, coefficients).reshape(d * r, d * r)
     rhs = xp.einsum("nj,nr->jr", (weights @ targets[..., None])[..., 0], coefficients).reshape(d * r)
-    u = xp.linalg.solve(system, rhs).reshape(d, r)
-    q, _ = xp.linalg.qr(u)  # the span is what matters; the coefficient step absorbs the change of basis
-    return q
+    return xp.linalg.solve(system, rhs).reshape(d, r)
+
+
+def _basis_step(targets, weights, coefficients, xp):
+    q, _ = xp.linalg.qr(_components(targets, weights, coefficients, xp))
+    return q  # the span is what matters; the coefficient step absorbs the change of basis
 
 
 def _objective(targets, weights, basis, coefficients, xp):
@@ -195,6 +203,37 @@ def curvature_corrected(points, rank, *, manifold: str, mean=None, max_num_iter:
     return _finish(points, kernels, mean, basis, coefficients, k, xp)
 
 
+def corrected_components(points, rank, *, manifold: str, mean=None) -> LowRank:
+    """The one-solve curvature correction of Diepeveen, Chew and Needell (2023) (their CC-tSVD).
+
+    Tangent PCA's scores ``aᵢ`` are kept and only the ``r`` tangent components are refit, minimising
+    ``Σ ‖Jᵢ (Xᵢ - U aᵢ)‖²`` over a free ``(D, r)`` matrix ``U``: one linear system of size ``D r``.
+    :func:`curvature_corrected` instead alternates between scores and components, from tangent PCA,
+    until the weighted objective stops changing. The result is returned with an orthonormal
+    basis (``U = Q R``, coefficients ``aᵢ Rᵀ``: the same approximation).
+
+    Parameters
+    ----------
+    points : (N, ...) array_like
+        Points on the manifold.
+    rank : int
+        Rank ``r``, 1 <= r <= D.
+    manifold : {"sphere", "so3", "spd"}
+    mean : array_like, optional
+        Base point; default the Fréchet mean.
+
+    Returns
+    -------
+    LowRank
+        With ``num_iter`` 1.
+    """
+    points, kernels, mean, x, xp = _setup(points, rank, manifold, mean)
+    scores = x @ _principal(x, rank, xp)
+    jacobi = kernels["jacobi"](mean, x, xp)
+    q, r = xp.linalg.qr(_components(x, jacobi @ jacobi, scores, xp))
+    return _finish(points, kernels, mean, q, scores @ r.T, 1, xp)
+
+
 def intrinsic_lowrank(points, rank, *, manifold: str, mean=None, max_num_iter: int = 20, inner_num_iter: int = 20,
                       tol: float = 1e-10, check_every: int = 2) -> LowRank:
     """The rank-``r`` approximation minimising the intrinsic error ``Σ d(yᵢ, exp_m(U aᵢ))²``, by Gauss-Newton.
@@ -203,6 +242,9 @@ def intrinsic_lowrank(points, rank, *, manifold: str, mean=None, max_num_iter: i
     ``d(yᵢ, exp_m(X̂ᵢ + δ)) ≈ ‖cᵢ - Jᵢ δ‖`` with ``cᵢ = Γ_{ẑᵢ→m} log_{ẑᵢ}(yᵢ)`` (coordinates) and ``Jᵢ`` the
     Jacobi operator at ``X̂ᵢ``; the step is the weighted low-rank fit of the targets ``X̂ᵢ + Jᵢ⁻¹ cᵢ`` with
     weights ``Jᵢ²``. It starts from :func:`curvature_corrected`, which is this step taken at the data.
+    Without a line search a step can overshoot where the Jacobi factors are small (points near the cut
+    locus, ``sin t / t`` at ``t`` near π on the sphere): the iterate with the smallest intrinsic error among
+    the start and the checked ones is returned, and the iteration stops at the first increase.
 
     Parameters
     ----------
@@ -231,6 +273,7 @@ def intrinsic_lowrank(points, rank, *, manifold: str, mean=None, max_num_iter: i
     points, kernels, mean, x, xp = _setup(points, rank, manifold, start.mean)
     basis, coefficients = start.basis, start.coefficients
     previous, k = start.error, 0
+    best = start
     for k in range(1, max_num_iter + 1):
         fit = coefficients @ basis.T
         nearest = kernels["exp"](mean, kernels["from_coordinates"](mean, fit, xp), xp).reshape(points.shape)
@@ -240,11 +283,15 @@ def intrinsic_lowrank(points, rank, *, manifold: str, mean=None, max_num_iter: i
         targets = fit + xp.linalg.solve(jacobi, residual[..., None])[..., 0]
         basis, coefficients, _ = _weighted_lowrank(targets, jacobi @ jacobi, basis, inner_num_iter, 0.0, 1, xp)
         if tol > 0 and k % check_every == 0:
-            value = _finish(points, kernels, mean, basis, coefficients, k, xp).error  # one host copy
-            if abs(previous - value) <= tol * value:
+            current = _finish(points, kernels, mean, basis, coefficients, k, xp)  # one host copy
+            if current.error > best.error:
+                break  # an overshoot: keep the best checked iterate
+            best = current
+            if abs(previous - current.error) <= tol * current.error:
                 break
-            previous = value
-    return _finish(points, kernels, mean, basis, coefficients, k, xp)
+            previous = current.error
+    final = _finish(points, kernels, mean, basis, coefficients, k, xp)
+    return final if final.error <= best.error else best._replace(num_iter=k)
 
 
 def intrinsic_error(points, approximation, *, manifold: str, mean):
@@ -258,3 +305,110 @@ def intrinsic_error(points, approximation, *, manifold: str, mean):
     xp = backend.get_array_module(points, approximation, mean)
     total = xp.sum(kernels["distance"](mean, points, xp) ** 2)
     return float(xp.sum(kernels["distance"](points, approximation, xp) ** 2) / total)
+
+
+# ----------------------------------------------------------------------------- test signals
+def _plan(nbytes, n):
+    """MemoryError naming num_points, with the numbers, before any draw."""
+    try:
+        progress.plan_batches(n_items=1, bytes_per_item=nbytes)
+    except MemoryError as error:
+        raise MemoryError(f"num_points={n} is too many: {error}") from None
+
+
+def great_circle_signal(num_points: int, dimension: int, *, noise: float = 0.05, seed: int = 0):
+    """Noisy points round a great circle of ``S^d``: the synthetic sphere signal of Diepeveen et al. (2023).
+
+    ``yᵢ = exp_{cᵢ}(εᵢ)`` with ``cᵢ = (cos θᵢ, sin θᵢ, 0, …, 0)``, ``θᵢ = 2π i / N``, and ``εᵢ`` the projection
+    onto ``T_{cᵢ}S^d`` of an isotropic Gaussian of ``R^{d+1}`` (standard deviation ``noise`` [rad] along every
+    tangent direction). The paper uses ``d = 6``, ``N = 100``, ``noise = 0.05``. The Fréchet mean of such a
+    cloud is ill-posed (every point of the great sphere orthogonal to the circle is nearly one).
+
+    Parameters
+    ----------
+    num_points : int
+        ``N`` >= 1.
+    dimension : int
+        ``d`` >= 1 (points in ``R^{d+1}``).
+    noise : float
+        Standard deviation of the tangent noise [rad], in [0, π/2).
+    seed : int
+        Seed of the draw (made on the host, then moved).
+
+    Returns
+    -------
+    (N, d + 1) ndarray
+        On the selected device.
+
+    Raises
+    ------
+    MemoryError
+        Before any draw, when the points and their temporaries exceed the memory budget.
+    """
+    n = checks.check_count(num_points, "num_points")
+    d = checks.check_count(dimension, "dimension")
+    noise = checks.check_number(noise, "noise", lower=0, upper=math.pi / 2, upper_inclusive=False)
+    rng = checks.rng(seed)
+    _plan(8 * 4 * n * (d + 1), n)
+    xp = backend.xp
+    theta = 2 * xp.pi * xp.arange(n) / n
+    centres = xp.concatenate([xp.cos(theta)[:, None], xp.sin(theta)[:, None], xp.zeros((n, d - 1))], axis=1)
+    draw = backend.asarray(rng.standard_normal((n, d + 1)) * noise)
+    tangent = draw - xp.sum(draw * centres, axis=1, keepdims=True) * centres
+    return sphere.exp(centres, tangent)
+
+
+def spd_geodesic_signal(num_points: int, size: int, *, spread: float = 2 ** 0.5, noise: float = 0.05,
+                        conjugated_noise: bool = False, seed: int = 0):
+    """Noisy SPD matrices along a geodesic through the identity: the SPD signal of Diepeveen et al. (2023).
+
+    ``Pᵢ = exp_I(tᵢ E₁₁) = diag(e^{tᵢ}, 1, …, 1)`` with ``tᵢ ~ N(0, spread²)``, then
+    ``yᵢ = exp_{Pᵢ}(Pᵢ^{1/2} Wᵢ Pᵢ^{1/2})`` with ``Wᵢ`` symmetric, its coordinates in the orthonormal basis
+    (:func:`mbook.geometry.spd.to_coordinates`) Gaussian of standard deviation ``noise``: noise isotropic in
+    the affine-invariant metric at ``Pᵢ``. The paper uses ``n = 3``, ``N = 100``, ``spread = √2``,
+    ``noise = 0.05`` (along its second diagonal entry; the same by symmetry).
+
+    With ``conjugated_noise``, ``Wᵢ`` is replaced by ``Pᵢ^{1/2} Wᵢ Pᵢ^{1/2}``: the noise that the Gaussian
+    tangent sampler of Manifolds.jl 0.8 (``random_tangent``) draws, an orthonormal basis at ``Pᵢ`` carried
+    once more from the identity, so the noise grows as ``e^{tᵢ}`` along the geodesic and ``e^{tᵢ/2}`` in the
+    entries coupled to it.
+
+    Parameters
+    ----------
+    num_points : int
+        ``N`` >= 1.
+    size : int
+        ``n`` >= 2 (matrices ``n × n``).
+    spread : float
+        Standard deviation of ``tᵢ`` (log-eigenvalue), in [0, 10].
+    noise : float
+        Standard deviation of each noise coordinate, in [0, 10].
+    conjugated_noise : bool
+        Draw the noise as Manifolds.jl 0.8 does (see above).
+    seed : int
+        Seed of the draw (made on the host, then moved).
+
+    Returns
+    -------
+    (N, n, n) ndarray
+        On the selected device.
+
+    Raises
+    ------
+    MemoryError
+        Before any draw, when the points and their temporaries exceed the memory budget.
+    """
+    n = checks.check_count(num_points, "num_points")
+    m = checks.check_count(size, "size", minimum=2)
+    spread = checks.check_number(spread, "spread", lower=0, upper=10)
+    noise = checks.check_number(noise, "noise", lower=0, upper=10)
+    rng = checks.rng(seed)
+    _plan(8 * 8 * n * m * m, n)
+    xp = backend.xp
+    t = backend.asarray(rng.standard_normal(n) * spread)
+    whitened = spd.from_coordinates(xp.eye(m), backend.asarray(rng.standard_normal((n, m * (m + 1) // 2)) * noise))
+    diagonal = xp.concatenate([xp.exp(t / 2)[:, None], xp.ones((n, m - 1))], axis=1)
+    root = diagonal[:, :, None] * xp.eye(m)  # Pᵢ^{1/2}
+    if conjugated_noise:
+        whitened = root @ whitened @ root
+    return spd.exp(root @ root, root @ whitened @ root)

@@ -19,9 +19,10 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.geometry import so3, spd, sphere
 
 #: The manifolds by name, each with its unchecked kernels.
@@ -129,3 +130,40 @@ def _descend(points, mean, kernels, step, max_num_iter, tol, check_every):
             converged = True
             break
     return FrechetMean(mean, xp.stack(norms), k, converged)
+
+
+def medoid(points, manifold: str):
+    """The data point with the smallest sum of squared distances to all points (a medoid).
+
+    A base point that is always a data point, where the Fréchet mean is ill-posed (points spread round a
+    great circle: every point of the orthogonal great sphere is then nearly a mean). Diepeveen, Chew and
+    Needell (2023) use it as their second base point on the sphere. The ``(N, N)`` distances are computed at
+    once on the device, after a memory estimate.
+
+    Parameters
+    ----------
+    points : (N, ...) array_like
+        Points of the manifold.
+    manifold : {"sphere", "so3", "spd"}
+
+    Returns
+    -------
+    ndarray
+        One point (the manifold's representation), on the selected device.
+
+    Raises
+    ------
+    MemoryError
+        Before the distances, when they exceed the memory budget.
+    """
+    points = check_cloud(points, manifold)
+    kernels = MANIFOLDS[manifold]
+    n = points.shape[0]
+    # Peak memory: the (N, N, ...) broadcast pair of point arrays a few times over.
+    try:
+        progress.plan_batches(n_items=1, bytes_per_item=8 * 4 * n * n * math.prod(points.shape[1:]))
+    except MemoryError as error:
+        raise MemoryError(f"points: {n} points are too many for the (N, N) distances: {error}") from None
+    xp = backend.get_array_module(points)
+    squared = kernels["distance"](points[:, None], points[None, :], xp) ** 2
+    return points[xp.argmin(xp.sum(squared, axis=1))]
