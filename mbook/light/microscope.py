@@ -224,7 +224,8 @@ def zernike(n: int, m: int, rho, phi):
     >>> float(microscope.zernike(2, 0, 1.0, 0.0)), float(microscope.zernike(2, 0, 0.0, 0.0))
     (1.0, -1.0)
     """
-    if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
+    integers = all(isinstance(i, int) and not isinstance(i, bool) for i in (n, m))  # True is not an order
+    if not (integers and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
         raise ValueError(f"Zernike indices need integers n >= |m| with n - m even, got (n, m) = ({n!r}, {m!r})")
     rho, phi = checks.check_array(rho, "rho", real=True), checks.check_array(phi, "phi", real=True)
     try:
@@ -255,7 +256,8 @@ def _check_zernike_waves(zernike_waves):
     out = {}
     for key, coefficient in zernike_waves.items():
         n, m = key if isinstance(key, tuple) and len(key) == 2 else (None, None)
-        if not (isinstance(n, int) and isinstance(m, int) and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
+        integers = all(isinstance(i, int) and not isinstance(i, bool) for i in (n, m))  # True is not an order
+        if not (integers and n >= 0 and abs(m) <= n and (n - m) % 2 == 0):
             raise ValueError(f"zernike_waves keys must be Zernike indices (n, m), n >= |m|, n - m even, "
                              f"got {key!r}")
         out[(n, m)] = checks.check_number(coefficient, f"zernike_waves[{key!r}]", units="waves")
