@@ -1638,7 +1638,7 @@ E("learning.unrolled.intersection_over_union", lambda: call(_masks() > 0, _masks
   segmentation=[EMPTY, "abc", np.zeros((2, 8, 7))], masks=ARRAY_ANY_NDIM + [np.zeros((2, 8, 7))])
 E("learning.unrolled.pdhg_segment", lambda: call(rand(2, 8, 8) - 1.0, weight=0.1, max_num_iter=5),
   cost=ARRAY_ANY_NDIM + [np.zeros(8)], weight=LENGTH + [[0.1, 0.2, 0.3]], tau=LENGTH, sigma=LENGTH,
-  max_num_iter=COUNT)
+  max_num_iter=COUNT, tol=TOL, check_every=COUNT)
 E("learning.unrolled.train",
   lambda: call(rand(2, 3, 8, 8), _masks(), _unrolled_params(), num_steps=2, batch_size=2, show_progress=False),
   features=FEATURES_U, masks=ARRAY + [np.zeros((2, 8, 7)), np.full((2, 8, 8), 0.5)], params=PARAMS_U,

@@ -29,8 +29,8 @@ against the masks, whose gradient does not vanish where the projection saturates
 through every layer (the chain rule for the projections, the clip and the linear steps, with
 ``∇* = -div``), checked against finite differences in the tests. :func:`train` is Adam
 (Kingma and Ba 2015) written out, on mini-batches drawn from a seed. :func:`pdhg_segment` solves
-the same problem with fixed parameters by :func:`mbook.inverse.optimize.pdhg`, for as many
-iterations as wanted: the hand-tuned baseline.
+the same problem with fixed parameters by :func:`mbook.inverse.optimize.pdhg_iterations`, to a
+primal-dual gap or for as many iterations as wanted: the hand-tuned baseline.
 
 The module is generic: inputs are feature stacks ``(N, C, nx, ny)`` and masks ``(N, nx, ny)``,
 whatever produced them. Device rule: inputs moved once, parameters and results on the selected
@@ -466,12 +466,47 @@ def train(features, masks, params, *, num_steps: int, learning_rate: float = 0.0
     return TrainResult(UnrolledParameters(*values), xp.stack(losses))
 
 
-def pdhg_segment(cost, *, weight: float, tau: float = 0.35, sigma: float = 0.35, max_num_iter: int = 1000):
+class SolverResult(NamedTuple):
+    """Result of :func:`pdhg_segment`.
+
+    Attributes
+    ----------
+    u : array
+        The soft segmentation in [0, 1], shape of ``cost``, on the selected device.
+    num_iter : int
+        Iterations run.
+    gaps : (M,) array
+        Relative primal-dual gap, pooled over the images, at every ``check_every``-th iteration and
+        the last, on the selected device.
+    converged : bool
+        Whether the gap reached ``tol`` before ``max_num_iter``.
+    """
+
+    u: object
+    num_iter: int
+    gaps: object
+    converged: bool
+
+
+def pdhg_segment(cost, *, weight: float, tau=None, sigma=None, max_num_iter: int = 1000, tol: float = 0.0,
+                 check_every: int = 50) -> SolverResult:
     """Solve ``min_{u ∈ [0,1]} <u, c> + λ TV(u)`` by PDHG with fixed parameters: the hand-tuned baseline.
 
     Runs :func:`mbook.inverse.optimize.pdhg` (``K = ∇``, ``prox_g = clip(· - τ c, 0, 1)``, the dual
-    projection onto ``|p| <= λ``) for ``max_num_iter`` iterations on all images at once, from
-    ``u = 1/2``, as the network's layers do with tied parameters.
+    projection onto ``|p| <= λ``) on all images at once, from ``u = 1/2``, as the network's layers do
+    with tied parameters, for ``max_num_iter`` iterations or until the relative primal-dual gap is at
+    most ``tol``.
+
+    Steps: by default ``τ = 0.35/λ`` and ``σ = 0.35 λ`` (per image with per-image weights), so
+    ``τσ‖∇‖² = 0.98``. That is PDHG with equal steps for the dual variable scaled to the unit ball,
+    ``p/λ``: the dual iterate then crosses its ball in a number of iterations that does not grow with
+    ``λ``; with ``τ = σ`` the dual needs about ``λ/σ`` iterations to reach the radius ``λ``, and the
+    iterations to converge grow with the weight.
+
+    Stopping: every ``check_every`` iterations the primal ``P = Σ_n <u_n, c_n> + λ_n TV(u_n)`` and
+    dual ``D = Σ_n Σ_x min(0, c_n - div p_n)`` objectives (the inner minimum over ``u ∈ [0, 1]``,
+    a lower bound for ``p`` in the ball), summed over the images, give the relative gap
+    ``(P - D)/|P|``, one number copied to the host per check; ``tol = 0`` runs every iteration.
 
     Parameters
     ----------
@@ -479,15 +514,19 @@ def pdhg_segment(cost, *, weight: float, tau: float = 0.35, sigma: float = 0.35,
         Data term ``c`` (e.g. :func:`data_term`).
     weight : float or (N,) sequence
         TV weight ``λ`` > 0, or one per image (to compare weights in one run).
-    tau, sigma : float
-        Step sizes, ``τ σ 8 <= 1``.
+    tau, sigma : float, optional
+        Step sizes (both or neither), ``τ σ 8 <= 1``; default scaled with ``λ`` as above.
     max_num_iter : int
-        Iterations.
+        Most iterations.
+    tol : float
+        Relative primal-dual gap to stop at (>= 0; 0 runs ``max_num_iter`` iterations).
+    check_every : int
+        Iterations between gap evaluations.
 
     Returns
     -------
-    array
-        The soft segmentation ``u`` in [0, 1], shape of ``cost``, on the selected device.
+    SolverResult
+        ``u`` on the selected device, the iterations run, the gaps, and whether ``tol`` was met.
     """
     cost = checks.check_array(cost, "cost", min_ndim=2, real=True)
     if isinstance(weight, (str, bytes)):
@@ -498,21 +537,37 @@ def pdhg_segment(cost, *, weight: float, tau: float = 0.35, sigma: float = 0.35,
                          f" got shape {weights.shape}")
     for value in np.atleast_1d(weights).tolist():
         checks.check_positive_number(value, "weight")
-    tau = checks.check_positive_number(tau, "tau")
-    sigma = checks.check_positive_number(sigma, "sigma")
-    if tau * sigma * 8.0 > 1.0 + 1e-12:
-        raise ValueError(f"tau * sigma must be <= 1/8 for PDHG to converge (‖∇‖² <= 8), got {tau * sigma:.4g}")
+    if (tau is None) != (sigma is None):
+        raise ValueError(f"give both tau and sigma or neither, got tau={tau!r} and sigma={sigma!r}")
+    if tau is not None:
+        tau = checks.check_positive_number(tau, "tau")
+        sigma = checks.check_positive_number(sigma, "sigma")
+        if tau * sigma * 8.0 > 1.0 + 1e-12:
+            raise ValueError(f"tau * sigma must be <= 1/8 for PDHG to converge (‖∇‖² <= 8), got {tau * sigma:.4g}")
     max_num_iter = checks.check_iterations(max_num_iter)
+    tol = checks.check_tolerance(tol)
+    check_every = checks.check_iterations(check_every, "check_every")
     xp = backend.get_array_module(cost)
     cost = cost.astype(xp.float64)
-    radius = float(weights) if weights.ndim == 0 else xp.asarray(weights[:, None, None])
-    result = optimize.pdhg(
+    per_image = weights.ndim == 1
+    radius = xp.asarray(weights[:, None, None]) if per_image else float(weights)
+    if tau is None:  # 0.35/λ and 0.35 λ, on the host, then moved once
+        tau, sigma = ((xp.asarray(0.35 * weights[:, None, None] ** power) if per_image
+                       else 0.35 * float(weights) ** power) for power in (-1, 1))
+    tau_cost = tau * cost  # the steps are fixed: the primal prox's shift made once
+
+    def objectives(u, p):
+        primal = xp.sum(u * cost) + xp.sum(radius * xp.sqrt(xp.sum(optimize.gradient(u) ** 2, axis=0)))
+        return primal, xp.sum(xp.minimum(cost - optimize.divergence(p), 0.0))
+
+    result = optimize.pdhg_iterations(
         xp.full(cost.shape, 0.5), xp.zeros((2,) + cost.shape),
         K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
-        prox_g=lambda v, step: xp.clip(v - step * cost, 0.0, 1.0),
+        prox_g=lambda v, step: xp.clip(v - tau_cost, 0.0, 1.0),
         prox_fstar=lambda q, step: optimize.project_ball(q, radius),
-        tau=tau, sigma=sigma, max_num_iter=max_num_iter)
-    return result.x
+        tau=tau, sigma=sigma, objectives=objectives, tol=tol, max_num_iter=max_num_iter,
+        check_every=check_every)
+    return SolverResult(result.x, result.num_iter, result.gaps, result.converged)
 
 
 def intersection_over_union(segmentation, masks) -> float:
@@ -546,4 +601,4 @@ def intersection_over_union(segmentation, masks) -> float:
 
 
 __all__ = ["KAPPA", "UnrolledParameters", "TrainResult", "init_parameters", "data_term", "segment",
-           "loss_and_gradient", "train", "pdhg_segment", "intersection_over_union"]
+           "loss_and_gradient", "train", "SolverResult", "pdhg_segment", "intersection_over_union"]
