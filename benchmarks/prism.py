@@ -15,15 +15,27 @@ matched error). Run:
     .venv/bin/python benchmarks/prism.py --size full         # 4x4 cells, 64x64 probes, 2 nm
     MBOOK_DEVICE=gpu .venv/bin/python benchmarks/prism.py --size full
 
-abTEM's PRISM is not run here (abTEM is not installed in the project's
-environment). Timings are medians in one process on a possibly shared
-machine; they are not tests.
+With ``--abtem``, abTEM's PRISM (``abtem.SMatrix``) runs the same image at the
+same interpolation factors on the same grid, scan and detector, with abTEM's own
+multislice (``abtem.Probe.scan``) as its reference: each code's PRISM error is
+measured against its own multislice, so the two are compared at matched error
+(the potentials' parametrizations differ slightly, and the cross-code difference
+is printed apart). abTEM is a benchmark-only dependency (``requirements-bench.txt``),
+e.g. in its own environment:
+
+    python3.11 -m venv /tmp/abvenv && /tmp/abvenv/bin/pip install abtem==1.0.11 -e .
+    /tmp/abvenv/bin/python benchmarks/prism.py --abtem
+
+Timings are medians in one process on a possibly shared machine; they are
+not tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import tracemalloc
+
+import numpy as np
 
 from timing import median_time, synchronize  # benchmarks/timing.py
 
@@ -54,10 +66,44 @@ def peak_bytes(run):
     return peak
 
 
+def abtem_methods(atoms, grid, size, positions):
+    """abTEM's multislice and PRISM of the same image, as ``{name: run}`` like mbook's (abTEM's defaults
+    for parallelism: dask's threaded scheduler; sharp 2/3 antialias aperture as mbook's)."""
+    import abtem
+
+    abtem.config.set({"antialias.taper": 0.0, "antialias.cutoff": 2 / 3 * (1 + 1e-7)})
+    device = "gpu" if backend.get_device() == "gpu" else "cpu"
+    potential = abtem.Potential(atoms, gpts=grid.gpts, slice_thickness=A / 2, parametrization="kirkland",
+                                projection="infinite", device=device)
+    potential = potential.build().compute(scheduler="threads", progress_bar=False)  # built once, as mbook's
+    scan = abtem.GridScan(start=(0.0, 0.0), end=(A, A), gpts=positions.shape[:2], endpoint=False)
+    offset = float(abs(np.asarray(scan.get_positions()) - backend.asnumpy(positions)).max())
+    detector = abtem.AnnularDetector(inner=HAADF["HAADF"][0], outer=HAADF["HAADF"][1])
+    print(f"abTEM {abtem.__version__} on {device.upper()}: scan positions agree with mbook's to {offset:.1e} Å")
+
+    def image(measurement):
+        return backend.asarray(np.asarray(measurement.compute(scheduler="threads", progress_bar=False).array))
+
+    sharp = abtem.CTF(semiangle_cutoff=ALPHA, soft=False, energy=ENERGY)  # mbook's and the Probe's aperture
+    methods = {"abTEM multislice": lambda: (image(abtem.Probe(energy=ENERGY, semiangle_cutoff=ALPHA, soft=False,
+                                                              device=device)
+                                                  .scan(potential, scan=scan, detectors=detector)), 0)}
+    for f in size["factors"]:
+        def run(f=f):
+            # downsample=False: the HAADF needs every angle up to 200 mrad, not only the probe's
+            smatrix = abtem.SMatrix(potential=potential, energy=ENERGY, semiangle_cutoff=ALPHA, interpolation=f,
+                                    downsample=False, device=device)
+            nbytes = int(np.prod(smatrix.shape)) * np.dtype(np.complex64).itemsize
+            return image(smatrix.scan(scan=scan, detectors=detector, ctf=sharp)), nbytes
+        methods[f"abTEM PRISM f={f}"] = run
+    return methods
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
+    parser.add_argument("--abtem", action="store_true", help="also run abTEM's multislice and PRISM")
     args = parser.parse_args()
     size = SIZES[args.size]
     print(backend.describe())
@@ -83,21 +129,33 @@ def main():
             return lma.scan(basis, positions=positions, detectors=HAADF)["HAADF"], basis.nbytes
         methods[f"LMA p={patch}"] = run
 
-    rows = {}
-    reference = None
+    if args.abtem:
+        methods.update(abtem_methods(atoms, grid, size, positions))
+
+    rows, references = {}, {}
     for name, run in methods.items():
         seconds, (image, nbytes) = median_time(run, args.repeat)
-        if reference is None:
-            reference = image
+        code = "abTEM" if name.startswith("abTEM") else "mbook"
+        reference = references.setdefault(code, image)  # each code's own multislice comes first
         xp = backend.get_array_module(image)
         error = float(xp.linalg.norm(image - reference) / xp.linalg.norm(reference))
         rows[name] = dict(time=seconds, error=error, bytes=nbytes, peak=peak_bytes(run))
+    if "abTEM" in references:
+        a, b = references["mbook"], references["abTEM"]
+        print(f"multislice HAADF, abTEM against mbook: relative difference "
+              f"{float(xp.linalg.norm(b - a) / xp.linalg.norm(a)):.1e} (the codes' potentials, not PRISM)")
     base = rows["multislice"]["time"]
-    print(f"\n{'method':<12} {'time [s]':>9} {'speed-up':>9} {'HAADF error':>12} {'S/basis [MiB]':>14} "
+    print(f"\n{'method':<18} {'time [s]':>9} {'speed-up':>9} {'HAADF error':>12} {'S/basis [MiB]':>14} "
           f"{'peak [MiB]':>11}")
-    for name, row in rows.items():
-        print(f"{name:<12} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
+    for name, row in rows.items():  # speed-up over mbook's multislice; errors against the code's own
+        print(f"{name:<18} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
               f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f}")
+    if args.abtem:
+        print("\nmbook's PRISM against abTEM's (same factor; errors each against its own multislice):")
+        for f in size["factors"]:
+            ours, theirs = rows[f"PRISM f={f}"], rows[f"abTEM PRISM f={f}"]
+            print(f"  f={f}: time abTEM/mbook {theirs['time'] / ours['time']:.2f}, error mbook {ours['error']:.1e} "
+                  f"abTEM {theirs['error']:.1e}, peak abTEM/mbook {theirs['peak'] / ours['peak']:.2f}")
 
     print("\nat matched error (the fastest PRISM with error <= the LMA's):")
     for name, row in rows.items():
