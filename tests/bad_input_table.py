@@ -1283,6 +1283,8 @@ NUMBERS = [EMPTY, "abc", np.array([26]), np.array([26, 0])]  # atomic numbers, o
 
 # projector: the tilt geometry, the ray-driven projection and its adjoint
 E("tomography.projector.tilt_rotations", lambda: call(np.array([0.0, 30.0])), angles=ARRAY, axis=CHOICE)
+E("tomography.projector.check_rotations", lambda: call(_tomo_rotations()), rotations=ROTATIONS + [-_tomo_rotations()],
+  name=[1, None])
 E("tomography.projector.project", lambda: call(rand(4, 4, 4), _tomo_rotations(), sampling=1.0, detector_gpts=(4, 4),
                                                batch_size=2),
   volume=ARRAY, rotations=ROTATIONS, sampling=LENGTH, detector_gpts=GPTS, batch_size=COUNT)
@@ -1345,8 +1347,7 @@ E("tomography.specimens.atom_volume", lambda: call(np.zeros((2, 3)), np.array([2
   platinum=NONNEG)
 E("tomography.specimens.project_atoms", lambda: call(np.zeros((2, 3)), np.array([26, 78]), _tomo_rotations(),
                                                      gpts=(4, 4), sampling=1.0),
-  # accepted today: non-orthogonal rotations (rand(3, 3, 3)) project a sheared, scaled particle without an error
-  positions=ARRAY_ANY_NDIM + [np.zeros((2, 2))], numbers=NUMBERS, rotations=ROTATIONS[:-1], gpts=GPTS,
+  positions=ARRAY_ANY_NDIM + [np.zeros((2, 2))], numbers=NUMBERS, rotations=ROTATIONS + [-_tomo_rotations()], gpts=GPTS,
   sampling=LENGTH, width=LENGTH, platinum=NONNEG)
 E("tomography.specimens.poisson_noise", lambda: call(rand(2, 4, 4), dose=100.0, sampling=1.0),
   projections=ARRAY_ANY_NDIM + [-rand(2, 4, 4)], dose=LENGTH, sampling=LENGTH, seed=SEED)
@@ -1547,8 +1548,7 @@ E("geometry.tracking.nominal_rotations", lambda: call(4), num_frames=COUNT + [1]
   axis=AXIS)
 E("geometry.tracking.tumbling_rotations", lambda: call(4), num_frames=COUNT + [1], revolutions=LENGTH + [3],
   axis_drift=NONNEG + [60], speed_variation=FRACTION, seed=SEED)
-# accepted today: a non-cubic (12, 12, 10) volume records frames without an error
-E("geometry.tracking.record_frames", lambda: call(_blob(), _nominal()), volume=BLOB[:-1], rotations=POSES,
+E("geometry.tracking.record_frames", lambda: call(_blob(), _nominal()), volume=BLOB, rotations=POSES,
   sampling=LENGTH, noise=NONNEG, seed=SEED)
 E("geometry.tracking.pose_errors", lambda: call(_nominal(), _nominal()), estimated=POSES + [_nominal(2)],
   truth=POSES)
@@ -1921,24 +1921,21 @@ E("multimodal.ptychography.shift_probes_adjoint", lambda: call(crand(4, 8, 8), _
   shifted=OPERAND + [crand(3, 8, 8)], offsets=OPERAND, sampling=SAMPLING2)
 
 # reconstruction: gradient-descent ptychography
-# accepted today (reconstruct, loss_and_gradients): energy and slice_thickness are read only for n_slices > 1, so a
-# bad one passes a single-slice call; a probe of the wrong size (6, 6) is refused naming counts / amplitudes, and
-# a phase of the wrong size (1, 12, 16) naming positions (its windows fall outside), not the parameter itself.
 E("multimodal.reconstruction.reconstruct",
   lambda: call(_ptycho_counts(), positions=_ptycho_positions(), probe=_ptycho_probe(), object_gpts=(16, 16),
                sampling=0.5, max_num_iter=2, batch_size=2),
   counts=ARRAY + [-np.ones((4, 8, 8)), np.ones((3, 8, 8))], positions=ARRAY + [_ptycho_positions() + 50.0],
-  probe=ARRAY, object_gpts=GPTS + [(6, 6)], sampling=SAMPLING2, max_num_iter=COUNT,
-  batch_size=COUNT, n_slices=COUNT, energy=FREE, slice_thickness=FREE, object_step=NONNEG,
+  probe=ARRAY + [_ptycho_probe()[1:-1, 1:-1]], object_gpts=GPTS + [(6, 6)], sampling=SAMPLING2, max_num_iter=COUNT,
+  batch_size=COUNT, n_slices=COUNT, energy=LENGTH, slice_thickness=LENGTH, object_step=NONNEG,
   momentum=[-0.1, 1.5, NAN, "1"], probe_step=NONNEG, position_step=NONNEG, probe_from=COUNT0,
   positions_from=COUNT0, max_position_step=LENGTH, position_groups=[[0, 1], "abc"], smoothness=NONNEG,
   detector=["abc", np.ones((5, 5))], dtype=["no-such-dtype", np.int32], seed=SEED, show_progress=FREE,
   callback=FREE, callback_every=COUNT)
 E("multimodal.reconstruction.loss_and_gradients",
   lambda: call(np.zeros((1, 16, 16)), _ptycho_probe(), _ptycho_positions(), np.sqrt(_ptycho_counts()), sampling=0.5),
-  phase=ARRAY, probe=ARRAY,
+  phase=ARRAY + [np.zeros((1, 12, 16))], probe=ARRAY + [_ptycho_probe()[1:-1, 1:-1]],
   positions=ARRAY + [_ptycho_positions() + 50.0], amplitudes=ARRAY_ANY_NDIM + [np.ones((4, 6, 6))],
-  sampling=SAMPLING2, energy=FREE, slice_thickness=FREE, smoothness=NONNEG, detector=["abc", np.ones((5, 5))])
+  sampling=SAMPLING2, energy=LENGTH, slice_thickness=LENGTH, smoothness=NONNEG, detector=["abc", np.ones((5, 5))])
 E("multimodal.reconstruction.phase_error", lambda: call(rand(16, 16), rand(16, 16, seed=1), sampling=0.5),
   phase=ARRAY + [np.zeros((5, 4))], truth=ARRAY + [np.zeros((5, 4))], sampling=LENGTH, cutoff=LENGTH,
   region=["abc", np.ones((3, 3), bool)])

@@ -187,6 +187,7 @@ def record_frames(volume, rotations, *, sampling: float = 1.0, noise: float = 0.
     (N, n, n) ndarray
         On the selected device.
     """
+    volume = _check_volume(volume)  # a cube: the frames are (n, n), as reconstruct and pose_jacobian expect
     noise = checks.check_number(noise, "noise", lower=0)
     checks.check_seed(seed)
     clean = projector.project(volume, rotations, sampling=sampling)

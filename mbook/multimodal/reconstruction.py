@@ -183,12 +183,35 @@ def _check_inputs(phase, probe, positions, amplitudes, sampling):
     if probe.ndim != 2:
         raise ValueError(f"probe must be a 2D (wx, wy) array, got shape {probe.shape}")
     sampling = checks.check_positive(sampling, "sampling", 2)
-    positions = ptychography.check_positions(positions, phase.shape[1:], sampling, probe.shape)
     amplitudes = checks.check_array(amplitudes, "amplitudes", ndim=3, real=True)
-    if amplitudes.shape != (len(positions),) + probe.shape:
+    _check_probe_shape(probe, amplitudes, "amplitudes")
+    try:
+        positions = ptychography.check_positions(positions, phase.shape[1:], sampling, probe.shape)
+    except ValueError as error:  # the windows fall outside: the object (phase) may be the wrong size
+        raise ValueError(f"{error} (the object is phase, of shape {phase.shape})") from None
+    if len(amplitudes) != len(positions):
         raise ValueError(f"amplitudes must have shape (n_positions, wx, wy) = {(len(positions),) + probe.shape}, "
                          f"got {amplitudes.shape}")
     return phase, probe, positions, amplitudes, sampling
+
+
+def _check_probe_shape(probe, patterns, name):
+    """The probe's window is the detector's: one pixel per pixel of each pattern in ``name``."""
+    if probe.shape != patterns.shape[1:]:
+        raise ValueError(f"probe of shape {probe.shape} and {name} of patterns {patterns.shape[1:]} differ: the "
+                         f"probe's window must have the shape of each pattern (n_positions, wx, wy)")
+
+
+def _check_multislice(energy, slice_thickness, n_slices):
+    """``energy`` [eV] and ``slice_thickness`` [Å]: None or a positive number, checked whatever ``n_slices``;
+    both needed with more than one slice."""
+    energy = None if energy is None else checks.check_positive_number(energy, "energy")
+    slice_thickness = None if slice_thickness is None else checks.check_positive_number(slice_thickness,
+                                                                                         "slice_thickness")
+    if n_slices > 1 and (energy is None or slice_thickness is None):
+        raise ValueError(f"a multislice object (n_slices = {n_slices} > 1) needs energy [eV] and slice_thickness "
+                         f"[Å], got energy={energy}, slice_thickness={slice_thickness}")
+    return energy, slice_thickness
 
 
 def _check_detector(detector, gpts, dtype):
@@ -203,9 +226,6 @@ def _check_detector(detector, gpts, dtype):
 def _propagator(gpts, sampling, energy, slice_thickness, n_slices, xp, dtype):
     if n_slices == 1:
         return None
-    if energy is None or slice_thickness is None:
-        raise ValueError("a multislice object (n_slices > 1) needs energy [eV] and slice_thickness [Å]")
-    slice_thickness = checks.check_positive_number(slice_thickness, "slice_thickness")
     window = grids.make_grid(gpts=gpts, sampling=sampling)
     p = multislice.slice_propagator(window, energy=energy, slice_thickness=slice_thickness, antialias=False, xp=xp)
     return p.astype(dtype)
@@ -250,6 +270,7 @@ def loss_and_gradients(phase, probe, positions, amplitudes, *, sampling, energy=
     The arrays are on the selected device; float64 inputs give float64 results.
     """
     phase, probe, positions, amplitudes, sampling = _check_inputs(phase, probe, positions, amplitudes, sampling)
+    energy, slice_thickness = _check_multislice(energy, slice_thickness, len(phase))
     smoothness = checks.check_positive_number(smoothness, "smoothness", allow_zero=True)
     xp = backend.get_array_module(phase)
     probe = probe.astype(xp.complex128 if phase.dtype == xp.float64 else xp.complex64)
@@ -350,6 +371,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     probe = checks.check_field(probe, "probe")
     if probe.ndim != 2:
         raise ValueError(f"probe must be a 2D (wx, wy) array, got shape {probe.shape}")
+    _check_probe_shape(probe, counts, "counts")
     object_gpts = checks.check_gpts(object_gpts, 2, name="object_gpts")
     sampling = checks.check_positive(sampling, "sampling", 2)
     positions = ptychography.check_positions(positions, object_gpts, sampling, probe.shape)
@@ -362,6 +384,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     max_num_iter = checks.check_iterations(max_num_iter)
     batch_size = checks.check_count(batch_size, "batch_size")
     n_slices = checks.check_count(n_slices, "n_slices")
+    energy, slice_thickness = _check_multislice(energy, slice_thickness, n_slices)
     steps = [checks.check_positive_number(v, name, allow_zero=True) for v, name in
              ((object_step, "object_step"), (probe_step, "probe_step"), (position_step, "position_step"))]
     momentum = checks.check_number(momentum, "momentum", lower=0, upper=1, upper_inclusive=False)

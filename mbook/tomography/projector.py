@@ -115,15 +115,36 @@ def _check_angles(angles) -> np.ndarray:
     return theta
 
 
-def _check_rotations(rotations, name: str = "rotations"):
+def check_rotations(rotations, name: str = "rotations"):
+    """Rotation matrices ``(N, 3, 3)`` as float64 on the selected device: orthogonal, determinant +1.
+
+    Parameters
+    ----------
+    rotations : (N, 3, 3) array_like
+        Object-to-laboratory rotations.
+    name : str
+        The parameter's name, for the messages.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``: a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6: a
+        shear or a scale would project a distorted object) or reflections (determinant -1).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
     rotations = checks.check_array(rotations, name, ndim=3, real=True)
     if rotations.shape[1:] != (3, 3):
         raise ValueError(f"{name} must have shape (N, 3, 3), got {rotations.shape}")
     xp = backend.get_array_module(rotations)
     rotations = rotations.astype(xp.float64)
     error = xp.max(xp.abs(xp.matmul(rotations, xp.swapaxes(rotations, 1, 2)) - xp.eye(3)))
-    if not bool(error < 1e-6):  # one copy on entry
-        raise ValueError(f"{name} must be orthogonal matrices (R R^T = I to 1e-6), got an error of {float(error):.3g}")
+    lowest = xp.min(xp.linalg.det(rotations))
+    error, lowest = backend.asnumpy(xp.stack([error, lowest])).tolist()  # one copy on entry
+    if not error < 1e-6:
+        raise ValueError(f"{name} must be orthogonal matrices (R R^T = I to 1e-6), got an error of {error:.3g}")
+    if not lowest > 0:
+        raise ValueError(f"{name} must have determinant +1 (rotations, not reflections), got {lowest:.3g}")
     return rotations
 
 
@@ -229,7 +250,7 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
     volume = checks.check_array(volume, "volume", real=True)
     if volume.ndim not in (3, 4):
         raise ValueError(f"volume must be (nz, ny, nx) or (N, nz, ny, nx), got shape {volume.shape}")
-    rotations = _check_rotations(rotations)
+    rotations = check_rotations(rotations)
     sampling = checks.check_positive_number(sampling, "sampling")
     shape = tuple(volume.shape[-3:])
     detector_gpts = shape[1:] if detector_gpts is None else checks.check_gpts(detector_gpts, 2, name="detector_gpts")
@@ -300,7 +321,7 @@ def backproject(projections, rotations, *, shape, sampling: float = 1.0, separat
         ``<project(f), p> = <f, backproject(p)>`` to rounding.
     """
     projections = checks.check_array(projections, "projections", ndim=3, real=True)
-    rotations = _check_rotations(rotations)
+    rotations = check_rotations(rotations)
     shape = checks.check_gpts(shape, 3, name="shape (the volume's gpts)")
     sampling = checks.check_positive_number(sampling, "sampling")
     if not isinstance(separate, bool):

@@ -47,6 +47,7 @@ import numpy as np
 import scipy.spatial
 
 from mbook.core import backend, checks, progress
+from mbook.tomography import projector
 
 #: L1₀ FePt lattice parameters [Å] (tetragonal, Fe and Pt planes alternating along c).
 FEPT_L10 = {"a": 3.85, "c": 3.71}
@@ -331,15 +332,13 @@ def project_atoms(positions, numbers, rotations, *, gpts, sampling: float, width
     """
     positions, weights, _, sampling, width = _check_atoms(positions, numbers, (1, 1, 1), sampling, width,
                                                           platinum)
-    rotations = checks.check_array(rotations, "rotations", ndim=3, real=True)
-    if rotations.shape[1:] != (3, 3):
-        raise ValueError(f"rotations must have shape (N, 3, 3), got {rotations.shape}")
+    rotations = projector.check_rotations(rotations)  # a shear or a scale would distort the particle
     n = rotations.shape[0]
     if positions.ndim == 3 and positions.shape[0] != n:
         raise ValueError(f"positions holds {positions.shape[0]} times but rotations {n} rotations")
     gpts = checks.check_gpts(gpts, 2)
     xp = backend.get_array_module(positions)
-    lab = xp.einsum("kde,...ae->k...ad", rotations.astype(xp.float64), positions)  # (N, [N,] n, 3)
+    lab = xp.einsum("kde,...ae->k...ad", rotations, positions)  # (N, [N,] n, 3)
     if positions.ndim == 3:
         lab = xp.diagonal(lab, axis1=0, axis2=1)  # (n, 3, N): projection k sees the atoms at time k
         lab = xp.moveaxis(lab, -1, 0)
