@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,8 +239,13 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     fixed = n_beams * n * 8 + potential.shape[0] * n * 8 + n * 8
     batch = progress.plan_batches(n_items=n_beams, bytes_per_item=2 * n * 8, fixed_bytes=fixed, budget=budget)
     batch = min(batch, max_batch or batch)
-    if not backend.gpu_code_path() and client is None:  # on the CPU, batches near the cache (as stem's scans)
+    threads = 1
+    if not backend.gpu_code_path() and client is None:
+        # On the CPU, as stem's scans: batches near the cache, one per core at once (single-threaded FFTs
+        # in each), as many at once as the budget holds beside the S-matrix.
+        in_memory = batch
         batch = max(1, min(batch, stem.cpu_batch(grid)))
+        threads = max(1, min(backend.cpu_threads(), -(-n_beams // batch), in_memory // batch))
 
     xp = backend.get_array_module(potential)
     _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid, energy,
@@ -256,6 +262,14 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
         for start, future in zip(starts, progress.progress(futures, **bar)):
             array[start:start + batch] = future.result()
             future.release()
+    elif threads > 1:
+        # Threads, not processes: FFTW and NumPy release the GIL, and the slices are shared.
+        def run(start):
+            array[start:start + batch] = _propagate_beams_one_thread(beams[start:start + batch], **kwargs)
+
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in progress.progress(pool.map(run, starts), total=len(starts), **bar):
+                pass
     else:
         for start in progress.progress(starts, **bar):
             array[start:start + batch] = _propagate_beams(beams[start:start + batch], **kwargs)
