@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,13 +258,30 @@ def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle,
     n = len(points)
     batch = progress.plan_batches(n_items=n, bytes_per_item=_bytes_per_point(len(thicknesses), patch),
                                   fixed_bytes=fixed, budget=budget)
-    if not backend.gpu_code_path():  # on the CPU, batches that stay near the cache (as stem's scans)
+    threads = 1
+    if not backend.gpu_code_path():  # on the CPU, batches near the cache, one per core at once (as stem's scans)
+        in_memory = batch
         batch = max(1, min(batch, stem.CPU_BATCH_BYTES // (8 * patch * patch)))
-    for start in progress.progress(range(0, n, batch), desc="LMA basis"):
+        threads = max(1, min(backend.cpu_threads(), -(-n // batch), in_memory // batch))
+
+    def run(start):
         chunk = points[start:start + batch]
         array[chunk[:, 0], chunk[:, 1]] = _propagate_patches(chunk, transmissions=transmissions,
                                                              propagators=propagators, u=u, step=step,
                                                              gpts=grid.gpts)
+
+    def run_one_thread(start):
+        with backend.fft_workers(1):
+            run(start)
+
+    starts = range(0, n, batch)
+    if threads > 1:  # threads, not processes: FFTW and NumPy release the GIL; single-threaded FFTs in each
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in progress.progress(pool.map(run_one_thread, starts), total=len(starts), desc="LMA basis"):
+                pass
+    else:
+        for start in progress.progress(starts, desc="LMA basis"):
+            run(start)
 
 
 def _box(touched_axis, step, patch, n):
