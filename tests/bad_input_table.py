@@ -650,27 +650,27 @@ E("light.epry.align", lambda: call(crand(16, 16), crand(16, 16, seed=1)), estima
   reference=ARRAY + [crand(8, 8)])
 E("light.epry.complex_error", lambda: call(crand(16, 16), crand(16, 16, seed=1), band=0.5, sampling=0.5),
   estimate=ARRAY + [crand(8, 8)], reference=ARRAY + [crand(8, 8)], band=LENGTH, sampling=LENGTH)
-E("light.fourier_ptychography.led_array", lambda: call((3, 3), pitch=4.0, height=40.0), shape=GPTS,
+E("light.led_geometry.led_array", lambda: call((3, 3), pitch=4.0, height=40.0), shape=GPTS,
   pitch=LENGTH, height=LENGTH, center=[(NAN, 0.0), (0.0,), "a"])
-E("light.fourier_ptychography.make_setup",
+E("light.led_geometry.make_setup",
   lambda: call((32, 32), sampling=0.5, wavelength=0.5, na=0.12, upsampling=2,
                illumination=_led()),
   gpts=GPTS, sampling=LENGTH, wavelength=LENGTH, na=NA, illumination=ARRAY + [np.ones((9, 2))], upsampling=COUNT,
   na_vignetting=NA, vignetting_slope=REAL)
-E("light.fourier_ptychography.select_leds", lambda: call(_fp_setup(), np.arange(9) < 5),
+E("light.led_geometry.select_leds", lambda: call(_fp_setup(), np.arange(9) < 5),
   setup=["not-a-setup", None], keep=[np.zeros(9, bool), np.ones(4, bool), "abc"])
-E("light.fourier_ptychography.pupil", lambda: call(_fp_setup(), defocus=1.0), setup=["not-a-setup", None],
+E("light.led_geometry.pupil", lambda: call(_fp_setup(), defocus=1.0), setup=["not-a-setup", None],
   defocus=REAL, zernike_waves=[{(2, 0): NAN}, {(1, 5): 0.1}, "a"], xp=FREE)
-E("light.fourier_ptychography.effective_pupil", lambda: call(_fp_setup(), (0.0, 0.0)),
+E("light.led_geometry.effective_pupil", lambda: call(_fp_setup(), (0.0, 0.0)),
   setup=["not-a-setup", None], position=[(NAN, 0.0), (0.0,), "a"], xp=FREE)
-E("light.fourier_ptychography.window_indices", lambda: call(_fp_setup()), setup=["not-a-setup", None],
+E("light.led_geometry.window_indices", lambda: call(_fp_setup()), setup=["not-a-setup", None],
   vignetting=FREE, xp=FREE)
 E("light.fourier_ptychography.vignetting_operator", lambda: call(_fp_setup(na_vignetting=0.15)),
   setup=["not-a-setup", None], xp=FREE)
 E("light.fourier_ptychography.vignetting", lambda: call(np.ones((9, 16, 16), complex),
                                                         _fp_setup(na_vignetting=0.15)),
   window_spectrum=ARRAY + [np.ones((9, 4, 4))], setup=["not-a-setup", None])
-E("light.fourier_ptychography.check_setup", lambda: call(_fp_setup()), setup=["not-a-setup", None, (1, 2)],
+E("light.led_geometry.check_setup", lambda: call(_fp_setup()), setup=["not-a-setup", None, (1, 2)],
   name=FREE)
 E("light.fourier_ptychography.check_spectrum", lambda: call(crand(8, 8), (8, 8), "array"),
   array=[EMPTY, ONE_AXIS_LESS, WITH_NAN, "abc", crand(4, 4)], shape=FREE, name=FREE)

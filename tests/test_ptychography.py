@@ -8,23 +8,24 @@ import pytest
 from mbook.core import backend
 from mbook.light import epry, phantoms
 from mbook.light import fourier_ptychography as fp
+from mbook.light import led_geometry
 
 LAMBDA, NA = 0.5, 0.1
 
 
 def _setup(**kwargs):
-    leds = fp.led_array((5, 5), pitch=4.0, height=80.0)
+    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
     options = dict(sampling=0.5, wavelength=LAMBDA, na=NA, illumination=leds, upsampling=4) | kwargs
-    return fp.make_setup((128, 128), **options)
+    return led_geometry.make_setup((128, 128), **options)
 
 
 def _small_setup(**kwargs):
-    return fp.make_setup((32, 32), sampling=0.5, wavelength=LAMBDA, na=0.12, upsampling=2,
-                         illumination=fp.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
+    return led_geometry.make_setup((32, 32), sampling=0.5, wavelength=LAMBDA, na=0.12, upsampling=2,
+                         illumination=led_geometry.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
 
 
 def test_led_array_is_sorted_and_symmetric(device):
-    sines = fp.led_array((3, 3), pitch=5.0, height=50.0)
+    sines = led_geometry.led_array((3, 3), pitch=5.0, height=50.0)
     assert backend.get_array_module(sines) is backend.xp
     sines = backend.asnumpy(sines)
     np.testing.assert_allclose(sines[0], 0.0)
@@ -69,7 +70,7 @@ def test_transition_led_gives_a_semi_bright_semi_dark_image_as_the_effective_pup
     assert np.median(image[i][dark]) < 0.1
     # the geometric pupil passes the direct beam at the bright points only
     centre = tuple(np.argwhere(bright)[0] - 16)
-    pupil_there = backend.asnumpy(fp.effective_pupil(setup, (centre[0] * 2.0, centre[1] * 2.0)))
+    pupil_there = backend.asnumpy(led_geometry.effective_pupil(setup, (centre[0] * 2.0, centre[1] * 2.0)))
     assert pupil_there[tuple(setup.shifts[i] % 32)] == 1.0
 
 
@@ -107,7 +108,7 @@ def test_thick_images_do_not_depend_on_the_led_batches(device, monkeypatch):
 def test_epry_recovers_object_and_defocus(device):
     setup = _setup()
     obj = phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
-    truth_pupil = backend.asnumpy(fp.pupil(setup, defocus=4.0))
+    truth_pupil = backend.asnumpy(led_geometry.pupil(setup, defocus=4.0))
     measured = fp.images(obj, setup, pupil_function=truth_pupil)
     result = epry.reconstruct(measured, setup, max_num_iter=15)
     assert all(backend.get_array_module(a) is backend.xp for a in result)
@@ -173,12 +174,12 @@ def test_bad_setups_are_refused(kwargs, match):
 def test_select_leds_keeps_the_chosen_ones():
     setup = _setup()
     keep = np.arange(len(setup.shifts)) % 2 == 0
-    reduced = fp.select_leds(setup, keep)
+    reduced = led_geometry.select_leds(setup, keep)
     np.testing.assert_array_equal(reduced.shifts, setup.shifts[keep])
     np.testing.assert_array_equal(reduced.illumination, setup.illumination[keep])
     assert reduced.gpts == setup.gpts and reduced.window == setup.window
     with pytest.raises(ValueError, match="keep must"):
-        fp.select_leds(setup, np.zeros(len(setup.shifts), bool))
+        led_geometry.select_leds(setup, np.zeros(len(setup.shifts), bool))
 
 
 def test_reconstruct_refuses_wrong_image_shapes():
@@ -200,7 +201,7 @@ def test_forward_model_does_not_depend_on_the_led_batches(device, monkeypatch):
     rng = np.random.default_rng(10)
     spectrum = rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32))
     fields = rng.standard_normal((9, 16, 16)) + 1j * rng.standard_normal((9, 16, 16))
-    pupil = fp.pupil(setup, defocus=2.0)
+    pupil = led_geometry.pupil(setup, defocus=2.0)
     whole = [backend.asnumpy(f(x, pupil, setup)) for f, x in ((fp.camera_fields, spectrum),
                                                               (fp.camera_fields_adjoint, fields))]
     monkeypatch.setenv("MBOOK_MEMORY_GB", str(2 * 6 * 16 * setup.window**2 / 2**30))  # two LEDs a batch
@@ -211,14 +212,14 @@ def test_forward_model_does_not_depend_on_the_led_batches(device, monkeypatch):
 def test_camera_fields_refuse_a_wrong_spectrum_shape():
     setup = _setup()
     with pytest.raises(ValueError, match="spectrum must have shape"):
-        fp.camera_fields(np.ones((64, 64), complex), fp.pupil(setup, xp=np), setup)
+        fp.camera_fields(np.ones((64, 64), complex), led_geometry.pupil(setup, xp=np), setup)
 
 
 @pytest.mark.parametrize("vignetting", [False, True])
 def test_amplitude_loss_gradient_matches_finite_differences(vignetting, device):
     setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
     rng = np.random.default_rng(6)
-    pupil = fp.pupil(setup, defocus=2.0)
+    pupil = led_geometry.pupil(setup, defocus=2.0)
     truth = np.fft.fft2(backend.asnumpy(phantoms.cells((32, 32), sampling=0.5, seed=2, radius=(2.0, 4.0)))) / 32**2
     measured = abs(fp.camera_fields(truth, pupil, setup, vignetting=vignetting)) ** 2
     spectrum = truth + 0.01 * (rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32)))
@@ -233,15 +234,16 @@ def test_amplitude_loss_gradient_matches_finite_differences(vignetting, device):
 
 
 def test_numpy_inputs_give_device_results_on_the_stand_in():
-    """The device rule for fourier_ptychography, epry and phantoms: NumPy in, stand-in arrays out."""
+    """The device rule for led_geometry, fourier_ptychography, epry and phantoms: NumPy in, stand-in arrays out."""
     backend.set_device("strict")
     try:
         setup = _small_setup(na_vignetting=0.13, vignetting_slope=3e-3)
         obj = np.ones((32, 32), complex)
         data = np.ones((9, 16, 16))
         results = [
-            fp.led_array((3, 3), pitch=3.0, height=60.0), fp.pupil(setup), fp.effective_pupil(setup, (1.0, 0.0)),
-            *fp.window_indices(setup), fp.vignetting(np.ones((setup.window, setup.window)), setup),
+            led_geometry.led_array((3, 3), pitch=3.0, height=60.0), led_geometry.pupil(setup),
+            led_geometry.effective_pupil(setup, (1.0, 0.0)),
+            *led_geometry.window_indices(setup), fp.vignetting(np.ones((setup.window, setup.window)), setup),
             fp.camera_fields(np.ones((32, 32)), np.ones((16, 16)), setup),
             fp.camera_fields_adjoint(np.ones((9, 16, 16)), np.ones((16, 16)), setup),
             fp.images(obj, setup), fp.images_thick(np.ones((2, 32, 32)), setup, slice_thickness=1.0),

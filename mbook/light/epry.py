@@ -9,8 +9,8 @@ amplitude-corrected camera field, ``ψ' = sqrt(I) ψ / |ψ|``:
 with ``V`` the identity when vignetting is ignored (plain EPRY) and the
 cascaded-aperture projection of
 :func:`mbook.light.fourier_ptychography.vignetting_operator` when it is
-modelled. The forward model, its geometry (:class:`~mbook.light.fourier_ptychography.Setup`)
-and its adjoint live in :mod:`mbook.light.fourier_ptychography`.
+modelled. The forward model and its adjoint live in :mod:`mbook.light.fourier_ptychography`, the
+microscope's geometry (:class:`~mbook.light.led_geometry.Setup`) in :mod:`mbook.light.led_geometry`.
 
 Devices: inputs are moved to the selected device and results come back
 there; the passes over the LEDs copy nothing to the host (step
@@ -38,6 +38,7 @@ import numpy as np
 
 from mbook.core import backend, checks, grids, progress
 from mbook.light import fourier_ptychography as fp
+from mbook.light import led_geometry
 
 
 class Reconstruction(NamedTuple):
@@ -56,7 +57,7 @@ class Reconstruction(NamedTuple):
     residuals: object
 
 
-def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pupil=True, pupil_init=None,
+def reconstruct(images_measured, setup: led_geometry.Setup, *, vignetting=True, recover_pupil=True, pupil_init=None,
                 max_num_iter=20, alpha=1.0, beta=1.0):
     """EPRY reconstruction of the object and the pupil, with or without the vignetting model.
 
@@ -64,7 +65,7 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
     ----------
     images_measured : (n_leds, m, m) array_like, float
         Camera images, in the units of :func:`mbook.light.fourier_ptychography.images` (1 = empty bright field).
-    setup : mbook.light.fourier_ptychography.Setup
+    setup : mbook.light.led_geometry.Setup
     vignetting : bool
         Model the second aperture (cascaded-aperture projection ``V``), or
         ignore it (plain EPRY, one pupil for the whole field).
@@ -86,7 +87,7 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
         device. The passes copy nothing to the host: the step normalisations
         and the residual stay on the device.
     """
-    fp.check_setup(setup)
+    led_geometry.check_setup(setup)
     measured = checks.check_array(images_measured, "images_measured", real=True, finite=False)
     if measured.shape != (len(setup.shifts),) + setup.camera_gpts:
         raise ValueError(f"images_measured must have shape {(len(setup.shifts),) + setup.camera_gpts}, "
@@ -102,12 +103,12 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
     max_num_iter = checks.check_iterations(max_num_iter)
     amplitude = xp.sqrt(measured)
     m, n_obj = setup.camera_gpts[0], setup.gpts[0]
-    p = fp.pupil(setup, xp=xp) if pupil_init is None else fp.check_spectrum(pupil_init, setup.camera_gpts,
+    p = led_geometry.pupil(setup, xp=xp) if pupil_init is None else fp.check_spectrum(pupil_init, setup.camera_gpts,
                                                                                "pupil_init")
     support = abs(p) > 0
     use = vignetting and setup.na_vignetting is not None
     size = setup.window if use else m
-    rows, columns = fp.window_indices(setup, vignetting=use, xp=xp)
+    rows, columns = led_geometry.window_indices(setup, vignetting=use, xp=xp)
     vignette = fp.vignetting_operator(setup, xp=xp) if use else (lambda spectrum: spectrum)
     order = np.argsort(np.hypot(*setup.shifts.T), kind="stable")  # host: the LEDs' order, by NA
     # start from the upsampled amplitude of the most central LED's image, flat phase
@@ -133,7 +134,7 @@ def reconstruct(images_measured, setup: fp.Setup, *, vignetting=True, recover_pu
     return Reconstruction(backend.ifft2(spectrum) * n_obj * n_obj, p, xp.stack(residuals))
 
 
-def amplitude_loss(spectrum, images_measured, pupil_function, setup: fp.Setup, *, vignetting=True):
+def amplitude_loss(spectrum, images_measured, pupil_function, setup: led_geometry.Setup, *, vignetting=True):
     """Amplitude loss of an object spectrum and its Wirtinger gradient.
 
     ``L = Σ_i ‖ |ψ_i| - sqrt(I_i) ‖²`` with ``ψ = A Ô``
@@ -149,7 +150,7 @@ def amplitude_loss(spectrum, images_measured, pupil_function, setup: fp.Setup, *
     images_measured : (n_leds, m, m) array_like
         Camera images.
     pupil_function : (m, m) array_like
-    setup : mbook.light.fourier_ptychography.Setup
+    setup : mbook.light.led_geometry.Setup
     vignetting : bool
 
     Returns
@@ -158,7 +159,7 @@ def amplitude_loss(spectrum, images_measured, pupil_function, setup: fp.Setup, *
     gradient : (N, N) ndarray, complex
         On the selected device.
     """
-    fp.check_setup(setup)
+    led_geometry.check_setup(setup)
     spectrum = fp.check_spectrum(spectrum, setup.gpts, "spectrum")
     pupil_function = fp.check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
     measured = checks.check_array(images_measured, "images_measured", real=True)

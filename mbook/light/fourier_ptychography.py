@@ -1,4 +1,8 @@
-"""Fourier ptychography: the LED-array microscope, vignetting by cascaded apertures, the forward model.
+"""Fourier ptychography: vignetting by cascaded apertures, the forward model and its adjoint.
+
+The microscope's geometry (the LED array, the :class:`Setup` on the frequency
+lattice, pupils, each LED's window of frequencies) is in
+:mod:`mbook.light.led_geometry`; its names are importable from here too.
 
 Forward model (Zheng et al. 2013). LED ``i`` lights the sample with a plane
 wave of transverse frequency ``q_i = NA_ill,i / λ0``. A thin sample ``o(r)``
@@ -24,7 +28,7 @@ a projection (``V^H = V = V²``) applied before the pupil. By stationary phase
 (a ray at field position ``x`` crosses the second aperture displaced by
 ``κ x``), a point at ``x`` sees the *field-dependent pupil*
 
-``P_x(k) = P(k) · circ(|λ0 k - κ x| <= NA_v)``               (:func:`effective_pupil`),
+``P_x(k) = P(k) · circ(|λ0 k - κ x| <= NA_v)``               (:func:`~mbook.light.led_geometry.effective_pupil`),
 
 the "cat's eye" that cuts off-axis LEDs differently across the field (Pan et
 al. 2017). Why cascaded apertures rather than patches with their own pupils:
@@ -32,7 +36,7 @@ al. 2017). Why cascaded apertures rather than patches with their own pupils:
 between patches, no patch size to tune), diffracts at the stop's edge as real
 light does, costs four FFTs per image on a small grid, and has an exact
 adjoint for reconstruction; the patch model is its geometric limit
-(:func:`effective_pupil`), used here only for illustration. LEDs whose
+(:func:`~mbook.light.led_geometry.effective_pupil`), used here only for illustration. LEDs whose
 direct beam lies just inside the pupil (the bright-field/dark-field
 transition) give "semi-bright, semi-dark" images under ``V``, which no single
 pupil can explain.
@@ -41,17 +45,17 @@ Reconstruction
 --------------
 EPRY (Ou et al. 2014), with and without the vignetting model, its amplitude
 loss and the error measures are in :mod:`mbook.light.epry`; it builds on the
-public pieces here: :func:`window_indices`, :func:`vignetting_operator`,
-and the Fourier crops of :mod:`mbook.core.grids`.
+public pieces here: :func:`~mbook.light.led_geometry.window_indices`,
+:func:`vignetting_operator`, and the Fourier crops of :mod:`mbook.core.grids`.
 
 Arrays are ``[x, y]`` (:mod:`mbook.core.grids`); lengths in µm; ``wavelength`` is λ0.
 
 Devices
 -------
 Images, fields, spectra and pupils are moved to the selected device on entry
-and come back there. The geometry of a :class:`Setup` (LED angles, their
-lattice shifts) is configuration kept on the host: a few hundred numbers
-that index the spectra. The forward model and its adjoint treat the LEDs as
+and come back there. The geometry of a :class:`~mbook.light.led_geometry.Setup`
+(LED angles, their lattice shifts) is configuration kept on the host: a few
+hundred numbers that index the spectra. The forward model and its adjoint treat the LEDs as
 an array axis, in batches sized by :func:`mbook.core.progress.plan_batches`;
 EPRY's updates are sequential by design (each LED sees the previous one's
 update) and copy nothing to the host.
@@ -72,279 +76,18 @@ True
 from __future__ import annotations
 
 import math
-import numbers
-from typing import NamedTuple
-
-import numpy as np
-import scipy.fft
 
 from mbook.core import backend, checks, grids, progress, propagation
-from mbook.light import microscope, scattering
+from mbook.light import scattering
+# The geometry every function here takes, importable from here as well: the forward model's vocabulary.
+from mbook.light.led_geometry import (Setup, check_setup, effective_pupil, led_array, make_setup,  # noqa: F401
+                                      pupil, select_leds, window_indices)
 
 #: Bytes of work per batch of LEDs in :func:`images_thick` on the CPU (a GPU takes the memory budget).
 CPU_BATCH_BYTES = 256 * 2**20
 
 
-class Setup(NamedTuple):
-    """Geometry of a Fourier ptychographic microscope (see :func:`make_setup`).
-
-    The geometry is configuration, kept on the host (NumPy): it indexes the
-    spectra, whose arrays live on the selected device.
-
-    Attributes
-    ----------
-    gpts : (int, int)
-        Object (high-resolution) grid.
-    sampling : float
-        Object pixel [µm].
-    wavelength : float
-        Vacuum wavelength [µm].
-    na : float
-        Objective NA.
-    upsampling : int
-        Camera pixel / object pixel (camera grid ``gpts // upsampling``).
-    illumination : (n, 2) ndarray
-        Illumination NA ``(sin θx, sin θy)`` of each LED, as given (host).
-    shifts : (n, 2) ndarray, int
-        The same on the frequency lattice: ``q = shifts / extent`` (host).
-    na_vignetting : float or None
-        Radius of the second aperture [NA]; None: no vignetting.
-    vignetting_slope : float
-        κ, displacement of the second aperture per µm of field [NA/µm].
-    window : int
-        Side of the frequency window the vignetting operator works on.
-    """
-
-    gpts: tuple
-    sampling: float
-    wavelength: float
-    na: float
-    upsampling: int
-    illumination: np.ndarray
-    shifts: np.ndarray
-    na_vignetting: float | None
-    vignetting_slope: float
-    window: int
-
-    @property
-    def camera_gpts(self):
-        return tuple(n // self.upsampling for n in self.gpts)
-
-    @property
-    def extent(self):
-        return self.gpts[0] * self.sampling
-
-    @property
-    def na_synthetic(self):
-        """Objective NA plus the largest illumination NA along x (lattice-rounded)."""
-        on_axis = self.shifts[self.shifts[:, 1] == 0, 0]
-        reach = np.abs(on_axis if on_axis.size else self.shifts[:, 0]).max()
-        return self.na + float(reach) * self.wavelength / self.extent
-
-
-def led_array(shape=(9, 9), *, pitch, height, center=(0.0, 0.0)):
-    """Illumination NA of a planar LED grid below the sample, sorted by NA.
-
-    LED ``(i, j)`` at ``(x, y) = ((i - (nx-1)/2) p + cx, (j - (ny-1)/2) p + cy)`` and
-    height ``h`` gives ``sin θx = x / sqrt(x² + y² + h²)`` (same for y).
-
-    Parameters
-    ----------
-    shape : (int, int)
-        LEDs along x and y.
-    pitch, height : float
-        LED spacing and distance to the sample [any one unit, e.g. mm].
-    center : (float, float)
-        Offset of the array's centre from the optical axis [same unit].
-
-    Returns
-    -------
-    (nx · ny, 2) ndarray, float64
-        ``(sin θx, sin θy)``, the central LED first, on the selected device.
-    """
-    shape = checks.check_gpts(shape, 2, name="shape")
-    pitch = checks.check_positive(pitch, "pitch", 1)[0]
-    height = checks.check_positive(height, "height", 1)[0]
-    center = [checks.check_number(c, "center") for c in checks.as_tuple(center, "center", 2)]
-    # a few hundred numbers, sorted on the host (a stable sort keeps the grid's order among equals)
-    i, j = (np.arange(n) - (n - 1) / 2 for n in shape)
-    x = (i[:, None] * pitch + center[0]) * np.ones(shape[1])[None, :]
-    y = (j[None, :] * pitch + center[1]) * np.ones(shape[0])[:, None]
-    r = np.sqrt(x**2 + y**2 + height**2)
-    sines = np.stack([(x / r).ravel(), (y / r).ravel()], axis=1)
-    return backend.asarray(sines[np.argsort(np.hypot(*sines.T), kind="stable")])
-
-
-def make_setup(gpts, *, sampling, wavelength, na, illumination, upsampling=4, na_vignetting=None,
-               vignetting_slope=0.0):
-    """Validate a Fourier ptychography geometry and put the LEDs on the frequency lattice.
-
-    Parameters
-    ----------
-    gpts : (int, int)
-        Object grid (square).
-    sampling : float
-        Object pixel [µm].
-    wavelength : float
-        Vacuum wavelength [µm].
-    na : float
-        Objective NA.
-    illumination : (n, 2) array_like
-        Illumination NA of each LED (:func:`led_array`); copied to the host.
-    upsampling : int
-        Object pixels per camera pixel (the camera grid must sample NA/λ0).
-    na_vignetting : float, optional
-        Radius of the second (vignetting) aperture [NA]; None for none.
-    vignetting_slope : float
-        κ = d / f² [1/µm]: how far the second aperture moves, in NA, per µm
-        of field position.
-
-    Returns
-    -------
-    Setup
-
-    Raises
-    ------
-    ValueError
-        Camera pixels too coarse for the NA, or an LED whose frequencies
-        (pupil and vignetting margin included) leave the object grid's band.
-    """
-    gpts = checks.check_gpts(gpts, 2)
-    if gpts[0] != gpts[1]:
-        raise ValueError(f"gpts must be square, got {gpts}")
-    sampling = checks.check_positive(sampling, "sampling", 1)[0]
-    wavelength = propagation.check_wavelength(wavelength)
-    na = checks.check_positive_number(na, "na")
-    if isinstance(upsampling, bool) or not isinstance(upsampling, numbers.Integral) or upsampling < 1 or (
-            gpts[0] % upsampling):
-        raise ValueError(f"upsampling must be a positive integer dividing gpts {gpts}, got {upsampling!r}")
-    try:
-        illumination = np.asarray(backend.asnumpy(illumination), dtype=float)  # configuration: on the host
-    except (TypeError, ValueError):
-        raise ValueError(f"illumination must be a finite (n, 2) array of NA, got {illumination!r:.60}") from None
-    if (illumination.ndim != 2 or illumination.shape[1] != 2 or illumination.shape[0] < 1
-            or not np.isfinite(illumination).all()):
-        raise ValueError(f"illumination must be a finite (n, 2) array of NA, got shape {illumination.shape}")
-    extent = gpts[0] * sampling
-    camera = gpts[0] // upsampling
-    cutoff = na * extent / wavelength  # pupil radius in lattice steps
-    if camera < 2 * cutoff:
-        raise ValueError(
-            f"camera pixels of {sampling * upsampling:g} µm undersample NA/λ0 = {na / wavelength:.3g} 1/µm; "
-            f"use upsampling <= {int(gpts[0] / (2 * cutoff))}"
-        )
-    slope = checks.check_number(vignetting_slope, "vignetting_slope")
-    if na_vignetting is not None:
-        na_vignetting = checks.check_positive_number(na_vignetting, "na_vignetting")
-        reach = na_vignetting + abs(slope) * extent / math.sqrt(2)  # farthest frequency the chirp visits
-        window = scipy.fft.next_fast_len(int(math.ceil(2 * max(reach, na) * extent / wavelength)) + 2)
-        window += window % 2
-        window = max(window, camera)
-    else:
-        window = camera
-    shifts = np.rint(illumination * extent / wavelength).astype(int)
-    half = window / 2 if na_vignetting is not None else cutoff
-    limit = gpts[0] // 2 - half
-    bad = np.nonzero(np.abs(shifts).max(axis=1) > limit)[0]
-    if bad.size:
-        worst = bad[np.argmax(np.abs(shifts[bad]).max(axis=1))]
-        raise ValueError(
-            f"LED {worst} (illumination NA ({illumination[worst][0]:.3f}, {illumination[worst][1]:.3f})) is beyond "
-            f"the grid's bandwidth: its frequencies reach past the object grid's Nyquist {1 / (2 * sampling):.3g} "
-            f"1/µm; the largest illumination NA per axis is {limit * wavelength / extent:.3g} "
-            f"(use a finer sampling or fewer LEDs)"
-        )
-    return Setup(gpts, sampling, wavelength, na, int(upsampling), illumination, shifts, na_vignetting, slope,
-                 int(window))
-
-
-def select_leds(setup: Setup, keep) -> Setup:
-    """The same microscope with only some of its LEDs (e.g. to drop the transition ones).
-
-    Parameters
-    ----------
-    setup : Setup
-    keep : (n,) array_like of bool, or sequence of int
-        A mask over the LEDs of ``setup``, or the indices of those to keep
-        (in that order).
-
-    Returns
-    -------
-    Setup
-    """
-    check_setup(setup)
-    keep = np.asarray(backend.asnumpy(keep))
-    if keep.dtype == bool:
-        if keep.shape != (len(setup.shifts),):
-            raise ValueError(f"keep must be a mask of {len(setup.shifts)} LEDs, got shape {keep.shape}")
-        keep = np.nonzero(keep)[0]
-    if keep.ndim != 1 or keep.dtype.kind not in "iu" or not keep.size or (
-            keep.min() < -len(setup.shifts) or keep.max() >= len(setup.shifts)):
-        raise ValueError(f"keep must select at least one of the {len(setup.shifts)} LEDs, got {keep!r}")
-    return setup._replace(illumination=setup.illumination[keep], shifts=setup.shifts[keep])
-
-
-def pupil(setup: Setup, *, defocus=0.0, zernike_waves=None, xp=None):
-    """Objective pupil on the camera's frequency grid (FFT order), see :func:`mbook.light.microscope.pupil`.
-
-    Returns an ``(m, m)`` complex128 array on the selected device (or made with ``xp``).
-    """
-    check_setup(setup)
-    grid = grids.make_grid(gpts=setup.camera_gpts, extent=setup.extent)
-    return microscope.pupil(grid, wavelength=setup.wavelength, na=setup.na, defocus=defocus,
-                            zernike_waves=zernike_waves, xp=xp)
-
-
-def effective_pupil(setup: Setup, position, *, xp=None):
-    """Geometric (stationary-phase) pupil seen from field position ``(x, y)`` [µm from the centre].
-
-    Returns an ``(m, m)`` float array (1 inside, 0 outside), FFT order, on the
-    selected device (or made with ``xp``).
-    """
-    check_setup(setup)
-    xp = xp or backend.xp
-    position = [checks.check_number(p, "position") for p in checks.as_tuple(position, "position", 2)]
-    grid = grids.make_grid(gpts=setup.camera_gpts, extent=setup.extent)
-    kx, ky = grids.spatial_frequencies(grid, xp=xp)
-    lam = setup.wavelength
-    inside = (lam * kx[:, None]) ** 2 + (lam * ky[None, :]) ** 2 <= setup.na**2
-    if setup.na_vignetting is not None:
-        sx, sy = (setup.vignetting_slope * p for p in position)
-        inside &= (lam * kx[:, None] - sx) ** 2 + (lam * ky[None, :] - sy) ** 2 <= setup.na_vignetting**2
-    return inside.astype(xp.float64)
-
-
-# ---------------------------------------------------------------------------- linear pieces
-
-def window_indices(setup: Setup, *, vignetting=True, xp=None):
-    """Object-spectrum indices of every LED's frequency window.
-
-    LED ``i`` sees the object spectrum about ``-q_i``: the window of ``w``
-    frequencies (the camera's ``m``, or ``setup.window`` with vignetting)
-    centred there, in FFT order, is ``spectrum[rows[i][:, None], columns[i][None, :]]``.
-
-    Parameters
-    ----------
-    setup : Setup
-    vignetting : bool
-        Windows for the vignetting model (``setup.window`` wide, when the
-        setup has a second aperture) or for the camera alone.
-    xp : module, optional
-        Array module; default the selected device's.
-
-    Returns
-    -------
-    rows, columns : (n_leds, w) ndarray, int
-        On the selected device.
-    """
-    check_setup(setup)
-    xp = xp or backend.xp
-    size = setup.window if _use_vignetting(setup, vignetting) else setup.camera_gpts[0]
-    frequencies = np.fft.fftfreq(size, 1.0 / size).astype(int)
-    rows, columns = ((frequencies[None, :] - setup.shifts[:, axis:axis + 1]) % n
-                     for axis, n in enumerate(setup.gpts))
-    return xp.asarray(rows), xp.asarray(columns)
-
+# ---------------------------------------------------------------------------- the forward model
 
 def vignetting_operator(setup: Setup, *, xp=None):
     """The cascaded-aperture projection ``V = F C* F^-1 A_v F C F^-1`` as a function of window spectra.
@@ -414,13 +157,6 @@ def vignetting(window_spectrum, setup: Setup):
     return vignetting_operator(setup, xp=xp)(window_spectrum.astype(xp.complex128))
 
 
-def check_setup(setup, name: str = "setup"):
-    """Refuse anything but a :class:`Setup` (from :func:`make_setup`), naming the parameter."""
-    if not isinstance(setup, Setup):
-        raise TypeError(f"{name} must be a Setup (see make_setup), got {type(setup).__name__} {setup!r:.60}")
-    return setup
-
-
 def check_spectrum(array, shape, name):
     """``array`` on the selected device as complex128, checked to have ``shape`` and finite values.
 
@@ -433,10 +169,6 @@ def check_spectrum(array, shape, name):
     if not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} contains NaN or infinite values")
     return array.astype(xp.complex128)
-
-
-def _use_vignetting(setup, vignetting):
-    return vignetting and setup.na_vignetting is not None
 
 
 def _led_batch(setup, size):
@@ -471,7 +203,7 @@ def camera_fields(spectrum, pupil_function, setup: Setup, *, vignetting=True):
         Normalised object spectrum ``fft2(o) / N²`` (FFT order; its DC term is
         the mean transmission).
     pupil_function : (m, m) array_like, complex
-        Pupil on the camera grid (:func:`pupil`).
+        Pupil on the camera grid (:func:`~mbook.light.led_geometry.pupil`).
     setup : Setup
     vignetting : bool
         Apply the cascaded-aperture obstruction (when the setup has one).
@@ -484,7 +216,7 @@ def camera_fields(spectrum, pupil_function, setup: Setup, *, vignetting=True):
     check_setup(setup)
     spectrum = check_spectrum(spectrum, setup.gpts, "spectrum")
     pupil_function = check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
-    return _camera_fields(spectrum, pupil_function, setup, _use_vignetting(setup, vignetting))
+    return _camera_fields(spectrum, pupil_function, setup, setup.uses_vignetting(vignetting))
 
 
 def camera_fields_adjoint(fields, pupil_function, setup: Setup, *, vignetting=True):
@@ -497,7 +229,7 @@ def camera_fields_adjoint(fields, pupil_function, setup: Setup, *, vignetting=Tr
     fields = check_spectrum(fields, (len(setup.shifts),) + setup.camera_gpts, "fields")
     pupil_function = check_spectrum(pupil_function, setup.camera_gpts, "pupil_function")
     xp = backend.get_array_module(fields)
-    use = _use_vignetting(setup, vignetting)
+    use = setup.uses_vignetting(vignetting)
     size = setup.window if use else setup.camera_gpts[0]
     rows, columns = window_indices(setup, vignetting=use, xp=xp)
     vignette = vignetting_operator(setup, xp=xp) if use else None
@@ -542,7 +274,7 @@ def images(transmission, setup: Setup, *, pupil_function=None, vignetting=True):
     pupil_function = (pupil(setup, xp=xp) if pupil_function is None
                       else check_spectrum(pupil_function, setup.camera_gpts, "pupil_function"))
     spectrum = backend.fft2(transmission.astype(xp.complex128)) / transmission.size
-    fields = _camera_fields(spectrum, pupil_function, setup, _use_vignetting(setup, vignetting))
+    fields = _camera_fields(spectrum, pupil_function, setup, setup.uses_vignetting(vignetting))
     return fields.real**2 + fields.imag**2
 
 
@@ -584,7 +316,7 @@ def images_thick(index, setup: Setup, *, slice_thickness, n_background=1.0, pupi
     grid = grids.make_grid(gpts=setup.gpts, sampling=setup.sampling)
     x, y = grids.coordinates(grid, xp=xp)
     thickness = index.shape[0] * slice_thickness
-    use = _use_vignetting(setup, vignetting)
+    use = setup.uses_vignetting(vignetting)
     size = setup.window if use else setup.camera_gpts[0]
     m = setup.camera_gpts[0]
     vignette = vignetting_operator(setup, xp=xp) if use else None
