@@ -1,0 +1,224 @@
+"""Every page of the book, one at a time: wall time, peak memory and where the time went.
+
+Each page (a jupytext MyST notebook under ``book/``) runs in its own Python
+process, cell after cell, at the size and on the device asked for
+(``MBOOK_SIZE``, ``MBOOK_DEVICE``), with the working directory set to the
+page's folder as the book build does, under cProfile. Per page it prints the
+wall time, the peak host memory of that process (its maximum resident set
+size), the peak device memory (CuPy's memory pool, on a GPU), and the five
+functions with the most time of their own (cProfile's ``tottime``; the wall
+time is measured under the profiler, which slows Python-heavy pages). A page
+that fails or runs past ``--timeout`` is reported with the cell it stopped in.
+Run from the repository root:
+
+    .venv/bin/python benchmarks/book.py                              # every page, default size, this device
+    .venv/bin/python benchmarks/book.py 02-inverse/phase-retrieval  # some pages (names as in _toc.yml)
+    MBOOK_DEVICE=gpu .venv/bin/python benchmarks/book.py --size full --markdown
+
+``--markdown`` prints the table as Markdown for the performance page, with
+the date, the device line and the library versions above it. Timings are
+one run per page on a possibly shared machine; they are not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOP = 5
+
+
+def toc_pages():
+    """Notebook pages in the order of ``_toc.yml`` (plain Markdown pages are skipped)."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "book"))
+    from conftest import is_myst_notebook  # the book's own test of "a notebook page"
+
+    def files(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for value in node.values():
+                yield from files(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from files(item)
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [ROOT / (name + ".md") for name in files(toc)]
+    return [page for page in pages if page.exists() and is_myst_notebook(page)]
+
+
+def page_name(page: pathlib.Path) -> str:
+    return str(page.relative_to(ROOT / "book").with_suffix(""))
+
+
+# ----------------------------------------------------------------------------- one page, in a child process
+def run_page(path: str, top: int) -> dict:
+    """Run one page's code cells in this process and return what was measured (the child's side)."""
+    import builtins
+    import cProfile
+    import pstats
+    import resource
+
+    import jupytext
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are made and closed, not shown
+    from IPython.display import display
+
+    builtins.display = display  # pages call display() as in a notebook
+    page = pathlib.Path(path)
+    os.chdir(page.parent)
+    cells = [cell.source for cell in jupytext.read(page).cells if cell.cell_type == "code"]
+    device = _DevicePeak()
+    namespace = {"__name__": "__main__"}
+    profile = cProfile.Profile()
+    status, stopped, start = "ok", None, time.perf_counter()
+    profile.enable()
+    try:
+        for index, source in enumerate(cells):
+            stopped = index
+            exec(compile(source, f"{page.name}:cell{index + 1}", "exec"), namespace)
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+    except BaseException as error:  # noqa: BLE001 (reported, not raised: the table goes on)
+        status = f"{type(error).__name__} in cell {stopped + 1}: {str(error)[:120]}"
+    profile.disable()
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(profile)
+    costly = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    functions = [(_label(key), row[2]) for key, row in costly]
+    return dict(status=status, wall=wall, host=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                device=device.peak(), functions=functions, cells=len(cells))
+
+
+def _label(key):
+    """``module.function`` of a cProfile key, short."""
+    filename, line, function = key
+    if filename == "~":  # a built-in: "{method 'fft2' ...}"
+        return function.strip("{}").replace("built-in method ", "").replace("method ", "")[:40]
+    path = pathlib.Path(filename)
+    parts = path.with_suffix("").parts
+    if "mbook" in parts:
+        module = ".".join(parts[parts.index("mbook"):])
+    elif "site-packages" in parts:
+        module = ".".join(parts[parts.index("site-packages") + 1:])
+    else:
+        module = path.stem
+    return f"{module}.{function}"
+
+
+class _DevicePeak:
+    """Peak bytes in use in CuPy's default memory pool (a memory hook), or None without a GPU."""
+
+    def __init__(self):
+        from mbook.core import backend
+
+        self._peak = None
+        if backend.get_device() != "gpu":
+            return
+        import cupy
+
+        pool, holder = cupy.get_default_memory_pool(), self
+        holder._peak = pool.used_bytes()
+
+        class Hook(cupy.cuda.MemoryHook):
+            name = "mbook-peak"
+
+            def malloc_postprocess(self, **kwargs):
+                holder._peak = max(holder._peak, pool.used_bytes())
+
+        Hook().__enter__()  # for the rest of this process
+
+    def peak(self):
+        return self._peak
+
+
+# ----------------------------------------------------------------------------- the parent: one child per page
+def measure(page: pathlib.Path, *, timeout: float, top: int) -> dict:
+    command = [sys.executable, __file__, "--child", str(page), "--top", str(top)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return dict(status=f"stopped after {timeout:g} s", wall=time.perf_counter() - start, host=None,
+                    device=None, functions=[])
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("MBOOK-PAGE "):
+            return json.loads(line[len("MBOOK-PAGE "):])
+    return dict(status=f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}",
+                wall=time.perf_counter() - start, host=None, device=None, functions=[])
+
+
+def _mib(value):
+    return "—" if value is None else f"{value / 2**20:.0f}"
+
+
+def header() -> str:
+    import numpy
+    import scipy
+
+    from mbook.core import backend
+
+    versions = f"Python {sys.version.split()[0]}, NumPy {numpy.__version__}, SciPy {scipy.__version__}"
+    return (f"{datetime.date.today().isoformat()}; {backend.describe()}; {versions}; "
+            f"MBOOK_SIZE={os.environ.get('MBOOK_SIZE', 'small')}; {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f} at start")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pages", nargs="*", help="pages as in _toc.yml without book/ (default: all)")
+    parser.add_argument("--size", choices=("small", "full"), help="MBOOK_SIZE for the pages (default: as set)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per page before it is stopped")
+    parser.add_argument("--top", type=int, default=TOP, help="functions listed per page")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.top < 1 or args.timeout <= 0:
+        parser.error(f"--top must be >= 1 and --timeout > 0, got {args.top} and {args.timeout}")
+    if args.child:
+        print("MBOOK-PAGE " + json.dumps(run_page(args.child, args.top)), flush=True)
+        return
+    if args.size:
+        os.environ["MBOOK_SIZE"] = args.size
+    pages = toc_pages()
+    if args.pages:
+        known = {page_name(page): page for page in pages}
+        unknown = [name for name in args.pages if name not in known]
+        if unknown:
+            parser.error(f"unknown pages {unknown}; known: {sorted(known)}")
+        pages = [known[name] for name in args.pages]
+
+    print(header(), flush=True)
+    rows = []
+    for page in pages:
+        row = measure(page, timeout=args.timeout, top=args.top)
+        rows.append((page_name(page), row))
+        costly = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["functions"])
+        print(f"{page_name(page):<36} {row['wall']:7.1f} s  host {_mib(row['host']):>6} MiB  "
+              f"device {_mib(row['device']):>6} MiB  {row['status']}\n    {costly}", flush=True)
+    if args.markdown:
+        print("\n| page | wall [s] | peak host [MiB] | peak device [MiB] | most time of their own [s] |")
+        print("|---|---|---|---|---|")
+        for name, row in rows:
+            costly = "; ".join(f"`{function}` {seconds:.1f}" for function, seconds in row["functions"][:3])
+            status = "" if row["status"] == "ok" else f" ({row['status']})"
+            print(f"| {name}{status} | {row['wall']:.1f} | {_mib(row['host'])} | {_mib(row['device'])} | {costly} |")
+    total = sum(row["wall"] for _, row in rows)
+    failed = [name for name, row in rows if row["status"] != "ok"]
+    print(f"\n{len(rows)} pages in {total:.0f} s; {len(failed)} not finished: {failed}")
+
+
+if __name__ == "__main__":
+    main()
