@@ -1694,7 +1694,8 @@ E("segmentation.chan_vese.chan_vese", lambda: call(rand(2, 3, 8, 8), rand(2, 3),
 E("segmentation.chan_vese.chan_vese_binary", lambda: call(rand(2, 8, 8), 1.0, max_num_iter=5),
   costs=ARRAY_ANY_NDIM + [rand(3, 8, 8)], weight=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
 E("segmentation.chan_vese.chan_vese_multi", lambda: call(rand(3, 8, 8), 1.0, max_num_iter=5),
-  costs=ARRAY_ANY_NDIM + [rand(1, 8, 8)], weight=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
+  costs=ARRAY_ANY_NDIM + [rand(1, 8, 8)], weight=LENGTH, tol=TOL, max_num_iter=COUNT, check_every=COUNT,
+  relaxation=CHOICE, dykstra_sweeps=COUNT)
 E("segmentation.chan_vese.iou", lambda: call(_labels(), _labels(), num_regions=2, where=np.ones((8, 8), bool)),
   labels=LABELS, truth=LABELS, num_regions=COUNT + [1], match=FREE, where=["abc", np.ones((3, 4), bool)],
   reduce=CHOICE)

@@ -1,5 +1,6 @@
 """mbook.segmentation: synthetic STM images, local Fourier features, K-means, convex Chan-Vese by PDHG."""
 
+import functools
 import math
 
 import numpy as np
@@ -244,6 +245,38 @@ def test_multi_region_chan_vese_stays_on_the_simplex_and_recovers_three_regions(
     assert result.converged and chan_vese.iou(result.labels, truth, match=False) >= 0.95
 
 
+def _triple_junction(size=16, noise=0.8, seed=0):
+    """Costs of three noisy sectors meeting at the centre, where the two relaxations differ."""
+    x, y = np.meshgrid(np.arange(size) - size / 2 + 0.5, np.arange(size) - size / 2 + 0.5, indexing="ij")
+    truth = ((np.arctan2(y, x) + np.pi) // (2 * np.pi / 3)).astype(np.int64) % 3
+    levels = np.array([0.0, 1.0, 2.0])
+    noisy = levels[truth] + noise * np.random.default_rng(seed).standard_normal(truth.shape)
+    return chan_vese.region_costs(noisy[None], levels[:, None]), truth
+
+
+def test_ccp_relaxation_is_a_tighter_lower_bound_than_zach():
+    costs, truth = _triple_junction()
+    xp = backend.xp
+
+    def dual(result):  # Σ_x min_k (d_k - div p_k): a lower bound of the Potts minimum for a feasible p
+        return float(xp.sum(xp.min(costs - optimize.divergence(result.p), axis=-3)))
+
+    zach = chan_vese.chan_vese_multi(costs, 1.0, tol=0, max_num_iter=400)
+    ccp = chan_vese.chan_vese_multi(costs, 1.0, tol=0, max_num_iter=400, relaxation="ccp")
+    assert dual(ccp) > dual(zach) + 0.05  # the larger dual set: strictly tighter at the junction
+    # Both bounds lie below the energy of CCP's own labelling (its relaxed energy at the one-hot u).
+    # Anchored at the region of largest |∇u_k| per pixel, sup_{p ∈ K} Σ_k <∇u_k, p_k> <= λ Σ_{k≠a} |∇u_k|.
+    onehot = (ccp.labels[None] == xp.arange(3).reshape(3, 1, 1)).astype(float)
+    norms = xp.sqrt(xp.sum(optimize.gradient(onehot) ** 2, axis=0))
+    energy = float(xp.sum(onehot * costs) + xp.sum(xp.sum(norms, axis=0) - xp.max(norms, axis=0)))
+    assert dual(zach) <= dual(ccp) <= energy
+    assert ccp.energy >= dual(ccp)  # weak duality with the upper bound the solver reports
+    p = backend.asnumpy(ccp.p)  # feasible: every pair of dual vectors at most λ apart
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        assert np.sqrt(((p[:, i] - p[:, j]) ** 2).sum(axis=0)).max() <= 1.0 + 1e-12
+    assert chan_vese.iou(ccp.labels, truth, match=False) >= 0.8
+
+
 def test_chan_vese_is_the_same_on_every_device(device, on_cpu, rng):
     costs = rng.random((2, 3, 20, 20))
     result = chan_vese.chan_vese_multi(costs, 0.3, tol=0, max_num_iter=50)
@@ -252,7 +285,8 @@ def test_chan_vese_is_the_same_on_every_device(device, on_cpu, rng):
     assert result.energy == pytest.approx(reference.energy, rel=1e-12)
 
 
-@pytest.mark.parametrize("solver", [chan_vese.chan_vese_binary, chan_vese.chan_vese_multi])
+@pytest.mark.parametrize("solver", [chan_vese.chan_vese_binary, chan_vese.chan_vese_multi,
+                                    functools.partial(chan_vese.chan_vese_multi, relaxation="ccp")])
 def test_chan_vese_copies_nothing_per_iteration(solver, no_copies_per_iteration, rng):
     costs = rng.random((2, 16, 16))
     no_copies_per_iteration(lambda n: solver(costs, 0.5, max_num_iter=n, tol=0, check_every=5))
@@ -315,6 +349,8 @@ BAD_INPUT = [
     (chan_vese.chan_vese_multi, (np.zeros((1, 4, 4)), 1.0), {}, "costs"),
     (chan_vese.chan_vese_multi, (np.zeros((3, 4, 4)), 1.0), {"tol": -1.0}, "tol"),
     (chan_vese.chan_vese_multi, (np.zeros((3, 4, 4)), 1.0), {"check_every": 0}, "check_every"),
+    (chan_vese.chan_vese_multi, (np.zeros((3, 4, 4)), 1.0), {"relaxation": "potts"}, "relaxation"),
+    (chan_vese.chan_vese_multi, (np.zeros((3, 4, 4)), 1.0), {"dykstra_sweeps": 0}, "dykstra_sweeps"),
     (chan_vese.iou, (np.zeros((4, 4), int), np.zeros((5, 4), int)), {}, "labels"),
     (chan_vese.iou, (np.zeros((4, 4)), np.zeros((4, 4), int)), {}, "labels"),
     (chan_vese.iou, (np.zeros((4, 4), int), np.zeros((4, 4), int)), {"where": np.ones((3, 4), bool)}, "where"),

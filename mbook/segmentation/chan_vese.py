@@ -13,8 +13,10 @@ It is not convex in the regions, but it has exact or near-exact convex relaxatio
   level in ``(0, 1)`` gives a minimiser of the two-region problem (the coarea formula);
 - **K regions** (Zach et al. 2008; Chambolle, Cremers and Pock 2012): with ``u(x)`` on the
   probability simplex, ``min_u Σ_k <u_k, d_k> + (λ/2) Σ_k TV(u_k)``; a boundary between two regions
-  is counted by both indicators, hence ``λ/2``. The relaxation is no longer exact (Chambolle,
-  Cremers and Pock give a tighter one), and the labels are the largest ``u_k``.
+  is counted by both indicators, hence ``λ/2``. The relaxation is no longer exact, and the labels
+  are the largest ``u_k``. Chambolle, Cremers and Pock's tighter relaxation replaces the dual balls
+  ``|p_k| <= λ/2`` by the larger set ``|p_i - p_j| <= λ`` (``relaxation="ccp"``, its projection by
+  Dykstra's alternating projections).
 
 Both are ``min_u g(u) + f(∇u)`` and are solved by :func:`mbook.inverse.optimize.pdhg` with ``K = ∇``
 (forward differences, Neumann boundary; ``‖∇‖² <= 8``), the primal prox a projection of
@@ -53,6 +55,8 @@ from mbook.inverse import optimize
 
 #: Step of PDHG with K = ∇ in 2D: τ = σ = 0.99 / sqrt(8), since ‖∇‖² <= 8.
 STEP = 0.99 / math.sqrt(8.0)
+#: Relaxations of the multi-region model: Zach et al. (2008) and Chambolle, Cremers and Pock (2012).
+RELAXATIONS = ("zach", "ccp")
 
 
 class ChanVeseResult(NamedTuple):
@@ -198,9 +202,65 @@ def chan_vese_binary(costs, weight: float, *, tol: float = 1e-3, max_num_iter: i
                           result.converged, energy)
 
 
+def _project_pairwise(q, radius, sweeps):
+    """Every pixel's K dual vectors ``q`` ``(2, ..., K, nx, ny)`` into ``{|p_i - p_j| <= radius, i < j}``.
+
+    Dykstra's alternating projections (Boyle and Dykstra 1986) over the ``K(K-1)/2`` pair constraints,
+    each in closed form (move ``p_i`` and ``p_j`` towards each other by half the excess), for ``sweeps``
+    sweeps: the projection when they converge. A last step makes the result feasible whatever the
+    sweeps reached: the vectors are shrunk about their mean until their largest pairwise distance is at
+    most ``radius`` (the set holds the mean alone and is convex), so the dual objective stays a lower
+    bound. Memory: one increment array of ``q``'s size per pair.
+    """
+    xp = backend.get_array_module(q)
+    num_regions = q.shape[-3]
+    pairs = list(itertools.combinations(range(num_regions), 2))
+    increments = [xp.zeros_like(q) for _ in pairs]
+    p = q
+    for _ in range(sweeps):  # bounded: a fixed number of sweeps, nothing copied to the host
+        for n, (i, j) in enumerate(pairs):
+            y = p + increments[n]
+            d = y[..., i, :, :] - y[..., j, :, :]
+            norm = xp.sqrt(xp.sum(d**2, axis=0, keepdims=True))
+            shift = 0.5 * xp.maximum(norm - radius, 0.0) / xp.maximum(norm, 1e-300) * d
+            p = y.copy()
+            p[..., i, :, :] = y[..., i, :, :] - shift
+            p[..., j, :, :] = y[..., j, :, :] + shift
+            increments[n] = y - p
+    mean = p.mean(axis=-3, keepdims=True)
+    spread = xp.zeros(p.shape[1:-3] + (1,) + p.shape[-2:], dtype=p.dtype)[None]
+    for i, j in pairs:
+        d = p[..., i:i + 1, :, :] - p[..., j:j + 1, :, :]
+        spread = xp.maximum(spread, xp.sqrt(xp.sum(d**2, axis=0, keepdims=True)))
+    return mean + (p - mean) / xp.maximum(spread / radius, 1.0)
+
+
+def _pairwise_upper_bound(u, weight, xp):
+    """An upper bound of the CCP regulariser ``sup_{p ∈ K} Σ_k <∇u_k, p_k>``.
+
+    Where ``Σ_k u_k = 1`` the gradients sum to 0, so every ``p_k`` may be shifted by ``p_a`` of an anchor
+    region ``a``; then ``|p_k| <= λ`` and the sup is at most ``λ Σ_{k≠a} |∇u_k|``: the least over the
+    anchors per pixel. Equal to the regulariser where at most two regions meet.
+    """
+    norms = xp.sqrt(xp.sum(optimize.gradient(u) ** 2, axis=0))  # (..., K, nx, ny)
+    return weight * xp.sum(xp.sum(norms, axis=-3) - xp.max(norms, axis=-3))
+
+
 def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: int = 1000,
-                    check_every: int = 10) -> ChanVeseResult:
-    """K-region convex Chan-Vese on the simplex: ``min_u Σ_k <u_k, d_k> + (λ/2) Σ_k TV(u_k)`` by PDHG.
+                    check_every: int = 10, relaxation: str = "zach",
+                    dykstra_sweeps: int = 5) -> ChanVeseResult:
+    """K-region convex Chan-Vese on the simplex by PDHG, with the relaxation of Zach or of CCP.
+
+    ``relaxation="zach"`` (Zach et al. 2008): ``min_u Σ_k <u_k, d_k> + (λ/2) Σ_k TV(u_k)``, the dual
+    vectors ``p_k`` each in the ball ``|p_k| <= λ/2``. ``relaxation="ccp"`` (Chambolle, Cremers and
+    Pock 2012): the regulariser ``sup_{p ∈ K} Σ_k <∇u_k, p_k>`` over the larger set
+    ``K = {|p_i - p_j| <= λ for all i < j}`` (it contains Zach's balls), so the relaxed energy is
+    larger for every ``u``, closer to the Potts energy, and its minimum a tighter lower bound of the
+    Potts minimum; the dual projection is :func:`_project_pairwise` (``dykstra_sweeps`` Dykstra sweeps,
+    then made exactly feasible). Both equal the Potts energy on labellings where at most two regions
+    meet. For CCP the stopping gap uses an upper bound of the regulariser (:func:`_pairwise_upper_bound`),
+    so it is conservative where three regions meet; the dual objective ``Σ_x min_k (d_k - div p_k)`` is
+    exact for both.
 
     Parameters
     ----------
@@ -211,21 +271,38 @@ def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: in
     tol : float
         Relative primal-dual gap to stop at; 0 runs every iteration.
     max_num_iter, check_every : int
+    relaxation : {"zach", "ccp"}
+    dykstra_sweeps : int
+        Dykstra sweeps of the CCP dual projection per PDHG iteration (each over the K(K-1)/2 pairs).
 
     Returns
     -------
     ChanVeseResult
-        ``labels = argmax_k u_k``; ``u`` of shape ``(..., K, nx, ny)``, on the simplex per pixel.
+        ``labels = argmax_k u_k``; ``u`` of shape ``(..., K, nx, ny)``, on the simplex per pixel;
+        ``energy`` the primal objective (for CCP its upper bound).
     """
     costs = _check_costs(costs, 2)
     weight, tol, max_num_iter, check_every = _check_solver(weight, tol, max_num_iter, check_every)
+    checks.check_choice(relaxation, "relaxation", RELAXATIONS)
+    dykstra_sweeps = checks.check_count(dykstra_sweeps, "dykstra_sweeps")
     xp = backend.get_array_module(costs)
     half = weight / 2
 
     def objectives(u, p):
-        primal = xp.sum(u * costs) + half * _total_variation(u, xp)
+        if relaxation == "zach":
+            regulariser = half * _total_variation(u, xp)
+        else:
+            regulariser = _pairwise_upper_bound(u, weight, xp)
+        primal = xp.sum(u * costs) + regulariser
         dual = xp.sum(xp.min(costs - optimize.divergence(p), axis=-3))
         return primal, dual
+
+    if relaxation == "zach":
+        def prox_fstar(q, sigma):
+            return optimize.project_ball(q, half)
+    else:
+        def prox_fstar(q, sigma):
+            return _project_pairwise(q, weight, dykstra_sweeps)
 
     num_regions = costs.shape[-3]
     nearest = xp.argmin(costs, axis=-3)
@@ -233,7 +310,7 @@ def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: in
     result = optimize.pdhg(
         u0, xp.zeros((2,) + u0.shape), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
         prox_g=lambda v, tau: optimize.project_simplex(v - tau * costs, axis=-3),
-        prox_fstar=lambda q, sigma: optimize.project_ball(q, half),
+        prox_fstar=prox_fstar,
         tau=STEP, sigma=STEP, objectives=objectives, tol=tol, max_num_iter=max_num_iter,
         check_every=check_every)
     u = result.x
