@@ -277,6 +277,14 @@ def test_ccp_relaxation_is_a_tighter_lower_bound_than_zach():
     assert chan_vese.iou(ccp.labels, truth, match=False) >= 0.8
 
 
+def test_ccp_refuses_a_problem_over_the_memory_budget(monkeypatch):
+    costs = np.zeros((10, 64, 64))  # 45 pairs of regions: 45 Dykstra increments of the dual's size
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(40 * 8 * costs.size / 2**30))
+    chan_vese.chan_vese_multi(costs, 1.0, max_num_iter=1)  # Zach's fits
+    with pytest.raises(MemoryError, match="budget"):
+        chan_vese.chan_vese_multi(costs, 1.0, max_num_iter=1, relaxation="ccp")
+
+
 def test_chan_vese_is_the_same_on_every_device(device, on_cpu, rng):
     costs = rng.random((2, 3, 20, 20))
     result = chan_vese.chan_vese_multi(costs, 0.3, tol=0, max_num_iter=50)

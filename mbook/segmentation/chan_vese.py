@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.inverse import optimize
 
 #: Step of PDHG with K = ∇ in 2D: τ = σ = 0.99 / sqrt(8), since ‖∇‖² <= 8.
@@ -280,6 +280,12 @@ def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: in
     ChanVeseResult
         ``labels = argmax_k u_k``; ``u`` of shape ``(..., K, nx, ny)``, on the simplex per pixel;
         ``energy`` the primal objective (for CCP its upper bound).
+
+    Raises
+    ------
+    MemoryError
+        When the estimated peak memory (``8 (12 + 2 P) B`` bytes for ``B`` cost values and ``P``
+        Dykstra pairs, 0 for Zach) exceeds the budget of :mod:`mbook.core.progress`.
     """
     costs = _check_costs(costs, 2)
     weight, tol, max_num_iter, check_every = _check_solver(weight, tol, max_num_iter, check_every)
@@ -287,6 +293,10 @@ def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: in
     dykstra_sweeps = checks.check_count(dykstra_sweeps, "dykstra_sweeps")
     xp = backend.get_array_module(costs)
     half = weight / 2
+    # Peak memory: u, the costs and about five dual-sized temporaries (2 values per region and pixel);
+    # CCP adds one dual-sized Dykstra increment per pair of regions. Refused over budget, with the numbers.
+    num_pairs = costs.shape[-3] * (costs.shape[-3] - 1) // 2 if relaxation == "ccp" else 0
+    progress.plan_batches(n_items=1, bytes_per_item=8 * costs.size * (2 + 2 * (5 + num_pairs)))
 
     def objectives(u, p):
         if relaxation == "zach":
