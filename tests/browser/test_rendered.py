@@ -5,6 +5,7 @@ is let finish, and the page fails when
 
 - a display equation, a figure, a table or a cell output is wider than the content column, or sits
   behind a horizontal scroll bar (a reader sees it cut off);
+- MathJax could not typeset an equation (a TeX error or an undefined macro, shown in red);
 - a figure is shown at less than 80 % of its native width (its text shrinks below legibility);
 - raw Markdown table text (``| a | b |`` lines) or a Python traceback shows in the page;
 - the page shows fewer figures than its executed notebook made.
@@ -48,6 +49,16 @@ CHECK_PAGE = """
     const wrapper = el.closest('div.math') || el.parentElement;
     if (scrolls(el) || scrolls(wrapper) || el.getBoundingClientRect().right > right) {
       problems.push(['equation', text(wrapper) || 'display equation', 'wider than the column']);
+    }
+  });
+  // A TeX error (MathJax's merror), an undefined macro (shown in red by MathJax's noundefined), or an
+  // equation MathJax never found (an unbalanced brace hides its closing delimiter: raw TeX is shown).
+  column.querySelectorAll('mjx-container mjx-merror, mjx-container [style*="color: red"]').forEach(el => {
+    problems.push(['equation', text(el.closest('div.math') || el), 'MathJax could not typeset it']);
+  });
+  column.querySelectorAll('div.math').forEach(div => {
+    if (!div.querySelector('mjx-container')) {
+      problems.push(['equation', text(div), 'MathJax could not typeset it (raw TeX shown)']);
     }
   });
   document.querySelectorAll('article img').forEach(img => {
@@ -146,12 +157,16 @@ def test_page_reads_in_a_browser(browser, page):
 
 
 def test_the_check_sees_a_wide_equation_and_a_shrunken_figure(browser):
-    """The check itself can fail: a built page given an over-wide equation, a shrunken figure and a raw table."""
+    """The check itself can fail: a built page given an over-wide equation, three equations MathJax cannot
+    typeset, a shrunken figure and a raw table."""
     borrowed = HTML / "book" / "01-simulation" / "multislice.html"  # a page with MathJax and the theme
     if not borrowed.exists():
         pytest.skip("no built book to borrow a page from: run `jupyter-book build .` first")
     wide = r"\[" + " + ".join(f"a_{{{i}}} b_{{{i}}}" for i in range(120)) + r"\]"
+    broken = [r"\[\begin{aligned} a &= b \\ c &= \frac{d \end{aligned}\]",  # unbalanced: left as raw TeX
+              r"\[a = b & c\]", r"\[\undefinedmacro{x}\]"]  # a misplaced &, an undefined macro
     body = (f'<div class="math notranslate nohighlight">{wide}</div>'
+            + "".join(f'<div class="math notranslate nohighlight">{tex}</div>' for tex in broken) +
             '<div class="cell_output"><img src="data:image/png;base64,' + _PNG_2000_PX + '" width="500"></div>'
             "<p>| method | error | --- | --- |</p><p>| a | b | \u2014 | \u2014 |</p>")
     html = re.sub(r'(<article class="bd-article"[^>]*>)', lambda m: m.group(1) + body,
@@ -164,6 +179,7 @@ def test_the_check_sees_a_wide_equation_and_a_shrunken_figure(browser):
         page.unlink()
     kinds = [(kind, detail.split(" ")[0]) for kind, _, detail in problems]
     assert ("equation", "wider") in kinds
+    assert kinds.count(("equation", "MathJax")) == len(broken)
     assert ("figure", "shown") in kinds
     assert kinds.count(("table", "raw")) == 2  # hyphens, and the dashes typography turns them into
 
