@@ -134,9 +134,11 @@ def _region():
 
 
 def test_reconstruction_recovers_the_phase(rng):
+    # 100 iterations: at 40 the error is still 0.05 without noise (converging), and the noise draw decides
+    # on which side of 0.05 it ends; at 100 it is 0.020-0.039 over noise seeds 0-4 at this dose.
     phase, counts, probe, nominal, _ = _dataset(rng, jitter=0.0)
     result = reconstruction.reconstruct(counts, positions=nominal, probe=probe, object_gpts=(32, 32),
-                                        sampling=SAMPLING, max_num_iter=40, batch_size=8, positions_from=None,
+                                        sampling=SAMPLING, max_num_iter=100, batch_size=8, positions_from=None,
                                         probe_from=None, **DETECTOR)
     error, _ = reconstruction.phase_error(result.phase[0], phase, sampling=SAMPLING, region=_region())
     assert error < 0.05
@@ -195,12 +197,15 @@ def test_frame_registration_recovers_a_linear_drift(device, rng):
     from scipy.ndimage import gaussian_filter, shift as nd_shift
 
     image = gaussian_filter(rng.standard_normal((24, 24)), 1.5, mode="wrap")
-    truth = np.array([[-0.9, 0.6], [-0.3, 0.2], [0.3, -0.2], [0.9, -0.6]])  # scan pixels, mean 0
+    truth = np.array([[-1.8, 1.2], [-0.6, 0.4], [0.6, -0.4], [1.8, -1.2]])  # scan pixels, mean 0
     frames = np.stack([nd_shift(image, -s, order=3, mode="grid-wrap") for s in truth])  # frame(x) = u(x + s)
+    # 16-pixel frames that drift by 3.6 pixels: a correlation of the frames themselves returned about
+    # half of these shifts (what leaves and enters the field pulls it to 0); the fit to a larger canvas
+    # is within a fifth of a pixel (0.15 px here)
     shifts = backend.asnumpy(positions.frame_shifts(frames[:, 4:20, 4:20], scan_step=2.0))
-    np.testing.assert_allclose(shifts, 2.0 * truth, atol=0.2)  # the taper biases shifts ~10 % towards 0
+    np.testing.assert_allclose(shifts, 2.0 * truth, atol=0.4)
     offset, velocity = positions.drift_fit(2.0 * truth, np.array([0.0, 1.0, 2.0, 3.0]))
-    np.testing.assert_allclose(backend.asnumpy(velocity), [1.2, -0.8], atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(velocity), [2.4, -1.6], atol=1e-12)
 
 
 def test_haadf_signal_of_one_atom_is_its_cross_section_times_the_probe_density(device):

@@ -22,12 +22,12 @@ A detector adds three things (McMullan et al. 2009):
 Every random draw takes a ``seed``.
 
 Devices. Inputs are moved to the selected device on entry and every array
-comes back there (:mod:`mbook.core.backend`). The random draws (Poisson
-counts, read noise) are made on the host from a seeded
-:func:`numpy.random.default_rng`, so that a seed gives the same numbers on
-every device: this is the one host step, it copies the expected counts to
-the host and the draws back (rule 4 of :mod:`mbook`). Blurring, gain,
-offset and the ADC run on the device.
+comes back there (:mod:`mbook.core.backend`). The random numbers (one
+uniform per pixel for the Poisson counts, the read noise) are drawn on the
+host from a seeded :func:`numpy.random.default_rng`, so that a seed gives
+the same numbers on every device, and copied to the device (rule 4 of
+:mod:`mbook`); the Poisson quantiles, blurring, gain, offset and the ADC run
+on the device.
 
 Examples
 --------
@@ -66,18 +66,38 @@ def _draw(expected, seed, draw):
     return xp.asarray(draw(rng, backend.asnumpy(expected)))
 
 
-def poisson_counts(expected, *, seed):
-    """Poisson counts with the given expectation per pixel.
+#: Means up to this are inverted by summing the probabilities from 0; above, from a normal guess.
+POISSON_SMALL_MEAN = 10.0
+#: Terms summed for the small means: P(N > 52) < 1e-16 for a mean of 10.
+POISSON_SMALL_TERMS = 52
+#: Most one-count steps from the normal guess to the exact quantile (one or two are usual).
+POISSON_MAX_STEPS = 30
 
-    The draw is made on the host (a seeded NumPy generator: the same counts
-    on every device); the counts come back on the selected device.
+
+def poisson_counts(expected, *, seed):
+    """Poisson counts with the given expectation per pixel, the same on every device.
+
+    Each pixel gets one uniform ``u`` (a seeded NumPy generator on the host,
+    one per pixel whatever its mean) and its count is the exact Poisson
+    quantile ``k = min{k : F_λ(k) >= u}``, computed on the device. A pixel's
+    count depends only on its own ``u`` and mean: expected counts that differ
+    by rounding between devices (another FFT library, the GPU) give the same
+    counts except in the rare pixel whose ``u`` falls between the two CDFs,
+    and never shift the draws of the pixels after it, as a rejection sampler
+    (NumPy's ``poisson``) does.
+
+    Means up to :data:`POISSON_SMALL_MEAN` are inverted by summing the
+    probabilities from zero; larger ones start from the Cornish-Fisher guess
+    ``λ + √λ z + (z² - 1)/6`` (``z = Φ⁻¹(u)``) and step to the quantile
+    with the CDF ``F_λ(k) = Q(k + 1, λ)`` (the regularised upper incomplete
+    gamma function), at most :data:`POISSON_MAX_STEPS` steps.
 
     Parameters
     ----------
     expected : array_like, float, any shape
         Expected number of quanta per pixel (>= 0).
     seed : int or numpy.random.Generator
-        Seed of the draw.
+        Seed of the draw (a generator gives one uniform per pixel).
 
     Returns
     -------
@@ -85,7 +105,42 @@ def poisson_counts(expected, *, seed):
         On the selected device.
     """
     expected = _finite_nonnegative(expected, "expected")
-    return _draw(expected, seed, lambda rng, mean: rng.poisson(mean))
+    rng = seed if isinstance(seed, np.random.Generator) else checks.rng(seed)
+    xp = backend.get_array_module(expected)
+    u = xp.asarray(rng.random(expected.shape))  # one host call, one copy to the device
+    return _poisson_quantile(u, expected)
+
+
+def _poisson_quantile(u, mean):
+    """``min{k : F_mean(k) >= u}`` elementwise (a kernel: float64 inputs on one device, any shape)."""
+    xp = backend.get_array_module(mean)
+    special = backend.scipy_module("special", mean)
+    counts = xp.zeros(mean.shape, xp.int64)
+    small = mean <= POISSON_SMALL_MEAN
+    # Small means: count the partial sums F(0), F(1), ... still below u (F increases with k).
+    lam, v = mean[small], u[small]
+    p = xp.exp(-lam)
+    total, k = p, xp.zeros(lam.shape, xp.int64)
+    for j in range(1, POISSON_SMALL_TERMS + 1):
+        k += total < v
+        p = p * lam / j
+        total = total + p
+    counts[small] = k
+    # Large means: a normal guess with its skew term, then exact one-count steps on the CDF.
+    large = ~small
+    lam, v = mean[large], u[large]
+    z = xp.clip(special.ndtri(v), -38.0, 38.0)  # u = 0 gives -inf
+    k = xp.maximum(xp.floor(lam + xp.sqrt(lam) * z + (z * z - 1) / 6 + 0.5), 0.0)
+    log_lam = xp.log(lam)
+    for _ in range(POISSON_MAX_STEPS):
+        cdf = special.gammaincc(k + 1, lam)  # F(k)
+        up = cdf < v  # k is too small
+        down = (k > 0) & (cdf - xp.exp(k * log_lam - lam - special.gammaln(k + 1)) >= v)  # F(k - 1) >= u
+        if not bool(xp.any(up | down)):  # one copy per step; one or two steps are usual
+            break
+        k = k + up - down
+    counts[large] = k.astype(xp.int64)
+    return counts
 
 
 def apply_dose(intensity, *, dose, pixel_area, seed):
@@ -184,7 +239,7 @@ def camera(intensity, *, photons, gain=1.0, offset=0.0, read_noise=0.0, bit_dept
     expected = _finite_nonnegative(intensity, "intensity") * photons
     xp = backend.get_array_module(expected)
     rng = checks.rng(seed)
-    electrons = _draw(expected, rng, lambda generator, mean: generator.poisson(mean))
+    electrons = poisson_counts(expected, seed=rng)
     noise = _draw(expected, rng, lambda generator, mean: generator.standard_normal(mean.shape))
     signal = gain * (electrons + sigma * noise) + offset
     if bit_depth is None:
