@@ -5,7 +5,8 @@ a diffraction pattern (for ptychography) and the high-angle annular dark
 field (HAADF) signal at every position. The specimen drifts between frames
 far more than within one, so each HAADF frame is the same Z-contrast image
 shifted by that frame's drift. Registering the frames
-(:func:`mbook.inverse.registration.rigid_shifts`) measures the shifts;
+(:func:`frame_shifts`, a least-squares fit of each frame to the others
+placed on a larger canvas) measures the shifts;
 a straight line through them in time (:func:`drift_fit`) gives the drift at
 every visit, within frames too; the corrected positions
 (:func:`corrected_positions`) are handed to the ptychographic reconstruction
@@ -41,6 +42,8 @@ Four frame shifts on a line in time give the drift velocity:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -164,35 +167,18 @@ def haadf_frames(sigma_map, positions, *, probe, sampling, electrons, seed):
     return detection.poisson_counts(signal * electrons, seed=seed).astype(np.float64)
 
 
-#: Fraction of a frame tapered by the Tukey window of :func:`frame_shifts` (0: none, 1: Hann).
-TAPER = 0.5
-
-
-def _tukey(n, alpha):
-    # scipy.signal.windows.tukey without the dependency: cosine tapers over alpha/2 of each end
-    x = np.linspace(0, 1, n)
-    w = np.ones(n)
-    if alpha > 0:
-        edge = x < alpha / 2
-        w[edge] = 0.5 * (1 - np.cos(2 * np.pi * x[edge] / alpha))
-        w[::-1][edge] = w[edge]
-    return w
-
-
-def _correlation_peaks(frames, references, upsample, max_shift):
-    """Shift of each frame against its reference [pixels], from the cross-correlation upsampled
-    ``upsample`` times by zero-padding its spectrum, refined by a parabola (a kernel)."""
-    xp = backend.get_array_module(frames)
-    k, nx, ny = frames.shape
-    cross = xp.conj(backend.fft2(frames)) * backend.fft2(references)
+def _peaks(cross, upsample, max_shift):
+    """Maximum of the correlations whose spectra are ``cross`` ``(k, nx, ny)`` [pixels, mean-free axes
+    in FFT order], upsampled ``upsample`` times by zero-padding the spectrum and refined by a parabola
+    (a kernel)."""
+    xp = backend.get_array_module(cross)
+    k, nx, ny = cross.shape
     mx, my = nx * upsample, ny * upsample
     spectrum = xp.zeros((k, mx, my), cross.dtype)
     hx, hy = nx // 2, ny // 2
-    for (a, b), (c, d) in (((slice(0, hx), slice(0, hy)), (slice(0, hx), slice(0, hy))),
-                           ((slice(0, hx), slice(-hy, None)), (slice(0, hx), slice(-hy, None))),
-                           ((slice(-hx, None), slice(0, hy)), (slice(-hx, None), slice(0, hy))),
-                           ((slice(-hx, None), slice(-hy, None)), (slice(-hx, None), slice(-hy, None)))):
-        spectrum[:, a, b] = cross[:, c, d]
+    for a, b in ((slice(0, hx), slice(0, hy)), (slice(0, hx), slice(-hy, None)),
+                 (slice(-hx, None), slice(0, hy)), (slice(-hx, None), slice(-hy, None))):
+        spectrum[:, a, b] = cross[:, a, b]  # the corners of a larger spectrum: zero-padding
     correlation = backend.ifft2(spectrum).real
     dx, dy = (xp.abs(xp.fft.fftfreq(m, 1 / m)) for m in (mx, my))
     near = (dx[:, None] <= (max_shift + 1) * upsample) & (dy[None, :] <= (max_shift + 1) * upsample)
@@ -217,16 +203,33 @@ def _correlation_peaks(frames, references, upsample, max_shift):
     return xp.stack(shifts, axis=1)
 
 
-def frame_shifts(frames, *, scan_step, max_shift=None, num_iter=3, upsample=8):
+def frame_shifts(frames, *, scan_step, max_shift=None, num_iter=10, upsample=8):
     """Drift of each frame relative to the series' mean [Å], by registering HAADF frames.
 
-    Each frame is cross-correlated with the mean of the *other* frames
-    (aligned by the shifts found so far): at a few counts per pixel, a
-    reference that holds the frame itself pulls its shift towards zero. The
-    frames are tapered at their edges (:data:`TAPER`) and zero-padded to twice
-    their size, the correlation is upsampled
-    ``upsample`` times (zero-padded spectrum) and its peak refined by a parabola.
-    The alignment uses :func:`mbook.inverse.registration.warp`.
+    A frame of a few dozen scan pixels that drifts by a few pixels shows a
+    different part of the specimen at each edge: a cross-correlation of two
+    frames, tapered or not, then prefers small shifts (where the frames
+    overlap most), and was measured here to return half the true drift. So
+    each frame k is fitted by least squares, over its own field only, to a
+    reference ``R_k`` that is larger than it: the mean of the *other* frames,
+    each placed where its shift says, on a canvas ``max_shift`` wider on every
+    side (a pixel seen by no other frame is 0, the mean). The shift minimises
+    ``Σ_x w_k(x) (F_k(x) - R_k(x + s))²`` (``w_k``: 1 on the frame's field),
+    that is, maximises ``2 (F_k ⋆ R_k)(s) - (w_k ⋆ R_k²)(s)``: the second
+    correlation removes the pull towards where the reference holds more signal.
+    A pixel of the frame that lands where no other frame was costs its own
+    ``F_k²``, which keeps the shifts where the frames overlap: at a few counts
+    per pixel this is what makes the fit stable (measured on the HAADF page's
+    frames at 1000 e/Å²: RMS position error 0.1-1.3 Å over eight noise draws,
+    against 1.1-4.6 Å for a correlation of tapered frames, and 1.0-3.0 Å when
+    the misfit is averaged over the overlap alone); on noise-free frames it
+    leaves shifts of a pixel or two about 10 % short.
+    Both are computed for every shift by FFT on a zero-padded canvas, upsampled
+    ``upsample`` times (zero-padded spectrum), and the best refined by a parabola.
+    The canvas is rebuilt from the new shifts ``num_iter`` times (the placing
+    uses :func:`mbook.inverse.registration.warp`). At a few counts per pixel, a
+    reference that held the frame itself would pull its shift towards zero:
+    hence the leave-one-out mean. The frames have their common mean removed.
 
     Parameters
     ----------
@@ -237,7 +240,7 @@ def frame_shifts(frames, *, scan_step, max_shift=None, num_iter=3, upsample=8):
     max_shift : float, optional
         Largest shift searched per axis [scan pixels]; default a quarter of the frame.
     num_iter : int
-        Rounds of align-and-measure.
+        Rounds of place-and-fit.
     upsample : int
         Upsampling of the correlation (precision ``1 / upsample`` pixel before the parabola).
 
@@ -254,19 +257,25 @@ def frame_shifts(frames, *, scan_step, max_shift=None, num_iter=3, upsample=8):
                  else checks.check_positive_number(max_shift, "max_shift"))
     xp = backend.get_array_module(frames)
     k, nx, ny = frames.shape
-    # Mean-free frames, tapered to zero at their edges (a Tukey window: the raster's edges do not move
-    # with the specimen, and an untapered edge pulls every shift towards zero), zero-padded to twice
-    # their size (no wrap-around in the correlation).
-    taper = xp.asarray(np.outer(_tukey(nx, TAPER), _tukey(ny, TAPER)))
-    padded = xp.zeros((k, 2 * nx, 2 * ny))
-    padded[:, nx // 2:nx // 2 + nx, ny // 2:ny // 2 + ny] = (frames - frames.mean(axis=(1, 2), keepdims=True)) * taper
+    margin = int(math.ceil(max_shift)) + 1
+    # the canvas (frame plus margins), zero-padded to twice its size: no wrap-around in the correlations
+    px, py = 2 * (nx + 2 * margin), 2 * (ny + 2 * margin)
+
+    def place(values):
+        out = xp.zeros((k, px, py))
+        out[:, margin:margin + nx, margin:margin + ny] = values
+        return out
+
+    placed, field = place(frames - frames.mean()), place(xp.ones((k, nx, ny)))
+    placed_hat, field_hat = backend.fft2(placed), backend.fft2(field)
     shifts = xp.zeros((k, 2))
     for _ in range(num_iter):
-        fields = xp.ones((k, 2) + padded.shape[1:]) * -shifts[:, :, None, None]
-        aligned = registration.warp(padded, fields)
-        others = (aligned.sum(axis=0) - aligned) / (k - 1)
-        # the others are aligned to the mean frame: the shift of frame k against them is s_k itself
-        shifts = _correlation_peaks(padded, others, upsample, max_shift)
+        fields = xp.ones((k, 2, px, py)) * -shifts[:, :, None, None]
+        moved, covered = registration.warp(placed, fields), registration.warp(field, fields)
+        weight = covered.sum(axis=0) - covered  # how much of the other frames covers each canvas pixel
+        reference = xp.where(weight > 0.5, (moved.sum(axis=0) - moved) / xp.maximum(weight, 0.5), 0.0)
+        cross = 2 * xp.conj(placed_hat) * backend.fft2(reference) - xp.conj(field_hat) * backend.fft2(reference**2)
+        shifts = _peaks(cross, upsample, max_shift)
         shifts = shifts - shifts.mean(axis=0)
     return shifts * backend.asarray(step)
 
