@@ -279,6 +279,10 @@ E("core.checks.as_tuple", lambda: call((1.0, 2.0), "value", 2), value=[(1.0, 2.0
 E("core.checks.check_gpts", lambda: call((8, 8), 2), gpts=GPTS + [(8, 8, 8)], ndim=[0, -1, 2.5, "2"], name=FREE)
 E("core.checks.check_positive", lambda: call((1.0, 2.0), "value", 2), value=LENGTH + [(1.0, 0.0)], name=FREE,
   ndim=[0, -1, 2.5, "2"])
+E("core.checks.check_rotations", lambda: call(np.stack([np.eye(3), np.eye(3)[[1, 2, 0]]])),
+  rotations=[EMPTY, WITH_NAN, ONE_AXIS_LESS, "abc", np.eye(3), 1.1 * np.ones((2, 3, 3)), -np.ones((1, 3, 3)),
+             np.diag([1.0, 1.0, -1.0])[None]],
+  name=[1, None], single=FREE)
 E("core.checks.check_array", lambda: call(rand(4, 4), "array", ndim=2), array=ARRAY + [None], name=FREE,
   ndim=[-1, 2.5, "2"], min_ndim=[-1, 2.5, "2"], real=FREE, finite=FREE)
 E("core.checks.check_field", lambda: call(crand(4, 4), "field"), field=ARRAY, name=FREE)

@@ -247,6 +247,49 @@ def check_same_shape(name: str, array, reference_name: str, reference) -> None:
 
 
 # ----------------------------------------------------------------------------- arrays
+def check_rotations(rotations, name: str = "rotations", *, single: bool = False):
+    """Rotation matrices ``(n, 3, 3)`` as float64 on the selected device: orthogonal, determinant +1.
+
+    Parameters
+    ----------
+    rotations : (n, 3, 3) array_like, or (3, 3) with ``single``
+        Rotation matrices.
+    name : str
+        The parameter's name, for the messages.
+    single : bool
+        Accept one (3, 3) matrix and return it as a batch of one.
+
+    Returns
+    -------
+    (n, 3, 3) ndarray, float64
+        On the selected device.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``: a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6: a
+        shear or a scale would rotate into a distorted object) or reflections (determinant -1).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be the parameter's name (a str), got {type(name).__name__}")
+    rotations = check_array(rotations, name, real=True)
+    if single and rotations.ndim == 2:
+        rotations = rotations[None]
+    if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
+        shapes = "(n, 3, 3) or (3, 3)" if single else "(n, 3, 3)"
+        raise ValueError(f"{name} must have shape {shapes}, got {rotations.shape}")
+    xp = backend.get_array_module(rotations)
+    rotations = rotations.astype(xp.float64)
+    error = xp.max(xp.abs(xp.matmul(rotations, xp.swapaxes(rotations, 1, 2)) - xp.eye(3)))
+    lowest = xp.min(xp.linalg.det(rotations))
+    error, lowest = backend.asnumpy(xp.stack([error, lowest])).tolist()  # one copy on entry
+    if not error < 1e-6:
+        raise ValueError(f"{name} must be orthogonal matrices (R Rᵀ = I to 1e-6), got an error of {error:.3g}")
+    if not lowest > 0:
+        raise ValueError(f"{name} must have determinant +1 (rotations, not reflections), got {lowest:.3g}")
+    return rotations
+
+
 def check_array(array, name: str, *, ndim: int | None = None, min_ndim: int | None = None,
                 real: bool = False, finite: bool = True):
     """``array`` on the selected device, checked: dimensions, real-valuedness, finiteness.

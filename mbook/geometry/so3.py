@@ -192,18 +192,7 @@ def check_rotations(rotations, name: str = "rotations"):
     ValueError
         For a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6) or reflections.
     """
-    rotations = checks.check_array(rotations, name, real=True).astype(float)
-    if rotations.ndim == 2:
-        rotations = rotations[None]
-    if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
-        raise ValueError(f"{name} must be (n, 3, 3) matrices, got shape {rotations.shape}")
-    xp = backend.get_array_module(rotations)
-    error = float(xp.max(xp.abs(rotations @ xp.swapaxes(rotations, 1, 2) - xp.eye(3))))  # one copy at the entry
-    if not error < 1e-6:
-        raise ValueError(f"{name} must be orthogonal matrices (R Rᵀ = I), deviation {error:.2e}")
-    if not float(xp.min(xp.linalg.det(rotations))) > 0:
-        raise ValueError(f"{name} must have determinant +1 (proper rotations, not reflections)")
-    return rotations
+    return checks.check_rotations(rotations, name, single=True)
 
 
 def _check_rotation_vectors(vectors, name):

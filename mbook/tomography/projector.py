@@ -131,21 +131,7 @@ def check_rotations(rotations, name: str = "rotations"):
         Naming ``name``: a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6: a
         shear or a scale would project a distorted object) or reflections (determinant -1).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    rotations = checks.check_array(rotations, name, ndim=3, real=True)
-    if rotations.shape[1:] != (3, 3):
-        raise ValueError(f"{name} must have shape (N, 3, 3), got {rotations.shape}")
-    xp = backend.get_array_module(rotations)
-    rotations = rotations.astype(xp.float64)
-    error = xp.max(xp.abs(xp.matmul(rotations, xp.swapaxes(rotations, 1, 2)) - xp.eye(3)))
-    lowest = xp.min(xp.linalg.det(rotations))
-    error, lowest = backend.asnumpy(xp.stack([error, lowest])).tolist()  # one copy on entry
-    if not error < 1e-6:
-        raise ValueError(f"{name} must be orthogonal matrices (R R^T = I to 1e-6), got an error of {error:.3g}")
-    if not lowest > 0:
-        raise ValueError(f"{name} must have determinant +1 (rotations, not reflections), got {lowest:.3g}")
-    return rotations
+    return checks.check_rotations(rotations, name)
 
 
 def _half_length(shape) -> int:
