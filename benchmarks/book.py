@@ -16,7 +16,13 @@ Run from the repository root:
     MBOOK_DEVICE=gpu .venv/bin/python benchmarks/book.py --size full --markdown
 
 ``--markdown`` prints the table as Markdown for the performance page, with
-the date, the device line and the library versions above it. Timings are
+the date, the device line and the library versions above it.
+
+``--seed-offset K`` runs each page that sets ``SEED = n`` with ``SEED = n + K``
+(other noise draws, other random specimens): a claim that holds only for the
+draw it was written with fails here. Pages without a ``SEED`` are skipped.
+
+    .venv/bin/python benchmarks/book.py --seed-offset 1     # every claim, other draws Timings are
 one run per page on a possibly shared machine; they are not tests.
 """
 
@@ -27,6 +33,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -62,7 +69,10 @@ def page_name(page: pathlib.Path) -> str:
 
 
 # ----------------------------------------------------------------------------- one page, in a child process
-def run_page(path: str, top: int) -> dict:
+SEED_LINE = re.compile(r"^SEED = (\d+)", flags=re.M)
+
+
+def run_page(path: str, top: int, seed_offset: int = 0) -> dict:
     """Run one page's code cells in this process and return what was measured (the child's side)."""
     import builtins
     import cProfile
@@ -79,6 +89,12 @@ def run_page(path: str, top: int) -> dict:
     page = pathlib.Path(path)
     os.chdir(page.parent)
     cells = [cell.source for cell in jupytext.read(page).cells if cell.cell_type == "code"]
+    if seed_offset:
+        with_seed = [i for i, source in enumerate(cells) if SEED_LINE.search(source)]
+        if not with_seed:
+            return dict(status="skipped: no SEED", wall=0.0, host=None, device=None, functions=[], cells=len(cells))
+        first = with_seed[0]
+        cells[first] = SEED_LINE.sub(lambda m: f"SEED = {int(m.group(1)) + seed_offset}", cells[first], count=1)
     device = _DevicePeak()
     namespace = {"__name__": "__main__"}
     profile = cProfile.Profile()
@@ -145,8 +161,8 @@ class _DevicePeak:
 
 
 # ----------------------------------------------------------------------------- the parent: one child per page
-def measure(page: pathlib.Path, *, timeout: float, top: int) -> dict:
-    command = [sys.executable, __file__, "--child", str(page), "--top", str(top)]
+def measure(page: pathlib.Path, *, timeout: float, top: int, seed_offset: int = 0) -> dict:
+    command = [sys.executable, __file__, "--child", str(page), "--top", str(top), "--seed-offset", str(seed_offset)]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -183,12 +199,14 @@ def main():
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per page before it is stopped")
     parser.add_argument("--top", type=int, default=TOP, help="functions listed per page")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--seed-offset", type=int, default=0, help="run pages with SEED + this (other draws)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.top < 1 or args.timeout <= 0:
-        parser.error(f"--top must be >= 1 and --timeout > 0, got {args.top} and {args.timeout}")
+    if args.top < 1 or args.timeout <= 0 or args.seed_offset < 0:
+        parser.error(f"--top must be >= 1, --timeout > 0 and --seed-offset >= 0, got {args.top}, {args.timeout} "
+                     f"and {args.seed_offset}")
     if args.child:
-        print("MBOOK-PAGE " + json.dumps(run_page(args.child, args.top)), flush=True)
+        print("MBOOK-PAGE " + json.dumps(run_page(args.child, args.top, args.seed_offset)), flush=True)
         return
     if args.size:
         os.environ["MBOOK_SIZE"] = args.size
@@ -200,10 +218,10 @@ def main():
             parser.error(f"unknown pages {unknown}; known: {sorted(known)}")
         pages = [known[name] for name in args.pages]
 
-    print(header(), flush=True)
+    print(header() + (f"; every SEED + {args.seed_offset}" if args.seed_offset else ""), flush=True)
     rows = []
     for page in pages:
-        row = measure(page, timeout=args.timeout, top=args.top)
+        row = measure(page, timeout=args.timeout, top=args.top, seed_offset=args.seed_offset)
         rows.append((page_name(page), row))
         costly = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["functions"])
         print(f"{page_name(page):<36} {row['wall']:7.1f} s  host {_mib(row['host']):>6} MiB  "
@@ -216,7 +234,7 @@ def main():
             status = "" if row["status"] == "ok" else f" ({row['status']})"
             print(f"| {name}{status} | {row['wall']:.1f} | {_mib(row['host'])} | {_mib(row['device'])} | {costly} |")
     total = sum(row["wall"] for _, row in rows)
-    failed = [name for name, row in rows if row["status"] != "ok"]
+    failed = [name for name, row in rows if row["status"] not in ("ok", "skipped: no SEED")]
     print(f"\n{len(rows)} pages in {total:.0f} s; {len(failed)} not finished: {failed}")
 
 
