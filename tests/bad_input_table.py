@@ -315,6 +315,8 @@ E("core.strict.is_strict", lambda: call(rand(4)), array=FREE)  # a question
 E("core.progress.progress", lambda: call(range(3), desc="x", total=3),
   iterable=[3, 2.5], desc=FREE, total=COUNT0, kwargs=FREE)
 E("core.progress.memory_budget", lambda: call())
+E("core.progress.run_batches", lambda: call(lambda start: None, range(0, 6, 2), threads=2), run=[3, None],
+  starts=FREE, threads=COUNT, desc=FREE)  # starts: any iterable of what run takes
 E("core.progress.plan_batches", lambda: call(n_items=10, bytes_per_item=100, fixed_bytes=10, budget=10**6),
   n_items=COUNT, bytes_per_item=LENGTH, fixed_bytes=NONNEG, budget=LENGTH)
 

@@ -30,3 +30,21 @@ def test_budget_from_environment(monkeypatch):
 def test_progress_iterates_everything(monkeypatch):
     monkeypatch.setenv("MBOOK_PROGRESS", "0")
     assert list(progress(range(5), desc="test")) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_run_batches_runs_every_batch_once_with_single_threaded_ffts_in_a_pool(threads):
+    import numpy as np
+
+    from mbook.core import backend
+    from mbook.core import progress as progress_module
+
+    seen, workers = [], set()
+
+    def run(start):
+        seen.append(start)
+        workers.add(backend.fft_kwargs(np.zeros(2)).get("workers"))
+
+    progress_module.run_batches(run, range(0, 10, 2), threads=threads)
+    assert sorted(seen) == [0, 2, 4, 6, 8]
+    assert workers == ({1} if threads > 1 else {-1})  # a pool shares the cores between batches, not FFTs

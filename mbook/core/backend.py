@@ -351,7 +351,8 @@ def refuse_non_finite(array, name: str) -> None:
         raise TypeError(f"name must be the parameter's name (a str), got {name!r:.60}")
     if not hasattr(array, "dtype") or not hasattr(array, "ndim"):
         raise TypeError(f"array ({name}) must be a NumPy, CuPy or stand-in array, got {type(array).__name__}")
-    if array.dtype.kind in "fc" and not bool(get_array_module(array).all(get_array_module(array).isfinite(array))):
+    xp = get_array_module(array)
+    if array.dtype.kind in "fc" and not bool(xp.all(xp.isfinite(array))):
         raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
 
 

@@ -336,8 +336,8 @@ def check_array(array, name: str, *, ndim: int | None = None, min_ndim: int | No
     xp = backend.get_array_module(array)
     if real and array.dtype.kind == "c":
         raise ValueError(f"{name} must be real, got dtype {array.dtype}")
-    if finite and array.dtype.kind in "fc" and not bool(xp.all(xp.isfinite(array))):
-        raise ValueError(f"{name} holds non-finite values (NaN or inf); clean or mask the data first")
+    if finite:
+        backend.refuse_non_finite(array, name)
     return array
 
 

@@ -19,10 +19,11 @@ Examples
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from mbook.core import checks
+from mbook.core import backend, checks
 
 DEFAULT_BUDGET = 2 * 2**30  # bytes: what a laptop can spare for one computation
 
@@ -35,6 +36,45 @@ def progress(iterable=None, *, desc=None, total=None, **kwargs):
         total = checks.check_count(total, "total", minimum=0)
     disable = os.environ.get("MBOOK_PROGRESS", "1") == "0"
     return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=0.5, **kwargs)
+
+
+def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
+    """Call ``run(start)`` for every batch start, with a progress bar.
+
+    With ``threads`` > 1 the batches run in a pool of that many threads, each
+    with single-threaded CPU FFTs (:func:`mbook.core.backend.fft_workers`):
+    the batches share the cores, not each FFT. Threads, not processes: NumPy,
+    FFTW and pocketfft release the GIL, and the batches share their inputs.
+    ``run`` stores its own result (into a preallocated output), so no list of
+    batches is held.
+
+    Parameters
+    ----------
+    run : callable
+        ``run(start)`` for one batch.
+    starts : sequence of int
+        The batches' first items.
+    threads : int
+        Batches at once (>= 1).
+    desc : str, optional
+        The progress bar's label.
+    """
+    if not callable(run):
+        raise TypeError(f"run must be callable as run(start), got {run!r:.60}")
+    threads = checks.check_count(threads, "threads")
+    starts = list(starts)
+    if threads == 1:
+        for start in progress(starts, desc=desc):
+            run(start)
+        return
+
+    def run_one_thread(start):
+        with backend.fft_workers(1):
+            run(start)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in progress(pool.map(run_one_thread, starts), desc=desc, total=len(starts)):
+            pass
 
 
 def memory_budget() -> int:

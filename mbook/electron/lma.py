@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -270,18 +269,7 @@ def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle,
                                                              propagators=propagators, u=u, step=step,
                                                              gpts=grid.gpts)
 
-    def run_one_thread(start):
-        with backend.fft_workers(1):
-            run(start)
-
-    starts = range(0, n, batch)
-    if threads > 1:  # threads, not processes: FFTW and NumPy release the GIL; single-threaded FFTs in each
-        with ThreadPoolExecutor(threads) as pool:
-            for _ in progress.progress(pool.map(run_one_thread, starts), total=len(starts), desc="LMA basis"):
-                pass
-    else:
-        for start in progress.progress(starts, desc="LMA basis"):
-            run(start)
+    progress.run_batches(run, range(0, n, batch), threads=threads, desc="LMA basis")
 
 
 def _box(touched_axis, step, patch, n):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -262,17 +261,11 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
         for start, future in zip(starts, progress.progress(futures, **bar)):
             array[start:start + batch] = future.result()
             future.release()
-    elif threads > 1:
-        # Threads, not processes: FFTW and NumPy release the GIL, and the slices are shared.
-        def run(start):
-            array[start:start + batch] = _propagate_beams_one_thread(beams[start:start + batch], **kwargs)
-
-        with ThreadPoolExecutor(threads) as pool:
-            for _ in progress.progress(pool.map(run, starts), total=len(starts), **bar):
-                pass
     else:
-        for start in progress.progress(starts, **bar):
+        def run(start):
             array[start:start + batch] = _propagate_beams(beams[start:start + batch], **kwargs)
+
+        progress.run_batches(run, starts, threads=threads, **bar)
     return SMatrix(array, beams_host, grid, float(energy), semiangle, int(interpolation))
 
 

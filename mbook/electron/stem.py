@@ -24,7 +24,6 @@ Examples
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -368,17 +367,9 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
         for start, future in zip(starts, progress.progress(futures, desc="STEM scan")):
             store(start, future.result())
             future.release()  # its result is in the output now
-    elif threads > 1:
-        # Threads, not processes: NumPy, FFTW and pocketfft release the GIL, and the specimen is shared.
-        def run(start):
-            store(start, _scan_batch_one_thread(flat[start:start + batch], **kwargs))
-
-        with ThreadPoolExecutor(threads) as pool:
-            for _ in progress.progress(pool.map(run, starts), desc="STEM scan", total=len(starts)):
-                pass
     else:
-        for start in progress.progress(starts, desc="STEM scan"):
-            store(start, _scan_batch(flat[start:start + batch], **kwargs))
+        progress.run_batches(lambda start: store(start, _scan_batch(flat[start:start + batch], **kwargs)), starts,
+                             threads=threads, desc="STEM scan")
 
     return scan_outputs(signals, patterns, detectors, positions.shape[:-1], grid.gpts)
 
