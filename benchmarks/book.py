@@ -46,21 +46,13 @@ def toc_pages():
     """Notebook pages in the order of ``_toc.yml`` (plain Markdown pages are skipped)."""
     import yaml
 
+    sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT / "book"))
     from conftest import is_myst_notebook  # the book's own test of "a notebook page"
-
-    def files(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                yield node["file"]
-            for value in node.values():
-                yield from files(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from files(item)
+    from test_book import toc_files  # the same walk of _toc.yml that checks the book's structure
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [ROOT / (name + ".md") for name in files(toc)]
+    pages = [ROOT / (name + ".md") for name in toc_files(toc)]
     return [page for page in pages if page.exists() and is_myst_notebook(page)]
 
 

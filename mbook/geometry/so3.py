@@ -173,25 +173,8 @@ def axis_rotation(axis, angle):
 
 
 def check_rotations(rotations, name: str = "rotations"):
-    """Validate rotation matrices and put them on the selected device.
-
-    Parameters
-    ----------
-    rotations : (n, 3, 3) or (3, 3) array_like
-        A single matrix is promoted to a batch of one.
-    name : str
-        The parameter's name, for the messages.
-
-    Returns
-    -------
-    (n, 3, 3) ndarray, float64
-        On the selected device.
-
-    Raises
-    ------
-    ValueError
-        For a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6) or reflections.
-    """
+    """Rotation matrices ``(n, 3, 3)`` (one ``(3, 3)`` matrix becomes a batch of one) on the selected
+    device: :func:`mbook.core.checks.check_rotations` with ``single=True``."""
     return checks.check_rotations(rotations, name, single=True)
 
 

@@ -116,21 +116,8 @@ def _check_angles(angles) -> np.ndarray:
 
 
 def check_rotations(rotations, name: str = "rotations"):
-    """Rotation matrices ``(N, 3, 3)`` as float64 on the selected device: orthogonal, determinant +1.
-
-    Parameters
-    ----------
-    rotations : (N, 3, 3) array_like
-        Object-to-laboratory rotations.
-    name : str
-        The parameter's name, for the messages.
-
-    Raises
-    ------
-    ValueError
-        Naming ``name``: a wrong shape, matrices that are not orthogonal (``R Rᵀ = I`` to 1e-6: a
-        shear or a scale would project a distorted object) or reflections (determinant -1).
-    """
+    """Object-to-laboratory rotations ``(N, 3, 3)`` as float64 on the selected device, orthogonal with
+    determinant +1: :func:`mbook.core.checks.check_rotations`."""
     return checks.check_rotations(rotations, name)
 
 
