@@ -26,7 +26,7 @@ os.environ.setdefault("MBOOK_PROGRESS", "0")
 from timing import median_time  # benchmarks/timing.py
 
 from mbook.core import backend
-from mbook.light import cbs, epry, mie, phantoms, scattering
+from mbook.light import cbs, epry, led_geometry, mie, phantoms, scattering
 from mbook.light import fourier_ptychography as fp
 
 WAVELENGTH, N_WATER, N_CYLINDER, DIAMETER = 0.5, 1.33, 1.40, 4.0
@@ -65,9 +65,9 @@ def propagators(points_per_wavelength, repeat):
 def reconstruction(sizes, repeat):
     print("\nFourier ptychography: one EPRY pass over all LEDs (9 x 9 array, 4x camera binning)")
     print(f"{'object':>8} {'camera':>7} {'window':>7} {'plain [s]':>10} {'vignetting [s]':>15}")
-    leds = fp.led_array((9, 9), pitch=4.0, height=90.0)
+    leds = led_geometry.led_array((9, 9), pitch=4.0, height=90.0)
     for n in sizes:
-        setup = fp.make_setup((n, n), sampling=0.4, wavelength=0.5, na=0.1, illumination=leds,
+        setup = led_geometry.make_setup((n, n), sampling=0.4, wavelength=0.5, na=0.1, illumination=leds,
                               upsampling=4, na_vignetting=0.12, vignetting_slope=1.0e-3 * 256 / n)
         data = fp.images(phantoms.cells((n, n), sampling=0.4, seed=0), setup)
         times = [median_time(lambda v=v: epry.reconstruct(data, setup, vignetting=v, max_num_iter=1), repeat)[0]

@@ -617,10 +617,10 @@ def _index2d(n=16):
 
 
 def _fp_setup(**kwargs):
-    from mbook.light import fourier_ptychography as fp
+    from mbook.light import led_geometry
 
-    return fp.make_setup((32, 32), sampling=0.5, wavelength=0.5, na=0.12, upsampling=2,
-                         illumination=fp.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
+    return led_geometry.make_setup((32, 32), sampling=0.5, wavelength=0.5, na=0.12, upsampling=2,
+                                   illumination=led_geometry.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
 
 
 def _fp_images():
@@ -636,9 +636,9 @@ def _fp_spectrum(setup=None):
 
 
 def _fp_pupil():
-    from mbook.light import fourier_ptychography as fp
+    from mbook.light import led_geometry
 
-    return fp.pupil(_fp_setup())
+    return led_geometry.pupil(_fp_setup())
 
 
 E("light.cbs.boundary_profile", lambda: call(np.linspace(0.0, 1.0, 8), k=12.0, strength=0.5),
@@ -697,9 +697,9 @@ E("light.fourier_ptychography.images_thick", lambda: call(1.0 + 0.01 * rand(2, 3
 
 
 def _led():
-    from mbook.light import fourier_ptychography as fp
+    from mbook.light import led_geometry
 
-    return fp.led_array((3, 3), pitch=3.0, height=60.0)
+    return led_geometry.led_array((3, 3), pitch=3.0, height=60.0)
 
 
 E("light.microscope.rayleigh_range", lambda: call(2.0, 0.5), waist=LENGTH, wavelength=LENGTH)

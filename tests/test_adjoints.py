@@ -60,15 +60,15 @@ from mbook.multimodal import upsampling
 _EDGE_WEIGHTS = 1.0 + 0.5 * np.sin(np.add.outer(np.arange(12.0), 0.7 * np.arange(10.0)))
 
 # Thick samples and Fourier ptychography (mbook.light.scattering, mbook.light.fourier_ptychography).
-from mbook.light import fourier_ptychography, scattering
+from mbook.light import fourier_ptychography, led_geometry, scattering
 
 _WATER = dict(wavelength=0.5, n_background=1.33)
 _INDEX_2D = 1.33 + 0.05 * np.random.default_rng(1).random((12, 20)) + 0.01j
 _INDEX_3D = 1.33 + 0.05 * np.random.default_rng(2).random((6, 16, 12))
-_FP = fourier_ptychography.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
-                              illumination=fourier_ptychography.led_array((3, 3), pitch=4.0, height=40.0),
+_FP = led_geometry.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
+                              illumination=led_geometry.led_array((3, 3), pitch=4.0, height=40.0),
                               na_vignetting=0.11, vignetting_slope=2e-3)
-_FP_PUPIL = fourier_ptychography.pupil(_FP, defocus=3.0, zernike_waves={(2, 2): 0.3}, xp=np)
+_FP_PUPIL = led_geometry.pupil(_FP, defocus=3.0, zernike_waves={(2, 2): 0.3}, xp=np)
 OPERATORS += [
     ("first Born scattered field (2D)",
      lambda x: scattering.born_scattered_field(x, sampling=0.1, **_WATER),

@@ -21,8 +21,9 @@ Examples
 --------
 >>> from mbook.light import epry, phantoms
 >>> from mbook.light import fourier_ptychography as fp
->>> setup = fp.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
-...                       illumination=fp.led_array((3, 3), pitch=4.0, height=40.0))
+>>> from mbook.light import led_geometry
+>>> setup = led_geometry.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, upsampling=2,
+...                                 illumination=led_geometry.led_array((3, 3), pitch=4.0, height=40.0))
 >>> sample = phantoms.cells((64, 64), sampling=0.5, seed=0, n_cells=2, radius=(4.0, 6.0))
 >>> result = epry.reconstruct(fp.images(sample, setup), setup, max_num_iter=5)
 >>> bool(result.residuals[-1] < result.residuals[0])

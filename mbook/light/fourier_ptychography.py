@@ -2,7 +2,7 @@
 
 The microscope's geometry (the LED array, the :class:`Setup` on the frequency
 lattice, pupils, each LED's window of frequencies) is in
-:mod:`mbook.light.led_geometry`; its names are importable from here too.
+:mod:`mbook.light.led_geometry`.
 
 Forward model (Zheng et al. 2013). LED ``i`` lights the sample with a plane
 wave of transverse frequency ``q_i = NA_ill,i / λ0``. A thin sample ``o(r)``
@@ -64,10 +64,10 @@ Examples
 --------
 >>> import numpy as np
 >>> from mbook.core import backend
->>> from mbook.light import fourier_ptychography as fp
->>> leds = fp.led_array((3, 3), pitch=4.0, height=60.0)
->>> setup = fp.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
-...                       upsampling=2)
+>>> from mbook.light import fourier_ptychography as fp, led_geometry
+>>> leds = led_geometry.led_array((3, 3), pitch=4.0, height=60.0)
+>>> setup = led_geometry.make_setup((64, 64), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
+...                                 upsampling=2)
 >>> images = fp.images(np.ones((64, 64), complex), setup)
 >>> bool(np.allclose(backend.asnumpy(images[0]), 1.0))          # the central LED sees an empty slide
 True
@@ -79,9 +79,7 @@ import math
 
 from mbook.core import backend, checks, grids, progress, propagation
 from mbook.light import scattering
-# The geometry every function here takes, importable from here as well: the forward model's vocabulary.
-from mbook.light.led_geometry import (Setup, check_setup, effective_pupil, led_array, make_setup,  # noqa: F401
-                                      pupil, select_leds, window_indices)
+from mbook.light.led_geometry import Setup, check_setup, pupil, window_indices
 
 #: Bytes of work per batch of LEDs in :func:`images_thick` on the CPU (a GPU takes the memory budget).
 CPU_BATCH_BYTES = 256 * 2**20
