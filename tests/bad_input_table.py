@@ -1640,9 +1640,9 @@ E("learning.unrolled.segment", lambda: call(rand(2, 3, 8, 8), _unrolled_params()
   params=PARAMS_U, soft=FREE)
 E("learning.unrolled.loss_and_gradient", lambda: call(rand(2, 3, 8, 8), _masks(), _unrolled_params()),
   features=FEATURES_U, masks=ARRAY + [np.zeros((2, 8, 7)), np.full((2, 8, 8), 0.5)], params=PARAMS_U)
-E("learning.unrolled.intersection_over_union", lambda: call(_masks() > 0, _masks()),
+E("learning.pdhg_baseline.intersection_over_union", lambda: call(_masks() > 0, _masks()),
   segmentation=[EMPTY, "abc", np.zeros((2, 8, 7))], masks=ARRAY_ANY_NDIM + [np.zeros((2, 8, 7))])
-E("learning.unrolled.pdhg_segment", lambda: call(rand(2, 8, 8) - 1.0, weight=0.1, max_num_iter=5),
+E("learning.pdhg_baseline.pdhg_segment", lambda: call(rand(2, 8, 8) - 1.0, weight=0.1, max_num_iter=5),
   cost=ARRAY_ANY_NDIM + [np.zeros(8)], weight=LENGTH + [[0.1, 0.2, 0.3]], tau=LENGTH, sigma=LENGTH,
   max_num_iter=COUNT, tol=TOL, check_every=COUNT)
 E("learning.unrolled.train",

@@ -126,7 +126,7 @@ def test_implicit_bias_refuses_bad_input(call, match):
 
 
 # ----------------------------------------------------------------------------- unrolled PDHG
-from mbook.learning import unrolled  # noqa: E402
+from mbook.learning import pdhg_baseline, unrolled  # noqa: E402
 
 
 def _two_region_problem(n=4, size=16, noise=0.8, seed=0):
@@ -179,8 +179,8 @@ def test_network_with_tied_layers_is_pdhg(rng):
     features, _ = _two_region_problem(n=3, seed=1)
     params = unrolled.init_parameters(2, 60, centre=[-1.0, 0.0], weight=0.4)
     network = backend.asnumpy(unrolled.segment(features, params, soft=True))
-    solver = backend.asnumpy(unrolled.pdhg_segment(unrolled.data_term(features, params), weight=0.4,
-                                                   tau=0.35, sigma=0.35, max_num_iter=60).u)
+    solver = backend.asnumpy(pdhg_baseline.pdhg_segment(unrolled.data_term(features, params), weight=0.4,
+                                                        tau=0.35, sigma=0.35, max_num_iter=60).u)
     np.testing.assert_allclose(network, solver, atol=1e-12)
 
 
@@ -188,29 +188,29 @@ def test_total_variation_segments_what_thresholding_cannot():
     features, masks = _two_region_problem(n=4, size=24, noise=1.2, seed=2)
     params = unrolled.init_parameters(2, 1, centre=[1.0, 0.0])  # c = channel 0: negative on the foreground
     cost = unrolled.data_term(features, params)
-    pixelwise = unrolled.intersection_over_union(cost < 0, masks)
-    segmented = unrolled.pdhg_segment(cost, weight=1.0, max_num_iter=800).u
+    pixelwise = pdhg_baseline.intersection_over_union(cost < 0, masks)
+    segmented = pdhg_baseline.pdhg_segment(cost, weight=1.0, max_num_iter=800).u
     assert pixelwise < 0.75
-    assert unrolled.intersection_over_union(segmented, masks) > 0.9
+    assert pdhg_baseline.intersection_over_union(segmented, masks) > 0.9
     # The relaxation is nearly binary at the solution (Chan, Esedoglu and Nikolova 2006).
     assert float(backend.xp.mean((segmented > 0.05) & (segmented < 0.95))) < 0.05
-    per_image = unrolled.pdhg_segment(cost, weight=[1.0, 1.0, 0.01, 1.0], max_num_iter=800).u
+    per_image = pdhg_baseline.pdhg_segment(cost, weight=[1.0, 1.0, 0.01, 1.0], max_num_iter=800).u
     np.testing.assert_allclose(backend.asnumpy(per_image[[0, 1, 3]]), backend.asnumpy(segmented[[0, 1, 3]]))
 
 
 def test_pdhg_stops_at_the_gap_and_scaled_steps_converge_faster():
     features, masks = _two_region_problem(n=4, size=24, noise=1.2, seed=2)
     cost = unrolled.data_term(features, unrolled.init_parameters(2, 1, centre=[1.0, 0.0]))
-    scaled = unrolled.pdhg_segment(cost, weight=3.0, max_num_iter=3000, tol=1e-5, check_every=20)
-    equal = unrolled.pdhg_segment(cost, weight=3.0, tau=0.35, sigma=0.35, max_num_iter=3000, tol=1e-5,
-                                  check_every=20)
+    scaled = pdhg_baseline.pdhg_segment(cost, weight=3.0, max_num_iter=3000, tol=1e-5, check_every=20)
+    equal = pdhg_baseline.pdhg_segment(cost, weight=3.0, tau=0.35, sigma=0.35, max_num_iter=3000, tol=1e-5,
+                                       check_every=20)
     gaps = backend.asnumpy(scaled.gaps)
     assert scaled.converged and gaps[-1] <= 1e-5 and scaled.num_iter == 20 * len(gaps)
     assert gaps.min() >= -1e-12  # weak duality: D is a lower bound of the optimum, P an upper one
     assert not equal.converged or equal.num_iter > 1.5 * scaled.num_iter
     # Both reach the same segmentation: the equal-step run after all its iterations.
     assert int(backend.xp.sum((scaled.u > 0.5) != (equal.u > 0.5))) == 0
-    assert unrolled.intersection_over_union(scaled.u, masks) > 0.95
+    assert pdhg_baseline.intersection_over_union(scaled.u, masks) > 0.95
 
 
 def test_training_lowers_the_loss_and_raises_the_iou():
@@ -221,8 +221,8 @@ def test_training_lowers_the_loss_and_raises_the_iou():
                             show_progress=False)
     after = float(unrolled.loss_and_gradient(features, masks, result.params)[0])
     assert after < 0.7 * before
-    assert (unrolled.intersection_over_union(unrolled.segment(features, result.params), masks)
-            > unrolled.intersection_over_union(unrolled.segment(features, params), masks) + 0.05)
+    assert (pdhg_baseline.intersection_over_union(unrolled.segment(features, result.params), masks)
+            > pdhg_baseline.intersection_over_union(unrolled.segment(features, params), masks) + 0.05)
 
 
 def test_unrolled_on_device_matches_cpu(device, on_cpu):
@@ -239,7 +239,7 @@ def test_unrolled_on_device_matches_cpu(device, on_cpu):
         np.testing.assert_allclose(backend.asnumpy(b), a, atol=1e-12)
     params = result.params
     assert backend.get_array_module(unrolled.segment(features, params)) is backend.xp
-    solved = unrolled.pdhg_segment(unrolled.data_term(features, params), weight=0.1, max_num_iter=3)
+    solved = pdhg_baseline.pdhg_segment(unrolled.data_term(features, params), weight=0.1, max_num_iter=3)
     assert backend.get_array_module(solved.u) is backend.xp
     assert backend.get_array_module(solved.gaps) is backend.xp
 
@@ -250,9 +250,9 @@ def test_unrolled_training_and_pdhg_copy_nothing_to_the_host_per_step(no_copies_
     no_copies_per_iteration(lambda n: unrolled.train(features, masks, params, num_steps=n, batch_size=2,
                                                      show_progress=False))
     cost = backend.asnumpy(unrolled.data_term(features, params))
-    no_copies_per_iteration(lambda n: unrolled.pdhg_segment(cost, weight=0.2, max_num_iter=n))
-    no_copies_per_iteration(lambda n: unrolled.pdhg_segment(cost, weight=0.2, max_num_iter=n, tol=1e-30,
-                                                            check_every=n))
+    no_copies_per_iteration(lambda n: pdhg_baseline.pdhg_segment(cost, weight=0.2, max_num_iter=n))
+    no_copies_per_iteration(lambda n: pdhg_baseline.pdhg_segment(cost, weight=0.2, max_num_iter=n, tol=1e-30,
+                                                                 check_every=n))
 
 
 FEATURES, MASKS = np.zeros((2, 3, 8, 8)), np.zeros((2, 8, 8))
@@ -277,16 +277,23 @@ PARAMS = unrolled.init_parameters(3, 2)
     (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=0), "num_steps"),
     (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=5, batch_size=3), "batch_size"),
     (lambda: unrolled.train(FEATURES, MASKS, PARAMS, num_steps=5, batch_size=2, betas=(0.9, 1.0)), "betas"),
-    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.0), "weight"),
-    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=[0.1, 0.2, 0.3]), "weight"),
-    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tau=1.0, sigma=1.0), "tau \\* sigma"),
-    (lambda: unrolled.pdhg_segment(np.zeros(8), weight=0.1), "cost"),
-    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tau=0.3), "tau and sigma"),
-    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tol=-1.0), "tol"),
-    (lambda: unrolled.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, check_every=0), "check_every"),
-    (lambda: unrolled.intersection_over_union(np.zeros((8, 8)), np.zeros((8, 7))), "same shape"),
 ])
 def test_unrolled_refuses_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros((2, 8, 8)), weight=0.0), "weight"),
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros((2, 8, 8)), weight=[0.1, 0.2, 0.3]), "weight"),
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tau=1.0, sigma=1.0), "tau \\* sigma"),
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros(8), weight=0.1), "cost"),
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tau=0.3), "tau and sigma"),
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, tol=-1.0), "tol"),
+    (lambda: pdhg_baseline.pdhg_segment(np.zeros((2, 8, 8)), weight=0.1, check_every=0), "check_every"),
+    (lambda: pdhg_baseline.intersection_over_union(np.zeros((8, 8)), np.zeros((8, 7))), "same shape"),
+])
+def test_pdhg_baseline_refuses_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
 

@@ -4,6 +4,8 @@
   mini-batch SGD from an initialisation scale, against the Lasso and the minimum-ℓ2 interpolant;
 - :mod:`~mbook.learning.unrolled`: PDHG for convex binary Chan-Vese unrolled into layers with learned
   steps, TV weights and filters, trained with its backward pass written by hand.
+- :mod:`~mbook.learning.pdhg_baseline`: the same convex Chan-Vese problem solved by PDHG with
+  fixed, hand-chosen parameters (the baseline), and the intersection-over-union score.
 
 No deep-learning framework: every gradient is written out and checked against finite differences.
 Follows the device rule of :mod:`mbook`: inputs moved to the selected device once, results there,
