@@ -116,6 +116,34 @@ def test_projection_runs_on_every_device(device):
     np.testing.assert_allclose(result, reference, rtol=1e-5, atol=1e-7 * abs(reference).max())
 
 
+def test_batched_volume_projection_equals_one_rotation_at_a_time(monkeypatch, device):
+    """The rotations are an array axis: a stack, in one batch or in budget-sized ones, equals a per-rotation
+    reference computed here with SciPy's trilinear interpolation (map_coordinates, order 1), and the
+    back-projection of a stack equals the sum of one-image back-projections."""
+    from scipy import ndimage
+
+    volume = backend.asnumpy(particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(16,) * 3, sampling=2.0)))
+    rotations = backend.asnumpy(so3.random_rotations(5, seed=12))
+    n = 16
+    c = np.arange(n) - n // 2
+    points = np.stack(np.meshgrid(c, c, c, indexing="ij")).reshape(3, -1)
+    reference = np.stack([2.0 * ndimage.map_coordinates(volume, r.T @ points + n // 2, order=1, mode="grid-constant")
+                          .reshape(n, n, n).sum(2) for r in rotations])
+    whole = voxels.project_volume(volume, rotations, sampling=2.0)
+    two = str(2.5 * voxels._BYTES_PER_VOXEL * n**3 / 2**30)  # a budget of two rotations a batch
+    monkeypatch.setenv("MBOOK_MEMORY_GB", two)
+    assert voxels._rotation_batch(5, n) == 2
+    pieces = voxels.project_volume(volume, rotations, sampling=2.0)
+    assert backend.get_array_module(whole) is backend.xp
+    np.testing.assert_allclose(backend.asnumpy(whole), reference, rtol=1e-12, atol=1e-12 * abs(reference).max())
+    np.testing.assert_array_equal(backend.asnumpy(pieces), backend.asnumpy(whole))
+    images = np.random.default_rng(13).standard_normal((5, n, n))
+    stacked = backend.asnumpy(voxels.backproject(images, rotations, sampling=2.0))
+    one_by_one = sum(backend.asnumpy(voxels.backproject(image[None], r[None], sampling=2.0))
+                     for image, r in zip(images, rotations))
+    np.testing.assert_allclose(stacked, one_by_one, rtol=1e-12, atol=1e-12 * abs(one_by_one).max())
+
+
 def test_stacked_conformations_equal_one_at_a_time(device):
     """Atoms with a batch axis (one conformation per image) give each conformation's own projection and volume."""
     rng = np.random.default_rng(9)

@@ -21,7 +21,7 @@ Examples
 
 from __future__ import annotations
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.geometry.so3 import check_rotations
 
 
@@ -33,25 +33,38 @@ def check_volume(volume, name="volume"):
     return volume
 
 
-def _trilinear(rotation, n, xp):
-    """Indices (8, n³) and weights (8, n³) of the trilinear samples at Rᵀ p, p on the centred grid."""
+# Peak bytes per rotation and voxel: the rotated points, their floor and fraction (3 x 3 float64),
+# one corner's index, weight and temporaries (about 6 x 8 bytes) and the sum or the values scattered (8).
+_BYTES_PER_VOXEL = 8 * (9 + 6 + 2)
+
+
+def _corners(rotations, n, xp):
+    """Yield, for each of the 8 corners of the trilinear cell, the flat indices (b, n³) and weights
+    (b, n³) of the samples at Rᵀ p, p on the centred grid (weight 0 outside the volume).
+
+    ``rotations`` is a batch (b, 3, 3): every rotation of the batch in one pass over the arrays; one
+    corner at a time, so that the 8 corners' arrays are never held together.
+    """
     c = xp.arange(n, dtype=xp.float64) - n // 2
     px, py, pz = xp.meshgrid(c, c, c, indexing="ij")
     points = xp.stack([px.ravel(), py.ravel(), pz.ravel()])  # (3, n³) in voxels
-    source = rotation.T @ points + n // 2  # Rᵀ p, in index units
+    source = xp.matmul(xp.swapaxes(rotations, -1, -2), points) + n // 2  # Rᵀ p, in index units: (b, 3, n³)
     base = xp.floor(source)
     frac = source - base
     base = base.astype(xp.int64)
-    indices, weights = [], []
-    for corner in range(8):
+    for corner in range(8):  # the eight corners of the cell around each point: a fixed count, not items
         offset = [(corner >> axis) & 1 for axis in range(3)]
-        idx = xp.stack([base[a] + offset[a] for a in range(3)])
-        w = xp.prod(xp.stack([frac[a] if offset[a] else 1 - frac[a] for a in range(3)]), axis=0)
-        inside = xp.all((idx >= 0) & (idx < n), axis=0)
+        idx = [base[:, a] + offset[a] for a in range(3)]
+        w = [frac[:, a] if offset[a] else 1 - frac[:, a] for a in range(3)]
+        inside = (idx[0] >= 0) & (idx[0] < n) & (idx[1] >= 0) & (idx[1] < n) & (idx[2] >= 0) & (idx[2] < n)
         flat = (idx[0] * n + idx[1]) * n + idx[2]
-        indices.append(xp.where(inside, flat, 0))
-        weights.append(xp.where(inside, w, 0.0))
-    return xp.stack(indices), xp.stack(weights)
+        yield xp.where(inside, flat, 0), xp.where(inside, w[0] * w[1] * w[2], 0.0)
+
+
+def _rotation_batch(n_rotations, n):
+    """Rotations gathered at once under :func:`mbook.core.progress.memory_budget` (MemoryError with the
+    numbers if one does not fit)."""
+    return progress.plan_batches(n_items=n_rotations, bytes_per_item=_BYTES_PER_VOXEL * n**3)
 
 
 def project_volume(volume, rotations, *, sampling):
@@ -59,8 +72,10 @@ def project_volume(volume, rotations, *, sampling):
 
     ``P_R(x, y) = Δz Σ_z V(Rᵀ (x, y, z))``: the rotated volume is sampled by
     trilinear interpolation at the grid points and summed along z. Linear in
-    the volume; :func:`backproject` is its exact adjoint. One rotation at a
-    time: each is a gather over all n³ voxels, large enough to keep a GPU busy.
+    the volume; :func:`backproject` is its exact adjoint. The rotations are an
+    array axis: as many as the memory budget
+    (:func:`mbook.core.progress.memory_budget`) allows are gathered in one pass
+    (about 140 bytes per voxel and rotation), the rest in further batches.
 
     Parameters
     ----------
@@ -79,23 +94,32 @@ def project_volume(volume, rotations, *, sampling):
     ------
     ValueError
         For a non-cubic volume, non-orthogonal rotations or sampling <= 0.
+    MemoryError
+        When one rotation's gather does not fit the budget.
     """
     volume = check_volume(volume)
     h = checks.check_positive(sampling, "sampling", 1)[0]
     rotations = check_rotations(rotations)
-    xp = backend.get_array_module(volume)
     n = volume.shape[0]
+    batch = _rotation_batch(rotations.shape[0], n)
+    xp = backend.get_array_module(volume)
     flat = volume.ravel()
-    out = []
-    for rotation in rotations:
-        indices, weights = _trilinear(rotation, n, xp)
-        samples = xp.sum(weights * flat[indices], axis=0).reshape(n, n, n)
-        out.append(h * samples.sum(axis=2))
-    return xp.stack(out)
+    out = xp.empty((rotations.shape[0], n, n), dtype=xp.result_type(flat.dtype, xp.float64))
+    for start in range(0, rotations.shape[0], batch):
+        part = rotations[start:start + batch]
+        samples = 0.0
+        for indices, weights in _corners(part, n, xp):
+            samples = samples + weights * flat[indices]
+        out[start:start + len(part)] = h * samples.reshape(-1, n, n, n).sum(axis=3)
+    return out
 
 
 def backproject(images, rotations, *, sampling):
     """Adjoint of :func:`project_volume`: smear each image along z and rotate back.
+
+    The images are an array axis, in batches under the memory budget as in
+    :func:`project_volume`; each batch is scattered with one ``bincount``
+    per corner of the interpolation cell.
 
     Parameters
     ----------
@@ -108,6 +132,11 @@ def backproject(images, rotations, *, sampling):
     -------
     (n, n, n) ndarray
         Sum of the back-projections, on the selected device.
+
+    Raises
+    ------
+    MemoryError
+        When one image's scatter does not fit the budget.
     """
     images = checks.check_array(images, "images")
     if images.ndim == 2:
@@ -118,14 +147,17 @@ def backproject(images, rotations, *, sampling):
     rotations = check_rotations(rotations)
     if len(rotations) != len(images):
         raise ValueError(f"got {len(images)} images but {len(rotations)} rotations")
-    xp = backend.get_array_module(images)
     n = images.shape[1]
+    batch = _rotation_batch(len(rotations), n)
+    xp = backend.get_array_module(images)
     parts = [images.real, images.imag] if xp.iscomplexobj(images) else [images]
     totals = [xp.zeros(n**3) for _ in parts]
-    for b, rotation in enumerate(rotations):
-        indices, weights = _trilinear(rotation, n, xp)
-        for total, part in zip(totals, parts):
-            values = xp.broadcast_to((h * part[b])[:, :, None], (n, n, n)).ravel()
-            total += xp.bincount(indices.ravel(), (weights * values[None]).ravel(), minlength=n**3)
+    for start in range(0, len(rotations), batch):
+        stop = min(start + batch, len(rotations))
+        values = [xp.broadcast_to((h * part[start:stop])[:, :, :, None], (stop - start, n, n, n)).reshape(
+            stop - start, n**3) for part in parts]
+        for indices, weights in _corners(rotations[start:stop], n, xp):
+            for total, value in zip(totals, values):
+                total += xp.bincount(indices.ravel(), (weights * value).ravel(), minlength=n**3)
     total = totals[0] if len(totals) == 1 else totals[0] + 1j * totals[1]
     return total.reshape(n, n, n)
