@@ -244,6 +244,48 @@ def test_slices_built_on_threads_equal_the_serial_ones(monkeypatch, device):
     np.testing.assert_allclose(threaded, serial, rtol=0, atol=1e-6 * np.abs(serial).max())
 
 
+def test_slices_built_in_batches_equal_slices_built_one_at_a_time(monkeypatch, device):
+    """The slices are an array axis (each slice's atoms padded, the padding masked out): the stack, built in
+    one batch, in budget-sized batches, or with a slice's atoms split over passes, equals a per-slice
+    reference built here, one call per slice on the atoms of that slice alone (a one-slice cell)."""
+    a = 3.905
+    fractional = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
+    sto = Atoms("SrTiO3", scaled_positions=fractional, cell=[a, a, a]) * (2, 2, 3)
+    sto.positions[:, 2] += 0.2  # the slices: SrO, TiO2, ..., and two empty ones at the exit
+    sto.set_cell([2 * a, 2 * a, 3 * a + 2.0])
+    dz = a / 4
+    monkeypatch.setattr(backend, "cpu_threads", lambda: 1)  # the batch sizes below, as the GPU path takes them
+    plans, kernel = [], potentials._projected_potential_kernel
+
+    def recording(*args):
+        plans.append(args[-3:-1])  # (slices a batch, atoms a pass)
+        return kernel(*args)
+
+    monkeypatch.setattr(potentials, "_projected_potential_kernel", recording)
+    whole = H(potentials.projected_potential(sto, 0.2, dz))
+    slice_index = np.floor(np.round(sto.positions[:, 2] / dz, 9)).astype(int)
+    reference = np.zeros_like(whole)
+    for s in np.unique(slice_index):
+        one = sto[slice_index == s]
+        one.set_cell([2 * a, 2 * a, dz])
+        one.positions[:, 2] = 0.0
+        reference[s] = H(potentials.projected_potential(one, 0.2, dz))[0]
+    assert whole.shape[0] == 15 and not reference[13:].any()  # 3 a + 2 Å in a/4: a slice in two holds no atoms
+    np.testing.assert_allclose(whole, reference, rtol=0, atol=1e-6 * np.abs(reference).max())
+    nx, ny = whole.shape[1:]
+    nyh = ny // 2 + 1
+    fixed = whole.size * 4 + 5 * 4 * nx * nyh  # the output, three tables and two work spectra
+    per_slice = 6 * 8 * nx * nyh + 8 * (nx + nyh) * 32  # a slice and its largest group (4 O atoms)
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str((fixed + 2.5 * per_slice) / 2**30))  # two slices a batch
+    np.testing.assert_allclose(H(potentials.projected_potential(sto, 0.2, dz)), reference, rtol=0,
+                               atol=1e-6 * np.abs(reference).max())
+    per_pass = 6 * 8 * nx * nyh + 2.5 * (nx + nyh) * 32  # one slice, two atoms a pass
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str((fixed + per_pass) / 2**30))
+    np.testing.assert_allclose(H(potentials.projected_potential(sto, 0.2, dz)), reference, rtol=0,
+                               atol=1e-6 * np.abs(reference).max())
+    assert plans[0] == (6, 8) and plans[-2:] == [(2, 8), (1, 2)]  # one batch; batches of 2; passes of 2 atoms
+
+
 def test_orthogonalized_hexagonal_cell_is_accepted():
     """The recipe the error message gives for a hexagonal cell works."""
     sheet = graphene(vacuum=2.0)

@@ -15,7 +15,10 @@ result is exactly band-limited to the grid (no real-space truncation of the
 atoms, no aliasing) and its integral is exact: ``Σ v dx dy = 2π a0 e f_e(0)``
 per atom. ``S`` is separable, ``S = Aᵀ B`` with ``A[j, m] = exp(-2πi kx_m
 x_j)`` and ``B[j, n] = exp(-2πi ky_n y_j)``, one matrix product per slice and
-species (``O(n_atoms · nx · ny)``, done by BLAS or cuBLAS).
+species (``O(n_atoms · nx · ny)``, done by BLAS or cuBLAS). The slices are an
+array axis: a memory-budgeted batch of them goes through one batched product
+per species (each slice's atoms padded to the longest list, the padding
+masked out) and one batched inverse FFT.
 
 Band-limited is not the same as sampled: an atom between grid points shows
 a weak ripple in real space (Gibbs; for Au at 0.05 Å sampling up to ~0.7 % of
@@ -269,58 +272,102 @@ def _separable_phases(coordinate, frequencies, spacing, n, xp):
     return factor
 
 
-def _projected_potential_kernel(positions, species, slice_index, n_slices, tables, grid, chunk, threads):
+def _group_layout(species, slice_index, n_slices, n_species):
+    """Host bookkeeping of the (slice, species) groups: atoms sorted by group, each group's first row
+    in that order and its size (n_slices, n_species), and each sorted atom's rank in its group."""
+    order = np.lexsort((species, slice_index))
+    keys = slice_index[order] * n_species + species[order]
+    counts = np.bincount(keys, minlength=n_slices * n_species)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(order.size) - first[keys]
+    return order, keys, rank, counts.reshape(n_slices, n_species)
+
+
+def _padded_rows(order, keys, rank, counts, lo, hi, sp, r0, r1, n_species):
+    """The atoms of species ``sp`` with ranks ``r0..r1-1`` in those slices of ``lo..hi-1`` that hold
+    any: the slices (positions in the batch, host), their atom indices ``(n, m)``, each slice's list
+    padded to the longest, and the mask (1 for an atom, 0 for padding), host arrays."""
+    holding = np.flatnonzero(counts[lo:hi, sp] > r0)
+    m = min(int(counts[lo:hi, sp].max()), r1) - r0
+    where = np.zeros(hi - lo, dtype=np.int64)
+    where[holding] = np.arange(holding.size)
+    rows = np.zeros((holding.size, m), dtype=np.int64)
+    mask = np.zeros((holding.size, m), dtype=np.float32)
+    # the batch's atoms are contiguous in the sorted order: look at them alone
+    part = slice(np.searchsorted(keys, lo * n_species), np.searchsorted(keys, hi * n_species))
+    key, grade = keys[part], rank[part]
+    pick = (key % n_species == sp) & (grade >= r0) & (grade < r1)
+    slots = (where[key[pick] // n_species - lo], grade[pick] - r0)
+    rows[slots] = order[part][pick]
+    mask[slots] = 1.0
+    return holding, rows, mask
+
+
+def _projected_potential_kernel(positions, species, slice_index, n_slices, tables, grid, batch, chunk, threads):
     """Slices ``v = irfft2(Σ_s f̂_s · A_sᵀ B_s)`` (no checks: a kernel, on the device of ``tables``).
 
     positions : (n, 2) float64 on the device; species, slice_index : (n,) int
     NumPy (host bookkeeping: which atoms go to which slice); tables :
     (n_species, nx, ny//2+1) float32 on the device, already holding
-    ``2π a0 e f_e(|k|) / (dx dy)``; threads : slices built at once (CPU only).
+    ``2π a0 e f_e(|k|) / (dx dy)``; batch : slices built together, as an array
+    axis (each slice's atoms of a species padded to the longest list, the
+    padding masked out; one batched matrix product per species and one batched
+    inverse FFT per batch); chunk : most atoms of one slice and species per
+    product; threads : batches built at once (CPU only).
     """
     xp = backend.get_array_module(tables)
     (nx, ny), (dx, dy) = grid.gpts, grid.sampling
+    n_species = tables.shape[0]
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
     fft = backend.fft_module(kx)
     fft_kwargs = {"workers": 1} if threads > 1 else backend.fft_kwargs(kx)  # honours backend.fft_workers
     out = xp.zeros((n_slices, nx, ny), dtype=xp.float32)
+    # Only slices that hold atoms are built (the others stay 0), numbered 0..n_filled-1 in a batch axis.
+    filled = np.unique(slice_index)
+    order, keys, rank, counts = _group_layout(species, np.searchsorted(filled, slice_index), filled.size, n_species)
 
-    order = np.lexsort((species, slice_index))
-    keys = slice_index[order] * tables.shape[0] + species[order]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    stops = np.r_[starts[1:], len(order)]
-    groups = {}
-    for start, stop in zip(starts, stops):
-        groups.setdefault(int(slice_index[order[start]]), []).append((int(species[order[start]]), start, stop))
-    order_device = xp.asarray(order)
-
-    def one_slice(s):
-        spectrum = xp.zeros((nx, ky.size), dtype=xp.complex64)
-        for sp, start, stop in groups[s]:
-            structure = xp.zeros((nx, ky.size), dtype=xp.complex64)
-            for lo in range(start, stop, chunk):
-                idx = order_device[lo:min(lo + chunk, stop)]
-                a = _separable_phases(positions[idx, 0], kx, dx, nx, xp)  # (n, nx)
-                b = _separable_phases(positions[idx, 1], ky, dy, ny, xp)  # (n, ny//2+1)
-                structure += a.T @ b  # S(kx, ky) = Σ_j exp(-2πi (kx x_j + ky y_j))
-            spectrum += tables[sp] * structure
+    def one_batch(lo):
+        hi = min(lo + batch, filled.size)
+        spectrum = xp.zeros((hi - lo, nx, ky.size), dtype=xp.complex64)
+        for sp in range(n_species):  # a few elements: the loop is over the table's species, not over data
+            largest = int(counts[lo:hi, sp].max())
+            for r0 in range(0, largest, chunk):  # one pass unless a slice holds more atoms than the budget allows
+                holding, rows, mask = _padded_rows(order, keys, rank, counts, lo, hi, sp, r0, r0 + chunk, n_species)
+                if holding.size == 0:
+                    continue
+                rows, mask = xp.asarray(rows), xp.asarray(mask)  # host bookkeeping moved once per pass
+                a = _separable_phases(positions[rows.ravel(), 0], kx, dx, nx, xp)  # (b m, nx)
+                b = _separable_phases(positions[rows.ravel(), 1], ky, dy, ny, xp)  # (b m, ny//2+1)
+                a = a.reshape(rows.shape + (nx,)) * mask[:, :, None]  # padding rows contribute 0
+                b = b.reshape(rows.shape + (ky.size,))
+                # S(kx, ky) = Σ_j exp(-2πi (kx x_j + ky y_j)) for every slice of the batch at once
+                structure = tables[sp] * xp.matmul(xp.swapaxes(a, 1, 2), b)
+                if holding.size == hi - lo:
+                    spectrum += structure
+                else:  # only the slices that hold this species (distinct indices: += adds each once)
+                    spectrum[xp.asarray(holding)] += structure
         # v = F^-1[v̂] / (dx dy): the mbook inverse FFT carries 1/N, and N dx dy is the cell area.
-        out[s] = fft.irfft2(spectrum, s=(nx, ny), **fft_kwargs)
+        slices = filled[lo:hi]
+        if slices[-1] - slices[0] == hi - lo - 1:  # consecutive slices: a view, no index array
+            out[slices[0]:slices[-1] + 1] = fft.irfft2(spectrum, s=(nx, ny), axes=(-2, -1), **fft_kwargs)
+        else:
+            out[xp.asarray(slices)] = fft.irfft2(spectrum, s=(nx, ny), axes=(-2, -1), **fft_kwargs)
 
-    slices = sorted(groups)
+    starts = range(0, filled.size, batch)
     with _one_blas_thread(xp):  # entered once: threadpoolctl reads the process map on entry
         if threads > 1:
             with ThreadPoolExecutor(threads) as pool:
-                work = pool.map(one_slice, slices)
+                work = pool.map(one_batch, starts)
                 if n_slices >= _MANY_SLICES:
-                    work = progress.progress(work, desc="potential slices", total=len(slices))
+                    work = progress.progress(work, desc="potential slices", total=len(starts))
                 for _ in work:
                     pass
         else:
             if n_slices >= _MANY_SLICES:
-                slices = progress.progress(slices, desc="potential slices", total=len(slices))
-            for s in slices:
-                one_slice(s)
+                starts = progress.progress(starts, desc="potential slices", total=len(starts))
+            for lo in starts:
+                one_batch(lo)
     return out
 
 
@@ -404,19 +451,26 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
     slice_index = np.floor(np.round(positions[:, 2] / slice_thickness, 9)).astype(np.int64)
     slice_index = np.clip(slice_index, 0, n_slices - 1)
 
-    # Memory: the output, one spectrum-sized table per species plus two work spectra,
-    # and per atom of a chunk its two phase rows (float64 phases + complex64 factors).
+    # Memory: the output and one spectrum-sized table per species (fixed); per slice of a batch its
+    # spectrum, one product and the inverse FFT's work (about 6 complex64 spectra); per atom row of a
+    # pass its two phase rows (float64 phases, float32 angles, complex64 factors, the masked copy).
     nx, ny = grid.gpts
     nyh = ny // 2 + 1
-    fixed = n_slices * nx * ny * 4 + (len(species_names) * 4 + 4 * 8) * nx * nyh
+    fixed = n_slices * nx * ny * 4 + (len(species_names) + 2) * 4 * nx * nyh
+    per_slice = 6 * 8 * nx * nyh
+    per_row = (nx + nyh) * 32
     largest_group = int(np.max(np.unique(slice_index * len(species_names) + species, return_counts=True)[1]))
-    chunk = progress.plan_batches(n_items=largest_group, bytes_per_item=(nx + nyh) * 16, fixed_bytes=fixed)
+    chunk = progress.plan_batches(n_items=largest_group, bytes_per_item=per_row, fixed_bytes=fixed + per_slice)
+    batch = progress.plan_batches(n_items=n_slices, bytes_per_item=per_slice + min(chunk, largest_group) * per_row,
+                                  fixed_bytes=fixed)
 
     xp = backend.xp
-    # On the CPU one slice per core at a time, each with single-threaded BLAS and FFT: the products
-    # are too small for BLAS to split well, and the slices are independent. On the GPU path (and its
-    # stand-in) one slice after another, each product filling the device.
+    # On the GPU path (and its stand-in) every slice of a batch in one product and one FFT, the batch as
+    # large as the budget allows: few, large kernels. On the CPU the batches share the cores, one per
+    # core at a time, each with single-threaded BLAS and FFT (the products are too small for BLAS to
+    # split well, and the batches are independent), the budget shared between them.
     threads = 1 if backend.gpu_code_path() else min(backend.cpu_threads(), n_slices)
+    batch = max(1, min(batch // threads, -(-np.unique(slice_index).size // threads)))
     (dx, dy) = grid.sampling
     kx = xp.fft.fftfreq(nx, dx)
     ky = xp.fft.rfftfreq(ny, dy)
@@ -426,6 +480,6 @@ def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkl
         for name in species_names
     ]).astype(xp.float32)
     potential = _projected_potential_kernel(
-        xp.asarray(positions[:, :2]), species, slice_index, n_slices, tables, grid, chunk, threads
+        xp.asarray(positions[:, :2]), species, slice_index, n_slices, tables, grid, batch, chunk, threads
     )
     return (potential, grid) if return_grid else potential
