@@ -39,17 +39,19 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
+import threadpoolctl
 
 from mbook.core import backend, checks, grids, progress
 from mbook.electron import multislice, physics, stem, waves
 
 
-#: Most probes combined at once: consecutive positions of a raster share a compact box of the S-matrix.
+#: Most probes combined at once (a batch's windows lie close together: they share a compact box of the S-matrix).
 BATCH = 64
 
 
@@ -282,38 +284,89 @@ def _coefficients(spectrum, beams, positions, grid, window):
 
 
 def _window_centres(positions, grid):
-    """Pixel ``(i, j)`` nearest each position ``(n, 2)`` [Å] (host int64: where each probe's window sits)."""
-    return np.rint(backend.asnumpy(positions).reshape(-1, 2) / np.asarray(grid.sampling)).astype(np.int64)
+    """Pixel ``(i, j)`` nearest each position ``(n, 2)`` [Å], mod gpts (host int64: where each window sits)."""
+    pixels = np.rint(backend.asnumpy(positions).reshape(-1, 2) / np.asarray(grid.sampling)).astype(np.int64)
+    return pixels % np.asarray(grid.gpts)
 
 
-def _region(centres, window, gpts):
-    """Host indices (mod gpts) of the smallest box holding every window of a batch, per axis."""
-    region = []
+def _tiles(centres, window, gpts, batch):
+    """Host index arrays of the probes grouped into batches of at most ``batch`` whose windows lie close.
+
+    The probes are sorted into square tiles of ``t`` pixels (``t`` from the scan's density, so that
+    a tile holds about ``batch`` probes), so the box that holds a batch's windows is about a window
+    and ``t - 1`` pixels wide instead of a raster row long. ``t <= gpts - window + 1`` keeps the box
+    inside one period of the cell: a window never wraps around its box.
+    """
+    n = len(centres)
+    room = min(g - w + 1 for g, w in zip(gpts, window))  # >= 1 for f >= 2
+    span = max(1, int(max(np.ptp(centres[:, 0]), np.ptp(centres[:, 1]))) + 1)
+    side = int(min(room, max(1, round(span * math.sqrt(batch / n)))))
+    tile = centres // side
+    order = np.lexsort((tile[:, 1], tile[:, 0]))  # tile by tile, in raster order
+    key = tile[order, 0] * (gpts[1] // side + 1) + tile[order, 1]
+    ends = np.flatnonzero(np.diff(key)) + 1
+    groups = np.split(order, ends)
+    return [group[s:s + batch] for group in groups for s in range(0, len(group), batch)]
+
+
+def _box(centres, window):
+    """``(start, size)`` per axis of the box (start mod gpts) holding every window of a batch (host ints)."""
+    box = []
     for axis in range(2):
-        low = int(centres[:, axis].min()) - window[axis] // 2
-        size = int(centres[:, axis].max()) - int(centres[:, axis].min()) + window[axis]
-        region.append(np.arange(low, low + min(size, gpts[axis])) % gpts[axis])
-    return region
+        low = int(centres[:, axis].min())
+        size = int(centres[:, axis].max()) - low + window[axis]
+        box.append((low - window[axis] // 2, size))
+    return box
+
+
+def _box_bytes(batches, centres, window, n_beams):
+    """Bytes of the largest box of beams over ``batches`` (complex64)."""
+    return max(math.prod(size for _, size in _box(centres[b], window)) for b in batches) * n_beams * 8
+
+
+def _crop_beams(array, box, gpts):
+    """The beams on ``box`` ``(n_beams, bx, by)``, C-contiguous, the box taken mod gpts.
+
+    At most four block copies (the box split where it crosses the cell's
+    edges): no index arrays, and only the box's pixels are read.
+    """
+    xp = backend.get_array_module(array)
+    (x0, bx), (y0, by) = box
+    out = xp.empty((len(array), bx, by), array.dtype)
+    for ox, sx, lx in _segments(x0, bx, gpts[0]):
+        for oy, sy, ly in _segments(y0, by, gpts[1]):
+            out[:, ox:ox + lx, oy:oy + ly] = array[:, sx:sx + lx, sy:sy + ly]
+    return out
+
+
+def _segments(start, size, n):
+    """``(offset in the box, start in the cell, length)`` of the runs of ``start .. start + size - 1`` mod ``n``."""
+    runs, offset = [], 0
+    while offset < size:
+        begin = (start + offset) % n
+        length = min(size - offset, n - begin)
+        runs.append((offset, begin, length))
+        offset += length
+    return runs
 
 
 def _window_waves(array, coefficients, centres, window, gpts):
     """Exit waves ``(n, wx, wy)`` on each probe's window: ``Σ_k c_k S_k`` on the crop around its centre.
 
-    The combination is one matrix product over the box that holds the batch's
-    windows (BLAS speed), then each window is cut out of it.
+    The combination is one complex64 matrix product over the box that holds
+    the batch's windows (BLAS speed); each window is then a slice of it, all
+    cut out with one gather over a strided view of the box (no index arrays
+    of the windows' size).
     """
     xp = backend.get_array_module(array)
-    rx, ry = _region(centres, window, gpts)
-    box = array[:, backend.asarray(rx)][:, :, backend.asarray(ry)]  # (n_beams, bx, by)
-    combined = (coefficients @ box.reshape(len(box), -1)).reshape((len(coefficients),) + box.shape[1:])
-    # Offsets of each window inside the box (the box starts at its first window's corner, mod gpts).
-    ox = (centres[:, 0] - window[0] // 2 - rx[0]) % gpts[0]
-    oy = (centres[:, 1] - window[1] // 2 - ry[0]) % gpts[1]
-    # (mod the box: a box clipped to the whole cell is one period, and a window may wrap around it)
-    ix = backend.asarray((ox[:, None] + np.arange(window[0])[None]) % len(rx))
-    iy = backend.asarray((oy[:, None] + np.arange(window[1])[None]) % len(ry))
-    rows = xp.take_along_axis(combined, ix[:, :, None], axis=1)
-    return xp.take_along_axis(rows, iy[:, None, :], axis=2)
+    box = _box(centres, window)
+    beams = _crop_beams(array, box, gpts)  # (n_beams, bx, by)
+    shape = (len(coefficients),) + beams.shape[1:]
+    combined = (coefficients @ beams.reshape(len(beams), -1)).reshape(shape)
+    windows = xp.lib.stride_tricks.sliding_window_view(combined, tuple(window), axis=(1, 2))
+    offsets = backend.asarray(np.stack([np.arange(len(centres)), centres[:, 0] - centres[:, 0].min(),
+                                        centres[:, 1] - centres[:, 1].min()]))
+    return windows[offsets[0], offsets[1], offsets[2]]
 
 
 def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs=0.0, aberrations=None,
@@ -348,8 +401,15 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     Notes
     -----
     The positions are copied to the host once, on entry, to place each
-    probe's window (:func:`window_centres`); each batch then combines the
-    beams over the box holding its windows with one matrix product.
+    probe's window; the probes are then taken in batches whose windows lie
+    close together, and each batch combines the beams over the box holding
+    its windows with one complex64 matrix product. With ``f = 1`` the window
+    is the whole cell, where cropping is a circular shift that leaves the far
+    field's intensity unchanged: the beams are then combined in Fourier space,
+    ``F[Σ_k c_k S_k] = Σ_k c_k F[S_k]``, on the detectors' pixels only (every
+    pixel with ``diffraction``), with one FFT per beam instead of one per
+    probe. On the CPU the batches run on every core
+    (:func:`mbook.core.progress.run_batches`).
     """
     if not isinstance(smatrix, SMatrix):
         raise TypeError(f"smatrix must be an SMatrix from prism.build_smatrix, got {type(smatrix).__name__}")
@@ -359,30 +419,94 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     detectors = _check_detectors(detectors, smatrix.semiangle_cutoff)
     xp = backend.get_array_module(smatrix.array)
     window = grids.make_grid(gpts=smatrix.window, sampling=grid.sampling)
-    masks = stem.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=smatrix.semiangle_cutoff, defocus=defocus,
                                     Cs=Cs, aberrations=aberrations, xp=xp)
+    # Masks made on the host (the pixels they cover choose the Fourier path's columns), moved once.
+    masks_host = stem.detector_masks(window, energy=energy, detectors=detectors, xp=np) if detectors else None
     beams = backend.asarray(smatrix.beams)
     flat = positions.reshape(-1, 2)
     centres = _window_centres(positions, grid)  # host: where each window sits (one copy, on entry)
     n, n_beams, n_window = len(flat), len(smatrix.beams), window.gpts[0] * window.gpts[1]
+    fourier = smatrix.interpolation == 1
+    if fourier:
+        pixels = np.arange(n_window) if diffraction or masks_host is None else np.flatnonzero(masks_host.any(0))
+    else:
+        pixels = np.arange(n_window)
+    masks = None if masks_host is None else backend.asarray(masks_host.reshape(len(masks_host), -1)[:, pixels].T)
     signals = xp.empty((n, len(detectors)), xp.float32) if masks is not None else None
     patterns = xp.empty((n,) + tuple(window.gpts), xp.float32) if diffraction else None
     fixed = smatrix.nbytes + sum(a.nbytes for a in (masks, signals, patterns, spectrum) if a is not None)
-    # Per probe: its share of the box (at most the cell), its coefficients, window wave, spectrum and
-    # intensity; the box of beams itself is at most a second S-matrix, counted as fixed.
-    fixed += smatrix.nbytes
-    per_probe = grid.gpts[0] * grid.gpts[1] * 8 + n_beams * 8 + n_window * (8 + 8 + 4)
+    if fourier:
+        # The beams' far fields on the pixels kept; per probe its coefficients, amplitudes and intensity.
+        fixed += n_beams * len(pixels) * 8
+        per_probe = n_beams * 8 + len(pixels) * (8 + 4 + 4)
+    else:
+        # The box of beams (at most the cell), and per probe its share of the combined box (at most the
+        # cell), its coefficients, window wave, spectrum and intensity.
+        fixed += smatrix.nbytes
+        per_probe = grid.gpts[0] * grid.gpts[1] * 8 + n_beams * 8 + n_window * (8 + 8 + 4)
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed, budget=budget)
-    batch = min(batch, BATCH)  # consecutive positions of a raster: a compact box
-    for start in progress.progress(range(0, n, batch), desc="PRISM scan"):
-        chunk = flat[start:start + batch]
-        coefficients = _coefficients(spectrum, beams, chunk, grid, window.gpts)
-        psi = _window_waves(smatrix.array, coefficients, centres[start:start + batch], window.gpts, grid.gpts)
-        far = backend.fft2(psi)
-        intensity = ((far.real**2 + far.imag**2) / xp.float32(n_window)).astype(xp.float32)
+    batch = min(batch, BATCH)
+    if fourier:
+        batches = [np.arange(s, min(n, s + batch)) for s in range(0, n, batch)]
+        far_beams = _far_fields(smatrix.array, backend.asarray(pixels)) if len(pixels) else None
+        working = batch * per_probe
+    else:
+        batches = _tiles(centres, window.gpts, grid.gpts, batch)
+        fixed -= smatrix.nbytes  # the largest box, now known, for each batch in flight
+        working = batch * per_probe + _box_bytes(batches, centres, window.gpts, n_beams)
+    threads = 1
+    if not backend.gpu_code_path():
+        # CPU: one batch per core (single-threaded FFTs and BLAS in each), as many as the budget holds.
+        room = (budget or progress.memory_budget()) - fixed
+        threads = max(1, min(backend.cpu_threads(), len(batches), room // working))
+
+    def run(k):
+        index = batches[k]
+        rows = backend.asarray(index)
+        coefficients = _coefficients(spectrum, beams, flat[rows], grid, window.gpts)
+        if fourier:
+            if far_beams is None:
+                return
+            amplitudes = coefficients @ far_beams  # (batch, pixels)
+        else:
+            psi = _window_waves(smatrix.array, coefficients, centres[index], window.gpts, grid.gpts)
+            plan = backend.fft2_plan(psi.shape, xp.complex64, xp=xp)  # this thread's in-place FFT
+            plan.array[...] = psi
+            amplitudes = plan.forward().reshape(len(index), -1)
+        intensity = amplitudes.real**2
+        intensity += amplitudes.imag**2
+        intensity /= xp.float32(n_window)
         if signals is not None:
-            signals[start:start + batch] = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1]))
+            signals[rows] = intensity @ masks
         if patterns is not None:
-            patterns[start:start + batch] = intensity
+            patterns[rows] = intensity.reshape((len(index),) + tuple(window.gpts))
+
+    with _one_blas_thread(threads > 1):
+        progress.run_batches(run, range(len(batches)), threads=threads, desc="PRISM scan")
     return stem.scan_outputs(signals, patterns, detectors, positions.shape[:-1], window.gpts)
+
+
+def _far_fields(array, pixels):
+    """``F[S_k]`` at the flat ``pixels`` of the cell for every beam ``(n_beams, n_pixels)``, complex64.
+
+    One FFT per beam, a few beams at a time (the transforms' buffer stays small).
+    """
+    xp = backend.get_array_module(array)
+    n_beams, (nx, ny) = len(array), array.shape[1:]
+    out = xp.empty((n_beams, len(pixels)), xp.complex64)
+    step = max(1, min(n_beams, 8))
+    for start in range(0, n_beams, step):
+        far = backend.fft2(array[start:start + step])
+        out[start:start + step] = far.reshape(len(far), nx * ny)[:, pixels]
+    return out
+
+
+@contextlib.contextmanager
+def _one_blas_thread(pooled):
+    """Single-threaded BLAS while the scan's batches share the cores (a no-op otherwise)."""
+    if not pooled:
+        yield
+        return
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        yield
