@@ -90,6 +90,40 @@ def test_devices_agree(device, on_cpu):
     np.testing.assert_allclose(prism_scan(potential, 2)["DF"], expected["DF"], rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("interpolation", [1, 2])
+def test_a_grid_of_probes_factorised_by_columns_equals_the_direct_sum(device, monkeypatch, interpolation):
+    """The phase e^{-2πi(k_x x + k_y y)} of a grid of probes factorises: the sum over beams column by
+    column is the direct one to float32 rounding (complex weights: defocus and Cs; 4D patterns too)."""
+    smatrix = prism.build_smatrix(column_potential(), interpolation=interpolation, **COMMON)
+    kwargs = dict(positions=POSITIONS, detectors=DETECTORS, diffraction=True, defocus=30.0, Cs=1e5)
+    calls = []
+    factorise = prism._combine_on_grid
+    monkeypatch.setattr(prism, "_combine_on_grid", lambda *args: calls.append(1) or factorise(*args))
+    monkeypatch.setattr(prism, "FACTORISED_GAIN", 0)  # every grid of probes factorised
+    factorised = on_host(prism.scan(smatrix, **kwargs))
+    assert calls
+    monkeypatch.setattr(prism, "FACTORISED_GAIN", np.inf)  # none
+    calls.clear()
+    direct = on_host(prism.scan(smatrix, **kwargs))
+    assert not calls
+    for name in ("BF", "DF", "diffraction"):
+        np.testing.assert_allclose(factorised[name], direct[name], rtol=2e-5, atol=2e-7)
+
+
+def test_windows_across_the_cell_edge(device):
+    """The cell is periodic: shifting the specimen by half a cell and the probes with it, so that their
+    windows cross the cell's edges, gives the same image (f = 2: the box of beams wraps around)."""
+    positions = H(stem.scan_positions(start=(2.2, 2.2), end=(4.2, 4.2), sampling=0.2))
+    potential = column_potential()
+    image = prism.scan(prism.build_smatrix(potential, interpolation=2, **COMMON), positions=positions,
+                       detectors=DETECTORS)
+    shifted = np.roll(potential, (32, 32), axis=(1, 2))  # 3.2 Å along x and y
+    moved = prism.scan(prism.build_smatrix(shifted, interpolation=2, **COMMON),
+                       positions=(positions + 3.2) % 6.4, detectors=DETECTORS)
+    for name in DETECTORS:
+        np.testing.assert_allclose(H(moved[name]), H(image[name]), rtol=2e-5, atol=2e-7)
+
+
 def test_local_update_equals_a_full_rebuild(device):
     """Adding a column changes only the basis waves whose patches it touches, and those exactly."""
     before = column_potential()
