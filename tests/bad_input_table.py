@@ -1814,7 +1814,14 @@ def _drift_frames():
     from scipy.ndimage import gaussian_filter, shift
 
     image = gaussian_filter(np.random.default_rng(0).standard_normal((24, 24)), 1.5, mode="wrap")
+    image = image - image.min() + 0.1  # counts-like: frame_shifts is a Poisson fit
     return np.stack([shift(image, (-s, s), order=3, mode="grid-wrap") for s in (-0.6, 0.0, 0.6)])[:, 4:20, 4:20]
+
+
+def _drift_times():
+    from mbook.multimodal import drift
+
+    return drift.scan_times((16, 16), num_frames=3)
 
 
 VECTOR2 = [(NAN, 0.0), "ab", (1.0,)]   # a 2-vector (y, x)
@@ -1859,8 +1866,11 @@ E("multimodal.positions.corrected_positions",
   nominal=ARRAY_ANY_NDIM, times=ARRAY_ANY_NDIM + [np.zeros((3, 3))], offset=VECTOR2, velocity=VECTOR2)
 E("multimodal.positions.drift_fit", lambda: call(rand(4, 2), np.array([0.0, 1.0, 2.0, 3.0])),
   shifts=ARRAY + [np.zeros((3, 2))], frame_times=ARRAY + [np.zeros(3)])
-E("multimodal.positions.frame_shifts", lambda: call(_drift_frames(), scan_step=2.0, max_shift=4.0),
-  frames=ARRAY + [np.ones((1, 16, 16))], scan_step=LENGTH, max_shift=LENGTH, num_iter=COUNT, upsample=COUNT)
+E("multimodal.positions.frame_shifts",
+  lambda: call(_drift_frames(), scan_step=2.0, times=_drift_times(), max_shift=4.0),
+  frames=ARRAY + [np.ones((1, 16, 16)), -np.ones((3, 16, 16)), np.zeros((3, 16, 16))], scan_step=LENGTH,
+  times=ARRAY + [np.zeros((3, 16, 15)), np.random.default_rng(0).random((3, 16, 16))], max_shift=LENGTH,
+  smoothing=LENGTH)
 
 
 _S2 = (0.5, 0.5)
