@@ -177,14 +177,21 @@ def _plane_waves(beams, grid, plan):
     return plan.array
 
 
-def _propagate_beams(beams, *, transmissions, propagators, grid):
-    """Exit waves ``(n, nx, ny)`` of the plane waves of ``beams`` (a kernel, on the inputs' device)."""
+def _propagate_beams(beams, *, transmissions, propagators, grid, out=None):
+    """Exit waves ``(n, nx, ny)`` of the plane waves of ``beams`` (a kernel, on the inputs' device).
+
+    Written into ``out`` when given (the S-matrix's rows: no copy on the way), else returned as a copy
+    of the plan's buffer.
+    """
     xp = backend.get_array_module(transmissions)
     plan = backend.fft2_plan((len(beams),) + tuple(grid.gpts), xp.complex64, xp=xp)
     psi = _plane_waves(beams, grid, plan)
     for psi in multislice.iterate_slices(psi, transmissions, propagators, plan=plan):
         pass
-    return psi.copy()
+    if out is None:
+        return psi.copy()
+    out[...] = psi
+    return out
 
 
 def _propagate_beams_one_thread(beams, **kwargs):
@@ -242,7 +249,7 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     beams_host = beam_indices(grid, energy=energy, semiangle_cutoff=semiangle, interpolation=interpolation)
     n_beams, n = len(beams_host), grid.gpts[0] * grid.gpts[1]
     # Memory first: the S-matrix itself, the transmission functions and propagators are fixed; each beam
-    # in flight holds its wave (the plan's buffer) and the copy made on the way out.
+    # in flight holds its wave (the plan's buffer) and, over Dask, the copy sent back.
     fixed = n_beams * n * 8 + potential.shape[0] * n * 8 + n * 8
     batch = progress.plan_batches(n_items=n_beams, bytes_per_item=2 * n * 8, fixed_bytes=fixed, budget=budget)
     batch = min(batch, max_batch or batch)
@@ -250,13 +257,15 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     if not backend.gpu_code_path() and client is None:
         # On the CPU, as stem's scans: batches near the cache, one per core at once (single-threaded FFTs
         # in each), as many at once as the budget holds beside the S-matrix.
+        # A few beams (large f) are split over the cores too, rather than one batch with threaded FFTs.
         in_memory = batch
-        batch = max(1, min(batch, stem.cpu_batch(grid)))
+        batch = max(1, min(batch, stem.cpu_batch(grid), -(-n_beams // backend.cpu_threads())))
         threads = max(1, min(backend.cpu_threads(), -(-n_beams // batch), in_memory // batch))
 
     xp = backend.get_array_module(potential)
-    _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid, energy,
-                                                        slice_thickness, antialias=True)
+    with backend.fft_workers(1):  # one slice at a time: small FFTs, faster on one thread than on a busy pool
+        _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid,
+                                                            energy, slice_thickness, antialias=True)
     beams = backend.asarray(beams_host)
     array = xp.empty((n_beams,) + tuple(grid.gpts), xp.complex64)
     starts = range(0, n_beams, batch)
@@ -271,7 +280,7 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
             future.release()
     else:
         def run(start):
-            array[start:start + batch] = _propagate_beams(beams[start:start + batch], **kwargs)
+            _propagate_beams(beams[start:start + batch], out=array[start:start + batch], **kwargs)
 
         progress.run_batches(run, starts, threads=threads, **bar)
     return SMatrix(array, beams_host, grid, float(energy), semiangle, int(interpolation))
