@@ -1338,11 +1338,17 @@ E("tomography.refine.refine_positions", lambda: call(rand(3, 4, 4), _atom_projec
 
 # specimens: the FePt testbed
 E("tomography.specimens.fept_nanoparticle", lambda: call(3.0), radius=LENGTH, ordering=CHOICE, seed=SEED)
-E("tomography.specimens.diffusion_trajectories",
-  lambda: call(np.array([[0.0, 0, 0], [5, 0, 0], [-5, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]]),
-               np.array([78] * 6), num_steps=5, num_moving=2),
-  positions=ARRAY + [rand(6, 2)], numbers=NUMBERS, num_steps=COUNT + [1], num_moving=COUNT0 + [7],
-  core_fraction=FRACTION, arc=NONNEG, min_duration=LENGTH, seed=SEED)
+def _fept_particle():
+    """A 149-atom FePt particle on the host (radius 8 Å): paths need a lattice to hop through."""
+    from mbook.core import backend
+    from mbook.tomography import specimens
+
+    return tuple(backend.asnumpy(a) for a in specimens.fept_nanoparticle(8.0))
+
+
+E("tomography.specimens.diffusion_trajectories", lambda: call(*_fept_particle(), num_steps=5, num_moving=2),
+  positions=ARRAY + [rand(149, 2)], numbers=NUMBERS, num_steps=COUNT + [1], num_moving=COUNT0 + [1000],
+  core_fraction=FRACTION, min_travel=LENGTH, min_duration=LENGTH, seed=SEED)
 E("tomography.specimens.tilt_series", lambda: call(5), num_projections=COUNT + [1], tilt_range=LENGTH + [90.0],
   order=CHOICE)
 E("tomography.specimens.cross_sections", lambda: call(np.array([26, 78])), numbers=NUMBERS[:2] + NUMBERS[3:],

@@ -38,17 +38,38 @@ def test_a1_particle_is_half_platinum():
     assert abs(float(backend.asnumpy(numbers == 78).mean()) - 0.5) < 0.08
 
 
-def test_trajectories_move_only_the_chosen_atoms_smoothly_to_the_surface(particle):
-    positions, numbers = particle
-    traj, moving = specimens.diffusion_trajectories(positions, numbers, num_steps=40, num_moving=2, core_fraction=0.9, seed=4)
-    traj, moving = backend.asnumpy(traj), backend.asnumpy(moving)
-    assert moving.sum() == 2 and set(numbers[moving]) == {78}
-    np.testing.assert_array_equal(traj[:, ~moving], np.broadcast_to(positions[~moving], traj[:, ~moving].shape))
-    radius = np.linalg.norm(positions, axis=1).max()
-    assert np.all(np.linalg.norm(traj[-1, moving], axis=1) == pytest.approx(radius + 1.5))
+def test_trajectories_hop_through_vacancies_to_the_surface_without_crossing_atoms(device):
+    with backend.use_device("cpu"):
+        positions, numbers = (backend.asnumpy(a) for a in specimens.fept_nanoparticle(10.0))
+    traj, kept, moving = specimens.diffusion_trajectories(positions, numbers, num_steps=40, num_moving=3,
+                                                          min_travel=5.0, seed=4)
+    assert backend.get_array_module(traj) is backend.xp
+    traj, kept, moving = backend.asnumpy(traj), backend.asnumpy(kept), backend.asnumpy(moving)
+    assert moving.sum() == 3 and set(kept[moving]) == {78}
+    static = traj[0, ~moving]
+    np.testing.assert_array_equal(traj[:, ~moving], np.broadcast_to(static, traj[:, ~moving].shape))
+    sites = {tuple(p) for p in np.round(positions, 6)}
+    assert all(tuple(p) in sites for p in np.round(traj[0], 6))  # every atom left stands on its own site
+    # Each moving atom ends on a vacated lattice site (no atom left there) at least min_travel from its start,
+    # one vacancy per hop: the atoms removed are exactly the end sites and the sites on the way.
+    ends = np.round(traj[-1, moving], 6)
+    assert all(tuple(p) in sites for p in ends)
+    assert np.linalg.norm(traj[-1, moving] - traj[0, moving], axis=1).min() >= 5.0
+    assert np.linalg.norm(static[:, None] - traj[-1, moving][None], axis=-1).min() > 2.5
+    assert positions.shape[0] - kept.shape[0] >= 3 * 2  # at least two hops each (5 Å, 2.7 Å hops)
+    # Atoms do not pass through each other.
+    clearance = np.linalg.norm(traj[:, moving][:, :, None] - static[None, None], axis=-1).min()
+    assert clearance > 1.8, clearance
     speed = np.linalg.norm(np.diff(traj[:, moving], axis=0), axis=-1)
     assert speed[0].max() < 0.05 * speed.max()  # smoothstep: at rest at the start
     assert np.abs(np.diff(speed, axis=0)).max() < 0.35 * speed.max()  # no jumps
+
+
+def test_trajectories_refuse_a_travel_no_surface_site_allows():
+    with backend.use_device("cpu"):
+        positions, numbers = specimens.fept_nanoparticle(8.0)
+    with pytest.raises(ValueError, match="min_travel"):
+        specimens.diffusion_trajectories(positions, numbers, num_steps=5, num_moving=2, min_travel=30.0)
 
 
 def test_golden_order_visits_every_angle_once_and_spreads_them():
@@ -180,7 +201,8 @@ def test_smooth_tv_gradient_matches_finite_differences(rng, axes):
 
 def test_pgd_4d_lowers_the_residual_of_its_start(particle):
     positions, numbers = particle
-    traj, _ = specimens.diffusion_trajectories(positions, numbers, num_steps=19, num_moving=2, core_fraction=0.9, seed=2)
+    traj, numbers, _ = specimens.diffusion_trajectories(positions, numbers, num_steps=19, num_moving=2,
+                                                        core_fraction=0.9, min_travel=3.0, seed=2)
     tilt, _, times = _series(particle)
     data = specimens.project_atoms(traj, numbers, tilt.rotations, gpts=SHAPE[1:], sampling=SAMPLING, width=WIDTH)
     static = reconstruct.pgd(data, tilt, max_num_iter=20)
@@ -308,6 +330,8 @@ _ATOMS = refine.AtomProjector(np.stack([np.eye(3)] * 3), np.ones((3, 1)), [np.on
      "num_moving"),
     (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [78, 78, 78], num_steps=5, min_duration=0.0),
      "min_duration"),
+    (lambda: specimens.diffusion_trajectories(np.zeros((3, 3)), [78, 78, 78], num_steps=5, min_travel=0.0),
+     "min_travel"),
     (lambda: specimens.tilt_series(10, tilt_range=90.0), "tilt_range"),
     (lambda: specimens.tilt_series(1), "num_projections"),
     (lambda: specimens.tilt_series(10, order="random"), "order"),
