@@ -260,7 +260,8 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
         # A few beams (large f) are split over the cores too, rather than one batch with threaded FFTs.
         in_memory = batch
         batch = max(1, min(batch, stem.cpu_batch(grid), -(-n_beams // backend.cpu_threads())))
-        threads = max(1, min(backend.cpu_threads(), -(-n_beams // batch), in_memory // batch))
+        at_once = -(-n_beams // batch) if in_memory >= n_beams else in_memory // batch  # batches the budget holds
+        threads = max(1, min(backend.cpu_threads(), -(-n_beams // batch), at_once))
 
     xp = backend.get_array_module(potential)
     with backend.fft_workers(1):  # one slice at a time: small FFTs, faster on one thread than on a busy pool
@@ -530,6 +531,8 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     columns = _columns(smatrix.beams)
     column_kx = None if columns is None else weights[1][backend.asarray([start for start, _ in columns])]
 
+    largest = max(len(index) for index in batches)
+
     def run(k):
         index = batches[k]
         grid_scan = None if columns is None else _product(flat_host[index])
@@ -551,9 +554,12 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
             amplitudes = combine(far_beams)  # (batch, pixels)
         else:
             psi = _window_waves(smatrix.array, combine, centres[index], window.gpts, grid.gpts)
-            plan = backend.fft2_plan(psi.shape, xp.complex64, xp=xp)  # this thread's in-place FFT
-            plan.array[...] = psi
-            amplitudes = plan.forward().reshape(len(index), -1)
+            if len(index) == largest:  # this thread's planned in-place FFT: one shape per scan
+                plan = backend.fft2_plan(psi.shape, xp.complex64, xp=xp)
+                plan.array[...] = psi
+                amplitudes = plan.forward().reshape(len(index), -1)
+            else:  # a smaller batch (the scan's edge): no plan made for a shape seen a few times
+                amplitudes = backend.fft2(psi).reshape(len(index), -1)
         intensity = amplitudes.real**2
         intensity += amplitudes.imag**2
         intensity /= xp.float32(n_window)
