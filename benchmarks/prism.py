@@ -13,6 +13,7 @@ matched error). Run:
 
     .venv/bin/python benchmarks/prism.py                     # small: 2x2 cells, 8x8 probes
     .venv/bin/python benchmarks/prism.py --size full         # 4x4 cells, 64x64 probes, 2 nm
+    .venv/bin/python benchmarks/prism.py --size full --only PRISM   # PRISM and multislice alone
     MBOOK_DEVICE=gpu .venv/bin/python benchmarks/prism.py --size full
 
 With ``--abtem``, abTEM's PRISM (``abtem.SMatrix``) runs the same image at the
@@ -104,6 +105,8 @@ def main():
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
     parser.add_argument("--abtem", action="store_true", help="also run abTEM's multislice and PRISM")
+    parser.add_argument("--only", choices=("PRISM", "LMA"), help="run only this family (and the multislice "
+                        "references its errors need)")
     args = parser.parse_args()
     size = SIZES[args.size]
     print(backend.describe())
@@ -132,6 +135,8 @@ def main():
     if args.abtem:
         methods.update(abtem_methods(atoms, grid, size, positions))
 
+    if args.only:
+        methods = {name: run for name, run in methods.items() if "multislice" in name or args.only in name}
     rows, references = {}, {}
     for name, run in methods.items():
         seconds, (image, nbytes) = median_time(run, args.repeat)
@@ -150,27 +155,28 @@ def main():
     for name, row in rows.items():  # speed-up over mbook's multislice; errors against the code's own
         print(f"{name:<18} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
               f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f}")
-    if args.abtem:
+    if args.abtem and args.only != "LMA":
         print("\nmbook's PRISM against abTEM's (same factor; errors each against its own multislice):")
         for f in size["factors"]:
             ours, theirs = rows[f"PRISM f={f}"], rows[f"abTEM PRISM f={f}"]
             print(f"  f={f}: time abTEM/mbook {theirs['time'] / ours['time']:.2f}, error mbook {ours['error']:.1e} "
                   f"abTEM {theirs['error']:.1e}, peak abTEM/mbook {theirs['peak'] / ours['peak']:.2f}")
 
-    print("\nat matched error (the fastest PRISM with error <= the LMA's):")
-    for name, row in rows.items():
-        if not name.startswith("LMA"):
-            continue
-        matching = [n for n in rows if n.startswith("PRISM") and rows[n]["error"] <= row["error"]]
-        if not matching:
-            print(f"  {name}: no PRISM factor reaches {row['error']:.1e}")
-            continue
-        best = min(matching, key=lambda n: rows[n]["time"])
-        print(f"  {name} ({row['error']:.1e}) vs {best} ({rows[best]['error']:.1e}): time PRISM/LMA "
-              f"{rows[best]['time'] / row['time']:.2f}, S-matrix/basis {rows[best]['bytes'] / row['bytes']:.2f}, "
-              f"peak PRISM/LMA {rows[best]['peak'] / row['peak']:.2f}")
+    if not args.only:
+        print("\nat matched error (the fastest PRISM with error <= the LMA's):")
+        for name, row in rows.items():
+            if not name.startswith("LMA"):
+                continue
+            matching = [n for n in rows if n.startswith("PRISM") and rows[n]["error"] <= row["error"]]
+            if not matching:
+                print(f"  {name}: no PRISM factor reaches {row['error']:.1e}")
+                continue
+            best = min(matching, key=lambda n: rows[n]["time"])
+            print(f"  {name} ({row['error']:.1e}) vs {best} ({rows[best]['error']:.1e}): time PRISM/LMA "
+                  f"{rows[best]['time'] / row['time']:.2f}, S-matrix/basis {rows[best]['bytes'] / row['bytes']:.2f}, "
+                  f"peak PRISM/LMA {rows[best]['peak'] / row['peak']:.2f}")
     good = [n for n in rows if n != "multislice" and rows[n]["error"] < 0.01]
-    for family in ("PRISM", "LMA"):
+    for family in [args.only] if args.only else ("PRISM", "LMA"):
         candidates = [n for n in good if n.startswith(family)]
         if candidates:
             best = min(candidates, key=lambda n: rows[n]["time"])

@@ -318,7 +318,10 @@ def _columns(beams):
 
 
 def _product(points):
-    """``(order, xs, ys)`` when ``points`` ``(n, 2)`` are the grid ``xs × ys`` (``points[order]`` x-major), else None."""
+    """``(order, xs, ys)`` when ``points`` ``(n, 2)`` are the grid ``xs × ys`` (``points[order]`` x-major).
+
+    None when they are not (host arrays).
+    """
     xs, ix = np.unique(points[:, 0], return_inverse=True)
     ys, iy = np.unique(points[:, 1], return_inverse=True)
     code = ix.ravel() * len(ys) + iy.ravel()
