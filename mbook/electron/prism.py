@@ -514,6 +514,12 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         # cell), its coefficients, window wave, spectrum and intensity.
         fixed += smatrix.nbytes
         per_probe = grid.gpts[0] * grid.gpts[1] * 8 + n_beams * 8 + n_window * (8 + 8 + 4)
+    columns = _columns(smatrix.beams)
+    if columns is not None and FACTORISED_GAIN * (1 + len(columns)) < n_beams:
+        # A grid of n_x x n_y probes factorised only if n_beams / n_x + n_columns < n_beams / GAIN: its
+        # partial sums, n_columns / n_x rows of the box (or of the pixels) per probe, stay below this.
+        length = len(pixels) if fourier else grid.gpts[0] * grid.gpts[1]
+        per_probe += int(len(columns) * length * 8 / max(FACTORISED_GAIN, 1))
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed, budget=budget)
     batch = min(batch, BATCH)
     if fourier:
@@ -531,7 +537,6 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         threads = max(1, min(backend.cpu_threads(), len(batches), room // working))
 
     weights = _beam_weights(spectrum, beams, grid, window.gpts)
-    columns = _columns(smatrix.beams)
     column_kx = None if columns is None else weights[1][backend.asarray([start for start, _ in columns])]
 
     largest = max(len(index) for index in batches)
