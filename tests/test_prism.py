@@ -124,6 +124,19 @@ def test_windows_across_the_cell_edge(device):
         np.testing.assert_allclose(H(moved[name]), H(image[name]), rtol=2e-5, atol=2e-7)
 
 
+@pytest.mark.parametrize("interpolation", [1, 2])
+def test_batches_on_every_core_equal_one_after_another(monkeypatch, interpolation):
+    """A scan of many tiles gives the same image whether its batches share the cores or not."""
+    smatrix = prism.build_smatrix(column_potential(), interpolation=interpolation, **COMMON)
+    positions = stem.scan_positions(start=(0.0, 0.0), end=(6.4, 6.4), sampling=0.2)  # 32 x 32: many tiles
+    images = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(backend, "cpu_threads", lambda: threads)
+        images[threads] = on_host(prism.scan(smatrix, positions=positions, detectors=DETECTORS))
+    for name in DETECTORS:
+        np.testing.assert_allclose(images[2][name], images[1][name], rtol=2e-5, atol=2e-7)
+
+
 def test_local_update_equals_a_full_rebuild(device):
     """Adding a column changes only the basis waves whose patches it touches, and those exactly."""
     before = column_potential()
