@@ -431,7 +431,11 @@ def _window_waves(array, combine, centres, window, gpts):
     box = _box(centres, window)
     beams = _crop_beams(array, box, gpts)  # (n_beams, bx, by)
     combined = combine(beams.reshape(len(beams), -1)).reshape((len(centres),) + beams.shape[1:])
-    windows = xp.lib.stride_tricks.sliding_window_view(combined, tuple(window), axis=(1, 2))
+    # Every window of the box as a strided view (batch, box - window + 1 per axis, window): no copy.
+    # (as_strided rather than sliding_window_view: CuPy has had it for much longer.)
+    (n, bx, by), (sn, sx, sy) = combined.shape, combined.strides
+    windows = xp.lib.stride_tricks.as_strided(combined, shape=(n, bx - window[0] + 1, by - window[1] + 1) + window,
+                                              strides=(sn, sx, sy, sx, sy))
     offsets = backend.asarray(np.stack([np.arange(len(centres)), centres[:, 0] - centres[:, 0].min(),
                                         centres[:, 1] - centres[:, 1].min()]))
     return windows[offsets[0], offsets[1], offsets[2]]
