@@ -95,6 +95,27 @@ def test_cpu_gpu_agree(device):
     np.testing.assert_allclose(backend.asnumpy(result), reference, atol=2e-5)
 
 
+def test_transmission_stack_in_batches_equals_one_slice_at_a_time(rng, monkeypatch, device):
+    """On the GPU path the slices of :func:`transmission_function` are an array axis in memory-budgeted
+    batches; the stack equals the per-slice reference made here with :func:`transmission_slices` (one
+    slice after another), in one batch and in batches of two slices."""
+    potential = rng.uniform(0, 40, (5, 64, 64)).astype(np.float32)  # V·Å: phases up to ~0.3 rad
+    reference = np.stack([backend.asnumpy(t).copy()
+                          for t in multislice.transmission_slices(potential, energy=ENERGY, grid=GRID)])
+    batches, kernel = [], multislice._transmission_batch
+    monkeypatch.setattr(multislice, "_transmission_batch", lambda v, *args: batches.append(len(v)) or kernel(v, *args))
+    whole = multislice.transmission_function(potential, energy=ENERGY, grid=GRID)
+    assert backend.get_array_module(whole) is backend.xp
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(2.5 * (3 * 4 + 2 * 8) * 64 * 64 / 2**30))  # two slices a batch
+    pieces = multislice.transmission_function(potential, energy=ENERGY, grid=GRID)
+    assert batches == ([5, 2, 2, 1] if backend.gpu_code_path() else [])
+    for stack in (whole, pieces):
+        np.testing.assert_allclose(backend.asnumpy(stack), reference, rtol=0, atol=1e-6)
+    plain = multislice.transmission_function(potential, energy=ENERGY, antialias=False)
+    np.testing.assert_allclose(backend.asnumpy(plain), np.exp(1j * physics.interaction_parameter(ENERGY)
+                                                              * potential.astype(np.float64)), rtol=0, atol=1e-6)
+
+
 def test_slices_of_different_thickness_add_up(rng, device):
     """Vacuum slices of 1, 2 and 3 Å propagate like one Fresnel step of 6 Å."""
     from mbook.core import propagation
