@@ -305,6 +305,20 @@ def test_refinement_moves_atoms_back(particle, rng, device):
     assert error < 0.5 * np.sqrt(np.mean((start - truth) ** 2))
 
 
+def test_refinement_recovers_from_a_step_too_large(particle, rng, device):
+    # Step 1 diverges on this problem (the residual triples within the first checks' span); the
+    # safeguard returns to the last check's positions and halves the step, and the fit converges.
+    op, data = _atom_problem(particle, n=15)
+    truth = np.concatenate([particle[0]] * 3)
+    start = truth + 0.15 * rng.standard_normal(truth.shape)
+    residuals = backend.asnumpy(refine.refine_positions(data, op, op.split(start), max_num_iter=80,
+                                                        step=1.0).residuals)
+    assert residuals.max() > 2 * residuals[0]  # it did diverge first
+    checked = residuals[::refine.CHECK_EVERY]
+    assert np.all(np.diff(checked) <= 0), checked  # never worse at a check than at the one before
+    assert residuals[-1] < 0.05 * residuals[0]
+
+
 def test_refinement_copies_nothing_per_iteration(particle, no_copies_per_iteration):
     def run(n):
         op, data = _atom_problem(particle)

@@ -35,6 +35,10 @@ import numpy as np
 from mbook.core import backend, checks
 
 
+#: Iterations between the checks that the loss has not risen (see :func:`refine_positions`).
+CHECK_EVERY = 5
+
+
 class Refinement(NamedTuple):
     """Refined positions per anchor (list of (n_m, 3) device arrays [Å]) and the relative data residual
     ``‖p - b‖ / ‖b‖`` per iteration (device array)."""
@@ -168,8 +172,13 @@ def refine_positions(projections, operator: AtomProjector, positions, *, max_num
     their cross-sections squared, move at the same pace), ``τ = step``. The
     diagonal ignores the coupling of atoms that project onto the same pixels
     (a column of ``n`` atoms along the beam has up to ``n`` times the
-    curvature), hence a step well below 1: 0.15 is stable for the FePt
-    particles of the book, 0.5 is not.
+    curvature), hence a step well below 1: 0.15 is stable for the 149-atom
+    particle of the book's default size, 0.5 is not, and a larger particle
+    has longer columns. So the loss is compared every
+    ``CHECK_EVERY`` iterations with its value at the last check; where it
+    has risen, the iteration returns to the positions of that check and
+    halves ``τ``. The comparison is made on the device (``where``), so no
+    value is copied to the host inside the loop.
 
     Parameters
     ----------
@@ -203,8 +212,15 @@ def refine_positions(projections, operator: AtomProjector, positions, *, max_num
     inverse = 1 / xp.maximum(operator.diagonal, 1e-30 + 1e-6 * xp.max(operator.diagonal))
     norm_b = xp.linalg.norm(b)
     residuals = []
-    for _ in range(max_num_iter):
+    tau = xp.asarray(step, dtype=xp.float64)
+    last_r, last_gradient, last_loss = r, xp.zeros_like(r), xp.asarray(xp.inf)
+    for iteration in range(max_num_iter):
         loss, gradient = operator.loss_and_gradient(r, b)
+        if iteration % CHECK_EVERY == 0:
+            rose = loss > last_loss  # diverging: back to the last check's positions, with half the step
+            r, gradient = xp.where(rose, last_r, r), xp.where(rose, last_gradient, gradient)
+            loss, tau = xp.where(rose, last_loss, loss), xp.where(rose, tau / 2, tau)
+            last_r, last_gradient, last_loss = r, gradient, loss
         residuals.append(xp.sqrt(2 * loss) / norm_b)
-        r = r - step * inverse * gradient
+        r = r - tau * inverse * gradient
     return Refinement(operator.split(r), xp.stack(residuals))
