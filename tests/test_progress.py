@@ -48,3 +48,42 @@ def test_run_batches_runs_every_batch_once_with_single_threaded_ffts_in_a_pool(t
     progress_module.run_batches(run, range(0, 10, 2), threads=threads)
     assert sorted(seen) == [0, 2, 4, 6, 8]
     assert workers == ({1} if threads > 1 else {-1})  # a pool shares the cores between batches, not FFTs
+
+
+def test_run_batches_keeps_its_threads_and_runs_nested_calls_in_place():
+    import threading
+
+    from mbook.core import progress as progress_module
+
+    def threads_of_one_call():
+        names = set()
+        progress_module.run_batches(lambda start: names.add(threading.get_ident()), range(8), threads=2)
+        return names
+
+    first = threads_of_one_call()
+    assert threading.get_ident() not in first
+    assert threads_of_one_call() <= first  # the same threads again: their FFT plans are kept
+    # A call inside a pooled batch runs in that batch's thread: no deadlock when every pool thread waits.
+    inner = []
+
+    def outer(start):
+        here = threading.get_ident()
+        progress_module.run_batches(lambda s: inner.append(threading.get_ident() == here), range(3), threads=2)
+
+    progress_module.run_batches(outer, range(4), threads=2)
+    assert len(inner) == 12 and all(inner)
+
+
+def test_run_batches_raises_a_batch_error_after_the_other_batches_stop():
+    from mbook.core import progress as progress_module
+
+    done = []
+
+    def run(start):
+        if start == 1:
+            raise RuntimeError("batch 1 failed")
+        done.append(start)
+
+    with pytest.raises(RuntimeError, match="batch 1 failed"):
+        progress_module.run_batches(run, range(6), threads=2)
+    assert 1 not in done

@@ -19,7 +19,8 @@ Examples
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from tqdm import tqdm
 
@@ -46,7 +47,11 @@ def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
     the batches share the cores, not each FFT. Threads, not processes: NumPy,
     FFTW and pocketfft release the GIL, and the batches share their inputs.
     ``run`` stores its own result (into a preallocated output), so no list of
-    batches is held.
+    batches is held. The pool is kept between calls, so its threads keep their
+    FFT plans (:func:`mbook.core.backend.fft2_plan`): a call with a few small
+    batches (a local update of a few translates) would otherwise spend more
+    on planning than on transforms. A call made from inside a pooled batch
+    runs its batches in that thread (the pool's threads may all be busy).
 
     Parameters
     ----------
@@ -63,18 +68,37 @@ def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
         raise TypeError(f"run must be callable as run(start), got {run!r:.60}")
     threads = checks.check_count(threads, "threads")
     starts = list(starts)
-    if threads == 1:
+    if threads == 1 or getattr(_in_pool, "active", False):
         for start in progress(starts, desc=desc):
             run(start)
         return
 
     def run_one_thread(start):
+        _in_pool.active = True
         with backend.fft_workers(1):
             run(start)
 
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in progress(pool.map(run_one_thread, starts), desc=desc, total=len(starts)):
-            pass
+    futures = [_pool(threads).submit(run_one_thread, start) for start in starts]
+    try:
+        for future in progress(futures, desc=desc, total=len(futures)):
+            future.result()
+    except BaseException:
+        for future in futures:  # no batch outlives the call that failed
+            future.cancel()
+        wait(futures)
+        raise
+
+
+_pools: dict = {}  # threads -> ThreadPoolExecutor, kept for the process's life
+_pools_lock = threading.Lock()
+_in_pool = threading.local()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mbook-batches")
+        return _pools[threads]
 
 
 def memory_budget() -> int:
