@@ -2032,7 +2032,7 @@ E("electron.lma.scan", lambda: call(_lattice_basis(), positions=_PPOS, detectors
 E("electron.lma.affected", lambda: call(_lattice_basis(), _PPOS, np.zeros((16, 16), bool)),
   basis=BASIS, positions=SCAN_POSITIONS, touched=[np.zeros((4, 4), bool), "abc", None], block=COUNT + [17])
 E("electron.lma.update_basis", lambda: call(_lattice_basis(), 1.01 * _ppot()),
-  basis=BASIS, potential=ARRAY + [_ppot()[:1]], tol=TOL + [0.0], budget=LENGTH)
+  basis=BASIS, potential=ARRAY + [_ppot()[:1]], tol=TOL + [0.0], overwrite=[1, "yes"], budget=LENGTH)
 
 
 def _ipot():

@@ -154,6 +154,11 @@ def test_local_update_equals_a_full_rebuild(device):
     hit = H(lma.affected(updated, everywhere, touched))
     assert hit.dtype == bool and hit.shape == (16, 16) and 0 < hit.sum() < hit.size
     assert hit[2, 2] and not hit[10, 10]  # next to the new column, and across the cell from it
+    # In place: the same waves, written into the old basis's array (no second basis in memory).
+    again = lma.build_basis(before, lattice_step=4, patch_gpts=16, **COMMON)
+    in_place, _ = lma.update_basis(again, after, tol=1e-9, overwrite=True)
+    assert in_place.array is again.array
+    np.testing.assert_array_equal(H(in_place.array), H(updated.array))
 
 
 def test_smatrix_batches_and_budget(device):
