@@ -1052,9 +1052,10 @@ E("cryoem.white_noise.standard_normal", lambda: call(3, (8, 8), seed=0), n_image
   first_index=COUNT0)
 E("cryoem.voxels.check_volume", lambda: call(rand(8, 8, 8)), volume=VOLUME, name=FREE)
 E("cryoem.voxels.project_volume", lambda: call(rand(8, 8, 8), _rotations(), sampling=2.0), volume=VOLUME,
-  rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], sampling=LENGTH)
+  rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], sampling=LENGTH, budget=LENGTH)
 E("cryoem.voxels.backproject", lambda: call(rand(2, 8, 8), _rotations(), sampling=2.0),
-  images=ARRAY + [rand(3, 8, 8)], rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], sampling=LENGTH)
+  images=ARRAY + [rand(3, 8, 8)], rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], sampling=LENGTH,
+  budget=LENGTH)
 E("cryoem.wemd_family.linear_family", lambda: call(rand(6, 8, 8, 8), 2), volumes=ARRAY, k=COUNT + [10])
 E("cryoem.wemd_family.precompute", lambda: call(rand(2, 8, 8, 8), sampling=2.0), basis=ARRAY, sampling=LENGTH,
   wavelet=["no-such-wavelet", 3], leaf_size=COUNT)
@@ -2000,6 +2001,39 @@ E("electron.prism.build_smatrix",
 E("electron.prism.scan", lambda: call(_smatrix(), positions=_PPOS, detectors=BF),
   smatrix=["S", None], positions=SCAN_POSITIONS, detectors=[{"BF": (20.0, 10.0)}, "a"], diffraction=FREE,
   defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], budget=LENGTH)
+
+
+def _pweights():
+    """Weights and frequencies ``(w_k, k_x, k_y)`` of three beams, on the device (as prism_scan.beam_weights)."""
+    return dev(crand(3)), dev(rand(3, seed=1)), dev(rand(3, seed=2))
+
+
+_PBEAMS = np.array([[0, 0], [0, 1], [1, 0]])
+_PCENTRES = np.array([[10, 10], [15, 15]])
+
+# prism_scan: the scan's kernels (documented: no checks) run on what prism.scan checked once, inside its
+# batches; checking again would cost per batch what the batches are meant to save.
+E("electron.prism_scan.beam_weights", lambda: call(dev(crand(32, 32)), dev(_PBEAMS), _pgrid(), (16, 16)),
+  spectrum=UNCHECKED, beams=UNCHECKED, grid=UNCHECKED, window=UNCHECKED)
+E("electron.prism_scan.coefficients", lambda: call(_pweights(), dev(_PPOS)), weights=UNCHECKED,
+  positions=UNCHECKED)
+E("electron.prism_scan.columns", lambda: call(_PBEAMS), beams=UNCHECKED)
+E("electron.prism_scan.product", lambda: call(np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 2.0], [0.0, 2.0]])),
+  points=UNCHECKED)
+E("electron.prism_scan.combine_on_grid",
+  lambda: call(_pweights(), [(0, 2), (2, 3)], dev(rand(2)), np.array([0.0, 1.0]), np.array([0.0, 2.0]),
+               dev(crand(3, 5).astype(np.complex64))),
+  weights=UNCHECKED, columns=UNCHECKED, column_kx=UNCHECKED, xs=UNCHECKED, ys=UNCHECKED, matrix=UNCHECKED)
+E("electron.prism_scan.window_centres", lambda: call(_PPOS, _pgrid()), positions=UNCHECKED, grid=UNCHECKED)
+E("electron.prism_scan.tiles", lambda: call(_PCENTRES, (16, 16), (32, 32), 64), centres=UNCHECKED,
+  window=UNCHECKED, gpts=UNCHECKED, batch=UNCHECKED)
+E("electron.prism_scan.box_bytes", lambda: call([np.array([0, 1])], _PCENTRES, (16, 16), 3), batches=UNCHECKED,
+  centres=UNCHECKED, window=UNCHECKED, n_beams=UNCHECKED)
+E("electron.prism_scan.window_waves",
+  lambda: call(dev(crand(3, 32, 32).astype(np.complex64)), lambda m: m[:2], _PCENTRES, (16, 16), (32, 32)),
+  array=UNCHECKED, combine=UNCHECKED, centres=UNCHECKED, window=UNCHECKED, gpts=UNCHECKED)
+E("electron.prism_scan.far_fields", lambda: call(dev(crand(3, 8, 8).astype(np.complex64)), dev(np.arange(5))),
+  array=UNCHECKED, pixels=UNCHECKED)
 
 
 def _lattice_basis():

@@ -130,7 +130,7 @@ def test_batched_volume_projection_equals_one_rotation_at_a_time(monkeypatch, de
     reference = np.stack([2.0 * ndimage.map_coordinates(volume, r.T @ points + n // 2, order=1, mode="grid-constant")
                           .reshape(n, n, n).sum(2) for r in rotations])
     whole = voxels.project_volume(volume, rotations, sampling=2.0)
-    two = str(2.5 * voxels._BYTES_PER_VOXEL * n**3 / 2**30)  # a budget of two rotations a batch
+    two = str(2.5 * voxels.GATHER_BYTES_PER_VOXEL * n**3 / 2**30)  # a budget of two rotations a batch
     monkeypatch.setenv("MBOOK_MEMORY_GB", two)
     assert voxels._rotation_batch(5, n) == 2
     pieces = voxels.project_volume(volume, rotations, sampling=2.0)
@@ -250,6 +250,24 @@ def test_noise_is_white_standard_normal_and_per_image(device):
     np.testing.assert_array_equal(later, noise[4:])
     other = backend.asnumpy(micrographs.add_noise(zeros[:1], 2.0, seed=4))
     assert not np.allclose(other[0], noise[0])
+
+
+def test_a_volume_stack_keeps_its_gathers_within_the_budget(device, monkeypatch):
+    """For a voxel volume the stream counts each image's gather (GATHER_BYTES_PER_VOXEL per voxel) and hands
+    project_volume the batch's share of the budget, so a small budget gives more batches, the same images."""
+    volume = particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(GRID2.gpts[0],) * 3, sampling=GRID2.sampling[0]))
+    params = micrographs.draw_parameters(6, seed=3)
+    gather = voxels.GATHER_BYTES_PER_VOXEL * GRID2.gpts[0] ** 3
+    budgets = []
+    project = voxels.project_volume
+    monkeypatch.setattr(voxels, "project_volume", lambda *a, budget=None, **k: budgets.append(budget) or project(
+        *a, budget=budget, **k))
+    whole = _stack(micrographs.stream_images(volume, params, GRID2, seed=1))
+    small = _stack(micrographs.stream_images(volume, params, GRID2, seed=1, budget=3 * gather))
+    assert budgets[0] >= 6 * gather and all(b <= 3 * gather for b in budgets[1:]) and len(budgets) > 2
+    np.testing.assert_array_equal(whole, small)
+    with pytest.raises(MemoryError, match="budget"):
+        next(micrographs.stream_images(volume, params, GRID2, seed=1, budget=gather // 2))
 
 
 def test_stack_does_not_depend_on_the_memory_budget(device):

@@ -252,8 +252,9 @@ def check_parameters(params) -> ImageParameters:
     return ImageParameters(rotations, shifts, defocus, contrast)
 
 
-def _clean_projections(structure, rotations, indices, grid):
-    """Noise-free projections of the particle(s) for the images ``indices`` (a slice or a device index array)."""
+def _clean_projections(structure, rotations, indices, grid, budget=None):
+    """Noise-free projections of the particle(s) for the images ``indices`` (a slice or a device index array);
+    a volume's gathers under ``budget`` [bytes]."""
     if isinstance(structure, particles.Atoms):
         if structure.positions.ndim == 3:  # one conformation per image
             structure = structure._replace(positions=structure.positions[indices])
@@ -264,7 +265,7 @@ def _clean_projections(structure, rotations, indices, grid):
         return xp.concatenate([
             particles.project_atoms(structure(int(i)), r[None], grid) for i, r in zip(numbers_, rotations)
         ])
-    return voxels.project_volume(structure, rotations, sampling=grid.sampling[0])
+    return voxels.project_volume(structure, rotations, sampling=grid.sampling[0], budget=budget)
 
 
 def _transfer(grid, defocus, shifts, B_factor, microscope, xp):
@@ -506,11 +507,13 @@ def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot
     per_image = (8 * (3 * n_atoms * side + 6 * n_atoms + 4 * npix) + 16 * 4 * npix
                  + 8 * 3 * white_noise.uniforms_per_image(grid.gpts))
     fixed = 0 if isinstance(structure, particles.Atoms) or callable(structure) else 8 * int(structure.size)
-    batch = progress.plan_batches(n_items=n, bytes_per_item=per_image, fixed_bytes=fixed, budget=budget)
+    gather = 0 if fixed == 0 else voxels.GATHER_BYTES_PER_VOXEL * int(structure.size)  # a volume's, per image
+    batch = progress.plan_batches(n_items=n, bytes_per_item=per_image + gather, fixed_bytes=fixed, budget=budget)
     if backend.get_device() == "cpu":
         batch = min(batch, CPU_BATCH)
     for start in progress.progress(range(0, n, batch), desc="images", total=-(-n // batch)):
         part = slice(start, min(start + batch, n))
-        clean = _form_images(_clean_projections(structure, params.rotations[part], part, grid), grid,
+        clean = _form_images(_clean_projections(structure, params.rotations[part], part, grid,
+                                                budget=max(1, (part.stop - part.start) * gather)), grid,
                              defocus[part], params.shifts[part], params.contrast[part], B_factor, microscope)
         yield ImageBatch(start, _add_noise(clean, sigma, seed, start), sigma)

@@ -33,9 +33,9 @@ def check_volume(volume, name="volume"):
     return volume
 
 
-# Peak bytes per rotation and voxel: the rotated points, their floor and fraction (3 x 3 float64),
-# one corner's index, weight and temporaries (about 6 x 8 bytes) and the sum or the values scattered (8).
-_BYTES_PER_VOXEL = 8 * (9 + 6 + 2)
+#: Peak bytes per rotation and voxel of :func:`project_volume`'s gather (and :func:`backproject`'s scatter): the rotated points, their floor and fraction (3 x 3 float64),
+#: one corner's index, weight and temporaries (about 6 x 8 bytes) and the sum or the values scattered (8).
+GATHER_BYTES_PER_VOXEL = 8 * (9 + 6 + 2)
 # On the CPU, batches of a few 64³ rotations: larger ones spend their time faulting in fresh memory
 # (100 rotations of 64³: 6.5 s in batches of 5, 14.8 s in batches of 58).
 _CPU_BATCH_BYTES = 2**28
@@ -64,24 +64,24 @@ def _corners(rotations, n, xp):
         yield xp.where(inside, flat, 0), xp.where(inside, w[0] * w[1] * w[2], 0.0)
 
 
-def _rotation_batch(n_rotations, n):
-    """Rotations gathered at once under :func:`mbook.core.progress.memory_budget` (MemoryError with the
-    numbers if one does not fit); on the CPU at most :data:`_CPU_BATCH_BYTES` of work arrays."""
-    batch = progress.plan_batches(n_items=n_rotations, bytes_per_item=_BYTES_PER_VOXEL * n**3)
+def _rotation_batch(n_rotations, n, budget=None):
+    """Rotations gathered at once under ``budget`` (default :func:`mbook.core.progress.memory_budget`;
+    MemoryError with the numbers if one does not fit); on the CPU at most :data:`_CPU_BATCH_BYTES`."""
+    batch = progress.plan_batches(n_items=n_rotations, bytes_per_item=GATHER_BYTES_PER_VOXEL * n**3, budget=budget)
     if not backend.gpu_code_path():
-        batch = max(1, min(batch, _CPU_BATCH_BYTES // (_BYTES_PER_VOXEL * n**3)))
+        batch = max(1, min(batch, _CPU_BATCH_BYTES // (GATHER_BYTES_PER_VOXEL * n**3)))
     return batch
 
 
-def project_volume(volume, rotations, *, sampling):
+def project_volume(volume, rotations, *, sampling, budget=None):
     """Projections of a voxel volume at given rotations (trilinear interpolation).
 
     ``P_R(x, y) = Δz Σ_z V(Rᵀ (x, y, z))``: the rotated volume is sampled by
     trilinear interpolation at the grid points and summed along z. Linear in
     the volume; :func:`backproject` is its exact adjoint. The rotations are an
-    array axis: as many as the memory budget
-    (:func:`mbook.core.progress.memory_budget`) allows are gathered in one pass
-    (about 140 bytes per voxel and rotation), the rest in further batches.
+    array axis: as many as the memory budget allows are gathered in one pass
+    (:data:`GATHER_BYTES_PER_VOXEL`, 136 bytes per voxel and rotation), the
+    rest in further batches.
 
     Parameters
     ----------
@@ -90,6 +90,9 @@ def project_volume(volume, rotations, *, sampling):
     rotations : (b, 3, 3) array_like
     sampling : float
         Voxel size [Å].
+    budget : int, optional
+        Memory budget for the gathers [bytes]; default
+        :func:`mbook.core.progress.memory_budget`.
 
     Returns
     -------
@@ -106,8 +109,9 @@ def project_volume(volume, rotations, *, sampling):
     volume = check_volume(volume)
     h = checks.check_positive(sampling, "sampling", 1)[0]
     rotations = check_rotations(rotations)
+    budget = None if budget is None else checks.check_count(budget, "budget")
     n = volume.shape[0]
-    batch = _rotation_batch(rotations.shape[0], n)
+    batch = _rotation_batch(rotations.shape[0], n, budget)
     xp = backend.get_array_module(volume)
     flat = volume.ravel()
     out = xp.empty((rotations.shape[0], n, n), dtype=xp.result_type(flat.dtype, xp.float64))
@@ -120,7 +124,7 @@ def project_volume(volume, rotations, *, sampling):
     return out
 
 
-def backproject(images, rotations, *, sampling):
+def backproject(images, rotations, *, sampling, budget=None):
     """Adjoint of :func:`project_volume`: smear each image along z and rotate back.
 
     The images are an array axis, in batches under the memory budget as in
@@ -133,6 +137,9 @@ def backproject(images, rotations, *, sampling):
     rotations : (b, 3, 3) array_like
     sampling : float
         [Å].
+    budget : int, optional
+        Memory budget for the scatters [bytes]; default
+        :func:`mbook.core.progress.memory_budget`.
 
     Returns
     -------
@@ -153,8 +160,9 @@ def backproject(images, rotations, *, sampling):
     rotations = check_rotations(rotations)
     if len(rotations) != len(images):
         raise ValueError(f"got {len(images)} images but {len(rotations)} rotations")
+    budget = None if budget is None else checks.check_count(budget, "budget")
     n = images.shape[1]
-    batch = _rotation_batch(len(rotations), n)
+    batch = _rotation_batch(len(rotations), n, budget)
     xp = backend.get_array_module(images)
     parts = [images.real, images.imag] if xp.iscomplexobj(images) else [images]
     totals = [xp.zeros(n**3) for _ in parts]
