@@ -10,6 +10,7 @@
 - :mod:`~mbook.electron.implicit`: the whole-volume implicit solver (backward Euler, Crank-Nicolson);
 - :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans, detectors;
 - :mod:`~mbook.electron.prism`: PRISM, STEM from a scattering matrix of plane waves;
+- :mod:`~mbook.electron.prism_scan`: the kernels of a PRISM scan (windows, batches, far fields);
 - :mod:`~mbook.electron.lma`: the Lattice Multislice Algorithm, PRISM with a localized basis;
 - :mod:`~mbook.electron.peaks`: atomic-column peaks and profile minima.
 """

@@ -25,6 +25,11 @@ estimated before it is built (:func:`smatrix_bytes`), the beams propagated in
 batches under the budget (:func:`mbook.core.progress.plan_batches`), and a
 build that cannot fit is refused with the numbers.
 
+This module builds the S-matrix and checks and plans the scan;
+:mod:`mbook.electron.prism_scan` holds the scan's kernels (the probes'
+coefficients, their windows and batches, the factorised sum over a grid of
+probes, the ``f = 1`` far-field combination).
+
 Examples
 --------
 >>> import numpy as np
@@ -48,17 +53,7 @@ import numpy as np
 import threadpoolctl
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import multislice, physics, stem, waves
-
-
-#: Most probes combined at once (a batch's windows lie close together: they share a compact box of the S-matrix).
-BATCH = 64
-
-#: Fewest multiply-adds saved (a factor) for which a grid of probes is combined column by column
-#: (:func:`_combine_on_grid`): its products are short (a column's beams, a tile's rows) and run at a
-#: fraction of BLAS's speed on one long product. Measured on the CPU: 2.3x faster at f = 1 (350 beams
-#: in 21 columns, 8 x 8 probes: 5.4x fewer products), no faster at f = 2 (89 beams, 11 columns: 4x).
-FACTORISED_GAIN = 5
+from mbook.electron import multislice, physics, prism_scan, stem, waves
 
 
 @dataclass
@@ -287,160 +282,6 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     return SMatrix(array, beams_host, grid, float(energy), semiangle, int(interpolation))
 
 
-def _beam_weights(spectrum, beams, grid, window):
-    """Each beam's weight ``A(k) e^{-iχ(k)} / norm`` and frequencies ``k_x, k_y`` [1/Å], ``(n_beams,)`` each.
-
-    Normalised to unit current on the window.
-    """
-    xp = backend.get_array_module(spectrum)
-    kx, ky = grids.spatial_frequencies(grid, xp=xp)
-    values = spectrum[beams[:, 0], beams[:, 1]]
-    # Σ_window |Σ_k c_k e^{2πik·r}|^2 = n_window Σ_k |c_k|^2: the beams are orthogonal on the window.
-    norm = xp.sqrt(xp.sum(xp.abs(values) ** 2) * (window[0] * window[1]))
-    return values / norm, kx[beams[:, 0]], ky[beams[:, 1]]
-
-
-def _coefficients(weights, positions):
-    """``c_k(r_0) = w_k e^{-2πi k·r_0}`` of each probe ``(n, n_beams)``, complex64."""
-    values, bx, by = weights
-    xp = backend.get_array_module(values)
-    phase = positions[:, 0:1] * bx[None] + positions[:, 1:2] * by[None]
-    return (values[None] * xp.exp(-2j * math.pi * phase)).astype(xp.complex64)
-
-
-def _columns(beams):
-    """``(start, end)`` of each run of beams sharing their x index (host), or None if a run is split."""
-    change = np.flatnonzero(np.diff(beams[:, 0])) + 1
-    starts, ends = np.concatenate([[0], change]), np.concatenate([change, [len(beams)]])
-    if len(starts) != len(np.unique(beams[:, 0])):
-        return None
-    return list(zip(starts.tolist(), ends.tolist()))
-
-
-def _product(points):
-    """``(order, xs, ys)`` when ``points`` ``(n, 2)`` are the grid ``xs × ys`` (``points[order]`` x-major).
-
-    None when they are not (host arrays).
-    """
-    xs, ix = np.unique(points[:, 0], return_inverse=True)
-    ys, iy = np.unique(points[:, 1], return_inverse=True)
-    code = ix.ravel() * len(ys) + iy.ravel()
-    if len(xs) * len(ys) != len(points) or len(np.unique(code)) != len(points):
-        return None
-    return np.argsort(code), xs, ys
-
-
-def _combine_on_grid(weights, columns, column_kx, xs, ys, matrix):
-    """``Σ_k c_k(x, y) M_k`` ``(n_x n_y, m)`` for the probes on the grid ``xs × ys`` (x-major).
-
-    The phase ``e^{-2πi(k_x x + k_y y)}`` factorises, and the beams sharing a
-    ``k_x`` form a column: first ``T_c(y) = Σ_{k in c} w_k e^{-2πi k_y y} M_k``
-    per column, then ``Σ_c e^{-2πi k_x(c) x} T_c(y)``: ``n_y n_beams + n_x
-    n_y n_columns`` products of length ``m`` instead of ``n_x n_y n_beams``.
-    """
-    values, _, by = weights
-    xp = backend.get_array_module(matrix)
-    xs, ys = backend.asarray(xs), backend.asarray(ys)
-    partial = xp.empty((len(columns), len(ys), matrix.shape[1]), xp.complex64)
-    for c, (start, end) in enumerate(columns):
-        along_y = values[None, start:end] * xp.exp(-2j * math.pi * ys[:, None] * by[None, start:end])
-        partial[c] = along_y.astype(xp.complex64) @ matrix[start:end]
-    along_x = xp.exp(-2j * math.pi * xs[:, None] * column_kx[None]).astype(xp.complex64)
-    return (along_x @ partial.reshape(len(columns), -1)).reshape(len(xs) * len(ys), -1)
-
-
-def _window_centres(positions, grid):
-    """Pixel ``(i, j)`` nearest each position ``(n, 2)`` [Å], mod gpts (host int64: where each window sits)."""
-    pixels = np.rint(backend.asnumpy(positions).reshape(-1, 2) / np.asarray(grid.sampling)).astype(np.int64)
-    return pixels % np.asarray(grid.gpts)
-
-
-def _tiles(centres, window, gpts, batch):
-    """Host index arrays of the probes grouped into batches of at most ``batch`` that lie close together.
-
-    The probes are sorted into square tiles of ``t`` pixels (``t`` from the
-    scan's density, so that a tile holds about ``batch`` probes): the box that
-    holds a batch's windows is then about a window and ``t - 1`` pixels wide
-    instead of a raster row long, and a raster's tile is a small grid of
-    probes (:func:`_combine_on_grid`). ``t <= gpts - window + 1`` keeps the
-    box inside one period of the cell, so that a window never wraps around it
-    (with ``window`` None, as for the far-field combination, there is no box).
-    """
-    n = len(centres)
-    room = max(gpts) if window is None else min(g - w + 1 for g, w in zip(gpts, window))  # >= 1, f >= 2
-    span = max(1, int(max(np.ptp(centres[:, 0]), np.ptp(centres[:, 1]))) + 1)
-    side = int(min(room, max(1, round(span * math.sqrt(batch / n)))))
-    tile = centres // side
-    order = np.lexsort((tile[:, 1], tile[:, 0]))  # tile by tile, in raster order
-    key = tile[order, 0] * (gpts[1] // side + 1) + tile[order, 1]
-    ends = np.flatnonzero(np.diff(key)) + 1
-    groups = np.split(order, ends)
-    return [group[s:s + batch] for group in groups for s in range(0, len(group), batch)]
-
-
-def _box(centres, window):
-    """``(start, size)`` per axis of the box (start mod gpts) holding every window of a batch (host ints)."""
-    box = []
-    for axis in range(2):
-        low = int(centres[:, axis].min())
-        size = int(centres[:, axis].max()) - low + window[axis]
-        box.append((low - window[axis] // 2, size))
-    return box
-
-
-def _box_bytes(batches, centres, window, n_beams):
-    """Bytes of the largest box of beams over ``batches`` (complex64)."""
-    return max(math.prod(size for _, size in _box(centres[b], window)) for b in batches) * n_beams * 8
-
-
-def _crop_beams(array, box, gpts):
-    """The beams on ``box`` ``(n_beams, bx, by)``, C-contiguous, the box taken mod gpts.
-
-    At most four block copies (the box split where it crosses the cell's
-    edges): no index arrays, and only the box's pixels are read.
-    """
-    xp = backend.get_array_module(array)
-    (x0, bx), (y0, by) = box
-    out = xp.empty((len(array), bx, by), array.dtype)
-    for ox, sx, lx in _segments(x0, bx, gpts[0]):
-        for oy, sy, ly in _segments(y0, by, gpts[1]):
-            out[:, ox:ox + lx, oy:oy + ly] = array[:, sx:sx + lx, sy:sy + ly]
-    return out
-
-
-def _segments(start, size, n):
-    """``(offset in the box, start in the cell, length)`` of the runs of ``start .. start + size - 1`` mod ``n``."""
-    runs, offset = [], 0
-    while offset < size:
-        begin = (start + offset) % n
-        length = min(size - offset, n - begin)
-        runs.append((offset, begin, length))
-        offset += length
-    return runs
-
-
-def _window_waves(array, combine, centres, window, gpts):
-    """Exit waves ``(n, wx, wy)`` on each probe's window: ``Σ_k c_k S_k`` on the crop around its centre.
-
-    ``combine`` maps the beams on the box that holds the batch's windows,
-    ``(n_beams, m)``, to the probes' waves on it, ``(n, m)`` (BLAS products);
-    each window is then a slice of the box, all cut out with one gather over
-    a strided view (no index arrays of the windows' size).
-    """
-    xp = backend.get_array_module(array)
-    box = _box(centres, window)
-    beams = _crop_beams(array, box, gpts)  # (n_beams, bx, by)
-    combined = combine(beams.reshape(len(beams), -1)).reshape((len(centres),) + beams.shape[1:])
-    # Every window of the box as a strided view (batch, box - window + 1 per axis, window): no copy.
-    # (as_strided rather than sliding_window_view: CuPy has had it for much longer.)
-    (n, bx, by), (sn, sx, sy) = combined.shape, combined.strides
-    windows = xp.lib.stride_tricks.as_strided(combined, shape=(n, bx - window[0] + 1, by - window[1] + 1) + window,
-                                              strides=(sn, sx, sy, sx, sy))
-    offsets = backend.asarray(np.stack([np.arange(len(centres)), centres[:, 0] - centres[:, 0].min(),
-                                        centres[:, 1] - centres[:, 1].min()]))
-    return windows[offsets[0], offsets[1], offsets[2]]
-
-
 def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs=0.0, aberrations=None,
          budget=None):
     """STEM signals (and 4D patterns) of probes at ``positions`` from an S-matrix.
@@ -498,7 +339,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     beams = backend.asarray(smatrix.beams)
     flat = positions.reshape(-1, 2)
     flat_host = backend.asnumpy(flat)  # host: where each window sits, and the scan's grid (one copy, on entry)
-    centres = _window_centres(flat_host, grid)
+    centres = prism_scan.window_centres(flat_host, grid)
     n, n_beams, n_window = len(flat), len(smatrix.beams), window.gpts[0] * window.gpts[1]
     fourier = smatrix.interpolation == 1
     if fourier:
@@ -518,44 +359,45 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         # cell), its coefficients, window wave, spectrum and intensity.
         fixed += smatrix.nbytes
         per_probe = grid.gpts[0] * grid.gpts[1] * 8 + n_beams * 8 + n_window * (8 + 8 + 4)
-    columns = _columns(smatrix.beams)
-    if columns is not None and FACTORISED_GAIN * (1 + len(columns)) < n_beams:
+    columns = prism_scan.columns(smatrix.beams)
+    gain = prism_scan.FACTORISED_GAIN
+    if columns is not None and gain * (1 + len(columns)) < n_beams:
         # A grid of n_x x n_y probes factorised only if n_beams / n_x + n_columns < n_beams / GAIN: its
         # partial sums, n_columns / n_x rows of the box (or of the pixels) per probe, stay below this.
         length = len(pixels) if fourier else grid.gpts[0] * grid.gpts[1]
-        per_probe += int(len(columns) * length * 8 / max(FACTORISED_GAIN, 1))
+        per_probe += int(len(columns) * length * 8 / max(gain, 1))
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed, budget=budget)
-    batch = min(batch, BATCH)
+    batch = min(batch, prism_scan.BATCH)
     if fourier:
-        batches = _tiles(centres, None, grid.gpts, batch)
-        far_beams = _far_fields(smatrix.array, backend.asarray(pixels)) if len(pixels) else None
+        batches = prism_scan.tiles(centres, None, grid.gpts, batch)
+        far_beams = prism_scan.far_fields(smatrix.array, backend.asarray(pixels)) if len(pixels) else None
         working = batch * per_probe
     else:
-        batches = _tiles(centres, window.gpts, grid.gpts, batch)
+        batches = prism_scan.tiles(centres, window.gpts, grid.gpts, batch)
         fixed -= smatrix.nbytes  # the largest box, now known, for each batch in flight
-        working = batch * per_probe + _box_bytes(batches, centres, window.gpts, n_beams)
+        working = batch * per_probe + prism_scan.box_bytes(batches, centres, window.gpts, n_beams)
     threads = 1
     if not backend.gpu_code_path():
         # CPU: one batch per core (single-threaded FFTs and BLAS in each), as many as the budget holds.
         room = (budget or progress.memory_budget()) - fixed
         threads = max(1, min(backend.cpu_threads(), len(batches), room // working))
 
-    weights = _beam_weights(spectrum, beams, grid, window.gpts)
+    weights = prism_scan.beam_weights(spectrum, beams, grid, window.gpts)
     column_kx = None if columns is None else weights[1][backend.asarray([start for start, _ in columns])]
 
     largest = max(len(index) for index in batches)
 
     def run(k):
         index = batches[k]
-        grid_scan = None if columns is None else _product(flat_host[index])
-        if grid_scan is not None and FACTORISED_GAIN * (n_beams / len(grid_scan[1]) + len(columns)) < n_beams:
+        grid_scan = None if columns is None else prism_scan.product(flat_host[index])
+        if grid_scan is not None and gain * (n_beams / len(grid_scan[1]) + len(columns)) < n_beams:
             order, xs, ys = grid_scan  # the factorised sum pays: reorder the batch x-major
             index = index[order]
 
             def combine(matrix):
-                return _combine_on_grid(weights, columns, column_kx, xs, ys, matrix)
+                return prism_scan.combine_on_grid(weights, columns, column_kx, xs, ys, matrix)
         else:
-            coefficients = _coefficients(weights, flat[backend.asarray(index)])
+            coefficients = prism_scan.coefficients(weights, flat[backend.asarray(index)])
 
             def combine(matrix):
                 return coefficients @ matrix
@@ -565,7 +407,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
                 return
             amplitudes = combine(far_beams)  # (batch, pixels)
         else:
-            psi = _window_waves(smatrix.array, combine, centres[index], window.gpts, grid.gpts)
+            psi = prism_scan.window_waves(smatrix.array, combine, centres[index], window.gpts, grid.gpts)
             if len(index) == largest:  # this thread's planned in-place FFT: one shape per scan
                 plan = backend.fft2_plan(psi.shape, xp.complex64, xp=xp)
                 plan.array[...] = psi
@@ -583,21 +425,6 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     with _one_blas_thread(threads > 1):
         progress.run_batches(run, range(len(batches)), threads=threads, desc="PRISM scan")
     return stem.scan_outputs(signals, patterns, detectors, positions.shape[:-1], window.gpts)
-
-
-def _far_fields(array, pixels):
-    """``F[S_k]`` at the flat ``pixels`` of the cell for every beam ``(n_beams, n_pixels)``, complex64.
-
-    One FFT per beam, a few beams at a time (the transforms' buffer stays small).
-    """
-    xp = backend.get_array_module(array)
-    n_beams, (nx, ny) = len(array), array.shape[1:]
-    out = xp.empty((n_beams, len(pixels)), xp.complex64)
-    step = max(1, min(n_beams, 8))
-    for start in range(0, n_beams, step):
-        far = backend.fft2(array[start:start + step])
-        out[start:start + step] = far.reshape(len(far), nx * ny)[:, pixels]
-    return out
 
 
 @contextlib.contextmanager
