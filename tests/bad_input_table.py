@@ -2068,6 +2068,18 @@ E("electron.lma.affected", lambda: call(_lattice_basis(), _PPOS, np.zeros((16, 1
 E("electron.lma.update_basis", lambda: call(_lattice_basis(), 1.01 * _ppot()),
   basis=BASIS, potential=ARRAY + [_ppot()[:1]], tol=TOL + [0.0], overwrite=[1, "yes"], budget=LENGTH)
 
+# lma_scan: the scan's kernels (documented: no checks) run on what lma.scan (or lma.affected) checked once,
+# inside its batches.
+E("electron.lma_scan.nearest_points", lambda: call(dev(_PPOS), _lattice_basis()), positions=UNCHECKED,
+  basis=UNCHECKED)
+E("electron.lma_scan.coefficients", lambda: call(dev(crand(32, 32)), dev(_PBEAMS), dev(_PPOS), _lattice_basis(), 3),
+  spectrum=UNCHECKED, beams=UNCHECKED, positions=UNCHECKED, basis=UNCHECKED, m=UNCHECKED)
+E("electron.lma_scan.window_shape", lambda: call(_lattice_basis(), 3), basis=UNCHECKED, m=UNCHECKED)
+E("electron.lma_scan.window_waves",
+  lambda: call(dev(crand(16, 16, 16, 16).astype(np.complex64)), dev(crand(2, 3, 3).astype(np.complex64)),
+               dev(np.array([[0, 0], [1, 1]])), 2, (20, 20)),
+  array=UNCHECKED, coefficients=UNCHECKED, first=UNCHECKED, step=UNCHECKED, shape=UNCHECKED)
+
 
 def _ipot():
     return np.full((3, 16, 16), 5.0)

@@ -35,6 +35,10 @@ A local change of the specimen (one column replaced) changes only the basis
 waves whose patches it touches: :func:`update_basis` recomputes those alone,
 and :func:`affected` says which probes need a new combination.
 
+This module builds and updates the basis and checks and plans the scan;
+:mod:`mbook.electron.lma_scan` holds the scan's kernels (the nearest lattice
+points, a probe's coefficients on its block, the combined waves on its window).
+
 Examples
 --------
 >>> import numpy as np
@@ -56,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import multislice, physics, prism, stem, waves
+from mbook.electron import lma_scan, multislice, physics, prism, stem, waves
 
 
 @dataclass
@@ -443,13 +447,6 @@ def update_basis(basis, potential, *, tol=1e-3, overwrite=False, budget=None):
     return new, touched
 
 
-def _nearest_points(positions, basis):
-    """Lattice point nearest each position ``(n, 2)`` (device ints, not wrapped)."""
-    xp = backend.get_array_module(positions)
-    h = xp.asarray([basis.lattice_step * s for s in basis.grid.sampling])
-    return xp.rint(positions / h).astype(xp.int64)
-
-
 def affected(basis, positions, touched, *, block=None):
     """Which probes combine a recomputed basis wave: ``(...)`` bool, on the selected device.
 
@@ -476,59 +473,9 @@ def affected(basis, positions, touched, *, block=None):
     # Touched points within m//2 of a probe's nearest point, along both axes: a wrapped box maximum.
     ndimage = backend.scipy_module("ndimage", touched)
     near = ndimage.maximum_filter(touched.astype(xp.float32), size=m, mode="wrap") > 0
-    centre = _nearest_points(positions.reshape(-1, 2), basis)
+    centre = lma_scan.nearest_points(positions.reshape(-1, 2), basis)
     hit = near[centre[:, 0] % lattice[0], centre[:, 1] % lattice[1]]
     return hit.reshape(positions.shape[:-1])
-
-
-def _coefficients(spectrum, beams, positions, basis, m):
-    """``ψ_0(x_j - r_0)`` on each probe's block ``(n, m, m)`` and the block's first lattice point ``(n, 2)``."""
-    xp = backend.get_array_module(spectrum)
-    grid = basis.grid
-    nx, ny = grid.gpts
-    kx, ky = grids.spatial_frequencies(grid, xp=xp)
-    bx, by = kx[beams[:, 0]], ky[beams[:, 1]]
-    values = spectrum[beams[:, 0], beams[:, 1]] / (nx * ny)  # the probe is F^-1 of the spectrum, 1/N
-    first = _nearest_points(positions, basis) - m // 2
-    q = xp.arange(m)
-    hx, hy = (basis.lattice_step * s for s in grid.sampling)
-    dx = (first[:, 0:1] + q[None]) * hx - positions[:, 0:1]  # (n, m) [Å]
-    dy = (first[:, 1:2] + q[None]) * hy - positions[:, 1:2]
-    ex = xp.exp(2j * math.pi * dx[:, :, None] * bx[None, None, :])  # (n, m, n_beams)
-    ey = xp.exp(2j * math.pi * dy[:, :, None] * by[None, None, :])
-    a = (ex * values[None, None, :]) @ ey.transpose(0, 2, 1)  # ψ_0(x_j - r_0) = Σ_k P_k e^{2πik·(x_j-r_0)} / N
-    return a.astype(xp.complex64), first
-
-
-def _window_shape(basis, m):
-    """Pixels of a probe's window per axis: ``(m - 1) h + patch``, at most the cell (then periodic)."""
-    nominal = (m - 1) * basis.lattice_step + basis.patch_gpts
-    return tuple(min(nominal, n) for n in basis.grid.gpts)
-
-
-def _window_waves(array, coefficients, first, step, shape):
-    """``Σ_j a_j M[u_j]`` on each probe's window ``(n, wx, wy)``: the block's patches added in place.
-
-    A block wider than the cell wraps around the window, which is then the periodic cell itself.
-    """
-    xp = backend.get_array_module(array)
-    n, m = coefficients.shape[:2]
-    lattice, patch = array.shape[:2], array.shape[-1]
-    out = xp.zeros((n,) + tuple(shape), xp.complex64)
-    wraps = (m - 1) * step + patch > min(shape)
-    jx = (first[:, 0:1] + xp.arange(m)[None]) % lattice[0]
-    jy = (first[:, 1:2] + xp.arange(m)[None]) % lattice[1]
-    offsets = xp.arange(patch)
-    for qx in range(m):  # m² block offsets (about (patch/h)²), each over the whole batch of probes
-        for qy in range(m):
-            term = coefficients[:, qx, qy, None, None] * array[jx[:, qx], jy[:, qy]]
-            if wraps:  # a patch is at most the cell: its wrapped indices are distinct
-                rows = ((qx * step + offsets) % shape[0])[:, None]
-                cols = ((qy * step + offsets) % shape[1])[None, :]
-                out[:, rows, cols] += term
-            else:
-                out[:, qx * step:qx * step + patch, qy * step:qy * step + patch] += term
-    return out
 
 
 def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs=0.0, aberrations=None,
@@ -576,7 +523,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
     detectors = stem.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
     xp = backend.get_array_module(basis.array)
-    window = grids.make_grid(gpts=_window_shape(basis, m), sampling=grid.sampling)
+    window = grids.make_grid(gpts=lma_scan.window_shape(basis, m), sampling=grid.sampling)
     masks = stem.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff, defocus=defocus,
                                     Cs=Cs, aberrations=aberrations, xp=xp)
@@ -591,8 +538,8 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
                                                  budget=budget))
     for start in progress.progress(range(0, n, batch), desc="LMA scan"):
         chunk = flat[start:start + batch]
-        coefficients, first = _coefficients(spectrum, beams, chunk, basis, m)
-        psi = _window_waves(basis.array, coefficients, first, basis.lattice_step, window.gpts)
+        coefficients, first = lma_scan.coefficients(spectrum, beams, chunk, basis, m)
+        psi = lma_scan.window_waves(basis.array, coefficients, first, basis.lattice_step, window.gpts)
         far = backend.fft2(psi)
         intensity = ((far.real**2 + far.imag**2) / xp.float32(n_window)).astype(xp.float32)
         if signals is not None:

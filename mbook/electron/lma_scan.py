@@ -1,0 +1,167 @@
+"""The kernels of an LMA scan: a probe written in the lattice basis and its exit wave on a window.
+
+:func:`mbook.electron.lma.scan` checks its inputs once and plans the scan's
+memory; these kernels do the arithmetic on what it checked (device arrays on
+the basis's device), with no checks of their own.
+
+A probe at ``r_0`` is ``ψ_0(r - r_0) = Σ_j ψ_0(x_j - r_0) u(r - x_j)``; its
+exit wave is ``Σ_j ψ_0(x_j - r_0) M[u_j]``, kept to the ``m × m`` block of
+lattice points nearest it (truncation 1 of the error model in
+:mod:`mbook.electron.lma`):
+
+- the lattice point nearest each probe (:func:`nearest_points`; also what
+  :func:`mbook.electron.lma.affected` reads);
+- the coefficients ``ψ_0(x_j - r_0)`` on each probe's block, summed over the
+  aperture's beams (:func:`coefficients`);
+- the window the block's patches cover (:func:`window_shape`) and the
+  combined exit waves on it (:func:`window_waves`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import backend, grids
+>>> from mbook.electron import lma, lma_scan
+>>> grid = grids.make_grid(gpts=(64, 64), sampling=0.1)
+>>> basis = lma.build_basis(np.zeros((2, 64, 64), np.float32), grid=grid, energy=200e3, slice_thickness=1.0,
+...                         semiangle_cutoff=20.0, lattice_step=4, patch_gpts=24)
+>>> lma_scan.window_shape(basis, basis.block)
+(48, 48)
+>>> backend.asnumpy(lma_scan.nearest_points(backend.asarray([[0.5, 1.3], [3.1, 0.0]]), basis)).tolist()
+[[1, 3], [8, 0]]
+"""
+
+from __future__ import annotations
+
+import math
+
+from mbook.core import backend, grids
+
+
+def nearest_points(positions, basis):
+    """Lattice point nearest each position ``(n, 2)`` (device ints, not wrapped).
+
+    A kernel: no checks (on what :func:`mbook.electron.lma.scan` or
+    :func:`mbook.electron.lma.affected` checked), on the positions' device.
+
+    Parameters
+    ----------
+    positions : (n, 2) ndarray
+        Probe positions [Å].
+    basis : LatticeBasis
+        The basis (its lattice step and grid).
+
+    Returns
+    -------
+    (n, 2) ndarray, int64
+        Lattice indices ``rint(r / h)``, not reduced modulo the lattice.
+    """
+    xp = backend.get_array_module(positions)
+    h = xp.asarray([basis.lattice_step * s for s in basis.grid.sampling])
+    return xp.rint(positions / h).astype(xp.int64)
+
+
+def coefficients(spectrum, beams, positions, basis, m):
+    """``ψ_0(x_j - r_0)`` on each probe's block ``(n, m, m)`` and the block's first lattice point ``(n, 2)``.
+
+    A kernel: no checks (on what :func:`mbook.electron.lma.scan` checked), on
+    the inputs' device.
+
+    Parameters
+    ----------
+    spectrum : (nx, ny) ndarray, complex
+        The probe's aperture times its aberration phase on the full grid (FFT order).
+    beams : (n_beams, 2) ndarray, int
+        FFT-order indices ``(i, j)`` of the aperture's beams, on ``spectrum``'s device.
+    positions : (n, 2) ndarray
+        Probe positions ``r_0`` [Å], on ``spectrum``'s device.
+    basis : LatticeBasis
+        The basis (its lattice step and grid).
+    m : int
+        Lattice points per side of a probe's block.
+
+    Returns
+    -------
+    tuple
+        The coefficients ``(n, m, m)`` complex64 and each block's first
+        lattice point ``(n, 2)`` int64 (not wrapped).
+    """
+    xp = backend.get_array_module(spectrum)
+    grid = basis.grid
+    nx, ny = grid.gpts
+    kx, ky = grids.spatial_frequencies(grid, xp=xp)
+    bx, by = kx[beams[:, 0]], ky[beams[:, 1]]
+    values = spectrum[beams[:, 0], beams[:, 1]] / (nx * ny)  # the probe is F^-1 of the spectrum, 1/N
+    first = nearest_points(positions, basis) - m // 2
+    q = xp.arange(m)
+    hx, hy = (basis.lattice_step * s for s in grid.sampling)
+    dx = (first[:, 0:1] + q[None]) * hx - positions[:, 0:1]  # (n, m) [Å]
+    dy = (first[:, 1:2] + q[None]) * hy - positions[:, 1:2]
+    ex = xp.exp(2j * math.pi * dx[:, :, None] * bx[None, None, :])  # (n, m, n_beams)
+    ey = xp.exp(2j * math.pi * dy[:, :, None] * by[None, None, :])
+    a = (ex * values[None, None, :]) @ ey.transpose(0, 2, 1)  # ψ_0(x_j - r_0) = Σ_k P_k e^{2πik·(x_j-r_0)} / N
+    return a.astype(xp.complex64), first
+
+
+def window_shape(basis, m):
+    """Pixels of a probe's window per axis: ``(m - 1) h + patch``, at most the cell (then periodic).
+
+    A kernel: no checks (on what :func:`mbook.electron.lma.scan` checked).
+
+    Parameters
+    ----------
+    basis : LatticeBasis
+        The basis (its lattice step, patch and grid).
+    m : int
+        Lattice points per side of a probe's block.
+
+    Returns
+    -------
+    tuple of int
+        ``(wx, wy)``.
+    """
+    nominal = (m - 1) * basis.lattice_step + basis.patch_gpts
+    return tuple(min(nominal, n) for n in basis.grid.gpts)
+
+
+def window_waves(array, coefficients, first, step, shape):
+    """``Σ_j a_j M[u_j]`` on each probe's window ``(n, wx, wy)``: the block's patches added in place.
+
+    A block wider than the cell wraps around the window, which is then the periodic cell itself.
+    A kernel: no checks (on what :func:`mbook.electron.lma.scan` checked), on
+    the inputs' device.
+
+    Parameters
+    ----------
+    array : (n_lx, n_ly, patch, patch) ndarray, complex64
+        The basis exit waves (:attr:`mbook.electron.lma.LatticeBasis.array`).
+    coefficients : (n, m, m) ndarray, complex64
+        Each probe's coefficients on its block (:func:`coefficients`).
+    first : (n, 2) ndarray, int
+        Each block's first lattice point (not wrapped), on ``array``'s device.
+    step : int
+        The lattice step ``h`` [pixels].
+    shape : tuple of int
+        The window ``(wx, wy)`` (:func:`window_shape`).
+
+    Returns
+    -------
+    (n, wx, wy) ndarray, complex64
+    """
+    xp = backend.get_array_module(array)
+    n, m = coefficients.shape[:2]
+    lattice, patch = array.shape[:2], array.shape[-1]
+    out = xp.zeros((n,) + tuple(shape), xp.complex64)
+    wraps = (m - 1) * step + patch > min(shape)
+    jx = (first[:, 0:1] + xp.arange(m)[None]) % lattice[0]
+    jy = (first[:, 1:2] + xp.arange(m)[None]) % lattice[1]
+    offsets = xp.arange(patch)
+    for qx in range(m):  # m² block offsets (about (patch/h)²), each over the whole batch of probes
+        for qy in range(m):
+            term = coefficients[:, qx, qy, None, None] * array[jx[:, qx], jy[:, qy]]
+            if wraps:  # a patch is at most the cell: its wrapped indices are distinct
+                rows = ((qx * step + offsets) % shape[0])[:, None]
+                cols = ((qy * step + offsets) % shape[1])[None, :]
+                out[:, rows, cols] += term
+            else:
+                out[:, qx * step:qx * step + patch, qy * step:qy * step + patch] += term
+    return out
