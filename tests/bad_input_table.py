@@ -1389,39 +1389,41 @@ _NORTH = np.array([0.0, 0.0, 1.0])
 
 
 def _sphere_points(n=4):
+    from mbook.core import backend
     from mbook.geometry import sphere
 
-    return np.array(sphere.random_points(n, _NORTH, scales=0.3, seed=1))
+    return backend.asnumpy(sphere.random_points(n, _NORTH, scales=0.3, seed=1))
 
 
 def _sphere_tangents():
+    from mbook.core import backend
     from mbook.geometry import sphere
 
-    return np.array(sphere.log(_NORTH, _sphere_points()))
+    return backend.asnumpy(sphere.log(_NORTH, _sphere_points()))
 
 
 def _so3_points(n=4):
     from mbook.geometry import so3
 
-    return np.array(so3.random_rotations(n, seed=1))
+    return _host(so3.random_rotations(n, seed=1))
 
 
 def _so3_tangents():
     from mbook.geometry import so3
 
-    return np.array(so3.log(np.eye(3), _so3_points()))
+    return _host(so3.log(np.eye(3), _so3_points()))
 
 
 def _spd_points(n=4):
     from mbook.geometry import spd
 
-    return np.array(spd.random_near(n, np.eye(2), scales=0.3, seed=1))
+    return _host(spd.random_near(n, np.eye(2), scales=0.3, seed=1))
 
 
 def _spd_tangents():
     from mbook.geometry import spd
 
-    return np.array(spd.log(np.eye(2), _spd_points()))
+    return _host(spd.log(np.eye(2), _spd_points()))
 
 
 SPHERE_POINT = ARRAY_ANY_NDIM + [2 * _NORTH]                              # unit vectors
@@ -1529,25 +1531,25 @@ E("geometry.means.medoid", lambda: call(_sphere_points(), "sphere"), points=SPHE
 def _blob():
     from mbook.geometry import tracking
 
-    return np.array(tracking.blob_sample(12, num_blobs=2, seed=1))
+    return _host(tracking.blob_sample(12, num_blobs=2, seed=1))
 
 
 def _nominal(n=4):
     from mbook.geometry import tracking
 
-    return np.array(tracking.nominal_rotations(n))
+    return _host(tracking.nominal_rotations(n))
 
 
 def _frames(n=4):
     from mbook.geometry import tracking
 
-    return np.array(tracking.record_frames(_blob(), _nominal(n), noise=0.0))
+    return _host(tracking.record_frames(_blob(), _nominal(n), noise=0.0))
 
 
 def _coefficients():
     from mbook.geometry import trajectory
 
-    return np.array(trajectory.steady_coefficients(harmonics=1))
+    return _host(trajectory.steady_coefficients(harmonics=1))
 
 
 POSES = [EMPTY, WITH_NAN, "abc", 1.1 * np.stack([np.eye(3)] * 4)]  # (N, 3, 3) rotations, one per frame
@@ -1734,7 +1736,7 @@ def _edx_data():
 def _force_curves():
     from mbook.multimodal import afm
 
-    return np.array(afm.force_curves(np.full((4, 4), 2.0), np.full((4, 4), 5.0), indentations=_DELTA, seed=1))
+    return _host(afm.force_curves(np.full((4, 4), 2.0), np.full((4, 4), 5.0), indentations=_DELTA, seed=1))
 
 
 PARTICLE = ["particle", None, 3]
@@ -1890,7 +1892,7 @@ def _ptycho_positions():
 def _ptycho_probe():
     from mbook.multimodal import ptychography
 
-    return np.array(ptychography.centred_probe(8, sampling=0.5, energy=300e3, semiangle_cutoff=15.0))
+    return _host(ptychography.centred_probe(8, sampling=0.5, energy=300e3, semiangle_cutoff=15.0))
 
 
 def _windows():
@@ -1906,7 +1908,7 @@ def _ptycho_counts():
     intensities = ptychography.diffraction_intensities(
         np.zeros((1, 16, 16)), grid=_grid((16, 16), 0.5), energy=300e3, slice_thickness=5.0, semiangle_cutoff=10.0,
         positions=_ptycho_positions(), gpts=8)
-    return np.array(ptychography.low_dose_counts(intensities, dose=100.0, scan_step=1.0, seed=0))
+    return _host(ptychography.low_dose_counts(intensities, dose=100.0, scan_step=1.0, seed=0))
 
 
 SAMPLING2 = [0, -1.0, NAN, "1", (0.5, 0.0)]
