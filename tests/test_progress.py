@@ -52,16 +52,22 @@ def test_run_batches_runs_every_batch_once_with_single_threaded_ffts_in_a_pool(t
 
 def test_run_batches_keeps_its_threads_and_runs_nested_calls_in_place():
     import threading
+    import time
 
     from mbook.core import progress as progress_module
 
     def threads_of_one_call():
         names = set()
-        progress_module.run_batches(lambda start: names.add(threading.get_ident()), range(8), threads=2)
+
+        def run(start):  # long enough that the pool starts both its threads (it starts them lazily)
+            time.sleep(0.2)
+            names.add(threading.get_ident())
+
+        progress_module.run_batches(run, range(8), threads=2)
         return names
 
     first = threads_of_one_call()
-    assert threading.get_ident() not in first
+    assert threading.get_ident() not in first and len(first) == 2
     assert threads_of_one_call() <= first  # the same threads again: their FFT plans are kept
     # A call inside a pooled batch runs in that batch's thread: no deadlock when every pool thread waits.
     inner = []
