@@ -2034,6 +2034,8 @@ E("electron.prism_scan.box_bytes", lambda: call([np.array([0, 1])], _PCENTRES, (
 E("electron.prism_scan.window_waves",
   lambda: call(dev(crand(3, 32, 32).astype(np.complex64)), lambda m: m[:2], _PCENTRES, (16, 16), (32, 32)),
   array=UNCHECKED, combine=UNCHECKED, centres=UNCHECKED, window=UNCHECKED, gpts=UNCHECKED)
+E("electron.multislice.phase_factors", lambda: call(dev(rand(4, 4).astype(np.float32))), phase=UNCHECKED,
+  out=UNCHECKED)
 E("electron.prism_scan.far_fields", lambda: call(dev(crand(3, 8, 8).astype(np.complex64)), dev(np.arange(5))),
   array=UNCHECKED, pixels=UNCHECKED)
 

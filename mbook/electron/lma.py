@@ -299,10 +299,8 @@ def _local_transmissions(basis, potential, touched_host):
     iy = _box(np.nonzero(touched_host)[1], step, patch, ny)
     region = _region(ix, iy)
     sigma = xp.float32(physics.interaction_parameter(basis.energy))
-    new, old = sigma * potential[region], sigma * basis.potential[region]
-    difference = xp.empty(new.shape, xp.complex64)  # exp(i new) - exp(i old) by real cos and sin: a complex
-    difference.real = xp.cos(new) - xp.cos(old)  # exp costs several times more
-    difference.imag = xp.sin(new) - xp.sin(old)
+    difference = multislice.phase_factors(sigma * potential[region])
+    difference -= multislice.phase_factors(sigma * basis.potential[region])
     box = grids.make_grid(gpts=(len(ix), len(iy)), sampling=basis.grid.sampling)
     band = multislice.antialias_aperture(box, xp=xp)
     transmissions = basis.transmissions.copy()

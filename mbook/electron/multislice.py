@@ -108,6 +108,32 @@ def transmission_function(potential, *, energy, grid=None, antialias=True):
     return t.reshape(potential.shape)
 
 
+def phase_factors(phase, out=None):
+    """``exp(i φ)`` as complex64 from the real cos and sin of ``φ`` (a kernel: no checks).
+
+    The two real functions into the two halves of the result: about 10x
+    faster than a complex exp in NumPy.
+
+    Parameters
+    ----------
+    phase : (...) ndarray, float32
+        ``φ`` [rad].
+    out : (...) ndarray, complex64, optional
+        Written in place and returned; default a new array.
+
+    Returns
+    -------
+    (...) ndarray, complex64
+        On ``phase``'s device.
+    """
+    xp = backend.get_array_module(phase)
+    if out is None:
+        out = xp.empty(phase.shape, xp.complex64)
+    out.real = xp.cos(phase)
+    out.imag = xp.sin(phase)
+    return out
+
+
 def _transmission_batch(potential, out, energy, grid, antialias):
     """``out ← exp(i σ v)`` for a batch of slices ``(b, nx, ny)``, band-limited (a kernel: no checks).
 
@@ -115,9 +141,7 @@ def _transmission_batch(potential, out, energy, grid, antialias):
     unnormalised, the aperture carrying ``1/N``, the inverse FFT without it.
     """
     xp = backend.get_array_module(potential)
-    phase = xp.float32(physics.interaction_parameter(energy)) * potential
-    out.real = xp.cos(phase)
-    out.imag = xp.sin(phase)
+    phase_factors(xp.float32(physics.interaction_parameter(energy)) * potential, out=out)
     if antialias:
         fft = backend.fft_module(out)
         kernel = antialias_aperture(grid, xp=xp) * xp.float32(1.0 / math.prod(out.shape[-2:]))
@@ -162,10 +186,7 @@ def _transmission_slices(potential, energy, grid, antialias):
     else:
         buffer = xp.empty(shape, xp.complex64)
     for v in potential:
-        phase = sigma * xp.asarray(v, dtype=xp.float32)
-        # Real cos and sin into the two halves: ~10x faster than a complex exp in NumPy.
-        buffer.real = xp.cos(phase)
-        buffer.imag = xp.sin(phase)
+        phase_factors(sigma * xp.asarray(v, dtype=xp.float32), out=buffer)
         if antialias:
             plan.forward()
             buffer *= kernel
