@@ -18,10 +18,12 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+import threadpoolctl
 from tqdm import tqdm
 
 from mbook.core import backend, checks
@@ -43,8 +45,9 @@ def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
     """Call ``run(start)`` for every batch start, with a progress bar.
 
     With ``threads`` > 1 the batches run in a pool of that many threads, each
-    with single-threaded CPU FFTs (:func:`mbook.core.backend.fft_workers`):
-    the batches share the cores, not each FFT. Threads, not processes: NumPy,
+    with single-threaded CPU FFTs (:func:`mbook.core.backend.fft_workers`) and
+    single-threaded BLAS while the pool runs: the batches share the cores, not
+    each FFT or matrix product. Threads, not processes: NumPy,
     FFTW and pocketfft release the GIL, and the batches share their inputs.
     ``run`` stores its own result (into a preallocated output), so no list of
     batches is held. The pool is kept between calls, so its threads keep their
@@ -78,20 +81,27 @@ def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
         with backend.fft_workers(1):
             run(start)
 
-    futures = [_pool(threads).submit(run_one_thread, start) for start in starts]
-    try:
-        for future in progress(futures, desc=desc, total=len(futures)):
-            future.result()
-    except BaseException:
-        for future in futures:  # no batch outlives the call that failed
-            future.cancel()
-        wait(futures)
-        raise
+    with _blas_threads().limit(limits=1, user_api="blas"):
+        futures = [_pool(threads).submit(run_one_thread, start) for start in starts]
+        try:
+            for future in progress(futures, desc=desc, total=len(futures)):
+                future.result()
+        except BaseException:
+            for future in futures:  # no batch outlives the call that failed
+                future.cancel()
+            wait(futures)
+            raise
 
 
 _pools: dict = {}  # threads -> ThreadPoolExecutor, kept for the process's life
 _pools_lock = threading.Lock()
 _in_pool = threading.local()
+
+
+@functools.cache
+def _blas_threads():
+    # Made once: building the controller reads the process's libraries (0.25 ms a call otherwise).
+    return threadpoolctl.ThreadpoolController()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:

@@ -44,13 +44,11 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
-import threadpoolctl
 
 from mbook.core import backend, checks, grids, progress
 from mbook.electron import multislice, physics, prism_scan, stem, waves
@@ -422,16 +420,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         if patterns is not None:
             patterns[rows] = intensity.reshape((len(index),) + tuple(window.gpts))
 
-    with _one_blas_thread(threads > 1):
-        progress.run_batches(run, range(len(batches)), threads=threads, desc="PRISM scan")
+    progress.run_batches(run, range(len(batches)), threads=threads, desc="PRISM scan")
     return stem.scan_outputs(signals, patterns, detectors, positions.shape[:-1], window.gpts)
 
 
-@contextlib.contextmanager
-def _one_blas_thread(pooled):
-    """Single-threaded BLAS while the scan's batches share the cores (a no-op otherwise)."""
-    if not pooled:
-        yield
-        return
-    with threadpoolctl.threadpool_limits(1, user_api="blas"):
-        yield

@@ -44,6 +44,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.interpolate
+import scipy.sparse
+import scipy.sparse.csgraph
 import scipy.spatial
 
 from mbook.core import backend, checks, progress
@@ -174,10 +177,6 @@ def diffusion_trajectories(positions, numbers, *, num_steps: int, num_moving: in
     >>> trajectories.shape[:2] == (5, kept.shape[0]), int(backend.asnumpy(moving).sum())
     (True, 2)
     """
-    import scipy.interpolate  # host-only: graph search and B-splines
-    import scipy.sparse
-    import scipy.sparse.csgraph
-
     positions = checks.check_array(positions, "positions", ndim=2, real=True)
     if positions.shape[1] != 3:
         raise ValueError(f"positions must have shape (n, 3), got {positions.shape}")
