@@ -62,7 +62,7 @@ def _finite_nonnegative(array, name):
 def _draw(expected, seed, draw):
     """``draw(rng, host_expected)`` on the host (seeded), returned on the device of ``expected``."""
     xp = backend.get_array_module(expected)
-    rng = seed if isinstance(seed, np.random.Generator) else checks.rng(seed)
+    rng = checks.rng(seed)  # a Generator is used as it is
     return xp.asarray(draw(rng, backend.asnumpy(expected)))
 
 
@@ -105,7 +105,7 @@ def poisson_counts(expected, *, seed):
         On the selected device.
     """
     expected = _finite_nonnegative(expected, "expected")
-    rng = seed if isinstance(seed, np.random.Generator) else checks.rng(seed)
+    rng = checks.rng(seed)  # a Generator is used as it is
     xp = backend.get_array_module(expected)
     u = xp.asarray(rng.random(expected.shape))  # one host call, one copy to the device
     return _poisson_quantile(u, expected)
