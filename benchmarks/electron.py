@@ -40,7 +40,7 @@ import numpy as np
 
 from timing import synchronize  # benchmarks/timing.py
 
-from mbook.core import backend
+from mbook.core import backend, fused_fft
 from mbook.electron import multislice, potentials, scattering_factors, stem, structures
 
 # ----------------------------------------------------------------------------- the experiment
@@ -181,6 +181,19 @@ def abtem_haadf(atoms, grid, scan, parametrization, device, timings, batch=None)
     return backend.asnumpy(_abtem_compute(image).array)
 
 
+def without_callbacks(function):
+    """``function`` run with the cuFFT callbacks off (:mod:`mbook.core.fused_fft`): the products as passes."""
+    def run(timings):
+        previous = fused_fft.enabled()
+        fused_fft.set_enabled(False)
+        try:
+            return function(timings)
+        finally:
+            fused_fft.set_enabled(previous)
+
+    return run
+
+
 def fft_floor(shape, n_slices, n_batches=1):
     """The FFTs of ``n_slices`` multislice steps on ``n_batches`` waves of ``shape``: forward then inverse
     per slice, in place, planned with the fastest FFT library installed (mbook's own plans). Batches are
@@ -289,6 +302,8 @@ def main():
         "exit/mbook": (lambda t: mbook_exit_wave(atoms, param, t)),
         "haadf/mbook": (lambda t: mbook_haadf(atoms, positions, param, batch, t)),
     }
+    if on_gpu:  # the same scan with the products as separate passes: what the cuFFT callbacks save
+        runs["haadf/mbook plain"] = without_callbacks(runs["haadf/mbook"])
     if not args.no_abtem:
         import abtem
         import dask
@@ -348,13 +363,14 @@ def main():
     print()
     print(f"{'case':<11} {'code':<34} {'time [s]':>9} {'CPU [s]':>8} {'potential':>10} {'peak [MiB]':>11} "
           f"{'abTEM/mbook':>12} {'rel. diff':>10} {'/ floor':>8}")
-    labels = {"mbook": "mbook", "abTEM": "abTEM, defaults (lazy potential)",
+    labels = {"mbook": "mbook", "mbook plain": "mbook, products not fused",
+              "abTEM": "abTEM, defaults (lazy potential)",
               "abTEM built": f"abTEM, potential built, batch {args.abtem_batch}"}
     for case, title in (("exit", "exit wave"), ("haadf", "HAADF scan")):
         if case not in args.cases:
             continue
         reference = results[f"{case}/mbook"]
-        for code in ("mbook", "abTEM", "abTEM built"):
+        for code in ("mbook", "mbook plain", "abTEM", "abTEM built"):
             name = f"{case}/{code}"
             if name not in runs:
                 continue
@@ -363,6 +379,9 @@ def main():
                    f"{('-' if math.isnan(pot) else f'{pot:.3f}'):>10} {memory[name] / 2**20:>11.1f} ")
             if code == "mbook":
                 row += f"{'':>12} {'':>10} {median[name] / floor[case]:>8.2f}"
+            elif code == "mbook plain":  # the fused transforms must give the plain passes' image
+                row += (f"{median[name] / median[f'{case}/mbook']:>12.2f} "
+                        f"{relative_difference(results[name], reference):>10.2e} {median[name] / floor[case]:>8.2f}")
             else:
                 row += (f"{median[name] / median[f'{case}/mbook']:>12.2f} "
                         f"{relative_difference(results[name], reference):>10.2e} {'':>8}")
@@ -382,6 +401,11 @@ def main():
           "floor is small next to\nbuilding the potential and transmission functions, so that ratio "
           "mostly measures the setup).")
 
+    if on_gpu:
+        print(f"cuFFT callbacks ({fused_fft.ENV_VARIABLE}; used from {fused_fft.MIN_ELEMENTS} elements per batch): "
+              + (", ".join(f"{nx}x{ny} {'passed their check' if ok else 'FAILED their check'}"
+                           for (nx, ny), ok in fused_fft.status().items()) or "not used (batches too small)")
+              + "; 'mbook, products not fused' runs the same scan with them off")
     if not args.no_abtem and len(args.cases) == 2:
         diagnostics(atoms, grid, positions, results, param, batch, args.abtem_device)
         print()

@@ -341,9 +341,7 @@ def iterate_slices(psi, transmissions, propagators, plan=None):
     for t, p in zip(transmissions, propagators):
         if id(p) not in scaled:
             scaled[id(p)] = p * xp.complex64(plan.scale)
-        buffer *= t
-        plan.forward()
-        buffer *= scaled[id(p)]
+        plan.forward_multiplied(t, scaled[id(p)])  # on a GPU one cuFFT pass with both products fused in
         plan.backward()
         yield buffer
 
