@@ -2072,6 +2072,30 @@ E("electron.lma.affected", lambda: call(_lattice_basis(), _PPOS, np.zeros((16, 1
 E("electron.lma.update_basis", lambda: call(_lattice_basis(), 1.01 * _ppot()),
   basis=BASIS, potential=ARRAY + [_ppot()[:1]], tol=TOL + [0.0], overwrite=[1, "yes"], budget=LENGTH)
 
+# lma_patches: the basis's kernels (documented: no checks) run on what lma.build_basis or lma.update_basis
+# checked once, inside their batches.
+def _patch_wave_call():
+    from mbook.core import backend, grids
+    from mbook.electron import lma, multislice
+
+    basis = _lattice_basis()
+    patch_grid = grids.make_grid(gpts=(16, 16), sampling=0.2)
+    propagators = multislice.slice_propagators(patch_grid, energy=200e3, thicknesses=(1.0, 1.0))
+    u = lma.basis_function(patch_grid, energy=200e3, semiangle_cutoff=20.0, lattice_step=2)
+    return call(basis.array, backend.asarray(np.array([[0, 0], [3, 5]])), transmissions=basis.transmissions,
+                propagators=propagators, u=u, step=2, gpts=(32, 32), budget=None, fixed=0)
+
+
+E("electron.lma_patches.compute_waves", _patch_wave_call, array=UNCHECKED, points=UNCHECKED,
+  transmissions=UNCHECKED, propagators=UNCHECKED, u=UNCHECKED, step=UNCHECKED, gpts=UNCHECKED, budget=UNCHECKED,
+  fixed=UNCHECKED)
+E("electron.lma_patches.bytes_per_point", lambda: call(16), patch=UNCHECKED)
+E("electron.lma_patches.touched_points", lambda: call(_lattice_basis(), dev(1.01 * _ppot()), 1e-3),
+  basis=UNCHECKED, potential=UNCHECKED, tol=UNCHECKED)
+E("electron.lma_patches.local_transmissions",
+  lambda: call(_lattice_basis(), dev(1.01 * _ppot()), np.arange(256).reshape(16, 16) == 7 * 16 + 7),
+  basis=UNCHECKED, potential=UNCHECKED, touched_host=UNCHECKED)
+
 # lma_scan: the scan's kernels (documented: no checks) run on what lma.scan (or lma.affected) checked once,
 # inside its batches.
 E("electron.lma_scan.nearest_points", lambda: call(dev(_PPOS), _lattice_basis()), positions=UNCHECKED,

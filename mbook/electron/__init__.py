@@ -12,6 +12,7 @@
 - :mod:`~mbook.electron.prism`: PRISM, STEM from a scattering matrix of plane waves;
 - :mod:`~mbook.electron.prism_scan`: the kernels of a PRISM scan (windows, batches, far fields);
 - :mod:`~mbook.electron.lma`: the Lattice Multislice Algorithm, PRISM with a localized basis;
+- :mod:`~mbook.electron.lma_patches`: the kernels of the LMA basis (patches propagated, a local change);
 - :mod:`~mbook.electron.lma_scan`: the kernels of an LMA scan (coefficients, block windows);
 - :mod:`~mbook.electron.peaks`: atomic-column peaks and profile minima.
 """

@@ -35,9 +35,12 @@ A local change of the specimen (one column replaced) changes only the basis
 waves whose patches it touches: :func:`update_basis` recomputes those alone,
 and :func:`affected` says which probes need a new combination.
 
-This module builds and updates the basis and checks and plans the scan;
-:mod:`mbook.electron.lma_scan` holds the scan's kernels (the nearest lattice
-points, a probe's coefficients on its block, the combined waves on its window).
+This module checks, builds and updates the basis and checks and plans the
+scan; :mod:`mbook.electron.lma_patches` holds the basis's kernels (the
+translates propagated on their patches in batches, the lattice points a change
+touches, the changed box's transmissions), :mod:`mbook.electron.lma_scan` the
+scan's (the nearest lattice points, a probe's coefficients on its block, the
+combined waves on its window).
 
 Examples
 --------
@@ -60,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import lma_scan, multislice, physics, prism, stem, waves
+from mbook.electron import lma_patches, lma_scan, multislice, physics, prism, stem, waves
 
 
 @dataclass
@@ -221,105 +224,15 @@ def basis_function(patch_grid, *, energy, semiangle_cutoff, lattice_step):
     return u.astype(xp.complex64)
 
 
-def _patch_indices(points, step, patch, gpts):
-    """Pixel indices (mod gpts) of the patches of lattice points ``points`` (device ``(n, 2)`` ints)."""
-    xp = backend.get_array_module(points)
-    offsets = xp.arange(patch) - patch // 2
-    ix = (points[:, 0:1] * step + offsets[None]) % gpts[0]
-    iy = (points[:, 1:2] * step + offsets[None]) % gpts[1]
-    return ix, iy
-
-
-def _propagate_patches(points, *, transmissions, propagators, u, step, gpts):
-    """Basis exit waves ``(n, patch, patch)`` of lattice points ``points`` (a kernel, on the inputs' device)."""
-    xp = backend.get_array_module(transmissions)
-    patch = u.shape[-1]
-    ix, iy = _patch_indices(points, step, patch, gpts)
-    # Each point's own patch of each slice, cut when the loop reaches that slice: one slice of
-    # patches in memory at a time, not the whole stack.
-    local = (t[ix[:, :, None], iy[:, None, :]] for t in transmissions)
-    plan = backend.fft2_plan((len(points), patch, patch), xp.complex64, xp=xp)
-    plan.array[...] = u
-    psi = plan.array
-    for psi in multislice.iterate_slices(psi, local, propagators, plan=plan):
-        pass
-    return psi.copy()
-
-
-def _bytes_per_point(n_slices, patch):
-    # One slice's transmission patch, the wave and the copy made on the way out (complex64).
-    return 3 * patch * patch * 8
-
-
 def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget, fixed):
-    """Fill ``array[points]`` with basis exit waves, in batches under the budget."""
+    """Fill ``array[points]`` with basis exit waves (:func:`mbook.electron.lma_patches.compute_waves`)."""
     xp = backend.get_array_module(array)
     patch = array.shape[-1]
     patch_grid = grids.make_grid(gpts=(patch, patch), sampling=grid.sampling)
     propagators = multislice.slice_propagators(patch_grid, energy=energy, thicknesses=thicknesses, xp=xp)
     u = basis_function(patch_grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=step)
-    n = len(points)
-    batch = progress.plan_batches(n_items=n, bytes_per_item=_bytes_per_point(len(thicknesses), patch),
-                                  fixed_bytes=fixed, budget=budget)
-    threads = 1
-    if not backend.gpu_code_path():  # on the CPU, batches near the cache, one per core at once (as stem's scans)
-        in_memory = batch
-        batch = max(1, min(batch, stem.CPU_BATCH_BYTES // (8 * patch * patch)))
-        threads = max(1, min(backend.cpu_threads(), -(-n // batch), in_memory // batch))
-
-    def run(start):
-        chunk = points[start:start + batch]
-        array[chunk[:, 0], chunk[:, 1]] = _propagate_patches(chunk, transmissions=transmissions,
-                                                             propagators=propagators, u=u, step=step,
-                                                             gpts=grid.gpts)
-
-    progress.run_batches(run, range(0, n, batch), threads=threads, desc="LMA basis")
-
-
-def _box(touched_axis, step, patch, n):
-    """Host pixel indices (mod n) covering the patches of the touched lattice indices along one axis.
-
-    The whole axis when the touched indices wrap around the cell (a correct, slower fallback)."""
-    low, high = int(touched_axis.min()), int(touched_axis.max())
-    if high - low + 1 != len(np.unique(touched_axis)) or (high - low) * step + patch >= n:
-        return np.arange(n)
-    return np.arange(low * step - patch // 2, high * step - patch // 2 + patch) % n
-
-
-def _local_transmissions(basis, potential, touched_host):
-    """The new transmission functions, changed only on the box of the touched patches.
-
-    ``t_new = t_old + BL_box[exp(iσ v_new) - exp(iσ v_old)]``: the difference
-    vanishes (below ``tol``) outside the changed pixels, so band-limiting it
-    on a periodic box around them matches the full cell's band limit there.
-    """
-    xp = backend.get_array_module(potential)
-    step, patch, (nx, ny) = basis.lattice_step, basis.patch_gpts, basis.grid.gpts
-    ix = _box(np.nonzero(touched_host)[0], step, patch, nx)
-    iy = _box(np.nonzero(touched_host)[1], step, patch, ny)
-    region = _region(ix, iy)
-    sigma = xp.float32(physics.interaction_parameter(basis.energy))
-    difference = multislice.phase_factors(sigma * potential[region])
-    difference -= multislice.phase_factors(sigma * basis.potential[region])
-    box = grids.make_grid(gpts=(len(ix), len(iy)), sampling=basis.grid.sampling)
-    band = multislice.antialias_aperture(box, xp=xp)
-    transmissions = basis.transmissions.copy()
-    transmissions[region] += backend.ifft2(backend.fft2(difference) * band).astype(xp.complex64)
-    return transmissions
-
-
-def _region(ix, iy):
-    """The index of the box ``ix × iy`` in a ``(n_slices, nx, ny)`` stack: slices where an axis's
-    indices are one run without wrapping (views, not gathers), device index arrays otherwise."""
-    def axis(indices):
-        if indices[-1] - indices[0] == len(indices) - 1:
-            return slice(int(indices[0]), int(indices[-1]) + 1)
-        return backend.asarray(indices)
-
-    sx, sy = axis(ix), axis(iy)
-    if isinstance(sx, slice) or isinstance(sy, slice):
-        return (slice(None), sx, sy)
-    return (slice(None), sx[:, None], sy[None, :])
+    lma_patches.compute_waves(array, points, transmissions=transmissions, propagators=propagators, u=u, step=step,
+                              gpts=grid.gpts, budget=budget, fixed=fixed)
 
 
 def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, lattice_step, patch_gpts,
@@ -370,7 +283,7 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
     lattice = (grid.gpts[0] // step, grid.gpts[1] // step)
     basis_bytes = lattice[0] * lattice[1] * patch * patch * 8
     # Memory first: refuse before anything is allocated if the basis and one patch cannot fit.
-    progress.plan_batches(n_items=1, bytes_per_item=_bytes_per_point(len(thicknesses), patch),
+    progress.plan_batches(n_items=1, bytes_per_item=lma_patches.bytes_per_point(patch),
                           fixed_bytes=basis_bytes + potential.nbytes * 3, budget=budget)
     xp = backend.get_array_module(potential)
     array = xp.empty(lattice + (patch, patch), xp.complex64)
@@ -425,23 +338,16 @@ def update_basis(basis, potential, *, tol=1e-3, overwrite=False, budget=None):
     if potential.shape != basis.potential.shape:
         raise ValueError(f"potential has shape {potential.shape}, the basis was built for {basis.potential.shape}")
     xp = backend.get_array_module(potential)
-    step, patch = basis.lattice_step, basis.patch_gpts
-    change = xp.abs(potential - basis.potential).max(axis=0)
-    changed = (change > tol * change.max()).astype(xp.float32)
-    # A lattice point is touched when a changed pixel lies in its patch: a wrapped box maximum of the
-    # changed mask, read at the lattice points (the box of size p covers offsets -p//2 .. (p-1)//2).
-    ndimage = backend.scipy_module("ndimage", changed)
-    rows = ndimage.maximum_filter1d(changed, size=patch, axis=0, mode="wrap")[::step]  # separable: rows first,
-    touched = ndimage.maximum_filter1d(rows, size=patch, axis=1, mode="wrap")[:, ::step] > 0  # then only theirs
+    touched = lma_patches.touched_points(basis, potential, tol)
     points = xp.stack(xp.nonzero(touched), axis=-1)
     array = basis.array if overwrite else basis.array.copy()
     transmissions = basis.transmissions
     if len(points):
-        transmissions = _local_transmissions(basis, potential, backend.asnumpy(touched))  # host: the box's indices
+        transmissions = lma_patches.local_transmissions(basis, potential, backend.asnumpy(touched))  # host: box
         _compute(array, points, transmissions, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff,
-                 step, budget, fixed=2 * basis.nbytes + potential.nbytes * 5)
+                 basis.lattice_step, budget, fixed=2 * basis.nbytes + potential.nbytes * 5)
     new = LatticeBasis(array, potential, transmissions, basis.thicknesses, basis.grid, basis.energy,
-                       basis.semiangle_cutoff, step)
+                       basis.semiangle_cutoff, basis.lattice_step)
     return new, touched
 
 
