@@ -260,6 +260,15 @@ E("core.backend.set_fft_library", lambda: call("scipy"), library=CHOICE + [3])
 E("core.backend.fft_library", lambda: call())
 E("core.backend.fft2_plan", lambda: call((4, 8, 8), np.complex128, slot="bi-table"),
   shape=[(8,), (0, 8), (8, -1), (8, 2.5), "a"], dtype=[np.float64, "no-such-dtype"], xp=FREE, slot=[3, None])
+# fused_fft: set_enabled is the switch; the others are kernels of FFT2Plan.forward_multiplied, which hands
+# them its own buffer (on NumPy and the stand-in they answer False at once: no callbacks there)
+E("core.fused_fft.set_enabled", lambda: call(True), enabled=["off", 1, None])
+E("core.fused_fft.enabled", lambda: call())
+E("core.fused_fft.status", lambda: call())
+E("core.fused_fft.usable", lambda: call(np, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
+  xp=FREE, array=FREE, before=FREE, after=FREE)
+E("core.fused_fft.forward_multiplied", lambda: call(np, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
+  xp=FREE, array=FREE, before=FREE, after=FREE)
 
 # checks: the vocabulary itself (its messages name the ``name`` given: "value" here)
 E("core.checks.check_number", lambda: call(1.0, "value", lower=0.0, upper=2.0),
@@ -2062,7 +2071,8 @@ E("electron.lma.build_basis",
   lambda: call(_ppot(), grid=_pgrid(), energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0, lattice_step=2,
                patch_gpts=16),
   potential=ARRAY + [np.full((2, 16, 32), 10.0)], grid=GRID, energy=ENERGY, slice_thickness=LENGTH,
-  semiangle_cutoff=LENGTH, lattice_step=COUNT + [3, 8], patch_gpts=COUNT + [4, 24.0, 48], budget=LENGTH)
+  semiangle_cutoff=LENGTH, lattice_step=COUNT + [3, 8], patch_gpts=COUNT + [4, 24.0, 48], budget=LENGTH,
+  client=["not-a-client", 3])
 E("electron.lma.scan", lambda: call(_lattice_basis(), positions=_PPOS, detectors=BF),
   basis=BASIS, positions=SCAN_POSITIONS, detectors=[{"BF": (20.0, 10.0)}, "a", [(0, 1)]], diffraction=FREE,
   defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], block=COUNT + [17], budget=LENGTH,
@@ -2088,7 +2098,7 @@ def _patch_wave_call():
 
 E("electron.lma_patches.compute_waves", _patch_wave_call, array=UNCHECKED, points=UNCHECKED,
   transmissions=UNCHECKED, propagators=UNCHECKED, u=UNCHECKED, step=UNCHECKED, gpts=UNCHECKED, budget=UNCHECKED,
-  fixed=UNCHECKED)
+  fixed=UNCHECKED, client=UNCHECKED)
 E("electron.lma_patches.bytes_per_point", lambda: call(16), patch=UNCHECKED)
 E("electron.lma_patches.touched_points", lambda: call(_lattice_basis(), dev(1.01 * _ppot()), 1e-3),
   basis=UNCHECKED, potential=UNCHECKED, tol=UNCHECKED)
