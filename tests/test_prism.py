@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids
-from mbook.electron import lma, prism, stem
+from mbook.electron import lma, lma_patches, prism, stem
 from mbook.electron import prism_scan as kernels  # prism_scan names the scan helper below
 
 ENERGY, ALPHA = 200e3, 20.0
@@ -186,6 +186,25 @@ def test_smatrix_over_dask_equals_serial():
     np.testing.assert_array_equal(H(shared.array), H(serial.array))
 
 
+def test_basis_over_dask_equals_serial(device):
+    """The basis built in batches over a Dask cluster's workers is the one built here, to float32 rounding
+    (the same batches; pyFFTW's measured plans in the workers' threads may round differently, ~1e-7)."""
+    distributed = pytest.importorskip("distributed")
+    potential = column_potential()
+    # A budget for 64 of the 256 translates in flight: four batches to share out (and the same batches here).
+    fixed = 16 * 16 * 16 * 16 * 8 + 3 * potential.nbytes
+    budget = fixed + 64 * lma_patches.bytes_per_point(16)
+    serial = lma.build_basis(potential, lattice_step=4, patch_gpts=16, budget=budget, **COMMON)
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as client:
+        with distributed.get_task_stream(client) as stream:
+            shared = lma.build_basis(potential, lattice_step=4, patch_gpts=16, budget=budget, client=client,
+                                     **COMMON)
+    batches = [task for task in stream.data if "propagate_patches" in task["key"]]
+    assert len(batches) == 4 and len({task["worker"] for task in batches}) == 2  # shared over both workers
+    assert backend.get_array_module(shared.array) is backend.xp
+    np.testing.assert_allclose(H(shared.array), H(serial.array), rtol=1e-6, atol=1e-6)  # |waves| <= ~1
+
+
 # --------------------------------------------------------------------------- bad input
 POTENTIAL = column_potential(n_slices=2)
 
@@ -242,6 +261,7 @@ def test_bad_input_is_refused_naming_the_parameter(call, match):
 
 @pytest.mark.parametrize("call, match", [(lambda: lma.scan(None, positions=POSITIONS), "basis must be a LatticeBasis"),
                                          (lambda: lma.update_basis("basis", POTENTIAL), "basis must be a LatticeBasis"),
+                                         (lambda: basis(client="not-a-client"), "client must be a dask"),
                                          (lambda: prism.scan("S", positions=POSITIONS), "smatrix must be an SMatrix"),
                                          (lambda: build(grid="grid"), "grid must be a 2D"),
                                          (lambda: basis(grid=None), "grid must be a 2D"),

@@ -224,7 +224,7 @@ def basis_function(patch_grid, *, energy, semiangle_cutoff, lattice_step):
     return u.astype(xp.complex64)
 
 
-def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget, fixed):
+def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget, fixed, client=None):
     """Fill ``array[points]`` with basis exit waves (:func:`mbook.electron.lma_patches.compute_waves`)."""
     xp = backend.get_array_module(array)
     patch = array.shape[-1]
@@ -232,11 +232,11 @@ def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle,
     propagators = multislice.slice_propagators(patch_grid, energy=energy, thicknesses=thicknesses, xp=xp)
     u = basis_function(patch_grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=step)
     lma_patches.compute_waves(array, points, transmissions=transmissions, propagators=propagators, u=u, step=step,
-                              gpts=grid.gpts, budget=budget, fixed=fixed)
+                              gpts=grid.gpts, budget=budget, fixed=fixed, client=client)
 
 
 def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, lattice_step, patch_gpts,
-                budget=None):
+                budget=None, client=None):
     """Basis exit waves of every lattice translate of ``u``, each on its own patch of the specimen.
 
     Parameters
@@ -258,6 +258,9 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
         two lattice steps; a probe's window ``(m-1)h + patch`` within the cell.
     budget : int, optional
         Memory budget [bytes]; default :func:`mbook.core.progress.memory_budget`.
+    client : dask.distributed.Client, optional
+        Share the batches of translates out over a Dask cluster (the same
+        basis as built here, see :func:`mbook.electron.lma_patches.compute_waves`).
 
     Returns
     -------
@@ -274,6 +277,7 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
     semiangle = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
     checks.check_grid(grid, ndim=2)
     budget = None if budget is None else checks.check_count(budget, "budget")
+    checks.check_client(client)
     potential = checks.check_array(potential, "potential", ndim=3, real=True).astype(np.float32)
     if tuple(potential.shape[-2:]) != tuple(grid.gpts):
         raise ValueError(f"potential ends in {potential.shape[-2:]} but the grid has gpts {grid.gpts}")
@@ -291,7 +295,7 @@ def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, l
     points = xp.stack([ax.ravel(), ay.ravel()], axis=-1)
     transmissions = multislice.transmission_function(potential, energy=energy, grid=grid)
     _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget,
-             fixed=basis_bytes + potential.nbytes * 3)
+             fixed=basis_bytes + potential.nbytes * 3, client=client)
     return LatticeBasis(array, potential, transmissions, thicknesses, grid, float(energy), semiangle, step)
 
 

@@ -10,8 +10,8 @@ Each basis exit wave ``M[u(· - x_j)]`` is a multislice run of ``u`` on the
 patch (truncation 3 of the error model in :mod:`mbook.electron.lma`):
 
 - the waves of any set of lattice points, in batches under the memory
-  budget, on the cores (:func:`compute_waves`; its memory per point,
-  :func:`bytes_per_point`);
+  budget, on the cores or over a Dask cluster (:func:`compute_waves`; its
+  memory per point, :func:`bytes_per_point`);
 - the lattice points whose patches a change of the specimen touches
   (:func:`touched_points`): only their waves change;
 - the transmission functions after the change, recomputed on the box of the
@@ -66,13 +66,19 @@ def _propagate_patches(points, *, transmissions, propagators, u, step, gpts):
     return psi.copy()
 
 
+def _propagate_patches_one_thread(points, **kwargs):
+    """:func:`_propagate_patches` with single-threaded FFTs (for a Dask worker)."""
+    with backend.fft_workers(1):
+        return _propagate_patches(points, **kwargs)
+
+
 def bytes_per_point(patch) -> int:
     """Memory of one lattice point in flight [bytes]: one slice's transmission patch, the wave and the
     copy made on the way out (complex64 ``patch × patch`` each)."""
     return 3 * patch * patch * 8
 
 
-def compute_waves(array, points, *, transmissions, propagators, u, step, gpts, budget, fixed):
+def compute_waves(array, points, *, transmissions, propagators, u, step, gpts, budget, fixed, client=None):
     """Fill ``array[points]`` with the basis exit waves of ``points``, in batches under the budget.
 
     A kernel: no checks (on what :func:`mbook.electron.lma.build_basis` or
@@ -98,23 +104,41 @@ def compute_waves(array, points, *, transmissions, propagators, u, step, gpts, b
         Memory budget [bytes] (None: :func:`mbook.core.progress.memory_budget`).
     fixed : int
         Memory held besides the points in flight [bytes].
+    client : dask.distributed.Client, optional
+        Share the batches out over its workers (single-threaded FFTs in
+        each, the same batches as on the cores: the same waves); the
+        transmissions, propagators and ``u`` are scattered to every worker
+        once, and each batch's waves are written into ``array`` as they come
+        back.
     """
     patch = u.shape[-1]
     n = len(points)
     batch = progress.plan_batches(n_items=n, bytes_per_item=bytes_per_point(patch), fixed_bytes=fixed,
                                   budget=budget)
     threads = 1
-    if not backend.gpu_code_path():  # on the CPU, batches near the cache, one per core at once (as stem's scans)
+    if not backend.gpu_code_path():  # on the CPU, batches near the cache, one per core (or worker) at once
         in_memory = batch
         batch = max(1, min(batch, stem.CPU_BATCH_BYTES // (8 * patch * patch)))
         threads = max(1, min(backend.cpu_threads(), -(-n // batch), in_memory // batch))
+
+    starts = range(0, n, batch)
+    if client is not None:
+        shared = {k: client.scatter(v, broadcast=True)
+                  for k, v in dict(transmissions=transmissions, propagators=propagators, u=u).items()}
+        futures = client.map(_propagate_patches_one_thread, [points[s:s + batch] for s in starts], pure=False,
+                             step=step, gpts=gpts, **shared)
+        for start, future in zip(starts, progress.progress(futures, desc="LMA basis")):
+            chunk = points[start:start + batch]
+            array[chunk[:, 0], chunk[:, 1]] = future.result()
+            future.release()  # its waves are in the basis now
+        return
 
     def run(start):
         chunk = points[start:start + batch]
         array[chunk[:, 0], chunk[:, 1]] = _propagate_patches(chunk, transmissions=transmissions,
                                                              propagators=propagators, u=u, step=step, gpts=gpts)
 
-    progress.run_batches(run, range(0, n, batch), threads=threads, desc="LMA basis")
+    progress.run_batches(run, starts, threads=threads, desc="LMA basis")
 
 
 def touched_points(basis, potential, tol):
