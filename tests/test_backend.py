@@ -206,3 +206,31 @@ def test_called_from_outside_reads_the_callers_module():
     with backend.inside_iterations():
         assert not backend.called_from_outside()
     assert backend.called_from_outside()
+
+
+def test_fftw_wisdom_is_kept_for_the_next_process(tmp_path):
+    """A plan measured in one process is in the wisdom file, and the next process plans it from there:
+    FFTW_WISDOM_ONLY refuses any problem it has no wisdom for."""
+    pytest.importorskip("pyfftw")
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    wisdom = tmp_path / "wisdom"
+    env = dict(os.environ, MBOOK_FFTW_WISDOM=str(wisdom), MBOOK_DEVICE="cpu")
+    plan = ("from mbook.core import backend; import numpy as np; backend.set_fft_library('pyfftw'); "
+            "p = backend.fft2_plan({}, np.complex64, slot='w'); ")
+    subprocess.run([sys.executable, "-c", plan.format((3, 40, 36))], env=env, check=True, cwd=root)
+    assert wisdom.stat().st_size > 200
+    # another shape first (the file is read on the first plan), then the first shape from wisdom only
+    reuse = plan.format((2, 16, 16)) + (
+        "import pyfftw; a = pyfftw.empty_aligned((3, 40, 36), 'complex64', n=64); "
+        "pyfftw.FFTW(a, a, axes=(-2, -1), flags=('FFTW_MEASURE', 'FFTW_WISDOM_ONLY'), "
+        "threads=backend.cpu_threads()); print('from wisdom')")
+    done = subprocess.run([sys.executable, "-c", reuse], env=env, capture_output=True, text=True, cwd=root)
+    assert done.stdout.strip() == "from wisdom", done.stderr
+    off = subprocess.run([sys.executable, "-c", reuse], env=dict(env, MBOOK_FFTW_WISDOM=""),
+                         capture_output=True, text=True, cwd=root)
+    assert off.returncode != 0 and "RuntimeError" in off.stderr  # no file: no wisdom for that problem

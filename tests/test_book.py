@@ -47,3 +47,21 @@ def test_notebook_checks_its_claim(path):
     assert "import mbook" in code or "from mbook" in code, f"{path.name} does not use mbook"
     kernel = notebook.metadata.get("kernelspec", {}).get("name")
     assert kernel == "python3", f"{path.name}: kernelspec {kernel!r}, expected python3"
+
+
+def test_the_page_runner_reads_pages_without_jupytext(monkeypatch):
+    """benchmarks/book.py runs pages on the GPU machine, which has no jupytext: its own reader must give
+    jupytext's code cells on every page, and its own walk of _toc.yml the book's notebook pages."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("book_benchmark", ROOT / "benchmarks" / "book.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    notebooks = NOTEBOOKS
+    expected = {p: [c.source for c in jupytext.read(p).cells if c.cell_type == "code"] for p in notebooks}
+    monkeypatch.setitem(sys.modules, "jupytext", None)  # `import jupytext` raises ImportError
+    for page in notebooks:
+        assert runner.code_cells(page) == expected[page], page.name
+    in_toc = [ROOT / (name + ".md") for name in TOC]
+    assert runner.toc_pages() == [p for p in in_toc if p in notebooks]
