@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import pathlib
 import re
@@ -237,11 +238,14 @@ def main():
     parser.add_argument("--top", type=int, default=TOP, help="functions listed per page")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--seed-offset", type=int, default=0, help="run pages with SEED + this (other draws)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole run: no page starts with under 20 s left, each is stopped "
+                             "at the end of the budget, and the table covers the pages run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.top < 1 or args.timeout <= 0 or args.seed_offset < 0:
-        parser.error(f"--top must be >= 1, --timeout > 0 and --seed-offset >= 0, got {args.top}, {args.timeout} "
-                     f"and {args.seed_offset}")
+    if args.top < 1 or args.timeout <= 0 or args.seed_offset < 0 or (args.budget is not None and args.budget <= 0):
+        parser.error(f"--top must be >= 1, --timeout > 0, --seed-offset >= 0 and --budget > 0, got {args.top}, "
+                     f"{args.timeout}, {args.seed_offset} and {args.budget}")
     if args.child:
         print("MBOOK-PAGE " + json.dumps(run_page(args.child, args.top, args.seed_offset)), flush=True)
         return
@@ -256,9 +260,13 @@ def main():
         pages = [known[name] for name in args.pages]
 
     print(header() + (f"; every SEED + {args.seed_offset}" if args.seed_offset else ""), flush=True)
-    rows = []
+    rows, start, not_run = [], time.perf_counter(), []
     for page in pages:
-        row = measure(page, timeout=args.timeout, top=args.top, seed_offset=args.seed_offset)
+        left = math.inf if args.budget is None else args.budget - (time.perf_counter() - start)
+        if left < 20:
+            not_run.append(page_name(page))
+            continue
+        row = measure(page, timeout=min(args.timeout, left), top=args.top, seed_offset=args.seed_offset)
         rows.append((page_name(page), row))
         costly = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["functions"])
         print(f"{page_name(page):<36} {row['wall']:7.1f} s  host {_mib(row['host']):>6} MiB  "
@@ -272,7 +280,8 @@ def main():
             print(f"| {name}{status} | {row['wall']:.1f} | {_mib(row['host'])} | {_mib(row['device'])} | {costly} |")
     total = sum(row["wall"] for _, row in rows)
     failed = [name for name, row in rows if row["status"] not in ("ok", "skipped: no SEED")]
-    print(f"\n{len(rows)} pages in {total:.0f} s; {len(failed)} not finished: {failed}")
+    print(f"\n{len(rows)} pages in {total:.0f} s; {len(failed)} not finished: {failed}"
+          + (f"; not run (budget of {args.budget:g} s spent): {not_run}" if not_run else ""))
 
 
 if __name__ == "__main__":

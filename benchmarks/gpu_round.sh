@@ -1,0 +1,64 @@
+#!/bin/bash
+# One device call's worth of GPU measurements, in the order the open work needs them, each stage stopped
+# before the round's deadline. Run on the GPU machine from the project's root, after `bash
+# benchmarks/gpu_prepare.sh` here (and `bash benchmarks/peers_gpu.sh` for py4DSTEM's wheels):
+#
+#   run  carry: [".gpu", ".gpu-peers"]  command: bash benchmarks/gpu_round.sh 480 tests electron prism pages
+#
+# Arguments: the round's budget in seconds (keep it 60-90 s under the call's limit: the wheels install
+# first), then stages, in order:
+#   tests          the unit tests that have a `gpu` parameter, and the fused-FFT tests, on the GPU
+#   electron       benchmarks/electron.py --size full against abTEM on the GPU: the cuFFT floor ratio,
+#                  fused and plain (issue: multislice within 1.3x of the floor)
+#   prism          benchmarks/prism.py on the GPU (size from PRISM_SIZE, default full) with abTEM
+#   ptychography   benchmarks/ptychography.py on the GPU against py4DSTEM (needs .gpu-peers)
+#   pages[:a,b]    benchmarks/book.py --size full --markdown: every page, or those named (as in _toc.yml,
+#                  e.g. pages:01-simulation/stem,02-inverse/wasserstein), PAGE_S seconds each (default 90)
+# Every stage's output goes to $OUT/<stage>.txt (OUT: the run tool's folder, else .gpu/out), and its
+# last lines to stdout. A stage that would start with under 30 s left is skipped and said so.
+set -u
+budget=${1:?usage: gpu_round.sh SECONDS STAGE...}; shift
+deadline=$((SECONDS + budget))
+OUT=${OUT:-.gpu/out}; mkdir -p "$OUT"
+# A dry run here: SKIP_INSTALL=1 PYTHON=.venv/bin/python DEVICE=cpu OUT=/tmp/round bash benchmarks/gpu_round.sh ...
+PYTHON=${PYTHON:-python3}
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  [ -d .gpu/whl ] || { echo "no .gpu/whl: run bash benchmarks/gpu_prepare.sh here first and carry .gpu" >&2; exit 2; }
+  wheels=(.gpu/whl/*.whl); [ -d .gpu-peers ] && wheels+=(.gpu-peers/*.whl)
+  t=$SECONDS
+  $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "${wheels[@]}" > "$OUT/install.txt" 2>&1 || { tail -5 "$OUT/install.txt"; exit 3; }
+  echo "wheels installed in $((SECONDS - t)) s"
+  export PYTHONPATH=/tmp/site:$PWD
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  $PYTHON -c "import cupy, numpy; print('CuPy', cupy.__version__, 'NumPy', numpy.__version__, 'cuFFT', cupy.cuda.cufft.getVersion())"
+fi
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg MBOOK_DEVICE=${DEVICE:-gpu} MBOOK_PROGRESS=0 MBOOK_PAGE_CACHE=0
+
+stage() {  # stage NAME CAP COMMAND...: run COMMAND with the smaller of CAP and the time left
+  local name=$1 cap=$2; shift 2
+  local left=$((deadline - SECONDS - 5))
+  if [ $left -lt 30 ]; then echo "== $name: skipped, $((left + 5)) s left"; return; fi
+  [ $cap -lt $left ] && left=$cap
+  local t=$SECONDS
+  timeout -k 5 $left "$@" > "$OUT/$name.txt" 2>&1
+  local rc=$?
+  echo "== $name: rc=$rc in $((SECONDS - t)) s (limit $left s)"
+  tail -${TAIL:-25} "$OUT/$name.txt"
+}
+
+for s in "$@"; do
+  case $s in
+    tests) stage tests 240 $PYTHON -m pytest tests -q -n 8 -p no:cacheprovider -o addopts="" -rs \
+             --import-mode=importlib -k "gpu or fused" ;;
+    electron) stage electron 240 $PYTHON benchmarks/electron.py --size full --abtem-device gpu --repeat 3 ;;
+    prism) stage prism 240 $PYTHON benchmarks/prism.py --size "${PRISM_SIZE:-full}" --abtem ;;
+    ptychography) stage ptychography 240 $PYTHON benchmarks/ptychography.py ${PTYCHO_ARGS:-} ;;
+    pages|pages:*)  # book.py stops starting pages itself, so the table of those run is printed
+      names=""; [ "$s" != pages ] && names=$(echo "${s#pages:}" | tr ',' ' ')
+      stage pages 3600 $PYTHON benchmarks/book.py --size full --markdown --timeout "${PAGE_S:-90}" \
+        --budget $((deadline - SECONDS - 15)) $names ;;
+    *) echo "unknown stage $s (tests, electron, prism, ptychography, pages[:a,b])" >&2 ;;
+  esac
+done
+echo "round done in $SECONDS s"
