@@ -109,3 +109,16 @@ def test_run_batches_raises_a_batch_error_after_the_other_batches_stop():
     with pytest.raises(RuntimeError, match="batch 1 failed"):
         progress_module.run_batches(run, range(6), threads=2)
     assert 1 not in done
+
+
+def test_run_batches_without_a_bar_runs_every_batch(capsys, monkeypatch):
+    from mbook.core import progress as progress_module
+
+    monkeypatch.setenv("MBOOK_PROGRESS", "1")
+    for threads in (1, 2):
+        done = []
+        progress_module.run_batches(done.append, range(0, 9, 3), threads=threads, desc="quiet", show=False)
+        assert sorted(done) == [0, 3, 6]
+        assert "quiet" not in capsys.readouterr().err
+        progress_module.run_batches(done.append, range(0, 9, 3), threads=threads, desc="loud")
+        assert "loud" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def progress(iterable=None, *, desc=None, total=None, **kwargs):
     return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=0.5, **kwargs)
 
 
-def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
+def run_batches(run, starts, *, threads: int = 1, desc=None, show: bool = True) -> None:
     """Call ``run(start)`` for every batch start, with a progress bar.
 
     With ``threads`` > 1 the batches run in a pool of that many threads, each
@@ -66,13 +66,17 @@ def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
         Batches at once (>= 1).
     desc : str, optional
         The progress bar's label.
+    show : bool
+        Show the progress bar (False for work too short to watch).
     """
     if not callable(run):
         raise TypeError(f"run must be callable as run(start), got {run!r:.60}")
     threads = checks.check_count(threads, "threads")
+    if not isinstance(show, bool):
+        raise TypeError(f"show must be True or False, got {show!r}")
     starts = list(starts)
     if threads == 1 or getattr(_in_pool, "active", False):
-        for start in progress(starts, desc=desc):
+        for start in progress(starts, desc=desc) if show else starts:
             run(start)
         return
 
@@ -84,7 +88,7 @@ def run_batches(run, starts, *, threads: int = 1, desc=None) -> None:
     with _blas_threads().limit(limits=1, user_api="blas"):
         futures = [_pool(threads).submit(run_one_thread, start) for start in starts]
         try:
-            for future in progress(futures, desc=desc, total=len(futures)):
+            for future in progress(futures, desc=desc, total=len(futures)) if show else futures:
                 future.result()
         except BaseException:
             for future in futures:  # no batch outlives the call that failed

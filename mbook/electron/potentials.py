@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
@@ -366,20 +365,9 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
         else:
             out[xp.asarray(slices)] = fft.irfft2(spectrum, s=(nx, ny), axes=(-2, -1), **fft_kwargs)
 
-    starts = range(0, filled.size, batch)
-    with _one_blas_thread(xp):  # entered once: threadpoolctl reads the process map on entry
-        if threads > 1:
-            with ThreadPoolExecutor(threads) as pool:
-                work = pool.map(one_batch, starts)
-                if n_slices >= _MANY_SLICES:
-                    work = progress.progress(work, desc="potential slices", total=len(starts))
-                for _ in work:
-                    pass
-        else:
-            if n_slices >= _MANY_SLICES:
-                starts = progress.progress(starts, desc="potential slices", total=len(starts))
-            for lo in starts:
-                one_batch(lo)
+    with _one_blas_thread(xp):  # also when serial: run_batches pins BLAS only while its pool runs
+        progress.run_batches(one_batch, range(0, filled.size, batch), threads=threads, desc="potential slices",
+                             show=n_slices >= _MANY_SLICES)
     return out
 
 
