@@ -266,10 +266,10 @@ E("core.backend.fft2_plan", lambda: call((4, 8, 8), np.complex128, slot="bi-tabl
 E("core.fused_fft.set_enabled", lambda: call(True), enabled=["off", 1, None])
 E("core.fused_fft.enabled", lambda: call())
 E("core.fused_fft.status", lambda: call())
-E("core.fused_fft.usable", lambda: call(np, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
-  xp=FREE, array=FREE, before=FREE, after=FREE)
-E("core.fused_fft.forward_multiplied", lambda: call(np, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
-  xp=FREE, array=FREE, before=FREE, after=FREE)
+E("core.fused_fft.usable", lambda: call(np, np.fft, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
+  xp=FREE, fft=FREE, array=FREE, before=FREE, after=FREE)
+E("core.fused_fft.forward_multiplied", lambda: call(np, np.fft, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
+  xp=FREE, fft=FREE, array=FREE, before=FREE, after=FREE)
 
 # checks: the vocabulary itself (its messages name the ``name`` given: "value" here)
 E("core.checks.check_number", lambda: call(1.0, "value", lower=0.0, upper=2.0),

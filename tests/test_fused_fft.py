@@ -58,10 +58,12 @@ class FakeCallbacks:
 
     def __init__(self, fail=False):
         self.fail, self.ignored, self.active, self.compiled, self.arrays = fail, False, None, [], {}
+        # cupy.fft (NumPy's signature: no overwrite_x) holds the callback config; cupyx.scipy.fft transforms
         self.xp = types.SimpleNamespace(
             uint64=np.uint64, linalg=np.linalg, asarray=self.asarray, zeros=self.zeros,
-            fft=types.SimpleNamespace(fft2=self.fft2, config=types.SimpleNamespace(
+            fft=types.SimpleNamespace(fft2=lambda array: self.fft2(array), config=types.SimpleNamespace(
                 set_cufft_callbacks=self.set_cufft_callbacks)))
+        self.fft = types.SimpleNamespace(fft2=self.fft2)
 
     def register(self, array):
         array = np.ascontiguousarray(array).view(DeviceArray)
@@ -119,7 +121,7 @@ def test_callbacks_multiply_on_load_and_store_through_the_info_buffer(callbacks)
     host = np.array(waves)
     for seed in (4, 6):  # two slices: the info buffer is rewritten, the context reused
         before, after = fake.asarray(random_complex((16, 18), seed)), fake.asarray(random_complex((16, 18), seed + 1))
-        assert fused_fft.forward_multiplied(fake.xp, waves, before, after)
+        assert fused_fft.forward_multiplied(fake.xp, fake.fft, waves, before, after)
         host = np.fft.fft2(host * np.asarray(before)) * np.asarray(after)
         np.testing.assert_allclose(np.asarray(waves), host, rtol=1e-4, atol=1e-4 * np.abs(host).max())
     assert fused_fft.status() == {(16, 18): True}
@@ -134,12 +136,14 @@ def test_callbacks_multiply_on_load_and_store_through_the_info_buffer(callbacks)
 def test_small_or_unsuitable_buffers_take_the_plain_passes(callbacks):
     fake = callbacks
     factor = fake.asarray(random_complex((16, 18), 0))
-    assert not fused_fft.forward_multiplied(fake.xp, fake.asarray(random_complex((2, 16, 18), 1)), factor, factor)
+    few = fake.asarray(random_complex((2, 16, 18), 1))  # 576 elements, under the threshold of 1000
+    assert not fused_fft.forward_multiplied(fake.xp, fake.fft, few, factor, factor)
     waves = fake.asarray(random_complex((4, 16, 18), 1))
-    assert not fused_fft.forward_multiplied(fake.xp, waves.astype(np.complex128).view(DeviceArray), factor, factor)
-    assert not fused_fft.forward_multiplied(fake.xp, waves, factor[:8], factor)
+    double = waves.astype(np.complex128).view(DeviceArray)
+    assert not fused_fft.forward_multiplied(fake.xp, fake.fft, double, factor, factor)
+    assert not fused_fft.forward_multiplied(fake.xp, fake.fft, waves, factor[:8], factor)
     fused_fft.set_enabled(False)
-    assert not fused_fft.forward_multiplied(fake.xp, waves, factor, factor)
+    assert not fused_fft.forward_multiplied(fake.xp, fake.fft, waves, factor, factor)
     assert fake.compiled == [] and fused_fft.status() == {}
 
 
@@ -148,10 +152,10 @@ def test_callbacks_that_fail_warn_once_and_fall_back(callbacks):
     fake.fail = True
     waves, factor = fake.asarray(random_complex((4, 16, 18), 1)), fake.asarray(random_complex((16, 18), 2))
     with pytest.warns(RuntimeWarning, match=r"cuFFT callbacks unusable on a 16x18 grid \(RuntimeError: JIT"):
-        assert not fused_fft.forward_multiplied(fake.xp, waves, factor, factor)
+        assert not fused_fft.forward_multiplied(fake.xp, fake.fft, waves, factor, factor)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # checked once per grid: no second warning, no second attempt
-        assert not fused_fft.forward_multiplied(fake.xp, waves, factor, factor)
+        assert not fused_fft.forward_multiplied(fake.xp, fake.fft, waves, factor, factor)
     assert fused_fft.status() == {(16, 18): False}
 
 
@@ -160,7 +164,7 @@ def test_callbacks_that_disagree_are_not_used(callbacks):
     fake.ignored = True  # compiled, but the transform leaves the products out
     waves, factor = fake.asarray(random_complex((4, 16, 18), 1)), fake.asarray(random_complex((16, 18), 2))
     with pytest.warns(RuntimeWarning, match="relative error"):
-        assert not fused_fft.forward_multiplied(fake.xp, waves, factor, factor)
+        assert not fused_fft.forward_multiplied(fake.xp, fake.fft, waves, factor, factor)
 
 
 def test_the_switch_is_checked(monkeypatch):

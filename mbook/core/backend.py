@@ -572,8 +572,8 @@ class FFT2Plan:
         (:mod:`mbook.core.fused_fft`): one pass over the data instead of three.
         Elsewhere the three passes run in turn; the result is the same.
         """
-        if self.library == "cupy" and fused_fft.forward_multiplied(get_array_module(self.array), self.array,
-                                                                   before, after):
+        if self.library == "cupy" and fused_fft.forward_multiplied(
+                get_array_module(self.array), fft_module(self.array), self.array, before, after):
             return self.array
         self.array *= before
         self.forward()

@@ -143,28 +143,28 @@ def _info(xp, key):
     return infos[key]
 
 
-def _transform(xp, array, before, after, info, index):
+def _transform(xp, fft, array, before, after, info, index):
     info[0] = before.data.ptr  # device-side fills: ordered on the stream, no host synchronisation
     info[1] = after.data.ptr
     info[2] = array.shape[-1] * array.shape[-2]
     with _context(xp, info, index):
-        result = xp.fft.fft2(array, overwrite_x=True)
+        result = fft.fft2(array, overwrite_x=True)  # cupyx.scipy.fft: cupy.fft has no overwrite_x
     if result is not array:  # overwrite_x is a hint; keep the one buffer either way
         array[...] = result
 
 
-def _self_check(xp, gpts):
+def _self_check(xp, fft, gpts):
     """Compile and check the callbacks on two random waves of ``gpts``: (agree, relative error)."""
     rng = np.random.default_rng(0)
     host = (rng.standard_normal((2, 2) + gpts) + 1j * rng.standard_normal((2, 2) + gpts)).astype(np.complex64)
     wave, before, after = xp.asarray(host[0]), xp.asarray(host[1, 0]), xp.asarray(host[1, 1])
     expected = xp.fft.fft2(wave * before) * after
-    _transform(xp, wave, before, after, _info(xp, ("check", gpts)), "unsigned int")
+    _transform(xp, fft, wave, before, after, _info(xp, ("check", gpts)), "unsigned int")
     error = float(xp.linalg.norm(wave - expected) / xp.linalg.norm(expected))
     return error <= CHECK_RTOL, error
 
 
-def usable(xp, array, before, after) -> bool:
+def usable(xp, fft, array, before, after) -> bool:
     """Whether :func:`forward_multiplied` would use the callbacks for these CuPy arrays (checks them on first use)."""
     if not enabled() or array.size < MIN_ELEMENTS:
         return False
@@ -176,7 +176,7 @@ def usable(xp, array, before, after) -> bool:
     with _lock:
         if gpts not in _checked:
             try:
-                ok, error = _self_check(xp, gpts)
+                ok, error = _self_check(xp, fft, gpts)
                 reason = f"relative error {error:.1e} > {CHECK_RTOL:.0e}"
             except Exception as exc:  # noqa: BLE001 - any compile or link failure means: use the plain passes
                 ok, reason = False, f"{type(exc).__name__}: {exc}"
@@ -188,13 +188,14 @@ def usable(xp, array, before, after) -> bool:
     return _checked[gpts]
 
 
-def forward_multiplied(xp, array, before, after) -> bool:
+def forward_multiplied(xp, fft, array, before, after) -> bool:
     """``array ← after · F[before · array]`` in one cuFFT transform, where the callbacks are usable.
 
     Parameters
     ----------
-    xp : module
-        CuPy (:func:`mbook.core.backend.get_array_module` of the arrays).
+    xp, fft : modules
+        CuPy and :mod:`cupyx.scipy.fft` (:func:`mbook.core.backend.get_array_module`
+        and :func:`~mbook.core.backend.fft_module` of the arrays).
     array : (..., nx, ny) cupy.ndarray, complex64, C-contiguous
         The plan's buffer, transformed in place.
     before, after : (nx, ny) cupy.ndarray, complex64, C-contiguous
@@ -206,8 +207,8 @@ def forward_multiplied(xp, array, before, after) -> bool:
         True if done here; False if the caller must do the three plain passes
         (not CuPy, not complex64, too small, callbacks off, or failed their check).
     """
-    if not usable(xp, array, before, after):
+    if not usable(xp, fft, array, before, after):
         return False
     index = "unsigned int" if array.size < 2**32 else "unsigned long long"  # 64-bit modulo is slow on a GPU
-    _transform(xp, array, before, after, _info(xp, ("waves", index)), index)
+    _transform(xp, fft, array, before, after, _info(xp, ("waves", index)), index)
     return True
