@@ -5,12 +5,13 @@ first iteration, position correction off, mini-batches of ``--batch`` positions)
 raster of N x N positions with patterns of W² pixels, and prints microseconds per
 position-iteration: the figure py4DSTEM quotes, about 50 µs per position-iteration for 16,384
 positions of 128² patterns on one A100 (its single-slice ptychography). When py4DSTEM imports
-(a benchmark-only dependency that requires NumPy < 2, so it lives in its own virtual environment:
-see ``requirements-bench.txt``), its ``SingleslicePtychography`` runs on the same counts in the
-same process, with the same energy, semiangle, defocus, scan step and object sampling, probe
-retrieval on, position correction off and the same batch size; the same counts go into a
-py4DSTEM ``DataCube`` (patterns fft-shifted to the centre, real-space pixel = the scan step in Å,
-reciprocal pixel = 1 / (W · sampling) in 1/Å, so that its object pixel equals mbook's).
+(a benchmark-only dependency, installed apart from ``.venv``: see "py4DSTEM" below), its
+``SingleslicePtychography`` runs on the same counts in the same process, on mbook's device
+(``device="gpu"``, CuPy and cuFFT, when ``MBOOK_DEVICE=gpu``), with the same energy, semiangle,
+defocus, scan step and object sampling, probe retrieval on, position correction off and the same
+batch size; the same counts go into a py4DSTEM ``DataCube`` (patterns fft-shifted to the centre,
+real-space pixel = the scan step in Å, reciprocal pixel = 1 / (W · sampling) in 1/Å, so that its
+object pixel equals mbook's).
 
 The per-iteration time of each code is the difference between runs of 3 and 1 iterations,
 halved, so the one-off checks, set-up and py4DSTEM's preprocessing drop out: medians of
@@ -24,8 +25,9 @@ FFT per position) and forms the position gradient (unused here), py4DSTEM does n
 The floor is the FFTs alone: a forward and an inverse FFT of a batch of ``--batch`` windows per
 position, made as the reconstruction makes its FFTs (``backend.fft_module``: scipy.fft without
 workers, one thread, on the CPU; cuFFT on a GPU), the least any far-field ptychography does per
-position-iteration; mbook's ratio to it is printed.
-py4DSTEM's FFTs are NumPy's on the CPU (also one thread), CuPy's on a GPU.
+position-iteration; each code's ratio to it is printed. py4DSTEM's FFTs are NumPy's on the CPU
+(also one thread; complex64 under NumPy 2, complex128 under NumPy 1, which computes in double
+precision), CuPy's on a GPU.
 
 The counts are Poisson draws (1e4 electrons per position) of the noise-free patterns of a phase
 object (Gaussian blobs of 0.3 rad at random places), so that the reconstructions can be checked:
@@ -36,15 +38,39 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/ptychography.py                          # 16², 32² positions; 64² patterns
     .venv/bin/python benchmarks/ptychography.py --sides 32 64 --window 128
-    MBOOK_DEVICE=gpu .venv/bin/python benchmarks/ptychography.py --sides 128 --window 128   # 16,384 positions
-    /tmp/py4venv/bin/python benchmarks/ptychography.py                   # with py4DSTEM (its own venv)
+    MBOOK_DEVICE=gpu .venv/bin/python benchmarks/ptychography.py         # 64², 128² positions; 128² patterns
+
+py4DSTEM 0.14.18 declares ``numpy < 2``, but its single-slice ptychography imports and runs
+under NumPy 2 (2.4.6 checked; its objects agree with a NumPy 1.26 venv's up to the difference of
+precision described in ``benchmarks/README.md``); installed with ``--no-deps`` beside the few
+dependencies that path imports, it cannot downgrade NumPy. Two imports are set aside before it
+loads, below: hdf5plugin (imported only for its file readers; an empty module stands in where it
+is absent, and the header says so) and pylops's CuPy and JAX back ends (pylops serves only its TV
+constraint, off here). On the CPU, in a venv of its own:
+
+    python3.11 -m venv /tmp/p4np2 && /tmp/p4np2/bin/pip install numpy scipy matplotlib tqdm threadpoolctl
+    /tmp/p4np2/bin/pip install pyFFTW h5py scikit-image scikit-learn requests filelock pyyaml typing-extensions
+    bash benchmarks/peers_gpu.sh && /tmp/p4np2/bin/pip install --no-deps .gpu-peers/*.whl
+    /tmp/p4np2/bin/pip install --no-deps -e .
+    /tmp/p4np2/bin/python benchmarks/ptychography.py
+
+On the offline GPU machine (Python 3.12, NumPy 2, CuPy; ``benchmarks/peers_gpu.sh``, run where
+there is a network, downloads the 1.8 MB of wheels it lacks into ``.gpu-peers/``;
+``benchmarks/README.md`` has the exact command and its expected time), from the repository root
+with ``.gpu-peers/`` copied along, mbook and py4DSTEM both on the GPU:
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-peers/*.whl
+    PYTHONPATH=/tmp/site:$PWD MBOOK_DEVICE=gpu python3 benchmarks/ptychography.py --sides 64 128 --window 128
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 import time
+import types
 import warnings
 
 import numpy as np
@@ -58,11 +84,27 @@ try:
 except ImportError:  # run from elsewhere
     from benchmarks.timing import synchronize
 
+# hdf5plugin only registers HDF5 compression filters with h5py, for reading Dectris and Arina files:
+# py4DSTEM imports it with its file readers (py4DSTEM.io.filereaders.read_arina, and ncempy.io.dectris
+# through ncempy.io), for that side effect alone, and nothing on the ptychography path uses it. Its
+# wheel is 46 MB, too big to carry to an offline GPU machine with the others (benchmarks/peers_gpu.sh),
+# so where it is not installed an empty module stands in for it, and the header says so: this script
+# reads no file.
+HDF5PLUGIN_STAND_IN = (importlib.util.find_spec("py4DSTEM") is not None
+                       and importlib.util.find_spec("hdf5plugin") is None)
+if HDF5PLUGIN_STAND_IN:
+    sys.modules["hdf5plugin"] = types.ModuleType("hdf5plugin")
+# py4DSTEM imports pylops (for its TV-denoising constraint, off here), which on import loads CuPy's and JAX's
+# SciPy-like modules when it finds them; the GPU machine has both, and neither is needed here: pylops stays on
+# NumPy (an environment variable set before the import overrides this).
+os.environ.setdefault("CUPY_PYLOPS", "0")
+os.environ.setdefault("JAX_PYLOPS", "0")
 try:
     import py4DSTEM
     from py4DSTEM.process.phase import SingleslicePtychography
-except ImportError:
-    py4DSTEM = None
+    PY4DSTEM_ERROR = None
+except ImportError as error:  # said in the header: a peer that fails to import is not silently left out
+    py4DSTEM, PY4DSTEM_ERROR = None, f"{type(error).__name__}: {error}"
 
 SAMPLING, STEP = 0.25, 1.0  # Å
 ENERGY, SEMIANGLE, DEFOCUS = 300e3, 20.0, 150.0
@@ -78,9 +120,12 @@ def case(side, window, seed=0):
     rng = np.random.default_rng(seed)
     x = np.arange(object_gpts[0]) * SAMPLING
     extent = object_gpts[0] * SAMPLING
-    phase = np.zeros(object_gpts)
-    for a, b in rng.uniform(0, extent, size=(int(0.2 * extent**2), 2)):  # one blob per 5 Å²
-        phase += 0.3 * np.exp(-((x[:, None] - a) ** 2 + (x[None, :] - b) ** 2) / (2 * 0.5**2))
+    centres = rng.uniform(0, extent, size=(int(0.2 * extent**2), 2))  # one blob per 5 Å²
+    # Each blob is separable, exp(-(x-a)²/2σ²) exp(-(y-b)²/2σ²), so their sum is one matrix product of
+    # the (blobs, pixels) factors, not a loop over thousands of blobs on the whole grid (5,250 of them
+    # on 648² pixels for 16,384 positions of 128²).
+    gauss_x, gauss_y = (np.exp(-(x[None, :] - centres[:, k:k + 1]) ** 2 / (2 * 0.5**2)) for k in (0, 1))
+    phase = 0.3 * gauss_x.T @ gauss_y
     potential = backend.asarray((phase / physics.interaction_parameter(ENERGY))[None].astype(np.float32))
     grid = grids.make_grid(gpts=object_gpts, sampling=SAMPLING)
     patterns = ptychography.diffraction_intensities(potential, grid=grid, energy=ENERGY, slice_thickness=1.0,
@@ -109,6 +154,11 @@ def mbook_runner(counts, positions, probe, object_gpts, batch):
     return run
 
 
+def py4dstem_device():
+    """py4DSTEM's ``device`` argument: ``"gpu"`` (CuPy, cuFFT) where mbook runs on the GPU, else ``"cpu"``."""
+    return "gpu" if backend.get_device() == "gpu" else "cpu"
+
+
 def py4dstem_runner(counts, side, window, batch):
     """``(run(iterations), ptycho)``: py4DSTEM's single-slice ptychography on the same counts.
 
@@ -119,7 +169,7 @@ def py4dstem_runner(counts, side, window, batch):
     object is a potential (a phase grating, as mbook's) without positivity; the probe is updated
     from the first iteration (``fix_probe=False``), positions fixed; no filters or denoising.
     """
-    device = "gpu" if backend.get_device() == "gpu" else "cpu"
+    device = py4dstem_device()
     data = np.fft.fftshift(counts, axes=(-2, -1)).reshape(side, side, window, window)
     datacube = py4DSTEM.DataCube(data)
     datacube.calibration.set_R_pixel_size(STEP)
@@ -128,6 +178,7 @@ def py4dstem_runner(counts, side, window, batch):
     datacube.calibration.set_Q_pixel_units("A^-1")
     ptycho = SingleslicePtychography(energy=ENERGY, datacube=datacube, semiangle_cutoff=SEMIANGLE, defocus=DEFOCUS,
                                      object_type="potential", verbose=False, device=device)
+    assert ptycho._device == device, (ptycho._device, device)  # py4DSTEM computes where mbook does
     ptycho.preprocess(plot_center_of_mass=False, plot_rotation=False, plot_probe_overlaps=False,
                       force_com_rotation=0.0, force_com_transpose=False, fit_function="constant")
 
@@ -163,8 +214,12 @@ def interleaved_medians(runs, repeat):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sides", type=int, nargs="+", default=[16, 32], help="raster sides N (N² positions)")
-    parser.add_argument("--window", type=int, default=64, help="pattern pixels W (W²)")
+    # The sizes that matter on each device: the published 16,384 positions of 128² on a GPU.
+    gpu = backend.get_device() == "gpu"
+    parser.add_argument("--sides", type=int, nargs="+", default=[64, 128] if gpu else [16, 32],
+                        help="raster sides N (N² positions); default 16 32 on the CPU, 64 128 on a GPU")
+    parser.add_argument("--window", type=int, default=128 if gpu else 64,
+                        help="pattern pixels W (W²); default 64 on the CPU, 128 on a GPU")
     parser.add_argument("--batch", type=int, default=256, help="positions per gradient step (both codes)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--check-iter", type=int, default=10, help="iterations of the untimed check run")
@@ -172,17 +227,26 @@ def main():
     args = parser.parse_args()
     use_py4 = py4DSTEM is not None and not args.no_py4dstem
     print(backend.describe())
-    print(f"py4DSTEM {py4DSTEM.__version__} (NumPy FFTs on the CPU, CuPy's on a GPU)" if use_py4
-          else "py4DSTEM not run (not installed, or --no-py4dstem)")
+    if use_py4:
+        print(f"py4DSTEM {py4DSTEM.__version__} on device={py4dstem_device()!r} "
+              "(NumPy FFTs on the CPU, CuPy's on a GPU)"
+              + ("; hdf5plugin not installed: an empty module stands in (file readers only)"
+                 if HDF5PLUGIN_STAND_IN else ""))
+    else:
+        print("py4DSTEM not run: "
+              + ("--no-py4dstem" if py4DSTEM is not None else f"it does not import ({PY4DSTEM_ERROR})"))
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; batch {args.batch}; "
           f"µs per position-iteration,"
           f" wall time and (CPU:) CPU time of all threads")
     header = (f"{'positions':>9} {'pattern':>7} {'mbook':>8} {'py4DSTEM':>9} {'py4/mbook':>9} "
               f"{'CPU: mbook':>10} {'py4DSTEM':>9} {'py4/mbook':>9} "
-              f"{'floor':>7} {'mbook/floor':>11} {'r(py4,mbook)':>12} {'r(mbook,true)':>13} {'r(py4,true)':>11}")
-    rows = []
+              f"{'floor':>7} {'mbook/floor':>11} {'py4/floor':>9} "
+              f"{'r(py4,mbook)':>12} {'r(mbook,true)':>13} {'r(py4,true)':>11}")
+    print(header, flush=True)
     for side in args.sides:
+        start = time.perf_counter()
         counts, positions, probe, object_gpts, phase = case(side, args.window)
+        stages = {"data": time.perf_counter() - start}
         n = side * side
         run = mbook_runner(counts, positions, probe, object_gpts, args.batch)
         windows = backend.asarray(np.ones((min(args.batch, n), args.window, args.window), np.complex64))
@@ -191,9 +255,14 @@ def main():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if use_py4:
+                start = time.perf_counter()
                 run4, ptycho = py4dstem_runner(counts, side, args.window, args.batch)
+                stages["py4DSTEM preprocess"] = time.perf_counter() - start
                 runs.update({"py4 1": lambda: run4(1), "py4 3": lambda: run4(3)})
+            start = time.perf_counter()
             t, t_cpu = interleaved_medians(runs, args.repeat)
+            stages["timed rounds"] = time.perf_counter() - start
+            start = time.perf_counter()
             if use_py4:
                 run4(args.check_iter)
         t_mbook = max(t["mbook 3"] - t["mbook 1"], 0.0) / 2 / n
@@ -204,6 +273,7 @@ def main():
         last = int(round(positions[-1, 0] / SAMPLING)) + 1
         region = (slice(first, last),) * 2
         mbook_phase = backend.asnumpy(run(args.check_iter).phase[0])
+        stages["check runs"] = time.perf_counter() - start
         row = dict(n=n, mbook=t_mbook, cpu_mbook=cpu_mbook, floor=t_floor,
                    r_mbook=correlation(mbook_phase[region], phase[region]))
         if use_py4:
@@ -215,22 +285,29 @@ def main():
             py4_region = tuple(slice(first - s, last - s) for s in shift)
             row["r_py4"] = correlation(py4_phase[py4_region], phase[region])
             row["r_both"] = correlation(py4_phase[py4_region], mbook_phase[region])
-        rows.append(row)
-    print(header)
-    for row in rows:
-        dash = "—"
-        py4 = f"{1e6 * row['py4']:9.1f}" if "py4" in row else f"{dash:>9}"
-        ratio = f"{row['py4'] / row['mbook']:9.2f}" if "py4" in row else f"{dash:>9}"
-        r_both = f"{row['r_both']:12.3f}" if "r_both" in row else f"{dash:>12}"
-        cpu_py4 = f"{1e6 * row['cpu_py4']:9.1f}" if "cpu_py4" in row else f"{dash:>9}"
-        cpu_ratio = f"{row['cpu_py4'] / row['cpu_mbook']:9.2f}" if "cpu_py4" in row else f"{dash:>9}"
-        r_py4 = f"{row['r_py4']:11.3f}" if "r_py4" in row else f"{dash:>11}"
-        print(f"{row['n']:>9d} {args.window:>6d}² {1e6 * row['mbook']:8.1f} {py4} {ratio} "
-              f"{1e6 * row['cpu_mbook']:10.1f} {cpu_py4} {cpu_ratio} "
-              f"{1e6 * row['floor']:7.1f} {row['mbook'] / row['floor']:11.1f} {r_both} {row['r_mbook']:13.3f} {r_py4}")
+        print_row(row, args.window)
+        # Where the time goes, per raster (on stderr, apart from the table): for sizing a run to a time limit.
+        print(f"{n} positions: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stages.items()),
+              file=sys.stderr, flush=True)
     print(f"load average after {os.getloadavg()[0]:.1f}; "
           f"correlations of the object phase over the scanned region after {args.check_iter} iterations")
     print("py4DSTEM (published): ~50 µs per position-iteration, 16,384 positions of 128², one A100")
+
+
+def print_row(row, window):
+    """One line of the table, as soon as its raster is done (a run cut short keeps the rows it finished)."""
+    dash = "—"
+    py4 = f"{1e6 * row['py4']:9.1f}" if "py4" in row else f"{dash:>9}"
+    ratio = f"{row['py4'] / row['mbook']:9.2f}" if "py4" in row else f"{dash:>9}"
+    r_both = f"{row['r_both']:12.3f}" if "r_both" in row else f"{dash:>12}"
+    cpu_py4 = f"{1e6 * row['cpu_py4']:9.1f}" if "cpu_py4" in row else f"{dash:>9}"
+    cpu_ratio = f"{row['cpu_py4'] / row['cpu_mbook']:9.2f}" if "cpu_py4" in row else f"{dash:>9}"
+    r_py4 = f"{row['r_py4']:11.3f}" if "r_py4" in row else f"{dash:>11}"
+    py4_floor = f"{row['py4'] / row['floor']:9.1f}" if "py4" in row else f"{dash:>9}"
+    print(f"{row['n']:>9d} {window:>6d}² {1e6 * row['mbook']:8.1f} {py4} {ratio} "
+          f"{1e6 * row['cpu_mbook']:10.1f} {cpu_py4} {cpu_ratio} "
+          f"{1e6 * row['floor']:7.1f} {row['mbook'] / row['floor']:11.1f} {py4_floor} "
+          f"{r_both} {row['r_mbook']:13.3f} {r_py4}", flush=True)
 
 
 if __name__ == "__main__":
