@@ -1159,7 +1159,7 @@ E("cryoem.micrographs.noise_sigma", lambda: call(_catoms(), _params(), _cgrid(),
   microscope=FREE)
 E("cryoem.micrographs.stream_images", lambda: call(_catoms(), _params(), _cgrid(), snr=0.5, pilot=4),
   structure=ATOMS_C, params=["not-params", None], grid=GRID, snr=[0, -1.0, NAN, "1"], seed=SEED,
-  B_factor=NONNEG, budget=LENGTH, pilot=COUNT, microscope=FREE)
+  B_factor=NONNEG, budget=LENGTH, pilot=COUNT, client=["not-a-client", 3], microscope=FREE)
 E("cryoem.wasserstein.check_density", lambda: call(rand(8, 8)), density=ARRAY_ANY_NDIM + [-rand(8, 8)],
   name=FREE, allow_negative=FREE)
 E("cryoem.wasserstein.levels", lambda: call((8, 8)), shape=GPTS)

@@ -17,7 +17,9 @@ Stacks are produced by :func:`stream_images` in batches that fit a memory
 budget (:func:`mbook.core.progress.plan_batches`), on the selected device. The
 noise of a batch is drawn on the host in one call and moved once: image i
 takes its own stretch of a counter-based (Philox) stream keyed by the seed, so
-the stack is the same whatever the batch size (:mod:`mbook.cryoem.white_noise`).
+the stack is the same whatever the batch size (:mod:`mbook.cryoem.white_noise`),
+and wherever a batch is made: with a Dask client the batches are made on its
+workers and yielded here in order.
 
 Examples
 --------
@@ -256,9 +258,7 @@ def _clean_projections(structure, rotations, indices, grid, budget=None):
     """Noise-free projections of the particle(s) for the images ``indices`` (a slice or a device index array);
     a volume's gathers under ``budget`` [bytes]."""
     if isinstance(structure, particles.Atoms):
-        if structure.positions.ndim == 3:  # one conformation per image
-            structure = structure._replace(positions=structure.positions[indices])
-        return particles.project_atoms(structure, rotations, grid)
+        return particles.project_atoms(_conformations(structure, indices), rotations, grid)
     if callable(structure):  # one particle per image, one call each (slow: prefer stacked Atoms)
         xp = backend.get_array_module(rotations)
         numbers_ = range(indices.start, indices.stop) if isinstance(indices, slice) else backend.asnumpy(indices)
@@ -266,6 +266,15 @@ def _clean_projections(structure, rotations, indices, grid, budget=None):
             particles.project_atoms(structure(int(i)), r[None], grid) for i, r in zip(numbers_, rotations)
         ])
     return voxels.project_volume(structure, rotations, sampling=grid.sampling[0], budget=budget)
+
+
+def _conformations(atoms, indices):
+    """The conformations of the images ``indices`` when ``atoms`` holds one per image (positions and, when
+    given per conformation, weights); else ``atoms`` itself."""
+    if atoms.positions.ndim != 3:
+        return atoms
+    return atoms._replace(positions=atoms.positions[indices],
+                          weights=atoms.weights[indices] if atoms.weights.ndim == 2 else atoms.weights)
 
 
 def _transfer(grid, defocus, shifts, B_factor, microscope, xp):
@@ -444,8 +453,27 @@ class ImageBatch(NamedTuple):
 
 
 def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, seed=0, B_factor=0.0,
-                  budget=None, pilot=256, **microscope) -> Iterator[ImageBatch]:
+                  budget=None, pilot=256, client=None, **microscope) -> Iterator[ImageBatch]:
     """Generate a particle stack batch by batch under a memory budget, on the selected device.
+
+    The batches are planned from the budget alone (and at most
+    :data:`CPU_BATCH` images on the CPU), whatever computes them. Image i's
+    noise is keyed by ``seed`` and i (:func:`add_noise`), so a batch is the
+    same wherever and whenever it is made.
+
+    With a Dask ``client`` the batches are made on the cluster's workers
+    (single-threaded FFTs in each; the same batches as here, so the same
+    images) while the caller consumes them in order: the structure is
+    scattered to every worker once (per-image conformations go with their
+    batch), σ is fixed from the pilot here first, and besides the batch the
+    caller holds, at most one batch more than the cluster has worker
+    threads is in flight (computing, or finished and waiting its turn): a
+    new one is submitted as each is taken. So each worker holds one
+    batch's working memory (within ``budget``, which is per worker thread)
+    and the caller at most that many finished batches of images (an image
+    is ``nx·ny`` floats, a small part of its working memory); a batch is
+    released on the cluster once yielded. Closing the generator early
+    cancels the batches still in flight.
 
     Parameters
     ----------
@@ -470,20 +498,27 @@ def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, see
         Memory budget [bytes] (default :func:`mbook.core.progress.memory_budget`).
     pilot : int
         Number of images used to fix σ from the SNR.
+    client : dask.distributed.Client, optional
+        Make the batches on its workers (see above); the images come back
+        on the selected device.
     **microscope
         ``energy`` [eV], ``Cs`` [Å], ``amplitude_contrast``.
 
     Yields
     ------
     ImageBatch
+        In stack order.
 
     Raises
     ------
     ValueError
         For snr <= 0, a non-square grid, or parameters of different lengths.
+    TypeError
+        For a ``client`` that is no Dask client.
     MemoryError
         When not even one image fits the budget.
     """
+    checks.check_client(client)
     snr = check_snr(snr)
     grid = particles.check_grid(grid, 2)
     params = check_parameters(params)
@@ -495,10 +530,30 @@ def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, see
     n = params.defocus.shape[0]
     structure = _check_structure(structure, n, grid)
     defocus = _host_defocus(params.defocus)  # the CTF table is keyed on the host: one copy for the stack
-    return _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope)
+    return _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope, client)
 
 
-def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope):
+def _image_batch(structure, part, rotations, shifts, contrast, defocus, *, grid, sigma, seed, B_factor, microscope,
+                 gather, offset=0):
+    """Images ``part`` of the stack (a slice): projections, transfer, contrast and noise, on the inputs' device.
+
+    ``offset``: the stack index of the structure's first conformation (per-image conformations sent with
+    their batch hold only the batch's); the noise keeps the stack's numbering.
+    """
+    where = slice(part.start - offset, part.stop - offset)
+    clean = _form_images(_clean_projections(structure, rotations, where, grid,
+                                            budget=max(1, (part.stop - part.start) * gather)), grid,
+                         defocus, shifts, contrast, B_factor, microscope)
+    return _add_noise(clean, sigma, seed, part.start)
+
+
+def _image_batch_one_thread(*args, **kwargs):
+    """:func:`_image_batch` with single-threaded CPU FFTs, for a Dask worker: the workers share the cores."""
+    with backend.fft_workers(1):
+        return _image_batch(*args, **kwargs)
+
+
+def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope, client=None):
     sigma = _pilot_sigma(structure, params, defocus, grid, snr, B_factor, microscope, pilot)
     n = defocus.size
     n_atoms = structure.weights.shape[0] if isinstance(structure, particles.Atoms) else 0
@@ -511,9 +566,51 @@ def _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_image + gather, fixed_bytes=fixed, budget=budget)
     if backend.get_device() == "cpu":
         batch = min(batch, CPU_BATCH)
-    for start in progress.progress(range(0, n, batch), desc="images", total=-(-n // batch)):
-        part = slice(start, min(start + batch, n))
-        clean = _form_images(_clean_projections(structure, params.rotations[part], part, grid,
-                                                budget=max(1, (part.stop - part.start) * gather)), grid,
-                             defocus[part], params.shifts[part], params.contrast[part], B_factor, microscope)
-        yield ImageBatch(start, _add_noise(clean, sigma, seed, start), sigma)
+    parts = [slice(start, min(start + batch, n)) for start in range(0, n, batch)]
+    common = dict(grid=grid, sigma=sigma, seed=seed, B_factor=B_factor, microscope=microscope, gather=gather)
+
+    def inputs(part):  # one batch's share of the per-image inputs
+        return (params.rotations[part], params.shifts[part], params.contrast[part], defocus[part])
+
+    if client is not None:
+        yield from _stream_on_cluster(client, structure, parts, inputs, common, sigma)
+        return
+    for part in progress.progress(parts, desc="images"):
+        yield ImageBatch(part.start, _image_batch(structure, part, *inputs(part), **common), sigma)
+
+
+def _stream_on_cluster(client, structure, parts, inputs, common, sigma):
+    """The batches ``parts`` made on the workers of ``client`` and yielded in order, a bounded number ahead."""
+    import collections
+
+    per_image = isinstance(structure, particles.Atoms) and structure.positions.ndim == 3
+    # A shared particle (atoms, a volume, a function) goes to every worker once; per-image conformations
+    # go with their batch (the noise keeps the stack's numbering).
+    # (in a list: Atoms is a tuple, which scatter would split into its fields; hash=False: a key of its own)
+    shared = None if per_image else client.scatter([structure], broadcast=True, hash=False)[0]
+    nthreads = getattr(client, "nthreads", None)
+    ahead = 1 + (sum(nthreads().values()) if callable(nthreads) else 1)
+
+    def submit(part):
+        if per_image:
+            return client.submit(_image_batch_one_thread, _conformations(structure, part), part, *inputs(part),
+                                 pure=False, offset=part.start, **common), part.start
+        return client.submit(_image_batch_one_thread, shared, part, *inputs(part), pure=False, **common), part.start
+
+    queue, remaining = collections.deque(), iter(parts)
+    try:
+        for part in remaining:
+            queue.append(submit(part))
+            if len(queue) >= ahead:
+                break
+        for _ in progress.progress(range(len(parts)), desc="images"):
+            future, start = queue.popleft()
+            images = backend.asarray(future.result())
+            future.release()  # its images are the caller's now
+            part = next(remaining, None)
+            if part is not None:
+                queue.append(submit(part))
+            yield ImageBatch(start, images, sigma)
+    finally:  # the caller stopped early (or a batch failed): nothing left running for it
+        if queue:
+            client.cancel([future for future, _ in queue])

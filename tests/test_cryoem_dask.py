@@ -1,0 +1,111 @@
+"""The cryo-EM stack over a Dask cluster equals the single-process result.
+
+One in-process cluster (two workers of one thread each) serves the whole module. Each test forces at least
+three batches with a small budget, asserts that both workers ran some, and compares with the serial run
+exactly: the workers run the same batches with the same operations (single-threaded FFTs there; scipy's
+FFT splits a batch of transforms over its threads, each transform computed alike, so the thread count
+does not change a value), and the noise of image i is keyed by the seed and i alone.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from mbook.core import backend, grids
+from mbook.cryoem import micrographs, particles, voxels
+
+distributed = pytest.importorskip("distributed")
+
+H = backend.asnumpy
+ATOMS = particles.random_structure(40, radii=(12.0, 10.0, 8.0), sigma=2.0, seed=3)
+GRID2 = grids.make_grid(gpts=(32, 32), sampling=2.0)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
+        yield c
+
+
+def _run(client, run, name):
+    """``run()`` on the cluster, and the workers that ran tasks whose key holds ``name``."""
+    with distributed.get_task_stream(client) as stream:
+        result = run()
+    tasks = [task for task in stream.data if name in task["key"]]
+    return result, len(tasks), {task["worker"] for task in tasks}
+
+
+def _per_image_atoms(n):
+    """One conformation per image (positions and weights): the atoms stretched along x by up to 20 %."""
+    stretch = np.linspace(1.0, 1.2, n)
+    positions = H(ATOMS.positions)[None] * np.stack([stretch, np.ones(n), np.ones(n)], axis=1)[:, None, :]
+    weights = H(ATOMS.weights)[None] * np.linspace(0.8, 1.0, n)[:, None]
+    return particles.Atoms(backend.asarray(positions), backend.asarray(weights), ATOMS.sigma)
+
+
+def _structures(kind, n):
+    """(structure, budget) for a stack of n images with batches of two or three images."""
+    if kind == "atoms":
+        return ATOMS, 300_000
+    if kind == "conformations":
+        return _per_image_atoms(n), 300_000
+    if kind == "function":
+        atoms = _per_image_atoms(n)
+        return (lambda i: particles.Atoms(atoms.positions[i], atoms.weights[i], atoms.sigma)), 300_000
+    volume = particles.gaussian_volume(ATOMS, grids.make_grid(gpts=(32,) * 3, sampling=2.0))
+    return volume, 3 * voxels.GATHER_BYTES_PER_VOXEL * 32**3
+
+
+@pytest.mark.parametrize("kind", ["atoms", "conformations", "function", "volume"])
+def test_a_stack_over_the_cluster_is_the_serial_stack(device, client, kind):
+    """Atoms shared by every image, one conformation per image (sent with its batch), a function giving
+    image i's particle and a voxel volume (scattered once): the same noisy images, batch by batch in stack
+    order, made on both workers."""
+    n = 10
+    structure, budget = _structures(kind, n)
+    params = micrographs.draw_parameters(n, seed=9, max_shift=5.0, contrast_spread=0.2, images_per_micrograph=4)
+    options = dict(snr=0.1, seed=1, budget=budget, pilot=6)
+    serial = list(micrographs.stream_images(structure, params, GRID2, **options))
+    shared, count, workers = _run(
+        client, lambda: list(micrographs.stream_images(structure, params, GRID2, client=client, **options)),
+        "image_batch")
+    assert len(serial) >= 3 and count == len(serial) and len(workers) == 2
+    assert [b.start for b in shared] == [b.start for b in serial]
+    assert {b.noise_sigma for b in shared} == {serial[0].noise_sigma} and serial[0].noise_sigma > 0
+    assert all(backend.get_array_module(b.images) is backend.xp for b in shared)
+    for mine, theirs in zip(shared, serial):
+        np.testing.assert_array_equal(H(mine.images), H(theirs.images))
+
+
+def test_per_image_weights_follow_their_images(device):
+    """A batch of images k.. takes the weights of conformations k.., not of the first ones."""
+    n = 6
+    atoms = _per_image_atoms(n)
+    params = micrographs.draw_parameters(n, seed=4)
+    stack = np.concatenate([H(b.images) for b in micrographs.stream_images(atoms, params, GRID2, budget=300_000)])
+    direct = particles.project_atoms(atoms, params.rotations, GRID2)
+    expected = micrographs.form_images(direct, GRID2, defocus=params.defocus, shifts=params.shifts,
+                                       contrast=params.contrast)
+    np.testing.assert_allclose(stack, H(expected), rtol=1e-12, atol=1e-12 * np.abs(stack).max())
+
+
+def test_closing_a_stream_early_cancels_its_batches(client):
+    params = micrographs.draw_parameters(40, seed=2)
+    stream = micrographs.stream_images(ATOMS, params, GRID2, snr=0.5, budget=300_000, pilot=4, client=client)
+    first = next(stream)
+    assert first.start == 0
+    stream.close()
+    deadline = time.monotonic() + 10
+    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0  # nothing left behind
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: micrographs.stream_images(ATOMS, micrographs.draw_parameters(2), GRID2, client=c),
+], ids=["stream_images"])
+@pytest.mark.parametrize("bad", ["not-a-client", 3])
+def test_a_non_client_is_refused_before_any_work(call, bad):
+    with pytest.raises(TypeError, match="client must be a dask"):
+        call(bad)
