@@ -1179,10 +1179,11 @@ def _embedding_size():
 E("cryoem.wasserstein.wemd", lambda: call(_unit(rand(8, 8)), _unit(rand(8, 8, seed=1))),
   p=ARRAY + [-rand(8, 8), rand(4, 4)],
   q=ARRAY + [-rand(8, 8), rand(4, 4)], sampling=LENGTH, wavelet=["no-such-wavelet", 3])
-E("cryoem.wasserstein.pairwise_l1", lambda: call(rand(4, 10)), embedded=ARRAY, budget=LENGTH)
+E("cryoem.wasserstein.pairwise_l1", lambda: call(rand(4, 10)), embedded=ARRAY, budget=LENGTH,
+  client=["not-a-client", 3])
 E("cryoem.wasserstein.pairwise_wemd", lambda: call(rand(3, 8, 8) / rand(3, 8, 8).sum(axis=(1, 2))[:, None, None]),
   densities=ARRAY + [-rand(3, 8, 8)],
-  sampling=LENGTH, wavelet=["no-such-wavelet", 3], allow_negative=FREE, budget=LENGTH)
+  sampling=LENGTH, wavelet=["no-such-wavelet", 3], allow_negative=FREE, budget=LENGTH, client=["not-a-client", 3])
 E("cryoem.wasserstein.exact_emd", lambda: call(_unit(rand(6, 6)), _unit(rand(6, 6, seed=1))),
   p=ARRAY + [-rand(6, 6), rand(4, 4)], q=ARRAY + [-rand(6, 6), rand(4, 4)], sampling=LENGTH, max_points=COUNT)
 E("cryoem.wasserstein.diffusion_map", lambda: call(_distances()), distances=ARRAY + [rand(3, 4), -_distances()],

@@ -1,4 +1,4 @@
-"""The cryo-EM stack over a Dask cluster equals the single-process result.
+"""The cryo-EM stack and the all-pairs wavelet EMDs over a Dask cluster equal the single-process results.
 
 One in-process cluster (two workers of one thread each) serves the whole module. Each test forces at least
 three batches with a small budget, asserts that both workers ran some, and compares with the serial run
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids
-from mbook.cryoem import micrographs, particles, voxels
+from mbook.cryoem import micrographs, particles, voxels, wasserstein
 
 distributed = pytest.importorskip("distributed")
 
@@ -102,9 +102,40 @@ def test_closing_a_stream_early_cancels_its_batches(client):
     assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0  # nothing left behind
 
 
+def _unit(stack):
+    return stack / stack.sum(axis=tuple(range(1, stack.ndim)), keepdims=True)
+
+
+def test_pairwise_wemd_over_the_cluster_is_the_serial_matrix(device, client):
+    densities = _unit(np.random.default_rng(1).random((9, 16, 16)))
+    budget = 3 * 2 * 8 * wasserstein.embedding_size((16, 16))  # three rows of differences at a time
+    serial = wasserstein.pairwise_wemd(densities, sampling=2.0, budget=budget)
+    shared, strips, workers = _run(
+        client, lambda: wasserstein.pairwise_wemd(densities, sampling=2.0, budget=budget, client=client), "l1_strip")
+    assert strips >= 3 and len(workers) == 2
+    assert backend.get_array_module(shared) is backend.xp
+    np.testing.assert_array_equal(H(shared), H(serial))
+    embedded = wasserstein.wavelet_embedding(densities[0])  # the embeddings were made on the workers too
+    _, count, workers = _run(client, lambda: wasserstein.pairwise_wemd(densities, client=client), "embed_all")
+    assert count >= 3 and len(workers) == 2 and embedded.shape[0] == wasserstein.embedding_size((16, 16))
+
+
+def test_pairwise_l1_over_the_cluster_is_the_serial_matrix(device, client):
+    embedded = backend.asarray(np.random.default_rng(2).standard_normal((23, 50)))
+    serial = wasserstein.pairwise_l1(embedded, budget=3 * 2 * 50 * 8)
+    shared, strips, workers = _run(client, lambda: wasserstein.pairwise_l1(embedded, budget=3 * 2 * 50 * 8,
+                                                                           client=client), "l1_strip")
+    assert strips >= 3 and len(workers) == 2
+    np.testing.assert_array_equal(H(shared), H(serial))
+    single = wasserstein.pairwise_l1(embedded[:1], client=client)  # one row: no pairs, no strips
+    np.testing.assert_array_equal(H(single), np.zeros((1, 1)))
+
+
 @pytest.mark.parametrize("call", [
     lambda c: micrographs.stream_images(ATOMS, micrographs.draw_parameters(2), GRID2, client=c),
-], ids=["stream_images"])
+    lambda c: wasserstein.pairwise_l1(np.ones((3, 4)), client=c),
+    lambda c: wasserstein.pairwise_wemd(_unit(np.ones((3, 8, 8))), client=c),
+], ids=["stream_images", "pairwise_l1", "pairwise_wemd"])
 @pytest.mark.parametrize("bad", ["not-a-client", 3])
 def test_a_non_client_is_refused_before_any_work(call, bad):
     with pytest.raises(TypeError, match="client must be a dask"):

@@ -29,6 +29,8 @@ Device rule: PyWavelets and POT run on the host only. The wavelet transforms
 and the exact transport copy their densities to the host, compute there, and
 return arrays on the selected device (plain distances as floats); the
 all-pairs l1 distances and the diffusion map run on the selected device.
+With a Dask client, the embeddings and strips of the distance matrix are
+made on its workers and assembled here into the same matrix.
 
 Examples
 --------
@@ -241,17 +243,25 @@ def wemd(p, q, *, sampling=1.0, wavelet=WAVELET) -> float:
     return float(np.abs(_embedding(p - q, h, wavelet)).sum())
 
 
-def pairwise_l1(embedded, *, budget=None):
+def pairwise_l1(embedded, *, budget=None, client=None):
     """All-pairs l1 distances between the rows of ``embedded``, on the selected device.
 
     Row by row, with the other rows in batches under the memory budget.
+    With a Dask ``client`` the rows are shared out in strips of about equal
+    numbers of pairs, a few per worker thread: ``embedded`` is scattered to
+    every worker once, each strip runs the same row-by-row batches as here
+    (so every distance is computed by the same operations: the same
+    matrix), and each strip is written into the matrix as it comes back,
+    then released.
 
     Parameters
     ----------
     embedded : (n, m) array_like
     budget : int, optional
         Memory budget for one batch of differences [bytes] (default
-        :func:`mbook.core.progress.memory_budget`).
+        :func:`mbook.core.progress.memory_budget`); on a cluster, per worker thread.
+    client : dask.distributed.Client, optional
+        Compute the strips on its workers.
 
     Returns
     -------
@@ -259,23 +269,63 @@ def pairwise_l1(embedded, *, budget=None):
         Symmetric, zero diagonal; on the selected device.
     """
     embedded = checks.check_array(embedded, "embedded", ndim=2)
+    checks.check_client(client)
     xp = backend.get_array_module(embedded)
     n, m = embedded.shape
     out = xp.zeros((n, n))
     batch = progress.plan_batches(n_items=n, bytes_per_item=2 * m * embedded.itemsize, budget=budget)
-    for i in range(n - 1):
-        for start in range(i + 1, n, batch):
-            stop = min(start + batch, n)
-            out[i, start:stop] = xp.abs(embedded[start:stop] - embedded[i]).sum(axis=1)
+    if client is None:
+        _l1_rows(embedded, 0, n - 1, batch, out)
+        return out + out.T
+    nthreads = getattr(client, "nthreads", None)
+    slots = sum(nthreads().values()) if callable(nthreads) else 1
+    strips = _strips(n, 4 * slots)
+    # In a list: scatter would split an array into its rows. hash=False: a key of its own, so that an equal
+    # array scattered and released by an earlier call cannot take this one's data with it.
+    shared = client.scatter([embedded], broadcast=True, hash=False)[0]
+    futures = client.map(_l1_strip, [first for first, _ in strips], [last for _, last in strips], embedded=shared,
+                         batch=batch, pure=False)
+    for (first, last), future in zip(strips, progress.progress(futures, desc="l1 distances")):
+        out[first:last] = future.result()
+        future.release()  # its rows are in the matrix now
     return out + out.T
 
 
-def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=False, budget=None):
+def _l1_rows(embedded, first, last, batch, out):
+    """Kernel: ``out[i - first, j] = |e_j - e_i|_1`` for ``first <= i < last`` and ``j > i``, in column batches."""
+    xp = backend.get_array_module(embedded)
+    n = embedded.shape[0]
+    for i in range(first, last):
+        for start in range(i + 1, n, batch):
+            stop = min(start + batch, n)
+            out[i - first, start:stop] = xp.abs(embedded[start:stop] - embedded[i]).sum(axis=1)
+
+
+def _l1_strip(first, last, *, embedded, batch):
+    """Rows ``first:last`` of the upper triangle, ``(last - first, n)``, for a Dask worker."""
+    xp = backend.get_array_module(embedded)
+    out = xp.zeros((last - first, embedded.shape[0]))
+    _l1_rows(embedded, first, last, batch, out)
+    return out
+
+
+def _strips(n, count):
+    """Row ranges ``[(first, last), ...]`` covering ``0..n-1`` with about equal numbers of pairs ``j > i``."""
+    pairs = np.cumsum(np.arange(n - 1, 0, -1))  # pairs in rows 0..i
+    cuts = np.searchsorted(pairs, np.linspace(0, pairs[-1], count + 1)[1:-1], side="left") + 1 if n > 1 else []
+    bounds = sorted({0, max(n - 1, 0), *(int(c) for c in cuts)})
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=False, budget=None, client=None):
     """All-pairs wavelet EMD, the direct way: embed each density, then l1 distances (O(n² m)).
 
     The embeddings are host-only (PyWavelets, one density at a time); they
     move to the device once, where the l1 distances are taken
-    (:func:`pairwise_l1`).
+    (:func:`pairwise_l1`). With a Dask ``client`` both run on its workers:
+    the densities in a few batches per worker thread (embedded on the
+    workers' hosts, stacked here in order), then the strips of
+    :func:`pairwise_l1`; the same embeddings and distances as without.
 
     Parameters
     ----------
@@ -288,6 +338,8 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
         Accept signed arrays (members of a linear family that dip below 0).
     budget : int, optional
         Memory budget of :func:`pairwise_l1` [bytes].
+    client : dask.distributed.Client, optional
+        Embed and compare on its workers.
 
     Returns
     -------
@@ -295,13 +347,27 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
         Symmetric, zero diagonal; on the selected device.
     """
     h = checks.check_positive(sampling, "sampling", 1)[0]
+    checks.check_client(client)
     densities = checks.check_array(densities, "densities", min_ndim=2, real=True)
     densities = [_host_density(d, "densities", allow_negative=allow_negative) for d in densities]
     masses = np.array([d.sum() for d in densities])
     if not allow_negative and np.ptp(masses) > 1e-6 * np.abs(masses).max():
         raise ValueError(f"densities must have equal masses, got {masses.min():.6g} to {masses.max():.6g}")
-    embedded = backend.asarray(np.stack([_embedding(d, h, wavelet) for d in densities]))
-    return pairwise_l1(embedded, budget=budget)
+    if client is None:
+        embedded = np.stack([_embedding(d, h, wavelet) for d in densities])
+    else:
+        nthreads = getattr(client, "nthreads", None)
+        count = min(len(densities), 4 * (sum(nthreads().values()) if callable(nthreads) else 1))
+        bounds = np.linspace(0, len(densities), count + 1).round().astype(int)
+        futures = client.map(_embed_all, [densities[a:b] for a, b in zip(bounds[:-1], bounds[1:])], h=h,
+                             wavelet=wavelet, pure=False)
+        embedded = np.concatenate(client.gather(futures))
+    return pairwise_l1(backend.asarray(embedded), budget=budget, client=client)
+
+
+def _embed_all(densities, *, h, wavelet):
+    """Host kernel for a Dask worker: the embeddings (b, m) of a list of host densities."""
+    return np.stack([_embedding(d, h, wavelet) for d in densities])
 
 
 def exact_emd(p, q, *, sampling=1.0, max_points=6000) -> float:
