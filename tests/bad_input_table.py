@@ -1072,7 +1072,7 @@ E("cryoem.wemd_family.precompute", lambda: call(rand(2, 8, 8, 8), sampling=2.0),
 E("cryoem.wemd_family.distances", lambda: call(rand(3, 2), _table()), differences=ARRAY + [rand(3, 5)],
   table=["not-a-table", None])
 E("cryoem.wemd_family.pairwise", lambda: call(rand(4, 2), _table()), coordinates=ARRAY + [rand(4, 5)],
-  table=["not-a-table", None], budget=LENGTH)
+  table=["not-a-table", None], budget=LENGTH, client=["not-a-client", 3])
 E("cryoem.kam.radial_nodes", lambda: call(20.0, 1 / 12), radius=LENGTH, k_max=LENGTH, oversampling=LENGTH)
 E("cryoem.kam.estimate_invariants", lambda: call(_exact_moments(), radius=20.0, l_max=4),
   moments_=MOMENTS, radius=LENGTH, l_max=COUNT0 + [10**6], oversampling=LENGTH, regularization=NONNEG,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids
-from mbook.cryoem import micrographs, particles, voxels, wasserstein
+from mbook.cryoem import micrographs, particles, voxels, wasserstein, wemd_family
 
 distributed = pytest.importorskip("distributed")
 
@@ -131,11 +131,28 @@ def test_pairwise_l1_over_the_cluster_is_the_serial_matrix(device, client):
     np.testing.assert_array_equal(H(single), np.zeros((1, 1)))
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_family_pairwise_over_the_cluster_is_the_serial_matrix(device, client, k):
+    rng = np.random.default_rng(k)
+    table = wemd_family.precompute(rng.standard_normal((k, 8, 8, 8)), sampling=2.0, leaf_size=4)
+    z = rng.standard_normal((30, k))
+    n_pairs = 30 * 29 // 2
+    per_pair = 8 * (8 * k + (64 if k <= 2 else 2 * wemd_family.LEAF_SIZE * k + 400))
+    budget = 8 * (2 * 30 * 30 + 3 * n_pairs) + 100 * per_pair  # batches of 100 of the 435 pairs
+    serial = wemd_family.pairwise(z, table, budget=budget)
+    shared, count, workers = _run(client, lambda: wemd_family.pairwise(z, table, budget=budget, client=client),
+                                  "pair_batch")
+    assert count == 5 and len(workers) == 2
+    assert backend.get_array_module(shared) is backend.xp
+    np.testing.assert_array_equal(H(shared), H(serial))
+
+
 @pytest.mark.parametrize("call", [
     lambda c: micrographs.stream_images(ATOMS, micrographs.draw_parameters(2), GRID2, client=c),
     lambda c: wasserstein.pairwise_l1(np.ones((3, 4)), client=c),
     lambda c: wasserstein.pairwise_wemd(_unit(np.ones((3, 8, 8))), client=c),
-], ids=["stream_images", "pairwise_l1", "pairwise_wemd"])
+    lambda c: wemd_family.pairwise(np.zeros((3, 2)), wemd_family.precompute(np.ones((2, 8, 8))), client=c),
+], ids=["stream_images", "pairwise_l1", "pairwise_wemd", "family_pairwise"])
 @pytest.mark.parametrize("bad", ["not-a-client", 3])
 def test_a_non_client_is_refused_before_any_work(call, bad):
     with pytest.raises(TypeError, match="client must be a dask"):

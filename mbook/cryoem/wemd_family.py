@@ -339,8 +339,13 @@ def _tree_query(u, a, b, table, xp):
     return result
 
 
-def pairwise(coordinates, table: WEMDTable, *, budget=None):
+def pairwise(coordinates, table: WEMDTable, *, budget=None, client=None):
     """All-pairs wavelet EMD between the family members ``V(z_i)``, on the selected device.
+
+    The pairs ``i < j`` in batches under the budget. With a Dask ``client``
+    the same batches run on its workers (the coordinates and the table
+    scattered to every worker once), each batch's distances written into
+    the result as they come back, then released: the same matrix.
 
     Parameters
     ----------
@@ -349,7 +354,10 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None):
     table : WEMDTable
         From :func:`precompute` on the family's basis.
     budget : int, optional
-        Memory budget for the batches of pairs [bytes].
+        Memory budget for the batches of pairs [bytes] (on a cluster, per
+        worker thread; the result and the pair indices are counted here).
+    client : dask.distributed.Client, optional
+        Compute the batches on its workers.
 
     Returns
     -------
@@ -357,6 +365,7 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None):
         Symmetric, zero diagonal [Å × mass]; on the selected device.
     """
     _check_table(table)
+    checks.check_client(client)
     z = checks.check_array(coordinates, "coordinates", real=True).astype(float)
     if z.ndim != 2 or z.shape[1] != table.k:
         raise ValueError(f"coordinates must be (n, {table.k}) for this {table.k}-dimensional family, "
@@ -374,7 +383,24 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None):
     xp = backend.get_array_module(z)
     rows, cols = xp.triu_indices(n, 1)
     out = xp.zeros((n, n))
-    values = xp.concatenate([_distances(z[rows[s:s + batch]] - z[cols[s:s + batch]], table)
-                             for s in range(0, rows.shape[0], batch)])
+    starts = range(0, n_pairs, batch)
+    if client is None:
+        values = xp.concatenate([_pair_batch(start, z=z, rows=rows, cols=cols, table=table, batch=batch)
+                                 for start in starts])
+    else:
+        # In a list: scatter would split a tuple (the table) or an array (its rows) into parts. hash=False:
+        # keys of their own, so that equal arrays released by an earlier call cannot take these with them.
+        shared = dict(zip(("z", "rows", "cols", "table"),
+                          client.scatter([z, rows, cols, table], broadcast=True, hash=False)))
+        futures = client.map(_pair_batch, list(starts), batch=batch, pure=False, **shared)
+        values = xp.empty(n_pairs)
+        for start, future in zip(starts, progress.progress(futures, desc="pairwise WEMD")):
+            values[start:start + batch] = future.result()
+            future.release()  # its distances are in the result now
     out[rows, cols] = values
     return out + out.T
+
+
+def _pair_batch(start, *, z, rows, cols, table, batch):
+    """Kernel: the distances of pairs ``start:start + batch`` of ``(rows, cols)``, on the inputs' device."""
+    return _distances(z[rows[start:start + batch]] - z[cols[start:start + batch]], table)
