@@ -123,7 +123,7 @@ def compute_waves(array, points, *, transmissions, propagators, u, step, gpts, b
 
     starts = range(0, n, batch)
     if client is not None:
-        shared = {k: client.scatter(v, broadcast=True)
+        shared = {k: client.scatter(v, broadcast=True, hash=False)
                   for k, v in dict(transmissions=transmissions, propagators=propagators, u=u).items()}
         futures = client.map(_propagate_patches_one_thread, [points[s:s + batch] for s in starts], pure=False,
                              step=step, gpts=gpts, **shared)

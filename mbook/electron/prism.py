@@ -266,7 +266,7 @@ def build_smatrix(potential, *, grid, energy, slice_thickness, semiangle_cutoff,
     kwargs = dict(transmissions=transmissions, propagators=propagators, grid=grid)
     bar = dict(desc="S-matrix")
     if client is not None:
-        shared = {k: client.scatter(v, broadcast=True) if k != "grid" else v for k, v in kwargs.items()}
+        shared = {k: client.scatter(v, broadcast=True, hash=False) if k != "grid" else v for k, v in kwargs.items()}
         futures = client.map(_propagate_beams_one_thread, [beams[s:s + batch] for s in starts], pure=False,
                              **shared)
         for start, future in zip(starts, progress.progress(futures, **bar)):

@@ -359,8 +359,10 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
             patterns[start:stop] = result[1]
 
     if client is not None:
-        shared = {k: client.scatter(v, broadcast=True) if k in ("transmissions", "propagators", "masks", "probe")
-                  else v
+        # hash=False: each call's copies under their own keys, so releasing one call's copies cannot take
+        # an equal array from under a later call's batches
+        shared = {k: client.scatter(v, broadcast=True, hash=False)
+                  if k in ("transmissions", "propagators", "masks", "probe") else v
                   for k, v in kwargs.items()}
         futures = client.map(_scan_batch_one_thread, [flat[start:start + batch] for start in starts], pure=False,
                              **shared)
