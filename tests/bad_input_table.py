@@ -205,6 +205,13 @@ def disk(n, radius=0.3):
     return (x**2 + y**2) < radius**2
 
 
+def _device_module():
+    """The selected device's array module (the ``xp`` the unchecked kernels take)."""
+    from mbook.core import backend
+
+    return backend.xp
+
+
 def dev(array):
     """``array`` on the selected device (for the unchecked kernels, which take device arrays only)."""
     from mbook.core import backend
@@ -1136,10 +1143,17 @@ E("cryoem.particles.gaussian_volume", lambda: call(_catoms(), _cgrid((8, 8, 8)))
 E("cryoem.particles.project_atoms", lambda: call(_catoms(), _rotations(), _cgrid()), atoms=ATOMS_C,
   rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], grid=GRID + [_cgrid((8, 8, 8))], budget=LENGTH)
 E("cryoem.micrographs.check_snr", lambda: call(0.5), snr=[0, -1.0, NAN, "1"])  # inf: no noise
-E("cryoem.micrographs.ctf", lambda: call(_cgrid(), defocus=15000.0), grid=GRID, defocus=REAL + [np.array([NAN])],
+E("cryoem.ctf.ctf", lambda: call(_cgrid(), defocus=15000.0), grid=GRID, defocus=REAL + [np.array([NAN])],
   B_factor=NONNEG, microscope=FREE)
-E("cryoem.micrographs.ctf_profile", lambda: call(0.1, defocus=15000.0, num_samples=50), k_max=LENGTH,
+E("cryoem.ctf.ctf_profile", lambda: call(0.1, defocus=15000.0, num_samples=50), k_max=LENGTH,
   defocus=REAL, B_factor=NONNEG, num_samples=COUNT, microscope=FREE)
+E("cryoem.ctf.check_defocus", lambda: call([1.5e4, 2e4]), defocus=REAL + [[], [NAN]])
+E("cryoem.ctf.check_b_factor", lambda: call(50.0), B_factor=NONNEG)
+E("cryoem.ctf.check_microscope", lambda: call({"Cs": 1e7}), microscope=[{"no_such_lens": 1.0}])
+E("cryoem.ctf.ctf_table", lambda: call(_cgrid(), np.array([1.5e4]), 0.0, {"energy": 300e3, "Cs": 2.7e7,
+                                                                           "amplitude_contrast": 0.1},
+                                         _device_module()),
+  grid=UNCHECKED, defocus=UNCHECKED, B_factor=UNCHECKED, microscope=UNCHECKED, xp=UNCHECKED)
 E("cryoem.micrographs.draw_parameters", lambda: call(4, seed=0), n_images=COUNT, seed=SEED,
   defocus_range=[(NAN, 1.0), (2.0, 1.0), (1.0,), "a"], max_shift=NONNEG, contrast_spread=NONNEG,
   images_per_micrograph=COUNT)

@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 from mbook.core import backend, grids
-from mbook.cryoem import micrographs, particles, volumes, voxels, white_noise
+from mbook.cryoem import ctf, micrographs, particles, volumes, voxels, white_noise
 from mbook.geometry import so3
 from mbook.electron import waves
 
@@ -201,25 +201,25 @@ def test_bad_input_is_refused(call, match):
 
 # --------------------------------------------------------------------------- image formation
 def test_ctf_is_the_lens_model_times_the_b_factor_envelope(device):
-    ctf = backend.asnumpy(micrographs.ctf(GRID2, defocus=1.5e4, B_factor=80.0))
+    transfer = backend.asnumpy(ctf.ctf(GRID2, defocus=1.5e4, B_factor=80.0))
     lens = backend.asnumpy(waves.contrast_transfer_function(GRID2, energy=300e3, defocus=1.5e4, Cs=2.7e7,
                                                             amplitude_contrast=0.1))
     k2 = backend.asnumpy(grids.frequency_squared(GRID2))
-    np.testing.assert_allclose(ctf, lens * np.exp(-20.0 * k2), rtol=1e-12)
-    assert ctf[0, 0] == pytest.approx(-0.1)  # -A at k = 0
+    np.testing.assert_allclose(transfer, lens * np.exp(-20.0 * k2), rtol=1e-12)
+    assert transfer[0, 0] == pytest.approx(-0.1)  # -A at k = 0
 
 
 def test_ctf_profile_is_the_ctf_finely_sampled(device):
     """On the image grid's frequencies the profile equals the 2D CTF; finely sampled it resolves every ripple."""
     defoci = [1.0e4, 2.5e4]
-    k, profile = (backend.asnumpy(a) for a in micrographs.ctf_profile(0.25, defocus=defoci, B_factor=50.0,
+    k, profile = (backend.asnumpy(a) for a in ctf.ctf_profile(0.25, defocus=defoci, B_factor=50.0,
                                                                       num_samples=16))
     np.testing.assert_allclose(k, np.arange(16) / 64.0, rtol=1e-14)
-    grid_ctf = backend.asnumpy(micrographs.ctf(GRID2, defocus=defoci, B_factor=50.0))
+    grid_ctf = backend.asnumpy(ctf.ctf(GRID2, defocus=defoci, B_factor=50.0))
     np.testing.assert_allclose(profile, grid_ctf[:, :16, 0], rtol=1e-12, atol=1e-15)
 
     def sign_changes(n):
-        return int(np.sum(np.diff(np.sign(backend.asnumpy(micrographs.ctf_profile(
+        return int(np.sum(np.diff(np.sign(backend.asnumpy(ctf.ctf_profile(
             0.25, defocus=2.5e4, num_samples=n)[1]))) != 0))
     assert sign_changes(4000) == sign_changes(8000)  # converged: every zero resolved
     assert sign_changes(4000) > sign_changes(16) + 5  # the image grid's 16 samples miss most of them
@@ -377,7 +377,7 @@ def test_numpy_inputs_give_results_on_the_selected_device():
         params = micrographs.draw_parameters(3)
         assert on_device(*params, *micrographs.check_parameters(params._replace(defocus=np.ones(3) * 1e4)))
         images = np.ones((1, 32, 32))
-        assert on_device(micrographs.ctf(GRID2, defocus=1e4), *micrographs.ctf_profile(0.2, defocus=1e4),
+        assert on_device(ctf.ctf(GRID2, defocus=1e4), *ctf.ctf_profile(0.2, defocus=1e4),
                          micrographs.form_images(images, GRID2, defocus=[1e4], shifts=[[1.0, 0.0]], contrast=[2.0]),
                          micrographs.form_images_adjoint(images, GRID2, defocus=[1e4]),
                          micrographs.add_noise(images, 1.0, seed=0),

@@ -3,7 +3,8 @@
 - :mod:`~mbook.cryoem.particles`: Gaussian-atom particles (one, or one conformation per image) and their
   projections;
 - :mod:`~mbook.cryoem.voxels`: projection of voxel volumes and its adjoint;
-- :mod:`~mbook.cryoem.micrographs`: CTF, contrast, noise, image streams;
+- :mod:`~mbook.cryoem.ctf`: the contrast transfer function with its B-factor envelope;
+- :mod:`~mbook.cryoem.micrographs`: image formation (CTF, shifts, contrast), noise, image streams;
 - :mod:`~mbook.cryoem.white_noise`: per-image noise that does not depend on the batching;
 - :mod:`~mbook.cryoem.volumes`: MRC files and Fourier shell correlation;
 - :mod:`~mbook.cryoem.moments`, :mod:`~mbook.cryoem.kam`: image moments and Kam's method;

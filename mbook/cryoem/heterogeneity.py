@@ -60,7 +60,7 @@ import numpy as np
 from scipy import spatial, stats
 
 from mbook.core import backend, checks, progress
-from mbook.cryoem import micrographs, moments, particles
+from mbook.cryoem import ctf, micrographs, moments, particles
 from mbook.geometry import so3
 
 
@@ -307,7 +307,7 @@ def image_statistics(batches, params: micrographs.ImageParameters, grid, basis: 
         for first in range(0, images.shape[0], size):
             b = min(size, images.shape[0] - first)
             part = slice(batch.start + first, batch.start + first + b)
-            transfer = micrographs.ctf(grid, defocus=defocus[part], B_factor=B_factor, **microscope)
+            transfer = ctf.ctf(grid, defocus=defocus[part], B_factor=B_factor, **microscope)
             transfer = transfer.reshape(b, -1)[:, index]  # (b, q)
             centres = basis.positions @ params.rotations[part, :2].swapaxes(1, 2)  # (b, d, 2): x, y of R r
             phase = xp.exp(-2j * math.pi * (kx[None, :, None] * centres[:, None, :, 0]

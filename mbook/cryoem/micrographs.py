@@ -44,16 +44,11 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.cryoem import particles, voxels, white_noise
+from mbook.cryoem import ctf, particles, voxels, white_noise
 from mbook.geometry import so3
-from mbook.electron import waves
 
 #: Images per batch on the CPU: larger batches only add memory traffic.
 CPU_BATCH = 256
-#: Default microscope: 300 kV, Cs = 2.7 mm, 10 % amplitude contrast.
-MICROSCOPE = {"energy": 300e3, "Cs": 2.7e7, "amplitude_contrast": 0.1}
-
-
 def check_snr(snr) -> float:
     """Validate a signal-to-noise ratio: a number > 0 (``inf`` means no noise).
 
@@ -65,111 +60,6 @@ def check_snr(snr) -> float:
     if isinstance(snr, bool) or not isinstance(snr, numbers.Real) or math.isnan(snr) or snr <= 0:
         raise ValueError(f"snr must be a number > 0 (inf for no noise), got {snr!r}")
     return float(snr)
-
-
-def _host_defocus(defocus) -> np.ndarray:
-    """Defocus values on the host (they key the CTF table): one small copy, then checked."""
-    if isinstance(defocus, (str, bytes)):
-        raise ValueError(f"defocus must be finite numbers [Å], got {defocus!r}")
-    try:
-        values = np.asarray(backend.asnumpy(defocus) if backend.is_device_array(defocus) else defocus, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"defocus must be finite numbers [Å], got {defocus!r:.60}") from None
-    if values.size == 0 or not np.isfinite(values).all():
-        raise ValueError(f"defocus must be finite [Å], got {defocus!r}")
-    return values
-
-
-def _ctf_table(grid, defocus, B_factor, microscope, xp):
-    """CTFs times the B-factor envelope for host defoci (b,) -> (b, nx, ny) on ``xp``, one per distinct defocus.
-
-    Images of one micrograph share a defocus: the lens model of
-    :func:`mbook.electron.waves.contrast_transfer_function` is evaluated once
-    per distinct value and gathered.
-    """
-    envelope = xp.exp(-B_factor / 4 * grids.frequency_squared(grid, xp=xp))
-    unique, inverse = np.unique(defocus.ravel(), return_inverse=True)
-    table = xp.stack([  # the lens model comes back on the selected device, where xp's arrays are
-        waves.contrast_transfer_function(grid, energy=microscope["energy"], defocus=float(d), Cs=microscope["Cs"],
-                                         amplitude_contrast=microscope["amplitude_contrast"])
-        for d in unique
-    ]) * envelope
-    return table[xp.asarray(inverse.ravel())]
-
-
-def _microscope(microscope) -> dict:
-    unknown = set(microscope) - set(MICROSCOPE)
-    if unknown:
-        raise TypeError(f"unknown microscope parameters {sorted(unknown)}; valid: {sorted(MICROSCOPE)}")
-    return {**MICROSCOPE, **microscope}
-
-
-def _check_b_factor(B_factor) -> float:
-    return checks.check_positive_number(B_factor, "B_factor", allow_zero=True)
-
-
-def ctf(grid, *, defocus, B_factor=0.0, **microscope):
-    """CTF of :func:`mbook.electron.waves.contrast_transfer_function` times ``exp(-B k² / 4)``.
-
-    Parameters
-    ----------
-    grid : Grid
-        2D image grid [Å].
-    defocus : float or (b,) array_like
-        Defocus, positive for underfocus [Å]; one CTF per value.
-    B_factor : float
-        B-factor of the envelope, >= 0 [Å²].
-    **microscope
-        ``energy`` [eV], ``Cs`` [Å], ``amplitude_contrast`` in [0, 1)
-        (defaults :data:`MICROSCOPE`).
-
-    Returns
-    -------
-    (nx, ny) or (b, nx, ny) ndarray, float64
-        In FFT order, on the selected device.
-    """
-    B_factor = _check_b_factor(B_factor)
-    values = _host_defocus(defocus)
-    out = _ctf_table(grid, values, B_factor, _microscope(microscope), backend.xp)
-    return out[0] if values.ndim == 0 else out
-
-
-def ctf_profile(k_max, *, defocus, B_factor=0.0, num_samples=1000, **microscope):
-    """The CTF along ``k_x`` (``k_y = 0``), finely sampled: for plotting its oscillations.
-
-    The same lens model as :func:`ctf`, on a one-row grid whose frequency
-    step is ``k_max / num_samples``.
-
-    Parameters
-    ----------
-    k_max : float
-        Largest frequency [1/Å].
-    defocus : float or (b,) array_like
-        [Å], positive for underfocus.
-    B_factor : float
-        [Å²].
-    num_samples : int
-        Frequencies in ``[0, k_max)``.
-    **microscope
-        As for :func:`ctf`.
-
-    Returns
-    -------
-    k : (num_samples,) ndarray
-        [1/Å], on the selected device.
-    values : (num_samples,) or (b, num_samples) ndarray
-        On the selected device.
-    """
-    k_max = checks.check_positive_number(k_max, "k_max")
-    num_samples = checks.check_count(num_samples, "num_samples", minimum=2)
-    B_factor = _check_b_factor(B_factor)
-    values = _host_defocus(defocus)
-    # gpts (2 N, 1) at sampling 1 / (2 k_max): k_x = j k_max / N for j < N (FFT order), k_y = 0
-    grid = grids.make_grid(gpts=(2 * num_samples, 1), sampling=1 / (2 * k_max))
-    xp = backend.xp
-    table = _ctf_table(grid, np.atleast_1d(values), B_factor, _microscope(microscope), xp)[:, :num_samples, 0]
-    k = grids.spatial_frequencies(grid, xp=xp)[0][:num_samples]
-    return k, (table[0] if values.ndim == 0 else table)
 
 
 class ImageParameters(NamedTuple):
@@ -279,7 +169,7 @@ def _conformations(atoms, indices):
 
 def _transfer(grid, defocus, shifts, B_factor, microscope, xp):
     """H(k) exp(-2πi k·s) per image: host defoci (b,), device shifts (b, 2) or None -> (b, nx, ny)."""
-    transfer = _ctf_table(grid, defocus, B_factor, microscope, xp)
+    transfer = ctf.ctf_table(grid, defocus, B_factor, microscope, xp)
     if shifts is not None:
         kx, ky = grids.spatial_frequencies(grid, xp=xp)
         transfer = transfer * xp.exp(-2j * math.pi * (kx[None, :, None] * shifts[:, 0, None, None]
@@ -302,7 +192,7 @@ def _check_formation(array, name, grid, defocus, shifts, contrast, B_factor, mic
     if tuple(array.shape[1:]) != tuple(grid.gpts):
         raise ValueError(f"{name} must be (b, {grid.gpts[0]}, {grid.gpts[1]}) on the grid, got shape {array.shape}")
     b = array.shape[0]
-    defocus = _host_defocus(defocus)
+    defocus = ctf.check_defocus(defocus)
     if defocus.shape not in ((), (1,), (b,)):
         raise ValueError(f"defocus must be one value or one per image ({b}), got shape {defocus.shape}")
     defocus = np.broadcast_to(defocus, (b,))
@@ -314,7 +204,7 @@ def _check_formation(array, name, grid, defocus, shifts, contrast, B_factor, mic
         contrast = checks.check_array(contrast, "contrast", real=True).astype(float)
         if contrast.shape != (b,):
             raise ValueError(f"contrast must hold one value per image ({b}), got shape {contrast.shape}")
-    return array, defocus, shifts, contrast, _check_b_factor(B_factor), _microscope(microscope)
+    return array, defocus, shifts, contrast, ctf.check_b_factor(B_factor), ctf.check_microscope(microscope)
 
 
 def form_images(projections, grid, *, defocus, shifts=None, contrast=None, B_factor=0.0, **microscope):
@@ -338,7 +228,7 @@ def form_images(projections, grid, *, defocus, shifts=None, contrast=None, B_fac
     B_factor : float
         [Å²].
     **microscope
-        ``energy``, ``Cs``, ``amplitude_contrast`` for :func:`ctf`.
+        ``energy``, ``Cs``, ``amplitude_contrast`` for :func:`mbook.cryoem.ctf.ctf`.
 
     Returns
     -------
@@ -430,8 +320,8 @@ def noise_sigma(structure, params: ImageParameters, grid, *, snr, B_factor=0.0, 
     grid = particles.check_grid(grid, 2)
     params = check_parameters(params)
     structure = _check_structure(structure, params.defocus.shape[0], grid)
-    return _pilot_sigma(structure, params, _host_defocus(params.defocus), grid, snr, _check_b_factor(B_factor),
-                        _microscope(microscope), checks.check_count(pilot, "pilot"))
+    return _pilot_sigma(structure, params, ctf.check_defocus(params.defocus), grid, snr, ctf.check_b_factor(B_factor),
+                        ctf.check_microscope(microscope), checks.check_count(pilot, "pilot"))
 
 
 class ImageBatch(NamedTuple):
@@ -522,14 +412,14 @@ def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, see
     snr = check_snr(snr)
     grid = particles.check_grid(grid, 2)
     params = check_parameters(params)
-    B_factor, microscope = _check_b_factor(B_factor), _microscope(microscope)
+    B_factor, microscope = ctf.check_b_factor(B_factor), ctf.check_microscope(microscope)
     pilot = checks.check_count(pilot, "pilot")
     checks.check_seed(seed)
     if budget is not None:
         checks.check_positive_number(budget, "budget")
     n = params.defocus.shape[0]
     structure = _check_structure(structure, n, grid)
-    defocus = _host_defocus(params.defocus)  # the CTF table is keyed on the host: one copy for the stack
+    defocus = ctf.check_defocus(params.defocus)  # the CTF table is keyed on the host: one copy for the stack
     return _stream(structure, params, defocus, grid, snr, seed, B_factor, budget, pilot, microscope, client)
 
 

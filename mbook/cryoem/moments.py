@@ -61,7 +61,7 @@ import numpy as np
 from scipy import special
 
 from mbook.core import backend, checks, grids, progress
-from mbook.cryoem import micrographs, particles
+from mbook.cryoem import ctf, micrographs, particles
 
 
 # --------------------------------------------------------------------------- frequencies
@@ -412,7 +412,7 @@ def empirical_moments(batches, params: micrographs.ImageParameters, grid, *, k_m
         while done < b:  # split the batch at the checkpoints
             take = min(b - done, wanted[0] - count) if wanted else b - done
             first = batch.start + done
-            transfer = micrographs.ctf(grid, defocus=defocus[first:first + take], B_factor=B_factor,
+            transfer = ctf.ctf(grid, defocus=defocus[first:first + take], B_factor=B_factor,
                                        **microscope).reshape(take, -1)[:, frequencies.index]
             weighted = transfer * _image_transform(images[done:done + take], frequencies.index, h)
             sums["mean"] += weighted.sum(axis=0)
