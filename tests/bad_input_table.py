@@ -1264,15 +1264,15 @@ E("cryoem.heterogeneity.consensus", lambda: call(_statistics()), statistics=STAT
 E("cryoem.heterogeneity.ppca", lambda: call(_statistics(), np.ones(4), max_num_iter=3),
   statistics=STATISTICS, mean=ARRAY + [np.ones(3)], n_components=COUNT + [5], contrast_invariant=FREE,
   max_num_iter=COUNT, seed=SEED)
-E("cryoem.heterogeneity.neighbourhood_preservation", lambda: call(rand(12, 2), rand(12, 2, seed=1), n_neighbours=3),
+E("cryoem.metrics.neighbourhood_preservation", lambda: call(rand(12, 2), rand(12, 2, seed=1), n_neighbours=3),
   embedding=ARRAY + [rand(5, 2)], reference=ARRAY + [rand(5, 2)], n_neighbours=COUNT + [20])
-E("cryoem.heterogeneity.linear_alignment", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
+E("cryoem.metrics.linear_alignment", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
   embedding=ARRAY + [rand(5, 2)], reference=ARRAY + [rand(5, 2)])
-E("cryoem.heterogeneity.canonical_correlations", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
+E("cryoem.metrics.canonical_correlations", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
   embedding=ARRAY + [rand(5, 2)], reference=ARRAY + [rand(5, 2)])
-E("cryoem.heterogeneity.rank_correlation", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
+E("cryoem.metrics.rank_correlation", lambda: call(rand(12, 2), rand(12, 2, seed=1)),
   embedding=ARRAY + [rand(5, 2)], latent=ARRAY + [rand(5, 2)])
-E("cryoem.heterogeneity.per_conformation_error", lambda: call(rand(3, 8, 8, 8), rand(3, 8, 8, 8, seed=1)),
+E("cryoem.metrics.per_conformation_error", lambda: call(rand(3, 8, 8, 8), rand(3, 8, 8, 8, seed=1)),
   estimates=ARRAY + [rand(2, 8, 8, 8)], truths=ARRAY + [rand(2, 8, 8, 8)], mean=ARRAY + [rand(4, 4, 4)])
 
 

@@ -8,7 +8,7 @@ from scipy import stats
 
 from mbook.core import backend, grids
 from mbook.cryoem import heterogeneity as het
-from mbook.cryoem import micrographs, particles, volumes
+from mbook.cryoem import metrics, micrographs, particles, volumes
 
 PARTICLE = het.hinged_particle(seed=1)
 
@@ -62,7 +62,7 @@ def test_ppca_recovers_the_subspace_and_the_latent(device):
     components = backend.asnumpy(components)
     angles = np.linalg.svd(np.linalg.qr(components)[0].T @ np.linalg.qr(w)[0], compute_uv=False)
     assert angles.min() > 0.99  # cosines of the principal angles between estimated and true subspaces
-    assert het.linear_alignment(embedding, z) > 0.95
+    assert metrics.linear_alignment(embedding, z) > 0.95
 
 
 def test_ppca_copies_nothing_to_the_host_per_iteration(no_copies_per_iteration):
@@ -76,10 +76,10 @@ def test_contrast_invariant_embedding_ignores_the_contrast(device):
     statistics, mean, w, z, c = _synthetic_statistics(n=800, contrast_spread=0.3, seed=2)
     _, plain = het.ppca(statistics, mean, n_components=2)
     _, invariant = het.ppca(statistics, mean, n_components=2, contrast_invariant=True)
-    contrast_in_plain = het.linear_alignment(plain, np.log(c))
-    contrast_in_invariant = het.linear_alignment(invariant, np.log(c))
+    contrast_in_plain = metrics.linear_alignment(plain, np.log(c))
+    contrast_in_invariant = metrics.linear_alignment(invariant, np.log(c))
     assert contrast_in_plain > 0.3 > 0.05 > contrast_in_invariant
-    assert het.linear_alignment(invariant, z) > het.linear_alignment(plain, z)
+    assert metrics.linear_alignment(invariant, z) > metrics.linear_alignment(plain, z)
 
 
 def test_metrics_rank_good_over_scrambled_embeddings(device):
@@ -87,26 +87,26 @@ def test_metrics_rank_good_over_scrambled_embeddings(device):
     latent = rng.uniform(size=(400, 2))
     good = np.column_stack([np.sin(latent[:, 0]), latent[:, 1] ** 3, rng.normal(0, 0.01, 400)])  # monotone, 3D
     scrambled = good[rng.permutation(400)]
-    assert het.neighbourhood_preservation(good, latent) > 0.5 > 0.1 > het.neighbourhood_preservation(scrambled, latent)
-    assert het.linear_alignment(good, latent) > 0.9 > 0.1 > het.linear_alignment(scrambled, latent)
-    assert np.all(backend.asnumpy(het.rank_correlation(good, latent)) > 0.95)
-    assert np.all(np.abs(backend.asnumpy(het.rank_correlation(scrambled, latent))) < 0.2)
-    np.testing.assert_allclose(backend.asnumpy(het.canonical_correlations(good @ rng.standard_normal((3, 3)), good)),
+    assert metrics.neighbourhood_preservation(good, latent) > 0.5 > 0.1 > metrics.neighbourhood_preservation(scrambled, latent)
+    assert metrics.linear_alignment(good, latent) > 0.9 > 0.1 > metrics.linear_alignment(scrambled, latent)
+    assert np.all(backend.asnumpy(metrics.rank_correlation(good, latent)) > 0.95)
+    assert np.all(np.abs(backend.asnumpy(metrics.rank_correlation(scrambled, latent))) < 0.2)
+    np.testing.assert_allclose(backend.asnumpy(metrics.canonical_correlations(good @ rng.standard_normal((3, 3)), good)),
                                1, atol=1e-12)
 
 
 def test_neighbourhoods_survive_similarity_transforms(device):
     points = np.random.default_rng(4).standard_normal((300, 3))
     rotation = np.linalg.qr(np.random.default_rng(5).standard_normal((3, 3)))[0]
-    assert het.neighbourhood_preservation(2.5 * points @ rotation + 7, points) == 1.0
+    assert metrics.neighbourhood_preservation(2.5 * points @ rotation + 7, points) == 1.0
 
 
 def test_the_mean_map_has_per_conformation_error_one(device):
     grid = grids.make_grid(gpts=(16, 16, 16), sampling=4.0)
     maps = het.family_volumes(PARTICLE, [(0.0, 0.0), (0.5, 0.0), (1.0, 0.3)], grid)
     mean = maps.mean(axis=0)
-    np.testing.assert_allclose(backend.asnumpy(het.per_conformation_error(mean, maps)), 1.0)  # one map for all
-    assert np.all(backend.asnumpy(het.per_conformation_error(maps, maps)) == 0)
+    np.testing.assert_allclose(backend.asnumpy(metrics.per_conformation_error(mean, maps)), 1.0)  # one map for all
+    assert np.all(backend.asnumpy(metrics.per_conformation_error(maps, maps)) == 0)
     mass = backend.asnumpy(maps.sum(axis=(1, 2, 3))) * 4.0**3
     np.testing.assert_allclose(mass, backend.asnumpy(PARTICLE.fixed.weights.sum() + PARTICLE.moving.weights.sum()),
                                rtol=1e-3)  # every conformation keeps its mass (the box clips a little)
@@ -154,16 +154,16 @@ def test_image_statistics_give_the_consensus_of_a_homogeneous_stack(device):
 
 def test_metric_input_is_checked():
     with pytest.raises(ValueError, match="one row per image"):
-        het.linear_alignment(np.ones((5, 2)), np.ones((4, 2)))
+        metrics.linear_alignment(np.ones((5, 2)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="n_neighbours"):
-        het.neighbourhood_preservation(np.ones((5, 2)), np.ones((5, 2)), n_neighbours=5)
+        metrics.neighbourhood_preservation(np.ones((5, 2)), np.ones((5, 2)), n_neighbours=5)
     with pytest.raises(ValueError, match="n_components"):
         het.ppca(_synthetic_statistics(n=20, d=4)[0], np.ones(4), n_components=5)
 
 
 def test_rank_correlation_is_spearman_for_one_coordinate(device):
     x = np.random.default_rng(6).uniform(size=100)
-    assert float(het.rank_correlation(x ** 3, x)[0]) == pytest.approx(stats.spearmanr(x ** 3, x)[0])
+    assert float(metrics.rank_correlation(x ** 3, x)[0]) == pytest.approx(stats.spearmanr(x ** 3, x)[0])
 
 
 def test_numpy_inputs_give_results_on_the_selected_device():
@@ -181,9 +181,9 @@ def test_numpy_inputs_give_results_on_the_selected_device():
         statistics, mean, *_ = _synthetic_statistics(n=30, d=5)
         assert on_device(het.consensus(statistics), *het.ppca(statistics, mean, max_num_iter=2))
         a, b = np.random.default_rng(1).standard_normal((2, 30, 2))
-        assert on_device(het.canonical_correlations(a, b), het.rank_correlation(a, b),
-                         het.per_conformation_error(a, b))
-        assert isinstance(het.neighbourhood_preservation(a, b), float) and isinstance(het.linear_alignment(a, b),
+        assert on_device(metrics.canonical_correlations(a, b), metrics.rank_correlation(a, b),
+                         metrics.per_conformation_error(a, b))
+        assert isinstance(metrics.neighbourhood_preservation(a, b), float) and isinstance(metrics.linear_alignment(a, b),
                                                                                        float)
     finally:
         backend.set_device("cpu")

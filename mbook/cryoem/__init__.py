@@ -8,7 +8,8 @@
 - :mod:`~mbook.cryoem.white_noise`: per-image noise that does not depend on the batching;
 - :mod:`~mbook.cryoem.volumes`: MRC files and Fourier shell correlation;
 - :mod:`~mbook.cryoem.moments`, :mod:`~mbook.cryoem.kam`: image moments and Kam's method;
-- :mod:`~mbook.cryoem.heterogeneity`: conformational landscapes and their metrics;
+- :mod:`~mbook.cryoem.heterogeneity`: a hinged conformational family and a linear-subspace method;
+- :mod:`~mbook.cryoem.metrics`: scores of embeddings against the true latent;
 - :mod:`~mbook.cryoem.wasserstein`, :mod:`~mbook.cryoem.wemd_family`: wavelet earth mover's distances.
 
 Every module follows the device rule of :mod:`mbook`: arrays come back on the selected device; the
