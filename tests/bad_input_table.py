@@ -265,7 +265,9 @@ E("core.backend.fftn", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, "abc"]
 E("core.backend.ifftn", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, "abc"], axes=[(0, 5), "a"])
 E("core.backend.set_fft_library", lambda: call("scipy"), library=CHOICE + [3])
 E("core.backend.fft_library", lambda: call())
-E("core.backend.fftw_wisdom_path", lambda: call())
+E("core.fftw_wisdom.path", lambda: call())
+E("core.fftw_wisdom.load", lambda: call(importlib.import_module("pyfftw")), pyfftw=FREE)  # the module itself
+E("core.fftw_wisdom.save", lambda: call(importlib.import_module("pyfftw")), pyfftw=FREE)
 E("core.backend.fft2_plan", lambda: call((4, 8, 8), np.complex128, slot="bi-table"),
   shape=[(8,), (0, 8), (8, -1), (8, 2.5), "a"], dtype=[np.float64, "no-such-dtype"], xp=FREE, slot=[3, None])
 # fused_fft: set_enabled is the switch; the others are kernels of FFT2Plan.forward_multiplied, which hands

@@ -46,7 +46,6 @@ import importlib
 import math
 import numbers
 import os
-import platform
 import sys
 import threading
 import time
@@ -55,7 +54,7 @@ import types
 import numpy as np
 import scipy.fft
 
-from mbook.core import fused_fft, strict
+from mbook.core import fftw_wisdom, fused_fft, strict
 
 DEVICES = ("auto", "cpu", "gpu", "strict")
 ENV_VARIABLE = "MBOOK_DEVICE"
@@ -463,51 +462,6 @@ def _cpu_fft_library() -> str:
     return _fft_library
 
 
-#: File of FFTW's wisdom (the plans it measured), shared by this machine's processes: every page and
-#: test worker would otherwise time the same candidate algorithms again (0.3 s for a batch of 216²
-#: waves, seconds on a loaded machine). ``MBOOK_FFTW_WISDOM`` names the file; empty turns it off.
-WISDOM_VARIABLE = "MBOOK_FFTW_WISDOM"
-_wisdom_loaded = False
-
-
-def fftw_wisdom_path() -> str | None:
-    """The FFTW wisdom file: ``MBOOK_FFTW_WISDOM``, else ``~/.cache/mbook/fftw-wisdom-<host>``; None if off."""
-    path = os.environ.get(WISDOM_VARIABLE)
-    if path is None:
-        host = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform.node()) or "host"
-        path = os.path.join(os.path.expanduser("~"), ".cache", "mbook", f"fftw-wisdom-{host}")
-    return path or None
-
-
-def _load_wisdom(pyfftw):
-    global _wisdom_loaded
-    if _wisdom_loaded:
-        return
-    _wisdom_loaded = True
-    path = fftw_wisdom_path()
-    try:
-        with open(path, "rb") as f:
-            parts = f.read().split(b"\0")
-    except (OSError, TypeError):  # no file yet (or turned off): plans are measured
-        return
-    if len(parts) == 3:
-        pyfftw.import_wisdom(tuple(parts))  # a stale or foreign entry is ignored by FFTW
-
-
-def _save_wisdom(pyfftw):
-    path = fftw_wisdom_path()
-    if path is None:
-        return
-    try:  # a cache: a read-only home only means the next process measures again
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.{threading.get_ident()}"
-        with open(temporary, "wb") as f:
-            f.write(b"\0".join(pyfftw.export_wisdom()))
-        os.replace(temporary, path)  # atomic: a concurrent reader sees the old file or the new one
-    except OSError:
-        pass
-
-
 class FFT2Plan:
     """Forward and unnormalised inverse 2D FFTs of one work buffer, in place.
 
@@ -516,7 +470,7 @@ class FFT2Plan:
     plans from :func:`fft2_plan`, which keeps one per thread and shape.
 
     With pyFFTW the plans are chosen by FFTW_MEASURE, i.e. by timing
-    candidate algorithms, and kept in a wisdom file (:func:`fftw_wisdom_path`)
+    candidate algorithms, and kept in a wisdom file (:func:`mbook.core.fftw_wisdom.path`)
     that later processes on the machine reuse; two machines (or a fresh
     wisdom file) may pick different algorithms whose float32 rounding differs
     (~1e-7 relative). ``set_fft_library("scipy")`` gives bit-for-bit
@@ -543,14 +497,14 @@ class FFT2Plan:
             workers = getattr(_local, "workers", -1)
             threads = cpu_threads() if workers == -1 else max(1, workers)
             with _plan_lock:  # MEASURE: FFTW times candidate algorithms once per shape (wisdom is kept)
-                _load_wisdom(pyfftw)
+                fftw_wisdom.load(pyfftw)
                 start = time.perf_counter()
                 self._forward, self._backward = (
                     pyfftw.FFTW(self.array, self.array, axes=(-2, -1), direction=direction,
                                 flags=("FFTW_MEASURE",), threads=threads, planning_timelimit=10.0)
                     for direction in ("FFTW_FORWARD", "FFTW_BACKWARD"))
                 if time.perf_counter() - start > 0.01:  # measured, not taken from the wisdom: keep it
-                    _save_wisdom(pyfftw)
+                    fftw_wisdom.save(pyfftw)
             self.array[...] = 0  # planning with MEASURE scribbles on the buffer
         else:
             self.array = xp.zeros(self.shape, self.dtype)
