@@ -15,6 +15,24 @@ matched error). Run:
     .venv/bin/python benchmarks/prism.py --size full         # 4x4 cells, 64x64 probes, 2 nm
     .venv/bin/python benchmarks/prism.py --size full --only PRISM   # PRISM and multislice alone
     MBOOK_DEVICE=gpu .venv/bin/python benchmarks/prism.py --size full
+    MBOOK_DEVICE=gpu python3 benchmarks/prism.py --size gpu          # 16x16 cells, 256x256 probes, f 2-16
+    MBOOK_MEMORY_GB=6 .venv/bin/python benchmarks/prism.py --size gpu --scan 8 --factors 4 8 16   # its errors
+
+The ``gpu`` size is the geometry where PRISM can be fast *and* accurate: a
+62.5 Å field (1024² pixels) scanned all over (256x256 probes, 0.24 Å apart).
+On a perfect crystal, PRISM with factor ``f`` on an ``L``-wide cell equals
+multislice on an ``L/f``-wide cell (the beams of the sub-lattice are those of
+that cell), so its error is the wrap-around error of a cell ``L/f`` wide: below
+1 % from 4 unit cells (15.6 Å) on, i.e. ``f = 4`` here. ``--scan N`` puts N x N
+probes over the unit cell in the middle of the supercell instead (the error is
+a property of each probe: a cheap check of the errors on the CPU), ``--cells``
+changes the supercell (same scan density) and ``--factors`` the factors. At this
+size each PRISM scan runs in the library's batches of at most 64 probes and in
+batches of 1,024 (``--batches``: on a GPU, many small batches cost kernel
+launches), once after a warm-up that is also the peak-memory run. A size may
+name a memory budget, used on a GPU when ``MBOOK_MEMORY_GB`` is not set (at
+most 85 % of the device's free memory); a method over the budget is skipped
+with the library's message. Rows print as they are measured.
 
 With ``--abtem``, abTEM's PRISM (``abtem.SMatrix``) runs the same image at the
 same interpolation factors on the same grid, scan and detector, with abTEM's own
@@ -34,20 +52,27 @@ not tests.
 from __future__ import annotations
 
 import argparse
+import os
+import time
 import tracemalloc
 
 import numpy as np
 
 from timing import median_time, synchronize  # benchmarks/timing.py
 
-from mbook.core import backend
-from mbook.electron import lma, potentials, prism, stem, structures
+from mbook.core import backend, progress
+from mbook.electron import lma, potentials, prism, prism_scan, stem, structures
 
 ENERGY, ALPHA, A, PX, STEP = 100e3, 25.0, structures.SRTIO3_LATTICE, 64, 8
 HAADF = {"HAADF": (70.0, 200.0)}
-SIZES = {  # cells across, cells along the beam, probes per axis over one cell, factors, patches
+SIZES = {  # cells across, cells along the beam, probes per axis over `span` cells, factors, patches
     "small": dict(cells=2, thick=5, scan=8, factors=(1, 2, 4), patches=(32, 48, 64)),
     "full": dict(cells=4, thick=5, scan=64, factors=(1, 2, 4, 8), patches=(64, 96, 128)),
+    # PRISM alone, over the whole field; f = 1 (a 44 GiB S-matrix, exact) is left out: shown at the sizes above.
+    # f = 2 last: the slowest of them, the least needed (f = 4 is the largest factor below 1 % error).
+    # Each PRISM scan twice: in the library's batches of 64 probes, and of 1,024 (fewer, larger GPU kernels).
+    "gpu": dict(cells=16, thick=5, scan=256, span=16, factors=(4, 8, 16, 2), patches=(), repeat=1, memory_gb=64,
+                peak_in_warmup=True, batches=(64, 1024)),
 }
 
 
@@ -67,7 +92,32 @@ def peak_bytes(run):
     return peak
 
 
-def abtem_methods(atoms, grid, size, positions):
+def time_with_peak(run, repeat):
+    """As :func:`timing.median_time`, with the warm-up run as the peak-memory run: ``(time, result, peak)``.
+
+    One run fewer than a warm-up and a separate peak run; the peak then includes what the first run
+    allocates for good (pyFFTW's or cuFFT's plans).
+    """
+    result = []
+    peak = peak_bytes(lambda: result.append(run()))
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result[0], peak
+
+
+def set_budget(size):
+    """On a GPU, the size's memory budget [GiB] unless ``MBOOK_MEMORY_GB`` is set (at most 85 % of the free memory)."""
+    if "memory_gb" in size and "MBOOK_MEMORY_GB" not in os.environ and backend.get_device() == "gpu":
+        free = backend.xp.cuda.Device().mem_info[0] / 2**30
+        os.environ["MBOOK_MEMORY_GB"] = f"{min(size['memory_gb'], 0.85 * free):.1f}"
+    print(f"memory budget {progress.memory_budget() / 2**30:.1f} GiB")
+
+
+def abtem_methods(atoms, grid, size, positions, start, end):
     """abTEM's multislice and PRISM of the same image, as ``{name: run}`` like mbook's (abTEM's defaults
     for parallelism: dask's threaded scheduler; sharp 2/3 antialias aperture as mbook's)."""
     import abtem
@@ -77,7 +127,7 @@ def abtem_methods(atoms, grid, size, positions):
     potential = abtem.Potential(atoms, gpts=grid.gpts, slice_thickness=A / 2, parametrization="kirkland",
                                 projection="infinite", device=device)
     potential = potential.build().compute(scheduler="threads", progress_bar=False)  # built once, as mbook's
-    scan = abtem.GridScan(start=(0.0, 0.0), end=(A, A), gpts=positions.shape[:2], endpoint=False)
+    scan = abtem.GridScan(start=start, end=end, gpts=positions.shape[:2], endpoint=False)
     offset = float(abs(np.asarray(scan.get_positions()) - backend.asnumpy(positions)).max())
     detector = abtem.AnnularDetector(inner=HAADF["HAADF"][0], outer=HAADF["HAADF"][1])
     print(f"abTEM {abtem.__version__} on {device.upper()}: scan positions agree with mbook's to {offset:.1e} Å")
@@ -103,29 +153,61 @@ def abtem_methods(atoms, grid, size, positions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
+    parser.add_argument("--repeat", type=int, help="timed runs per method (median); default 3, 1 at size gpu")
+    parser.add_argument("--scan", type=int, metavar="N", help="N x N probes over the unit cell in the middle of "
+                        "the supercell instead of the size's scan (the errors of fewer probes)")
+    parser.add_argument("--factors", type=int, nargs="+", metavar="F", help="PRISM factors instead of the size's")
+    parser.add_argument("--batches", type=int, nargs="+", metavar="B", help="run each PRISM scan with at most B "
+                        f"probes per batch (prism_scan.BATCH, {prism_scan.BATCH} in the library), one row per B")
+    parser.add_argument("--cells", type=int, metavar="C", help="C x C unit cells across instead of the size's")
     parser.add_argument("--abtem", action="store_true", help="also run abTEM's multislice and PRISM")
     parser.add_argument("--only", choices=("PRISM", "LMA"), help="run only this family (and the multislice "
                         "references its errors need)")
     args = parser.parse_args()
-    size = SIZES[args.size]
+    size = dict(SIZES[args.size])
+    size["factors"] = tuple(args.factors or size["factors"])
+    if args.batches:
+        size["batches"] = tuple(args.batches)
+    if args.cells:  # the same scan density over at most the new supercell
+        span = min(size.get("span", 1), args.cells)
+        size.update(cells=args.cells, scan=round(size["scan"] * span / size.get("span", 1)), span=span)
+    repeat = args.repeat or size.get("repeat", 3)
     print(backend.describe())
+    set_budget(size)
 
     atoms = structures.srtio3((size["cells"], size["cells"], size["thick"]))
     potential, grid = potentials.projected_potential(atoms, A / PX, A / 2, return_grid=True)
     common = dict(grid=grid, energy=ENERGY, slice_thickness=potentials.slice_thicknesses(atoms, A / 2),
                   semiangle_cutoff=ALPHA)
-    positions = stem.scan_positions(start=(0.0, 0.0), end=(A, A), sampling=A / size["scan"])
+    if args.scan:  # over the middle cell: the probes whose windows are farthest from the cell's edges
+        middle = A * (size["cells"] // 2)
+        start, end, sampling = (middle, middle), (middle + A, middle + A), A / args.scan
+    else:
+        span = size.get("span", 1)
+        start, end, sampling = (0.0, 0.0), (A * span, A * span), A * span / size["scan"]
+    positions = stem.scan_positions(start=start, end=end, sampling=sampling)
     print(f"SrTiO3 {size['cells']}x{size['cells']}x{size['thick']} cells: grid {grid.gpts}, "
-          f"{len(potential)} slices, {positions.shape[0]}x{positions.shape[1]} probes")
+          f"{len(potential)} slices, {positions.shape[0]}x{positions.shape[1]} probes {sampling:.3f} Å apart "
+          f"over {start[0]:.1f}..{end[0]:.1f} Å")
+    for f in size["factors"]:
+        window = grid.gpts[0] // f
+        nbytes = prism.smatrix_bytes(grid, energy=ENERGY, semiangle_cutoff=ALPHA, interpolation=f)
+        print(f"  PRISM f={f}: window {window}² pixels ({grid.extent[0] / f:.1f} Å), "
+              f"S-matrix {nbytes / 2**30:.2f} GiB")
 
     methods = {"multislice": lambda: (stem.scan(potential, positions=positions, detectors=HAADF,
                                                 **common)["HAADF"], 0)}
     for f in size["factors"]:
-        def run(f=f):
-            smatrix = prism.build_smatrix(potential, interpolation=f, **common)
-            return prism.scan(smatrix, positions=positions, detectors=HAADF)["HAADF"], smatrix.nbytes
-        methods[f"PRISM f={f}"] = run
+        for batch in size.get("batches", (prism_scan.BATCH,)):
+            def run(f=f, batch=batch):
+                smatrix = prism.build_smatrix(potential, interpolation=f, **common)
+                default, prism_scan.BATCH = prism_scan.BATCH, batch  # the scan's most probes per batch
+                try:
+                    image = prism.scan(smatrix, positions=positions, detectors=HAADF)["HAADF"]
+                finally:
+                    prism_scan.BATCH = default
+                return image, smatrix.nbytes
+            methods[f"PRISM f={f}" + (f" b={batch}" if batch != prism_scan.BATCH else "")] = run
     for patch in size["patches"]:
         def run(patch=patch):
             basis = lma.build_basis(potential, lattice_step=STEP, patch_gpts=patch, **common)
@@ -133,36 +215,48 @@ def main():
         methods[f"LMA p={patch}"] = run
 
     if args.abtem:
-        methods.update(abtem_methods(atoms, grid, size, positions))
+        methods.update(abtem_methods(atoms, grid, size, positions, start, end))
 
     if args.only:
         methods = {name: run for name, run in methods.items() if "multislice" in name or args.only in name}
     rows, references = {}, {}
-    for name, run in methods.items():
-        seconds, (image, nbytes) = median_time(run, args.repeat)
+    print(f"\n{'method':<18} {'time [s]':>9} {'speed-up':>9} {'HAADF error':>12} {'S/basis [MiB]':>14} "
+          f"{'peak [MiB]':>11}")
+    for name, run in methods.items():  # each row printed when measured (a run stopped early keeps them)
+        try:
+            if size.get("peak_in_warmup"):
+                seconds, (image, nbytes), peak = time_with_peak(run, repeat)
+            else:
+                seconds, (image, nbytes) = median_time(run, repeat)
+                peak = None
+        except MemoryError as error:  # refused by the library before any work: the budget's numbers
+            if not references:
+                raise
+            print(f"{name}: skipped, {error}")
+            continue
         code = "abTEM" if name.startswith("abTEM") else "mbook"
         reference = references.setdefault(code, image)  # each code's own multislice comes first
         xp = backend.get_array_module(image)
         error = float(xp.linalg.norm(image - reference) / xp.linalg.norm(reference))
-        rows[name] = dict(time=seconds, error=error, bytes=nbytes, peak=peak_bytes(run))
+        row = rows[name] = dict(time=seconds, error=error, bytes=nbytes, peak=peak_bytes(run) if peak is None else peak)
+        base = rows["multislice"]["time"]  # speed-up over mbook's multislice; errors against the code's own
+        print(f"{name:<18} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
+              f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f}", flush=True)
+    base = rows["multislice"]["time"]
     if "abTEM" in references:
         a, b = references["mbook"], references["abTEM"]
         print(f"multislice HAADF, abTEM against mbook: relative difference "
               f"{float(xp.linalg.norm(b - a) / xp.linalg.norm(a)):.1e} (the codes' potentials, not PRISM)")
-    base = rows["multislice"]["time"]
-    print(f"\n{'method':<18} {'time [s]':>9} {'speed-up':>9} {'HAADF error':>12} {'S/basis [MiB]':>14} "
-          f"{'peak [MiB]':>11}")
-    for name, row in rows.items():  # speed-up over mbook's multislice; errors against the code's own
-        print(f"{name:<18} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
-              f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f}")
     if args.abtem and args.only != "LMA":
         print("\nmbook's PRISM against abTEM's (same factor; errors each against its own multislice):")
         for f in size["factors"]:
+            if f"PRISM f={f}" not in rows or f"abTEM PRISM f={f}" not in rows:
+                continue
             ours, theirs = rows[f"PRISM f={f}"], rows[f"abTEM PRISM f={f}"]
             print(f"  f={f}: time abTEM/mbook {theirs['time'] / ours['time']:.2f}, error mbook {ours['error']:.1e} "
                   f"abTEM {theirs['error']:.1e}, peak abTEM/mbook {theirs['peak'] / ours['peak']:.2f}")
 
-    if not args.only:
+    if not args.only and size["patches"]:
         print("\nat matched error (the fastest PRISM with error <= the LMA's):")
         for name, row in rows.items():
             if not name.startswith("LMA"):
@@ -177,6 +271,8 @@ def main():
                   f"peak PRISM/LMA {rows[best]['peak'] / row['peak']:.2f}")
     good = [n for n in rows if n != "multislice" and rows[n]["error"] < 0.01]
     for family in [args.only] if args.only else ("PRISM", "LMA"):
+        if not any(name.startswith(family) for name in methods):
+            continue
         candidates = [n for n in good if n.startswith(family)]
         if candidates:
             best = min(candidates, key=lambda n: rows[n]["time"])
