@@ -10,7 +10,9 @@
 #   tests          the unit tests that have a `gpu` parameter, and the fused-FFT tests, on the GPU
 #   electron       benchmarks/electron.py --size full against abTEM on the GPU: the cuFFT floor ratio,
 #                  fused and plain (issue: multislice within 1.3x of the floor)
-#   prism          benchmarks/prism.py on the GPU (size from PRISM_SIZE, default full) with abTEM
+#   prism          benchmarks/prism.py --size gpu: 256² probes on 16² cells, PRISM f = 4-16 against multislice
+#                  (issue: >= 100x at < 1 % HAADF error)
+#   prism-abtem    the same geometry with 64² probes, against abTEM's PRISM at matched error
 #   ptychography   benchmarks/ptychography.py on the GPU against py4DSTEM (needs .gpu-peers)
 #   pages[:a,b]    benchmarks/book.py --size full --markdown: every page, or those named (as in _toc.yml,
 #                  e.g. pages:01-simulation/stem,02-inverse/wasserstein), PAGE_S seconds each (default 90)
@@ -52,13 +54,14 @@ for s in "$@"; do
     tests) stage tests 240 $PYTHON -m pytest tests -q -n 8 -p no:cacheprovider -o addopts="" -rs \
              --import-mode=importlib -k "gpu or fused" ;;
     electron) stage electron 240 $PYTHON benchmarks/electron.py --size full --abtem-device gpu --repeat 3 ;;
-    prism) stage prism 240 $PYTHON benchmarks/prism.py --size "${PRISM_SIZE:-full}" --abtem ;;
+    prism) stage prism 240 $PYTHON benchmarks/prism.py --size gpu ;;
+    prism-abtem) stage prism-abtem 240 $PYTHON benchmarks/prism.py --size gpu --scan 64 --abtem ;;
     ptychography) stage ptychography 240 $PYTHON benchmarks/ptychography.py ${PTYCHO_ARGS:-} ;;
     pages|pages:*)  # book.py stops starting pages itself, so the table of those run is printed
       names=""; [ "$s" != pages ] && names=$(echo "${s#pages:}" | tr ',' ' ')
       stage pages 3600 $PYTHON benchmarks/book.py --size full --markdown --timeout "${PAGE_S:-90}" \
         --budget $((deadline - SECONDS - 15)) $names ;;
-    *) echo "unknown stage $s (tests, electron, prism, ptychography, pages[:a,b])" >&2 ;;
+    *) echo "unknown stage $s (tests, electron, prism, prism-abtem, ptychography, pages[:a,b])" >&2 ;;
   esac
 done
 echo "round done in $SECONDS s"

@@ -27,9 +27,9 @@ that cell), so its error is the wrap-around error of a cell ``L/f`` wide: below
 probes over the unit cell in the middle of the supercell instead (the error is
 a property of each probe: a cheap check of the errors on the CPU), ``--cells``
 changes the supercell (same scan density) and ``--factors`` the factors. At this
-size each PRISM scan runs in the library's batches of at most 64 probes and in
-batches of 1,024 (``--batches``: on a GPU, many small batches cost kernel
-launches), once after a warm-up that is also the peak-memory run. A size may
+size each PRISM scan runs in batches of at most 64 probes (the library's on the
+CPU) and of 1,024 (the library's on a GPU, where many small batches cost kernel
+launches; ``--batches``), once after a warm-up that is also the peak-memory run. A size may
 name a memory budget, used on a GPU when ``MBOOK_MEMORY_GB`` is not set (at
 most 85 % of the device's free memory); a method over the budget is skipped
 with the library's message. Rows print as they are measured.
@@ -70,7 +70,7 @@ SIZES = {  # cells across, cells along the beam, probes per axis over `span` cel
     "full": dict(cells=4, thick=5, scan=64, factors=(1, 2, 4, 8), patches=(64, 96, 128)),
     # PRISM alone, over the whole field; f = 1 (a 44 GiB S-matrix, exact) is left out: shown at the sizes above.
     # f = 2 last: the slowest of them, the least needed (f = 4 is the largest factor below 1 % error).
-    # Each PRISM scan twice: in the library's batches of 64 probes, and of 1,024 (fewer, larger GPU kernels).
+    # Each PRISM scan twice: in batches of 64 probes (the CPU's) and of 1,024 (the GPU's: fewer, larger kernels).
     "gpu": dict(cells=16, thick=5, scan=256, span=16, factors=(4, 8, 16, 2), patches=(), repeat=1, memory_gb=64,
                 peak_in_warmup=True, batches=(64, 1024)),
 }
@@ -158,7 +158,8 @@ def main():
                         "the supercell instead of the size's scan (the errors of fewer probes)")
     parser.add_argument("--factors", type=int, nargs="+", metavar="F", help="PRISM factors instead of the size's")
     parser.add_argument("--batches", type=int, nargs="+", metavar="B", help="run each PRISM scan with at most B "
-                        f"probes per batch (prism_scan.BATCH, {prism_scan.BATCH} in the library), one row per B")
+                        f"probes per batch (the library's: prism_scan.BATCH, {prism_scan.BATCH}, on the CPU; "
+                        f"GPU_BATCH, {prism_scan.GPU_BATCH}, on a GPU), one row per B")
     parser.add_argument("--cells", type=int, metavar="C", help="C x C unit cells across instead of the size's")
     parser.add_argument("--abtem", action="store_true", help="also run abTEM's multislice and PRISM")
     parser.add_argument("--only", choices=("PRISM", "LMA"), help="run only this family (and the multislice "
@@ -197,17 +198,20 @@ def main():
 
     methods = {"multislice": lambda: (stem.scan(potential, positions=positions, detectors=HAADF,
                                                 **common)["HAADF"], 0)}
+    cap = "GPU_BATCH" if backend.gpu_code_path() else "BATCH"  # the library's most probes per batch here
+    library_batch = getattr(prism_scan, cap)
     for f in size["factors"]:
-        for batch in size.get("batches", (prism_scan.BATCH,)):
+        for batch in size.get("batches", (library_batch,)):
             def run(f=f, batch=batch):
                 smatrix = prism.build_smatrix(potential, interpolation=f, **common)
-                default, prism_scan.BATCH = prism_scan.BATCH, batch  # the scan's most probes per batch
+                default = getattr(prism_scan, cap)
+                setattr(prism_scan, cap, batch)
                 try:
                     image = prism.scan(smatrix, positions=positions, detectors=HAADF)["HAADF"]
                 finally:
-                    prism_scan.BATCH = default
+                    setattr(prism_scan, cap, default)
                 return image, smatrix.nbytes
-            methods[f"PRISM f={f}" + (f" b={batch}" if batch != prism_scan.BATCH else "")] = run
+            methods[f"PRISM f={f}" + (f" b={batch}" if batch != library_batch else "")] = run
     for patch in size["patches"]:
         def run(patch=patch):
             basis = lma.build_basis(potential, lattice_step=STEP, patch_gpts=patch, **common)

@@ -365,7 +365,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         length = len(pixels) if fourier else grid.gpts[0] * grid.gpts[1]
         per_probe += int(len(columns) * length * 8 / max(gain, 1))
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed, budget=budget)
-    batch = min(batch, prism_scan.BATCH)
+    batch = min(batch, prism_scan.GPU_BATCH if backend.gpu_code_path() else prism_scan.BATCH)
     if fourier:
         batches = prism_scan.tiles(centres, None, grid.gpts, batch)
         far_beams = prism_scan.far_fields(smatrix.array, backend.asarray(pixels)) if len(pixels) else None

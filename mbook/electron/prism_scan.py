@@ -34,8 +34,12 @@ import numpy as np
 from mbook.core import backend, grids
 
 
-#: Most probes combined at once (a batch's windows lie close together: they share a compact box of the S-matrix).
+#: Most probes combined at once on the CPU (a batch's windows lie close together: they share a compact box
+#: of the S-matrix, which stays near the core's cache).
 BATCH = 64
+#: On a GPU: launch overhead, not cache, sets the size (~240 array operations per batch, each a kernel
+#: launch), so batches are as large as the memory budget allows, up to this many probes.
+GPU_BATCH = 1024
 
 #: Fewest multiply-adds saved (a factor) for which a grid of probes is combined column by column
 #: (:func:`combine_on_grid`): its products are short (a column's beams, a tile's rows) and run at a
