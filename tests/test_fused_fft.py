@@ -176,3 +176,17 @@ def test_the_switch_is_checked(monkeypatch):
         fused_fft.enabled()
     monkeypatch.setenv(fused_fft.ENV_VARIABLE, "off")
     assert fused_fft.enabled() is False
+
+
+def test_a_plan_that_fails_after_the_check_falls_back_once(callbacks):
+    fake = callbacks
+    waves, factor = fake.asarray(random_complex((4, 16, 18), 1)), fake.asarray(random_complex((16, 18), 2))
+    assert fused_fft.forward_multiplied(fake.xp, fake.fft, waves, factor, factor)  # checked and used
+    fake.fail = True  # e.g. cuFFT cannot make the plan for a new batch shape
+    fused_fft._local.contexts.clear()
+    more = fake.asarray(random_complex((6, 16, 18), 3))
+    untouched = np.array(more)
+    with pytest.warns(RuntimeWarning, match=r"cuFFT callbacks failed on a batch of shape \(6, 16, 18\)"):
+        assert not fused_fft.forward_multiplied(fake.xp, fake.fft, more, factor, factor)
+    assert fused_fft.status() == {(16, 18): False}  # the caller's plain passes start from the input
+    np.testing.assert_array_equal(np.array(more), untouched)

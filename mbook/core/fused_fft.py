@@ -210,5 +210,13 @@ def forward_multiplied(xp, fft, array, before, after) -> bool:
     if not usable(xp, fft, array, before, after):
         return False
     index = "unsigned int" if array.size < 2**32 else "unsigned long long"  # 64-bit modulo is slow on a GPU
-    _transform(xp, fft, array, before, after, _info(xp, ("waves", index)), index)
+    try:
+        _transform(xp, fft, array, before, after, _info(xp, ("waves", index)), index)
+    except Exception as exc:  # noqa: BLE001 - a plan for this batch shape failed (it fails before it runs)
+        gpts = tuple(int(n) for n in array.shape[-2:])
+        with _lock:
+            _checked[gpts] = False
+        warnings.warn(f"cuFFT callbacks failed on a batch of shape {array.shape} ({type(exc).__name__}: {exc}); "
+                      f"the products run as separate passes from now on", RuntimeWarning, stacklevel=3)
+        return False
     return True
