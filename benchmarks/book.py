@@ -48,14 +48,14 @@ def toc_pages():
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [ROOT / (name + ".md") for name in _toc_files(toc)]
+    pages = [ROOT / (name + ".md") for name in toc_files(toc)]
     return [page for page in pages if page.exists() and _is_myst_notebook(page)]
 
 
 # The GPU machine has no jupytext, nbval or nbformat (the book's tool chain is not shipped there), so the
-# page walk and the code-cell reader below stand alone; tests/test_book.py checks that they agree with
-# the book's own walk and with jupytext on every page.
-def _toc_files(node):
+# page walk and the code-cell reader below stand alone; tests/test_book.py walks _toc.yml with this
+# toc_files, and checks the reader against jupytext on every page.
+def toc_files(node):
     """Every ``file:``/``root:`` entry of a jupyter-book ``_toc.yml``, depth first."""
     if isinstance(node, dict):
         if "file" in node:
@@ -63,10 +63,10 @@ def _toc_files(node):
         if "root" in node:
             yield node["root"]
         for value in node.values():
-            yield from _toc_files(value)
+            yield from toc_files(value)
     elif isinstance(node, list):
         for item in node:
-            yield from _toc_files(item)
+            yield from toc_files(item)
 
 
 def _is_myst_notebook(path: pathlib.Path) -> bool:

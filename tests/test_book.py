@@ -1,5 +1,7 @@
 """The book's structure: the table of contents and the notebooks agree, and every notebook checks a claim."""
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import jupytext
@@ -8,22 +10,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The page runner of benchmarks/book.py, which walks _toc.yml itself (it runs where jupytext is not)
+_spec = importlib.util.spec_from_file_location("book_benchmark", ROOT / "benchmarks" / "book.py")
+runner = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(runner)
 
-def toc_files(node):
-    """Every `file:` entry of a jupyter-book _toc.yml, depth first."""
-    if isinstance(node, dict):
-        if "file" in node:
-            yield node["file"]
-        if "root" in node:
-            yield node["root"]
-        for value in node.values():
-            yield from toc_files(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from toc_files(item)
-
-
-TOC = list(toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text())))
+TOC = list(runner.toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text())))
 PAGES = sorted(p for p in (ROOT / "book").rglob("*.md") if ".ipynb_checkpoints" not in p.parts)
 NOTEBOOKS = [p for p in PAGES if "format_name: myst" in p.read_text(encoding="utf-8")[:400]]
 
@@ -51,17 +43,10 @@ def test_notebook_checks_its_claim(path):
 
 def test_the_page_runner_reads_pages_without_jupytext(monkeypatch):
     """benchmarks/book.py runs pages on the GPU machine, which has no jupytext: its own reader must give
-    jupytext's code cells on every page, and its own walk of _toc.yml the book's notebook pages."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("book_benchmark", ROOT / "benchmarks" / "book.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
-    notebooks = NOTEBOOKS
-    expected = {p: [c.source for c in jupytext.read(p).cells if c.cell_type == "code"] for p in notebooks}
+    jupytext's code cells on every page, and its own choice of the notebook pages NOTEBOOKS's."""
+    expected = {p: [c.source for c in jupytext.read(p).cells if c.cell_type == "code"] for p in NOTEBOOKS}
     monkeypatch.setitem(sys.modules, "jupytext", None)  # `import jupytext` raises ImportError
-    for page in notebooks:
+    for page in NOTEBOOKS:
         assert runner.code_cells(page) == expected[page], page.name
     in_toc = [ROOT / (name + ".md") for name in TOC]
-    assert runner.toc_pages() == [p for p in in_toc if p in notebooks]
+    assert runner.toc_pages() == [p for p in in_toc if p in NOTEBOOKS]
