@@ -45,40 +45,42 @@ MIN_ELEMENTS = 2**23
 #: Relative error of the self-check: float32 FFTs of random data agree to ~1e-6.
 CHECK_RTOL = 1e-4
 
-_LOAD = r"""
+# What both callbacks share: the factors' pointers (the caller's info buffer) and the complex product
+# of the element with the factor at its pixel, the same for every wave of the batch.
+_COMMON = r"""
 #include <cufftXt.h>
 
 struct mbook_factors { const cufftComplex* load; const cufftComplex* store; unsigned long long n; };
 
-__device__ cufftComplex cufftJITCallbackLoadComplex(
-    void* dataIn, unsigned long long offset, void* callerInfo, void* sharedPtr)
+// static: the load and the store modules each carry a copy, linked into one kernel without a clash
+static __device__ __forceinline__ cufftComplex mbook_times(cufftComplex a, const cufftComplex* factor,
+                                                           unsigned long long offset, unsigned long long n)
 {
-    const mbook_factors* f = (const mbook_factors*)callerInfo;
-    cufftComplex a = ((cufftComplex*)dataIn)[offset];
-    cufftComplex b = f->load[(INDEX)offset % (INDEX)f->n];
+    cufftComplex b = factor[(INDEX)offset % (INDEX)n];
     cufftComplex x;
     x.x = a.x * b.x - a.y * b.y;
     x.y = a.x * b.y + a.y * b.x;
     return x;
 }
+"""
+
+_LOAD = _COMMON + r"""
+__device__ cufftComplex cufftJITCallbackLoadComplex(
+    void* dataIn, unsigned long long offset, void* callerInfo, void* sharedPtr)
+{
+    const mbook_factors* f = (const mbook_factors*)callerInfo;
+    return mbook_times(((cufftComplex*)dataIn)[offset], f->load, offset, f->n);
+}
 
 __device__ cufftJITCallbackLoadC d_loadCallbackPtr = cufftJITCallbackLoadComplex;
 """
 
-_STORE = r"""
-#include <cufftXt.h>
-
-struct mbook_factors { const cufftComplex* load; const cufftComplex* store; unsigned long long n; };
-
+_STORE = _COMMON + r"""
 __device__ void cufftJITCallbackStoreComplex(
     void* dataOut, unsigned long long offset, cufftComplex element, void* callerInfo, void* sharedPointer)
 {
     const mbook_factors* f = (const mbook_factors*)callerInfo;
-    cufftComplex b = f->store[(INDEX)offset % (INDEX)f->n];
-    cufftComplex x;
-    x.x = element.x * b.x - element.y * b.y;
-    x.y = element.x * b.y + element.y * b.x;
-    ((cufftComplex*)dataOut)[offset] = x;
+    ((cufftComplex*)dataOut)[offset] = mbook_times(element, f->store, offset, f->n);
 }
 
 __device__ cufftJITCallbackStoreC d_storeCallbackPtr = cufftJITCallbackStoreComplex;
