@@ -122,3 +122,14 @@ def test_run_batches_without_a_bar_runs_every_batch(capsys, monkeypatch):
         assert "quiet" not in capsys.readouterr().err
         progress_module.run_batches(done.append, range(0, 9, 3), threads=threads, desc="loud")
         assert "loud" in capsys.readouterr().err
+
+
+def test_client_threads_counts_every_worker_thread():
+    from mbook.core import progress as progress_module
+
+    class Client:
+        def nthreads(self):
+            return {"tcp://a": 2, "tcp://b": 3}
+
+    assert progress_module.client_threads(Client()) == 5
+    assert progress_module.client_threads(object()) == 1  # says nothing: one at a time

@@ -115,6 +115,16 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _pools[threads]
 
 
+def client_threads(client) -> int:
+    """Worker threads of a Dask ``client``: how many of its batches run at once (1 if it does not say).
+
+    Work shared over a cluster is cut into a few pieces per thread, and a
+    stream keeps about this many batches in flight.
+    """
+    nthreads = getattr(client, "nthreads", None)  # dask.distributed.Client.nthreads(): {worker: threads}
+    return max(1, sum(nthreads().values())) if callable(nthreads) else 1
+
+
 def memory_budget() -> int:
     """The memory budget [bytes]: ``MBOOK_MEMORY_GB`` if set, else 2 GiB."""
     value = os.environ.get("MBOOK_MEMORY_GB")

@@ -478,8 +478,7 @@ def _stream_on_cluster(client, structure, parts, inputs, common, sigma):
     # go with their batch (the noise keeps the stack's numbering).
     # (in a list: Atoms is a tuple, which scatter would split into its fields; hash=False: a key of its own)
     shared = None if per_image else client.scatter([structure], broadcast=True, hash=False)[0]
-    nthreads = getattr(client, "nthreads", None)
-    ahead = 1 + (sum(nthreads().values()) if callable(nthreads) else 1)
+    ahead = 1 + progress.client_threads(client)
 
     def submit(part):
         if per_image:

@@ -277,9 +277,7 @@ def pairwise_l1(embedded, *, budget=None, client=None):
     if client is None:
         _l1_rows(embedded, 0, n - 1, batch, out)
         return out + out.T
-    nthreads = getattr(client, "nthreads", None)
-    slots = sum(nthreads().values()) if callable(nthreads) else 1
-    strips = _strips(n, 4 * slots)
+    strips = _strips(n, 4 * progress.client_threads(client))
     # In a list: scatter would split an array into its rows. hash=False: a key of its own, so that an equal
     # array scattered and released by an earlier call cannot take this one's data with it.
     shared = client.scatter([embedded], broadcast=True, hash=False)[0]
@@ -356,8 +354,7 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
     if client is None:
         embedded = np.stack([_embedding(d, h, wavelet) for d in densities])
     else:
-        nthreads = getattr(client, "nthreads", None)
-        count = min(len(densities), 4 * (sum(nthreads().values()) if callable(nthreads) else 1))
+        count = min(len(densities), 4 * progress.client_threads(client))
         bounds = np.linspace(0, len(densities), count + 1).round().astype(int)
         futures = client.map(_embed_all, [densities[a:b] for a, b in zip(bounds[:-1], bounds[1:])], h=h,
                              wavelet=wavelet, pure=False)
