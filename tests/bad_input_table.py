@@ -1995,6 +1995,26 @@ E("multimodal.reconstruction.phase_error", lambda: call(rand(16, 16), rand(16, 1
   region=["abc", np.ones((3, 3), bool)])
 
 
+# ptycho_model: the model's kernels (documented: no checks) run on what reconstruction.reconstruct or
+# loss_and_gradients checked once, batch by batch.
+def _ptycho_kernel_args():
+    return (dev(np.zeros((1, 16, 16), np.float32)), dev(_ptycho_probe().astype(np.complex64)),
+            dev(_ptycho_positions().astype(np.float32)))
+
+
+E("multimodal.ptycho_model.forward", lambda: call(*_ptycho_kernel_args(), None, _S2), phase=UNCHECKED,
+  probe=UNCHECKED, positions=UNCHECKED, propagator=UNCHECKED, sampling=UNCHECKED)
+E("multimodal.ptycho_model.illuminate",
+  lambda: call(dev(crand(4, 8, 8).astype(np.complex64)), dev(_windows()[2]), 256), wave=UNCHECKED,
+  index=UNCHECKED, n_pixels=UNCHECKED)
+E("multimodal.ptycho_model.scan_illumination", lambda: call(*_ptycho_kernel_args(), None, _S2, 2), phase=UNCHECKED,
+  probe=UNCHECKED, positions=UNCHECKED, propagator=UNCHECKED, sampling=UNCHECKED, batch_size=UNCHECKED)
+E("multimodal.ptycho_model.batch_gradients",
+  lambda: call(*_ptycho_kernel_args(), dev(np.sqrt(_ptycho_counts()).astype(np.float32)), None, _S2,
+               dev(np.ones((8, 8), np.float32))),
+  phase=UNCHECKED, probe=UNCHECKED, positions=UNCHECKED, amplitudes=UNCHECKED, propagator=UNCHECKED,
+  sampling=UNCHECKED, detector=UNCHECKED, gradients=UNCHECKED, curvature=UNCHECKED)
+
 # ============================================================================= mbook.electron: prism, lma, implicit
 def _pgrid():
     from mbook.core import grids

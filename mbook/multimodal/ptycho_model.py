@@ -1,0 +1,141 @@
+"""The kernels of the ptychographic model: exit waves, illumination, loss and gradients of a batch.
+
+:func:`mbook.multimodal.reconstruction.reconstruct` and
+:func:`mbook.multimodal.reconstruction.loss_and_gradients` check their inputs once; these
+kernels do the work on what they checked (arrays on one device, the positions' windows
+inside the object), with no checks of their own. The model and its gradients are written
+out in :mod:`mbook.multimodal.reconstruction`.
+
+- :func:`forward`: the waves incident on each slice and the exit waves of a batch of positions;
+- :func:`illuminate`: a batch's ``Σ_j |ψ_j|²`` scattered onto the object's pixels;
+- :func:`scan_illumination`: the same over the whole scan, batch by batch;
+- :func:`batch_gradients`: a batch's loss and its gradients with respect to phase, probe and
+  positions (and the positions' Gauss-Newton curvature).
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.multimodal import ptychography, ptycho_model
+>>> phase = np.zeros((1, 32, 32), np.float32)                     # one slice, no specimen
+>>> probe = ptychography.centred_probe(16, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=60.0)
+>>> positions = np.array([[8.0, 8.0], [8.5, 9.0]], np.float32)
+>>> lit = ptycho_model.scan_illumination(phase, probe, positions, None, (0.5, 0.5), batch_size=1)
+>>> round(float(lit.sum()), 3)                                    # two probes of one electron each
+2.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mbook.core import backend
+from mbook.multimodal import ptychography
+
+
+def _frequencies(gpts, sampling, xp, dtype):
+    kx = xp.asarray(np.fft.fftfreq(gpts[0], sampling[0]), dtype=dtype)
+    ky = xp.asarray(np.fft.fftfreq(gpts[1], sampling[1]), dtype=dtype)
+    return kx, ky
+
+
+def forward(phase, probe, positions, propagator, sampling):
+    """The exit waves of one batch and what the gradients need (a kernel: inputs checked, on one device).
+
+    Returns ``index`` (the windows' object pixels), ``ramp``, ``probe_hat``, the waves
+    incident on each slice, the slices' gratings (lists over slices) and the exit waves ``chi``.
+    """
+    xp = backend.get_array_module(phase)
+    fft = backend.fft_module(phase)
+    n_slices, nx, ny = phase.shape
+    gpts = probe.shape
+    corners, offsets = ptychography.window_corners(positions, sampling, gpts, (nx, ny))
+    index = ptychography.window_indices(corners, gpts, (nx, ny))
+    ramp = ptychography.phase_ramps(offsets, gpts, sampling)
+    probe_hat = fft.fft2(probe)
+    psi = fft.ifft2(probe_hat * ramp)
+    flat = phase.reshape(n_slices, -1)
+    incident, gratings = [], []
+    for s in range(n_slices):  # a few slices: the loop is over the specimen's depth, not over data
+        grating = xp.exp(1j * flat[s][index])
+        incident.append(psi)
+        gratings.append(grating)
+        chi = psi * grating
+        if s < n_slices - 1:
+            psi = fft.ifft2(propagator * fft.fft2(chi))
+    return index, ramp, probe_hat, incident, gratings, chi
+
+
+def illuminate(wave, index, n_pixels):
+    """``Σ_j |ψ_j|²`` of a batch's waves ``(n, wx, wy)`` scattered onto the object's pixels (a kernel)."""
+    xp = backend.get_array_module(wave)
+    return xp.bincount(index.reshape(-1), weights=(wave.real**2 + wave.imag**2).reshape(-1), minlength=n_pixels)
+
+
+def scan_illumination(phase, probe, positions, propagator, sampling, batch_size):
+    """The illumination of every slice by the whole scan, ``(n_slices, nx, ny)`` (a kernel)."""
+    xp = backend.get_array_module(phase)
+    n_slices, nx, ny = phase.shape
+    total = xp.zeros((n_slices, nx * ny), phase.dtype)
+    for start in range(0, len(positions), batch_size):
+        index, _, _, incident, _, _ = forward(phase, probe, positions[start:start + batch_size], propagator,
+                                               sampling)
+        for s in range(n_slices):
+            total[s] += illuminate(incident[s], index, nx * ny)
+    return total.reshape(phase.shape)
+
+
+def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, gradients=True,
+                    curvature=False):
+    """Loss and (optionally) gradients of one batch (a kernel: inputs checked, on one device).
+
+    Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
+    ``g_probe``, ``g_positions`` (n, 2) and, with ``curvature``, the Gauss-Newton curvature of
+    the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2) (else None).
+    """
+    xp = backend.get_array_module(phase)
+    fft = backend.fft_module(phase)
+    n_slices, nx, ny = phase.shape
+    gpts = probe.shape
+    n_pix = gpts[0] * gpts[1]
+    kx, ky = _frequencies(gpts, sampling, xp, phase.dtype)
+    index, ramp, probe_hat, incident, gratings, chi = forward(phase, probe, positions, propagator, sampling)
+    exit_hat = fft.fft2(chi, norm="ortho")
+    amplitude = xp.abs(exit_hat)
+    residual = (amplitude - amplitudes) * detector  # unmeasured pixels add nothing
+    loss = xp.sum(residual**2)
+    if not gradients:
+        return loss, None, None, None, None, None
+    safe = xp.where(amplitude > 0, amplitude, 1)
+    g = fft.ifft2(2 * residual / safe * exit_hat, norm="ortho")
+    g_phase = xp.empty((n_slices, nx * ny), phase.dtype)
+    illumination = xp.empty((n_slices, nx * ny), phase.dtype)
+    flat_index = index.reshape(-1)
+    for s in reversed(range(n_slices)):
+        g_phase[s] = xp.bincount(flat_index, weights=(g * xp.conj(incident[s] * gratings[s])).imag.reshape(-1),
+                                 minlength=nx * ny)
+        illumination[s] = illuminate(incident[s], index, nx * ny)
+        g = xp.conj(gratings[s]) * g
+        if s > 0:
+            g = fft.ifft2(xp.conj(propagator) * fft.fft2(g))
+    g_hat = fft.fft2(g)
+    g_probe = fft.ifft2(xp.sum(xp.conj(ramp) * g_hat, axis=0))
+    q = (xp.conj(g_hat) * probe_hat * ramp).imag * (2 * math.pi / n_pix)
+    g_positions = xp.stack([xp.sum(q * kx[None, :, None], axis=(1, 2)), xp.sum(q * ky[None, None, :], axis=(1, 2))],
+                           axis=1)
+    hessian = None
+    if curvature:
+        # The tangent of the exit wave along x and y (forward mode through the slices): only its
+        # part along the amplitude, ∂A = Re(conj(Ψ) ∂Ψ) / A, changes the loss (Gauss-Newton).
+        shifted = probe_hat * ramp
+        tangent = fft.ifft2(xp.stack([shifted * (-2j * math.pi) * kx[None, :, None],
+                                      shifted * (-2j * math.pi) * ky[None, None, :]]))
+        for s in range(n_slices):
+            tangent = tangent * gratings[s]
+            if s < n_slices - 1:
+                tangent = fft.ifft2(propagator * fft.fft2(tangent))
+        d_amplitude = (xp.conj(exit_hat) * fft.fft2(tangent, norm="ortho")).real / safe
+        hessian = 2 * xp.sum(d_amplitude**2, axis=(2, 3)).T
+    return (loss, g_phase.reshape(phase.shape), illumination.reshape(phase.shape), g_probe, g_positions,
+            hessian)
