@@ -335,6 +335,7 @@ E("core.progress.progress", lambda: call(range(3), desc="x", total=3),
   iterable=[3, 2.5], desc=FREE, total=COUNT0, kwargs=FREE)
 E("core.progress.memory_budget", lambda: call())
 E("core.progress.client_threads", lambda: call(None), client=FREE)  # anything: 1 unless it counts threads
+E("core.progress.one_blas_thread", lambda: call(), xp=FREE)  # any module: a no-op off NumPy
 E("core.progress.run_batches", lambda: call(lambda start: None, range(0, 6, 2), threads=2), run=[3, None],
   starts=FREE, threads=COUNT, desc=FREE, show=["yes", 1, None])  # starts: any iterable of what run takes
 E("core.progress.plan_batches", lambda: call(n_items=10, bytes_per_item=100, fixed_bytes=10, budget=10**6),

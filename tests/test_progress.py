@@ -66,6 +66,24 @@ def test_pooled_batches_run_with_one_blas_thread():
     assert inside and all(seen == {1} for seen in inside)  # batches share the cores, not each product
 
 
+def test_one_blas_thread_limits_numpy_only_and_restores():
+    import numpy as np
+    import threadpoolctl
+
+    from mbook.core import progress as progress_module
+    from mbook.core import strict
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with progress_module.one_blas_thread(np):
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}
+        with progress_module.one_blas_thread(strict.xp):  # another array module: BLAS left alone
+            assert blas_threads() == {2}
+
+
 def test_run_batches_keeps_its_threads_and_runs_nested_calls_in_place():
     import threading
     import time

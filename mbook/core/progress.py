@@ -18,11 +18,13 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+import numpy as np
 import threadpoolctl
 from tqdm import tqdm
 
@@ -85,7 +87,7 @@ def run_batches(run, starts, *, threads: int = 1, desc=None, show: bool = True) 
         with backend.fft_workers(1):
             run(start)
 
-    with _blas_threads().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         futures = [_pool(threads).submit(run_one_thread, start) for start in starts]
         try:
             for future in progress(futures, desc=desc, total=len(futures)) if show else futures:
@@ -100,6 +102,19 @@ def run_batches(run, starts, *, threads: int = 1, desc=None, show: bool = True) 
 _pools: dict = {}  # threads -> ThreadPoolExecutor, kept for the process's life
 _pools_lock = threading.Lock()
 _in_pool = threading.local()
+
+
+def one_blas_thread(xp=np):
+    """A context in which NumPy's BLAS uses one thread (nothing to do for another array module ``xp``).
+
+    Batches that run at once share the cores between them, not each matrix
+    product; and products of a few atoms by a few hundred frequencies cost
+    more to hand to a second BLAS thread than they save (about 30x on a
+    busy 2-core machine). The limit is lifted when the context ends.
+    """
+    if xp is not np:
+        return contextlib.nullcontext()
+    return _blas_threads().limit(limits=1, user_api="blas")
 
 
 @functools.cache

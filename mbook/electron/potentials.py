@@ -58,13 +58,11 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 
 import numpy as np
 import scipy.fft
-import threadpoolctl
 from scipy import constants
 
 from mbook.core import backend, checks, grids, progress
@@ -365,18 +363,10 @@ def _projected_potential_kernel(positions, species, slice_index, n_slices, table
         else:
             out[xp.asarray(slices)] = fft.irfft2(spectrum, s=(nx, ny), axes=(-2, -1), **fft_kwargs)
 
-    with _one_blas_thread(xp):  # also when serial: run_batches pins BLAS only while its pool runs
+    with progress.one_blas_thread(xp):  # also when serial: run_batches pins BLAS only while its pool runs
         progress.run_batches(one_batch, range(0, filled.size, batch), threads=threads, desc="potential slices",
                              show=n_slices >= _MANY_SLICES)
     return out
-
-
-def _one_blas_thread(xp):
-    # These products are small (a few atoms by a few hundred frequencies): waking a second
-    # BLAS thread for each costs more than it saves, ~30x on a busy 2-core machine.
-    if xp is not np:
-        return contextlib.nullcontext()
-    return threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
 def projected_potential(atoms, sampling, slice_thickness, parametrization="kirkland", *, return_grid=False):
