@@ -953,13 +953,10 @@ E("electron.multislice.thickness_series", lambda: call(np.ones((20, 20), complex
   waves=ARRAY + [np.ones((4, 4), complex)], potential=ARRAY + [rand(2, 4, 4)], grid=GRID, energy=ENERGY,
   slice_thickness=LENGTH, every=COUNT, antialias=FREE)
 E("electron.stem.cpu_batch", lambda: call(_egrid()), grid=GRID)
-E("electron.stem.standard_detectors", lambda: call(20.0), semiangle_cutoff=LENGTH)
 E("electron.stem.nyquist_sampling", lambda: call(100e3, 20.0), energy=ENERGY, semiangle_cutoff=LENGTH)
 E("electron.stem.scan_positions", lambda: call(start=(0, 0), end=(2, 2), sampling=0.5),
   start=[(NAN, 0), (0,), "a"], end=[(NAN, 2), (2,), "a", (0, 0)], sampling=LENGTH, energy=ENERGY,
   semiangle_cutoff=LENGTH, endpoint=FREE)
-E("electron.stem.detector_masks", lambda: call(_egrid(), energy=100e3, detectors=BF), grid=GRID, energy=ENERGY,
-  detectors=[{"BF": (20.0, 10.0)}, {"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, "a", {}], xp=FREE)
 E("electron.stem.plan_scan", lambda: call(4, _egrid(), fixed_bytes=1000), n_probes=COUNT, grid=GRID,
   fixed_bytes=NONNEG, diffraction=FREE, budget=LENGTH, max_batch=COUNT, client=["not-a-client", 3])
 E("electron.stem.check_positions", lambda: call(np.full((2, 2), 1.0), _egrid()), positions=ARRAY, grid=GRID)
@@ -980,7 +977,13 @@ E("electron.stem.frozen_phonon_scan", lambda: call(_configurations(), sampling=0
   keep_each=FREE, scan_kwargs=FREE)
 E("electron.stem.source_size_blur", lambda: call(rand(8, 8), sampling=0.5, source_size=0.5), image=ARRAY,
   sampling=LENGTH, source_size=NONNEG)
-E("electron.stem.virtual_image", lambda: call(rand(2, 20, 20), _egrid(), energy=100e3, inner=0.0, outer=20.0),
+E("electron.stem_detectors.standard_detectors", lambda: call(20.0), semiangle_cutoff=LENGTH)
+E("electron.stem_detectors.check_detectors", lambda: call(BF), allow_empty=FREE,
+  detectors=[{"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, {"BF": (1.0, 2.0, 3.0)}, {"BF": "ab"}, "a", {}])
+E("electron.stem_detectors.detector_masks", lambda: call(_egrid(), energy=100e3, detectors=BF), grid=GRID,
+  energy=ENERGY, detectors=[{"BF": (20.0, 10.0)}, {"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, "a", {}], xp=FREE)
+E("electron.stem_detectors.virtual_image",
+  lambda: call(rand(2, 20, 20), _egrid(), energy=100e3, inner=0.0, outer=20.0),
   patterns=ARRAY_ANY_NDIM + [rand(2, 4, 4)], grid=GRID, energy=ENERGY, inner=NONNEG + [30.0], outer=LENGTH)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids, strict
-from mbook.electron import physics, stem
+from mbook.electron import physics, stem, stem_detectors
 
 ENERGY, ALPHA = 200e3, 20.0
 GRID = grids.make_grid(gpts=(64, 64), sampling=0.1)
@@ -139,7 +139,7 @@ def test_cpu_gpu_agree(device):
 
 def test_virtual_detector_equals_the_physical_one(device):
     result = run(column_potential(), POSITIONS, detectors=DETECTORS, diffraction=True)
-    virtual = H(stem.virtual_image(result["diffraction"], GRID, energy=ENERGY, inner=ALPHA, outer=80.0))
+    virtual = H(stem_detectors.virtual_image(result["diffraction"], GRID, energy=ENERGY, inner=ALPHA, outer=80.0))
     np.testing.assert_allclose(virtual, result["DF"], rtol=1e-5, atol=1e-8)
 
 
@@ -176,9 +176,9 @@ def test_numpy_inputs_on_the_stand_in_give_stand_in_arrays():
         patterns = np.ones((2,) + GRID.gpts, np.float32)
         results = [
             stem.scan_positions(start=(1.0, 1.0), end=(2.0, 2.0), sampling=0.5),
-            stem.detector_masks(GRID, energy=ENERGY, detectors=DETECTORS),
+            stem_detectors.detector_masks(GRID, energy=ENERGY, detectors=DETECTORS),
             stem.source_size_blur(np.ones((8, 8)), sampling=0.2, source_size=0.3),
-            stem.virtual_image(patterns, GRID, energy=ENERGY, inner=0.0, outer=ALPHA),
+            stem_detectors.virtual_image(patterns, GRID, energy=ENERGY, inner=0.0, outer=ALPHA),
             *stem.scan(column_potential(), grid=GRID, energy=ENERGY, slice_thickness=1.0, semiangle_cutoff=ALPHA,
                        positions=POSITIONS[:1, :2], detectors=DETECTORS, diffraction=True).values(),
         ]

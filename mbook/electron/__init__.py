@@ -8,7 +8,8 @@
 - :mod:`~mbook.electron.waves`: plane waves, probes, aberrations, the CTF;
 - :mod:`~mbook.electron.multislice`: the multislice recursion;
 - :mod:`~mbook.electron.implicit`: the whole-volume implicit solver (backward Euler, Crank-Nicolson);
-- :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans, detectors;
+- :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans;
+- :mod:`~mbook.electron.stem_detectors`: STEM detectors (annular masks, the standard set, virtual detectors);
 - :mod:`~mbook.electron.prism`: PRISM, STEM from a scattering matrix of plane waves;
 - :mod:`~mbook.electron.prism_scan`: the kernels of a PRISM scan (windows, batches, far fields);
 - :mod:`~mbook.electron.lma`: the Lattice Multislice Algorithm, PRISM with a localized basis;

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import lma_patches, lma_scan, multislice, physics, prism, stem, waves
+from mbook.electron import lma_patches, lma_scan, multislice, physics, prism, stem, stem_detectors, waves
 
 
 @dataclass
@@ -398,7 +398,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         Probe positions [Å] inside the cell.
     detectors : dict, optional
         ``{name: (inner, outer)}`` [mrad]; default
-        :func:`mbook.electron.stem.standard_detectors` of the basis's aperture.
+        :func:`mbook.electron.stem_detectors.standard_detectors` of the basis's aperture.
     diffraction : bool
         Also return the patterns on the window's grid ``(w, w)`` (FFT order).
     defocus, Cs, aberrations
@@ -429,10 +429,10 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     positions = stem.check_positions(positions, grid)
     if detectors is not None and not isinstance(detectors, dict):
         raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
-    detectors = stem.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
+    detectors = stem_detectors.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
     xp = backend.get_array_module(basis.array)
     window = grids.make_grid(gpts=lma_scan.window_shape(basis, m), sampling=grid.sampling)
-    masks = stem.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
+    masks = stem_detectors.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff, defocus=defocus,
                                     Cs=Cs, aberrations=aberrations, xp=xp)
     beams = backend.asarray(prism.beam_indices(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff))

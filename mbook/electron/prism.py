@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import multislice, physics, prism_scan, stem, waves
+from mbook.electron import multislice, physics, prism_scan, stem, stem_detectors, waves
 
 
 @dataclass
@@ -98,9 +98,9 @@ def _check_budget(budget):
 
 
 def _check_detectors(detectors, semiangle_cutoff):
-    """``{name: (inner, outer)}`` [mrad] as a dict; default :func:`mbook.electron.stem.standard_detectors`."""
+    """``{name: (inner, outer)}`` [mrad] as a dict; default :func:`mbook.electron.stem_detectors.standard_detectors`."""
     if detectors is None:
-        return stem.standard_detectors(semiangle_cutoff)
+        return stem_detectors.standard_detectors(semiangle_cutoff)
     if not isinstance(detectors, dict):
         raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
     return dict(detectors)
@@ -292,7 +292,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         Probe positions [Å] inside the cell.
     detectors : dict, optional
         ``{name: (inner, outer)}`` [mrad]; default
-        :func:`mbook.electron.stem.standard_detectors` of the S-matrix's aperture.
+        :func:`mbook.electron.stem_detectors.standard_detectors` of the S-matrix's aperture.
     diffraction : bool
         Also return each position's diffraction pattern, on the window's grid
         ``(nx/f, ny/f)`` (FFT order; ``f = 1``: that of :func:`mbook.electron.stem.scan`).
@@ -333,7 +333,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=smatrix.semiangle_cutoff, defocus=defocus,
                                     Cs=Cs, aberrations=aberrations, xp=xp)
     # Masks made on the host (the pixels they cover choose the Fourier path's columns), moved once.
-    masks_host = stem.detector_masks(window, energy=energy, detectors=detectors, xp=np) if detectors else None
+    masks_host = stem_detectors.detector_masks(window, energy=energy, detectors=detectors, xp=np) if detectors else None
     beams = backend.asarray(smatrix.beams)
     flat = positions.reshape(-1, 2)
     flat_host = backend.asnumpy(flat)  # host: where each window sits, and the scan's grid (one copy, on entry)

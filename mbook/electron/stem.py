@@ -3,7 +3,8 @@
 A focused probe (:func:`mbook.electron.waves.probe`) is placed at each scan position,
 propagated through the specimen by multislice, and its far-field intensity
 ``|F[ψ_exit]|^2`` is integrated over annular detectors (bright field,
-annular bright field, annular dark field, HAADF) or kept whole (4D-STEM).
+annular bright field, annular dark field, HAADF: :mod:`mbook.electron.stem_detectors`)
+or kept whole (4D-STEM).
 Probes are propagated in batches sized to a memory budget
 (:func:`mbook.core.progress.plan_batches`); a Dask client may share the batches
 out, with results identical to the serial run.
@@ -28,7 +29,7 @@ import math
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import multislice, physics, waves
+from mbook.electron import multislice, physics, stem_detectors, waves
 
 #: Bytes of waves per batch on the CPU: a batch that stays near the core's cache runs faster per probe
 #: (measured on a 2-core Xeon with 2 MiB L2: 4 probes of 324² beat 8 by 8-18 %, 128 of 216² were 2x slower).
@@ -41,23 +42,6 @@ def cpu_batch(grid) -> int:
     """Probes per batch on the CPU: as many complex64 waves as fit :data:`CPU_BATCH_BYTES`, 1 to :data:`CPU_BATCH`."""
     checks.check_grid(grid)
     return int(min(CPU_BATCH, max(1, CPU_BATCH_BYTES // (8 * grid.gpts[0] * grid.gpts[1]))))
-
-
-def standard_detectors(semiangle_cutoff: float) -> dict:
-    """Bright field (0-α), annular bright field (α/2-α), ADF (α-3α) and HAADF (70-200 mrad).
-
-    Parameters
-    ----------
-    semiangle_cutoff : float
-        Probe semi-angle α [mrad].
-
-    Returns
-    -------
-    dict
-        ``{name: (inner, outer)}`` in mrad.
-    """
-    a = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
-    return {"BF": (0.0, a), "ABF": (a / 2, a), "ADF": (a, 3 * a), "HAADF": (70.0, 200.0)}
 
 
 def nyquist_sampling(energy, semiangle_cutoff) -> float:
@@ -104,65 +88,6 @@ def scan_positions(*, start, end, sampling=None, energy=None, semiangle_cutoff=N
     n = np.floor((end - start) / step + 1e-9).astype(int) + (1 if endpoint else 0)
     axes = [s + d * np.arange(max(k, 1)) for s, d, k in zip(start, step, n)]
     return backend.asarray(np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1))
-
-
-def _check_detectors(detectors, allow_empty=False):
-    """``{name: (inner, outer)}`` [mrad], finite and >= 0 (at least one unless ``allow_empty``); else an error
-    naming ``detectors``."""
-    if not isinstance(detectors, dict):
-        raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r:.60}")
-    if not detectors and not allow_empty:
-        raise ValueError("detectors must name at least one detector {name: (inner, outer)} [mrad], got {}")
-    out = {}
-    for name, angles in detectors.items():
-        if isinstance(angles, (str, bytes)) or np.ndim(angles) != 1 or len(angles) != 2:
-            raise ValueError(f"detectors[{name!r}] must be (inner, outer) [mrad], got {angles!r}")
-        out[name] = tuple(checks.check_number(a, f"detectors[{name!r}]", lower=0, units="mrad") for a in angles)
-    return out
-
-
-def detector_masks(grid, *, energy, detectors, xp=None):
-    """Annular detector masks in Fourier space (FFT order).
-
-    Parameters
-    ----------
-    grid : Grid
-        Simulation grid [Å].
-    energy : float
-        [eV].
-    detectors : dict
-        ``{name: (inner, outer)}`` [mrad]; inner < outer.
-    xp : module, optional
-        Array module to make them with; default the selected device's.
-
-    Returns
-    -------
-    (n_detectors, nx, ny) ndarray, float32
-        On the selected device (or ``xp``'s).
-
-    Raises
-    ------
-    ValueError
-        When an outer angle exceeds what the grid represents after
-        antialiasing (the message gives the largest angle and the sampling
-        needed), or inner >= outer.
-    """
-    checks.check_grid(grid)
-    xp = xp or backend.xp
-    limit = multislice.max_angle(grid, energy)
-    alpha = 1e3 * physics.wavelength(energy) * xp.sqrt(grids.frequency_squared(grid, xp=xp))
-    masks = []
-    for name, (inner, outer) in _check_detectors(detectors).items():
-        if not inner < outer:
-            raise ValueError(f"detectors[{name!r}]: need 0 <= inner < outer [mrad], got ({inner}, {outer})")
-        if outer > limit * (1 + 1e-9):
-            needed = 1e3 * physics.wavelength(energy) * multislice.ANTIALIAS_FRACTION / (2 * outer)
-            raise ValueError(
-                f"detector {name!r} reaches {outer} mrad but the sampling {max(grid.sampling):.4f} Å reaches only "
-                f"{limit:.1f} mrad after antialiasing at {energy:g} eV; use sampling <= {needed:.4f} Å"
-            )
-        masks.append(((alpha >= inner) & (alpha < outer)).astype(xp.float32))
-    return xp.stack(masks)
 
 
 def check_positions(positions, grid):
@@ -292,7 +217,7 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     positions : (..., 2) array_like
         Probe positions [Å], inside the cell (e.g. :func:`scan_positions`).
     detectors : dict, optional
-        ``{name: (inner, outer)}`` [mrad]; default :func:`standard_detectors`.
+        ``{name: (inner, outer)}`` [mrad]; default :func:`mbook.electron.stem_detectors.standard_detectors`.
     diffraction : bool
         Also return the full diffraction pattern at each position (4D-STEM).
     defocus, Cs, aberrations
@@ -322,8 +247,8 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     physics.check_energy(energy)
     potential = checks.check_array(potential, "potential", real=True)
     positions = check_positions(positions, grid)
-    detectors = (standard_detectors(semiangle_cutoff) if detectors is None  # {}: diffraction patterns only
-                 else _check_detectors(detectors, allow_empty=True))
+    detectors = (stem_detectors.standard_detectors(semiangle_cutoff) if detectors is None
+                 else stem_detectors.check_detectors(detectors, allow_empty=True))  # {}: diffraction patterns only
     checks.check_client(client)
     xp = backend.get_array_module(potential)
     # Refuse from the shapes, before building the transmission functions (which the plan below counts):
@@ -333,7 +258,7 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     estimate += 4 * n_positions * (len(detectors) + (pixels if diffraction else 0))
     plan_scan(n_positions, grid, fixed_bytes=estimate, diffraction=diffraction, budget=budget,
               max_batch=max_batch, client=client)
-    masks = detector_masks(grid, energy=energy, detectors=detectors, xp=xp) if detectors else None
+    masks = stem_detectors.detector_masks(grid, energy=energy, detectors=detectors, xp=xp) if detectors else None
     _, transmissions, propagators = multislice.prepare(xp.zeros(grid.gpts, xp.complex64), potential, grid,
                                                         energy, slice_thickness, antialias=True)
     probe = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
@@ -485,37 +410,3 @@ def source_size_blur(image, *, sampling, source_size):
     grid = grids.make_grid(gpts=image.shape, sampling=sampling)
     k2 = grids.frequency_squared(grid, xp=xp)
     return backend.ifft2(backend.fft2(image) * xp.exp(-2 * math.pi**2 * source_size**2 * k2)).real
-
-
-def virtual_image(patterns, grid, *, energy, inner, outer):
-    """Integrate 4D-STEM patterns over an annulus: any detector, after the fact.
-
-    Parameters
-    ----------
-    patterns : (..., nx, ny) array_like
-        Diffraction intensities in FFT order, as returned by :func:`scan`
-        with ``diffraction=True``.
-    grid : Grid
-        The simulation grid [Å].
-    energy : float
-        [eV].
-    inner, outer : float
-        Detector angles [mrad].
-
-    Returns
-    -------
-    (...) ndarray
-        Fraction of the incident current on the detector at each position,
-        on the selected device (a 0-d array for one pattern).
-    """
-    checks.check_grid(grid)
-    patterns = checks.check_array(patterns, "patterns", min_ndim=2, real=True)
-    if patterns.shape[-2:] != tuple(grid.gpts):
-        raise ValueError(f"patterns end in {patterns.shape[-2:]}, the grid has gpts {grid.gpts}")
-    xp = backend.get_array_module(patterns)
-    inner = checks.check_number(inner, "inner", lower=0, units="mrad")
-    outer = checks.check_number(outer, "outer", lower=0, units="mrad")
-    if not inner < outer:
-        raise ValueError(f"inner must be below outer [mrad], got inner={inner}, outer={outer}")
-    mask = detector_masks(grid, energy=energy, detectors={"virtual": (inner, outer)}, xp=xp)[0]
-    return xp.tensordot(patterns, mask.astype(patterns.dtype, copy=False), axes=([-2, -1], [-2, -1]))
