@@ -897,13 +897,16 @@ E("electron.waves.temporal_envelope", lambda: call(*_k(), energy=100e3, focal_sp
 E("electron.waves.spatial_envelope", lambda: call(*_k(), energy=100e3, angular_spread=0.5, defocus=10.0),
   kx=[EMPTY, WITH_NAN, "abc"], ky=[EMPTY, WITH_NAN, "abc"], energy=ENERGY, angular_spread=NONNEG, defocus=REAL,
   Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"])
-E("electron.waves.contrast_transfer_function", lambda: call(_egrid(), energy=100e3, defocus=10.0),
-  grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"],
-  amplitude_contrast=[-0.5, 1.5, NAN, "1"], focal_spread=NONNEG, angular_spread=NONNEG,
-  semiangle_cutoff=LENGTH, xp=FREE)
 E("electron.waves.lens_transfer", lambda: call(_egrid(), energy=100e3, defocus=10.0),
   grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL,
   aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], focal_spread=NONNEG, angular_spread=NONNEG, xp=FREE)
+# The kernels of waves (no checks: lens_transfer, the probes and hrtem call them on checked inputs).
+E("electron.waves.frequency_axes", lambda: call(_egrid(), np), grid=UNCHECKED, xp=FREE)
+E("electron.waves.aberration_phase_kernel", lambda: call(*_k(), 0.037, {"C10": -10.0}, np), kx=UNCHECKED,
+  ky=UNCHECKED, wavelength=UNCHECKED, coefficients=UNCHECKED, xp=FREE)
+E("electron.waves.envelopes_kernel", lambda: call(*_k(), 0.037, {"C10": -10.0}, 20.0, 30.0, 0.5, np),
+  kx=UNCHECKED, ky=UNCHECKED, wavelength=UNCHECKED, coefficients=UNCHECKED, semiangle_cutoff=UNCHECKED,
+  focal_spread=UNCHECKED, angular_spread=UNCHECKED, xp=FREE)
 E("electron.waves.plane_wave", lambda: call((8, 8)), gpts=GPTS, xp=FREE)
 E("electron.waves.probe", lambda: call(_egrid(), energy=100e3, semiangle_cutoff=20.0, positions=[(1.0, 1.0)]),
   grid=GRID, energy=ENERGY, semiangle_cutoff=LENGTH, defocus=REAL, Cs=REAL,
@@ -914,11 +917,15 @@ E("electron.waves.probe_spectrum", lambda: call(_egrid(), energy=100e3, semiangl
 E("electron.waves.place_probes", lambda: call(np.ones((20, 20), complex), _egrid(), [(1.0, 1.0), (2.0, 2.0)]),
   spectrum=ARRAY + [np.ones((4, 4), complex)], grid=GRID, positions=[[(1.0,)], "a", [], [(NAN, 1.0)]],
   plan=["not-a-plan", 3])
-E("electron.waves.image_intensity", lambda: call(crand(20, 20), _egrid(), energy=100e3, defocus=10.0),
+E("electron.hrtem.contrast_transfer_function", lambda: call(_egrid(), energy=100e3, defocus=10.0),
+  grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"],
+  amplitude_contrast=[-0.5, 1.5, NAN, "1"], focal_spread=NONNEG, angular_spread=NONNEG,
+  semiangle_cutoff=LENGTH, xp=FREE)
+E("electron.hrtem.image_intensity", lambda: call(crand(20, 20), _egrid(), energy=100e3, defocus=10.0),
   exit_wave=ARRAY + [crand(4, 4)], grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL,
   aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], semiangle_cutoff=LENGTH, focal_spread=NONNEG,
   angular_spread=NONNEG)
-E("electron.waves.ctf_zeros", lambda: call(energy=100e3, defocus=100.0, k_max=1.0, num_samples=200),
+E("electron.hrtem.ctf_zeros", lambda: call(energy=100e3, defocus=100.0, k_max=1.0, num_samples=200),
   energy=ENERGY, defocus=REAL, Cs=REAL, k_max=LENGTH, num_samples=COUNT)
 E("electron.multislice.max_angle", lambda: call(_egrid(), 100e3), grid=GRID, energy=ENERGY, antialias=FREE)
 E("electron.multislice.antialias_aperture", lambda: call(_egrid()), grid=GRID, xp=FREE)

@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from mbook.core import backend, grids
 from mbook.cryoem import ctf, micrographs, particles, volumes, voxels, white_noise
 from mbook.geometry import so3
-from mbook.electron import waves
+from mbook.electron import hrtem
 
 ATOMS = particles.random_structure(60, radii=(12.0, 10.0, 8.0), sigma=2.0, seed=3)
 POSITIONS, WEIGHTS = backend.asnumpy(ATOMS.positions), backend.asnumpy(ATOMS.weights)  # host copies for checks
@@ -202,7 +202,7 @@ def test_bad_input_is_refused(call, match):
 # --------------------------------------------------------------------------- image formation
 def test_ctf_is_the_lens_model_times_the_b_factor_envelope(device):
     transfer = backend.asnumpy(ctf.ctf(GRID2, defocus=1.5e4, B_factor=80.0))
-    lens = backend.asnumpy(waves.contrast_transfer_function(GRID2, energy=300e3, defocus=1.5e4, Cs=2.7e7,
+    lens = backend.asnumpy(hrtem.contrast_transfer_function(GRID2, energy=300e3, defocus=1.5e4, Cs=2.7e7,
                                                             amplitude_contrast=0.1))
     k2 = backend.asnumpy(grids.frequency_squared(GRID2))
     np.testing.assert_allclose(transfer, lens * np.exp(-20.0 * k2), rtol=1e-12)

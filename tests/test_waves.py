@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids, strict
-from mbook.electron import physics, waves
+from mbook.electron import hrtem, physics, waves
 
 ENERGY = 300e3
 GRID = grids.make_grid(gpts=(128, 128), sampling=0.1)
@@ -34,7 +34,7 @@ def test_ctf_zeros_match_analytic_defocus_zeros(device):
     """With Cs = 0, sin χ = 0 at k_n = sqrt(n / (λ Δf))."""
     lam = physics.wavelength(ENERGY)
     grid = grids.make_grid(gpts=(1024, 4), sampling=0.1)
-    ctf = H(waves.contrast_transfer_function(grid, energy=ENERGY, defocus=500.0))
+    ctf = H(hrtem.contrast_transfer_function(grid, energy=ENERGY, defocus=500.0))
     kx = grids.spatial_frequencies(grid, xp=np)[0][1:512]
     profile = ctf[1:512, 0]
     crossings = kx[np.nonzero(np.diff(np.sign(profile)))[0]]
@@ -57,9 +57,9 @@ def test_ctf_carries_the_envelopes_and_the_aperture(device):
     kwargs = dict(energy=ENERGY, defocus=400.0, Cs=1e7)
     kx, ky = (k[:, None] if axis == 0 else k[None, :]
               for axis, k in enumerate(grids.spatial_frequencies(GRID, xp=np)))
-    full = H(waves.contrast_transfer_function(GRID, focal_spread=30.0, angular_spread=0.3, semiangle_cutoff=20.0,
+    full = H(hrtem.contrast_transfer_function(GRID, focal_spread=30.0, angular_spread=0.3, semiangle_cutoff=20.0,
                                               **kwargs))
-    parts = (H(waves.contrast_transfer_function(GRID, **kwargs))
+    parts = (H(hrtem.contrast_transfer_function(GRID, **kwargs))
              * H(waves.temporal_envelope(kx, ky, energy=ENERGY, focal_spread=30.0))
              * H(waves.spatial_envelope(kx, ky, angular_spread=0.3, **kwargs))
              * H(waves.aperture(kx, ky, energy=ENERGY, semiangle_cutoff=20.0)))
@@ -74,7 +74,7 @@ def test_probe_is_normalised_centred_and_band_limited(device):
     peak = np.unravel_index(np.argmax(abs(psi[0])), psi[0].shape)
     assert peak == (30, 45)
     spectrum = np.fft.fft2(psi[1])
-    outside = waves.aperture(*waves._frequencies(GRID, np), energy=ENERGY, semiangle_cutoff=25.0) == 0
+    outside = waves.aperture(*waves.frequency_axes(GRID, np), energy=ENERGY, semiangle_cutoff=25.0) == 0
     assert np.sum(abs(spectrum[H(outside)]) ** 2) < 1e-10 * np.sum(abs(spectrum) ** 2)
 
 
@@ -120,21 +120,21 @@ def test_weak_phase_image_follows_the_ctf(device):
     grid = grids.make_grid(gpts=(64, 64), sampling=0.2)
     rng = np.random.default_rng(5)
     phase = 1e-3 * rng.standard_normal(grid.gpts)
-    image = H(waves.image_intensity(np.exp(1j * phase), grid, energy=ENERGY, defocus=300.0, Cs=1e6))
-    ctf = H(waves.contrast_transfer_function(grid, energy=ENERGY, defocus=300.0, Cs=1e6))
+    image = H(hrtem.image_intensity(np.exp(1j * phase), grid, energy=ENERGY, defocus=300.0, Cs=1e6))
+    ctf = H(hrtem.contrast_transfer_function(grid, energy=ENERGY, defocus=300.0, Cs=1e6))
     linear = 1 + 2 * np.real(np.fft.ifft2(np.fft.fft2(phase) * ctf))
     assert np.max(abs(image - linear)) < 1e-5  # second order in a phase of ~1e-3, float32
     assert np.std(image - 1) > 1e-4  # and the contrast itself is first order
 
 
 def test_vacuum_image_is_one(device):
-    image = waves.image_intensity(np.ones((32, 32), complex), grids.make_grid(gpts=(32, 32), sampling=0.2),
+    image = hrtem.image_intensity(np.ones((32, 32), complex), grids.make_grid(gpts=(32, 32), sampling=0.2),
                                   energy=ENERGY, defocus=100.0, focal_spread=20.0)
     np.testing.assert_allclose(H(image), 1.0, rtol=1e-6)
 
 
 def test_ctf_zeros_with_spherical_aberration(device):
-    zeros = H(waves.ctf_zeros(energy=ENERGY, defocus=600.0, Cs=1.2e7, k_max=1.0))
+    zeros = H(hrtem.ctf_zeros(energy=ENERGY, defocus=600.0, Cs=1.2e7, k_max=1.0))
     chi = H(waves.aberration_phase(zeros, 0 * zeros, energy=ENERGY, defocus=600.0, Cs=1.2e7))
     np.testing.assert_allclose(np.sin(chi), 0, atol=1e-9)
     np.testing.assert_allclose(chi / np.pi, np.round(chi / np.pi), atol=1e-9)  # χ = nπ
@@ -152,14 +152,14 @@ def test_numpy_inputs_on_the_stand_in_give_stand_in_arrays():
             waves.aperture(k, k, energy=ENERGY, semiangle_cutoff=10.0),
             waves.temporal_envelope(k, k, energy=ENERGY, focal_spread=20.0),
             waves.spatial_envelope(k, k, energy=ENERGY, angular_spread=0.5, defocus=100.0),
-            waves.contrast_transfer_function(grid, energy=ENERGY, defocus=100.0),
+            hrtem.contrast_transfer_function(grid, energy=ENERGY, defocus=100.0),
             waves.lens_transfer(grid, energy=ENERGY, defocus=100.0),
             waves.plane_wave(grid.gpts),
             waves.probe(grid, energy=ENERGY, semiangle_cutoff=20.0),
             waves.probe_spectrum(grid, energy=ENERGY, semiangle_cutoff=20.0),
             waves.place_probes(np.ones(grid.gpts, np.complex64), grid, [[1.0, 2.0]]),
-            waves.image_intensity(np.ones(grid.gpts, np.complex64), grid, energy=ENERGY, defocus=50.0),
-            waves.ctf_zeros(energy=ENERGY, defocus=600.0, k_max=0.5),
+            hrtem.image_intensity(np.ones(grid.gpts, np.complex64), grid, energy=ENERGY, defocus=50.0),
+            hrtem.ctf_zeros(energy=ENERGY, defocus=600.0, k_max=0.5),
         ]
         assert all(backend.get_array_module(r) is strict.xp for r in results)
     finally:

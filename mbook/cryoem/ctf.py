@@ -1,7 +1,7 @@
 """The contrast transfer function of a cryo-EM image, with its B-factor envelope.
 
 ``H(k) = CTF(k; defocus) exp(-B |k|² / 4)``: the lens model of
-:func:`mbook.electron.waves.contrast_transfer_function` (defocus positive for
+:func:`mbook.electron.hrtem.contrast_transfer_function` (defocus positive for
 underfocus, spherical aberration ``Cs``, amplitude contrast) times the
 envelope of a B-factor (B in Å², k in 1/Å) that stands for the specimen's
 motion, radiation damage and the microscope's partial coherence
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbook.core import backend, checks, grids
-from mbook.electron import waves
+from mbook.electron import hrtem
 
 #: Default microscope: 300 kV, Cs = 2.7 mm, 10 % amplitude contrast.
 MICROSCOPE = {"energy": 300e3, "Cs": 2.7e7, "amplitude_contrast": 0.1}
@@ -52,14 +52,14 @@ def ctf_table(grid, defocus, B_factor, microscope, xp):
     """CTFs times the B-factor envelope for host defoci (b,) -> (b, nx, ny) on ``xp`` (a kernel: no checks).
 
     Images of one micrograph share a defocus: the lens model of
-    :func:`mbook.electron.waves.contrast_transfer_function` is evaluated once
+    :func:`mbook.electron.hrtem.contrast_transfer_function` is evaluated once
     per distinct value and gathered. Arguments as :func:`check_defocus`,
     :func:`check_b_factor` and :func:`check_microscope` return them.
     """
     envelope = xp.exp(-B_factor / 4 * grids.frequency_squared(grid, xp=xp))
     unique, inverse = np.unique(defocus.ravel(), return_inverse=True)
     table = xp.stack([  # the lens model comes back on the selected device, where xp's arrays are
-        waves.contrast_transfer_function(grid, energy=microscope["energy"], defocus=float(d), Cs=microscope["Cs"],
+        hrtem.contrast_transfer_function(grid, energy=microscope["energy"], defocus=float(d), Cs=microscope["Cs"],
                                          amplitude_contrast=microscope["amplitude_contrast"])
         for d in unique
     ]) * envelope
@@ -80,7 +80,7 @@ def check_b_factor(B_factor) -> float:
 
 
 def ctf(grid, *, defocus, B_factor=0.0, **microscope):
-    """CTF of :func:`mbook.electron.waves.contrast_transfer_function` times ``exp(-B k² / 4)``.
+    """CTF of :func:`mbook.electron.hrtem.contrast_transfer_function` times ``exp(-B k² / 4)``.
 
     Parameters
     ----------

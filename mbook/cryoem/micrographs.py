@@ -6,7 +6,7 @@ The image of particle i (weak-phase model, e.g. Scheres 2012) is
 ``H_i(k) = CTF(k; defocus_i) exp(-B |k|² / 4)``,
 
 with ``P_i`` the clean projection (:mod:`mbook.cryoem.particles`), ``s_i`` an in-plane
-shift [Å], the CTF of :func:`mbook.electron.waves.contrast_transfer_function` (defocus
+shift [Å], the CTF of :func:`mbook.electron.hrtem.contrast_transfer_function` (defocus
 positive for underfocus) times a B-factor envelope (B in Å², k in 1/Å),
 ``c_i`` a per-image contrast and ``n_i`` white Gaussian noise of standard
 deviation σ. The SNR is the mean over images of the variance of the clean

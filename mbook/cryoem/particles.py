@@ -19,7 +19,7 @@ microscope (weak-phase model, e.g. Frank 2006; Scheres 2012):
   ``P̂_R(k) = F(Rᵀ (k_x, k_y, 0))``;
 - ``s_i`` is an in-plane shift [Å];
 - ``H_i = CTF(k; defocus_i) exp(-B |k|² / 4)`` is the contrast transfer
-  function of :func:`mbook.electron.waves.contrast_transfer_function` times a
+  function of :func:`mbook.electron.hrtem.contrast_transfer_function` times a
   B-factor envelope;
 - ``c_i > 0`` is a per-image contrast (ice thickness, dose);
 - ``n_i`` is white Gaussian noise whose variance makes the mean signal

@@ -5,7 +5,8 @@
 - :mod:`~mbook.electron.scattering_factors`: electron scattering factors, Kirkland and Lobato tables;
 - :mod:`~mbook.electron.potentials`: projected potentials, sliced;
 - :mod:`~mbook.electron.phonons`: frozen-phonon configurations;
-- :mod:`~mbook.electron.waves`: plane waves, probes, aberrations, the CTF;
+- :mod:`~mbook.electron.waves`: plane waves, probes, aberrations, lens transfer;
+- :mod:`~mbook.electron.hrtem`: phase-contrast imaging (the weak-object CTF, bright-field images, CTF zeros);
 - :mod:`~mbook.electron.multislice`: the multislice recursion;
 - :mod:`~mbook.electron.implicit`: the whole-volume implicit solver (backward Euler, Crank-Nicolson);
 - :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans;

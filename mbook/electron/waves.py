@@ -1,4 +1,4 @@
-"""Electron waves and the objective lens: aberrations, CTF, envelopes, probes.
+"""Electron waves and the objective lens: aberrations, envelopes, lens transfer, probes.
 
 Aberrations use Krivanek's notation (lengths in Å, angles in rad):
 
@@ -10,7 +10,10 @@ and ``Cs = C30``. Reciprocal arrays are in FFT order (:mod:`mbook.core.grids`).
 
 Public functions move their array inputs to the selected device and return
 their arrays there; the functions of a grid (transfer functions, probes) make
-them there, or with the array module ``xp`` when one is given.
+them there, or with the array module ``xp`` when one is given. The kernels
+(:func:`frequency_axes`, :func:`aberration_phase_kernel`,
+:func:`envelopes_kernel`) check nothing: they serve this module and the
+phase-contrast image of :mod:`mbook.electron.hrtem` (CTF, images, CTF zeros).
 
 Examples
 --------
@@ -135,11 +138,16 @@ def aberration_phase(kx, ky, *, energy, defocus=0.0, Cs=0.0, aberrations=None):
         χ, broadcast shape of ``kx`` and ``ky``, on the selected device [rad].
     """
     kx, ky, xp = _frequency_pair(kx, ky)
-    return _aberration_phase(kx, ky, physics.wavelength(energy), check_aberrations(aberrations, defocus=defocus,
-                                                                                  Cs=Cs), xp)
+    return aberration_phase_kernel(kx, ky, physics.wavelength(energy),
+                                   check_aberrations(aberrations, defocus=defocus, Cs=Cs), xp)
 
 
-def _aberration_phase(kx, ky, wavelength, coefficients, xp):
+def aberration_phase_kernel(kx, ky, wavelength, coefficients, xp):
+    """χ(k) [rad] of :func:`aberration_phase` from checked inputs (a kernel: no checks).
+
+    ``kx, ky`` [1/Å] broadcastable arrays of the module ``xp``, ``wavelength``
+    [Å], ``coefficients`` a dict of :func:`check_aberrations`.
+    """
     alpha, phi = _polar(kx, ky, wavelength, xp)
     return _chi(alpha, phi, wavelength, coefficients, xp)
 
@@ -223,63 +231,26 @@ def _spatial_envelope(kx, ky, wavelength, angular_spread, coefficients, xp):
     return xp.exp(-((spread / (2 * wavelength)) ** 2) * gradient2)
 
 
-def _frequencies(grid, xp):
+def frequency_axes(grid, xp):
+    """``kx`` as ``(nx, 1)`` and ``ky`` as ``(1, ny)`` [1/Å] of a 2D grid, in FFT order, made with ``xp``
+    (a kernel: no checks).
+
+    Broadcast together they give the grid's frequencies: what the transfer
+    functions of this module and :mod:`mbook.electron.hrtem` are evaluated on.
+    """
     kx, ky = grids.spatial_frequencies(grid, xp=xp)
     return kx[:, None], ky[None, :]
 
 
-def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations=None,
-                               amplitude_contrast=0.0, focal_spread=0.0, angular_spread=0.0,
-                               semiangle_cutoff=None, xp=None):
-    """Linear (weak-object) contrast transfer function on a grid, in FFT order.
+def envelopes_kernel(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread, xp):
+    """Aperture times temporal and spatial envelopes (1 where absent), broadcast to the grid (a kernel).
 
-    For an object ``exp(i σ v - a)`` with small σv and absorption ``a`` in the
-    fixed ratio ``a = A σ v / sqrt(1 - A^2)``, the image intensity is
-    ``1 + 2 σ v ⊛ F^-1[CTF]`` with
-
-    ``CTF(k) = E_t E_s [sqrt(1 - A^2) sin χ(k) - A cos χ(k)]``
-
-    (A = ``amplitude_contrast``; Kirkland 2010, eq. 3.37; for cryo-EM the
-    usual 0.07-0.1). With positive (under-)focus, sin χ < 0 at low k.
-
-    Parameters
-    ----------
-    grid : Grid
-        2D grid [Å].
-    energy : float
-        [eV].
-    defocus, Cs, aberrations
-        See :func:`aberration_phase` [Å].
-    amplitude_contrast : float
-        Fraction A in [0, 1).
-    focal_spread : float
-        rms focal spread [Å] (0: none).
-    angular_spread : float
-        Illumination angular spread [mrad] (0: none).
-    semiangle_cutoff : float, optional
-        Objective aperture [mrad].
-    xp : module, optional
-        Array module to make it with; default the selected device's.
-
-    Returns
-    -------
-    (nx, ny) ndarray, float64
-        On the selected device (or ``xp``'s).
+    Inputs as checked by :func:`lens_transfer` (``kx, ky`` [1/Å] of
+    :func:`frequency_axes`, ``wavelength`` [Å], ``coefficients`` of
+    :func:`check_aberrations`, ``focal_spread`` [Å] and ``angular_spread``
+    [mrad] >= 0); only ``semiangle_cutoff`` [mrad] (None: no aperture) is
+    checked here.
     """
-    checks.check_number(amplitude_contrast, "amplitude_contrast", lower=0, upper=1, upper_inclusive=False)
-    focal_spread = checks.check_positive_number(focal_spread, "focal_spread", allow_zero=True)
-    angular_spread = checks.check_positive_number(angular_spread, "angular_spread", allow_zero=True)
-    wavelength = physics.wavelength(energy)
-    coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
-    xp = xp or backend.xp
-    kx, ky = _frequencies(grid, xp)
-    chi = _aberration_phase(kx, ky, wavelength, coefficients, xp)
-    ctf = math.sqrt(1 - amplitude_contrast**2) * xp.sin(chi) - amplitude_contrast * xp.cos(chi)
-    return ctf * _envelopes(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread, xp)
-
-
-def _envelopes(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread, xp):
-    """Aperture times temporal and spatial envelopes (1 where absent), broadcast to the grid."""
     envelope = 1.0
     if semiangle_cutoff is not None:
         semiangle = checks.check_positive(semiangle_cutoff, "semiangle_cutoff", 1)[0]
@@ -309,10 +280,10 @@ def lens_transfer(grid, *, energy, semiangle_cutoff=None, defocus=0.0, Cs=0.0, a
     wavelength = physics.wavelength(energy)
     coefficients = check_aberrations(aberrations, defocus=defocus, Cs=Cs)
     xp = xp or backend.xp
-    kx, ky = _frequencies(grid, xp)
-    transfer = xp.exp(-1j * _aberration_phase(kx, ky, wavelength, coefficients, xp))
-    return transfer * _envelopes(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread, angular_spread,
-                                 xp)
+    kx, ky = frequency_axes(grid, xp)
+    transfer = xp.exp(-1j * aberration_phase_kernel(kx, ky, wavelength, coefficients, xp))
+    return transfer * envelopes_kernel(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread,
+                                       angular_spread, xp)
 
 
 def plane_wave(gpts, *, xp=None):
@@ -445,7 +416,7 @@ def place_probes(spectrum, grid, positions, *, plan=None):
 def _place_probes(spectrum, positions, grid, plan=None):
     """:func:`place_probes` without checks: a kernel, on the device of ``spectrum`` and ``positions``."""
     xp = backend.get_array_module(spectrum)
-    kx, ky = _frequencies(grid, xp)
+    kx, ky = frequency_axes(grid, xp)
     # The shift exp(-2πi k·r0) is separable: two small exponentials per probe, not nx·ny.
     x0 = positions[:, 0][:, None, None]
     y0 = positions[:, 1][:, None, None]
@@ -457,76 +428,3 @@ def _place_probes(spectrum, positions, grid, plan=None):
     xp.multiply(shift_x, shift_y * xp.complex64(plan.scale), plan.array)
     plan.array *= spectrum
     return plan.backward()
-
-
-def image_intensity(exit_wave, grid, *, energy, defocus=0.0, Cs=0.0, aberrations=None, semiangle_cutoff=None,
-                    focal_spread=0.0, angular_spread=0.0):
-    """Bright-field (HRTEM) image of an exit wave: ``|F^-1[F[ψ] · H]|^2``.
-
-    ``H`` is :func:`lens_transfer`; partial coherence enters through its
-    envelopes (the quasi-coherent approximation, accurate for weak
-    scattering; Kirkland 2010, sec. 3.3.2).
-
-    Parameters
-    ----------
-    exit_wave : (..., nx, ny) array_like, complex
-        Exit wave(s) on ``grid``.
-    grid : Grid
-        [Å].
-    energy, defocus, Cs, aberrations, semiangle_cutoff, focal_spread, angular_spread
-        See :func:`lens_transfer` [eV, Å, mrad].
-
-    Returns
-    -------
-    (..., nx, ny) ndarray, float32
-        Intensity, 1 for vacuum under unit plane-wave illumination, on the
-        selected device.
-    """
-    checks.check_grid(grid)
-    exit_wave = checks.check_field(exit_wave, "exit_wave")
-    xp = backend.get_array_module(exit_wave)
-    if exit_wave.shape[-2:] != tuple(grid.gpts):
-        raise ValueError(f"exit_wave shape {exit_wave.shape[-2:]} does not match grid gpts {grid.gpts}")
-    transfer = lens_transfer(grid, energy=energy, semiangle_cutoff=semiangle_cutoff, defocus=defocus, Cs=Cs,
-                             aberrations=aberrations, focal_spread=focal_spread, angular_spread=angular_spread,
-                             xp=xp).astype(xp.complex64)
-    return (xp.abs(backend.ifft2(backend.fft2(exit_wave.astype(xp.complex64)) * transfer)) ** 2).astype(xp.float32)
-
-
-def ctf_zeros(*, energy, defocus=0.0, Cs=0.0, k_max, num_samples=20000):
-    """Spatial frequencies where the round-lens CTF ``sin χ(k)`` vanishes, up to ``k_max``.
-
-    Sign changes of ``sin χ`` on a fine grid of ``|k|``, refined by Brent's
-    method (only round aberrations: defocus and Cs). A host-only step
-    (rule 5 of :mod:`mbook`): :func:`scipy.optimize.brentq` runs on the host,
-    on a few thousand scalars; the zeros are then moved to the selected device.
-
-    Parameters
-    ----------
-    energy : float
-        [eV].
-    defocus, Cs : float
-        [Å].
-    k_max : float
-        Largest frequency searched [1/Å].
-
-    Returns
-    -------
-    ndarray, float64
-        Zeros ``k_n`` [1/Å], increasing, excluding ``k = 0``, on the selected device.
-    """
-    from scipy.optimize import brentq
-
-    k_max = checks.check_positive(k_max, "k_max", 1)[0]
-    num_samples = checks.check_count(num_samples, "num_samples", minimum=2)
-    wavelength = physics.wavelength(energy)
-    coefficients = check_aberrations(defocus=defocus, Cs=Cs)
-
-    def sin_chi(k):  # on the host: brentq calls it with one float at a time
-        return np.sin(_aberration_phase(np.asarray(k), np.zeros(()), wavelength, coefficients, np))
-
-    k = np.linspace(k_max / num_samples, k_max, num_samples)
-    values = sin_chi(k)
-    brackets = np.nonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)[0]
-    zeros = [brentq(lambda q: float(sin_chi(q)), k[i], k[i + 1], xtol=1e-12) for i in brackets]
-    return backend.asarray(np.array(zeros, dtype=np.float64))
