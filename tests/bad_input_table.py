@@ -2188,3 +2188,26 @@ E("electron.implicit.solve",
   grid=GRID + [(16, 16)], energy=ENERGY, slice_thickness=LENGTH + [[1.0, 2.0]], scheme=CHOICE,
   x0=ARRAY_ANY_NDIM + [np.ones((5, 16, 16))], method=CHOICE, tol=TOL + [0], max_num_iter=COUNT,
   check_every=COUNT, antialias=[1, "yes"], budget=LENGTH)
+
+
+# implicit_system: the system's kernels (documented: no checks) run on what implicit.solve and implicit.operators
+# checked once, inside their iterations.
+def _isystem():
+    from mbook.electron import implicit_system
+
+    return implicit_system.make_system(dev(_ipot()), _igrid(), 200e3, (2.0, 2.0, 2.0), 0.5, 0, np.complex128, True)
+
+
+E("electron.implicit_system.make_system",
+  lambda: call(dev(_ipot()), _igrid(), 200e3, (2.0, 2.0, 2.0), 0.5, 0, np.complex128, True), potential=UNCHECKED,
+  grid=UNCHECKED, energy=UNCHECKED, thicknesses=UNCHECKED, theta=UNCHECKED, batch_ndim=UNCHECKED, dtype=UNCHECKED,
+  antialias=UNCHECKED)
+E("electron.implicit_system.apply", lambda: call(_isystem(), dev(crand(3, 16, 16))), system=UNCHECKED, x=UNCHECKED)
+E("electron.implicit_system.apply_adjoint", lambda: call(_isystem(), dev(crand(3, 16, 16))), system=UNCHECKED,
+  y=UNCHECKED)
+E("electron.implicit_system.precondition", lambda: call(_isystem(), dev(crand(3, 16, 16))), system=UNCHECKED,
+  r=UNCHECKED)
+E("electron.implicit_system.precondition_adjoint", lambda: call(_isystem(), dev(crand(3, 16, 16))),
+  system=UNCHECKED, r=UNCHECKED)
+E("electron.implicit_system.right_hand_side", lambda: call(_isystem(), dev(crand(16, 16))), system=UNCHECKED,
+  incident_hat=UNCHECKED)

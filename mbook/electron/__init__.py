@@ -9,6 +9,7 @@
 - :mod:`~mbook.electron.hrtem`: phase-contrast imaging (the weak-object CTF, bright-field images, CTF zeros);
 - :mod:`~mbook.electron.multislice`: the multislice recursion;
 - :mod:`~mbook.electron.implicit`: the whole-volume implicit solver (backward Euler, Crank-Nicolson);
+- :mod:`~mbook.electron.implicit_system`: the kernels of its system (operator, adjoint, preconditioner);
 - :mod:`~mbook.electron.stem`: STEM and 4D-STEM scans;
 - :mod:`~mbook.electron.stem_detectors`: STEM detectors (annular masks, the standard set, virtual detectors);
 - :mod:`~mbook.electron.prism`: PRISM, STEM from a scattering matrix of plane waves;

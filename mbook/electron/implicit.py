@@ -42,6 +42,9 @@ operator acts on waves band-limited to 2/3 of the Nyquist frequency:
 ``D = Π (-iπλΔz|k|² + iσ v) Π`` with Π that aperture, and the potential is
 band-limited the same way. ``D`` is anti-Hermitian, so ``A*`` is the same
 sweep with the roles of the two diagonals exchanged (:func:`operators`).
+The operator, its adjoint, the preconditioner and the right-hand side are
+the kernels of :mod:`mbook.electron.implicit_system`; this module checks,
+plans the memory and iterates.
 
 Examples
 --------
@@ -62,7 +65,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, grids, progress
-from mbook.electron import multislice, physics
+from mbook.electron import implicit_system, multislice, physics
 
 #: θ of each scheme: the weight of the new slice in the generator's average.
 SCHEMES = {"backward-euler": 1.0, "crank-nicolson": 0.5}
@@ -105,19 +108,6 @@ class ImplicitResult(NamedTuple):
     residuals: object
 
 
-class _System(NamedTuple):
-    """The operator's diagonals, made once per solve (all on the device of the waves)."""
-
-    theta: float
-    aperture: object  # (nx, ny) real: Π, or ones
-    kinetic: object  # (n, 1.., nx, ny) complex: Π(-iπλΔz_n|k|²), Fourier diagonal
-    phase: object  # (n, 1.., nx, ny) complex: iσ v_n (band-limited), real space
-    gain: object  # (n, 1.., nx, ny): g_n = 1 / (1 - θ d_n), d_n = Π(-iπλΔz_n|k|² + iσ mean v_n)
-    step: object  # (n, 1.., nx, ny): g_n h_n, h_n = 1 + (1 - θ) d_n: M⁻¹'s slice-to-slice factor
-    step_back: object  # (n, 1.., nx, ny): conj(g_n h_{n+1}), 0 for the last slice: M⁻*'s factor
-    axes: tuple  # the axes an inner product sums over: slices and (nx, ny)
-
-
 # ----------------------------------------------------------------------------- checks
 def _check_system(waves, potential, grid, energy, slice_thickness, scheme):
     """Validate what defines the system; return the waves, the potential, thicknesses, θ."""
@@ -147,116 +137,6 @@ def _check_volume(volume, name, shape):
     if volume.shape != shape:
         raise ValueError(f"{name} must have shape (n_slices, ..., nx, ny) = {shape}, got {volume.shape}")
     return volume
-
-
-# ----------------------------------------------------------------------------- the operator
-def _make_system(potential, grid, energy, thicknesses, theta, batch_ndim, dtype, antialias):
-    """Diagonals of ``A`` and of the preconditioner ``M`` (a kernel: follows the potential's device)."""
-    xp = backend.get_array_module(potential)
-    real = np.float64 if dtype == np.complex128 else np.float32
-    n = len(thicknesses)
-    if antialias:
-        aperture = multislice.antialias_aperture(grid, xp=xp).astype(real)
-        potential = backend.ifft2(backend.fft2(potential.astype(dtype)) * aperture).real
-    else:
-        aperture = xp.ones(grid.gpts, real)
-    shape = (n,) + (1,) * batch_ndim + tuple(grid.gpts)
-    # everything in the waves' precision: float64 intermediates would double the peak memory
-    dz = xp.asarray(np.asarray(thicknesses, real)).reshape((n,) + (1,) * (batch_ndim + 2))
-    unit = xp.asarray(1j, dtype=dtype)
-    # -iπλΔz|k|²: the generator of multislice's exp(-iπλΔz|k|²) (Kirkland 2010, eq. 6.92)
-    k2 = (grids.frequency_squared(grid, xp=xp) * aperture * (np.pi * physics.wavelength(energy))).astype(real)
-    kinetic = -unit * (dz * k2)
-    sigma = real(physics.interaction_parameter(energy))
-    phase = (unit * sigma) * potential.astype(real).reshape(shape)
-    mean = (unit * sigma) * potential.astype(real).mean(axis=(-2, -1)).reshape(dz.shape)
-    diagonal = kinetic + mean * aperture
-    gain = 1 / (1 - real(theta) * diagonal)
-    carry = 1 + real(1 - theta) * diagonal
-    step_back = xp.conj(gain) * xp.concatenate([xp.conj(carry[1:]), xp.zeros_like(carry[:1])], axis=0)
-    axes = (0,) + tuple(range(-2, 0))
-    return _System(theta, aperture, kinetic, phase, gain, gain * carry, step_back, axes)
-
-
-def _generator(system, x):
-    """``D_n x_n`` for every slice, in Fourier coefficients: ``Π(-iπλΔz|k|² + F iσv F⁻¹)Π x``."""
-    scattered = backend.fft2(system.phase * backend.ifft2(system.aperture * x))
-    return system.kinetic * x + system.aperture * scattered
-
-
-def _shift_down(x):
-    """``y_n = x_{n-1}``, ``y_0 = 0``: the previous slice's wave."""
-    xp = backend.get_array_module(x)
-    return xp.concatenate([xp.zeros_like(x[:1]), x[:-1]], axis=0)
-
-
-def _shift_up(x):
-    """``y_n = x_{n+1}``, ``y_{N-1} = 0``: the next slice's row."""
-    xp = backend.get_array_module(x)
-    return xp.concatenate([x[1:], xp.zeros_like(x[:1])], axis=0)
-
-
-def _apply(system, x):
-    """``(A x)_n = x_n - x_{n-1} - D_n(θ x_n + (1-θ) x_{n-1})``: one FFT pair of the volume."""
-    previous = _shift_down(x)
-    theta = system.theta
-    return x - previous - _generator(system, theta * x + (1 - theta) * previous)
-
-
-def _apply_adjoint(system, y):
-    """``(A* y)_n = y_n - y_{n+1} + θ D_n y_n + (1-θ) D_{n+1} y_{n+1}`` (``D* = -D``)."""
-    generated = _generator(system, y)
-    theta = system.theta
-    return y - _shift_up(y) + theta * generated + (1 - theta) * _shift_up(generated)
-
-
-def _linear_recurrence(factor, term):
-    """``x_n = factor_n x_{n-1} + term_n`` along axis 0 (``x_{-1} = 0``).
-
-    On the CPU, a loop over the slices: N small operations. Elsewhere (a GPU,
-    and the strict stand-in that checks that path), recursive doubling
-    (Hillis & Steele 1986), ceil(log2 N) whole-volume steps after each of
-    which every entry holds the recurrence over its last ``2d`` slices: one
-    kernel launch per slice and operation would cost a GPU more than the
-    FFTs, while the doubling's N log N work would cost a CPU more than the
-    loop. ``|factor| <= 1`` here, so the running products cannot overflow.
-    """
-    xp = backend.get_array_module(term)
-    if xp is np:
-        x = np.empty_like(term)
-        previous = np.zeros_like(term[0])
-        for n in range(len(term)):  # bounded by the number of slices
-            previous = term[n] + factor[n] * previous
-            x[n] = previous
-        return x
-    factor = xp.array(factor, copy=True)
-    x = xp.array(term, copy=True)
-    offset = 1
-    while offset < len(x):  # bounded: ceil(log2 n_slices) steps
-        x[offset:] += factor[offset:] * x[:-offset]  # the right side is made before x changes
-        factor[offset:] = factor[offset:] * factor[:-offset]
-        offset *= 2
-    return x
-
-
-def _precondition(system, r):
-    """``M⁻¹ r``: ``x_n = g_n (r_n + h_n x_{n-1})`` along z (free space in each slice's mean potential)."""
-    return _linear_recurrence(system.step, system.gain * r)
-
-
-def _precondition_adjoint(system, r):
-    """``M⁻* r``: ``y_n = conj(g_n) (r_n + conj(h_{n+1}) y_{n+1})``, the recurrence run backwards (M* is upper)."""
-    xp = backend.get_array_module(r)
-    return _linear_recurrence(system.step_back[::-1], xp.conj(system.gain[::-1]) * r[::-1])[::-1]
-
-
-def _right_hand_side(system, incident_hat):
-    """``b_0 = (I + (1-θ) D_0) ψ_in``, zero below: the incident wave enters the first row only."""
-    xp = backend.get_array_module(incident_hat)
-    b = xp.zeros(system.kinetic.shape[:1] + incident_hat.shape, incident_hat.dtype)
-    first = system._replace(kinetic=system.kinetic[:1], phase=system.phase[:1])
-    b[0] = incident_hat + (1 - system.theta) * _generator(first, incident_hat[None])[0]
-    return b
 
 
 class ImplicitOperators(NamedTuple):
@@ -321,15 +201,17 @@ def operators(potential, *, grid, energy, slice_thickness, scheme="crank-nicolso
     xp = backend.get_array_module(potential)
     probe = xp.zeros(tuple(potential.shape[-2:]), dtype)  # stands in for the waves' (nx, ny) in the checks
     _, potential, thicknesses, theta = _check_system(probe, potential, grid, energy, slice_thickness, scheme)
-    system = _make_system(potential, grid, energy, thicknesses, theta, len(batch_shape), dtype, antialias)
+    system = implicit_system.make_system(potential, grid, energy, thicknesses, theta, len(batch_shape), dtype,
+                                         antialias)
 
     def in_fourier(kernel):
         def apply(volume):
             return backend.ifft2(kernel(system, backend.fft2(backend.asarray(volume).astype(dtype, copy=False))))
         return apply
 
-    return ImplicitOperators(in_fourier(_apply), in_fourier(_apply_adjoint), in_fourier(_precondition),
-                             in_fourier(_precondition_adjoint), in_fourier(_right_hand_side))
+    return ImplicitOperators(in_fourier(implicit_system.apply), in_fourier(implicit_system.apply_adjoint),
+                             in_fourier(implicit_system.precondition), in_fourier(implicit_system.precondition_adjoint),
+                             in_fourier(implicit_system.right_hand_side))
 
 
 # ----------------------------------------------------------------------------- the solvers
@@ -353,7 +235,7 @@ def _bicgstab(system, b, x, tol, max_num_iter, check_every):
     xp = backend.get_array_module(b)
     norm_b = xp.sqrt(_dot(system, b, b).real)
     norm_b = xp.where(norm_b == 0, 1, norm_b)
-    r = b - _apply(system, x)
+    r = b - implicit_system.apply(system, x)
     history = [xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b)]
     if bool(history[0] <= tol):  # the starting volume solves the system already (one copy)
         return x, 0, True, history
@@ -367,13 +249,13 @@ def _bicgstab(system, b, x, tol, max_num_iter, check_every):
         rho_new = _dot(system, shadow, r)
         beta = _divide(rho_new, rho) * _divide(alpha, omega)
         p = r + beta * (p - omega * v)
-        y = _precondition(system, p)
-        v = _apply(system, y)
+        y = implicit_system.precondition(system, p)
+        v = implicit_system.apply(system, y)
         alpha = _divide(rho_new, _dot(system, shadow, v))
         x = x + alpha * y
         r = r - alpha * v  # s of the algorithm
-        z = _precondition(system, r)
-        t = _apply(system, z)
+        z = implicit_system.precondition(system, r)
+        t = implicit_system.apply(system, z)
         omega = _divide(_dot(system, t, r), _dot(system, t, t))
         # a wave whose residual is at rounding level stops moving: its next steps would divide noise by noise
         omega = xp.where(xp.sqrt(_dot(system, r, r).real) > floor, omega, 0)
@@ -382,7 +264,7 @@ def _bicgstab(system, b, x, tol, max_num_iter, check_every):
         rho = rho_new
         if it % check_every == 0 or it == max_num_iter:
             # the true residual, not the recurrence's, which drifts from it in float32
-            true = b - _apply(system, x)
+            true = b - implicit_system.apply(system, x)
             history.append(xp.max(xp.sqrt(_dot(system, true, true).real) / norm_b))
             if it % check_every == 0 and bool(history[-1] <= tol):  # the one copy per check
                 converged = True
@@ -395,14 +277,14 @@ def _richardson(system, b, x, tol, max_num_iter, check_every):
     xp = backend.get_array_module(b)
     norm_b = xp.sqrt(_dot(system, b, b).real)
     norm_b = xp.where(norm_b == 0, 1, norm_b)
-    r = b - _apply(system, x)
+    r = b - implicit_system.apply(system, x)
     history = [xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b)]
     if bool(history[0] <= tol):  # the starting volume solves the system already (one copy)
         return x, 0, True, history
     converged, it = False, 0
     for it in range(1, max_num_iter + 1):
-        x = x + _precondition(system, r)
-        r = b - _apply(system, x)
+        x = x + implicit_system.precondition(system, r)
+        r = b - implicit_system.apply(system, x)
         if it % check_every == 0 or it == max_num_iter:
             history.append(xp.max(xp.sqrt(_dot(system, r, r).real) / norm_b))
             if it % check_every == 0 and bool(history[-1] <= tol):
@@ -414,11 +296,11 @@ def _richardson(system, b, x, tol, max_num_iter, check_every):
 def _solve_batch(system, incident, x0, method, tol, max_num_iter, check_every):
     """Solve for one batch of incident waves (a kernel); return real-space volume and diagnostics."""
     xp = backend.get_array_module(incident)
-    b = _right_hand_side(system, backend.fft2(incident))
-    x = _precondition(system, b) if x0 is None else backend.fft2(x0)
+    b = implicit_system.right_hand_side(system, backend.fft2(incident))
+    x = implicit_system.precondition(system, b) if x0 is None else backend.fft2(x0)
     solver = _bicgstab if method == "bicgstab" else _richardson
     x, iterations, converged, history = solver(system, b, x, tol, max_num_iter, check_every)
-    r = b - _apply(system, x)
+    r = b - implicit_system.apply(system, x)
     residual = xp.max(xp.sqrt(_dot(system, r, r).real / xp.maximum(_dot(system, b, b).real, 1e-300)))
     return backend.ifft2(x), iterations, converged, history, residual
 
@@ -497,7 +379,7 @@ def solve(waves, potential, *, grid, energy, slice_thickness, scheme="crank-nico
     xp = backend.get_array_module(waves)
     flat = waves.reshape((n_waves,) + gpts)
     flat_x0 = None if x0 is None else x0.reshape((n, n_waves) + gpts)
-    system = _make_system(potential, grid, energy, thicknesses, theta, 1, waves.dtype, antialias)
+    system = implicit_system.make_system(potential, grid, energy, thicknesses, theta, 1, waves.dtype, antialias)
     out = xp.empty((n, n_waves) + gpts, waves.dtype)
     iterations, converged, histories, residuals = 0, True, [], []
     starts = range(0, n_waves, batch)  # bounded: ceil(n_waves / batch) batches
