@@ -461,9 +461,6 @@ E("inverse.optimize.fourier", lambda: call(crand(8, 8)), x=OPERAND + [ONE_AXIS_L
 E("inverse.optimize.inverse_fourier", lambda: call(crand(8, 8)), y=OPERAND + [ONE_AXIS_LESS])
 E("inverse.optimize.apply_mask", lambda: call(crand(8, 8), disk(8)), x=OPERAND + [ONE_AXIS_LESS, rand(4, 4)],
   mask=[EMPTY, ONE_AXIS_LESS, "abc", disk(4)])
-E("inverse.optimize.operator_norm", lambda: call(lambda x: 2 * x, lambda y: 2 * y, (8, 8), max_num_iter=20),
-  forward=FREE, adjoint=FREE, shape=GPTS, dtype=["no-such-dtype"], max_num_iter=COUNT, tol=TOL,
-  check_every=COUNT, seed=SEED, xp=FREE)
 E("inverse.optimize.soft_threshold", lambda: call(rand(8, 8), 0.1), x=OPERAND, threshold=NONNEG)
 E("inverse.optimize.project_ball", lambda: call(rand(2, 8, 8), 0.5), p=OPERAND, radius=LENGTH,
   axis=[3, 2.5, "0"])
@@ -474,26 +471,31 @@ E("inverse.optimize.project_box", lambda: call(rand(8, 8), 0.0, 1.0), x=OPERAND,
 E("inverse.optimize.project_simplex", lambda: call(rand(3, 8, 8)), x=OPERAND, axis=[3, 2.5, "0"])
 E("inverse.optimize.prox_squared_distance", lambda: call(rand(8, 8), rand(8, 8), 0.5),
   x=OPERAND, target=OPERAND + [rand(4, 4)], step=LENGTH, weight=NONNEG)
-E("inverse.optimize.pdhg", lambda: call(rand(8, 8), np.zeros((2, 8, 8)), **_ops(), **_tv_proxes(rand(8, 8)),
-                                         max_num_iter=10),
+E("inverse.optimize.tv_denoise", lambda: call(rand(8, 8), 0.1, max_num_iter=10), image=ARRAY, weight=NONNEG,
+  boundary=CHOICE, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
+
+# solvers
+E("inverse.solvers.operator_norm", lambda: call(lambda x: 2 * x, lambda y: 2 * y, (8, 8), max_num_iter=20),
+  forward=FREE, adjoint=FREE, shape=GPTS, dtype=["no-such-dtype"], max_num_iter=COUNT, tol=TOL,
+  check_every=COUNT, seed=SEED, xp=FREE)
+E("inverse.solvers.pdhg", lambda: call(rand(8, 8), np.zeros((2, 8, 8)), **_ops(), **_tv_proxes(rand(8, 8)),
+                                        max_num_iter=10),
   x0=ARRAY_ANY_NDIM, y0=ARRAY_ANY_NDIM, K=FREE, K_adjoint=FREE, prox_g=FREE, prox_fstar=FREE, tau=LENGTH,
   sigma=LENGTH, norm=LENGTH, theta=FRACTION, gamma=NONNEG, objectives=FREE, tol=TOL, max_num_iter=COUNT,
   check_every=COUNT)
-E("inverse.optimize.pdhg_iterations", lambda: call(dev(rand(8, 8)), dev(np.zeros((2, 8, 8))), **_ops(),
-                                                    **_tv_proxes(dev(rand(8, 8))), max_num_iter=10),
+E("inverse.solvers.pdhg_iterations", lambda: call(dev(rand(8, 8)), dev(np.zeros((2, 8, 8))), **_ops(),
+                                                   **_tv_proxes(dev(rand(8, 8))), max_num_iter=10),
   x=UNCHECKED, y=UNCHECKED, K=FREE, K_adjoint=FREE, prox_g=FREE, prox_fstar=FREE, tau=UNCHECKED,
   sigma=UNCHECKED, norm=UNCHECKED, theta=UNCHECKED, gamma=UNCHECKED, objectives=FREE, tol=UNCHECKED,
   max_num_iter=UNCHECKED, check_every=UNCHECKED)
-E("inverse.optimize.forward_backward", lambda: call(rand(8, 8), grad_f=lambda x: x - 1.0,
-                                                     prox_g=lambda x, t: x, step=0.5, max_num_iter=10),
+E("inverse.solvers.forward_backward", lambda: call(rand(8, 8), grad_f=lambda x: x - 1.0,
+                                                    prox_g=lambda x, t: x, step=0.5, max_num_iter=10),
   x0=ARRAY_ANY_NDIM, grad_f=FREE, prox_g=FREE, step=LENGTH, accelerate=FREE, tol=TOL, max_num_iter=COUNT,
   check_every=COUNT)
-E("inverse.optimize.projected_gradient", lambda: call(rand(8, 8), grad_f=lambda x: x - 1.0,
-                                                       project=lambda x: x, step=0.5, max_num_iter=10),
+E("inverse.solvers.projected_gradient", lambda: call(rand(8, 8), grad_f=lambda x: x - 1.0,
+                                                      project=lambda x: x, step=0.5, max_num_iter=10),
   x0=ARRAY_ANY_NDIM, grad_f=FREE, project=FREE, step=LENGTH, accelerate=FREE, tol=TOL, max_num_iter=COUNT,
   check_every=COUNT)
-E("inverse.optimize.tv_denoise", lambda: call(rand(8, 8), 0.1, max_num_iter=10), image=ARRAY, weight=NONNEG,
-  boundary=CHOICE, tol=TOL, max_num_iter=COUNT, check_every=COUNT)
 
 
 # cdi

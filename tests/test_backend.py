@@ -186,17 +186,17 @@ def test_operators_called_by_mbook_skip_the_finiteness_copy(host_copies):
 
 
 def test_user_operators_inside_pdhg_copy_nothing_per_iteration(no_copies_per_iteration):
-    from mbook.inverse import optimize
+    from mbook.inverse import optimize, solvers
 
     image = np.random.default_rng(0).random((16, 16))
 
     def run(n):
         # K written by the user (a lambda outside mbook) around mbook's operators
-        optimize.pdhg(backend.asarray(image), backend.asarray(np.zeros((2, 16, 16))),
-                      K=lambda u: optimize.gradient(u), K_adjoint=lambda p: -optimize.divergence(p),
-                      prox_g=lambda v, t: optimize.prox_squared_distance(v, backend.asarray(image), t),
-                      prox_fstar=lambda p, s: optimize.project_ball(p, 0.1), norm=8 ** 0.5,
-                      max_num_iter=n, tol=0)
+        solvers.pdhg(backend.asarray(image), backend.asarray(np.zeros((2, 16, 16))),
+                     K=lambda u: optimize.gradient(u), K_adjoint=lambda p: -optimize.divergence(p),
+                     prox_g=lambda v, t: optimize.prox_squared_distance(v, backend.asarray(image), t),
+                     prox_fstar=lambda p, s: optimize.project_ball(p, 0.1), norm=8 ** 0.5,
+                     max_num_iter=n, tol=0)
 
     no_copies_per_iteration(run)
 

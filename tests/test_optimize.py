@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend
-from mbook.inverse import optimize
+from mbook.inverse import optimize, solvers
 
 
 def _step_image(n=16, height=1.0):
@@ -32,9 +32,9 @@ def test_gradient_of_a_linear_ramp_is_its_slope():
 
 def test_operator_norm_of_the_periodic_gradient_is_sqrt8():
     # The periodic Laplacian of an even grid has the eigenvalue -8 (checkerboard) exactly.
-    norm = optimize.operator_norm(lambda u: optimize.gradient(u, boundary="periodic"),
-                                  lambda p: -optimize.divergence(p, boundary="periodic"), (16, 16),
-                                  max_num_iter=2000, tol=1e-10, xp=np)
+    norm = solvers.operator_norm(lambda u: optimize.gradient(u, boundary="periodic"),
+                                 lambda p: -optimize.divergence(p, boundary="periodic"), (16, 16),
+                                 max_num_iter=2000, tol=1e-10, xp=np)
     assert norm == pytest.approx(math.sqrt(8), rel=1e-3)
 
 
@@ -97,18 +97,18 @@ def test_rof_matches_a_long_run_reference_within_the_gap_bound(device, rng):
 
 def test_pdhg_without_objectives_runs_all_iterations():
     f = _step_image(8)
-    result = optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
-                           prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
-                           prox_fstar=lambda q, s: optimize.project_ball(q, 0.1), max_num_iter=37)
+    result = solvers.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
+                          prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                          prox_fstar=lambda q, s: optimize.project_ball(q, 0.1), max_num_iter=37)
     assert result.num_iter == 37 and result.gaps.size == 0 and not result.converged
 
 
 def test_pdhg_step_rule_from_the_operator_norm_converges(device):
     f = _step_image(8)
-    result = optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
-                           K_adjoint=lambda p: -optimize.divergence(p),
-                           prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
-                           prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=3000)
+    result = solvers.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
+                          K_adjoint=lambda p: -optimize.divergence(p),
+                          prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                          prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=3000)
     np.testing.assert_allclose(backend.asnumpy(result.x), np.where(f > 0, 0.9, 0.1), atol=1e-3)
 
 
@@ -118,9 +118,9 @@ def test_forward_backward_solves_an_orthogonal_lasso(accelerate, device, rng):
     a, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     b = rng.standard_normal(30)
     matrix, target = backend.asarray(a), backend.asarray(b)  # grad_f computes on the device
-    result = optimize.forward_backward(np.zeros(30), grad_f=lambda x: matrix.T @ (matrix @ x - target),
-                                       prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s), step=0.9,
-                                       accelerate=accelerate, tol=1e-12)
+    result = solvers.forward_backward(np.zeros(30), grad_f=lambda x: matrix.T @ (matrix @ x - target),
+                                      prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s), step=0.9,
+                                      accelerate=accelerate, tol=1e-12)
     assert result.converged
     np.testing.assert_allclose(backend.asnumpy(result.x), backend.asnumpy(optimize.soft_threshold(a.T @ b, 0.5)),
                                atol=1e-9)
@@ -130,8 +130,8 @@ def test_projected_gradient_solves_nonnegative_least_squares(device, rng):
     a, _ = np.linalg.qr(rng.standard_normal((20, 20)))
     b = rng.standard_normal(20)
     matrix, target = backend.asarray(a), backend.asarray(b)  # grad_f computes on the device
-    result = optimize.projected_gradient(np.zeros(20), grad_f=lambda x: matrix.T @ (matrix @ x - target),
-                                         project=lambda x: optimize.project_box(x, 0.0), step=1.0, tol=1e-12)
+    result = solvers.projected_gradient(np.zeros(20), grad_f=lambda x: matrix.T @ (matrix @ x - target),
+                                        project=lambda x: optimize.project_box(x, 0.0), step=1.0, tol=1e-12)
     np.testing.assert_allclose(backend.asnumpy(result.x), np.maximum(a.T @ b, 0), atol=1e-9)
 
 
@@ -177,13 +177,13 @@ def test_public_functions_given_numpy_return_arrays_on_the_device(device, rng):
         optimize.shrink(rng.standard_normal((2, 9, 7)), 0.5), optimize.project_box(u, 0.0),
         optimize.project_simplex(u), optimize.prox_squared_distance(u, u, 0.5),
         optimize.tv_denoise(u, 0.2, max_num_iter=20).x,
-        optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
-                      prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
-                      prox_fstar=lambda q, s: optimize.project_ball(q, 0.1), max_num_iter=5).x,
-        optimize.forward_backward(u, grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, max_num_iter=5).x,
+        solvers.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
+                     prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                     prox_fstar=lambda q, s: optimize.project_ball(q, 0.1), max_num_iter=5).x,
+        solvers.forward_backward(u, grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, max_num_iter=5).x,
     ]
     assert all(backend.get_array_module(r) is backend.xp for r in results)
-    norm = optimize.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p), (8, 8), max_num_iter=5)
+    norm = solvers.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p), (8, 8), max_num_iter=5)
     assert isinstance(norm, float)
 
 
@@ -193,15 +193,15 @@ def test_tol_zero_runs_every_iteration_and_tests_nothing(device, rng):
     assert result.num_iter == 37 and not result.converged
     assert result.gaps.shape == (4,)  # the gaps are still recorded at the checks (10, 20, 30, 37)
     assert np.all(np.diff(backend.asnumpy(result.gaps)) < 0)  # and they fall
-    fb = optimize.forward_backward(np.ones(5), grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, tol=0,
-                                   accelerate=False, max_num_iter=23)
+    fb = solvers.forward_backward(np.ones(5), grad_f=lambda x: x, prox_g=lambda v, s: v, step=0.5, tol=0,
+                                  accelerate=False, max_num_iter=23)
     assert fb.num_iter == 23 and not fb.converged
     # plain gradient steps on ½‖x‖²
     np.testing.assert_allclose(backend.asnumpy(fb.x), 0.5**23 * np.ones(5), rtol=1e-12)
 
 
 def test_power_iteration_tested_every_check_stops_early():
-    norm = optimize.operator_norm(lambda x: 3.0 * x, lambda y: 3.0 * y, (6, 5), tol=1e-9, max_num_iter=1000)
+    norm = solvers.operator_norm(lambda x: 3.0 * x, lambda y: 3.0 * y, (6, 5), tol=1e-9, max_num_iter=1000)
     assert norm == pytest.approx(3.0, rel=1e-12)
 
 
@@ -210,10 +210,10 @@ def test_pdhg_copies_nothing_per_iteration(no_copies_per_iteration):
     f = _step_image(8)
 
     def run(n):  # the operator norm is estimated first (a fixed number of copies), then n iterations
-        return optimize.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
-                             K_adjoint=lambda p: -optimize.divergence(p),
-                             prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
-                             prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=n, tol=0)
+        return solvers.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,
+                            K_adjoint=lambda p: -optimize.divergence(p),
+                            prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                            prox_fstar=lambda q, s: optimize.project_ball(q, 0.4), max_num_iter=n, tol=0)
 
     no_copies_per_iteration(run)
 
@@ -238,17 +238,17 @@ def test_forward_backward_copies_nothing_per_iteration(solver, no_copies_per_ite
         matrix, target = backend.asarray(a), backend.asarray(b)  # grad_f computes on the device
         grad_f = lambda x: matrix.T @ (matrix @ x - target)  # noqa: E731
         if solver == "forward_backward":
-            return optimize.forward_backward(np.zeros(30), grad_f=grad_f, step=0.9, max_num_iter=n, tol=0,
-                                             prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s))
-        return optimize.projected_gradient(np.zeros(30), grad_f=grad_f, step=0.9, max_num_iter=n, tol=0,
-                                           project=lambda x: optimize.project_box(x, 0.0))
+            return solvers.forward_backward(np.zeros(30), grad_f=grad_f, step=0.9, max_num_iter=n, tol=0,
+                                            prox_g=lambda v, s: optimize.soft_threshold(v, 0.5 * s))
+        return solvers.projected_gradient(np.zeros(30), grad_f=grad_f, step=0.9, max_num_iter=n, tol=0,
+                                          project=lambda x: optimize.project_box(x, 0.0))
 
     no_copies_per_iteration(run)
 
 
 def test_operator_norm_copies_nothing_per_iteration(no_copies_per_iteration):
-    no_copies_per_iteration(lambda n: optimize.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p),
-                                                             (16, 16), max_num_iter=n, tol=0))
+    no_copies_per_iteration(lambda n: solvers.operator_norm(optimize.gradient, lambda p: -optimize.divergence(p),
+                                                            (16, 16), max_num_iter=n, tol=0))
 
 
 @pytest.mark.parametrize("name, value", [("tau", 0), ("tau", float("nan")), ("sigma", -1.0), ("theta", 1.5),
@@ -260,4 +260,4 @@ def test_pdhg_refuses_bad_steps_and_starts_naming_them(name, value):
     start = {"x0": np.zeros(4), "y0": np.zeros(4)}
     (start if name in start else kwargs)[name] = value
     with pytest.raises(ValueError, match=name):
-        optimize.pdhg(start["x0"], start["y0"], **kwargs)
+        solvers.pdhg(start["x0"], start["y0"], **kwargs)

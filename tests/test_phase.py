@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend
-from mbook.inverse import cdi, circle, lifting, optimize, synthetic
+from mbook.inverse import cdi, circle, lifting, optimize, solvers, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +198,9 @@ def test_lifted_operator_norm_fits_the_diagonal_steps(device):
     tau = np.array([1 / 6] * (L - 1) + [1 / L] * 2)[:, None, None]
     sigma = np.array([0.5, 1 / 3, 1 / 3])[None, :, None, None]
     root_tau, root_sigma = backend.asarray(np.sqrt(tau)), backend.asarray(np.sqrt(sigma))  # used on the device
-    norm = optimize.operator_norm(lambda x: root_sigma * lifting.lift_apply(root_tau * x, L),
-                                  lambda y: root_tau * lifting.lift_adjoint(root_sigma * y, L),
-                                  (L + 1,) + shape, max_num_iter=500)
+    norm = solvers.operator_norm(lambda x: root_sigma * lifting.lift_apply(root_tau * x, L),
+                                 lambda y: root_tau * lifting.lift_adjoint(root_sigma * y, L),
+                                 (L + 1,) + shape, max_num_iter=500)
     assert norm <= 1 + 1e-6
 
 

@@ -146,7 +146,7 @@ class ImplicitOperators(NamedTuple):
     ``precondition`` and ``precondition_adjoint`` act on volumes
     ``(n_slices, *batch_shape, nx, ny)``, ``right_hand_side`` on incident
     waves ``(*batch_shape, nx, ny)``. No checks, no host copies: for an
-    iterative solver's inner loop (e.g. :func:`mbook.inverse.optimize.pdhg`).
+    iterative solver's inner loop (e.g. :func:`mbook.inverse.solvers.pdhg`).
 
     Attributes
     ----------

@@ -20,7 +20,7 @@ turn. A Lagrange multiplier ``w(x) ∈ R²`` enforces the closing condition:
 
 ``min_{φ ∈ [0,1], w} max_{q <= ρ, |p_k| <= λh}  Σ_k q_k (φ_k - φ_{k+1}) + Σ_{k=1}^{L} <p_k, ∇φ_k + w>``
 
-(``φ_L = 0``). :func:`tv_s1_lifting` solves it with :func:`mbook.inverse.optimize.pdhg`
+(``φ_L = 0``). :func:`tv_s1_lifting` solves it with :func:`mbook.inverse.solvers.pdhg`
 and diagonal step sizes, stopped by the primal-dual gap, and reads the
 phase out as ``arg Σ_k u_k e^{iγ_k}``.
 
@@ -45,7 +45,8 @@ import math
 from mbook.core import backend, checks, progress
 from mbook.core.checks import check_count, check_iterations, check_tolerance
 from mbook.inverse.circle import TVS1Result, check_phase_data, s1_energy, wrap
-from mbook.inverse.optimize import divergence, gradient, pdhg_iterations, project_ball
+from mbook.inverse.optimize import divergence, gradient, project_ball
+from mbook.inverse.solvers import pdhg_iterations
 
 
 def labels(num_labels: int, *, xp=None):

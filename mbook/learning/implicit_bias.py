@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, progress
-from mbook.inverse import optimize
+from mbook.inverse import optimize, solvers
 
 
 class SparseRegression(NamedTuple):
@@ -350,9 +350,9 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
 def lasso(X, y, weight, *, tol: float = 1e-8, max_num_iter: int = 5000, check_every: int = 20):
     """The Lasso ``min_w 1/(2n) ‖Xw - y‖² + λ ‖w‖₁`` by FISTA, for several ``λ`` at once.
 
-    Solved by :func:`mbook.inverse.optimize.forward_backward` with the soft
+    Solved by :func:`mbook.inverse.solvers.forward_backward` with the soft
     threshold as proximal map and the step ``1/L``, ``L = ‖X‖₂² / n``
-    (:func:`~mbook.inverse.optimize.operator_norm`), all weights in one
+    (:func:`~mbook.inverse.solvers.operator_norm`), all weights in one
     array (Tibshirani 1996; Beck and Teboulle 2009).
 
     Parameters
@@ -362,7 +362,7 @@ def lasso(X, y, weight, *, tol: float = 1e-8, max_num_iter: int = 5000, check_ev
     weight : float or (m,) sequence
         Regularisation weights ``λ`` > 0.
     tol, max_num_iter, check_every
-        Stopping rule of :func:`~mbook.inverse.optimize.forward_backward`.
+        Stopping rule of :func:`~mbook.inverse.solvers.forward_backward`.
 
     Returns
     -------
@@ -382,10 +382,10 @@ def lasso(X, y, weight, *, tol: float = 1e-8, max_num_iter: int = 5000, check_ev
     check_every = checks.check_count(check_every, "check_every")
     xp = backend.get_array_module(X)
     n, d = X.shape
-    lipschitz = 1.01 * optimize.operator_norm(lambda w: X @ w, lambda r: X.T @ r, (d,), dtype=X.dtype,
-                                              max_num_iter=500, tol=1e-9, xp=xp) ** 2 / n
+    lipschitz = 1.01 * solvers.operator_norm(lambda w: X @ w, lambda r: X.T @ r, (d,), dtype=X.dtype,
+                                             max_num_iter=500, tol=1e-9, xp=xp) ** 2 / n
     lam = xp.asarray(weights[:, None].astype(X.dtype))
-    result = optimize.forward_backward(
+    result = solvers.forward_backward(
         xp.zeros((weights.size, d), dtype=X.dtype),
         grad_f=lambda w: (w @ X.T - y) @ X / n,
         prox_g=lambda w, step: optimize.soft_threshold(w, step * lam),
@@ -482,8 +482,8 @@ def stable_learning_rate(X, scale, *, signal: float = 1.0, safety: float = 0.25,
     if batch_size is not None:
         batch_size = checks.check_count(batch_size, "batch_size", maximum=X.shape[0])
     xp = backend.get_array_module(X)
-    top = optimize.operator_norm(lambda w: X @ w, lambda r: X.T @ r, (X.shape[1],), dtype=X.dtype,
-                                 max_num_iter=500, tol=1e-9, xp=xp) ** 2 / X.shape[0]
+    top = solvers.operator_norm(lambda w: X @ w, lambda r: X.T @ r, (X.shape[1],), dtype=X.dtype,
+                                max_num_iter=500, tol=1e-9, xp=xp) ** 2 / X.shape[0]
     if batch_size is not None:  # eigenvalues of the (B, B) Gram matrices of 64 mini-batches, all at once
         rows = xp.asarray(np.random.default_rng(seed).integers(X.shape[0], size=(64, batch_size)))
         batches = X[rows]  # (64, B, d)

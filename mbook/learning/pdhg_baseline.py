@@ -5,7 +5,7 @@ The convex relaxation of the two-phase piecewise-constant Mumford-Shah (Chan-Ves
 
     min_{u ∈ [0, 1]}  <u, c> + λ TV(u),
 
-solved by :func:`mbook.inverse.optimize.pdhg_iterations` with hand-chosen steps and weight, to a
+solved by :func:`mbook.inverse.solvers.pdhg_iterations` with hand-chosen steps and weight, to a
 primal-dual gap or for a fixed number of iterations (:func:`pdhg_segment`): the baseline the
 unrolled network of :mod:`mbook.learning.unrolled` is measured against (its layers with tied
 parameters are these iterations), and the mean intersection over union of the two classes
@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks
-from mbook.inverse import optimize
+from mbook.inverse import optimize, solvers
 
 
 class SolverResult(NamedTuple):
@@ -61,7 +61,7 @@ def pdhg_segment(cost, *, weight: float, tau=None, sigma=None, max_num_iter: int
                  check_every: int = 50) -> SolverResult:
     """Solve ``min_{u ∈ [0,1]} <u, c> + λ TV(u)`` by PDHG with fixed parameters: the hand-tuned baseline.
 
-    Runs :func:`mbook.inverse.optimize.pdhg` (``K = ∇``, ``prox_g = clip(· - τ c, 0, 1)``, the dual
+    Runs :func:`mbook.inverse.solvers.pdhg` (``K = ∇``, ``prox_g = clip(· - τ c, 0, 1)``, the dual
     projection onto ``|p| <= λ``) on all images at once, from ``u = 1/2``, as the network's layers do
     with tied parameters, for ``max_num_iter`` iterations or until the relative primal-dual gap is at
     most ``tol``.
@@ -129,7 +129,7 @@ def pdhg_segment(cost, *, weight: float, tau=None, sigma=None, max_num_iter: int
         primal = xp.sum(u * cost) + xp.sum(radius * xp.sqrt(xp.sum(optimize.gradient(u) ** 2, axis=0)))
         return primal, xp.sum(xp.minimum(cost - optimize.divergence(p), 0.0))
 
-    result = optimize.pdhg_iterations(
+    result = solvers.pdhg_iterations(
         xp.full(cost.shape, 0.5), xp.zeros((2,) + cost.shape),
         K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
         prox_g=lambda v, step: xp.clip(v - tau_cost, 0.0, 1.0),

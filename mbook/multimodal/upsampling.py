@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, progress
-from mbook.inverse import optimize
+from mbook.inverse import optimize, solvers
 
 
 # ----------------------------------------------------------------------------- the operators
@@ -362,7 +362,7 @@ def guided_tv(coarse, guide, factor: int, *, weight: float = 0.005, contrast: fl
     ``D`` is :func:`downsample`, so the result reproduces the measured coarse map (up to the noise the
     TV removes); the weights :func:`edge_weights` of the guide make jumps cheap where the guide has
     edges, so the map's edges go where the topography and phase put them, at fine resolution. Solved
-    by PDHG (:func:`mbook.inverse.optimize.pdhg`) with ``K u = (D u, ∇u)``, both dual blocks by their
+    by PDHG (:func:`mbook.inverse.solvers.pdhg`) with ``K u = (D u, ∇u)``, both dual blocks by their
     closed-form prox maps (the data term's conjugate and the projection onto ``|p| <= λ w``), with
     diagonally preconditioned steps, from the guided filter's result. It runs ``max_num_iter``
     iterations (the objective has no cheap dual bound to stop on).
@@ -422,8 +422,8 @@ def guided_tv(coarse, guide, factor: int, *, weight: float = 0.005, contrast: fl
     sigma = xp.concatenate([xp.ones(m), xp.full(2 * n, 0.5)])
     start = _guided_filter(coarse, guide, factor, radius=factor, epsilon=0.01) if start_from_filter \
         else bicubic(coarse, factor)
-    result = optimize.pdhg(start, xp.zeros(m + 2 * n), K=K, K_adjoint=K_adjoint, prox_g=prox_g,
-                           prox_fstar=prox_fstar, tau=tau, sigma=sigma, tol=0, max_num_iter=max_num_iter)
+    result = solvers.pdhg(start, xp.zeros(m + 2 * n), K=K, K_adjoint=K_adjoint, prox_g=prox_g,
+                          prox_fstar=prox_fstar, tau=tau, sigma=sigma, tol=0, max_num_iter=max_num_iter)
     u = result.x
     objective = (0.5 * xp.sum((_downsample(u, factor) - coarse) ** 2)
                  + weight * xp.sum(w * xp.sqrt(xp.sum(optimize.gradient(u) ** 2, axis=0))))

@@ -18,7 +18,7 @@ It is not convex in the regions, but it has exact or near-exact convex relaxatio
   ``|p_k| <= λ/2`` by the larger set ``|p_i - p_j| <= λ`` (``relaxation="ccp"``, its projection by
   Dykstra's alternating projections).
 
-Both are ``min_u g(u) + f(∇u)`` and are solved by :func:`mbook.inverse.optimize.pdhg` with ``K = ∇``
+Both are ``min_u g(u) + f(∇u)`` and are solved by :func:`mbook.inverse.solvers.pdhg` with ``K = ∇``
 (forward differences, Neumann boundary; ``‖∇‖² <= 8``), the primal prox a projection of
 ``u - τ d`` onto ``[0, 1]`` or onto the simplex per pixel, and the dual prox a projection of the dual
 field onto balls of radius ``λ`` (``λ/2``). The iteration stops on the relative primal-dual gap, with
@@ -51,7 +51,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, progress
-from mbook.inverse import optimize
+from mbook.inverse import optimize, solvers
 
 #: Step of PDHG with K = ∇ in 2D: τ = σ = 0.99 / sqrt(8), since ‖∇‖² <= 8.
 STEP = 0.99 / math.sqrt(8.0)
@@ -190,7 +190,7 @@ def chan_vese_binary(costs, weight: float, *, tol: float = 1e-3, max_num_iter: i
         return primal, dual
 
     u0 = (r < 0).astype(xp.float64)
-    result = optimize.pdhg(
+    result = solvers.pdhg(
         u0, xp.zeros((2,) + u0.shape), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
         prox_g=lambda v, tau: xp.clip(v - tau * r, 0, 1),
         prox_fstar=lambda q, sigma: optimize.project_ball(q, weight),
@@ -317,7 +317,7 @@ def chan_vese_multi(costs, weight: float, *, tol: float = 1e-3, max_num_iter: in
     num_regions = costs.shape[-3]
     nearest = xp.argmin(costs, axis=-3)
     u0 = (nearest[..., None, :, :] == xp.arange(num_regions).reshape(num_regions, 1, 1)).astype(xp.float64)
-    result = optimize.pdhg(
+    result = solvers.pdhg(
         u0, xp.zeros((2,) + u0.shape), K=optimize.gradient, K_adjoint=lambda p: -optimize.divergence(p),
         prox_g=lambda v, tau: optimize.project_simplex(v - tau * costs, axis=-3),
         prox_fstar=prox_fstar,

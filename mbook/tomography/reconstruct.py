@@ -26,7 +26,7 @@ and in time, over ``x >= 0``, starting from the 3D baseline.
 
 The operators are a :class:`mbook.tomography.projector.TiltProjector` (any
 object with ``forward``, ``adjoint``, ``shape`` and ``projection_shape``
-would do); the solver is :func:`mbook.inverse.optimize.forward_backward`,
+would do); the solver is :func:`mbook.inverse.solvers.forward_backward`,
 with steps from :func:`lipschitz_bound`. All iterates stay on the device;
 nothing is copied to the host per iteration.
 
@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks
-from mbook.inverse import optimize
+from mbook.inverse import optimize, solvers
 from mbook.tomography import projector as projector_module
 
 KINDS = ("linear", "gaussian")
@@ -179,7 +179,7 @@ def pgd(projections, operator, *, l1: float = 0.0, nonnegative: bool = True, max
 
     Steps of ``1/L``, ``L`` >= ``‖A‖²`` from :func:`lipschitz_bound`, with the prox of the ℓ1
     term and the nonnegativity, ``x ← max(v - λ/L, 0)``; FISTA's extrapolation
-    with ``accelerate`` (:func:`mbook.inverse.optimize.forward_backward`).
+    with ``accelerate`` (:func:`mbook.inverse.solvers.forward_backward`).
 
     Parameters
     ----------
@@ -220,8 +220,8 @@ def pgd(projections, operator, *, l1: float = 0.0, nonnegative: bool = True, max
             return xp.maximum(v - step * l1, 0)
         return optimize.soft_threshold(v, step * l1) if l1 > 0 else v
 
-    result = optimize.forward_backward(x, grad_f=grad_f, prox_g=prox, step=1 / lipschitz, accelerate=accelerate,
-                                       tol=0.0, max_num_iter=max_num_iter)
+    result = solvers.forward_backward(x, grad_f=grad_f, prox_g=prox, step=1 / lipschitz, accelerate=accelerate,
+                                      tol=0.0, max_num_iter=max_num_iter)
     return Reconstruction(result.x, xp.stack(residuals))
 
 
@@ -252,8 +252,8 @@ def operator_norm(operator, *, max_num_iter: int = 30) -> float:
     _check_projector(operator)
     max_num_iter = checks.check_iterations(max_num_iter)
     dtype = getattr(operator, "dtype", np.float64)
-    return optimize.operator_norm(operator.forward, operator.adjoint, tuple(operator.shape), dtype=dtype,
-                                  max_num_iter=max_num_iter, tol=1e-3, check_every=5)
+    return solvers.operator_norm(operator.forward, operator.adjoint, tuple(operator.shape), dtype=dtype,
+                                 max_num_iter=max_num_iter, tol=1e-3, check_every=5)
 
 
 # ----------------------------------------------------------------------------- 4D
@@ -478,6 +478,6 @@ def pgd_4d(projections, operator, x0, *, tv_space: float = 0.0, tv_time: float =
             g = g + tv_time * smooth_tv(v, axes=(0,), smoothing=smoothing)[1]
         return g
 
-    result = optimize.forward_backward(x, grad_f=grad_f, prox_g=lambda v, s: xp.maximum(v, 0), step=1 / lipschitz,
-                                       accelerate=accelerate, tol=0.0, max_num_iter=max_num_iter)
+    result = solvers.forward_backward(x, grad_f=grad_f, prox_g=lambda v, s: xp.maximum(v, 0), step=1 / lipschitz,
+                                      accelerate=accelerate, tol=0.0, max_num_iter=max_num_iter)
     return Reconstruction(result.x, xp.stack(residuals))
