@@ -1339,12 +1339,14 @@ E("tomography.projector.project", lambda: call(rand(4, 4, 4), _tomo_rotations(),
 E("tomography.projector.backproject", lambda: call(rand(3, 4, 4), _tomo_rotations(), shape=(4, 4, 4), batch_size=2),
   projections=ARRAY + [rand(2, 4, 4)], rotations=ROTATIONS, shape=GPTS + [(4, 4)], sampling=LENGTH,
   separate=FREE, batch_size=COUNT)
-# The kernels (documented: no checks) run inside the solvers' iterations on what their callers checked once.
-E("tomography.projector.project_kernel", lambda: call(dev(rand(4, 4, 4)), dev(_tomo_rotations()), sampling=1.0,
-                                                      detector_gpts=(4, 4)),
+# rays: the ray-driven projector's kernels (documented: no checks) run inside the solvers' iterations on what
+# their callers checked once; half_length on a shape its caller checked.
+E("tomography.rays.half_length", lambda: call((4, 4, 4)), shape=UNCHECKED)
+E("tomography.rays.project_kernel", lambda: call(dev(rand(4, 4, 4)), dev(_tomo_rotations()), sampling=1.0,
+                                                 detector_gpts=(4, 4)),
   volume=UNCHECKED, rotations=UNCHECKED, sampling=UNCHECKED, detector_gpts=UNCHECKED, batch_size=UNCHECKED)
-E("tomography.projector.backproject_kernel", lambda: call(dev(rand(3, 4, 4)), dev(_tomo_rotations()), shape=(4, 4, 4),
-                                                          sampling=1.0),
+E("tomography.rays.backproject_kernel", lambda: call(dev(rand(3, 4, 4)), dev(_tomo_rotations()), shape=(4, 4, 4),
+                                                     sampling=1.0),
   projections=UNCHECKED, rotations=UNCHECKED, shape=UNCHECKED, sampling=UNCHECKED, separate=UNCHECKED,
   batch_size=UNCHECKED)
 

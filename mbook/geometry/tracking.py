@@ -33,7 +33,7 @@ import numpy as np
 
 from mbook.core import backend, checks
 from mbook.geometry import so3
-from mbook.tomography import projector
+from mbook.tomography import projector, rays
 
 
 class TrackingResult(NamedTuple):
@@ -216,7 +216,7 @@ def _pose_jacobian(volume, angular, rotations, sampling):
     the derivative of the projection is ``-P(R)[ω·g]``, so ``∂p/∂η_j = -Σ_i R_ji P(R) g_i``."""
     xp = backend.get_array_module(volume)
     # Checked on entry: the projector's kernel, so that iterations copy nothing to the host.
-    project = functools.partial(projector.project_kernel, rotations=rotations, sampling=sampling,
+    project = functools.partial(rays.project_kernel, rotations=rotations, sampling=sampling,
                                 detector_gpts=volume.shape[1:])
     projections = project(volume)
     body = xp.stack([project(g) for g in angular], axis=1)  # P(R) g_i
@@ -265,9 +265,9 @@ def _reconstruct(frames, rotations, shape, sampling, max_num_iter, x0):
     iterations, one projection and one back-projection each, nothing copied to the host."""
     xp = backend.get_array_module(frames)
     f = xp.zeros(shape) if x0 is None else x0
-    project = functools.partial(projector.project_kernel, rotations=rotations, sampling=sampling,
+    project = functools.partial(rays.project_kernel, rotations=rotations, sampling=sampling,
                                 detector_gpts=tuple(shape[1:]))
-    backproject = functools.partial(projector.backproject_kernel, rotations=rotations, shape=shape,
+    backproject = functools.partial(rays.backproject_kernel, rotations=rotations, shape=shape,
                                     sampling=sampling)
     r = frames - project(f)
     s = backproject(r)

@@ -34,7 +34,7 @@ import numpy as np
 
 from mbook.core import backend, checks
 from mbook.geometry import so3, tracking
-from mbook.tomography import projector
+from mbook.tomography import rays
 
 
 class TrajectoryResult(NamedTuple):
@@ -188,7 +188,7 @@ def _gauss_newton(frames, coefficients, basis, sampling, max_num_iter, volume_nu
         columns = columns.reshape(-1, num, n, n)
         # Kaufman: remove what a volume change absorbs, (I - A A⁺) column, A⁺ by a few CGLS steps; a loop
         # over the 3(1 + 2H) coefficients because the projector takes one volume at a time
-        columns = xp.stack([c - projector.project_kernel(
+        columns = xp.stack([c - rays.project_kernel(
             reconstruct(c, rotations, shape, sampling, projection_num_iter, None), rotations,
             sampling=sampling, detector_gpts=shape[1:]) for c in columns]).reshape(len(columns), -1)
         hessian = columns @ columns.T

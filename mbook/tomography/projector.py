@@ -26,7 +26,10 @@ voxels around it with trilinear weights (``map_coordinates`` of order 1), and
 the pair is adjoint to rounding,
 ``<P f, p> = <f, P* p>``, for any set of rotations. Work is batched over
 rotations on the device, with batches sized by
-:func:`mbook.core.progress.plan_batches`.
+:func:`mbook.core.progress.plan_batches`. :func:`project` and
+:func:`backproject` check their inputs and hand them to the kernels of
+:mod:`mbook.tomography.rays` (which solvers call directly inside their
+iterations).
 
 For a tilt series about the ``y`` axis (:func:`tilt_rotations`), rays stay in
 planes of constant ``y``, and the same discrete operator is a small matrix per
@@ -57,13 +60,11 @@ import math
 import numpy as np
 
 from mbook.core import backend, checks, progress
+from mbook.tomography import rays
 
 AXES = ("y", "x")
 #: Float64 weights accumulated at once while building a TiltProjector's matrices [bytes].
 BUILD_CHUNK_BYTES = 32 * 2**20
-#: Peak bytes per ray sample of the gather/scatter (coordinates, floors, fractions, one corner's index,
-#: weight and gathered value, accumulators), for float64; the budget scales it by the itemsize.
-_BYTES_PER_SAMPLE = 160
 
 
 # ----------------------------------------------------------------------------- rotations
@@ -121,77 +122,6 @@ def check_rotations(rotations, name: str = "rotations"):
     return checks.check_rotations(rotations, name)
 
 
-def _half_length(shape) -> int:
-    """Samples each side of the centre that cover the whole box (its half-diagonal, in voxels, + 1)."""
-    return int(math.ceil(0.5 * math.sqrt(sum(n * n for n in shape)))) + 1
-
-
-def _float_dtype(array):
-    xp = backend.get_array_module(array)
-    return array.dtype if array.dtype in (np.float32, np.float64) else xp.float64
-
-
-# ----------------------------------------------------------------------------- the ray samples
-def _ray_points(rotations, shape, detector_gpts, xp, dtype, rows):
-    """Voxel coordinates ``(3, B, rows, nu, nt)`` of every ray sample for the rotations ``(B, 3, 3)`` and the
-    detector rows ``rows = (first, stop)``."""
-    nv, nu = detector_gpts
-    half = _half_length(shape)
-    t = xp.arange(-half, half + 1, dtype=dtype)
-    v = xp.arange(rows[0], rows[1], dtype=dtype) - nv // 2
-    u = xp.arange(nu, dtype=dtype) - nu // 2
-    r = rotations.astype(dtype)
-    points = []
-    for d in range(3):  # object coordinate d = (R^T)[d] · (t, v, u) = R[0, d] t + R[1, d] v + R[2, d] u
-        coordinate = (r[:, 0, d, None, None, None] * t[None, None, None, :]
-                      + r[:, 1, d, None, None, None] * v[None, :, None, None]
-                      + r[:, 2, d, None, None, None] * u[None, None, :, None])
-        points.append(coordinate + shape[d] // 2)
-    return points
-
-
-def _corners(points, shape, xp):
-    """The 8 trilinear corners: yields (flat index, weight) with out-of-volume corners at weight 0."""
-    per_axis = []
-    for point, n in zip(points, shape):
-        floor = xp.floor(point)
-        fraction = point - floor
-        lower = floor.astype(xp.int64)
-        pair = []
-        for step, weight in ((0, 1 - fraction), (1, fraction)):
-            position = lower + step
-            inside = (position >= 0) & (position < n)
-            pair.append((xp.clip(position, 0, n - 1), xp.where(inside, weight, 0)))
-        per_axis.append(pair)
-    (z_pairs, y_pairs, x_pairs), (_, ny, nx) = per_axis, shape
-    for iz, wz in z_pairs:
-        for iy, wy in y_pairs:
-            index_zy, weight_zy = (iz * ny + iy) * nx, wz * wy
-            for ix, wx in x_pairs:
-                yield index_zy + ix, weight_zy * wx
-
-
-def _blocks(n_rotations, shape, detector_gpts, itemsize, batch_size):
-    """Blocks of work ``(first rotation, stop, first detector row, stop)`` under the memory budget.
-
-    The unit of work is one detector row of one rotation; blocks hold whole rotations when one
-    fits (``batch_size`` of them at most), else a few rows of one rotation (a 256³ volume: one
-    rotation's rays alone need ~2 GiB).
-    """
-    nv, nu = detector_gpts
-    row_bytes = nu * (2 * _half_length(shape) + 1) * _BYTES_PER_SAMPLE * itemsize // 8
-    rows = progress.plan_batches(n_items=n_rotations * nv, bytes_per_item=row_bytes,
-                                 fixed_bytes=2 * math.prod(shape) * itemsize)
-    if rows >= nv:
-        per_block = rows // nv if batch_size is None else min(batch_size, rows // nv)
-        for start in range(0, n_rotations, per_block):
-            yield start, min(start + per_block, n_rotations), 0, nv
-    else:
-        for k in range(n_rotations):
-            for first in range(0, nv, rows):
-                yield k, k + 1, first, min(first + rows, nv)
-
-
 # ----------------------------------------------------------------------------- the operator pair
 def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, batch_size: int | None = None):
     """Parallel-beam projections of a volume for a batch of rotations (ray-driven, trilinear).
@@ -232,39 +162,7 @@ def project(volume, rotations, *, sampling: float = 1.0, detector_gpts=None, bat
                          f"give one volume per rotation, or one volume")
     if batch_size is not None:
         batch_size = checks.check_count(batch_size, "batch_size")
-    return project_kernel(volume, rotations, sampling=sampling, detector_gpts=detector_gpts, batch_size=batch_size)
-
-
-def project_kernel(volume, rotations, *, sampling: float, detector_gpts, batch_size: int | None = None):
-    """:func:`project` on inputs checked already: no checks, no copy to the host.
-
-    For solvers that project inside their own iterations (pose refinement, CGLS): they check the volume
-    and rotations once on entry; :func:`project` would check them again, with a copy to the host, on
-    every call. ``volume`` and ``rotations`` (float64, orthogonal) must be device arrays, ``sampling`` a
-    number > 0 and ``detector_gpts`` a pair of counts; parameters and result as :func:`project`.
-    """
-    xp = backend.get_array_module(volume)
-    dtype = _float_dtype(volume)
-    volume = volume.astype(dtype, copy=False)
-    shape = tuple(volume.shape[-3:])
-    detector_gpts = tuple(detector_gpts)
-    n = rotations.shape[0]
-    # The gather is SciPy's (or CuPy's) map_coordinates of order 1 on the volume padded with one layer
-    # of zeros, in mode "constant": exactly the zero-padded trilinear interpolation that backproject
-    # scatters (the adjoint tests check it), and several times faster than gathering 8 corners by hand.
-    ndimage = backend.scipy_module("ndimage", volume)
-    spatial = ((0, 0),) * (volume.ndim - 3) + ((1, 1),) * 3
-    padded = xp.pad(volume, spatial)
-    out = xp.empty((n,) + tuple(detector_gpts), dtype=dtype)
-    for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
-        points = [p + 1 for p in _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))]
-        if volume.ndim == 4:  # each rotation reads its own volume: an exact integer coordinate
-            points.insert(0, xp.broadcast_to(xp.arange(start, stop, dtype=dtype)[:, None, None, None],
-                                             points[0].shape))
-        coordinates = xp.stack([p.reshape(-1) for p in points])
-        values = ndimage.map_coordinates(padded, coordinates, order=1, mode="constant", cval=0.0)
-        out[start:stop, first:last] = values.reshape(points[-1].shape).sum(axis=-1) * sampling
-    return out
+    return rays.project_kernel(volume, rotations, sampling=sampling, detector_gpts=detector_gpts, batch_size=batch_size)
 
 
 def backproject(projections, rotations, *, shape, sampling: float = 1.0, separate: bool = False,
@@ -304,33 +202,8 @@ def backproject(projections, rotations, *, shape, sampling: float = 1.0, separat
                          f"rotations: one rotation per projection")
     if batch_size is not None:
         batch_size = checks.check_count(batch_size, "batch_size")
-    return backproject_kernel(projections, rotations, shape=shape, sampling=sampling, separate=separate,
-                              batch_size=batch_size)
-
-
-def backproject_kernel(projections, rotations, *, shape, sampling: float, separate: bool = False,
-                       batch_size: int | None = None):
-    """:func:`backproject` on inputs checked already: no checks, no copy to the host (see
-    :func:`project_kernel`); parameters and result as :func:`backproject`."""
-    xp = backend.get_array_module(projections)
-    dtype = _float_dtype(projections)
-    projections = projections.astype(dtype, copy=False)
-    shape = tuple(shape)
-    n, detector_gpts = projections.shape[0], tuple(projections.shape[1:])
-    nvox = math.prod(shape)
-    length = n * nvox if separate else nvox
-    out = xp.zeros(length, dtype=xp.float64)  # bincount sums in float64
-    for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
-        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
-        values = projections[start:stop, first:last, :, None] * sampling
-        offset = 0
-        if separate:
-            offset = (xp.arange(start, stop, dtype=xp.int64) * nvox)[:, None, None, None]
-        for index, weight in _corners(points, shape, xp):
-            out += xp.bincount((index + offset).reshape(-1), weights=(weight * values).reshape(-1),
-                               minlength=length)
-    out = out.astype(dtype, copy=False)
-    return out.reshape(((n,) if separate else ()) + tuple(shape))
+    return rays.backproject_kernel(projections, rotations, shape=shape, sampling=sampling, separate=separate,
+                                   batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------- single-axis tilt series
@@ -416,13 +289,13 @@ class TiltProjector:
 
     def _build_chunk(self, xp, angles):
         nz, ny, nx = self.shape
-        n, half = angles.size, _half_length((nz, nx))
+        n, half = angles.size, rays.half_length((nz, nx))
         dtype = xp.float64  # weights in float64, stored in self.dtype
         theta = xp.asarray(np.radians(angles))
         c, s = xp.cos(theta)[:, None, None], xp.sin(theta)[:, None, None]
         t = xp.arange(-half, half + 1, dtype=dtype)[None, None, :]
         u = (xp.arange(nx, dtype=dtype) - nx // 2)[None, :, None]
-        # R^T (t, v, u) for R about y: z = cos θ t + sin θ u, x = -sin θ t + cos θ u (as _ray_points computes)
+        # R^T (t, v, u) for R about y: z = cos θ t + sin θ u, x = -sin θ t + cos θ u (as rays.project_kernel samples)
         z = c * t + s * u + nz // 2
         x = -s * t + c * u + nx // 2
         z0, x0 = xp.floor(z), xp.floor(x)
