@@ -2,6 +2,8 @@
 
 Tests whose result could depend on the device take the ``device`` fixture and compare on the host."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -82,6 +84,29 @@ def test_fast_family_distances_equal_the_direct_ones(shape, k, device):
     mean = 3 * _blob(shape, (5.0,) * len(shape), width=3.0)
     z = rng.uniform(-1, 1, (25, k))
     fast = backend.asnumpy(wemd_family.pairwise(z, wemd_family.precompute(basis, sampling=1.5)))
+    family = mean + np.einsum("nk,k...->n...", z, basis)
+    direct = backend.asnumpy(wasserstein.pairwise_wemd(family, sampling=1.5, allow_negative=True))
+    off = ~np.eye(25, dtype=bool)
+    assert np.max(np.abs(fast - direct)[off] / direct[off]) < 1e-9
+
+
+def test_fast_family_distances_with_vanishing_tails(device):
+    # Coefficients near 1e-200 (the far tails of a volume) square to 0: their points on the unit
+    # sphere must still be finite (no division of 0 by 0), and the distances unchanged.
+    rng = np.random.default_rng(3)
+    basis = np.stack([_blob((16, 16), rng.uniform(3, 8, 2), width=0.5) - _blob((16, 16), rng.uniform(3, 8, 2), 0.5)
+                      for _ in range(3)])
+    basis[np.abs(basis) < 1e-30] = 0  # compact maps, then isolated specks far from them
+    basis[:, 14, 14] = 1e-200 * np.array([1.0, -2.0, 3.0])
+    basis[:, 13, 2] = 3e-190 * np.array([2.0, 1.0, -1.0])
+    mean = 3 * _blob((16, 16), (5.0, 5.0), width=3.0)
+    z = rng.uniform(-1, 1, (25, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = wemd_family.precompute(basis, sampling=1.5)
+    boxes = [backend.asnumpy(bound) for level in table.points for bound in level]  # per level: (lower, upper)
+    assert all(np.all(np.isfinite(bound)) for bound in boxes)
+    fast = backend.asnumpy(wemd_family.pairwise(z, table))
     family = mean + np.einsum("nk,k...->n...", z, basis)
     direct = backend.asnumpy(wasserstein.pairwise_wemd(family, sampling=1.5, allow_negative=True))
     off = ~np.eye(25, dtype=bool)

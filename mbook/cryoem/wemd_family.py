@@ -223,7 +223,10 @@ def precompute(basis, *, sampling=1.0, wavelet=wasserstein.WAVELET, leaf_size=LE
         prefix = np.vstack([np.zeros(2), np.cumsum(g[order], axis=0)])
         table = WEMDTable(2, axis, complement, total, p[order, 0], prefix, None, m)
     else:
-        directions = g / np.linalg.norm(g, axis=1)[:, None]  # bounded boxes: points on the unit sphere
+        # Bounded boxes: points on the unit sphere. Each row is scaled by its largest entry first:
+        # coefficients below ~1e-154 (a volume's far tails) square to 0, and their norm with them.
+        unit = g / np.abs(g).max(axis=1, keepdims=True)  # no zero rows: _orient dropped them
+        directions = unit / np.linalg.norm(unit, axis=1, keepdims=True)
         table = _kd_tree(k, axis, complement, total, directions, g, leaf_size)
     return _to_device(table)
 
