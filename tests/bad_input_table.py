@@ -1093,7 +1093,7 @@ E("cryoem.wemd_family.linear_family", lambda: call(rand(6, 8, 8, 8), 2), volumes
 E("cryoem.wemd_family.precompute", lambda: call(rand(2, 8, 8, 8), sampling=2.0), basis=ARRAY, sampling=LENGTH,
   wavelet=["no-such-wavelet", 3], leaf_size=COUNT)
 E("cryoem.wemd_family.distances", lambda: call(rand(3, 2), _table()), differences=ARRAY + [rand(3, 5)],
-  table=["not-a-table", None])
+  table=["not-a-table", None], budget=LENGTH)
 E("cryoem.wemd_family.pairwise", lambda: call(rand(4, 2), _table()), coordinates=ARRAY + [rand(4, 5)],
   table=["not-a-table", None], budget=LENGTH, client=["not-a-client", 3])
 E("cryoem.kam.radial_nodes", lambda: call(20.0, 1 / 12), radius=LENGTH, k_max=LENGTH, oversampling=LENGTH)

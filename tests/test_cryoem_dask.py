@@ -132,13 +132,17 @@ def test_pairwise_l1_over_the_cluster_is_the_serial_matrix(device, client):
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_family_pairwise_over_the_cluster_is_the_serial_matrix(device, client, k):
+def test_family_pairwise_over_the_cluster_is_the_serial_matrix(device, client, k, monkeypatch):
+    from mbook.core import progress
+
     rng = np.random.default_rng(k)
     table = wemd_family.precompute(rng.standard_normal((k, 8, 8, 8)), sampling=2.0, leaf_size=4)
     z = rng.standard_normal((30, k))
     n_pairs = 30 * 29 // 2
-    per_pair = 8 * (8 * k + (64 if k <= 2 else 2 * wemd_family.LEAF_SIZE * k + 400))
-    budget = 8 * (2 * 30 * 30 + 3 * n_pairs) + 100 * per_pair  # batches of 100 of the 435 pairs
+    planned, plan = [], progress.plan_batches
+    monkeypatch.setattr(progress, "plan_batches", lambda **kw: planned.append(kw["bytes_per_item"]) or plan(**kw))
+    wemd_family.pairwise(z, table)  # the bytes per pair it plans with (k = 3: measured on a seeded sample)
+    budget = 8 * (2 * 30 * 30 + 3 * n_pairs) + 100 * planned[-1]  # batches of 100 of the 435 pairs
     serial = wemd_family.pairwise(z, table, budget=budget)
     shared, count, workers = _run(client, lambda: wemd_family.pairwise(z, table, budget=budget, client=client),
                                   "pair_batch")

@@ -69,6 +69,31 @@ def test_all_pairs_of_a_large_family_count_their_n_squared_result():
         wemd_family.pairwise(coordinates, _one_dimensional_table(), budget=2**30)
 
 
+def test_all_pairs_of_a_three_dimensional_family_stay_within_the_budget():
+    # k = 3: a query's memory is the tree nodes its hyperplane cuts, which grow with the tree; planned
+    # from a fixed guess, the batches took 30 times the smaller budget here.
+    import tracemalloc
+
+    from mbook.core import backend
+    from mbook.cryoem import wemd_family
+
+    with backend.use_device("cpu"):  # host arrays: tracemalloc sees every batch
+        rng = np.random.default_rng(0)
+        table = wemd_family.precompute(rng.standard_normal((3, 12, 12, 12)), sampling=2.0)
+        z = rng.standard_normal((40, 3))
+        fixed = 8 * (2 * 40 * 40 + 3 * 40 * 39 // 2)
+        reference = wemd_family.pairwise(z, table)
+        for extra in (2**19, 2**21):
+            tracemalloc.start()
+            try:
+                batched = wemd_family.pairwise(z, table, budget=fixed + extra)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak <= fixed + extra
+            np.testing.assert_allclose(batched, reference, rtol=1e-12)
+
+
 def _one_dimensional_table():
     from mbook.cryoem import wemd_family
 

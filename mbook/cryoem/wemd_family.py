@@ -271,7 +271,7 @@ def _check_table(table):
     return table
 
 
-def distances(differences, table: WEMDTable):
+def distances(differences, table: WEMDTable, *, budget=None):
     """``f(Δz) = Σ_λ |g_λ · Δz|`` for many differences, exactly, on the selected device.
 
     Parameters
@@ -279,6 +279,10 @@ def distances(differences, table: WEMDTable):
     differences : (q, k) array_like
         Latent differences ``z_a - z_b``.
     table : WEMDTable
+    budget : int, optional
+        Memory budget for the batches of differences [bytes] (default
+        :func:`mbook.core.progress.memory_budget`); see :func:`pairwise` for how
+        a batch's memory is estimated.
 
     Returns
     -------
@@ -289,7 +293,44 @@ def distances(differences, table: WEMDTable):
     u = checks.check_array(differences, "differences", real=True).astype(float)
     if u.ndim != 2 or u.shape[1] != table.k:
         raise ValueError(f"differences must be (q, {table.k}) for this {table.k}-dimensional family, got {u.shape}")
-    return _distances(u, _to_device(table))
+    table = _to_device(table)
+    q = u.shape[0]
+    xp = backend.get_array_module(u)
+    batch = _plan_queries(q, table, 16 * q, budget, lambda sample: u[sample])
+    return xp.concatenate([xp.zeros(0)] + [_distances(u[start:start + batch], table) for start in range(0, q, batch)])
+
+
+#: Differences whose tree queries are traced to estimate the memory of a batch (k >= 3).
+PILOT_QUERIES = 16
+
+
+def _plan_queries(n_queries, table, fixed, budget, sample_differences):
+    """Queries per batch under ``budget`` [bytes], refused with the numbers before any query runs.
+
+    For k <= 2 a query's memory is a fixed handful of numbers. For k >= 3 it is
+    set by the tree's nodes that the query's hyperplane cuts, whose number grows
+    with the tree (about the square root of its leaves for k = 3) and with the
+    data: it is measured on up to :data:`PILOT_QUERIES` differences
+    (``sample_differences(indices)``, a seeded sample), one at a time, and 1.5
+    times the largest is planned for every query.
+    """
+    base = 8 * (8 * table.k + 64)
+    batch = progress.plan_batches(n_items=n_queries, bytes_per_item=base, fixed_bytes=fixed, budget=budget)
+    if table.k <= 2 or n_queries == 0:
+        return batch
+    xp = backend.get_array_module(table.axis)
+    picks = np.sort(checks.rng(0).choice(n_queries, min(n_queries, PILOT_QUERIES), replace=False))
+    sample = sample_differences(backend.asarray(picks))
+    per_node = 8 * (10 * table.k + 12)  # boxes, their products, sums, gathers and indices of a (query, node)
+    per_leaf = 8 * table.leaves.shape[1] * (table.k + 2)  # a cut leaf's vectors, products and their moduli
+    largest = 0
+    for q in range(sample.shape[0]):  # one query at a time: the pilot stays within one query's memory
+        census = []
+        _tree_query(sample[q:q + 1], xp.zeros(1), sample[q:q + 1], table, xp, census=census)
+        largest = max([largest] + [entries * per_node + leaves * per_leaf for entries, leaves in census])
+    # The sample's largest, with a margin for the queries it missed.
+    per_query = base + int(1.5 * largest)
+    return progress.plan_batches(n_items=n_queries, bytes_per_item=per_query, fixed_bytes=fixed, budget=budget)
 
 
 def _distances(u, table):
@@ -313,8 +354,11 @@ def _sweep(u, a, b, table, xp):
     return xp.sum((2 * positive - table.total) * u, axis=1)
 
 
-def _tree_query(u, a, b, table, xp):
-    """k >= 3: descend the kd-tree, opening only the nodes the hyperplane cuts."""
+def _tree_query(u, a, b, table, xp, census=None):
+    """k >= 3: descend the kd-tree, opening only the nodes the hyperplane cuts.
+
+    ``census``: a list to which each level appends (entries, leaves opened) (a host copy per level).
+    """
     n = u.shape[0]
     result = xp.zeros(n)
     active_q = xp.nonzero(xp.any(u != 0, axis=1))[0]
@@ -332,6 +376,8 @@ def _tree_query(u, a, b, table, xp):
         sign = xp.where(smallest > 0, 1.0, xp.where(largest < 0, -1.0, 0.0))
         result += xp.bincount(active_q, sign * inner, minlength=n)
         cut = sign == 0
+        if census is not None:
+            census.append((int(active_q.shape[0]), int(cut.sum()) if level == depth else 0))
         if level == depth:
             leaves = table.leaves[active_node[cut]]  # (c, leaf, k)
             values = xp.abs(xp.einsum("clk,ck->cl", leaves, u[active_q[cut]])).sum(axis=1)
@@ -377,13 +423,18 @@ def pairwise(coordinates, table: WEMDTable, *, budget=None, client=None):
     n_pairs = n * (n - 1) // 2
     if n_pairs == 0:
         return backend.get_array_module(z).zeros((n, n))
-    # Counted before anything is allocated: the (n, n) result and its transpose, the pair indices, the
-    # distances of all pairs, then the batches.
-    fixed = 8 * (2 * n * n + 3 * n_pairs)
-    per_pair = 8 * (8 * table.k + (64 if table.k <= 2 else 2 * LEAF_SIZE * table.k + 400))
-    batch = progress.plan_batches(n_items=n_pairs, bytes_per_item=per_pair, fixed_bytes=fixed, budget=budget)
+    # Counted before anything is allocated: the (n, n) result and its symmetric sum, the pair indices, the
+    # batches' distances and their concatenation, then the batches (for k >= 3 measured on a sample of pairs first).
+    fixed = 8 * (2 * n * n + 4 * n_pairs)
     table = _to_device(table)
     xp = backend.get_array_module(z)
+
+    def sample_pairs(picks):  # pair p of the upper triangle, row by row: (i, j), i < j
+        i = n - 2 - xp.floor(xp.sqrt(-8.0 * picks + 4.0 * n * (n - 1) - 7) / 2.0 - 0.5).astype(xp.int64)
+        j = picks + i + 1 - n * (n - 1) // 2 + (n - i) * (n - i - 1) // 2
+        return z[i] - z[j]
+
+    batch = _plan_queries(n_pairs, table, fixed, budget, sample_pairs)
     rows, cols = xp.triu_indices(n, 1)
     out = xp.zeros((n, n))
     starts = range(0, n_pairs, batch)
