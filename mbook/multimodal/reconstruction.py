@@ -36,8 +36,8 @@ normalisations (Maiden & Rodenburg 2009; Odstrčil et al. 2018): the object by
 the illumination ``Σ_j |ψ_s,j|²`` of the whole scan scattered onto it (plus the
 prior's curvature), each batch taking its share of the prior's gradient, so that
 one pass over the batches is one Newton-like step of the whole loss; the probe by
-the batch size, each position by the Gauss-Newton curvature ``2 Σ_k (∂A_j/∂x)²`` of its
-own loss (the tangent of the exit wave is carried through the slices), capped at
+the batch size; each position by the Gauss-Newton curvature ``2 Σ_k (∂A_j/∂x)²``
+of its own loss (the tangent of the exit wave is carried through the slices), capped at
 ``max_position_step``. The gauge: a common shift of object and positions,
 and a constant phase, are not determined by the data.
 
@@ -77,7 +77,7 @@ import numpy as np
 from mbook.core import backend, checks, grids, progress
 from mbook.electron import multislice
 from mbook.inverse import optimize
-from mbook.multimodal import ptychography, ptycho_model
+from mbook.multimodal import ptycho_model, ptychography
 
 
 #: Regularisation of the object step: the illumination is floored at this fraction of its maximum.
@@ -204,8 +204,8 @@ def loss_and_gradients(phase, probe, positions, amplitudes, *, sampling, energy=
     probe = probe.astype(xp.complex128 if phase.dtype == xp.float64 else xp.complex64)
     propagator = _propagator(probe.shape, sampling, energy, slice_thickness, len(phase), xp, probe.dtype)
     detector = _check_detector(detector, probe.shape, phase.dtype)
-    loss, g_phase, _, g_probe, g_positions, _ = ptycho_model.batch_gradients(phase, probe, positions.astype(phase.dtype), amplitudes,
-                                                       propagator, sampling, detector)
+    loss, g_phase, _, g_probe, g_positions, _ = ptycho_model.batch_gradients(
+        phase, probe, positions.astype(phase.dtype), amplitudes, propagator, sampling, detector)
     if smoothness:
         loss = loss + smoothness * xp.sum(optimize.gradient(phase) ** 2)
         g_phase = g_phase - 2 * smoothness * optimize.laplacian(phase)
