@@ -506,14 +506,14 @@ def _cdi():
 
 
 E("inverse.cdi.diffraction_intensity", lambda: call(crand(8, 8)), obj=ARRAY)
-E("inverse.cdi.check_cdi_data", lambda: call(*_cdi()), intensity=ARRAY + [-rand(16, 16)],
+E("inverse.cdi.check_cdi_data", lambda: call(*_cdi()), intensity=ARRAY + [-rand(16, 16), rand(2, 2, 16, 16)],
   support=[EMPTY, ONE_AXIS_LESS, "abc", disk(8), np.zeros((16, 16), bool)])
 E("inverse.cdi.project_modulus", lambda: call(crand(8, 8), rand(8, 8)), field=ARRAY + [crand(4, 4)],
   amplitude=ARRAY + [rand(4, 4), -rand(8, 8)])
 E("inverse.cdi.retrieve_phase", lambda: call(*_cdi(), max_num_iter=5),
-  intensity=ARRAY + [-rand(16, 16)], support=[EMPTY, ONE_AXIS_LESS, "abc", disk(8)], method=CHOICE,
-  beta=[0.0, -0.5, 1.5, NAN, "1"], max_num_iter=COUNT, seed=SEED, initial=ARRAY + [crand(8, 8)],
-  prior=["not-a-prior", 3], prior_every=COUNT)
+  intensity=ARRAY + [-rand(16, 16), rand(2, 2, 16, 16)], support=[EMPTY, ONE_AXIS_LESS, "abc", disk(8)],
+  method=CHOICE, beta=[0.0, -0.5, 1.5, NAN, "1"], max_num_iter=COUNT, seed=SEED + [[1, 2]],
+  initial=ARRAY + [crand(8, 8)], prior=["not-a-prior", 3], prior_every=COUNT, budget=LENGTH)
 E("inverse.cdi.twin", lambda: call(crand(8, 8)), obj=ARRAY)
 E("inverse.cdi.align_to_reference", lambda: call(crand(8, 8), crand(8, 8, seed=1)),
   estimate=ARRAY + [crand(4, 4)], reference=ARRAY + [crand(4, 4)], allow_twin=FREE)

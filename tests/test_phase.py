@@ -56,6 +56,37 @@ def test_phase_error_grows_as_the_dose_falls(weak_object):
     assert 3 < errors[1] / errors[0] < 30
 
 
+@pytest.mark.parametrize("method", ["er", "hio", "raar"])
+def test_a_stack_of_patterns_is_the_patterns_one_at_a_time(device, method, weak_object):
+    # Noise draws at three doses retrieved at once: each equals its own call with its own seed,
+    # whether the stack runs whole or in batches of one pattern under a small budget.
+    obj, support = weak_object
+    intensity = backend.asnumpy(cdi.diffraction_intensity(obj))
+    stack = np.stack([backend.asnumpy(synthetic.poisson_noise(intensity, dose=dose / intensity.sum(), seed=k))
+                      for k, dose in enumerate((1e5, 1e6, 1e7))])
+    alone = [cdi.retrieve_phase(pattern, support, method=method, max_num_iter=30, seed=7 + k)
+             for k, pattern in enumerate(stack)]
+    for result in (cdi.retrieve_phase(stack, support, method=method, max_num_iter=30, seed=7),
+                   cdi.retrieve_phase(stack, support, method=method, max_num_iter=30, seed=[7, 8, 9],
+                                      budget=support.size + 16 * support.size * 8)):
+        assert result.obj.shape == (3,) + support.shape and result.errors.shape == (3, 30)
+        assert backend.get_array_module(result.obj) is backend.xp
+        for k, single in enumerate(alone):
+            np.testing.assert_allclose(backend.asnumpy(result.obj[k]), backend.asnumpy(single.obj), rtol=0,
+                                       atol=1e-12 * float(np.abs(backend.asnumpy(single.obj)).max()))
+            np.testing.assert_allclose(backend.asnumpy(result.errors[k]), backend.asnumpy(single.errors),
+                                       rtol=1e-10)
+
+
+def test_a_stack_refuses_a_prior_and_a_wrong_number_of_seeds(weak_object):
+    obj, support = weak_object
+    stack = np.stack(2 * [backend.asnumpy(cdi.diffraction_intensity(obj))])
+    with pytest.raises(ValueError, match="a prior takes one pattern"):
+        cdi.retrieve_phase(stack, support, prior=cdi.phase_prior(0.1))
+    with pytest.raises(ValueError, match="2 ints"):
+        cdi.retrieve_phase(stack, support, seed=[1, 2, 3])
+
+
 def test_alignment_removes_shift_global_phase_and_twin(device, weak_object):
     obj, support = weak_object
     ambiguous = np.roll(backend.asnumpy(cdi.twin(obj)), (3, -2), axis=(0, 1)) * np.exp(1.1j)

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, progress
 from mbook.core.checks import (check_array, check_choice, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.circle import tv_s1_iterations, wrap
@@ -68,6 +68,9 @@ def diffraction_intensity(obj):
 def check_cdi_data(intensity, support):
     """Validate CDI data: finite non-negative intensities and an oversampled support.
 
+    ``intensity`` is one pattern ``(nx, ny)`` or a stack ``(b, nx, ny)`` of
+    patterns of objects that share the ``(nx, ny)`` support.
+
     Returns
     -------
     (intensity, support) : (float64 array, bool array)
@@ -80,7 +83,9 @@ def check_cdi_data(intensity, support):
         or a support larger than half the array (oversampling ratio below 2,
         the limit for a unique solution in 2D, Miao et al. 1999).
     """
-    intensity = check_array(intensity, "intensity", ndim=2, real=True)
+    intensity = check_array(intensity, "intensity", min_ndim=2, real=True)
+    if intensity.ndim > 3:
+        raise ValueError(f"intensity must be one pattern (nx, ny) or a stack (b, nx, ny), got shape {intensity.shape}")
     xp = backend.get_array_module(intensity)
     minimum = float(intensity.min())
     if minimum < 0:
@@ -89,8 +94,8 @@ def check_cdi_data(intensity, support):
             "clip the background-subtracted data at 0 before phase retrieval"
         )
     support = check_array(support, "support", real=True)
-    if support.shape != intensity.shape:
-        raise ValueError(f"support shape {support.shape} must match intensity shape {intensity.shape}")
+    if support.shape != intensity.shape[-2:]:
+        raise ValueError(f"support shape {support.shape} must match the patterns' shape {intensity.shape[-2:]}")
     if support.dtype != bool:
         if not bool(xp.all((support == 0) | (support == 1))):
             raise ValueError("support must be boolean (or 0/1 valued)")
@@ -143,12 +148,12 @@ class CDIResult(NamedTuple):
 
     Attributes
     ----------
-    obj : (nx, ny) complex array
-        The object estimate, on the selected device.
-    errors : (max_num_iter,) float array
+    obj : (nx, ny) or (b, nx, ny) complex array
+        The object estimate (one per pattern of a stack), on the selected device.
+    errors : (max_num_iter,) or (b, max_num_iter) float array
         The support error ``‖P_M ψ_k outside S‖ / ‖P_M ψ_k‖`` of the iterate
         ``ψ_k`` after each of the ``k = 1..max_num_iter`` steps (0 at an exact
-        solution); ``errors[-1]`` is that of the returned object. On the
+        solution); ``errors[..., -1]`` is that of the returned object. On the
         selected device.
     method : str
         The method used.
@@ -166,8 +171,8 @@ def _bounding_box(support):
 
 
 def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.9,
-                   max_num_iter: int = 300, seed: int = 0, initial=None, prior=None,
-                   prior_every: int = 1) -> CDIResult:
+                   max_num_iter: int = 300, seed=0, initial=None, prior=None,
+                   prior_every: int = 1, budget=None) -> CDIResult:
     """Phase retrieval from an oversampled far-field intensity and a support.
 
     With ``P_M`` the modulus projection and ``P_S`` the support projection:
@@ -178,33 +183,44 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
       reflections ``R = 2P - I``; inside S this is ``P_M ψ``, outside
       ``β ψ + (1 - 2β) P_M ψ``.
 
+    A stack of patterns (noise draws, doses, objects sharing a support) is
+    retrieved at once, each pattern an independent problem along the leading
+    axis: the same result as one call per pattern with its own seed, in a
+    fraction of the kernel launches on a GPU. The stack runs in batches under
+    the memory ``budget``.
+
     A ``prior`` (e.g. from :func:`phase_prior`) replaces the values inside the
     support by ``prior(P_S P_M ψ)`` every ``prior_every`` iterations: a
     proximal step of the regulariser in place of the plain support projection.
     The prior sees the estimate cropped to the bounding box of the support
-    (computed once per call), as a device array.
+    (computed once per call), as a device array; it takes one pattern.
 
     The iterations run on the selected device and copy nothing to the host:
     the errors are kept there and stacked once at the end.
 
     Parameters
     ----------
-    intensity : (nx, ny) array
-        Measured far-field intensity in FFT order [counts], >= 0.
+    intensity : (nx, ny) or (b, nx, ny) array
+        Measured far-field intensity in FFT order [counts], >= 0; a stack of b
+        patterns shares the support.
     support : (nx, ny) array, bool
         Where the object may be non-zero; at most half the array.
     method : {"er", "hio", "raar"}
     beta : float
         Feedback (HIO) or relaxation (RAAR) parameter in (0, 1).
     max_num_iter : int
-    seed : int
-        Seed of the random initial phases (drawn on the host, then moved).
-    initial : (nx, ny) array, optional
-        Starting field instead of random phases on the support.
+    seed : int or sequence of int
+        Seed of the random initial phases (drawn on the host, then moved); for
+        a stack, one seed per pattern, or one int ``s`` for the seeds ``s, s + 1, ...``.
+    initial : (nx, ny) or (b, nx, ny) array, optional
+        Starting field(s) instead of random phases on the support.
     prior : callable, optional
         ``prior(obj) -> obj`` applied to the support-projected estimate,
-        cropped to the support's bounding box.
+        cropped to the support's bounding box (one pattern only).
     prior_every : int
+    budget : int, optional
+        Memory budget [bytes] for the patterns retrieved at once (default
+        :func:`mbook.core.progress.memory_budget`).
 
     Returns
     -------
@@ -218,24 +234,56 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     prior_every = check_iterations(prior_every, "prior_every")
     if prior is not None and not callable(prior):
         raise TypeError(f"prior must be callable as prior(obj) -> obj (see phase_prior), got {prior!r}")
+    single = intensity.ndim == 2
+    stack = intensity[None] if single else intensity
+    n = stack.shape[0]
+    if prior is not None and not single:
+        raise ValueError(f"a prior takes one pattern: intensity must be (nx, ny) with a prior, got {intensity.shape}")
+    if np.ndim(seed) == 0:
+        seed = checks.check_seed(seed)
+        if n > 1 and not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, or {n} ints (one per pattern of the stack), got {seed!r}")
+        seeds = [seed] if n == 1 else [seed + i for i in range(n)]
+    else:
+        seeds = [checks.check_seed(s) for s in np.asarray(seed, dtype=object).ravel()]
+        if single or len(seeds) != n:
+            raise ValueError(f"seed must be an int, or {n} ints (one per pattern of the stack), got {seed!r}")
+    if initial is not None:
+        initial = check_array(initial, "initial", min_ndim=2)
+        if initial.shape != intensity.shape:
+            raise ValueError(f"initial shape {initial.shape} must match intensity shape {intensity.shape}")
+        initial = initial.reshape(stack.shape)
+    per_pattern = 16 * support.size * 8  # complex fields: ψ, P_M ψ, spectra and the update's temporaries
+    batch = progress.plan_batches(n_items=n, bytes_per_item=per_pattern, fixed_bytes=support.size, budget=budget)
+    xp = backend.get_array_module(intensity)
+    parts = [_retrieve(stack[start:start + batch], support, method, beta, max_num_iter, seeds[start:start + batch],
+                       None if initial is None else initial[start:start + batch], prior, prior_every)
+             for start in range(0, n, batch)]
+    obj = xp.concatenate([o for o, _ in parts])
+    errors = xp.concatenate([e for _, e in parts])
+    return CDIResult(obj[0], errors[0], method) if single else CDIResult(obj, errors, method)
+
+
+def _retrieve(intensity, support, method, beta, max_num_iter, seeds, initial, prior, prior_every):
+    """The iterations on a checked stack ``(b, nx, ny)`` (a kernel): objects and errors ``(b, max_num_iter)``."""
     xp = backend.get_array_module(intensity)
     amplitude = xp.sqrt(intensity)
     if initial is None:
-        rng = checks.rng(seed)
-        scale = math.sqrt(float(intensity.sum()) / intensity.size / int(support.sum()))
-        psi = backend.asarray(scale * np.exp(2j * np.pi * rng.random(support.shape))) * support
+        # One draw per pattern from its own seed: the stack gives what one call per pattern gives.
+        totals = backend.asnumpy(intensity.sum(axis=(-2, -1)))  # one copy per batch, before the iterations
+        scale = np.sqrt(totals / support.size / int(support.sum()))[:, None, None]
+        phases = np.stack([checks.rng(s).random(support.shape) for s in seeds])
+        psi = backend.asarray(scale * np.exp(2j * np.pi * phases)) * support
     else:
-        psi = check_array(initial, "initial", ndim=2).astype(xp.complex128)
-        if psi.shape != support.shape:
-            raise ValueError(f"initial shape {psi.shape} must match intensity shape {support.shape}")
+        psi = initial.astype(xp.complex128)
     box = _bounding_box(support) if prior is not None else None
     outside = ~support
-    total = float(intensity.sum()) / intensity.size  # ‖P_M ψ‖² by Parseval
-    errors = []  # 0-d device arrays, stacked once at the end
+    total = intensity.sum(axis=(-2, -1)) / support.size  # ‖P_M ψ‖² by Parseval, per pattern
+    errors = []  # (b,) device arrays, stacked once at the end
 
     def support_error(pm):
         # A product, not pm[outside]: boolean indexing makes a GPU wait for the count of pixels.
-        return xp.sqrt(xp.sum(xp.abs(pm * outside) ** 2) / total)
+        return xp.sqrt(xp.sum(xp.abs(pm * outside) ** 2, axis=(-2, -1)) / total)
 
     for it in range(max_num_iter):
         pm, _ = _modulus_projection(psi, amplitude)
@@ -244,7 +292,7 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
             errors.append(support_error(pm))
         if prior is not None and (it + 1) % prior_every == 0:
             with backend.inside_iterations():  # a user's prior may call mbook's operators
-                inside[box] = prior(inside[box]) * support[box]
+                inside[0][box] = prior(inside[0][box]) * support[box]
         if method == "er":
             psi = inside
         elif method == "hio":
@@ -255,8 +303,8 @@ def retrieve_phase(intensity, support, *, method: str = "raar", beta: float = 0.
     errors.append(support_error(pm))  # errors[-1] describes the returned object's P_M ψ
     obj = pm * support
     if prior is not None:
-        obj[box] = prior(obj[box]) * support[box]
-    return CDIResult(obj, xp.stack(errors), method)
+        obj[0][box] = prior(obj[0][box]) * support[box]
+    return obj, xp.stack(errors, axis=-1)
 
 
 def twin(obj):
