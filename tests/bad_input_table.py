@@ -989,6 +989,8 @@ E("electron.stem.source_size_blur", lambda: call(rand(8, 8), sampling=0.5, sourc
 E("electron.stem_detectors.standard_detectors", lambda: call(20.0), semiangle_cutoff=LENGTH)
 E("electron.stem_detectors.check_detectors", lambda: call(BF), allow_empty=FREE,
   detectors=[{"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, {"BF": (1.0, 2.0, 3.0)}, {"BF": "ab"}, "a", {}])
+E("electron.stem_detectors.scan_detectors", lambda: call(BF, 20.0), semiangle_cutoff=LENGTH,
+  detectors=[{"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, {"BF": "ab"}, "a", 3])
 E("electron.stem_detectors.detector_masks", lambda: call(_egrid(), energy=100e3, detectors=BF), grid=GRID,
   energy=ENERGY, detectors=[{"BF": (20.0, 10.0)}, {"BF": (NAN, 10.0)}, {"BF": (-1.0, 10.0)}, "a", {}], xp=FREE)
 E("electron.stem_detectors.virtual_image",

@@ -427,9 +427,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     grid, energy = basis.grid, basis.energy
     budget = None if budget is None else checks.check_count(budget, "budget")
     positions = stem.check_positions(positions, grid)
-    if detectors is not None and not isinstance(detectors, dict):
-        raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
-    detectors = stem_detectors.standard_detectors(basis.semiangle_cutoff) if detectors is None else dict(detectors)
+    detectors = stem_detectors.scan_detectors(detectors, basis.semiangle_cutoff)
     xp = backend.get_array_module(basis.array)
     window = grids.make_grid(gpts=lma_scan.window_shape(basis, m), sampling=grid.sampling)
     masks = stem_detectors.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None

@@ -97,15 +97,6 @@ def _check_budget(budget):
     return None if budget is None else checks.check_count(budget, "budget")
 
 
-def _check_detectors(detectors, semiangle_cutoff):
-    """``{name: (inner, outer)}`` [mrad] as a dict; default :func:`mbook.electron.stem_detectors.standard_detectors`."""
-    if detectors is None:
-        return stem_detectors.standard_detectors(semiangle_cutoff)
-    if not isinstance(detectors, dict):
-        raise TypeError(f"detectors must be a dict {{name: (inner, outer)}} [mrad], got {detectors!r}")
-    return dict(detectors)
-
-
 def check_interpolation(interpolation, grid, *, energy, semiangle_cutoff) -> int:
     """The interpolation factor ``f``: a positive integer dividing both gpts, small enough for a probe.
 
@@ -327,7 +318,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
     grid, energy = smatrix.grid, smatrix.energy
     budget = _check_budget(budget)
     positions = stem.check_positions(positions, grid)
-    detectors = _check_detectors(detectors, smatrix.semiangle_cutoff)
+    detectors = stem_detectors.scan_detectors(detectors, smatrix.semiangle_cutoff)
     xp = backend.get_array_module(smatrix.array)
     window = grids.make_grid(gpts=smatrix.window, sampling=grid.sampling)
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=smatrix.semiangle_cutoff, defocus=defocus,

@@ -247,8 +247,7 @@ def scan(potential, *, grid, energy, slice_thickness, semiangle_cutoff, position
     physics.check_energy(energy)
     potential = checks.check_array(potential, "potential", real=True)
     positions = check_positions(positions, grid)
-    detectors = (stem_detectors.standard_detectors(semiangle_cutoff) if detectors is None
-                 else stem_detectors.check_detectors(detectors, allow_empty=True))  # {}: diffraction patterns only
+    detectors = stem_detectors.scan_detectors(detectors, semiangle_cutoff)  # {}: diffraction patterns only
     checks.check_client(client)
     xp = backend.get_array_module(potential)
     # Refuse from the shapes, before building the transmission functions (which the plan below counts):

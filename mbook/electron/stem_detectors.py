@@ -50,7 +50,7 @@ def check_detectors(detectors, allow_empty=False):
     """``{name: (inner, outer)}`` [mrad], finite and >= 0 (at least one unless ``allow_empty``); else an error
     naming ``detectors``.
 
-    Shared by :func:`detector_masks` and :func:`mbook.electron.stem.scan` (which allows ``{}``: diffraction
+    Shared by :func:`detector_masks` and :func:`scan_detectors` (which allows ``{}``: diffraction
     patterns only). The order ``inner < outer`` is :func:`detector_masks`'s test.
 
     Parameters
@@ -83,6 +83,31 @@ def check_detectors(detectors, allow_empty=False):
             raise ValueError(f"detectors[{name!r}] must be (inner, outer) [mrad], got {angles!r}")
         out[name] = tuple(checks.check_number(a, f"detectors[{name!r}]", lower=0, units="mrad") for a in angles)
     return out
+
+
+def scan_detectors(detectors, semiangle_cutoff) -> dict:
+    """The detectors of a scan: ``detectors`` checked (:func:`check_detectors`; ``{}`` allowed, for
+    diffraction patterns only), or :func:`standard_detectors` of the aperture when None.
+
+    Shared by :func:`mbook.electron.stem.scan`, :func:`mbook.electron.prism.scan` and
+    :func:`mbook.electron.lma.scan`.
+
+    Parameters
+    ----------
+    detectors : dict or None
+        ``{name: (inner, outer)}`` [mrad].
+    semiangle_cutoff : float
+        Probe semi-angle α [mrad], for the standard set.
+
+    Returns
+    -------
+    dict
+        ``{name: (inner, outer)}`` [mrad].
+    """
+    semiangle_cutoff = checks.check_positive_number(semiangle_cutoff, "semiangle_cutoff")
+    if detectors is None:
+        return standard_detectors(semiangle_cutoff)
+    return check_detectors(detectors, allow_empty=True)
 
 
 def detector_masks(grid, *, energy, detectors, xp=None):
