@@ -86,9 +86,8 @@ def scan_illumination(phase, probe, positions, propagator, sampling, batch_size)
     return total.reshape(phase.shape)
 
 
-def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, gradients=True,
-                    curvature=False):
-    """Loss and (optionally) gradients of one batch (a kernel: inputs checked, on one device).
+def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, curvature=False):
+    """Loss and gradients of one batch (a kernel: inputs checked, on one device).
 
     Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
     ``g_probe``, ``g_positions`` (n, 2) and, with ``curvature``, the Gauss-Newton curvature of
@@ -105,8 +104,6 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     amplitude = xp.abs(exit_hat)
     residual = (amplitude - amplitudes) * detector  # unmeasured pixels add nothing
     loss = xp.sum(residual**2)
-    if not gradients:
-        return loss, None, None, None, None, None
     safe = xp.where(amplitude > 0, amplitude, 1)
     g = fft.ifft2(2 * residual / safe * exit_hat, norm="ortho")
     g_phase = xp.empty((n_slices, nx * ny), phase.dtype)

@@ -372,8 +372,8 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     bar = progress.progress(iterations, desc="ptychography") if show_progress else None
     for iteration in bar if bar is not None else iterations:
         total = xp.zeros((), dtype)
-        curvature_phase = illumination + 8 * smoothness
-        step = steps[0] / (2 * (curvature_phase + FLOOR * xp.max(illumination, axis=(1, 2), keepdims=True)))
+        floor = FLOOR * xp.max(illumination, axis=(1, 2), keepdims=True)
+        step = steps[0] / (2 * (illumination + 8 * smoothness + floor))
         illumination = xp.zeros_like(phase)  # this pass's, for the next (probe and positions move)
         for start in range(0, n, batch_size):
             batch = orders[iteration, start:start + batch_size]
