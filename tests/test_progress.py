@@ -50,19 +50,23 @@ def test_run_batches_runs_every_batch_once_with_single_threaded_ffts_in_a_pool(t
     assert workers == ({1} if threads > 1 else {-1})  # a pool shares the cores between batches, not FFTs
 
 
+def _blas_threads():
+    """The thread counts of the BLAS libraries loaded in this process."""
+    import threadpoolctl
+
+    return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+
 def test_pooled_batches_run_with_one_blas_thread():
     import threadpoolctl
 
     from mbook.core import progress as progress_module
 
-    def blas_threads():
-        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
-
     inside = []
     with threadpoolctl.threadpool_limits(2, user_api="blas"):  # a multithreaded BLAS to start from
-        outside = blas_threads()
-        progress_module.run_batches(lambda start: inside.append(blas_threads()), range(4), threads=2)
-        assert blas_threads() == outside == {2}  # restored after the call
+        outside = _blas_threads()
+        progress_module.run_batches(lambda start: inside.append(_blas_threads()), range(4), threads=2)
+        assert _blas_threads() == outside == {2}  # restored after the call
     assert inside and all(seen == {1} for seen in inside)  # batches share the cores, not each product
 
 
@@ -73,15 +77,12 @@ def test_one_blas_thread_limits_numpy_only_and_restores():
     from mbook.core import progress as progress_module
     from mbook.core import strict
 
-    def blas_threads():
-        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
-
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         with progress_module.one_blas_thread(np):
-            assert blas_threads() == {1}
-        assert blas_threads() == {2}
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {2}
         with progress_module.one_blas_thread(strict.xp):  # another array module: BLAS left alone
-            assert blas_threads() == {2}
+            assert _blas_threads() == {2}
 
 
 def test_run_batches_keeps_its_threads_and_runs_nested_calls_in_place():
