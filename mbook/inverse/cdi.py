@@ -268,17 +268,16 @@ def _retrieve(intensity, support, method, beta, max_num_iter, seeds, initial, pr
     """The iterations on a checked stack ``(b, nx, ny)`` (a kernel): objects and errors ``(b, max_num_iter)``."""
     xp = backend.get_array_module(intensity)
     amplitude = xp.sqrt(intensity)
+    total = intensity.sum(axis=(-2, -1)) / support.size  # ‖P_M ψ‖² by Parseval, per pattern
     if initial is None:
         # One draw per pattern from its own seed: the stack gives what one call per pattern gives.
-        totals = backend.asnumpy(intensity.sum(axis=(-2, -1)))  # one copy per batch, before the iterations
-        scale = np.sqrt(totals / support.size / int(support.sum()))[:, None, None]
+        scale = np.sqrt(backend.asnumpy(total) / int(support.sum()))[:, None, None]  # one copy, before the loop
         phases = np.stack([checks.rng(s).random(support.shape) for s in seeds])
         psi = backend.asarray(scale * np.exp(2j * np.pi * phases)) * support
     else:
         psi = initial.astype(xp.complex128)
     box = _bounding_box(support) if prior is not None else None
     outside = ~support
-    total = intensity.sum(axis=(-2, -1)) / support.size  # ‖P_M ψ‖² by Parseval, per pattern
     errors = []  # (b,) device arrays, stacked once at the end
 
     def support_error(pm):
