@@ -40,7 +40,7 @@ import numpy as np
 
 from timing import synchronize  # benchmarks/timing.py
 
-from mbook.core import backend, fused_fft
+from mbook.core import backend, fft_plans, fused_fft
 from mbook.electron import multislice, potentials, scattering_factors, stem, structures
 
 # ----------------------------------------------------------------------------- the experiment
@@ -200,7 +200,7 @@ def fft_floor(shape, n_slices, n_batches=1):
     shared over one thread per core, each with single-threaded FFTs, as mbook's scan does; one batch
     uses every core in its FFTs."""
     def steps():
-        plan = backend.fft2_plan(shape)
+        plan = fft_plans.fft2_plan(shape)
         for _ in range(n_slices):
             plan.forward()
             plan.backward()

@@ -252,6 +252,7 @@ E("core.backend.asnumpy", lambda: call(rand(4)), array=FREE)  # anything NumPy c
 E("core.backend.cpu_threads", lambda: call())
 # A context manager: workers is read by the FFTs made inside the ``with`` block.
 E("core.backend.fft_workers", lambda: call(1), workers=FREE)
+E("core.backend.current_fft_workers", lambda: call())
 E("core.backend.fft_kwargs", lambda: call(rand(4, 4)), array=FREE)  # keyword arguments for any array's FFT
 E("core.backend.inside_iterations", lambda: call())
 E("core.backend.called_from_outside", lambda: call(), depth=[0, -1, 2.5, "1", True])
@@ -265,10 +266,12 @@ E("core.backend.fftn", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, "abc"]
 E("core.backend.ifftn", lambda: call(crand(4, 4)), array=[EMPTY, WITH_NAN, "abc"], axes=[(0, 5), "a"])
 E("core.backend.set_fft_library", lambda: call("scipy"), library=CHOICE + [3])
 E("core.backend.fft_library", lambda: call())
+E("core.backend.cpu_fft_library", lambda: call())
+E("core.fftw_wisdom.pyfftw_module", lambda: call())
 E("core.fftw_wisdom.path", lambda: call())
 E("core.fftw_wisdom.load", lambda: call(importlib.import_module("pyfftw")), pyfftw=FREE)  # the module itself
 E("core.fftw_wisdom.save", lambda: call(importlib.import_module("pyfftw")), pyfftw=FREE)
-E("core.backend.fft2_plan", lambda: call((4, 8, 8), np.complex128, slot="bi-table"),
+E("core.fft_plans.fft2_plan", lambda: call((4, 8, 8), np.complex128, slot="bi-table"),
   shape=[(8,), (0, 8), (8, -1), (8, 2.5), "a"], dtype=[np.float64, "no-such-dtype"], xp=FREE, slot=[3, None])
 # fused_fft: set_enabled is the switch; the others are kernels of FFT2Plan.forward_multiplied, which hands
 # them its own buffer (on NumPy and the stand-in they answer False at once: no callbacks there)

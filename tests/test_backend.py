@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from mbook.core import backend
+from mbook.core import backend, fft_plans, fftw_wisdom
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +70,7 @@ def test_asnumpy_returns_host_arrays(device):
 
 # ----------------------------------------------------------------------------- in-place FFT plans
 
-CPU_LIBRARIES = ["scipy"] + (["pyfftw"] if backend._pyfftw() is not None else [])
+CPU_LIBRARIES = ["scipy"] + (["pyfftw"] if fftw_wisdom.pyfftw_module() is not None else [])
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def fft_library(request):
 def test_fft2_plan_matches_scipy_fft_in_place(fft_library, dtype, tolerance, rng):
     backend.set_device("cpu")
     a = (rng.standard_normal((3, 24, 20)) + 1j * rng.standard_normal((3, 24, 20))).astype(dtype)
-    plan = backend.fft2_plan(a.shape, dtype)
+    plan = fft_plans.fft2_plan(a.shape, dtype)
     assert plan.library == fft_library and plan.array.dtype == dtype
     plan.array[...] = a
     buffer = plan.array
@@ -99,11 +99,11 @@ def test_fft2_plan_matches_scipy_fft_in_place(fft_library, dtype, tolerance, rng
 def test_fft2_plan_is_kept_per_thread_and_shape():
     import threading
 
-    first = backend.fft2_plan((2, 16, 16))
-    assert backend.fft2_plan((2, 16, 16)) is first
-    assert backend.fft2_plan((1, 16, 16)) is not first
+    first = fft_plans.fft2_plan((2, 16, 16))
+    assert fft_plans.fft2_plan((2, 16, 16)) is first
+    assert fft_plans.fft2_plan((1, 16, 16)) is not first
     other = []
-    thread = threading.Thread(target=lambda: other.append(backend.fft2_plan((2, 16, 16))))
+    thread = threading.Thread(target=lambda: other.append(fft_plans.fft2_plan((2, 16, 16))))
     thread.start()
     thread.join()
     assert other[0] is not first and other[0].array is not first.array  # threads never share a buffer
@@ -111,14 +111,14 @@ def test_fft2_plan_is_kept_per_thread_and_shape():
 
 def test_large_fft2_plans_are_not_kept(monkeypatch):
     """A big buffer (a GPU batch of probes) must not stay allocated after the call that used it."""
-    monkeypatch.setattr(backend, "CACHED_PLAN_BYTES", 16 * 16 * 8)
-    assert backend.fft2_plan((16, 16)) is backend.fft2_plan((16, 16))  # 2 kB: kept
-    assert backend.fft2_plan((2, 16, 16)) is not backend.fft2_plan((2, 16, 16))  # 4 kB: made per call
+    monkeypatch.setattr(fft_plans, "CACHED_PLAN_BYTES", 16 * 16 * 8)
+    assert fft_plans.fft2_plan((16, 16)) is fft_plans.fft2_plan((16, 16))  # 2 kB: kept
+    assert fft_plans.fft2_plan((2, 16, 16)) is not fft_plans.fft2_plan((2, 16, 16))  # 4 kB: made per call
 
 
 def test_fft2_plan_refuses_real_dtype_and_unknown_library():
     with pytest.raises(ValueError, match="complex dtype"):
-        backend.fft2_plan((8, 8), np.float32)
+        fft_plans.fft2_plan((8, 8), np.float32)
     with pytest.raises(ValueError, match=r"library must be one of \('auto', 'pyfftw', 'scipy'\), got 'mkl'"):
         backend.set_fft_library("mkl")
 
@@ -220,8 +220,8 @@ def test_fftw_wisdom_is_kept_for_the_next_process(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     wisdom = tmp_path / "wisdom"
     env = dict(os.environ, MBOOK_FFTW_WISDOM=str(wisdom), MBOOK_DEVICE="cpu")
-    plan = ("from mbook.core import backend; import numpy as np; backend.set_fft_library('pyfftw'); "
-            "p = backend.fft2_plan({}, np.complex64, slot='w'); ")
+    plan = ("from mbook.core import backend, fft_plans; import numpy as np; backend.set_fft_library('pyfftw'); "
+            "p = fft_plans.fft2_plan({}, np.complex64, slot='w'); ")
     subprocess.run([sys.executable, "-c", plan.format((3, 40, 36))], env=env, check=True, cwd=root)
     assert wisdom.stat().st_size > 200
     # another shape first (the file is read on the first plan), then the first shape from wisdom only

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mbook.core import backend, grids, strict
+from mbook.core import backend, fftw_wisdom, grids, strict
 from mbook.electron import multislice, physics, structures
 
 ENERGY = 200e3
@@ -133,7 +133,7 @@ def test_slice_thickness_count_must_match():
         run(np.zeros((3, 64, 64), np.float32), slice_thickness=[1.0, 2.0])
 
 
-@pytest.mark.skipif(backend._pyfftw() is None, reason="pyFFTW is not installed: only scipy.fft to compare")
+@pytest.mark.skipif(fftw_wisdom.pyfftw_module() is None, reason="pyFFTW is not installed: only scipy.fft to compare")
 def test_fft_libraries_agree_to_float32_rounding(rng):
     """FFTW plans and pocketfft give the same exit wave: only their rounding differs."""
     potential = (30 * rng.random((12, 64, 64))).astype(np.float32)

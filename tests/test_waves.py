@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mbook.core import backend, grids, strict
+from mbook.core import backend, fft_plans, grids, strict
 from mbook.electron import hrtem, physics, waves
 
 ENERGY = 300e3
@@ -83,7 +83,7 @@ def test_probes_made_in_a_plan_buffer_equal_the_plain_ones(device):
     positions = [[3.0, 4.5], [6.4, 6.4], [0.05, 12.7]]
     kwargs = dict(energy=ENERGY, semiangle_cutoff=25.0, defocus=50.0, Cs=1e5)
     spectrum = waves.probe_spectrum(GRID, **kwargs)
-    plan = backend.fft2_plan((3,) + GRID.gpts)
+    plan = fft_plans.fft2_plan((3,) + GRID.gpts)
     placed = waves.place_probes(H(spectrum), GRID, positions, plan=plan)  # host input: moved to the device
     assert placed is plan.array
     np.testing.assert_allclose(H(placed), H(waves.probe(GRID, positions=positions, **kwargs)), atol=2e-7)

@@ -1,7 +1,8 @@
 """The machinery every domain shares: devices, grids, checks, progress, figures, propagation, detection.
 
-- :mod:`~mbook.core.backend`: the device rule (NumPy, CuPy or the strict stand-in), FFTs and plans;
-- :mod:`~mbook.core.fftw_wisdom`: FFTW's measured plans kept on disk for the next process;
+- :mod:`~mbook.core.backend`: the device rule (NumPy, CuPy or the strict stand-in), FFTs, the CPU FFT library;
+- :mod:`~mbook.core.fft_plans`: in-place 2D FFT plans, one per thread and wave shape;
+- :mod:`~mbook.core.fftw_wisdom`: pyFFTW's import; FFTW's measured plans kept on disk for the next process;
 - :mod:`~mbook.core.fused_fft`: products fused into cuFFT transforms (load and store callbacks);
 - :mod:`~mbook.core.strict`: the strict CPU stand-in for the GPU;
 - :mod:`~mbook.core.checks`: the one validation vocabulary;

@@ -1,4 +1,5 @@
-"""FFTW's wisdom, kept on disk per machine, so that each process plans from what earlier ones measured.
+"""FFTW's wisdom, kept on disk per machine, so that each process plans from what earlier ones measured;
+and the one import of pyFFTW (:func:`pyfftw_module`).
 
 pyFFTW plans with ``FFTW_MEASURE``: it times candidate algorithms for each
 transform shape, 0.3 s for a batch of 216² waves and seconds on a loaded
@@ -6,13 +7,14 @@ machine, and every new process (each page of the book, each test worker)
 would time the same ones again. The plans measured are FFTW's *wisdom*;
 :func:`save` writes it to a file after new plans are measured and
 :func:`load` reads it before the first plan of a process
-(:class:`mbook.core.backend.FFT2Plan` calls both). A wisdom entry is only
+(:class:`mbook.core.fft_plans.FFT2Plan` calls both). A wisdom entry is only
 used for the very transform it was measured for (shape, type, threads);
 two machines should not share the file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import threading
@@ -20,6 +22,16 @@ import threading
 #: Names the wisdom file; empty turns the file off (every process measures its plans).
 ENV_VARIABLE = "MBOOK_FFTW_WISDOM"
 _loaded = False
+
+
+@functools.lru_cache(maxsize=1)
+def pyfftw_module():
+    """The :mod:`pyfftw` module, or None when it is not installed (imported once, on first call)."""
+    try:
+        import pyfftw
+    except ImportError:
+        return None
+    return pyfftw
 
 
 def path() -> str | None:

@@ -10,7 +10,7 @@ function to every element as it loads the input and as it stores the output
 with ``t`` multiplied on load and ``p`` on store the forward transform does
 the products for free, and each slice costs its two FFTs.
 
-:meth:`mbook.core.backend.FFT2Plan.forward_multiplied` calls
+:meth:`mbook.core.fft_plans.FFT2Plan.forward_multiplied` calls
 :func:`forward_multiplied` here on CuPy buffers and does the three passes
 itself otherwise (NumPy, pyFFTW, the strict stand-in), so the CPU and the
 stand-in compute the same thing the callbacks do.
@@ -26,7 +26,7 @@ plain passes on two random waves; if they fail to compile or disagree, a
 on. ``MBOOK_FFT_CALLBACKS=off`` (or :func:`set_enabled`) turns them off, so
 that a benchmark can time both.
 
-This module never imports CuPy: :class:`~mbook.core.backend.FFT2Plan` hands it
+This module never imports CuPy: :class:`~mbook.core.fft_plans.FFT2Plan` hands it
 the array module of its buffer (``xp.fft.config``), as the device rule asks.
 """
 

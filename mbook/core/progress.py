@@ -53,7 +53,7 @@ def run_batches(run, starts, *, threads: int = 1, desc=None, show: bool = True) 
     FFTW and pocketfft release the GIL, and the batches share their inputs.
     ``run`` stores its own result (into a preallocated output), so no list of
     batches is held. The pool is kept between calls, so its threads keep their
-    FFT plans (:func:`mbook.core.backend.fft2_plan`): a call with a few small
+    FFT plans (:func:`mbook.core.fft_plans.fft2_plan`): a call with a few small
     batches (a local update of a few translates) would otherwise spend more
     on planning than on transforms. A call made from inside a pooled batch
     runs its batches in that thread (the pool's threads may all be busy).

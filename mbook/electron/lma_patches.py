@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbook.core import backend, grids, progress
+from mbook.core import backend, fft_plans, grids, progress
 from mbook.electron import multislice, physics, stem
 
 
@@ -58,7 +58,7 @@ def _propagate_patches(points, *, transmissions, propagators, u, step, gpts):
     # Each point's own patch of each slice, cut when the loop reaches that slice: one slice of
     # patches in memory at a time, not the whole stack.
     local = (t[ix[:, :, None], iy[:, None, :]] for t in transmissions)
-    plan = backend.fft2_plan((len(points), patch, patch), xp.complex64, xp=xp)
+    plan = fft_plans.fft2_plan((len(points), patch, patch), xp.complex64, xp=xp)
     plan.array[...] = u
     psi = plan.array
     for psi in multislice.iterate_slices(psi, local, propagators, plan=plan):

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 
-from mbook.core import backend, checks, grids, progress, propagation
+from mbook.core import backend, checks, fft_plans, grids, progress, propagation
 from mbook.electron import physics
 
 ANTIALIAS_FRACTION = 2.0 / 3.0
@@ -180,7 +180,7 @@ def _transmission_slices(potential, energy, grid, antialias):
     sigma = xp.float32(physics.interaction_parameter(energy))
     shape = potential.shape[-2:]
     if antialias:
-        plan = backend.fft2_plan(shape, xp.complex64, xp=xp, slot="transmission")
+        plan = fft_plans.fft2_plan(shape, xp.complex64, xp=xp, slot="transmission")
         buffer = plan.array
         kernel = antialias_aperture(grid, xp=xp) * xp.float32(plan.scale)
     else:
@@ -322,9 +322,9 @@ def iterate_slices(psi, transmissions, propagators, plan=None):
         Incident wave(s); copied into the plan's buffer (not modified), unless it is that buffer.
     transmissions, propagators : sequences of (nx, ny) ndarray, complex64
         From :func:`prepare`.
-    plan : mbook.core.backend.FFT2Plan, optional
+    plan : mbook.core.fft_plans.FFT2Plan, optional
         In-place FFT plan for ``psi.shape``; default this thread's
-        (:func:`mbook.core.backend.fft2_plan`).
+        (:func:`mbook.core.fft_plans.fft2_plan`).
 
     Yields
     ------
@@ -333,7 +333,7 @@ def iterate_slices(psi, transmissions, propagators, plan=None):
         overwrites it, so copy what you keep.
     """
     xp = backend.get_array_module(psi)
-    plan = plan or backend.fft2_plan(psi.shape, xp.complex64, xp=xp)
+    plan = plan or fft_plans.fft2_plan(psi.shape, xp.complex64, xp=xp)
     buffer = plan.array
     if psi is not buffer:  # a scan makes its probes in the buffer already
         buffer[...] = psi

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbook.core import backend, checks, grids, progress
+from mbook.core import backend, checks, fft_plans, grids, progress
 from mbook.electron import multislice, physics, prism_scan, stem, stem_detectors, waves
 
 
@@ -168,7 +168,7 @@ def _propagate_beams(beams, *, transmissions, propagators, grid, out=None):
     of the plan's buffer.
     """
     xp = backend.get_array_module(transmissions)
-    plan = backend.fft2_plan((len(beams),) + tuple(grid.gpts), xp.complex64, xp=xp)
+    plan = fft_plans.fft2_plan((len(beams),) + tuple(grid.gpts), xp.complex64, xp=xp)
     psi = _plane_waves(beams, grid, plan)
     for psi in multislice.iterate_slices(psi, transmissions, propagators, plan=plan):
         pass
@@ -398,7 +398,7 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         else:
             psi = prism_scan.window_waves(smatrix.array, combine, centres[index], window.gpts, grid.gpts)
             if len(index) == largest:  # this thread's planned in-place FFT: one shape per scan
-                plan = backend.fft2_plan(psi.shape, xp.complex64, xp=xp)
+                plan = fft_plans.fft2_plan(psi.shape, xp.complex64, xp=xp)
                 plan.array[...] = psi
                 amplitudes = plan.forward().reshape(len(index), -1)
             else:  # a smaller batch (the scan's edge): no plan made for a shape seen a few times

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, checks, grids, progress
+from mbook.core import backend, checks, fft_plans, grids, progress
 from mbook.electron import multislice, physics, stem_detectors, waves
 
 #: Bytes of waves per batch on the CPU: a batch that stays near the core's cache runs faster per probe
@@ -180,7 +180,7 @@ def plan_scan(n_probes, grid, *, fixed_bytes, diffraction=False, budget=None, ma
 def _scan_batch(positions, *, transmissions, propagators, masks, grid, probe, diffraction):
     """Signals ``(n, n_detectors)`` and patterns ``(n, nx, ny)`` (or None) of one batch, on its device."""
     xp = backend.get_array_module(transmissions)
-    plan = backend.fft2_plan((len(positions),) + tuple(grid.gpts), xp.complex64, xp=xp)
+    plan = fft_plans.fft2_plan((len(positions),) + tuple(grid.gpts), xp.complex64, xp=xp)
     psi = waves.place_probes(probe, grid, positions, plan=plan)
     for psi in multislice.iterate_slices(psi, transmissions, propagators, plan=plan):
         pass

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, checks, grids
+from mbook.core import backend, checks, fft_plans, grids
 from mbook.electron import physics
 
 #: Aberration coefficients accepted, with the azimuth that goes with each non-round one.
@@ -377,9 +377,9 @@ def place_probes(spectrum, grid, positions, *, plan=None):
         Its grid [Å].
     positions : (n, 2) array_like
         Centres [Å], x then y.
-    plan : mbook.core.backend.FFT2Plan, optional
+    plan : mbook.core.fft_plans.FFT2Plan, optional
         In-place plan of shape ``(n, nx, ny)`` on the selected device
-        (:func:`mbook.core.backend.fft2_plan`): the probes are made in its
+        (:func:`mbook.core.fft_plans.fft2_plan`): the probes are made in its
         buffer (saving a copy in a scan's inner loop).
 
     Returns
@@ -401,15 +401,15 @@ def place_probes(spectrum, grid, positions, *, plan=None):
     if spectrum.shape != tuple(grid.gpts):
         raise ValueError(f"spectrum of shape {spectrum.shape} does not match grid gpts {grid.gpts}")
     positions = checks.check_operand(positions, "positions").astype(np.float64, copy=False)
-    if plan is not None and not isinstance(plan, backend.FFT2Plan):
-        raise TypeError(f"plan must be a backend.FFT2Plan (see backend.fft2_plan), got {plan!r:.60}")
+    if plan is not None and not isinstance(plan, fft_plans.FFT2Plan):
+        raise TypeError(f"plan must be an fft_plans.FFT2Plan (see fft_plans.fft2_plan), got {plan!r:.60}")
     if positions.ndim != 2 or positions.shape[1] != 2:
         raise ValueError(f"positions must be a finite (n, 2) array of x, y [Å], got shape {positions.shape}")
     shape = (len(positions),) + tuple(grid.gpts)
     if plan is not None and plan.shape != shape:
         raise ValueError(f"plan of shape {plan.shape} cannot hold {len(positions)} probes on gpts {grid.gpts}")
     if plan is not None and backend.get_array_module(plan.array) is not xp:
-        raise ValueError("plan lives on another device than the selected one: make it with backend.fft2_plan")
+        raise ValueError("plan lives on another device than the selected one: make it with fft_plans.fft2_plan")
     return _place_probes(spectrum, positions, grid, plan)
 
 
