@@ -1179,16 +1179,25 @@ E("cryoem.micrographs.draw_parameters", lambda: call(4, seed=0), n_images=COUNT,
   defocus_range=[(NAN, 1.0), (2.0, 1.0), (1.0,), "a"], max_shift=NONNEG, contrast_spread=NONNEG,
   images_per_micrograph=COUNT)
 E("cryoem.micrographs.check_parameters", lambda: call(_params()), params=["not-params", None])
-E("cryoem.micrographs.form_images", lambda: call(rand(4, 16, 16), _cgrid(), defocus=np.full(4, 15000.0)),
+E("cryoem.image_formation.form_images", lambda: call(rand(4, 16, 16), _cgrid(), defocus=np.full(4, 15000.0)),
   projections=ARRAY + [rand(4, 8, 8)], grid=GRID, defocus=[EMPTY, WITH_NAN, "abc", np.ones(3)],
   shifts=[EMPTY, WITH_NAN, "abc", np.zeros((4, 3))], contrast=[EMPTY, WITH_NAN, "abc", np.ones(3)],
   B_factor=NONNEG, microscope=FREE)
-E("cryoem.micrographs.form_images_adjoint", lambda: call(rand(4, 16, 16), _cgrid(), defocus=np.full(4, 15000.0)),
+E("cryoem.image_formation.form_images_adjoint",
+  lambda: call(rand(4, 16, 16), _cgrid(), defocus=np.full(4, 15000.0)),
   images=ARRAY + [rand(4, 8, 8)], grid=GRID, defocus=[EMPTY, WITH_NAN, "abc", np.ones(3)],
   shifts=[EMPTY, WITH_NAN, "abc", np.zeros((4, 3))], contrast=[EMPTY, WITH_NAN, "abc", np.ones(3)],
   B_factor=NONNEG, microscope=FREE)
-E("cryoem.micrographs.add_noise", lambda: call(rand(3, 8, 8), 0.5, seed=0), images=ARRAY_ANY_NDIM,
+E("cryoem.image_formation.add_noise", lambda: call(rand(3, 8, 8), 0.5, seed=0), images=ARRAY_ANY_NDIM,
   sigma=NONNEG, seed=SEED, first_index=COUNT0)
+# The kernels of image_formation (no checks: the streams of micrographs call them on checked input).
+E("cryoem.image_formation.form_images_kernel",
+  lambda: call(dev(rand(4, 16, 16)), _cgrid(), np.full(4, 15000.0), None, None, 0.0,
+               {"energy": 300e3, "Cs": 2.7e7, "amplitude_contrast": 0.1}),
+  projections=UNCHECKED, grid=UNCHECKED, defocus=UNCHECKED, shifts=UNCHECKED, contrast=UNCHECKED,
+  B_factor=UNCHECKED, microscope=UNCHECKED, adjoint=FREE)
+E("cryoem.image_formation.add_noise_kernel", lambda: call(dev(rand(3, 8, 8)), 0.5, 0, 0), images=UNCHECKED,
+  sigma=UNCHECKED, seed=UNCHECKED, first_index=UNCHECKED)
 E("cryoem.micrographs.noise_sigma", lambda: call(_catoms(), _params(), _cgrid(), snr=0.5, pilot=4),
   structure=ATOMS_C, params=["not-params", None], grid=GRID, snr=[0, -1.0, NAN, "1"], B_factor=NONNEG, pilot=COUNT,
   microscope=FREE)

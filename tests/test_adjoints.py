@@ -109,10 +109,10 @@ OPERATORS += [
      lambda y: warps.warp_adjoint(y, _WARP, (14, 11)), (14, 11), (3, 14, 11)),
 ]
 
-# Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem.particles, .micrographs,
+# Cryo-EM: projection of volumes, CTF image formation, wavelet-EMD embedding (mbook.cryoem.voxels, .image_formation,
 # .wasserstein).
 from mbook.core import grids as _grids
-from mbook.cryoem import micrographs, voxels, wasserstein
+from mbook.cryoem import image_formation, voxels, wasserstein
 from mbook.geometry import so3
 
 _ROTATIONS = so3.random_rotations(2, seed=5)
@@ -123,8 +123,8 @@ OPERATORS += [
      lambda x: voxels.project_volume(x, _ROTATIONS, sampling=1.5),
      lambda y: voxels.backproject(y, _ROTATIONS, sampling=1.5), (12, 12, 12), (2, 12, 12)),
     ("CTF, shifts and contrast of particle images",
-     lambda x: micrographs.form_images(x, _IMAGE_GRID, **_FORMATION),
-     lambda y: micrographs.form_images_adjoint(y, _IMAGE_GRID, **_FORMATION), (2, 16, 16), (2, 16, 16)),
+     lambda x: image_formation.form_images(x, _IMAGE_GRID, **_FORMATION),
+     lambda y: image_formation.form_images_adjoint(y, _IMAGE_GRID, **_FORMATION), (2, 16, 16), (2, 16, 16)),
     ("weighted wavelet embedding (wavelet EMD)",
      lambda x: wasserstein.wavelet_embedding(x, sampling=2.0, allow_negative=True),
      lambda y: wasserstein.wavelet_embedding_adjoint(y, (6, 5, 7), sampling=2.0), (6, 5, 7),

@@ -1,4 +1,4 @@
-"""Cryo-EM image formation (mbook.cryoem.particles, .micrographs, .voxels, .volumes) against exact facts.
+"""Cryo-EM images (mbook.cryoem.particles, .image_formation, .micrographs, .voxels, .volumes) against exact facts.
 
 Every test whose result could depend on the device takes the ``device`` fixture (cpu, the strict
 GPU stand-in, a GPU when present) and compares through ``backend.asnumpy``.
@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 from mbook.core import backend, grids
-from mbook.cryoem import ctf, micrographs, particles, volumes, voxels, white_noise
+from mbook.cryoem import ctf, image_formation, micrographs, particles, volumes, voxels, white_noise
 from mbook.geometry import so3
 from mbook.electron import hrtem
 
@@ -227,8 +227,8 @@ def test_ctf_profile_is_the_ctf_finely_sampled(device):
 
 def test_integer_shifts_are_rolls(device):
     image = particles.project_atoms(ATOMS, np.eye(3), GRID2)
-    base = backend.asnumpy(micrographs.form_images(image, GRID2, defocus=[1e4]))
-    shifted = backend.asnumpy(micrographs.form_images(image, GRID2, defocus=[1e4], shifts=[[6.0, -4.0]]))
+    base = backend.asnumpy(image_formation.form_images(image, GRID2, defocus=[1e4]))
+    shifted = backend.asnumpy(image_formation.form_images(image, GRID2, defocus=[1e4], shifts=[[6.0, -4.0]]))
     np.testing.assert_allclose(shifted[0], np.roll(base[0], (3, -2), axis=(0, 1)), atol=1e-12)
 
 
@@ -243,12 +243,12 @@ def test_noise_has_the_requested_snr(device):
 def test_noise_is_white_standard_normal_and_per_image(device):
     """add_noise gives N(0, σ²) pixels, and image i gets the same noise whichever call makes it."""
     zeros = np.zeros((6, 16, 15))  # 240 pixels: not a multiple of the 4 uniforms of a Philox block
-    noise = backend.asnumpy(micrographs.add_noise(zeros, 2.0, seed=3))
+    noise = backend.asnumpy(image_formation.add_noise(zeros, 2.0, seed=3))
     assert stats.kstest(noise.ravel() / 2.0, "norm").pvalue > 0.01
     assert abs(np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]) < 0.1  # white
-    later = backend.asnumpy(micrographs.add_noise(zeros[:2], 2.0, seed=3, first_index=4))
+    later = backend.asnumpy(image_formation.add_noise(zeros[:2], 2.0, seed=3, first_index=4))
     np.testing.assert_array_equal(later, noise[4:])
-    other = backend.asnumpy(micrographs.add_noise(zeros[:1], 2.0, seed=4))
+    other = backend.asnumpy(image_formation.add_noise(zeros[:1], 2.0, seed=4))
     assert not np.allclose(other[0], noise[0])
 
 
@@ -378,9 +378,9 @@ def test_numpy_inputs_give_results_on_the_selected_device():
         assert on_device(*params, *micrographs.check_parameters(params._replace(defocus=np.ones(3) * 1e4)))
         images = np.ones((1, 32, 32))
         assert on_device(ctf.ctf(GRID2, defocus=1e4), *ctf.ctf_profile(0.2, defocus=1e4),
-                         micrographs.form_images(images, GRID2, defocus=[1e4], shifts=[[1.0, 0.0]], contrast=[2.0]),
-                         micrographs.form_images_adjoint(images, GRID2, defocus=[1e4]),
-                         micrographs.add_noise(images, 1.0, seed=0),
+                         image_formation.form_images(images, GRID2, defocus=[1e4], shifts=[[1.0, 0.0]], contrast=[2.0]),
+                         image_formation.form_images_adjoint(images, GRID2, defocus=[1e4]),
+                         image_formation.add_noise(images, 1.0, seed=0),
                          white_noise.standard_normal(2, (4, 4), seed=0),
                          next(micrographs.stream_images(host_atoms, params, GRID2, snr=1.0)).images)
         assert isinstance(micrographs.noise_sigma(host_atoms, params, GRID2, snr=1.0), float)

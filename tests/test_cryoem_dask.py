@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids
-from mbook.cryoem import micrographs, particles, voxels, wasserstein, wemd_family
+from mbook.cryoem import image_formation, micrographs, particles, voxels, wasserstein, wemd_family
 
 distributed = pytest.importorskip("distributed")
 
@@ -85,8 +85,8 @@ def test_per_image_weights_follow_their_images(device):
     params = micrographs.draw_parameters(n, seed=4)
     stack = np.concatenate([H(b.images) for b in micrographs.stream_images(atoms, params, GRID2, budget=300_000)])
     direct = particles.project_atoms(atoms, params.rotations, GRID2)
-    expected = micrographs.form_images(direct, GRID2, defocus=params.defocus, shifts=params.shifts,
-                                       contrast=params.contrast)
+    expected = image_formation.form_images(direct, GRID2, defocus=params.defocus, shifts=params.shifts,
+                                           contrast=params.contrast)
     np.testing.assert_allclose(stack, H(expected), rtol=1e-12, atol=1e-12 * np.abs(stack).max())
 
 

@@ -4,7 +4,8 @@
   projections;
 - :mod:`~mbook.cryoem.voxels`: projection of voxel volumes and its adjoint;
 - :mod:`~mbook.cryoem.ctf`: the contrast transfer function with its B-factor envelope;
-- :mod:`~mbook.cryoem.micrographs`: image formation (CTF, shifts, contrast), noise, image streams;
+- :mod:`~mbook.cryoem.image_formation`: image formation (CTF, shifts, contrast) and white noise;
+- :mod:`~mbook.cryoem.micrographs`: per-image parameters, the noise level for an SNR, image streams;
 - :mod:`~mbook.cryoem.white_noise`: per-image noise that does not depend on the batching;
 - :mod:`~mbook.cryoem.volumes`: MRC files and Fourier shell correlation;
 - :mod:`~mbook.cryoem.moments`, :mod:`~mbook.cryoem.kam`: image moments and Kam's method;

@@ -7,7 +7,7 @@ envelope of a B-factor (B in Å², k in 1/Å) that stands for the specimen's
 motion, radiation damage and the microscope's partial coherence
 (Rosenthal & Henderson 2003). :func:`ctf` tabulates it on an image grid,
 one per defocus; :func:`ctf_profile` along one axis, finely, for plots.
-Images are formed with it in :mod:`mbook.cryoem.micrographs`.
+Images are formed with it in :mod:`mbook.cryoem.image_formation`.
 
 Examples
 --------

@@ -1,17 +1,13 @@
-"""Cryo-EM particle images: CTF with a B-factor, shifts, contrast, noise, streaming.
+"""Cryo-EM particle stacks: per-image parameters, the noise level for an SNR, and stacks streamed in batches.
 
-The image of particle i (weak-phase model, e.g. Scheres 2012) is
-
-``I_i = c_i F⁻¹[ H_i(k) exp(-2πi k·s_i) P̂_i(k) ] + n_i``,
-``H_i(k) = CTF(k; defocus_i) exp(-B |k|² / 4)``,
-
-with ``P_i`` the clean projection (:mod:`mbook.cryoem.particles`), ``s_i`` an in-plane
-shift [Å], the CTF of :func:`mbook.electron.hrtem.contrast_transfer_function` (defocus
-positive for underfocus) times a B-factor envelope (B in Å², k in 1/Å),
-``c_i`` a per-image contrast and ``n_i`` white Gaussian noise of standard
-deviation σ. The SNR is the mean over images of the variance of the clean
-image ``c_i F⁻¹[...]`` over the box, divided by σ²; σ is fixed from a pilot
-of images spread through the stack, so it does not depend on the batching.
+The images are formed by :mod:`mbook.cryoem.image_formation` (the model is
+stated there): shifts, CTF with a B-factor and contrast applied to the clean
+projections of :mod:`mbook.cryoem.particles` or :mod:`mbook.cryoem.voxels`, with
+nuisance parameters drawn here (:func:`draw_parameters`), then white Gaussian
+noise of standard deviation σ. The SNR is the mean over images of the variance
+of the clean image ``c_i F⁻¹[...]`` over the box, divided by σ²; σ is fixed
+from a pilot of images spread through the stack (:func:`noise_sigma`), so it
+does not depend on the batching.
 
 Stacks are produced by :func:`stream_images` in batches that fit a memory
 budget (:func:`mbook.core.progress.plan_batches`), on the selected device. The
@@ -43,12 +39,14 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, grids, progress
-from mbook.cryoem import ctf, particles, voxels, white_noise
+from mbook.core import backend, checks, progress
+from mbook.cryoem import ctf, image_formation, particles, voxels, white_noise
 from mbook.geometry import so3
 
 #: Images per batch on the CPU: larger batches only add memory traffic.
 CPU_BATCH = 256
+
+
 def check_snr(snr) -> float:
     """Validate a signal-to-noise ratio: a number > 0 (``inf`` means no noise).
 
@@ -167,118 +165,6 @@ def _conformations(atoms, indices):
                           weights=atoms.weights[indices] if atoms.weights.ndim == 2 else atoms.weights)
 
 
-def _transfer(grid, defocus, shifts, B_factor, microscope, xp):
-    """H(k) exp(-2πi k·s) per image: host defoci (b,), device shifts (b, 2) or None -> (b, nx, ny)."""
-    transfer = ctf.ctf_table(grid, defocus, B_factor, microscope, xp)
-    if shifts is not None:
-        kx, ky = grids.spatial_frequencies(grid, xp=xp)
-        transfer = transfer * xp.exp(-2j * math.pi * (kx[None, :, None] * shifts[:, 0, None, None]
-                                                        + ky[None, None, :] * shifts[:, 1, None, None]))
-    return transfer
-
-
-def _form_images(projections, grid, defocus, shifts, contrast, B_factor, microscope, adjoint=False):
-    """Kernel of :func:`form_images` (and of its adjoint): inputs checked, defocus on the host."""
-    xp = backend.get_array_module(projections)
-    transfer = _transfer(grid, defocus, shifts, B_factor, microscope, xp)
-    images = backend.ifft2(backend.fft2(projections) * (xp.conj(transfer) if adjoint else transfer))
-    images = images if xp.iscomplexobj(projections) else images.real
-    return images if contrast is None else images * contrast[:, None, None]
-
-
-def _check_formation(array, name, grid, defocus, shifts, contrast, B_factor, microscope):
-    grid = particles.check_grid(grid, 2)
-    array = checks.check_array(array, name, ndim=3)
-    if tuple(array.shape[1:]) != tuple(grid.gpts):
-        raise ValueError(f"{name} must be (b, {grid.gpts[0]}, {grid.gpts[1]}) on the grid, got shape {array.shape}")
-    b = array.shape[0]
-    defocus = ctf.check_defocus(defocus)
-    if defocus.shape not in ((), (1,), (b,)):
-        raise ValueError(f"defocus must be one value or one per image ({b}), got shape {defocus.shape}")
-    defocus = np.broadcast_to(defocus, (b,))
-    if shifts is not None:
-        shifts = checks.check_array(shifts, "shifts", real=True).astype(float)
-        if shifts.shape != (b, 2):
-            raise ValueError(f"shifts must be (b, 2) = ({b}, 2) [Å], got shape {shifts.shape}")
-    if contrast is not None:
-        contrast = checks.check_array(contrast, "contrast", real=True).astype(float)
-        if contrast.shape != (b,):
-            raise ValueError(f"contrast must hold one value per image ({b}), got shape {contrast.shape}")
-    return array, defocus, shifts, contrast, ctf.check_b_factor(B_factor), ctf.check_microscope(microscope)
-
-
-def form_images(projections, grid, *, defocus, shifts=None, contrast=None, B_factor=0.0, **microscope):
-    """Apply shifts, CTF and contrast to clean projections (no noise).
-
-    ``c F⁻¹[H(k) exp(-2πi k·s) P̂(k)]`` with the FFT of :mod:`mbook.core.backend`
-    (periodic images). Linear in the projections; :func:`form_images_adjoint`
-    is its adjoint.
-
-    Parameters
-    ----------
-    projections : (b, nx, ny) array_like
-        Real (or complex) projections.
-    grid : Grid
-        Image grid [Å].
-    defocus : (b,) array_like
-        [Å].
-    shifts : (b, 2) array_like, optional
-        [Å].
-    contrast : (b,) array_like, optional
-    B_factor : float
-        [Å²].
-    **microscope
-        ``energy``, ``Cs``, ``amplitude_contrast`` for :func:`mbook.cryoem.ctf.ctf`.
-
-    Returns
-    -------
-    (b, nx, ny) ndarray
-        Real for real projections; on the selected device.
-    """
-    args = _check_formation(projections, "projections", grid, defocus, shifts, contrast, B_factor, microscope)
-    return _form_images(*args[:1], grid, *args[1:])
-
-
-def form_images_adjoint(images, grid, *, defocus, shifts=None, contrast=None, B_factor=0.0, **microscope):
-    """Adjoint of :func:`form_images`: ``c F⁻¹[conj(H e^{-2πik·s}) Î]`` (same parameters)."""
-    args = _check_formation(images, "images", grid, defocus, shifts, contrast, B_factor, microscope)
-    return _form_images(*args[:1], grid, *args[1:], adjoint=True)
-
-
-def add_noise(images, sigma, *, seed, first_index=0):
-    """Add white Gaussian noise of standard deviation ``sigma``, the same for any batching.
-
-    Image ``first_index + j`` of a stack always gets the same noise
-    (:func:`mbook.cryoem.white_noise.standard_normal`: its own stretch of a
-    counter-based stream keyed by ``seed``), drawn on the host in one call
-    for the whole batch and moved to the device once.
-
-    Parameters
-    ----------
-    images : (b, nx, ny) array_like
-    sigma : float
-        Noise standard deviation, >= 0 [image units].
-    seed : int
-    first_index : int
-        Index of the first image in the whole stack (>= 0).
-
-    Returns
-    -------
-    (b, nx, ny) ndarray
-        On the selected device.
-    """
-    sigma = checks.check_positive_number(sigma, "sigma", allow_zero=True)
-    images = checks.check_array(images, "images", ndim=3)
-    return _add_noise(images, sigma, seed, first_index)
-
-
-def _add_noise(images, sigma, seed, first_index):
-    if sigma == 0:
-        return images
-    return images + sigma * white_noise.standard_normal(images.shape[0], images.shape[1:], seed=seed,
-                                                        first_index=first_index)
-
-
 def _check_structure(structure, n_images, grid):
     if isinstance(structure, particles.Atoms):
         structure = particles.check_atoms(structure)
@@ -300,8 +186,9 @@ def _pilot_sigma(structure, params, defocus, grid, snr, B_factor, microscope, pi
     indices = np.unique(np.linspace(0, n - 1, min(int(pilot), n)).round().astype(int))  # spread over micrographs
     xp = backend.get_array_module(params.rotations)
     where = xp.asarray(indices)
-    clean = _form_images(_clean_projections(structure, params.rotations[where], where, grid), grid,
-                         defocus[indices], params.shifts[where], params.contrast[where], B_factor, microscope)
+    clean = image_formation.form_images_kernel(_clean_projections(structure, params.rotations[where], where, grid),
+                                               grid, defocus[indices], params.shifts[where], params.contrast[where],
+                                               B_factor, microscope)
     return math.sqrt(float(xp.mean(xp.var(clean, axis=(1, 2)))) / snr)
 
 
@@ -348,8 +235,9 @@ def stream_images(structure, params: ImageParameters, grid, *, snr=math.inf, see
 
     The batches are planned from the budget alone (and at most
     :data:`CPU_BATCH` images on the CPU), whatever computes them. Image i's
-    noise is keyed by ``seed`` and i (:func:`add_noise`), so a batch is the
-    same wherever and whenever it is made.
+    noise is keyed by ``seed`` and i
+    (:func:`mbook.cryoem.image_formation.add_noise`), so a batch is the same
+    wherever and whenever it is made.
 
     With a Dask ``client`` the batches are made on the cluster's workers
     (single-threaded FFTs in each; the same batches as here, so the same
@@ -431,10 +319,10 @@ def _image_batch(structure, part, rotations, shifts, contrast, defocus, *, grid,
     their batch hold only the batch's); the noise keeps the stack's numbering.
     """
     where = slice(part.start - offset, part.stop - offset)
-    clean = _form_images(_clean_projections(structure, rotations, where, grid,
-                                            budget=max(1, (part.stop - part.start) * gather)), grid,
-                         defocus, shifts, contrast, B_factor, microscope)
-    return _add_noise(clean, sigma, seed, part.start)
+    clean = image_formation.form_images_kernel(_clean_projections(structure, rotations, where, grid,
+                                                                  budget=max(1, (part.stop - part.start) * gather)),
+                                               grid, defocus, shifts, contrast, B_factor, microscope)
+    return image_formation.add_noise_kernel(clean, sigma, seed, part.start)
 
 
 def _image_batch_one_thread(*args, **kwargs):

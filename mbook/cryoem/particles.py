@@ -28,9 +28,9 @@ microscope (weak-phase model, e.g. Frank 2006; Scheres 2012):
 Volumes and images are indexed ``[x, y, z]`` and ``[x, y]`` with the origin at
 index ``n // 2`` (centred coordinates of :mod:`mbook.core.grids`). Image stacks are
 generated in batches under a memory budget by :mod:`mbook.cryoem.micrographs` (CTF,
-contrast, noise); voxel volumes are projected by :mod:`mbook.cryoem.voxels`; volumes
-are written as MRC files and compared by Fourier shell correlation in
-:mod:`mbook.cryoem.volumes`.
+contrast, noise: :mod:`mbook.cryoem.image_formation`); voxel volumes are projected
+by :mod:`mbook.cryoem.voxels`; volumes are written as MRC files and compared by
+Fourier shell correlation in :mod:`mbook.cryoem.volumes`.
 
 Device rule: atoms, volumes and images live on the selected device
 (:mod:`mbook.core.backend`); public functions move their inputs there. Random
