@@ -117,7 +117,7 @@ def window_corners(positions, sampling, gpts, object_gpts):
     -------
     corners : (n, 2) ndarray, int64
         First pixel of each window, clipped into the object.
-    offsets : (n, 2) ndarray, float
+    offsets : (n, 2) ndarray, the dtype of ``positions``
         ``r - (corner + gpts // 2) · sampling`` [Å], within half a pixel unless clipped.
     """
     xp = backend.get_array_module(positions)
@@ -125,7 +125,9 @@ def window_corners(positions, sampling, gpts, object_gpts):
     half = xp.asarray([g // 2 for g in gpts])
     high = xp.asarray([n - g for n, g in zip(object_gpts, gpts)])
     corners = xp.clip(xp.rint(positions / d).astype(xp.int64) - half, 0, high)
-    return corners, positions - (corners + half) * d
+    # in the positions' precision: int64 times float32 would promote the offsets, and with them the
+    # phase ramps and every wave of the reconstruction, to double precision
+    return corners, positions - (corners + half).astype(positions.dtype) * d
 
 
 def window_indices(corners, gpts, object_gpts):
