@@ -90,12 +90,15 @@ def scan_illumination(phase, probe, positions, propagator, sampling, batch_size)
     return total.reshape(phase.shape)
 
 
-def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, curvature=False):
+def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, curvature=False,
+                    position_gradient=True):
     """Loss and gradients of one batch (a kernel: inputs checked, on one device).
 
     Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
-    ``g_probe``, ``g_positions`` (n, 2) and, with ``curvature``, the Gauss-Newton curvature of
-    the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2) (else None).
+    ``g_probe``, ``g_positions`` (n, 2) (None without ``position_gradient``: a reconstruction
+    with fixed positions skips its passes over the batch) and, with ``curvature``, the
+    Gauss-Newton curvature of the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2)
+    (else None).
     """
     xp = backend.get_array_module(phase)
     fft = backend.fft_module(phase)
@@ -122,9 +125,10 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
             g = fft.ifft2(xp.conj(propagator) * fft.fft2(g))
     g_hat = fft.fft2(g)
     g_probe = fft.ifft2(xp.sum(xp.conj(ramp) * g_hat, axis=0))
-    q = (xp.conj(g_hat) * probe_hat * ramp).imag * (2 * math.pi / n_pix)
-    g_positions = xp.stack([xp.sum(q * kx[None, :, None], axis=(1, 2)), xp.sum(q * ky[None, None, :], axis=(1, 2))],
-                           axis=1)
+    g_positions = None
+    if position_gradient:
+        q = (xp.conj(g_hat) * probe_hat * ramp).imag * (2 * math.pi / n_pix)
+        g_positions = xp.stack([xp.sum(q, axis=2) @ kx, xp.sum(q, axis=1) @ ky], axis=1)
     hessian = None
     if curvature:
         # The tangent of the exit wave along x and y (forward mode through the slices): only its

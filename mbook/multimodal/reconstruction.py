@@ -380,7 +380,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
             move_positions = positions_from is not None and iteration >= positions_from
             loss, g_phase, batch_illumination, g_probe, g_positions, curvature = ptycho_model.batch_gradients(
                 phase, probe, positions[batch], amplitudes[batch], propagator, sampling, detector,
-                curvature=move_positions)
+                curvature=move_positions, position_gradient=move_positions)
             total = total + loss
             illumination += batch_illumination
             if smoothness:  # the batch's share of the prior's gradient
