@@ -76,27 +76,6 @@ def _ray_points(rotations, shape, detector_gpts, xp, dtype, rows):
     return points
 
 
-def _corners(points, shape, xp):
-    """The 8 trilinear corners: yields (flat index, weight) with out-of-volume corners at weight 0."""
-    per_axis = []
-    for point, n in zip(points, shape):
-        floor = xp.floor(point)
-        fraction = point - floor
-        lower = floor.astype(xp.int64)
-        pair = []
-        for step, weight in ((0, 1 - fraction), (1, fraction)):
-            position = lower + step
-            inside = (position >= 0) & (position < n)
-            pair.append((xp.clip(position, 0, n - 1), xp.where(inside, weight, 0)))
-        per_axis.append(pair)
-    (z_pairs, y_pairs, x_pairs), (_, ny, nx) = per_axis, shape
-    for iz, wz in z_pairs:
-        for iy, wy in y_pairs:
-            index_zy, weight_zy = (iz * ny + iy) * nx, wz * wy
-            for ix, wx in x_pairs:
-                yield index_zy + ix, weight_zy * wx
-
-
 def _blocks(n_rotations, shape, detector_gpts, itemsize, batch_size):
     """Blocks of work ``(first rotation, stop, first detector row, stop)`` under the memory budget.
 
@@ -161,17 +140,34 @@ def backproject_kernel(projections, rotations, *, shape, sampling: float, separa
     projections = projections.astype(dtype, copy=False)
     shape = tuple(shape)
     n, detector_gpts = projections.shape[0], tuple(projections.shape[1:])
-    nvox = math.prod(shape)
-    length = n * nvox if separate else nvox
+    # The scatter goes into the volume framed by one voxel of zeros: a sample whose corners all lie
+    # in the frame or the volume has all 8 at fixed offsets from its lowest corner, so each corner is
+    # one bincount of the same index array, added in at its offset, and a sample further out is
+    # dropped with one mask (not a clip and a mask per corner and axis: ~2x faster on the CPU).
+    framed = tuple(size + 2 for size in shape)
+    strides = (framed[1] * framed[2], framed[2], 1)
+    frame_voxels = math.prod(framed)
+    length = n * frame_voxels if separate else frame_voxels
     out = xp.zeros(length, dtype=xp.float64)  # bincount sums in float64
     for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
         points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
-        values = projections[start:stop, first:last, :, None] * sampling
-        offset = 0
+        base, fractions, valid = 0, [], None
+        for point, size, stride in zip(points, shape, strides):
+            floor = xp.floor(point)
+            fractions.append((point - floor).reshape(-1))
+            lower = floor.astype(xp.int64)
+            inside = (lower >= -1) & (lower < size)
+            valid = inside if valid is None else valid & inside
+            base = base + (xp.clip(lower, -1, size - 1) + 1) * stride
         if separate:
-            offset = (xp.arange(start, stop, dtype=xp.int64) * nvox)[:, None, None, None]
-        for index, weight in _corners(points, shape, xp):
-            out += xp.bincount((index + offset).reshape(-1), weights=(weight * values).reshape(-1),
-                               minlength=length)
-    out = out.astype(dtype, copy=False)
-    return out.reshape(((n,) if separate else ()) + tuple(shape))
+            base = base + (xp.arange(start, stop, dtype=xp.int64) * frame_voxels)[:, None, None, None]
+        base = base.reshape(-1)
+        values = xp.where(valid, projections[start:stop, first:last, :, None] * sampling, 0).reshape(-1)
+        fz, fy, fx = fractions
+        for dz, wz in ((0, 1 - fz), (1, fz)):
+            for dy, wy in ((0, 1 - fy), (1, fy)):
+                weight_zy = values * wz * wy
+                for dx, wx in ((0, 1 - fx), (1, fx)):
+                    offset = dz * strides[0] + dy * strides[1] + dx
+                    out[offset:] += xp.bincount(base, weights=weight_zy * wx, minlength=length)[:length - offset]
+    return out.reshape(((n,) if separate else ()) + framed)[..., 1:-1, 1:-1, 1:-1].astype(dtype)  # a copy
