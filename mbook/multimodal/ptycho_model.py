@@ -125,15 +125,15 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
             g = fft.ifft2(xp.conj(propagator) * fft.fft2(g))
     g_hat = fft.fft2(g)
     g_probe = fft.ifft2(xp.sum(xp.conj(ramp) * g_hat, axis=0))
+    shifted = probe_hat * ramp if position_gradient or curvature else None  # the shifted probes' spectra
     g_positions = None
     if position_gradient:
-        q = (xp.conj(g_hat) * probe_hat * ramp).imag * (2 * math.pi / n_pix)
+        q = (xp.conj(g_hat) * shifted).imag * (2 * math.pi / n_pix)
         g_positions = xp.stack([xp.sum(q, axis=2) @ kx, xp.sum(q, axis=1) @ ky], axis=1)
     hessian = None
     if curvature:
         # The tangent of the exit wave along x and y (forward mode through the slices): only its
         # part along the amplitude, ∂A = Re(conj(Ψ) ∂Ψ) / A, changes the loss (Gauss-Newton).
-        shifted = probe_hat * ramp
         tangent = fft.ifft2(xp.stack([shifted * (-2j * math.pi) * kx[None, :, None],
                                       shifted * (-2j * math.pi) * ky[None, None, :]]))
         for s in range(n_slices):

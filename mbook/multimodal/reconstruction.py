@@ -375,9 +375,9 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
         floor = FLOOR * xp.max(illumination, axis=(1, 2), keepdims=True)
         step = steps[0] / (2 * (illumination + 8 * smoothness + floor))
         illumination = xp.zeros_like(phase)  # this pass's, for the next (probe and positions move)
+        move_positions = positions_from is not None and iteration >= positions_from
         for start in range(0, n, batch_size):
             batch = orders[iteration, start:start + batch_size]
-            move_positions = positions_from is not None and iteration >= positions_from
             loss, g_phase, batch_illumination, g_probe, g_positions, curvature = ptycho_model.batch_gradients(
                 phase, probe, positions[batch], amplitudes[batch], propagator, sampling, detector,
                 curvature=move_positions, position_gradient=move_positions)
