@@ -22,8 +22,22 @@ the date, the device line and the library versions above it.
 (other noise draws, other random specimens): a claim that holds only for the
 draw it was written with fails here. Pages without a ``SEED`` are skipped.
 
-    .venv/bin/python benchmarks/book.py --seed-offset 1     # every claim, other draws Timings are
-one run per page on a possibly shared machine; they are not tests.
+    .venv/bin/python benchmarks/book.py --seed-offset 1     # every claim, other draws
+
+On the strict stand-in (``MBOOK_DEVICE=strict``) each page also reports its
+device operations and device-to-host copies, and the ``mbook`` functions that
+issued the most operations (:func:`mbook.core.strict.count_operations`). On
+CuPy every operation is at least one kernel launch, which costs the host
+microseconds whatever the array's size, and every copy to the host waits for
+the device: the counts times ``--launch-us`` and ``--sync-us`` are the time a
+GPU cannot go below however fast its kernels, and a count that grows with the
+problem's items (atoms, frames, images) points at a loop that should be an
+array axis. The two figures are assumptions until ``benchmarks/launch.py``
+measures them on the GPU.
+
+    MBOOK_DEVICE=strict .venv/bin/python benchmarks/book.py          # with the operation counts
+
+Timings are one run per page on a possibly shared machine; they are not tests.
 """
 
 from __future__ import annotations
@@ -41,6 +55,10 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOP = 5
+#: Assumed until benchmarks/launch.py measures them on the GPU: CuPy's host time per element-wise
+#: operation on a small array, and per copy of a scalar to the host (which waits for the device) [µs].
+LAUNCH_US = 10.0
+SYNC_US = 20.0
 
 
 def toc_pages():
@@ -136,6 +154,8 @@ def run_page(path: str, top: int, seed_offset: int = 0) -> dict:
     device = _DevicePeak()
     namespace = {"__name__": "__main__"}
     profile = cProfile.Profile()
+    counting = _operation_counts()
+    counts = counting.__enter__()
     status, stopped, start = "ok", None, time.perf_counter()
     profile.enable()
     try:
@@ -149,11 +169,25 @@ def run_page(path: str, top: int, seed_offset: int = 0) -> dict:
         status = f"{type(error).__name__} in cell {stopped + 1}: {str(error)[:120]}"
     profile.disable()
     wall = time.perf_counter() - start
+    counting.__exit__(None, None, None)
     stats = pstats.Stats(profile)
     costly = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
     functions = [(_label(key), row[2]) for key, row in costly]
+    operations = None if counts is None else dict(
+        operations=counts.operations, to_host=counts.to_host, callers=counts.by_caller.most_common(top))
     return dict(status=status, wall=wall, host=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                device=device.peak(), functions=functions, cells=len(cells))
+                device=device.peak(), functions=functions, cells=len(cells), operations=operations)
+
+
+def _operation_counts():
+    """The stand-in's operation counter (by caller) on ``MBOOK_DEVICE=strict``, else a block yielding None."""
+    import contextlib
+
+    from mbook.core import backend, strict
+
+    if backend.get_device() != "strict":
+        return contextlib.nullcontext()
+    return strict.count_operations(by_caller=True)
 
 
 def _label(key):
@@ -214,6 +248,11 @@ def measure(page: pathlib.Path, *, timeout: float, top: int, seed_offset: int = 
                 wall=time.perf_counter() - start, host=None, device=None, functions=[])
 
 
+def _floor(ops, args):
+    """Seconds of kernel launches and host waits that the counted operations cost on a GPU."""
+    return (ops["operations"] * args.launch_us + ops["to_host"] * args.sync_us) * 1e-6
+
+
 def _mib(value):
     return "—" if value is None else f"{value / 2**20:.0f}"
 
@@ -241,11 +280,17 @@ def main():
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole run: no page starts with under 20 s left, each is stopped "
                              "at the end of the budget, and the table covers the pages run")
+    parser.add_argument("--launch-us", type=float, default=LAUNCH_US,
+                        help="host cost of one device operation on the GPU [µs] (strict stand-in counts)")
+    parser.add_argument("--sync-us", type=float, default=SYNC_US,
+                        help="cost of one copy to the host, a wait for the device [µs] (strict stand-in counts)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.top < 1 or args.timeout <= 0 or args.seed_offset < 0 or (args.budget is not None and args.budget <= 0):
         parser.error(f"--top must be >= 1, --timeout > 0, --seed-offset >= 0 and --budget > 0, got {args.top}, "
                      f"{args.timeout}, {args.seed_offset} and {args.budget}")
+    if not (args.launch_us >= 0 and args.sync_us >= 0):
+        parser.error(f"--launch-us and --sync-us must be >= 0 microseconds, got {args.launch_us} and {args.sync_us}")
     if args.child:
         print("MBOOK-PAGE " + json.dumps(run_page(args.child, args.top, args.seed_offset)), flush=True)
         return
@@ -271,7 +316,22 @@ def main():
         costly = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["functions"])
         print(f"{page_name(page):<36} {row['wall']:7.1f} s  host {_mib(row['host']):>6} MiB  "
               f"device {_mib(row['device']):>6} MiB  {row['status']}\n    {costly}", flush=True)
-    if args.markdown:
+        if row.get("operations"):
+            ops = row["operations"]
+            callers = ", ".join(f"{name} {count:,}" for name, count in ops["callers"])
+            print(f"    {ops['operations']:,} device operations, {ops['to_host']:,} copies to the host: "
+                  f"{_floor(ops, args):.2f} s of launches and waits on a GPU\n    {callers}", flush=True)
+    if args.markdown and any(row.get("operations") for _, row in rows):
+        print(f"\n| page | wall [s] | device operations | copies to the host | launch floor [s] "
+              f"({args.launch_us:g} µs, {args.sync_us:g} µs) | most operations |")
+        print("|---|---|---|---|---|---|")
+        for name, row in rows:
+            ops = row.get("operations") or dict(operations=0, to_host=0, callers=[])
+            callers = "; ".join(f"`{caller}` {count:,}" for caller, count in ops["callers"][:3])
+            status = "" if row["status"] == "ok" else f" ({row['status']})"
+            print(f"| {name}{status} | {row['wall']:.1f} | {ops['operations']:,} | {ops['to_host']:,} | "
+                  f"{_floor(ops, args):.2f} | {callers} |")
+    elif args.markdown:
         print("\n| page | wall [s] | peak host [MiB] | peak device [MiB] | most time of their own [s] |")
         print("|---|---|---|---|---|")
         for name, row in rows:

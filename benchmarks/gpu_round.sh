@@ -14,6 +14,8 @@
 #                  (issue: >= 100x at < 1 % HAADF error)
 #   prism-abtem    the same geometry with 64² probes, against abTEM's PRISM at matched error
 #   ptychography   benchmarks/ptychography.py on the GPU against py4DSTEM (needs .gpu-peers)
+#   launch         benchmarks/launch.py: CuPy's cost per operation and per copy to the host, the figures
+#                  that turn book.py's operation counts on the strict stand-in into a GPU time floor
 #   pages[:a,b]    benchmarks/book.py --size full --markdown: every page, or those named (as in _toc.yml,
 #                  e.g. pages:01-simulation/stem,02-inverse/wasserstein), PAGE_S seconds each (default 90)
 # Every stage's output goes to $OUT/<stage>.txt (OUT: the run tool's folder, else .gpu/out), and its
@@ -56,6 +58,7 @@ for s in "$@"; do
     electron) stage electron 240 $PYTHON benchmarks/electron.py --size full --abtem-device gpu --repeat 3 ;;
     prism) stage prism 240 $PYTHON benchmarks/prism.py --size gpu ;;
     prism-abtem) stage prism-abtem 240 $PYTHON benchmarks/prism.py --size gpu --scan 64 --abtem ;;
+    launch) stage launch 60 $PYTHON benchmarks/launch.py ;;
     ptychography) stage ptychography 240 $PYTHON benchmarks/ptychography.py ${PTYCHO_ARGS:-} ;;
     pages|pages:*)  # book.py stops starting pages itself, so the table of those run is printed
       names=""; [ "$s" != pages ] && names=$(echo "${s#pages:}" | tr ',' ' ')

@@ -161,3 +161,36 @@ def test_scalar_parameters_may_be_0d_device_arrays():
         checks.check_positive_number(-image.sum(), "dose")
     with pytest.raises(ValueError, match="must be a finite number"):
         checks.check_number(image, "total")  # an image is not a number
+
+
+def test_device_operations_are_counted_and_views_are_not(a):
+    with strict.count_operations() as ops:
+        b = a * 2.0          # a ufunc
+        b += 1.0             # an in-place ufunc
+        c = xp.fft.fft2(b)   # a function of the namespace
+        d = c.reshape(-1)    # a view: no kernel
+        e = b[1:3]           # basic slicing: a view
+        f = b[xp.asarray([0, 2])]  # a copy to the device, then a gather
+        b[0] = 0.0           # an assignment
+        total = float(f.sum())     # a method, then a copy to the host
+    assert (ops.operations, ops.to_host) == (7, 1)
+    assert d.shape == (24,) and e.shape == (2, 6) and np.isfinite(total)
+
+
+def test_a_loop_over_items_shows_in_the_counts_and_its_caller(rng):
+    images = xp.asarray(rng.standard_normal((16, 8, 8)))
+
+    def counted(run):
+        with strict.count_operations(by_caller=True) as ops:
+            run()
+        return ops
+
+    looped = counted(lambda: [optimize.soft_threshold(image, 0.5) for image in images])
+    batched = counted(lambda: optimize.soft_threshold(images, 0.5))
+    assert looped.operations == 16 * batched.operations > 0
+    assert "mbook.inverse.optimize.soft_threshold" in looped.by_caller  # and its input checks
+    assert counted(lambda: xp.sqrt((images**2).sum(axis=(1, 2)))).by_caller == {"<page>": 3}
+    # nested blocks: the outer one sees the inner one's operations, charged alike
+    with strict.count_operations(by_caller=True) as outer:
+        inner = counted(lambda: optimize.soft_threshold(images, 0.5))
+    assert outer.operations == inner.operations > 0 and outer.by_caller == inner.by_caller

@@ -23,7 +23,14 @@ results equal the CPU's, but
 - every device-to-host copy is counted (``get``, ``item``, ``tolist``,
   ``float``, ``int``, ``bool``, formatting), and so is every host-to-device
   copy: :func:`count_transfers` measures them over a block, e.g. to show
-  that an iterative solver copies nothing to the host per iteration.
+  that an iterative solver copies nothing to the host per iteration;
+- every device operation is counted too (a ufunc, a function of the
+  namespace, an array method, an indexed read with index arrays, an
+  assignment, a random draw): on CuPy each is at least one kernel launch,
+  which costs the host several microseconds however small the array, so a
+  loop over items that should be an array axis shows as a count that grows
+  with the items (:func:`count_operations`, optionally by the ``mbook``
+  function that issued them).
 
 What only a real GPU can show: speed and memory, asynchronous execution,
 float rounding of cuFFT and of GPU reductions, NumPy functions that CuPy
@@ -52,8 +59,10 @@ TypeError: Unsupported type <class 'numpy.ndarray'> mixed with a device array: m
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import numbers
+import sys
 import threading
 import types
 
@@ -70,9 +79,16 @@ class _Counts(threading.local):
     def __init__(self):
         self.to_host = 0
         self.to_device = 0
+        self.operations = 0
+        self.callers = None  # a Counter while count_operations(by_caller=True) runs in this thread
+        self.suspended = 0  # inside one_operation(): the block's operations are one kernel
 
 
 _counts = _Counts()
+#: Modules skipped when an operation is charged to the ``mbook`` function that issued it: the stand-in
+#: itself and the thin wrappers every module goes through.
+_PLUMBING = ("mbook.core.strict", "mbook.core.backend", "mbook.core.fft_plans", "mbook.core.fused_fft",
+             "mbook.core.fusion")
 
 
 class Transfers:
@@ -104,6 +120,88 @@ def count_transfers():
         yield transfers
     finally:
         transfers._end = (_counts.to_host, _counts.to_device)
+
+
+class Operations:
+    """Device operations counted over a ``with`` block (see :func:`count_operations`)."""
+
+    def __init__(self, by_caller):
+        self._start = (_counts.operations, _counts.to_host)
+        self._end = None
+        self.by_caller = collections.Counter() if by_caller else None
+
+    @property
+    def operations(self) -> int:
+        """Device operations (each at least one kernel launch on CuPy) in the block."""
+        return (self._end or (_counts.operations, _counts.to_host))[0] - self._start[0]
+
+    @property
+    def to_host(self) -> int:
+        """Device-to-host copies in the block (each waits for the device on CuPy)."""
+        return (self._end or (_counts.operations, _counts.to_host))[1] - self._start[1]
+
+    def __repr__(self):
+        return f"Operations(operations={self.operations}, to_host={self.to_host})"
+
+
+@contextlib.contextmanager
+def count_operations(*, by_caller=False):
+    """Count the stand-in's device operations made in this thread inside the block.
+
+    Parameters
+    ----------
+    by_caller : bool
+        Also charge each operation to the innermost ``mbook`` function that
+        issued it (``"module.function"``; ``"<page>"`` when no ``mbook`` frame
+        is on the stack), in ``Operations.by_caller`` (a ``Counter``). Walking
+        the stack costs about a microsecond per operation.
+
+    Examples
+    --------
+    >>> from mbook.core import strict
+    >>> a = strict.xp.ones(8)
+    >>> with strict.count_operations() as ops:
+    ...     b = (a * 2 + 1).sum()
+    >>> ops.operations
+    3
+    """
+    counted = Operations(by_caller)
+    previous = _counts.callers
+    if by_caller:
+        _counts.callers = counted.by_caller
+    try:
+        yield counted
+    finally:
+        counted._end = (_counts.operations, _counts.to_host)
+        _counts.callers = previous
+        if by_caller and previous is not None:
+            previous.update(counted.by_caller)
+
+
+@contextlib.contextmanager
+def one_operation():
+    """Count the block's device operations as one: what a fused kernel costs (:mod:`mbook.core.fusion`)."""
+    _operation(depth=3)
+    _counts.suspended += 1
+    try:
+        yield
+    finally:
+        _counts.suspended -= 1
+
+
+def _operation(depth=2):
+    if _counts.suspended:
+        return
+    _counts.operations += 1
+    if _counts.callers is not None:
+        frame = sys._getframe(depth)
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith("mbook.") and not module.startswith(_PLUMBING):
+                _counts.callers[f"{module}.{frame.f_code.co_name}"] += 1
+                return
+            frame = frame.f_back
+        _counts.callers["<page>"] += 1
 
 
 def _to_host():
@@ -150,6 +248,17 @@ def _wrap(value):
     return value
 
 
+#: Array methods that make a view (or nothing) without a kernel when they can.
+_VIEWS = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel"})
+
+
+def _advanced(key) -> bool:
+    """True when an index holds arrays or lists (a gather on the device, not a view)."""
+    if isinstance(key, tuple):
+        return any(_advanced(k) for k in key)
+    return isinstance(key, (np.ndarray, list))
+
+
 def _index(key):
     """Indices may be device arrays, or host arrays and lists (CuPy copies those over)."""
     if type(key) is StrictArray:
@@ -191,9 +300,11 @@ class StrictArray:
             else:
                 raise TypeError(f"Unsupported type {type(value)}")
         kwargs = {key: _unwrap(value, allow_host=False) for key, value in kwargs.items()}  # out=, where=
+        _operation()
         return _wrap(getattr(ufunc, method)(*raw, **kwargs))
 
     def __array_function__(self, func, types_, args, kwargs):
+        _operation()
         return _wrap(func(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
 
     # -- copies to the host, counted -----------------------------------------------------
@@ -281,9 +392,13 @@ class StrictArray:
         return (_wrap(row) for row in self._data)
 
     def __getitem__(self, key):
-        return _wrap(self._data[_index(key)])
+        key = _index(key)
+        if _advanced(key):  # a gather kernel; basic slicing makes a view on the host alone
+            _operation()
+        return _wrap(self._data[key])
 
     def __setitem__(self, key, value):
+        _operation()
         self._data[_index(key)] = _unwrap(value, allow_host=True)  # CuPy copies host values over
 
     def __getattr__(self, name):
@@ -295,6 +410,8 @@ class StrictArray:
         attribute = getattr(self._data, name)
         if callable(attribute):
             def method(*args, **kwargs):
+                if name not in _VIEWS:
+                    _operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
             return method
         return _wrap(attribute)
@@ -350,6 +467,7 @@ class _Generator:
             return attribute
 
         def draw(*args, **kwargs):
+            _operation()
             return _wrap(attribute(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
         return draw
 
@@ -382,6 +500,7 @@ class Namespace(types.ModuleType):
             allow_host = name in HOST_INPUT_FUNCTIONS
 
             def value(*args, **kwargs):
+                _operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=allow_host),
                                        **_unwrap(kwargs, allow_host=allow_host)))
             value.__name__ = name
