@@ -282,6 +282,11 @@ E("core.fused_fft.usable", lambda: call(np, np.fft, crand(2, 8, 8), crand(8, 8),
   xp=FREE, fft=FREE, array=FREE, before=FREE, after=FREE)
 E("core.fused_fft.forward_multiplied", lambda: call(np, np.fft, crand(2, 8, 8), crand(8, 8), crand(8, 8)),
   xp=FREE, fft=FREE, array=FREE, before=FREE, after=FREE)
+# fusion: set_enabled is the switch; elementwise is a decorator (its function's arguments are the caller's)
+E("core.fusion.set_enabled", lambda: call(True), enabled=["off", 1, None])
+E("core.fusion.enabled", lambda: call())
+E("core.fusion.status", lambda: call())
+E("core.fusion.elementwise", lambda: call(lambda xp, x: x), function=[3, None])
 
 # checks: the vocabulary itself (its messages name the ``name`` given: "value" here)
 E("core.checks.check_number", lambda: call(1.0, "value", lower=0.0, upper=2.0),
@@ -329,6 +334,8 @@ def _strict(array):
 
 
 E("core.strict.count_transfers", lambda: call())
+E("core.strict.count_operations", lambda: call(), by_caller=FREE)  # any truth value
+E("core.strict.one_operation", lambda: call())
 E("core.strict.asarray", lambda: call(rand(4)), array=["abc", None], dtype=["no-such-dtype"])
 E("core.strict.asnumpy", lambda: call(_strict(rand(4))), array=FREE)
 E("core.strict.is_strict", lambda: call(rand(4)), array=FREE)  # a question

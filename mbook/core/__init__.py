@@ -4,6 +4,7 @@
 - :mod:`~mbook.core.fft_plans`: in-place 2D FFT plans, one per thread and wave shape;
 - :mod:`~mbook.core.fftw_wisdom`: pyFFTW's import; FFTW's measured plans kept on disk for the next process;
 - :mod:`~mbook.core.fused_fft`: products fused into cuFFT transforms (load and store callbacks);
+- :mod:`~mbook.core.fusion`: chains of element-wise operations as one GPU kernel (``cupy.fuse``);
 - :mod:`~mbook.core.strict`: the strict CPU stand-in for the GPU;
 - :mod:`~mbook.core.checks`: the one validation vocabulary;
 - :mod:`~mbook.core.grids`: grid and FFT conventions, coordinates, Fourier crops, radial averages;

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from ase.data import atomic_numbers
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, fusion, progress
 from mbook.multimodal.alloys import EDXHAADFData, check_data
 
 
@@ -155,7 +155,28 @@ def _check_cross_sections(value):
 
 
 # ----------------------------------------------------------------------------- the estimators
-def _solve_columns(s, data, weights, prior, *, steps=52):
+#: Bisection steps: 52 halvings of [0, 1] reach float64's resolution.
+_BISECTION_STEPS = 52
+
+
+@fusion.elementwise
+def _bisection(xp, a, b, p, q):
+    """Root in (0, 1) of the increasing ``a + b f - p / f + q / (1 - f)`` (clamped to the floor), per element.
+
+    The whole bisection, unrolled, is one kernel on a GPU (:mod:`mbook.core.fusion`): 52 steps of a
+    few operations on a few thousand columns are otherwise 600 kernel launches per solve.
+    """
+    lower = a * 0.0 + _FLOOR  # broadcast to the shape of the coefficients
+    upper = lower * 0.0 + (1.0 - _FLOOR)
+    for _ in range(_BISECTION_STEPS):
+        middle = 0.5 * (lower + upper)
+        positive = a + b * middle - p / middle + q / (1.0 - middle) > 0
+        upper = xp.where(positive, middle, upper)
+        lower = xp.where(positive, lower, middle)
+    return 0.5 * (lower + upper)
+
+
+def _solve_columns(s, data, weights, prior):
     """Per-column minimiser of the (convex) objective in f, by bisection on its derivative.
 
     Each column's objective is convex in f (Poisson terms and a least-squares term), so its derivative
@@ -164,15 +185,22 @@ def _solve_columns(s, data, weights, prior, *, steps=52):
     nothing copied to the host.
     """
     xp = backend.get_array_module(data.edx)
+    # ∂J/∂f of _terms gathered into a + b f - p / f + q / (1 - f), its coefficients made once: a bisection
+    # step is then ten element-wise operations instead of forty (on a GPU, each a kernel launch).
+    r_a, r_b = _edx_rates(data)
+    a = r_a - r_b
+    p = data.edx[:, 0] + (prior - 1.0)
+    q = data.edx[:, 1] + (prior - 1.0)
+    b = 0.0
+    if weights is not None:
+        base = data.electrons * data.atoms_per_column
+        delta = s[..., 0, None] - s[..., 1, None]
+        # w (base (s_B + δ f) - h) base δ = w base δ (base s_B - h) + w base² δ² f
+        a = a + weights * base * delta * (base * s[..., 1, None] - data.haadf)
+        b = weights * (base * delta) ** 2
     shape = s.shape[:-1] + data.haadf.shape
-    lower = xp.full(shape, _FLOOR)
-    upper = xp.full(shape, 1.0 - _FLOOR)
-    for _ in range(steps):
-        middle = 0.5 * (lower + upper)
-        positive = _terms(middle, s, data, weights, prior)[1] > 0
-        upper = xp.where(positive, middle, upper)
-        lower = xp.where(positive, lower, middle)
-    return 0.5 * (lower + upper)
+    zeros = xp.zeros(shape)  # every argument of the kernel at the result's shape: no broadcast left to it
+    return _bisection(a + zeros, b + zeros, p + zeros, q + zeros)
 
 
 def _fit_cross_sections(f, data, weights):

@@ -1,0 +1,177 @@
+"""Chains of element-wise operations as one GPU kernel (``cupy.fuse``), the same arithmetic elsewhere.
+
+An iterative method on a small problem (a bisection over a few thousand
+columns, a gradient step on a few hundred weights, one LED of a Fourier
+ptychography sweep) issues a dozen element-wise operations per step on
+arrays too small to keep a GPU busy: each is a kernel launch, a few
+microseconds of host time, and the launches, not the arithmetic, set the
+time. ``cupy.fuse`` traces a Python function of arrays and scalars once per
+argument signature and compiles its operations into one kernel.
+
+:func:`elementwise` wraps such a function, written against an array module
+passed as its first argument (``function(xp, *args)``: ufuncs, operators,
+``xp.where``; no indexing, no reductions, no Python branches on array
+values). On CuPy it runs fused; on NumPy it runs as written; on the strict
+stand-in it runs as written and counts as one device operation
+(:func:`mbook.core.strict.count_operations`), what it costs on the GPU.
+
+The first call of each argument signature (dtypes, dimensions, scalar types)
+on CuPy runs both the fused and the plain function and compares them; if the
+fused one fails to compile or disagrees (relative error above
+:data:`CHECK_RTOL` of the output's dtype), a :class:`RuntimeWarning` says so
+once and the plain operations are used for that signature from then on.
+``MBOOK_FUSE=off`` (or :func:`set_enabled`) turns fusion off, so that a
+benchmark can time both. :func:`status` lists the signatures checked.
+
+This module never imports CuPy: it takes ``fuse`` from the array module of
+the arguments (:func:`mbook.core.backend.get_array_module`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from mbook.core import fusion
+>>> @fusion.elementwise
+... def damped(xp, x, step, floor):
+...     return xp.maximum(x - step * x * x, floor)
+>>> damped(np.array([0.5, 2.0]), 0.5, 0.0).tolist()
+[0.375, 0.0]
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from mbook.core import backend, strict
+
+ENV_VARIABLE = "MBOOK_FUSE"
+#: Largest relative difference (to the output's largest magnitude) between the fused and the plain
+#: function on the first call of a signature: float32 rounding, or float64's, after a chain of tens of
+#: operations that the compiler may contract into fused multiply-adds.
+CHECK_RTOL = {4: 1e-4, 8: 1e-9}
+
+_lock = threading.Lock()
+_enabled: bool | None = None  # None: from the environment on first use
+_checked: dict = {}  # (function name, signature) -> True (fused agrees) or False (plain operations)
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Fuse on CuPy (``True``, the default) or never (``False``); returns the setting.
+
+    Overrides ``MBOOK_FUSE`` (``auto``/``on`` or ``off``).
+    """
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
+    _enabled = enabled
+    return enabled
+
+
+def enabled() -> bool:
+    """Whether CuPy runs the fused kernels: :func:`set_enabled`, else ``MBOOK_FUSE`` (default on)."""
+    global _enabled
+    if _enabled is None:
+        value = os.environ.get(ENV_VARIABLE, "auto").strip().lower()
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"{ENV_VARIABLE} must be auto, on or off, got {value!r}")
+        _enabled = value != "off"
+    return _enabled
+
+
+def status() -> dict:
+    """Signatures checked so far on CuPy and whether the fused kernel passed: ``{(name, signature): bool}``."""
+    return dict(_checked)
+
+
+def _signature(args):
+    return tuple((str(a.dtype), a.ndim) if hasattr(a, "dtype") and hasattr(a, "ndim") else type(a).__name__
+                 for a in args)
+
+
+def _outputs(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _agree(xp, fused, plain) -> tuple[bool, str]:
+    """Whether the fused outputs equal the plain ones to the dtype's tolerance (and a reason if not)."""
+    fused, plain = _outputs(fused), _outputs(plain)
+    if len(fused) != len(plain):
+        return False, f"{len(fused)} outputs instead of {len(plain)}"
+    for got, expected in zip(fused, plain):
+        if got.shape != expected.shape or got.dtype != expected.dtype:
+            return False, f"{got.dtype}{got.shape} instead of {expected.dtype}{expected.shape}"
+        if expected.size == 0:
+            continue
+        expected_float = expected.astype(np.float64) if expected.dtype.kind in "biu" else expected
+        got_float = got.astype(np.float64) if got.dtype.kind in "biu" else got
+        scale = float(xp.max(xp.abs(expected_float))) or 1.0
+        error = float(xp.max(xp.abs(got_float - expected_float))) / scale
+        tolerance = CHECK_RTOL.get(np.dtype(expected.dtype).itemsize // (2 if expected.dtype.kind == "c" else 1),
+                                   CHECK_RTOL[8])
+        if not error <= tolerance:
+            return False, f"relative error {error:.1e} > {tolerance:.0e}"
+    return True, ""
+
+
+def elementwise(function):
+    """Decorate ``function(xp, *args)`` (element-wise operations only) to run as one kernel on CuPy.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(xp, *args) -> array or tuple of arrays``: ``xp`` the array
+        module of the arguments, ``args`` arrays (broadcast together) and
+        Python or NumPy scalars. Only ufuncs, arithmetic and comparison
+        operators and ``xp.where``; a Python loop with a fixed count is
+        unrolled into the kernel.
+
+    Returns
+    -------
+    callable
+        ``wrapped(*args)``, with the same results as ``function(xp, *args)``
+        (to the dtype's rounding on CuPy).
+    """
+    if not callable(function):
+        raise TypeError(f"function must be callable, got {type(function).__name__}")
+    name = function.__name__
+    fused_by_module = {}
+
+    def fused_for(xp):
+        if id(xp) not in fused_by_module:
+            def traced(*args):
+                return function(xp, *args)
+
+            traced.__name__ = traced.__qualname__ = name
+            fused_by_module[id(xp)] = xp.fuse(kernel_name=f"mbook_{name}")(traced)
+        return fused_by_module[id(xp)]
+
+    @functools.wraps(function)
+    def wrapped(*args):
+        xp = backend.get_array_module(*args)
+        if xp is strict.xp:
+            with strict.one_operation():
+                return function(xp, *args)
+        if xp is np or not enabled():
+            return function(xp, *args)
+        key = (name, _signature(args))
+        ok = _checked.get(key)
+        if ok is None:
+            with _lock:
+                plain = function(xp, *args)
+                try:
+                    ok, reason = _agree(xp, fused_for(xp)(*args), plain)
+                except Exception as exc:  # noqa: BLE001 - any tracing or compile failure: the plain operations
+                    ok, reason = False, f"{type(exc).__name__}: {exc}"
+                _checked[key] = ok
+                if not ok:
+                    warnings.warn(f"the fused kernel of {name} is unusable for arguments {key[1]} ({reason}); its "
+                                  f"operations run one kernel each ({ENV_VARIABLE}=off skips this check)",
+                                  RuntimeWarning, stacklevel=2)
+                return plain
+        return fused_for(xp)(*args) if ok else function(xp, *args)
+
+    return wrapped

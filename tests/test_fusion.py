@@ -1,0 +1,178 @@
+"""``fusion.elementwise``: one kernel on CuPy, the same arithmetic on NumPy and the stand-in.
+
+On NumPy and the strict stand-in the function runs as written (the stand-in counts it as one device
+operation). The CuPy side cannot run without a GPU: its Python side (the first-call check of each
+argument signature against the plain operations, the fallback with one warning, the switch) is
+exercised here against a stand-in for ``cupy.fuse``; the compiled kernels themselves are checked by the
+``gpu`` parameter.
+"""
+
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from mbook.core import backend, fusion, strict
+from mbook.multimodal import edx
+
+
+@fusion.elementwise
+def _step(xp, x, g, eta, floor):
+    y = x - eta * g * x
+    return xp.where(y > floor, y, floor), y * y
+
+
+def _step_as_written(x, g, eta, floor):
+    y = x - eta * g * x
+    return np.where(y > floor, y, floor), y * y
+
+
+def test_results_are_those_of_the_function_as_written(device, rng):
+    x, g = rng.standard_normal((3, 50)), rng.standard_normal(50)
+    got = _step(backend.asarray(x), backend.asarray(g), 0.3, -0.5)
+    expected = _step_as_written(x, g, 0.3, -0.5)
+    rtol = 1e-12 if device != "gpu" else 1e-9  # a GPU kernel may contract into fused multiply-adds
+    for a, b in zip(got, expected):
+        assert backend.is_device_array(a) == (device != "cpu")
+        np.testing.assert_allclose(backend.asnumpy(a), b, rtol=rtol, atol=rtol)
+    if device == "gpu":
+        assert all(fusion.status().values())
+
+
+def test_the_stand_in_counts_one_operation_for_the_whole_function(rng):
+    backend.set_device("strict")
+    try:
+        x, g = backend.asarray(rng.standard_normal(8)), backend.asarray(rng.standard_normal(8))
+        with strict.count_operations(by_caller=True) as fused:
+            _step(x, g, 0.3, 0.0)
+        with strict.count_operations() as plain:
+            _step.__wrapped__(strict.xp, x, g, 0.3, 0.0)
+    finally:
+        backend.set_device("cpu")
+    assert fused.operations == 1 and plain.operations == 6
+    assert fused.by_caller == {"tests.test_fusion.test_the_stand_in_counts_one_operation_for_the_whole_function": 1} \
+        or fused.by_caller == {"<page>": 1}
+
+
+def test_the_edx_bisection_is_one_operation_on_the_stand_in():
+    data = _edx_data()
+    backend.set_device("strict")
+    try:
+        data = edx.check_data(data)
+        with strict.count_operations(by_caller=True) as ops:
+            edx.estimate_edx(data)
+    finally:
+        backend.set_device("cpu")
+    assert ops.by_caller["mbook.multimodal.edx._solve_columns"] <= 12  # 52 bisection steps, one kernel
+
+
+def _edx_data():
+    rng = np.random.default_rng(3)
+    k = 40
+    counts = rng.integers(0, 6, (k, 2)).astype(float)
+    return edx.EDXHAADFData(edx=counts, haadf=rng.uniform(1e3, 2e3, k), electrons=np.full(k, 1e4),
+                            atoms_per_column=np.full(k, 10.0), yields=np.array([1e-5, 1e-5]),
+                            absorption=np.ones((k, 2)), elements=("Au", "Ag"))
+
+
+# ----------------------------------------------------------------------------- the CuPy side, on a stand-in
+class FakeCupy(types.ModuleType):
+    """NumPy under another name, whose ``fuse`` traces the function as CuPy's would (or fails, or lies)."""
+
+    def __init__(self, mode):
+        super().__init__("fakecupy")
+        self.mode, self.traced = mode, []
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def fuse(self, kernel_name=None):
+        def decorate(function):
+            self.traced.append(kernel_name)
+
+            def kernel(*args):
+                if self.mode == "fails":
+                    raise RuntimeError("nvrtc: compilation failed")
+                result = function(*args)
+                if self.mode == "wrong":
+                    return tuple(r + 1.0 for r in result)
+                kernel.calls += 1
+                return result
+
+            kernel.calls = 0
+            return kernel
+        return decorate
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    def make(mode):
+        fake = FakeCupy(mode)
+        monkeypatch.setattr(fusion.backend, "get_array_module", lambda *args: fake)
+        monkeypatch.setattr(fusion, "_checked", {})
+        monkeypatch.setattr(fusion, "_enabled", True)
+        return fake
+    return make
+
+
+def test_a_fused_kernel_that_agrees_is_used_from_the_second_call_on(fake_cupy, rng):
+    fake = fake_cupy("agrees")
+
+    @fusion.elementwise
+    def step(xp, x, g, eta, floor):
+        return _step.__wrapped__(xp, x, g, eta, floor)
+
+    x, g = rng.standard_normal(10), rng.standard_normal(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            got = step(x, g, 0.3, 0.0)
+    np.testing.assert_array_equal(got[0], _step_as_written(x, g, 0.3, 0.0)[0])
+    assert fusion.status() == {("step", (("float64", 1), ("float64", 1), "float", "float")): True}
+    assert fake.traced == ["mbook_step"]  # one fused function per array module, its kernels cached by CuPy
+
+
+@pytest.mark.parametrize("mode, reason", [("fails", "nvrtc: compilation failed"), ("wrong", "relative error")])
+def test_a_fused_kernel_that_fails_or_disagrees_falls_back_with_one_warning(fake_cupy, rng, mode, reason):
+    fake_cupy(mode)
+
+    @fusion.elementwise
+    def step(xp, x, g, eta, floor):
+        return _step.__wrapped__(xp, x, g, eta, floor)
+
+    x, g = rng.standard_normal(10), rng.standard_normal(10)
+    with pytest.warns(RuntimeWarning, match=reason):
+        first = step(x, g, 0.3, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        second = step(x, g, 0.3, 0.0)
+    expected = _step_as_written(x, g, 0.3, 0.0)
+    for got in (first, second):
+        np.testing.assert_array_equal(got[1], expected[1])
+    assert list(fusion.status().values()) == [False]
+
+
+def test_switched_off_no_kernel_is_traced(fake_cupy, rng, monkeypatch):
+    fake = fake_cupy("fails")
+    fusion.set_enabled(False)
+
+    @fusion.elementwise
+    def step(xp, x, g, eta, floor):
+        return _step.__wrapped__(xp, x, g, eta, floor)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(rng.standard_normal(4), rng.standard_normal(4), 0.3, 0.0)
+    assert fake.traced == [] and fusion.status() == {}
+
+
+def test_bad_settings_are_refused(monkeypatch):
+    with pytest.raises(TypeError, match="enabled must be True or False"):
+        fusion.set_enabled("yes")
+    with pytest.raises(TypeError, match="function must be callable"):
+        fusion.elementwise(3)
+    monkeypatch.setattr(fusion, "_enabled", None)
+    monkeypatch.setenv("MBOOK_FUSE", "sometimes")
+    with pytest.raises(ValueError, match="MBOOK_FUSE must be auto, on or off"):
+        fusion.enabled()
