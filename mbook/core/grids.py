@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -189,14 +190,17 @@ def frequency_squared(grid: Grid, *, xp=None):
     return k2
 
 
-def _centre_index(n: int, m: int, xp):
-    """Indices of the ``m`` lowest frequencies of an FFT-ordered axis of ``n`` points (``m <= n``).
+@functools.lru_cache(maxsize=64)
+def _crop_index(n: tuple, m: tuple, xp):
+    """Index pair ``(rows[:, None], columns[None, :])`` of the ``m`` lowest frequencies of ``n`` (FFT order).
 
-    ``fftfreq(m) m mod n``, made with the array module of the data so that a
-    crop in a loop copies no index array over.
+    Per axis ``fftfreq(m) m mod n``, made once per shape and array module and
+    kept on the device: a crop or pad in a loop (one per LED and iteration in
+    EPRY) is then one gather or scatter, with no index array made or copied.
+    Never written to.
     """
-    index = xp.arange(m)
-    return xp.where(index < (m + 1) // 2, index, index - m) % n
+    rows, columns = (xp.where(xp.arange(b) < (b + 1) // 2, xp.arange(b), xp.arange(b) - b) % a for a, b in zip(n, m))
+    return rows[:, None], columns[None, :]
 
 
 def _crop_shape(gpts, shape, name):
@@ -229,8 +233,7 @@ def crop_spectrum(spectrum, gpts):
     spectrum = checks.check_array(spectrum, "spectrum", min_ndim=2, finite=backend.called_from_outside())
     mx, my = _crop_shape(gpts, spectrum.shape, "gpts")
     xp = backend.get_array_module(spectrum)
-    rows, columns = _centre_index(spectrum.shape[-2], mx, xp), _centre_index(spectrum.shape[-1], my, xp)
-    return spectrum[..., rows[:, None], columns[None, :]]
+    return spectrum[(Ellipsis,) + _crop_index(tuple(spectrum.shape[-2:]), (mx, my), xp)]
 
 
 def pad_spectrum(spectrum, gpts):
@@ -258,8 +261,7 @@ def pad_spectrum(spectrum, gpts):
                          f"{tuple(spectrum.shape[-2:])}")
     xp = backend.get_array_module(spectrum)
     out = xp.zeros(spectrum.shape[:-2] + (nx, ny), spectrum.dtype)
-    rows, columns = _centre_index(nx, spectrum.shape[-2], xp), _centre_index(ny, spectrum.shape[-1], xp)
-    out[..., rows[:, None], columns[None, :]] = spectrum
+    out[(Ellipsis,) + _crop_index((nx, ny), tuple(spectrum.shape[-2:]), xp)] = spectrum
     return out
 
 
