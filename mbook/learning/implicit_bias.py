@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, fusion, progress
 from mbook.inverse import optimize, solvers
 
 
@@ -299,6 +299,19 @@ def train(X, y, *, scale, learning_rate, num_steps: int, batch_size: int | None 
                        max(part.num_steps for part in parts))
 
 
+@fusion.elementwise
+def _weighted_residual(xp, predicted, y, weights):
+    return weights * (predicted - y)
+
+
+@fusion.elementwise
+def _descent_step(xp, u, v, g_w, eta):
+    """One gradient step on ``(u, v)`` given ``∂L/∂w``, and the new ``w = u² - v²`` (chain rule through w)."""
+    u = u - eta * (2.0 * u * g_w)
+    v = v - eta * (-2.0 * v * g_w)
+    return u, v, u * u - v * v
+
+
 def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
            show_progress, runs_slice):
     """Train the runs ``runs_slice`` of the parameters; the mini-batch draws are those of all runs, sliced."""
@@ -318,6 +331,9 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
     steps = range(num_steps)
     if show_progress:
         steps = progress.progress(steps, desc="gradient descent" if batch_size is None else "SGD")
+    # A step is two products and two fused element-wise kernels (w = u² - v² carried from the last
+    # update): on a GPU these small problems are bound by kernel launches, not arithmetic.
+    w = u * u - v * v
     for step in steps:
         if step % record_every == 0:
             losses.append(_loss_and_gradient(u, v, X, y, weights)[0])
@@ -326,19 +342,16 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
             if bool(xp.max(_loss_and_gradient(u, v, X, y, weights)[0]) <= tol):  # one copy per check
                 break
         if batch_size is None:
-            _, gu, gv = _loss_and_gradient(u, v, X, y, weights)
+            g_w = _weighted_residual(w @ X.T, y, weights) @ X  # X^T diag(weights) r
         else:
             if step % block == 0:  # uniform draws among each run's own n_r samples
                 draws = rng.random((min(block, num_steps - step), total_runs, batch_size))[:, runs_slice]
                 indices = xp.asarray((draws * counts[None, :, None]).astype(np.int64))
             batch = indices[step % block]  # (runs, B)
             Xb = X[batch]  # (runs, B, d)
-            wb = u * u - v * v
-            residual = xp.einsum("rbd,rd->rb", Xb, wb) - y[batch]
+            residual = xp.einsum("rbd,rd->rb", Xb, w) - y[batch]
             g_w = xp.einsum("rb,rbd->rd", residual, Xb) / batch_size
-            gu, gv = 2.0 * u * g_w, -2.0 * v * g_w
-        u = u - eta * gu
-        v = v - eta * gv
+        u, v, w = _descent_step(u, v, g_w, eta)
     else:
         step = num_steps
     if recorded[-1] != step:
