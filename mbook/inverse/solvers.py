@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, fusion
 
 
 def _runs_callables(function):
@@ -263,12 +263,12 @@ def pdhg_iterations(x, y, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=N
     x_bar = x
     gaps, converged, it = [], False, 0
     for it in range(1, max_num_iter + 1):
-        y = prox_fstar(y + sigma * K(x_bar), sigma)
-        x_new = prox_g(x - tau * K_adjoint(y), tau)
+        y = prox_fstar(_step(y, sigma, K(x_bar)), sigma)
+        x_new = prox_g(_step(x, -tau, K_adjoint(y)), tau)
         if gamma is not None:
             theta = 1.0 / math.sqrt(1.0 + 2.0 * gamma * tau)
             tau, sigma = theta * tau, sigma / theta
-        x_bar = x_new + theta * (x_new - x)
+        x_bar = _extrapolate(x_new, x, theta)
         x = x_new
         if objectives is not None and (it % check_every == 0 or it == max_num_iter):
             gaps.append(_relative_gap(*objectives(x, y), xp))
@@ -276,6 +276,18 @@ def pdhg_iterations(x, y, *, K, K_adjoint, prox_g, prox_fstar, tau=None, sigma=N
                 converged = True
                 break
     return PDHGResult(x, y, it, _stacked(gaps, xp), converged)
+
+
+@fusion.elementwise
+def _step(xp, x, step, direction):
+    """``x + step · direction``, one kernel on a GPU."""
+    return x + step * direction
+
+
+@fusion.elementwise
+def _extrapolate(xp, x_new, x, theta):
+    """``x_new + θ (x_new - x)``, one kernel on a GPU."""
+    return x_new + theta * (x_new - x)
 
 
 class FBResult(NamedTuple):
