@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, grids, progress
+from mbook.core import backend, checks, fusion, grids, progress
 from mbook.light import fourier_ptychography as fp
 from mbook.light import led_geometry
 
@@ -56,6 +56,27 @@ class Reconstruction(NamedTuple):
     transmission: object
     pupil: object
     residuals: object
+
+
+@fusion.elementwise
+def _modulus_constraint(xp, unscaled, amplitude, scale):
+    """For ``ψ = scale · unscaled``: ``ψ'- ψ`` (the modulus replaced by the measured amplitude) and ``(|ψ| - a)²``."""
+    field = unscaled * scale
+    modulus = xp.abs(field)
+    corrected = amplitude * field / xp.maximum(modulus, 1e-12)
+    return corrected - field, (modulus - amplitude) ** 2
+
+
+@fusion.elementwise
+def _conj_times(xp, factor, delta, norm):
+    """``conj(factor) · δ / norm``: the object's update through the pupil (or the pupil's through the object)."""
+    return xp.conj(factor) * delta / norm
+
+
+@fusion.elementwise
+def _pupil_step(xp, pupil, support, seen, delta, beta, norm):
+    """``P + β conj(O) δ / norm`` inside the pupil's support, 0 outside."""
+    return xp.where(support, pupil + beta * xp.conj(seen) * delta / norm, 0)
 
 
 def reconstruct(images_measured, setup: led_geometry.Setup, *, vignetting=True, recover_pupil=True, pupil_init=None,
@@ -122,14 +143,14 @@ def reconstruct(images_measured, setup: led_geometry.Setup, *, vignetting=True, 
             index = rows[i][:, None], columns[i][None, :]
             window = spectrum[index]
             seen = grids.crop_spectrum(vignette(window), m)
-            field = backend.ifft2(p * seen) * (m * m)
-            modulus = abs(field)
-            misfit = misfit + xp.sum((modulus - amplitude[i]) ** 2)
-            corrected = amplitude[i] * field / xp.maximum(modulus, 1e-12)
-            delta = backend.fft2(corrected - field) / (m * m)
-            update = xp.conj(p) * delta / xp.max(abs(p)) ** 2  # normalisations: 0-d device arrays
+            # the element-wise work between the transforms in three fused kernels (on a GPU, 18 launches
+            # per LED fewer: small windows, one LED after another, make this loop launch-bound there)
+            change, squared = _modulus_constraint(backend.ifft2(p * seen), amplitude[i], m * m)
+            misfit = misfit + xp.sum(squared)
+            delta = backend.fft2(change) / (m * m)
+            update = _conj_times(p, delta, xp.max(abs(p)) ** 2)  # normalisations: 0-d device arrays
             if recover_pupil:
-                p = xp.where(support, p + beta * xp.conj(seen) * delta / xp.max(abs(seen)) ** 2, 0)
+                p = _pupil_step(p, support, seen, delta, beta, xp.max(abs(seen)) ** 2)
             spectrum[index] += alpha * vignette(grids.pad_spectrum(update, size))
         residuals.append(xp.sqrt(misfit / total))
     return Reconstruction(backend.ifft2(spectrum) * n_obj * n_obj, p, xp.stack(residuals))
