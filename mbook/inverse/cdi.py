@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, fusion, progress
 from mbook.core.checks import (check_array, check_choice, check_iterations, check_positive_number,
                                check_tolerance)
 from mbook.inverse.circle import tv_s1_iterations, wrap
@@ -114,11 +114,50 @@ def check_cdi_data(intensity, support):
 
 def _modulus_projection(field, amplitude):
     """``P_M ψ`` and ``|Fψ|`` (kernel: device arrays in and out)."""
-    xp = backend.get_array_module(field)
-    spectrum = backend.fft2(field)
+    replaced, modulus = _replace_modulus(backend.fft2(field), amplitude)
+    return backend.ifft2(replaced), modulus
+
+
+@fusion.elementwise
+def _replace_modulus(xp, spectrum, amplitude):
+    """``amplitude · Fψ/|Fψ|`` (phase 1 where ``Fψ = 0``) and ``|Fψ|``: one kernel on a GPU."""
     modulus = xp.abs(spectrum)
     phase_factor = xp.where(modulus > 0, spectrum / xp.maximum(modulus, 1e-300), 1.0)
-    return backend.ifft2(amplitude * phase_factor), modulus
+    return amplitude * phase_factor, modulus
+
+
+@fusion.elementwise
+def _outside_power(xp, pm, outside):
+    return xp.abs(pm * outside) ** 2
+
+
+@fusion.elementwise
+def _er_step(xp, psi, pm, support, beta):
+    return pm * support
+
+
+@fusion.elementwise
+def _hio_step(xp, psi, pm, support, beta):
+    return xp.where(support, pm * support, psi - beta * pm)
+
+
+@fusion.elementwise
+def _raar_step(xp, psi, pm, support, beta):
+    return xp.where(support, pm * support, beta * psi + (1 - 2 * beta) * pm)
+
+
+@fusion.elementwise
+def _hio_step_inside(xp, psi, pm, inside, support, beta):
+    return xp.where(support, inside, psi - beta * pm)
+
+
+@fusion.elementwise
+def _raar_step_inside(xp, psi, pm, inside, support, beta):
+    return xp.where(support, inside, beta * psi + (1 - 2 * beta) * pm)
+
+
+_STEPS = {"er": _er_step, "hio": _hio_step, "raar": _raar_step}
+_STEPS_INSIDE = {"hio": _hio_step_inside, "raar": _raar_step_inside}
 
 
 def project_modulus(field, amplitude):
@@ -282,22 +321,20 @@ def _retrieve(intensity, support, method, beta, max_num_iter, seeds, initial, pr
 
     def support_error(pm):
         # A product, not pm[outside]: boolean indexing makes a GPU wait for the count of pixels.
-        return xp.sqrt(xp.sum(xp.abs(pm * outside) ** 2, axis=(-2, -1)) / total)
+        return xp.sqrt(xp.sum(_outside_power(pm, outside), axis=(-2, -1)) / total)
 
+    # An iteration: two FFTs, two fused kernels and the error's reduction (18 kernels on a GPU before).
     for it in range(max_num_iter):
         pm, _ = _modulus_projection(psi, amplitude)
-        inside = pm * support
         if it > 0:  # the error of the iterate the previous step made (not of the random start)
             errors.append(support_error(pm))
         if prior is not None and (it + 1) % prior_every == 0:
+            inside = pm * support
             with backend.inside_iterations():  # a user's prior may call mbook's operators
                 inside[0][box] = prior(inside[0][box]) * support[box]
-        if method == "er":
-            psi = inside
-        elif method == "hio":
-            psi = xp.where(support, inside, psi - beta * pm)
+            psi = inside if method == "er" else _STEPS_INSIDE[method](psi, pm, inside, support, beta)
         else:
-            psi = xp.where(support, inside, beta * psi + (1 - 2 * beta) * pm)
+            psi = _STEPS[method](psi, pm, support, beta)
     pm, _ = _modulus_projection(psi, amplitude)
     errors.append(support_error(pm))  # errors[-1] describes the returned object's P_M ψ
     obj = pm * support
