@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, fusion, progress
 from mbook.inverse import optimize, solvers
 
 #: Step of PDHG with K = ∇ in 2D: τ = σ = 0.99 / sqrt(8), since ‖∇‖² <= 8.
@@ -202,6 +202,21 @@ def chan_vese_binary(costs, weight: float, *, tol: float = 1e-3, max_num_iter: i
                           result.converged, energy)
 
 
+@fusion.elementwise
+def _pair_step(xp, pix, piy, pjx, pjy, iix, iiy, ijx, ijy, radius):
+    """One Dykstra step on the pair ``(i, j)``: with ``y = p + increment``, move ``y_i`` and ``y_j`` towards
+    each other by half the excess of ``|y_i - y_j|`` over ``radius``; returns the new ``p_i``, ``p_j`` and
+    increments ``y - p`` (by components)."""
+    yix, yiy, yjx, yjy = pix + iix, piy + iiy, pjx + ijx, pjy + ijy
+    dx, dy = yix - yjx, yiy - yjy
+    norm = xp.sqrt(dx**2 + dy**2)
+    factor = 0.5 * xp.maximum(norm - radius, 0.0) / xp.maximum(norm, 1e-300)
+    new_ix, new_iy = yix - factor * dx, yiy - factor * dy
+    new_jx, new_jy = yjx + factor * dx, yjy + factor * dy
+    return (new_ix, new_iy, new_jx, new_jy,
+            yix - new_ix, yiy - new_iy, yjx - new_jx, yjy - new_jy)
+
+
 def _project_pairwise(q, radius, sweeps):
     """Every pixel's K dual vectors ``q`` ``(2, ..., K, nx, ny)`` into ``{|p_i - p_j| <= radius, i < j}``.
 
@@ -210,23 +225,24 @@ def _project_pairwise(q, radius, sweeps):
     sweeps: the projection when they converge. A last step makes the result feasible whatever the
     sweeps reached: the vectors are shrunk about their mean until their largest pairwise distance is at
     most ``radius`` (the set holds the mean alone and is convex), so the dual objective stays a lower
-    bound. Memory: one increment array of ``q``'s size per pair.
+    bound. Memory: the increments of a pair's two vectors, per pair (Dykstra's increment is zero on
+    the other vectors).
+
+    Each pair's step is one fused kernel on a GPU (:mod:`mbook.core.fusion`) over the two components of
+    its two vectors and their increments: the vectors are kept as separate ``(x, y)`` component arrays
+    during the sweeps and stacked once at the end.
     """
     xp = backend.get_array_module(q)
     num_regions = q.shape[-3]
     pairs = list(itertools.combinations(range(num_regions), 2))
-    increments = [xp.zeros_like(q) for _ in pairs]
-    p = q
+    rows = [[q[0, ..., k, :, :], q[1, ..., k, :, :]] for k in range(num_regions)]  # views: no copy
+    zero = xp.zeros_like(q[0, ..., 0, :, :])
+    increments = [[zero] * 4 for _ in pairs]  # (i_x, i_y, j_x, j_y)
     for _ in range(sweeps):  # bounded: a fixed number of sweeps, nothing copied to the host
         for n, (i, j) in enumerate(pairs):
-            y = p + increments[n]
-            d = y[..., i, :, :] - y[..., j, :, :]
-            norm = xp.sqrt(xp.sum(d**2, axis=0, keepdims=True))
-            shift = 0.5 * xp.maximum(norm - radius, 0.0) / xp.maximum(norm, 1e-300) * d
-            p = y.copy()
-            p[..., i, :, :] = y[..., i, :, :] - shift
-            p[..., j, :, :] = y[..., j, :, :] + shift
-            increments[n] = y - p
+            out = _pair_step(*rows[i], *rows[j], *increments[n], radius)
+            rows[i], rows[j], increments[n] = list(out[0:2]), list(out[2:4]), list(out[4:8])
+    p = xp.stack([xp.stack([row[c] for row in rows], axis=-3) for c in range(2)])
     mean = p.mean(axis=-3, keepdims=True)
     spread = xp.zeros(p.shape[1:-3] + (1,) + p.shape[-2:], dtype=p.dtype)[None]
     for i, j in pairs:
