@@ -248,8 +248,10 @@ def _wrap(value):
     return value
 
 
-#: Array methods that make a view (or nothing) without a kernel when they can.
-_VIEWS = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel"})
+#: Array methods and functions that make a view or answer a question, without a kernel on CuPy.
+_VIEWS = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel", "moveaxis", "expand_dims",
+                    "broadcast_to", "broadcast_arrays", "atleast_1d", "atleast_2d", "atleast_3d", "shape", "ndim",
+                    "result_type", "iscomplexobj", "isrealobj", "may_share_memory", "shares_memory", "real", "imag"})
 
 
 def _advanced(key) -> bool:
@@ -304,7 +306,8 @@ class StrictArray:
         return _wrap(getattr(ufunc, method)(*raw, **kwargs))
 
     def __array_function__(self, func, types_, args, kwargs):
-        _operation()
+        if func.__name__ not in _VIEWS:
+            _operation()
         return _wrap(func(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
 
     # -- copies to the host, counted -----------------------------------------------------
@@ -500,7 +503,8 @@ class Namespace(types.ModuleType):
             allow_host = name in HOST_INPUT_FUNCTIONS
 
             def value(*args, **kwargs):
-                _operation()
+                if name not in _VIEWS:
+                    _operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=allow_host),
                                        **_unwrap(kwargs, allow_host=allow_host)))
             value.__name__ = name
