@@ -2001,6 +2001,8 @@ E("multimodal.ptychography.window_indices", lambda: call(_windows()[0], (8, 8), 
   corners=UNCHECKED, gpts=UNCHECKED, object_gpts=UNCHECKED)
 E("multimodal.ptychography.phase_ramps", lambda: call(_windows()[1], (8, 8), _S2), offsets=UNCHECKED,
   gpts=UNCHECKED, sampling=UNCHECKED)
+E("multimodal.ptychography.frequencies", lambda: call((8, 8), _S2, "<f8", np), gpts=UNCHECKED, sampling=UNCHECKED,
+  dtype=UNCHECKED, xp=FREE)
 E("multimodal.ptychography.gather_windows", lambda: call(rand(16, 16), _windows()[2]), image=OPERAND,
   index=OPERAND)
 E("multimodal.ptychography.scatter_windows", lambda: call(rand(4, 8, 8), _windows()[2], (16, 16)),

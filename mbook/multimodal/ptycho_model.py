@@ -34,12 +34,6 @@ from mbook.core import backend
 from mbook.multimodal import ptychography
 
 
-def _frequencies(gpts, sampling, xp, dtype):
-    kx = xp.asarray(np.fft.fftfreq(gpts[0], sampling[0]), dtype=dtype)
-    ky = xp.asarray(np.fft.fftfreq(gpts[1], sampling[1]), dtype=dtype)
-    return kx, ky
-
-
 def forward(phase, probe, positions, propagator, sampling):
     """The exit waves of one batch and what the gradients need (a kernel: inputs checked, on one device).
 
@@ -105,7 +99,7 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     n_slices, nx, ny = phase.shape
     gpts = probe.shape
     n_pix = gpts[0] * gpts[1]
-    kx, ky = _frequencies(gpts, sampling, xp, phase.dtype)
+    kx, ky = ptychography.frequencies(tuple(gpts), tuple(sampling), np.dtype(phase.dtype).str, xp)
     index, ramp, probe_hat, incident, gratings, chi = forward(phase, probe, positions, propagator, sampling)
     exit_hat = fft.fft2(chi, norm="ortho")
     amplitude = xp.abs(exit_hat)

@@ -44,6 +44,8 @@ Examples
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from mbook.core import backend, checks, detection, grids, progress
@@ -121,13 +123,42 @@ def window_corners(positions, sampling, gpts, object_gpts):
         ``r - (corner + gpts // 2) · sampling`` [Å], within half a pixel unless clipped.
     """
     xp = backend.get_array_module(positions)
-    d = xp.asarray(sampling, dtype=positions.dtype)
-    half = xp.asarray([g // 2 for g in gpts])
-    high = xp.asarray([n - g for n, g in zip(object_gpts, gpts)])
+    d, half, high = _window_constants(tuple(sampling), tuple(gpts), tuple(object_gpts), positions.dtype.str, xp)
     corners = xp.clip(xp.rint(positions / d).astype(xp.int64) - half, 0, high)
     # in the positions' precision: int64 times float32 would promote the offsets, and with them the
     # phase ramps and every wave of the reconstruction, to double precision
     return corners, positions - (corners + half).astype(positions.dtype) * d
+
+
+@functools.lru_cache(maxsize=32)
+def _window_constants(sampling, gpts, object_gpts, dtype, xp):
+    """``sampling``, ``gpts // 2`` and the highest corner as device arrays, made once per scan geometry:
+    three copies to the device per batch otherwise. Never written to."""
+    return (xp.asarray(np.asarray(sampling, dtype=dtype)), xp.asarray(np.asarray([g // 2 for g in gpts])),
+            xp.asarray(np.asarray([n - g for n, g in zip(object_gpts, gpts)])))
+
+
+@functools.lru_cache(maxsize=32)
+def frequencies(gpts, sampling, dtype, xp):
+    """FFT-order spatial frequencies ``k_x``, ``k_y`` [1/Å] of a window on ``xp``'s device, made once per
+    window (a kernel's constant: never written to).
+
+    Parameters
+    ----------
+    gpts : (int, int)
+    sampling : (float, float)
+        [Å].
+    dtype : str
+        NumPy dtype string of the result, e.g. ``"<f4"``.
+    xp : module
+        Array module of the device.
+
+    Returns
+    -------
+    tuple of (wx,), (wy,) ndarray
+    """
+    return (xp.asarray(np.fft.fftfreq(gpts[0], sampling[0]).astype(dtype)),
+            xp.asarray(np.fft.fftfreq(gpts[1], sampling[1]).astype(dtype)))
 
 
 def window_indices(corners, gpts, object_gpts):
@@ -315,8 +346,7 @@ def phase_ramps(offsets, gpts, sampling):
         [Å].
     """
     xp = backend.get_array_module(offsets)
-    kx = xp.asarray(np.fft.fftfreq(gpts[0], sampling[0]), dtype=offsets.dtype)
-    ky = xp.asarray(np.fft.fftfreq(gpts[1], sampling[1]), dtype=offsets.dtype)
+    kx, ky = frequencies(tuple(gpts), tuple(sampling), offsets.dtype.str, xp)
     return (xp.exp(-2j * np.pi * kx[None, :, None] * offsets[:, 0, None, None])
             * xp.exp(-2j * np.pi * ky[None, None, :] * offsets[:, 1, None, None]))
 
