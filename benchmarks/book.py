@@ -173,6 +173,12 @@ def run_page(path: str, top: int, seed_offset: int = 0) -> dict:
     stats = pstats.Stats(profile)
     costly = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
     functions = [(_label(key), row[2]) for key, row in costly]
+    from mbook.core import fused_fft, fusion
+
+    fell_back = sorted({str(key[0] if isinstance(key[0], str) else key) for key, ok in
+                        list(fusion.status().items()) + list(fused_fft.status().items()) if not ok})
+    if fell_back and status == "ok":  # on a GPU: a fused kernel or cuFFT callback failed its check
+        status = f"ok, but these fused kernels fell back to plain operations: {', '.join(fell_back)}"
     operations = None if counts is None else dict(
         operations=counts.operations, to_host=counts.to_host, callers=counts.by_caller.most_common(top))
     return dict(status=status, wall=wall, host=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

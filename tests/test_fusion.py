@@ -176,3 +176,35 @@ def test_bad_settings_are_refused(monkeypatch):
     monkeypatch.setenv("MBOOK_FUSE", "sometimes")
     with pytest.raises(ValueError, match="MBOOK_FUSE must be auto, on or off"):
         fusion.enabled()
+
+
+@pytest.mark.skipif(not backend.gpu_available(), reason=f"no GPU: {backend.gpu_status()}")
+def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng):
+    from mbook.inverse import cdi, circle, optimize
+    from mbook.learning import implicit_bias
+
+    backend.set_device("gpu")
+    fusion.set_enabled(True)
+    try:
+        image = rng.standard_normal((32, 32))
+        optimize.soft_threshold(image, 0.5)
+        optimize.tv_denoise(image, 0.1, max_num_iter=20)
+        for cyclic in (True, False):
+            circle.tv_s1_denoise(image, 0.2, cyclic=cyclic, max_num_iter=20)
+        support = np.zeros((32, 32), bool)
+        support[8:24, 8:24] = True
+        intensity = np.abs(np.fft.fft2(rng.standard_normal((32, 32)) * support)) ** 2
+        for method in ("er", "hio", "raar"):
+            cdi.retrieve_phase(intensity, support, method=method, max_num_iter=10)
+        edx.estimate_fused(_edx_data(), max_num_iter=3)
+        X, y = rng.standard_normal((20, 50)), rng.standard_normal(20)
+        for batch_size in (None, 5):
+            implicit_bias.train(X, y, scale=0.1, learning_rate=0.01, num_steps=20, batch_size=batch_size)
+    finally:
+        backend.set_device("cpu")
+    checked = fusion.status()
+    names = {name for name, _ in checked}
+    assert {"_soft_threshold", "_step", "_extrapolate", "_dual_ascent", "_dual_prox", "_primal_step_s1",
+            "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
+            "_weighted_residual", "_descent_step"} <= names
+    assert all(checked.values()), {key: ok for key, ok in checked.items() if not ok}
