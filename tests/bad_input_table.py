@@ -2111,7 +2111,9 @@ E("electron.prism_scan.product", lambda: call(np.array([[1.0, 0.0], [0.0, 0.0], 
 E("electron.prism_scan.combine_on_grid",
   lambda: call(_pweights(), [(0, 2), (2, 3)], dev(rand(2)), np.array([0.0, 1.0]), np.array([0.0, 2.0]),
                dev(crand(3, 5).astype(np.complex64))),
-  weights=UNCHECKED, columns=UNCHECKED, column_kx=UNCHECKED, xs=UNCHECKED, ys=UNCHECKED, matrix=UNCHECKED)
+  weights=UNCHECKED, columns=UNCHECKED, column_kx=UNCHECKED, xs=UNCHECKED, ys=UNCHECKED, matrix=UNCHECKED,
+  padded=UNCHECKED)
+E("electron.prism_scan.padded_columns", lambda: call([(0, 2), (2, 3)]), columns=UNCHECKED)
 E("electron.prism_scan.window_centres", lambda: call(_PPOS, _pgrid()), positions=UNCHECKED, grid=UNCHECKED)
 E("electron.prism_scan.tiles", lambda: call(_PCENTRES, (16, 16), (32, 32), 64), centres=UNCHECKED,
   window=UNCHECKED, gpts=UNCHECKED, batch=UNCHECKED)
