@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend
+from mbook.core import backend, fusion
 from mbook.multimodal import ptychography
 
 
@@ -56,13 +56,31 @@ def forward(phase, probe, positions, propagator, sampling):
     # complex exponentials than the other order (they were most of this kernel's time); same values.
     on_object = flat.shape[1] < index.size
     for s in range(n_slices):  # a few slices: the loop is over the specimen's depth, not over data
-        grating = xp.exp(1j * flat[s])[index] if on_object else xp.exp(1j * flat[s][index])
+        grating = _phasor(flat[s], 1j)[index] if on_object else _phasor(flat[s][index], 1j)
         incident.append(psi)
         gratings.append(grating)
         chi = psi * grating
         if s < n_slices - 1:
             psi = fft.ifft2(propagator * fft.fft2(chi))
     return index, ramp, probe_hat, incident, gratings, chi
+
+
+@fusion.elementwise
+def _phasor(xp, phase, i):
+    """``exp(i φ)`` (``i`` passed in: the imaginary unit as a kernel argument)."""
+    return xp.exp(i * phase)
+
+
+@fusion.elementwise
+def _amplitude_residual(xp, exit_hat, amplitudes, detector):
+    """Squared amplitude residuals, ``∂L/∂Ψ*`` of the amplitude loss, and ``|Ψ|`` (1 where 0); one kernel.
+
+    Unmeasured pixels (``detector`` 0) add nothing.
+    """
+    amplitude = xp.abs(exit_hat)
+    residual = (amplitude - amplitudes) * detector
+    safe = xp.where(amplitude > 0, amplitude, 1)
+    return residual**2, 2 * residual / safe * exit_hat, safe
 
 
 def illuminate(wave, index, n_pixels):
@@ -102,11 +120,9 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     kx, ky = ptychography.frequencies(tuple(gpts), tuple(sampling), np.dtype(phase.dtype).str, xp)
     index, ramp, probe_hat, incident, gratings, chi = forward(phase, probe, positions, propagator, sampling)
     exit_hat = fft.fft2(chi, norm="ortho")
-    amplitude = xp.abs(exit_hat)
-    residual = (amplitude - amplitudes) * detector  # unmeasured pixels add nothing
-    loss = xp.sum(residual**2)
-    safe = xp.where(amplitude > 0, amplitude, 1)
-    g = fft.ifft2(2 * residual / safe * exit_hat, norm="ortho")
+    squared, g_exit, safe = _amplitude_residual(exit_hat, amplitudes, detector)
+    loss = xp.sum(squared)
+    g = fft.ifft2(g_exit, norm="ortho")
     g_phase = xp.empty((n_slices, nx * ny), phase.dtype)
     illumination = xp.empty((n_slices, nx * ny), phase.dtype)
     flat_index = index.reshape(-1)

@@ -48,7 +48,7 @@ import functools
 
 import numpy as np
 
-from mbook.core import backend, checks, detection, grids, progress
+from mbook.core import backend, checks, detection, fusion, grids, progress
 from mbook.electron import multislice, physics, waves
 
 
@@ -124,18 +124,31 @@ def window_corners(positions, sampling, gpts, object_gpts):
     """
     xp = backend.get_array_module(positions)
     d, half, high = _window_constants(tuple(sampling), tuple(gpts), tuple(object_gpts), positions.dtype.str, xp)
-    corners = xp.clip(xp.rint(positions / d).astype(xp.int64) - half, 0, high)
-    # in the positions' precision: int64 times float32 would promote the offsets, and with them the
-    # phase ramps and every wave of the reconstruction, to double precision
-    return corners, positions - (corners + half).astype(positions.dtype) * d
+    # Whole pixel numbers held exactly in the positions' precision (int64 times float32 would promote
+    # the offsets, and with them the phase ramps and every wave of the reconstruction, to double
+    # precision); one kernel on a GPU, then the cast of the corners to integers.
+    corners, offsets = _corners_and_offsets(positions, d, half, high)
+    return corners.astype(xp.int64), offsets
+
+
+@fusion.elementwise
+def _corners_and_offsets(xp, positions, sampling, half, high):
+    corners = xp.minimum(xp.maximum(xp.rint(positions / sampling) - half, 0), high)
+    return corners, positions - (corners + half) * sampling
 
 
 @functools.lru_cache(maxsize=32)
 def _window_constants(sampling, gpts, object_gpts, dtype, xp):
-    """``sampling``, ``gpts // 2`` and the highest corner as device arrays, made once per scan geometry:
-    three copies to the device per batch otherwise. Never written to."""
-    return (xp.asarray(np.asarray(sampling, dtype=dtype)), xp.asarray(np.asarray([g // 2 for g in gpts])),
-            xp.asarray(np.asarray([n - g for n, g in zip(object_gpts, gpts)])))
+    """``sampling``, ``gpts // 2`` and the highest corner as device arrays of the positions' dtype, made once
+    per scan geometry: three copies to the device per batch otherwise. Never written to."""
+    return (xp.asarray(np.asarray(sampling, dtype=dtype)), xp.asarray(np.asarray([g // 2 for g in gpts], dtype)),
+            xp.asarray(np.asarray([n - g for n, g in zip(object_gpts, gpts)], dtype)))
+
+
+@functools.lru_cache(maxsize=32)
+def _aranges(gpts, xp):
+    """``arange(w)[None]`` per axis of a window, on the device once (never written to)."""
+    return tuple(xp.arange(g)[None] for g in gpts)
 
 
 @functools.lru_cache(maxsize=32)
@@ -164,8 +177,8 @@ def frequencies(gpts, sampling, dtype, xp):
 def window_indices(corners, gpts, object_gpts):
     """Flat indices ``(n, wx, wy)`` into the object's ``(nx, ny)`` pixels of each window (a kernel)."""
     xp = backend.get_array_module(corners)
-    rows = corners[:, 0, None] + xp.arange(gpts[0])[None]
-    cols = corners[:, 1, None] + xp.arange(gpts[1])[None]
+    rows = corners[:, 0, None] + _aranges(tuple(gpts), xp)[0]
+    cols = corners[:, 1, None] + _aranges(tuple(gpts), xp)[1]
     return rows[:, :, None] * object_gpts[1] + cols[:, None, :]
 
 
@@ -347,8 +360,14 @@ def phase_ramps(offsets, gpts, sampling):
     """
     xp = backend.get_array_module(offsets)
     kx, ky = frequencies(tuple(gpts), tuple(sampling), offsets.dtype.str, xp)
-    return (xp.exp(-2j * np.pi * kx[None, :, None] * offsets[:, 0, None, None])
-            * xp.exp(-2j * np.pi * ky[None, None, :] * offsets[:, 1, None, None]))
+    return _ramps(kx[None, :, None], offsets[:, 0, None, None], ky[None, None, :], offsets[:, 1, None, None],
+                  -2j * np.pi)
+
+
+@fusion.elementwise
+def _ramps(xp, kx, x, ky, y, factor):
+    """``exp(factor k_x x) exp(factor k_y y)``, broadcast: one kernel on a GPU (seven otherwise)."""
+    return xp.exp(factor * kx * x) * xp.exp(factor * ky * y)
 
 
 def shift_probes(probe, offsets, sampling):

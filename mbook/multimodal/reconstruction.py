@@ -74,7 +74,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, grids, progress
+from mbook.core import backend, checks, fusion, grids, progress
 from mbook.electron import multislice
 from mbook.inverse import optimize
 from mbook.multimodal import ptycho_model, ptychography
@@ -210,6 +210,21 @@ def loss_and_gradients(phase, probe, positions, amplitudes, *, sampling, energy=
         loss = loss + smoothness * xp.sum(optimize.gradient(phase) ** 2)
         g_phase = g_phase - 2 * smoothness * optimize.laplacian(phase)
     return float(loss), g_phase, g_probe, g_positions
+
+
+@fusion.elementwise
+def _momentum_step(xp, velocity, phase, g_phase, momentum, step):
+    """Heavy-ball step of the object: ``v ← μ v - s g``, ``φ ← φ + v`` (one kernel on a GPU)."""
+    velocity = momentum * velocity - step * g_phase
+    return velocity, phase + velocity
+
+
+@fusion.elementwise
+def _smoothed_momentum_step(xp, velocity, phase, g_phase, laplacian, weight, momentum, step):
+    """:func:`_momentum_step` with the prior's gradient ``-weight Δφ`` added to ``g``."""
+    g_phase = g_phase - weight * laplacian
+    velocity = momentum * velocity - step * g_phase
+    return velocity, phase + velocity
 
 
 def _group_sums(members, values, n_groups):
@@ -383,10 +398,11 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
                 curvature=move_positions, position_gradient=move_positions)
             total = total + loss
             illumination += batch_illumination
-            if smoothness:  # the batch's share of the prior's gradient
-                g_phase = g_phase - (2 * smoothness * len(batch) / n) * optimize.laplacian(phase)
-            velocity = momentum * velocity - step * g_phase
-            phase = phase + velocity
+            if smoothness:  # the batch's share of the prior's gradient, in the same fused step
+                velocity, phase = _smoothed_momentum_step(velocity, phase, g_phase, optimize.laplacian(phase),
+                                                          2 * smoothness * len(batch) / n, momentum, step)
+            else:
+                velocity, phase = _momentum_step(velocity, phase, g_phase, momentum, step)
             if probe_from is not None and iteration >= probe_from:
                 probe = probe - steps[1] * g_probe / (2 * len(batch))
             if move_positions:
