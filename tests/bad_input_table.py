@@ -333,9 +333,12 @@ def _strict(array):
     return strict.asarray(array)
 
 
-E("core.strict.count_transfers", lambda: call())
-E("core.strict.count_operations", lambda: call(), by_caller=FREE)  # any truth value
-E("core.strict.one_operation", lambda: call())
+E("core.device_counts.count_transfers", lambda: call())
+E("core.device_counts.count_operations", lambda: call(), by_caller=FREE)  # any truth value
+E("core.device_counts.one_operation", lambda: call())
+E("core.device_counts.note_operation", lambda: call(), depth=FREE)  # the stand-in's own bookkeeping
+E("core.device_counts.note_to_host", lambda: call())
+E("core.device_counts.note_to_device", lambda: call())
 E("core.strict.asarray", lambda: call(rand(4)), array=["abc", None], dtype=["no-such-dtype"])
 E("core.strict.asnumpy", lambda: call(_strict(rand(4))), array=FREE)
 E("core.strict.is_strict", lambda: call(rand(4)), array=FREE)  # a question

@@ -6,6 +6,7 @@
 - :mod:`~mbook.core.fused_fft`: products fused into cuFFT transforms (load and store callbacks);
 - :mod:`~mbook.core.fusion`: chains of element-wise operations as one GPU kernel (``cupy.fuse``);
 - :mod:`~mbook.core.strict`: the strict CPU stand-in for the GPU;
+- :mod:`~mbook.core.device_counts`: what the stand-in counts (copies to the host, device operations);
 - :mod:`~mbook.core.checks`: the one validation vocabulary;
 - :mod:`~mbook.core.grids`: grid and FFT conventions, coordinates, Fourier crops, radial averages;
 - :mod:`~mbook.core.progress`: progress bars and memory budgets;

@@ -46,7 +46,7 @@ import warnings
 
 import numpy as np
 
-from mbook.core import backend, strict
+from mbook.core import backend, device_counts, strict
 
 ENV_VARIABLE = "MBOOK_FUSE"
 #: Largest relative difference (to the output's largest magnitude) between the fused and the plain
@@ -153,7 +153,7 @@ def elementwise(function):
     def wrapped(*args):
         xp = backend.get_array_module(*args)
         if xp is strict.xp:
-            with strict.one_operation():
+            with device_counts.one_operation():
                 return function(xp, *args)
         if xp is np or not enabled():
             return function(xp, *args)

@@ -59,157 +59,20 @@ TypeError: Unsupported type <class 'numpy.ndarray'> mixed with a device array: m
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import numbers
-import sys
-import threading
 import types
 
 import numpy as np
+
+from mbook.core.device_counts import (  # noqa: F401 (the counters, reached as strict.count_*)
+    Operations, Transfers, count_operations, count_transfers, note_operation, note_to_device, note_to_host,
+    one_operation)
 
 IMPLICIT_CONVERSION = (
     "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly."
 )
 #: Functions of the namespace that take host data, as CuPy's creation functions do.
 HOST_INPUT_FUNCTIONS = frozenset({"asarray", "array", "asanyarray", "ascontiguousarray", "asfortranarray"})
-
-
-class _Counts(threading.local):
-    def __init__(self):
-        self.to_host = 0
-        self.to_device = 0
-        self.operations = 0
-        self.callers = None  # a Counter while count_operations(by_caller=True) runs in this thread
-        self.suspended = 0  # inside one_operation(): the block's operations are one kernel
-
-
-_counts = _Counts()
-#: Modules skipped when an operation is charged to the ``mbook`` function that issued it: the stand-in
-#: itself and the thin wrappers every module goes through.
-_PLUMBING = ("mbook.core.strict", "mbook.core.backend", "mbook.core.fft_plans", "mbook.core.fused_fft",
-             "mbook.core.fusion")
-
-
-class Transfers:
-    """Copies between host and stand-in device counted over a ``with`` block (see :func:`count_transfers`)."""
-
-    def __init__(self):
-        self._start = (_counts.to_host, _counts.to_device)
-        self._end = None
-
-    @property
-    def to_host(self) -> int:
-        """Device-to-host copies (``float``, ``.get()``, ``bool``, ...) in the block."""
-        return (self._end or (_counts.to_host, _counts.to_device))[0] - self._start[0]
-
-    @property
-    def to_device(self) -> int:
-        """Host-to-device copies (``asarray`` of NumPy data, host values assigned into device arrays)."""
-        return (self._end or (_counts.to_host, _counts.to_device))[1] - self._start[1]
-
-    def __repr__(self):
-        return f"Transfers(to_host={self.to_host}, to_device={self.to_device})"
-
-
-@contextlib.contextmanager
-def count_transfers():
-    """Count the stand-in's host/device copies made in this thread inside the block."""
-    transfers = Transfers()
-    try:
-        yield transfers
-    finally:
-        transfers._end = (_counts.to_host, _counts.to_device)
-
-
-class Operations:
-    """Device operations counted over a ``with`` block (see :func:`count_operations`)."""
-
-    def __init__(self, by_caller):
-        self._start = (_counts.operations, _counts.to_host)
-        self._end = None
-        self.by_caller = collections.Counter() if by_caller else None
-
-    @property
-    def operations(self) -> int:
-        """Device operations (each at least one kernel launch on CuPy) in the block."""
-        return (self._end or (_counts.operations, _counts.to_host))[0] - self._start[0]
-
-    @property
-    def to_host(self) -> int:
-        """Device-to-host copies in the block (each waits for the device on CuPy)."""
-        return (self._end or (_counts.operations, _counts.to_host))[1] - self._start[1]
-
-    def __repr__(self):
-        return f"Operations(operations={self.operations}, to_host={self.to_host})"
-
-
-@contextlib.contextmanager
-def count_operations(*, by_caller=False):
-    """Count the stand-in's device operations made in this thread inside the block.
-
-    Parameters
-    ----------
-    by_caller : bool
-        Also charge each operation to the innermost ``mbook`` function that
-        issued it (``"module.function"``; ``"<page>"`` when no ``mbook`` frame
-        is on the stack), in ``Operations.by_caller`` (a ``Counter``). Walking
-        the stack costs about a microsecond per operation.
-
-    Examples
-    --------
-    >>> from mbook.core import strict
-    >>> a = strict.xp.ones(8)
-    >>> with strict.count_operations() as ops:
-    ...     b = (a * 2 + 1).sum()
-    >>> ops.operations
-    3
-    """
-    counted = Operations(by_caller)
-    previous = _counts.callers
-    if by_caller:
-        _counts.callers = counted.by_caller
-    try:
-        yield counted
-    finally:
-        counted._end = (_counts.operations, _counts.to_host)
-        _counts.callers = previous
-        if by_caller and previous is not None:
-            previous.update(counted.by_caller)
-
-
-@contextlib.contextmanager
-def one_operation():
-    """Count the block's device operations as one: what a fused kernel costs (:mod:`mbook.core.fusion`)."""
-    _operation(depth=3)
-    _counts.suspended += 1
-    try:
-        yield
-    finally:
-        _counts.suspended -= 1
-
-
-def _operation(depth=2):
-    if _counts.suspended:
-        return
-    _counts.operations += 1
-    if _counts.callers is not None:
-        frame = sys._getframe(depth)
-        while frame is not None:
-            module = frame.f_globals.get("__name__", "")
-            if module.startswith("mbook.") and not module.startswith(_PLUMBING):
-                _counts.callers[f"{module}.{frame.f_code.co_name}"] += 1
-                return
-            frame = frame.f_back
-        _counts.callers["<page>"] += 1
-
-
-def _to_host():
-    _counts.to_host += 1
-
-
-def _to_device():
-    _counts.to_device += 1
 
 
 def _refuse_host_array(value):
@@ -225,7 +88,7 @@ def _unwrap(value, *, allow_host: bool):
     if isinstance(value, np.ndarray):
         if not allow_host:
             _refuse_host_array(value)
-        _to_device()
+        note_to_device()
         return value
     if isinstance(value, (list, tuple)):
         items = [_unwrap(v, allow_host=allow_host) for v in value]
@@ -302,62 +165,62 @@ class StrictArray:
             else:
                 raise TypeError(f"Unsupported type {type(value)}")
         kwargs = {key: _unwrap(value, allow_host=False) for key, value in kwargs.items()}  # out=, where=
-        _operation()
+        note_operation()
         return _wrap(getattr(ufunc, method)(*raw, **kwargs))
 
     def __array_function__(self, func, types_, args, kwargs):
         if func.__name__ not in _VIEWS:
-            _operation()
+            note_operation()
         return _wrap(func(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
 
     # -- copies to the host, counted -----------------------------------------------------
     def get(self, stream=None, order="C", out=None):
         """Copy to a NumPy array (CuPy's ``ndarray.get``)."""
-        _to_host()
+        note_to_host()
         return np.array(self._data, order=order, copy=True)
 
     def item(self, *args):
-        _to_host()
+        note_to_host()
         return self._data.item(*args)
 
     def tolist(self):
-        _to_host()
+        note_to_host()
         return self._data.tolist()
 
     def tobytes(self, order="C"):
-        _to_host()
+        note_to_host()
         return self._data.tobytes(order)
 
     def __float__(self):
-        _to_host()
+        note_to_host()
         return float(self._data)
 
     def __int__(self):
-        _to_host()
+        note_to_host()
         return int(self._data)
 
     def __complex__(self):
-        _to_host()
+        note_to_host()
         return complex(self._data)
 
     def __bool__(self):
-        _to_host()
+        note_to_host()
         return bool(self._data)
 
     def __index__(self):
-        _to_host()
+        note_to_host()
         return self._data.__index__()
 
     def __format__(self, spec):
-        _to_host()
+        note_to_host()
         return format(self._data[()] if self._data.ndim == 0 else self._data, spec)
 
     def __repr__(self):
-        _to_host()
+        note_to_host()
         return "strict." + repr(self._data)
 
     def __str__(self):
-        _to_host()
+        note_to_host()
         return str(self._data)
 
     # -- plain array behaviour -----------------------------------------------------------
@@ -397,11 +260,11 @@ class StrictArray:
     def __getitem__(self, key):
         key = _index(key)
         if _advanced(key):  # a gather kernel; basic slicing makes a view on the host alone
-            _operation()
+            note_operation()
         return _wrap(self._data[key])
 
     def __setitem__(self, key, value):
-        _operation()
+        note_operation()
         self._data[_index(key)] = _unwrap(value, allow_host=True)  # CuPy copies host values over
 
     def __getattr__(self, name):
@@ -414,7 +277,7 @@ class StrictArray:
         if callable(attribute):
             def method(*args, **kwargs):
                 if name not in _VIEWS:
-                    _operation()
+                    note_operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
             return method
         return _wrap(attribute)
@@ -470,7 +333,7 @@ class _Generator:
             return attribute
 
         def draw(*args, **kwargs):
-            _operation()
+            note_operation()
             return _wrap(attribute(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
         return draw
 
@@ -504,7 +367,7 @@ class Namespace(types.ModuleType):
 
             def value(*args, **kwargs):
                 if name not in _VIEWS:
-                    _operation()
+                    note_operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=allow_host),
                                        **_unwrap(kwargs, allow_host=allow_host)))
             value.__name__ = name
@@ -523,7 +386,7 @@ def asarray(array, dtype=None) -> StrictArray:
         return array if dtype is None or array.dtype == dtype else StrictArray(array._data.astype(dtype))
     if isinstance(array, (str, bytes)) or array is None:
         raise TypeError(f"array must be an array or a sequence of numbers, got {type(array).__name__} {array!r}")
-    _to_device()
+    note_to_device()
     return StrictArray(np.array(array, dtype=dtype, copy=True))
 
 
