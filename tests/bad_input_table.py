@@ -1721,6 +1721,21 @@ E("learning.pdhg_baseline.intersection_over_union", lambda: call(_masks() > 0, _
 E("learning.pdhg_baseline.pdhg_segment", lambda: call(rand(2, 8, 8) - 1.0, weight=0.1, max_num_iter=5),
   cost=ARRAY_ANY_NDIM + [np.zeros(8)], weight=LENGTH + [[0.1, 0.2, 0.3]], tau=LENGTH, sigma=LENGTH,
   max_num_iter=COUNT, tol=TOL, check_every=COUNT)
+def _unrolled_pass():
+    from mbook.learning import unrolled_passes
+
+    params, cost = _unrolled_params(), dev(rand(2, 8, 8) - 1.0)
+    z, tape = unrolled_passes.forward(cost, params, True)
+    return params, cost, z, tape
+
+
+# unrolled_passes: the network's kernels (unrolled's functions check what they get)
+E("learning.unrolled_passes.forward", lambda: call(dev(rand(2, 8, 8)), _unrolled_params(), True), cost=UNCHECKED,
+  params=UNCHECKED, store=UNCHECKED)
+E("learning.unrolled_passes.loss", lambda: call(_unrolled_pass()[2], dev(_masks())), z=UNCHECKED, masks=UNCHECKED)
+E("learning.unrolled_passes.backward",
+  lambda: call(*(lambda p, c, z, t: (c, p, t, dev(np.ones((2, 8, 8)))))(*_unrolled_pass())),
+  cost=UNCHECKED, params=UNCHECKED, tape=UNCHECKED, grad_z=UNCHECKED)
 E("learning.unrolled.train",
   lambda: call(rand(2, 3, 8, 8), _masks(), _unrolled_params(), num_steps=2, batch_size=2, show_progress=False),
   features=FEATURES_U, masks=ARRAY + [np.zeros((2, 8, 7)), np.full((2, 8, 8), 0.5)], params=PARAMS_U,

@@ -208,3 +208,9 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng):
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
             "_weighted_residual", "_descent_step"} <= names
     assert all(checked.values()), {key: ok for key, ok in checked.items() if not ok}
+
+
+def test_the_wrapped_function_shows_its_callers_signature():
+    import inspect
+
+    assert list(inspect.signature(_step).parameters) == ["x", "g", "eta", "floor"]

@@ -40,6 +40,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 import warnings
@@ -174,4 +175,6 @@ def elementwise(function):
                 return plain
         return fused_for(xp)(*args) if ok else function(xp, *args)
 
+    signature = inspect.signature(function)
+    wrapped.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # no xp
     return wrapped
