@@ -7,7 +7,9 @@ two costs are the time a page cannot go below on that GPU, however fast its
 kernels. This script measures the two costs on small arrays, where the
 arithmetic is negligible, for the operations pages issue most (an element-wise
 product, a reduction, a gather, a small matrix product, a 2D FFT of a 64²
-batch, a random draw), and a copy of one value to the host after a kernel:
+batch, a random draw), a chain of eight element-wise operations fused into one
+kernel (:mod:`mbook.core.fusion`) and the same chain as written, and a copy of
+one value to the host after a kernel:
 
     MBOOK_DEVICE=gpu python3 benchmarks/launch.py      # the figures for book.py --launch-us/--sync-us
     MBOOK_DEVICE=cpu .venv/bin/python benchmarks/launch.py
@@ -26,7 +28,15 @@ import time
 
 import numpy as np
 
-from mbook.core import backend
+from mbook.core import backend, fusion
+
+
+@fusion.elementwise
+def _chain(xp, a, b, step):
+    """Eight element-wise operations: one fused kernel on a GPU, eight launches as written."""
+    c = a - step * (2.0 * a * b)
+    d = b - step * (-2.0 * b * a)
+    return c, d, c * c - d * d
 
 
 def _synchronize():
@@ -71,13 +81,16 @@ def main():
         "a @ b (64 x 64)": lambda: a @ b,
         "fft2 (4 x 64², complex64)": lambda: backend.fft2(waves),
         "random draw (64²)": lambda: draws.standard_normal((64, 64), dtype=np.float32),
+        "8 operations, fused": lambda: _chain(a, b, 0.1),
+        "8 operations, as written": lambda: _chain.__wrapped__(backend.xp, a, b, 0.1),
     }
     print(backend.describe())
     print(f"{'operation':<28} {'µs per call':>12}")
     costs = []
     for name, function in operations.items():
         seconds = per_call(function, calls=args.calls, repeat=args.repeat)
-        costs.append(seconds)
+        if not name.startswith("8 operations"):
+            costs.append(seconds)
         print(f"{name:<28} {seconds * 1e6:12.1f}", flush=True)
     to_host = per_call(lambda: float((a * b).sum()), calls=args.calls, repeat=args.repeat)
     two_ops = per_call(lambda: (a * b).sum(), calls=args.calls, repeat=args.repeat)
