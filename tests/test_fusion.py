@@ -129,7 +129,9 @@ def test_a_fused_kernel_that_agrees_is_used_from_the_second_call_on(fake_cupy, r
         for _ in range(3):
             got = step(x, g, 0.3, 0.0)
     np.testing.assert_array_equal(got[0], _step_as_written(x, g, 0.3, 0.0)[0])
-    assert fusion.status() == {("step", (("float64", 1), ("float64", 1), "float", "float")): True}
+    [((function, signature), ok)] = fusion.status().items()
+    assert function.endswith("test_a_fused_kernel_that_agrees_is_used_from_the_second_call_on.<locals>.step")
+    assert signature == (("float64", 1), ("float64", 1), "float", "float") and ok
     assert fake.traced == ["mbook_step"]  # one fused function per array module, its kernels cached by CuPy
 
 
@@ -203,7 +205,7 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng):
     finally:
         backend.set_device("cpu")
     checked = fusion.status()
-    names = {name for name, _ in checked}
+    names = {name.rsplit(".", 1)[-1] for name, _ in checked}
     assert {"_soft_threshold", "_step", "_extrapolate", "_dual_ascent", "_dual_prox", "_primal_step_s1",
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
             "_weighted_residual", "_descent_step"} <= names

@@ -84,7 +84,10 @@ def enabled() -> bool:
 
 
 def status() -> dict:
-    """Signatures checked so far on CuPy and whether the fused kernel passed: ``{(name, signature): bool}``."""
+    """Signatures checked so far on CuPy and whether the fused kernel passed: ``{(function, signature): bool}``.
+
+    ``function`` is the decorated function's ``module.qualname``.
+    """
     return dict(_checked)
 
 
@@ -139,6 +142,7 @@ def elementwise(function):
     if not callable(function):
         raise TypeError(f"function must be callable, got {type(function).__name__}")
     name = function.__name__
+    qualified = f"{function.__module__}.{function.__qualname__}"  # the key of its checks: names repeat
     fused_by_module = {}
 
     def fused_for(xp):
@@ -158,7 +162,7 @@ def elementwise(function):
                 return function(xp, *args)
         if xp is np or not enabled():
             return function(xp, *args)
-        key = (name, _signature(args))
+        key = (qualified, _signature(args))
         ok = _checked.get(key)
         if ok is None:
             with _lock:
