@@ -936,6 +936,11 @@ E("electron.hrtem.contrast_transfer_function", lambda: call(_egrid(), energy=100
   grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL, aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"],
   amplitude_contrast=[-0.5, 1.5, NAN, "1"], focal_spread=NONNEG, angular_spread=NONNEG,
   semiangle_cutoff=LENGTH, xp=FREE)
+E("electron.hrtem.contrast_transfer_kernel",
+  lambda: call(np.fft.fftfreq(8, 0.5)[:, None], np.fft.fftfreq(8, 0.5)[None, :], 0.037, {"C10": -10.0}, 0.1, None,
+               0.0, 0.0, np),
+  kx=UNCHECKED, ky=UNCHECKED, wavelength=UNCHECKED, coefficients=UNCHECKED, amplitude_contrast=UNCHECKED,
+  semiangle_cutoff=UNCHECKED, focal_spread=UNCHECKED, angular_spread=UNCHECKED, xp=FREE)
 E("electron.hrtem.image_intensity", lambda: call(crand(20, 20), _egrid(), energy=100e3, defocus=10.0),
   exit_wave=ARRAY + [crand(4, 4)], grid=GRID, energy=ENERGY, defocus=REAL, Cs=REAL,
   aberrations=[{"C99": 1.0}, {"C12": NAN}, "a"], semiangle_cutoff=LENGTH, focal_spread=NONNEG,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbook.core import backend, checks, grids
-from mbook.electron import hrtem
+from mbook.electron import hrtem, physics, waves
 
 #: Default microscope: 300 kV, Cs = 2.7 mm, 10 % amplitude contrast.
 MICROSCOPE = {"energy": 300e3, "Cs": 2.7e7, "amplitude_contrast": 0.1}
@@ -53,16 +53,19 @@ def ctf_table(grid, defocus, B_factor, microscope, xp):
 
     Images of one micrograph share a defocus: the lens model of
     :func:`mbook.electron.hrtem.contrast_transfer_function` is evaluated once
-    per distinct value and gathered. Arguments as :func:`check_defocus`,
-    :func:`check_b_factor` and :func:`check_microscope` return them.
+    per distinct value, all of them in one pass (the defoci an array axis:
+    a few kernels on a GPU, not twenty per defocus), and gathered. Arguments
+    as :func:`check_defocus`, :func:`check_b_factor` and
+    :func:`check_microscope` return them.
     """
     envelope = xp.exp(-B_factor / 4 * grids.frequency_squared(grid, xp=xp))
     unique, inverse = np.unique(defocus.ravel(), return_inverse=True)
-    table = xp.stack([  # the lens model comes back on the selected device, where xp's arrays are
-        hrtem.contrast_transfer_function(grid, energy=microscope["energy"], defocus=float(d), Cs=microscope["Cs"],
-                                         amplitude_contrast=microscope["amplitude_contrast"])
-        for d in unique
-    ]) * envelope
+    # C10 = -defocus as an axis over the distinct values (placed where check_aberrations puts it)
+    coefficients = waves.check_aberrations(defocus=1.0, Cs=microscope["Cs"])
+    coefficients["C10"] = xp.asarray(-unique)[:, None, None]
+    kx, ky = waves.frequency_axes(grid, xp)
+    table = hrtem.contrast_transfer_kernel(kx, ky, physics.wavelength(microscope["energy"]), coefficients,
+                                           microscope["amplitude_contrast"], None, 0.0, 0.0, xp) * envelope
     return table[xp.asarray(inverse.ravel())]
 
 

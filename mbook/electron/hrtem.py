@@ -82,6 +82,19 @@ def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations
     coefficients = waves.check_aberrations(aberrations, defocus=defocus, Cs=Cs)
     xp = xp or backend.xp
     kx, ky = waves.frequency_axes(grid, xp)
+    return contrast_transfer_kernel(kx, ky, wavelength, coefficients, amplitude_contrast, semiangle_cutoff,
+                                    focal_spread, angular_spread, xp)
+
+
+def contrast_transfer_kernel(kx, ky, wavelength, coefficients, amplitude_contrast, semiangle_cutoff, focal_spread,
+                             angular_spread, xp):
+    """The CTF of :func:`contrast_transfer_function` from checked inputs (a kernel: no checks).
+
+    ``kx, ky`` [1/Å] of :func:`mbook.electron.waves.frequency_axes`, ``wavelength`` [Å],
+    ``coefficients`` of :func:`mbook.electron.waves.check_aberrations`. A coefficient may be an array
+    broadcasting against the grid, e.g. ``C10`` of shape ``(b, 1, 1)``: the CTFs of ``b`` defoci
+    ``(b, nx, ny)`` in one pass (the same arithmetic per value as one at a time).
+    """
     chi = waves.aberration_phase_kernel(kx, ky, wavelength, coefficients, xp)
     ctf = math.sqrt(1 - amplitude_contrast**2) * xp.sin(chi) - amplitude_contrast * xp.cos(chi)
     return ctf * waves.envelopes_kernel(kx, ky, wavelength, coefficients, semiangle_cutoff, focal_spread,
