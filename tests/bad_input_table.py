@@ -1178,6 +1178,8 @@ E("cryoem.particles.gaussian_volume", lambda: call(_catoms(), _cgrid((8, 8, 8)))
   grid=GRID + [_cgrid()], budget=LENGTH)
 E("cryoem.particles.project_atoms", lambda: call(_catoms(), _rotations(), _cgrid()), atoms=ATOMS_C,
   rotations=[EMPTY, WITH_NAN, "abc", np.ones((2, 3, 3))], grid=GRID + [_cgrid((8, 8, 8))], budget=LENGTH)
+E("cryoem.particles.project_atoms_kernel", lambda: call(_catoms(), dev(_rotations()), _cgrid()), atoms=UNCHECKED,
+  rotations=UNCHECKED, grid=UNCHECKED, budget=UNCHECKED)
 E("cryoem.micrographs.check_snr", lambda: call(0.5), snr=[0, -1.0, NAN, "1"])  # inf: no noise
 E("cryoem.ctf.ctf", lambda: call(_cgrid(), defocus=15000.0), grid=GRID, defocus=REAL + [np.array([NAN])],
   B_factor=NONNEG, microscope=FREE)

@@ -145,8 +145,8 @@ def check_parameters(params) -> ImageParameters:
 def _clean_projections(structure, rotations, indices, grid, budget=None):
     """Noise-free projections of the particle(s) for the images ``indices`` (a slice or a device index array);
     a volume's gathers under ``budget`` [bytes]."""
-    if isinstance(structure, particles.Atoms):
-        return particles.project_atoms(_conformations(structure, indices), rotations, grid)
+    if isinstance(structure, particles.Atoms):  # checked for the whole stack on entry: no checks per batch
+        return particles.project_atoms_kernel(_conformations(structure, indices), rotations, grid)
     if callable(structure):  # one particle per image, one call each (slow: prefer stacked Atoms)
         xp = backend.get_array_module(rotations)
         numbers_ = range(indices.start, indices.stop) if isinstance(indices, slice) else backend.asnumpy(indices)

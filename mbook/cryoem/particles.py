@@ -423,11 +423,16 @@ def project_atoms(atoms: Atoms, rotations, grid, *, budget=None):
     rotations = check_rotations(rotations)
     if atoms.positions.ndim == 3 and atoms.positions.shape[0] != rotations.shape[0]:
         raise ValueError(f"got {atoms.positions.shape[0]} conformations but {rotations.shape[0]} rotations")
-    return _project_atoms(atoms, rotations, grid, budget)
+    return project_atoms_kernel(atoms, rotations, grid, budget)
 
 
-def _project_atoms(atoms, rotations, grid, budget=None):
-    """Kernel of :func:`project_atoms` (inputs on one device, checked)."""
+def project_atoms_kernel(atoms, rotations, grid, budget=None):
+    """Kernel of :func:`project_atoms`: inputs as its checks return them, on one device (no checks).
+
+    For callers that checked a whole stack once and project it batch by batch
+    (:func:`mbook.cryoem.micrographs.stream_images`): the checks copy to the
+    host, which a GPU would wait for at every batch.
+    """
     xp = backend.get_array_module(atoms.positions, rotations)
     x = grids.coordinates(grid, centered=True, xp=xp)[0]
     b, a, n = rotations.shape[0], atoms.weights.shape[0], x.size
