@@ -114,7 +114,8 @@ def _wrap(value):
 #: Array methods and functions that make a view or answer a question, without a kernel on CuPy.
 _VIEWS = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel", "moveaxis", "expand_dims",
                     "broadcast_to", "broadcast_arrays", "atleast_1d", "atleast_2d", "atleast_3d", "shape", "ndim",
-                    "result_type", "iscomplexobj", "isrealobj", "may_share_memory", "shares_memory", "real", "imag"})
+                    "result_type", "iscomplexobj", "isrealobj", "may_share_memory", "shares_memory", "real", "imag",
+                    "empty", "empty_like"})  # empty: memory from the pool, no kernel
 
 
 def _advanced(key) -> bool:
