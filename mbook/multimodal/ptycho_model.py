@@ -83,6 +83,18 @@ def _amplitude_residual(xp, exit_hat, amplitudes, detector):
     return residual**2, 2 * residual / safe * exit_hat, safe
 
 
+@fusion.elementwise
+def _back_weight(xp, g, incident, grating):
+    """``g conj(ψ t)``: its imaginary part is the phase gradient of the slice at each window pixel."""
+    return g * xp.conj(incident * grating)
+
+
+@fusion.elementwise
+def _conj_times(xp, a, b):
+    """``conj(a) b`` in one kernel."""
+    return xp.conj(a) * b
+
+
 def illuminate(wave, index, n_pixels):
     """``Σ_j |ψ_j|²`` of a batch's waves ``(n, wx, wy)`` scattered onto the object's pixels (a kernel)."""
     xp = backend.get_array_module(wave)
@@ -127,14 +139,14 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     illumination = xp.empty((n_slices, nx * ny), phase.dtype)
     flat_index = index.reshape(-1)
     for s in reversed(range(n_slices)):
-        g_phase[s] = xp.bincount(flat_index, weights=(g * xp.conj(incident[s] * gratings[s])).imag.reshape(-1),
+        g_phase[s] = xp.bincount(flat_index, weights=_back_weight(g, incident[s], gratings[s]).imag.reshape(-1),
                                  minlength=nx * ny)
         illumination[s] = illuminate(incident[s], index, nx * ny)
-        g = xp.conj(gratings[s]) * g
+        g = _conj_times(gratings[s], g)
         if s > 0:
             g = fft.ifft2(xp.conj(propagator) * fft.fft2(g))
     g_hat = fft.fft2(g)
-    g_probe = fft.ifft2(xp.sum(xp.conj(ramp) * g_hat, axis=0))
+    g_probe = fft.ifft2(xp.sum(_conj_times(ramp, g_hat), axis=0))
     shifted = probe_hat * ramp if position_gradient or curvature else None  # the shifted probes' spectra
     g_positions = None
     if position_gradient:
