@@ -90,6 +90,12 @@ def _back_weight(xp, g, incident, grating):
 
 
 @fusion.elementwise
+def _power(xp, real, imag):
+    """``re² + im²`` of a complex array given by its two (strided) parts: one kernel on a GPU."""
+    return real**2 + imag**2
+
+
+@fusion.elementwise
 def _conj_times(xp, a, b):
     """``conj(a) b`` in one kernel."""
     return xp.conj(a) * b
@@ -98,7 +104,7 @@ def _conj_times(xp, a, b):
 def illuminate(wave, index, n_pixels):
     """``Σ_j |ψ_j|²`` of a batch's waves ``(n, wx, wy)`` scattered onto the object's pixels (a kernel)."""
     xp = backend.get_array_module(wave)
-    return xp.bincount(index.reshape(-1), weights=(wave.real**2 + wave.imag**2).reshape(-1), minlength=n_pixels)
+    return xp.bincount(index.reshape(-1), weights=_power(wave.real, wave.imag).reshape(-1), minlength=n_pixels)
 
 
 def scan_illumination(phase, probe, positions, propagator, sampling, batch_size):

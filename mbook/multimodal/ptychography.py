@@ -177,9 +177,15 @@ def frequencies(gpts, sampling, dtype, xp):
 def window_indices(corners, gpts, object_gpts):
     """Flat indices ``(n, wx, wy)`` into the object's ``(nx, ny)`` pixels of each window (a kernel)."""
     xp = backend.get_array_module(corners)
-    rows = corners[:, 0, None] + _aranges(tuple(gpts), xp)[0]
-    cols = corners[:, 1, None] + _aranges(tuple(gpts), xp)[1]
-    return rows[:, :, None] * object_gpts[1] + cols[:, None, :]
+    rows, cols = _aranges(tuple(gpts), xp)
+    return _flat_index(corners[:, 0, None, None], rows[:, :, None], corners[:, 1, None, None], cols[:, None, :],
+                       object_gpts[1])
+
+
+@fusion.elementwise
+def _flat_index(xp, row, rows, column, columns, width):
+    """``(row + rows) · width + column + columns``, broadcast: one kernel on a GPU."""
+    return (row + rows) * width + (column + columns)
 
 
 def centred_probe(gpts, *, sampling, energy, semiangle_cutoff, defocus=0.0, Cs=0.0, electrons=1.0):
