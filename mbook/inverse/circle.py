@@ -317,7 +317,7 @@ def tv_s1_iterations(phi, weight: float, data_weight, *, cyclic: bool = True, ma
     energy = _s1_energy(theta, phi, weight, a, cyclic) if tol > 0 else None
     converged, it = False, 0
     # Each iteration: the gradient and the divergence (3 and 5 kernels on a GPU), one reduction, and
-    # three fused kernels for everything element-wise (39 kernels before).
+    # three fused kernels for everything element-wise: 12 kernels on a GPU (49 before).
     for it in range(1, max_num_iter + 1):
         if cyclic:
             y, turns, w, w_squared = _dual_ascent(p, gradient(theta_bar), sigma)

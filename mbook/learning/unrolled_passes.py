@@ -37,7 +37,7 @@ def forward(cost, params, store):
     p = xp.zeros((2,) + cost.shape, dtype=cost.dtype)
     tape, z = [], None
     # A layer: the gradient and the divergence (3 and 5 kernels on a GPU), a stack, and two fused kernels
-    # for the element-wise rest (23 kernels before).
+    # for the element-wise rest.
     for k in range(params.log_tau.shape[0]):
         g = optimize.gradient(u_bar)
         q0, q1, p0, p1, _ = _dual_layer(p[0], p[1], g[0], g[1], sigmas[k], weights[k])

@@ -143,8 +143,8 @@ def reconstruct(images_measured, setup: led_geometry.Setup, *, vignetting=True, 
             index = rows[i][:, None], columns[i][None, :]
             window = spectrum[index]
             seen = grids.crop_spectrum(vignette(window), m)
-            # the element-wise work between the transforms in three fused kernels (on a GPU, 18 launches
-            # per LED fewer: small windows, one LED after another, make this loop launch-bound there)
+            # the element-wise work between the transforms in three fused kernels: on a GPU, small windows
+            # taken one LED after another make this loop launch-bound, so each launch saved counts
             change, squared = _modulus_constraint(backend.ifft2(p * seen), amplitude[i], m * m)
             misfit = misfit + xp.sum(squared)
             delta = backend.fft2(change) / (m * m)

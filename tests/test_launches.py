@@ -1,0 +1,87 @@
+"""Kernel launches per iteration of the solvers whose loops run on small arrays, counted on the stand-in.
+
+On a GPU each device operation is at least one kernel launch, a few microseconds of host time however
+small the array, so an iteration's operation count is the floor of its GPU time. These counts are
+exact and repeatable (no timing): the difference between ``2k`` and ``k`` iterations, divided by ``k``,
+is one iteration's operations, set-up excluded. The bounds are the counts with the fused kernels of
+:mod:`mbook.core.fusion` (in the comments, what the same iteration issued before them, counted the same
+way on 2026-11-30); a change that unfuses a loop body fails here.
+"""
+
+import numpy as np
+import pytest
+
+from mbook.core import backend, grids, strict
+from mbook.inverse import cdi, circle, optimize
+from mbook.learning import implicit_bias
+from mbook.multimodal import edx
+
+
+@pytest.fixture(autouse=True)
+def on_the_stand_in():
+    backend.set_device("strict")
+    yield
+    backend.set_device("cpu")
+
+
+def per_iteration(run, k=10):
+    """Device operations of one iteration: ``run(n)`` runs n iterations."""
+    counts = []
+    for n in (k, 2 * k):
+        with strict.count_operations() as ops:
+            run(n)
+        counts.append(ops.operations)
+    return (counts[1] - counts[0]) / k
+
+
+def test_tv_on_the_circle_issues_twelve_operations_an_iteration(rng):
+    phase = backend.asarray(rng.uniform(-np.pi, np.pi, (32, 32)))
+    ops = per_iteration(lambda n: circle.tv_s1_denoise(phase, 0.2, max_num_iter=n, tol=0.0))
+    assert ops <= 12  # gradient 3, divergence 5, a reduction, three fused kernels (49 before)
+
+
+def test_a_pdhg_iteration_of_tv_denoising_issues_about_twenty_operations(rng):
+    image = backend.asarray(rng.standard_normal((32, 32)))
+    ops = per_iteration(lambda n: optimize.tv_denoise(image, 0.1, tol=0.0, max_num_iter=n))
+    assert ops <= 21  # (35.6 before: unfused steps, finite differences through slices' copies)
+
+
+@pytest.mark.parametrize("method", ["er", "hio", "raar"])
+def test_a_phase_retrieval_iteration_issues_eight_operations(rng, method):
+    support = np.zeros((32, 32), bool)
+    support[8:24, 8:24] = True
+    intensity = np.abs(np.fft.fft2(rng.standard_normal((32, 32)) * support)) ** 2
+    ops = per_iteration(lambda n: cdi.retrieve_phase(intensity, support, method=method, max_num_iter=n))
+    assert ops <= 8  # two FFTs, two fused kernels, the error's reduction (15, 18 and 19 before)
+
+
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_a_gradient_step_of_the_diagonal_network_issues_a_few_operations(rng, batch_size):
+    X, y = rng.standard_normal((20, 50)), rng.standard_normal(20)
+    ops = per_iteration(lambda n: implicit_bias.train(X, y, scale=0.1, learning_rate=0.01, num_steps=n * 10,
+                                                      batch_size=batch_size, record_every=10**6), k=20) / 10
+    # two products and one fused update (GD 19 before); SGD also gathers its batch (17 before; the
+    # mini-batch indices move to the device once every 256 steps)
+    assert ops <= (4 if batch_size is None else 7.01)
+
+
+def test_a_newton_step_of_the_edx_calibration_issues_under_two_hundred_operations():
+    rng = np.random.default_rng(3)
+    k = 40
+    data = edx.EDXHAADFData(edx=rng.integers(0, 6, (k, 2)).astype(float), haadf=rng.uniform(1e3, 2e3, k),
+                            electrons=np.full(k, 1e4), atoms_per_column=np.full(k, 10.0),
+                            yields=np.array([1e-5, 1e-5]), absorption=np.ones((k, 2)), elements=("Au", "Ag"))
+    ops = per_iteration(lambda n: edx.estimate_fused(data, max_num_iter=n, tol=0.0), k=5)
+    assert ops <= 190  # five candidate steps, their 52-step bisection one kernel (2,771 before)
+
+
+def test_ctf_tables_take_every_defocus_in_one_pass():
+    from mbook.cryoem import ctf
+
+    grid = grids.make_grid(gpts=(32, 32), sampling=2.0)
+    counts = []
+    for n in (4, 64):
+        with strict.count_operations() as ops:
+            ctf.ctf_table(grid, np.linspace(1e4, 2e4, n), 50.0, ctf.check_microscope({}), strict.xp)
+        counts.append(ops.operations)
+    assert counts[1] == counts[0] <= 36  # the defoci are an array axis, not a loop (111 and 1,611 before)
