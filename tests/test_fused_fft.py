@@ -25,7 +25,7 @@ def random_complex(shape, seed):
 @pytest.mark.parametrize("library", ["scipy", "pyfftw"])
 def test_forward_multiplied_is_the_products_around_the_fft(device, library, monkeypatch):
     monkeypatch.setattr(fused_fft, "MIN_ELEMENTS", 1)  # on a GPU: the callbacks themselves, compiled and run
-    monkeypatch.setattr(fused_fft, "_enabled", True)
+    monkeypatch.setattr(fused_fft._switch, "value", True)
     if device == "cpu":
         backend.set_fft_library(library)
     elif library == "pyfftw":
@@ -111,7 +111,7 @@ def callbacks(monkeypatch):
     monkeypatch.setattr(fused_fft, "_checked", {})
     monkeypatch.setattr(fused_fft, "_local", type(fused_fft._local)())
     monkeypatch.setattr(fused_fft, "MIN_ELEMENTS", 1000)
-    monkeypatch.setattr(fused_fft, "_enabled", True)
+    monkeypatch.setattr(fused_fft._switch, "value", True)
     return FakeCallbacks()
 
 
@@ -168,7 +168,7 @@ def test_callbacks_that_disagree_are_not_used(callbacks):
 
 
 def test_the_switch_is_checked(monkeypatch):
-    monkeypatch.setattr(fused_fft, "_enabled", None)
+    monkeypatch.setattr(fused_fft._switch, "value", None)
     with pytest.raises(TypeError, match="enabled must be True or False"):
         fused_fft.set_enabled("off")
     monkeypatch.setenv(fused_fft.ENV_VARIABLE, "sometimes")

@@ -111,7 +111,7 @@ def fake_cupy(monkeypatch):
         fake = FakeCupy(mode)
         monkeypatch.setattr(fusion.backend, "get_array_module", lambda *args: fake)
         monkeypatch.setattr(fusion, "_checked", {})
-        monkeypatch.setattr(fusion, "_enabled", True)
+        monkeypatch.setattr(fusion._switch, "value", True)
         return fake
     return make
 
@@ -174,7 +174,7 @@ def test_bad_settings_are_refused(monkeypatch):
         fusion.set_enabled("yes")
     with pytest.raises(TypeError, match="function must be callable"):
         fusion.elementwise(3)
-    monkeypatch.setattr(fusion, "_enabled", None)
+    monkeypatch.setattr(fusion._switch, "value", None)
     monkeypatch.setenv("MBOOK_FUSE", "sometimes")
     with pytest.raises(ValueError, match="MBOOK_FUSE must be auto, on or off"):
         fusion.enabled()

@@ -414,6 +414,35 @@ FFT_LIBRARIES = ("auto", "pyfftw", "scipy")
 _fft_library = "auto"
 
 
+class Switch:
+    """An on/off setting of the GPU path: set from code, else from an environment variable.
+
+    The variable takes ``auto`` or ``on`` (the default) or ``off``, read on first use; :meth:`set`
+    overrides it. The cuFFT callbacks (:mod:`mbook.core.fused_fft`) and the fused kernels
+    (:mod:`mbook.core.fusion`) each keep one, so that a benchmark can time both ways.
+    """
+
+    def __init__(self, variable: str):
+        self.variable = variable
+        self.value: bool | None = None  # None: from the environment on first use
+
+    def set(self, enabled: bool) -> bool:
+        """Turn on (``True``) or off (``False``) whatever the environment says; returns the setting."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be True or False, got {enabled!r}")
+        self.value = enabled
+        return enabled
+
+    def __call__(self) -> bool:
+        """Whether it is on: :meth:`set`, else the environment variable."""
+        if self.value is None:
+            value = os.environ.get(self.variable, "auto").strip().lower()
+            if value not in ("auto", "on", "off"):
+                raise ValueError(f"{self.variable} must be auto, on or off, got {value!r}")
+            self.value = value != "off"
+        return self.value
+
+
 def set_fft_library(library: str = "auto") -> str:
     """Choose the CPU library behind :func:`mbook.core.fft_plans.fft2_plan` (benchmarks and tests compare them).
 

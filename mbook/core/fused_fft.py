@@ -32,11 +32,12 @@ the array module of its buffer (``xp.fft.config``), as the device rule asks.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 
 import numpy as np
+
+from mbook.core import backend
 
 ENV_VARIABLE = "MBOOK_FFT_CALLBACKS"
 #: Smallest buffer (elements) worth the callbacks' one-off linking: 2^23 complex64 values (64 MiB),
@@ -87,7 +88,7 @@ __device__ cufftJITCallbackStoreC d_storeCallbackPtr = cufftJITCallbackStoreComp
 """
 
 _lock = threading.Lock()
-_enabled: bool | None = None  # None: from the environment on first use
+_switch = backend.Switch(ENV_VARIABLE)
 _checked: dict = {}  # (nx, ny) -> True (callbacks agree) or False (failed: plain passes)
 _local = threading.local()  # per thread: its callers' info buffers and callback contexts
 
@@ -97,22 +98,12 @@ def set_enabled(enabled: bool) -> bool:
 
     Overrides ``MBOOK_FFT_CALLBACKS`` (``auto``/``on`` or ``off``).
     """
-    global _enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    _enabled = enabled
-    return enabled
+    return _switch.set(enabled)
 
 
 def enabled() -> bool:
     """Whether the callbacks may be used: :func:`set_enabled`, else ``MBOOK_FFT_CALLBACKS`` (default on)."""
-    global _enabled
-    if _enabled is None:
-        value = os.environ.get(ENV_VARIABLE, "auto").strip().lower()
-        if value not in ("auto", "on", "off"):
-            raise ValueError(f"{ENV_VARIABLE} must be auto, on or off, got {value!r}")
-        _enabled = value != "off"
-    return _enabled
+    return _switch()
 
 
 def status() -> dict:

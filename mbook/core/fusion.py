@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 import warnings
 
@@ -56,7 +55,7 @@ ENV_VARIABLE = "MBOOK_FUSE"
 CHECK_RTOL = {4: 1e-4, 8: 1e-9}
 
 _lock = threading.Lock()
-_enabled: bool | None = None  # None: from the environment on first use
+_switch = backend.Switch(ENV_VARIABLE)
 _checked: dict = {}  # (function name, signature) -> True (fused agrees) or False (plain operations)
 
 
@@ -65,22 +64,12 @@ def set_enabled(enabled: bool) -> bool:
 
     Overrides ``MBOOK_FUSE`` (``auto``/``on`` or ``off``).
     """
-    global _enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    _enabled = enabled
-    return enabled
+    return _switch.set(enabled)
 
 
 def enabled() -> bool:
     """Whether CuPy runs the fused kernels: :func:`set_enabled`, else ``MBOOK_FUSE`` (default on)."""
-    global _enabled
-    if _enabled is None:
-        value = os.environ.get(ENV_VARIABLE, "auto").strip().lower()
-        if value not in ("auto", "on", "off"):
-            raise ValueError(f"{ENV_VARIABLE} must be auto, on or off, got {value!r}")
-        _enabled = value != "off"
-    return _enabled
+    return _switch()
 
 
 def status() -> dict:
