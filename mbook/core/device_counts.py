@@ -44,80 +44,69 @@ _PLUMBING = ("mbook.core.strict", "mbook.core.device_counts", "mbook.core.backen
              "mbook.core.fused_fft", "mbook.core.fusion")
 
 
-class Transfers:
-    """Copies between host and stand-in device counted over a ``with`` block (see :func:`count_transfers`)."""
-
-    def __init__(self):
-        self._start = (_counts.to_host, _counts.to_device)
-        self._end = None
-
-    @property
-    def to_host(self) -> int:
-        """Device-to-host copies (``float``, ``.get()``, ``bool``, ...) in the block."""
-        return (self._end or (_counts.to_host, _counts.to_device))[0] - self._start[0]
-
-    @property
-    def to_device(self) -> int:
-        """Host-to-device copies (``asarray`` of NumPy data, host values assigned into device arrays)."""
-        return (self._end or (_counts.to_host, _counts.to_device))[1] - self._start[1]
-
-    def __repr__(self):
-        return f"Transfers(to_host={self.to_host}, to_device={self.to_device})"
+def _snapshot():
+    return _counts.operations, _counts.to_host, _counts.to_device
 
 
-@contextlib.contextmanager
-def count_transfers():
-    """Count the stand-in's host/device copies made in this thread inside the block."""
-    transfers = Transfers()
-    try:
-        yield transfers
-    finally:
-        transfers._end = (_counts.to_host, _counts.to_device)
+class Counted:
+    """What the stand-in counted in this thread over a ``with`` block.
 
+    Made by :func:`count_transfers` and :func:`count_operations`; read while
+    the block runs or after it ends.
+    """
 
-class Operations:
-    """Device operations counted over a ``with`` block (see :func:`count_operations`)."""
-
-    def __init__(self, by_caller):
-        self._start = (_counts.operations, _counts.to_host)
+    def __init__(self, by_caller=False):
+        self._start = _snapshot()
         self._end = None
         self.by_caller = collections.Counter() if by_caller else None
+
+    def _since_start(self, which):
+        return (self._end or _snapshot())[which] - self._start[which]
 
     @property
     def operations(self) -> int:
         """Device operations (each at least one kernel launch on CuPy) in the block."""
-        return (self._end or (_counts.operations, _counts.to_host))[0] - self._start[0]
+        return self._since_start(0)
 
     @property
     def to_host(self) -> int:
-        """Device-to-host copies in the block (each waits for the device on CuPy)."""
-        return (self._end or (_counts.operations, _counts.to_host))[1] - self._start[1]
+        """Device-to-host copies (``float``, ``.get()``, ``bool``, ...) in the block; each waits for the device."""
+        return self._since_start(1)
+
+    @property
+    def to_device(self) -> int:
+        """Host-to-device copies (``asarray`` of NumPy data, host values assigned into device arrays)."""
+        return self._since_start(2)
 
     def __repr__(self):
-        return f"Operations(operations={self.operations}, to_host={self.to_host})"
+        return f"Counted(operations={self.operations}, to_host={self.to_host}, to_device={self.to_device})"
+
+
+def count_transfers():
+    """Count the stand-in's host/device copies made in this thread inside the block (``to_host``, ``to_device``)."""
+    return count_operations()
 
 
 @contextlib.contextmanager
 def count_operations(*, by_caller=False):
-    """Count the stand-in's device operations made in this thread inside the block.
+    """Count the stand-in's device operations (and copies) made in this thread inside the block.
 
     Parameters
     ----------
     by_caller : bool
         Also charge each operation to the innermost ``mbook`` function that
         issued it (``"module.function"``; ``"<page>"`` when no ``mbook`` frame
-        is on the stack), in ``Operations.by_caller`` (a ``Counter``). Walking
+        is on the stack), in ``Counted.by_caller`` (a ``Counter``). Walking
         the stack costs about a microsecond per operation.
-
     """
-    counted = Operations(by_caller)
+    counted = Counted(by_caller)
     previous = _counts.callers
     if by_caller:
         _counts.callers = counted.by_caller
     try:
         yield counted
     finally:
-        counted._end = (_counts.operations, _counts.to_host)
+        counted._end = _snapshot()
         _counts.callers = previous
         if by_caller and previous is not None:
             previous.update(counted.by_caller)

@@ -65,8 +65,7 @@ import types
 import numpy as np
 
 from mbook.core.device_counts import (  # noqa: F401 (the counters, reached as strict.count_*)
-    Operations, Transfers, count_operations, count_transfers, note_operation, note_to_device, note_to_host,
-    one_operation)
+    Counted, count_operations, count_transfers, note_operation, note_to_device, note_to_host, one_operation)
 
 IMPLICIT_CONVERSION = (
     "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly."
