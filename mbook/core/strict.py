@@ -110,11 +110,11 @@ def _wrap(value):
     return value
 
 
-#: Array methods and functions that make a view or answer a question, without a kernel on CuPy.
-_VIEWS = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel", "moveaxis", "expand_dims",
-                    "broadcast_to", "broadcast_arrays", "atleast_1d", "atleast_2d", "atleast_3d", "shape", "ndim",
-                    "result_type", "iscomplexobj", "isrealobj", "may_share_memory", "shares_memory", "real", "imag",
-                    "empty", "empty_like"})  # empty: memory from the pool, no kernel
+#: Array methods and functions that run no kernel on CuPy: views, questions, memory from the pool.
+_NO_KERNEL = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "ravel", "moveaxis", "expand_dims",
+                        "broadcast_to", "broadcast_arrays", "atleast_1d", "atleast_2d", "atleast_3d", "shape", "ndim",
+                        "result_type", "iscomplexobj", "isrealobj", "may_share_memory", "shares_memory", "real", "imag",
+                        "empty", "empty_like"})  # empty: memory from the pool, no kernel
 
 
 def _advanced(key) -> bool:
@@ -169,7 +169,7 @@ class StrictArray:
         return _wrap(getattr(ufunc, method)(*raw, **kwargs))
 
     def __array_function__(self, func, types_, args, kwargs):
-        if func.__name__ not in _VIEWS:
+        if func.__name__ not in _NO_KERNEL:
             note_operation()
         return _wrap(func(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
 
@@ -276,7 +276,7 @@ class StrictArray:
         attribute = getattr(self._data, name)
         if callable(attribute):
             def method(*args, **kwargs):
-                if name not in _VIEWS:
+                if name not in _NO_KERNEL:
                     note_operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
             return method
@@ -366,7 +366,7 @@ class Namespace(types.ModuleType):
             allow_host = name in HOST_INPUT_FUNCTIONS
 
             def value(*args, **kwargs):
-                if name not in _VIEWS:
+                if name not in _NO_KERNEL:
                     note_operation()
                 return _wrap(attribute(*_unwrap(args, allow_host=allow_host),
                                        **_unwrap(kwargs, allow_host=allow_host)))
