@@ -293,8 +293,8 @@ def segment(features, params, *, soft: bool = False):
     parts = []
     for start in range(0, features.shape[0], chunk):
         part = features[start:start + chunk]
-        z, _ = unrolled_passes.forward(_data_term(_shifted(part, params.filters.shape[-1]), params.filters, params.bias), params,
-                        store=False)
+        cost = _data_term(_shifted(part, params.filters.shape[-1]), params.filters, params.bias)
+        z, _ = unrolled_passes.forward(cost, params, store=False)
         parts.append(xp.clip(z, 0.0, 1.0) if soft else z > 0.5)
     return xp.concatenate(parts)
 
