@@ -355,13 +355,14 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         # partial sums, n_columns / n_x rows of the box (or of the pixels) per probe, stay below this.
         length = len(pixels) if fourier else grid.gpts[0] * grid.gpts[1]
         per_probe += int(len(columns) * length * 8 / max(gain, 1))
-    padded, padding = None, 1.0
+    padded, copies = None, 1.0  # copies of the beams (or their box) held per batch
     if columns is not None and backend.gpu_code_path():
         # On a GPU every column's sum in one batched product, over the beams' rows gathered into a block
-        # padded to the longest column: that copy, up to `padding` times the beams (or their box), is held too.
+        # padded to the longest column: that copy, index.size / n_beams times the beams, is held too.
         index, weight = prism_scan.padded_columns(columns)
-        padded, padding = (backend.asarray(index), backend.asarray(weight)), index.size / n_beams
-        fixed += int(padding * (n_beams * len(pixels) * 8 if fourier else smatrix.nbytes))
+        padded = backend.asarray(index), backend.asarray(weight)
+        copies += index.size / n_beams
+        fixed += int((copies - 1) * (n_beams * len(pixels) * 8 if fourier else smatrix.nbytes))
     batch = progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed, budget=budget)
     batch = min(batch, prism_scan.GPU_BATCH if backend.gpu_code_path() else prism_scan.BATCH)
     if fourier:
@@ -370,9 +371,8 @@ def scan(smatrix, *, positions, detectors=None, diffraction=False, defocus=0.0, 
         working = batch * per_probe
     else:
         batches = prism_scan.tiles(centres, window.gpts, grid.gpts, batch)
-        fixed -= int((1 + (padding if padded else 0)) * smatrix.nbytes)  # the largest box, now known, instead
-        working = batch * per_probe + int((1 + (padding if padded else 0))
-                                          * prism_scan.box_bytes(batches, centres, window.gpts, n_beams))
+        fixed -= int(copies * smatrix.nbytes)  # the largest box, now known, instead
+        working = batch * per_probe + int(copies * prism_scan.box_bytes(batches, centres, window.gpts, n_beams))
     threads = 1
     if not backend.gpu_code_path():
         # CPU: one batch per core (single-threaded FFTs and BLAS in each), as many as the budget holds.
