@@ -190,16 +190,25 @@ def frequency_squared(grid: Grid, *, xp=None):
     return k2
 
 
+def _centre_index(n: int, m: int, xp):
+    """Indices of the ``m`` lowest frequencies of an FFT-ordered axis of ``n`` points (``m <= n``).
+
+    ``fftfreq(m) m mod n``, made with the array module of the data so that a
+    crop in a loop copies no index array over.
+    """
+    index = xp.arange(m)
+    return xp.where(index < (m + 1) // 2, index, index - m) % n
+
+
 @functools.lru_cache(maxsize=64)
 def _crop_index(n: tuple, m: tuple, xp):
     """Index pair ``(rows[:, None], columns[None, :])`` of the ``m`` lowest frequencies of ``n`` (FFT order).
 
-    Per axis ``fftfreq(m) m mod n``, made once per shape and array module and
-    kept on the device: a crop or pad in a loop (one per LED and iteration in
-    EPRY) is then one gather or scatter, with no index array made or copied.
-    Never written to.
+    Made once per shape and array module and kept on the device: a crop or
+    pad in a loop (one per LED and iteration in EPRY) is then one gather or
+    scatter, with no index array made or copied. Never written to.
     """
-    rows, columns = (xp.where(xp.arange(b) < (b + 1) // 2, xp.arange(b), xp.arange(b) - b) % a for a, b in zip(n, m))
+    rows, columns = (_centre_index(a, b, xp) for a, b in zip(n, m))
     return rows[:, None], columns[None, :]
 
 
