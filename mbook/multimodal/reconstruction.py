@@ -213,15 +213,10 @@ def loss_and_gradients(phase, probe, positions, amplitudes, *, sampling, energy=
 
 
 @fusion.elementwise
-def _momentum_step(xp, velocity, phase, g_phase, momentum, step):
-    """Heavy-ball step of the object: ``v ← μ v - s g``, ``φ ← φ + v`` (one kernel on a GPU)."""
-    velocity = momentum * velocity - step * g_phase
-    return velocity, phase + velocity
-
-
-@fusion.elementwise
-def _smoothed_momentum_step(xp, velocity, phase, g_phase, laplacian, weight, momentum, step):
-    """:func:`_momentum_step` with the prior's gradient ``-weight Δφ`` added to ``g``."""
+def _momentum_step(xp, velocity, phase, g_phase, laplacian, weight, momentum, step):
+    """Heavy-ball step of the object with the prior's gradient ``-weight Δφ`` added to ``g``:
+    ``v ← μ v - s (g - weight Δφ)``, ``φ ← φ + v`` (one kernel on a GPU; without the prior,
+    ``weight`` and ``laplacian`` are 0 and the step is exactly the plain one)."""
     g_phase = g_phase - weight * laplacian
     velocity = momentum * velocity - step * g_phase
     return velocity, phase + velocity
@@ -398,11 +393,10 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
                 curvature=move_positions, position_gradient=move_positions)
             total = total + loss
             illumination += batch_illumination
-            if smoothness:  # the batch's share of the prior's gradient, in the same fused step
-                velocity, phase = _smoothed_momentum_step(velocity, phase, g_phase, optimize.laplacian(phase),
-                                                          2 * smoothness * len(batch) / n, momentum, step)
-            else:
-                velocity, phase = _momentum_step(velocity, phase, g_phase, momentum, step)
+            # the batch's share of the prior's gradient, in the same fused step
+            laplacian = optimize.laplacian(phase) if smoothness else 0.0
+            velocity, phase = _momentum_step(velocity, phase, g_phase, laplacian, 2 * smoothness * len(batch) / n,
+                                             momentum, step)
             if probe_from is not None and iteration >= probe_from:
                 probe = probe - steps[1] * g_probe / (2 * len(batch))
             if move_positions:
