@@ -131,6 +131,16 @@ def _outside_power(xp, pm, outside):
     return xp.abs(pm * outside) ** 2
 
 
+def _hio_outside(psi, pm, beta):
+    """HIO outside the support: ``ψ - β P_M ψ``."""
+    return psi - beta * pm
+
+
+def _raar_outside(psi, pm, beta):
+    """RAAR outside the support: ``β ψ + (1 - 2β) P_M ψ``."""
+    return beta * psi + (1 - 2 * beta) * pm
+
+
 @fusion.elementwise
 def _er_step(xp, psi, pm, support, beta):
     return pm * support
@@ -138,22 +148,23 @@ def _er_step(xp, psi, pm, support, beta):
 
 @fusion.elementwise
 def _hio_step(xp, psi, pm, support, beta):
-    return xp.where(support, pm * support, psi - beta * pm)
+    return xp.where(support, pm * support, _hio_outside(psi, pm, beta))
 
 
 @fusion.elementwise
 def _raar_step(xp, psi, pm, support, beta):
-    return xp.where(support, pm * support, beta * psi + (1 - 2 * beta) * pm)
+    return xp.where(support, pm * support, _raar_outside(psi, pm, beta))
 
 
+# with a prior, the part inside the support is the prior's, computed before the step
 @fusion.elementwise
 def _hio_step_inside(xp, psi, pm, inside, support, beta):
-    return xp.where(support, inside, psi - beta * pm)
+    return xp.where(support, inside, _hio_outside(psi, pm, beta))
 
 
 @fusion.elementwise
 def _raar_step_inside(xp, psi, pm, inside, support, beta):
-    return xp.where(support, inside, beta * psi + (1 - 2 * beta) * pm)
+    return xp.where(support, inside, _raar_outside(psi, pm, beta))
 
 
 _STEPS = {"er": _er_step, "hio": _hio_step, "raar": _raar_step}
