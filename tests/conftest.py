@@ -56,6 +56,18 @@ def rng():
     return np.random.default_rng(20221212)
 
 
+@pytest.fixture
+def small_edx_data():
+    """40 columns of 10 atoms, a few X-ray counts each and a HAADF signal: small EDX + HAADF data (host)."""
+    from mbook.multimodal import edx
+
+    draws = np.random.default_rng(3)
+    k = 40
+    return edx.EDXHAADFData(edx=draws.integers(0, 6, (k, 2)).astype(float), haadf=draws.uniform(1e3, 2e3, k),
+                            electrons=np.full(k, 1e4), atoms_per_column=np.full(k, 10.0),
+                            yields=np.array([1e-5, 1e-5]), absorption=np.ones((k, 2)), elements=("Au", "Ag"))
+
+
 def _host_copies(run, *args, **kwargs) -> int:
     """Device-to-host copies that ``run(*args, **kwargs)`` makes on the strict stand-in."""
     from mbook.core import strict

@@ -55,8 +55,8 @@ def test_the_stand_in_counts_one_operation_for_the_whole_function(rng):
         or fused.by_caller == {"<page>": 1}
 
 
-def test_the_edx_bisection_is_one_operation_on_the_stand_in():
-    data = _edx_data()
+def test_the_edx_bisection_is_one_operation_on_the_stand_in(small_edx_data):
+    data = small_edx_data
     backend.set_device("strict")
     try:
         data = edx.check_data(data)
@@ -65,15 +65,6 @@ def test_the_edx_bisection_is_one_operation_on_the_stand_in():
     finally:
         backend.set_device("cpu")
     assert ops.by_caller["mbook.multimodal.edx._solve_columns"] <= 12  # 52 bisection steps, one kernel
-
-
-def _edx_data():
-    rng = np.random.default_rng(3)
-    k = 40
-    counts = rng.integers(0, 6, (k, 2)).astype(float)
-    return edx.EDXHAADFData(edx=counts, haadf=rng.uniform(1e3, 2e3, k), electrons=np.full(k, 1e4),
-                            atoms_per_column=np.full(k, 10.0), yields=np.array([1e-5, 1e-5]),
-                            absorption=np.ones((k, 2)), elements=("Au", "Ag"))
 
 
 # ----------------------------------------------------------------------------- the CuPy side, on a stand-in
@@ -181,7 +172,7 @@ def test_bad_settings_are_refused(monkeypatch):
 
 
 @pytest.mark.skipif(not backend.gpu_available(), reason=f"no GPU: {backend.gpu_status()}")
-def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng):
+def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     from mbook.inverse import cdi, circle, optimize
     from mbook.learning import implicit_bias
 
@@ -198,7 +189,7 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng):
         intensity = np.abs(np.fft.fft2(rng.standard_normal((32, 32)) * support)) ** 2
         for method in ("er", "hio", "raar"):
             cdi.retrieve_phase(intensity, support, method=method, max_num_iter=10)
-        edx.estimate_fused(_edx_data(), max_num_iter=3)
+        edx.estimate_fused(small_edx_data, max_num_iter=3)
         X, y = rng.standard_normal((20, 50)), rng.standard_normal(20)
         for batch_size in (None, 5):
             implicit_bias.train(X, y, scale=0.1, learning_rate=0.01, num_steps=20, batch_size=batch_size)

@@ -65,13 +65,8 @@ def test_a_gradient_step_of_the_diagonal_network_issues_a_few_operations(rng, ba
     assert ops <= (4 if batch_size is None else 7.01)
 
 
-def test_a_newton_step_of_the_edx_calibration_issues_under_two_hundred_operations():
-    rng = np.random.default_rng(3)
-    k = 40
-    data = edx.EDXHAADFData(edx=rng.integers(0, 6, (k, 2)).astype(float), haadf=rng.uniform(1e3, 2e3, k),
-                            electrons=np.full(k, 1e4), atoms_per_column=np.full(k, 10.0),
-                            yields=np.array([1e-5, 1e-5]), absorption=np.ones((k, 2)), elements=("Au", "Ag"))
-    ops = per_iteration(lambda n: edx.estimate_fused(data, max_num_iter=n, tol=0.0), k=5)
+def test_a_newton_step_of_the_edx_calibration_issues_under_two_hundred_operations(small_edx_data):
+    ops = per_iteration(lambda n: edx.estimate_fused(small_edx_data, max_num_iter=n, tol=0.0), k=5)
     assert ops <= 190  # five candidate steps, their 52-step bisection one kernel (2,771 before)
 
 
