@@ -175,6 +175,7 @@ def test_bad_settings_are_refused(monkeypatch):
 def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     from mbook.inverse import cdi, circle, optimize
     from mbook.learning import implicit_bias
+    from mbook.multimodal import ptychography, reconstruction
 
     backend.set_device("gpu")
     fusion.set_enabled(True)
@@ -193,13 +194,21 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
         X, y = rng.standard_normal((20, 50)), rng.standard_normal(20)
         for batch_size in (None, 5):
             implicit_bias.train(X, y, scale=0.1, learning_rate=0.01, num_steps=20, batch_size=batch_size)
+        optimize.laplacian(rng.standard_normal((2, 16, 16)))
+        probe = ptychography.centred_probe(16, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=40.0)
+        axis = np.linspace(4.5, 11.5, 5)
+        where = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+        reconstruction.reconstruct(rng.poisson(5.0, (25, 16, 16)), positions=where, probe=probe, object_gpts=(32, 32),
+                                   sampling=0.5, max_num_iter=3, batch_size=8, probe_from=0, positions_from=0,
+                                   smoothness=0.1)
     finally:
         backend.set_device("cpu")
     checked = fusion.status()
     names = {name.rsplit(".", 1)[-1] for name, _ in checked}
     assert {"_soft_threshold", "_step", "_extrapolate", "_dual_ascent", "_dual_prox", "_primal_step_s1",
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
-            "_weighted_residual", "_descent_step"} <= names
+            "_weighted_residual", "_descent_step", "_backward_differences", "_phasor", "_amplitude_residual",
+            "_shift_weight", "_amplitude_curvature", "_momentum_step", "_probe_step", "_position_step"} <= names
     assert all(checked.values()), {key: ok for key, ok in checked.items() if not ok}
 
 

@@ -80,3 +80,28 @@ def test_ctf_tables_take_every_defocus_in_one_pass():
             ctf.ctf_table(grid, np.linspace(1e4, 2e4, n), 50.0, ctf.check_microscope({}), strict.xp)
         counts.append(ops.operations)
     assert counts[1] == counts[0] <= 36  # the defoci are an array axis, not a loop (111 and 1,611 before)
+
+
+def test_the_laplacian_is_four_kernels():
+    image = backend.asarray(np.ones((3, 16, 16)))
+    with strict.count_operations() as ops:
+        optimize.laplacian(image)
+    assert ops.operations - 2 <= 4  # 2: the NaN check of a call from outside mbook (8 before)
+
+
+@pytest.mark.parametrize(("moving", "smoothness", "bound"), [(False, 0.0, 32), (True, 0.0, 45), (True, 0.1, 49.2)])
+def test_a_ptychography_batch_issues_a_few_dozen_operations(rng, moving, smoothness, bound):
+    """One mini-batch of positions: the forward model, the gradients, the object's and probe's steps,
+    the prior's Laplacian and, when the positions move, their Gauss-Newton step."""
+    from mbook.multimodal import ptychography, reconstruction
+
+    probe = ptychography.centred_probe(16, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=40.0)
+    axis = np.linspace(4.5, 11.5, 8)
+    where = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    counts = rng.poisson(5.0, (64, 16, 16))
+    ops = per_iteration(lambda n: reconstruction.reconstruct(
+        counts, positions=where, probe=probe, object_gpts=(32, 32), sampling=0.5, max_num_iter=n, batch_size=8,
+        probe_from=0, positions_from=0 if moving else None, smoothness=smoothness), k=2) / 8
+    # before the position step, the curvature, the gradient's weights and the Laplacian were fused:
+    # 33.7, 67.1 and 75.1 (per batch, an iteration's own operations shared by its 8 batches)
+    assert ops <= bound

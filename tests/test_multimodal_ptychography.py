@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mbook.core import backend, grids
-from mbook.electron import potentials, stem
+from mbook.electron import multislice, potentials, stem
 from mbook.multimodal import drift, positions, ptycho_model, ptychography, reconstruction, specimens
 
 SAMPLING = 0.5
@@ -59,6 +59,36 @@ def test_gradients_match_finite_differences(n_slices, device, rng):
         e = np.zeros_like(where)
         e[index] = h
         assert (loss(po=where + e) - loss(po=where - e)) / (2 * h) == pytest.approx(g_positions[index], rel=1e-6)
+
+
+@pytest.mark.parametrize("n_slices", [1, 2])
+def test_position_curvature_is_the_gauss_newton_sum_of_amplitude_derivatives(n_slices, device, rng):
+    """The curvature the position steps divide by is ``2 Σ_k (∂A_k/∂r)²``, with ``A = |Ψ|`` the model's
+    amplitudes: checked against central differences of the amplitudes along x and y."""
+    phase = 0.3 * rng.standard_normal((n_slices, 24, 24))
+    probe = backend.asnumpy(ptychography.centred_probe(12, sampling=SAMPLING, energy=ENERGY, semiangle_cutoff=15,
+                                                       defocus=30.0, electrons=50.0)).astype(np.complex128)
+    where = rng.uniform(3.6, 8.4, (4, 2))  # sub-pixel offsets, away from a corner's rounding
+    amplitudes = rng.uniform(0, 3, (4, 12, 12))
+    window = grids.make_grid(gpts=(12, 12), sampling=SAMPLING)
+    propagator = None if n_slices == 1 else multislice.slice_propagator(window, energy=ENERGY, slice_thickness=5.0,
+                                                                        antialias=False)
+    args = (backend.asarray(phase), backend.asarray(probe))
+    extra = (propagator, (SAMPLING,) * 2)
+    curvature = backend.asnumpy(ptycho_model.batch_gradients(*args, backend.asarray(where), backend.asarray(amplitudes),
+                                                             *extra, backend.asarray(np.ones((12, 12))),
+                                                             curvature=True)[5])
+
+    def model_amplitudes(po):
+        chi = ptycho_model.forward(*args, backend.asarray(po), *extra)[-1]
+        return np.abs(np.fft.fft2(backend.asnumpy(chi), norm="ortho"))
+
+    h = 1e-5
+    for axis in range(2):
+        e = np.zeros_like(where)
+        e[:, axis] = h
+        derivative = (model_amplitudes(where + e) - model_amplitudes(where - e)) / (2 * h)
+        assert curvature[:, axis] == pytest.approx(2 * np.sum(derivative**2, axis=(1, 2)), rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ adjoints

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -101,6 +102,37 @@ def _conj_times(xp, a, b):
     return xp.conj(a) * b
 
 
+@fusion.elementwise
+def _shift_weight(xp, g_hat, shifted):
+    """``Im(conj(ĝ) P̂ₛ)``, the position gradient's weight of each frequency, in one kernel."""
+    return xp.imag(xp.conj(g_hat) * shifted)
+
+
+@fusion.elementwise
+def _amplitude_curvature(xp, exit_hat, tangent_hat, safe):
+    """``2 (∂A)²`` with ``∂A = Re(conj(Ψ) ∂Ψ) / A``, the Gauss-Newton curvature's terms, in one kernel."""
+    d_amplitude = xp.real(xp.conj(exit_hat) * tangent_hat) / safe
+    return 2 * d_amplitude * d_amplitude
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient_frequencies(gpts, sampling, dtype, xp):
+    """``(2π / (wx wy)) (k_x, k_y)`` of each window pixel, ``(wx wy, 2)`` (a constant, made once): a batch's
+    position gradients are its weights ``(n, wx wy)`` times this, one matrix product."""
+    kx, ky = (np.fft.fftfreq(g, d) for g, d in zip(gpts, sampling))
+    table = np.stack([np.broadcast_to(kx[:, None], gpts), np.broadcast_to(ky[None, :], gpts)], axis=-1)
+    return xp.asarray((table.reshape(-1, 2) * (2 * math.pi / table[..., 0].size)).astype(dtype))
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_derivatives(gpts, sampling, dtype, xp):
+    """``-2πi k_x`` and ``-2πi k_y`` on the window, ``(2, 1, wx, wy)`` complex (a constant, made once):
+    the derivatives of a shifted spectrum along x and y, both from one product."""
+    kx, ky = (np.fft.fftfreq(g, d) for g, d in zip(gpts, sampling))
+    table = np.stack([np.broadcast_to(kx[:, None], gpts), np.broadcast_to(ky[None, :], gpts)])
+    return xp.asarray((-2j * math.pi * table[:, None]).astype(np.result_type(dtype, np.complex64)))
+
+
 def illuminate(wave, index, n_pixels):
     """``Σ_j |ψ_j|²`` of a batch's waves ``(n, wx, wy)`` scattered onto the object's pixels (a kernel)."""
     xp = backend.get_array_module(wave)
@@ -135,7 +167,6 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     n_slices, nx, ny = phase.shape
     gpts = probe.shape
     n_pix = gpts[0] * gpts[1]
-    kx, ky = ptychography.frequencies(tuple(gpts), tuple(sampling), np.dtype(phase.dtype).str, xp)
     index, ramp, probe_hat, incident, gratings, chi = forward(phase, probe, positions, propagator, sampling)
     exit_hat = fft.fft2(chi, norm="ortho")
     squared, g_exit, safe = _amplitude_residual(exit_hat, amplitudes, detector)
@@ -156,19 +187,17 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     shifted = probe_hat * ramp if position_gradient or curvature else None  # the shifted probes' spectra
     g_positions = None
     if position_gradient:
-        q = (xp.conj(g_hat) * shifted).imag * (2 * math.pi / n_pix)
-        g_positions = xp.stack([xp.sum(q, axis=2) @ kx, xp.sum(q, axis=1) @ ky], axis=1)
+        weights = _shift_weight(g_hat, shifted).reshape(len(shifted), n_pix)
+        g_positions = weights @ _gradient_frequencies(tuple(gpts), tuple(sampling), np.dtype(phase.dtype).str, xp)
     hessian = None
     if curvature:
         # The tangent of the exit wave along x and y (forward mode through the slices): only its
         # part along the amplitude, ∂A = Re(conj(Ψ) ∂Ψ) / A, changes the loss (Gauss-Newton).
-        tangent = fft.ifft2(xp.stack([shifted * (-2j * math.pi) * kx[None, :, None],
-                                      shifted * (-2j * math.pi) * ky[None, None, :]]))
+        tangent = fft.ifft2(shifted * _shift_derivatives(tuple(gpts), tuple(sampling), np.dtype(phase.dtype).str, xp))
         for s in range(n_slices):
             tangent = tangent * gratings[s]
             if s < n_slices - 1:
                 tangent = fft.ifft2(propagator * fft.fft2(tangent))
-        d_amplitude = (xp.conj(exit_hat) * fft.fft2(tangent, norm="ortho")).real / safe
-        hessian = 2 * xp.sum(d_amplitude**2, axis=(2, 3)).T
+        hessian = xp.sum(_amplitude_curvature(exit_hat, fft.fft2(tangent, norm="ortho"), safe), axis=(2, 3)).T
     return (loss, g_phase.reshape(phase.shape), illumination.reshape(phase.shape), g_probe, g_positions,
             hessian)

@@ -222,6 +222,20 @@ def _momentum_step(xp, velocity, phase, g_phase, laplacian, weight, momentum, st
     return velocity, phase + velocity
 
 
+@fusion.elementwise
+def _probe_step(xp, probe, g_probe, step, n):
+    """``P ← P - s g / (2 n)`` in one kernel."""
+    return probe - step * g_probe / (2 * n)
+
+
+@fusion.elementwise
+def _position_step(xp, positions, g_positions, curvature, mean_curvature, step, max_step, low, high):
+    """Gauss-Newton move ``-s g / (H + 10⁻³ mean H)`` (featureless windows: no division by ~0), clipped to
+    ``max_step`` per axis, then the positions clipped to the object; one kernel."""
+    move = xp.clip(-step * g_positions / (curvature + 1e-3 * mean_curvature), -max_step, max_step)
+    return xp.clip(positions + move, low, high)
+
+
 def _group_sums(members, values, n_groups):
     """Sums of ``values`` (n, 2) over the positions of each group, (n_groups, 2) (a kernel)."""
     xp = backend.get_array_module(values)
@@ -398,15 +412,14 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
             velocity, phase = _momentum_step(velocity, phase, g_phase, laplacian, 2 * smoothness * len(batch) / n,
                                              momentum, step)
             if probe_from is not None and iteration >= probe_from:
-                probe = probe - steps[1] * g_probe / (2 * len(batch))
+                probe = _probe_step(probe, g_probe, steps[1], len(batch))
             if move_positions:
                 if groups is not None:  # one move per group: Σ g / Σ H over its positions
                     members = groups[batch]
                     g_positions = _group_sums(members, g_positions, n_groups)[members]
                     curvature = _group_sums(members, curvature, n_groups)[members]
-                curvature = curvature + 1e-3 * xp.mean(curvature)  # featureless windows: no division by ~0
-                move = xp.clip(-steps[2] * g_positions / curvature, -max_position_step, max_position_step)
-                positions[batch] = xp.clip(positions[batch] + move, low, high)
+                positions[batch] = _position_step(positions[batch], g_positions, curvature, xp.mean(curvature),
+                                                  steps[2], max_position_step, low, high)
         history[iteration] = total
         if (iteration + 1) % callback_every == 0 or iteration + 1 == max_num_iter:
             if bar is not None:
