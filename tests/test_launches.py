@@ -25,7 +25,9 @@ def on_the_stand_in():
 
 
 def per_iteration(run, k=10):
-    """Device operations of one iteration: ``run(n)`` runs n iterations."""
+    """Device operations of one iteration: ``run(n)`` runs n iterations (after a first run that fills the
+    library's caches of constants, so that both counted runs find them made)."""
+    run(k)
     counts = []
     for n in (k, 2 * k):
         with strict.count_operations() as ops:
@@ -89,7 +91,7 @@ def test_the_laplacian_is_four_kernels():
     assert ops.operations - 2 <= 4  # 2: the NaN check of a call from outside mbook (8 before)
 
 
-@pytest.mark.parametrize(("moving", "smoothness", "bound"), [(False, 0.0, 32), (True, 0.0, 45), (True, 0.1, 49.2)])
+@pytest.mark.parametrize(("moving", "smoothness", "bound"), [(False, 0.0, 32.2), (True, 0.0, 45.2), (True, 0.1, 49.2)])
 def test_a_ptychography_batch_issues_a_few_dozen_operations(rng, moving, smoothness, bound):
     """One mini-batch of positions: the forward model, the gradients, the object's and probe's steps,
     the prior's Laplacian and, when the positions move, their Gauss-Newton step."""
@@ -103,5 +105,5 @@ def test_a_ptychography_batch_issues_a_few_dozen_operations(rng, moving, smoothn
         counts, positions=where, probe=probe, object_gpts=(32, 32), sampling=0.5, max_num_iter=n, batch_size=8,
         probe_from=0, positions_from=0 if moving else None, smoothness=smoothness), k=2) / 8
     # before the position step, the curvature, the gradient's weights and the Laplacian were fused:
-    # 33.7, 67.1 and 75.1 (per batch, an iteration's own operations shared by its 8 batches)
+    # 34.1, 67.1 and 75.1 (per batch, an iteration's own operations shared by its 8 batches)
     assert ops <= bound

@@ -115,22 +115,26 @@ def _amplitude_curvature(xp, exit_hat, tangent_hat, safe):
     return 2 * d_amplitude * d_amplitude
 
 
+def _window_frequencies(gpts, sampling):
+    """``(k_x, k_y)`` of each pixel of the window, ``(2, wx, wy)`` float64 on the host [1/Å]."""
+    kx, ky = (np.fft.fftfreq(g, d) for g, d in zip(gpts, sampling))
+    return np.stack([np.broadcast_to(kx[:, None], gpts), np.broadcast_to(ky[None, :], gpts)])
+
+
 @functools.lru_cache(maxsize=32)
 def _gradient_frequencies(gpts, sampling, dtype, xp):
     """``(2π / (wx wy)) (k_x, k_y)`` of each window pixel, ``(wx wy, 2)`` (a constant, made once): a batch's
     position gradients are its weights ``(n, wx wy)`` times this, one matrix product."""
-    kx, ky = (np.fft.fftfreq(g, d) for g, d in zip(gpts, sampling))
-    table = np.stack([np.broadcast_to(kx[:, None], gpts), np.broadcast_to(ky[None, :], gpts)], axis=-1)
-    return xp.asarray((table.reshape(-1, 2) * (2 * math.pi / table[..., 0].size)).astype(dtype))
+    table = _window_frequencies(gpts, sampling).reshape(2, -1).T
+    return xp.asarray((table * (2 * math.pi / len(table))).astype(dtype))
 
 
 @functools.lru_cache(maxsize=32)
 def _shift_derivatives(gpts, sampling, dtype, xp):
     """``-2πi k_x`` and ``-2πi k_y`` on the window, ``(2, 1, wx, wy)`` complex (a constant, made once):
     the derivatives of a shifted spectrum along x and y, both from one product."""
-    kx, ky = (np.fft.fftfreq(g, d) for g, d in zip(gpts, sampling))
-    table = np.stack([np.broadcast_to(kx[:, None], gpts), np.broadcast_to(ky[None, :], gpts)])
-    return xp.asarray((-2j * math.pi * table[:, None]).astype(np.result_type(dtype, np.complex64)))
+    table = _window_frequencies(gpts, sampling)[:, None]
+    return xp.asarray((-2j * math.pi * table).astype(np.result_type(dtype, np.complex64)))
 
 
 def illuminate(wave, index, n_pixels):
