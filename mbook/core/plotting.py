@@ -257,7 +257,9 @@ def explorer(draw, values, *, figsize=(8, 3.2), live_values=None, description=""
     Parameters
     ----------
     draw : callable
-        ``draw(fig, value)`` clears and redraws ``fig`` for one value.
+        ``draw(fig, value)`` clears and redraws ``fig`` for one value. The
+        figure lays itself out (constrained layout); ``fig.tight_layout()``
+        in ``draw`` would replace that layout, with a warning at every frame.
     values : sequence
         Values for the player's frames (a few dozen at most: every frame is
         embedded as an image).
