@@ -25,6 +25,7 @@ no longer matches its key and is executed by the build as usual.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,8 @@ BOOK = Path(__file__).resolve().parent
 EXECUTION_CACHE = BOOK.parent / "_build" / ".jupyter_cache"  # Jupyter Book's default location
 STAGING = BOOK.parent / "_build" / ".executed"  # executed notebooks waiting to be cached
 PAGE_DEVICE = "strict"  # pages run on the GPU stand-in unless MBOOK_DEVICE says otherwise
+# A Python warning as the warnings module prints it ("file:line: UserWarning: message").
+WARNING = re.compile(r"\b[A-Z]\w*Warning: .*")
 
 
 def is_myst_notebook(path: Path) -> bool:
@@ -110,11 +113,26 @@ class MystNotebook(IPyNbFile):
         (target.parent / (target.name + ".uri")).write_text(str(self.path))
 
 
+def printed_warnings(outputs) -> list[str]:
+    """The warnings a cell printed to stderr (a reader with a live kernel sees them; the book drops stderr)."""
+    return [line for output in outputs or () if output.get("output_type") == "stream" and output.get("name") == "stderr"
+            for line in WARNING.findall(output.get("text", ""))]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and isinstance(item.parent, MystNotebook):
+    if not isinstance(item.parent, MystNotebook):
+        return
+    if call.when == "call" and report.passed:
+        # A page must not leave its live reader with warnings: mend the cause, or catch the one
+        # warning a page means to show and print what it says.
+        warned = printed_warnings(getattr(item, "test_outputs", None))
+        if warned:
+            report.outcome = "failed"
+            report.longrepr = f"the cell printed {len(warned)} warning(s):\n" + "\n".join(warned)
+    if report.failed:
         item.parent.failed = True
 
 

@@ -34,6 +34,8 @@ NOTEBOOKS = {
     "good.md": ["x = 2 + 2", "assert x == 4"],
     "raises.md": ["x = 1", "raise RuntimeError('a cell that raises')", "y = 3"],
     "bad_claim.md": ["error = 0.02", "assert error < 5e-3, f'error {error} above bound'"],
+    "warns.md": ["import warnings", "warnings.warn('a layout that changed')",
+                 "import sys\nprint('progress 3/10', file=sys.stderr)"],
 }
 
 
@@ -76,7 +78,15 @@ def test_good_notebook_passes_and_plain_pages_are_not_collected(run):
     _, result = run
     assert "PASSED book/chapter/good.md::Cell 1" in result.stdout
     assert "plain.md" not in result.stdout
-    assert "2 failed, 5 passed" in result.stdout  # 7 cells; the cell after the raising one still runs
+    assert "3 failed, 7 passed" in result.stdout  # 10 cells; the cell after the raising one still runs
+
+
+def test_a_cell_that_prints_a_warning_fails_pytest(run):
+    """A warning reaches a live reader's screen (the static book drops stderr): the page must not print one."""
+    _, result = run
+    assert "FAILED book/chapter/warns.md::Cell 1" in result.stdout
+    assert "UserWarning: a layout that changed" in result.stdout
+    assert "PASSED book/chapter/warns.md::Cell 2" in result.stdout  # other stderr (progress) is fine
 
 
 def test_only_passing_notebooks_reach_the_book_cache(run):
@@ -87,6 +97,6 @@ def test_only_passing_notebooks_reach_the_book_cache(run):
     cache = get_cache(str(root / "_build" / ".jupyter_cache"))
     good = cache.match_cache_notebook(jupytext.read(root / "book" / "chapter" / "good.md"))
     assert good.uri.endswith("good.md")
-    for name in ("raises.md", "bad_claim.md"):
+    for name in ("raises.md", "bad_claim.md", "warns.md"):
         with pytest.raises(KeyError):
             cache.match_cache_notebook(jupytext.read(root / "book" / "chapter" / name))
