@@ -176,6 +176,7 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     from mbook.inverse import cdi, circle, optimize
     from mbook.learning import implicit_bias
     from mbook.multimodal import ptychography, reconstruction
+    from mbook.tomography import projector
 
     backend.set_device("gpu")
     fusion.set_enabled(True)
@@ -201,6 +202,10 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
         reconstruction.reconstruct(rng.poisson(5.0, (25, 16, 16)), positions=where, probe=probe, object_gpts=(32, 32),
                                    sampling=0.5, max_num_iter=3, batch_size=8, probe_from=0, positions_from=0,
                                    smoothness=0.1)
+        rotations = projector.tilt_rotations(np.linspace(0.0, 1.0, 5))
+        for volume in (rng.standard_normal((12, 12, 12)), rng.standard_normal((12, 12, 12)).astype(np.float32)):
+            projections = projector.project(volume, rotations, sampling=0.5, detector_gpts=(12, 12))
+            projector.backproject(projections, rotations, shape=(12, 12, 12), sampling=0.5)
     finally:
         backend.set_device("cpu")
     checked = fusion.status()
@@ -208,7 +213,8 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     assert {"_soft_threshold", "_step", "_extrapolate", "_dual_ascent", "_dual_prox", "_primal_step_s1",
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
             "_weighted_residual", "_descent_step", "_backward_differences", "_phasor", "_amplitude_residual",
-            "_shift_weight", "_amplitude_curvature", "_momentum_step", "_probe_step", "_position_step"} <= names
+            "_shift_weight", "_amplitude_curvature", "_momentum_step", "_probe_step", "_position_step",
+            "_ray_coordinate", "_floor_and_fraction", "_corner_index", "_masked_values", "_corner_weights"} <= names
     assert all(checked.values()), {key: ok for key, ok in checked.items() if not ok}
 
 

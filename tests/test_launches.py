@@ -107,3 +107,20 @@ def test_a_ptychography_batch_issues_a_few_dozen_operations(rng, moving, smoothn
     # before the position step, the curvature, the gradient's weights and the Laplacian were fused:
     # 34.1, 67.1 and 75.1 (per batch, an iteration's own operations shared by its 8 batches)
     assert ops <= bound
+
+
+def test_a_projection_and_its_adjoint_are_a_few_dozen_kernels(rng):
+    """One block of rotations: the ray samples' coordinates (one kernel per axis), then the gather, or
+    the corners' indices and trilinear weights (fused) and the eight scatters of the adjoint."""
+    from mbook.tomography import projector, rays
+
+    volume = backend.asarray(rng.standard_normal((12, 12, 12)))
+    rotations = backend.asarray(projector.tilt_rotations(np.linspace(0.0, 1.0, 5)))
+    projections = rays.project_kernel(volume, rotations, sampling=0.5, detector_gpts=(12, 12))
+    rays.backproject_kernel(projections, rotations, shape=(12, 12, 12), sampling=0.5)  # fills the caches
+    with strict.count_operations() as forward:
+        rays.project_kernel(volume, rotations, sampling=0.5, detector_gpts=(12, 12))
+    with strict.count_operations() as adjoint:
+        rays.backproject_kernel(projections, rotations, shape=(12, 12, 12), sampling=0.5)
+    assert forward.operations <= 16  # (34 before the fused coordinates)
+    assert adjoint.operations <= 47  # (108 before the fused coordinates, corner indices and weights)

@@ -232,8 +232,8 @@ def _probe_step(xp, probe, g_probe, step, n):
 def _position_step(xp, positions, g_positions, curvature, mean_curvature, step, max_step, low, high):
     """Gauss-Newton move ``-s g / (H + 10⁻³ mean H)`` (featureless windows: no division by ~0), clipped to
     ``max_step`` per axis, then the positions clipped to the object; one kernel."""
-    move = xp.clip(-step * g_positions / (curvature + 1e-3 * mean_curvature), -max_step, max_step)
-    return xp.clip(positions + move, low, high)
+    move = xp.minimum(xp.maximum(-step * g_positions / (curvature + 1e-3 * mean_curvature), -max_step), max_step)
+    return xp.minimum(xp.maximum(positions + move, low), high)  # clip: plain ufuncs, which every CuPy fuses
 
 
 def _group_sums(members, values, n_groups):

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, progress
+from mbook.core import backend, fusion, progress
 
 #: Peak bytes per ray sample of the gather/scatter (coordinates, floors, fractions, one corner's index,
 #: weight and gathered value, accumulators), for float64; the budget scales it by the itemsize.
@@ -58,22 +58,59 @@ def _float_dtype(array):
 
 
 # ----------------------------------------------------------------------------- the ray samples
-def _ray_points(rotations, shape, detector_gpts, xp, dtype, rows):
+def _ray_points(rotations, shape, detector_gpts, xp, dtype, rows, offset=0):
     """Voxel coordinates ``(3, B, rows, nu, nt)`` of every ray sample for the rotations ``(B, 3, 3)`` and the
-    detector rows ``rows = (first, stop)``."""
+    detector rows ``rows = (first, stop)``, plus ``offset`` (1: in the volume padded by one voxel)."""
     nv, nu = detector_gpts
     half = half_length(shape)
     t = xp.arange(-half, half + 1, dtype=dtype)
     v = xp.arange(rows[0], rows[1], dtype=dtype) - nv // 2
     u = xp.arange(nu, dtype=dtype) - nu // 2
     r = rotations.astype(dtype)
-    points = []
-    for d in range(3):  # object coordinate d = (R^T)[d] · (t, v, u) = R[0, d] t + R[1, d] v + R[2, d] u
-        coordinate = (r[:, 0, d, None, None, None] * t[None, None, None, :]
-                      + r[:, 1, d, None, None, None] * v[None, :, None, None]
-                      + r[:, 2, d, None, None, None] * u[None, None, :, None])
-        points.append(coordinate + shape[d] // 2)
-    return points
+    # object coordinate d = (R^T)[d] · (t, v, u) = R[0, d] t + R[1, d] v + R[2, d] u, one kernel per axis
+    return [_ray_coordinate(r[:, 0, d, None, None, None], t[None, None, None, :], r[:, 1, d, None, None, None],
+                            v[None, :, None, None], r[:, 2, d, None, None, None], u[None, None, :, None],
+                            shape[d] // 2, offset) for d in range(3)]
+
+
+@fusion.elementwise
+def _ray_coordinate(xp, r_t, t, r_v, v, r_u, u, centre, offset):
+    """``((R_t t + R_v v + R_u u) + centre) + offset``, broadcast over the ray samples (one kernel on a GPU)."""
+    return r_t * t + r_v * v + r_u * u + centre + offset
+
+
+@fusion.elementwise
+def _floor_and_fraction(xp, point):
+    """The lower corner's coordinate (as a float) and the fraction of the way to the next."""
+    floor = xp.floor(point)
+    return floor, point - floor
+
+
+@fusion.elementwise
+def _corner_index(xp, lz, ly, lx, nz, ny, nx, stride_z, stride_y):
+    """Flat index of each sample's lowest corner in the volume framed by one voxel of zeros (lower corners
+    clipped into the frame), and whether all its corners lie in the frame or the volume."""
+    valid = (lz >= -1) & (lz < nz) & (ly >= -1) & (ly < ny) & (lx >= -1) & (lx < nx)
+    # min(max()) for clip: plain ufuncs, which every CuPy fuses
+    base = ((xp.minimum(xp.maximum(lz, -1), nz - 1) + 1) * stride_z + (xp.minimum(xp.maximum(ly, -1), ny - 1) + 1)
+            * stride_y + (xp.minimum(xp.maximum(lx, -1), nx - 1) + 1))
+    return base, valid
+
+
+@fusion.elementwise
+def _masked_values(xp, valid, projections, sampling):
+    return xp.where(valid, projections * sampling, 0)
+
+
+@fusion.elementwise
+def _corner_weights(xp, values, wz, fy, fx):
+    """The four trilinear weights ``values wz wy wx`` of one z corner (y, x each lower then upper)."""
+    weights = []
+    for wy in (1 - fy, fy):
+        weight_zy = values * wz * wy
+        for wx in (1 - fx, fx):
+            weights.append(weight_zy * wx)
+    return tuple(weights)
 
 
 def _blocks(n_rotations, shape, detector_gpts, itemsize, batch_size):
@@ -121,7 +158,7 @@ def project_kernel(volume, rotations, *, sampling: float, detector_gpts, batch_s
     padded = xp.pad(volume, spatial)
     out = xp.empty((n,) + tuple(detector_gpts), dtype=dtype)
     for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
-        points = [p + 1 for p in _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))]
+        points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last), offset=1)
         if volume.ndim == 4:  # each rotation reads its own volume: an exact integer coordinate
             points.insert(0, xp.broadcast_to(xp.arange(start, stop, dtype=dtype)[:, None, None, None],
                                              points[0].shape))
@@ -151,23 +188,19 @@ def backproject_kernel(projections, rotations, *, shape, sampling: float, separa
     out = xp.zeros(length, dtype=xp.float64)  # bincount sums in float64
     for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
         points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
-        base, fractions, valid = 0, [], None
-        for point, size, stride in zip(points, shape, strides):
-            floor = xp.floor(point)
-            fractions.append((point - floor).reshape(-1))
-            lower = floor.astype(xp.int64)
-            inside = (lower >= -1) & (lower < size)
-            valid = inside if valid is None else valid & inside
-            base = base + (xp.clip(lower, -1, size - 1) + 1) * stride
+        lowers, fractions = [], []
+        for point in points:
+            floor, fraction = _floor_and_fraction(point)
+            lowers.append(floor.astype(xp.int64))
+            fractions.append(fraction.reshape(-1))
+        base, valid = _corner_index(*lowers, *shape, *strides[:2])
         if separate:
             base = base + (xp.arange(start, stop, dtype=xp.int64) * frame_voxels)[:, None, None, None]
         base = base.reshape(-1)
-        values = xp.where(valid, projections[start:stop, first:last, :, None] * sampling, 0).reshape(-1)
+        values = _masked_values(valid, projections[start:stop, first:last, :, None], sampling).reshape(-1)
         fz, fy, fx = fractions
         for dz, wz in ((0, 1 - fz), (1, fz)):
-            for dy, wy in ((0, 1 - fy), (1, fy)):
-                weight_zy = values * wz * wy
-                for dx, wx in ((0, 1 - fx), (1, fx)):
-                    offset = dz * strides[0] + dy * strides[1] + dx
-                    out[offset:] += xp.bincount(base, weights=weight_zy * wx, minlength=length)[:length - offset]
+            for corner, weight in enumerate(_corner_weights(values, wz, fy, fx)):  # (y, x): (0, 0), (0, 1), ...
+                offset = dz * strides[0] + (corner // 2) * strides[1] + corner % 2
+                out[offset:] += xp.bincount(base, weights=weight, minlength=length)[:length - offset]
     return out.reshape(((n,) if separate else ()) + framed)[..., 1:-1, 1:-1, 1:-1].astype(dtype)  # a copy
