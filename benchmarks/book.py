@@ -25,8 +25,9 @@ draw it was written with fails here. Pages without a ``SEED`` are skipped.
     .venv/bin/python benchmarks/book.py --seed-offset 1     # every claim, other draws
 
 On the strict stand-in (``MBOOK_DEVICE=strict``) each page also reports its
-device operations and device-to-host copies, and the ``mbook`` functions that
-issued the most operations (:func:`mbook.core.strict.count_operations`). On
+device operations and device-to-host copies, the ``mbook`` functions that
+issued the most operations and those that made the most copies
+(:func:`mbook.core.strict.count_operations`). On
 CuPy every operation is at least one kernel launch, which costs the host
 microseconds whatever the array's size, and every copy to the host waits for
 the device: the counts times ``--launch-us`` and ``--sync-us`` are the time a
@@ -180,7 +181,8 @@ def run_page(path: str, top: int, seed_offset: int = 0) -> dict:
     if fell_back and status == "ok":  # on a GPU: a fused kernel or cuFFT callback failed its check
         status = f"ok, but these fused kernels fell back to plain operations: {', '.join(fell_back)}"
     operations = None if counts is None else dict(
-        operations=counts.operations, to_host=counts.to_host, callers=counts.by_caller.most_common(top))
+        operations=counts.operations, to_host=counts.to_host, callers=counts.by_caller.most_common(top),
+        copy_callers=counts.to_host_by_caller.most_common(3))
     return dict(status=status, wall=wall, host=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 device=device.peak(), functions=functions, cells=len(cells), operations=operations)
 
@@ -325,8 +327,10 @@ def main():
         if row.get("operations"):
             ops = row["operations"]
             callers = ", ".join(f"{name} {count:,}" for name, count in ops["callers"])
+            copiers = ", ".join(f"{name} {count:,}" for name, count in ops["copy_callers"])
             print(f"    {ops['operations']:,} device operations, {ops['to_host']:,} copies to the host: "
-                  f"{_floor(ops, args):.2f} s of launches and waits on a GPU\n    {callers}", flush=True)
+                  f"{_floor(ops, args):.2f} s of launches and waits on a GPU\n    {callers}\n"
+                  f"    copies to the host: {copiers or 'none'}", flush=True)
     if args.markdown and any(row.get("operations") for _, row in rows):
         print(f"\n| page | wall [s] | device operations | copies to the host | launch floor [s] "
               f"({args.launch_us:g} µs, {args.sync_us:g} µs) | most operations |")

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.ndimage  # noqa: E402
 
-from mbook.core import backend, strict  # noqa: E402
+from mbook.core import backend, checks, strict  # noqa: E402
 from mbook.inverse import optimize  # noqa: E402
 
 xp = strict.xp
@@ -194,3 +194,18 @@ def test_a_loop_over_items_shows_in_the_counts_and_its_caller(rng):
     with strict.count_operations(by_caller=True) as outer:
         inner = counted(lambda: optimize.soft_threshold(images, 0.5))
     assert outer.operations == inner.operations > 0 and outer.by_caller == inner.by_caller
+
+
+def test_copies_to_the_host_are_charged_to_their_caller(rng):
+    """A copy waits for the device: the counter says which function made it (a page's own, or mbook's)."""
+    images = xp.asarray(rng.standard_normal((4, 8, 8)))
+    with strict.count_operations(by_caller=True) as outer:
+        checks.check_array(images, "images")  # called from here: a NaN test, one copy in mbook.core.checks
+        with strict.count_operations(by_caller=True) as inner:
+            float(images.sum())
+            images.get()
+    assert inner.to_host_by_caller == {"<page>": 2}
+    assert outer.to_host_by_caller == {"<page>": 2, "mbook.core.checks.check_array": 1} and outer.to_host == 3
+    with strict.count_operations() as plain:
+        float(images.sum())
+    assert plain.to_host == 1 and plain.to_host_by_caller is None

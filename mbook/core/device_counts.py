@@ -34,6 +34,7 @@ class _Counts(threading.local):
         self.to_device = 0
         self.operations = 0
         self.callers = None  # a Counter while count_operations(by_caller=True) runs in this thread
+        self.host_callers = None  # the same for the copies to the host
         self.suspended = 0  # inside one_operation(): the block's operations are one kernel
 
 
@@ -59,6 +60,7 @@ class Counted:
         self._start = _snapshot()
         self._end = None
         self.by_caller = collections.Counter() if by_caller else None
+        self.to_host_by_caller = collections.Counter() if by_caller else None
 
     def _since_start(self, which):
         return (self._end or _snapshot())[which] - self._start[which]
@@ -96,20 +98,22 @@ def count_operations(*, by_caller=False):
     by_caller : bool
         Also charge each operation to the innermost ``mbook`` function that
         issued it (``"module.function"``; ``"<page>"`` when no ``mbook`` frame
-        is on the stack), in ``Counted.by_caller`` (a ``Counter``). Walking
+        is on the stack), in ``Counted.by_caller`` (a ``Counter``), and each
+        copy to the host likewise in ``Counted.to_host_by_caller``. Walking
         the stack costs about a microsecond per operation.
     """
     counted = Counted(by_caller)
-    previous = _counts.callers
+    previous = _counts.callers, _counts.host_callers
     if by_caller:
-        _counts.callers = counted.by_caller
+        _counts.callers, _counts.host_callers = counted.by_caller, counted.to_host_by_caller
     try:
         yield counted
     finally:
         counted._end = _snapshot()
-        _counts.callers = previous
-        if by_caller and previous is not None:
-            previous.update(counted.by_caller)
+        _counts.callers, _counts.host_callers = previous
+        if by_caller and previous[0] is not None:
+            previous[0].update(counted.by_caller)
+            previous[1].update(counted.to_host_by_caller)
 
 
 @contextlib.contextmanager
@@ -133,19 +137,25 @@ def note_operation(depth=2):
         return
     _counts.operations += 1
     if _counts.callers is not None:
-        frame = sys._getframe(depth)
-        while frame is not None:
-            module = frame.f_globals.get("__name__", "")
-            if module.startswith("mbook.") and not module.startswith(_PLUMBING):
-                _counts.callers[f"{module}.{frame.f_code.co_name}"] += 1
-                return
-            frame = frame.f_back
-        _counts.callers["<page>"] += 1
+        _counts.callers[_caller(depth + 1)] += 1
+
+
+def _caller(depth):
+    """``module.function`` of the innermost ``mbook`` frame ``depth`` frames up or above, else ``"<page>"``."""
+    frame = sys._getframe(depth)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("mbook.") and not module.startswith(_PLUMBING):
+            return f"{module}.{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "<page>"
 
 
 def note_to_host():
     """Count one copy from the stand-in's device to the host (called by its arrays)."""
     _counts.to_host += 1
+    if _counts.host_callers is not None:
+        _counts.host_callers[_caller(3)] += 1
 
 
 def note_to_device():
