@@ -34,7 +34,11 @@ the device: the counts times ``--launch-us`` and ``--sync-us`` are the time a
 GPU cannot go below however fast its kernels, and a count that grows with the
 problem's items (atoms, frames, images) points at a loop that should be an
 array axis. The two figures are assumptions until ``benchmarks/launch.py``
-measures them on the GPU.
+measures them on the GPU. The stand-in also tells the page's host work: its
+wall time less the time inside the stand-in's operations (the work a GPU would
+take over), i.e. Python, host NumPy and SciPy, figures and imports, which a GPU
+does not speed up (measured under the profiler, which inflates Python-heavy
+code: an upper bound).
 
     MBOOK_DEVICE=strict .venv/bin/python benchmarks/book.py          # with the operation counts
 
@@ -182,9 +186,27 @@ def run_page(path: str, top: int, seed_offset: int = 0) -> dict:
         status = f"ok, but these fused kernels fell back to plain operations: {', '.join(fell_back)}"
     operations = None if counts is None else dict(
         operations=counts.operations, to_host=counts.to_host, callers=counts.by_caller.most_common(top),
-        copy_callers=counts.to_host_by_caller.most_common(3))
+        copy_callers=counts.to_host_by_caller.most_common(3), device_seconds=_stand_in_seconds(stats))
     return dict(status=status, wall=wall, host=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 device=device.peak(), functions=functions, cells=len(cells), operations=operations)
+
+
+def _stand_in_seconds(stats) -> float:
+    """Seconds spent inside the strict stand-in's operations (entered from outside it), under the profiler.
+
+    That is the work a GPU would take over (arithmetic, FFTs, the stand-in's own bookkeeping); the rest
+    of the page's wall time is host work, Python and host NumPy, which a GPU does not speed up. Each
+    edge into ``mbook/core/strict.py`` from another file adds its cumulative time (the stand-in unwraps
+    its arrays before calling NumPy, so these edges do not nest).
+    """
+    from mbook.core import device_counts, strict
+
+    inside = {os.path.abspath(module.__file__) for module in (strict, device_counts)}
+    total = 0.0
+    for (filename, _, _), (_, _, _, _, callers) in stats.stats.items():
+        if os.path.abspath(filename) == os.path.abspath(strict.__file__):
+            total += sum(edge[3] for caller, edge in callers.items() if os.path.abspath(caller[0]) not in inside)
+    return total
 
 
 def _operation_counts():
@@ -330,17 +352,19 @@ def main():
             copiers = ", ".join(f"{name} {count:,}" for name, count in ops["copy_callers"])
             print(f"    {ops['operations']:,} device operations, {ops['to_host']:,} copies to the host: "
                   f"{_floor(ops, args):.2f} s of launches and waits on a GPU\n    {callers}\n"
-                  f"    copies to the host: {copiers or 'none'}", flush=True)
+                  f"    copies to the host: {copiers or 'none'}\n"
+                  f"    host work (outside the stand-in's operations): {row['wall'] - ops['device_seconds']:.1f} s "
+                  f"of the {row['wall']:.1f}", flush=True)
     if args.markdown and any(row.get("operations") for _, row in rows):
-        print(f"\n| page | wall [s] | device operations | copies to the host | launch floor [s] "
+        print(f"\n| page | wall [s] | host work [s] | device operations | copies to the host | launch floor [s] "
               f"({args.launch_us:g} µs, {args.sync_us:g} µs) | most operations |")
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for name, row in rows:
-            ops = row.get("operations") or dict(operations=0, to_host=0, callers=[])
+            ops = row.get("operations") or dict(operations=0, to_host=0, callers=[], device_seconds=0.0)
             callers = "; ".join(f"`{caller}` {count:,}" for caller, count in ops["callers"][:3])
             status = "" if row["status"] == "ok" else f" ({row['status']})"
-            print(f"| {name}{status} | {row['wall']:.1f} | {ops['operations']:,} | {ops['to_host']:,} | "
-                  f"{_floor(ops, args):.2f} | {callers} |")
+            print(f"| {name}{status} | {row['wall']:.1f} | {row['wall'] - ops['device_seconds']:.1f} | "
+                  f"{ops['operations']:,} | {ops['to_host']:,} | {_floor(ops, args):.2f} | {callers} |")
     elif args.markdown:
         print("\n| page | wall [s] | peak host [MiB] | peak device [MiB] | most time of their own [s] |")
         print("|---|---|---|---|---|")

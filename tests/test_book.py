@@ -50,3 +50,37 @@ def test_the_page_runner_reads_pages_without_jupytext(monkeypatch):
         assert runner.code_cells(page) == expected[page], page.name
     in_toc = [ROOT / (name + ".md") for name in TOC]
     assert runner.toc_pages() == [p for p in in_toc if p in NOTEBOOKS]
+
+
+def test_the_page_runner_splits_device_work_from_host_work():
+    """On the stand-in, the time inside its operations (what a GPU takes over) is told apart from host work
+    (Python, host NumPy), which a GPU does not speed up."""
+    import cProfile
+    import pstats
+    import time
+
+    import numpy as np
+
+    from mbook.core import strict
+
+    data = strict.asarray(np.ones((400, 400)))
+    host = np.ones((400, 400))
+
+    def page():
+        for _ in range(20):
+            data @ data  # device work: a matrix product on the stand-in
+        tic = time.perf_counter()
+        while time.perf_counter() - tic < 0.2:  # host work: Python alone
+            sum(range(1000))
+        host @ host  # host NumPy: host work too
+
+    profile = cProfile.Profile()
+    tic = time.perf_counter()
+    profile.runcall(page)
+    wall = time.perf_counter() - tic
+    device = runner._stand_in_seconds(pstats.Stats(profile))
+    assert 0 < device < wall - 0.2  # at least the 0.2 s of Python is host work
+    profile = cProfile.Profile()
+    profile.runcall(lambda: [data @ data for _ in range(20)])
+    only_device = runner._stand_in_seconds(pstats.Stats(profile))
+    assert only_device == pytest.approx(sum(row[2] for row in pstats.Stats(profile).stats.values()), rel=0.5)
