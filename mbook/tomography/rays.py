@@ -99,6 +99,7 @@ def _corner_index(xp, lz, ly, lx, nz, ny, nx, stride_z, stride_y):
 
 @fusion.elementwise
 def _masked_values(xp, valid, projections, sampling):
+    """Each sample's share ``p · sampling`` of its ray's projection, 0 where its corners leave the frame."""
     return xp.where(valid, projections * sampling, 0)
 
 
