@@ -17,8 +17,8 @@ pairs. Run:
     .venv/bin/python benchmarks/wemd.py --sizes 32 64 --n 200 --k 3
 
 Timings are single runs in this process; they are not tests. The family's volumes and the
-fast queries run on the selected device (``MBOOK_DEVICE``); the wavelet transforms are
-host-only (PyWavelets), the direct l1 distances run on the device, and every timed result is
+fast queries run on the selected device (``MBOOK_DEVICE``), as do the wavelet transforms
+(PyWavelets on a CPU) and the direct l1 distances, and every timed result is
 copied to the host inside its timing (so a GPU's asynchronous work is counted).
 """
 

@@ -1227,6 +1227,11 @@ E("cryoem.wasserstein.levels", lambda: call((8, 8)), shape=GPTS)
 E("cryoem.wasserstein.embedding_size", lambda: call((8, 8)), shape=GPTS, wavelet=["no-such-wavelet", 3])
 E("cryoem.wasserstein.wavelet_embedding", lambda: call(rand(8, 8)), density=ARRAY_ANY_NDIM + [-rand(8, 8)],
   sampling=LENGTH, wavelet=["no-such-wavelet", 3], allow_negative=FREE)
+# The device transform is a kernel: wasserstein's functions check its inputs and batch them.
+E("cryoem.wavelet_transform.embed", lambda: call(rand(2, 8, 8), sampling=1.0, wavelet="db2", levels=5),
+  densities=UNCHECKED, sampling=UNCHECKED, wavelet=UNCHECKED, levels=UNCHECKED)
+E("cryoem.wavelet_transform.peak_bytes", lambda: call((8, 8), "db2", 5), shape=UNCHECKED, wavelet=UNCHECKED,
+  levels=UNCHECKED, itemsize=UNCHECKED)
 E("cryoem.wasserstein.wavelet_embedding_adjoint", lambda: call(rand(_embedding_size()), (8, 8)),
   coefficients=ARRAY_ANY_NDIM + [rand(5)], shape=GPTS, sampling=LENGTH, wavelet=["no-such-wavelet", 3])
 

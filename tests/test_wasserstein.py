@@ -57,6 +57,41 @@ def test_embedding_is_linear_and_pairwise_matches_pairs(device):
 
 
 
+@pytest.mark.parametrize("shape", [(17,), (16, 16), (12, 20), (9, 10, 11)])
+@pytest.mark.parametrize("wavelet", ["haar", "db2", "sym5", "coif3"])
+def test_the_device_transform_gives_pywavelets_embedding(shape, wavelet):
+    """One matrix product per axis and level (mbook.cryoem.wavelet_transform) against PyWavelets' wavedecn."""
+    from mbook.cryoem import wavelet_transform
+
+    batch = np.random.default_rng(2).random((3,) + shape)
+    got = wavelet_transform.embed(batch, sampling=1.5, wavelet=wavelet, levels=wasserstein.levels(shape))
+    expected = np.stack([backend.asnumpy(wasserstein.wavelet_embedding(x, sampling=1.5, wavelet=wavelet))
+                         for x in batch])  # on the CPU: PyWavelets
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
+
+
+def test_the_device_embeddings_are_batched_under_the_budget(monkeypatch):
+    """On the stand-in the embeddings are made on the device in batches: a budget of two densities gives
+    the distances of one batch, and both equal the CPU's (PyWavelets'); the l1 distances keep their own
+    budget."""
+    stack = np.random.default_rng(3).random((5, 12, 12, 12))
+    stack /= stack.sum(axis=(1, 2, 3), keepdims=True)
+    on_cpu = backend.asnumpy(wasserstein.pairwise_wemd(stack, sampling=2.0))
+    backend.set_device("strict")
+    try:
+        whole = backend.asnumpy(wasserstein.pairwise_wemd(stack, sampling=2.0))
+        from mbook.cryoem import wavelet_transform
+
+        per_density = wavelet_transform.peak_bytes((12, 12, 12), wasserstein.WAVELET, wasserstein.levels((12,) * 3))
+        monkeypatch.setenv("MBOOK_MEMORY_GB", str(2.5 * per_density / 2**30))
+        batched = backend.asnumpy(wasserstein.pairwise_wemd(stack, sampling=2.0, budget=2**27))  # l1's own
+    finally:
+        backend.set_device("cpu")
+    np.testing.assert_allclose(whole, on_cpu, rtol=1e-12)
+    np.testing.assert_array_equal(batched, whole)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

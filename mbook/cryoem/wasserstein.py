@@ -25,10 +25,13 @@ comes back from the other side and the distance of a growing shift falls.
 Diffusion maps (Coifman & Lafon 2006) turn a matrix of such distances into
 coordinates along the data's manifold (here: conformations).
 
-Device rule: PyWavelets and POT run on the host only. The wavelet transforms
-and the exact transport copy their densities to the host, compute there, and
-return arrays on the selected device (plain distances as floats); the
-all-pairs l1 distances and the diffusion map run on the selected device.
+Device rule: on the CPU PyWavelets computes the embeddings; with a GPU (or
+the stand-in) selected they are computed on it, many densities at once
+(:mod:`mbook.cryoem.wavelet_transform`: the same coefficients up to
+rounding). POT runs on the host only: the exact transport copies its
+densities there. Results are arrays on the selected device (plain distances
+as floats); the all-pairs l1 distances and the diffusion map run on the
+selected device.
 With a Dask client, the embeddings and strips of the distance matrix are
 made on its workers and assembled here into the same matrix.
 
@@ -52,6 +55,7 @@ import warnings
 import numpy as np
 
 from mbook.core import backend, checks, progress
+from mbook.cryoem import wavelet_transform
 
 #: Default wavelet: Coiflets of order 3, as in ASPIRE's wavelet EMD (Zelesko et al. 2020).
 WAVELET = "coif3"
@@ -134,11 +138,27 @@ def _embedding(array, h, wavelet):
     return np.concatenate(parts)
 
 
+def _embed_many(densities, h, wavelet):
+    """Embeddings ``(n, m)`` of checked host densities of one shape, on the selected device.
+
+    On the CPU PyWavelets, one density at a time; on a GPU (or the stand-in) the device transform,
+    in batches under the memory budget."""
+    if backend.get_device() == "cpu":
+        return np.stack([_embedding(d, h, wavelet) for d in densities])
+    shape = densities[0].shape
+    size = progress.plan_batches(n_items=len(densities),
+                                 bytes_per_item=wavelet_transform.peak_bytes(shape, wavelet, levels(shape)))
+    parts = [wavelet_transform.embed(backend.asarray(np.stack(densities[a:a + size])), sampling=h, wavelet=wavelet,
+                                     levels=levels(shape)) for a in range(0, len(densities), size)]
+    return parts[0] if len(parts) == 1 else backend.get_array_module(parts[0]).concatenate(parts)
+
+
 def wavelet_embedding(density, *, sampling=1.0, wavelet=WAVELET, allow_negative=False):
     """Weighted wavelet coefficients whose l1 distances approximate the EMD.
 
     A linear map: ``embedding(p) - embedding(q) = embedding(p - q)``.
-    Host-only step: PyWavelets transforms a host copy of the density; the
+    Computed on the selected device (see the module's device rule), from a
+    host copy of the density (checked there); the
     coefficients come back on the selected device.
 
     Parameters
@@ -159,9 +179,10 @@ def wavelet_embedding(density, *, sampling=1.0, wavelet=WAVELET, allow_negative=
     h = checks.check_positive(sampling, "sampling", 1)[0]
     array = backend.asnumpy(density)
     if np.iscomplexobj(array) and allow_negative:  # a linear map: real and imaginary parts
-        parts = [_embedding(_host_density(part, allow_negative=True), h, wavelet) for part in (array.real, array.imag)]
+        parts = [_embed_many([_host_density(part, allow_negative=True)], h, wavelet)[0]
+                 for part in (array.real, array.imag)]
         return backend.asarray(parts[0] + 1j * parts[1])
-    return backend.asarray(_embedding(_host_density(array, allow_negative=allow_negative), h, wavelet))
+    return backend.asarray(_embed_many([_host_density(array, allow_negative=allow_negative)], h, wavelet)[0])
 
 
 def wavelet_embedding_adjoint(coefficients, shape, *, sampling=1.0, wavelet=WAVELET):
@@ -318,9 +339,9 @@ def _strips(n, count):
 def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=False, budget=None, client=None):
     """All-pairs wavelet EMD, the direct way: embed each density, then l1 distances (O(n² m)).
 
-    The embeddings are host-only (PyWavelets, one density at a time); they
-    move to the device once, where the l1 distances are taken
-    (:func:`pairwise_l1`). With a Dask ``client`` both run on its workers:
+    The embeddings are made on the selected device (on the CPU by
+    PyWavelets, one density at a time; on a GPU many at once), then their
+    l1 distances (:func:`pairwise_l1`). With a Dask ``client`` both run on its workers:
     the densities in a few batches per worker thread (embedded on the
     workers' hosts, stacked here in order), then the strips of
     :func:`pairwise_l1`; the same embeddings and distances as without.
@@ -352,7 +373,7 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
     if not allow_negative and np.ptp(masses) > 1e-6 * np.abs(masses).max():
         raise ValueError(f"densities must have equal masses, got {masses.min():.6g} to {masses.max():.6g}")
     if client is None:
-        embedded = np.stack([_embedding(d, h, wavelet) for d in densities])
+        embedded = _embed_many(densities, h, wavelet)
     else:
         count = min(len(densities), 4 * progress.client_threads(client))
         bounds = np.linspace(0, len(densities), count + 1).round().astype(int)

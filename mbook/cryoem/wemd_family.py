@@ -62,9 +62,10 @@ The results equal the direct sums up to rounding (relative errors ~1e-12
 for m ~ 10^7 in float64). The whole all-pairs computation costs
 ``O(k m + m log m + n² log m)`` for k <= 2 against ``O(m n²)`` directly.
 
-Device rule: the precompute is a host-only step (PyWavelets, the sort and the
-tree are built on the host), and its table moves to the selected device once;
-the queries (:func:`distances`, :func:`pairwise`) run there.
+Device rule: the precompute's wavelet transforms run on the selected device
+(:func:`mbook.cryoem.wasserstein.wavelet_embedding`); the sort and the tree
+are built on the host, and the table moves to the selected device once; the
+queries (:func:`distances`, :func:`pairwise`) run there.
 
 Examples
 --------
@@ -188,7 +189,7 @@ def _orient(g, seed=0):
 def precompute(basis, *, sampling=1.0, wavelet=wasserstein.WAVELET, leaf_size=LEAF_SIZE) -> WEMDTable:
     """The O(m) (plus a sort) precompute for a family with basis volumes ``B_1..B_k``.
 
-    Host-only step: the wavelet transforms (PyWavelets), the sort and the tree
+    The wavelet transforms run on the selected device; the sort and the tree
     are made on the host; the table moves to the selected device once.
 
     Parameters
