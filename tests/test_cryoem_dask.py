@@ -115,9 +115,13 @@ def test_pairwise_wemd_over_the_cluster_is_the_serial_matrix(device, client):
     assert strips >= 3 and len(workers) == 2
     assert backend.get_array_module(shared) is backend.xp
     np.testing.assert_array_equal(H(shared), H(serial))
-    embedded = wasserstein.wavelet_embedding(densities[0])  # the embeddings were made on the workers too
+    embedded = wasserstein.wavelet_embedding(densities[0])
     _, count, workers = _run(client, lambda: wasserstein.pairwise_wemd(densities, client=client), "embed_all")
-    assert count >= 3 and len(workers) == 2 and embedded.shape[0] == wasserstein.embedding_size((16, 16))
+    assert embedded.shape[0] == wasserstein.embedding_size((16, 16))
+    if device == "cpu":  # PyWavelets on the workers' hosts
+        assert count >= 3 and len(workers) == 2
+    else:  # on a device the embeddings are made here, a batch per matrix product
+        assert count == 0
 
 
 def test_pairwise_l1_over_the_cluster_is_the_serial_matrix(device, client):

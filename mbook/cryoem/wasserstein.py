@@ -32,8 +32,8 @@ rounding). POT runs on the host only: the exact transport copies its
 densities there. Results are arrays on the selected device (plain distances
 as floats); the all-pairs l1 distances and the diffusion map run on the
 selected device.
-With a Dask client, the embeddings and strips of the distance matrix are
-made on its workers and assembled here into the same matrix.
+With a Dask client, the strips of the distance matrix (and, on the CPU, the
+embeddings) are made on its workers and assembled here into the same matrix.
 
 Examples
 --------
@@ -341,10 +341,12 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
 
     The embeddings are made on the selected device (on the CPU by
     PyWavelets, one density at a time; on a GPU many at once), then their
-    l1 distances (:func:`pairwise_l1`). With a Dask ``client`` both run on its workers:
-    the densities in a few batches per worker thread (embedded on the
-    workers' hosts, stacked here in order), then the strips of
-    :func:`pairwise_l1`; the same embeddings and distances as without.
+    l1 distances (:func:`pairwise_l1`). With a Dask ``client`` the strips of
+    :func:`pairwise_l1` run on its workers, and on the CPU the embeddings
+    too (the densities in a few batches per worker thread, embedded on the
+    workers' hosts and stacked here in order); with a GPU selected they are
+    made here, where one matrix product takes a batch. The same embeddings
+    and distances as without.
 
     Parameters
     ----------
@@ -358,7 +360,7 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
     budget : int, optional
         Memory budget of :func:`pairwise_l1` [bytes].
     client : dask.distributed.Client, optional
-        Embed and compare on its workers.
+        Compare (and, on the CPU, embed) on its workers.
 
     Returns
     -------
@@ -372,7 +374,7 @@ def pairwise_wemd(densities, *, sampling=1.0, wavelet=WAVELET, allow_negative=Fa
     masses = np.array([d.sum() for d in densities])
     if not allow_negative and np.ptp(masses) > 1e-6 * np.abs(masses).max():
         raise ValueError(f"densities must have equal masses, got {masses.min():.6g} to {masses.max():.6g}")
-    if client is None:
+    if client is None or backend.get_device() != "cpu":  # on a device: here, a batch per matrix product
         embedded = _embed_many(densities, h, wavelet)
     else:
         count = min(len(densities), 4 * progress.client_threads(client))
