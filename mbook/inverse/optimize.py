@@ -75,9 +75,15 @@ def gradient(u, *, boundary: str = "neumann"):
         return xp.stack([xp.roll(u, -1, axis=-2) - u, xp.roll(u, -1, axis=-1) - u])
     # Differences written straight into the result (out=): three kernels on a GPU instead of five.
     g = xp.zeros((2,) + u.shape, dtype=u.dtype)
-    xp.subtract(u[..., 1:, :], u[..., :-1, :], out=g[0, ..., :-1, :])
-    xp.subtract(u[..., :, 1:], u[..., :, :-1], out=g[1, ..., :, :-1])
+    _forward_differences(u, g[0, ..., :-1, :], g[1, ..., :, :-1])
     return g
+
+
+def _forward_differences(u, out_x, out_y):
+    """``u[i+1] - u[i]`` along x into ``out_x`` and along y into ``out_y`` (views: two kernels on a GPU)."""
+    xp = backend.get_array_module(u)
+    xp.subtract(u[..., 1:, :], u[..., :-1, :], out=out_x)
+    xp.subtract(u[..., :, 1:], u[..., :, :-1], out=out_y)
 
 
 def divergence(p, *, boundary: str = "neumann"):
@@ -135,8 +141,7 @@ def laplacian(u, *, boundary: str = "neumann"):
     xp = backend.get_array_module(u)
     nx, ny = u.shape[-2:]
     border = xp.zeros((2,) + u.shape[:-2] + (nx + 1, ny + 1), dtype=u.dtype)
-    xp.subtract(u[..., 1:, :], u[..., :-1, :], out=border[0, ..., 1:nx, :ny])
-    xp.subtract(u[..., :, 1:], u[..., :, :-1], out=border[1, ..., :nx, 1:ny])
+    _forward_differences(u, border[0, ..., 1:nx, :ny], border[1, ..., :nx, 1:ny])
     px, py = border[0, ..., :, :ny], border[1, ..., :nx, :]
     return _backward_differences(px[..., 1:, :], px[..., :-1, :], py[..., :, 1:], py[..., :, :-1])
 
