@@ -201,10 +201,11 @@ def _stand_in_seconds(stats) -> float:
     """
     from mbook.core import device_counts, strict
 
-    inside = {os.path.abspath(module.__file__) for module in (strict, device_counts)}
+    stand_in = os.path.abspath(strict.__file__)
+    inside = {stand_in, os.path.abspath(device_counts.__file__)}
     total = 0.0
     for (filename, _, _), (_, _, _, _, callers) in stats.stats.items():
-        if os.path.abspath(filename) == os.path.abspath(strict.__file__):
+        if os.path.abspath(filename) == stand_in:
             total += sum(edge[3] for caller, edge in callers.items() if os.path.abspath(caller[0]) not in inside)
     return total
 

@@ -146,10 +146,11 @@ def _embed_many(densities, h, wavelet):
     if backend.get_device() == "cpu":
         return np.stack([_embedding(d, h, wavelet) for d in densities])
     shape = densities[0].shape
+    top = levels(shape)
     size = progress.plan_batches(n_items=len(densities),
-                                 bytes_per_item=wavelet_transform.peak_bytes(shape, wavelet, levels(shape)))
+                                 bytes_per_item=wavelet_transform.peak_bytes(shape, wavelet, top))
     parts = [wavelet_transform.embed(backend.asarray(np.stack(densities[a:a + size])), sampling=h, wavelet=wavelet,
-                                     levels=levels(shape)) for a in range(0, len(densities), size)]
+                                     levels=top) for a in range(0, len(densities), size)]
     return parts[0] if len(parts) == 1 else backend.get_array_module(parts[0]).concatenate(parts)
 
 

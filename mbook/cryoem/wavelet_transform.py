@@ -59,11 +59,11 @@ def peak_bytes(shape, wavelet, levels, itemsize=8) -> int:
     import pywt
 
     length = pywt.Wavelet(wavelet).dec_len
-    sizes, embedding = list(shape), 0
-    for level in range(levels):
+    first, sizes, embedding = None, list(shape), 0
+    for _ in range(levels):
         halves = [(n + length - 1) // 2 for n in sizes]
-        padded = int(np.prod([2 * m for m in halves]))
-        first = padded if level == 0 else first
+        padded = int(np.prod([2 * m for m in halves]))  # this level's blocks, details and approximation
+        first = padded if first is None else first
         embedding += padded - int(np.prod(halves))
         sizes = halves
     return itemsize * (4 * first + 3 * embedding)
