@@ -42,28 +42,42 @@ code: an upper bound).
 
     MBOOK_DEVICE=strict .venv/bin/python benchmarks/book.py          # with the operation counts
 
+``--jobs N`` runs N pages at a time, each in its own process with the host's
+cores shared out (its BLAS and OpenMP threads set to cores / N): on a GPU the
+pages then share the card as well, so each page's time is an upper bound of
+its time run alone, and their sum an upper bound of the book's. It is for a
+short lease, where running the pages one at a time would not fit; the table's
+header says how many ran at a time.
+
+    MBOOK_DEVICE=gpu python3 benchmarks/book.py --size full --markdown --jobs 4
+
 Timings are one run per page on a possibly shared machine; they are not tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import math
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+START = time.perf_counter()
 TOP = 5
 #: Assumed until benchmarks/launch.py measures them on the GPU: CuPy's host time per element-wise
 #: operation on a small array, and per copy of a scalar to the host (which waits for the device) [µs].
 LAUNCH_US = 10.0
 SYNC_US = 20.0
+#: Seconds a page stopped at its timeout has to report where it was before it is killed.
+GRACE_S = 10.0
 
 
 def toc_pages():
@@ -264,19 +278,40 @@ class _DevicePeak:
 
 
 # ----------------------------------------------------------------------------- the parent: one child per page
-def measure(page: pathlib.Path, *, timeout: float, top: int, seed_offset: int = 0) -> dict:
+#: Thread-count variables of the numerical libraries a page may load, shared out under --jobs.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def measure(page: pathlib.Path, *, timeout: float, top: int, seed_offset: int = 0, threads: int | None = None) -> dict:
     command = [sys.executable, __file__, "--child", str(page), "--top", str(top), "--seed-offset", str(seed_offset)]
+    environment = dict(os.environ)
+    if threads is not None:  # pages run side by side: each gets its share of the cores, not all of them
+        environment.update({name: str(threads) for name in THREAD_VARIABLES if name not in os.environ})
     start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             env=environment)
+    stopped = False
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        stdout, stderr = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return dict(status=f"stopped after {timeout:g} s", wall=time.perf_counter() - start, host=None,
-                    device=None, functions=[])
-    for line in reversed(done.stdout.splitlines()):
+        # Interrupt it first: the child reports the cell it was in and its profile so far (where the time
+        # went is what a page past its time needs most); killed if it does not answer within the grace.
+        stopped = True
+        child.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = child.communicate(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            stdout, stderr = child.communicate()
+    for line in reversed(stdout.splitlines()):
         if line.startswith("MBOOK-PAGE "):
-            return json.loads(line[len("MBOOK-PAGE "):])
-    return dict(status=f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}",
-                wall=time.perf_counter() - start, host=None, device=None, functions=[])
+            row = json.loads(line[len("MBOOK-PAGE "):])
+            if stopped:  # the child's status names the cell it was interrupted in
+                row["status"] = f"stopped after {timeout:g} s" + re.sub(r"^KeyboardInterrupt(.*?):?\s*$", r"\1",
+                                                                         row["status"])
+            return row
+    status = f"stopped after {timeout:g} s" if stopped else f"exit {child.returncode}: {stderr.strip().splitlines()[-1:]}"
+    return dict(status=status, wall=time.perf_counter() - start, host=None, device=None, functions=[])
 
 
 def _floor(ops, args):
@@ -315,11 +350,15 @@ def main():
                         help="host cost of one device operation on the GPU [µs] (strict stand-in counts)")
     parser.add_argument("--sync-us", type=float, default=SYNC_US,
                         help="cost of one copy to the host, a wait for the device [µs] (strict stand-in counts)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="pages run at a time (each time then an upper bound of the page's time run alone)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.top < 1 or args.timeout <= 0 or args.seed_offset < 0 or (args.budget is not None and args.budget <= 0):
         parser.error(f"--top must be >= 1, --timeout > 0, --seed-offset >= 0 and --budget > 0, got {args.top}, "
                      f"{args.timeout}, {args.seed_offset} and {args.budget}")
+    if not 1 <= args.jobs <= 64:
+        parser.error(f"--jobs must be 1 to 64 pages at a time, got {args.jobs}")
     if not (args.launch_us >= 0 and args.sync_us >= 0):
         parser.error(f"--launch-us and --sync-us must be >= 0 microseconds, got {args.launch_us} and {args.sync_us}")
     if args.child:
@@ -335,27 +374,49 @@ def main():
             parser.error(f"unknown pages {unknown}; known: {sorted(known)}")
         pages = [known[name] for name in args.pages]
 
-    print(header() + (f"; every SEED + {args.seed_offset}" if args.seed_offset else ""), flush=True)
-    rows, start, not_run = [], time.perf_counter(), []
-    for page in pages:
+    threads = None if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+    print(header() + (f"; every SEED + {args.seed_offset}" if args.seed_offset else "")
+          + (f"; {args.jobs} pages at a time, {threads} threads each: each time is an upper bound of the page "
+             "run alone" if args.jobs > 1 else ""), flush=True)
+    results, start, not_run = {}, START, []
+
+    def run_one(page):
         left = math.inf if args.budget is None else args.budget - (time.perf_counter() - start)
         if left < 20:
             not_run.append(page_name(page))
-            continue
-        row = measure(page, timeout=min(args.timeout, left), top=args.top, seed_offset=args.seed_offset)
-        rows.append((page_name(page), row))
-        costly = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["functions"])
-        print(f"{page_name(page):<36} {row['wall']:7.1f} s  host {_mib(row['host']):>6} MiB  "
-              f"device {_mib(row['device']):>6} MiB  {row['status']}\n    {costly}", flush=True)
-        if row.get("operations"):
-            ops = row["operations"]
-            callers = ", ".join(f"{name} {count:,}" for name, count in ops["callers"])
-            copiers = ", ".join(f"{name} {count:,}" for name, count in ops["copy_callers"])
-            print(f"    {ops['operations']:,} device operations, {ops['to_host']:,} copies to the host: "
-                  f"{_floor(ops, args):.2f} s of launches and waits on a GPU\n    {callers}\n"
-                  f"    copies to the host: {copiers or 'none'}\n"
-                  f"    host work (outside the stand-in's operations): {row['wall'] - ops['device_seconds']:.1f} s "
-                  f"of the {row['wall']:.1f}", flush=True)
+            return
+        row = measure(page, timeout=min(args.timeout, left), top=args.top, seed_offset=args.seed_offset,
+                      threads=threads)
+        results[page_name(page)] = row
+        report(page_name(page), row, args)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for done in [pool.submit(run_one, page) for page in pages]:
+            done.result()
+    rows = [(page_name(page), results[page_name(page)]) for page in pages if page_name(page) in results]
+    not_run = [page_name(page) for page in pages if page_name(page) in not_run]
+    print_table(rows, not_run, args)
+
+
+def report(name: str, row: dict, args) -> None:
+    """Print one page's lines as soon as it is measured (in one write: pages may finish side by side)."""
+    costly = ", ".join(f"{function} {seconds:.1f}" for function, seconds in row["functions"])
+    lines = [f"{name:<36} {row['wall']:7.1f} s  host {_mib(row['host']):>6} MiB  "
+             f"device {_mib(row['device']):>6} MiB  {row['status']}\n    {costly}"]
+    if row.get("operations"):
+        ops = row["operations"]
+        callers = ", ".join(f"{caller} {count:,}" for caller, count in ops["callers"])
+        copiers = ", ".join(f"{caller} {count:,}" for caller, count in ops["copy_callers"])
+        lines.append(f"    {ops['operations']:,} device operations, {ops['to_host']:,} copies to the host: "
+                     f"{_floor(ops, args):.2f} s of launches and waits on a GPU\n    {callers}\n"
+                     f"    copies to the host: {copiers or 'none'}\n"
+                     f"    host work (outside the stand-in's operations): "
+                     f"{row['wall'] - ops['device_seconds']:.1f} s of the {row['wall']:.1f}")
+    print("\n".join(lines), flush=True)
+
+
+def print_table(rows: list, not_run: list, args) -> None:
+    """The table of the pages run (in the book's order) and the totals."""
     if args.markdown and any(row.get("operations") for _, row in rows):
         print(f"\n| page | wall [s] | host work [s] | device operations | copies to the host | launch floor [s] "
               f"({args.launch_us:g} µs, {args.sync_us:g} µs) | most operations |")
@@ -375,7 +436,8 @@ def main():
             print(f"| {name}{status} | {row['wall']:.1f} | {_mib(row['host'])} | {_mib(row['device'])} | {costly} |")
     total = sum(row["wall"] for _, row in rows)
     failed = [name for name, row in rows if row["status"] not in ("ok", "skipped: no SEED")]
-    print(f"\n{len(rows)} pages in {total:.0f} s; {len(failed)} not finished: {failed}"
+    print(f"\n{len(rows)} pages in {total:.0f} s ({args.jobs} at a time: {time.perf_counter() - START:.0f} s elapsed); "
+          f"{len(failed)} not finished: {failed}"
           + (f"; not run (budget of {args.budget:g} s spent): {not_run}" if not_run else ""))
 
 

@@ -17,7 +17,12 @@
 #   launch         benchmarks/launch.py: CuPy's cost per operation and per copy to the host, the figures
 #                  that turn book.py's operation counts on the strict stand-in into a GPU time floor
 #   pages[:a,b]    benchmarks/book.py --size full --markdown: every page, or those named (as in _toc.yml,
-#                  e.g. pages:01-simulation/stem,02-inverse/wasserstein), PAGE_S seconds each (default 90)
+#                  e.g. pages:01-simulation/stem,02-inverse/wasserstein), PAGE_S seconds each (default 90),
+#                  JOBS pages at a time (default 1; more gives each page's time as an upper bound of its
+#                  time run alone, for a lease too short to run the pages one by one)
+# A stage written with a trailing '+' (tests+) runs in the background, beside the stages after it; the
+# round waits for it at the end. CAP_<stage> (CAP_prism=150) overrides a stage's cap in seconds, and
+# TEST_WORKERS the tests' processes (default 8).
 # Every stage's output goes to $OUT/<stage>.txt (OUT: the run tool's folder, else .gpu/out), and its
 # last lines to stdout. A stage that would start with under 30 s left is skipped and said so.
 set -u
@@ -39,8 +44,9 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
 fi
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg MBOOK_DEVICE=${DEVICE:-gpu} MBOOK_PROGRESS=0 MBOOK_PAGE_CACHE=0
 
-stage() {  # stage NAME CAP COMMAND...: run COMMAND with the smaller of CAP and the time left
+stage() {  # stage NAME CAP COMMAND...: run COMMAND with the smaller of CAP (or CAP_NAME) and the time left
   local name=$1 cap=$2; shift 2
+  local override="CAP_${name//-/_}"; cap=${!override:-$cap}
   local left=$((deadline - SECONDS - 5))
   if [ $left -lt 30 ]; then echo "== $name: skipped, $((left + 5)) s left"; return; fi
   [ $cap -lt $left ] && left=$cap
@@ -51,9 +57,10 @@ stage() {  # stage NAME CAP COMMAND...: run COMMAND with the smaller of CAP and 
   tail -${TAIL:-25} "$OUT/$name.txt"
 }
 
-for s in "$@"; do
+run_stage() {
+  local s=$1
   case $s in
-    tests) stage tests 240 $PYTHON -m pytest tests -q -n 8 -p no:cacheprovider -o addopts="" -rs \
+    tests) stage tests 240 $PYTHON -m pytest tests -q -n ${TEST_WORKERS:-8} -p no:cacheprovider -o addopts="" -rs \
              --import-mode=importlib -k "gpu or fused" ;;
     electron) stage electron 240 $PYTHON benchmarks/electron.py --size full --abtem-device gpu --repeat 3 ;;
     prism) stage prism 240 $PYTHON benchmarks/prism.py --size gpu ;;
@@ -63,8 +70,17 @@ for s in "$@"; do
     pages|pages:*)  # book.py stops starting pages itself, so the table of those run is printed
       names=""; [ "$s" != pages ] && names=$(echo "${s#pages:}" | tr ',' ' ')
       stage pages 3600 $PYTHON benchmarks/book.py --size full --markdown --timeout "${PAGE_S:-90}" \
-        --budget $((deadline - SECONDS - 15)) $names ;;
-    *) echo "unknown stage $s (tests, electron, prism, prism-abtem, ptychography, pages[:a,b])" >&2 ;;
+        --jobs "${JOBS:-1}" --budget $((deadline - SECONDS - 15)) $names ;;
+    *) echo "unknown stage $s (tests, electron, prism, prism-abtem, launch, ptychography, pages[:a,b])" >&2 ;;
   esac
+}
+
+for s in "$@"; do
+  if [ "${s%+}" != "$s" ]; then
+    run_stage "${s%+}" &  # beside the next stages; its lines print when it ends
+  else
+    run_stage "$s"
+  fi
 done
+wait
 echo "round done in $SECONDS s"
