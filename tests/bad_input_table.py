@@ -287,6 +287,10 @@ E("core.fusion.set_enabled", lambda: call(True), enabled=["off", 1, None])
 E("core.fusion.enabled", lambda: call())
 E("core.fusion.status", lambda: call())
 E("core.fusion.elementwise", lambda: call(lambda xp, x: x), function=[3, None])
+# scatter: kernels on inputs their callers checked (FREE: no refusals but an index outside the output)
+E("core.scatter.add", lambda: call(np.zeros(4), np.array([0, 1, 3]), np.ones(3)), out=FREE, index=FREE,
+  weights=FREE, drop_outside=FREE)
+E("core.scatter.bincount", lambda: call(np.array([0, 1, 3]), np.ones(3), 4), index=FREE, weights=FREE, length=FREE)
 
 # checks: the vocabulary itself (its messages name the ``name`` given: "value" here)
 E("core.checks.check_number", lambda: call(1.0, "value", lower=0.0, upper=2.0),

@@ -91,10 +91,13 @@ def test_the_laplacian_is_four_kernels():
     assert ops.operations - 2 <= 4  # 2: the NaN check of a call from outside mbook (8 before)
 
 
-@pytest.mark.parametrize(("moving", "smoothness", "bound"), [(False, 0.0, 32.2), (True, 0.0, 45.2), (True, 0.1, 49.2)])
+@pytest.mark.parametrize(("moving", "smoothness", "bound"), [(False, 0.0, 34.2), (True, 0.0, 47.2), (True, 0.1, 51.2)])
 def test_a_ptychography_batch_issues_a_few_dozen_operations(rng, moving, smoothness, bound):
     """One mini-batch of positions: the forward model, the gradients, the object's and probe's steps,
-    the prior's Laplacian and, when the positions move, their Gauss-Newton step."""
+    the prior's Laplacian and, when the positions move, their Gauss-Newton step.
+
+    Its two scatter-adds count two operations each (the zeroed output and the atomic adds): CuPy's
+    ``bincount``, counted as one before, launched five kernels and waited twice for the device."""
     from mbook.multimodal import ptychography, reconstruction
 
     probe = ptychography.centred_probe(16, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=40.0)

@@ -21,7 +21,7 @@ Examples
 
 from __future__ import annotations
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, progress, scatter
 from mbook.geometry.so3 import check_rotations
 
 
@@ -172,6 +172,6 @@ def backproject(images, rotations, *, sampling, budget=None):
             stop - start, n**3) for part in parts]
         for indices, weights in _corners(rotations[start:stop], n, xp):
             for total, value in zip(totals, values):
-                total += xp.bincount(indices.ravel(), (weights * value).ravel(), minlength=n**3)
+                scatter.add(total, indices.ravel(), (weights * value).ravel())
     total = totals[0] if len(totals) == 1 else totals[0] + 1j * totals[1]
     return total.reshape(n, n, n)

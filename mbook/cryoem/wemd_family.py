@@ -90,7 +90,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, progress, scatter
 from mbook.cryoem import wasserstein
 
 #: Points per leaf of the kd-tree (k >= 3).
@@ -375,14 +375,14 @@ def _tree_query(u, a, b, table, xp, census=None):
         largest = a[active_q] + xp.maximum(bq * low, bq * high).sum(axis=1)
         inner = xp.sum(table.sums[level][active_node] * u[active_q], axis=1)
         sign = xp.where(smallest > 0, 1.0, xp.where(largest < 0, -1.0, 0.0))
-        result += xp.bincount(active_q, sign * inner, minlength=n)
+        scatter.add(result, active_q, sign * inner)
         cut = sign == 0
         if census is not None:
             census.append((int(active_q.shape[0]), int(cut.sum()) if level == depth else 0))
         if level == depth:
             leaves = table.leaves[active_node[cut]]  # (c, leaf, k)
             values = xp.abs(xp.einsum("clk,ck->cl", leaves, u[active_q[cut]])).sum(axis=1)
-            result += xp.bincount(active_q[cut], values, minlength=n)
+            scatter.add(result, active_q[cut], values)
         else:
             active_q = xp.repeat(active_q[cut], 2)
             active_node = (2 * active_node[cut][:, None] + children).ravel()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, scatter
 
 
 def _stencil(shape, displacement):
@@ -168,11 +168,11 @@ def warp_adjoint_kernel(residual, displacement, shape, *, corners=None):
     out = xp.zeros(size, dtype=residual.real.dtype)
     # The weights go in by position: the strict stand-in does not unwrap keyword arrays.
     for index, weight in corners:
-        out += xp.bincount(index.ravel(), (weight * residual).real.ravel(), size)
+        scatter.add(out, index.ravel(), (weight * residual).real.ravel())
     if xp.iscomplexobj(residual):  # keep the adjoint exact for complex inputs (dot-product test)
         imag = xp.zeros_like(out)
         for index, weight in corners:
-            imag += xp.bincount(index.ravel(), (weight * residual).imag.ravel(), size)
+            scatter.add(imag, index.ravel(), (weight * residual).imag.ravel())
         out = out + 1j * imag
     return out.reshape(shape)
 

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 
-from mbook.core import backend, checks, grids, progress, propagation
+from mbook.core import backend, checks, grids, progress, propagation, scatter
 from mbook.light import scattering
 from mbook.light.led_geometry import Setup, check_setup, pupil, window_indices
 
@@ -240,9 +240,8 @@ def camera_fields_adjoint(fields, pupil_function, setup: Setup, *, vignetting=Tr
         if use:
             window = vignette(window)
         flat = (rows[leds][:, :, None] * setup.gpts[1] + columns[leds][:, None, :]).ravel()
-        # (weights and minlength positional: the strict stand-in does not unwrap array keywords)
-        real += xp.bincount(flat, window.real.ravel(), real.size)
-        imag += xp.bincount(flat, window.imag.ravel(), imag.size)
+        scatter.add(real, flat, window.real.ravel())
+        scatter.add(imag, flat, window.imag.ravel())
     return (real + 1j * imag).reshape(setup.gpts)
 
 

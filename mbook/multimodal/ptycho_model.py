@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, fusion
+from mbook.core import backend, fusion, scatter
 from mbook.multimodal import ptychography
 
 
@@ -139,8 +139,7 @@ def _shift_derivatives(gpts, sampling, dtype, xp):
 
 def illuminate(wave, index, n_pixels):
     """``Σ_j |ψ_j|²`` of a batch's waves ``(n, wx, wy)`` scattered onto the object's pixels (a kernel)."""
-    xp = backend.get_array_module(wave)
-    return xp.bincount(index.reshape(-1), weights=_power(wave.real, wave.imag).reshape(-1), minlength=n_pixels)
+    return scatter.bincount(index.reshape(-1), _power(wave.real, wave.imag).reshape(-1), n_pixels)
 
 
 def scan_illumination(phase, probe, positions, propagator, sampling, batch_size):
@@ -180,8 +179,7 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     illumination = xp.empty((n_slices, nx * ny), phase.dtype)
     flat_index = index.reshape(-1)
     for s in reversed(range(n_slices)):
-        g_phase[s] = xp.bincount(flat_index, weights=_back_weight(g, incident[s], gratings[s]).imag.reshape(-1),
-                                 minlength=nx * ny)
+        g_phase[s] = scatter.bincount(flat_index, _back_weight(g, incident[s], gratings[s]).imag.reshape(-1), nx * ny)
         illumination[s] = illuminate(incident[s], index, nx * ny)
         g = _conj_times(gratings[s], g)
         if s > 0:

@@ -48,7 +48,7 @@ import functools
 
 import numpy as np
 
-from mbook.core import backend, checks, detection, fusion, grids, progress
+from mbook.core import backend, checks, detection, fusion, grids, progress, scatter
 from mbook.electron import multislice, physics, waves
 
 
@@ -463,5 +463,4 @@ def scatter_windows(patches, index, shape):
     if tuple(patches.shape) != tuple(index.shape):
         raise ValueError(f"patches must have the shape of index {tuple(index.shape)}, got {tuple(patches.shape)}")
     shape = checks.check_gpts(shape, 2, name="shape")
-    xp = backend.get_array_module(patches)
-    return xp.bincount(index.reshape(-1), weights=patches.reshape(-1), minlength=shape[0] * shape[1]).reshape(shape)
+    return scatter.bincount(index.reshape(-1), patches.reshape(-1), shape[0] * shape[1]).reshape(shape)

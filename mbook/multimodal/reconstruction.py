@@ -74,7 +74,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, fusion, grids, progress
+from mbook.core import backend, checks, fusion, grids, progress, scatter
 from mbook.electron import multislice
 from mbook.inverse import optimize
 from mbook.multimodal import ptycho_model, ptychography
@@ -239,7 +239,7 @@ def _position_step(xp, positions, g_positions, curvature, mean_curvature, step, 
 def _group_sums(members, values, n_groups):
     """Sums of ``values`` (n, 2) over the positions of each group, (n_groups, 2) (a kernel)."""
     xp = backend.get_array_module(values)
-    return xp.stack([xp.bincount(members, weights=values[:, a], minlength=n_groups) for a in range(2)], axis=1)
+    return xp.stack([scatter.bincount(members, values[:, a], n_groups) for a in range(2)], axis=1)
 
 
 def _check_schedule(value, name, max_num_iter):

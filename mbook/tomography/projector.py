@@ -59,7 +59,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, progress, scatter
 from mbook.tomography import rays
 
 AXES = ("y", "x")
@@ -311,7 +311,7 @@ class TiltProjector:
             inside = (zi >= 0) & (zi < nz) & (xi >= 0) & (xi < nx)
             weight = xp.where(inside, weight, 0) * self.sampling
             index = row + xp.clip(zi, 0, nz - 1) * nx + xp.clip(xi, 0, nx - 1)
-            matrices += xp.bincount(index.reshape(-1), weights=weight.reshape(-1), minlength=length)
+            scatter.add(matrices, index.reshape(-1), weight.reshape(-1))
         return matrices.reshape(n, nx, nz * nx)
 
     def subset(self, indices) -> "TiltProjector":

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from mbook.core import backend, fusion, progress
+from mbook.core import backend, fusion, progress, scatter
 
 #: Peak bytes per ray sample of the gather/scatter (coordinates, floors, fractions, one corner's index,
 #: weight and gathered value, accumulators), for float64; the budget scales it by the itemsize.
@@ -203,5 +203,5 @@ def backproject_kernel(projections, rotations, *, shape, sampling: float, separa
         for dz, wz in ((0, 1 - fz), (1, fz)):
             for corner, weight in enumerate(_corner_weights(values, wz, fy, fx)):  # (y, x): (0, 0), (0, 1), ...
                 offset = dz * strides[0] + (corner // 2) * strides[1] + corner % 2
-                out[offset:] += xp.bincount(base, weights=weight, minlength=length)[:length - offset]
+                scatter.add(out[offset:], base, weight, drop_outside=True)
     return out.reshape(((n,) if separate else ()) + framed)[..., 1:-1, 1:-1, 1:-1].astype(dtype)  # a copy

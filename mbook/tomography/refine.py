@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks
+from mbook.core import backend, checks, scatter
 
 
 #: Iterations between the checks that the loss has not risen (see :func:`refine_positions`).
@@ -108,8 +108,8 @@ class AtomProjector:
         curvature = self.amplitude**2 / (8 * math.pi * self.width**4 * self.sampling**2)
         directions = self.rotations[:, 1, :] ** 2 + self.rotations[:, 2, :] ** 2  # (N, 3)
         self.diagonal = xp.stack([
-            xp.bincount(self.index.reshape(-1), weights=(curvature * directions[:, None, d]).reshape(-1),
-                        minlength=self.num_atoms) for d in range(3)], axis=1)
+            scatter.bincount(self.index.reshape(-1), (curvature * directions[:, None, d]).reshape(-1), self.num_atoms)
+            for d in range(3)], axis=1)
 
     def split(self, positions) -> list:
         """``(J, 3)`` flat positions -> one ``(n_m, 3)`` array per anchor."""
@@ -158,8 +158,8 @@ class AtomProjector:
         grad_u = self.amplitude * xp.einsum("kpu,kup->kp", gu * du / self.width**2, along_v)
         per_projection = grad_v[..., None] * self.rotations[:, None, 1, :] + grad_u[..., None] * self.rotations[
             :, None, 2, :]  # (N, P, 3) in the object frame
-        gradient = xp.stack([xp.bincount(self.index.reshape(-1), weights=per_projection[..., d].reshape(-1),
-                                         minlength=self.num_atoms) for d in range(3)], axis=1)
+        gradient = xp.stack([scatter.bincount(self.index.reshape(-1), per_projection[..., d].reshape(-1), self.num_atoms)
+                             for d in range(3)], axis=1)
         return 0.5 * xp.sum(residual**2), gradient
 
 
