@@ -136,35 +136,39 @@ def _hio_outside(psi, pm, beta):
     return psi - beta * pm
 
 
-def _raar_outside(psi, pm, beta):
-    """RAAR outside the support: ``β ψ + (1 - 2β) P_M ψ``."""
-    return beta * psi + (1 - 2 * beta) * pm
+def _raar_outside(psi, pm, beta, weight):
+    """RAAR outside the support: ``β ψ + (1 - 2β) P_M ψ``, ``weight = 1 - 2β`` computed on the host.
+
+    With ``1 - 2β`` written in the kernel (``β`` a scalar argument), CuPy 14.2's fused RAAR step differed
+    from the plain operations by 1e-4 on an H200 (2026-11-30), where the HIO step, which lacks that term,
+    agreed: the kernels take both weights as arguments."""
+    return beta * psi + weight * pm
 
 
 @fusion.elementwise
-def _er_step(xp, psi, pm, support, beta):
+def _er_step(xp, psi, pm, support, beta, weight):
     return pm * support
 
 
 @fusion.elementwise
-def _hio_step(xp, psi, pm, support, beta):
+def _hio_step(xp, psi, pm, support, beta, weight):
     return xp.where(support, pm * support, _hio_outside(psi, pm, beta))
 
 
 @fusion.elementwise
-def _raar_step(xp, psi, pm, support, beta):
-    return xp.where(support, pm * support, _raar_outside(psi, pm, beta))
+def _raar_step(xp, psi, pm, support, beta, weight):
+    return xp.where(support, pm * support, _raar_outside(psi, pm, beta, weight))
 
 
 # with a prior, the part inside the support is the prior's, computed before the step
 @fusion.elementwise
-def _hio_step_inside(xp, psi, pm, inside, support, beta):
+def _hio_step_inside(xp, psi, pm, inside, support, beta, weight):
     return xp.where(support, inside, _hio_outside(psi, pm, beta))
 
 
 @fusion.elementwise
-def _raar_step_inside(xp, psi, pm, inside, support, beta):
-    return xp.where(support, inside, _raar_outside(psi, pm, beta))
+def _raar_step_inside(xp, psi, pm, inside, support, beta, weight):
+    return xp.where(support, inside, _raar_outside(psi, pm, beta, weight))
 
 
 _STEPS = {"er": _er_step, "hio": _hio_step, "raar": _raar_step}
@@ -328,6 +332,7 @@ def _retrieve(intensity, support, method, beta, max_num_iter, seeds, initial, pr
         psi = initial.astype(xp.complex128)
     box = _bounding_box(support) if prior is not None else None
     outside = ~support
+    weight = 1.0 - 2.0 * float(beta)  # RAAR's weight of P_M ψ outside the support, a host number
     errors = []  # (b,) device arrays, stacked once at the end
 
     def support_error(pm):
@@ -343,9 +348,9 @@ def _retrieve(intensity, support, method, beta, max_num_iter, seeds, initial, pr
             inside = pm * support
             with backend.inside_iterations():  # a user's prior may call mbook's operators
                 inside[0][box] = prior(inside[0][box]) * support[box]
-            psi = inside if method == "er" else _STEPS_INSIDE[method](psi, pm, inside, support, beta)
+            psi = inside if method == "er" else _STEPS_INSIDE[method](psi, pm, inside, support, beta, weight)
         else:
-            psi = _STEPS[method](psi, pm, support, beta)
+            psi = _STEPS[method](psi, pm, support, beta, weight)
     pm, _ = _modulus_projection(psi, amplitude)
     errors.append(support_error(pm))  # errors[-1] describes the returned object's P_M ψ
     obj = pm * support
