@@ -112,6 +112,17 @@ def test_scipy_through_the_backend_works_on_the_device(a):
     np.testing.assert_allclose(backend.asnumpy(smooth), scipy.ndimage.gaussian_filter(backend.asnumpy(a), 1.0))
 
 
+def test_iterated_binary_morphology_is_refused_as_cupy_refuses_it():
+    # cupyx.scipy.ndimage iterates an erosion or dilation only with brute_force=True (NotImplementedError else)
+    mask = strict.asarray(np.eye(8, dtype=bool))
+    ndimage = backend.scipy_module("ndimage", mask)
+    with pytest.raises(NotImplementedError, match="brute_force"):
+        ndimage.binary_dilation(mask, iterations=2)
+    dilated = ndimage.binary_dilation(mask, iterations=2, brute_force=True)
+    np.testing.assert_array_equal(dilated.get(), scipy.ndimage.binary_dilation(np.eye(8, dtype=bool), iterations=2))
+    assert int(ndimage.binary_erosion(mask).sum()) == 0  # one iteration: as SciPy
+
+
 def test_special_ufuncs_need_the_backend(a):
     import scipy.special
 

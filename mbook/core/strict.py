@@ -117,6 +117,23 @@ _NO_KERNEL = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "
                         "empty", "empty_like"})  # empty: memory from the pool, no kernel
 
 
+
+def _refuse_iterated_morphology(function):
+    """cupyx.scipy.ndimage's binary erosion and dilation iterate only by brute force: with ``iterations``
+    other than 1 and ``brute_force=False`` (SciPy's default) CuPy 14 raises NotImplementedError."""
+    def checked(input, structure=None, iterations=1, *args, brute_force=False, **kwargs):
+        if iterations != 1 and not brute_force:
+            raise NotImplementedError("only brute_force iteration has been implemented (cupyx.scipy.ndimage: "
+                                      f"pass brute_force=True with iterations={iterations})")
+        return function(input, structure, iterations, *args, brute_force=brute_force, **kwargs)
+    return checked
+
+
+#: Functions of a SciPy submodule that CuPy's counterpart refuses for some arguments: (module, name) -> wrapper.
+_CUPY_LIMITS = {("scipy.ndimage", name): _refuse_iterated_morphology
+                for name in ("binary_erosion", "binary_dilation", "binary_opening", "binary_closing")}
+
+
 def _advanced(key) -> bool:
     """True when an index holds arrays or lists (a gather on the device, not a view)."""
     if isinstance(key, tuple):
@@ -373,6 +390,9 @@ class Namespace(types.ModuleType):
                 return _Generator(attribute(*args, **kwargs))
         else:
             allow_host = name in HOST_INPUT_FUNCTIONS
+            limit = _CUPY_LIMITS.get((self._module.__name__, name))
+            if limit is not None:
+                attribute = limit(attribute)
 
             def value(*args, **kwargs):
                 if name not in _NO_KERNEL:
