@@ -260,8 +260,8 @@ def asarray(array, dtype=None):
     device = get_device()
     if device == "cpu":
         return np.asarray(asnumpy(array) if is_device_array(array) else array, dtype=dtype)
-    if device == "strict":
-        return strict.asarray(array, dtype=dtype)
+    if device == "strict":  # a CuPy array (made while the GPU was selected) goes by the host, as on the CPU
+        return strict.asarray(array.get() if _is_cupy(array) else array, dtype=dtype)
     import cupy
 
     return cupy.asarray(array, dtype=dtype)

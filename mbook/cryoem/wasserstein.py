@@ -138,11 +138,25 @@ def _embedding(array, h, wavelet):
     return np.concatenate(parts)
 
 
+def _check_wavelet(wavelet) -> str:
+    """``wavelet`` if it names a discrete PyWavelets wavelet, else TypeError/ValueError naming it."""
+    import pywt
+
+    if not isinstance(wavelet, str):
+        raise TypeError(f"wavelet must be a PyWavelets wavelet name (str), e.g. {WAVELET!r}, "
+                        f"got {type(wavelet).__name__} {wavelet!r}")
+    if wavelet not in pywt.wavelist(kind="discrete"):
+        raise ValueError(f"wavelet must be one of PyWavelets' discrete wavelets (pywt.wavelist(kind='discrete'): "
+                         f"haar, db1-db38, sym2-sym20, coif1-coif17, ...), got {wavelet!r}")
+    return wavelet
+
+
 def _embed_many(densities, h, wavelet):
     """Embeddings ``(n, m)`` of checked host densities of one shape, on the selected device.
 
     On the CPU PyWavelets, one density at a time; on a GPU (or the stand-in) the device transform,
     in batches under the memory budget."""
+    wavelet = _check_wavelet(wavelet)  # both paths refuse a bad name alike, before any transform
     if backend.get_device() == "cpu":
         return np.stack([_embedding(d, h, wavelet) for d in densities])
     shape = densities[0].shape
