@@ -152,7 +152,8 @@ def test_family_pairwise_over_the_cluster_is_the_serial_matrix(device, client, k
                                   "pair_batch")
     assert count == 5 and len(workers) == 2
     assert backend.get_array_module(shared) is backend.xp
-    np.testing.assert_array_equal(H(shared), H(serial))
+    # a GPU's scatter-adds sum in the order its threads arrive (2e-16 apart on an H200): the same to rounding
+    np.testing.assert_allclose(H(shared), H(serial), rtol=1e-14 if device == "gpu" else 0)
 
 
 @pytest.mark.parametrize("call", [

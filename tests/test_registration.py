@@ -199,5 +199,6 @@ def test_a_stack_of_images_is_warped_one_by_one_and_corners_can_be_reused(device
     corners = warps.bilinear_corners((12, 10), fields)
     np.testing.assert_array_equal(backend.asnumpy(warps.warp(images[0], fields, corners=corners)),
                                   backend.asnumpy(warps.warp(images[0], fields)))
-    np.testing.assert_array_equal(backend.asnumpy(warps.warp_adjoint(stack, fields, corners=corners)),
-                                  backend.asnumpy(warps.warp_adjoint(stack, fields)))
+    # the adjoint's scatter-add sums in the order a GPU's threads arrive: equal to the last bits there
+    np.testing.assert_allclose(backend.asnumpy(warps.warp_adjoint(stack, fields, corners=corners)),
+                               backend.asnumpy(warps.warp_adjoint(stack, fields)), rtol=1e-14 if device == "gpu" else 0)
