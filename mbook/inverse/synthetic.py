@@ -54,6 +54,10 @@ def _smooth_noise(shape, correlation_length, rng):
     xp = backend.get_array_module(noise)
     kx, ky = xp.fft.fftfreq(shape[-2])[:, None], xp.fft.fftfreq(shape[-1])[None, :]
     kernel = xp.exp(-2 * (math.pi * correlation_length) ** 2 * (kx**2 + ky**2))
+    # The mean goes in Fourier space, not after the inverse FFT: with a correlation length near the grid's
+    # size the fluctuation is ~1e-7 of the mean, so subtracting the mean there would leave the mean's
+    # rounding (which differs between FFT libraries: cuFFT, pocketfft, FFTW) magnified ~1e7 in the field.
+    kernel[0, 0] = 0.0
     field = backend.ifft2(backend.fft2(noise) * kernel).real
     field -= field.mean(axis=(-2, -1), keepdims=True)
     return field / field.std(axis=(-2, -1), keepdims=True)

@@ -66,6 +66,9 @@ def _random_field(n, correlation_length, rng):
     xp = backend.get_array_module(noise)
     k = xp.fft.fftfreq(n)
     kernel = xp.exp(-2 * (math.pi * correlation_length) ** 2 * (k[:, None] ** 2 + k[None, :] ** 2))
+    # The mean goes in Fourier space: subtracted after the inverse FFT, its rounding (FFT-library dependent)
+    # would be magnified by mean/fluctuation, ~1e7 when the correlation length nears the field of view.
+    kernel[0, 0] = 0.0
     field = backend.ifft2(backend.fft2(noise) * kernel).real
     field = field - field.mean()
     return field / field.std()
