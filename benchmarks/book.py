@@ -67,6 +67,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -78,6 +79,8 @@ LAUNCH_US = 10.0
 SYNC_US = 20.0
 #: Seconds a page stopped at its timeout has to report where it was before it is killed.
 GRACE_S = 10.0
+#: --log: the file that collects the last LOG_LINES lines each page printed (None: not kept).
+LOG, LOG_LINES, LOG_LOCK = None, 40, threading.Lock()
 
 
 def toc_pages():
@@ -303,6 +306,9 @@ def measure(page: pathlib.Path, *, timeout: float, top: int, seed_offset: int = 
         except subprocess.TimeoutExpired:
             child.kill()
             stdout, stderr = child.communicate()
+    if LOG is not None:  # what the page printed, for a page that failed far away (a GPU machine)
+        with LOG_LOCK, open(LOG, "a") as log:
+            log.write(f"==== {page}\n" + "\n".join((stdout + stderr).splitlines()[-LOG_LINES:]) + "\n")
     for line in reversed(stdout.splitlines()):
         if line.startswith("MBOOK-PAGE "):
             row = json.loads(line[len("MBOOK-PAGE "):])
@@ -352,6 +358,7 @@ def main():
                         help="cost of one copy to the host, a wait for the device [µs] (strict stand-in counts)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="pages run at a time (each time then an upper bound of the page's time run alone)")
+    parser.add_argument("--log", help="append the last lines each page printed to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.top < 1 or args.timeout <= 0 or args.seed_offset < 0 or (args.budget is not None and args.budget <= 0):
@@ -366,6 +373,8 @@ def main():
         return
     if args.size:
         os.environ["MBOOK_SIZE"] = args.size
+    global LOG
+    LOG = args.log
     pages = toc_pages()
     if args.pages:
         known = {page_name(page): page for page in pages}
