@@ -11,8 +11,7 @@ from mbook.core import backend
 
 def synchronize():
     """Wait for queued GPU work, so that a timer measures it (no-op on the CPU)."""
-    if backend.get_device() == "gpu":
-        backend.xp.cuda.Device().synchronize()
+    backend.synchronize()
 
 
 def median_time(function, repeat: int):

@@ -240,6 +240,7 @@ E("core.backend.set_device", lambda: call(_device()), device=CHOICE + [3, None])
 # A context manager: the device is checked by set_device on entering the ``with`` block, not on the call.
 E("core.backend.use_device", lambda: call(_device()), device=FREE)
 E("core.backend.get_device", lambda: call())
+E("core.backend.synchronize", lambda: call())
 E("core.backend.gpu_code_path", lambda: call())
 E("core.backend.describe", lambda: call())
 E("core.backend.array_module", lambda: call())

@@ -267,6 +267,18 @@ def asarray(array, dtype=None):
     return cupy.asarray(array, dtype=dtype)
 
 
+def synchronize() -> None:
+    """Wait until the GPU has finished the work queued so far (no-op on the CPU and the stand-in).
+
+    CuPy returns from a call once its kernels are queued, so a clock read right after it measures the
+    queueing, not the work: read clocks that time device work after this.
+    """
+    if get_device() == "gpu":
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+
 def asnumpy(array) -> np.ndarray:
     """Return ``array`` as a NumPy array, copying it off the device when needed: the one way to the host."""
     if is_device_array(array):
