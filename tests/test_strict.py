@@ -123,6 +123,29 @@ def test_iterated_binary_morphology_is_refused_as_cupy_refuses_it():
     assert int(ndimage.binary_erosion(mask).sum()) == 0  # one iteration: as SciPy
 
 
+def test_cupy_functions_that_wait_for_the_device_count_their_copies(rng):
+    # CuPy's bincount copies two numbers to the host (a negative-index check, the largest index), a
+    # boolean mask its count of True, nonzero its count: each is a wait for the device, counted as one.
+    from mbook.core import device_counts
+
+    index = strict.asarray(rng.integers(0, 5, 20))
+    values = strict.asarray(rng.standard_normal(20))
+    with strict.count_operations() as counts:
+        strict.xp.bincount(index, values, 5)
+    assert counts.to_host == 2
+    with strict.count_operations() as counts:
+        values[values > 0]
+        strict.xp.nonzero(values > 0)
+        (values > 0).nonzero()
+    assert counts.to_host == 3
+    with strict.count_operations() as counts:
+        values[1:3], values[index]  # a view and a gather by integers: no count needed
+    assert counts.to_host == 0
+    with strict.count_operations() as counts, device_counts.one_operation():  # one kernel copies nothing
+        strict.xp.bincount(index, values, 5)
+    assert counts.to_host == 0 and counts.operations == 1
+
+
 def test_special_ufuncs_need_the_backend(a):
     import scipy.special
 

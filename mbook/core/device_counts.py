@@ -118,7 +118,8 @@ def count_operations(*, by_caller=False):
 
 @contextlib.contextmanager
 def one_operation():
-    """Count the block's device operations as one: what a fused kernel costs (:mod:`mbook.core.fusion`)."""
+    """Count the block's device operations as one, and its copies to the host as none: what a fused kernel
+    costs (:mod:`mbook.core.fusion`)."""
     note_operation(depth=3)
     _counts.suspended += 1
     try:
@@ -152,7 +153,12 @@ def _caller(depth):
 
 
 def note_to_host():
-    """Count one copy from the stand-in's device to the host (called by its arrays)."""
+    """Count one copy from the stand-in's device to the host (called by its arrays).
+
+    Not inside :func:`one_operation`: a block that is one kernel on a GPU copies nothing (e.g. the
+    stand-in's ``bincount`` standing for :mod:`mbook.core.scatter`'s atomic kernel)."""
+    if _counts.suspended:
+        return
     _counts.to_host += 1
     if _counts.host_callers is not None:
         _counts.host_callers[_caller(3)] += 1

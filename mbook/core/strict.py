@@ -141,6 +141,20 @@ def _advanced(key) -> bool:
     return isinstance(key, (np.ndarray, list))
 
 
+def _boolean_mask(key) -> bool:
+    """True when an index holds a boolean array: CuPy copies its count of True to the host to size the result."""
+    if isinstance(key, tuple):
+        return any(_boolean_mask(k) for k in key)
+    return isinstance(key, np.ndarray) and key.dtype == bool and key.ndim > 0
+
+
+#: CuPy functions that copy numbers to the host inside (a wait for the device), and how many: bincount
+#: checks for negative indices and sizes its output from the largest; the others size their outputs
+#: from a count. The stand-in counts those copies as it counts a ``float()``.
+HIDDEN_COPIES = {"bincount": 2, "nonzero": 1, "flatnonzero": 1, "argwhere": 1, "unique": 1, "extract": 1,
+                 "compress": 1}
+
+
 def _index(key):
     """Indices may be device arrays, or host arrays and lists (CuPy copies those over)."""
     if type(key) is StrictArray:
@@ -287,6 +301,8 @@ class StrictArray:
         key = _index(key)
         if _advanced(key):  # a gather kernel; basic slicing makes a view on the host alone
             note_operation()
+            if _boolean_mask(key):
+                note_to_host()
         return _wrap(self._data[key])
 
     def __setitem__(self, key, value):
@@ -304,6 +320,8 @@ class StrictArray:
             def method(*args, **kwargs):
                 if name not in _NO_KERNEL:
                     note_operation()
+                for _ in range(HIDDEN_COPIES.get(name, 0)):  # x.nonzero() waits as xp.nonzero(x) does
+                    note_to_host()
                 return _wrap(attribute(*_unwrap(args, allow_host=False), **_unwrap(kwargs, allow_host=False)))
             return method
         return _wrap(attribute)
@@ -394,9 +412,13 @@ class Namespace(types.ModuleType):
             if limit is not None:
                 attribute = limit(attribute)
 
+            copies = HIDDEN_COPIES.get(name, 0) if self._module is np else 0
+
             def value(*args, **kwargs):
                 if name not in _NO_KERNEL:
                     note_operation()
+                for _ in range(copies):
+                    note_to_host()
                 return _wrap(attribute(*_unwrap(args, allow_host=allow_host),
                                        **_unwrap(kwargs, allow_host=allow_host)))
             value.__name__ = name
