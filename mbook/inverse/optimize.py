@@ -108,13 +108,15 @@ def divergence(p, *, boundary: str = "neumann"):
     px, py = p[0], p[1]
     if boundary == "periodic":
         return px - xp.roll(px, 1, axis=-2) + py - xp.roll(py, 1, axis=-1)
-    # In place through out= (a slice's += is a kernel and a copy back): five kernels on a GPU instead of nine.
-    d = xp.zeros(px.shape, dtype=p.dtype)
-    xp.add(d[..., :-1, :], px[..., :-1, :], out=d[..., :-1, :])
-    xp.subtract(d[..., 1:, :], px[..., :-1, :], out=d[..., 1:, :])
-    xp.add(d[..., :, :-1], py[..., :, :-1], out=d[..., :, :-1])
-    xp.subtract(d[..., :, 1:], py[..., :, :-1], out=d[..., :, 1:])
-    return d
+    # p's components copied into a buffer bordered by zeros (p_x's last row and p_y's last column left
+    # out, as Neumann's adjoint asks), then the backward differences in one kernel over four shifted
+    # views, as the Laplacian does: four kernels on a GPU instead of five, the same floats.
+    nx, ny = px.shape[-2:]
+    border = xp.zeros((2,) + px.shape[:-2] + (nx + 1, ny + 1), dtype=p.dtype)
+    border[0, ..., 1:nx, :ny] = px[..., :-1, :]
+    border[1, ..., :nx, 1:ny] = py[..., :, :-1]
+    bx, by = border[0, ..., :, :ny], border[1, ..., :nx, :]
+    return _backward_differences(bx[..., 1:, :], bx[..., :-1, :], by[..., :, 1:], by[..., :, :-1])
 
 
 def laplacian(u, *, boundary: str = "neumann"):
