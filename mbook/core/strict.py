@@ -117,7 +117,6 @@ _NO_KERNEL = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "
                         "empty", "empty_like"})  # empty: memory from the pool, no kernel
 
 
-
 def _refuse_iterated_morphology(function):
     """cupyx.scipy.ndimage's binary erosion and dilation iterate only by brute force: with ``iterations``
     other than 1 and ``brute_force=False`` (SciPy's default) CuPy 14 raises NotImplementedError."""
