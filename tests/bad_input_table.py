@@ -2086,7 +2086,8 @@ E("multimodal.ptycho_model.batch_gradients",
   lambda: call(*_ptycho_kernel_args(), dev(np.sqrt(_ptycho_counts()).astype(np.float32)), None, _S2,
                dev(np.ones((8, 8), np.float32))),
   phase=UNCHECKED, probe=UNCHECKED, positions=UNCHECKED, amplitudes=UNCHECKED, propagator=UNCHECKED,
-  sampling=UNCHECKED, detector=UNCHECKED, curvature=UNCHECKED, position_gradient=UNCHECKED)
+  sampling=UNCHECKED, detector=UNCHECKED, curvature=UNCHECKED, position_gradient=UNCHECKED,
+  probe_gradient=UNCHECKED)
 
 # ============================================================================= mbook.electron: prism, lma, implicit
 def _pgrid():

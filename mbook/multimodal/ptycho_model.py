@@ -156,12 +156,13 @@ def scan_illumination(phase, probe, positions, propagator, sampling, batch_size)
 
 
 def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, curvature=False,
-                    position_gradient=True):
+                    position_gradient=True, probe_gradient=True):
     """Loss and gradients of one batch (a kernel: inputs checked, on one device).
 
     Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
-    ``g_probe``, ``g_positions`` (n, 2) (None without ``position_gradient``: a reconstruction
-    with fixed positions skips its passes over the batch) and, with ``curvature``, the
+    ``g_probe`` (None without ``probe_gradient``), ``g_positions`` (n, 2) (None without
+    ``position_gradient``: a reconstruction with a fixed probe or fixed positions skips their
+    passes over the batch, five kernels when both are fixed) and, with ``curvature``, the
     Gauss-Newton curvature of the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2)
     (else None).
     """
@@ -178,14 +179,18 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     g_phase = xp.empty((n_slices, nx * ny), phase.dtype)
     illumination = xp.empty((n_slices, nx * ny), phase.dtype)
     flat_index = index.reshape(-1)
+    # the gradient with respect to the incident wave of the first slice feeds only the probe's and the
+    # positions' gradients: without them the backward pass stops at the first slice's grating
+    to_incident = probe_gradient or position_gradient
     for s in reversed(range(n_slices)):
         g_phase[s] = scatter.bincount(flat_index, _back_weight(g, incident[s], gratings[s]).imag.reshape(-1), nx * ny)
         illumination[s] = illuminate(incident[s], index, nx * ny)
-        g = _conj_times(gratings[s], g)
+        if s > 0 or to_incident:
+            g = _conj_times(gratings[s], g)
         if s > 0:
             g = fft.ifft2(xp.conj(propagator) * fft.fft2(g))
-    g_hat = fft.fft2(g)
-    g_probe = fft.ifft2(xp.sum(_conj_times(ramp, g_hat), axis=0))
+    g_hat = fft.fft2(g) if to_incident else None
+    g_probe = fft.ifft2(xp.sum(_conj_times(ramp, g_hat), axis=0)) if probe_gradient else None
     shifted = probe_hat * ramp if position_gradient or curvature else None  # the shifted probes' spectra
     g_positions = None
     if position_gradient:

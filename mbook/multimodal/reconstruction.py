@@ -400,18 +400,19 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
         step = steps[0] / (2 * (illumination + 8 * smoothness + floor))
         illumination = xp.zeros_like(phase)  # this pass's, for the next (probe and positions move)
         move_positions = positions_from is not None and iteration >= positions_from
+        move_probe = probe_from is not None and iteration >= probe_from
         for start in range(0, n, batch_size):
             batch = orders[iteration, start:start + batch_size]
             loss, g_phase, batch_illumination, g_probe, g_positions, curvature = ptycho_model.batch_gradients(
                 phase, probe, positions[batch], amplitudes[batch], propagator, sampling, detector,
-                curvature=move_positions, position_gradient=move_positions)
+                curvature=move_positions, position_gradient=move_positions, probe_gradient=move_probe)
             total = total + loss
             illumination += batch_illumination
             # the batch's share of the prior's gradient, in the same fused step
             laplacian = optimize.laplacian(phase) if smoothness else 0.0
             velocity, phase = _momentum_step(velocity, phase, g_phase, laplacian, 2 * smoothness * len(batch) / n,
                                              momentum, step)
-            if probe_from is not None and iteration >= probe_from:
+            if move_probe:
                 probe = _probe_step(probe, g_probe, steps[1], len(batch))
             if move_positions:
                 if groups is not None:  # one move per group: Σ g / Σ H over its positions
