@@ -2076,7 +2076,9 @@ def _ptycho_kernel_args():
 
 
 E("multimodal.ptycho_model.forward", lambda: call(*_ptycho_kernel_args(), None, _S2), phase=UNCHECKED,
-  probe=UNCHECKED, positions=UNCHECKED, propagator=UNCHECKED, sampling=UNCHECKED)
+  probe=UNCHECKED, positions=UNCHECKED, propagator=UNCHECKED, sampling=UNCHECKED, windows=UNCHECKED)
+E("multimodal.ptycho_model.incident_windows", lambda: call(*_ptycho_kernel_args()[1:], _S2, (16, 16)),
+  probe=UNCHECKED, positions=UNCHECKED, sampling=UNCHECKED, object_gpts=UNCHECKED)
 E("multimodal.ptycho_model.illuminate",
   lambda: call(dev(crand(4, 8, 8).astype(np.complex64)), dev(_windows()[2]), 256), wave=UNCHECKED,
   index=UNCHECKED, n_pixels=UNCHECKED)
@@ -2087,7 +2089,7 @@ E("multimodal.ptycho_model.batch_gradients",
                dev(np.ones((8, 8), np.float32))),
   phase=UNCHECKED, probe=UNCHECKED, positions=UNCHECKED, amplitudes=UNCHECKED, propagator=UNCHECKED,
   sampling=UNCHECKED, detector=UNCHECKED, curvature=UNCHECKED, position_gradient=UNCHECKED,
-  probe_gradient=UNCHECKED)
+  probe_gradient=UNCHECKED, windows=UNCHECKED)
 
 # ============================================================================= mbook.electron: prism, lma, implicit
 def _pgrid():

@@ -469,3 +469,41 @@ def test_probe_retrieval_recovers_from_a_wrong_defocus(rng):
         return np.linalg.norm(a - b) / np.linalg.norm(b)
 
     assert amplitude_error(retrieved.probe) < 0.7 * amplitude_error(fixed.probe)
+
+
+def test_windows_made_once_give_the_same_reconstruction(device, rng, monkeypatch):
+    # A fixed probe and fixed positions: every window and shifted probe made once for the scan (two
+    # gathers a batch) or, over a tiny memory budget, batch by batch; the same floats either way.
+    from mbook.core import progress
+
+    _, counts, probe, nominal, _ = _dataset(rng, jitter=0.0, dose=1e3)
+    options = dict(positions=nominal, probe=probe, object_gpts=(32, 32), sampling=SAMPLING, max_num_iter=4,
+                   batch_size=9, probe_from=None, positions_from=None, smoothness=1.0)
+    once = reconstruction.reconstruct(counts, **options)
+    windows = len(nominal) * probe.size * (8 + 2 * 8)  # int64 indices, two complex64 arrays [bytes]
+    assert progress.memory_budget() // 4 >= windows
+    monkeypatch.setenv("MBOOK_MEMORY_GB", str(2 * windows / 2**30))  # room for the batches, not for these
+    batched = reconstruction.reconstruct(counts, **options)
+    tolerance = dict(rtol=1e-6, atol=1e-6) if device == "gpu" else dict(rtol=0, atol=0)  # cuFFT batch shapes
+    np.testing.assert_allclose(backend.asnumpy(once.phase), backend.asnumpy(batched.phase), **tolerance)
+    np.testing.assert_allclose(backend.asnumpy(once.loss), backend.asnumpy(batched.loss), **tolerance)
+
+
+def test_windows_leave_no_probe_or_position_gradient():
+    from mbook.multimodal import ptycho_model
+
+    phase = np.zeros((1, 32, 32), np.float32)
+    probe = ptychography.centred_probe(16, sampling=SAMPLING, energy=ENERGY, semiangle_cutoff=15.0, defocus=40.0)
+    positions = np.array([[8.0, 8.0], [8.5, 9.0]], np.float32)
+    index, _, psi = ptycho_model.incident_windows(probe, positions, (SAMPLING,) * 2, (32, 32))
+    amplitudes, detector = np.ones((2, 16, 16), np.float32), np.ones((16, 16), np.float32)
+    with pytest.raises(ValueError, match="probe_gradient=False"):
+        ptycho_model.batch_gradients(phase, probe, positions, amplitudes, None, (SAMPLING,) * 2, detector,
+                                     windows=(index, psi))
+    made = ptycho_model.batch_gradients(phase, probe, positions, amplitudes, None, (SAMPLING,) * 2, detector,
+                                        position_gradient=False, probe_gradient=False)
+    given = ptycho_model.batch_gradients(phase, probe, positions, amplitudes, None, (SAMPLING,) * 2, detector,
+                                         position_gradient=False, probe_gradient=False, windows=(index, psi))
+    for a, b in zip(made[:3], given[:3]):
+        np.testing.assert_array_equal(backend.asnumpy(a), backend.asnumpy(b))
+    assert given[3] is None and given[4] is None

@@ -6,6 +6,7 @@ kernels do the work on what they checked (arrays on one device, the positions' w
 inside the object), with no checks of their own. The model and its gradients are written
 out in :mod:`mbook.multimodal.reconstruction`.
 
+- :func:`incident_windows`: the windows' object pixels and the probes shifted into them;
 - :func:`forward`: the waves incident on each slice and the exit waves of a batch of positions;
 - :func:`illuminate`: a batch's ``Σ_j |ψ_j|²`` scattered onto the object's pixels;
 - :func:`scan_illumination`: the same over the whole scan, batch by batch;
@@ -35,21 +36,50 @@ from mbook.core import backend, fusion, scatter
 from mbook.multimodal import ptychography
 
 
-def forward(phase, probe, positions, propagator, sampling):
+def incident_windows(probe, positions, sampling, object_gpts):
+    """The windows of ``positions`` and the probe shifted into each (a kernel: inputs checked, on one device).
+
+    A reconstruction with a fixed probe and fixed positions makes these once for the whole scan
+    and gathers each batch's rows (:func:`forward`'s ``windows``): two gathers a batch instead
+    of the five kernels that make them.
+
+    Returns
+    -------
+    index : (n, wx, wy) ndarray, int64
+        Flat indices of each window's pixels in the object's ``object_gpts``.
+    ramp : (n, wx, wy) ndarray, complex
+        The Fourier shift factors of the probes' sub-pixel offsets.
+    psi : (n, wx, wy) ndarray, complex
+        The probe shifted to each position, ``F⁻¹[F[probe] ramp]``.
+    """
+    fft = backend.fft_module(probe)
+    gpts = probe.shape
+    corners, offsets = ptychography.window_corners(positions, sampling, gpts, object_gpts)
+    index = ptychography.window_indices(corners, gpts, object_gpts)
+    ramp = ptychography.phase_ramps(offsets, gpts, sampling)
+    return index, ramp, fft.ifft2(fft.fft2(probe) * ramp)
+
+
+def forward(phase, probe, positions, propagator, sampling, windows=None):
     """The exit waves of one batch and what the gradients need (a kernel: inputs checked, on one device).
 
     Returns ``index`` (the windows' object pixels), ``ramp``, ``probe_hat``, the waves
     incident on each slice, the slices' gratings (lists over slices) and the exit waves ``chi``.
+    ``windows``, the batch's ``(index, psi)`` from :func:`incident_windows`, skips making them
+    (``ramp`` and ``probe_hat`` are then None: no probe or position gradient can follow).
     """
     xp = backend.get_array_module(phase)
     fft = backend.fft_module(phase)
     n_slices, nx, ny = phase.shape
     gpts = probe.shape
-    corners, offsets = ptychography.window_corners(positions, sampling, gpts, (nx, ny))
-    index = ptychography.window_indices(corners, gpts, (nx, ny))
-    ramp = ptychography.phase_ramps(offsets, gpts, sampling)
-    probe_hat = fft.fft2(probe)
-    psi = fft.ifft2(probe_hat * ramp)
+    if windows is None:
+        corners, offsets = ptychography.window_corners(positions, sampling, gpts, (nx, ny))
+        index = ptychography.window_indices(corners, gpts, (nx, ny))
+        ramp = ptychography.phase_ramps(offsets, gpts, sampling)
+        probe_hat = fft.fft2(probe)
+        psi = fft.ifft2(probe_hat * ramp)
+    else:
+        (index, psi), ramp, probe_hat = windows, None, None
     flat = phase.reshape(n_slices, -1)
     incident, gratings = [], []
     # Each object pixel lies in many windows (256 of them for 64² windows at a 4-pixel step): the
@@ -156,7 +186,7 @@ def scan_illumination(phase, probe, positions, propagator, sampling, batch_size)
 
 
 def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, curvature=False,
-                    position_gradient=True, probe_gradient=True):
+                    position_gradient=True, probe_gradient=True, windows=None):
     """Loss and gradients of one batch (a kernel: inputs checked, on one device).
 
     Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
@@ -164,14 +194,17 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     ``position_gradient``: a reconstruction with a fixed probe or fixed positions skips their
     passes over the batch, five kernels when both are fixed) and, with ``curvature``, the
     Gauss-Newton curvature of the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2)
-    (else None).
+    (else None). ``windows`` (the batch's rows of :func:`incident_windows`) needs all three off.
     """
+    if windows is not None and (probe_gradient or position_gradient or curvature):
+        raise ValueError("windows (made once for a fixed probe and fixed positions) leave no probe, position "
+                         "or curvature gradient to compute: pass probe_gradient=False, position_gradient=False")
     xp = backend.get_array_module(phase)
     fft = backend.fft_module(phase)
     n_slices, nx, ny = phase.shape
     gpts = probe.shape
     n_pix = gpts[0] * gpts[1]
-    index, ramp, probe_hat, incident, gratings, chi = forward(phase, probe, positions, propagator, sampling)
+    index, ramp, probe_hat, incident, gratings, chi = forward(phase, probe, positions, propagator, sampling, windows)
     exit_hat = fft.fft2(chi, norm="ortho")
     squared, g_exit, safe = _amplitude_residual(exit_hat, amplitudes, detector)
     loss = xp.sum(squared)
