@@ -43,3 +43,6 @@ def test_one_scatter_is_one_operation_and_copies_nothing():
     with strict.count_operations() as counts:
         scatter.add(out, index, weights)
     assert counts.operations == 1 and counts.to_host == 0
+    with strict.count_operations() as counts:  # float64 zeros, the adds, the sum into the float32 output
+        scatter.add(out.astype(np.float32), index, weights)
+    assert counts.operations == 1 + 3 and counts.to_host == 0

@@ -55,6 +55,9 @@ def add(out, index, weights, *, drop_outside: bool = False):
     """
     xp = backend.get_array_module(out, index, weights)
     if xp is np or xp is strict.xp:
+        if xp is strict.xp and out.dtype != np.float64:  # on a GPU: float64 zeros, the adds, the sum into out
+            device_counts.note_operation()
+            device_counts.note_operation()
         with device_counts.one_operation():  # one kernel on a GPU
             # weights and minlength by position: the stand-in unwraps positional arrays
             sums = xp.bincount(index, weights, out.shape[0])

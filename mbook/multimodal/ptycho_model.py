@@ -66,7 +66,8 @@ def forward(phase, probe, positions, propagator, sampling, windows=None):
     Returns ``index`` (the windows' object pixels), ``ramp``, ``probe_hat``, the waves
     incident on each slice, the slices' gratings (lists over slices) and the exit waves ``chi``.
     ``windows``, the batch's ``(index, psi)`` from :func:`incident_windows`, skips making them
-    (``ramp`` and ``probe_hat`` are then None: no probe or position gradient can follow).
+    (``positions`` is then unused, and ``ramp`` and ``probe_hat`` are None: no probe or position
+    gradient can follow).
     """
     xp = backend.get_array_module(phase)
     fft = backend.fft_module(phase)
