@@ -288,6 +288,7 @@ E("core.fusion.set_enabled", lambda: call(True), enabled=["off", 1, None])
 E("core.fusion.enabled", lambda: call())
 E("core.fusion.status", lambda: call())
 E("core.fusion.elementwise", lambda: call(lambda xp, x: x), function=[3, None])
+E("core.fusion.hand_written", lambda: call(lambda xp, x: x), kernel=[3, None])
 # scatter: kernels on inputs their callers checked (FREE: no refusals but an index outside the output)
 E("core.scatter.add", lambda: call(np.zeros(4), np.array([0, 1, 3]), np.ones(3)), out=FREE, index=FREE,
   weights=FREE, drop_outside=FREE)

@@ -171,6 +171,31 @@ def test_bad_settings_are_refused(monkeypatch):
         fusion.enabled()
 
 
+def test_a_hand_written_kernel_stands_in_for_its_function_off_the_gpu(rng):
+    # On NumPy the function runs as written (the kernel is for CuPy only); on the stand-in too, as one operation.
+    def never(xp, x):
+        raise AssertionError("the kernel runs on CuPy only")
+
+    @fusion.hand_written(never)
+    def shifted_difference(xp, x):
+        return x[1:] - x[:-1] + x[1:]
+
+    x = rng.standard_normal(10)
+    np.testing.assert_array_equal(shifted_difference(x), x[1:] - x[:-1] + x[1:])
+    backend.set_device("strict")
+    try:
+        with strict.count_operations() as ops:
+            result = shifted_difference(backend.asarray(x))
+        assert ops.operations == 1
+        np.testing.assert_array_equal(result.get(), x[1:] - x[:-1] + x[1:])
+    finally:
+        backend.set_device("cpu")
+    with pytest.raises(TypeError, match="kernel must be callable"):
+        fusion.hand_written(None)
+    with pytest.raises(TypeError, match="function must be callable"):
+        fusion.hand_written(never)(3)
+
+
 @pytest.mark.skipif(not backend.gpu_available(), reason=f"no GPU: {backend.gpu_status()}")
 def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     from mbook.inverse import cdi, circle, optimize
@@ -196,12 +221,17 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
         for batch_size in (None, 5):
             implicit_bias.train(X, y, scale=0.1, learning_rate=0.01, num_steps=20, batch_size=batch_size)
         optimize.laplacian(rng.standard_normal((2, 16, 16)))
+        for dtype in (np.float32, np.complex128):  # the stencils on other types than the solvers' float64
+            optimize.divergence(optimize.gradient(rng.standard_normal((3, 9, 7)).astype(dtype)))
+            optimize.laplacian(rng.standard_normal((9, 7)).astype(dtype))
         probe = ptychography.centred_probe(16, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=40.0)
         axis = np.linspace(4.5, 11.5, 5)
         where = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
         reconstruction.reconstruct(rng.poisson(5.0, (25, 16, 16)), positions=where, probe=probe, object_gpts=(32, 32),
                                    sampling=0.5, max_num_iter=3, batch_size=8, probe_from=0, positions_from=0,
                                    smoothness=0.1)
+        reconstruction.reconstruct(rng.poisson(5.0, (25, 16, 16)), positions=where, probe=probe, object_gpts=(32, 32),
+                                   sampling=0.5, max_num_iter=2, batch_size=8)  # fixed: the windows made once
         rotations = projector.tilt_rotations(np.linspace(0.0, 1.0, 5))
         for volume in (rng.standard_normal((12, 12, 12)), rng.standard_normal((12, 12, 12)).astype(np.float32)):
             projections = projector.project(volume, rotations, sampling=0.5, detector_gpts=(12, 12))
@@ -212,7 +242,8 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     names = {name.rsplit(".", 1)[-1] for name, _ in checked}
     assert {"_soft_threshold", "_step", "_extrapolate", "_dual_ascent", "_dual_prox", "_primal_step_s1",
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
-            "_weighted_residual", "_descent_step", "_backward_differences", "_phasor", "_amplitude_residual",
+            "_weighted_residual", "_descent_step", "_neumann_gradient", "_neumann_divergence", "_neumann_laplacian",
+            "_phasor", "_amplitude_residual",
             "_shift_weight", "_amplitude_curvature", "_momentum_step", "_probe_step", "_position_step",
             "_ray_coordinate", "_floor_and_fraction", "_corner_index", "_masked_values", "_corner_weights"} <= names
     assert all(checked.values()), {key: ok for key, ok in checked.items() if not ok}

@@ -138,7 +138,6 @@ def elementwise(function):
     if not callable(function):
         raise TypeError(f"function must be callable, got {type(function).__name__}")
     name = function.__name__
-    qualified = f"{function.__module__}.{function.__qualname__}"  # the key of its checks: names repeat
     fused_by_module = {}
 
     def fused_for(xp):
@@ -149,6 +148,44 @@ def elementwise(function):
             traced.__name__ = traced.__qualname__ = name
             fused_by_module[id(xp)] = xp.fuse(kernel_name=f"mbook_{name}")(traced)
         return fused_by_module[id(xp)]
+
+    return _checked_on_cupy(function, fused_for)
+
+
+def hand_written(kernel):
+    """Decorate ``function(xp, *args)`` to run as ``kernel(xp, *args)`` on CuPy, checked as :func:`elementwise` is.
+
+    For what ``cupy.fuse`` cannot express, e.g. a stencil that reads a pixel's neighbours: ``kernel``
+    launches one hand-written kernel (``xp.ElementwiseKernel``) where ``function`` issues several
+    operations. The first call of each argument signature on CuPy compares the two and keeps
+    ``function``'s operations, with a warning, if they disagree or the kernel fails to compile; on
+    NumPy ``function`` runs, and on the strict stand-in it runs counted as one operation.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(xp, *args)`` on CuPy arrays, the same results as ``function(xp, *args)``.
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+    if not callable(kernel):
+        raise TypeError(f"kernel must be callable, got {type(kernel).__name__}")
+
+    def decorate(function):
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        return _checked_on_cupy(function, lambda xp: functools.partial(kernel, xp))
+
+    return decorate
+
+
+def _checked_on_cupy(function, fused_for):
+    """``wrapped(*args)``: ``fused_for(xp)(*args)`` on CuPy once checked against ``function(xp, *args)``."""
+    name = function.__name__
+    qualified = f"{function.__module__}.{function.__qualname__}"  # the key of its checks: names repeat
 
     @functools.wraps(function)
     def wrapped(*args):

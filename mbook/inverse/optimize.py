@@ -37,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import math
+import functools
 import numbers
 
 import numpy as np
@@ -73,10 +74,7 @@ def gradient(u, *, boundary: str = "neumann"):
     checks.check_choice(boundary, "boundary", BOUNDARIES)
     if boundary == "periodic":
         return xp.stack([xp.roll(u, -1, axis=-2) - u, xp.roll(u, -1, axis=-1) - u])
-    # Differences written straight into the result (out=): three kernels on a GPU instead of five.
-    g = xp.zeros((2,) + u.shape, dtype=u.dtype)
-    _forward_differences(u, g[0, ..., :-1, :], g[1, ..., :, :-1])
-    return g
+    return _neumann_gradient(u)
 
 
 def _forward_differences(u, out_x, out_y):
@@ -108,15 +106,7 @@ def divergence(p, *, boundary: str = "neumann"):
     px, py = p[0], p[1]
     if boundary == "periodic":
         return px - xp.roll(px, 1, axis=-2) + py - xp.roll(py, 1, axis=-1)
-    # p's components copied into a buffer bordered by zeros (p_x's last row and p_y's last column left
-    # out, as Neumann's adjoint asks), then the backward differences in one kernel over four shifted
-    # views, as the Laplacian does: four kernels on a GPU instead of five, the same floats.
-    nx, ny = px.shape[-2:]
-    border = xp.zeros((2,) + px.shape[:-2] + (nx + 1, ny + 1), dtype=p.dtype)
-    border[0, ..., 1:nx, :ny] = px[..., :-1, :]
-    border[1, ..., :nx, 1:ny] = py[..., :, :-1]
-    bx, by = border[0, ..., :, :ny], border[1, ..., :nx, :]
-    return _backward_differences(bx[..., 1:, :], bx[..., :-1, :], by[..., :, 1:], by[..., :, :-1])
+    return _neumann_divergence(p)
 
 
 def laplacian(u, *, boundary: str = "neumann"):
@@ -137,10 +127,82 @@ def laplacian(u, *, boundary: str = "neumann"):
     checks.check_choice(boundary, "boundary", BOUNDARIES)
     if boundary == "periodic":
         return divergence(gradient(u, boundary=boundary), boundary=boundary)
+    return _neumann_laplacian(u)
+
+
+# Neumann's finite differences. On a GPU each is one hand-written kernel that reads a pixel's
+# neighbours (cupy.fuse cannot); elsewhere, and where that kernel fails its first check, the plain
+# operations below (3, 4 and 4 kernels on a GPU). Both do the same additions in the same order: the
+# same floats.
+_STENCIL_INDEX = "const long long r = (i / ny) % nx, c = i % ny;"
+
+
+@functools.lru_cache(maxsize=None)
+def _stencil(xp, name, inputs, body):
+    return xp.ElementwiseKernel(f"raw T {inputs}, int64 nx, int64 ny, int64 total", "raw T out",
+                                _STENCIL_INDEX + body, f"mbook_{name}")
+
+
+def _gradient_kernel(xp, u):
+    u = xp.ascontiguousarray(u)
+    out = xp.empty((2,) + u.shape, dtype=u.dtype)
+    kernel = _stencil(xp, "gradient", "u", """
+        out[i] = r < nx - 1 ? (T)(u[i + ny] - u[i]) : T(0);
+        out[i + total] = c < ny - 1 ? (T)(u[i + 1] - u[i]) : T(0);""")
+    kernel(u, u.shape[-2], u.shape[-1], u.size, out, size=u.size)
+    return out
+
+
+@fusion.hand_written(_gradient_kernel)
+def _neumann_gradient(xp, u):
+    # Differences written straight into the result (out=): three kernels on a GPU instead of five.
+    g = xp.zeros((2,) + u.shape, dtype=u.dtype)
+    _forward_differences(u, g[0, ..., :-1, :], g[1, ..., :, :-1])
+    return g
+
+
+def _divergence_kernel(xp, p):
+    p = xp.ascontiguousarray(p)
+    out = xp.empty(p.shape[1:], dtype=p.dtype)
+    kernel = _stencil(xp, "divergence", "p", """
+        T a = (r < nx - 1 ? p[i] : T(0)) - (r > 0 ? p[i - ny] : T(0));
+        out[i] = (a + (c < ny - 1 ? p[total + i] : T(0))) - (c > 0 ? p[total + i - 1] : T(0));""")
+    kernel(p, p.shape[-2], p.shape[-1], out.size, out, size=out.size)
+    return out
+
+
+@fusion.hand_written(_divergence_kernel)
+def _neumann_divergence(xp, p):
+    # p's components copied into a buffer bordered by zeros (p_x's last row and p_y's last column left
+    # out, as Neumann's adjoint asks), then the backward differences in one kernel over four shifted
+    # views, as the Laplacian does: four kernels on a GPU, the same floats.
+    px, py = p[0], p[1]
+    nx, ny = px.shape[-2:]
+    border = xp.zeros((2,) + px.shape[:-2] + (nx + 1, ny + 1), dtype=p.dtype)
+    border[0, ..., 1:nx, :ny] = px[..., :-1, :]
+    border[1, ..., :nx, 1:ny] = py[..., :, :-1]
+    bx, by = border[0, ..., :, :ny], border[1, ..., :nx, :]
+    return _backward_differences(bx[..., 1:, :], bx[..., :-1, :], by[..., :, 1:], by[..., :, :-1])
+
+
+def _laplacian_kernel(xp, u):
+    u = xp.ascontiguousarray(u)
+    out = xp.empty(u.shape, dtype=u.dtype)
+    kernel = _stencil(xp, "laplacian", "u", """
+        T gx = r < nx - 1 ? (T)(u[i + ny] - u[i]) : T(0);
+        T gx_before = r > 0 ? (T)(u[i] - u[i - ny]) : T(0);
+        T gy = c < ny - 1 ? (T)(u[i + 1] - u[i]) : T(0);
+        T gy_before = c > 0 ? (T)(u[i] - u[i - 1]) : T(0);
+        out[i] = ((gx - gx_before) + gy) - gy_before;""")
+    kernel(u, u.shape[-2], u.shape[-1], u.size, out, size=u.size)
+    return out
+
+
+@fusion.hand_written(_laplacian_kernel)
+def _neumann_laplacian(xp, u):
     # The forward differences written into a buffer bordered by zeros, so that the backward
     # differences of the divergence are one kernel over four shifted views: four kernels on a GPU
     # instead of eight, and the same floats (adding or subtracting a border's 0 is exact).
-    xp = backend.get_array_module(u)
     nx, ny = u.shape[-2:]
     border = xp.zeros((2,) + u.shape[:-2] + (nx + 1, ny + 1), dtype=u.dtype)
     _forward_differences(u, border[0, ..., 1:nx, :ny], border[1, ..., :nx, 1:ny])
