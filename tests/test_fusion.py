@@ -242,7 +242,7 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
     names = {name.rsplit(".", 1)[-1] for name, _ in checked}
     assert {"_soft_threshold", "_step", "_extrapolate", "_dual_ascent", "_dual_prox", "_primal_step_s1",
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
-            "_weighted_residual", "_descent_step", "_neumann_gradient", "_neumann_divergence", "_neumann_laplacian",
+            "_weighted_residual", "_descent_step", "_sum_of_squares", "_neumann_gradient", "_neumann_divergence", "_neumann_laplacian",
             "_phasor", "_amplitude_residual",
             "_shift_weight", "_amplitude_curvature", "_momentum_step", "_probe_step", "_position_step",
             "_ray_coordinate", "_floor_and_fraction", "_corner_index", "_masked_values", "_corner_weights"} <= names

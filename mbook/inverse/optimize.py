@@ -277,7 +277,11 @@ def project_ball(p, radius, *, axis: int = 0):
 
 def _project_ball(p, radius, axis):
     xp = backend.get_array_module(p)
-    squared = xp.sum(_squared_magnitude(p), axis=axis, keepdims=True)
+    if p.shape[axis] == 2:  # a 2D field (TV's): |p_1|² + |p_2|² in one kernel, the sum's floats (a + b)
+        first, second = (p[(slice(None),) * axis + (slice(k, k + 1),)] for k in (0, 1))
+        squared = _sum_of_squares(first, second)
+    else:
+        squared = xp.sum(_squared_magnitude(p), axis=axis, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):  # radius 0 (shrink by 0): every vector kept
         return _into_ball(p, squared, radius)
 
@@ -285,6 +289,11 @@ def _project_ball(p, radius, axis):
 @fusion.elementwise
 def _squared_magnitude(xp, p):
     return xp.abs(p) ** 2
+
+
+@fusion.elementwise
+def _sum_of_squares(xp, first, second):
+    return xp.abs(first) ** 2 + xp.abs(second) ** 2
 
 
 @fusion.elementwise
