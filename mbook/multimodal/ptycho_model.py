@@ -43,6 +43,17 @@ def incident_windows(probe, positions, sampling, object_gpts):
     and gathers each batch's rows (:func:`forward`'s ``windows``): two gathers a batch instead
     of the five kernels that make them.
 
+    Parameters
+    ----------
+    probe : (wx, wy) ndarray, complex
+        The probe on its window.
+    positions : (n, 2) ndarray
+        Probe positions [Å], inside the object (checked by the caller).
+    sampling : tuple of float
+        Pixel size ``(dx, dy)`` [Å].
+    object_gpts : tuple of int
+        The object's ``(nx, ny)``.
+
     Returns
     -------
     index : (n, wx, wy) ndarray, int64
