@@ -476,6 +476,7 @@ OPERAND = [EMPTY, WITH_NAN, "abc", None]
 E("inverse.optimize.gradient", lambda: call(rand(8, 8)), u=OPERAND, boundary=CHOICE)
 E("inverse.optimize.divergence", lambda: call(rand(2, 8, 8)), p=OPERAND + [rand(3, 8, 8)], boundary=CHOICE)
 E("inverse.optimize.laplacian", lambda: call(rand(8, 8)), u=OPERAND, boundary=CHOICE)
+E("inverse.optimize.divergence_xy", lambda: call(rand(8, 8), rand(8, 8)), px=FREE, py=FREE)  # a kernel: no checks
 E("inverse.optimize.fourier", lambda: call(crand(8, 8)), x=OPERAND + [ONE_AXIS_LESS])
 E("inverse.optimize.inverse_fourier", lambda: call(crand(8, 8)), y=OPERAND + [ONE_AXIS_LESS])
 E("inverse.optimize.apply_mask", lambda: call(crand(8, 8), disk(8)), x=OPERAND + [ONE_AXIS_LESS, rand(4, 4)],

@@ -261,3 +261,9 @@ def test_pdhg_refuses_bad_steps_and_starts_naming_them(name, value):
     (start if name in start else kwargs)[name] = value
     with pytest.raises(ValueError, match=name):
         solvers.pdhg(start["x0"], start["y0"], **kwargs)
+
+
+def test_divergence_of_two_components_is_the_divergence_of_their_stack(rng, device):
+    px, py = (backend.asarray(rng.standard_normal((3, 9, 7))) for _ in range(2))
+    np.testing.assert_array_equal(backend.asnumpy(optimize.divergence_xy(px, py)),
+                                  backend.asnumpy(optimize.divergence(backend.xp.stack([px, py]))))

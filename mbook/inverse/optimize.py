@@ -106,7 +106,25 @@ def divergence(p, *, boundary: str = "neumann"):
     px, py = p[0], p[1]
     if boundary == "periodic":
         return px - xp.roll(px, 1, axis=-2) + py - xp.roll(py, 1, axis=-1)
-    return _neumann_divergence(p)
+    return _neumann_divergence(px, py)
+
+
+def divergence_xy(px, py):
+    """:func:`divergence` (Neumann) of the field given by its two components (a kernel: no checks).
+
+    For solvers that hold ``p_x`` and ``p_y`` apart (each the output of a fused step): no stacked
+    copy of the field first. The same floats as ``divergence(stack([px, py]))``.
+
+    Parameters
+    ----------
+    px, py : (..., nx, ny) ndarray
+        The field's components along x and y, on one device.
+
+    Returns
+    -------
+    (..., nx, ny) ndarray
+    """
+    return _neumann_divergence(px, py)
 
 
 def laplacian(u, *, boundary: str = "neumann"):
@@ -139,14 +157,14 @@ _STENCIL_INDEX = "const long long r = (i / ny) % nx, c = i % ny;"
 
 @functools.lru_cache(maxsize=None)
 def _stencil(xp, name, inputs, body):
-    return xp.ElementwiseKernel(f"raw T {inputs}, int64 nx, int64 ny, int64 total", "raw T out",
+    return xp.ElementwiseKernel(f"{inputs}, int64 nx, int64 ny, int64 total", "raw T out",
                                 _STENCIL_INDEX + body, f"mbook_{name}")
 
 
 def _gradient_kernel(xp, u):
     u = xp.ascontiguousarray(u)
     out = xp.empty((2,) + u.shape, dtype=u.dtype)
-    kernel = _stencil(xp, "gradient", "u", """
+    kernel = _stencil(xp, "gradient", "raw T u", """
         out[i] = r < nx - 1 ? (T)(u[i + ny] - u[i]) : T(0);
         out[i + total] = c < ny - 1 ? (T)(u[i + 1] - u[i]) : T(0);""")
     kernel(u, u.shape[-2], u.shape[-1], u.size, out, size=u.size)
@@ -161,24 +179,23 @@ def _neumann_gradient(xp, u):
     return g
 
 
-def _divergence_kernel(xp, p):
-    p = xp.ascontiguousarray(p)
-    out = xp.empty(p.shape[1:], dtype=p.dtype)
-    kernel = _stencil(xp, "divergence", "p", """
-        T a = (r < nx - 1 ? p[i] : T(0)) - (r > 0 ? p[i - ny] : T(0));
-        out[i] = (a + (c < ny - 1 ? p[total + i] : T(0))) - (c > 0 ? p[total + i - 1] : T(0));""")
-    kernel(p, p.shape[-2], p.shape[-1], out.size, out, size=out.size)
+def _divergence_kernel(xp, px, py):
+    px, py = xp.ascontiguousarray(px), xp.ascontiguousarray(py)
+    out = xp.empty(px.shape, dtype=px.dtype)
+    kernel = _stencil(xp, "divergence", "raw T px, raw T py", """
+        T a = (r < nx - 1 ? px[i] : T(0)) - (r > 0 ? px[i - ny] : T(0));
+        out[i] = (a + (c < ny - 1 ? py[i] : T(0))) - (c > 0 ? py[i - 1] : T(0));""")
+    kernel(px, py, px.shape[-2], px.shape[-1], out.size, out, size=out.size)
     return out
 
 
 @fusion.hand_written(_divergence_kernel)
-def _neumann_divergence(xp, p):
-    # p's components copied into a buffer bordered by zeros (p_x's last row and p_y's last column left
+def _neumann_divergence(xp, px, py):
+    # The components copied into a buffer bordered by zeros (p_x's last row and p_y's last column left
     # out, as Neumann's adjoint asks), then the backward differences in one kernel over four shifted
     # views, as the Laplacian does: four kernels on a GPU, the same floats.
-    px, py = p[0], p[1]
     nx, ny = px.shape[-2:]
-    border = xp.zeros((2,) + px.shape[:-2] + (nx + 1, ny + 1), dtype=p.dtype)
+    border = xp.zeros((2,) + px.shape[:-2] + (nx + 1, ny + 1), dtype=xp.result_type(px, py))
     border[0, ..., 1:nx, :ny] = px[..., :-1, :]
     border[1, ..., :nx, 1:ny] = py[..., :, :-1]
     bx, by = border[0, ..., :, :ny], border[1, ..., :nx, :]
@@ -188,7 +205,7 @@ def _neumann_divergence(xp, p):
 def _laplacian_kernel(xp, u):
     u = xp.ascontiguousarray(u)
     out = xp.empty(u.shape, dtype=u.dtype)
-    kernel = _stencil(xp, "laplacian", "u", """
+    kernel = _stencil(xp, "laplacian", "raw T u", """
         T gx = r < nx - 1 ? (T)(u[i + ny] - u[i]) : T(0);
         T gx_before = r > 0 ? (T)(u[i] - u[i - ny]) : T(0);
         T gy = c < ny - 1 ? (T)(u[i + 1] - u[i]) : T(0);

@@ -34,15 +34,14 @@ def forward(cost, params, store):
     taus, sigmas, weights = xp.exp(params.log_tau), xp.exp(params.log_sigma), xp.exp(params.log_weight)
     u = xp.full(cost.shape, 0.5, dtype=cost.dtype)
     u_bar = u
-    p = xp.zeros((2,) + cost.shape, dtype=cost.dtype)
+    p0 = p1 = xp.zeros(cost.shape, dtype=cost.dtype)
     tape, z = [], None
-    # A layer: the gradient and the divergence (3 and 5 kernels on a GPU), a stack, and two fused kernels
-    # for the element-wise rest.
+    # A layer: the gradient and the divergence (one stencil kernel each on a GPU; the field's components
+    # kept apart, not stacked) and two fused kernels for the element-wise rest.
     for k in range(params.log_tau.shape[0]):
         g = optimize.gradient(u_bar)
-        q0, q1, p0, p1, _ = _dual_layer(p[0], p[1], g[0], g[1], sigmas[k], weights[k])
-        p = xp.stack([p0, p1])
-        z, u_new, u_bar_new = _primal_layer(u, cost, optimize.divergence(p), taus[k])
+        q0, q1, p0, p1, _ = _dual_layer(p0, p1, g[0], g[1], sigmas[k], weights[k])
+        z, u_new, u_bar_new = _primal_layer(u, cost, optimize.divergence_xy(p0, p1), taus[k])
         if store:
             tape.append((u, u_bar, (q0, q1), z))
         u_bar = u_bar_new
@@ -156,7 +155,7 @@ def backward(cost, params, tape, grad_z):
             g_z, g_u_prev = _clip_backward(g_u, g_ubar, z)
         p0, p1, norm = _ball(q0, q1, weights[k])  # p_k = Π(q_k) again
         # z_k = u_{k-1} - τ (c - div p_k)
-        g_tau[k] = -xp.sum(_times_difference(g_z, cost, optimize.divergence(xp.stack([p0, p1]))))
+        g_tau[k] = -xp.sum(_times_difference(g_z, cost, optimize.divergence_xy(p0, p1)))
         g_cost = _minus_scaled(g_cost, taus[k], g_z)
         # p_k = Π_λ(q_k): the identity inside the ball, λ q/|q| outside
         grad_gz = optimize.gradient(g_z)
