@@ -387,10 +387,10 @@ def main():
     print(header() + (f"; every SEED + {args.seed_offset}" if args.seed_offset else "")
           + (f"; {args.jobs} pages at a time, {threads} threads each: each time is an upper bound of the page "
              "run alone" if args.jobs > 1 else ""), flush=True)
-    results, start, not_run = {}, START, []
+    results, not_run = {}, []
 
     def run_one(page):
-        left = math.inf if args.budget is None else args.budget - (time.perf_counter() - start)
+        left = math.inf if args.budget is None else args.budget - (time.perf_counter() - START)
         if left < 20:
             not_run.append(page_name(page))
             return

@@ -48,6 +48,7 @@ import numpy as np
 
 from mbook.core import backend
 
+
 def peak_bytes(shape, wavelet, levels, itemsize=8) -> int:
     """Peak memory one density of ``shape`` adds to a batch of :func:`embed` [bytes] (a kernel: no checks).
 

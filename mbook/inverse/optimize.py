@@ -36,8 +36,8 @@ Examples
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 import numbers
 
 import numpy as np

@@ -166,7 +166,6 @@ def warp_adjoint_kernel(residual, displacement, shape, *, corners=None):
     corners = corners or bilinear_corners_kernel(shape, displacement)
     size = shape[0] * shape[1]
     out = xp.zeros(size, dtype=residual.real.dtype)
-    # The weights go in by position: the strict stand-in does not unwrap keyword arrays.
     for index, weight in corners:
         scatter.add(out, index.ravel(), (weight * residual).real.ravel())
     if xp.iscomplexobj(residual):  # keep the adjoint exact for complex inputs (dot-product test)

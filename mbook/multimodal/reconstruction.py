@@ -413,8 +413,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
             batch = orders[iteration, start:start + batch_size]
             loss, g_phase, batch_illumination, g_probe, g_positions, curvature = ptycho_model.batch_gradients(
                 phase, probe, positions[batch] if windows is None else None, amplitudes[batch], propagator, sampling,
-                detector,
-                curvature=move_positions, position_gradient=move_positions, probe_gradient=move_probe,
+                detector, curvature=move_positions, position_gradient=move_positions, probe_gradient=move_probe,
                 windows=None if windows is None else (windows[0][batch], windows[1][batch]))
             total = total + loss
             illumination += batch_illumination

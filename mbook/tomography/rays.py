@@ -186,7 +186,7 @@ def backproject_kernel(projections, rotations, *, shape, sampling: float, separa
     strides = (framed[1] * framed[2], framed[2], 1)
     frame_voxels = math.prod(framed)
     length = n * frame_voxels if separate else frame_voxels
-    out = xp.zeros(length, dtype=xp.float64)  # bincount sums in float64
+    out = xp.zeros(length, dtype=xp.float64)  # the scatter-adds sum in float64
     for start, stop, first, last in _blocks(n, shape, detector_gpts, np.dtype(dtype).itemsize, batch_size):
         points = _ray_points(rotations[start:stop], shape, detector_gpts, xp, dtype, (first, last))
         lowers, fractions = [], []
