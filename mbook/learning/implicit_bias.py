@@ -286,7 +286,8 @@ def train(X, y, *, scale, learning_rate, num_steps: int, batch_size: int | None 
     check_every = checks.check_count(check_every, "check_every")
     tol = checks.check_tolerance(tol)
     # Runs are independent: they go in memory-budgeted chunks along the run axis.
-    per_run = 8 * (6 * d + 2 * n + (batch_size or 0) * (d + 2) + 256 * (batch_size or 0) + num_steps // record_every)
+    per_run = 8 * (6 * d + 2 * n + (batch_size or 0) * (d + 2) + _DRAW_BLOCK * (batch_size or 0)
+                   + _GATHER_BLOCK * (batch_size or 0) * (d + 1) + num_steps // record_every)
     chunk = progress.plan_batches(n_items=runs, bytes_per_item=per_run, fixed_bytes=8 * n * (d + 1))
     parts = [_train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
                     show_progress, slice(start, start + chunk)) for start in range(0, runs, chunk)]
@@ -312,6 +313,20 @@ def _descent_step(xp, u, v, g_w, eta):
     return u, v, u * u - v * v
 
 
+@fusion.elementwise
+def _sgd_step(xp, u, v, g_sum, eta, batch_size):
+    """:func:`_descent_step` with ``∂L/∂w`` the mean of a mini-batch's sum ``g_sum`` (the division fused in)."""
+    g_w = g_sum / batch_size
+    u = u - eta * (2.0 * u * g_w)
+    v = v - eta * (-2.0 * v * g_w)
+    return u, v, u * u - v * v
+
+
+#: Steps whose mini-batch indices are drawn on the host at once, and steps whose rows of X are
+#: gathered on the device at once (one gather for many steps: on a GPU a step's cost is its launches).
+_DRAW_BLOCK, _GATHER_BLOCK = 256, 32
+
+
 def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
            show_progress, runs_slice):
     """Train the runs ``runs_slice`` of the parameters; the mini-batch draws are those of all runs, sliced."""
@@ -325,14 +340,14 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
     eta = xp.asarray(steps_host[:, None].astype(dtype))
     weights = _sample_weights(counts, n, xp, dtype)
     rng = np.random.default_rng(seed)
-    block = 256  # mini-batch indices drawn on the host for this many steps at a time
-    losses, recorded, indices = [], [], None
+    losses, recorded, indices, rows_X, rows_y = [], [], None, None, None
+    size = None if batch_size is None else xp.asarray(dtype.type(batch_size))
     step = 0
     steps = range(num_steps)
     if show_progress:
         steps = progress.progress(steps, desc="gradient descent" if batch_size is None else "SGD")
-    # A step is two products and two fused element-wise kernels (w = u² - v² carried from the last
-    # update): on a GPU these small problems are bound by kernel launches, not arithmetic.
+    # A step is two products and one fused element-wise kernel (w = u² - v² carried from the last
+    # update; SGD's: a subtraction more): on a GPU these small problems are bound by kernel launches.
     w = u * u - v * v
     for step in steps:
         if step % record_every == 0:
@@ -343,15 +358,18 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
                 break
         if batch_size is None:
             g_w = _weighted_residual(w @ X.T, y, weights) @ X  # X^T diag(weights) r
+            u, v, w = _descent_step(u, v, g_w, eta)
         else:
-            if step % block == 0:  # uniform draws among each run's own n_r samples
-                draws = rng.random((min(block, num_steps - step), total_runs, batch_size))[:, runs_slice]
+            if step % _DRAW_BLOCK == 0:  # uniform draws among each run's own n_r samples
+                draws = rng.random((min(_DRAW_BLOCK, num_steps - step), total_runs, batch_size))[:, runs_slice]
                 indices = xp.asarray((draws * counts[None, :, None]).astype(np.int64))
-            batch = indices[step % block]  # (runs, B)
-            Xb = X[batch]  # (runs, B, d)
-            residual = xp.einsum("rbd,rd->rb", Xb, w) - y[batch]
-            g_w = xp.einsum("rb,rbd->rd", residual, Xb) / batch_size
-        u, v, w = _descent_step(u, v, g_w, eta)
+            if step % _GATHER_BLOCK == 0:
+                first = step % _DRAW_BLOCK
+                batches = indices[first:first + _GATHER_BLOCK]  # (steps, runs, B)
+                rows_X, rows_y = X[batches], y[batches]  # (steps, runs, B, d), (steps, runs, B)
+            Xb, yb = rows_X[step % _GATHER_BLOCK], rows_y[step % _GATHER_BLOCK]
+            residual = (Xb @ w[:, :, None])[:, :, 0] - yb  # (runs, B)
+            u, v, w = _sgd_step(u, v, (residual[:, None, :] @ Xb)[:, 0, :], eta, size)
     else:
         step = num_steps
     if recorded[-1] != step:
