@@ -302,7 +302,7 @@ def test_training_in_memory_budgeted_chunks_of_runs_gives_the_same_result(monkey
     data = ib.sparse_regression(20, 30, sparsity=2, noise=0.1, seed=0)
     kwargs = dict(scale=[1e-2, 0.1, 1.0], learning_rate=0.01, num_steps=50, batch_size=4, seed=3)
     whole = ib.train(data.X, data.y, **kwargs)
-    per_run = 8 * (6 * 30 + 2 * 20 + 4 * 32 + 256 * 4 + 50 // 10)
+    per_run = 8 * (6 * 30 + 2 * 20 + 4 * 32 + 256 * 4 + 32 * 4 * 31 + 50 // 10)  # 32 steps' rows of X and y
     monkeypatch.setenv("MBOOK_MEMORY_GB", str((8 * 20 * 31 + 1.5 * per_run) / 2**30))  # one run a chunk
     chunked = ib.train(data.X, data.y, **kwargs)
     np.testing.assert_allclose(backend.asnumpy(chunked.w), backend.asnumpy(whole.w), rtol=1e-12)
