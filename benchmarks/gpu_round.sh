@@ -11,7 +11,8 @@
 #   electron       benchmarks/electron.py --size full against abTEM on the GPU: the cuFFT floor ratio,
 #                  fused and plain (issue: multislice within 1.3x of the floor)
 #   prism          benchmarks/prism.py --size gpu: 256² probes on 16² cells, PRISM f = 4-16 against multislice
-#                  (issue: >= 100x at < 1 % HAADF error)
+#                  (issue: >= 100x at < 1 % HAADF error); PRISM_ARGS adds arguments, e.g. "--thick 20
+#                  --factors 4 8 --batches 1024": a 7.8 nm slab, one multislice run of about 90 s
 #   prism-abtem    the same geometry with 64² probes, against abTEM's PRISM at matched error
 #   ptychography   benchmarks/ptychography.py on the GPU against py4DSTEM (needs .gpu-peers)
 #   launch         benchmarks/launch.py: CuPy's cost per operation and per copy to the host, the figures
@@ -64,7 +65,7 @@ run_stage() {
              -rs --import-mode=importlib -k "${TESTS_K:-gpu or fused}" --ignore=tests/test_book.py \
              --ignore=tests/test_notebook_runner.py ;;  # (those two need jupytext, which the machine lacks)
     electron) stage electron 240 $PYTHON benchmarks/electron.py --size full --abtem-device gpu --repeat 3 ;;
-    prism) stage prism 240 $PYTHON benchmarks/prism.py --size gpu ;;
+    prism) stage prism 240 $PYTHON benchmarks/prism.py --size gpu ${PRISM_ARGS:-} ;;
     prism-abtem) stage prism-abtem 240 $PYTHON benchmarks/prism.py --size gpu --scan 64 --abtem ;;
     launch) stage launch 60 $PYTHON benchmarks/launch.py ;;
     ptychography) stage ptychography 240 $PYTHON benchmarks/ptychography.py ${PTYCHO_ARGS:-} ;;

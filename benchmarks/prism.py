@@ -92,13 +92,20 @@ def peak_bytes(run):
     return peak
 
 
-def time_with_peak(run, repeat):
+def time_with_peak(run, repeat, warmup=None):
     """As :func:`timing.median_time`, with the warm-up run as the peak-memory run: ``(time, result, peak)``.
 
     One run fewer than a warm-up and a separate peak run; the peak then includes what the first run
-    allocates for good (pyFFTW's or cuFFT's plans).
+    allocates for good (pyFFTW's or cuFFT's plans). With ``warmup`` (a small run of the same code, which
+    compiles its kernels and makes its plans) the peak run is timed too: one run of a long reference.
     """
     result = []
+    if warmup is not None:
+        warmup()
+        synchronize()
+        start = time.perf_counter()
+        peak = peak_bytes(lambda: result.append(run()))
+        return time.perf_counter() - start, result[0], peak
     peak = peak_bytes(lambda: result.append(run()))
     times = []
     for _ in range(repeat):
@@ -161,6 +168,8 @@ def main():
                         f"probes per batch (the library's: prism_scan.BATCH, {prism_scan.BATCH}, on the CPU; "
                         f"GPU_BATCH, {prism_scan.GPU_BATCH}, on a GPU), one row per B")
     parser.add_argument("--cells", type=int, metavar="C", help="C x C unit cells across instead of the size's")
+    parser.add_argument("--thick", type=int, metavar="T", help="T unit cells along the beam instead of the "
+                        "size's (PRISM's scan does not grow with T, its S-matrix and multislice do)")
     parser.add_argument("--abtem", action="store_true", help="also run abTEM's multislice and PRISM")
     parser.add_argument("--only", choices=("PRISM", "LMA"), help="run only this family (and the multislice "
                         "references its errors need)")
@@ -172,6 +181,8 @@ def main():
     if args.cells:  # the same scan density over at most the new supercell
         span = min(size.get("span", 1), args.cells)
         size.update(cells=args.cells, scan=round(size["scan"] * span / size.get("span", 1)), span=span)
+    if args.thick:
+        size["thick"] = args.thick
     repeat = args.repeat or size.get("repeat", 3)
     print(backend.describe())
     set_budget(size)
@@ -198,12 +209,25 @@ def main():
 
     methods = {"multislice": lambda: (stem.scan(potential, positions=positions, detectors=HAADF,
                                                 **common)["HAADF"], 0)}
+    # At a size run once, the multislice reference (the longest row) runs once, timed, after a warm-up
+    # on its first row of probes (kernels compiled, plans made) instead of a second full run.
+    warmups = {"multislice": lambda: stem.scan(potential, positions=positions[:1], detectors=HAADF, **common)}
     cap = "GPU_BATCH" if backend.gpu_code_path() else "BATCH"  # the library's most probes per batch here
+    builds = {}  # per method, the seconds of each run spent building the S-matrix or basis (the rest: the scan)
+
+    def timed_build(name, build):
+        start = time.perf_counter()
+        result = build()
+        synchronize()
+        builds.setdefault(name, []).append(time.perf_counter() - start)
+        return result
     library_batch = getattr(prism_scan, cap)
     for f in size["factors"]:
         for batch in size.get("batches", (library_batch,)):
-            def run(f=f, batch=batch):
-                smatrix = prism.build_smatrix(potential, interpolation=f, **common)
+            name = f"PRISM f={f}" + (f" b={batch}" if batch != library_batch else "")
+
+            def run(f=f, batch=batch, name=name):
+                smatrix = timed_build(name, lambda: prism.build_smatrix(potential, interpolation=f, **common))
                 default = getattr(prism_scan, cap)
                 setattr(prism_scan, cap, batch)
                 try:
@@ -211,10 +235,11 @@ def main():
                 finally:
                     setattr(prism_scan, cap, default)
                 return image, smatrix.nbytes
-            methods[f"PRISM f={f}" + (f" b={batch}" if batch != library_batch else "")] = run
+            methods[name] = run
     for patch in size["patches"]:
         def run(patch=patch):
-            basis = lma.build_basis(potential, lattice_step=STEP, patch_gpts=patch, **common)
+            basis = timed_build(f"LMA p={patch}", lambda: lma.build_basis(potential, lattice_step=STEP,
+                                                                           patch_gpts=patch, **common))
             return lma.scan(basis, positions=positions, detectors=HAADF)["HAADF"], basis.nbytes
         methods[f"LMA p={patch}"] = run
 
@@ -225,11 +250,12 @@ def main():
         methods = {name: run for name, run in methods.items() if "multislice" in name or args.only in name}
     rows, references = {}, {}
     print(f"\n{'method':<18} {'time [s]':>9} {'speed-up':>9} {'HAADF error':>12} {'S/basis [MiB]':>14} "
-          f"{'peak [MiB]':>11}")
+          f"{'peak [MiB]':>11} {'of it S/basis [s]':>18}")
     for name, run in methods.items():  # each row printed when measured (a run stopped early keeps them)
         try:
             if size.get("peak_in_warmup"):
-                seconds, (image, nbytes), peak = time_with_peak(run, repeat)
+                seconds, (image, nbytes), peak = time_with_peak(run, repeat, warmups.get(name) if repeat == 1
+                                                                 else None)
             else:
                 seconds, (image, nbytes) = median_time(run, repeat)
                 peak = None
@@ -244,8 +270,9 @@ def main():
         error = float(xp.linalg.norm(image - reference) / xp.linalg.norm(reference))
         row = rows[name] = dict(time=seconds, error=error, bytes=nbytes, peak=peak_bytes(run) if peak is None else peak)
         base = rows["multislice"]["time"]  # speed-up over mbook's multislice; errors against the code's own
+        build = f"{np.median(builds[name][-repeat:]):18.3f}" if name in builds else f"{'—':>18}"
         print(f"{name:<18} {row['time']:9.3f} {base / row['time']:9.1f} {row['error']:12.2e} "
-              f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f}", flush=True)
+              f"{row['bytes'] / 2**20:14.1f} {row['peak'] / 2**20:11.1f} {build}", flush=True)
     base = rows["multislice"]["time"]
     if "abTEM" in references:
         a, b = references["mbook"], references["abTEM"]
