@@ -2091,7 +2091,7 @@ E("multimodal.ptycho_model.batch_gradients",
                dev(np.ones((8, 8), np.float32))),
   phase=UNCHECKED, probe=UNCHECKED, positions=UNCHECKED, amplitudes=UNCHECKED, propagator=UNCHECKED,
   sampling=UNCHECKED, detector=UNCHECKED, curvature=UNCHECKED, position_gradient=UNCHECKED,
-  probe_gradient=UNCHECKED, windows=UNCHECKED)
+  probe_gradient=UNCHECKED, windows=UNCHECKED, illumination=UNCHECKED)
 
 # ============================================================================= mbook.electron: prism, lma, implicit
 def _pgrid():

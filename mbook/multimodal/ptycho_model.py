@@ -198,7 +198,7 @@ def scan_illumination(phase, probe, positions, propagator, sampling, batch_size)
 
 
 def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, detector, curvature=False,
-                    position_gradient=True, probe_gradient=True, windows=None):
+                    position_gradient=True, probe_gradient=True, windows=None, illumination=True):
     """Loss and gradients of one batch (a kernel: inputs checked, on one device).
 
     Returns ``loss`` (0-d), ``g_phase`` (like ``phase``), ``illumination`` (like ``phase``),
@@ -207,6 +207,8 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     passes over the batch, five kernels when both are fixed) and, with ``curvature``, the
     Gauss-Newton curvature of the loss along each position's x and y, ``2 Σ_k (∂A/∂r)²`` (n, 2)
     (else None). ``windows`` (the batch's rows of :func:`incident_windows`) needs all three off.
+    ``illumination=False`` skips the batch's illumination (returned as None): with one slice, a
+    fixed probe and fixed positions it is the same every pass (four kernels fewer a batch).
     """
     if windows is not None and (probe_gradient or position_gradient or curvature):
         raise ValueError("windows (made once for a fixed probe and fixed positions) leave no probe, position "
@@ -222,14 +224,15 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
     loss = xp.sum(squared)
     g = fft.ifft2(g_exit, norm="ortho")
     g_phase = xp.empty((n_slices, nx * ny), phase.dtype)
-    illumination = xp.empty((n_slices, nx * ny), phase.dtype)
+    lit = xp.empty((n_slices, nx * ny), phase.dtype) if illumination else None
     flat_index = index.reshape(-1)
     # the gradient with respect to the incident wave of the first slice feeds only the probe's and the
     # positions' gradients: without them the backward pass stops at the first slice's grating
     to_incident = probe_gradient or position_gradient
     for s in reversed(range(n_slices)):
         g_phase[s] = scatter.bincount(flat_index, _back_weight(g, incident[s], gratings[s]).imag.reshape(-1), nx * ny)
-        illumination[s] = illuminate(incident[s], index, nx * ny)
+        if lit is not None:
+            lit[s] = illuminate(incident[s], index, nx * ny)
         if s > 0 or to_incident:
             g = _conj_times(gratings[s], g)
         if s > 0:
@@ -251,5 +254,5 @@ def batch_gradients(phase, probe, positions, amplitudes, propagator, sampling, d
             if s < n_slices - 1:
                 tangent = fft.ifft2(propagator * fft.fft2(tangent))
         hessian = xp.sum(_amplitude_curvature(exit_hat, fft.fft2(tangent, norm="ortho"), safe), axis=(2, 3)).T
-    return (loss, g_phase.reshape(phase.shape), illumination.reshape(phase.shape), g_probe, g_positions,
-            hessian)
+    return (loss, g_phase.reshape(phase.shape), None if lit is None else lit.reshape(phase.shape), g_probe,
+            g_positions, hessian)

@@ -399,14 +399,19 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     # (ePIE's step) fits each batch's noise in turn and never averages the overlaps: on a 36 x 36
     # scan in batches of 24 the phase SNR fell as the iterations went on.
     illumination = ptycho_model.scan_illumination(phase, probe, positions, propagator, sampling, batch_size)
+    # One slice lit by a fixed probe at fixed positions: the illumination does not depend on the object,
+    # so this one serves every pass and the batches skip theirs.
+    lit_once = probe_from is None and positions_from is None and n_slices == 1
 
     iterations = range(max_num_iter)
     bar = progress.progress(iterations, desc="ptychography") if show_progress else None
     for iteration in bar if bar is not None else iterations:
         total = xp.zeros((), dtype)
-        floor = FLOOR * xp.max(illumination, axis=(1, 2), keepdims=True)
-        step = steps[0] / (2 * (illumination + 8 * smoothness + floor))
-        illumination = xp.zeros_like(phase)  # this pass's, for the next (probe and positions move)
+        if iteration == 0 or not lit_once:
+            floor = FLOOR * xp.max(illumination, axis=(1, 2), keepdims=True)
+            step = steps[0] / (2 * (illumination + 8 * smoothness + floor))
+        if not lit_once:
+            illumination = xp.zeros_like(phase)  # this pass's, for the next (probe and positions move)
         move_positions = positions_from is not None and iteration >= positions_from
         move_probe = probe_from is not None and iteration >= probe_from
         for start in range(0, n, batch_size):
@@ -414,9 +419,11 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
             loss, g_phase, batch_illumination, g_probe, g_positions, curvature = ptycho_model.batch_gradients(
                 phase, probe, positions[batch] if windows is None else None, amplitudes[batch], propagator, sampling,
                 detector, curvature=move_positions, position_gradient=move_positions, probe_gradient=move_probe,
-                windows=None if windows is None else (windows[0][batch], windows[1][batch]))
+                windows=None if windows is None else (windows[0][batch], windows[1][batch]),
+                illumination=not lit_once)
             total = total + loss
-            illumination += batch_illumination
+            if not lit_once:
+                illumination += batch_illumination
             # the batch's share of the prior's gradient, in the same fused step
             laplacian = optimize.laplacian(phase) if smoothness else 0.0
             velocity, phase = _momentum_step(velocity, phase, g_phase, laplacian, 2 * smoothness * len(batch) / n,
