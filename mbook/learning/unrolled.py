@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mbook.core import backend, checks, progress
+from mbook.core import backend, checks, fusion, progress
 from mbook.learning import unrolled_passes
 
 #: The logits of the loss are ``KAPPA (z_K - 1/2)``: z_K = 0 and 1 become logits of ∓KAPPA/2.
@@ -241,8 +241,21 @@ def _loss_and_gradient(features, masks, params, chunk):
         total = total + weight * loss
         for i, g in enumerate((xp.einsum("nxy,nkabxy->kab", g_cost, shifted), xp.sum(g_cost), g_tau,
                                g_sigma, g_weight)):
-            grads[i] = grads[i] + weight * g
+            grads[i] = _add_scaled(grads[i], weight, g)
     return total, UnrolledParameters(*grads)
+
+
+@fusion.elementwise
+def _add_scaled(xp, total, weight, g):
+    return total + weight * g
+
+
+@fusion.elementwise
+def _adam_step(xp, value, first, second, g, beta1, beta2, learning_rate, correction1, correction2):
+    """Adam's moments and step for one parameter array (one kernel on a GPU, the same floats elsewhere)."""
+    first = beta1 * first + (1.0 - beta1) * g
+    second = beta2 * second + (1.0 - beta2) * g * g
+    return first, second, value - learning_rate * (first / correction1) / (xp.sqrt(second / correction2) + 1e-8)
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,10 +398,8 @@ def train(features, masks, params, *, num_steps: int, learning_rate: float = 0.0
         losses.append(loss)
         correction1, correction2 = 1.0 - beta1 ** (step + 1), 1.0 - beta2 ** (step + 1)
         for i, g in enumerate(grads):
-            first[i] = beta1 * first[i] + (1.0 - beta1) * g
-            second[i] = beta2 * second[i] + (1.0 - beta2) * g * g
-            values[i] = values[i] - learning_rate * (first[i] / correction1) / (
-                xp.sqrt(second[i] / correction2) + 1e-8)
+            first[i], second[i], values[i] = _adam_step(values[i], first[i], second[i], g, beta1, beta2,
+                                                        learning_rate, correction1, correction2)
     return TrainResult(UnrolledParameters(*values), xp.stack(losses))
 
 

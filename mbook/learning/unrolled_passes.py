@@ -141,6 +141,7 @@ def backward(cost, params, tape, grad_z):
     """
     xp = backend.get_array_module(cost)
     taus, sigmas, weights = xp.exp(params.log_tau), xp.exp(params.log_sigma), xp.exp(params.log_weight)
+    minus_sigmas = -sigmas  # once, not a negation a layer
     num_layers = len(tape)
     g_tau, g_sigma, g_weight = ([None] * num_layers for _ in range(3))
     g_u = xp.zeros_like(cost)  # ∂L/∂u_k, ∂L/∂ū_k, ∂L/∂p_k from the layers after k
@@ -155,7 +156,7 @@ def backward(cost, params, tape, grad_z):
             g_z, g_u_prev = _clip_backward(g_u, g_ubar, z)
         p0, p1, norm = _ball(q0, q1, weights[k])  # p_k = Π(q_k) again
         # z_k = u_{k-1} - τ (c - div p_k)
-        g_tau[k] = -xp.sum(_times_difference(g_z, cost, optimize.divergence_xy(p0, p1)))
+        g_tau[k] = xp.sum(_times_difference(g_z, cost, optimize.divergence_xy(p0, p1)))  # negated at the end
         g_cost = _minus_scaled(g_cost, taus[k], g_z)
         # p_k = Π_λ(q_k): the identity inside the ball, λ q/|q| outside
         grad_gz = optimize.gradient(g_z)
@@ -166,7 +167,7 @@ def backward(cost, params, tape, grad_z):
         # q_k = p_{k-1} + σ ∇ū_{k-1}
         g_sigma[k] = xp.sum(g_q * optimize.gradient(ubar_prev))
         g_p = g_q
-        g_ubar = -sigmas[k] * optimize.divergence(g_q)  # ∇* = -div
+        g_ubar = minus_sigmas[k] * optimize.divergence(g_q)  # ∇* = -div
         g_u = g_u_prev
     stack = xp.stack
-    return g_cost, stack(g_tau) * taus, stack(g_sigma) * sigmas, stack(g_weight) * weights
+    return g_cost, -stack(g_tau) * taus, stack(g_sigma) * sigmas, stack(g_weight) * weights
