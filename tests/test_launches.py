@@ -137,3 +137,19 @@ def test_a_projection_and_its_adjoint_are_a_few_dozen_kernels(rng):
         rays.backproject_kernel(projections, rotations, shape=(12, 12, 12), sampling=0.5)
     assert forward.operations <= 16  # (34 before the fused coordinates)
     assert adjoint.operations <= 47  # (108 before the fused coordinates, corner indices and weights)
+
+
+def test_an_unrolled_pdhg_training_step_issues_nineteen_operations_a_layer(rng):
+    """A training step's forward and reverse passes through K layers, then Adam (one kernel per array)."""
+    from mbook.learning import unrolled
+
+    features = backend.asarray(rng.standard_normal((8, 2, 16, 16)))
+    masks = backend.asarray(rng.random((8, 16, 16)) > 0.5)
+    per_step = {}
+    for layers in (10, 20):
+        params = unrolled.init_parameters(2, layers)
+        per_step[layers] = per_iteration(lambda n: unrolled.train(features, masks, params, num_steps=n, batch_size=4),
+                                         k=4)
+    per_layer = (per_step[20] - per_step[10]) / 10
+    assert per_layer <= 19  # 4 forward, 15 reverse (21 before: σ and τ's gradients negated every layer)
+    assert per_step[10] - 10 * per_layer <= 70  # 135 before: Adam's moments and step unfused
