@@ -115,11 +115,12 @@ def test_a_ptychography_batch_issues_a_few_dozen_operations(rng, moving, smoothn
     # 34.1, 67.1 and 75.1 (per batch, an iteration's own operations shared by its 8 batches)
     assert ops <= bound
     if not moving:  # with the probe fixed as well: no probe gradient and step (6), windows made once (5),
-        # and with one slice the illumination made once for the scan (6 more)
+        # with one slice the illumination made once for the scan (6 more), and a pass's windows and
+        # amplitudes gathered once in its order instead of batch by batch (3 more)
         fixed = per_iteration(lambda n: reconstruction.reconstruct(
             counts, positions=where, probe=probe, object_gpts=(32, 32), sampling=0.5, max_num_iter=n, batch_size=8,
             probe_from=None, positions_from=None, smoothness=smoothness), k=2) / 8
-        assert fixed <= ops - 17 + 1e-9, (fixed, ops)
+        assert fixed <= ops - 19 + 1e-9, (fixed, ops)
 
 
 def test_a_projection_and_its_adjoint_are_a_few_dozen_kernels(rng):

@@ -481,7 +481,7 @@ def test_windows_made_once_give_the_same_reconstruction(device, rng, monkeypatch
                    batch_size=9, probe_from=None, positions_from=None, smoothness=1.0)
     once = reconstruction.reconstruct(counts, **options)
     windows = len(nominal) * probe.size * (8 + 2 * 8)  # int64 indices, two complex64 arrays [bytes]
-    assert progress.memory_budget() // 4 >= windows
+    assert progress.memory_budget() // 4 >= 2 * windows  # they and a pass's reordered copy
     monkeypatch.setenv("MBOOK_MEMORY_GB", str(2 * windows / 2**30))  # room for the batches, not for these
     batched = reconstruction.reconstruct(counts, **options)
     tolerance = dict(rtol=1e-6, atol=1e-6) if device == "gpu" else dict(rtol=0, atol=0)  # cuFFT batch shapes

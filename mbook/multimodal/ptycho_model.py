@@ -99,10 +99,13 @@ def forward(phase, probe, positions, propagator, sampling, windows=None):
     # complex exponentials than the other order (they were most of this kernel's time); same values.
     on_object = flat.shape[1] < index.size
     for s in range(n_slices):  # a few slices: the loop is over the specimen's depth, not over data
-        grating = _phasor(flat[s], 1j)[index] if on_object else _phasor(flat[s][index], 1j)
+        if on_object:
+            grating = _phasor(flat[s], 1j)[index]
+            chi = psi * grating
+        else:
+            grating, chi = _grating_and_exit(flat[s][index], psi, 1j)
         incident.append(psi)
         gratings.append(grating)
-        chi = psi * grating
         if s < n_slices - 1:
             psi = fft.ifft2(propagator * fft.fft2(chi))
     return index, ramp, probe_hat, incident, gratings, chi
@@ -112,6 +115,13 @@ def forward(phase, probe, positions, propagator, sampling, windows=None):
 def _phasor(xp, phase, i):
     """``exp(i φ)`` (``i`` passed in: the imaginary unit as a kernel argument)."""
     return xp.exp(i * phase)
+
+
+@fusion.elementwise
+def _grating_and_exit(xp, phase, psi, i):
+    """The grating ``exp(i φ)`` on the windows and the exit wave ``ψ exp(i φ)``: one kernel."""
+    grating = xp.exp(i * phase)
+    return grating, psi * grating
 
 
 @fusion.elementwise

@@ -382,11 +382,11 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     history = xp.zeros(max_num_iter, dtype)
     velocity = xp.zeros_like(phase)
     # With the probe and the positions fixed throughout, every window and shifted probe is made once
-    # for the scan and each batch gathers its rows (five kernels fewer a batch), when they fit a
-    # quarter of the memory budget (else they are made batch by batch, as when they move).
+    # for the scan (five kernels fewer a batch), when they and a pass's reordered copy fit a quarter of
+    # the memory budget (else they are made batch by batch, as when they move).
     windows = None
     if probe_from is None and positions_from is None and (
-            n * probe.size * (8 + 2 * np.dtype(complex_dtype).itemsize) <= progress.memory_budget() // 4):
+            2 * n * probe.size * (8 + 2 * np.dtype(complex_dtype).itemsize) <= progress.memory_budget() // 4):
         index_all, _, psi_all = ptycho_model.incident_windows(probe, positions, sampling, object_gpts)
         windows = (index_all, psi_all)
 
@@ -414,13 +414,17 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
             illumination = xp.zeros_like(phase)  # this pass's, for the next (probe and positions move)
         move_positions = positions_from is not None and iteration >= positions_from
         move_probe = probe_from is not None and iteration >= probe_from
+        # A pass's data in its order, one gather each (not one a batch): each batch reads a slice.
+        order = orders[iteration]
+        amplitudes_pass = amplitudes[order]
+        windows_pass = None if windows is None else (windows[0][order], windows[1][order])
         for start in range(0, n, batch_size):
-            batch = orders[iteration, start:start + batch_size]
+            batch, rows = order[start:start + batch_size], slice(start, start + batch_size)
             loss, g_phase, batch_illumination, g_probe, g_positions, curvature = ptycho_model.batch_gradients(
-                phase, probe, positions[batch] if windows is None else None, amplitudes[batch], propagator, sampling,
-                detector, curvature=move_positions, position_gradient=move_positions, probe_gradient=move_probe,
-                windows=None if windows is None else (windows[0][batch], windows[1][batch]),
-                illumination=not lit_once)
+                phase, probe, positions[batch] if windows is None else None, amplitudes_pass[rows], propagator,
+                sampling, detector, curvature=move_positions, position_gradient=move_positions,
+                probe_gradient=move_probe, illumination=not lit_once,
+                windows=None if windows_pass is None else (windows_pass[0][rows], windows_pass[1][rows]))
             total = total + loss
             if not lit_once:
                 illumination += batch_illumination
