@@ -56,6 +56,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -227,12 +228,21 @@ def basis_function(patch_grid, *, energy, semiangle_cutoff, lattice_step):
 def _compute(array, points, transmissions, thicknesses, grid, energy, semiangle, step, budget, fixed, client=None):
     """Fill ``array[points]`` with basis exit waves (:func:`mbook.electron.lma_patches.compute_waves`)."""
     xp = backend.get_array_module(array)
-    patch = array.shape[-1]
-    patch_grid = grids.make_grid(gpts=(patch, patch), sampling=grid.sampling)
-    propagators = multislice.slice_propagators(patch_grid, energy=energy, thicknesses=thicknesses, xp=xp)
-    u = basis_function(patch_grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=step)
+    propagators, u = _patch_operators(array.shape[-1], tuple(grid.sampling), energy,
+                                      tuple(float(dz) for dz in np.atleast_1d(backend.asnumpy(thicknesses))),
+                                      semiangle, step, xp, backend.get_device())
     lma_patches.compute_waves(array, points, transmissions=transmissions, propagators=propagators, u=u, step=step,
                               gpts=grid.gpts, budget=budget, fixed=fixed, client=client)
+
+
+@functools.lru_cache(maxsize=4)
+def _patch_operators(patch, sampling, energy, thicknesses, semiangle, step, xp, device):
+    """The slices' propagators (made with ``xp``) and the basis function (on ``device``, the selected one)
+    on a patch: made once for a basis and its updates (about sixty small operations, which a local
+    update would otherwise spend again: on a GPU, launches). Read-only: the waves start from a copy of u."""
+    patch_grid = grids.make_grid(gpts=(patch, patch), sampling=sampling)
+    u = basis_function(patch_grid, energy=energy, semiangle_cutoff=semiangle, lattice_step=step)
+    return multislice.slice_propagators(patch_grid, energy=energy, thicknesses=thicknesses, xp=xp), u
 
 
 def build_basis(potential, *, grid, energy, slice_thickness, semiangle_cutoff, lattice_step, patch_gpts,
