@@ -362,7 +362,8 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
     complex_dtype = np.complex64 if dtype == np.float32 else np.complex128
 
     n = len(positions)
-    fixed = (n_slices + 2) * object_gpts[0] * object_gpts[1] * dtype.itemsize + counts.nbytes
+    # the object's slices and work arrays, the counts, their amplitudes and a pass's reordered amplitudes
+    fixed = ((n_slices + 2) * object_gpts[0] * object_gpts[1] + 2 * counts.size) * dtype.itemsize + counts.nbytes
     per_position = probe.size * 16 * (2 * n_slices + 6)  # complex work arrays of the model per position
     batch_size = min(batch_size, progress.plan_batches(n_items=n, bytes_per_item=per_position, fixed_bytes=fixed))
     amplitudes = xp.sqrt(counts).astype(dtype)
