@@ -154,3 +154,22 @@ def test_an_unrolled_pdhg_training_step_issues_nineteen_operations_a_layer(rng):
     per_layer = (per_step[20] - per_step[10]) / 10
     assert per_layer <= 19  # 4 forward, 15 reverse (21 before: σ and τ's gradients negated every layer)
     assert per_step[10] - 10 * per_layer <= 70  # 135 before: Adam's moments and step unfused
+
+
+def test_a_local_lma_update_reuses_the_basis_operators(rng):
+    """The slices' propagators and the basis function are made once per basis, not again by each update:
+    on a GPU an update's kernels, not its few translates, set its time."""
+    from mbook.core import grids
+    from mbook.electron import lma
+
+    grid = grids.make_grid(gpts=(64, 64), sampling=0.1)
+    x, y = grids.coordinates(grid, xp=np)
+    r2 = (x[:, None] - 3.2) ** 2 + (y[None, :] - 3.2) ** 2
+    before = np.repeat((400.0 * np.exp(-r2 / (2 * 0.15**2)))[None], 4, axis=0).astype(np.float32)
+    after = before.copy()
+    after[:, 8:12, 8:12] += 30.0
+    basis = lma.build_basis(before, grid=grid, energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0,
+                            lattice_step=4, patch_gpts=16)
+    with strict.count_operations() as ops:
+        lma.update_basis(basis, after, tol=1e-2, overwrite=True)
+    assert ops.operations <= 80, ops.operations  # 4 slices; 120 when the update made them again
