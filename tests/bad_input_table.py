@@ -2236,6 +2236,13 @@ E("electron.lma_scan.window_waves",
   lambda: call(dev(crand(16, 16, 16, 16).astype(np.complex64)), dev(crand(2, 3, 3).astype(np.complex64)),
                dev(np.array([[0, 0], [1, 1]])), 2, (20, 20)),
   array=UNCHECKED, coefficients=UNCHECKED, first=UNCHECKED, step=UNCHECKED, shape=UNCHECKED)
+E("electron.lma_scan.blocks", lambda: call(np.array([[0, 0], [1, 1], [0, 0]])), first=UNCHECKED)
+E("electron.lma_scan.placed_patches", lambda: call(dev(crand(16, 16, 16, 16).astype(np.complex64)), (0, 0), 3, 2,
+                                                   (20, 20)),
+  array=UNCHECKED, first=UNCHECKED, m=UNCHECKED, step=UNCHECKED, shape=UNCHECKED)
+E("electron.lma_scan.shared_block_waves",
+  lambda: call(dev(crand(2, 3, 3).astype(np.complex64)), dev(crand(9, 400).astype(np.complex64)), (20, 20)),
+  coefficients=UNCHECKED, placed=UNCHECKED, shape=UNCHECKED)
 
 
 def _ipot():

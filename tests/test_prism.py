@@ -274,3 +274,21 @@ def test_bad_input_is_refused_naming_the_parameter(call, match):
 def test_wrong_types_are_refused(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_probes_sharing_a_block_give_the_same_image_as_translate_by_translate(device, monkeypatch):
+    """A dense scan (16 probes per lattice cell): each block placed once and its probes one matrix
+    product, against the translate-by-translate sum; also with a block wider than the cell (wrapped)."""
+    from mbook.electron import lma_scan
+
+    basis = lma.build_basis(column_potential(), lattice_step=4, patch_gpts=24, **COMMON)
+    dense = stem.scan_positions(start=(1.0, 1.0), end=(3.0, 3.0), sampling=0.1)
+    for block in (None, 16):
+        images = {}
+        for grouped_min in (1, 10**9):  # every scan grouped; none
+            monkeypatch.setattr(lma_scan, "GROUPED_MIN", grouped_min)
+            images[grouped_min] = on_host(lma.scan(basis, positions=dense, detectors=DETECTORS, diffraction=True,
+                                                   block=block))
+        for name in images[1]:
+            np.testing.assert_allclose(images[1][name], images[10**9][name], rtol=1e-5,
+                                       atol=1e-6 * np.abs(images[1][name]).max())

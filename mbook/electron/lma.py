@@ -450,16 +450,49 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     patterns = xp.empty((n,) + tuple(window.gpts), xp.float32) if diffraction else None
     fixed = basis.nbytes + sum(a.nbytes for a in (masks, signals, patterns, spectrum) if a is not None)
     per_probe = n_window * (8 + 8 + 8 + 4) + 2 * m * len(beams) * 16
+    # A dense scan puts many probes in each lattice cell, and those share their block of translates: the
+    # block is placed on the window once and their waves are one matrix product (one copy of the blocks
+    # to the host, on entry, to group them).
+    first = backend.asnumpy(lma_scan.nearest_points(flat, basis)) - m // 2
+    order, sizes = lma_scan.blocks(first)
+    placed_bytes = m * m * n_window * 8 + m * m * basis.patch_gpts**2 * 16  # the placed block, its indices
+    grouped = n >= lma_scan.GROUPED_MIN * len(sizes) and placed_bytes <= (budget or progress.memory_budget()) // 4
+    if grouped:
+        fixed += placed_bytes
     batch = min(max_batch, progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed,
                                                  budget=budget))
-    for start in progress.progress(range(0, n, batch), desc="LMA scan"):
-        chunk = flat[start:start + batch]
-        coefficients, first = lma_scan.coefficients(spectrum, beams, chunk, basis, m)
-        psi = lma_scan.window_waves(basis.array, coefficients, first, basis.lattice_step, window.gpts)
+    if grouped:  # batches of whole blocks where they fit (a block larger than a batch is split)
+        ends = np.cumsum(sizes)
+        runs = [(start, min(start + batch, int(end)))
+                for begin, end in zip(np.concatenate([[0], ends[:-1]]), ends) for start in range(int(begin), int(end), batch)]
+        batches, current = [], []
+        for run in runs:
+            if current and run[1] - current[0][0] > batch:
+                batches.append(current)
+                current = []
+            current.append(run)
+        batches.append(current)
+    else:
+        order = np.arange(n)
+        batches = [[(start, min(start + batch, n))] for start in range(0, n, batch)]
+    for runs in progress.progress(batches, desc="LMA scan"):
+        index = order[runs[0][0]:runs[-1][1]]
+        rows = backend.asarray(index)
+        coefficients, _ = lma_scan.coefficients(spectrum, beams, flat[rows], basis, m)
+        if grouped:
+            psi = xp.empty((len(index),) + tuple(window.gpts), xp.complex64)
+            for start, end in runs:
+                block = tuple(int(v) for v in first[order[start]])
+                placed = lma_scan.placed_patches(basis.array, block, m, basis.lattice_step, window.gpts)
+                local = slice(start - runs[0][0], end - runs[0][0])
+                psi[local] = lma_scan.shared_block_waves(coefficients[local], placed, window.gpts)
+        else:
+            psi = lma_scan.window_waves(basis.array, coefficients, backend.asarray(first[index]),
+                                        basis.lattice_step, window.gpts)
         far = backend.fft2(psi)
         intensity = ((far.real**2 + far.imag**2) / xp.float32(n_window)).astype(xp.float32)
         if signals is not None:
-            signals[start:start + batch] = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1]))
+            signals[rows] = xp.tensordot(intensity, masks, axes=([-2, -1], [-2, -1]))
         if patterns is not None:
-            patterns[start:start + batch] = intensity
+            patterns[rows] = intensity
     return stem.scan_outputs(signals, patterns, detectors, positions.shape[:-1], window.gpts)
