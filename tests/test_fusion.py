@@ -55,6 +55,40 @@ def test_the_stand_in_counts_one_operation_for_the_whole_function(rng):
         or fused.by_caller == {"<page>": 1}
 
 
+@fusion.elementwise
+def _one_minus_twice(xp, x, beta):
+    return (1 - 2 * beta) * x  # 1 - 2β of two Python numbers: float16 inside cupy.fuse
+
+
+@fusion.elementwise
+def _overflowing_index(xp, x, n):
+    return xp.minimum(x, n - 1)  # n - 1 of two Python ints: int8 inside cupy.fuse (130 - 1 wraps)
+
+
+@fusion.elementwise
+def _number_from_the_host(xp, x, rest, last):
+    return rest * x + xp.minimum(x, last) - 2.0 * x  # array-with-number operations only: fine
+
+
+@pytest.mark.parametrize("function, args, match", [
+    (_one_minus_twice, (0.9,), r"_one_minus_twice: 2 \* 0\.9 combines two Python numbers"),
+    (_overflowing_index, (130,), r"_overflowing_index: 130 - 1 combines two Python numbers"),
+])
+def test_the_stand_in_refuses_operations_between_two_python_numbers_in_a_fused_kernel(function, args, match):
+    # On a GPU these kernels compile and run, in float16 or int8: wrong numbers, the integer ones silently
+    x = strict.asarray(np.linspace(0.0, 200.0, 5))
+    with pytest.raises(TypeError, match=match):
+        function(x, *args)
+    assert np.allclose(function(np.linspace(0.0, 200.0, 5), *args), function.__wrapped__(np, np.linspace(0, 200, 5),
+                                                                                          *args))  # NumPy: as written
+
+
+def test_numbers_made_on_the_host_pass_the_stand_in_check(rng):
+    x = rng.standard_normal(6)
+    got = _number_from_the_host(strict.asarray(x), 1 - 2 * 0.9, 129)
+    np.testing.assert_array_equal(strict.asnumpy(got), (1 - 2 * 0.9) * x + np.minimum(x, 129) - 2.0 * x)
+
+
 def test_the_edx_bisection_is_one_operation_on_the_stand_in(small_edx_data):
     data = small_edx_data
     backend.set_device("strict")
@@ -232,10 +266,29 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
                                    smoothness=0.1)
         reconstruction.reconstruct(rng.poisson(5.0, (25, 16, 16)), positions=where, probe=probe, object_gpts=(32, 32),
                                    sampling=0.5, max_num_iter=2, batch_size=8)  # fixed: the windows made once
+        # a batch of 64 with the probe moving: 2 n = 128, which int8 arithmetic inside the kernel wraps
+        axis64 = np.linspace(4.5, 11.5, 8)
+        where64 = np.stack(np.meshgrid(axis64, axis64, indexing="ij"), -1).reshape(-1, 2)
+        reconstruction.reconstruct(rng.poisson(5.0, (64, 16, 16)), positions=where64, probe=probe,
+                                   object_gpts=(32, 32), sampling=0.5, max_num_iter=2, batch_size=64, probe_from=0)
+        reconstruction.reconstruct(rng.poisson(5.0, (64, 32, 32)), positions=where64 + 4.0, probe=ptychography.centred_probe(
+            32, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=40.0), object_gpts=(64, 64), sampling=0.5,
+            max_num_iter=1, batch_size=8)  # windows smaller than the object: the grating and exit wave fused
+        from mbook.learning import unrolled
+        features = rng.standard_normal((4, 2, 16, 16))
+        unrolled.train(features, rng.random((4, 16, 16)) > 0.5, unrolled.init_parameters(2, 3), num_steps=2,
+                       batch_size=2)
         rotations = projector.tilt_rotations(np.linspace(0.0, 1.0, 5))
         for volume in (rng.standard_normal((12, 12, 12)), rng.standard_normal((12, 12, 12)).astype(np.float32)):
             projections = projector.project(volume, rotations, sampling=0.5, detector_gpts=(12, 12))
             projector.backproject(projections, rotations, shape=(12, 12, 12), sampling=0.5)
+        # an axis of 130 voxels: n - 1 = 129 overflows int8 inside a kernel, and a signature checked on a
+        # small volume first would not notice: against the CPU
+        projections = projector.project(rng.standard_normal((130, 8, 8)), rotations, sampling=0.5, detector_gpts=(8, 8))
+        back = backend.asnumpy(projector.backproject(projections, rotations, shape=(130, 8, 8), sampling=0.5))
+        with backend.use_device("cpu"):
+            expected = projector.backproject(backend.asnumpy(projections), rotations, shape=(130, 8, 8), sampling=0.5)
+        np.testing.assert_allclose(back, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
     finally:
         backend.set_device("cpu")
     checked = fusion.status()
@@ -244,7 +297,8 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
             "_primal_step_r", "_replace_modulus", "_er_step", "_hio_step", "_raar_step", "_bisection",
             "_weighted_residual", "_descent_step", "_sum_of_squares", "_neumann_gradient", "_neumann_divergence", "_neumann_laplacian",
             "_phasor", "_amplitude_residual",
-            "_shift_weight", "_amplitude_curvature", "_momentum_step", "_probe_step", "_position_step",
+            "_shift_weight", "_amplitude_curvature", "_momentum_step", "_momentum_step_with_prior", "_probe_step",
+            "_position_step", "_sgd_step", "_grating_and_exit", "_add_scaled", "_adam_step",
             "_ray_coordinate", "_floor_and_fraction", "_corner_index", "_masked_values", "_corner_weights"} <= names
     assert all(checked.values()), {key: ok for key, ok in checked.items() if not ok}
 

@@ -23,6 +23,16 @@ once and the plain operations are used for that signature from then on.
 ``MBOOK_FUSE=off`` (or :func:`set_enabled`) turns fusion off, so that a
 benchmark can time both. :func:`status` lists the signatures checked.
 
+Inside ``cupy.fuse`` a Python number is *weak*: an operation between two of
+them (``1 - beta`` with ``beta`` an argument, ``-step``, ``n - 1``) takes the
+first loop that fits, float16 or int8, so ``1 - 2 * 0.9`` comes out as
+``-0.7998`` and ``2 * 64`` as ``-128``. The check on first call catches the
+float cases by their error, not the integer ones that only overflow later.
+So on the strict stand-in the first call of each signature also traces the
+function with its Python-number arguments wrapped, and refuses (``TypeError``)
+any operation between two numbers: compute such values on the host and pass
+them in.
+
 This module never imports CuPy: it takes ``fuse`` from the array module of
 the arguments (:func:`mbook.core.backend.get_array_module`).
 
@@ -41,6 +51,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
+import operator
 import threading
 import warnings
 
@@ -57,6 +69,7 @@ CHECK_RTOL = {4: 1e-4, 8: 1e-9}
 _lock = threading.Lock()
 _switch = backend.Switch(ENV_VARIABLE)
 _checked: dict = {}  # (function name, signature) -> True (fused agrees) or False (plain operations)
+_traced: set = set()  # (function name, signature) traced on the strict stand-in for number-number operations
 
 
 def set_enabled(enabled: bool) -> bool:
@@ -192,6 +205,10 @@ def _checked_on_cupy(function, fused_for):
         xp = backend.get_array_module(*args)
         if xp is strict.xp:
             with device_counts.one_operation():
+                key = (qualified, _signature(args))
+                if key not in _traced:
+                    _refuse_number_operations(function, qualified, args)
+                    _traced.add(key)
                 return function(xp, *args)
         if xp is np or not enabled():
             return function(xp, *args)
@@ -216,3 +233,76 @@ def _checked_on_cupy(function, fused_for):
     signature = inspect.signature(function)
     wrapped.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # no xp
     return wrapped
+
+
+def _is_number(value) -> bool:
+    """A Python number (weak inside ``cupy.fuse``), not a NumPy scalar (typed) or an array."""
+    return isinstance(value, (numbers.Number, _Number)) and not isinstance(value, np.generic)
+
+
+class _Number:
+    """A Python-number argument of a fused function, while it is traced: refuses to meet another number."""
+
+    __array_ufunc__ = None  # NumPy hands array-with-number operations to the reflected methods here
+
+    def __init__(self, value, name):
+        self.value, self.name = value, name
+
+    def _meet(self, other, symbol, function, reflected):
+        if _is_number(other):
+            left, right = (other, self) if reflected else (self, other)
+            raise TypeError(f"{self.name}: {_show(left)} {symbol} {_show(right)} combines two Python numbers, "
+                            "which cupy.fuse computes in float16 or int8 on a GPU; compute it on the host and "
+                            "pass the result in")
+        return function(other, self.value) if reflected else function(self.value, other)
+
+    def __neg__(self):
+        raise TypeError(f"{self.name}: -{_show(self)} negates a Python number, which cupy.fuse computes in float16 "
+                        "or int8 on a GPU; compute it on the host and pass the result in")
+
+    def __bool__(self):
+        raise TypeError(f"{self.name}: a Python branch on the number {_show(self)}, which cupy.fuse cannot trace")
+
+
+def _show(value):
+    return repr(value.value) if isinstance(value, _Number) else repr(value)
+
+
+for _symbol, _function in (("+", operator.add), ("-", operator.sub), ("*", operator.mul), ("/", operator.truediv),
+                           ("//", operator.floordiv), ("%", operator.mod), ("**", operator.pow), ("<", operator.lt),
+                           ("<=", operator.le), (">", operator.gt), (">=", operator.ge), ("==", operator.eq),
+                           ("!=", operator.ne), ("&", operator.and_), ("|", operator.or_)):
+    _name = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "//": "floordiv", "%": "mod", "**": "pow",
+             "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne", "&": "and", "|": "or"}[_symbol]
+    setattr(_Number, f"__{_name}__", lambda self, other, s=_symbol, f=_function: self._meet(other, s, f, False))
+    if _name not in ("lt", "le", "gt", "ge", "eq", "ne"):
+        setattr(_Number, f"__r{_name}__", lambda self, other, s=_symbol, f=_function: self._meet(other, s, f, True))
+_Number.__hash__ = None
+
+
+class _TracingNamespace:
+    """NumPy for a traced fused function: numbers unwrapped, a call on numbers alone refused."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getattr__(self, attribute):
+        value = getattr(np, attribute)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def call(*args, **kwargs):
+            if args and any(isinstance(a, _Number) for a in args) and all(_is_number(a) for a in args):
+                raise TypeError(f"{self.name}: xp.{attribute} of Python numbers alone, which cupy.fuse computes in "
+                                "float16 or int8 on a GPU; compute it on the host and pass the result in")
+            return value(*(a.value if isinstance(a, _Number) else a for a in args), **kwargs)
+
+        return call
+
+
+def _refuse_number_operations(function, name, args):
+    """Run ``function`` once on host copies with its Python numbers wrapped (:class:`_Number`): a TypeError
+    names any operation between two Python numbers (see the module's notes)."""
+    traced = [_Number(a, name) if _is_number(a) else strict.asnumpy(a) if strict.is_strict(a) else a for a in args]
+    with np.errstate(all="ignore"):
+        function(_TracingNamespace(name), *traced)

@@ -251,10 +251,13 @@ def _add_scaled(xp, total, weight, g):
 
 
 @fusion.elementwise
-def _adam_step(xp, value, first, second, g, beta1, beta2, learning_rate, correction1, correction2):
-    """Adam's moments and step for one parameter array (one kernel on a GPU, the same floats elsewhere)."""
-    first = beta1 * first + (1.0 - beta1) * g
-    second = beta2 * second + (1.0 - beta2) * g * g
+def _adam_step(xp, value, first, second, g, beta1, rest1, beta2, rest2, learning_rate, correction1, correction2):
+    """Adam's moments and step for one parameter array (one kernel on a GPU, the same floats elsewhere).
+
+    ``rest1 = 1 - β₁`` and ``rest2 = 1 - β₂`` come from the host: inside cupy.fuse an operation between
+    two Python numbers runs in float16 (see :mod:`mbook.core.fusion`)."""
+    first = beta1 * first + rest1 * g
+    second = beta2 * second + rest2 * g * g
     return first, second, value - learning_rate * (first / correction1) / (xp.sqrt(second / correction2) + 1e-8)
 
 
@@ -398,8 +401,8 @@ def train(features, masks, params, *, num_steps: int, learning_rate: float = 0.0
         losses.append(loss)
         correction1, correction2 = 1.0 - beta1 ** (step + 1), 1.0 - beta2 ** (step + 1)
         for i, g in enumerate(grads):
-            first[i], second[i], values[i] = _adam_step(values[i], first[i], second[i], g, beta1, beta2,
-                                                        learning_rate, correction1, correction2)
+            first[i], second[i], values[i] = _adam_step(values[i], first[i], second[i], g, beta1, 1.0 - beta1, beta2,
+                                                        1.0 - beta2, learning_rate, correction1, correction2)
     return TrainResult(UnrolledParameters(*values), xp.stack(losses))
 
 

@@ -213,26 +213,36 @@ def loss_and_gradients(phase, probe, positions, amplitudes, *, sampling, energy=
 
 
 @fusion.elementwise
-def _momentum_step(xp, velocity, phase, g_phase, laplacian, weight, momentum, step):
-    """Heavy-ball step of the object with the prior's gradient ``-weight Δφ`` added to ``g``:
-    ``v ← μ v - s (g - weight Δφ)``, ``φ ← φ + v`` (one kernel on a GPU; without the prior,
-    ``weight`` and ``laplacian`` are 0 and the step is exactly the plain one)."""
-    g_phase = g_phase - weight * laplacian
+def _momentum_step(xp, velocity, phase, g_phase, momentum, step):
+    """Heavy-ball step of the object: ``v ← μ v - s g``, ``φ ← φ + v`` (one kernel on a GPU)."""
     velocity = momentum * velocity - step * g_phase
     return velocity, phase + velocity
 
 
 @fusion.elementwise
-def _probe_step(xp, probe, g_probe, step, n):
-    """``P ← P - s g / (2 n)`` in one kernel."""
-    return probe - step * g_probe / (2 * n)
+def _momentum_step_with_prior(xp, velocity, phase, g_phase, laplacian, weight, momentum, step):
+    """:func:`_momentum_step` with the prior's gradient ``-weight Δφ`` added to ``g``."""
+    g_phase = g_phase - weight * laplacian
+    velocity = momentum * velocity - step * g_phase
+    return velocity, phase + velocity
+
+
+# Numbers such as 2n and -s are made on the host and passed in: inside cupy.fuse an operation between
+# two Python numbers runs in int8 or float16 (2 * 64 is -128), see mbook.core.fusion.
+@fusion.elementwise
+def _probe_step(xp, probe, g_probe, step, twice_n):
+    """``P ← P - s g / (2 n)`` in one kernel (``twice_n = 2 n``)."""
+    return probe - step * g_probe / twice_n
 
 
 @fusion.elementwise
-def _position_step(xp, positions, g_positions, curvature, mean_curvature, step, max_step, low, high):
+def _position_step(xp, positions, g_positions, curvature, mean_curvature, minus_step, max_step, minus_max_step,
+                   low, high):
     """Gauss-Newton move ``-s g / (H + 10⁻³ mean H)`` (featureless windows: no division by ~0), clipped to
-    ``max_step`` per axis, then the positions clipped to the object; one kernel."""
-    move = xp.minimum(xp.maximum(-step * g_positions / (curvature + 1e-3 * mean_curvature), -max_step), max_step)
+    ``max_step`` per axis, then the positions clipped to the object; one kernel (``minus_step = -s``,
+    ``minus_max_step = -max_step``)."""
+    move = xp.minimum(xp.maximum(minus_step * g_positions / (curvature + 1e-3 * mean_curvature), minus_max_step),
+                      max_step)
     return xp.minimum(xp.maximum(positions + move, low), high)  # clip: plain ufuncs, which every CuPy fuses
 
 
@@ -429,19 +439,20 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
             total = total + loss
             if not lit_once:
                 illumination += batch_illumination
-            # the batch's share of the prior's gradient, in the same fused step
-            laplacian = optimize.laplacian(phase) if smoothness else 0.0
-            velocity, phase = _momentum_step(velocity, phase, g_phase, laplacian, 2 * smoothness * len(batch) / n,
-                                             momentum, step)
+            if smoothness:  # the batch's share of the prior's gradient, in the same fused step
+                velocity, phase = _momentum_step_with_prior(velocity, phase, g_phase, optimize.laplacian(phase),
+                                                            2 * smoothness * len(batch) / n, momentum, step)
+            else:
+                velocity, phase = _momentum_step(velocity, phase, g_phase, momentum, step)
             if move_probe:
-                probe = _probe_step(probe, g_probe, steps[1], len(batch))
+                probe = _probe_step(probe, g_probe, steps[1], 2 * len(batch))
             if move_positions:
                 if groups is not None:  # one move per group: Σ g / Σ H over its positions
                     members = groups[batch]
                     g_positions = _group_sums(members, g_positions, n_groups)[members]
                     curvature = _group_sums(members, curvature, n_groups)[members]
                 positions[batch] = _position_step(positions[batch], g_positions, curvature, xp.mean(curvature),
-                                                  steps[2], max_position_step, low, high)
+                                                  -steps[2], max_position_step, -max_position_step, low, high)
         history[iteration] = total
         if (iteration + 1) % callback_every == 0 or iteration + 1 == max_num_iter:
             if bar is not None:

@@ -87,13 +87,14 @@ def _floor_and_fraction(xp, point):
 
 
 @fusion.elementwise
-def _corner_index(xp, lz, ly, lx, nz, ny, nx, stride_z, stride_y):
+def _corner_index(xp, lz, ly, lx, nz, ny, nx, last_z, last_y, last_x, stride_z, stride_y):
     """Flat index of each sample's lowest corner in the volume framed by one voxel of zeros (lower corners
-    clipped into the frame), and whether all its corners lie in the frame or the volume."""
+    clipped into the frame), and whether all its corners lie in the frame or the volume. ``last_* = n_* - 1``,
+    made on the host: inside cupy.fuse ``n - 1`` of two Python ints runs in int8 (see mbook.core.fusion)."""
     valid = (lz >= -1) & (lz < nz) & (ly >= -1) & (ly < ny) & (lx >= -1) & (lx < nx)
     # min(max()) for clip: plain ufuncs, which every CuPy fuses
-    base = ((xp.minimum(xp.maximum(lz, -1), nz - 1) + 1) * stride_z + (xp.minimum(xp.maximum(ly, -1), ny - 1) + 1)
-            * stride_y + (xp.minimum(xp.maximum(lx, -1), nx - 1) + 1))
+    base = ((xp.minimum(xp.maximum(lz, -1), last_z) + 1) * stride_z + (xp.minimum(xp.maximum(ly, -1), last_y) + 1)
+            * stride_y + (xp.minimum(xp.maximum(lx, -1), last_x) + 1))
     return base, valid
 
 
@@ -194,7 +195,7 @@ def backproject_kernel(projections, rotations, *, shape, sampling: float, separa
             floor, fraction = _floor_and_fraction(point)
             lowers.append(floor.astype(xp.int64))
             fractions.append(fraction.reshape(-1))
-        base, valid = _corner_index(*lowers, *shape, *strides[:2])
+        base, valid = _corner_index(*lowers, *shape, *(n - 1 for n in shape), *strides[:2])
         if separate:
             base = base + (xp.arange(start, stop, dtype=xp.int64) * frame_voxels)[:, None, None, None]
         base = base.reshape(-1)
