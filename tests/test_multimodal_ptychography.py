@@ -492,11 +492,13 @@ def test_windows_made_once_give_the_same_reconstruction(device, rng, monkeypatch
 def test_windows_leave_no_probe_or_position_gradient():
     from mbook.multimodal import ptycho_model
 
-    phase = np.zeros((1, 32, 32), np.float32)
+    # a kernel takes its arrays on one device: the selected one (MBOOK_DEVICE may select the stand-in)
+    phase = backend.asarray(np.zeros((1, 32, 32), np.float32))
     probe = ptychography.centred_probe(16, sampling=SAMPLING, energy=ENERGY, semiangle_cutoff=15.0, defocus=40.0)
-    positions = np.array([[8.0, 8.0], [8.5, 9.0]], np.float32)
+    positions = backend.asarray(np.array([[8.0, 8.0], [8.5, 9.0]], np.float32))
     index, _, psi = ptycho_model.incident_windows(probe, positions, (SAMPLING,) * 2, (32, 32))
-    amplitudes, detector = np.ones((2, 16, 16), np.float32), np.ones((16, 16), np.float32)
+    amplitudes = backend.asarray(np.ones((2, 16, 16), np.float32))
+    detector = backend.asarray(np.ones((16, 16), np.float32))
     with pytest.raises(ValueError, match="probe_gradient=False"):
         ptycho_model.batch_gradients(phase, probe, positions, amplitudes, None, (SAMPLING,) * 2, detector,
                                      windows=(index, psi))
