@@ -60,6 +60,16 @@ def test_soft_threshold_is_the_prox_of_the_absolute_value(device):
         assert float(optimize.soft_threshold(np.array(x), 0.7)) == pytest.approx(brute, abs=2e-4)
 
 
+def test_soft_threshold_keeps_zeros_of_single_precision(device):
+    # a 0/0 guard of 1e-300 is 0 in float32: zeros came out as NaN
+    for dtype in (np.float32, np.complex64):
+        x = np.array([0.0, -0.5, 2.0], dtype)
+        got = backend.asnumpy(optimize.soft_threshold(x, 1.0))
+        assert got.dtype == dtype and np.array_equal(got, np.array([0.0, 0.0, 1.0], dtype))
+    np.testing.assert_array_equal(backend.asnumpy(optimize.soft_threshold(np.float32([0.0, 1e-30]), 0.0)),
+                                  np.float32([0.0, 1e-30]))  # no threshold: the identity, tiny values included
+
+
 def test_ball_projection_and_shrinkage_split_the_vector(device, rng):
     p = rng.standard_normal((2, 40))
     projected = backend.asnumpy(optimize.project_ball(p, 0.5))
