@@ -429,6 +429,18 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         As :func:`mbook.electron.stem.scan`: float32 signals (fraction of the
         incident current) shaped like ``positions[..., 0]``, plus
         ``"diffraction"`` ``(..., w, w)`` when asked, on the selected device.
+
+    Notes
+    -----
+    The probes inside one lattice cell share their block of translates. When
+    the scan averages at least :data:`mbook.electron.lma_scan.GROUPED_MIN`
+    probes a block (a dense scan) and a block placed on the window fits a
+    quarter of the budget, each block is placed once
+    (:func:`mbook.electron.lma_scan.placed_patches`) and its probes are one
+    matrix product (:func:`mbook.electron.lma_scan.shared_block_waves`);
+    otherwise each probe adds its block's patches one by one
+    (:func:`mbook.electron.lma_scan.window_waves`). Both give the same
+    waves to float32 rounding.
     """
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
