@@ -2230,7 +2230,9 @@ E("electron.lma_patches.local_transmissions",
 E("electron.lma_scan.nearest_points", lambda: call(dev(_PPOS), _lattice_basis()), positions=UNCHECKED,
   basis=UNCHECKED)
 E("electron.lma_scan.coefficients", lambda: call(dev(crand(32, 32)), dev(_PBEAMS), dev(_PPOS), _lattice_basis(), 3),
-  spectrum=UNCHECKED, beams=UNCHECKED, positions=UNCHECKED, basis=UNCHECKED, m=UNCHECKED)
+  spectrum=UNCHECKED, beams=UNCHECKED, positions=UNCHECKED, basis=UNCHECKED, m=UNCHECKED, on_grid=UNCHECKED)
+E("electron.lma_scan.beam_grid", lambda: call(dev(crand(32, 32)), _PBEAMS, _lattice_basis().grid),
+  spectrum=UNCHECKED, beams=UNCHECKED, grid=UNCHECKED)
 E("electron.lma_scan.window_shape", lambda: call(_lattice_basis(), 3), basis=UNCHECKED, m=UNCHECKED)
 E("electron.lma_scan.window_waves",
   lambda: call(dev(crand(16, 16, 16, 16).astype(np.complex64)), dev(crand(2, 3, 3).astype(np.complex64)),

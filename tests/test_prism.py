@@ -292,3 +292,20 @@ def test_probes_sharing_a_block_give_the_same_image_as_translate_by_translate(de
         for name in images[1]:
             np.testing.assert_allclose(images[1][name], images[10**9][name], rtol=1e-5,
                                        atol=1e-6 * np.abs(images[1][name]).max())
+
+
+def test_lma_coefficients_on_the_beams_grid_equal_the_sum_over_beams(device, rng):
+    """The exponentials of the distinct k_x and k_y only, the beams summed as two products: the same
+    coefficients to float32 rounding."""
+    from mbook.electron import lma_scan, waves
+
+    basis = lma.build_basis(column_potential(), lattice_step=4, patch_gpts=24, **COMMON)
+    spectrum = waves.probe_spectrum(GRID, energy=ENERGY, semiangle_cutoff=ALPHA, defocus=30.0, xp=backend.xp)
+    beams = prism.beam_indices(GRID, energy=ENERGY, semiangle_cutoff=ALPHA)
+    positions = backend.asarray(rng.uniform(1.0, 5.0, (7, 2)))
+    plain, first = lma_scan.coefficients(spectrum, backend.asarray(beams), positions, basis, 5)
+    on_grid = lma_scan.coefficients(spectrum, backend.asarray(beams), positions, basis, 5,
+                                    on_grid=lma_scan.beam_grid(spectrum, beams, GRID))
+    assert len(np.unique(beams[:, 0])) < len(beams) / 4  # a grid of a few distinct frequencies per axis
+    np.testing.assert_array_equal(H(on_grid[1]), H(first))
+    np.testing.assert_allclose(H(on_grid[0]), H(plain), rtol=0, atol=1e-6 * np.abs(H(plain)).max())

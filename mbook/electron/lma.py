@@ -455,7 +455,9 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     masks = stem_detectors.detector_masks(window, energy=energy, detectors=detectors, xp=xp) if detectors else None
     spectrum = waves.probe_spectrum(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff, defocus=defocus,
                                     Cs=Cs, aberrations=aberrations, xp=xp)
-    beams = backend.asarray(prism.beam_indices(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff))
+    beams_host = prism.beam_indices(grid, energy=energy, semiangle_cutoff=basis.semiangle_cutoff)
+    beams = backend.asarray(beams_host)
+    on_grid = lma_scan.beam_grid(spectrum, beams_host, grid)  # a few tens of distinct frequencies per axis
     flat = positions.reshape(-1, 2)
     n, n_window = len(flat), window.gpts[0] * window.gpts[1]
     signals = xp.empty((n, len(detectors)), xp.float32) if masks is not None else None
@@ -490,7 +492,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     for runs in progress.progress(batches, desc="LMA scan"):
         index = order[runs[0][0]:runs[-1][1]]
         rows = backend.asarray(index)
-        coefficients, _ = lma_scan.coefficients(spectrum, beams, flat[rows], basis, m)
+        coefficients, _ = lma_scan.coefficients(spectrum, beams, flat[rows], basis, m, on_grid=on_grid)
         if grouped:
             psi = xp.empty((len(index),) + tuple(window.gpts), xp.complex64)
             for start, end in runs:

@@ -74,7 +74,42 @@ def nearest_points(positions, basis):
     return xp.rint(positions / h).astype(xp.int64)
 
 
-def coefficients(spectrum, beams, positions, basis, m):
+def beam_grid(spectrum, beams, grid):
+    """The aperture's beams on the grid of their distinct ``k_x`` and ``k_y``: ``(k_x, k_y, values)``.
+
+    The beams of an aperture lie on a few tens of distinct frequencies per
+    axis, so :func:`coefficients` takes the exponentials of those alone and
+    sums the beams as two small matrix products. A kernel: no checks, on
+    ``spectrum``'s device.
+
+    Parameters
+    ----------
+    spectrum : (nx, ny) ndarray, complex
+        The probe's aperture times its aberration phase on the full grid (FFT order).
+    beams : (n_beams, 2) ndarray, int
+        FFT-order indices ``(i, j)`` of the aperture's beams (host).
+    grid : Grid
+        The full grid [Å].
+
+    Returns
+    -------
+    tuple
+        The distinct ``k_x`` ``(n_x,)`` and ``k_y`` ``(n_y,)`` [1/Å], and the
+        spectrum's values on their grid ``(n_x, n_y)`` complex, divided by the
+        grid's pixels (0 where no beam), on ``spectrum``'s device.
+    """
+    xp = backend.get_array_module(spectrum)
+    beams = np.asarray(beams)
+    rows, row_of = np.unique(beams[:, 0], return_inverse=True)
+    cols, col_of = np.unique(beams[:, 1], return_inverse=True)
+    kx, ky = grids.spatial_frequencies(grid, xp=xp)
+    values = xp.zeros((len(rows), len(cols)), spectrum.dtype)
+    values[backend.asarray(row_of.ravel()), backend.asarray(col_of.ravel())] = (
+        spectrum[backend.asarray(beams[:, 0]), backend.asarray(beams[:, 1])] / (grid.gpts[0] * grid.gpts[1]))
+    return kx[backend.asarray(rows)], ky[backend.asarray(cols)], values
+
+
+def coefficients(spectrum, beams, positions, basis, m, on_grid=None):
     """``ψ_0(x_j - r_0)`` on each probe's block ``(n, m, m)`` and the block's first lattice point ``(n, 2)``.
 
     A kernel: no checks (on what :func:`mbook.electron.lma.scan` checked), on
@@ -92,6 +127,10 @@ def coefficients(spectrum, beams, positions, basis, m):
         The basis (its lattice step and grid).
     m : int
         Lattice points per side of a probe's block.
+    on_grid : tuple, optional
+        :func:`beam_grid` of the same spectrum and beams: the exponentials of
+        the distinct frequencies only, and the sum over beams as two products
+        (the same coefficients, summed in another order; far fewer exponentials).
 
     Returns
     -------
@@ -102,17 +141,23 @@ def coefficients(spectrum, beams, positions, basis, m):
     xp = backend.get_array_module(spectrum)
     grid = basis.grid
     nx, ny = grid.gpts
-    kx, ky = grids.spatial_frequencies(grid, xp=xp)
-    bx, by = kx[beams[:, 0]], ky[beams[:, 1]]
-    values = spectrum[beams[:, 0], beams[:, 1]] / (nx * ny)  # the probe is F^-1 of the spectrum, 1/N
     first = nearest_points(positions, basis) - m // 2
     q = xp.arange(m)
     hx, hy = (basis.lattice_step * s for s in grid.sampling)
     dx = (first[:, 0:1] + q[None]) * hx - positions[:, 0:1]  # (n, m) [Å]
     dy = (first[:, 1:2] + q[None]) * hy - positions[:, 1:2]
+    # ψ_0(x_j - r_0) = Σ_k P_k e^{2πik·(x_j-r_0)} / N
+    if on_grid is not None:
+        bx, by, values = on_grid
+        ex = xp.exp(2j * math.pi * dx[:, :, None] * bx[None, None, :])  # (n, m, n_x)
+        ey = xp.exp(2j * math.pi * dy[:, :, None] * by[None, None, :])  # (n, m, n_y)
+        return ((ex @ values) @ ey.transpose(0, 2, 1)).astype(xp.complex64), first
+    kx, ky = grids.spatial_frequencies(grid, xp=xp)
+    bx, by = kx[beams[:, 0]], ky[beams[:, 1]]
+    values = spectrum[beams[:, 0], beams[:, 1]] / (nx * ny)  # the probe is F^-1 of the spectrum, 1/N
     ex = xp.exp(2j * math.pi * dx[:, :, None] * bx[None, None, :])  # (n, m, n_beams)
     ey = xp.exp(2j * math.pi * dy[:, :, None] * by[None, None, :])
-    a = (ex * values[None, None, :]) @ ey.transpose(0, 2, 1)  # ψ_0(x_j - r_0) = Σ_k P_k e^{2πik·(x_j-r_0)} / N
+    a = (ex * values[None, None, :]) @ ey.transpose(0, 2, 1)
     return a.astype(xp.complex64), first
 
 
