@@ -2241,7 +2241,7 @@ E("electron.lma_scan.window_waves",
 E("electron.lma_scan.blocks", lambda: call(np.array([[0, 0], [1, 1], [0, 0]])), first=UNCHECKED)
 E("electron.lma_scan.placed_patches", lambda: call(dev(crand(16, 16, 16, 16).astype(np.complex64)), (0, 0), 3, 2,
                                                    (20, 20)),
-  array=UNCHECKED, first=UNCHECKED, m=UNCHECKED, step=UNCHECKED, shape=UNCHECKED)
+  array=UNCHECKED, first=UNCHECKED, m=UNCHECKED, step=UNCHECKED, shape=UNCHECKED, out=UNCHECKED)
 E("electron.lma_scan.shared_block_waves",
   lambda: call(dev(crand(2, 3, 3).astype(np.complex64)), dev(crand(9, 400).astype(np.complex64)), (20, 20)),
   coefficients=UNCHECKED, placed=UNCHECKED, shape=UNCHECKED)

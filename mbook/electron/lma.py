@@ -489,6 +489,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     else:
         order = np.arange(n)
         batches = [[(start, min(start + batch, n))] for start in range(0, n, batch)]
+    placed = None  # the block placed on the window: one buffer, refilled block after block
     for runs in progress.progress(batches, desc="LMA scan"):
         index = order[runs[0][0]:runs[-1][1]]
         rows = backend.asarray(index)
@@ -497,7 +498,7 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
             psi = xp.empty((len(index),) + tuple(window.gpts), xp.complex64)
             for start, end in runs:
                 block = tuple(int(v) for v in first[order[start]])
-                placed = lma_scan.placed_patches(basis.array, block, m, basis.lattice_step, window.gpts)
+                placed = lma_scan.placed_patches(basis.array, block, m, basis.lattice_step, window.gpts, out=placed)
                 local = slice(start - runs[0][0], end - runs[0][0])
                 psi[local] = lma_scan.shared_block_waves(coefficients[local], placed, window.gpts)
         else:

@@ -247,7 +247,7 @@ def blocks(first):
     return order, np.diff(np.concatenate([[0], change, [len(first)]])).astype(np.int64)
 
 
-def placed_patches(array, first, m, step, shape):
+def placed_patches(array, first, m, step, shape, out=None):
     """The exit waves of one block's ``m × m`` translates, each placed on the window: ``(m², wx wy)``.
 
     Row ``q = q_x m + q_y`` holds translate ``first + q``'s patch at pixel
@@ -267,6 +267,9 @@ def placed_patches(array, first, m, step, shape):
         The lattice step ``h`` [pixels].
     shape : tuple of int
         The window ``(wx, wy)`` (:func:`window_shape`).
+    out : (m * m, wx * wy) ndarray, complex64, optional
+        A previous result for the same ``m``, ``step``, ``shape`` and patch, overwritten: every block
+        fills the same pixels, so the zeros elsewhere stay (no new zeroed buffer per block).
 
     Returns
     -------
@@ -276,7 +279,7 @@ def placed_patches(array, first, m, step, shape):
     lattice, patch = array.shape[:2], array.shape[-1]
     q = np.arange(m)
     jx, jy = backend.asarray((first[0] + q) % lattice[0]), backend.asarray((first[1] + q) % lattice[1])
-    placed = xp.zeros(m * m * shape[0] * shape[1], xp.complex64)
+    placed = xp.zeros(m * m * shape[0] * shape[1], xp.complex64) if out is None else out.reshape(-1)
     placed[_placement(m, patch, step, tuple(shape), xp)] = array[jx[:, None], jy[None, :]].reshape(-1)
     return placed.reshape(m * m, -1)
 
