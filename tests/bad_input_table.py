@@ -2239,6 +2239,7 @@ E("electron.lma_scan.window_waves",
                dev(np.array([[0, 0], [1, 1]])), 2, (20, 20)),
   array=UNCHECKED, coefficients=UNCHECKED, first=UNCHECKED, step=UNCHECKED, shape=UNCHECKED)
 E("electron.lma_scan.blocks", lambda: call(np.array([[0, 0], [1, 1], [0, 0]])), first=UNCHECKED)
+E("electron.lma_scan.block_batches", lambda: call([3, 5, 2], 4), sizes=UNCHECKED, batch=UNCHECKED)
 E("electron.lma_scan.placed_patches", lambda: call(dev(crand(16, 16, 16, 16).astype(np.complex64)), (0, 0), 3, 2,
                                                    (20, 20)),
   array=UNCHECKED, first=UNCHECKED, m=UNCHECKED, step=UNCHECKED, shape=UNCHECKED, out=UNCHECKED)

@@ -309,3 +309,18 @@ def test_lma_coefficients_on_the_beams_grid_equal_the_sum_over_beams(device, rng
     assert len(np.unique(beams[:, 0])) < len(beams) / 4  # a grid of a few distinct frequencies per axis
     np.testing.assert_array_equal(H(on_grid[1]), H(first))
     np.testing.assert_allclose(H(on_grid[0]), H(plain), rtol=0, atol=1e-6 * np.abs(H(plain)).max())
+
+
+@pytest.mark.parametrize("sizes, batch", [([3, 5, 2], 4), ([64] * 3, 64), ([10] * 7, 64), ([1], 1), ([130, 1], 64)])
+def test_block_batches_cover_every_probe_once_without_mixing_blocks(sizes, batch):
+    from mbook.electron import lma_scan
+
+    batches = lma_scan.block_batches(sizes, batch)
+    runs = [run for runs in batches for run in runs]
+    assert [start for start, _ in runs] == [end for _, end in [(0, 0)] + runs[:-1]]  # contiguous, in order
+    assert runs[-1][1] == sum(sizes)
+    assert all(runs[-1][1] - runs[0][0] <= batch for runs in batches)
+    edges = set(np.cumsum(sizes).tolist()) | {0}
+    blocks = np.repeat(np.arange(len(sizes)), sizes)
+    assert all(len(set(blocks[start:end])) == 1 for start, end in runs)  # a run is (part of) one block
+    assert all(end in edges or end - start == batch for start, end in runs)  # split only when a block is larger

@@ -475,17 +475,8 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         fixed += placed_bytes
     batch = min(max_batch, progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed,
                                                  budget=budget))
-    if grouped:  # batches of whole blocks where they fit (a block larger than a batch is split)
-        ends = np.cumsum(sizes)
-        runs = [(start, min(start + batch, int(end)))
-                for begin, end in zip(np.concatenate([[0], ends[:-1]]), ends) for start in range(int(begin), int(end), batch)]
-        batches, current = [], []
-        for run in runs:
-            if current and run[1] - current[0][0] > batch:
-                batches.append(current)
-                current = []
-            current.append(run)
-        batches.append(current)
+    if grouped:
+        batches = lma_scan.block_batches(sizes, batch)
     else:
         order = np.arange(n)
         batches = [[(start, min(start + batch, n))] for start in range(0, n, batch)]

@@ -247,6 +247,33 @@ def blocks(first):
     return order, np.diff(np.concatenate([[0], change, [len(first)]])).astype(np.int64)
 
 
+def block_batches(sizes, batch):
+    """Batches of at most ``batch`` probes made of whole blocks where they fit (host).
+
+    Parameters
+    ----------
+    sizes : (n_blocks,) sequence of int
+        The runs of probes sharing a block, in order (:func:`blocks`).
+    batch : int
+        Most probes per batch; a block larger than that is split.
+
+    Returns
+    -------
+    list of list of (int, int)
+        Per batch, its runs ``(start, end)`` in the sorted order, each one block (or part of one).
+    """
+    ends = np.cumsum(np.asarray(sizes, np.int64))
+    runs = [(start, min(start + batch, int(end))) for begin, end in zip(np.concatenate([[0], ends[:-1]]), ends)
+            for start in range(int(begin), int(end), batch)]
+    batches, current = [], []
+    for run in runs:
+        if current and run[1] - current[0][0] > batch:
+            batches.append(current)
+            current = []
+        current.append(run)
+    return batches + [current] if current else batches
+
+
 def placed_patches(array, first, m, step, shape, out=None):
     """The exit waves of one block's ``m × m`` translates, each placed on the window: ``(m², wx wy)``.
 
