@@ -324,3 +324,15 @@ def test_block_batches_cover_every_probe_once_without_mixing_blocks(sizes, batch
     blocks = np.repeat(np.arange(len(sizes)), sizes)
     assert all(len(set(blocks[start:end])) == 1 for start, end in runs)  # a run is (part of) one block
     assert all(end in edges or end - start == batch for start, end in runs)  # split only when a block is larger
+
+
+def test_an_update_in_place_needs_room_for_one_basis_not_two():
+    before = column_potential()
+    after = before.copy()
+    after[:, 20:24, 20:24] += 30.0
+    basis = lma.build_basis(before, lattice_step=4, patch_gpts=16, **COMMON)
+    budget = basis.nbytes + 5 * before.nbytes + 2**17  # one basis, the potentials, a few patches in flight
+    with pytest.raises(MemoryError, match="budget"):
+        lma.update_basis(basis, after, tol=1e-2, budget=budget)  # a copy of the basis as well: refused
+    updated, touched = lma.update_basis(basis, after, tol=1e-2, overwrite=True, budget=budget)
+    assert updated.array is basis.array and 0 < int(H(touched).sum()) < touched.size

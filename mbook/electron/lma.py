@@ -359,7 +359,7 @@ def update_basis(basis, potential, *, tol=1e-3, overwrite=False, budget=None):
     if len(points):
         transmissions = lma_patches.local_transmissions(basis, potential, backend.asnumpy(touched))  # host: box
         _compute(array, points, transmissions, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff,
-                 basis.lattice_step, budget, fixed=2 * basis.nbytes + potential.nbytes * 5)
+                 basis.lattice_step, budget, fixed=(1 if overwrite else 2) * basis.nbytes + potential.nbytes * 5)
     new = LatticeBasis(array, potential, transmissions, basis.thicknesses, basis.grid, basis.energy,
                        basis.semiangle_cutoff, basis.lattice_step)
     return new, touched
