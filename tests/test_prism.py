@@ -331,7 +331,8 @@ def test_an_update_in_place_needs_room_for_one_basis_not_two():
     after = before.copy()
     after[:, 20:24, 20:24] += 30.0
     basis = lma.build_basis(before, lattice_step=4, patch_gpts=16, **COMMON)
-    budget = basis.nbytes + 5 * before.nbytes + 2**17  # one basis, the potentials, a few patches in flight
+    # one basis; the old and new potentials and transmissions (6 potentials' bytes); a few patches in flight
+    budget = basis.nbytes + 6 * before.nbytes + 2**17
     with pytest.raises(MemoryError, match="budget"):
         lma.update_basis(basis, after, tol=1e-2, budget=budget)  # a copy of the basis as well: refused
     updated, touched = lma.update_basis(basis, after, tol=1e-2, overwrite=True, budget=budget)

@@ -359,7 +359,7 @@ def update_basis(basis, potential, *, tol=1e-3, overwrite=False, budget=None):
     if len(points):
         transmissions = lma_patches.local_transmissions(basis, potential, backend.asnumpy(touched))  # host: box
         _compute(array, points, transmissions, basis.thicknesses, basis.grid, basis.energy, basis.semiangle_cutoff,
-                 basis.lattice_step, budget, fixed=(1 if overwrite else 2) * basis.nbytes + potential.nbytes * 5)
+                 basis.lattice_step, budget, fixed=(1 if overwrite else 2) * basis.nbytes + potential.nbytes * 6)
     new = LatticeBasis(array, potential, transmissions, basis.thicknesses, basis.grid, basis.energy,
                        basis.semiangle_cutoff, basis.lattice_step)
     return new, touched
@@ -470,7 +470,11 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     first = backend.asnumpy(lma_scan.nearest_points(flat, basis)) - m // 2
     order, sizes = lma_scan.blocks(first)
     placed_bytes = m * m * n_window * 8 + m * m * basis.patch_gpts**2 * 16  # the placed block, its indices
-    grouped = n >= lma_scan.GROUPED_MIN * len(sizes) and placed_bytes <= (budget or progress.memory_budget()) // 4
+    room = budget or progress.memory_budget()
+    # grouped only where the placed block leaves the plan room for a batch of GROUPED_MIN probes: a scan
+    # that fits translate by translate is never refused for it
+    grouped = (n >= lma_scan.GROUPED_MIN * len(sizes) and placed_bytes <= room // 4
+               and fixed + placed_bytes + lma_scan.GROUPED_MIN * per_probe <= room)
     if grouped:
         fixed += placed_bytes
     batch = min(max_batch, progress.plan_batches(n_items=n, bytes_per_item=per_probe, fixed_bytes=fixed,

@@ -286,11 +286,12 @@ def train(X, y, *, scale, learning_rate, num_steps: int, batch_size: int | None 
     check_every = checks.check_count(check_every, "check_every")
     tol = checks.check_tolerance(tol)
     # Runs are independent: they go in memory-budgeted chunks along the run axis.
+    gather = _gather_steps(batch_size, num_steps)
     per_run = 8 * (6 * d + 2 * n + (batch_size or 0) * (d + 2) + _DRAW_BLOCK * (batch_size or 0)
-                   + _GATHER_BLOCK * (batch_size or 0) * (d + 1) + num_steps // record_every)
+                   + gather * (batch_size or 0) * (d + 1) + num_steps // record_every)
     chunk = progress.plan_batches(n_items=runs, bytes_per_item=per_run, fixed_bytes=8 * n * (d + 1))
     parts = [_train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
-                    show_progress, slice(start, start + chunk)) for start in range(0, runs, chunk)]
+                    show_progress, slice(start, start + chunk), gather) for start in range(0, runs, chunk)]
     if len(parts) == 1:
         return parts[0]
     xp = backend.get_array_module(X)
@@ -322,13 +323,25 @@ def _sgd_step(xp, u, v, g_sum, eta, batch_size):
     return u, v, u * u - v * v
 
 
-#: Steps whose mini-batch indices are drawn on the host at once, and steps whose rows of X are
-#: gathered on the device at once (one gather for many steps: on a GPU a step's cost is its launches).
-_DRAW_BLOCK, _GATHER_BLOCK = 256, 32
+#: Steps whose mini-batch indices are drawn on the host at once, and at most this many steps whose rows
+#: of X are gathered on the device at once (one gather for many steps: on a GPU a step's cost is its
+#: launches), and at most this many rows a gather (a large mini-batch gathers for fewer steps).
+_DRAW_BLOCK, _GATHER_BLOCK, _GATHER_ROWS = 256, 32, 4096
+
+
+def _gather_steps(batch_size, num_steps):
+    """Steps gathered at once: a power of two (so that it divides the draw block) of at most
+    ``_GATHER_BLOCK`` steps and ``_GATHER_ROWS`` rows, and no more than the run's steps (0 without SGD)."""
+    if batch_size is None:
+        return 0
+    steps = 1
+    while steps * 2 <= min(_GATHER_BLOCK, _GATHER_ROWS // batch_size):
+        steps *= 2
+    return min(steps, num_steps)
 
 
 def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record_every, tol, check_every,
-           show_progress, runs_slice):
+           show_progress, runs_slice, gather):
     """Train the runs ``runs_slice`` of the parameters; the mini-batch draws are those of all runs, sliced."""
     xp = backend.get_array_module(X)
     n, d = X.shape
@@ -363,11 +376,12 @@ def _train(X, y, scales, steps_host, counts, num_steps, batch_size, seed, record
             if step % _DRAW_BLOCK == 0:  # uniform draws among each run's own n_r samples
                 draws = rng.random((min(_DRAW_BLOCK, num_steps - step), total_runs, batch_size))[:, runs_slice]
                 indices = xp.asarray((draws * counts[None, :, None]).astype(np.int64))
-            if step % _GATHER_BLOCK == 0:
+            if step % gather == 0:
                 first = step % _DRAW_BLOCK
-                batches = indices[first:first + _GATHER_BLOCK]  # (steps, runs, B)
+                rows_X = rows_y = Xb = yb = None  # the last block's rows (and views of them) go first
+                batches = indices[first:first + gather]  # (steps, runs, B)
                 rows_X, rows_y = X[batches], y[batches]  # (steps, runs, B, d), (steps, runs, B)
-            Xb, yb = rows_X[step % _GATHER_BLOCK], rows_y[step % _GATHER_BLOCK]
+            Xb, yb = rows_X[step % gather], rows_y[step % gather]
             residual = (Xb @ w[:, :, None])[:, :, 0] - yb  # (runs, B)
             u, v, w = _sgd_step(u, v, (residual[:, None, :] @ Xb)[:, 0, :], eta, size)
     else:

@@ -427,6 +427,7 @@ def reconstruct(counts, *, positions, probe, object_gpts, sampling, max_num_iter
         move_probe = probe_from is not None and iteration >= probe_from
         # A pass's data in its order, one gather each (not one a batch): each batch reads a slice.
         order = orders[iteration]
+        amplitudes_pass = windows_pass = None  # the last pass's copies go before this pass's are made
         amplitudes_pass = amplitudes[order]
         windows_pass = None if windows is None else (windows[0][order], windows[1][order])
         for start in range(0, n, batch_size):
