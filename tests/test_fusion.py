@@ -70,9 +70,15 @@ def _number_from_the_host(xp, x, rest, last):
     return rest * x + xp.minimum(x, last) - 2.0 * x  # array-with-number operations only: fine
 
 
+@fusion.elementwise
+def _where_of_numbers(xp, x, beta):
+    return xp.where(x > 1, beta, 0.5) * x  # the where's type from two Python numbers: float16
+
+
 @pytest.mark.parametrize("function, args, match", [
     (_one_minus_twice, (0.9,), r"_one_minus_twice: 2 \* 0\.9 combines two Python numbers"),
     (_overflowing_index, (130,), r"_overflowing_index: 130 - 1 combines two Python numbers"),
+    (_where_of_numbers, (0.9,), r"_where_of_numbers: xp.where of Python numbers alone"),
 ])
 def test_the_stand_in_refuses_operations_between_two_python_numbers_in_a_fused_kernel(function, args, match):
     # On a GPU these kernels compile and run, in float16 or int8: wrong numbers, the integer ones silently
@@ -266,11 +272,18 @@ def test_the_library_kernels_fuse_and_agree_on_a_gpu(rng, small_edx_data):
                                    smoothness=0.1)
         reconstruction.reconstruct(rng.poisson(5.0, (25, 16, 16)), positions=where, probe=probe, object_gpts=(32, 32),
                                    sampling=0.5, max_num_iter=2, batch_size=8)  # fixed: the windows made once
-        # a batch of 64 with the probe moving: 2 n = 128, which int8 arithmetic inside the kernel wraps
+        # a batch of 64 with the probe moving: 2 n = 128, which int8 arithmetic inside the kernel wraps; an
+        # earlier call checked the kernel's signature, so against the CPU
         axis64 = np.linspace(4.5, 11.5, 8)
         where64 = np.stack(np.meshgrid(axis64, axis64, indexing="ij"), -1).reshape(-1, 2)
-        reconstruction.reconstruct(rng.poisson(5.0, (64, 16, 16)), positions=where64, probe=probe,
-                                   object_gpts=(32, 32), sampling=0.5, max_num_iter=2, batch_size=64, probe_from=0)
+        counts64 = rng.poisson(5.0, (64, 16, 16))
+        batch64 = dict(positions=where64, object_gpts=(32, 32), sampling=0.5, max_num_iter=2, batch_size=64,
+                       probe_from=0)
+        on_gpu = reconstruction.reconstruct(counts64, probe=probe, **batch64)
+        with backend.use_device("cpu"):
+            on_host = reconstruction.reconstruct(counts64, probe=backend.asnumpy(probe), **batch64)
+        np.testing.assert_allclose(backend.asnumpy(on_gpu.probe), on_host.probe, rtol=1e-3,
+                                   atol=1e-4 * np.abs(on_host.probe).max())
         reconstruction.reconstruct(rng.poisson(5.0, (64, 32, 32)), positions=where64 + 4.0, probe=ptychography.centred_probe(
             32, sampling=0.5, energy=300e3, semiangle_cutoff=15.0, defocus=40.0), object_gpts=(64, 64), sampling=0.5,
             max_num_iter=1, batch_size=8)  # windows smaller than the object: the grating and exit wave fused

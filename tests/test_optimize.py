@@ -66,8 +66,9 @@ def test_soft_threshold_keeps_zeros_of_single_precision(device):
         x = np.array([0.0, -0.5, 2.0], dtype)
         got = backend.asnumpy(optimize.soft_threshold(x, 1.0))
         assert got.dtype == dtype and np.array_equal(got, np.array([0.0, 0.0, 1.0], dtype))
-    np.testing.assert_array_equal(backend.asnumpy(optimize.soft_threshold(np.float32([0.0, 1e-30]), 0.0)),
-                                  np.float32([0.0, 1e-30]))  # no threshold: the identity, tiny values included
+    for dtype in (np.float16, np.float32, np.float64):  # no threshold: the identity, subnormal values included
+        tiny = np.array([0.0, np.finfo(dtype).smallest_subnormal, np.finfo(dtype).tiny / 3], dtype)
+        np.testing.assert_array_equal(backend.asnumpy(optimize.soft_threshold(tiny, 0.0)), tiny)
 
 
 def test_ball_projection_and_shrinkage_split_the_vector(device, rng):

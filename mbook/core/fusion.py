@@ -260,6 +260,10 @@ class _Number:
         raise TypeError(f"{self.name}: -{_show(self)} negates a Python number, which cupy.fuse computes in float16 "
                         "or int8 on a GPU; compute it on the host and pass the result in")
 
+    def __abs__(self):
+        raise TypeError(f"{self.name}: abs({_show(self)}) of a Python number, which cupy.fuse computes in float16 "
+                        "or int8 on a GPU; compute it on the host and pass the result in")
+
     def __bool__(self):
         raise TypeError(f"{self.name}: a Python branch on the number {_show(self)}, which cupy.fuse cannot trace")
 
@@ -292,7 +296,10 @@ class _TracingNamespace:
             return value
 
         def call(*args, **kwargs):
-            if args and any(isinstance(a, _Number) for a in args) and all(_is_number(a) for a in args):
+            # where(mask, a, b) takes its type from a and b alone
+            values = args[1:] if attribute == "where" and len(args) == 3 else args
+            if values and all(_is_number(a) for a in values) and (values is not args or any(
+                    isinstance(a, _Number) for a in args)):
                 raise TypeError(f"{self.name}: xp.{attribute} of Python numbers alone, which cupy.fuse computes in "
                                 "float16 or int8 on a GPU; compute it on the host and pass the result in")
             return value(*(a.value if isinstance(a, _Number) else a for a in args), **kwargs)

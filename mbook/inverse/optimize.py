@@ -271,18 +271,15 @@ def soft_threshold(x, threshold):
     """Prox of ``threshold·|x|`` elementwise: shrink magnitudes by ``threshold`` (complex too)."""
     x = checks.check_operand(x, "x")
     threshold = checks.check_operand_number(threshold, "threshold")
-    return _soft_threshold(x, threshold, _tiny(x))
-
-
-def _tiny(x):
-    """The smallest normal number of ``x``'s precision: a guard against 0/0 that float32 keeps (1e-300 is 0 there)."""
-    return float(np.finfo(x.dtype).tiny) if x.dtype.kind in "fc" else float(np.finfo(np.float64).tiny)
+    return _soft_threshold(x, threshold)
 
 
 @fusion.elementwise
-def _soft_threshold(xp, x, threshold, tiny):
+def _soft_threshold(xp, x, threshold):
     magnitude = xp.abs(x)
-    scale = xp.maximum(magnitude - threshold, 0) / xp.maximum(magnitude, tiny)
+    # 0/0 guarded by dividing zeros by 1: a floor such as 1e-300 is 0 in float32, and any normal floor
+    # would shrink the subnormal values of a threshold of 0
+    scale = xp.maximum(magnitude - threshold, 0) / xp.where(magnitude > 0, magnitude, 1.0)
     return x * scale
 
 
