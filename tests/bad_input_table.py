@@ -606,6 +606,8 @@ E("inverse.registration.joint_reconstruction", lambda: call(_series().frames, le
   max_shift=LENGTH)
 
 # synthetic
+E("inverse.synthetic.random_field", lambda: call((16, 16), correlation_length=3.0), gpts=GPTS,
+  correlation_length=LENGTH, seed=SEED)
 E("inverse.synthetic.support_mask", lambda: call((16, 16)), gpts=GPTS, diameter=[0, -0.5, 1.5, NAN, "1"],
   irregularity=[-0.5, NAN, "1"], seed=SEED)
 E("inverse.synthetic.weak_phase_object", lambda: call((16, 16)), gpts=GPTS, max_phase=REAL,

@@ -63,6 +63,34 @@ def _smooth_noise(shape, correlation_length, rng):
     return field / field.std(axis=(-2, -1), keepdims=True)
 
 
+def random_field(gpts, *, correlation_length: float, seed=0):
+    """Zero-mean Gaussian random field of unit RMS ``(nx, ny)``, smooth on ``correlation_length`` (periodic).
+
+    White noise drawn on the host from ``seed``, smoothed on the device by a
+    Gaussian of standard deviation ``correlation_length`` in Fourier space,
+    whose zero frequency is dropped there (the mean removed before the
+    inverse FFT, so that its rounding is not magnified in a field much
+    smoother than the grid).
+
+    Parameters
+    ----------
+    gpts : int or (int, int)
+        Grid points.
+    correlation_length : float
+        Standard deviation of the smoothing Gaussian [px], > 0.
+    seed : int or numpy.random.Generator
+        A generator is drawn from in place (successive fields differ).
+
+    Returns
+    -------
+    (nx, ny) array
+        On the selected device.
+    """
+    gpts = checks.check_gpts(gpts, 2)
+    correlation_length = check_positive_number(correlation_length, "correlation_length")
+    return _smooth_noise(gpts, correlation_length, _rng(seed))
+
+
 def support_mask(gpts, *, diameter: float = 0.45, irregularity: float = 0.12, seed=0):
     """An irregular blob centred at index ``n // 2``: a non-centrosymmetric support.
 

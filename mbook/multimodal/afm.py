@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mbook.core import backend, checks, progress
-from mbook.inverse import optimize
+from mbook.inverse import optimize, synthetic
 
 
 class BlendSample(NamedTuple):
@@ -57,21 +57,6 @@ class BlendSample(NamedTuple):
     adhesion: object
     fraction: object
     sampling: float
-
-
-def _random_field(n, correlation_length, rng):
-    """Zero-mean, unit-RMS Gaussian random field ``(n, n)`` (periodic): white noise drawn on the host,
-    moved, smoothed by a Gaussian of standard deviation ``correlation_length`` [px] in Fourier space."""
-    noise = backend.asarray(rng.standard_normal((n, n)))
-    xp = backend.get_array_module(noise)
-    k = xp.fft.fftfreq(n)
-    kernel = xp.exp(-2 * (math.pi * correlation_length) ** 2 * (k[:, None] ** 2 + k[None, :] ** 2))
-    # The mean goes in Fourier space: subtracted after the inverse FFT, its rounding (FFT-library dependent)
-    # would be magnified by mean/fluctuation, ~1e7 when the correlation length nears the field of view.
-    kernel[0, 0] = 0.0
-    field = backend.ifft2(backend.fft2(noise) * kernel).real
-    field = field - field.mean()
-    return field / field.std()
 
 
 def polymer_blend(gpts: int = 512, *, extent: float = 2000.0, domain_size: float = 40.0,
@@ -141,17 +126,21 @@ def polymer_blend(gpts: int = 512, *, extent: float = 2000.0, domain_size: float
     # About 16 images of up to 16 bytes a pixel (fields, their spectra, the maps) live at once.
     progress.plan_batches(n_items=1, bytes_per_item=16 * 16 * n * n)
     rng = np.random.default_rng(seed)
-    field = _random_field(n, domain_size / sampling, rng)
+
+    def random_field(scale):  # smooth on scale domains, drawn in turn from rng
+        return synthetic.random_field(n, correlation_length=scale * domain_size / sampling, seed=rng)
+
+    field = random_field(1)
     xp = backend.get_array_module(field)
     threshold = xp.quantile(field, 1.0 - stiff_fraction)
     # The field's slope at a level crossing is about 1 / correlation length: scale it to a distance [nm].
     slope = xp.sqrt(xp.mean(optimize.gradient(field) ** 2) * 2) / sampling
     fraction = 0.5 * (1.0 + xp.tanh((field - threshold) / (slope * interface_width)))
-    variation = 1.0 + modulus_variation * _random_field(n, 2 * domain_size / sampling, rng)
+    variation = 1.0 + modulus_variation * random_field(2)
     modulus = (e_soft + (e_stiff - e_soft) * fraction) * variation
     adhesion = (a_soft + (a_stiff - a_soft) * fraction) * (
-        1.0 + modulus_variation * _random_field(n, 2 * domain_size / sampling, rng))
-    substrate = roughness * _random_field(n, 3 * domain_size / sampling, rng)
+        1.0 + modulus_variation * random_field(2))
+    substrate = roughness * random_field(3)
     height = substrate + step_height * (1.0 - fraction)
     topography = height + height_noise * backend.asarray(rng.standard_normal((n, n)))
     gx, gy = optimize.gradient(height) / sampling
