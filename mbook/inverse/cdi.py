@@ -139,9 +139,9 @@ def _hio_outside(psi, pm, beta):
 def _raar_outside(psi, pm, beta, weight):
     """RAAR outside the support: ``β ψ + (1 - 2β) P_M ψ``, ``weight = 1 - 2β`` computed on the host.
 
-    With ``1 - 2β`` written in the kernel (``β`` a scalar argument), CuPy 14.2's fused RAAR step differed
-    from the plain operations by 1e-4 on an H200 (2026-11-30), where the HIO step, which lacks that term,
-    agreed: the kernels take both weights as arguments."""
+    Written in the kernel, ``1 - 2β`` of two Python numbers runs in float16 inside ``cupy.fuse``
+    (see :mod:`mbook.core.fusion`): CuPy 14.2's fused RAAR step differed from the plain operations by
+    1e-4 on an H200 (2026-11-30), where the HIO step, which lacks that term, agreed."""
     return beta * psi + weight * pm
 
 

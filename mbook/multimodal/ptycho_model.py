@@ -63,12 +63,19 @@ def incident_windows(probe, positions, sampling, object_gpts):
     psi : (n, wx, wy) ndarray, complex
         The probe shifted to each position, ``F⁻¹[F[probe] ramp]``.
     """
+    index, ramp, _, psi = _windows(probe, positions, sampling, object_gpts)
+    return index, ramp, psi
+
+
+def _windows(probe, positions, sampling, object_gpts):
+    """:func:`incident_windows` and the probe's spectrum: ``(index, ramp, probe_hat, psi)``."""
     fft = backend.fft_module(probe)
     gpts = probe.shape
     corners, offsets = ptychography.window_corners(positions, sampling, gpts, object_gpts)
     index = ptychography.window_indices(corners, gpts, object_gpts)
     ramp = ptychography.phase_ramps(offsets, gpts, sampling)
-    return index, ramp, fft.ifft2(fft.fft2(probe) * ramp)
+    probe_hat = fft.fft2(probe)
+    return index, ramp, probe_hat, fft.ifft2(probe_hat * ramp)
 
 
 def forward(phase, probe, positions, propagator, sampling, windows=None):
@@ -83,13 +90,8 @@ def forward(phase, probe, positions, propagator, sampling, windows=None):
     xp = backend.get_array_module(phase)
     fft = backend.fft_module(phase)
     n_slices, nx, ny = phase.shape
-    gpts = probe.shape
     if windows is None:
-        corners, offsets = ptychography.window_corners(positions, sampling, gpts, (nx, ny))
-        index = ptychography.window_indices(corners, gpts, (nx, ny))
-        ramp = ptychography.phase_ramps(offsets, gpts, sampling)
-        probe_hat = fft.fft2(probe)
-        psi = fft.ifft2(probe_hat * ramp)
+        index, ramp, probe_hat, psi = _windows(probe, positions, sampling, (nx, ny))
     else:
         (index, psi), ramp, probe_hat = windows, None, None
     flat = phase.reshape(n_slices, -1)
