@@ -42,6 +42,33 @@ def test_amorphous_gives_up_after_max_rounds_with_the_count():
         structures.amorphous("C", extent=(10, 10, 10), density=4.0, min_distance=1.4, seed=0, max_rounds=1)
 
 
+def test_supported_particle_is_a_gold_octahedron_on_the_film():
+    atoms = structures.supported_particle("Au", layers=6, extent=(22.0, 20.0), support_thickness=8.0, seed=1)
+    gold = np.array(atoms.get_chemical_symbols()) == "Au"
+    assert gold.sum() == 140  # the 6-layer octahedron with one layer cut from each corner
+    # fcc gold at ase's reference lattice constant, 4.08 Å: nearest neighbours at a/√2 = 2.885 Å.
+    _, d = get_distances(atoms.positions[gold])
+    assert d[np.triu_indices(gold.sum(), 1)].min() == pytest.approx(4.08 / np.sqrt(2), rel=1e-9)
+    # Centred in x and y, the film below it by at least min_distance, nothing outside the cell.
+    centre = (atoms.positions[gold, :2].min(axis=0) + atoms.positions[gold, :2].max(axis=0)) / 2
+    np.testing.assert_allclose(centre, [11.0, 10.0], atol=1e-9)
+    film = atoms.positions[~gold]
+    assert film[:, 2].max() < 8.0 and atoms.positions[gold, 2].min() - film[:, 2].max() >= 1.4
+    mass_density = atoms.get_masses()[~gold].sum() / 6.02214076e23 / (22 * 20 * 8 * 1e-24)
+    assert mass_density == pytest.approx(2.0, rel=0.01)
+    assert np.all(atoms.positions >= 0) and np.all(atoms.positions < atoms.cell.lengths())
+    again = structures.supported_particle("Au", layers=6, extent=(22.0, 20.0), support_thickness=8.0, seed=1)
+    np.testing.assert_array_equal(atoms.positions, again.positions)
+
+
+def test_supported_particle_refuses_what_it_cannot_build():
+    with pytest.raises(ValueError, match=r"symbol must be an fcc element.*'Fe' \(bcc\)"):
+        structures.supported_particle("Fe", layers=4, extent=(20.0, 20.0), seed=0)
+    # 6 layers of gold are 16.3 Å wide: an 18 Å cell leaves less than 2 Å between its images.
+    with pytest.raises(ValueError, match=r"extent must be at least .*18\.3.* layers=6 of Au, got \[18\.0, 30\.0\]"):
+        structures.supported_particle("Au", layers=6, extent=(18.0, 30.0), seed=0)
+
+
 def test_graphene_bonds_are_1_42_angstrom():
     atoms = structures.graphene((2, 2))
     _, d = get_distances(atoms.positions, cell=atoms.cell, pbc=True)
