@@ -14,6 +14,9 @@
 #                  (issue: >= 100x at < 1 % HAADF error); PRISM_ARGS adds arguments, e.g. "--thick 20
 #                  --factors 4 8 --batches 1024": a 7.8 nm slab, one multislice run of about 90 s
 #   prism-abtem    the same geometry with 64² probes, against abTEM's PRISM at matched error
+#   prism-particle benchmarks/prism.py --size gpu --specimen particle: gold on carbon, 768², 64² probes,
+#                  PRISM f = 1, 2, 4 against the LMA at p = 96, 128 (issue: LMA below PRISM in memory and
+#                  error at equal time; on a 2-core CPU LMA p = 128 was 1.3x faster than PRISM f = 2)
 #   ptychography   benchmarks/ptychography.py on the GPU against py4DSTEM (needs .gpu-peers)
 #   launch         benchmarks/launch.py: CuPy's cost per operation and per copy to the host, the figures
 #                  that turn book.py's operation counts on the strict stand-in into a GPU time floor
@@ -67,13 +70,14 @@ run_stage() {
     electron) stage electron 240 $PYTHON benchmarks/electron.py --size full --abtem-device gpu --repeat 3 ;;
     prism) stage prism 240 $PYTHON benchmarks/prism.py --size gpu ${PRISM_ARGS:-} ;;
     prism-abtem) stage prism-abtem 240 $PYTHON benchmarks/prism.py --size gpu --scan 64 --abtem ;;
+    prism-particle) stage prism-particle 240 $PYTHON benchmarks/prism.py --size gpu --specimen particle ;;
     launch) stage launch 60 $PYTHON benchmarks/launch.py ;;
     ptychography) stage ptychography 240 $PYTHON benchmarks/ptychography.py ${PTYCHO_ARGS:-} ;;
     pages|pages:*)  # book.py stops starting pages itself, so the table of those run is printed
       names=""; [ "$s" != pages ] && names=$(echo "${s#pages:}" | tr ',' ' ')
       stage pages 3600 $PYTHON benchmarks/book.py --size full --markdown --timeout "${PAGE_S:-90}" \
         --jobs "${JOBS:-1}" --log "$OUT/pages_log.txt" --budget $((deadline - SECONDS - 15)) $names ;;
-    *) echo "unknown stage $s (tests, electron, prism, prism-abtem, launch, ptychography, pages[:a,b])" >&2 ;;
+    *) echo "unknown stage $s (tests, electron, prism, prism-abtem, prism-particle, launch, ptychography, pages[:a,b])" >&2 ;;
   esac
 }
 
