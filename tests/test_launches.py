@@ -173,3 +173,24 @@ def test_a_local_lma_update_reuses_the_basis_operators(rng):
     with strict.count_operations() as ops:
         lma.update_basis(basis, after, tol=1e-2, overwrite=True)
     assert ops.operations <= 80, ops.operations  # 4 slices; 120 when the update made them again
+
+
+def test_an_lma_scan_takes_one_batch_of_probes_on_a_gpu(rng):
+    # 256 probes about one a lattice cell apart (too sparse to share blocks): each of the block's 49 offsets
+    # is a few operations per batch, so the GPU's default batch (lma_scan.GPU_BATCH) takes them at once
+    from mbook.electron import lma, lma_scan, stem
+
+    grid = grids.make_grid(gpts=(96, 96), sampling=0.1)
+    potential = backend.asarray(rng.uniform(0, 1, (2, 96, 96)).astype(np.float32))
+    basis = lma.build_basis(potential, grid=grid, energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0,
+                            lattice_step=4, patch_gpts=24)
+    positions = stem.scan_positions(start=(0.3, 0.3), end=(9.3, 9.3), sampling=9 / 16)
+    images = {}
+    for batch in (None, lma_scan.BATCH):
+        with strict.count_operations() as ops:
+            images[batch] = lma.scan(basis, positions=positions, detectors={"ADF": (30.0, 80.0)},
+                                     max_batch=batch)["ADF"]
+        images[batch, "operations"] = ops.operations
+    assert images[None, "operations"] <= 300  # 293 in one batch; 995 in four of 64, the CPU's batch
+    assert images[lma_scan.BATCH, "operations"] > 3 * images[None, "operations"]
+    np.testing.assert_allclose(backend.asnumpy(images[None]), backend.asnumpy(images[lma_scan.BATCH]), rtol=1e-5)

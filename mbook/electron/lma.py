@@ -397,7 +397,7 @@ def affected(basis, positions, touched, *, block=None):
 
 
 def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs=0.0, aberrations=None,
-         block=None, budget=None, max_batch=64):
+         block=None, budget=None, max_batch=None):
     """STEM signals (and 4D patterns) of probes at ``positions`` from a lattice basis.
 
     Parameters
@@ -420,8 +420,9 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
         cell wraps around it, as multislice's periodic cell does.
     budget : int, optional
         Memory budget for the probes in flight [bytes].
-    max_batch : int
-        Most probes combined at once.
+    max_batch : int, optional
+        Most probes combined at once (default :data:`mbook.electron.lma_scan.BATCH`
+        on the CPU, :data:`mbook.electron.lma_scan.GPU_BATCH` on a GPU), within the budget.
 
     Returns
     -------
@@ -444,6 +445,8 @@ def scan(basis, *, positions, detectors=None, diffraction=False, defocus=0.0, Cs
     """
     if not isinstance(basis, LatticeBasis):
         raise TypeError(f"basis must be a LatticeBasis from lma.build_basis, got {type(basis).__name__}")
+    if max_batch is None:  # few large batches on a GPU, where every block offset is a launch per batch
+        max_batch = lma_scan.GPU_BATCH if backend.gpu_code_path() else lma_scan.BATCH
     max_batch = checks.check_count(max_batch, "max_batch")
     m = basis.block if block is None else checks.check_count(block, "block", maximum=min(basis.array.shape[:2]))
     grid, energy = basis.grid, basis.energy

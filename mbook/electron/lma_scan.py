@@ -43,6 +43,14 @@ import numpy as np
 
 from mbook.core import backend, grids
 
+#: Most probes combined at once on the CPU (:func:`mbook.electron.lma.scan`'s default there): a batch's
+#: windows and the patches added to them stay near the cores' caches.
+BATCH = 64
+#: On a GPU (and on the strict stand-in, which takes its code path): each of a block's m² offsets is a
+#: few kernels over the whole batch (289 offsets at p = 128), so batches are as large as the memory budget
+#: allows, up to this many probes.
+GPU_BATCH = 1024
+
 #: Fewest probes per block, on average, for which a scan combines the probes that share a block with one
 #: matrix product over the block's placed translates (:func:`shared_block_waves`) instead of translate by
 #: translate (:func:`window_waves`). Placing a block costs about what one probe costs translate by
