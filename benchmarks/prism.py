@@ -50,15 +50,15 @@ e.g. in its own environment:
 With ``--specimen particle`` the image is of a specimen without a period: a
 gold truncated octahedron on a 10 Å amorphous carbon film
 (:func:`mbook.electron.structures.supported_particle`), the field ``--gpts``
-pixels wide at the same 0.061 Å sampling (size small: 192², 4 layers of gold,
-24x24 probes; full: 384², 6 layers, 64x64 probes; gpu: 768², 6 layers, 64x64
+pixels wide at the same 0.061 Å sampling (size small: 192², 0.8 nm of gold,
+24x24 probes; full: 384², 1.6 nm, 64x64 probes; gpu: 768², 1.6 nm, 64x64
 probes, PRISM f = 1, 2, 4 and the LMA at p = 96 and 128; probes over the
 particle's box plus 1 Å, ``--scan N`` for N x N of them). There PRISM's periodic copies of
 the probe see other atoms than the probe does, and PRISM at f = 1's window is
 the whole field, so its scan per probe grows with the field; the LMA's does not:
 
     .venv/bin/python benchmarks/prism.py --size full --specimen particle
-    .venv/bin/python benchmarks/prism.py --size full --specimen particle --gpts 256 --scan 32   # a smaller field
+    MBOOK_MEMORY_GB=8 .venv/bin/python benchmarks/prism.py --size full --specimen particle --gpts 512 --scan 32
 
 Timings are medians in one process on a possibly shared machine; they are
 not tests.
@@ -89,12 +89,12 @@ SIZES = {  # cells across, cells along the beam, probes per axis over `span` cel
     "gpu": dict(cells=16, thick=5, scan=256, span=16, factors=(4, 8, 16, 2), patches=(), repeat=1, memory_gb=64,
                 peak_in_warmup=True, batches=(64, 1024)),
 }
-PARTICLE = {  # --specimen particle: field [pixels], layers of the gold octahedron, probes per axis over it
-    "small": dict(gpts=192, layers=4, scan=24),
-    "full": dict(gpts=384, layers=6, scan=64),
+PARTICLE = {  # --specimen particle: field [pixels], gold atoms an edge of the octahedron, probes per axis over it
+    "small": dict(gpts=192, length=4, scan=24),
+    "full": dict(gpts=384, length=6, scan=64),
     # The field where the LMA overtook PRISM on a 2-core CPU (46.9 Å, the same particle; see the README), with
     # PRISM f = 1 (a 14 GiB S-matrix) added.
-    "gpu": dict(gpts=768, layers=6, scan=64, factors=(1, 2, 4), patches=(96, 128)),
+    "gpu": dict(gpts=768, length=6, scan=64, factors=(1, 2, 4), patches=(96, 128)),
 }
 
 
@@ -192,7 +192,7 @@ def particle_specimen(args):
             raise SystemExit(f"--gpts must be a multiple of the LMA's lattice step, {STEP}, got {args.gpts}")
         chosen["gpts"] = args.gpts
     side = chosen["gpts"] * A / PX
-    atoms = structures.supported_particle("Au", layers=chosen["layers"], extent=(side, side), seed=0)
+    atoms = structures.supported_particle("Au", length=chosen["length"], extent=(side, side), seed=0)
     gold = atoms.positions[np.array(atoms.get_chemical_symbols()) == "Au", :2]
     low, high = gold.min() - 1.0, gold.max() + 1.0  # the particle's box and 1 Å around it (a square)
     probes = args.scan or chosen["scan"]
@@ -222,6 +222,8 @@ def main():
     parser.add_argument("--only", choices=("PRISM", "LMA"), help="run only this family (and the multislice "
                         "references its errors need)")
     args = parser.parse_args()
+    if args.gpts and args.specimen != "particle":
+        parser.error("--gpts sets the particle's field: it needs --specimen particle (the crystal's field is --cells)")
     size = dict(SIZES[args.size])
     if args.specimen == "particle":  # the particle's own factors and patches where its size names them
         size.update({key: value for key, value in PARTICLE[args.size].items() if key in ("factors", "patches")})

@@ -891,8 +891,8 @@ E("electron.structures.isolated_atom", lambda: call("C"), symbol=["Xx", 3, None]
 E("electron.structures.amorphous", lambda: call("C", extent=(5, 5, 5), density=2.0, min_distance=1.4, seed=0),
   symbol=["Xx", 3, None], extent=LENGTH + [(5, 5)], density=LENGTH, min_distance=LENGTH, seed=SEED,
   max_rounds=COUNT)
-E("electron.structures.supported_particle", lambda: call("Au", layers=4, extent=(12, 12), seed=0),
-  symbol=["Xx", "Fe", 3, None], layers=COUNT + [1, 31], extent=LENGTH + [(5, 5), (12,)], support_thickness=LENGTH,
+E("electron.structures.supported_particle", lambda: call("Au", length=4, extent=(12, 12), seed=0),
+  symbol=["Xx", "Fe", 3, None], length=COUNT + [1, 31], extent=LENGTH + [(5, 5), (12,)], support_thickness=LENGTH,
   density=LENGTH, min_distance=LENGTH, seed=SEED)
 E("electron.structures.column_positions", lambda: call(_atom()), atoms=ATOMS, decimals=[-1, 2.5, "2"])
 E("electron.potentials.check_atoms", lambda: call(_atom()), atoms=ATOMS, orthorhombic=FREE)

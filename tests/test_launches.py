@@ -194,3 +194,8 @@ def test_an_lma_scan_takes_one_batch_of_probes_on_a_gpu(rng):
     assert images[None, "operations"] <= 300  # 293 in one batch; 995 in four of 64, the CPU's batch
     assert images[lma_scan.BATCH, "operations"] > 3 * images[None, "operations"]
     np.testing.assert_allclose(backend.asnumpy(images[None]), backend.asnumpy(images[lma_scan.BATCH]), rtol=1e-5)
+    # The budget still bounds the default batch: 4 MiB beside the basis splits the 256 probes (1,697 operations)
+    with strict.count_operations() as ops:
+        small = lma.scan(basis, positions=positions, detectors={"ADF": (30.0, 80.0)}, budget=basis.nbytes + 2**22)
+    assert ops.operations > 3 * images[None, "operations"]
+    np.testing.assert_allclose(backend.asnumpy(small["ADF"]), backend.asnumpy(images[None]), rtol=1e-5)

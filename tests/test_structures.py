@@ -43,9 +43,9 @@ def test_amorphous_gives_up_after_max_rounds_with_the_count():
 
 
 def test_supported_particle_is_a_gold_octahedron_on_the_film():
-    atoms = structures.supported_particle("Au", layers=6, extent=(22.0, 20.0), support_thickness=8.0, seed=1)
+    atoms = structures.supported_particle("Au", length=6, extent=(22.0, 20.0), support_thickness=8.0, seed=1)
     gold = np.array(atoms.get_chemical_symbols()) == "Au"
-    assert gold.sum() == 140  # the 6-layer octahedron with one layer cut from each corner
+    assert gold.sum() == 140  # the octahedron of 6 atoms an edge with one layer cut from each corner
     # fcc gold at ase's reference lattice constant, 4.08 Å: nearest neighbours at a/√2 = 2.885 Å.
     _, d = get_distances(atoms.positions[gold])
     assert d[np.triu_indices(gold.sum(), 1)].min() == pytest.approx(4.08 / np.sqrt(2), rel=1e-9)
@@ -53,20 +53,21 @@ def test_supported_particle_is_a_gold_octahedron_on_the_film():
     centre = (atoms.positions[gold, :2].min(axis=0) + atoms.positions[gold, :2].max(axis=0)) / 2
     np.testing.assert_allclose(centre, [11.0, 10.0], atol=1e-9)
     film = atoms.positions[~gold]
-    assert film[:, 2].max() < 8.0 and atoms.positions[gold, 2].min() - film[:, 2].max() >= 1.4
+    assert film[:, 2].max() < 8.0 and atoms.positions[gold, 2].min() == pytest.approx(8.0 + 1.4)
+    np.testing.assert_allclose(np.ptp(atoms.positions[gold], axis=0), 4 * 4.08)  # 16.32 Å: not wrapped
     mass_density = atoms.get_masses()[~gold].sum() / 6.02214076e23 / (22 * 20 * 8 * 1e-24)
     assert mass_density == pytest.approx(2.0, rel=0.01)
     assert np.all(atoms.positions >= 0) and np.all(atoms.positions < atoms.cell.lengths())
-    again = structures.supported_particle("Au", layers=6, extent=(22.0, 20.0), support_thickness=8.0, seed=1)
+    again = structures.supported_particle("Au", length=6, extent=(22.0, 20.0), support_thickness=8.0, seed=1)
     np.testing.assert_array_equal(atoms.positions, again.positions)
 
 
 def test_supported_particle_refuses_what_it_cannot_build():
     with pytest.raises(ValueError, match=r"symbol must be an fcc element.*'Fe' \(bcc\)"):
-        structures.supported_particle("Fe", layers=4, extent=(20.0, 20.0), seed=0)
-    # 6 layers of gold are 16.3 Å wide: an 18 Å cell leaves less than 2 Å between its images.
-    with pytest.raises(ValueError, match=r"extent must be at least .*18\.3.* layers=6 of Au, got \[18\.0, 30\.0\]"):
-        structures.supported_particle("Au", layers=6, extent=(18.0, 30.0), seed=0)
+        structures.supported_particle("Fe", length=4, extent=(20.0, 20.0), seed=0)
+    # 6 atoms an edge of gold are 16.3 Å wide: a 19 Å cell leaves less than 3 Å between its images.
+    with pytest.raises(ValueError, match=r"at least .*19\.32.* length=6 of Au, got \[19\.0, 30\.0\]"):
+        structures.supported_particle("Au", length=6, extent=(19.0, 30.0), seed=0)
 
 
 def test_graphene_bonds_are_1_42_angstrom():

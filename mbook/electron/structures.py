@@ -173,27 +173,28 @@ def amorphous(symbol: str, *, extent, density, min_distance, seed, max_rounds: i
                  cell=extent, pbc=True)
 
 
-def supported_particle(symbol: str = "Au", *, layers: int, extent, support_thickness: float = 10.0,
+def supported_particle(symbol: str = "Au", *, length: int, extent, support_thickness: float = 10.0,
                        density: float = 2.0, min_distance: float = 1.4, seed) -> Atoms:
     """An fcc nanoparticle resting on an amorphous carbon film: a specimen without a period.
 
-    The particle is :func:`ase.cluster.Octahedron` with ``layers`` atomic layers from corner to corner
-    and its corners cut by ``(layers - 1) // 3`` layers (a truncated octahedron, the shape of small
-    gold and platinum particles), at the element's own lattice constant, seen down [001] and centred
-    in x and y. Below it, along the beam, lies a film from :func:`amorphous` (carbon at ``density`` and
-    ``min_distance``); the particle's lowest layer sits ``min_distance`` above the film's top. The cell
-    is periodic in x and y as every specimen here is, but nothing in it repeats: the particle's
-    periodic images are one cell apart, at least 2 Å plus its width.
+    The particle is :func:`ase.cluster.Octahedron` with ``length`` atoms along each edge of the complete
+    octahedron and its corners cut by ``(length - 1) // 3`` layers (a truncated octahedron, the shape of
+    small gold and platinum particles), at the element's own lattice constant, seen down [001] and
+    centred in x and y. Below it, along the beam, lies a film from :func:`amorphous` (carbon at
+    ``density`` and ``min_distance``); the particle's lowest layer sits ``min_distance`` above the film's
+    upper face (``z = support_thickness``). The cell is periodic in x and y as every specimen here is,
+    but nothing in it repeats: the particle's periodic images are one cell apart, at least 3 Å (more
+    than a metal-metal bond) beyond its width.
 
     Parameters
     ----------
     symbol : str
         An element whose ase reference state is fcc (Au, Pt, Ag, Pd, Cu, Ni, Al, ...).
-    layers : int
-        Atomic layers of the octahedron from corner to corner, 2 to 30 (4: 38 atoms, 0.8 nm wide; 6: 140
-        atoms, 1.6 nm; 8: 314 atoms, 2.0 nm; for gold).
+    length : int
+        Atoms along each edge of the complete octahedron (ase's ``length``), 2 to 30 (for gold, 4: 38
+        atoms, 0.8 nm wide; 6: 140 atoms, 1.6 nm; 8: 314 atoms, 2.0 nm).
     extent : (float, float)
-        Cell size in x and y [Å]; at least the particle's width plus 2 Å on each axis.
+        Cell size in x and y [Å]; at least the particle's width plus 3 Å on each axis.
     support_thickness : float
         Thickness of the film [Å].
     density : float
@@ -206,7 +207,7 @@ def supported_particle(symbol: str = "Au", *, layers: int, extent, support_thick
     Returns
     -------
     ase.Atoms
-        Film then particle, wrapped into a cell ``extent[0] × extent[1] × (support_thickness +
+        Film then particle, inside a cell ``extent[0] × extent[1] × (support_thickness +
         min_distance + particle height + min_distance)`` Å.
 
     Raises
@@ -217,7 +218,7 @@ def supported_particle(symbol: str = "Au", *, layers: int, extent, support_thick
 
     Examples
     --------
-    >>> atoms = supported_particle("Au", layers=4, extent=(12.0, 12.0), seed=0)
+    >>> atoms = supported_particle("Au", length=4, extent=(12.0, 12.0), seed=0)
     >>> sorted(set(atoms.get_chemical_symbols())), atoms.get_chemical_symbols().count("Au")
     (['Au', 'C'], 38)
     """
@@ -230,16 +231,16 @@ def supported_particle(symbol: str = "Au", *, layers: int, extent, support_thick
     if state is None or state.get("symmetry") != "fcc":
         found = None if state is None else state.get("symmetry")
         raise ValueError(f"symbol must be an fcc element (Au, Pt, Ag, Pd, Cu, Ni, Al, ...), got {symbol!r} ({found})")
-    layers = checks.check_count(layers, "layers", minimum=2, maximum=30)
+    length = checks.check_count(length, "length", minimum=2, maximum=30)
     extent = np.asarray(checks.check_positive(extent, "extent", 2))
     thickness = checks.check_positive(support_thickness, "support_thickness", 1)[0]
     min_distance = checks.check_positive(min_distance, "min_distance", 1)[0]
-    particle = Octahedron(symbol, length=layers, cutoff=(layers - 1) // 3)
+    particle = Octahedron(symbol, length=length, cutoff=(length - 1) // 3)
     positions = particle.positions - particle.positions.min(axis=0)
     width = np.ptp(positions, axis=0)
-    if np.any(extent < width[:2] + 2.0):
-        needed = np.round(width[:2] + 2.0, 2).tolist()
-        raise ValueError(f"extent must be at least the particle's width plus 2 Å, {needed} Å for layers={layers} "
+    if np.any(extent < width[:2] + 3.0):
+        needed = np.round(width[:2] + 3.0, 2).tolist()
+        raise ValueError(f"extent must be at least the particle's width plus 3 Å, {needed} Å for length={length} "
                          f"of {symbol}, got {extent.tolist()} Å")
     film = amorphous("C", extent=(extent[0], extent[1], thickness), density=density, min_distance=min_distance,
                      seed=seed)
@@ -249,7 +250,6 @@ def supported_particle(symbol: str = "Au", *, layers: int, extent, support_thick
     atoms = film + Atoms(particle.get_chemical_symbols(), positions=positions)
     atoms.set_cell([extent[0], extent[1], height])
     atoms.pbc = True
-    atoms.wrap()
     return atoms
 
 
