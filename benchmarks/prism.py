@@ -184,8 +184,21 @@ def abtem_methods(atoms, grid, size, positions, start, end):
     return methods
 
 
-def particle_specimen(args):
-    """The gold particle on carbon of ``--specimen particle`` and its scan: atoms, positions, start, end, sampling."""
+def crystal_specimen(args, size):
+    """SrTiO3 and its scan: atoms, positions, start, end, sampling and a label."""
+    atoms = structures.srtio3((size["cells"], size["cells"], size["thick"]))
+    if args.scan:  # over the middle cell: the probes whose windows are farthest from the cell's edges
+        middle = A * (size["cells"] // 2)
+        start, end, sampling = (middle, middle), (middle + A, middle + A), A / args.scan
+    else:
+        span = size.get("span", 1)
+        start, end, sampling = (0.0, 0.0), (A * span, A * span), A * span / size["scan"]
+    positions = stem.scan_positions(start=start, end=end, sampling=sampling)
+    return atoms, positions, start, end, sampling, f"SrTiO3 {size['cells']}x{size['cells']}x{size['thick']} cells"
+
+
+def particle_specimen(args, size):
+    """The gold particle on carbon of ``--specimen particle`` and its scan, as :func:`crystal_specimen`."""
     chosen = dict(PARTICLE[args.size])
     if args.gpts:
         if args.gpts % STEP:
@@ -198,7 +211,9 @@ def particle_specimen(args):
     probes = args.scan or chosen["scan"]
     sampling = (high - low) / probes
     positions = stem.scan_positions(start=(low, low), end=(high, high), sampling=sampling)
-    return atoms, positions, (low, low), (high, high), sampling
+    gold = int(np.sum(np.array(atoms.get_chemical_symbols()) == "Au"))
+    label = f"{gold} Au atoms on {len(atoms) - gold} C atoms ({atoms.cell.lengths()[2]:.1f} Å thick)"
+    return atoms, positions, (low, low), (high, high), sampling, label
 
 
 def main():
@@ -239,29 +254,13 @@ def main():
     print(backend.describe())
     set_budget(size)
 
-    if args.specimen == "particle":
-        atoms, positions, start, end, sampling = particle_specimen(args)
-    else:
-        atoms = structures.srtio3((size["cells"], size["cells"], size["thick"]))
+    specimen = particle_specimen if args.specimen == "particle" else crystal_specimen
+    atoms, positions, start, end, sampling, label = specimen(args, size)
     potential, grid = potentials.projected_potential(atoms, A / PX, A / 2, return_grid=True)
     common = dict(grid=grid, energy=ENERGY, slice_thickness=potentials.slice_thicknesses(atoms, A / 2),
                   semiangle_cutoff=ALPHA)
-    if args.specimen == "particle":
-        gold = sum(symbol == "Au" for symbol in atoms.get_chemical_symbols())
-        print(f"{gold} Au atoms on {len(atoms) - gold} C atoms ({atoms.cell.lengths()[2]:.1f} Å thick): grid "
-              f"{grid.gpts}, {len(potential)} slices, {positions.shape[0]}x{positions.shape[1]} probes "
-              f"{sampling:.3f} Å apart over {start[0]:.1f}..{end[0]:.1f} Å")
-    elif args.scan:  # over the middle cell: the probes whose windows are farthest from the cell's edges
-        middle = A * (size["cells"] // 2)
-        start, end, sampling = (middle, middle), (middle + A, middle + A), A / args.scan
-    else:
-        span = size.get("span", 1)
-        start, end, sampling = (0.0, 0.0), (A * span, A * span), A * span / size["scan"]
-    if args.specimen != "particle":
-        positions = stem.scan_positions(start=start, end=end, sampling=sampling)
-        print(f"SrTiO3 {size['cells']}x{size['cells']}x{size['thick']} cells: grid {grid.gpts}, "
-              f"{len(potential)} slices, {positions.shape[0]}x{positions.shape[1]} probes {sampling:.3f} Å apart "
-              f"over {start[0]:.1f}..{end[0]:.1f} Å")
+    print(f"{label}: grid {grid.gpts}, {len(potential)} slices, {positions.shape[0]}x{positions.shape[1]} probes "
+          f"{sampling:.3f} Å apart over {start[0]:.1f}..{end[0]:.1f} Å")
     for f in size["factors"]:
         window = grid.gpts[0] // f
         nbytes = prism.smatrix_bytes(grid, energy=ENERGY, semiangle_cutoff=ALPHA, interpolation=f)
