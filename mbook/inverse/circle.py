@@ -237,9 +237,9 @@ def tv_s1_denoise(phase, weight: float, *, data_weight=None, cyclic: bool = True
 
     Step rule: ``τσ‖∇‖² <= 1`` (``‖∇‖² <= 8``) with ``σ = max(1/√8, 8λ/π)``,
     so that ``|p/σ| <= π/8``: the dual variable never pushes a wrapped
-    difference onto another branch. The energy is not convex, so there is no
-    duality gap to stop by (and a difference sitting at ±π may flip branch
-    for ever): the iteration stops when ``E`` changes by less than ``tol``,
+    difference onto another branch. The energy is not convex, so a
+    primal-dual gap would certify nothing (and a difference sitting at ±π may
+    flip branch for ever): the iteration stops when ``E`` changes by less than ``tol``,
     relatively, over ``check_every`` iterations. ``cyclic=False`` runs the same
     iteration on ``Σ a/2 (θ - φ)² + λ TV(θ)`` (plain differences and
     shrinkage): ordinary TV on the wrapped phase, the baseline.
