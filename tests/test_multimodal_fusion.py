@@ -14,7 +14,7 @@ def particle():
     return alloys.alloy_nanoparticle(AU_AG, length=7, cutoff=2, seed=3)
 
 
-def _data(particle, dose=3e6, seed=1, **kwargs):
+def _data(particle, dose=1.2e7, seed=1, **kwargs):
     return alloys.simulate(particle, dose=dose, haadf_cross_sections=alloys.haadf_cross_sections(AU_AG, gamma=1.8),
                         seed=seed, **kwargs)
 
@@ -60,7 +60,7 @@ def test_simulated_counts_have_the_poisson_mean(particle):
     mean = np.mean([backend.asnumpy(d.edx).sum() for d in data])
     counts = backend.asnumpy(particle.counts)
     yields = backend.asnumpy(alloys.x_ray_yields(AU_AG))
-    expected = (1e7 * particle.column_area * counts * yields).sum()
+    expected = (1e7 * counts * yields).sum()  # fluence × cross-section per atom: the column area drops out
     assert mean == pytest.approx(expected, rel=4 / np.sqrt(40 * expected))
 
 
@@ -69,8 +69,8 @@ def test_absorption_scales_the_mean_counts(particle):
     absorption = alloys.absorption_factors(counts.sum(axis=1), attenuation_lengths=(10.0, 20.0), layer_spacing=4.08)
     absorbed = _data(particle, dose=1e8, absorption=absorption)
     yields = backend.asnumpy(alloys.x_ray_yields(AU_AG))
-    expected = (1e8 * particle.column_area * yields * backend.asnumpy(absorption) * counts).sum()
-    plain = (1e8 * particle.column_area * yields * counts).sum()
+    expected = (1e8 * yields * backend.asnumpy(absorption) * counts).sum()
+    plain = (1e8 * yields * counts).sum()
     assert expected < 0.6 * plain
     assert float(absorbed.edx.sum()) == pytest.approx(expected, abs=5 * np.sqrt(expected))
 
@@ -97,7 +97,7 @@ def test_objective_gradient_matches_finite_differences(particle, haadf):
 
 
 def test_joint_map_is_a_stationary_point_of_the_objective(particle):
-    data = _data(particle, dose=3e6)
+    data = _data(particle, dose=1.2e7)
     result = edx.estimate_fused(data, calibration="joint")
     assert result.converged
     _, grad_f, grad_s = edx.objective(result.composition, result.haadf_cross_sections, data)
@@ -109,7 +109,7 @@ def test_joint_map_is_a_stationary_point_of_the_objective(particle):
 
 
 def test_fused_estimate_beats_edx_alone_and_finds_gamma(particle):
-    data = _data(particle, dose=3e6)
+    data = _data(particle, dose=1.2e7)
     result = edx.estimate_fused(data)
     assert result.converged
     fused = edx.composition_rmse(result.composition, particle.composition)
@@ -122,7 +122,7 @@ def test_marginal_calibration_removes_the_joint_maps_bias_in_gamma(particle):
     # Few X-rays per column: the joint MAP overestimates s_A - s_B (incidental parameters).
     gammas = {"marginal": [], "joint": []}
     for seed in range(3):
-        data = _data(particle, dose=1e6, seed=seed)
+        data = _data(particle, dose=4e6, seed=seed)
         for calibration in gammas:
             gammas[calibration].append(edx.estimate_fused(data, calibration=calibration).gamma)
     assert abs(np.mean(gammas["marginal"]) - 1.8) < 0.1
@@ -132,7 +132,7 @@ def test_marginal_calibration_removes_the_joint_maps_bias_in_gamma(particle):
 def test_fusion_works_for_another_alloy_and_profile():
     pt_ni = ("Pt", "Ni")
     p = alloys.alloy_nanoparticle(pt_ni, length=7, cutoff=2, profile="gradient", seed=5)
-    data = alloys.simulate(p, dose=3e6, haadf_cross_sections=alloys.haadf_cross_sections(pt_ni, gamma=1.7,
+    data = alloys.simulate(p, dose=1.2e7, haadf_cross_sections=alloys.haadf_cross_sections(pt_ni, gamma=1.7,
                                                                                          reference_element="Pt"),
                            seed=6)
     result = edx.estimate_fused(data)

@@ -2,16 +2,21 @@
 
 The specimen is an fcc nanoparticle of two elements A and B seen down [001], so its atoms stand in
 columns; column ``c`` holds ``N_c`` atoms, ``n_c`` of them of element A, a fraction ``f_c = n_c / N_c``
-that varies from column to column. With ``E_c`` electrons through the column:
+that varies from column to column. The probe is scanned over the column's cell (area ``a_c``, the column
+spacing squared) with a dose ``D`` [e/Å²], so ``E_c = D a_c`` electrons pass it. Each atom meets them at
+the fluence ``D``: a signal of cross-section ``σ`` [Å²] per atom is ``D σ = E_c (σ / a_c)``.
 
 - **EDX** counts X-rays of each element's line, Poisson with mean
-  ``μ_cA = E_c y_A A_cA N_c f_c`` and ``μ_cB = E_c y_B A_cB N_c (1 - f_c)``, where ``y`` is the yield per
-  electron per atom (X-ray production cross-section times the detector's solid angle over 4π,
-  :func:`x_ray_yields`) and ``A`` the fraction that escapes absorption in the particle
-  (:func:`absorption_factors`). At atomic resolution this is a handful of counts per column;
+  ``μ_cA = E_c y_A A_cA N_c f_c`` and ``μ_cB = E_c y_B A_cB N_c (1 - f_c)``, where ``y = σ_x Ω / (4π a_c)``
+  is the yield per electron through the cell per atom (:func:`x_ray_yields` gives ``σ_x Ω / 4π``, the
+  X-ray production cross-section times the detector's solid angle over 4π) and ``A`` the fraction that
+  escapes absorption in the particle (:func:`absorption_factors`). At atomic resolution this is a handful
+  of counts per column;
 - **HAADF** integrates the electrons scattered to high angles, ``m_c = E_c N_c (s_B + (s_A - s_B) f_c)``
   with per-atom signals ``s ∝ Z^γ`` (:func:`haadf_cross_sections`; γ ≈ 1.8, the single-atom fit of the
-  STEM page), the column "scattering cross-section" picture of Van Aert et al. (2009). Its counts are
+  STEM page), each the fraction of the cell's electrons that one atom scatters onto the detector (its
+  HAADF cross-section over ``a_c``: the probe averaged over the cell, not held on the atom), the column
+  "scattering cross-section" picture of Van Aert et al. (2009). Its counts are
   large, so its error is the model's (channelling, cross-talk between columns): a relative
   ``model_error`` per column on top of Poisson noise.
 
@@ -23,7 +28,7 @@ Examples
 --------
 >>> from mbook.multimodal import alloys
 >>> particle = alloys.alloy_nanoparticle(("Au", "Ag"), length=5, seed=0)
->>> data = alloys.simulate(particle, dose=1e6, haadf_cross_sections=(0.037, 0.016), seed=1)
+>>> data = alloys.simulate(particle, dose=4e6, haadf_cross_sections=(1.9e-3, 7e-4), seed=1)
 >>> int(data.edx.shape[0]) == int(particle.counts.shape[0])
 True
 """
@@ -91,7 +96,8 @@ class EDXHAADFData(NamedTuple):
     electrons : (K,) ndarray
         Electrons through each column, ``dose × column area``.
     yields : (2,) ndarray
-        X-ray counts per electron per atom of A and B (cross-section × solid angle / 4π).
+        X-ray counts per electron through the column's cell, per atom, of A and B (cross-section × solid
+        angle / 4π, divided by the column area).
     absorption : (K, 2) ndarray
         Fraction of each line's X-rays that leave the particle (1 without absorption).
     elements : tuple of str
@@ -191,7 +197,9 @@ def alloy_nanoparticle(elements=("Au", "Ag"), *, length: int = 7, cutoff: int = 
 
 # ----------------------------------------------------------------------------- the measurements
 def x_ray_yields(elements, *, cross_sections=None, solid_angle: float = SOLID_ANGLE):
-    """Detected X-rays per electron per atom for each element's line: ``σ_x Ω / 4π``.
+    """Detected X-ray cross-section per atom of each element's line: ``σ_x Ω / 4π`` [Å²].
+
+    Times the dose [e/Å²], the mean number of X-rays one atom sends into the detector.
 
     Parameters
     ----------
@@ -204,7 +212,7 @@ def x_ray_yields(elements, *, cross_sections=None, solid_angle: float = SOLID_AN
     Returns
     -------
     (2,) ndarray
-        On the selected device [counts per electron per atom].
+        On the selected device [Å²: counts per atom per e/Å² of dose].
     """
     elements = _check_elements(elements)
     solid_angle = checks.check_number(solid_angle, "solid_angle", lower=0, lower_inclusive=False,
@@ -256,8 +264,12 @@ def absorption_factors(atoms_per_column, *, attenuation_lengths, layer_spacing: 
 
 
 def haadf_cross_sections(elements, *, gamma: float = 1.8, reference_element: str = "Au",
-                         reference_cross_section: float = 0.037):
+                         reference_cross_section: float = 1.9e-3):
     """Per-atom HAADF signals ``s_Z = s_ref (Z / Z_ref)^γ`` of the two elements.
+
+    A signal is the fraction of the electrons scanned over a column's cell that one atom scatters onto the
+    detector: its HAADF cross-section [Å²] divided by the cell's area (the probe averaged over the cell,
+    far less than with the probe held on the atom).
 
     Parameters
     ----------
@@ -268,13 +280,14 @@ def haadf_cross_sections(elements, *, gamma: float = 1.8, reference_element: str
     reference_element : str
         Element whose signal is known.
     reference_cross_section : float
-        Its HAADF signal [fraction of the beam per atom], in (0, 1) (about 0.037 for Au at 300 keV,
-        25 mrad, 70-200 mrad detector, probe on the atom).
+        Its HAADF signal [fraction of the cell's electrons per atom], in (0, 1) (about 1.9e-3 for Au at
+        300 keV, 25 mrad, 70-200 mrad detector, over a 2.04 Å cell: the edx-haadf page's multislice;
+        0.037 with the probe held on the atom).
 
     Returns
     -------
     (float, float)
-        ``(s_A, s_B)`` [fraction of the beam per atom].
+        ``(s_A, s_B)`` [fraction of the electrons through the column's cell, per atom].
     """
     elements = _check_elements(elements)
     gamma = checks.check_number(gamma, "gamma", lower=1, upper=2, hint="about 1.8 for HAADF")
@@ -294,10 +307,10 @@ def simulate(particle: Nanoparticle, *, dose: float, haadf_cross_sections, cross
     ----------
     particle : Nanoparticle
     dose : float
-        Electron dose [e/Å²] > 0 (EDX at atomic resolution needs 1e6-1e8 e/Å²).
+        Electron dose [e/Å²] > 0 (EDX at atomic resolution needs 1e7-1e9 e/Å²).
     haadf_cross_sections : (float, float)
-        Per-atom HAADF signal ``(s_A, s_B)`` [fraction of the beam per atom], e.g. single-atom multislice
-        values ``∝ Z^γ``.
+        Per-atom HAADF signal ``(s_A, s_B)`` [fraction of the electrons through the column's cell, per
+        atom], e.g. single-atom multislice values ``∝ Z^γ`` averaged over probe positions in the cell.
     cross_sections : (float, float), optional
         X-ray production cross-sections [barn] (see :func:`x_ray_yields`).
     solid_angle : float
@@ -320,7 +333,9 @@ def simulate(particle: Nanoparticle, *, dose: float, haadf_cross_sections, cross
          for v in checks.as_tuple(haadf_cross_sections, "haadf_cross_sections", 2)]
     model_error = checks.check_number(model_error, "model_error", lower=0, upper=1, upper_inclusive=False)
     seed = checks.check_seed(seed)
-    yields = x_ray_yields(particle.elements, cross_sections=cross_sections, solid_angle=solid_angle)
+    # per electron through the cell: each atom sees the cell's electrons at the fluence dose = E_c / a_c
+    yields = x_ray_yields(particle.elements, cross_sections=cross_sections,
+                          solid_angle=solid_angle) / particle.column_area
     counts = backend.asarray(particle.counts).astype(np.float64)
     k = counts.shape[0]
     absorption = _check_absorption(absorption, k)

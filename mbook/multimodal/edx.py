@@ -15,7 +15,7 @@ Examples
 --------
 >>> from mbook.multimodal import alloys, edx
 >>> particle = alloys.alloy_nanoparticle(("Au", "Ag"), length=5, seed=0)
->>> data = alloys.simulate(particle, dose=1e6, haadf_cross_sections=(0.037, 0.016), seed=1)
+>>> data = alloys.simulate(particle, dose=4e6, haadf_cross_sections=(1.9e-3, 7e-4), seed=1)
 >>> fused = edx.estimate_fused(data)
 >>> edx.composition_rmse(fused.composition, particle.composition) < 0.1
 True
@@ -41,7 +41,8 @@ class FusionResult(NamedTuple):
     composition : (K,) ndarray
         MAP fraction of A per column, on the selected device.
     haadf_cross_sections : tuple of float
-        Fitted per-atom HAADF cross-sections ``(s_A, s_B)`` [fraction of the beam per atom].
+        Fitted per-atom HAADF signals ``(s_A, s_B)`` [fraction of the electrons through the column's cell,
+        per atom] (:func:`mbook.multimodal.alloys.haadf_cross_sections`).
     gamma : float
         Fitted Z-exponent, ``log(s_A / s_B) / log(Z_A / Z_B)``.
     num_iter : int
@@ -112,7 +113,7 @@ def objective(composition, haadf_cross_sections, data: EDXHAADFData, *, model_er
     composition : (K,) array_like
         Fractions ``f_c`` in (0, 1).
     haadf_cross_sections : (float, float)
-        ``(s_A, s_B)`` [fraction of the beam per atom].
+        ``(s_A, s_B)`` [fraction of the electrons through the column's cell, per atom].
     data : EDXHAADFData
     model_error : float
         Relative HAADF model error in [0, 1).
