@@ -18,7 +18,8 @@ light atoms absorbs next to nothing at 300 keV). The loss is the amplitude
 ``L = Σ_j Σ_k (A_j(k) - √n_j(k))² + λ Σ_s ‖∇φ_s‖²``,
 
 robust at low counts (the square root of a Poisson count has a variance
-near 1/4 whatever its mean; Thibault & Guizar-Sicairos 2012). The gradients
+near 1/4 once its mean is several counts, 0.14-0.40 below; Thibault &
+Guizar-Sicairos 2012). The gradients
 are written by hand (checked against finite differences in the tests), with
 ``g_z = ∂L/∂Re z + i ∂L/∂Im z`` for a complex ``z``:
 
