@@ -7,9 +7,10 @@ band-limited function** ``u``:
 ``ψ_0(r) = Σ_j ψ_0(x_j) u(r - x_j)``, ``x_j = h j`` on a square lattice of spacing ``h``.
 
 This is exact for every wave band-limited to the aperture ``|k| <= K = α/λ``
-when ``û(k) = 1`` on the aperture and ``û = 0`` on its copies shifted by the
-reciprocal lattice ``1/h`` (the sampling theorem with oversampling). Here
-``û`` falls smoothly from 1 at ``K`` to 0 at ``1/h - K`` (a C∞ step), so
+when ``û(k) = h²`` (the area of a lattice cell) on the aperture and ``û = 0``
+on its copies shifted by the reciprocal lattice ``1/h`` (the sampling theorem
+with oversampling). Here ``û / h²`` falls smoothly from 1 at ``K`` to 0 at
+``1/h - K`` (a C∞ step), so
 ``h < 1/(2K)`` and the finer the lattice, the wider the taper and the more
 compact ``u``. The coefficients are the probe's own values at the lattice
 points: no fit, no inversion.
