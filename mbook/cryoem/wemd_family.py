@@ -1,4 +1,4 @@
-r"""All-pairs wavelet EMD in a k-dimensional linear family, with a per-pair cost independent of m.
+r"""All-pairs wavelet EMD in a k-dimensional linear family, with a per-pair cost of O(log m) for k <= 2.
 
 The problem (white paper 3.1.4): n volumes of m voxels that lie in a linear
 family ``V(z) = μ + Σ_{i<k} z_i B_i`` (the output of many heterogeneity
@@ -55,8 +55,9 @@ the nodes the hyperplane cuts are opened.
   storage has no known polylogarithmic-query solution (the best linear-space
   structures answer in O(m^{1-1/d}) in R^d, and polylogarithmic queries
   need O(m^d) storage: Matoušek 1994; Arya, Mount & Xia 2012 for lower
-  bounds), so a per-pair cost independent of m with O(m) precompute is
-  possible exactly only for k <= 2.
+  bounds in the semigroup model, which sums without subtraction and so does
+  not strictly cover these sums), so with O(m) precompute we know how to
+  reach a polylogarithmic per-pair cost exactly only for k <= 2.
 
 The results equal the direct sums up to rounding (relative errors ~1e-12
 for m ~ 10^7 in float64). The whole all-pairs computation costs
