@@ -2,7 +2,7 @@
 
 The family ``V(z)``: a fixed domain and a moving domain joined at a hinge.
 ``z = (θ, φ)``: θ rotates the moving domain about the hinge axis through the
-hinge point, φ twists it about its own long axis (hinge to centroid). Any
+hinge point, φ twists it about the line from the hinge to its centroid (x). Any
 image of the data set shows ``V(z_i)`` at a random pose.
 
 The baseline method is linear (Katsevich, Katsevich & Singer 2015; the 3D
@@ -78,7 +78,8 @@ def hinged_particle(*, atoms_per_domain=35, separation=24.0, sigma=2.5, seed=0):
 
     The fixed domain (an ellipsoid of semi-axes 10, 8, 7 Å) is centred at
     ``(-separation/2, 0, 0)``; the moving one, flat (semi-axes 8, 14, 6 Å) so
-    that a twist about its long axis x changes its shape, at
+    that a twist about the hinge-to-centroid axis x (its short in-plane axis)
+    changes its shape, at
     ``(+separation/2, 0, 0)``. The hinge is at the origin, with axis z. The
     domains are drawn on the host (:func:`mbook.cryoem.particles.random_structure`,
     a few ms), then moved to the selected device.
