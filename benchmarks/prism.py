@@ -211,8 +211,7 @@ def particle_specimen(args, size):
     probes = args.scan or chosen["scan"]
     sampling = (high - low) / probes
     positions = stem.scan_positions(start=(low, low), end=(high, high), sampling=sampling)
-    gold = int(np.sum(np.array(atoms.get_chemical_symbols()) == "Au"))
-    label = f"{gold} Au atoms on {len(atoms) - gold} C atoms ({atoms.cell.lengths()[2]:.1f} Å thick)"
+    label = f"{len(gold)} Au atoms on {len(atoms) - len(gold)} C atoms ({atoms.cell.lengths()[2]:.1f} Å thick)"
     return atoms, positions, (low, low), (high, high), sampling, label
 
 
