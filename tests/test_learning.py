@@ -25,6 +25,23 @@ def test_gradient_matches_finite_differences(rng):
                 assert (lp - lm) / (2 * eps) == pytest.approx(grad[r, j], rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_one_training_step_is_the_checked_gradient_step(device, batch_size):
+    """train's fused steps (full batch and mini-batch) against -η times loss_and_gradient's gradient.
+
+    Every row of X is the same, so every mini-batch's mean gradient is the full batch's: one step of either
+    path is u0 - η ∂L/∂u exactly (up to rounding), with the gradient the finite-difference test checks."""
+    X = np.tile(np.random.default_rng(0).standard_normal(7), (5, 1))
+    y = np.full(5, 0.8)
+    scale, eta = 0.6, 0.05
+    u0 = np.full(7, scale)
+    _, gu, gv = (backend.asnumpy(a) for a in ib.loss_and_gradient(u0, u0, X, y))
+    run = ib.train(X, y, scale=scale, learning_rate=eta, num_steps=1, batch_size=batch_size)
+    assert np.abs(eta * gu).max() > 0.05  # a step that a wrong factor would visibly change
+    np.testing.assert_allclose(backend.asnumpy(run.u)[0], u0 - eta * gu, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(run.v)[0], u0 - eta * gv, rtol=0, atol=1e-12)
+
+
 def test_small_scale_recovers_the_sparse_vector_and_large_scale_the_minimum_norm_interpolant():
     data = ib.sparse_regression(40, 80, sparsity=3, noise=0.0, seed=3)
     scales = np.array([1e-4, 10.0])
@@ -223,6 +240,23 @@ def test_training_lowers_the_loss_and_raises_the_iou():
     assert after < 0.7 * before
     assert (pdhg_baseline.intersection_over_union(unrolled.segment(features, result.params), masks)
             > pdhg_baseline.intersection_over_union(unrolled.segment(features, params), masks) + 0.05)
+
+
+def test_first_adam_step_is_the_bias_corrected_sign_step(device):
+    """With bias correction, Adam's first step from zero moments is -η g/(|g| + ε), whatever the gradient's scale.
+
+    A batch of all three images is a permutation of them, and the mean loss does not depend on their order."""
+    rng = np.random.default_rng(0)
+    features, masks = rng.standard_normal((3, 2, 10, 9)), (rng.random((3, 10, 9)) > 0.5).astype(float)
+    params = unrolled.init_parameters(2, 3, means=[[0.5, -0.2], [-0.3, 0.4]], weight=0.3)
+    _, gradient = unrolled.loss_and_gradient(features, masks, params)
+    eta = 0.01
+    result = unrolled.train(features, masks, params, num_steps=1, learning_rate=eta, batch_size=3,
+                            show_progress=False)
+    for name, before, after, g in zip(params._fields, params, result.params, gradient):
+        g = backend.asnumpy(g)
+        expected = backend.asnumpy(before) - eta * g / (np.abs(g) + 1e-8)
+        np.testing.assert_allclose(backend.asnumpy(after), expected, rtol=0, atol=1e-12, err_msg=name)
 
 
 def test_unrolled_on_device_matches_cpu(device, on_cpu):

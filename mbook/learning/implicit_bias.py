@@ -19,7 +19,8 @@ which of the many interpolating solutions gradient descent finds
 
 :func:`train` runs full-batch gradient descent or mini-batch SGD for several
 runs at once (an array axis: one run per initialisation scale, step and number
-of samples), with the hand-written gradient of :func:`loss_and_gradient`.
+of samples), with the hand-written gradient of :func:`loss_and_gradient`
+written into fused update steps (a test checks one step of each kind against it).
 The references it is compared with are :func:`lasso` (FISTA from
 :mod:`mbook.inverse.optimize`, batched over regularisation weights) and
 :func:`min_norm_interpolant`.
