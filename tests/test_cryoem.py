@@ -340,6 +340,21 @@ def test_fsc_of_a_map_with_itself_and_with_noise(device):
     assert float(k[-1]) == pytest.approx(1 / 4.0)  # Nyquist of 2 Å voxels
 
 
+def test_fsc_bins_each_frequency_into_its_nearest_shell(device):
+    """Negating exactly the coefficients with round(|k|/Δk) = 5 (a Hermitian-symmetric set: the map stays real)
+    gives an FSC of -1 in shell 5 and +1 in every other: any other binning mixes shells."""
+    a = np.random.default_rng(0).standard_normal((24, 24, 24))
+    f = np.fft.fftfreq(24) * 24
+    shell = np.rint(np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2))
+    spectrum = np.fft.fftn(a)
+    spectrum[shell == 5] *= -1
+    b = np.fft.ifftn(spectrum).real
+    fsc = backend.asnumpy(volumes.fourier_shell_correlation(a, b, sampling=2.0)[1])
+    expected = np.ones_like(fsc)
+    expected[4] = -1  # the curve starts at shell 1
+    np.testing.assert_allclose(fsc, expected, rtol=0, atol=1e-12)
+
+
 def test_resolution_interpolates_the_crossing():
     k = np.array([0.1, 0.2, 0.3])
     assert volumes.resolution(k, [0.9, 0.7, 0.3], threshold=0.5) == pytest.approx(1 / 0.25)

@@ -114,6 +114,23 @@ def test_pdhg_without_objectives_runs_all_iterations():
     assert result.num_iter == 37 and result.gaps.size == 0 and not result.converged
 
 
+def test_accelerated_pdhg_follows_the_published_step_recurrence(device):
+    """Algorithm 2 of Chambolle and Pock (2011) with K = 0: the dual does nothing, so the iterates have a closed
+    form, x_N - f = (x_0 - f) ∏_{n<N} 1/(1 + τ_n) with τ_{n+1} = τ_n / sqrt(1 + 2 γ τ_n) (γ = 1); fixed steps
+    would give (1 + τ_0)^-N instead."""
+    f = np.random.default_rng(0).standard_normal(5)
+    x0 = np.zeros(5)
+    tau, factor = 0.35, 1.0
+    for n in range(1, 6):
+        factor /= 1 + tau
+        tau /= math.sqrt(1 + 2 * tau)
+        result = solvers.pdhg(x0, np.zeros(5), K=lambda x: 0 * x, K_adjoint=lambda y: 0 * y,
+                              prox_g=lambda v, t: optimize.prox_squared_distance(v, f, t),
+                              prox_fstar=lambda q, s: q, tau=0.35, sigma=0.35, gamma=1.0, max_num_iter=n)
+        np.testing.assert_allclose(backend.asnumpy(result.x) - f, (x0 - f) * factor, rtol=0,
+                                   atol=1e-14 * np.abs(f).max())
+
+
 def test_pdhg_step_rule_from_the_operator_norm_converges(device):
     f = _step_image(8)
     result = solvers.pdhg(f, np.zeros((2, 8, 8)), K=optimize.gradient,

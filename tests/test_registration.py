@@ -184,6 +184,19 @@ def test_the_stopping_test_copies_one_number_per_check(host_copies, small_series
     assert many - few == 2  # checks at 6 and 8
 
 
+def test_line_search_energies_equal_the_energy_at_each_trial_step(problem):
+    """The line search expands the regularisers as quadratics in the step (one warp fewer a trial): each trial
+    energy equals distortion_energy at that step, to rounding."""
+    rng = np.random.default_rng(6)
+    u, y, v, s = problem["image"], problem["frames"], problem["fields"], problem["shifts"]
+    dv, ds = rng.standard_normal(v.shape), rng.standard_normal(s.shape)
+    steps = np.array([0.3, 0.15, 0.075, 0.0375])
+    weights = dict(alpha=0.3, beta=0.7, gamma=0.2)
+    trial = backend.asnumpy(registration._trial_energies(u, v, s, y, dv, ds, steps, *weights.values()))
+    direct = [float(registration.distortion_energy(u, v + t * dv, s + t * ds, y, **weights)) for t in steps]
+    np.testing.assert_allclose(trial, direct, rtol=1e-12)
+
+
 def test_line_search_never_increases_the_energy(small_series):
     joint = registration.joint_reconstruction(small_series.frames, levels=1, max_num_iter=15, tol=0, max_shift=5)
     assert len(joint.energies) == 15  # tol=0: every iteration runs
