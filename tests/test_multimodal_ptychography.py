@@ -342,6 +342,13 @@ def test_haadf_signal_of_one_atom_is_its_cross_section_times_the_probe_density(d
     probe[4, 4] = 1.0  # all electrons in one pixel
     signal = positions.haadf_signal(sigma, np.array([[8.0, 8.0], [9.0, 8.0]]), probe=probe, sampling=SAMPLING)
     np.testing.assert_allclose(backend.asnumpy(signal), [4e-3 / SAMPLING**2, 0.0], atol=1e-12)
+    # A second probe lobe 1 Å along +y: the probe at r sees the atom at r + (0, 1 Å) through it, so the signal is
+    # a correlation, h(r) = Σ σ(x) ρ(x - r): half the electrons at y = 7 and 8 Å, none at 9 (a convolution would
+    # give them at 8 and 9).
+    probe[4, 6] = 1.0
+    signal = positions.haadf_signal(sigma, np.array([[8.0, 7.0], [8.0, 8.0], [8.0, 9.0]]), probe=probe,
+                                    sampling=SAMPLING)
+    np.testing.assert_allclose(backend.asnumpy(signal) / (4e-3 / SAMPLING**2), [0.5, 0.5, 0.0], atol=1e-12)
 
 
 def test_vitreous_ice_has_its_density_and_water_geometry():
@@ -425,6 +432,18 @@ def test_phase_snr_is_scale_free_and_follows_the_noise(rng):
     assert error == pytest.approx(0.49, rel=1e-9) and snr > 1e10  # a scaled truth: error 0.7², infinite SNR
     _, snr = reconstruction.phase_error(truth + 2.0 * noise, truth, sampling=1.0)
     assert snr == pytest.approx(1 / 4, rel=0.15)  # signal power 1, noise power 4
+
+
+def test_phase_error_compares_only_the_band_below_the_cutoff():
+    """An error at 1/(2 Å), above a cutoff of 1/(4 Å), vanishes from the comparison; the truth at 1/(8 Å) stays.
+    Both frequencies lie on the 64-pixel grid, so the low-pass removes the error exactly."""
+    x = np.arange(64)[:, None] * np.ones(64)
+    truth = np.cos(2 * np.pi * x / 16)  # 8 Å at 0.5 Å a pixel
+    estimate = truth + 0.5 * np.cos(2 * np.pi * x / 4)  # plus 2 Å
+    error, snr = reconstruction.phase_error(estimate, truth, sampling=0.5)
+    assert error == pytest.approx(0.25, rel=1e-9) and snr == pytest.approx(4.0, rel=1e-9)
+    error, snr = reconstruction.phase_error(estimate, truth, sampling=0.5, cutoff=1 / 4)
+    assert error < 1e-12 and snr > 1e10
 
 
 def test_callback_every_n_iterations(rng):
