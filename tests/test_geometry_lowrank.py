@@ -117,3 +117,5 @@ def test_gauss_newton_never_ends_above_its_start_near_the_cut_locus():
         start = lowrank.curvature_corrected(y, rank, manifold="sphere", mean=q)
         best = lowrank.intrinsic_lowrank(y, rank, manifold="sphere", mean=q)
         assert best.error <= start.error
+        if rank == 1:  # far from the mean the correction is poor, and Gauss-Newton's steps matter: 7.5x lower
+            assert best.error < 0.5 * start.error
