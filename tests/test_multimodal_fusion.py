@@ -118,15 +118,40 @@ def test_fused_estimate_beats_edx_alone_and_finds_gamma(particle):
     assert result.gamma == pytest.approx(1.8, abs=0.1)
 
 
-def test_marginal_calibration_removes_the_joint_maps_bias_in_gamma(particle):
-    # Few X-rays per column: the joint MAP overestimates s_A - s_B (incidental parameters).
+def test_marginal_calibration_removes_most_of_the_joint_maps_bias_in_gamma(particle):
+    """Few X-rays per column: the joint MAP overestimates s_A - s_B (incidental parameters). Over 30 draws the
+    marginal calibration's γ is 0.08 high (standard error 0.007), the joint MAP's 0.27 (0.04): the marginal
+    keeps less than half of the joint's bias, and within 0.12 of the truth (six standard errors above 0.08)."""
     gammas = {"marginal": [], "joint": []}
-    for seed in range(3):
+    for seed in range(30):
         data = _data(particle, dose=4e6, seed=seed)
         for calibration in gammas:
             gammas[calibration].append(edx.estimate_fused(data, calibration=calibration).gamma)
-    assert abs(np.mean(gammas["marginal"]) - 1.8) < 0.1
-    assert np.mean(gammas["joint"]) > np.mean(gammas["marginal"]) + 0.05
+    bias = {calibration: np.mean(values) - 1.8 for calibration, values in gammas.items()}
+    assert abs(bias["marginal"]) < 0.12
+    assert abs(bias["marginal"]) < 0.5 * abs(bias["joint"])
+
+
+def test_marginal_calibration_is_a_stationary_point_of_the_laplace_marginal(particle):
+    """The Newton iteration's slope (envelope theorem, Laplace term's explicit dependence on s) against central
+    differences of M(s) = Σ_c J_c(f*(s), s) + ½ Σ_c log ∂²J/∂f_c² at the returned calibration: its logarithmic
+    derivatives vanish to 0.1 (M ≈ 318 here; measured 0.04, the Laplace term's change through f* that the slope
+    leaves out). A wrong sign of the slope gives 30, a doubled Laplace term 13."""
+    data = _data(particle, dose=4e6, seed=0)
+    result = edx.estimate_fused(data, calibration="marginal", tol=1e-14, max_num_iter=300)
+    assert result.converged
+    weights = edx._haadf_weights(data, 0.03)
+
+    def marginal(s):
+        f = edx._solve_columns(s, data, weights, 1.0)
+        return float(np.sum(edx._terms(f, s, data, weights, 1.0)[0]) + np.sum(edx._laplace(f, s, data, weights, 1.0)))
+
+    s = np.array(result.haadf_cross_sections, dtype=float)
+    for i in range(2):
+        step = np.zeros(2)
+        step[i] = 1e-4 * s[i]
+        slope = (marginal(s + step) - marginal(s - step)) / (2 * step[i]) * s[i]
+        assert abs(slope) < 0.1, (i, slope)
 
 
 def test_fusion_works_for_another_alloy_and_profile():

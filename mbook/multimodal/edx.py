@@ -304,7 +304,10 @@ def estimate_fused(data: EDXHAADFData, *, model_error: float = 0.03, prior: floa
 
     - ``"marginal"`` (default, Bayesian): the maximiser of the marginal posterior of ``s``, each column's
       fraction integrated out by Laplace's approximation (:func:`objective` at the per-column optimum
-      plus ``½ Σ_c log ∂²J/∂f_c²``). This is unbiased at a few counts per column;
+      plus ``½ Σ_c log ∂²J/∂f_c²``). At about one X-ray per column it is far less biased than the joint
+      MAP, though not unbiased (Laplace's approximation of a column's integral is coarse at so few counts):
+      on a 3 nm Au-Ag particle at 4e6 e/Å², γ comes out 0.08 high over 30 draws (± 0.007), the joint
+      MAP's 0.27;
     - ``"joint"``: the joint MAP over fractions and calibration, which at low counts overestimates
       ``s_A - s_B`` (and γ): with one nuisance parameter per column the joint maximum is not consistent
       (Neyman and Scott's incidental-parameter problem).
