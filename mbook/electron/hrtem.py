@@ -44,7 +44,7 @@ def contrast_transfer_function(grid, *, energy, defocus=0.0, Cs=0.0, aberrations
 
     For an object ``exp(i σ v - a)`` with small σv and absorption ``a`` in the
     fixed ratio ``a = A σ v / sqrt(1 - A^2)``, the image intensity is
-    ``1 + 2 σ v ⊛ F^-1[CTF]`` with
+    ``1 + 2 σ v ⊛ F^-1[CTF] / sqrt(1 - A^2)`` (to first order in σv) with
 
     ``CTF(k) = E_t E_s [sqrt(1 - A^2) sin χ(k) - A cos χ(k)]``
 
