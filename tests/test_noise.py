@@ -146,3 +146,15 @@ def test_numpy_inputs_give_device_results_on_the_stand_in():
         assert all(backend.get_array_module(r) is backend.xp for r in results)
     finally:
         backend.set_device("cpu")
+
+
+def test_mtf_blur_is_a_gaussian_of_its_rms_and_the_pixel_fill_a_narrower_box(device):
+    """The Gaussian factor of the MTF is the transform of a PSF of rms `blur` pixels; a pixel of fill 0.5 is a
+    box half a pixel wide, whose transfer at Nyquist is sinc(0.25) = 2√2/π."""
+    n, blur = 64, 2.0
+    ratio = backend.asnumpy(detection.mtf((n, n), blur=blur)) / backend.asnumpy(detection.mtf((n, n)))
+    psf = np.fft.fftshift(np.real(np.fft.ifft2(ratio)))
+    offset = np.arange(n) - n // 2
+    assert np.sqrt(np.sum(psf * offset[:, None] ** 2) / psf.sum()) == pytest.approx(blur, rel=1e-6)
+    half = backend.asnumpy(detection.mtf((n, n), pixel_fill=0.5))
+    assert half[n // 2, 0] == pytest.approx(2 * math.sqrt(2) / math.pi, rel=1e-12)

@@ -151,3 +151,15 @@ def test_defocus_is_named_when_it_is_not_a_length():
     with pytest.raises(ValueError, match="defocus must be a finite number"):
         microscope.partially_coherent_image(np.ones((16, 16), complex), wavelength=0.5, sampling=0.1, na=0.3,
                                             na_illumination=0.1, defocus="abc")
+
+
+def test_zernike_defocus_is_a_fresnel_defocus(device):
+    """c waves of Z(2,0) = 2ρ² - 1 with ρ = λ|k|/NA: 2πc(2ρ² - 1) = -2πc - πλz|k|² for z = -4cλ/NA², so the
+    aberrated pupil is e^{-2πic} times the Fresnel propagator over z, inside the aperture, to rounding."""
+    wavelength, na, c = 0.5, 0.3, 0.15
+    grid = grids.make_grid(gpts=(64, 64), sampling=0.25)
+    pupil = backend.asnumpy(microscope.pupil(grid, wavelength=wavelength, na=na, zernike_waves={(2, 0): c}))
+    fresnel = backend.asnumpy(propagation.fresnel_propagator(grid, -4 * c * wavelength / na**2, wavelength))
+    inside = pupil != 0
+    assert inside.sum() > 100
+    np.testing.assert_allclose(pupil[inside], np.exp(-2j * np.pi * c) * fresnel[inside], rtol=0, atol=1e-12)

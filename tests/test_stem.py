@@ -209,3 +209,30 @@ def test_a_scan_over_budget_is_refused_before_the_transmissions_are_built(monkey
     with pytest.raises(MemoryError, match=r"MiB fixed"):
         stem.scan(potential, grid=grid, energy=300e3, slice_thickness=2.0, semiangle_cutoff=20.0,
                   positions=positions, budget=10 * 2**20)
+
+
+def test_detector_angles_are_scattering_angles(device):
+    """In vacuum the probe's spectrum is flat inside its aperture, so a detector of half its angle catches the
+    fraction of the aperture's pixels below that angle (counted here from the grid's frequencies and the
+    wavelength), to float32 rounding; a detector edge off by one reciprocal pixel changes it by over 1e-2."""
+    energy, alpha = 200e3, 20.0
+    grid = grids.make_grid(gpts=(64, 64), sampling=0.1)
+    result = stem.scan(np.zeros((2, 64, 64), np.float32), grid=grid, energy=energy, slice_thickness=1.0,
+                       semiangle_cutoff=alpha, positions=[[3.2, 3.2], [1.3, 4.9]],
+                       detectors={"inner": (0.0, 10.0), "outer": (10.0, 40.0)})
+    angle = 1e3 * physics.wavelength(energy) * np.sqrt(grids.frequency_squared(grid, xp=np))  # mrad
+    inner = np.count_nonzero(angle < 10.0) / np.count_nonzero(angle <= alpha)
+    np.testing.assert_allclose(backend.asnumpy(result["inner"]), inner, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(backend.asnumpy(result["outer"]), 1 - inner, rtol=0, atol=1e-5)
+
+
+def test_source_size_blur_is_a_gaussian_of_the_source_size(device):
+    """The blur of one bright pixel is the normalised Gaussian of standard deviation source_size, to rounding
+    (its spectrum at Nyquist is e^-31: the sampled blur is exact)."""
+    n, sampling, size = 64, 0.2, 0.5
+    point = np.zeros((n, n))
+    point[32, 32] = 1.0
+    blurred = backend.asnumpy(stem.source_size_blur(point, sampling=sampling, source_size=size))
+    x = (np.arange(n) - 32) * sampling
+    gaussian = sampling**2 / (2 * np.pi * size**2) * np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * size**2))
+    np.testing.assert_allclose(blurred, gaussian, rtol=0, atol=1e-12)
