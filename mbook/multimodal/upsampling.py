@@ -393,7 +393,10 @@ def guided_tv(coarse, guide, factor: int, *, weight: float = 0.005, contrast: fl
     by PDHG (:func:`mbook.inverse.solvers.pdhg`) with ``K u = (D u, ∇u)``, both dual blocks by their
     closed-form prox maps (the data term's conjugate and the projection onto ``|p| <= λ w``), with
     diagonally preconditioned steps, from the guided filter's result. It runs ``max_num_iter``
-    iterations (the objective has no cheap dual bound to stop on).
+    iterations (the objective has no cheap dual bound to stop on), and converges slowly, as O(1/N):
+    on the AFM page's 96² sample (factor 8) the objective is 0.54, 0.23, 0.11, 0.083 and 0.072 after
+    100, 300, 1000, 4000 and 16 000 iterations, the modulus error 0.140, 0.122, 0.111, 0.104 and
+    0.100. The default is a quick look; ask for thousands where the minimiser matters.
 
     Parameters
     ----------
