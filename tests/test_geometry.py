@@ -217,3 +217,13 @@ _SPD = A(spd.random_near(5, np.eye(2), scales=0.2, seed=1))
 def test_bad_input_is_refused_with_the_parameter_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_random_near_spreads_in_the_body_frame(device):
+    """R Exp(ω) with ω ~ N(0, diag(scales²)) in the body frame: log_R of the draws has the requested standard
+    deviation per component (5 %: the standard error of a standard deviation over 20 000 draws is 0.5 %); drawn in
+    the lab frame, Exp(ω) R, the anisotropic spread lands on other axes (0.12, 0.03, 0.27)."""
+    base = backend.asnumpy(so3.axis_rotation([1.0, 2.0, 0.5], 1.3))
+    scales = np.array([0.3, 0.02, 0.02])
+    draws = so3.random_near(20000, base, scales=scales, seed=1)
+    np.testing.assert_allclose(backend.asnumpy(so3.log(base, draws)).std(axis=0), scales, rtol=0.05)

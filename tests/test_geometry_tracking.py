@@ -294,3 +294,32 @@ def test_blind_fit_copies_nothing_per_iteration(no_copies_per_iteration):
 def test_trajectory_bad_input_is_refused_with_the_parameter_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_one_harmonic_about_a_fixed_axis_gives_its_closed_form_poses():
+    """R_0 = I, R_{k+1} = Exp(ω(t_k)/N) R_k at t_k = k/N: for one cosine harmonic about a fixed axis the steps
+    commute, and R_k is the rotation by (w/N) Σ_{j<k} cos(2πj/N) about that axis (SciPy's Rodrigues formula)."""
+    from scipy.spatial.transform import Rotation
+
+    n, w = 12, 3.0
+    axis = np.array([0.0, 0.6, 0.8])
+    coefficients = np.zeros((3, 3))
+    coefficients[1] = w * axis  # c_1 multiplies cos(2πt)
+    rotations = A(trajectory.trajectory_rotations(coefficients, n))
+    for k in range(n):
+        angle = w / n * sum(np.cos(2 * np.pi * j / n) for j in range(k))
+        np.testing.assert_allclose(rotations[k], Rotation.from_rotvec(angle * axis).as_matrix(), atol=1e-12,
+                                   err_msg=f"frame {k}")
+
+
+def test_decimation_for_the_coarse_stages_keeps_the_centre_and_a_quarter_of_the_mass():
+    """Pixel j of a decimated frame is pixel 2j of the frame, filtered by the symmetric [1, 2, 1]/4: a Gaussian
+    centred on pixel 16 of 33 stays centred on pixel 8, with a quarter of its mass."""
+    n = 33
+    y, x = np.mgrid[:n, :n] - n // 2
+    frame = np.exp(-(x**2 + y**2) / (2 * 2.0**2))[None]
+    coarse = A(trajectory._decimate(backend.asarray(frame), backend.xp))[0]
+    yy, xx = np.mgrid[:coarse.shape[0], :coarse.shape[1]]
+    centre = [(coarse * c).sum() / coarse.sum() for c in (yy, xx)]
+    np.testing.assert_allclose(centre, (n // 2) / 2, rtol=0, atol=1e-9)
+    assert coarse.sum() == pytest.approx(frame.sum() / 4, rel=1e-9)

@@ -479,3 +479,9 @@ def test_too_large_work_is_refused_with_the_numbers(monkeypatch):
         afm.polymer_blend(512)
     with pytest.raises(MemoryError, match="MiB"):
         upsampling.guided_filter(np.ones((64, 64)), np.zeros((2, 512, 512)), 8)
+
+
+def test_haadf_cross_sections_default_exponent_is_the_documented_one():
+    """γ = 1.8 by default ('about 1.8 for HAADF'): s_Ag / s_Au = (47/79)^1.8."""
+    s_au, s_ag = alloys.haadf_cross_sections(("Au", "Ag"))
+    assert s_ag / s_au == pytest.approx((47 / 79) ** 1.8, rel=1e-12)

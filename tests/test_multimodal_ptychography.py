@@ -528,3 +528,20 @@ def test_windows_leave_no_probe_or_position_gradient():
     for a, b in zip(made[:3], given[:3]):
         np.testing.assert_array_equal(backend.asnumpy(a), backend.asnumpy(b))
     assert given[3] is None and given[4] is None
+
+
+def test_low_dose_counts_use_the_area_of_a_rectangular_scan_step():
+    """Poisson(I D Δx Δy): I = 0.01, D = 1e4 e/Å², a step of 1 × 2 Å: 200 counts per pattern pixel on average
+    (within 5 standard errors of the mean of 16 384 pixels)."""
+    intensity = np.full((4, 64, 64), 0.01, dtype=np.float32)
+    counts = backend.asnumpy(ptychography.low_dose_counts(intensity, dose=1e4, scan_step=(1.0, 2.0), seed=0))
+    assert abs(counts.mean() - 200) < 5 * np.sqrt(200 / counts.size)
+
+
+def test_cross_section_map_default_is_its_documented_power_law():
+    """σ(Z) = 5e-3 (Z/79)^1.7 by default: one Si atom's map holds 5e-3 (14/79)^1.7 in all."""
+    from ase import Atoms
+
+    atoms = Atoms("Si", positions=[[2.0, 2.0, 1.0]], cell=[8.0, 8.0, 2.0])
+    total = backend.asnumpy(positions.cross_section_map(atoms, grids.make_grid(gpts=(16, 16), extent=(8.0, 8.0))))
+    assert total.sum() == pytest.approx(5e-3 * (14 / 79) ** 1.7, rel=1e-12)

@@ -172,3 +172,15 @@ _P = np.zeros((2, 4, 4))
 def test_bad_input_is_refused_naming_the_parameter(call, name):
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+@pytest.mark.parametrize("theta", [25.0, -40.0])
+def test_tilts_about_x_and_y_have_the_same_handedness(theta):
+    """The documented y tilt is the rotation by -θ about e_y on (z, y, x) vectors (Rodrigues' formula through
+    so3.axis_rotation, another code path); the x tilt must be the rotation by -θ about e_x."""
+    from mbook.geometry import so3
+
+    for axis, unit in (("y", [0.0, 1.0, 0.0]), ("x", [0.0, 0.0, 1.0])):
+        rotation = backend.asnumpy(projector.tilt_rotations([theta], axis=axis))[0]
+        expected = backend.asnumpy(so3.axis_rotation(np.array(unit), -np.radians(theta)))
+        np.testing.assert_allclose(rotation, expected, atol=1e-14, err_msg=axis)
