@@ -88,20 +88,56 @@ def test_invariants_are_recovered_from_exact_moments(device):
     shells = np.linspace(0.01, K_MAX, 6)
     truth = [backend.asnumpy(c) for c in moments.invariants(moments.sh_coefficients(ATOMS, shells, l_max=8))]
     estimate = [backend.asnumpy(c) for c in kam.invariants_on_shells(fitted, shells)]
-    for l in (0, 2, 3, 4):
-        assert np.linalg.norm(estimate[l] - truth[l]) < 2e-2 * np.linalg.norm(truth[l])
+    for l in range(5):  # l = 1 too (0.3 % measured)
+        assert np.linalg.norm(estimate[l] - truth[l]) < 1e-2 * np.linalg.norm(truth[l])
+
+
+def test_radial_nodes_are_the_midpoints_of_the_documented_cells():
+    """ceil(2 k_max R oversampling) equal cells of [0, R], a node at each midpoint."""
+    nodes = backend.asnumpy(kam.radial_nodes(30.0, 0.1, oversampling=2.0))
+    count = math.ceil(2 * 0.1 * 30.0 * 2.0)
+    np.testing.assert_allclose(nodes, (np.arange(count) + 0.5) * 30.0 / count, rtol=1e-12)
 
 
 def test_reconstruction_with_the_true_prior_reproduces_the_particle(device):
+    """Exact moments and the true prior: the coefficients A_l = J_l β_l are the closed form's on 32 shells in
+    (0, k_max] to 10 % for l <= 6 (measured 0.1-5 %; a rank truncation of B_l in the node basis, where J_l has near
+    null directions, was off by 36 %-450 %), the map keeps the particle's mass (F(0) is the sum of the weights),
+    and its FSC with the particle's map stays above 0.7 over the whole band (0.76 measured; 0.46 before)."""
     exact = moments.analytic_moments(ATOMS, GRID, k_max=K_MAX)
     radius = float(np.linalg.norm(POSITIONS, axis=1).max()) + 6
     fitted = kam.estimate_invariants(exact, radius=radius, l_max=8, regularization=1e-12)
+    betas = kam.reconstruct(fitted, ATOMS, k_max=K_MAX)
+    shells = np.linspace(K_MAX / 32, K_MAX, 32)
+    truth = [backend.asnumpy(a) for a in moments.sh_coefficients(ATOMS, shells, l_max=8)]
+    nodes = backend.asnumpy(fitted.nodes)
+    for l in range(7):
+        estimate = kam._bessel_matrix(l, shells, nodes) @ backend.asnumpy(betas[l])
+        assert np.linalg.norm(estimate - truth[l]) < 0.1 * np.linalg.norm(truth[l]), l
     grid3 = grids.make_grid(gpts=(24, 24, 24), sampling=3.0)
-    volume = kam.volume_from_coefficients(kam.reconstruct(fitted, ATOMS, k_max=K_MAX), fitted.nodes, grid3,
-                                              k_max=K_MAX)
+    volume = kam.volume_from_coefficients(betas, fitted.nodes, grid3, k_max=K_MAX)
+    mass = float(backend.asnumpy(volume).sum()) * 3.0**3
+    assert mass == pytest.approx(float(backend.asnumpy(ATOMS.weights).sum()), rel=0.02)
     k, fsc = (backend.asnumpy(a) for a in volumes.fourier_shell_correlation(
         volume, particles.gaussian_volume(ATOMS, grid3), sampling=3.0))
-    assert np.all(fsc[k <= K_MAX / 2] > 0.95)
+    assert np.all(fsc[k <= K_MAX / 2] > 0.95) and np.all(fsc[k <= K_MAX] > 0.7)
+
+
+def test_volume_from_coefficients_puts_an_atom_where_it_is(device):
+    """F(k) = Σ (-i)^l A_lm Y_lm from the closed-form coefficients of one atom at (9, 3, 0) Å (a least-squares fit on
+    64 shells, not reconstruct): the map peaks within a voxel of the atom (not at its inversion) with its weight."""
+    atom = particles.Atoms(positions=np.array([[9.0, 3.0, 0.0]]), weights=np.array([1.0]), sigma=np.array([2.0]))
+    k_max = 1 / 8
+    nodes = backend.asnumpy(kam.radial_nodes(15.0, k_max))
+    shells = np.linspace(0, k_max, 64)
+    coefficients = [backend.asnumpy(a) for a in moments.sh_coefficients(atom, shells,
+                                                                          l_max=moments.default_l_max(k_max, 15.0))]
+    betas = [np.linalg.lstsq(kam._bessel_matrix(l, shells, nodes), a, rcond=None)[0] for l, a in enumerate(coefficients)]
+    volume = backend.asnumpy(kam.volume_from_coefficients(betas, nodes, grids.make_grid(gpts=(32,) * 3, sampling=1.5),
+                                                          k_max=k_max))
+    peak = (np.array(np.unravel_index(np.argmax(volume), volume.shape)) - 16) * 1.5
+    assert np.linalg.norm(peak - [9.0, 3.0, 0.0]) <= 1.5 * np.sqrt(3)
+    assert volume.sum() * 1.5**3 == pytest.approx(1.0, rel=0.02)
 
 
 def test_identification_picks_the_true_structure(device):

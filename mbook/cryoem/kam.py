@@ -203,12 +203,20 @@ def invariants_on_shells(invariants_: Invariants, radii):
 def reconstruct(invariants_: Invariants, prior: particles.Atoms, *, k_max, n_radii=32):
     """Coefficients ``A_l`` from the invariants, with the ambiguity fixed by a prior structure.
 
-    ``B_l = V Λ Vᵀ`` gives ``A_l(k) = sqrt(4π) J_l(k) V Λ^½ O_l`` for any
-    ``O_l`` with orthonormal rows; ``O_l`` is the polar factor of
-    ``Gᵀ A_l^prior`` with ``G = sqrt(4π) J_l V Λ^½`` on ``n_radii`` radii in
-    (0, k_max] (orthogonal Procrustes: the closest solution to the prior's
-    coefficients, Bhamre, Zhang & Singer 2015). Host-only step
-    (:mod:`scipy.special`; small eigen- and singular-value problems).
+    On ``n_radii`` radii in (0, k_max] the invariants are ``C_l = J_l B_l J_lᵀ``
+    (:func:`invariants_on_shells`), and ``C_l = A_l A_lᵀ / 4π`` has rank
+    ``2l + 1``: its leading eigenpairs ``C_l ≈ G Gᵀ / 4π`` give ``A_l = G O_l``
+    for any ``O_l`` with orthonormal rows. ``O_l`` is the polar factor of
+    ``Gᵀ A_l^prior`` (orthogonal Procrustes: the closest solution to the
+    prior's coefficients, Bhamre, Zhang & Singer 2015). The truncation is made
+    on the shells, not on ``B_l`` in the node basis, where ``J_l`` has near
+    null directions that ``B_l`` leaves undetermined (their eigenvalues there
+    can be 10⁹ and mean nothing on the shells). With ``J_l = U S Wᵀ``, the
+    eigenpairs ``Q, Λ`` of ``S Wᵀ B_l W S`` give ``G = sqrt(4π) U Q Λ^½`` and
+    the node coefficients ``β_l = sqrt(4π) W S⁻¹ Q Λ^½ O_l``, so that
+    ``J_l β_l = G O_l`` (singular values below 1e-10 of the largest dropped).
+    Host-only step (:mod:`scipy.special`; small eigen- and singular-value
+    problems).
 
     Parameters
     ----------
@@ -233,12 +241,14 @@ def reconstruct(invariants_: Invariants, prior: particles.Atoms, *, k_max, n_rad
     prior_coefficients = [backend.asnumpy(a) for a in moments.sh_coefficients(prior, radii, l_max=len(blocks) - 1)]
     betas = []
     for l, block in enumerate(blocks):
-        values, vectors = np.linalg.eigh(block)
-        keep = np.argsort(values)[::-1][:min(block.shape[0], 2 * l + 1)]
-        factor = math.sqrt(4 * math.pi) * vectors[:, keep] * np.sqrt(np.clip(values[keep], 0, None))
-        g = _bessel_matrix(l, radii, nodes) @ factor
-        u, _, vt = np.linalg.svd(g.T @ prior_coefficients[l], full_matrices=False)
-        betas.append(backend.asarray(factor @ (u @ vt)))
+        u, s, wt = np.linalg.svd(_bessel_matrix(l, radii, nodes), full_matrices=False)
+        rank = int(np.count_nonzero(s > 1e-10 * s[0]))
+        u, s, w = u[:, :rank], s[:rank], wt[:rank].T
+        values, vectors = np.linalg.eigh(s[:, None] * (w.T @ block @ w) * s[None, :])
+        keep = np.argsort(values)[::-1][:min(rank, 2 * l + 1)]
+        root = math.sqrt(4 * math.pi) * vectors[:, keep] * np.sqrt(np.clip(values[keep], 0, None))
+        left, _, right = np.linalg.svd((u @ root).T @ prior_coefficients[l], full_matrices=False)
+        betas.append(backend.asarray(w @ (root / s[:, None]) @ (left @ right)))
     return betas
 
 
