@@ -404,3 +404,11 @@ def test_numpy_inputs_give_results_on_the_selected_device():
         assert isinstance(volumes.relative_error(volume, volume), float)
     finally:
         backend.set_device("cpu")
+
+
+def test_images_of_one_micrograph_share_its_defocus():
+    """images_per_micrograph consecutive images share one defocus, drawn within the documented 1-2.5 µm."""
+    defocus = backend.asnumpy(micrographs.draw_parameters(120, seed=3, images_per_micrograph=50).defocus)
+    for group in (defocus[:50], defocus[50:100], defocus[100:]):
+        assert np.all(group == group[0])
+    assert np.unique(defocus).size == 3 and np.all((defocus >= 1.0e4) & (defocus <= 2.5e4))

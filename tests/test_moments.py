@@ -196,3 +196,9 @@ def test_numpy_inputs_give_results_on_the_selected_device():
                                                       k_max=K_MAX))
     finally:
         backend.set_device("cpu")
+
+
+def test_disk_frequencies_include_the_boundary_circle():
+    """|k| <= k_max with k_max six frequency steps: Gauss's circle count N(6) = 113 lattice points."""
+    grid = grids.make_grid(gpts=(24, 24), sampling=3.0)  # Δk = 1/72 Å⁻¹
+    assert int(moments.disk_frequencies(grid, k_max=6 / 72).index.shape[0]) == 113

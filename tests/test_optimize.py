@@ -295,3 +295,39 @@ def test_divergence_of_two_components_is_the_divergence_of_their_stack(rng, devi
     px, py = (backend.asarray(rng.standard_normal((3, 9, 7))) for _ in range(2))
     np.testing.assert_array_equal(backend.asnumpy(optimize.divergence_xy(px, py)),
                                   backend.asnumpy(optimize.divergence(backend.xp.stack([px, py]))))
+
+
+def test_fista_follows_the_beck_teboulle_recurrence():
+    """f = ½ xᵀ diag(a) x - bᵀx, g = 0, step 1: x_2 and x_4 against t_{k+1} = (1 + sqrt(1 + 4t_k²))/2 and
+    y_{k+1} = x_k + ((t_k - 1)/t_{k+1})(x_k - x_{k-1}), written out here (x_2 is ISTA's: the first weight is 0)."""
+    a, b = np.array([1.0, 0.1, 0.5]), np.array([1.0, 2.0, -1.0])
+    x = y = np.zeros(3)
+    t, expected = 1.0, []
+    for _ in range(4):
+        x_new = y - (a * y - b)
+        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        y = x_new + ((t - 1) / t_new) * (x_new - x)
+        x, t = x_new, t_new
+        expected.append(x.copy())
+    for k in (2, 4):
+        result = solvers.forward_backward(np.zeros(3), grad_f=lambda v: backend.asarray(a) * v - backend.asarray(b),
+                                          prox_g=lambda v, step: v, step=1.0, tol=0, max_num_iter=k)
+        np.testing.assert_allclose(backend.asnumpy(result.x), expected[k - 1], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("given", [{}, {"tau": 0.05}, {"sigma": 0.05}])
+def test_pdhg_default_steps_meet_the_convergence_condition(given):
+    """Chambolle and Pock's condition τσ‖K‖² <= 1, for the steps pdhg hands its prox maps, with K = 3 I."""
+    steps = {}
+
+    def prox_g(v, tau):
+        steps["tau"] = tau
+        return v
+
+    def prox_fstar(v, sigma):
+        steps["sigma"] = sigma
+        return v
+
+    solvers.pdhg(np.ones(4), np.zeros(4), K=lambda x: 3 * x, K_adjoint=lambda y: 3 * y, prox_g=prox_g,
+                 prox_fstar=prox_fstar, norm=3.0, tol=0, max_num_iter=1, **given)
+    assert float(steps["tau"]) * float(steps["sigma"]) * 9.0 <= 1.0 + 1e-12

@@ -215,3 +215,15 @@ def test_a_stack_of_images_is_warped_one_by_one_and_corners_can_be_reused(device
     # the adjoint's scatter-add sums in the order a GPU's threads arrive: equal to the last bits there
     np.testing.assert_allclose(backend.asnumpy(warps.warp_adjoint(stack, fields, corners=corners)),
                                backend.asnumpy(warps.warp_adjoint(stack, fields)), rtol=1e-14 if device == "gpu" else 0)
+
+
+def test_warp_derivative_treats_both_axes_alike_to_the_last_pixel(device):
+    """At zero displacement the derivative of the bilinear warp is the one-sided slope of the last cell at the last
+    pixel, along both axes; transposing the image transposes the two components."""
+    u = np.random.default_rng(0).standard_normal((7, 9))
+    d = backend.asnumpy(warps.warp_derivative(u, np.zeros((2, 7, 9))))
+    transposed = backend.asnumpy(warps.warp_derivative(u.T.copy(), np.zeros((2, 9, 7))))
+    np.testing.assert_allclose(d[0], transposed[1].T)
+    np.testing.assert_allclose(d[1], transposed[0].T)
+    np.testing.assert_allclose(d[0][-1], u[-1] - u[-2])
+    np.testing.assert_allclose(d[1][:, -1], u[:, -1] - u[:, -2])

@@ -377,3 +377,27 @@ def test_apply_pca_refuses_features_of_another_size():
     pca = features.fit_pca(np.random.default_rng(0).standard_normal((4, 8, 8)), 2)
     with pytest.raises(ValueError, match="channels"):
         features.apply_pca(np.zeros((5, 8, 8)), pca)
+
+
+def test_feature_smoothing_is_a_gaussian_of_its_stated_width():
+    """smoothing = s smooths the feature magnitudes by a Gaussian of s·window pixels: against SciPy's
+    gaussian_filter of the unsmoothed features, away from the padded edges, to 5e-3 of the largest value."""
+    image = np.random.default_rng(1).standard_normal((96, 96))
+    kwargs = dict(window=3.0, num_radial=2, num_angles=4)
+    raw = backend.asnumpy(features.local_fourier_features(image, smoothing=0, **kwargs))
+    smooth = backend.asnumpy(features.local_fourier_features(image, smoothing=1.0, **kwargs))
+    reference = ndimage.gaussian_filter(raw, sigma=(0, 3.0, 3.0), mode="reflect", truncate=6.0)
+    core = (slice(None), slice(24, 72), slice(24, 72))
+    assert np.abs(smooth[core] - reference[core]).max() < 5e-3 * np.abs(reference[core]).max()
+
+
+def test_pca_scores_are_whitened_along_the_covariance_eigenvectors():
+    """The variances are np.cov's leading eigenvalues and the first score has unit variance, as documented."""
+    rng = np.random.default_rng(2)
+    mix = rng.standard_normal((6, 6)) * np.array([3.0, 2.0, 1.0, 0.5, 0.3, 0.1])
+    f = np.einsum("cd,dxy->cxy", mix, rng.standard_normal((6, 20, 24)))
+    pca = features.fit_pca(f, 3)
+    scores = backend.asnumpy(features.apply_pca(f, pca))
+    eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(f.reshape(6, -1))))[::-1][:3]
+    np.testing.assert_allclose(backend.asnumpy(pca.variance), eigenvalues, rtol=1e-10)
+    assert scores[0].var(ddof=1) == pytest.approx(1.0, abs=1e-10)
