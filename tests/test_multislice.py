@@ -211,3 +211,13 @@ def test_slices_copy_nothing_to_the_host(host_copies):
                                     energy=ENERGY, slice_thickness=1.0)
 
     assert host_copies(propagate, 2) == host_copies(propagate, 12)
+
+
+def test_antialias_aperture_on_unequal_spacings_is_the_disc_of_the_coarser_axis():
+    """dx = 0.1 Å, dy = 0.2 Å: the aperture keeps |k| <= (2/3) of the coarser axis's Nyquist frequency, a disc that
+    fits both bands (the frequencies written out here with fftfreq); the coarse axis's Nyquist column is empty."""
+    grid = grids.make_grid(gpts=(64, 32), sampling=(0.1, 0.2))
+    aperture = backend.asnumpy(multislice.antialias_aperture(grid, xp=np))
+    k = np.hypot(np.fft.fftfreq(64, 0.1)[:, None], np.fft.fftfreq(32, 0.2)[None, :])
+    np.testing.assert_array_equal(aperture, (k <= 2 / 3 * min(1 / 0.2, 1 / 0.4) + 1e-9).astype(aperture.dtype))
+    assert aperture[:, 16].sum() == 0

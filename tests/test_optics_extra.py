@@ -163,3 +163,25 @@ def test_zernike_defocus_is_a_fresnel_defocus(device):
     inside = pupil != 0
     assert inside.sum() > 100
     np.testing.assert_allclose(pupil[inside], np.exp(-2j * np.pi * c) * fresnel[inside], rtol=0, atol=1e-12)
+
+
+def test_pupil_and_source_keep_every_lattice_point_of_their_disc_rim_included():
+    """NA L/λ = 5 exactly: Gauss's circle count N(5) = 81 points (OEIS A000328), 12 of them on the rim."""
+    grid = grids.make_grid(gpts=(64, 64), extent=(10.0, 10.0))
+    pupil = backend.asnumpy(microscope.pupil(grid, wavelength=0.5, na=0.25))
+    assert int((np.abs(pupil) > 0).sum()) == 81
+    points = backend.asnumpy(microscope.source_points(grid, wavelength=0.5, na_illumination=0.25))
+    assert len(points) == 81 and {(5, 0), (0, -5), (3, 4), (-4, -3)} <= {tuple(p) for p in points.tolist()}
+
+
+@pytest.mark.parametrize("term, on_x, on_y", [((2, 2), "r2", "-r2"), ((3, 1), "coma", "0"), ((3, -1), "0", "coma")])
+def test_zernike_azimuth_is_measured_from_kx(term, on_x, on_y):
+    """Born and Wolf's φ = atan2(ky, kx): astigmatism Z(2,2) = ρ² cos 2φ is +ρ² on the kx axis and -ρ² on ky;
+    coma Z(3,±1) = (3ρ³ - 2ρ) cos φ or sin φ vanishes on ky or kx."""
+    wavelength, na, n, c = 0.5, 0.5, 64, 0.05
+    grid = grids.make_grid(gpts=(n, n), sampling=0.25)
+    rho = wavelength * np.fft.fftfreq(n, 0.25)[4] / na
+    value = {"r2": rho**2, "-r2": -(rho**2), "coma": 3 * rho**3 - 2 * rho, "0": 0.0}
+    pupil = backend.asnumpy(microscope.pupil(grid, wavelength=wavelength, na=na, zernike_waves={term: c}))
+    assert np.angle(pupil[4, 0]) / (2 * math.pi * c) == pytest.approx(value[on_x], abs=1e-9)
+    assert np.angle(pupil[0, 4]) / (2 * math.pi * c) == pytest.approx(value[on_y], abs=1e-9)

@@ -42,3 +42,14 @@ def test_scattering_angle_of_numbers_and_arrays(device):
     angles = physics.scattering_angle(np.array([0.0, 0.5, 1.0]), 300e3)
     assert backend.get_array_module(angles) is backend.xp
     np.testing.assert_allclose(backend.asnumpy(angles), [0.0, angle, 2 * angle])
+
+
+@pytest.mark.parametrize("energy, gamma", [(100e3, 1.1957), (200e3, 1.3914), (300e3, 1.5871)])
+def test_relativistic_mass_ratio_is_kirklands_and_the_wavelengths(energy, gamma):
+    """Kirkland (2010), table 2.2, to its four decimals; γ = 1 + E/m₀c² (m₀c² = 510.99895 keV, CODATA 2018); and
+    the wavelength's γ, sqrt(1 + (hc/λm₀c²)²)."""
+    assert physics.relativistic_mass_ratio(energy) == pytest.approx(gamma, abs=2e-4)
+    assert physics.relativistic_mass_ratio(energy) == pytest.approx(1 + energy / 510998.95, abs=1e-7)
+    hc = 12398.419843320026  # eV Å
+    from_wavelength = (1 + (hc / (physics.wavelength(energy) * 510998.95)) ** 2) ** 0.5
+    assert physics.relativistic_mass_ratio(energy) == pytest.approx(from_wavelength, abs=1e-7)

@@ -354,3 +354,29 @@ def test_lma_basis_rebuilds_every_band_limited_wave_from_its_lattice_samples(dev
     samples[::step, ::step] = psi[::step, ::step]
     rebuilt = np.fft.ifft2(np.fft.fft2(samples) * np.fft.fft2(u))
     assert np.abs(rebuilt - psi).max() < 1e-5 * np.abs(psi).max()
+
+
+def test_prism_f1_equals_multislice_on_a_grid_of_unequal_sides_and_spacings(device):
+    """64 x 48 pixels of 0.09 x 0.1 Å: PRISM at f = 1 is multislice by linearity, on a grid like graphene's
+    rectangular cell (the plane waves' and beams' frequencies differ along x and y)."""
+    grid = grids.make_grid(gpts=(64, 48), sampling=(0.09, 0.1))
+    common = dict(grid=grid, energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0)
+    detectors = {"BF": (0.0, 20.0), "DF": (40.0, 70.0)}
+    x, y = grids.coordinates(grid, xp=np)
+    blob = 400.0 * np.exp(-((x[:, None] - 3.2) ** 2 + (y[None, :] - 2.9) ** 2) / (2 * 0.15**2))
+    potential = np.repeat(blob[None], 3, axis=0).astype(np.float32)
+    positions = stem.scan_positions(start=(2.2, 2.0), end=(4.2, 3.8), sampling=0.3)
+    reference = stem.scan(potential, positions=positions, detectors=detectors, defocus=20.0, **common)
+    smatrix = prism.build_smatrix(potential, interpolation=1, **common)
+    result = prism.scan(smatrix, positions=positions, detectors=detectors, defocus=20.0)
+    for name in detectors:
+        expected = backend.asnumpy(reference[name])
+        np.testing.assert_allclose(backend.asnumpy(result[name]), expected, rtol=2e-5,
+                                   atol=2e-7 * np.abs(expected).max())
+
+
+def test_window_centres_are_the_nearest_pixels_wrapped():
+    grid = grids.make_grid(gpts=(40, 40), sampling=(0.1, 0.1))
+    positions = np.array([[0.07, 0.21], [1.26, 3.94], [3.98, 0.0]])
+    centres = backend.asnumpy(kernels.window_centres(positions, grid))
+    np.testing.assert_array_equal(centres, [[1, 2], [13, 39], [0, 0]])  # 3.98 Å is pixel 39.8: 40, wrapped to 0

@@ -283,3 +283,60 @@ def test_epry_and_cbs_copy_nothing_to_the_device_per_iteration(on_cpu):
             assert counts[0] == counts[1], (name, counts)
     finally:
         backend.set_device("cpu")
+
+
+def _fp_problem():
+    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
+    setup = led_geometry.make_setup((128, 128), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
+                                    upsampling=4)
+    return setup, phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
+
+
+def test_epry_does_not_depend_on_the_pupils_scale():
+    """|F⁻¹[P O(k - q)]|² = |F⁻¹[(sP)(O/s)(k - q)]|²: starting from 3P instead of P gives the object to the same
+    error (complex_error fits the global factor)."""
+    setup, obj = _fp_problem()
+    measured = fp.images(obj, setup)
+    band = 0.9 * setup.na_synthetic / 0.5
+    start = backend.asnumpy(led_geometry.pupil(setup))
+    for scale in (1.0, 3.0):
+        result = epry.reconstruct(measured, setup, pupil_init=scale * start, recover_pupil=False, max_num_iter=10)
+        assert epry.complex_error(result.transmission, obj, band=band, sampling=0.5) < 0.05
+
+
+def test_epry_does_not_depend_on_the_images_units():
+    """I → s²I is O → sO: images in camera counts (x1000) give the same object and the same recovered pupil (a
+    4 µm defocus) as normalised ones."""
+    setup, obj = _fp_problem()
+    truth = backend.asnumpy(led_geometry.pupil(setup, defocus=4.0))
+    measured = backend.asnumpy(fp.images(obj, setup, pupil_function=truth))
+    band = 0.9 * setup.na_synthetic / 0.5
+    inside = np.abs(truth) > 0
+    for scale in (1.0, 1000.0):
+        result = epry.reconstruct(scale * measured, setup, max_num_iter=15)
+        assert epry.complex_error(result.transmission, obj, band=band, sampling=0.5) < 0.05
+        d = np.angle(backend.asnumpy(result.pupil)[inside] * np.conj(truth[inside]))
+        assert np.std(np.angle(np.exp(1j * (d - d.mean())))) < 0.3
+
+
+def test_effective_pupil_predicts_where_each_leds_direct_beam_is_bright():
+    """A blank object under vignetting (the full chirp-and-stop operator of fp.images, another code path): at
+    field points on both sides of the centre, each LED's direct beam is bright (>= 0.8) exactly where the
+    stationary-phase pupil of that field point passes it (edge values 0.1-0.8 skipped)."""
+    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
+    setup = led_geometry.make_setup((128, 128), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds, upsampling=4,
+                                    na_vignetting=0.11, vignetting_slope=2e-3)
+    image = backend.asnumpy(fp.images(np.ones((128, 128), complex), setup))
+    m = image.shape[-1]
+    step = 0.5 * 4
+    checked = wrong = 0
+    for a in range(4, m - 4, 3):
+        for b in range(4, m - 4, 3):
+            pupil = backend.asnumpy(led_geometry.effective_pupil(setup, ((a - m // 2) * step, (b - m // 2) * step)))
+            for i, shift in enumerate(setup.shifts):
+                value = image[i, a, b]
+                if 0.1 < value < 0.8:
+                    continue
+                checked += 1
+                wrong += (value >= 0.8) != (pupil[tuple(np.asarray(shift) % m)] == 1.0)
+    assert checked > 1000 and wrong == 0

@@ -296,3 +296,61 @@ def test_born_field_of_a_weak_sphere_in_3d_is_mie(device):
     born = backend.asnumpy(scattering.born(n, wavelength=wavelength, sampling=dx, n_background=n_background))
     near = r < 1.4 * radius
     assert np.linalg.norm((born - exact)[near]) < 0.15 * np.linalg.norm((exact - 1)[near])
+
+
+def test_cbs_boundary_is_the_published_profile_and_the_field_is_mie():
+    """The absorbing boundary k²(r) - k₀² = c²(N - cr + 2ik₀r)(cr)^(N-1)/(N! e_N(cr)), e_N(x) = Σ_{n<=N} xⁿ/n!
+    (Osnabrugge et al. 2016), written out here, absorbing (Im >= 0) everywhere; and a cylinder's CBS field
+    within 0.6 % of the Mie series (0.39 % measured at tol 1e-7)."""
+    import inspect
+
+    order = inspect.signature(cbs.boundary_profile).parameters["order"].default
+    k, strength = 12.0, 0.5
+    c, n_order = strength * k, order + 1
+    r = np.linspace(0.0, 2.0, 9)
+    e_n = sum((c * r) ** n / math.factorial(n) for n in range(n_order + 1))
+    paper = c**2 * (n_order - c * r + 2j * k * r) * (c * r) ** (n_order - 1) / (math.factorial(n_order) * e_n)
+    profile = backend.asnumpy(cbs.boundary_profile(r, k=k, strength=strength))
+    np.testing.assert_allclose(profile, paper, rtol=0, atol=1e-12 * np.abs(paper).max())
+    assert (profile.imag >= -1e-12).all()
+    wavelength, n_background, n_cylinder, radius = 0.5, 1.33, 1.43, 0.75
+    dx = wavelength / n_cylinder / 8
+    shape = (2 * int(round(1.5 * radius / dx)),) * 2
+    n = mie.cylinder_index(shape, sampling=dx, radius=radius, n_cylinder=n_cylinder, n_background=n_background)
+    exact = backend.asnumpy(mie.cylinder_field(shape, sampling=dx, wavelength=wavelength, radius=radius,
+                                               n_cylinder=n_cylinder, n_background=n_background))
+    field = backend.asnumpy(cbs.solve(n, wavelength=wavelength, sampling=dx, n_background=n_background,
+                                      tol=1e-7).field)
+    z = (np.arange(shape[0]) - shape[0] // 2) * dx
+    near = np.hypot(z[:, None], z[None, :]) < 1.5 * radius
+    assert np.linalg.norm((field - exact)[near]) < 0.006 * np.linalg.norm(exact[near])
+
+
+def test_mie_cylinder_is_centred_on_the_middle_pixel_and_mirror_symmetric():
+    """Normal incidence on a cylinder at pixel n//2 (the default): field and index are mirror-symmetric about that
+    column, and equal the field with the centre given explicitly."""
+    n, dx, c = 64, 0.05, 32
+    kwargs = dict(sampling=dx, wavelength=0.5, radius=0.6, n_cylinder=1.43, n_background=1.33)
+    u = backend.asnumpy(mie.cylinder_field((n, n), **kwargs))
+    assert np.abs(u[:, c + 1:c + 20] - u[:, c - 1:c - 20:-1]).max() < 1e-10 * np.abs(u).max()
+    explicit = backend.asnumpy(mie.cylinder_field((n, n), center=(c * dx, c * dx), **kwargs))
+    assert np.abs(u - explicit).max() < 1e-10
+    index = backend.asnumpy(mie.cylinder_index((n, n), sampling=dx, radius=0.6, n_cylinder=1.43, n_background=1.33))
+    assert np.abs(index[:, c + 1:c + 20] - index[:, c - 1:c - 20:-1]).max() < 1e-12
+
+
+@pytest.mark.parametrize("x, m", [(2.0, 1.1), (9.4, 1.075), (20.0, 1.5 + 0.01j)])
+def test_mie_series_is_truncated_where_it_has_converged(x, m):
+    """Wiscombe's rule: the default series equals a much longer one on the common orders, and the orders it drops
+    are below 1e-10 of the largest (a shorter rule leaves 1e-8 to 6e-7)."""
+    b = backend.asnumpy(mie.coefficients(x, m)[0])
+    longer = backend.asnumpy(mie.coefficients(x, m, l_max=2 * (len(b) - 1) + 20)[0])
+    assert np.abs(longer[len(b):]).max() < 1e-10 * np.abs(longer).max()
+
+
+def test_cylinder_index_weighs_edge_pixels_by_area_in_permittivity():
+    """Σ (n² - n_b²) dx² is (n_c² - n_b²) π a², to the quadrature of the supersampled edge (1e-3)."""
+    dx, a, n_c, n_b = 0.05, 0.6, 1.6, 1.33
+    n = backend.asnumpy(mie.cylinder_index((64, 64), sampling=dx, radius=a, n_cylinder=n_c, n_background=n_b,
+                                           supersample=32)).real
+    assert float(np.sum(n**2 - n_b**2)) * dx * dx == pytest.approx((n_c**2 - n_b**2) * math.pi * a * a, rel=1e-3)
