@@ -340,3 +340,18 @@ def test_effective_pupil_predicts_where_each_leds_direct_beam_is_bright():
                 checked += 1
                 wrong += (value >= 0.8) != (pupil[tuple(np.asarray(shift) % m)] == 1.0)
     assert checked > 1000 and wrong == 0
+
+
+def test_vignetted_images_converge_with_the_frequency_window():
+    """The documented accuracy of the default window: the images differ from those on the full object grid's
+    window by 2.6 % (54), and by less as the window widens (0.2 % at 112), monotonically."""
+    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
+    obj = phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
+    setup = led_geometry.make_setup((128, 128), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
+                                    upsampling=4, na_vignetting=0.11, vignetting_slope=2e-3)
+    assert setup.window == 54
+    full = backend.asnumpy(fp.images(obj, setup._replace(window=128)))
+    differences = [np.linalg.norm(backend.asnumpy(fp.images(obj, setup._replace(window=w))) - full)
+                   / np.linalg.norm(full) for w in (54, 80, 112)]
+    assert differences[0] < 0.03 and differences[2] < 0.003
+    assert np.all(np.diff(differences) < 0)

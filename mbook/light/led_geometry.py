@@ -73,7 +73,14 @@ class Setup(NamedTuple):
     vignetting_slope : float
         κ, displacement of the second aperture per µm of field [NA/µm].
     window : int
-        Side of the frequency window the vignetting operator works on.
+        Side of the frequency window the vignetting operator works on: by
+        :func:`make_setup`, twice the farthest frequency the chirp visits.
+        The hard stop's diffraction tails reach beyond it, so the images
+        converge slowly with the window: on the Fourier-ptychography page's
+        setup (128² object pixels of 0.5 µm, 5 × 5 LEDs, second aperture
+        NA 0.11, κ = 2e-3 NA/µm) the default 54 leaves them 2.6 % from the
+        full object grid's, 64 1.7 %, 80 0.9 %, 112 0.2 %; take a wider one
+        with ``setup._replace(window=...)`` where that matters.
     """
 
     gpts: tuple
