@@ -412,3 +412,10 @@ def test_images_of_one_micrograph_share_its_defocus():
     for group in (defocus[:50], defocus[50:100], defocus[100:]):
         assert np.all(group == group[0])
     assert np.unique(defocus).size == 3 and np.all((defocus >= 1.0e4) & (defocus <= 2.5e4))
+
+
+def test_resolution_interpolates_an_uneven_crossing():
+    """0.5 crossed between 0.6 at k = 0.2 and 0.2 at k = 0.3: a quarter of the way, at k = 0.225 (a crossing half-way
+    between shells cannot tell t from 1 - t)."""
+    assert volumes.resolution(np.array([0.1, 0.2, 0.3]), [0.9, 0.6, 0.2], threshold=0.5) == pytest.approx(1 / 0.225,
+                                                                                                         rel=1e-12)

@@ -354,3 +354,46 @@ def test_sgd_step_accounts_for_the_curvature_of_mini_batches():
     with np.errstate(all="ignore"):
         run = ib.train(data.X, data.y, scale=10.0, learning_rate=4 * full, num_steps=3000, batch_size=4, seed=1)
     assert not float(run.losses[-1, 0]) < 1e-6
+
+
+def test_a_run_with_fewer_samples_sees_only_its_first_rows():
+    """num_samples = m: the loss is ½ mean over the first m rows; SGD never draws a later row (poisoned rows of
+    1e3 would blow the weights up)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((10, 4)), rng.standard_normal(10)
+    u, v = rng.standard_normal(4), rng.standard_normal(4)
+    loss = float(backend.asnumpy(ib.loss_and_gradient(u, v, X, y, num_samples=6)[0]))
+    assert loss == pytest.approx(0.5 * np.mean((X[:6] @ (u * u - v * v) - y[:6]) ** 2), rel=1e-12)
+    X, y = rng.standard_normal((12, 5)), rng.standard_normal(12)
+    X[6:], y[6:] = 1e3, -1e3
+    w = backend.asnumpy(ib.train(X, y, num_samples=6, scale=0.1, learning_rate=1e-3, num_steps=50, batch_size=2,
+                                 seed=3).w)
+    assert np.isfinite(w).all() and np.abs(w).max() < 10
+
+
+def test_unrolled_data_term_of_the_class_means_and_of_a_uniform_image():
+    """With means μ₀, μ₁ and a 1 x 1 identity filter the data term is |f - μ₁|² - |f - μ₀|² (positive where f is
+    nearer μ₀); a 3 x 3 mean filter of a uniform image is uniform, with no border from the padding."""
+    rng = np.random.default_rng(0)
+    f, means = rng.random((2, 3, 6, 6)), rng.random((2, 3))
+    cost = backend.asnumpy(unrolled.data_term(f, unrolled.init_parameters(3, 2, filter_size=1, means=means)))
+    expected = (((f - means[1][None, :, None, None]) ** 2).sum(1) - ((f - means[0][None, :, None, None]) ** 2).sum(1))
+    np.testing.assert_allclose(cost, expected, atol=1e-12)
+    params = unrolled.init_parameters(1, 2, filter_size=3)
+    params = params._replace(filters=backend.asarray(np.full((1, 3, 3), 1 / 9)))
+    np.testing.assert_allclose(backend.asnumpy(unrolled.data_term(np.full((1, 1, 8, 8), 2.0), params)), 2.0,
+                               atol=1e-12)
+
+
+def test_pdhg_segment_defaults_are_its_documented_steps_and_iou_averages_both_classes():
+    """The default steps are τ = 0.35/λ, σ = 0.35λ (τσ‖∇‖² = 0.98 <= 1); the IoU is the mean of the foreground's
+    (4/8) and the background's (8/12)."""
+    cost = np.random.default_rng(0).standard_normal((16, 16))
+    default = pdhg_baseline.pdhg_segment(cost, weight=0.8, max_num_iter=30)
+    explicit = pdhg_baseline.pdhg_segment(cost, weight=0.8, tau=0.35 / 0.8, sigma=0.35 * 0.8, max_num_iter=30)
+    np.testing.assert_allclose(backend.asnumpy(default.u), backend.asnumpy(explicit.u), atol=1e-12)
+    mask = np.zeros((4, 4), bool)
+    mask[:, :2] = True
+    segmentation = np.zeros((4, 4), bool)
+    segmentation[:, :1] = True
+    assert pdhg_baseline.intersection_over_union(segmentation, mask) == pytest.approx(0.5 * (4 / 8 + 8 / 12))

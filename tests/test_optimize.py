@@ -331,3 +331,11 @@ def test_pdhg_default_steps_meet_the_convergence_condition(given):
     solvers.pdhg(np.ones(4), np.zeros(4), K=lambda x: 3 * x, K_adjoint=lambda y: 3 * y, prox_g=prox_g,
                  prox_fstar=prox_fstar, norm=3.0, tol=0, max_num_iter=1, **given)
     assert float(steps["tau"]) * float(steps["sigma"]) * 9.0 <= 1.0 + 1e-12
+
+
+def test_weighted_prox_of_the_squared_distance_meets_its_optimality_condition(device):
+    """argmin_z ½|z - x|² + (step w/2)|z - t|²: (z - x) + step w (z - t) = 0, with a weight other than one."""
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal(5), rng.standard_normal(5)
+    z = backend.asnumpy(optimize.prox_squared_distance(x, t, 0.7, weight=3.0))
+    np.testing.assert_allclose((z - x) + 0.7 * 3.0 * (z - t), 0, atol=1e-12)

@@ -227,3 +227,10 @@ def test_warp_derivative_treats_both_axes_alike_to_the_last_pixel(device):
     np.testing.assert_allclose(d[1], transposed[0].T)
     np.testing.assert_allclose(d[0][-1], u[-1] - u[-2])
     np.testing.assert_allclose(d[1][:, -1], u[:, -1] - u[:, -2])
+
+
+def test_resampling_maps_pixel_centres_to_pixel_centres():
+    """Doubling a ramp: fine pixel i's centre lies at (i + ½)/2 - ½ coarse pixels (clamped at the edges)."""
+    ramp = np.arange(8.0)[:, None] * np.ones((1, 8))
+    fine = backend.asnumpy(registration._resample(backend.asarray(ramp), (16, 8)))
+    np.testing.assert_allclose(fine[:, 3], np.clip((np.arange(16) + 0.5) / 2 - 0.5, 0, 7), atol=1e-12)

@@ -175,3 +175,18 @@ def test_producers_on_device_match_cpu(device, on_cpu):
 def test_bad_input_is_refused(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_wrapped_phase_object_spans_its_total_phase():
+    """Terraces at -T/2 + jT/(N - 1), j = 0..N - 1: both ends, ±T/2, are present (T = 2.5π, N = 5)."""
+    total = 2.5 * math.pi
+    phase = backend.asnumpy(synthetic.wrapped_phase_object((64, 64), total_phase=total, num_terraces=5, diameter=None,
+                                                           seed=0).phase)
+    assert np.isclose(phase, total / 2).any() and np.isclose(phase, -total / 2).any()
+
+
+def test_haadf_series_line_shifts_average_to_zero_over_frames(device):
+    """The series is in its mean frame: the displacements and their line (jitter) part average to zero."""
+    series = synthetic.haadf_series((32, 32), 0.5, num_frames=4, seed=1)
+    np.testing.assert_allclose(backend.asnumpy(series.displacements).mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(series.line_shifts).mean(axis=0), 0, atol=1e-12)
