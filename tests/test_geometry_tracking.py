@@ -323,3 +323,12 @@ def test_decimation_for_the_coarse_stages_keeps_the_centre_and_a_quarter_of_the_
     centre = [(coarse * c).sum() / coarse.sum() for c in (yy, xx)]
     np.testing.assert_allclose(centre, (n // 2) / 2, rtol=0, atol=1e-9)
     assert coarse.sum() == pytest.approx(frame.sum() / 4, rel=1e-9)
+
+
+def test_frame_noise_is_relative_to_the_brightest_projected_value():
+    """noise = 0.05: the noise's standard deviation is 0.05 times the largest clean value (4096 draws: 5 %)."""
+    volume = tracking.blob_sample(16, seed=0)
+    rotations = tracking.nominal_rotations(16)
+    clean = A(projector.project(volume, rotations))
+    frames = A(tracking.record_frames(volume, rotations, noise=0.05, seed=3))
+    assert np.std(frames - clean) / (0.05 * clean.max()) == pytest.approx(1.0, abs=0.05)

@@ -485,3 +485,31 @@ def test_haadf_cross_sections_default_exponent_is_the_documented_one():
     """γ = 1.8 by default ('about 1.8 for HAADF'): s_Ag / s_Au = (47/79)^1.8."""
     s_au, s_ag = alloys.haadf_cross_sections(("Au", "Ag"))
     assert s_ag / s_au == pytest.approx((47 / 79) ** 1.8, rel=1e-12)
+
+
+def test_edge_weights_have_the_documented_contrast_scale():
+    """w = 1/(1 + |∇g|²/κ²) with κ = contrast × RMS|∇g|: mean(1/w - 1) = 1/contrast², whatever the guide."""
+    guide = np.random.default_rng(0).standard_normal((2, 32, 32))
+    for contrast in (0.1, 0.5):
+        w = backend.asnumpy(upsampling.edge_weights(guide, contrast=contrast, blur=1.0))
+        assert np.mean(1 / w - 1) == pytest.approx(contrast**-2, rel=1e-10)
+
+
+def test_guided_filter_is_he_sun_and_tangs_algorithm():
+    """Algorithm 1 of He, Sun and Tang (2013) written out with SciPy's box filters on the bicubic map and the guide
+    scaled to zero mean and unit RMS: a = cov(I, p)/(var I + ε), b = m(p) - a m(I), q = m(a) I + m(b)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    coarse, factor, radius, eps = rng.random((8, 8)), 4, 3, 0.25
+    guide = ndimage.gaussian_filter(rng.standard_normal((32, 32)), 2)
+    i = (guide - guide.mean()) / guide.std()
+    p = backend.asnumpy(upsampling.bicubic(coarse, factor))
+
+    def m(x):
+        return ndimage.uniform_filter(x, size=2 * radius + 1, mode="reflect")
+
+    a = (m(i * p) - m(i) * m(p)) / (m(i * i) - m(i) ** 2 + eps)
+    expected = m(a) * i + m(m(p) - a * m(i))
+    result = backend.asnumpy(upsampling.guided_filter(coarse, guide, factor, radius=radius, epsilon=eps))
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-10)

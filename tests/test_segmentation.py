@@ -401,3 +401,25 @@ def test_pca_scores_are_whitened_along_the_covariance_eigenvectors():
     eigenvalues = np.sort(np.linalg.eigvalsh(np.cov(f.reshape(6, -1))))[::-1][:3]
     np.testing.assert_allclose(backend.asnumpy(pca.variance), eigenvalues, rtol=1e-10)
     assert scores[0].var(ddof=1) == pytest.approx(1.0, abs=1e-10)
+
+
+def test_stm_smoothing_is_a_gaussian_of_sigma_pixels():
+    """The tip blur and the boundary scale are standard deviations in pixels: a delta smoothed with σ = 3 has the
+    periodic second moment σ² (the Gaussian's spectrum is exact; the wrap-around at 21σ is negligible)."""
+    n, sigma = 128, 3.0
+    delta = np.zeros((n, n))
+    delta[0, 0] = 1.0
+    smoothed = backend.asnumpy(stm._smooth(delta, sigma))
+    distance = np.minimum(np.arange(n), n - np.arange(n)).astype(float)
+    assert np.sum(smoothed.sum(axis=1) * distance**2) / smoothed.sum() == pytest.approx(sigma**2, rel=1e-6)
+
+
+def test_stm_drift_grows_along_the_slow_scan_axis():
+    """Axis 0 is the slow scan axis: with the noise off, switching the drift on barely changes the first rows
+    (scanned first) and changes the first columns (scanned throughout the frame)."""
+    kwargs = dict(num_images=1, num_regions=2, lattices="hexagonal", disorder_width=0.0, tip_blur=0.0,
+                  line_noise=0.0, noise=0.0, seed=3)
+    still = backend.asnumpy(stm.synthetic_stm(96, drift=0.0, **kwargs).image)[0]
+    drifting = backend.asnumpy(stm.synthetic_stm(96, drift=6.0, **kwargs).image)[0]
+    change = np.abs(still - drifting)
+    assert change[:4].mean() < 0.25 * change[:, :4].mean()

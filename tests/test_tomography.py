@@ -542,3 +542,42 @@ def test_pgd_4d_steps_descend_with_a_strong_spatial_tv():
                                                      accelerate=False).x)) for k in (1, 2, 3, 5)]
     assert all(after <= before * (1 + 1e-12) for before, after in zip(values, values[1:]))
     assert values[-1] < 0.01 * values[0]
+
+
+def test_refinement_residuals_start_at_the_starting_fit():
+    """residuals[0] is ‖forward(start) - b‖ / ‖b‖ (the history's first entry, computed another way)."""
+    op = refine.AtomProjector(np.eye(3)[None], np.ones((1, 1)), [np.ones(1)], gpts=(16, 16), sampling=0.5, width=0.5)
+    truth = np.array([[0.0, 0.3, -0.2]])
+    start = truth + [[0.0, 0.4, 0.3]]
+    b = backend.asnumpy(op.forward(truth))
+    residuals = backend.asnumpy(refine.refine_positions(b, op, [start], max_num_iter=1).residuals)
+    expected = np.linalg.norm(backend.asnumpy(op.forward(start)) - b) / np.linalg.norm(b)
+    assert residuals[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_traced_intensity_is_the_atoms_integral():
+    """An isolated Gaussian of amplitude 2 and σ = 0.3 Å sampled at 0.25 Å: its traced intensity is A (2π)^{3/2} σ³
+    [unit × Å³] (the Riemann sum of a Gaussian sampled finer than σ is exact far below 1e-4)."""
+    s, sigma, amplitude = 0.25, 0.3, 2.0
+    c = (np.arange(32) - 16) * s
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    volume = amplitude * np.exp(-(z**2 + y**2 + x**2) / (2 * sigma**2))
+    intensity = float(backend.asnumpy(tracing.trace_atoms(volume, sampling=s, radius=2.0).intensities)[0])
+    assert intensity == pytest.approx(amplitude * (2 * np.pi) ** 1.5 * sigma**3, rel=1e-4)
+
+
+def test_local_moments_are_about_the_centroid_and_share_the_tracing_origin():
+    """Two equal voxels side by side along x: centroid (0, 0, s/2), widths (0, 0, s/2). On an even-sized volume a
+    spike traced at p is measured at p (voxel n//2 is 0 for both), with its whole intensity 3 s³."""
+    s = 0.5
+    pair = np.zeros((9, 9, 9))
+    pair[4, 4, 4] = pair[4, 4, 5] = 1.0
+    moments = tracing.local_moments(pair, np.zeros((1, 3)), sampling=s, radius=1.0)
+    np.testing.assert_allclose(backend.asnumpy(moments.centroids)[0], [0, 0, s / 2], atol=1e-12)
+    np.testing.assert_allclose(backend.asnumpy(moments.widths)[0], [0, 0, s / 2], atol=1e-12)
+    spike = np.zeros((16, 16, 16))
+    spike[10, 7, 9] = 3.0
+    position = backend.asnumpy(tracing.trace_atoms(spike, sampling=s).positions)
+    np.testing.assert_allclose(position[0], (np.array([10, 7, 9]) - 8) * s, atol=1e-12)
+    measured = tracing.local_moments(spike, position, sampling=s, radius=0.4)
+    assert float(backend.asnumpy(measured.intensities)[0]) == pytest.approx(3.0 * s**3, abs=1e-12)
