@@ -320,3 +320,11 @@ def test_the_wrapped_function_shows_its_callers_signature():
     import inspect
 
     assert list(inspect.signature(_step).parameters) == ["x", "g", "eta", "floor"]
+
+
+def test_fused_kernels_are_checked_to_the_precision_of_their_components():
+    """complex64 is float32 per component: a relative difference of 1e-6 agrees there, not in complex128."""
+    a = (np.arange(1, 65) * (1 + 1j)).astype(np.complex64)
+    assert fusion._agree(np, a * np.complex64(1 + 1e-6), a)[0]
+    b = a.astype(np.complex128)
+    assert not fusion._agree(np, b * (1 + 1e-6), b)[0]

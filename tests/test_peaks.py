@@ -86,3 +86,30 @@ def test_profile_minima_between_samples(device):
     x = np.linspace(0, 10, 201)
     minima = backend.asnumpy(peaks.profile_minima(x, np.cos(2 * np.pi * (x - 0.013) / 3.3), smooth=0))
     np.testing.assert_allclose(minima, np.array([1.65, 4.95, 8.25]) + 0.013, rtol=0, atol=1e-4)
+
+
+def test_a_column_across_the_periodic_edge_is_one_peak(device):
+    """A periodic image with one wide column three pixels before the cell's edge: one peak, where it is."""
+    n, dx = 32, 0.2
+    x = np.arange(n) * dx
+    x0, y0 = (n - 3) * dx, 3.1
+    d = (x[:, None] - x0 + n * dx / 2) % (n * dx) - n * dx / 2
+    image = np.exp(-(d**2 + (x[None, :] - y0) ** 2) / (2 * 0.5**2))
+    found = backend.asnumpy(peaks.find_peaks(image, sampling=dx, min_distance=0.4, threshold=0.3))
+    assert found.shape == (1, 2)
+    np.testing.assert_allclose(found[0], [x0, y0], atol=0.1 * dx)
+
+
+def test_peak_threshold_is_relative_to_the_images_range(device):
+    """level = min + t (max - min): a background offset of 100 does not change which peaks pass (the 0.3 peak
+    stays below half the range)."""
+    x = np.arange(64) * 0.2
+
+    def spot(a, b, height):
+        return height * np.exp(-((x[:, None] - a) ** 2 + (x[None, :] - b) ** 2) / 0.18)
+
+    image = spot(3.0, 3.0, 1.0) + spot(9.0, 9.0, 0.3)
+    for offset in (0.0, 100.0):
+        found = backend.asnumpy(peaks.find_peaks(image + offset, sampling=0.2, min_distance=1.0, threshold=0.5))
+        assert found.shape == (1, 2)
+        np.testing.assert_allclose(found[0], [3.0, 3.0], atol=0.02)

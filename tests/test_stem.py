@@ -236,3 +236,13 @@ def test_source_size_blur_is_a_gaussian_of_the_source_size(device):
     x = (np.arange(n) - 32) * sampling
     gaussian = sampling**2 / (2 * np.pi * size**2) * np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * size**2))
     np.testing.assert_allclose(blurred, gaussian, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("endpoint, count", [(False, 2), (True, 3)])
+def test_scan_positions_with_a_step_that_does_not_divide_the_field(endpoint, count):
+    """A 1 Å field at 0.35 Å: positions j × 0.35 Å for j up to floor(1/0.35) - 1 (+1 with the endpoint), never past
+    the end (rounding 1/0.35 = 2.86 would add one outside)."""
+    positions = backend.asnumpy(stem.scan_positions(start=(0.0, 0.0), end=(1.0, 1.0), sampling=0.35,
+                                                    endpoint=endpoint))
+    assert positions.shape == (count, count, 2) and positions.max() <= 1.0 + 1e-12
+    np.testing.assert_allclose(positions[:, 0, 0], 0.35 * np.arange(count))

@@ -221,3 +221,12 @@ def test_weak_object_image_with_amplitude_contrast_follows_the_ctf(device):
     linear = 2 * np.real(np.fft.ifft2(np.fft.fft2(phase) * ctf)) / np.sqrt(1 - amplitude**2)
     contrast = image - 1
     assert np.abs(contrast - linear).max() < 0.02 * contrast.std()
+
+
+def test_ctf_zeros_without_cs_are_the_closed_form_rings():
+    """Cs = 0: χ = -πλΔf k², so sin χ = 0 at k_n = sqrt(n/(λΔf)), n = 1 .. floor(λΔf k_max²): every ring, to 1e-9
+    (Δf = 1 µm at 200 keV: 25 rings to 1/Å, more than a fixed coarse search grid resolves)."""
+    wavelength = physics.wavelength(200e3)
+    zeros = backend.asnumpy(hrtem.ctf_zeros(energy=200e3, defocus=1e4, k_max=1.0))
+    n = np.arange(1, int(np.floor(wavelength * 1e4)) + 1)
+    np.testing.assert_allclose(zeros, np.sqrt(n / (wavelength * 1e4)), rtol=0, atol=1e-9)
