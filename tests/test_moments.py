@@ -132,7 +132,8 @@ def test_volume_from_coefficients_puts_an_atom_where_it_is(device):
     shells = np.linspace(0, k_max, 64)
     coefficients = [backend.asnumpy(a) for a in moments.sh_coefficients(atom, shells,
                                                                           l_max=moments.default_l_max(k_max, 15.0))]
-    betas = [np.linalg.lstsq(kam._bessel_matrix(l, shells, nodes), a, rcond=None)[0] for l, a in enumerate(coefficients)]
+    betas = [np.linalg.lstsq(kam._bessel_matrix(l, shells, nodes), a, rcond=None)[0]
+             for l, a in enumerate(coefficients)]
     volume = backend.asnumpy(kam.volume_from_coefficients(betas, nodes, grids.make_grid(gpts=(32,) * 3, sampling=1.5),
                                                           k_max=k_max))
     peak = (np.array(np.unravel_index(np.argmax(volume), volume.shape)) - 16) * 1.5
