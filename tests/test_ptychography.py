@@ -19,6 +19,11 @@ def _setup(**kwargs):
     return led_geometry.make_setup((128, 128), **options)
 
 
+def _cells():
+    """The 128² phantom of four cells the 5 x 5 LED setup images."""
+    return phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
+
+
 def _small_setup(**kwargs):
     return led_geometry.make_setup((32, 32), sampling=0.5, wavelength=LAMBDA, na=0.12, upsampling=2,
                          illumination=led_geometry.led_array((3, 3), pitch=3.0, height=60.0), **kwargs)
@@ -106,8 +111,7 @@ def test_thick_images_do_not_depend_on_the_led_batches(device, monkeypatch):
 
 
 def test_epry_recovers_object_and_defocus(device):
-    setup = _setup()
-    obj = phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
+    setup, obj = _setup(), _cells()
     truth_pupil = backend.asnumpy(led_geometry.pupil(setup, defocus=4.0))
     measured = fp.images(obj, setup, pupil_function=truth_pupil)
     result = epry.reconstruct(measured, setup, max_num_iter=15)
@@ -285,19 +289,12 @@ def test_epry_and_cbs_copy_nothing_to_the_device_per_iteration(on_cpu):
         backend.set_device("cpu")
 
 
-def _fp_problem():
-    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
-    setup = led_geometry.make_setup((128, 128), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
-                                    upsampling=4)
-    return setup, phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
-
-
 def test_epry_does_not_depend_on_the_pupils_scale():
     """|F⁻¹[P O(k - q)]|² = |F⁻¹[(sP)(O/s)(k - q)]|²: starting from 3P instead of P gives the object to the same
     error (complex_error fits the global factor)."""
-    setup, obj = _fp_problem()
+    setup, obj = _setup(), _cells()
     measured = fp.images(obj, setup)
-    band = 0.9 * setup.na_synthetic / 0.5
+    band = 0.9 * setup.na_synthetic / LAMBDA
     start = backend.asnumpy(led_geometry.pupil(setup))
     for scale in (1.0, 3.0):
         result = epry.reconstruct(measured, setup, pupil_init=scale * start, recover_pupil=False, max_num_iter=10)
@@ -307,10 +304,10 @@ def test_epry_does_not_depend_on_the_pupils_scale():
 def test_epry_does_not_depend_on_the_images_units():
     """I → s²I is O → sO: images in camera counts (x1000) give the same object and the same recovered pupil (a
     4 µm defocus) as normalised ones."""
-    setup, obj = _fp_problem()
+    setup, obj = _setup(), _cells()
     truth = backend.asnumpy(led_geometry.pupil(setup, defocus=4.0))
     measured = backend.asnumpy(fp.images(obj, setup, pupil_function=truth))
-    band = 0.9 * setup.na_synthetic / 0.5
+    band = 0.9 * setup.na_synthetic / LAMBDA
     inside = np.abs(truth) > 0
     for scale in (1.0, 1000.0):
         result = epry.reconstruct(scale * measured, setup, max_num_iter=15)
@@ -323,9 +320,7 @@ def test_effective_pupil_predicts_where_each_leds_direct_beam_is_bright():
     """A blank object under vignetting (the full chirp-and-stop operator of fp.images, another code path): at
     field points on both sides of the centre, each LED's direct beam is bright (>= 0.8) exactly where the
     stationary-phase pupil of that field point passes it (edge values 0.1-0.8 skipped)."""
-    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
-    setup = led_geometry.make_setup((128, 128), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds, upsampling=4,
-                                    na_vignetting=0.11, vignetting_slope=2e-3)
+    setup = _setup(na_vignetting=0.11, vignetting_slope=2e-3)
     image = backend.asnumpy(fp.images(np.ones((128, 128), complex), setup))
     m = image.shape[-1]
     step = 0.5 * 4
@@ -345,10 +340,7 @@ def test_effective_pupil_predicts_where_each_leds_direct_beam_is_bright():
 def test_vignetted_images_converge_with_the_frequency_window():
     """The documented accuracy of the default window: the images differ from those on the full object grid's
     window by 2.6 % (54), and by less as the window widens (0.2 % at 112), monotonically."""
-    leds = led_geometry.led_array((5, 5), pitch=4.0, height=80.0)
-    obj = phantoms.cells((128, 128), sampling=0.5, seed=0, n_cells=4, radius=(5.0, 10.0))
-    setup = led_geometry.make_setup((128, 128), sampling=0.5, wavelength=0.5, na=0.1, illumination=leds,
-                                    upsampling=4, na_vignetting=0.11, vignetting_slope=2e-3)
+    obj, setup = _cells(), _setup(na_vignetting=0.11, vignetting_slope=2e-3)
     assert setup.window == 54
     full = backend.asnumpy(fp.images(obj, setup._replace(window=128)))
     differences = [np.linalg.norm(backend.asnumpy(fp.images(obj, setup._replace(window=w))) - full)

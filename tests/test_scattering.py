@@ -69,7 +69,7 @@ def test_mie_interior_matches_the_bessel_series():
         np.testing.assert_allclose((field / carrier)[inside], series, atol=1e-12)
 
 
-def test_convergent_born_series_matches_mie_within_one_percent(device):
+def test_convergent_born_series_matches_mie_within_0p6_percent(device):
     dx, radius, n_c = LAMBDA / 1.43 / 8, 0.75, 1.43
     shape = (2 * int(round(1.5 * radius / dx)),) * 2
     n = mie.cylinder_index(shape, sampling=dx, radius=radius, n_cylinder=n_c, n_background=N_B)
@@ -80,7 +80,7 @@ def test_convergent_born_series_matches_mie_within_one_percent(device):
     near = _disc(shape, dx, 1.5 * radius)
     difference = backend.asnumpy(solution.field - exact)
     error = np.linalg.norm(difference[near]) / np.linalg.norm(backend.asnumpy(exact)[near])
-    assert error < 0.01
+    assert error < 0.006  # 0.39 % measured, the same at tol 1e-7: the staircased cylinder, not the solver
     assert solution.residual <= 1e-6 and solution.num_iter < 500
 
 
@@ -298,10 +298,10 @@ def test_born_field_of_a_weak_sphere_in_3d_is_mie(device):
     assert np.linalg.norm((born - exact)[near]) < 0.15 * np.linalg.norm((exact - 1)[near])
 
 
-def test_cbs_boundary_is_the_published_profile_and_the_field_is_mie():
+def test_cbs_boundary_is_the_published_profile():
     """The absorbing boundary k²(r) - k₀² = c²(N - cr + 2ik₀r)(cr)^(N-1)/(N! e_N(cr)), e_N(x) = Σ_{n<=N} xⁿ/n!
-    (Osnabrugge et al. 2016), written out here, absorbing (Im >= 0) everywhere; and a cylinder's CBS field
-    within 0.6 % of the Mie series (0.39 % measured at tol 1e-7)."""
+    (Osnabrugge et al. 2016), written out here, absorbing (Im >= 0) everywhere. (That the field it bounds is the
+    Mie series' is test_convergent_born_series_matches_mie_within_0p6_percent.)"""
     import inspect
 
     order = inspect.signature(cbs.boundary_profile).parameters["order"].default
@@ -313,17 +313,6 @@ def test_cbs_boundary_is_the_published_profile_and_the_field_is_mie():
     profile = backend.asnumpy(cbs.boundary_profile(r, k=k, strength=strength))
     np.testing.assert_allclose(profile, paper, rtol=0, atol=1e-12 * np.abs(paper).max())
     assert (profile.imag >= -1e-12).all()
-    wavelength, n_background, n_cylinder, radius = 0.5, 1.33, 1.43, 0.75
-    dx = wavelength / n_cylinder / 8
-    shape = (2 * int(round(1.5 * radius / dx)),) * 2
-    n = mie.cylinder_index(shape, sampling=dx, radius=radius, n_cylinder=n_cylinder, n_background=n_background)
-    exact = backend.asnumpy(mie.cylinder_field(shape, sampling=dx, wavelength=wavelength, radius=radius,
-                                               n_cylinder=n_cylinder, n_background=n_background))
-    field = backend.asnumpy(cbs.solve(n, wavelength=wavelength, sampling=dx, n_background=n_background,
-                                      tol=1e-7).field)
-    z = (np.arange(shape[0]) - shape[0] // 2) * dx
-    near = np.hypot(z[:, None], z[None, :]) < 1.5 * radius
-    assert np.linalg.norm((field - exact)[near]) < 0.006 * np.linalg.norm(exact[near])
 
 
 def test_mie_cylinder_is_centred_on_the_middle_pixel_and_mirror_symmetric():

@@ -347,11 +347,10 @@ def test_atom_projector_weighs_distinct_anchors_and_rotates_like_the_testbed(off
     """Three anchors at different positions, an off-centre particle: projection k is Σ_m w_km P_k(x_m), with the
     testbed's rotation convention (identical anchors or a symmetric particle could not tell)."""
     positions, numbers = off_centre
-    angles, times = specimens.tilt_series(7, order="golden")
+    op, _ = _atom_problem(off_centre)
+    angles, times = specimens.tilt_series(7, order="golden")  # those of _atom_problem, not read from op
     rotations = projector.tilt_rotations(angles)
     weights = backend.asnumpy(reconstruct.temporal_weights(times, [0.0, 0.5, 1.0]))
-    sigma = specimens.cross_sections(numbers)
-    op = refine.AtomProjector(rotations, weights, [sigma] * 3, gpts=(16, 16), sampling=SAMPLING, width=WIDTH)
     anchors = [positions + 0.3 * rng.standard_normal(positions.shape) for _ in range(3)]
     each = [backend.asnumpy(specimens.project_atoms(x, numbers, rotations, gpts=(16, 16), sampling=SAMPLING,
                                                     width=WIDTH)) for x in anchors]
