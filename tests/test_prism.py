@@ -15,9 +15,9 @@ POSITIONS = H(stem.scan_positions(start=(2.2, 2.2), end=(4.2, 4.2), sampling=0.2
 COMMON = dict(grid=GRID, energy=ENERGY, slice_thickness=1.0, semiangle_cutoff=ALPHA)
 
 
-def column_potential(n_slices=4, peak=400.0, width=0.15, centre=(3.2, 3.2)):
-    """A Gaussian column [V·Å per slice]: a strong scatterer on the test grid."""
-    x, y = grids.coordinates(GRID, xp=np)
+def column_potential(n_slices=4, peak=400.0, width=0.15, centre=(3.2, 3.2), grid=GRID):
+    """A Gaussian column [V·Å per slice]: a strong scatterer on the test grid (or another)."""
+    x, y = grids.coordinates(grid, xp=np)
     r2 = (x[:, None] - centre[0]) ** 2 + (y[None, :] - centre[1]) ** 2
     return np.repeat((peak * np.exp(-r2 / (2 * width**2)))[None], n_slices, axis=0).astype(np.float32)
 
@@ -362,9 +362,7 @@ def test_prism_f1_equals_multislice_on_a_grid_of_unequal_sides_and_spacings(devi
     grid = grids.make_grid(gpts=(64, 48), sampling=(0.09, 0.1))
     common = dict(grid=grid, energy=200e3, slice_thickness=1.0, semiangle_cutoff=20.0)
     detectors = {"BF": (0.0, 20.0), "DF": (40.0, 70.0)}
-    x, y = grids.coordinates(grid, xp=np)
-    blob = 400.0 * np.exp(-((x[:, None] - 3.2) ** 2 + (y[None, :] - 2.9) ** 2) / (2 * 0.15**2))
-    potential = np.repeat(blob[None], 3, axis=0).astype(np.float32)
+    potential = column_potential(n_slices=3, centre=(3.2, 2.9), grid=grid)
     positions = stem.scan_positions(start=(2.2, 2.0), end=(4.2, 3.8), sampling=0.3)
     reference = stem.scan(potential, positions=positions, detectors=detectors, defocus=20.0, **common)
     smatrix = prism.build_smatrix(potential, interpolation=1, **common)
