@@ -24,9 +24,9 @@ def off_centre(particle):
     return positions + np.array([0.7, -0.4, 1.1]), numbers
 
 
-def _series(particle, n=19, order="sequential"):
+def _series(particle, n=19, order="sequential", tilt_range=70.0):
     positions, numbers = particle
-    angles, times = specimens.tilt_series(n, order=order)
+    angles, times = specimens.tilt_series(n, order=order, tilt_range=tilt_range)
     tilt = projector.TiltProjector(SHAPE, angles, sampling=SAMPLING)
     data = specimens.project_atoms(positions, numbers, tilt.rotations, gpts=SHAPE[1:], sampling=SAMPLING,
                                    width=WIDTH)
@@ -152,10 +152,7 @@ def test_fbp_of_a_full_series_is_the_volume(particle):
     a 24³ grid at width = sampling); a projection filtered off by one pixel, or a wrong filter, gives about 1.
     The Hann filter trades resolution for noise: correlation 0.96."""
     positions, numbers = particle
-    angles, _ = specimens.tilt_series(180, tilt_range=89.5)
-    tilt = projector.TiltProjector(SHAPE, angles, sampling=SAMPLING)
-    data = specimens.project_atoms(positions, numbers, tilt.rotations, gpts=SHAPE[1:], sampling=SAMPLING,
-                                   width=WIDTH)
+    tilt, data, _ = _series(particle, n=180, tilt_range=89.5)
     truth = backend.asnumpy(specimens.atom_volume(positions, numbers, shape=SHAPE, sampling=SAMPLING, width=WIDTH))
     ramp = backend.asnumpy(reconstruct.fbp(data, tilt).x)
     assert np.linalg.norm(ramp - truth) < 0.2 * np.linalg.norm(truth)
